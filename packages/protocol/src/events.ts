@@ -1,0 +1,45 @@
+import type { ItemStatus, Owner } from './job.js'
+
+/** Payload of each event type. One entry per type; the unions below are derived from it. */
+export interface EventDataMap {
+  created: { type: string; input: unknown; owner: Owner | null }
+  started: { attempt: number; worker: string | null }
+  progress: { stage?: string; percent?: number; message?: string }
+  item: { id: string; label?: string; status?: ItemStatus; percent?: number; message?: string }
+  chunk: { text: string }
+  checkpoint: { data: unknown }
+  completed: { result: unknown }
+  failed: { code: string; message: string; retryable: boolean }
+  cancelled: { reason: string | null }
+  requeued: { reason: string; attempt: number }
+}
+
+export type EventType = keyof EventDataMap
+export const eventTypes: readonly EventType[] = [
+  'created', 'started', 'progress', 'item', 'chunk', 'checkpoint', 'completed', 'failed', 'cancelled', 'requeued',
+]
+
+/** Events a producer may append through `POST /v1/jobs/:id/events`. */
+export type ProducerEventType = 'started' | 'progress' | 'item' | 'chunk' | 'checkpoint' | 'completed' | 'failed'
+export const producerEventTypes: readonly ProducerEventType[] = [
+  'started', 'progress', 'item', 'chunk', 'checkpoint', 'completed', 'failed',
+]
+
+/** An event as stored and delivered: `seq` is contiguous per job from 1, assigned by the store. */
+export type JobEvent = {
+  [K in EventType]: { jobId: string; seq: number; type: K; at: string; data: EventDataMap[K] }
+}[EventType]
+
+export type JobEventOf<K extends EventType> = Extract<JobEvent, { type: K }>
+
+/** An event before the store has numbered it. */
+export type EventDraft = { [K in EventType]: { type: K; data: EventDataMap[K] } }[EventType]
+
+/** Delivery classes (see DESIGN.md): latest-wins may be coalesced, the rest never are. */
+export function isLatestWins(type: EventType): boolean {
+  return type === 'progress' || type === 'item'
+}
+
+export function isTerminalEvent(type: EventType): boolean {
+  return type === 'completed' || type === 'failed' || type === 'cancelled'
+}

@@ -1,0 +1,7 @@
+export * from './errors.js'
+export * from './events.js'
+export * from './job.js'
+export * from './lifecycle.js'
+export * from './reducer.js'
+export * from './sse.js'
+export * from './stream.js'

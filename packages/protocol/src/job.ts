@@ -1,0 +1,73 @@
+/** A job's lifecycle status. `completed`, `failed` and `cancelled` are terminal. */
+export type JobStatus = 'queued' | 'running' | 'completed' | 'failed' | 'cancelled'
+export const jobStatuses: readonly JobStatus[] = ['queued', 'running', 'completed', 'failed', 'cancelled']
+export type TerminalStatus = 'completed' | 'failed' | 'cancelled'
+
+export function isTerminal(status: JobStatus): status is TerminalStatus {
+  return status === 'completed' || status === 'failed' || status === 'cancelled'
+}
+
+/** Who a job belongs to. Scopes (tokens, lists) are checked against it. */
+export interface Owner {
+  tenant: string
+  user: string
+}
+
+export interface Progress {
+  stage: string | null
+  percent: number | null
+  message: string | null
+}
+
+export type ItemStatus = 'pending' | 'running' | 'completed' | 'failed' | 'skipped'
+export const itemStatuses: readonly ItemStatus[] = ['pending', 'running', 'completed', 'failed', 'skipped']
+
+/** Progress of one sub-task (a file, a page, a step), keyed by `id`. */
+export interface ItemState {
+  id: string
+  label: string | null
+  status: ItemStatus
+  percent: number | null
+  message: string | null
+  updatedAt: string
+}
+
+/** One entry of the stage timeline: when the job entered `stage`. */
+export interface StageEntry {
+  stage: string
+  at: string
+}
+
+export interface JobErrorInfo {
+  code: string
+  message: string
+  retryable: boolean
+}
+
+/**
+ * A job's state: the reduction of its events up to and including `seq`. Everything a watcher
+ * shows comes from here; a snapshot is this object at some seq.
+ */
+export interface JobState {
+  id: string
+  type: string
+  owner: Owner | null
+  input: unknown
+  status: JobStatus
+  progress: Progress
+  stages: StageEntry[]
+  items: ItemState[]
+  /** All streamed text so far, in order. */
+  text: string
+  checkpoint: unknown
+  result: unknown
+  error: JobErrorInfo | null
+  /** Run attempt, 0 until the job first starts. */
+  attempt: number
+  createdAt: string
+  startedAt: string | null
+  finishedAt: string | null
+  updatedAt: string
+  /** Seq of the last event applied. */
+  seq: number
+}

@@ -1,0 +1,101 @@
+import type { EventDraft, JobEvent, JobState, JobStatus, Owner } from '@jobwire/protocol'
+
+/** What a new job starts from. The store writes its `created` event as seq 1. */
+export interface NewJob {
+  id: string
+  type: string
+  input: unknown
+  owner: Owner | null
+  idempotencyKey: string | null
+  at: string
+}
+
+export interface CreateResult {
+  job: JobState
+  /** False when the idempotency key named an existing job: `job` is that one. */
+  created: boolean
+}
+
+/**
+ * Decides, from the job's current state, which events to append. Runs inside the store's atomic
+ * section (a transaction, or a compare-and-set retry loop), so it must be pure and synchronous.
+ * It throws a JobwireError to refuse; returning `[]` appends nothing.
+ */
+export type AppendPlan = (job: JobState) => EventDraft[]
+
+export interface AppendResult {
+  job: JobState
+  events: JobEvent[]
+}
+
+/** A slice of a job's log after some position. */
+export interface LogRange {
+  events: JobEvent[]
+  /** Lowest seq the log still holds (head + 1 when it holds nothing). */
+  firstSeq: number
+  /** Seq of the job's last event. */
+  head: number
+  status: JobStatus
+}
+
+export interface JobQuery {
+  status?: JobStatus
+  type?: string
+  tenant?: string
+  user?: string
+  /** Opaque, from a previous page's `nextCursor`. */
+  cursor?: string
+  limit: number
+}
+
+export interface JobPage {
+  jobs: JobState[]
+  nextCursor: string | null
+}
+
+export interface SweepResult {
+  expiredJobs: number
+}
+
+export type Unsubscribe = () => void
+/** Receives a job's committed events in seq order, as soon as they commit on any node. */
+export type EventListener = (events: readonly JobEvent[]) => void
+
+/** How long finished jobs are kept and how much log each job keeps. */
+export interface Retention {
+  /** Per-job log cap; older events are trimmed (the snapshot still holds their effect). */
+  maxEventsPerJob: number
+  /** Milliseconds a finished job is kept, by terminal status. */
+  ttlMs: { completed: number; failed: number; cancelled: number }
+}
+
+export const defaultRetention: Retention = {
+  maxEventsPerJob: 1000,
+  ttlMs: { completed: 24 * 3600_000, failed: 3600_000, cancelled: 3600_000 },
+}
+
+/**
+ * Everything core needs from storage. Each backend owns its connections, SQL or scripts; the
+ * conformance suite (test/store-conformance.ts) is the contract.
+ */
+export interface Store {
+  readonly kind: string
+  createJob(job: NewJob): Promise<CreateResult>
+  getJob(id: string): Promise<JobState | null>
+  listJobs(query: JobQuery): Promise<JobPage>
+  /**
+   * Atomically: read the job, run `plan`, number its events from seq + 1, apply them with the
+   * reducer, trim the log to the cap, persist, and only then resolve and fan out.
+   * Rejects with `job_not_found` for an unknown job, or with whatever `plan` throws.
+   */
+  append(jobId: string, plan: AppendPlan): Promise<AppendResult>
+  /** Events with seq > `after`, at most `limit` of them; `null` when the job does not exist. */
+  readLog(jobId: string, after: number, limit: number): Promise<LogRange | null>
+  /** Delivers every event committed for `jobId` from now on, on whatever node it was written. */
+  subscribe(jobId: string, listener: EventListener): Unsubscribe
+  /** Deletes finished jobs whose TTL has passed. */
+  sweep(now: number): Promise<SweepResult>
+  /** Cheap liveness check for readiness probes. */
+  ping(): Promise<void>
+  close(): Promise<void>
+}

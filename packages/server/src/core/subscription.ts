@@ -1,0 +1,175 @@
+import { isTerminal, isTerminalEvent, JobwireError, type JobEvent, type JobState, type StreamMessage } from '@jobwire/protocol'
+import type { Store, Unsubscribe } from './store.js'
+
+/** Where a subscription delivers. Transports implement it; they only encode. */
+export interface StreamSink {
+  /** Messages in order. Called synchronously from the commit that produced them. */
+  write(messages: readonly StreamMessage[]): void
+  /** The subscription is over: after a terminal event, or after an error message. */
+  end(): void
+}
+
+/**
+ * One watcher's view of one job: a snapshot or an exact replay, then live events, with no gap and
+ * no duplicate across the hand-off. The live listener is registered before anything is read, so
+ * events committed meanwhile are buffered; anything that does not follow the last delivered seq
+ * is fetched from the log rather than skipped. If the log no longer holds what is missing, the
+ * subscriber gets a snapshot marked `reset` — never a silent gap.
+ */
+export class JobSubscription {
+  #last = 0
+  #knownHead = 0
+  #pending: JobEvent[] = []
+  #catchingUp = true
+  #closed = false
+  #unsubscribe: Unsubscribe | null = null
+
+  constructor(
+    private readonly store: Store,
+    readonly jobId: string,
+    private readonly sink: StreamSink,
+    private readonly pageSize: number,
+  ) {}
+
+  /** Seq of the last event (or snapshot) delivered. */
+  get position(): number {
+    return this.#last
+  }
+
+  get closed(): boolean {
+    return this.#closed
+  }
+
+  /**
+   * Starts delivering. Rejects with `job_not_found` before anything is written, and with
+   * `position_ahead` when `after` is beyond the job's last event.
+   */
+  async start(after: number | undefined): Promise<void> {
+    this.#unsubscribe = this.store.subscribe(this.jobId, (events) => this.#onLive(events))
+    try {
+      if (after === undefined) {
+        const job = await this.store.getJob(this.jobId)
+        if (job === null) throw new JobwireError('job_not_found', { jobId: this.jobId })
+        this.#snapshot(job, false)
+      } else {
+        const range = await this.store.readLog(this.jobId, after, this.pageSize)
+        if (range === null) throw new JobwireError('job_not_found', { jobId: this.jobId })
+        if (after > range.head) {
+          throw new JobwireError('position_ahead', { jobId: this.jobId, position: after, seq: range.head })
+        }
+        if (range.firstSeq > after + 1) {
+          await this.#resetFromSnapshot()
+        } else {
+          this.#last = after
+          this.#knownHead = range.head
+          this.sink.write([{ type: 'recovered', after }])
+          this.#deliver(range.events)
+          if (!this.#closed && range.head === this.#last && isTerminal(range.status)) this.close()
+        }
+      }
+    } catch (error) {
+      this.close(false)
+      throw error
+    }
+    if (!this.#closed) await this.#catchUp()
+  }
+
+  close(notify = true): void {
+    if (this.#closed) return
+    this.#closed = true
+    this.#unsubscribe?.()
+    this.#pending = []
+    if (notify) this.sink.end()
+  }
+
+  #onLive(events: readonly JobEvent[]): void {
+    if (this.#closed) return
+    if (this.#catchingUp) {
+      for (const event of events) this.#pending.push(event)
+      return
+    }
+    const first = events[0]
+    if (first !== undefined && first.seq > this.#last + 1) {
+      // Something is missing between what we delivered and this batch: fetch it from the log.
+      for (const event of events) this.#pending.push(event)
+      this.#catchingUp = true
+      void this.#catchUp()
+      return
+    }
+    this.#deliver(events)
+  }
+
+  /** Delivers the events that extend the last seq, drops the ones already delivered. */
+  #deliver(events: readonly JobEvent[]): void {
+    let out: StreamMessage[] | null = null
+    let terminal = false
+    for (const event of events) {
+      if (event.seq !== this.#last + 1) continue
+      this.#last = event.seq
+      ;(out ??= []).push({ type: 'event', event })
+      if (isTerminalEvent(event.type)) {
+        terminal = true
+        break
+      }
+    }
+    if (this.#last > this.#knownHead) this.#knownHead = this.#last
+    if (out !== null) this.sink.write(out)
+    if (terminal) this.close()
+  }
+
+  #snapshot(job: JobState, reset: boolean): void {
+    this.#last = job.seq
+    this.#knownHead = Math.max(this.#knownHead, job.seq)
+    this.sink.write([{ type: 'snapshot', job, reset, reason: reset ? 'trimmed' : 'initial' }])
+    if (isTerminal(job.status)) this.close()
+  }
+
+  async #resetFromSnapshot(): Promise<void> {
+    const job = await this.store.getJob(this.jobId)
+    if (this.#closed) return
+    if (job === null) {
+      this.#fail(new JobwireError('job_not_found', { jobId: this.jobId }))
+      return
+    }
+    this.#snapshot(job, true)
+  }
+
+  /** Drains buffered live events, reading the log for whatever they skip, until live again. */
+  async #catchUp(): Promise<void> {
+    try {
+      while (!this.#closed) {
+        const pending = this.#pending
+        this.#pending = []
+        pending.sort((a, b) => a.seq - b.seq)
+        this.#deliver(pending)
+        if (this.#closed) return
+        const behind = pending.some((event) => event.seq > this.#last) || this.#knownHead > this.#last
+        if (!behind && this.#pending.length === 0) {
+          this.#catchingUp = false
+          return
+        }
+        // Keep what is still ahead; the log fills the hole in front of it.
+        for (const event of pending) if (event.seq > this.#last) this.#pending.push(event)
+        const range = await this.store.readLog(this.jobId, this.#last, this.pageSize)
+        if (this.#closed) return
+        if (range === null) {
+          this.#fail(new JobwireError('job_not_found', { jobId: this.jobId }))
+          return
+        }
+        this.#knownHead = Math.max(this.#knownHead, range.head)
+        if (range.firstSeq > this.#last + 1) await this.#resetFromSnapshot()
+        else this.#deliver(range.events)
+      }
+    } catch (error) {
+      this.#fail(
+        error instanceof JobwireError ? error : new JobwireError('unavailable', { reason: (error as Error).message }),
+      )
+    }
+  }
+
+  #fail(error: JobwireError): void {
+    if (this.#closed) return
+    this.sink.write([{ type: 'error', error: error.toBody() }])
+    this.close()
+  }
+}

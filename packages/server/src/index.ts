@@ -1,0 +1,7 @@
+export { JobService, defaultCoreLimits, type CoreLimits, type CreateJobInput } from './core/jobs.js'
+export { JobSubscription, type StreamSink } from './core/subscription.js'
+export { FanOut } from './core/fan-out.js'
+export { defaultRetention } from './core/store.js'
+export type * from './core/store.js'
+export { MemoryStore } from './stores/memory-store.js'
+export { SqliteStore, type SqliteStoreOptions } from './stores/sqlite-store.js'

@@ -1,0 +1,134 @@
+import { applyEvent, JobwireError, type JobEvent, type JobState } from '@jobwire/protocol'
+import { applyPlan, createdEvent, decodeCursor, encodeCursor, expiryOf } from '../core/apply.js'
+import { FanOut } from '../core/fan-out.js'
+import {
+  defaultRetention,
+  type AppendPlan,
+  type AppendResult,
+  type CreateResult,
+  type EventListener,
+  type JobPage,
+  type JobQuery,
+  type LogRange,
+  type NewJob,
+  type Retention,
+  type Store,
+  type SweepResult,
+  type Unsubscribe,
+} from '../core/store.js'
+
+interface Entry {
+  ordinal: number
+  job: JobState
+  log: JobEvent[]
+  expiresAt: number | null
+  idempotencyKey: string | null
+}
+
+/** Everything in process memory: for tests, demos and `jobwire serve --memory`. Lost on exit. */
+export class MemoryStore implements Store {
+  readonly kind = 'memory'
+  readonly #jobs = new Map<string, Entry>()
+  readonly #byKey = new Map<string, string>()
+  readonly #fanOut = new FanOut()
+  readonly #retention: Retention
+  #ordinal = 0
+  #closed = false
+
+  constructor(options: { retention?: Retention } = {}) {
+    this.#retention = options.retention ?? defaultRetention
+  }
+
+  async createJob(input: NewJob): Promise<CreateResult> {
+    this.#open()
+    if (input.idempotencyKey !== null) {
+      const existing = this.#byKey.get(input.idempotencyKey)
+      const entry = existing === undefined ? undefined : this.#jobs.get(existing)
+      if (entry !== undefined) return { job: entry.job, created: false }
+    }
+    const event = createdEvent(input)
+    const job = applyEvent(null, event)
+    this.#jobs.set(input.id, { ordinal: ++this.#ordinal, job, log: [event], expiresAt: null, idempotencyKey: input.idempotencyKey })
+    if (input.idempotencyKey !== null) this.#byKey.set(input.idempotencyKey, input.id)
+    this.#fanOut.publish(input.id, [event])
+    return { job, created: true }
+  }
+
+  async getJob(id: string): Promise<JobState | null> {
+    this.#open()
+    return this.#jobs.get(id)?.job ?? null
+  }
+
+  async listJobs(query: JobQuery): Promise<JobPage> {
+    this.#open()
+    const before = decodeCursor(query.cursor) ?? Infinity
+    const matches: Entry[] = []
+    for (const entry of this.#jobs.values()) {
+      const { job } = entry
+      if (entry.ordinal >= before) continue
+      if (query.status !== undefined && job.status !== query.status) continue
+      if (query.type !== undefined && job.type !== query.type) continue
+      if (query.tenant !== undefined && job.owner?.tenant !== query.tenant) continue
+      if (query.user !== undefined && job.owner?.user !== query.user) continue
+      matches.push(entry)
+    }
+    matches.sort((a, b) => b.ordinal - a.ordinal)
+    const page = matches.slice(0, query.limit)
+    const last = page.at(-1)
+    return {
+      jobs: page.map((entry) => entry.job),
+      nextCursor: matches.length > query.limit && last !== undefined ? encodeCursor(last.ordinal) : null,
+    }
+  }
+
+  async append(jobId: string, plan: AppendPlan): Promise<AppendResult> {
+    this.#open()
+    const entry = this.#jobs.get(jobId)
+    if (entry === undefined) throw new JobwireError('job_not_found', { jobId })
+    const { job, events } = applyPlan(entry.job, plan, new Date().toISOString())
+    if (events.length === 0) return { job, events }
+    entry.job = job
+    entry.log.push(...events)
+    const excess = entry.log.length - this.#retention.maxEventsPerJob
+    if (excess > 0) entry.log.splice(0, excess)
+    entry.expiresAt = expiryOf(job, this.#retention)
+    this.#fanOut.publish(jobId, events)
+    return { job, events }
+  }
+
+  async readLog(jobId: string, after: number, limit: number): Promise<LogRange | null> {
+    this.#open()
+    const entry = this.#jobs.get(jobId)
+    if (entry === undefined) return null
+    const firstSeq = entry.log[0]?.seq ?? entry.job.seq + 1
+    const start = Math.max(0, after + 1 - firstSeq)
+    return { events: entry.log.slice(start, start + limit), firstSeq, head: entry.job.seq, status: entry.job.status }
+  }
+
+  subscribe(jobId: string, listener: EventListener): Unsubscribe {
+    return this.#fanOut.subscribe(jobId, listener)
+  }
+
+  async sweep(now: number): Promise<SweepResult> {
+    let expiredJobs = 0
+    for (const [id, entry] of this.#jobs) {
+      if (entry.expiresAt === null || entry.expiresAt > now) continue
+      this.#jobs.delete(id)
+      if (entry.idempotencyKey !== null) this.#byKey.delete(entry.idempotencyKey)
+      expiredJobs++
+    }
+    return { expiredJobs }
+  }
+
+  async ping(): Promise<void> {
+    this.#open()
+  }
+
+  async close(): Promise<void> {
+    this.#closed = true
+  }
+
+  #open(): void {
+    if (this.#closed) throw new JobwireError('unavailable', { reason: 'the store is closed' })
+  }
+}

@@ -64,11 +64,12 @@ export class JobwireError extends Error {
   }
 
   static fromBody(body: ErrorBody): JobwireError {
-    const code = body.code in errorRegistry ? body.code : 'internal'
+    const code = isErrorCode(body.code) ? body.code : 'internal'
     return new JobwireError(code, body.details, body.message)
   }
 }
 
 export function isErrorCode(value: unknown): value is ErrorCode {
-  return typeof value === 'string' && value in errorRegistry
+  // Own keys only: `in` would also accept inherited names such as "constructor".
+  return typeof value === 'string' && Object.hasOwn(errorRegistry, value)
 }

@@ -80,6 +80,8 @@ export function createSseParser(onFrame: (frame: SseFrame) => void, onComment?: 
   let event: string | undefined
   let id: string | undefined
   let retry: number | undefined
+  // A chunk ended in \r: its line is already handled; a \n opening the next chunk completes that \r\n.
+  let skipLf = false
 
   function line(text: string): void {
     if (text === '') {
@@ -117,13 +119,20 @@ export function createSseParser(onFrame: (frame: SseFrame) => void, onComment?: 
         first = false
       }
       let start = 0
-      for (let i = 0; i < buffer.length; i++) {
+      if (skipLf && buffer.length > 0) {
+        if (buffer.charCodeAt(0) === 10) start = 1
+        skipLf = false
+      }
+      for (let i = start; i < buffer.length; i++) {
         const c = buffer.charCodeAt(i)
         if (c !== 10 && c !== 13) continue
-        // A lone \r at the very end may be the first half of \r\n: wait for more.
-        if (c === 13 && i === buffer.length - 1) break
+        // End the line at once: with \r line endings, waiting for a possible \n would hold back
+        // the last frame until more bytes arrive, or forever if the stream closes.
         line(buffer.slice(start, i))
-        if (c === 13 && buffer.charCodeAt(i + 1) === 10) i++
+        if (c === 13) {
+          if (i === buffer.length - 1) skipLf = true
+          else if (buffer.charCodeAt(i + 1) === 10) i++
+        }
         start = i + 1
       }
       buffer = buffer.slice(start)

@@ -10,7 +10,7 @@ export function applyPlan(job: JobState, plan: AppendPlan, at: string): { job: J
   const events: JobEvent[] = []
   let state = job
   for (const draft of drafts) {
-    const event = { jobId: job.id, seq: state.seq + 1, at, ...draft } as JobEvent
+    const event = { jobId: job.id, seq: state.seq + 1, type: draft.type, at, data: draft.data } as JobEvent
     state = applyEvent(state, event)
     events.push(event)
   }

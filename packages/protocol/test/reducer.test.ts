@@ -1,0 +1,451 @@
+import { describe, expect, it } from 'vitest'
+import {
+  applyEvent,
+  eventTypes,
+  jobStatuses,
+  needsRunning,
+  nextStatus,
+  reduceEvents,
+  type EventDraft,
+  type EventType,
+  type JobEvent,
+  type JobState,
+  type JobStatus,
+  type TransitionRefusal,
+} from '@jobwire/protocol'
+
+const jobId = 'job_AAAAAAAAAAAAAAAAAAAAAA'
+
+/** Numbers drafts from seq 1 with one timestamp per second, the way a store would. */
+function logOf(drafts: EventDraft[], id = jobId): JobEvent[] {
+  return drafts.map((draft, index) => ({ jobId: id, seq: index + 1, at: at(index), ...draft }) as JobEvent)
+}
+
+function at(index: number): string {
+  return new Date(Date.UTC(2025, 0, 1, 12, 0, index)).toISOString()
+}
+
+const created: EventDraft = {
+  type: 'created',
+  data: { type: 'transcode', input: { file: 'a.wav' }, owner: { tenant: 't1', user: 'u1' } },
+}
+const started: EventDraft = { type: 'started', data: { attempt: 1, worker: 'w1' } }
+
+function reduce(drafts: EventDraft[]): JobState {
+  const state = reduceEvents(logOf(drafts))
+  if (state === null) throw new Error('empty log')
+  return state
+}
+
+/** The event that would follow `state`. */
+function next(state: JobState, draft: EventDraft): JobEvent {
+  return { jobId: state.id, seq: state.seq + 1, at: at(state.seq), ...draft } as JobEvent
+}
+
+function deepFreeze<T>(value: T): T {
+  if (value !== null && typeof value === 'object' && !Object.isFrozen(value)) {
+    Object.freeze(value)
+    for (const child of Object.values(value)) deepFreeze(child)
+  }
+  return value
+}
+
+describe('applyEvent: one case per event type', () => {
+  it('created makes a queued job holding type, owner and input, at seq 1', () => {
+    const state = reduce([created])
+    expect(state).toEqual({
+      id: jobId,
+      type: 'transcode',
+      owner: { tenant: 't1', user: 'u1' },
+      input: { file: 'a.wav' },
+      status: 'queued',
+      progress: { stage: null, percent: null, message: null },
+      stages: [],
+      items: [],
+      text: '',
+      checkpoint: null,
+      result: null,
+      error: null,
+      attempt: 0,
+      createdAt: at(0),
+      startedAt: null,
+      finishedAt: null,
+      updatedAt: at(0),
+      seq: 1,
+    })
+  })
+
+  it('started runs the job, records the attempt and the start time', () => {
+    const state = reduce([created, started])
+    expect(state).toMatchObject({ status: 'running', attempt: 1, startedAt: at(1), updatedAt: at(1), seq: 2 })
+  })
+
+  it('progress sets stage, percent and message', () => {
+    const state = reduce([created, started, { type: 'progress', data: { stage: 'decoding', percent: 10, message: 'frame 1' } }])
+    expect(state.progress).toEqual({ stage: 'decoding', percent: 10, message: 'frame 1' })
+    expect(state.status).toBe('running')
+  })
+
+  it('progress without a stage keeps the stage and updates only what it carries', () => {
+    const state = reduce([
+      created,
+      started,
+      { type: 'progress', data: { stage: 'decoding', percent: 10, message: 'frame 1' } },
+      { type: 'progress', data: { percent: 40 } },
+    ])
+    expect(state.progress).toEqual({ stage: 'decoding', percent: 40, message: 'frame 1' })
+  })
+
+  it('a new stage clears the percent and message the previous stage left', () => {
+    const state = reduce([
+      created,
+      started,
+      { type: 'progress', data: { stage: 'decoding', percent: 90, message: 'almost' } },
+      { type: 'progress', data: { stage: 'transcribing' } },
+    ])
+    expect(state.progress).toEqual({ stage: 'transcribing', percent: null, message: null })
+  })
+
+  it('item adds a new item, running by default', () => {
+    const state = reduce([created, started, { type: 'item', data: { id: 'a.wav', label: 'A' } }])
+    expect(state.items).toEqual([
+      { id: 'a.wav', label: 'A', status: 'running', percent: null, message: null, updatedAt: at(2) },
+    ])
+  })
+
+  it('chunk appends its text to the job text', () => {
+    const state = reduce([
+      created,
+      started,
+      { type: 'chunk', data: { text: 'Hello, ' } },
+      { type: 'chunk', data: { text: 'world\n' } },
+    ])
+    expect(state.text).toBe('Hello, world\n')
+  })
+
+  it('checkpoint replaces the previous checkpoint', () => {
+    const state = reduce([
+      created,
+      started,
+      { type: 'checkpoint', data: { data: { page: 3 } } },
+      { type: 'checkpoint', data: { data: { page: 7 } } },
+    ])
+    expect(state.checkpoint).toEqual({ page: 7 })
+  })
+
+  it('completed stores the result, the finish time and sets percent to 100', () => {
+    const state = reduce([
+      created,
+      started,
+      { type: 'progress', data: { stage: 'synthesizing', percent: 80 } },
+      { type: 'completed', data: { result: { url: 'https://example.test/out.mp3' } } },
+    ])
+    expect(state).toMatchObject({
+      status: 'completed',
+      result: { url: 'https://example.test/out.mp3' },
+      finishedAt: at(3),
+      progress: { stage: 'synthesizing', percent: 100, message: null },
+    })
+  })
+
+  it('failed stores the error and the finish time', () => {
+    const state = reduce([created, started, { type: 'failed', data: { code: 'decode_error', message: 'bad header', retryable: false } }])
+    expect(state).toMatchObject({
+      status: 'failed',
+      error: { code: 'decode_error', message: 'bad header', retryable: false },
+      finishedAt: at(2),
+    })
+  })
+
+  it('failed is allowed straight from queued (the job never started)', () => {
+    const state = reduce([created, { type: 'failed', data: { code: 'no_worker', message: 'none', retryable: true } }])
+    expect(state.status).toBe('failed')
+    expect(state.startedAt).toBeNull()
+  })
+
+  it('cancelled finishes a queued or a running job', () => {
+    expect(reduce([created, { type: 'cancelled', data: { reason: 'user' } }])).toMatchObject({ status: 'cancelled', finishedAt: at(1) })
+    expect(reduce([created, started, { type: 'cancelled', data: { reason: null } }])).toMatchObject({
+      status: 'cancelled',
+      finishedAt: at(2),
+    })
+  })
+
+  it('requeued puts a failed job back in the queue, keeping its checkpoint and clearing its finish', () => {
+    const state = reduce([
+      created,
+      started,
+      { type: 'checkpoint', data: { data: { page: 3 } } },
+      { type: 'failed', data: { code: 'lease_lost', message: 'worker gone', retryable: true } },
+      { type: 'requeued', data: { reason: 'lease_lost', attempt: 1 } },
+    ])
+    expect(state).toMatchObject({ status: 'queued', attempt: 1, finishedAt: null, result: null, checkpoint: { page: 3 } })
+  })
+
+  it('requeued from running (lost worker) and started again clears the previous error', () => {
+    const state = reduce([
+      created,
+      started,
+      { type: 'requeued', data: { reason: 'lease_lost', attempt: 1 } },
+      { type: 'started', data: { attempt: 2, worker: 'w2' } },
+    ])
+    expect(state).toMatchObject({ status: 'running', attempt: 2, error: null, startedAt: at(3) })
+  })
+
+  it('every event type moves updatedAt and seq forward', () => {
+    const drafts: EventDraft[] = [
+      created,
+      started,
+      { type: 'progress', data: { percent: 1 } },
+      { type: 'item', data: { id: 'x' } },
+      { type: 'chunk', data: { text: 't' } },
+      { type: 'checkpoint', data: { data: 1 } },
+      { type: 'failed', data: { code: 'e', message: 'm', retryable: true } },
+      { type: 'requeued', data: { reason: 'retry', attempt: 1 } },
+      { type: 'cancelled', data: { reason: null } },
+    ]
+    // Together with the completed case above this is every event type.
+    expect(new Set([...drafts.map((d) => d.type), 'completed'])).toEqual(new Set(eventTypes))
+    const log = logOf(drafts)
+    let state: JobState | null = null
+    for (const event of log) {
+      state = applyEvent(state, event)
+      expect(state.seq).toBe(event.seq)
+      expect(state.updatedAt).toBe(event.at)
+    }
+  })
+})
+
+describe('applyEvent: stage timeline', () => {
+  it('records each stage change once, in order, with the time it was entered', () => {
+    const state = reduce([
+      created,
+      started,
+      { type: 'progress', data: { stage: 'validating' } },
+      { type: 'progress', data: { stage: 'validating', percent: 50 } },
+      { type: 'progress', data: { percent: 100 } },
+      { type: 'progress', data: { stage: 'decoding' } },
+      { type: 'progress', data: { stage: 'transcribing', percent: 5 } },
+      { type: 'progress', data: { message: 'still transcribing' } },
+    ])
+    expect(state.stages).toEqual([
+      { stage: 'validating', at: at(2) },
+      { stage: 'decoding', at: at(5) },
+      { stage: 'transcribing', at: at(6) },
+    ])
+    expect(state.progress).toEqual({ stage: 'transcribing', percent: 5, message: 'still transcribing' })
+  })
+
+  it('returning to an earlier stage is a new timeline entry', () => {
+    const state = reduce([
+      created,
+      started,
+      { type: 'progress', data: { stage: 'a' } },
+      { type: 'progress', data: { stage: 'b' } },
+      { type: 'progress', data: { stage: 'a' } },
+    ])
+    expect(state.stages.map((s) => s.stage)).toEqual(['a', 'b', 'a'])
+  })
+})
+
+describe('applyEvent: item upsert', () => {
+  it('updates an item in place by id, keeping the fields the update leaves out', () => {
+    const state = reduce([
+      created,
+      started,
+      { type: 'item', data: { id: 'a', label: 'File A', status: 'pending' } },
+      { type: 'item', data: { id: 'b', label: 'File B' } },
+      { type: 'item', data: { id: 'a', status: 'running', percent: 30, message: 'decoding' } },
+      { type: 'item', data: { id: 'a', percent: 60 } },
+    ])
+    expect(state.items).toEqual([
+      { id: 'a', label: 'File A', status: 'running', percent: 60, message: 'decoding', updatedAt: at(5) },
+      { id: 'b', label: 'File B', status: 'running', percent: null, message: null, updatedAt: at(3) },
+    ])
+  })
+
+  it('keeps items in the order they first appeared', () => {
+    const state = reduce([
+      created,
+      started,
+      { type: 'item', data: { id: 'c' } },
+      { type: 'item', data: { id: 'a' } },
+      { type: 'item', data: { id: 'b' } },
+      { type: 'item', data: { id: 'a', status: 'completed' } },
+      { type: 'item', data: { id: 'c', status: 'skipped' } },
+    ])
+    expect(state.items.map((item) => `${item.id}:${item.status}`)).toEqual(['c:skipped', 'a:completed', 'b:running'])
+  })
+})
+
+describe('applyEvent: never mutates its input', () => {
+  it('leaves a deep-frozen state untouched through every event type', () => {
+    const drafts: EventDraft[] = [
+      created,
+      started,
+      { type: 'progress', data: { stage: 's1', percent: 1, message: 'm' } },
+      { type: 'progress', data: { stage: 's2' } },
+      { type: 'item', data: { id: 'a', label: 'A' } },
+      { type: 'item', data: { id: 'a', status: 'completed' } },
+      { type: 'item', data: { id: 'b' } },
+      { type: 'chunk', data: { text: 'abc' } },
+      { type: 'checkpoint', data: { data: { at: 1 } } },
+      { type: 'failed', data: { code: 'x', message: 'y', retryable: true } },
+      { type: 'requeued', data: { reason: 'retry', attempt: 1 } },
+      { type: 'started', data: { attempt: 2, worker: null } },
+      { type: 'completed', data: { result: 42 } },
+    ]
+    let state: JobState | null = null
+    for (const event of logOf(drafts)) {
+      const before = state === null ? null : structuredClone(state)
+      // Frozen objects throw on any write in strict mode, so a mutation fails loudly here.
+      const after: JobState = applyEvent(state === null ? null : deepFreeze(state), deepFreeze(event))
+      expect(state).toEqual(before)
+      if (state !== null) {
+        expect(after).not.toBe(state)
+        if (after.items !== state.items) expect(after.items).not.toBe(state.items)
+      }
+      state = after
+    }
+    expect(state?.status).toBe('completed')
+  })
+
+  it('an item update returns a new items array and leaves the old one as it was', () => {
+    const state = reduce([created, started, { type: 'item', data: { id: 'a', percent: 10 } }])
+    const oldItems = state.items
+    const updated = applyEvent(state, next(state, { type: 'item', data: { id: 'a', percent: 20 } }))
+    expect(oldItems[0]?.percent).toBe(10)
+    expect(updated.items[0]?.percent).toBe(20)
+    expect(updated.items).not.toBe(oldItems)
+  })
+})
+
+describe('applyEvent: refuses events that do not belong', () => {
+  it('refuses created on an existing job', () => {
+    const state = reduce([created])
+    expect(() => applyEvent(state, next(state, created))).toThrow(/created applied twice/)
+  })
+
+  it('refuses any event before created', () => {
+    expect(() => applyEvent(null, { jobId, seq: 1, type: 'started', at: at(0), data: { attempt: 1, worker: null } })).toThrow(
+      /before created/,
+    )
+  })
+
+  it('refuses an event of another job', () => {
+    const state = reduce([created, started])
+    const event = { ...next(state, { type: 'chunk', data: { text: 'x' } }), jobId: 'job_BBBBBBBBBBBBBBBBBBBBBB' }
+    expect(() => applyEvent(state, event)).toThrow(/applied to job/)
+  })
+
+  it('refuses a seq that skips ahead', () => {
+    const state = reduce([created, started])
+    const event = { ...next(state, { type: 'chunk', data: { text: 'x' } }), seq: state.seq + 2 }
+    expect(() => applyEvent(state, event)).toThrow(/seq 4 follows 2/)
+  })
+
+  it('refuses a seq already applied (a duplicate delivery)', () => {
+    const state = reduce([created, started])
+    const event = { ...next(state, { type: 'chunk', data: { text: 'x' } }), seq: state.seq }
+    expect(() => applyEvent(state, event)).toThrow(/seq 2 follows 2/)
+  })
+
+  it.each<[string, EventDraft[], EventDraft]>([
+    ['progress on a queued job', [created], { type: 'progress', data: { percent: 1 } }],
+    ['chunk on a queued job', [created], { type: 'chunk', data: { text: 'x' } }],
+    ['completed on a queued job', [created], { type: 'completed', data: { result: null } }],
+    ['started on a running job', [created, started], started],
+    ['chunk after completed', [created, started, { type: 'completed', data: { result: null } }], { type: 'chunk', data: { text: 'x' } }],
+    ['requeued after completed', [created, started, { type: 'completed', data: { result: null } }], { type: 'requeued', data: { reason: 'r', attempt: 1 } }],
+    ['cancelled after cancelled', [created, { type: 'cancelled', data: { reason: null } }], { type: 'cancelled', data: { reason: null } }],
+  ])('refuses %s and does not touch the state', (_name, history, draft) => {
+    const state = reduce(history)
+    const copy = structuredClone(state)
+    expect(() => applyEvent(state, next(state, draft))).toThrow(/is not allowed while/)
+    expect(state).toEqual(copy)
+  })
+})
+
+describe('reduceEvents', () => {
+  it('reduces a whole log the same as applying its events one by one', () => {
+    const log = logOf([created, started, { type: 'chunk', data: { text: 'a' } }, { type: 'completed', data: { result: 1 } }])
+    let state: JobState | null = null
+    for (const event of log) state = applyEvent(state, event)
+    expect(reduceEvents(log)).toEqual(state)
+  })
+
+  it('continues from a snapshot with the rest of the log', () => {
+    const log = logOf([created, started, { type: 'chunk', data: { text: 'a' } }, { type: 'chunk', data: { text: 'b' } }])
+    const snapshot = reduceEvents(log.slice(0, 2))
+    expect(reduceEvents(log.slice(2), snapshot)).toEqual(reduceEvents(log))
+  })
+
+  it('answers null for an empty log', () => {
+    expect(reduceEvents([])).toBeNull()
+  })
+})
+
+describe('lifecycle: nextStatus', () => {
+  const F: TransitionRefusal = 'job_finished'
+  const X: TransitionRefusal = 'invalid_transition'
+  // Columns follow eventTypes: created started progress item chunk checkpoint completed failed cancelled requeued
+  const table: Record<JobStatus, (JobStatus | TransitionRefusal)[]> = {
+    queued: [X, 'running', X, X, X, X, X, 'failed', 'cancelled', X],
+    running: [X, X, 'running', 'running', 'running', 'running', 'completed', 'failed', 'cancelled', 'queued'],
+    completed: [F, F, F, F, F, F, F, F, F, X],
+    failed: [F, F, F, F, F, F, F, F, F, 'queued'],
+    cancelled: [F, F, F, F, F, F, F, F, F, 'queued'],
+  }
+
+  it('the table covers every status and every event type', () => {
+    expect(Object.keys(table).sort()).toEqual([...jobStatuses].sort())
+    expect(eventTypes).toEqual([
+      'created', 'started', 'progress', 'item', 'chunk', 'checkpoint', 'completed', 'failed', 'cancelled', 'requeued',
+    ])
+  })
+
+  for (const status of jobStatuses) {
+    for (const [column, type] of eventTypes.entries()) {
+      const expected = table[status][column]
+      it(`${type} on a ${status} job → ${expected}`, () => {
+        expect(nextStatus(status, type)).toBe(expected)
+      })
+    }
+  }
+
+  it('needsRunning is true exactly for the work events and completed', () => {
+    const needing = eventTypes.filter((type: EventType) => needsRunning(type))
+    expect(needing).toEqual(['progress', 'item', 'chunk', 'checkpoint', 'completed'])
+  })
+
+  it('the reducer follows the table: what nextStatus refuses, applyEvent refuses', () => {
+    const states: Record<JobStatus, JobState> = {
+      queued: reduce([created]),
+      running: reduce([created, started]),
+      completed: reduce([created, started, { type: 'completed', data: { result: null } }]),
+      failed: reduce([created, started, { type: 'failed', data: { code: 'c', message: 'm', retryable: true } }]),
+      cancelled: reduce([created, started, { type: 'cancelled', data: { reason: null } }]),
+    }
+    const sample: Record<EventType, EventDraft> = {
+      created,
+      started,
+      progress: { type: 'progress', data: { percent: 5 } },
+      item: { type: 'item', data: { id: 'i' } },
+      chunk: { type: 'chunk', data: { text: 'x' } },
+      checkpoint: { type: 'checkpoint', data: { data: 1 } },
+      completed: { type: 'completed', data: { result: 1 } },
+      failed: { type: 'failed', data: { code: 'c', message: 'm', retryable: false } },
+      cancelled: { type: 'cancelled', data: { reason: null } },
+      requeued: { type: 'requeued', data: { reason: 'r', attempt: 2 } },
+    }
+    for (const status of jobStatuses) {
+      for (const type of eventTypes) {
+        const state = states[status]
+        const expected = nextStatus(status, type)
+        const apply = () => applyEvent(state, next(state, sample[type]))
+        if (expected === 'job_finished' || expected === 'invalid_transition') expect(apply, `${type} on ${status}`).toThrow()
+        else expect(apply().status, `${type} on ${status}`).toBe(expected)
+      }
+    }
+  })
+})

@@ -1,0 +1,210 @@
+import { readFileSync } from 'node:fs'
+import { relative } from 'node:path'
+import { parseArgs } from 'node:util'
+import type { JobState } from '@jobwire/protocol'
+import { ConfigError, configKeys, envName, flagName, loadConfig } from '../config.js'
+import { createLogger, startServer } from '../server.js'
+import { request, resolveTarget } from './client.js'
+import { watchExitCodes, watchJob } from './watch.js'
+
+const version = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version
+
+const usage = `jobwire ${version} — stream the progress of long-running jobs
+
+Usage:
+  jobwire serve [options]              start a node (SQLite in ./.jobwire by default)
+  jobwire jobs create <type> [--input JSON] [--owner tenant:user] [--idempotency-key K]
+  jobwire jobs get <id>
+  jobwire jobs list [--status S] [--type T] [--owner tenant[:user]] [--limit N] [--cursor C]
+  jobwire jobs cancel <id> [--reason TEXT]
+  jobwire watch <id> [--json]          live progress until the job ends; exit 0 completed, 1 failed, 2 cancelled
+  jobwire help | --version
+
+Client commands take --url (JOBWIRE_URL, default http://127.0.0.1:7070) and --key (JOBWIRE_API_KEY,
+else ./.jobwire/admin.key). \`jobwire serve --help\` lists the server's options.`
+
+/** Runs the CLI; resolves with the process exit code. */
+export async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv
+  switch (command) {
+    case 'serve':
+      return serve(rest)
+    case 'jobs':
+      return jobs(rest)
+    case 'watch':
+      return watch(rest)
+    case '--version':
+    case '-v':
+      console.log(version)
+      return 0
+    case undefined:
+    case 'help':
+    case '--help':
+    case '-h':
+      console.log(usage)
+      return 0
+    default:
+      console.error(`Unknown command "${command}".\n\n${usage}`)
+      return 64
+  }
+}
+
+const booleanKeys = new Set(['memory', 'demo'])
+
+function serveUsage(): string {
+  const lines = configKeys.map((key) => `  ${flagName(key).padEnd(22)} ${envName(key)}`)
+  return `jobwire serve [options]\n\nEvery option is a flag or an environment variable (flags win):\n${lines.join('\n')}\n\nSee README.md "Configuration" for defaults and meanings.`
+}
+
+async function serve(argv: string[]): Promise<number> {
+  const options: Record<string, { type: 'string' | 'boolean' }> = { help: { type: 'boolean' } }
+  for (const key of configKeys) options[flagName(key).slice(2)] = { type: booleanKeys.has(key) ? 'boolean' : 'string' }
+  let parsed
+  try {
+    parsed = parseArgs({ args: argv, options, allowPositionals: false, strict: true })
+  } catch (error) {
+    console.error(`${(error as Error).message}\n\n${serveUsage()}`)
+    return 64
+  }
+  if (parsed.values.help === true) {
+    console.log(serveUsage())
+    return 0
+  }
+  const flags: Record<string, unknown> = {}
+  for (const [name, value] of Object.entries(parsed.values)) {
+    if (name !== 'help') flags[name.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase())] = value
+  }
+  let config
+  try {
+    config = loadConfig(flags, process.env)
+  } catch (error) {
+    if (error instanceof ConfigError) {
+      console.error(error.message)
+      return 78
+    }
+    throw error
+  }
+  const logger = createLogger(config.logLevel, process.stdout.isTTY === true)
+  const server = await startServer({ config, logger }).catch((error: Error & { code?: string }) => {
+    if (error.code === 'EADDRINUSE') throw new Error(`Port ${config.port} is in use: pass --port or set JOBWIRE_PORT`)
+    throw error
+  })
+  const store = server.databasePath === null ? 'memory (nothing survives a restart)' : `sqlite ${relative(process.cwd(), server.databasePath) || server.databasePath}`
+  const lines = [``, `  Jobwire ${version} listening on ${server.url}`, `  store: ${store}`]
+  if (server.adminKey.source === 'generated') {
+    lines.push(`  admin API key (new${server.adminKey.path === null ? ', this run only' : `, saved to ${relative(process.cwd(), server.adminKey.path)}`}): ${server.adminKey.key}`)
+  } else if (server.adminKey.source === 'file') {
+    lines.push(`  admin API key: in ${relative(process.cwd(), server.adminKey.path ?? '')}`)
+  }
+  if (config.demo) lines.push(`  demo: open ${server.url}/ in a browser`)
+  console.log(`${lines.join('\n')}\n`)
+
+  let signals = 0
+  const stop = (signal: string): void => {
+    signals++
+    if (signals > 1) {
+      console.error(`\n${signal} again: exiting now`)
+      process.exit(130)
+    }
+    console.error(`\n${signal}: shutting down (again to force)`)
+    server.close().then(
+      () => process.exit(0),
+      (error: unknown) => {
+        console.error(error)
+        process.exit(1)
+      },
+    )
+  }
+  process.on('SIGINT', () => stop('SIGINT'))
+  process.on('SIGTERM', () => stop('SIGTERM'))
+  return new Promise<number>(() => {})
+}
+
+const clientOptions = {
+  url: { type: 'string' },
+  key: { type: 'string' },
+  'data-dir': { type: 'string' },
+} as const
+
+async function jobs(argv: string[]): Promise<number> {
+  const [sub, ...rest] = argv
+  const { values, positionals } = parseArgs({
+    args: rest,
+    allowPositionals: true,
+    options: {
+      ...clientOptions,
+      input: { type: 'string' },
+      owner: { type: 'string' },
+      'idempotency-key': { type: 'string' },
+      status: { type: 'string' },
+      type: { type: 'string' },
+      limit: { type: 'string' },
+      cursor: { type: 'string' },
+      reason: { type: 'string' },
+    },
+  })
+  const target = resolveTarget(values)
+  const print = (value: unknown): void => console.log(JSON.stringify(value, null, 2))
+  const id = (): string => {
+    const value = positionals[0]
+    if (value === undefined) throw new Error(`jobwire jobs ${sub} needs a job id`)
+    return encodeURIComponent(value)
+  }
+  switch (sub) {
+    case 'create': {
+      const type = positionals[0]
+      if (type === undefined) throw new Error('jobwire jobs create needs a job type')
+      const body: Record<string, unknown> = { type }
+      if (values.input !== undefined) {
+        try {
+          body.input = JSON.parse(values.input)
+        } catch {
+          throw new Error('--input must be JSON, e.g. --input \'{"file":"a.mp3"}\'')
+        }
+      }
+      if (values.owner !== undefined) {
+        const [tenant, user] = values.owner.split(':')
+        body.owner = { tenant, user }
+      }
+      if (values['idempotency-key'] !== undefined) body.idempotencyKey = values['idempotency-key']
+      print(await request(target, 'POST', '/v1/jobs', body))
+      return 0
+    }
+    case 'get':
+      print(await request(target, 'GET', `/v1/jobs/${id()}`))
+      return 0
+    case 'list': {
+      const query = new URLSearchParams()
+      for (const key of ['status', 'type', 'owner', 'limit', 'cursor'] as const) {
+        const value = values[key]
+        if (value !== undefined) query.set(key, value)
+      }
+      const page = await request<{ jobs: JobState[]; nextCursor: string | null }>(target, 'GET', `/v1/jobs?${query}`)
+      for (const job of page.jobs) {
+        const percent = job.progress.percent === null ? '' : `${Math.round(job.progress.percent)}%`
+        console.log([job.id, job.type.padEnd(16), job.status.padEnd(10), percent.padStart(4), job.progress.stage ?? '', job.createdAt].join('  '))
+      }
+      if (page.nextCursor !== null) console.log(`more: jobwire jobs list --cursor ${page.nextCursor}`)
+      return 0
+    }
+    case 'cancel':
+      print(await request(target, 'POST', `/v1/jobs/${id()}/cancel`, values.reason === undefined ? {} : { reason: values.reason }))
+      return 0
+    default:
+      console.error(`Unknown jobs command "${sub ?? ''}".\n\n${usage}`)
+      return 64
+  }
+}
+
+async function watch(argv: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({ args: argv, allowPositionals: true, options: { ...clientOptions, json: { type: 'boolean' } } })
+  const jobId = positionals[0]
+  if (jobId === undefined) throw new Error('jobwire watch needs a job id')
+  const job = await watchJob(resolveTarget(values), jobId, {
+    plain: process.stdout.isTTY !== true,
+    json: values.json === true,
+    write: (text) => process.stdout.write(text),
+  })
+  if (values.json !== true && job.status === 'completed' && job.result !== null) console.log(`result: ${JSON.stringify(job.result)}`)
+  return watchExitCodes[job.status as keyof typeof watchExitCodes] ?? 1
+}

@@ -1,0 +1,112 @@
+import { z } from 'zod'
+
+/** A duration: milliseconds as a number, or a string with a unit (`500ms`, `15s`, `10m`, `24h`, `7d`). */
+const duration = z.union([z.number(), z.string()]).transform((value, ctx) => {
+  if (typeof value === 'number') return value
+  const match = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?$/.exec(value.trim())
+  if (match === null) {
+    ctx.addIssue({ code: 'custom', message: `expected a duration like 500ms, 15s, 10m, 24h or 7d, got "${value}"` })
+    return z.NEVER
+  }
+  const units = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 } as const
+  return Math.round(Number(match[1]) * units[(match[2] ?? 'ms') as keyof typeof units])
+})
+
+const int = (min: number, max: number) => z.coerce.number().int().min(min).max(max)
+const bool = z.union([z.boolean(), z.enum(['true', 'false', '1', '0', 'yes', 'no'])]).transform((v) => v === true || v === 'true' || v === '1' || v === 'yes')
+
+/**
+ * Every option, its default and its check. Flags (`--heartbeat 5s`), environment variables
+ * (`JOBWIRE_HEARTBEAT=5s`) and the defaults below are merged in that order of precedence.
+ */
+export const configSchema = z.object({
+  /** TCP port (0 picks a free one). */
+  port: int(0, 65535).default(7070),
+  /** Interface to listen on; 0.0.0.0 to accept other machines. */
+  host: z.string().min(1).default('127.0.0.1'),
+  /** Folder of the SQLite file and the generated admin key. */
+  dataDir: z.string().min(1).default('.jobwire'),
+  /** Keep everything in memory (nothing survives a restart). */
+  memory: bool.default(false),
+  logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  /** Admin API key; generated into the data directory when unset. */
+  apiKey: z.string().min(16, 'must be at least 16 characters').optional(),
+  /** Run the built-in demo: demo jobs of every type and a page at `/`. */
+  demo: bool.default(false),
+  /** SSE heartbeat comment interval. */
+  heartbeat: duration.pipe(z.number().min(100)).default(15_000),
+  /** Reconnect delay hinted to SSE clients (`retry:`). */
+  sseRetry: duration.pipe(z.number().min(0)).default(2_000),
+  /** Bytes an SSE client may fall behind before it is closed with `slow_consumer` (it can resume). */
+  sseMaxBuffer: int(64 * 1024, 1024 ** 3).default(8 * 1024 * 1024),
+  /** Longest `wait` a long-poll may ask for. */
+  pollMaxWait: duration.pipe(z.number().min(0).max(120_000)).default(30_000),
+  /** Largest request body in bytes. */
+  maxBodyBytes: int(1024, 64 * 1024 ** 2).default(1024 * 1024),
+  /** Largest single event (its JSON) in bytes. */
+  maxEventBytes: int(256, 16 * 1024 ** 2).default(64 * 1024),
+  /** Most events in one batch. */
+  maxBatchEvents: int(1, 100_000).default(1000),
+  /** Most characters of streamed text per job. */
+  maxTextLength: int(0, 256 * 1024 ** 2).default(4 * 1024 * 1024),
+  /** Events kept per job log; older ones are trimmed (a resume from there gets a snapshot). */
+  maxEventsPerJob: int(10, 10_000_000).default(1000),
+  /** How long finished jobs are kept. */
+  ttlCompleted: duration.pipe(z.number().min(0)).default(24 * 3_600_000),
+  ttlFailed: duration.pipe(z.number().min(0)).default(3_600_000),
+  ttlCancelled: duration.pipe(z.number().min(0)).default(3_600_000),
+  /** How often expired jobs are swept. */
+  sweepInterval: duration.pipe(z.number().min(100)).default(30_000),
+  /** SQLite durability: `full` fsyncs every commit; `normal` survives kill -9 but not power loss. */
+  sqliteSync: z.enum(['full', 'normal']).default('full'),
+})
+
+export type Config = z.infer<typeof configSchema>
+export type ConfigInput = z.input<typeof configSchema>
+export type ConfigKey = keyof Config
+
+export const configKeys = Object.keys(configSchema.shape) as ConfigKey[]
+
+export function envName(key: string): string {
+  return `JOBWIRE_${key.replace(/[A-Z]/g, (c) => `_${c}`).toUpperCase()}`
+}
+
+export function flagName(key: string): string {
+  return `--${key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`
+}
+
+export class ConfigError extends Error {
+  constructor(readonly problems: string[]) {
+    super(`Invalid configuration:\n${problems.map((p) => `  - ${p}`).join('\n')}`)
+    this.name = 'ConfigError'
+  }
+}
+
+/** Merges flags over `JOBWIRE_*` variables over defaults and validates the result. */
+export function loadConfig(flags: Record<string, unknown> = {}, env: NodeJS.ProcessEnv = process.env): Config {
+  const merged: Record<string, unknown> = {}
+  const source: Record<string, string> = {}
+  for (const key of configKeys) {
+    const fromEnv = env[envName(key)]
+    if (fromEnv !== undefined && fromEnv !== '') {
+      merged[key] = fromEnv
+      source[key] = envName(key)
+    }
+    if (flags[key] !== undefined) {
+      merged[key] = flags[key]
+      source[key] = flagName(key)
+    }
+  }
+  const unknown = Object.keys(flags).filter((key) => !configKeys.includes(key as ConfigKey))
+  const result = configSchema.safeParse(merged)
+  const problems = unknown.map((key) => `${flagName(key)}: unknown option`)
+  if (!result.success) {
+    for (const issue of result.error.issues) {
+      const key = String(issue.path[0] ?? '')
+      const where = source[key] ?? flagName(key)
+      problems.push(`${where}: ${issue.message}${key in merged ? ` (got ${JSON.stringify(merged[key])})` : ''}`)
+    }
+  }
+  if (problems.length > 0 || !result.success) throw new ConfigError(problems)
+  return result.data
+}

@@ -1,0 +1,137 @@
+import { JobwireError, producerEventTypes, type EventDraft, type ItemStatus, type Owner } from '@jobwire/protocol'
+import { z } from 'zod'
+
+const text = (max: number) => z.string().max(max)
+const percent = z.number().min(0).max(100)
+const present = z.unknown().refine((value) => value !== undefined, 'is required')
+
+const producerEvent = z.discriminatedUnion('type', [
+  z.object({ type: z.literal('started'), worker: text(200).optional() }).strict(),
+  z
+    .object({ type: z.literal('progress'), stage: text(200).min(1).optional(), percent: percent.optional(), message: text(2000).optional() })
+    .strict(),
+  z
+    .object({
+      type: z.literal('item'),
+      id: text(200).min(1),
+      label: text(500).optional(),
+      status: z.enum(['pending', 'running', 'completed', 'failed', 'skipped'] satisfies ItemStatus[]).optional(),
+      percent: percent.optional(),
+      message: text(2000).optional(),
+    })
+    .strict(),
+  z.object({ type: z.literal('chunk'), text: z.string().min(1) }).strict(),
+  z.object({ type: z.literal('checkpoint'), data: present }).strict(),
+  z.object({ type: z.literal('completed'), result: z.unknown().optional() }).strict(),
+  z
+    .object({ type: z.literal('failed'), code: text(100).min(1), message: text(2000), retryable: z.boolean().optional() })
+    .strict(),
+])
+type ProducerEvent = z.infer<typeof producerEvent>
+
+const owner = z.object({ tenant: text(200).min(1), user: text(200).min(1) }).strict()
+
+export const createJobBody = z
+  .object({
+    type: z.string().min(1).max(100).regex(/^[\w.:-]+$/, 'letters, digits, _ . : - only'),
+    input: z.unknown().optional(),
+    owner: owner.optional(),
+    idempotencyKey: text(200).min(1).optional(),
+  })
+  .strict()
+
+export const cancelBody = z.object({ reason: text(500).optional() }).strict()
+
+export const listQuery = z
+  .object({
+    status: z.enum(['queued', 'running', 'completed', 'failed', 'cancelled']).optional(),
+    type: z.string().optional(),
+    owner: z.string().optional(),
+    tenant: z.string().optional(),
+    user: z.string().optional(),
+    limit: z.coerce.number().int().min(1).max(200).default(50),
+    cursor: z.string().optional(),
+  })
+  .strict()
+
+/** Parses a body with a schema; the first issue becomes an `invalid_request` naming the field. */
+export function parseWith<T>(schema: z.ZodType<T>, value: unknown, prefix = ''): T {
+  const result = schema.safeParse(value)
+  if (result.success) return result.data
+  const issue = result.error.issues[0]
+  const field = [prefix, ...(issue?.path ?? []).map(String)].filter((p) => p !== '').join('.')
+  const reason = field === '' ? (issue?.message ?? 'invalid') : `${field}: ${issue?.message ?? 'invalid'}`
+  throw new JobwireError('invalid_request', { field: field === '' ? undefined : field, reason })
+}
+
+export interface EventLimits {
+  maxEventBytes: number
+  maxBatchEvents: number
+}
+
+/**
+ * Reads `POST /v1/jobs/:id/events`: one event (`{type, ...}`) or a batch (`{events: [...]}`).
+ * Checks count, size and shape of every event before any is appended.
+ */
+export function parseProducerEvents(body: unknown, limits: EventLimits): EventDraft[] {
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) {
+    throw new JobwireError('invalid_request', { reason: 'body must be an event object or {events: [...]}' })
+  }
+  const batch = 'events' in body ? (body as { events: unknown }).events : [body]
+  if ('events' in body && Object.keys(body).length > 1) {
+    const extra = Object.keys(body).find((key) => key !== 'events')
+    throw new JobwireError('invalid_request', { field: extra, reason: `${extra}: unknown field` })
+  }
+  if (!Array.isArray(batch) || batch.length === 0) {
+    throw new JobwireError('invalid_request', { field: 'events', reason: 'events must be a non-empty array' })
+  }
+  if (batch.length > limits.maxBatchEvents) throw new JobwireError('batch_too_large', { limit: limits.maxBatchEvents })
+  return batch.map((raw: unknown, index) => {
+    const prefix = 'events' in body ? `events.${index}` : ''
+    const type = typeof raw === 'object' && raw !== null ? (raw as { type?: unknown }).type : undefined
+    if (typeof type !== 'string' || !(producerEventTypes as readonly string[]).includes(type)) {
+      if (type === undefined) throw new JobwireError('invalid_request', { field: `${prefix}${prefix ? '.' : ''}type`, reason: 'type is required' })
+      throw new JobwireError('unknown_event_type', { type: String(type), index, allowed: producerEventTypes })
+    }
+    const size = Buffer.byteLength(JSON.stringify(raw))
+    if (size > limits.maxEventBytes) throw new JobwireError('event_too_large', { index, size, limit: limits.maxEventBytes })
+    return toDraft(parseWith(producerEvent, raw, prefix))
+  })
+}
+
+function toDraft(event: ProducerEvent): EventDraft {
+  switch (event.type) {
+    case 'started':
+      return { type: 'started', data: { attempt: 0, worker: event.worker ?? null } }
+    case 'progress': {
+      const { type: _, ...data } = event
+      return { type: 'progress', data }
+    }
+    case 'item': {
+      const { type: _, ...data } = event
+      return { type: 'item', data }
+    }
+    case 'chunk':
+      return { type: 'chunk', data: { text: event.text } }
+    case 'checkpoint':
+      return { type: 'checkpoint', data: { data: event.data } }
+    case 'completed':
+      return { type: 'completed', data: { result: event.result ?? null } }
+    case 'failed':
+      return { type: 'failed', data: { code: event.code, message: event.message, retryable: event.retryable ?? false } }
+  }
+}
+
+/** `owner=tenant:user` (or `owner=tenant`) as a list filter. */
+export function parseOwnerFilter(value: string | undefined): Partial<Owner> {
+  if (value === undefined || value === '') return {}
+  const colon = value.indexOf(':')
+  return colon === -1 ? { tenant: value } : { tenant: value.slice(0, colon), user: value.slice(colon + 1) }
+}
+
+/** A stream position from `Last-Event-ID` or `?after=`. */
+export function parsePosition(value: string | undefined): number | undefined {
+  if (value === undefined || value === '') return undefined
+  if (!/^\d{1,15}$/.test(value.trim())) throw new JobwireError('invalid_position', { position: value.slice(0, 40) })
+  return Number(value.trim())
+}

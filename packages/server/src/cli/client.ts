@@ -35,7 +35,7 @@ export async function request<T>(target: Target, method: string, path: string, b
       body: body === undefined ? undefined : JSON.stringify(body),
     })
   } catch (error) {
-    throw new Error(`Cannot reach Jobwire at ${target.url}: ${(error as Error & { cause?: Error }).cause?.message ?? (error as Error).message}`)
+    throw new Error(`Cannot reach Jobwire at ${target.url}: ${(error as Error & { cause?: Error }).cause?.message ?? (error as Error).message}`, { cause: error })
   }
   const text = await response.text()
   const parsed: unknown = text === '' ? null : JSON.parse(text)

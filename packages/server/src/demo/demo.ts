@@ -92,8 +92,25 @@ export function createDemo(service: JobService, logger?: Logger) {
     })
   }
 
+  /**
+   * Demo jobs left queued or running by a previous process have no one to finish them (leases and
+   * orphan recovery come with workers): fail them honestly instead of leaving them hanging.
+   */
+  async function failOrphans(): Promise<void> {
+    for (const status of ['queued', 'running'] as const) {
+      const { jobs } = await service.listJobs({ tenant: demoOwner.tenant, status, limit: 200 })
+      for (const job of jobs) {
+        if (running.has(job.id)) continue
+        await service
+          .appendEvents(job.id, [{ type: 'failed', data: { code: 'demo_restarted', message: 'The server restarted while this demo job ran', retryable: true } }])
+          .catch(() => undefined)
+      }
+    }
+  }
+
   return {
     register,
+    failOrphans,
     stop(): void {
       stopped = true
     },

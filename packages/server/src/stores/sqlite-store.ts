@@ -37,6 +37,8 @@ interface JobRow {
   first_seq: number
 }
 
+const cacheSize = 10_000
+
 const schema = `
 CREATE TABLE IF NOT EXISTS jobs (
   ordinal INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -77,6 +79,11 @@ export class SqliteStore implements Store {
   readonly #appendTx
   readonly #createTx
   readonly #sweepTx
+  /**
+   * Recently touched jobs, parsed. This process is the file's only writer, so the cache is
+   * coherent; it spares a JSON parse of the whole state (text included) on every append.
+   */
+  readonly #cache = new Map<string, { job: JobState; firstSeq: number }>()
   #closed = false
 
   constructor(options: SqliteStoreOptions) {
@@ -131,13 +138,13 @@ export class SqliteStore implements Store {
       return { job, created: true }
     })
 
-    this.#appendTx = db.transaction((jobId: string, plan: AppendPlan, at: string): AppendResult => {
-      const row = s.jobById.get(jobId)
-      if (row === undefined) throw new JobwireError('job_not_found', { jobId })
-      const { job, events } = applyPlan(JSON.parse(row.state) as JobState, plan, at)
-      if (events.length === 0) return { job, events }
+    this.#appendTx = db.transaction((jobId: string, plan: AppendPlan, at: string): AppendResult & { firstSeq: number } => {
+      const current = this.#load(jobId)
+      if (current === null) throw new JobwireError('job_not_found', { jobId })
+      const { job, events } = applyPlan(current.job, plan, at)
+      if (events.length === 0) return { job, events, firstSeq: current.firstSeq }
       for (const event of events) s.insertEvent.run(jobId, event.seq, JSON.stringify(event))
-      let firstSeq = row.first_seq
+      let firstSeq = current.firstSeq
       const keepFrom = job.seq - this.#retention.maxEventsPerJob + 1
       if (keepFrom > firstSeq) {
         s.trimEvents.run(jobId, keepFrom)
@@ -151,7 +158,7 @@ export class SqliteStore implements Store {
         state: JSON.stringify(job),
         expiresAt: expiryOf(job, this.#retention),
       })
-      return { job, events }
+      return { job, events, firstSeq }
     })
 
     this.#sweepTx = db.transaction((now: number): number => {
@@ -159,6 +166,7 @@ export class SqliteStore implements Store {
       for (const { id } of ids) {
         s.deleteEvents.run(id)
         s.deleteJob.run(id)
+        this.#cache.delete(id)
       }
       return ids.length
     })
@@ -167,14 +175,16 @@ export class SqliteStore implements Store {
   async createJob(input: NewJob): Promise<CreateResult> {
     this.#open()
     const result = this.#createTx.immediate(input)
-    if (result.created) this.#fanOut.publish(input.id, [createdEvent(input)])
+    if (result.created) {
+      this.#remember(result.job, 1)
+      this.#fanOut.publish(input.id, [createdEvent(input)])
+    }
     return result
   }
 
   async getJob(id: string): Promise<JobState | null> {
     this.#open()
-    const row = this.#statements.jobById.get(id)
-    return row === undefined ? null : (JSON.parse(row.state) as JobState)
+    return this.#load(id)?.job ?? null
   }
 
   async listJobs(query: JobQuery): Promise<JobPage> {
@@ -202,20 +212,23 @@ export class SqliteStore implements Store {
 
   async append(jobId: string, plan: AppendPlan): Promise<AppendResult> {
     this.#open()
-    const result = this.#appendTx.immediate(jobId, plan, new Date().toISOString())
-    this.#fanOut.publish(jobId, result.events)
-    return result
+    const { job, events, firstSeq } = this.#appendTx.immediate(jobId, plan, new Date().toISOString())
+    if (events.length > 0) {
+      // Only after the commit: a refused or failed transaction leaves the cache as it was.
+      this.#remember(job, firstSeq)
+      this.#fanOut.publish(jobId, events)
+    }
+    return { job, events }
   }
 
   async readLog(jobId: string, after: number, limit: number): Promise<LogRange | null> {
     this.#open()
     // One read transaction, so the range and the head agree.
     return this.#db.transaction((): LogRange | null => {
-      const row = this.#statements.jobById.get(jobId)
-      if (row === undefined) return null
-      const job = JSON.parse(row.state) as JobState
+      const current = this.#load(jobId)
+      if (current === null) return null
       const events = this.#statements.readEvents.all(jobId, after, limit).map((r) => JSON.parse(r.body) as JobEvent)
-      return { events, firstSeq: row.first_seq, head: job.seq, status: job.status }
+      return { events, firstSeq: current.firstSeq, head: current.job.seq, status: current.job.status }
     })()
   }
 
@@ -239,6 +252,22 @@ export class SqliteStore implements Store {
     if (this.#closed) return
     this.#closed = true
     this.#db.close()
+  }
+
+  #load(id: string): { job: JobState; firstSeq: number } | null {
+    const cached = this.#cache.get(id)
+    if (cached !== undefined) return cached
+    const row = this.#statements.jobById.get(id)
+    if (row === undefined) return null
+    return this.#remember(JSON.parse(row.state) as JobState, row.first_seq)
+  }
+
+  #remember(job: JobState, firstSeq: number): { job: JobState; firstSeq: number } {
+    const entry = { job, firstSeq }
+    this.#cache.delete(job.id)
+    this.#cache.set(job.id, entry)
+    if (this.#cache.size > cacheSize) this.#cache.delete(this.#cache.keys().next().value as string)
+    return entry
   }
 
   #open(): void {

@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs'
 import { describe, expect, it } from 'vitest'
 import {
   errorCodes,
@@ -44,6 +45,22 @@ describe('error registry', () => {
     for (const name of ['constructor', 'toString', 'hasOwnProperty', '__proto__', 'valueOf']) {
       expect(isErrorCode(name), name).toBe(false)
     }
+  })
+})
+
+describe('README error table', () => {
+  const readme = readFileSync(new URL('../../../README.md', import.meta.url), 'utf8')
+  const section = readme.split(/^## Error codes$/m)[1]?.split(/^## /m)[0] ?? ''
+  const rows = new Map(
+    [...section.matchAll(/^\| `(\w+)` \| (\d{3}) \| (yes|no) \|/gm)].map((m) => [m[1], { status: Number(m[2]), retryable: m[3] === 'yes' }]),
+  )
+
+  it.each(errorCodes)('lists %s with its registered status and retryable flag', (code) => {
+    expect(rows.get(code)).toEqual({ status: errorRegistry[code].status, retryable: errorRegistry[code].retryable })
+  })
+
+  it('lists no code the registry does not have', () => {
+    expect([...rows.keys()].filter((code) => !isErrorCode(code))).toEqual([])
   })
 })
 

@@ -6,7 +6,7 @@ export interface DemoStep {
   pauseMs: number
 }
 
-export const demoTypes = ['transcription', 'ai-suggestions', 'export', 'agent'] as const
+export const demoTypes = ['analysis', 'transcription', 'suggestion', 'agent'] as const
 export type DemoType = (typeof demoTypes)[number]
 
 const progress = (stage: string, percent: number, message: string): EventDraft => ({ type: 'progress', data: { stage, percent, message } })
@@ -14,9 +14,10 @@ const progress = (stage: string, percent: number, message: string): EventDraft =
 /** Audio pipeline: stages with percentage ranges and per-file progress, results in the completion. */
 function* transcription(): Generator<DemoStep> {
   const files = ['interview.mp3', 'intro.wav', 'outro.m4a']
-  yield { events: [progress('validating', 2, 'Checking 3 files')], pauseMs: 600 }
+  yield { events: [progress('validating', 0, `Checking ${files.length} files`)], pauseMs: 400 }
+  yield { events: [progress('validating', 10, 'All files readable')], pauseMs: 300 }
   yield { events: files.map((label, i) => ({ type: 'item', data: { id: `file-${i + 1}`, label, status: 'pending', percent: 0 } })), pauseMs: 300 }
-  const stages: [string, number, number][] = [['decoding', 5, 30], ['transcribing', 30, 85], ['synthesizing', 85, 99]]
+  const stages: [string, number, number][] = [['decoding', 10, 20], ['transcribing', 20, 70], ['synthesizing', 70, 99]]
   for (const [stage, from, to] of stages) {
     for (let step = 0; step <= 6; step++) {
       const percent = Math.round(from + ((to - from) * step) / 6)
@@ -39,23 +40,31 @@ function* transcription(): Generator<DemoStep> {
   }
 }
 
-/** AI suggestions: token deltas about every 100 ms, then the parsed result. */
-function* aiSuggestions(): Generator<DemoStep> {
+/** AI suggestions: token deltas at about 50 tokens/s, then a structured result. */
+function* suggestion(): Generator<DemoStep> {
   const text =
     'Here are three ideas for your release notes:\n1. Lead with the new offline mode: it is what users asked for most.\n' +
     '2. Show the faster start-up with one number, not a chart.\n3. Close with the migration steps, linked, in two lines.'
   yield { events: [progress('thinking', 5, 'Reading your draft')], pauseMs: 700 }
   const tokens = text.match(/\S+\s*/g) ?? []
-  for (const token of tokens) yield { events: [{ type: 'chunk', data: { text: token } }], pauseMs: 90 }
+  for (const token of tokens) yield { events: [{ type: 'chunk', data: { text: token } }], pauseMs: 20 }
   yield { events: [{ type: 'completed', data: { result: { suggestions: 3, model: 'demo-1' } } }], pauseMs: 0 }
 }
 
-/** A data export: a plain percentage with messages. */
-function* dataExport(): Generator<DemoStep> {
-  for (let percent = 0; percent <= 100; percent += 5) {
-    yield { events: [progress(percent < 90 ? 'exporting' : 'compressing', percent, `${percent * 120} of 12000 rows`)], pauseMs: 300 }
+/** A document analysis: weighted stages, each with its own share of the bar. */
+function* analysis(): Generator<DemoStep> {
+  const stages: [string, number, number, string][] = [
+    ['parsing', 0, 15, 'Parsing 42 pages'],
+    ['extracting', 15, 55, 'Extracting entities'],
+    ['scoring', 55, 90, 'Scoring clauses'],
+    ['summarizing', 90, 100, 'Writing the summary'],
+  ]
+  for (const [stage, from, to, message] of stages) {
+    for (let step = 0; step < 5; step++) {
+      yield { events: [progress(stage, Math.round(from + ((to - from) * step) / 5), message)], pauseMs: 250 }
+    }
   }
-  yield { events: [{ type: 'completed', data: { result: { url: '/exports/demo.csv.gz', rows: 12000 } } }], pauseMs: 0 }
+  yield { events: [{ type: 'completed', data: { result: { risk: 'low', clauses: 37, flagged: 2 } } }], pauseMs: 0 }
 }
 
 /** An agent: steps that stream text and checkpoint after each one. */
@@ -75,10 +84,10 @@ export function scenario(type: DemoType): Generator<DemoStep> {
   switch (type) {
     case 'transcription':
       return transcription()
-    case 'ai-suggestions':
-      return aiSuggestions()
-    case 'export':
-      return dataExport()
+    case 'analysis':
+      return analysis()
+    case 'suggestion':
+      return suggestion()
     case 'agent':
       return agent()
   }

@@ -60,6 +60,8 @@ export async function buildApp(options: AppOptions): Promise<{ app: FastifyInsta
     maxBufferBytes: options.sseMaxBufferBytes,
   })
   app.addHook('onClose', async () => sse.close())
+  // Fastify parses text/plain by default; the API takes JSON only, so it gets unsupported_media_type.
+  app.removeContentTypeParser('text/plain')
 
   app.setErrorHandler((error: FastifyError | JobwireError, request, reply) => {
     const known = toJobwireError(error, request.id, options.maxBodyBytes)

@@ -51,6 +51,8 @@ export const listQuery = z
     user: z.string().optional(),
     limit: z.coerce.number().int().min(1).max(200).default(50),
     cursor: z.string().optional(),
+    /** The credential, already checked by the auth hook. */
+    access_token: z.string().optional(),
   })
   .strict()
 

@@ -1,0 +1,107 @@
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import type { StreamMessage } from '@jobwire/protocol'
+import { defaultRetention, JobService, MemoryStore, SqliteStore, type Retention } from '@jobwire/server'
+import { describeStoreConformance } from './store-conformance.js'
+
+describeStoreConformance('memory', ({ retention }) => new MemoryStore(retention === undefined ? {} : { retention }))
+
+let sqliteDir = ''
+let sqliteFiles = 0
+beforeAll(async () => {
+  sqliteDir = await mkdtemp(join(tmpdir(), 'jobwire-sqlite-'))
+})
+
+// A fresh file per store, so tests share nothing.
+describeStoreConformance(
+  'sqlite (WAL file)',
+  ({ retention }) => new SqliteStore({ path: join(sqliteDir, `store-${++sqliteFiles}.db`), ...(retention === undefined ? {} : { retention }) }),
+  () => rm(sqliteDir, { recursive: true, force: true }),
+)
+
+describe('SqliteStore: the file outlives the store that wrote it', () => {
+  let dir = ''
+  const stores: SqliteStore[] = []
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'jobwire-reopen-'))
+  })
+  afterAll(async () => {
+    await Promise.all(stores.map((store) => store.close()))
+    await rm(dir, { recursive: true, force: true })
+  })
+
+  function openFile(path: string, retention: Retention = defaultRetention): SqliteStore {
+    const store = new SqliteStore({ path, retention })
+    stores.push(store)
+    return store
+  }
+
+  it('jobs, their log and their seq survive close and reopen, and new events continue the seq', async () => {
+    const path = join(dir, 'reopen.db')
+    const first = openFile(path)
+    const before = new JobService(first)
+    const a = await before.createJob({ type: 'export', input: { n: 1 }, owner: { tenant: 't', user: 'u' }, idempotencyKey: 'k-a' })
+    await before.appendEvents(a.job.id, [
+      { type: 'progress', data: { stage: 'one', percent: 10 } },
+      { type: 'chunk', data: { text: 'hello ' } },
+    ])
+    const b = await before.createJob({ type: 'import' })
+    await before.cancelJob(b.job.id, 'nope')
+    const jobsBefore = await first.listJobs({ limit: 10 })
+    const logBefore = await first.readLog(a.job.id, 0, 100)
+    expect(logBefore?.head).toBe(4)
+    await first.close()
+
+    const second = openFile(path)
+    const after = new JobService(second)
+    expect(await second.getJob(a.job.id)).toEqual(jobsBefore.jobs[1])
+    expect(await second.readLog(a.job.id, 0, 100)).toEqual(logBefore)
+    expect(await second.listJobs({ limit: 10 })).toEqual(jobsBefore)
+
+    const next = await after.appendEvents(a.job.id, [{ type: 'chunk', data: { text: 'world' } }])
+    expect(next.events.map((e) => e.seq)).toEqual([5])
+    expect(next.job).toMatchObject({ seq: 5, text: 'hello world', status: 'running', attempt: 1 })
+    expect((await second.readLog(a.job.id, 0, 100))?.events.map((e) => e.seq)).toEqual([1, 2, 3, 4, 5])
+    // Cancelling the job cancelled before the restart is still the idempotent no-op.
+    expect((await after.cancelJob(b.job.id)).events).toEqual([])
+
+    // The idempotency key still names the first job, and new jobs still list newest first.
+    expect(await after.createJob({ type: 'export', idempotencyKey: 'k-a' })).toMatchObject({ created: false, job: { id: a.job.id } })
+    const c = await after.createJob({ type: 'report' })
+    expect((await second.listJobs({ limit: 10 })).jobs.map((j) => j.id)).toEqual([c.job.id, b.job.id, a.job.id])
+  })
+
+  it('a trimmed log keeps its firstSeq across reopen, so an old position still gets a reset snapshot', async () => {
+    const path = join(dir, 'trimmed.db')
+    const retention = { ...defaultRetention, maxEventsPerJob: 3 }
+    const first = openFile(path, retention)
+    const service = new JobService(first)
+    const { job } = await service.createJob({ type: 'chat' })
+    for (let i = 0; i < 6; i++) await service.appendEvents(job.id, [{ type: 'chunk', data: { text: String(i) } }])
+    await first.close()
+
+    const second = openFile(path, retention)
+    expect(await second.readLog(job.id, 0, 100)).toMatchObject({ firstSeq: 6, head: 8 })
+    expect((await second.getJob(job.id))?.text).toBe('012345')
+    const messages: StreamMessage[] = []
+    const subscription = await new JobService(second).subscribe(job.id, 1, { write: (m) => messages.push(...m), end: () => {} })
+    expect(messages).toEqual([{ type: 'snapshot', job: await second.getJob(job.id), reset: true, reason: 'trimmed' }])
+    subscription.close()
+  })
+
+  it('a finished job reopened later is still swept by its TTL', async () => {
+    const path = join(dir, 'sweep.db')
+    const retention = { ...defaultRetention, ttlMs: { completed: 60_000, failed: 60_000, cancelled: 60_000 } }
+    const first = openFile(path, retention)
+    const { job } = await new JobService(first).createJob({ type: 'x' })
+    await new JobService(first).cancelJob(job.id)
+    await first.close()
+
+    const second = openFile(path, retention)
+    expect(await second.sweep(Date.now())).toEqual({ expiredJobs: 0 })
+    expect(await second.sweep(Date.now() + 120_000)).toEqual({ expiredJobs: 1 })
+    expect(await second.getJob(job.id)).toBeNull()
+  })
+})

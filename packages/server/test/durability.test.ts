@@ -1,0 +1,127 @@
+import { afterEach, describe, expect, it } from 'vitest'
+import { reduceEvents, type JobEvent, type JobState, type PollResponse } from '@jobwire/protocol'
+import { createJsonClient, makeTempDir, seededRandom, spawnServer, type JsonClient, type SpawnedServer } from './fixtures.js'
+
+/**
+ * A real `jobwire serve` on SQLite, killed with SIGKILL while producers publish as fast as they
+ * can. Whatever was answered 2xx before the kill must be in the log after a restart on the same
+ * data directory, and the log must go on from there without a hole.
+ */
+const apiKey = 'durability-test-key-0123456789'
+const publishers = 4
+
+interface Ack {
+  type: string
+  /** The tag the producer put in the event (`message` of a progress event). */
+  tag: string | null
+}
+
+/** Reads the whole log through the long-poll endpoint, page by page. */
+async function readWholeLog(client: JsonClient, jobId: string): Promise<JobEvent[]> {
+  const events: JobEvent[] = []
+  let after = 0
+  for (;;) {
+    const page = await client.call<PollResponse>('GET', `/v1/jobs/${jobId}/events?after=${after}`)
+    expect(page.status).toBe(200)
+    events.push(...page.body.events)
+    if (page.body.events.length === 0) return events
+    after = page.body.next
+  }
+}
+
+const cleanups: (() => Promise<unknown>)[] = []
+afterEach(async () => {
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup()
+})
+
+async function serve(dataDir: string, sqliteSync: string): Promise<{ server: SpawnedServer; client: JsonClient }> {
+  const server = await spawnServer(
+    ['--port', '0', '--data-dir', dataDir, '--sqlite-sync', sqliteSync, '--max-events-per-job', '1000000'],
+    { JOBWIRE_API_KEY: apiKey },
+  )
+  const client = createJsonClient(server.url, apiKey)
+  cleanups.push(() => server.kill('SIGKILL'), () => client.close())
+  return { server, client }
+}
+
+describe('durability of acknowledged events across kill -9', () => {
+  it.for(['full', 'normal'])(
+    'keeps every event answered 2xx when the server is killed mid-publish, and continues the seqs after restart (synchronous=%s)',
+    async (sqliteSync) => {
+      const dir = await makeTempDir('jobwire-durability-')
+      cleanups.push(() => dir.remove())
+      const seed = Number(process.env.JOBWIRE_TEST_SEED ?? Math.floor(Math.random() * 2 ** 31))
+      const random = seededRandom(seed)
+
+      const first = await serve(dir.path, sqliteSync)
+      const created = await first.client.call<JobState>('POST', '/v1/jobs', { type: 'durable' })
+      expect(created.status).toBe(201)
+      const jobId = created.body.id
+
+      // Publish from several connections at once until the kill cuts them off.
+      const acked = new Map<number, Ack>()
+      const killAfter = 1500 + Math.floor(random() * 1500)
+      let killed: Promise<unknown> | null = null
+      const publish = async (worker: number): Promise<void> => {
+        for (let n = 0; ; ) {
+          const size = 1 + Math.floor(random() * 20)
+          const tags = Array.from({ length: size }, () => `w${worker}-${n++}`)
+          let answer
+          try {
+            answer = await first.client.call<{ events: { seq: number; type: string }[] }>('POST', `/v1/jobs/${jobId}/events`, {
+              events: tags.map((tag) => ({ type: 'progress', message: tag })),
+            })
+          } catch {
+            return // the server is gone
+          }
+          expect(answer.status, JSON.stringify(answer.body)).toBe(200)
+          // The answer lists the implicit `started` too; the rest are ours, in order.
+          const ours = answer.body.events.filter((e) => e.type === 'progress')
+          expect(ours).toHaveLength(size)
+          for (const event of answer.body.events) if (event.type === 'started') acked.set(event.seq, { type: 'started', tag: null })
+          ours.forEach((event, i) => acked.set(event.seq, { type: 'progress', tag: tags[i] ?? null }))
+          if (acked.size >= killAfter && killed === null) killed = first.server.kill('SIGKILL')
+        }
+      }
+      await Promise.all(Array.from({ length: publishers }, (_, worker) => publish(worker)))
+      expect(killed, 'the publishers stopped before the kill').not.toBeNull()
+      expect(await first.server.exited).toEqual({ code: null, signal: 'SIGKILL' })
+      const maxAcked = Math.max(...acked.keys())
+      const context = `seed ${seed}, ${acked.size} acknowledged, highest seq ${maxAcked}`
+
+      // Restart on the same directory.
+      const second = await serve(dir.path, sqliteSync)
+      const job = (await second.client.call<JobState>('GET', `/v1/jobs/${jobId}`)).body
+      expect(job.seq, context).toBeGreaterThanOrEqual(maxAcked)
+      expect(job.status).toBe('running')
+
+      const log = await readWholeLog(second.client, jobId)
+      expect(log.map((e) => e.seq), context).toEqual(Array.from({ length: job.seq }, (_, i) => i + 1))
+      const lost: string[] = []
+      const bySeq = new Map(log.map((e) => [e.seq, e]))
+      for (const [seq, ack] of acked) {
+        const event = bySeq.get(seq)
+        const tag = event?.type === 'progress' ? (event.data.message ?? null) : null
+        if (event === undefined || event.type !== ack.type || tag !== ack.tag) {
+          lost.push(`seq ${seq}: acknowledged ${ack.type} ${ack.tag}, log has ${event === undefined ? 'nothing' : `${event.type} ${tag}`}`)
+        }
+      }
+      expect(lost.slice(0, 10), context).toEqual([])
+      // The job row and the log agree: the snapshot is the reduction of the log.
+      expect(reduceEvents(log)).toEqual(job)
+
+      // The log goes on right after the head, and the job can still finish.
+      const more = await second.client.call<{ events: { seq: number }[]; seq: number }>('POST', `/v1/jobs/${jobId}/events`, {
+        events: [{ type: 'progress', message: 'after restart' }, { type: 'completed', result: { ok: true } }],
+      })
+      expect(more.status).toBe(200)
+      expect(more.body.events.map((e) => e.seq)).toEqual([job.seq + 1, job.seq + 2])
+      const finalLog = await readWholeLog(second.client, jobId)
+      expect(finalLog.map((e) => e.seq)).toEqual(Array.from({ length: job.seq + 2 }, (_, i) => i + 1))
+      expect(finalLog.at(-1)).toMatchObject({ type: 'completed', data: { result: { ok: true } } })
+
+      // A polite stop exits cleanly.
+      expect(await second.server.kill('SIGTERM')).toEqual({ code: 0, signal: null })
+    },
+  )
+})

@@ -13,6 +13,7 @@ export const errorRegistry = {
   route_not_found: { status: 404, retryable: false, message: 'No route {method} {url}' },
   job_finished: { status: 409, retryable: false, message: 'Job {jobId} is {status}; it takes no more events' },
   invalid_transition: { status: 409, retryable: false, message: 'Event "{type}" is not allowed while job {jobId} is {status}' },
+  lease_lost: { status: 409, retryable: false, message: 'This worker no longer holds the lease on job {jobId}: {reason}' },
   idempotency_conflict: { status: 409, retryable: false, message: 'Idempotency key "{key}" was already used for a job of another type' },
   position_ahead: { status: 409, retryable: false, message: 'Position {position} is beyond the last event ({seq}) of job {jobId}' },
   payload_too_large: { status: 413, retryable: false, message: 'The request body exceeds {limit} bytes' },

@@ -2,7 +2,7 @@ import type { ItemStatus, Owner } from './job.js'
 
 /** Payload of each event type. One entry per type; the unions below are derived from it. */
 export interface EventDataMap {
-  created: { type: string; input: unknown; owner: Owner | null }
+  created: { type: string; input: unknown; owner: Owner | null; dispatch: boolean; maxAttempts: number }
   started: { attempt: number; worker: string | null }
   progress: { stage?: string; percent?: number; message?: string }
   item: { id: string; label?: string; status?: ItemStatus; percent?: number; message?: string }
@@ -11,7 +11,11 @@ export interface EventDataMap {
   completed: { result: unknown }
   failed: { code: string; message: string; retryable: boolean }
   cancelled: { reason: string | null }
-  requeued: { reason: string; attempt: number }
+  /**
+   * Back to the queue with its checkpoint: `worker_lost`, `released`, `resumed`, or the code of a
+   * retryable failure. `retryAt` delays the next claim (backoff); `maxAttempts` raises the limit (resume).
+   */
+  requeued: { reason: string; attempt: number; retryAt: string | null; maxAttempts?: number; error?: { code: string; message: string } }
 }
 
 export type EventType = keyof EventDataMap

@@ -62,8 +62,19 @@ export interface JobState {
   checkpoint: unknown
   result: unknown
   error: JobErrorInfo | null
-  /** Run attempt, 0 until the job first starts. */
+  /** Run attempt, 0 until the job first starts; each `started` adds one. */
   attempt: number
+  /** Attempts allowed before a lost worker or a retryable failure fails the job for good. */
+  maxAttempts: number
+  /** False for jobs their creator runs itself; true for jobs handed to workers through claims. */
+  dispatch: boolean
+  /** Name of the worker running the current attempt, if it said. */
+  worker: string | null
+  /**
+   * 1-based place in its type's queue while queued for dispatch, else null. Not derived from
+   * events: the server fills it in snapshots and sends `queue` messages when it moves.
+   */
+  queuePosition: number | null
   createdAt: string
   startedAt: string | null
   finishedAt: string | null

@@ -27,6 +27,10 @@ export function applyEvent(state: JobState | null, event: JobEvent): JobState {
       result: null,
       error: null,
       attempt: 0,
+      maxAttempts: event.data.maxAttempts,
+      dispatch: event.data.dispatch,
+      worker: null,
+      queuePosition: null,
       createdAt: event.at,
       startedAt: null,
       finishedAt: null,
@@ -45,7 +49,7 @@ export function applyEvent(state: JobState | null, event: JobEvent): JobState {
 
   switch (event.type) {
     case 'started':
-      return { ...base, attempt: event.data.attempt, startedAt: event.at, error: null }
+      return { ...base, attempt: event.data.attempt, worker: event.data.worker, startedAt: event.at, error: null, queuePosition: null }
     case 'progress': {
       const { stage, percent, message } = event.data
       const stageChanged = stage !== undefined && stage !== state.progress.stage
@@ -66,13 +70,20 @@ export function applyEvent(state: JobState | null, event: JobEvent): JobState {
     case 'checkpoint':
       return { ...base, checkpoint: event.data.data }
     case 'completed':
-      return { ...base, result: event.data.result, finishedAt: event.at, progress: { ...state.progress, percent: 100 } }
+      return { ...base, result: event.data.result, finishedAt: event.at, progress: { ...state.progress, percent: 100 }, queuePosition: null }
     case 'failed':
-      return { ...base, error: { ...event.data }, finishedAt: event.at }
+      return { ...base, error: { ...event.data }, finishedAt: event.at, queuePosition: null }
     case 'cancelled':
-      return { ...base, finishedAt: event.at }
+      return { ...base, finishedAt: event.at, queuePosition: null }
     case 'requeued':
-      return { ...base, attempt: event.data.attempt, finishedAt: null, result: null }
+      return {
+        ...base,
+        worker: null,
+        finishedAt: null,
+        result: null,
+        error: event.data.error === undefined ? null : { ...event.data.error, retryable: true },
+        maxAttempts: event.data.maxAttempts ?? state.maxAttempts,
+      }
     default:
       return assertNever(event)
   }

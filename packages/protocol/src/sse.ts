@@ -43,6 +43,8 @@ export function encodeSseMessage(message: StreamMessage): string {
       })
     case 'recovered':
       return encodeSseFrame({ event: 'recovered', data: JSON.stringify({ after: message.after }) })
+    case 'queue':
+      return encodeSseFrame({ event: 'queue', data: JSON.stringify({ position: message.position }) })
     case 'error':
       return encodeSseFrame({ event: 'error', data: JSON.stringify(message.error) })
     default:
@@ -62,6 +64,8 @@ export function decodeSseMessage(frame: SseFrame): StreamMessage | null {
     }
     case 'recovered':
       return { type: 'recovered', after: (JSON.parse(frame.data) as { after: number }).after }
+    case 'queue':
+      return { type: 'queue', position: (JSON.parse(frame.data) as { position: number | null }).position }
     case 'error':
       return { type: 'error', error: JSON.parse(frame.data) as ErrorBody }
     default:

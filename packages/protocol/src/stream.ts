@@ -14,6 +14,8 @@ export type StreamMessage =
   /** The subscription resumed from a position the log still held: the events that follow are exactly the missing ones. */
   | { type: 'recovered'; after: number }
   | { type: 'event'; event: JobEvent }
+  /** A queued job moved in its queue (not a log event: it has no seq). */
+  | { type: 'queue'; position: number | null }
   | { type: 'error'; error: ErrorBody }
 
 /** Body of `GET /v1/jobs/:id/events` (long-poll): the same messages a stream would carry. */

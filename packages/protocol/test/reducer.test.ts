@@ -27,7 +27,7 @@ function at(index: number): string {
 
 const created: EventDraft = {
   type: 'created',
-  data: { type: 'transcode', input: { file: 'a.wav' }, owner: { tenant: 't1', user: 'u1' } },
+  data: { type: 'transcode', input: { file: 'a.wav' }, owner: { tenant: 't1', user: 'u1' }, dispatch: true, maxAttempts: 3 },
 }
 const started: EventDraft = { type: 'started', data: { attempt: 1, worker: 'w1' } }
 
@@ -67,6 +67,10 @@ describe('applyEvent: one case per event type', () => {
       result: null,
       error: null,
       attempt: 0,
+      maxAttempts: 3,
+      dispatch: true,
+      worker: null,
+      queuePosition: null,
       createdAt: at(0),
       startedAt: null,
       finishedAt: null,
@@ -77,7 +81,7 @@ describe('applyEvent: one case per event type', () => {
 
   it('started runs the job, records the attempt and the start time', () => {
     const state = reduce([created, started])
-    expect(state).toMatchObject({ status: 'running', attempt: 1, startedAt: at(1), updatedAt: at(1), seq: 2 })
+    expect(state).toMatchObject({ status: 'running', attempt: 1, worker: 'w1', startedAt: at(1), updatedAt: at(1), seq: 2 })
   })
 
   it('progress sets stage, percent and message', () => {
@@ -177,7 +181,7 @@ describe('applyEvent: one case per event type', () => {
       started,
       { type: 'checkpoint', data: { data: { page: 3 } } },
       { type: 'failed', data: { code: 'lease_lost', message: 'worker gone', retryable: true } },
-      { type: 'requeued', data: { reason: 'lease_lost', attempt: 1 } },
+      { type: 'requeued', data: { reason: 'lease_lost', attempt: 1, retryAt: null } },
     ])
     expect(state).toMatchObject({ status: 'queued', attempt: 1, finishedAt: null, result: null, checkpoint: { page: 3 } })
   })
@@ -186,7 +190,7 @@ describe('applyEvent: one case per event type', () => {
     const state = reduce([
       created,
       started,
-      { type: 'requeued', data: { reason: 'lease_lost', attempt: 1 } },
+      { type: 'requeued', data: { reason: 'lease_lost', attempt: 1, retryAt: null } },
       { type: 'started', data: { attempt: 2, worker: 'w2' } },
     ])
     expect(state).toMatchObject({ status: 'running', attempt: 2, error: null, startedAt: at(3) })
@@ -201,7 +205,7 @@ describe('applyEvent: one case per event type', () => {
       { type: 'chunk', data: { text: 't' } },
       { type: 'checkpoint', data: { data: 1 } },
       { type: 'failed', data: { code: 'e', message: 'm', retryable: true } },
-      { type: 'requeued', data: { reason: 'retry', attempt: 1 } },
+      { type: 'requeued', data: { reason: 'retry', attempt: 1, retryAt: null } },
       { type: 'cancelled', data: { reason: null } },
     ]
     // Together with the completed case above this is every event type.
@@ -291,7 +295,7 @@ describe('applyEvent: never mutates its input', () => {
       { type: 'chunk', data: { text: 'abc' } },
       { type: 'checkpoint', data: { data: { at: 1 } } },
       { type: 'failed', data: { code: 'x', message: 'y', retryable: true } },
-      { type: 'requeued', data: { reason: 'retry', attempt: 1 } },
+      { type: 'requeued', data: { reason: 'retry', attempt: 1, retryAt: null } },
       { type: 'started', data: { attempt: 2, worker: null } },
       { type: 'completed', data: { result: 42 } },
     ]
@@ -356,7 +360,7 @@ describe('applyEvent: refuses events that do not belong', () => {
     ['completed on a queued job', [created], { type: 'completed', data: { result: null } }],
     ['started on a running job', [created, started], started],
     ['chunk after completed', [created, started, { type: 'completed', data: { result: null } }], { type: 'chunk', data: { text: 'x' } }],
-    ['requeued after completed', [created, started, { type: 'completed', data: { result: null } }], { type: 'requeued', data: { reason: 'r', attempt: 1 } }],
+    ['requeued after completed', [created, started, { type: 'completed', data: { result: null } }], { type: 'requeued', data: { reason: 'r', attempt: 1, retryAt: null } }],
     ['cancelled after cancelled', [created, { type: 'cancelled', data: { reason: null } }], { type: 'cancelled', data: { reason: null } }],
   ])('refuses %s and does not touch the state', (_name, history, draft) => {
     const state = reduce(history)
@@ -436,7 +440,7 @@ describe('lifecycle: nextStatus', () => {
       completed: { type: 'completed', data: { result: 1 } },
       failed: { type: 'failed', data: { code: 'c', message: 'm', retryable: false } },
       cancelled: { type: 'cancelled', data: { reason: null } },
-      requeued: { type: 'requeued', data: { reason: 'r', attempt: 2 } },
+      requeued: { type: 'requeued', data: { reason: 'r', attempt: 2, retryAt: null } },
     }
     for (const status of jobStatuses) {
       for (const type of eventTypes) {

@@ -23,14 +23,14 @@ function event(seq: number, draft: EventDraft): JobEvent {
 
 /** One event of every type, with text that exercises escaping (newlines, CR, quotes, non-ASCII). */
 const events: JobEvent[] = [
-  event(1, { type: 'created', data: { type: 'agent', input: { prompt: 'line 1\nline 2' }, owner: { tenant: 't', user: 'ü' } } }),
+  event(1, { type: 'created', data: { type: 'agent', input: { prompt: 'line 1\nline 2' }, owner: { tenant: 't', user: 'ü' }, dispatch: false, maxAttempts: 1 } }),
   event(2, { type: 'started', data: { attempt: 1, worker: 'w-1' } }),
   event(3, { type: 'progress', data: { stage: 'thinking', percent: 12.5, message: 'step "one"' } }),
   event(4, { type: 'item', data: { id: 'file:1', label: 'naïve.txt', status: 'completed', percent: 100 } }),
   event(5, { type: 'chunk', data: { text: 'Hello\r\nwörld 😀\n\n' } }),
   event(6, { type: 'checkpoint', data: { data: { cursor: [1, 2, 3] } } }),
   event(7, { type: 'failed', data: { code: 'oops', message: 'data: not a field', retryable: true } }),
-  event(8, { type: 'requeued', data: { reason: 'retry', attempt: 1 } }),
+  event(8, { type: 'requeued', data: { reason: 'retry', attempt: 1, retryAt: null } }),
   event(9, { type: 'cancelled', data: { reason: null } }),
   event(10, { type: 'completed', data: { result: { ok: true, text: 'id: 7\n\nevent: x' } } }),
 ]

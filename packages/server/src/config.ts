@@ -57,6 +57,31 @@ export const configSchema = z.object({
   ttlCancelled: duration.pipe(z.number().min(0)).default(3_600_000),
   /** How often expired jobs are swept. */
   sweepInterval: duration.pipe(z.number().min(100)).default(30_000),
+  /** Lease a worker gets when its claim does not say. */
+  leaseTime: duration.pipe(z.number().min(1000).max(600_000)).default(30_000),
+  /** How often lapsed leases are looked for: a dead worker's job is re-queued within its lease plus this. */
+  leaseSweepInterval: duration.pipe(z.number().min(50)).default(1_000),
+  /** Attempts a dispatched job gets before a lost worker or retryable failure fails it. */
+  maxAttempts: int(1, 100).default(3),
+  /** Per-type attempts, `type=N,type=N` (e.g. `transcription=5,agent=2`). */
+  maxAttemptsByType: z
+    .string()
+    .default('')
+    .transform((value, ctx) => {
+      const out: Record<string, number> = {}
+      for (const pair of value.split(',').map((p) => p.trim()).filter((p) => p !== '')) {
+        const match = /^([\w.:-]+)=(\d+)$/.exec(pair)
+        const n = Number(match?.[2])
+        if (match === null || n < 1 || n > 100) {
+          ctx.addIssue({ code: 'custom', message: `expected type=N pairs with N from 1 to 100, got "${pair}"` })
+          return z.NEVER
+        }
+        out[match[1] as string] = n
+      }
+      return out
+    }),
+  /** First delay before a retryable failure is retried; doubles per attempt, at most 60 s. */
+  retryBackoff: duration.pipe(z.number().min(0)).default(1_000),
   /** SQLite durability: `full` fsyncs every commit; `normal` survives kill -9 but not power loss. */
   sqliteSync: z.enum(['full', 'normal']).default('full'),
 })
@@ -108,5 +133,13 @@ export function loadConfig(flags: Record<string, unknown> = {}, env: NodeJS.Proc
     }
   }
   if (problems.length > 0 || !result.success) throw new ConfigError(problems)
+  validatedConfigs.add(result.data)
   return result.data
+}
+
+const validatedConfigs = new WeakSet<object>()
+
+/** Whether `value` came out of loadConfig (so it need not, and cannot, be validated again). */
+export function isValidatedConfig(value: unknown): value is Config {
+  return typeof value === 'object' && value !== null && validatedConfigs.has(value)
 }

@@ -1,9 +1,10 @@
 import { join, resolve } from 'node:path'
 import pino, { type Logger } from 'pino'
 import type { FastifyInstance } from 'fastify'
+import { Dispatcher } from './core/dispatch.js'
 import { JobService } from './core/jobs.js'
 import type { Store } from './core/store.js'
-import { loadConfig, type Config, type ConfigInput } from './config.js'
+import { isValidatedConfig, loadConfig, type Config, type ConfigInput } from './config.js'
 import { buildApp } from './http/app.js'
 import { resolveAdminKey, type AdminKey } from './http/auth.js'
 import { MemoryStore } from './stores/memory-store.js'
@@ -16,6 +17,7 @@ export interface RunningServer {
   config: Config
   adminKey: AdminKey
   service: JobService
+  dispatcher: Dispatcher
   app: FastifyInstance
   /** Path of the SQLite file, or null in memory mode. */
   databasePath: string | null
@@ -23,8 +25,8 @@ export interface RunningServer {
 }
 
 export interface StartOptions {
-  /** Options as flags would give them (validated here; environment variables are not read). */
-  config?: ConfigInput
+  /** Options as flags would give them (validated here; environment variables are not read), or a loadConfig() result. */
+  config?: ConfigInput | Config
   logger?: Logger | false
   /** Use this store instead of the one the config names (tests). */
   store?: Store
@@ -37,7 +39,7 @@ export function createLogger(level: Config['logLevel'], pretty: boolean): Logger
 
 /** Starts a Jobwire node: store, core, HTTP, sweeps. `close()` stops all of it. */
 export async function startServer(options: StartOptions = {}): Promise<RunningServer> {
-  const config = loadConfig((options.config ?? {}) as Record<string, unknown>, {})
+  const config = isValidatedConfig(options.config) ? options.config : loadConfig((options.config ?? {}) as Record<string, unknown>, {})
   const logger = options.logger ?? createLogger(config.logLevel, false)
   const retention = {
     maxEventsPerJob: config.maxEventsPerJob,
@@ -50,7 +52,13 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
     (databasePath === null
       ? new MemoryStore({ retention })
       : new SqliteStore({ path: databasePath, retention, synchronous: config.sqliteSync }))
-  const service = new JobService(store, { maxTextLength: config.maxTextLength })
+  const service = new JobService(store, {
+    maxTextLength: config.maxTextLength,
+    maxAttempts: config.maxAttempts,
+    maxAttemptsByType: config.maxAttemptsByType,
+    retryBackoffMs: config.retryBackoff,
+  })
+  const dispatcher = new Dispatcher(service)
   const adminKey = resolveAdminKey(config.apiKey, dataDir)
   const demo = config.demo ? createDemo(service, logger || undefined) : null
   const { app } = await buildApp({
@@ -64,6 +72,8 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
     maxBodyBytes: config.maxBodyBytes,
     maxEventBytes: config.maxEventBytes,
     maxBatchEvents: config.maxBatchEvents,
+    defaultLeaseMs: config.leaseTime,
+    dispatcher,
     plugins: demo === null ? [] : [demo.register],
   })
 
@@ -74,6 +84,19 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
     )
   }, config.sweepInterval)
   sweep.unref()
+  let reclaiming = false
+  const leaseSweep = setInterval(() => {
+    if (reclaiming) return
+    reclaiming = true
+    dispatcher
+      .reclaimLapsed()
+      .then(
+        (reclaimed) => reclaimed > 0 && logger && logger.info({ reclaimed }, 'took back jobs from workers that stopped heartbeating'),
+        (error: unknown) => logger && logger.warn({ err: error }, 'lease sweep failed'),
+      )
+      .finally(() => (reclaiming = false))
+  }, config.leaseSweepInterval)
+  leaseSweep.unref()
 
   await demo?.failOrphans()
   await app.listen({ port: config.port, host: config.host })
@@ -89,11 +112,13 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
     config,
     adminKey,
     service,
+    dispatcher,
     app,
     databasePath,
     close() {
       closing ??= (async () => {
         clearInterval(sweep)
+        clearInterval(leaseSweep)
         demo?.stop()
         await app.close()
         await store.close()

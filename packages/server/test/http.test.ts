@@ -662,6 +662,12 @@ const triggers: Record<ErrorCode, Trigger> = {
     await append(job.id, { type: 'started' })
     return inject('POST', `/v1/jobs/${job.id}/events`, { body: { type: 'started' } })
   },
+  lease_lost: async () => {
+    const job = await createJob({ type: 'leased-trigger' })
+    const claim = await inject<{ lease: { token: string } }>('POST', '/v1/workers/claim', { body: { types: ['leased-trigger'] } })
+    expect(claim.status).toBe(200)
+    return inject('POST', `/v1/jobs/${job.id}/events`, { body: { lease: 'lease_not-the-one', events: [{ type: 'progress', percent: 1 }] } })
+  },
   idempotency_conflict: async () => {
     await inject('POST', '/v1/jobs', { body: { type: 'a', idempotencyKey: 'trigger-conflict' } })
     return inject('POST', '/v1/jobs', { body: { type: 'b', idempotencyKey: 'trigger-conflict' } })

@@ -179,6 +179,8 @@ async function subscribe(
       case 'error':
         problem(`error event ${message.error.code}: ${message.error.message}`)
         return
+      case 'queue':
+        return
       default:
         message satisfies never
     }

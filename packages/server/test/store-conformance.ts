@@ -84,7 +84,13 @@ export function describeStoreConformance(name: string, makeStore: MakeStore, cle
         const range = await store.readLog(input.id, 0, 10)
         expect(range).toEqual({
           events: [
-            { jobId: input.id, seq: 1, type: 'created', at: input.at, data: { type: 'transcode', input: { file: 'a.wav' }, owner: { tenant: 't1', user: 'u1' } } },
+            {
+              jobId: input.id,
+              seq: 1,
+              type: 'created',
+              at: input.at,
+              data: { type: 'transcode', input: { file: 'a.wav' }, owner: { tenant: 't1', user: 'u1' }, dispatch: true, maxAttempts: 3 },
+            },
           ],
           firstSeq: 1,
           head: 1,
@@ -792,7 +798,7 @@ export function describeStoreConformance(name: string, makeStore: MakeStore, cle
         expect(seqsOf(sink.messages)).toEqual([2, 3, 4])
         expect(sink.messages.at(-1)).toMatchObject({ type: 'event', event: { type: 'failed' } })
         expect(subscription.closed).toBe(true)
-        await store.append(job.id, () => [{ type: 'requeued', data: { reason: 'retry', attempt: 1 } }])
+        await store.append(job.id, () => [{ type: 'requeued', data: { reason: 'retry', attempt: 1, retryAt: null } }])
         await service.appendEvents(job.id, [chunk('b')])
         expect(seqsOf(sink.messages)).toEqual([2, 3, 4])
         expect(sink.endCount).toBe(1)
@@ -1105,7 +1111,17 @@ function jobId(): string {
 }
 
 function newJob(overrides: Partial<NewJob> = {}): NewJob {
-  return { id: jobId(), type: 'test', input: null, owner: null, idempotencyKey: null, at: new Date().toISOString(), ...overrides }
+  return {
+    id: jobId(),
+    type: 'test',
+    input: null,
+    owner: null,
+    idempotencyKey: null,
+    dispatch: true,
+    maxAttempts: 3,
+    at: new Date().toISOString(),
+    ...overrides,
+  }
 }
 
 function started(): EventDraft {

@@ -56,6 +56,9 @@ export async function watchJob(target: Target, jobId: string, options: WatchOpti
         break
       case 'recovered':
         break
+      case 'queue':
+        if (state !== null) state = { ...state, queuePosition: message.position }
+        break
       case 'error':
         throw JobwireError.fromBody(message.error)
       default:
@@ -103,6 +106,8 @@ function describe(job: JobState): string {
   const bar = `[${'#'.repeat(filled)}${'-'.repeat(width - filled)}]`
   const pct = percent === null ? '   ' : `${String(Math.round(percent)).padStart(3)}%`
   const parts = [bar, pct, job.status]
+  if (job.status === 'queued' && job.queuePosition !== null) parts.push(`#${job.queuePosition} in queue`)
+  if (job.attempt > 1) parts.push(`attempt ${job.attempt}`)
   if (job.progress.stage !== null) parts.push(job.progress.stage)
   if (job.progress.message !== null) parts.push(`— ${job.progress.message}`)
   const items = job.items

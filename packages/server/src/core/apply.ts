@@ -1,12 +1,24 @@
 import { applyEvent, isTerminal, type JobEvent, type JobState } from '@jobwire/protocol'
-import type { AppendPlan, NewJob, Retention } from './store.js'
+import type { AppendPlan, Lease, NewJob, Retention } from './store.js'
+
+export interface AppliedPlan {
+  job: JobState
+  events: JobEvent[]
+  lease: Lease | null
+  /** Whether the lease was set or cleared by the plan (it must be persisted even with no events). */
+  leaseChanged: boolean
+  availableAt: number | undefined
+}
 
 /**
  * The part of an append every backend shares: run the plan against the current state, number
  * the events, reduce them. Backends wrap it in their own atomic section.
  */
-export function applyPlan(job: JobState, plan: AppendPlan, at: string): { job: JobState; events: JobEvent[] } {
-  const drafts = plan(job)
+export function applyPlan(job: JobState, lease: Lease | null, plan: AppendPlan, at: string): AppliedPlan {
+  const decision = plan(job, lease)
+  const drafts = Array.isArray(decision) ? decision : decision.events
+  const nextLease = Array.isArray(decision) || decision.lease === undefined ? lease : decision.lease
+  const availableAt = Array.isArray(decision) ? undefined : decision.availableAt
   const events: JobEvent[] = []
   let state = job
   for (const draft of drafts) {
@@ -14,11 +26,22 @@ export function applyPlan(job: JobState, plan: AppendPlan, at: string): { job: J
     state = applyEvent(state, event)
     events.push(event)
   }
-  return { job: state, events }
+  return { job: state, events, lease: nextLease, leaseChanged: nextLease !== lease, availableAt }
+}
+
+/** Whether a job waits in its type's dispatch queue. */
+export function isQueuedForDispatch(job: JobState): boolean {
+  return job.status === 'queued' && job.dispatch
 }
 
 export function createdEvent(job: NewJob): JobEvent {
-  return { jobId: job.id, seq: 1, type: 'created', at: job.at, data: { type: job.type, input: job.input, owner: job.owner } }
+  return {
+    jobId: job.id,
+    seq: 1,
+    type: 'created',
+    at: job.at,
+    data: { type: job.type, input: job.input, owner: job.owner, dispatch: job.dispatch, maxAttempts: job.maxAttempts },
+  }
 }
 
 /** When a job may be swept, or null while it is not finished. */

@@ -41,6 +41,29 @@ export class FanOut {
     }
   }
 
+  readonly #queueListeners = new Map<string, Set<() => void>>()
+
+  subscribeQueue(type: string, listener: () => void): Unsubscribe {
+    let set = this.#queueListeners.get(type)
+    if (set === undefined) this.#queueListeners.set(type, (set = new Set()))
+    set.add(listener)
+    return () => {
+      set.delete(listener)
+      if (set.size === 0 && this.#queueListeners.get(type) === set) this.#queueListeners.delete(type)
+    }
+  }
+
+  /** Tells the queue's listeners that a job of `type` entered or left it. */
+  publishQueue(type: string): void {
+    for (const listener of this.#queueListeners.get(type) ?? []) {
+      try {
+        listener()
+      } catch {
+        // as in publish()
+      }
+    }
+  }
+
   get jobCount(): number {
     return this.#listeners.size
   }

@@ -9,7 +9,7 @@ import {
   type PollResponse,
 } from '@jobwire/protocol'
 import { newJobId } from './ids.js'
-import type { AppendResult, CreateResult, JobPage, JobQuery, Store } from './store.js'
+import type { AppendDecision, AppendResult, CreateResult, JobPage, JobQuery, Lease, Store } from './store.js'
 import { JobSubscription, type StreamSink } from './subscription.js'
 
 export interface CoreLimits {
@@ -17,15 +17,44 @@ export interface CoreLimits {
   maxTextLength: number
   /** Events read from the log per round trip when replaying. */
   replayPageSize: number
+  /** Attempts a dispatched job gets unless its type or the job says otherwise. */
+  maxAttempts: number
+  /** Per-type overrides of `maxAttempts`. */
+  maxAttemptsByType: Record<string, number>
+  /** First retry delay after a retryable failure; doubles per attempt up to `retryBackoffMaxMs`. */
+  retryBackoffMs: number
+  retryBackoffMaxMs: number
 }
 
-export const defaultCoreLimits: CoreLimits = { maxTextLength: 4 * 1024 * 1024, replayPageSize: 1000 }
+export const defaultCoreLimits: CoreLimits = {
+  maxTextLength: 4 * 1024 * 1024,
+  replayPageSize: 1000,
+  maxAttempts: 3,
+  maxAttemptsByType: {},
+  retryBackoffMs: 1000,
+  retryBackoffMaxMs: 60_000,
+}
 
 export interface CreateJobInput {
   type: string
   input?: unknown
   owner?: Owner | null
   idempotencyKey?: string | null
+  /** False: the creator runs the job itself and no worker may claim it. Default true. */
+  dispatch?: boolean
+  maxAttempts?: number
+}
+
+/** Who is writing: a worker holding a lease (with its batch number), or a backend (no lease). */
+export interface WriteContext {
+  lease?: string
+  /** The worker's write batch number under this lease (1, 2, 3, …); a repeat is a retry and appends nothing. */
+  batch?: number
+}
+
+export interface AppendOutcome extends AppendResult {
+  /** The batch was already applied (a retried request): nothing was appended. */
+  duplicate: boolean
 }
 
 /**
@@ -50,6 +79,8 @@ export class JobService {
       input: input.input ?? null,
       owner: input.owner ?? null,
       idempotencyKey: input.idempotencyKey ?? null,
+      dispatch: input.dispatch ?? true,
+      maxAttempts: input.maxAttempts ?? this.limits.maxAttemptsByType[input.type] ?? this.limits.maxAttempts,
       at: this.now().toISOString(),
     })
     if (!result.created && result.job.type !== input.type) {
@@ -58,10 +89,16 @@ export class JobService {
     return result
   }
 
+  /** The job's snapshot, with its queue position filled in while it waits for a worker. */
   async getJob(jobId: string): Promise<JobState> {
     const job = await this.store.getJob(jobId)
     if (job === null) throw new JobwireError('job_not_found', { jobId })
-    return job
+    return this.withQueuePosition(job)
+  }
+
+  async withQueuePosition(job: JobState): Promise<JobState> {
+    if (job.status !== 'queued' || !job.dispatch) return job
+    return { ...job, queuePosition: await this.store.queuePosition(job.id) }
   }
 
   listJobs(query: JobQuery): Promise<JobPage> {
@@ -70,11 +107,27 @@ export class JobService {
 
   /**
    * Appends a producer's batch atomically. Work events on a queued job start it first (an
-   * implicit `started` in the same batch), so simple producers need not send one.
+   * implicit `started` in the same batch), so simple producers need not send one. A job that a
+   * worker holds takes writes only with that worker's current lease; a retryable failure with
+   * attempts left re-queues the job (with backoff) instead of failing it.
    */
-  appendEvents(jobId: string, drafts: EventDraft[]): Promise<AppendResult> {
+  async appendEvents(jobId: string, drafts: EventDraft[], context: WriteContext = {}): Promise<AppendOutcome> {
     const { maxTextLength } = this.limits
-    return this.store.append(jobId, (job) => {
+    const now = this.now().getTime()
+    let duplicate = false
+    const result = await this.store.append(jobId, (job, lease): AppendDecision => {
+      if (context.lease !== undefined || lease !== null) {
+        const reason = leaseProblem(lease, context.lease, now)
+        if (reason !== null) {
+          // A worker retrying a batch the job took just before it finished gets the truth, not lease_lost.
+          if (isTerminal(job.status)) throw new JobwireError('job_finished', { jobId, status: job.status, type: drafts[0]?.type })
+          throw new JobwireError('lease_lost', { jobId, reason })
+        }
+      }
+      if (lease !== null && context.batch !== undefined && context.batch <= lease.lastBatch) {
+        duplicate = true
+        return { events: [] }
+      }
       const out: EventDraft[] = []
       let status = job.status
       let textLength = job.text.length
@@ -95,16 +148,59 @@ export class JobService {
         status = next
         out.push(draft)
       })
-      return out
+      const last = out.at(-1)
+      if (lease === null) return { events: out }
+      if (last?.type === 'failed' && last.data.retryable && job.attempt < job.maxAttempts) {
+        // A retryable failure with attempts left goes back to the queue, after a backoff.
+        const delay = Math.min(this.limits.retryBackoffMaxMs, this.limits.retryBackoffMs * 2 ** Math.max(0, job.attempt - 1))
+        out[out.length - 1] = {
+          type: 'requeued',
+          data: {
+            reason: last.data.code,
+            attempt: job.attempt,
+            retryAt: new Date(now + delay).toISOString(),
+            error: { code: last.data.code, message: last.data.message },
+          },
+        }
+        return { events: out, lease: null, availableAt: now + delay }
+      }
+      const finished = last !== undefined && (last.type === 'completed' || last.type === 'failed')
+      return { events: out, lease: finished ? null : { ...lease, lastBatch: context.batch ?? lease.lastBatch } }
     })
+    return { ...result, duplicate }
   }
 
-  /** Cancels a queued or running job. Cancelling a cancelled job again is a no-op that returns it. */
+  /**
+   * Cancels a queued or running job; its worker learns at once (signals) and its later writes are
+   * refused. Cancelling a cancelled job again is a no-op that returns it.
+   */
   async cancelJob(jobId: string, reason: string | null = null): Promise<AppendResult> {
     return this.store.append(jobId, (job) => {
       if (job.status === 'cancelled') return []
       if (isTerminal(job.status)) throw new JobwireError('job_finished', { jobId, status: job.status })
-      return [{ type: 'cancelled', data: { reason } }]
+      return { events: [{ type: 'cancelled', data: { reason } }], lease: null }
+    })
+  }
+
+  /**
+   * Puts a failed or cancelled job back in the queue with its last checkpoint, as a new attempt
+   * with a fresh attempt budget. Watchers see it continue on the same log.
+   */
+  async resumeJob(jobId: string): Promise<AppendResult> {
+    return this.store.append(jobId, (job) => {
+      if (job.status !== 'failed' && job.status !== 'cancelled') {
+        throw new JobwireError(job.status === 'completed' ? 'job_finished' : 'invalid_transition', {
+          jobId,
+          status: job.status,
+          type: 'requeued',
+        })
+      }
+      const budget = this.limits.maxAttemptsByType[job.type] ?? this.limits.maxAttempts
+      return {
+        events: [{ type: 'requeued', data: { reason: 'resumed', attempt: job.attempt, retryAt: null, maxAttempts: job.attempt + budget } }],
+        lease: null,
+        availableAt: 0,
+      }
     })
   }
 
@@ -154,7 +250,16 @@ export class JobService {
   }
 }
 
-function waitFor(woken: Promise<void>, ms: number, signal: AbortSignal | undefined): Promise<void> {
+/** Why a write under `token` is not allowed, or null when the lease is current. */
+export function leaseProblem(lease: Lease | null, token: string | undefined, now: number): string | null {
+  if (lease === null) return 'the job holds no lease (it was re-queued, released or finished)'
+  if (token === undefined) return 'the job is held by a worker; writes must carry its lease'
+  if (lease.token !== token) return 'another worker holds the job now'
+  if (lease.expiresAt < now) return 'the lease expired; heartbeat sooner'
+  return null
+}
+
+export function waitFor(woken: Promise<void>, ms: number, signal: AbortSignal | undefined): Promise<void> {
   return new Promise((resolve) => {
     const timer = setTimeout(done, ms)
     function done(): void {

@@ -7,7 +7,31 @@ export interface NewJob {
   input: unknown
   owner: Owner | null
   idempotencyKey: string | null
+  dispatch: boolean
+  maxAttempts: number
   at: string
+}
+
+/**
+ * A worker's claim on a running job. Kept beside the job, never in its state: watchers must not
+ * see the token. `lastBatch` makes a worker's retried writes idempotent.
+ */
+export interface Lease {
+  token: string
+  worker: string
+  /** Epoch milliseconds. */
+  expiresAt: number
+  /** Highest write batch number applied under this lease. */
+  lastBatch: number
+}
+
+/** What a plan decides beyond its events: the lease after them, and when a queued job may next be claimed. */
+export interface AppendDecision {
+  events: EventDraft[]
+  /** `undefined` keeps the lease as it is; `null` clears it. */
+  lease?: Lease | null
+  /** Epoch ms before which a queued job is not handed out (retry backoff). */
+  availableAt?: number
 }
 
 export interface CreateResult {
@@ -21,11 +45,17 @@ export interface CreateResult {
  * section (a transaction, or a compare-and-set retry loop), so it must be pure and synchronous.
  * It throws a JobwireError to refuse; returning `[]` appends nothing.
  */
-export type AppendPlan = (job: JobState) => EventDraft[]
+export type AppendPlan = (job: JobState, lease: Lease | null) => EventDraft[] | AppendDecision
 
 export interface AppendResult {
   job: JobState
   events: JobEvent[]
+  lease: Lease | null
+}
+
+export interface JobRecord {
+  job: JobState
+  lease: Lease | null
 }
 
 /** A slice of a job's log after some position. */
@@ -91,8 +121,22 @@ export interface Store {
   append(jobId: string, plan: AppendPlan): Promise<AppendResult>
   /** Events with seq > `after`, at most `limit` of them; `null` when the job does not exist. */
   readLog(jobId: string, after: number, limit: number): Promise<LogRange | null>
+  /**
+   * Atomically picks the oldest claimable job (queued, dispatched, one of `types`, available by
+   * `now`) and appends `plan`'s decision to it; `null` when there is none. FIFO by creation, so a
+   * re-queued job goes ahead of younger ones.
+   */
+  claim(types: readonly string[], now: number, plan: AppendPlan): Promise<AppendResult | null>
+  /** A job with its lease, for lease checks outside an append. */
+  getRecord(id: string): Promise<JobRecord | null>
+  /** Ids of running jobs whose lease expired before `now`. */
+  expiredLeases(now: number, limit: number): Promise<string[]>
+  /** 1-based place of a queued dispatched job among its type's queued jobs, else null. */
+  queuePosition(jobId: string): Promise<number | null>
   /** Delivers every event committed for `jobId` from now on, on whatever node it was written. */
   subscribe(jobId: string, listener: EventListener): Unsubscribe
+  /** Called (without detail) whenever a job of `type` enters or leaves the dispatch queue. */
+  subscribeQueue(type: string, listener: () => void): Unsubscribe
   /** Deletes finished jobs whose TTL has passed. */
   sweep(now: number): Promise<SweepResult>
   /** Cheap liveness check for readiness probes. */

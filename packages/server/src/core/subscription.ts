@@ -23,6 +23,11 @@ export class JobSubscription {
   #catchingUp = true
   #closed = false
   #unsubscribe: Unsubscribe | null = null
+  /** Whether the job waits in a dispatch queue; while it does, position changes are sent as `queue` messages. */
+  #queued = false
+  #queueUnsubscribe: Unsubscribe | null = null
+  #queueTimer: NodeJS.Timeout | null = null
+  #queuePosition: number | null = null
 
   constructor(
     private readonly store: Store,
@@ -50,7 +55,7 @@ export class JobSubscription {
       if (after === undefined) {
         const job = await this.store.getJob(this.jobId)
         if (job === null) throw new JobwireError('job_not_found', { jobId: this.jobId })
-        this.#snapshot(job, false)
+        this.#snapshot(await this.#withPosition(job), false)
       } else {
         const range = await this.store.readLog(this.jobId, after, this.pageSize)
         if (range === null) throw new JobwireError('job_not_found', { jobId: this.jobId })
@@ -62,6 +67,7 @@ export class JobSubscription {
         } else {
           this.#last = after
           this.#knownHead = range.head
+          this.#queued = range.status === 'queued'
           this.sink.write([{ type: 'recovered', after }])
           this.#deliver(range.events)
           if (!this.#closed && range.head === this.#last && isTerminal(range.status)) this.close()
@@ -78,6 +84,7 @@ export class JobSubscription {
     if (this.#closed) return
     this.#closed = true
     this.#unsubscribe?.()
+    this.#stopFollowingQueue()
     this.#pending = []
     if (notify) this.sink.end()
   }
@@ -103,10 +110,16 @@ export class JobSubscription {
   #deliver(events: readonly JobEvent[]): void {
     let out: StreamMessage[] | null = null
     let terminal = false
+    let queueChanged = false
     for (const event of events) {
       if (event.seq !== this.#last + 1) continue
       this.#last = event.seq
       ;(out ??= []).push({ type: 'event', event })
+      const queued = event.type === 'requeued' || (this.#queued && event.type !== 'started' && !isTerminalEvent(event.type))
+      if (queued !== this.#queued) {
+        this.#queued = queued
+        queueChanged = true
+      }
       if (isTerminalEvent(event.type)) {
         terminal = true
         break
@@ -115,10 +128,13 @@ export class JobSubscription {
     if (this.#last > this.#knownHead) this.#knownHead = this.#last
     if (out !== null) this.sink.write(out)
     if (terminal) this.close()
+    else if (queueChanged && !this.#catchingUp) void this.#followQueue()
   }
 
   #snapshot(job: JobState, reset: boolean): void {
     this.#last = job.seq
+    this.#queued = job.status === 'queued'
+    this.#queuePosition = job.queuePosition
     this.#knownHead = Math.max(this.#knownHead, job.seq)
     this.sink.write([{ type: 'snapshot', job, reset, reason: reset ? 'trimmed' : 'initial' }])
     if (isTerminal(job.status)) this.close()
@@ -131,7 +147,49 @@ export class JobSubscription {
       this.#fail(new JobwireError('job_not_found', { jobId: this.jobId }))
       return
     }
-    this.#snapshot(job, true)
+    this.#snapshot(await this.#withPosition(job), true)
+  }
+
+  async #withPosition(job: JobState): Promise<JobState> {
+    if (job.status !== 'queued' || !job.dispatch) return job
+    return { ...job, queuePosition: await this.store.queuePosition(job.id) }
+  }
+
+  /** Starts or stops following the queue as the job enters or leaves it. */
+  async #followQueue(): Promise<void> {
+    if (!this.#queued) {
+      this.#stopFollowingQueue()
+      return
+    }
+    if (this.#queueUnsubscribe !== null) return
+    const job = await this.store.getJob(this.jobId)
+    if (this.#closed || job === null || !job.dispatch || this.#queueUnsubscribe !== null) return
+    this.#queueUnsubscribe = this.store.subscribeQueue(job.type, () => this.#queueMoved())
+    this.#queueMoved()
+  }
+
+  #stopFollowingQueue(): void {
+    this.#queueUnsubscribe?.()
+    this.#queueUnsubscribe = null
+    if (this.#queueTimer !== null) clearTimeout(this.#queueTimer)
+    this.#queueTimer = null
+  }
+
+  /** Recomputes the position at most every 100 ms however busy the queue is. */
+  #queueMoved(): void {
+    if (this.#queueTimer !== null || this.#closed) return
+    this.#queueTimer = setTimeout(() => {
+      this.#queueTimer = null
+      this.store.queuePosition(this.jobId).then(
+        (position) => {
+          if (this.#closed || !this.#queued || position === this.#queuePosition) return
+          this.#queuePosition = position
+          this.sink.write([{ type: 'queue', position }])
+        },
+        () => undefined,
+      )
+    }, 100)
+    this.#queueTimer.unref()
   }
 
   /** Drains buffered live events, reading the log for whatever they skip, until live again. */
@@ -146,6 +204,7 @@ export class JobSubscription {
         const behind = pending.some((event) => event.seq > this.#last) || this.#knownHead > this.#last
         if (!behind && this.#pending.length === 0) {
           this.#catchingUp = false
+          void this.#followQueue()
           return
         }
         // Keep what is still ahead; the log fills the hole in front of it.

@@ -3,12 +3,17 @@ import Fastify, {
   LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
 import { isTerminal, JobwireError, type JobState } from '@jobwire/protocol'
 import type { Logger } from 'pino'
+import type { Dispatcher } from '../core/dispatch.js'
 import type { JobService } from '../core/jobs.js'
 import { SseTransport } from '../transports/sse.js'
 import { credentialOf, keyMatches } from './auth.js'
 import { serveJobStream } from './stream-route.js'
 import {
   cancelBody,
+  claimBody,
+  heartbeatBody,
+  releaseBody,
+  signalsBody,
   createJobBody,
   listQuery,
   parseOwnerFilter,
@@ -28,6 +33,9 @@ export interface AppOptions {
   maxBodyBytes: number
   maxEventBytes: number
   maxBatchEvents: number
+  /** Lease length when a worker does not ask for one. */
+  defaultLeaseMs: number
+  dispatcher: Dispatcher
   /** Extra routes mounted before start (the demo). */
   plugins?: ((app: FastifyInstance, context: { sse: SseTransport; service: JobService }) => void | Promise<void>)[]
 }
@@ -43,7 +51,7 @@ const clientErrors: Record<string, JobwireError['code']> = {
 
 /** The HTTP API. Routes validate and translate; the rules live in JobService. */
 export async function buildApp(options: AppOptions): Promise<{ app: FastifyInstance; sse: SseTransport }> {
-  const { service } = options
+  const { service, dispatcher } = options
   const common = {
     bodyLimit: options.maxBodyBytes,
     genReqId: () => randomUUID(),
@@ -97,7 +105,7 @@ export async function buildApp(options: AppOptions): Promise<{ app: FastifyInsta
       const body = parseWith(createJobBody, request.body ?? {})
       const { job, created } = await service.createJob(body)
       void reply.code(created ? 201 : 200).header('location', `/v1/jobs/${job.id}`)
-      return job
+      return service.withQueuePosition(job)
     })
 
     v1.get('/jobs', async (request) => {
@@ -111,15 +119,17 @@ export async function buildApp(options: AppOptions): Promise<{ app: FastifyInsta
         cursor: query.cursor,
         limit: query.limit,
       })
-      return { jobs: page.jobs.map(summarize), nextCursor: page.nextCursor }
+      const jobs = await Promise.all(page.jobs.map((job) => service.withQueuePosition(job)))
+      return { jobs: jobs.map(summarize), nextCursor: page.nextCursor }
     })
 
     v1.get<{ Params: { id: string } }>('/jobs/:id', async (request) => service.getJob(request.params.id))
 
     v1.post<{ Params: { id: string } }>('/jobs/:id/events', async (request) => {
-      const drafts = parseProducerEvents(request.body, options)
-      const { job, events } = await service.appendEvents(request.params.id, drafts)
-      return { events: events.map((e) => ({ seq: e.seq, type: e.type })), seq: job.seq, status: job.status }
+      const write = parseProducerEvents(request.body, options)
+      const { job, events, duplicate } = await service.appendEvents(request.params.id, write.events, write)
+      const answer = { events: events.map((e) => ({ seq: e.seq, type: e.type })), seq: job.seq, status: job.status }
+      return duplicate ? { ...answer, duplicate: true } : answer
     })
 
     v1.post<{ Params: { id: string } }>('/jobs/:id/cancel', async (request) => {
@@ -128,28 +138,74 @@ export async function buildApp(options: AppOptions): Promise<{ app: FastifyInsta
       return job
     })
 
+    v1.post<{ Params: { id: string } }>('/jobs/:id/resume', async (request) => {
+      const { job } = await service.resumeJob(request.params.id)
+      return service.withQueuePosition(job)
+    })
+
+    v1.post('/workers/claim', async (request, reply) => {
+      const body = parseWith(claimBody, request.body ?? {})
+      const aborted = abortOnClose(reply)
+      const claimed = await dispatcher.claim({
+        types: body.types,
+        worker: body.worker ?? 'worker',
+        leaseMs: body.leaseMs ?? options.defaultLeaseMs,
+        waitMs: Math.min((body.wait ?? 0) * 1000, options.pollMaxWaitMs),
+        signal: aborted,
+      })
+      if (claimed === null) return reply.code(204).send()
+      return claimed
+    })
+
+    v1.post<{ Params: { id: string } }>('/jobs/:id/heartbeat', async (request) => {
+      const body = parseWith(heartbeatBody, request.body ?? {})
+      return dispatcher.heartbeat(request.params.id, body.lease, body.leaseMs ?? options.defaultLeaseMs)
+    })
+
+    v1.post<{ Params: { id: string } }>('/jobs/:id/release', async (request) => {
+      const body = parseWith(releaseBody, request.body ?? {})
+      const { job } = await dispatcher.release(request.params.id, body.lease, body.reason ?? null)
+      return service.withQueuePosition(job)
+    })
+
+    v1.post('/workers/signals', async (request, reply) => {
+      const body = parseWith(signalsBody, request.body ?? {})
+      const waitMs = Math.min((body.wait ?? 0) * 1000, options.pollMaxWaitMs)
+      return { signals: await dispatcher.signals(body.jobs, waitMs, abortOnClose(reply)) }
+    })
+
     v1.get<{ Params: { id: string }; Querystring: { after?: string } }>('/jobs/:id/stream', (request, reply) =>
       serveJobStream(request, reply, sse, service),
     )
 
     v1.get<{ Params: { id: string }; Querystring: { after?: string; wait?: string } }>(
       '/jobs/:id/events',
-      async (request) => {
+      async (request, reply) => {
         const after = parsePosition(request.query.after)
         const waitSeconds = request.query.wait === undefined ? 0 : Number(request.query.wait)
         if (!Number.isFinite(waitSeconds) || waitSeconds < 0) {
           throw new JobwireError('invalid_request', { field: 'wait', reason: 'wait: expected seconds >= 0' })
         }
         const waitMs = Math.min(waitSeconds * 1000, options.pollMaxWaitMs)
-        const aborted = new AbortController()
-        request.raw.on('close', () => aborted.abort())
-        return service.poll(request.params.id, after, waitMs, aborted.signal)
+        return service.poll(request.params.id, after, waitMs, abortOnClose(reply))
       },
     )
   }, { prefix: '/v1' })
 
   for (const plugin of options.plugins ?? []) await plugin(app, { sse, service })
   return { app, sse }
+}
+
+/**
+ * Aborts when the client goes away, so a long-poll stops waiting for no one. It watches the
+ * response: a request's own 'close' fires as soon as its body has been read.
+ */
+function abortOnClose(reply: FastifyReply): AbortSignal {
+  const controller = new AbortController()
+  reply.raw.on('close', () => {
+    if (!reply.raw.writableFinished) controller.abort()
+  })
+  return controller.signal
 }
 
 /** What a list shows of a job: everything but the heavy parts (text, input, result, checkpoint). */

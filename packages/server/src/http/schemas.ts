@@ -37,6 +37,29 @@ export const createJobBody = z
     input: z.unknown().optional(),
     owner: owner.optional(),
     idempotencyKey: text(200).min(1).optional(),
+    dispatch: z.boolean().optional(),
+    maxAttempts: z.number().int().min(1).max(100).optional(),
+  })
+  .strict()
+
+const jobType = z.string().min(1).max(100)
+const leaseToken = z.string().min(1).max(200)
+
+export const claimBody = z
+  .object({
+    types: z.array(jobType).min(1).max(50),
+    worker: text(200).min(1).optional(),
+    leaseMs: z.number().int().min(1000).max(600_000).optional(),
+    wait: z.number().min(0).max(3600).optional(),
+  })
+  .strict()
+
+export const heartbeatBody = z.object({ lease: leaseToken, leaseMs: z.number().int().min(1000).max(600_000).optional() }).strict()
+export const releaseBody = z.object({ lease: leaseToken, reason: text(200).optional() }).strict()
+export const signalsBody = z
+  .object({
+    jobs: z.array(z.object({ id: z.string().min(1).max(100), lease: leaseToken }).strict()).max(1000),
+    wait: z.number().min(0).max(3600).optional(),
   })
   .strict()
 
@@ -71,15 +94,33 @@ export interface EventLimits {
   maxBatchEvents: number
 }
 
+export interface ProducerWrite {
+  events: EventDraft[]
+  /** A worker's lease token, required for jobs a worker holds. */
+  lease?: string
+  /** A worker's write batch number under its lease; a repeated number is a retry and appends nothing. */
+  batch?: number
+}
+
+const writeMeta = z
+  .object({ lease: leaseToken.optional(), batch: z.number().int().min(1).max(Number.MAX_SAFE_INTEGER).optional() })
+
 /**
- * Reads `POST /v1/jobs/:id/events`: one event (`{type, ...}`) or a batch (`{events: [...]}`).
- * Checks count, size and shape of every event before any is appended.
+ * Reads `POST /v1/jobs/:id/events`: one event (`{type, ...}`) or a batch (`{events: [...]}`), each
+ * optionally with a worker's `lease` and `batch`. Checks count, size and shape of every event
+ * before any is appended.
  */
-export function parseProducerEvents(body: unknown, limits: EventLimits): EventDraft[] {
-  if (typeof body !== 'object' || body === null || Array.isArray(body)) {
+export function parseProducerEvents(input: unknown, limits: EventLimits): ProducerWrite {
+  if (typeof input !== 'object' || input === null || Array.isArray(input)) {
     throw new JobwireError('invalid_request', { reason: 'body must be an event object or {events: [...]}' })
   }
-  const batch = 'events' in body ? (body as { events: unknown }).events : [body]
+  const { lease, batch: batchNumber, ...body } = input as Record<string, unknown>
+  const meta = parseWith(writeMeta, { lease, batch: batchNumber })
+  return { ...meta, events: parseEventList(body, limits) }
+}
+
+function parseEventList(body: Record<string, unknown>, limits: EventLimits): EventDraft[] {
+  const batch = 'events' in body ? body.events : [body]
   if ('events' in body && Object.keys(body).length > 1) {
     const extra = Object.keys(body).find((key) => key !== 'events')
     throw new JobwireError('invalid_request', { field: extra, reason: `${extra}: unknown field` })

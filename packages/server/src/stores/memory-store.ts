@@ -1,5 +1,5 @@
 import { applyEvent, JobwireError, type JobEvent, type JobState } from '@jobwire/protocol'
-import { applyPlan, createdEvent, decodeCursor, encodeCursor, expiryOf } from '../core/apply.js'
+import { applyPlan, createdEvent, decodeCursor, encodeCursor, expiryOf, isQueuedForDispatch, type AppliedPlan } from '../core/apply.js'
 import { FanOut } from '../core/fan-out.js'
 import {
   defaultRetention,
@@ -9,6 +9,8 @@ import {
   type EventListener,
   type JobPage,
   type JobQuery,
+  type JobRecord,
+  type Lease,
   type LogRange,
   type NewJob,
   type Retention,
@@ -20,6 +22,8 @@ import {
 interface Entry {
   ordinal: number
   job: JobState
+  lease: Lease | null
+  availableAt: number
   log: JobEvent[]
   expiresAt: number | null
   idempotencyKey: string | null
@@ -30,6 +34,8 @@ export class MemoryStore implements Store {
   readonly kind = 'memory'
   readonly #jobs = new Map<string, Entry>()
   readonly #byKey = new Map<string, string>()
+  /** Queued dispatched jobs per type, in insertion order (sorted by ordinal when read). */
+  readonly #queues = new Map<string, Set<Entry>>()
   readonly #fanOut = new FanOut()
   readonly #retention: Retention
   #ordinal = 0
@@ -48,8 +54,18 @@ export class MemoryStore implements Store {
     }
     const event = createdEvent(input)
     const job = applyEvent(null, event)
-    this.#jobs.set(input.id, { ordinal: ++this.#ordinal, job, log: [event], expiresAt: null, idempotencyKey: input.idempotencyKey })
+    const entry: Entry = {
+      ordinal: ++this.#ordinal,
+      job,
+      lease: null,
+      availableAt: 0,
+      log: [event],
+      expiresAt: null,
+      idempotencyKey: input.idempotencyKey,
+    }
+    this.#jobs.set(input.id, entry)
     if (input.idempotencyKey !== null) this.#byKey.set(input.idempotencyKey, input.id)
+    this.#syncQueue(entry, false)
     this.#fanOut.publish(input.id, [event])
     return { job, created: true }
   }
@@ -57,6 +73,12 @@ export class MemoryStore implements Store {
   async getJob(id: string): Promise<JobState | null> {
     this.#open()
     return this.#jobs.get(id)?.job ?? null
+  }
+
+  async getRecord(id: string): Promise<JobRecord | null> {
+    this.#open()
+    const entry = this.#jobs.get(id)
+    return entry === undefined ? null : { job: entry.job, lease: entry.lease }
   }
 
   async listJobs(query: JobQuery): Promise<JobPage> {
@@ -85,15 +107,38 @@ export class MemoryStore implements Store {
     this.#open()
     const entry = this.#jobs.get(jobId)
     if (entry === undefined) throw new JobwireError('job_not_found', { jobId })
-    const { job, events } = applyPlan(entry.job, plan, new Date().toISOString())
-    if (events.length === 0) return { job, events }
-    entry.job = job
-    entry.log.push(...events)
-    const excess = entry.log.length - this.#retention.maxEventsPerJob
-    if (excess > 0) entry.log.splice(0, excess)
-    entry.expiresAt = expiryOf(job, this.#retention)
-    this.#fanOut.publish(jobId, events)
-    return { job, events }
+    return this.#commit(entry, applyPlan(entry.job, entry.lease, plan, new Date().toISOString()))
+  }
+
+  async claim(types: readonly string[], now: number, plan: AppendPlan): Promise<AppendResult | null> {
+    this.#open()
+    let oldest: Entry | undefined
+    for (const type of types) {
+      for (const entry of this.#queues.get(type) ?? []) {
+        if (entry.availableAt <= now && (oldest === undefined || entry.ordinal < oldest.ordinal)) oldest = entry
+      }
+    }
+    if (oldest === undefined) return null
+    return this.#commit(oldest, applyPlan(oldest.job, oldest.lease, plan, new Date(now).toISOString()))
+  }
+
+  async expiredLeases(now: number, limit: number): Promise<string[]> {
+    this.#open()
+    const ids: string[] = []
+    for (const [id, entry] of this.#jobs) {
+      if (entry.lease !== null && entry.lease.expiresAt < now) ids.push(id)
+      if (ids.length >= limit) break
+    }
+    return ids
+  }
+
+  async queuePosition(jobId: string): Promise<number | null> {
+    this.#open()
+    const entry = this.#jobs.get(jobId)
+    if (entry === undefined || !isQueuedForDispatch(entry.job)) return null
+    let position = 1
+    for (const other of this.#queues.get(entry.job.type) ?? []) if (other.ordinal < entry.ordinal) position++
+    return position
   }
 
   async readLog(jobId: string, after: number, limit: number): Promise<LogRange | null> {
@@ -107,6 +152,10 @@ export class MemoryStore implements Store {
 
   subscribe(jobId: string, listener: EventListener): Unsubscribe {
     return this.#fanOut.subscribe(jobId, listener)
+  }
+
+  subscribeQueue(type: string, listener: () => void): Unsubscribe {
+    return this.#fanOut.subscribeQueue(type, listener)
   }
 
   async sweep(now: number): Promise<SweepResult> {
@@ -126,6 +175,35 @@ export class MemoryStore implements Store {
 
   async close(): Promise<void> {
     this.#closed = true
+  }
+
+  #commit(entry: Entry, applied: AppliedPlan): AppendResult {
+    const { job, events, lease } = applied
+    if (events.length === 0 && !applied.leaseChanged) return { job, events, lease }
+    const wasQueued = isQueuedForDispatch(entry.job)
+    entry.job = job
+    entry.lease = lease
+    if (applied.availableAt !== undefined) entry.availableAt = applied.availableAt
+    if (events.length > 0) {
+      entry.log.push(...events)
+      const excess = entry.log.length - this.#retention.maxEventsPerJob
+      if (excess > 0) entry.log.splice(0, excess)
+      entry.expiresAt = expiryOf(job, this.#retention)
+    }
+    this.#syncQueue(entry, wasQueued)
+    this.#fanOut.publish(job.id, events)
+    return { job, events, lease }
+  }
+
+  /** Keeps the per-type queue in step with the job's status and signals when it changed. */
+  #syncQueue(entry: Entry, wasQueued: boolean): void {
+    const queued = isQueuedForDispatch(entry.job)
+    if (queued === wasQueued) return
+    let queue = this.#queues.get(entry.job.type)
+    if (queue === undefined) this.#queues.set(entry.job.type, (queue = new Set()))
+    if (queued) queue.add(entry)
+    else queue.delete(entry)
+    this.#fanOut.publishQueue(entry.job.type)
   }
 
   #open(): void {

@@ -2,7 +2,7 @@ import { mkdirSync } from 'node:fs'
 import { dirname } from 'node:path'
 import Database from 'better-sqlite3'
 import { applyEvent, JobwireError, type JobEvent, type JobState } from '@jobwire/protocol'
-import { applyPlan, createdEvent, decodeCursor, encodeCursor, expiryOf } from '../core/apply.js'
+import { applyPlan, createdEvent, decodeCursor, encodeCursor, expiryOf, isQueuedForDispatch, type AppliedPlan } from '../core/apply.js'
 import { FanOut } from '../core/fan-out.js'
 import {
   defaultRetention,
@@ -12,6 +12,8 @@ import {
   type EventListener,
   type JobPage,
   type JobQuery,
+  type JobRecord,
+  type Lease,
   type LogRange,
   type NewJob,
   type Retention,
@@ -35,9 +37,17 @@ interface JobRow {
   ordinal: number
   state: string
   first_seq: number
+  lease: string | null
+}
+
+interface Cached extends JobRecord {
+  ordinal: number
+  firstSeq: number
 }
 
 const cacheSize = 10_000
+/** Bumped with every schema change; a newer file than this code knows is refused. */
+const schemaVersion = 1
 
 const schema = `
 CREATE TABLE IF NOT EXISTS jobs (
@@ -51,12 +61,18 @@ CREATE TABLE IF NOT EXISTS jobs (
   seq INTEGER NOT NULL,
   first_seq INTEGER NOT NULL,
   state TEXT NOT NULL,
-  expires_at INTEGER
+  expires_at INTEGER,
+  dispatch INTEGER NOT NULL,
+  available_at INTEGER NOT NULL DEFAULT 0,
+  lease TEXT,
+  lease_expires_at INTEGER
 );
 CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, ordinal);
 CREATE INDEX IF NOT EXISTS jobs_by_type ON jobs (type, ordinal);
 CREATE INDEX IF NOT EXISTS jobs_by_owner ON jobs (tenant, user, ordinal);
 CREATE INDEX IF NOT EXISTS jobs_by_expiry ON jobs (expires_at) WHERE expires_at IS NOT NULL;
+CREATE INDEX IF NOT EXISTS jobs_queue ON jobs (type, ordinal) WHERE status = 'queued' AND dispatch = 1;
+CREATE INDEX IF NOT EXISTS jobs_by_lease_expiry ON jobs (lease_expires_at) WHERE lease_expires_at IS NOT NULL;
 CREATE TABLE IF NOT EXISTS events (
   job_id TEXT NOT NULL,
   seq INTEGER NOT NULL,
@@ -77,13 +93,14 @@ export class SqliteStore implements Store {
   readonly #retention: Retention
   readonly #statements
   readonly #appendTx
+  readonly #claimTx
   readonly #createTx
   readonly #sweepTx
   /**
    * Recently touched jobs, parsed. This process is the file's only writer, so the cache is
    * coherent; it spares a JSON parse of the whole state (text included) on every append.
    */
-  readonly #cache = new Map<string, { job: JobState; firstSeq: number }>()
+  readonly #cache = new Map<string, Cached>()
   #closed = false
 
   constructor(options: SqliteStoreOptions) {
@@ -94,17 +111,25 @@ export class SqliteStore implements Store {
     db.pragma('journal_mode = WAL')
     db.pragma(`synchronous = ${options.synchronous === 'normal' ? 'NORMAL' : 'FULL'}`)
     db.pragma('busy_timeout = 5000')
-    db.pragma('foreign_keys = ON')
+    const version = db.pragma('user_version', { simple: true }) as number
+    if (version > schemaVersion) {
+      db.close()
+      throw new Error(`${options.path} was written by a newer Jobwire (schema ${version}; this one knows ${schemaVersion})`)
+    }
     db.exec(schema)
+    db.pragma(`user_version = ${schemaVersion}`)
+
     const s = {
-      jobById: db.prepare<[string], JobRow>('SELECT ordinal, state, first_seq FROM jobs WHERE id = ?'),
-      jobByKey: db.prepare<[string], JobRow>('SELECT ordinal, state, first_seq FROM jobs WHERE idempotency_key = ?'),
+      jobById: db.prepare<[string], JobRow>('SELECT ordinal, state, first_seq, lease FROM jobs WHERE id = ?'),
+      jobByKey: db.prepare<[string], JobRow>('SELECT ordinal, state, first_seq, lease FROM jobs WHERE idempotency_key = ?'),
       insertJob: db.prepare(
-        `INSERT INTO jobs (id, type, status, tenant, user, idempotency_key, seq, first_seq, state)
-         VALUES (@id, @type, @status, @tenant, @user, @key, @seq, 1, @state)`,
+        `INSERT INTO jobs (id, type, status, tenant, user, idempotency_key, seq, first_seq, state, dispatch)
+         VALUES (@id, @type, @status, @tenant, @user, @key, @seq, 1, @state, @dispatch)`,
       ),
       updateJob: db.prepare(
-        'UPDATE jobs SET status = @status, seq = @seq, first_seq = @firstSeq, state = @state, expires_at = @expiresAt WHERE id = @id',
+        `UPDATE jobs SET status = @status, seq = @seq, first_seq = @firstSeq, state = @state, expires_at = @expiresAt,
+           lease = @lease, lease_expires_at = @leaseExpiresAt, available_at = coalesce(@availableAt, available_at)
+         WHERE id = @id`,
       ),
       insertEvent: db.prepare('INSERT INTO events (job_id, seq, body) VALUES (?, ?, ?)'),
       trimEvents: db.prepare('DELETE FROM events WHERE job_id = ? AND seq < ?'),
@@ -112,6 +137,12 @@ export class SqliteStore implements Store {
         'SELECT body FROM events WHERE job_id = ? AND seq > ? ORDER BY seq LIMIT ?',
       ),
       expired: db.prepare<[number], { id: string }>('SELECT id FROM jobs WHERE expires_at <= ? LIMIT 500'),
+      expiredLeases: db.prepare<[number, number], { id: string }>(
+        'SELECT id FROM jobs WHERE lease_expires_at < ? ORDER BY lease_expires_at LIMIT ?',
+      ),
+      queuePosition: db.prepare<[string, number], { position: number }>(
+        `SELECT count(*) + 1 AS position FROM jobs WHERE type = ? AND status = 'queued' AND dispatch = 1 AND ordinal < ?`,
+      ),
       deleteEvents: db.prepare('DELETE FROM events WHERE job_id = ?'),
       deleteJob: db.prepare('DELETE FROM jobs WHERE id = ?'),
     }
@@ -133,32 +164,63 @@ export class SqliteStore implements Store {
         key: input.idempotencyKey,
         seq: job.seq,
         state: JSON.stringify(job),
+        dispatch: job.dispatch ? 1 : 0,
       })
       s.insertEvent.run(job.id, 1, JSON.stringify(event))
       return { job, created: true }
     })
 
-    this.#appendTx = db.transaction((jobId: string, plan: AppendPlan, at: string): AppendResult & { firstSeq: number } => {
-      const current = this.#load(jobId)
-      if (current === null) throw new JobwireError('job_not_found', { jobId })
-      const { job, events } = applyPlan(current.job, plan, at)
-      if (events.length === 0) return { job, events, firstSeq: current.firstSeq }
-      for (const event of events) s.insertEvent.run(jobId, event.seq, JSON.stringify(event))
+    const write = (current: Cached, applied: AppliedPlan): Cached => {
+      const { job, events, lease } = applied
+      for (const event of events) s.insertEvent.run(job.id, event.seq, JSON.stringify(event))
       let firstSeq = current.firstSeq
       const keepFrom = job.seq - this.#retention.maxEventsPerJob + 1
       if (keepFrom > firstSeq) {
-        s.trimEvents.run(jobId, keepFrom)
+        s.trimEvents.run(job.id, keepFrom)
         firstSeq = keepFrom
       }
       s.updateJob.run({
-        id: jobId,
+        id: job.id,
         status: job.status,
         seq: job.seq,
         firstSeq,
         state: JSON.stringify(job),
         expiresAt: expiryOf(job, this.#retention),
+        lease: lease === null ? null : JSON.stringify(lease),
+        leaseExpiresAt: lease?.expiresAt ?? null,
+        availableAt: applied.availableAt ?? null,
       })
-      return { job, events, firstSeq }
+      return { job, lease, ordinal: current.ordinal, firstSeq }
+    }
+
+    this.#appendTx = db.transaction((jobId: string, plan: AppendPlan, at: string) => {
+      const current = this.#load(jobId)
+      if (current === null) throw new JobwireError('job_not_found', { jobId })
+      const applied = applyPlan(current.job, current.lease, plan, at)
+      const changed = applied.events.length > 0 || applied.leaseChanged
+      return { applied, before: current, after: changed ? write(current, applied) : null }
+    })
+
+    // One prepared statement per number of types asked for.
+    const claimStatements = new Map<number, Database.Statement<[number, ...string[]], { id: string }>>()
+    const claimable = (types: readonly string[]) => {
+      let statement = claimStatements.get(types.length)
+      if (statement === undefined) {
+        statement = db.prepare<[number, ...string[]], { id: string }>(
+          `SELECT id FROM jobs WHERE status = 'queued' AND dispatch = 1 AND available_at <= ?
+             AND type IN (${types.map(() => '?').join(', ')}) ORDER BY ordinal LIMIT 1`,
+        )
+        claimStatements.set(types.length, statement)
+      }
+      return statement
+    }
+    this.#claimTx = db.transaction((types: readonly string[], now: number, plan: AppendPlan) => {
+      const row = claimable(types).get(now, ...types)
+      if (row === undefined) return null
+      const current = this.#load(row.id)
+      if (current === null) return null
+      const applied = applyPlan(current.job, current.lease, plan, new Date(now).toISOString())
+      return { applied, before: current, after: write(current, applied) }
     })
 
     this.#sweepTx = db.transaction((now: number): number => {
@@ -176,7 +238,9 @@ export class SqliteStore implements Store {
     this.#open()
     const result = this.#createTx.immediate(input)
     if (result.created) {
-      this.#remember(result.job, 1)
+      const row = this.#statements.jobById.get(input.id)
+      this.#remember({ job: result.job, lease: null, ordinal: row?.ordinal ?? 0, firstSeq: 1 })
+      if (isQueuedForDispatch(result.job)) this.#fanOut.publishQueue(result.job.type)
       this.#fanOut.publish(input.id, [createdEvent(input)])
     }
     return result
@@ -185,6 +249,12 @@ export class SqliteStore implements Store {
   async getJob(id: string): Promise<JobState | null> {
     this.#open()
     return this.#load(id)?.job ?? null
+  }
+
+  async getRecord(id: string): Promise<JobRecord | null> {
+    this.#open()
+    const cached = this.#load(id)
+    return cached === null ? null : { job: cached.job, lease: cached.lease }
   }
 
   async listJobs(query: JobQuery): Promise<JobPage> {
@@ -199,41 +269,55 @@ export class SqliteStore implements Store {
     const where = Object.keys(params)
       .filter((key) => key !== 'limit')
       .map((key) => (key === 'before' ? 'ordinal < @before' : `${key} = @${key}`))
-    const sql = `SELECT ordinal, state FROM jobs ${where.length > 0 ? `WHERE ${where.join(' AND ')}` : ''}
+    const sql = `SELECT ordinal, id, state FROM jobs ${where.length > 0 ? `WHERE ${where.join(' AND ')}` : ''}
       ORDER BY ordinal DESC LIMIT @limit`
-    const rows = this.#db.prepare<[Record<string, string | number>], { ordinal: number; state: string }>(sql).all(params)
+    const rows = this.#db.prepare<[Record<string, string | number>], { ordinal: number; id: string; state: string }>(sql).all(params)
     const page = rows.slice(0, query.limit)
     const last = page.at(-1)
     return {
-      jobs: page.map((row) => JSON.parse(row.state) as JobState),
+      jobs: page.map((row) => this.#cache.get(row.id)?.job ?? (JSON.parse(row.state) as JobState)),
       nextCursor: rows.length > query.limit && last !== undefined ? encodeCursor(last.ordinal) : null,
     }
   }
 
   async append(jobId: string, plan: AppendPlan): Promise<AppendResult> {
     this.#open()
-    const { job, events, firstSeq } = this.#appendTx.immediate(jobId, plan, new Date().toISOString())
-    if (events.length > 0) {
-      // Only after the commit: a refused or failed transaction leaves the cache as it was.
-      this.#remember(job, firstSeq)
-      this.#fanOut.publish(jobId, events)
-    }
-    return { job, events }
+    return this.#publish(this.#appendTx.immediate(jobId, plan, new Date().toISOString()))
+  }
+
+  async claim(types: readonly string[], now: number, plan: AppendPlan): Promise<AppendResult | null> {
+    this.#open()
+    if (types.length === 0) return null
+    const outcome = this.#claimTx.immediate(types, now, plan)
+    return outcome === null ? null : this.#publish(outcome)
+  }
+
+  async expiredLeases(now: number, limit: number): Promise<string[]> {
+    this.#open()
+    return this.#statements.expiredLeases.all(now, limit).map((row) => row.id)
+  }
+
+  async queuePosition(jobId: string): Promise<number | null> {
+    this.#open()
+    const current = this.#load(jobId)
+    if (current === null || !isQueuedForDispatch(current.job)) return null
+    return this.#statements.queuePosition.get(current.job.type, current.ordinal)?.position ?? null
   }
 
   async readLog(jobId: string, after: number, limit: number): Promise<LogRange | null> {
     this.#open()
-    // One read transaction, so the range and the head agree.
-    return this.#db.transaction((): LogRange | null => {
-      const current = this.#load(jobId)
-      if (current === null) return null
-      const events = this.#statements.readEvents.all(jobId, after, limit).map((r) => JSON.parse(r.body) as JobEvent)
-      return { events, firstSeq: current.firstSeq, head: current.job.seq, status: current.job.status }
-    })()
+    const current = this.#load(jobId)
+    if (current === null) return null
+    const events = this.#statements.readEvents.all(jobId, after, limit).map((r) => JSON.parse(r.body) as JobEvent)
+    return { events, firstSeq: current.firstSeq, head: current.job.seq, status: current.job.status }
   }
 
   subscribe(jobId: string, listener: EventListener): Unsubscribe {
     return this.#fanOut.subscribe(jobId, listener)
+  }
+
+  subscribeQueue(type: string, listener: () => void): Unsubscribe {
+    return this.#fanOut.subscribeQueue(type, listener)
   }
 
   async sweep(now: number): Promise<SweepResult> {
@@ -254,18 +338,33 @@ export class SqliteStore implements Store {
     this.#db.close()
   }
 
-  #load(id: string): { job: JobState; firstSeq: number } | null {
+  /** After the commit only: a refused or failed transaction leaves cache and subscribers untouched. */
+  #publish(outcome: { applied: AppliedPlan; before: Cached; after: Cached | null }): AppendResult {
+    const { applied, before, after } = outcome
+    if (after !== null) {
+      this.#remember(after)
+      if (isQueuedForDispatch(before.job) !== isQueuedForDispatch(after.job)) this.#fanOut.publishQueue(after.job.type)
+      this.#fanOut.publish(after.job.id, applied.events)
+    }
+    return { job: applied.job, events: applied.events, lease: applied.lease }
+  }
+
+  #load(id: string): Cached | null {
     const cached = this.#cache.get(id)
     if (cached !== undefined) return cached
     const row = this.#statements.jobById.get(id)
     if (row === undefined) return null
-    return this.#remember(JSON.parse(row.state) as JobState, row.first_seq)
+    return this.#remember({
+      job: JSON.parse(row.state) as JobState,
+      lease: row.lease === null ? null : (JSON.parse(row.lease) as Lease),
+      ordinal: row.ordinal,
+      firstSeq: row.first_seq,
+    })
   }
 
-  #remember(job: JobState, firstSeq: number): { job: JobState; firstSeq: number } {
-    const entry = { job, firstSeq }
-    this.#cache.delete(job.id)
-    this.#cache.set(job.id, entry)
+  #remember(entry: Cached): Cached {
+    this.#cache.delete(entry.job.id)
+    this.#cache.set(entry.job.id, entry)
     if (this.#cache.size > cacheSize) this.#cache.delete(this.#cache.keys().next().value as string)
     return entry
   }

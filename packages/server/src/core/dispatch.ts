@@ -1,0 +1,187 @@
+import { randomBytes } from 'node:crypto'
+import { isTerminal, JobwireError, type JobState } from '@jobwire/protocol'
+import { leaseProblem, waitFor, type JobService } from './jobs.js'
+import type { AppendResult, Lease, Store } from './store.js'
+
+export interface ClaimRequest {
+  types: readonly string[]
+  worker: string
+  leaseMs: number
+  /** Milliseconds to wait for a job when none is ready. */
+  waitMs: number
+  signal?: AbortSignal
+}
+
+export interface Claimed {
+  job: JobState
+  lease: { token: string; expiresAt: string; leaseMs: number }
+}
+
+export interface HeartbeatResult {
+  status: JobState['status']
+  cancelled: boolean
+  expiresAt: string | null
+}
+
+export type SignalReason = 'cancelled' | 'finished' | 'lease_lost'
+export interface WorkerSignal {
+  jobId: string
+  reason: SignalReason
+}
+
+/** Re-checks waiting claims now and then: a job whose retry backoff ends signals no one. */
+const claimRecheckMs = 1000
+
+/**
+ * Hands queued jobs to workers under leases and takes them back when workers go quiet. Exactly
+ * one worker gets a job: the claim is one atomic store operation. Every write of a claimed job
+ * is checked against its lease (JobService.appendEvents), so a zombie worker changes nothing.
+ */
+export class Dispatcher {
+  constructor(
+    private readonly service: JobService,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  private get store(): Store {
+    return this.service.store
+  }
+
+  /** Claims the oldest ready job of `types`, waiting up to `waitMs` for one; null if none came. */
+  async claim(request: ClaimRequest): Promise<Claimed | null> {
+    const deadline = this.now() + request.waitMs
+    let wake: () => void = () => {}
+    const unsubscribers = request.types.map((type) => this.store.subscribeQueue(type, () => wake()))
+    try {
+      for (;;) {
+        const woken = new Promise<void>((resolve) => (wake = resolve))
+        const claimed = await this.#claimOnce(request)
+        if (claimed !== null) return claimed
+        const left = deadline - this.now()
+        if (left <= 0 || request.signal?.aborted === true) return null
+        await waitFor(woken, Math.min(left, claimRecheckMs), request.signal)
+      }
+    } finally {
+      for (const unsubscribe of unsubscribers) unsubscribe()
+    }
+  }
+
+  async #claimOnce(request: ClaimRequest): Promise<Claimed | null> {
+    const now = this.now()
+    const lease: Lease = {
+      token: `lease_${randomBytes(18).toString('base64url')}`,
+      worker: request.worker,
+      expiresAt: now + request.leaseMs,
+      lastBatch: 0,
+    }
+    const result = await this.store.claim(request.types, now, (job) => ({
+      events: [{ type: 'started', data: { attempt: job.attempt + 1, worker: request.worker } }],
+      lease,
+    }))
+    if (result === null) return null
+    return { job: result.job, lease: { token: lease.token, expiresAt: new Date(lease.expiresAt).toISOString(), leaseMs: request.leaseMs } }
+  }
+
+  /** Extends a lease. A cancelled or finished job answers with its status instead of an error. */
+  async heartbeat(jobId: string, token: string, leaseMs: number): Promise<HeartbeatResult> {
+    const now = this.now()
+    const result = await this.store.append(jobId, (job, lease) => {
+      if (isTerminal(job.status)) return []
+      const problem = leaseProblem(lease, token, now)
+      if (problem !== null || lease === null) throw new JobwireError('lease_lost', { jobId, reason: problem })
+      return { events: [], lease: { ...lease, expiresAt: now + leaseMs } }
+    })
+    return {
+      status: result.job.status,
+      cancelled: result.job.status === 'cancelled',
+      expiresAt: result.lease === null ? null : new Date(result.lease.expiresAt).toISOString(),
+    }
+  }
+
+  /** Gives a job back (a worker stopping): re-queued at once with its checkpoint. */
+  async release(jobId: string, token: string, reason: string | null): Promise<AppendResult> {
+    const now = this.now()
+    return this.store.append(jobId, (job, lease) => {
+      const problem = leaseProblem(lease, token, now)
+      if (problem !== null) {
+        if (isTerminal(job.status)) throw new JobwireError('job_finished', { jobId, status: job.status, type: 'requeued' })
+        throw new JobwireError('lease_lost', { jobId, reason: problem })
+      }
+      return {
+        events: [{ type: 'requeued', data: { reason: reason ?? 'released', attempt: job.attempt, retryAt: null } }],
+        lease: null,
+        availableAt: 0,
+      }
+    })
+  }
+
+  /**
+   * Long-poll for a worker: answers as soon as one of its jobs is cancelled, finished or taken
+   * from it, or after `waitMs` with nothing. This is how a cancel reaches a handler at once.
+   */
+  async signals(jobs: readonly { id: string; lease: string }[], waitMs: number, signal?: AbortSignal): Promise<WorkerSignal[]> {
+    let wake: () => void = () => {}
+    const woken = new Promise<void>((resolve) => (wake = resolve))
+    // Listen first, then look: a change between the two still wakes us.
+    const unsubscribers = jobs.map((job) => this.store.subscribe(job.id, () => wake()))
+    try {
+      const found = await this.#check(jobs)
+      if (found.length > 0 || waitMs <= 0) return found
+      await waitFor(woken, waitMs, signal)
+      return await this.#check(jobs)
+    } finally {
+      for (const unsubscribe of unsubscribers) unsubscribe()
+    }
+  }
+
+  async #check(jobs: readonly { id: string; lease: string }[]): Promise<WorkerSignal[]> {
+    const now = this.now()
+    const out: WorkerSignal[] = []
+    for (const { id, lease } of jobs) {
+      const record = await this.store.getRecord(id)
+      if (record === null) out.push({ jobId: id, reason: 'lease_lost' })
+      else if (record.job.status === 'cancelled') out.push({ jobId: id, reason: 'cancelled' })
+      else if (isTerminal(record.job.status)) out.push({ jobId: id, reason: 'finished' })
+      else if (leaseProblem(record.lease, lease, now) !== null) out.push({ jobId: id, reason: 'lease_lost' })
+    }
+    return out
+  }
+
+  /**
+   * Takes back jobs whose worker stopped heartbeating: re-queued with their checkpoint while
+   * attempts remain, else failed with `worker_lost`. Runs every sweep tick.
+   */
+  async reclaimLapsed(): Promise<number> {
+    const now = this.now()
+    let reclaimed = 0
+    for (const jobId of await this.store.expiredLeases(now, 200)) {
+      const result = await this.store
+        .append(jobId, (job, lease) => {
+          if (lease === null || lease.expiresAt >= now || isTerminal(job.status)) return []
+          if (job.attempt >= job.maxAttempts) {
+            return {
+              events: [
+                {
+                  type: 'failed',
+                  data: {
+                    code: 'worker_lost',
+                    message: `Worker ${lease.worker} stopped heartbeating on attempt ${job.attempt} of ${job.maxAttempts}`,
+                    retryable: false,
+                  },
+                },
+              ],
+              lease: null,
+            }
+          }
+          return {
+            events: [{ type: 'requeued', data: { reason: 'worker_lost', attempt: job.attempt, retryAt: null } }],
+            lease: null,
+            availableAt: 0,
+          }
+        })
+        .catch(() => null)
+      if (result !== null && result.events.length > 0) reclaimed++
+    }
+    return reclaimed
+  }
+}

@@ -8,6 +8,7 @@ export default defineConfig({
     alias: {
       '@jobwire/protocol': src('protocol'),
       '@jobwire/server': src('server'),
+      '@jobwire/worker': src('worker'),
     },
   },
   test: {

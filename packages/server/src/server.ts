@@ -98,12 +98,12 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
   }, config.leaseSweepInterval)
   leaseSweep.unref()
 
-  await demo?.failOrphans()
   await app.listen({ port: config.port, host: config.host })
   const address = app.server.address()
   const port = typeof address === 'object' && address !== null ? address.port : config.port
   const host = config.host === '0.0.0.0' || config.host === '::' ? '127.0.0.1' : config.host
   const url = `http://${host.includes(':') ? `[${host}]` : host}:${port}`
+  await demo?.start(url, adminKey.key)
 
   let closing: Promise<void> | null = null
   return {
@@ -119,7 +119,7 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
       closing ??= (async () => {
         clearInterval(sweep)
         clearInterval(leaseSweep)
-        demo?.stop()
+        await demo?.stop()
         await app.close()
         await store.close()
       })()

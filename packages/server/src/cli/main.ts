@@ -6,6 +6,8 @@ import { ConfigError, configKeys, envName, flagName, loadConfig } from '../confi
 import { createLogger, startServer } from '../server.js'
 import { request, resolveTarget } from './client.js'
 import { watchExitCodes, watchJob } from './watch.js'
+import { createWorker } from '@jobwire/worker'
+import { demoTypes, registerDemoHandlers } from '../demo/handlers.js'
 
 const version = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version
 
@@ -18,6 +20,8 @@ Usage:
   jobwire jobs list [--status S] [--type T] [--owner tenant[:user]] [--limit N] [--cursor C]
   jobwire jobs cancel <id> [--reason TEXT]
   jobwire watch <id> [--json]          live progress until the job ends; exit 0 completed, 1 failed, 2 cancelled
+  jobwire demo-worker [--concurrency N] [--name NAME]
+                                       run the demo job handlers in this process (kill it: its jobs resume elsewhere)
   jobwire help | --version
 
 Client commands take --url (JOBWIRE_URL, default http://127.0.0.1:7070) and --key (JOBWIRE_API_KEY,
@@ -33,6 +37,8 @@ export async function main(argv: string[]): Promise<number> {
       return jobs(rest)
     case 'watch':
       return watch(rest)
+    case 'demo-worker':
+      return demoWorker(rest)
     case '--version':
     case '-v':
       console.log(version)
@@ -207,4 +213,34 @@ async function watch(argv: string[]): Promise<number> {
   })
   if (values.json !== true && job.status === 'completed' && job.result !== null) console.log(`result: ${JSON.stringify(job.result)}`)
   return watchExitCodes[job.status as keyof typeof watchExitCodes] ?? 1
+}
+
+async function demoWorker(argv: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args: argv,
+    options: { ...clientOptions, concurrency: { type: 'string' }, name: { type: 'string' } },
+  })
+  const target = resolveTarget(values)
+  const concurrency = Number(values.concurrency ?? 4)
+  if (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > 100) throw new Error('--concurrency must be a whole number from 1 to 100')
+  const name = values.name ?? `demo-worker pid ${process.pid}`
+  const worker = createWorker({
+    url: target.url,
+    apiKey: target.key,
+    name,
+    concurrency,
+    onError: (error: unknown) => console.error(`${name}: ${error instanceof Error ? error.message : String(error)}`),
+  })
+  registerDemoHandlers(worker)
+  await worker.start()
+  console.log(`${name} working on ${demoTypes.join(', ')} jobs from ${target.url} (Ctrl-C stops and hands its jobs back)`)
+  await new Promise<void>((resolve) => {
+    const stop = (): void => {
+      console.log(`${name}: stopping, releasing running jobs`)
+      void worker.stop({ timeoutMs: 0 }).then(resolve)
+    }
+    process.once('SIGINT', stop)
+    process.once('SIGTERM', stop)
+  })
+  return 0
 }

@@ -52,13 +52,16 @@ export class Dispatcher {
     const deadline = this.now() + request.waitMs
     let wake: () => void = () => {}
     const unsubscribers = request.types.map((type) => this.store.subscribeQueue(type, () => wake()))
+    const aborted = (): boolean => request.signal?.aborted === true
     try {
       for (;;) {
+        // Checked before claiming too: an abort ends the wait, and a job claimed then would go to no one.
+        if (aborted()) return null
         const woken = new Promise<void>((resolve) => (wake = resolve))
         const claimed = await this.#claimOnce(request)
         if (claimed !== null) return claimed
         const left = deadline - this.now()
-        if (left <= 0 || request.signal?.aborted === true) return null
+        if (left <= 0 || aborted()) return null
         await waitFor(woken, Math.min(left, claimRecheckMs), request.signal)
       }
     } finally {
@@ -94,7 +97,7 @@ export class Dispatcher {
     return {
       status: result.job.status,
       cancelled: result.job.status === 'cancelled',
-      expiresAt: result.lease === null ? null : new Date(result.lease.expiresAt).toISOString(),
+      expiresAt: result.lease === null || result.lease.ended === true ? null : new Date(result.lease.expiresAt).toISOString(),
     }
   }
 
@@ -157,7 +160,7 @@ export class Dispatcher {
     for (const jobId of await this.store.expiredLeases(now, 200)) {
       const result = await this.store
         .append(jobId, (job, lease) => {
-          if (lease === null || lease.expiresAt >= now || isTerminal(job.status)) return []
+          if (lease === null || lease.ended === true || lease.expiresAt >= now || isTerminal(job.status)) return []
           if (job.attempt >= job.maxAttempts) {
             return {
               events: [

@@ -116,17 +116,17 @@ export class JobService {
     const now = this.now().getTime()
     let duplicate = false
     const result = await this.store.append(jobId, (job, lease): AppendDecision => {
-      if (context.lease !== undefined || lease !== null) {
+      if (lease !== null && context.lease === lease.token && context.batch !== undefined && context.batch <= lease.lastBatch) {
+        duplicate = true
+        return { events: [] }
+      }
+      if (context.lease !== undefined || (lease !== null && lease.ended !== true)) {
         const reason = leaseProblem(lease, context.lease, now)
         if (reason !== null) {
           // A worker retrying a batch the job took just before it finished gets the truth, not lease_lost.
           if (isTerminal(job.status)) throw new JobwireError('job_finished', { jobId, status: job.status, type: drafts[0]?.type })
           throw new JobwireError('lease_lost', { jobId, reason })
         }
-      }
-      if (lease !== null && context.batch !== undefined && context.batch <= lease.lastBatch) {
-        duplicate = true
-        return { events: [] }
       }
       const out: EventDraft[] = []
       let status = job.status
@@ -149,7 +149,8 @@ export class JobService {
         out.push(draft)
       })
       const last = out.at(-1)
-      if (lease === null) return { events: out }
+      if (lease === null || lease.ended === true) return { events: out }
+      const ended = { ...lease, lastBatch: context.batch ?? lease.lastBatch, ended: true, expiresAt: 0 }
       if (last?.type === 'failed' && last.data.retryable && job.attempt < job.maxAttempts) {
         // A retryable failure with attempts left goes back to the queue, after a backoff.
         const delay = Math.min(this.limits.retryBackoffMaxMs, this.limits.retryBackoffMs * 2 ** Math.max(0, job.attempt - 1))
@@ -162,10 +163,10 @@ export class JobService {
             error: { code: last.data.code, message: last.data.message },
           },
         }
-        return { events: out, lease: null, availableAt: now + delay }
+        return { events: out, lease: ended, availableAt: now + delay }
       }
       const finished = last !== undefined && (last.type === 'completed' || last.type === 'failed')
-      return { events: out, lease: finished ? null : { ...lease, lastBatch: context.batch ?? lease.lastBatch } }
+      return { events: out, lease: finished ? ended : { ...lease, lastBatch: context.batch ?? lease.lastBatch } }
     })
     return { ...result, duplicate }
   }
@@ -252,7 +253,7 @@ export class JobService {
 
 /** Why a write under `token` is not allowed, or null when the lease is current. */
 export function leaseProblem(lease: Lease | null, token: string | undefined, now: number): string | null {
-  if (lease === null) return 'the job holds no lease (it was re-queued, released or finished)'
+  if (lease === null || lease.ended === true) return 'the job holds no lease (it was re-queued, released or finished)'
   if (token === undefined) return 'the job is held by a worker; writes must carry its lease'
   if (lease.token !== token) return 'another worker holds the job now'
   if (lease.expiresAt < now) return 'the lease expired; heartbeat sooner'

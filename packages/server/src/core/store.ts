@@ -23,6 +23,11 @@ export interface Lease {
   expiresAt: number
   /** Highest write batch number applied under this lease. */
   lastBatch: number
+  /**
+   * The worker's own last write ended the lease (terminal event or retryable failure). Kept so
+   * a retry of that write is answered `duplicate` instead of an error; it authorizes nothing.
+   */
+  ended?: boolean
 }
 
 /** What a plan decides beyond its events: the lease after them, and when a queued job may next be claimed. */

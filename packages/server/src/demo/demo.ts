@@ -2,42 +2,43 @@ import { readFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { dirname, join } from 'node:path'
 import type { FastifyInstance } from 'fastify'
-import { JobwireError } from '@jobwire/protocol'
+import { isTerminal, JobwireError } from '@jobwire/protocol'
+import { createWorker, type Worker } from '@jobwire/worker'
 import type { Logger } from 'pino'
 import type { JobService } from '../core/jobs.js'
 import type { SseTransport } from '../transports/sse.js'
 import { summarize } from '../http/app.js'
 import { serveJobStream } from '../http/stream-route.js'
-import { demoTypes, scenario, type DemoType } from './scenarios.js'
+import { demoTypes, registerDemoHandlers } from './handlers.js'
 
 const demoOwner = { tenant: 'demo', user: 'demo' }
-const maxRunning = 40
+/** The trickle keeps about this many demo jobs queued or running, so there is always something moving. */
+const trickleTarget = 4
+const trickleEveryMs = 3_000
+const maxActive = 40
 
 /**
- * `jobwire serve --demo`: a page at `/` and a runner that plays scripted jobs of each demo type
- * through the same core API a producer uses. Demo routes need no key but only ever touch jobs
- * owned by tenant "demo"; everything under /v1 still needs the admin key.
+ * `jobwire serve --demo`: a page at `/`, an in-process worker running the four demo handlers, and
+ * a trickle of new demo jobs. Demo routes need no key but only ever touch jobs of tenant "demo";
+ * everything under /v1 still needs the admin key. A separate `jobwire demo-worker` process
+ * competes for the same jobs, so killing it shows a job resume on the in-process worker.
  */
 export function createDemo(service: JobService, logger?: Logger) {
-  const running = new Set<string>()
-  let stopped = false
+  let worker: Worker | null = null
+  let trickle: NodeJS.Timeout | null = null
+  let next = 0
 
-  async function play(jobId: string, type: DemoType): Promise<void> {
-    running.add(jobId)
-    try {
-      for (const step of scenario(type)) {
-        if (stopped) return
-        await service.appendEvents(jobId, step.events)
-        if (step.pauseMs > 0) await new Promise((resolve) => setTimeout(resolve, step.pauseMs))
-      }
-    } catch (error) {
-      // Cancelled from the page (or the node is closing): the job already says so.
-      if (!(error instanceof JobwireError) || (error.code !== 'job_finished' && error.code !== 'unavailable')) {
-        logger?.warn({ err: error, jobId }, 'demo job stopped')
-      }
-    } finally {
-      running.delete(jobId)
+  async function active(): Promise<number> {
+    let count = 0
+    for (const status of ['queued', 'running'] as const) {
+      count += (await service.listJobs({ tenant: demoOwner.tenant, status, limit: maxActive })).jobs.length
     }
+    return count
+  }
+
+  async function create(type: string) {
+    if ((await active()) >= maxActive) throw new JobwireError('unavailable', { reason: `${maxActive} demo jobs are already active` })
+    return (await service.createJob({ type, owner: demoOwner, input: { demo: true } })).job
   }
 
   async function demoJob(id: string) {
@@ -68,22 +69,25 @@ export function createDemo(service: JobService, logger?: Logger) {
       if (typeof type !== 'string' || !(demoTypes as readonly string[]).includes(type)) {
         throw new JobwireError('invalid_request', { field: 'type', reason: `type: one of ${demoTypes.join(', ')}` })
       }
-      if (running.size >= maxRunning) throw new JobwireError('unavailable', { reason: `${maxRunning} demo jobs are already running` })
-      const { job } = await service.createJob({ type, owner: demoOwner, input: { demo: true } })
-      void play(job.id, type as DemoType)
-      return reply.code(201).send(job)
+      return reply.code(201).send(await service.withQueuePosition(await create(type)))
     })
 
     app.get('/demo/jobs', async () => {
       const page = await service.listJobs({ tenant: demoOwner.tenant, limit: 30 })
-      return { jobs: page.jobs.map(summarize), types: demoTypes }
+      const jobs = await Promise.all(page.jobs.map((job) => service.withQueuePosition(job)))
+      return { jobs: jobs.map(summarize), types: demoTypes }
     })
 
-    app.get<{ Params: { id: string } }>('/demo/jobs/:id', async (request) => demoJob(request.params.id))
+    app.get<{ Params: { id: string } }>('/demo/jobs/:id', async (request) => service.withQueuePosition(await demoJob(request.params.id)))
 
     app.post<{ Params: { id: string } }>('/demo/jobs/:id/cancel', async (request) => {
       await demoJob(request.params.id)
       return (await service.cancelJob(request.params.id, 'cancelled from the demo page')).job
+    })
+
+    app.post<{ Params: { id: string } }>('/demo/jobs/:id/resume', async (request) => {
+      await demoJob(request.params.id)
+      return service.withQueuePosition((await service.resumeJob(request.params.id)).job)
     })
 
     app.get<{ Params: { id: string }; Querystring: { after?: string } }>('/demo/jobs/:id/stream', async (request, reply) => {
@@ -92,27 +96,35 @@ export function createDemo(service: JobService, logger?: Logger) {
     })
   }
 
-  /**
-   * Demo jobs left queued or running by a previous process have no one to finish them (leases and
-   * orphan recovery come with workers): fail them honestly instead of leaving them hanging.
-   */
-  async function failOrphans(): Promise<void> {
-    for (const status of ['queued', 'running'] as const) {
-      const { jobs } = await service.listJobs({ tenant: demoOwner.tenant, status, limit: 200 })
-      for (const job of jobs) {
-        if (running.has(job.id)) continue
-        await service
-          .appendEvents(job.id, [{ type: 'failed', data: { code: 'demo_restarted', message: 'The server restarted while this demo job ran', retryable: true } }])
-          .catch(() => undefined)
-      }
-    }
-  }
-
   return {
     register,
-    failOrphans,
-    stop(): void {
-      stopped = true
+    /** Starts the in-process demo worker against this node and the trickle of new jobs. */
+    async start(url: string, apiKey: string): Promise<void> {
+      worker = createWorker({
+        url,
+        apiKey,
+        name: 'demo-worker (in the server)',
+        concurrency: 3,
+        onError: (error) => logger?.debug({ err: error }, 'demo worker request failed'),
+      })
+      registerDemoHandlers(worker)
+      await worker.start()
+      const recent = await service.listJobs({ tenant: demoOwner.tenant, limit: 1 })
+      if (recent.jobs.length === 0 || isTerminal(recent.jobs[0]?.status ?? 'completed')) {
+        for (const type of demoTypes) await create(type)
+      }
+      trickle = setInterval(() => {
+        active()
+          .then(async (count) => {
+            if (count < trickleTarget) await create(demoTypes[next++ % demoTypes.length] as string)
+          })
+          .catch((error: unknown) => logger?.debug({ err: error }, 'demo trickle skipped'))
+      }, trickleEveryMs)
+      trickle.unref()
+    },
+    async stop(): Promise<void> {
+      if (trickle !== null) clearInterval(trickle)
+      await worker?.stop({ timeoutMs: 0, graceMs: 500 })
     },
   }
 }

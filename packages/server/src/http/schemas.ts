@@ -84,8 +84,11 @@ export function parseWith<T>(schema: z.ZodType<T>, value: unknown, prefix = ''):
   const result = schema.safeParse(value)
   if (result.success) return result.data
   const issue = result.error.issues[0]
-  const field = [prefix, ...(issue?.path ?? []).map(String)].filter((p) => p !== '').join('.')
-  const reason = field === '' ? (issue?.message ?? 'invalid') : `${field}: ${issue?.message ?? 'invalid'}`
+  // Zod reports an unknown key on the object holding it; name the key, as the events route does.
+  const unknownKey = issue?.code === 'unrecognized_keys' ? issue.keys[0] : undefined
+  const field = [prefix, ...(issue?.path ?? []).map(String), unknownKey ?? ''].filter((p) => p !== '').join('.')
+  const message = unknownKey === undefined ? (issue?.message ?? 'invalid') : 'unknown field'
+  const reason = field === '' ? message : `${field}: ${message}`
   throw new JobwireError('invalid_request', { field: field === '' ? undefined : field, reason })
 }
 

@@ -126,7 +126,7 @@ export class MemoryStore implements Store {
     this.#open()
     const ids: string[] = []
     for (const [id, entry] of this.#jobs) {
-      if (entry.lease !== null && entry.lease.expiresAt < now) ids.push(id)
+      if (entry.lease !== null && entry.lease.ended !== true && entry.lease.expiresAt < now) ids.push(id)
       if (ids.length >= limit) break
     }
     return ids

@@ -187,7 +187,7 @@ export class SqliteStore implements Store {
         state: JSON.stringify(job),
         expiresAt: expiryOf(job, this.#retention),
         lease: lease === null ? null : JSON.stringify(lease),
-        leaseExpiresAt: lease?.expiresAt ?? null,
+        leaseExpiresAt: lease === null || lease.ended === true ? null : lease.expiresAt,
         availableAt: applied.availableAt ?? null,
       })
       return { job, lease, ordinal: current.ordinal, firstSeq }

@@ -1,0 +1,247 @@
+import { WorkerRequestError, type Claim, type Lease, type SignalReason, type WireEvent, type WorkerApi, type WorkerOperation } from './api.js'
+import { createContext, type ClaimedJob, type JobContext } from './context.js'
+import { failureOf, JobAbortedError, type AbortReason } from './errors.js'
+import { Outbox, type BatchLimits } from './outbox.js'
+import type { SignalWatch, Watched } from './signal-watch.js'
+import { backoffDelay, deferred, sleep, type Backoff, type Timers } from './timing.js'
+
+/** A handler: its return value becomes the job's `result`; a throw fails the job. */
+export type JobHandler<Input = unknown, Checkpoint = unknown> = (
+  job: ClaimedJob<Input, Checkpoint>,
+  ctx: JobContext<Checkpoint>,
+) => unknown
+
+/** What a run needs from its worker. */
+export interface RunEnvironment {
+  api: WorkerApi
+  watch: SignalWatch
+  timers: Timers
+  random: () => number
+  backoff: Backoff
+  throttleMs: number
+  leaseMs: number
+  limits: BatchLimits
+  report(error: unknown, operation: WorkerOperation | 'handler', jobId?: string): void
+}
+
+type Phase = 'running' | 'reporting' | 'stopping' | 'done'
+
+/**
+ * One claimed job, from claim to its end: runs the handler, heartbeats the lease, reports the
+ * outcome, reacts to cancel and lease loss, and on a forced stop releases the lease.
+ */
+export class JobRun implements Watched {
+  readonly id: string
+  readonly lease: Lease
+  private phase: Phase = 'running'
+  private readonly controller = new AbortController()
+  private readonly heartbeats = new AbortController()
+  private readonly outbox: Outbox
+  private readonly handlerSettled = deferred<void>()
+  private readonly ended = deferred<void>()
+  /** The job is no longer ours (cancelled, finished, lease lost): nothing to release. */
+  private lostLease = false
+  /** Resolves when the job is no longer this worker's business: outcome delivered, lost, or released. */
+  readonly finished = this.ended.promise
+  /** Resolves when, in addition, the handler has returned: the run's concurrency slot is free. */
+  readonly done: Promise<void>
+
+  constructor(
+    private readonly claim: Claim,
+    private readonly env: RunEnvironment,
+  ) {
+    this.id = claim.job.id
+    this.lease = claim.lease
+    this.done = Promise.all([this.finished, this.handlerSettled.promise]).then(() => undefined)
+    this.outbox = new Outbox({
+      throttleMs: env.throttleMs,
+      stage: claim.job.progress.stage,
+      limits: env.limits,
+      timers: env.timers,
+      random: env.random,
+      backoff: env.backoff,
+      send: (batch, events, signal) => env.api.appendEvents(this.id, { lease: this.lease.token, batch, events }, signal),
+      onRetry: (error) => env.report(error, 'events', this.id),
+      onEnd: (reason, error) => this.outboxEnded(reason, error),
+    })
+  }
+
+  get leaseToken(): string {
+    return this.lease.token
+  }
+
+  /** Starts the handler, the heartbeats and the watch; `finished` and `done` tell how it goes. */
+  start(handler: JobHandler): void {
+    this.env.watch.add(this)
+    void this.heartbeat()
+    void this.execute(handler)
+  }
+
+  /**
+   * The signal watch (or a heartbeat) says the job is no longer running under this lease. A
+   * lost lease is worth an `onError`: the worker was too slow to heartbeat, or cut off.
+   */
+  signalled(reason: SignalReason, cause: { operation: WorkerOperation; error: unknown } = { operation: 'signals', error: new JobAbortedError(reason) }): void {
+    this.lostLease = true
+    if (reason === 'lease_lost' && (this.phase === 'running' || this.phase === 'stopping')) {
+      this.env.report(cause.error, cause.operation, this.id)
+    }
+    if (this.phase === 'running') {
+      this.controller.abort(new JobAbortedError(reason))
+      this.outbox.kill(reason)
+      this.end()
+    } else if (this.phase === 'stopping') {
+      // Nothing left to flush or release: the job is not ours any more.
+      this.outbox.kill(reason)
+    }
+    // While reporting, the outbox learns the same from the server's answer to the terminal event.
+  }
+
+  /**
+   * A forced stop: aborts the handler with `stopped`, gives it `graceMs` to settle (a handler
+   * may checkpoint in that time), sends what it reported, and releases the lease so the job is
+   * re-queued with its last checkpoint.
+   */
+  async interrupt(graceMs: number): Promise<void> {
+    const { timers } = this.env
+    if (this.phase === 'done') return
+    const grace = new AbortController()
+    const graceTimer = timers.setTimeout(() => grace.abort(), graceMs)
+    const graceOver = new Promise<void>((resolve) => grace.signal.addEventListener('abort', () => resolve(), { once: true }))
+    try {
+      if (this.phase === 'reporting') {
+        await Promise.race([this.finished, graceOver])
+        if (this.hasEnded()) return
+        this.outbox.kill('stopped')
+      } else {
+        this.phase = 'stopping'
+        this.controller.abort(new JobAbortedError('stopped'))
+        await Promise.race([this.handlerSettled.promise, graceOver])
+        await Promise.race([this.outbox.close(), graceOver])
+        this.outbox.kill('stopped')
+      }
+      this.env.watch.remove(this)
+      if (!this.lostLease) await releaseLease(this.env, this.id, this.lease.token, 'worker stopping', graceMs)
+    } finally {
+      timers.clearTimeout(graceTimer)
+      this.end()
+    }
+  }
+
+  private async execute(handler: JobHandler): Promise<void> {
+    const ctx = createContext(this.outbox, this.controller.signal, this.env.limits.maxEventBytes)
+    let terminal: Extract<WireEvent, { type: 'completed' | 'failed' }>
+    try {
+      const result: unknown = await handler(this.claim.job as ClaimedJob, ctx)
+      terminal = completedEvent(result, this.env.limits.maxEventBytes)
+    } catch (error) {
+      if (!this.controller.signal.aborted) this.env.report(error, 'handler', this.id)
+      terminal = { type: 'failed', ...failureOf(error) }
+    }
+    this.handlerSettled.resolve()
+    // Cancelled, lost or stopping: the outcome is not reported (the job is already settled, or
+    // `interrupt` releases it).
+    if (this.phase !== 'running' || this.controller.signal.aborted) return
+    this.phase = 'reporting'
+    this.env.watch.remove(this)
+    await this.outbox.finish(terminal)
+    this.end()
+  }
+
+  private outboxEnded(reason: AbortReason, error: unknown): void {
+    if (reason !== 'cancelled' && reason !== 'finished') this.env.report(error, 'events', this.id)
+    if (reason !== 'rejected') this.lostLease = true
+    if (this.phase !== 'running') return
+    this.controller.abort(new JobAbortedError(reason))
+    this.env.watch.remove(this)
+    // `rejected`: the outbox still sends the `failed` that replaces what was refused.
+    if (reason === 'rejected') {
+      this.phase = 'reporting'
+      void this.outbox.close().then(() => this.end())
+    } else {
+      this.end()
+    }
+  }
+
+  private hasEnded(): boolean {
+    return this.phase === 'done'
+  }
+
+  private end(): void {
+    if (this.phase === 'done') return
+    this.phase = 'done'
+    this.heartbeats.abort()
+    this.env.watch.remove(this)
+    this.ended.resolve()
+  }
+
+  /** Extends the lease every `leaseMs / 3`; retries sooner (with backoff) after a failure. */
+  private async heartbeat(): Promise<void> {
+    const { api, timers, backoff, random, leaseMs } = this.env
+    const interval = Math.max(1, Math.floor(this.lease.leaseMs / 3))
+    let failures = 0
+    const signal = this.heartbeats.signal
+    while (await sleep(timers, failures === 0 ? interval : Math.min(interval, backoffDelay(backoff, failures, random)), signal)) {
+      try {
+        const answer = await api.heartbeat(this.id, { lease: this.lease.token, leaseMs }, signal)
+        failures = 0
+        if (answer.cancelled) this.signalled('cancelled')
+        else if (answer.status !== 'running') this.signalled('finished')
+      } catch (error) {
+        if (signal.aborted) return
+        if (error instanceof WorkerRequestError && !error.transient) {
+          this.signalled(error.code === 'job_finished' ? 'finished' : 'lease_lost', { operation: 'heartbeat', error })
+          return
+        }
+        failures += 1
+        // While the outcome is being delivered the lease may go with it (a retryable failure re-queues the job).
+        if (this.phase !== 'reporting') this.env.report(error, 'heartbeat', this.id)
+      }
+    }
+  }
+}
+
+/** Releases a lease, retrying transient failures for up to `withinMs`; never throws. */
+export async function releaseLease(
+  env: Pick<RunEnvironment, 'api' | 'timers' | 'random' | 'backoff' | 'report'>,
+  jobId: string,
+  token: string,
+  reason: string,
+  withinMs: number,
+): Promise<void> {
+  const deadline = new AbortController()
+  const timer = env.timers.setTimeout(() => deadline.abort(), withinMs)
+  try {
+    for (let attempt = 1; !deadline.signal.aborted; attempt++) {
+      try {
+        await env.api.release(jobId, { lease: token, reason }, deadline.signal)
+        return
+      } catch (error) {
+        if (deadline.signal.aborted) return
+        const final = error instanceof WorkerRequestError && !error.transient
+        // A lease that is gone or a job that ended needs no release.
+        if (!(final && (error.code === 'lease_lost' || error.code === 'job_finished'))) env.report(error, 'release', jobId)
+        if (final) return
+        await sleep(env.timers, backoffDelay(env.backoff, attempt, env.random), deadline.signal)
+      }
+    }
+  } finally {
+    env.timers.clearTimeout(timer)
+  }
+}
+
+/** The `completed` event for a handler's return value, or a `failed` when it cannot be sent. */
+function completedEvent(result: unknown, maxEventBytes: number): Extract<WireEvent, { type: 'completed' | 'failed' }> {
+  if (result === undefined) return { type: 'completed' }
+  let json: string
+  try {
+    json = JSON.stringify({ type: 'completed', result })
+  } catch (error) {
+    return { type: 'failed', code: 'invalid_result', message: `The result is not JSON: ${failureOf(error).message}`, retryable: false }
+  }
+  const bytes = Buffer.byteLength(json)
+  if (bytes > maxEventBytes) {
+    return { type: 'failed', code: 'event_too_large', message: `The result is ${bytes} bytes of JSON; the limit is ${maxEventBytes}`, retryable: false }
+  }
+  return { type: 'completed', result }
+}

@@ -1,0 +1,118 @@
+import type { SignalReason, WorkerApi } from './api.js'
+import { backoffDelay, sleep, type Backoff, type Timers } from './timing.js'
+
+/** The shortest round of an empty poll: a server that answers at once is asked again after this. */
+export const minPollMs = 1_000
+
+/** A running job the watch reports on. */
+export interface Watched {
+  readonly id: string
+  readonly leaseToken: string
+  signalled(reason: SignalReason): void
+}
+
+export interface SignalWatchOptions {
+  api: WorkerApi
+  waitSeconds: number
+  timers: Timers
+  random: () => number
+  backoff: Backoff
+  onError(error: unknown): void
+}
+
+/**
+ * One long-poll (`POST /v1/workers/signals`) for all the jobs this process runs, so a cancel
+ * reaches a handler's signal within one round trip. A new job restarts the poll with the new
+ * set; nothing is lost by that, because the server answers at once for any listed job that is
+ * no longer running under its lease.
+ */
+export class SignalWatch {
+  private readonly watched = new Map<string, Watched>()
+  private request: { controller: AbortController; jobs: readonly Watched[] } | null = null
+  private loop: Promise<void> | null = null
+  private restartQueued = false
+  private readonly closed = new AbortController()
+
+  constructor(private readonly options: SignalWatchOptions) {}
+
+  add(job: Watched): void {
+    this.watched.set(job.id, job)
+    this.added()
+  }
+
+  /**
+   * Stops reporting on `job`. The poll in flight is not restarted: a job leaves the set when it
+   * ends or is released, so the server answers for it at once and the next poll leaves it out.
+   */
+  remove(job: Watched): void {
+    if (this.watched.get(job.id) === job) this.watched.delete(job.id)
+  }
+
+  /** Ends the poll; resolves when it has stopped. */
+  async close(): Promise<void> {
+    this.closed.abort()
+    this.request?.controller.abort()
+    await this.loop
+  }
+
+  private added(): void {
+    if (this.closed.signal.aborted) return
+    if (this.loop === null) {
+      this.ensureLoop()
+      return
+    }
+    // Several jobs claimed in one turn of the event loop restart the poll once.
+    if (this.restartQueued) return
+    this.restartQueued = true
+    queueMicrotask(() => {
+      this.restartQueued = false
+      const request = this.request
+      if (request !== null && [...this.watched.values()].some((job) => !request.jobs.includes(job))) request.controller.abort()
+    })
+  }
+
+  private ensureLoop(): void {
+    if (this.loop !== null || this.watched.size === 0 || this.closed.signal.aborted) return
+    this.loop = this.run().finally(() => {
+      this.loop = null
+      // A job may have been added after the loop saw an empty set, before it ended.
+      this.ensureLoop()
+    })
+  }
+
+  private async run(): Promise<void> {
+    const { api, waitSeconds, timers, backoff, random } = this.options
+    let failures = 0
+    while (this.watched.size > 0 && !this.closed.signal.aborted) {
+      const jobs = [...this.watched.values()]
+      const request = { controller: new AbortController(), jobs }
+      this.request = request
+      const sentAt = timers.now()
+      try {
+        const signals = await api.signals(
+          jobs.map((job) => ({ id: job.id, lease: job.leaseToken })),
+          waitSeconds,
+          request.controller.signal,
+        )
+        failures = 0
+        for (const signal of signals) {
+          // The same job may have been claimed again since (a retry): only the run that was asked about counts.
+          const job = jobs.find((candidate) => candidate.id === signal.jobId)
+          if (job !== undefined && this.watched.get(job.id) === job) {
+            this.watched.delete(job.id)
+            job.signalled(signal.reason)
+          }
+        }
+        // A server that does not hold the poll (a zero --poll-max-wait) must not be hammered.
+        if (signals.length === 0) await sleep(timers, minPollMs - (timers.now() - sentAt), request.controller.signal)
+      } catch (error) {
+        if (request.controller.signal.aborted) continue
+        failures += 1
+        this.options.onError(error)
+        await sleep(timers, backoffDelay(backoff, failures, random), this.closed.signal)
+      } finally {
+        if (this.request === request) this.request = null
+      }
+    }
+  }
+}

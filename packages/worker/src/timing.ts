@@ -1,0 +1,63 @@
+/**
+ * Time as the worker sees it. Everything that waits (throttle, heartbeat, backoff, request
+ * timeouts) goes through one `Timers`, so tests can drive it.
+ */
+export interface Timers {
+  setTimeout(callback: () => void, ms: number): unknown
+  clearTimeout(handle: unknown): void
+  /** Milliseconds on a monotonic clock. */
+  now(): number
+}
+
+export const systemTimers: Timers = {
+  setTimeout: (callback, ms) => setTimeout(callback, ms),
+  clearTimeout: (handle) => clearTimeout(handle as ReturnType<typeof setTimeout>),
+  now: () => performance.now(),
+}
+
+/** Waits `ms`; resolves `false` at once (never rejects) when `signal` aborts first. */
+export function sleep(timers: Timers, ms: number, signal?: AbortSignal): Promise<boolean> {
+  if (signal?.aborted) return Promise.resolve(false)
+  if (ms <= 0) return Promise.resolve(true)
+  return new Promise((resolve) => {
+    const onAbort = (): void => {
+      timers.clearTimeout(handle)
+      resolve(false)
+    }
+    const handle = timers.setTimeout(() => {
+      signal?.removeEventListener('abort', onAbort)
+      resolve(true)
+    }, ms)
+    signal?.addEventListener('abort', onAbort, { once: true })
+  })
+}
+
+/** Retry delays: exponential from `baseMs`, capped at `maxMs`, with full jitter (AWS style). */
+export interface Backoff {
+  baseMs: number
+  maxMs: number
+}
+
+export const defaultBackoff: Backoff = { baseMs: 100, maxMs: 10_000 }
+
+/** The delay before retry number `attempt` (1, 2, 3…): uniform in [0, min(max, base·2^(attempt-1))]. */
+export function backoffDelay(backoff: Backoff, attempt: number, random: () => number): number {
+  const ceiling = Math.min(backoff.maxMs, backoff.baseMs * 2 ** Math.min(attempt - 1, 30))
+  return Math.floor(random() * ceiling)
+}
+
+export interface Deferred<T> {
+  promise: Promise<T>
+  resolve(value: T): void
+  reject(reason: unknown): void
+}
+
+export function deferred<T>(): Deferred<T> {
+  let resolve!: (value: T) => void
+  let reject!: (reason: unknown) => void
+  const promise = new Promise<T>((res, rej) => {
+    resolve = res
+    reject = rej
+  })
+  return { promise, resolve, reject }
+}

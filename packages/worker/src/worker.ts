@@ -1,0 +1,298 @@
+import { hostname } from 'node:os'
+import { WorkerApi, type Claim, type WorkerOperation } from './api.js'
+import { JobFailure } from './errors.js'
+import { JobRun, releaseLease, type JobHandler, type RunEnvironment } from './job-run.js'
+import { defaultLimits, type BatchLimits } from './outbox.js'
+import { minPollMs, SignalWatch } from './signal-watch.js'
+import { backoffDelay, defaultBackoff, deferred, sleep, systemTimers, type Deferred, type Timers } from './timing.js'
+
+export interface WorkerOptions {
+  /** The Jobwire server, e.g. `http://127.0.0.1:7070`. */
+  url: string
+  /** An API key, sent as `Authorization: Bearer <apiKey>`. */
+  apiKey: string
+  /** Shown in each job's `started` event. Default `<hostname>:<pid>`. */
+  name?: string
+  /**
+   * Jobs run at once. Default 1. A slot frees when its handler has returned, so a handler that
+   * ignores `ctx.signal` after a cancel keeps its slot until it does.
+   */
+  concurrency?: number
+  /** The lease asked for at claim and at each heartbeat, 1,000–600,000 ms. Default 30,000; heartbeats go every third of it. */
+  leaseMs?: number
+  /** Least time between two sends of a job's progress, item updates and text. Default 100 ms. */
+  throttleMs?: number
+  /** How long one claim (and one signals long-poll) waits on the server, 1–30 s. Default 20. */
+  pollWaitSeconds?: number
+  /** What one request may carry; lower them to match a server started with lower `--max-*` limits. */
+  limits?: Partial<BatchLimits>
+  /** Default `globalThis.fetch`. */
+  fetch?: typeof globalThis.fetch
+  /** Default the system's timers (tests inject their own). */
+  timers?: Timers
+  /** Jitter source for backoff, in [0, 1). Default `Math.random`. */
+  random?: () => number
+  /**
+   * Called for every failure the worker handles itself: a request retried with backoff
+   * (`WorkerRequestError`), a lost lease, a refused batch, and a handler's throw (which fails the
+   * job). Never throw from it. Default: a `console.warn` line.
+   */
+  onError?: (error: unknown, context: ErrorContext) => void
+}
+
+export interface ErrorContext {
+  operation: WorkerOperation | 'handler'
+  jobId?: string
+}
+
+export interface StopOptions {
+  /** How long running handlers may go on before they are aborted. Default 30,000 ms. */
+  timeoutMs?: number
+  /**
+   * After the abort: how long a handler has to settle (it may `checkpoint` meanwhile), then how
+   * long to deliver its reports and release its lease. Default 2,000 ms.
+   */
+  graceMs?: number
+}
+
+export type WorkerState = 'idle' | 'running' | 'stopping' | 'stopped'
+
+export interface Worker {
+  /**
+   * Runs jobs of `type` with `handler`. The handler's return value is the job's `result`; a
+   * throw fails the job with `{code: error.code ?? 'handler_error', message, retryable}` (see
+   * `JobFailure` and `RetryableError`). When `ctx.signal` aborted because the job was
+   * cancelled, finished elsewhere or lost, the outcome is not reported.
+   */
+  handle<Input = unknown, Checkpoint = unknown>(type: string, handler: JobHandler<Input, Checkpoint>): Worker
+  /** Starts claiming jobs of the handled types. */
+  start(): Promise<void>
+  /**
+   * Graceful stop: claims no more jobs, lets running handlers finish for up to `timeoutMs`, then
+   * aborts them (`ctx.signal.reason.reason === 'stopped'`) and releases their leases, so the
+   * server re-queues them with their last checkpoint. Resolves when every job is delivered or
+   * released; a handler that ignores its signal may still be running then.
+   */
+  stop(options?: StopOptions): Promise<void>
+  readonly state: WorkerState
+  /** Jobs held now (claimed and not yet ended, or whose handler has not yet returned). */
+  readonly activeJobs: number
+}
+
+/**
+ * A worker: claims jobs of the types it handles (one long-poll claim at a time, while a
+ * concurrency slot is free), runs their handlers, and streams their reports to the server.
+ *
+ * @example
+ * const worker = createWorker({ url, apiKey, concurrency: 4 })
+ * worker.handle('transcription', async (job, ctx) => {
+ *   ctx.progress({ stage: 'decoding', percent: 12 })
+ *   return { words: 1200 }
+ * })
+ * await worker.start()
+ * process.on('SIGTERM', () => void worker.stop({ timeoutMs: 10_000 }))
+ */
+export function createWorker(options: WorkerOptions): Worker {
+  return new JobwireWorker(options)
+}
+
+class JobwireWorker implements Worker {
+  private readonly handlers = new Map<string, JobHandler>()
+  private readonly runs = new Set<JobRun>()
+  private readonly env: RunEnvironment
+  private readonly name: string
+  private readonly concurrency: number
+  private readonly waitSeconds: number
+  private readonly onError: (error: unknown, context: ErrorContext) => void
+  private currentState: WorkerState = 'idle'
+  private claimRequest: AbortController | null = null
+  private claiming: Promise<void> | null = null
+  private readonly stopping = new AbortController()
+  private stopped: Promise<void> | null = null
+  private wake: Deferred<void> | null = null
+
+  constructor(options: WorkerOptions) {
+    const timers = options.timers ?? systemTimers
+    const random = options.random ?? Math.random
+    this.name = options.name ?? `${hostname()}:${process.pid}`
+    this.concurrency = positiveInteger('concurrency', options.concurrency ?? 1)
+    this.waitSeconds = inRange('pollWaitSeconds', options.pollWaitSeconds ?? 20, 1, 30)
+    const leaseMs = inRange('leaseMs', options.leaseMs ?? 30_000, 1_000, 600_000)
+    this.onError = options.onError ?? warn
+    const api = new WorkerApi({
+      url: options.url,
+      apiKey: options.apiKey,
+      fetch: options.fetch ?? globalThis.fetch.bind(globalThis),
+      timers,
+    })
+    const report = (error: unknown, operation: WorkerOperation | 'handler', jobId?: string): void => {
+      try {
+        this.onError(error, jobId === undefined ? { operation } : { operation, jobId })
+      } catch {
+        // onError must not take the worker down.
+      }
+    }
+    this.env = {
+      api,
+      timers,
+      random,
+      backoff: defaultBackoff,
+      throttleMs: inRange('throttleMs', options.throttleMs ?? 100, 0, Number.MAX_SAFE_INTEGER),
+      leaseMs,
+      limits: batchLimits(options.limits ?? {}),
+      report,
+      watch: new SignalWatch({
+        api,
+        waitSeconds: this.waitSeconds,
+        timers,
+        random,
+        backoff: defaultBackoff,
+        onError: (error) => report(error, 'signals'),
+      }),
+    }
+  }
+
+  get state(): WorkerState {
+    return this.currentState
+  }
+
+  get activeJobs(): number {
+    return this.runs.size
+  }
+
+  handle<Input, Checkpoint>(type: string, handler: JobHandler<Input, Checkpoint>): Worker {
+    if (typeof type !== 'string' || !/^[\w.:-]{1,100}$/.test(type)) throw new TypeError(`handle(): invalid job type "${String(type)}"`)
+    if (this.handlers.has(type)) throw new Error(`handle(): "${type}" already has a handler`)
+    this.handlers.set(type, handler as JobHandler)
+    return this
+  }
+
+  async start(): Promise<void> {
+    if (this.currentState !== 'idle') throw new Error(`start(): the worker is ${this.currentState}`)
+    if (this.handlers.size === 0) throw new Error('start(): register a handler with handle() first')
+    this.currentState = 'running'
+    this.claiming = this.claimLoop()
+  }
+
+  stop(options: StopOptions = {}): Promise<void> {
+    this.stopped ??= this.shutdown(options)
+    return this.stopped
+  }
+
+  private async shutdown({ timeoutMs = 30_000, graceMs = 2_000 }: StopOptions): Promise<void> {
+    const { timers } = this.env
+    if (this.currentState === 'idle') {
+      this.currentState = 'stopped'
+      return
+    }
+    this.currentState = 'stopping'
+    this.stopping.abort()
+    this.claimRequest?.abort()
+    this.notify()
+    await this.claiming
+    let timer: unknown
+    const timeout = new Promise<void>((resolve) => (timer = timers.setTimeout(resolve, timeoutMs)))
+    await Promise.race([Promise.all([...this.runs].map((run) => run.finished)), timeout])
+    timers.clearTimeout(timer)
+    await Promise.all([...this.runs].map((run) => run.interrupt(graceMs)))
+    await this.env.watch.close()
+    this.currentState = 'stopped'
+  }
+
+  /**
+   * One claim at a time, only while a slot is free: a claimed job always has a slot to run in,
+   * and a worker holds one claim connection however large its concurrency.
+   */
+  private async claimLoop(): Promise<void> {
+    const { api, timers, random, backoff } = this.env
+    let failures = 0
+    while (this.currentState === 'running') {
+      if (this.runs.size >= this.concurrency) {
+        await this.sleepUntilNotified()
+        continue
+      }
+      const request = new AbortController()
+      this.claimRequest = request
+      const sentAt = timers.now()
+      let claim: Claim | null
+      try {
+        claim = await api.claim(
+          { types: [...this.handlers.keys()], worker: this.name, leaseMs: this.env.leaseMs, wait: this.waitSeconds },
+          request.signal,
+        )
+        failures = 0
+      } catch (error) {
+        if (this.currentState !== 'running') break
+        failures += 1
+        this.env.report(error, 'claim')
+        await sleep(timers, backoffDelay(backoff, failures, random), this.stopping.signal)
+        continue
+      } finally {
+        this.claimRequest = null
+      }
+      if (claim === null) {
+        // A server that does not hold the claim (a zero --poll-max-wait) must not be hammered.
+        await sleep(timers, minPollMs - (timers.now() - sentAt), this.stopping.signal)
+        continue
+      }
+      if (this.currentState !== 'running') {
+        await releaseLease(this.env, claim.job.id, claim.lease.token, 'worker stopping', 5_000)
+        break
+      }
+      this.run(claim)
+    }
+  }
+
+  private run(claim: Claim): void {
+    const type = claim.job.type
+    const handler: JobHandler =
+      this.handlers.get(type) ??
+      (() => {
+        throw new JobFailure('no_handler', `Worker ${this.name} has no handler for jobs of type "${type}"`)
+      })
+    const run = new JobRun(claim, this.env)
+    this.runs.add(run)
+    void run.done.then(() => {
+      this.runs.delete(run)
+      this.notify()
+    })
+    run.start(handler)
+  }
+
+  private sleepUntilNotified(): Promise<void> {
+    this.wake ??= deferred<void>()
+    return this.wake.promise
+  }
+
+  private notify(): void {
+    const wake = this.wake
+    this.wake = null
+    wake?.resolve()
+  }
+}
+
+function warn(error: unknown, context: ErrorContext): void {
+  const message = error instanceof Error ? error.message : String(error)
+  console.warn(`jobwire worker: ${context.operation}${context.jobId === undefined ? '' : ` ${context.jobId}`}: ${message}`)
+}
+
+function batchLimits(given: Partial<BatchLimits>): BatchLimits {
+  const limits = { ...defaultLimits }
+  for (const key of Object.keys(limits) as (keyof BatchLimits)[]) {
+    const value = given[key]
+    if (value !== undefined) limits[key] = positiveInteger(`limits.${key}`, value)
+  }
+  return limits
+}
+
+function positiveInteger(name: string, value: number): number {
+  if (!Number.isInteger(value) || value < 1) throw new RangeError(`${name} must be a positive integer (got ${value})`)
+  return value
+}
+
+function inRange(name: string, value: number, min: number, max: number): number {
+  if (typeof value !== 'number' || !Number.isFinite(value) || value < min || value > max) {
+    throw new RangeError(`${name} must be a number in ${min}–${max} (got ${value})`)
+  }
+  return value
+}

@@ -1,0 +1,444 @@
+import { isTerminal, type JobEvent, type JobState } from '@jobwire/protocol'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { JobAbortedError, JobFailure, RetryableError, type AbortReason, type Worker } from '../src/index.js'
+import { codeOf, reduceLog, startTestServer, startTestWorker, type TestServer } from './harness.js'
+
+let t: TestServer
+
+beforeAll(async () => {
+  // Retryable failures re-queue at once, and logs are never trimmed, so each test sees every event.
+  t = await startTestServer({ retryBackoff: 0, maxEventsPerJob: 100_000 })
+})
+
+afterAll(async () => {
+  await t.close()
+})
+
+/** Runs `body` with a started worker and always stops it. */
+async function withWorker(worker: Worker, body: () => Promise<void>): Promise<void> {
+  await worker.start()
+  try {
+    await body()
+  } finally {
+    await worker.stop({ timeoutMs: 5_000 })
+  }
+}
+
+function signalled<T = void>(): { promise: Promise<T>; resolve(value: T): void } {
+  let resolve!: (value: T) => void
+  const promise = new Promise<T>((r) => (resolve = r))
+  return { promise, resolve }
+}
+
+const ofType = <K extends JobEvent['type']>(log: JobEvent[], type: K) =>
+  log.filter((event): event is Extract<JobEvent, { type: K }> => event.type === type)
+
+/** The log is a contiguous sequence from 1, and the reducer over it gives the job's snapshot. */
+function expectConsistent(job: JobState, log: JobEvent[]): void {
+  expect(log.map((event) => event.seq)).toEqual(log.map((_, index) => index + 1))
+  expect(reduceLog(log)).toEqual(job)
+}
+
+describe('reports reach watchers', () => {
+  it("delivers a handler's progress, items, text, checkpoint and result exactly", async () => {
+    const { worker, errors } = startTestWorker(t)
+    worker.handle<{ files: string[] }, { nextFile: number }>('exact', async (job, ctx) => {
+      ctx.progress({ stage: 'validating', percent: 0, message: 'Checking input' })
+      ctx.progress({ stage: 'decoding', percent: 12, message: 'Decoding audio…' })
+      ctx.item('file-1', { label: 'a.mp3', status: 'running', percent: 40 })
+      ctx.item('file-2', { label: 'b.mp3', status: 'pending' })
+      ctx.chunk('Hello ')
+      ctx.chunk('world')
+      await ctx.checkpoint({ nextFile: 2 })
+      ctx.item('file-1', { status: 'completed', percent: 100 })
+      ctx.progress({ stage: 'transcribing', percent: 50, message: 'Transcribing b.mp3' })
+      ctx.chunk('!')
+      return { files: job.input.files.length }
+    })
+    await withWorker(worker, async () => {
+      const { id } = await t.createJob('exact', { files: ['a.mp3', 'b.mp3'] })
+      const job = await t.waitForJob(id, (j) => isTerminal(j.status))
+      const log = await t.events(id)
+
+      expect(job).toMatchObject({
+        status: 'completed',
+        result: { files: 2 },
+        text: 'Hello world!',
+        checkpoint: { nextFile: 2 },
+        attempt: 1,
+        worker: 'test-worker',
+        error: null,
+        progress: { stage: 'transcribing', percent: 100, message: 'Transcribing b.mp3' },
+      })
+      expect(job.stages.map((s) => s.stage)).toEqual(['validating', 'decoding', 'transcribing'])
+      expect(job.items.map(({ id: itemId, label, status, percent }) => ({ itemId, label, status, percent }))).toEqual([
+        { itemId: 'file-1', label: 'a.mp3', status: 'completed', percent: 100 },
+        { itemId: 'file-2', label: 'b.mp3', status: 'pending', percent: null },
+      ])
+      expectConsistent(job, log)
+      expect(log.slice(0, 2).map((e) => e.type)).toEqual(['created', 'started'])
+      expect(log.at(-1)?.type).toBe('completed')
+      expect(ofType(log, 'checkpoint')).toHaveLength(1)
+      // The checkpoint was durable after the text reported before it, and before the text after it.
+      const checkpointSeq = ofType(log, 'checkpoint')[0]?.seq ?? 0
+      expect(ofType(log, 'chunk').filter((e) => e.seq < checkpointSeq).map((e) => e.data.text).join('')).toBe('Hello world')
+    })
+    expect(errors).toEqual([])
+  })
+
+  it('splits 1.5 MB of text into events and batches the server accepts, losing nothing', async () => {
+    const { worker, errors } = startTestWorker(t)
+    const text = 'Grüße, 世界! 😀 "quoted" \\ \n'.repeat(50_000)
+    worker.handle('long-text', (_job, ctx) => {
+      ctx.chunk(text)
+      return 'ok'
+    })
+    await withWorker(worker, async () => {
+      const { id } = await t.createJob('long-text')
+      const job = await t.waitForJob(id, (j) => isTerminal(j.status))
+      const chunks = ofType(await t.events(id), 'chunk')
+      expect(job.status).toBe('completed')
+      expect(job.text).toBe(text)
+      expect(chunks.length).toBeGreaterThan(1)
+      for (const chunk of chunks) expect(Buffer.byteLength(JSON.stringify({ type: 'chunk', text: chunk.data.text }))).toBeLessThanOrEqual(60_000)
+    })
+    expect(errors).toEqual([])
+  })
+
+  it('coalesces 10,000 progress and item calls into a bounded number of events, and every stage arrives', async () => {
+    const throttleMs = 20
+    const stages = ['validating', 'decoding', 'transcribing', 'synthesizing', 'packaging']
+    const perStage = 2_000
+    const { worker, errors } = startTestWorker(t, { throttleMs })
+    let elapsedMs = 0
+    worker.handle('throttled', async (_job, ctx) => {
+      const started = performance.now()
+      for (let i = 0; i < stages.length * perStage; i++) {
+        const stage = stages[Math.floor(i / perStage)] as string
+        ctx.progress({ stage, percent: (i % perStage) / (perStage / 100), message: `call ${i}` })
+        ctx.item(`file-${i % 10}`, { percent: (i % perStage) / (perStage / 100), message: `call ${i}` })
+        // Yield now and then, so sends and throttle windows happen while the calls go on.
+        if (i % 100 === 99) await new Promise((resolve) => setImmediate(resolve))
+      }
+      elapsedMs = performance.now() - started
+      return 'done'
+    })
+    await withWorker(worker, async () => {
+      const { id } = await t.createJob('throttled')
+      const job = await t.waitForJob(id, (j) => isTerminal(j.status))
+      const log = await t.events(id)
+      const progress = ofType(log, 'progress')
+      const items = ofType(log, 'item')
+      console.log(`10,000 progress + 10,000 item calls in ${elapsedMs.toFixed(0)} ms -> ${progress.length} progress and ${items.length} item events`)
+
+      expect(job.status).toBe('completed')
+      expectConsistent(job, log)
+      // Each throttle window sends at most one progress and one update per item; each stage
+      // change adds the new stage plus the flush of the previous stage's last values.
+      const windows = Math.ceil(elapsedMs / throttleMs) + 1
+      expect(progress.length).toBeLessThanOrEqual(windows + 2 * stages.length)
+      expect(items.length).toBeLessThanOrEqual(10 * (windows + stages.length))
+      expect(job.stages.map((s) => s.stage)).toEqual(stages)
+      // No stage is left before its last values arrived: the last progress of each stage is its last call.
+      for (const [index, stage] of stages.entries()) {
+        const ofStage = progress.filter((e) => stageAt(progress, e) === stage)
+        expect(ofStage.at(-1)?.data.message).toBe(`call ${(index + 1) * perStage - 1}`)
+      }
+      expect(job.items.map((item) => item.message)).toEqual(
+        Array.from({ length: 10 }, (_, n) => `call ${stages.length * perStage - 10 + n}`),
+      )
+    })
+    expect(errors).toEqual([])
+  })
+})
+
+/** The stage a progress event belongs to (the last stage set at or before it). */
+function stageAt(progress: Extract<JobEvent, { type: 'progress' }>[], event: Extract<JobEvent, { type: 'progress' }>): string | undefined {
+  let stage: string | undefined
+  for (const e of progress) {
+    if (e.data.stage !== undefined) stage = e.data.stage
+    if (e === event) return stage
+  }
+  return undefined
+}
+
+describe('a flaky network', () => {
+  it('loses, duplicates and reorders nothing when requests fail before or after the server applied them', async () => {
+    // Per endpoint, the 2nd of every 5 requests is lost on the way and the 4th's answer is lost
+    // on the way back (after the server applied it). Claims only ever lose the request.
+    const counts = new Map<string, number>()
+    let failedBefore = 0
+    let failedAfter = 0
+    let duplicates = 0
+    const flaky: typeof fetch = async (input, init) => {
+      const endpoint = String(input).replace(/job_[\w-]+/, ':id')
+      const n = (counts.get(endpoint) ?? 0) + 1
+      counts.set(endpoint, n)
+      if (n % 5 === 2) {
+        failedBefore++
+        throw new TypeError('fetch failed (request lost)')
+      }
+      const response = await fetch(input, init)
+      const text = await response.text()
+      if (text.includes('"duplicate":true')) duplicates++
+      if (n % 5 === 4 && !endpoint.endsWith('/claim')) {
+        failedAfter++
+        throw new TypeError('fetch failed (answer lost)')
+      }
+      return new Response(text === '' ? null : text, { status: response.status, headers: response.headers })
+    }
+    const { worker, errors } = startTestWorker(t, { fetch: flaky, throttleMs: 2 })
+    const expected: string[] = []
+    worker.handle<unknown, { written: number }>('flaky', async (_job, ctx) => {
+      for (let i = 0; i < 1_500; i++) {
+        const piece = `<${i}>`
+        expected.push(piece)
+        ctx.chunk(piece)
+        if (i % 100 === 0) ctx.progress({ stage: `part-${i / 100}`, percent: 0 })
+        if (i % 250 === 249) await ctx.checkpoint({ written: i + 1 })
+        if (i % 10 === 9) await new Promise((resolve) => setTimeout(resolve, 1))
+      }
+      return { pieces: 1_500 }
+    })
+    await withWorker(worker, async () => {
+      const { id } = await t.createJob('flaky')
+      const job = await t.waitForJob(id, (j) => isTerminal(j.status))
+      const log = await t.events(id)
+      console.log(`flaky network: ${failedBefore} requests lost, ${failedAfter} answers lost, ${duplicates} batches answered as duplicates, ${ofType(log, 'chunk').length} chunk events`)
+
+      expect(job).toMatchObject({ status: 'completed', result: { pieces: 1_500 }, checkpoint: { written: 1_500 }, attempt: 1 })
+      expect(job.text).toBe(expected.join(''))
+      expectConsistent(job, log)
+      expect(ofType(log, 'chunk').map((e) => e.data.text).join('')).toBe(expected.join(''))
+      expect(ofType(log, 'checkpoint').map((e) => (e.data.data as { written: number }).written)).toEqual([250, 500, 750, 1000, 1250, 1500])
+      expect(job.stages.map((s) => s.stage)).toEqual(Array.from({ length: 15 }, (_, n) => `part-${n}`))
+      expect(ofType(log, 'started')).toHaveLength(1)
+    })
+    // The flakiness was exercised: batches were retried, and some retries found their batch applied.
+    expect(errors.filter((e) => e.context.operation === 'events').length).toBeGreaterThan(0)
+    expect(duplicates).toBeGreaterThan(0)
+  })
+})
+
+describe('cancel, failures and retries', () => {
+  it('aborts ctx.signal when the job is cancelled and reports nothing after it', async () => {
+    const { worker, errors } = startTestWorker(t)
+    const running = signalled()
+    const aborted = signalled<{ at: number; reason: unknown }>()
+    worker.handle('cancellable', async (_job, ctx) => {
+      running.resolve()
+      await new Promise((resolve) => ctx.signal.addEventListener('abort', resolve, { once: true }))
+      aborted.resolve({ at: performance.now(), reason: ctx.signal.reason })
+      ctx.chunk('too late')
+      return 'not reported'
+    })
+    await withWorker(worker, async () => {
+      const { id } = await t.createJob('cancellable')
+      await running.promise
+      const cancelledAt = performance.now()
+      expect(await t.cancel(id)).toBe(200)
+      const { at, reason } = await aborted.promise
+      console.log(`cancel -> ctx.signal abort: ${(at - cancelledAt).toFixed(1)} ms`)
+
+      expect(reason).toBeInstanceOf(JobAbortedError)
+      expect((reason as JobAbortedError).reason).toBe<AbortReason>('cancelled')
+      await t.waitForJob(id, () => worker.activeJobs === 0)
+      const job = await t.getJob(id)
+      const log = await t.events(id)
+      expect(job.status).toBe('cancelled')
+      expect(job.text).toBe('')
+      expect(log.at(-1)?.type).toBe('cancelled')
+    })
+    expect(errors).toEqual([])
+  })
+
+  it('fails the job with the code and message of what the handler threw', async () => {
+    const { worker, errors } = startTestWorker(t)
+    worker.handle<{ kind: string }>('throwing', (job) => {
+      if (job.input.kind === 'coded') throw Object.assign(new Error('cannot decode b.mp3'), { code: 'decode_error' })
+      if (job.input.kind === 'failure') throw new JobFailure('bad_input', 'files must not be empty')
+      throw new Error('boom')
+    })
+    await withWorker(worker, async () => {
+      const ids = await Promise.all(['coded', 'failure', 'plain'].map(async (kind) => (await t.createJob('throwing', { kind })).id))
+      const jobs = await Promise.all(ids.map((id) => t.waitForJob(id, (j) => isTerminal(j.status))))
+      expect(jobs.map((job) => [job.status, job.error])).toEqual([
+        ['failed', { code: 'decode_error', message: 'cannot decode b.mp3', retryable: false }],
+        ['failed', { code: 'bad_input', message: 'files must not be empty', retryable: false }],
+        ['failed', { code: 'handler_error', message: 'boom', retryable: false }],
+      ])
+    })
+    expect(errors.map((e) => e.context.operation)).toEqual(['handler', 'handler', 'handler'])
+  })
+
+  it('re-queues a job that threw RetryableError and runs it again from its checkpoint', async () => {
+    const { worker } = startTestWorker(t)
+    const attempts: { attempt: number; checkpoint: unknown }[] = []
+    worker.handle<unknown, { step: number }>('retried', async (job, ctx) => {
+      attempts.push({ attempt: job.attempt, checkpoint: job.checkpoint })
+      if (job.attempt === 1) {
+        await ctx.checkpoint({ step: 1 })
+        throw new RetryableError('upstream timed out', { code: 'upstream_timeout' })
+      }
+      return { resumedFrom: job.checkpoint }
+    })
+    await withWorker(worker, async () => {
+      const { id } = await t.createJob('retried')
+      const job = await t.waitForJob(id, (j) => isTerminal(j.status))
+      const log = await t.events(id)
+      expect(job).toMatchObject({ status: 'completed', attempt: 2, result: { resumedFrom: { step: 1 } }, error: null })
+      expect(attempts).toEqual([
+        { attempt: 1, checkpoint: null },
+        { attempt: 2, checkpoint: { step: 1 } },
+      ])
+      expect(ofType(log, 'requeued').map((e) => e.data.reason)).toEqual(['upstream_timeout'])
+      expect(ofType(log, 'started')).toHaveLength(2)
+      expectConsistent(job, log)
+    })
+  })
+
+  it("fails the job with the server's code when it refuses a batch, and aborts the handler with rejected", async () => {
+    const small = await startTestServer({ maxTextLength: 100 })
+    try {
+      const { worker, errors } = startTestWorker(small)
+      let reason: unknown
+      worker.handle('too-long', async (_job, ctx) => {
+        ctx.chunk('x'.repeat(60))
+        await ctx.flush()
+        ctx.chunk('y'.repeat(60))
+        await ctx.flush().catch(() => {})
+        reason = (ctx.signal.reason as JobAbortedError | undefined)?.reason
+        return 'not reported'
+      })
+      await withWorker(worker, async () => {
+        const { id } = await small.createJob('too-long')
+        const job = await small.waitForJob(id, (j) => isTerminal(j.status))
+        expect(job).toMatchObject({ status: 'failed', text: 'x'.repeat(60), error: { code: 'text_limit_exceeded', retryable: false } })
+        expectConsistent(job, await small.events(id))
+      })
+      expect(reason).toBe('rejected')
+      expect(errors.map((e) => [e.context.operation, codeOf(e.error)])).toEqual([['events', 'text_limit_exceeded']])
+    } finally {
+      await small.close()
+    }
+  })
+
+  it('aborts with lease_lost when heartbeats cannot get through, and the job is run again', async () => {
+    const blockHeartbeats: typeof fetch = async (input, init) => {
+      if (String(input).endsWith('/heartbeat')) throw new TypeError('fetch failed (heartbeat blocked)')
+      return fetch(input, init)
+    }
+    const { worker, errors } = startTestWorker(t, { fetch: blockHeartbeats, leaseMs: 1_000 })
+    const reasons: unknown[] = []
+    worker.handle('leased', async (job, ctx) => {
+      if (job.attempt > 1) return 'second attempt'
+      await new Promise((resolve) => ctx.signal.addEventListener('abort', resolve, { once: true }))
+      reasons.push((ctx.signal.reason as JobAbortedError).reason)
+      return 'not reported'
+    })
+    await withWorker(worker, async () => {
+      const { id } = await t.createJob('leased')
+      const job = await t.waitForJob(id, (j) => isTerminal(j.status))
+      const log = await t.events(id)
+      expect(reasons).toEqual(['lease_lost'])
+      expect(job).toMatchObject({ status: 'completed', attempt: 2, result: 'second attempt' })
+      expect(ofType(log, 'requeued').map((e) => e.data.reason)).toEqual(['worker_lost'])
+    })
+    expect(errors.some((e) => e.context.operation === 'heartbeat')).toBe(true)
+    expect(errors.some((e) => e.error instanceof JobAbortedError && e.error.reason === 'lease_lost')).toBe(true)
+  })
+})
+
+describe('concurrency and stopping', () => {
+  it('runs at most `concurrency` jobs at once and claims no job it has no slot for', async () => {
+    const { worker } = startTestWorker(t, { concurrency: 3 })
+    let running = 0
+    let maxRunning = 0
+    const gate = signalled()
+    const threeRunning = signalled()
+    worker.handle('concurrent', async () => {
+      running++
+      maxRunning = Math.max(maxRunning, running)
+      if (running === 3) threeRunning.resolve()
+      await gate.promise
+      running--
+      return 'ok'
+    })
+    await withWorker(worker, async () => {
+      const ids: string[] = []
+      for (let i = 0; i < 7; i++) ids.push((await t.createJob('concurrent')).id)
+      await threeRunning.promise
+      const statuses = await Promise.all(ids.map(async (id) => (await t.getJob(id)).status))
+      expect(statuses.filter((s) => s === 'running')).toHaveLength(3)
+      expect(statuses.filter((s) => s === 'queued')).toHaveLength(4)
+      gate.resolve()
+      const jobs = await Promise.all(ids.map((id) => t.waitForJob(id, (j) => isTerminal(j.status))))
+      expect(jobs.map((j) => j.status)).toEqual(Array(7).fill('completed'))
+    })
+    expect(maxRunning).toBe(3)
+  })
+
+  it('stop() lets a running handler finish and claims nothing more', async () => {
+    const { worker } = startTestWorker(t)
+    const running = signalled()
+    const gate = signalled()
+    let calls = 0
+    worker.handle('graceful', async () => {
+      calls++
+      running.resolve()
+      await gate.promise
+      return 'finished during stop'
+    })
+    await worker.start()
+    const { id } = await t.createJob('graceful')
+    await running.promise
+    const stopped = worker.stop({ timeoutMs: 10_000 })
+    expect(worker.state).toBe('stopping')
+    gate.resolve()
+    await stopped
+    expect(worker.state).toBe('stopped')
+    expect(await t.getJob(id)).toMatchObject({ status: 'completed', result: 'finished during stop' })
+    expect(calls).toBe(1)
+  })
+
+  it('stop() past its timeout aborts the handler, keeps its last checkpoint and releases the job to another worker', async () => {
+    const first = startTestWorker(t)
+    const running = signalled()
+    let abortReason: unknown
+    first.worker.handle<unknown, { step: number }>('released', async (_job, ctx) => {
+      await ctx.checkpoint({ step: 1 })
+      running.resolve()
+      await new Promise((resolve) => ctx.signal.addEventListener('abort', resolve, { once: true }))
+      abortReason = (ctx.signal.reason as JobAbortedError).reason
+      // A handler told to stop may still save where it got to.
+      await ctx.checkpoint({ step: 2 })
+      throw ctx.signal.reason
+    })
+    await first.worker.start()
+    const { id } = await t.createJob('released')
+    await running.promise
+    await first.worker.stop({ timeoutMs: 50 })
+    expect(abortReason).toBe('stopped')
+    const released = await t.getJob(id)
+    expect(released).toMatchObject({ status: 'queued', checkpoint: { step: 2 }, attempt: 1 })
+    expect(ofType(await t.events(id), 'requeued').map((e) => e.data.reason)).toEqual(['worker stopping'])
+    expect(first.errors).toEqual([])
+
+    const second = startTestWorker(t)
+    second.worker.handle<unknown, { step: number }>('released', (job) => ({ resumedFrom: job.checkpoint, attempt: job.attempt }))
+    await withWorker(second.worker, async () => {
+      const job = await t.waitForJob(id, (j) => isTerminal(j.status))
+      expect(job).toMatchObject({ status: 'completed', result: { resumedFrom: { step: 2 }, attempt: 2 } })
+    })
+  })
+
+  it('keeps retrying a claim against a server that is down, reporting through onError, and stops cleanly', async () => {
+    const { worker, errors } = startTestWorker({ ...t, url: 'http://127.0.0.1:9' })
+    worker.handle('unreachable', () => 'never')
+    await worker.start()
+    while (errors.length < 3) await new Promise((resolve) => setTimeout(resolve, 20))
+    await worker.stop()
+    expect(errors.every((e) => e.context.operation === 'claim' && codeOf(e.error) === 'network_error')).toBe(true)
+    expect(worker.state).toBe('stopped')
+  })
+})

@@ -8,6 +8,7 @@ export default defineConfig({
     alias: {
       '@jobwire/protocol': src('protocol'),
       '@jobwire/server': src('server'),
+      '@jobwire/backend': src('backend'),
       '@jobwire/worker': src('worker'),
     },
   },

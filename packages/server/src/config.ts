@@ -82,6 +82,43 @@ export const configSchema = z.object({
     }),
   /** First delay before a retryable failure is retried; doubles per attempt, at most 60 s. */
   retryBackoff: duration.pipe(z.number().min(0)).default(1_000),
+  /** Secret that signs subscription tokens (≥ 32 characters); generated into the data directory when unset. Set the same one on every node. */
+  tokenSecret: z.string().min(32, 'must be at least 32 characters').optional(),
+  /** Default lifetime of a minted subscription token (at most 24 h). */
+  tokenTtl: duration.pipe(z.number().min(10_000).max(24 * 3_600_000)).default(15 * 60_000),
+  /** App JWTs: an HS256/384/512 shared secret. */
+  jwtSecret: z.string().min(16, 'must be at least 16 characters').optional(),
+  /** App JWTs: path of a PEM public key. */
+  jwtPublicKeyFile: z.string().min(1).optional(),
+  /** App JWTs: a JWKS URL (fetched and cached). */
+  jwksUrl: z.string().url().optional(),
+  /** App JWTs: path of a JWKS JSON file. */
+  jwksFile: z.string().min(1).optional(),
+  /** App JWTs: allowed algorithms, comma-separated (default HS256 for a secret, RS256,ES256 for public keys). */
+  jwtAlgorithms: z.string().optional(),
+  jwtIssuer: z.string().min(1).optional(),
+  jwtAudience: z.string().min(1).optional(),
+  /** Claim with the tenant; `jwtDefaultTenant` is used when a token has none. */
+  jwtTenantClaim: z.string().min(1).default('tenant'),
+  jwtUserClaim: z.string().min(1).default('sub'),
+  jwtDefaultTenant: z.string().min(1).optional(),
+  /** What a person with an app JWT may do with their own jobs: `read` or `read,cancel`. */
+  jwtRights: z.enum(['read', 'read,cancel']).default('read,cancel'),
+  /** Jobs one person (the job's owner) may have created per `createWindow`. */
+  createLimit: int(1, 1_000_000).default(10),
+  createWindow: duration.pipe(z.number().min(1000)).default(60_000),
+  /** Open streams per person (user JWT or subscription token). */
+  streamsPerUser: int(1, 100_000).default(5),
+  /** Open streams per client IP address, for people's credentials. */
+  streamsPerIp: int(1, 1_000_000).default(100),
+  /** Open streams per node, whoever holds them. */
+  maxConnections: int(1, 10_000_000).default(10_000),
+  /** Browser origins allowed to call the API (comma-separated); `*` for any, without credentials. */
+  corsOrigins: z.string().default(''),
+  /** Cookie that may carry a credential for same-site browsers. */
+  cookieName: z.string().regex(/^[\w-]+$/).default('jobwire_token'),
+  /** Longest time to receive a request (headers and body). */
+  requestTimeout: duration.pipe(z.number().min(1000).max(600_000)).default(30_000),
   /** SQLite durability: `full` fsyncs every commit; `normal` survives kill -9 but not power loss. */
   sqliteSync: z.enum(['full', 'normal']).default('full'),
 })

@@ -6,10 +6,24 @@ import { JobService } from './core/jobs.js'
 import type { Store } from './core/store.js'
 import { isValidatedConfig, loadConfig, type Config, type ConfigInput } from './config.js'
 import { buildApp } from './http/app.js'
-import { resolveAdminKey, type AdminKey } from './http/auth.js'
+import { randomBytes } from 'node:crypto'
+import { AppJwtVerifier } from './auth/app-jwt.js'
+import { Authenticator } from './auth/authenticator.js'
+import { generateAdminKey, resolveSecret } from './auth/secrets.js'
+import { Limits } from './http/limits.js'
+import { Metrics } from './metrics.js'
+import { MemoryKeyStore, MemoryRateCounter, MemoryStreamCounter } from './stores/memory-keys.js'
+import { SqliteKeyStore } from './stores/sqlite-keys.js'
 import { MemoryStore } from './stores/memory-store.js'
 import { SqliteStore } from './stores/sqlite-store.js'
 import { createDemo } from './demo/demo.js'
+
+/** The admin key in force and where it came from, so `serve` can say so once. */
+export interface AdminKey {
+  key: string
+  source: 'config' | 'file' | 'generated'
+  path: string | null
+}
 
 export interface RunningServer {
   url: string
@@ -18,6 +32,7 @@ export interface RunningServer {
   adminKey: AdminKey
   service: JobService
   dispatcher: Dispatcher
+  auth: Authenticator
   app: FastifyInstance
   /** Path of the SQLite file, or null in memory mode. */
   databasePath: string | null
@@ -32,9 +47,15 @@ export interface StartOptions {
   store?: Store
 }
 
+/** Credentials never reach a log line, whatever logs them. */
+const redact = {
+  paths: ['req.headers.authorization', 'req.headers.cookie', '*.apiKey', '*.token', '*.key', '*.lease', 'headers.authorization', 'headers.cookie'],
+  censor: '[redacted]',
+}
+
 export function createLogger(level: Config['logLevel'], pretty: boolean): Logger {
-  if (!pretty) return pino({ level, redact: ['req.headers.authorization', '*.apiKey', '*.token'] })
-  return pino({ level }, pino.transport({ target: 'pino-pretty', options: { colorize: true, ignore: 'pid,hostname', translateTime: 'HH:MM:ss' } }))
+  if (!pretty) return pino({ level, redact })
+  return pino({ level, redact }, pino.transport({ target: 'pino-pretty', options: { colorize: true, ignore: 'pid,hostname', translateTime: 'HH:MM:ss' } }))
 }
 
 /** Starts a Jobwire node: store, core, HTTP, sweeps. `close()` stops all of it. */
@@ -59,11 +80,35 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
     retryBackoffMs: config.retryBackoff,
   })
   const dispatcher = new Dispatcher(service)
-  const adminKey = resolveAdminKey(config.apiKey, dataDir)
+  const admin = resolveSecret(config.apiKey, dataDir, 'admin.key', generateAdminKey)
+  const adminKey: AdminKey = { key: admin.value, source: admin.source, path: admin.path }
+  const tokenSecret = resolveSecret(config.tokenSecret, dataDir, 'token.secret', () => randomBytes(32).toString('base64url'))
+  const keys = databasePath === null ? new MemoryKeyStore() : new SqliteKeyStore(databasePath)
+  const auth = new Authenticator({
+    adminKey: adminKey.key,
+    keys,
+    tokenSecret: new TextEncoder().encode(tokenSecret.value),
+    appJwt: appJwtVerifier(config),
+  })
+  const metrics = new Metrics()
+  const limits = new Limits(
+    {
+      createLimit: config.createLimit,
+      createWindowMs: config.createWindow,
+      streamsPerUser: config.streamsPerUser,
+      streamsPerIp: config.streamsPerIp,
+      maxConnections: config.maxConnections,
+    },
+    new MemoryRateCounter(),
+    new MemoryStreamCounter(),
+    metrics,
+  )
   const demo = config.demo ? createDemo(service, logger || undefined) : null
   const { app } = await buildApp({
     service,
-    adminKey: adminKey.key,
+    auth,
+    limits,
+    metrics,
     logger,
     heartbeatMs: config.heartbeat,
     sseRetryMs: config.sseRetry,
@@ -73,6 +118,11 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
     maxEventBytes: config.maxEventBytes,
     maxBatchEvents: config.maxBatchEvents,
     defaultLeaseMs: config.leaseTime,
+    tokenTtlSeconds: Math.round(config.tokenTtl / 1000),
+    maxTokenTtlSeconds: 24 * 3600,
+    corsOrigins: config.corsOrigins.split(',').map((o) => o.trim()).filter((o) => o !== ''),
+    cookieName: config.cookieName,
+    requestTimeoutMs: config.requestTimeout,
     dispatcher,
     plugins: demo === null ? [] : [demo.register],
   })
@@ -113,6 +163,7 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
     adminKey,
     service,
     dispatcher,
+    auth,
     app,
     databasePath,
     close() {
@@ -122,8 +173,30 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
         await demo?.stop()
         await app.close()
         await store.close()
+        await keys.close()
       })()
       return closing
     },
   }
+}
+
+/** The app-JWT verifier the config asks for, or null when no key is configured. */
+function appJwtVerifier(config: Config): AppJwtVerifier | null {
+  const { jwtSecret, jwtPublicKeyFile, jwksUrl, jwksFile } = config
+  if (jwtSecret === undefined && jwtPublicKeyFile === undefined && jwksUrl === undefined && jwksFile === undefined) return null
+  const algorithms = config.jwtAlgorithms?.split(',').map((a) => a.trim()).filter((a) => a !== '') ??
+    (jwtSecret !== undefined ? ['HS256'] : ['RS256', 'ES256'])
+  return new AppJwtVerifier({
+    secret: jwtSecret,
+    publicKeyFile: jwtPublicKeyFile,
+    jwksUrl,
+    jwksFile,
+    algorithms,
+    issuer: config.jwtIssuer,
+    audience: config.jwtAudience,
+    tenantClaim: config.jwtTenantClaim,
+    userClaim: config.jwtUserClaim,
+    defaultTenant: config.jwtDefaultTenant,
+    rights: config.jwtRights === 'read' ? ['read'] : ['read', 'cancel'],
+  })
 }

@@ -20,6 +20,10 @@ Usage:
   jobwire jobs list [--status S] [--type T] [--owner tenant[:user]] [--limit N] [--cursor C]
   jobwire jobs cancel <id> [--reason TEXT]
   jobwire watch <id> [--json]          live progress until the job ends; exit 0 completed, 1 failed, 2 cancelled
+  jobwire keys create --name N --role admin|backend|worker [--tenant T] [--types a,b]
+  jobwire keys list | jobwire keys revoke <id>
+  jobwire token (--job <id>... | --tenant T --user U) [--rights read,cancel] [--ttl SECONDS]
+                                       mint a subscription token for a browser
   jobwire demo-worker [--concurrency N] [--name NAME]
                                        run the demo job handlers in this process (kill it: its jobs resume elsewhere)
   jobwire help | --version
@@ -39,6 +43,10 @@ export async function main(argv: string[]): Promise<number> {
       return watch(rest)
     case 'demo-worker':
       return demoWorker(rest)
+    case 'keys':
+      return keys(rest)
+    case 'token':
+      return token(rest)
     case '--version':
     case '-v':
       console.log(version)
@@ -242,5 +250,69 @@ async function demoWorker(argv: string[]): Promise<number> {
     process.once('SIGINT', stop)
     process.once('SIGTERM', stop)
   })
+  return 0
+}
+
+async function keys(argv: string[]): Promise<number> {
+  const [sub, ...rest] = argv
+  const { values, positionals } = parseArgs({
+    args: rest,
+    allowPositionals: true,
+    options: { ...clientOptions, name: { type: 'string' }, role: { type: 'string' }, tenant: { type: 'string' }, types: { type: 'string' } },
+  })
+  const target = resolveTarget(values)
+  switch (sub) {
+    case 'create': {
+      if (values.name === undefined || values.role === undefined) throw new Error('jobwire keys create needs --name and --role (admin, backend or worker)')
+      const body: Record<string, unknown> = { name: values.name, role: values.role }
+      if (values.tenant !== undefined) body.tenant = values.tenant
+      if (values.types !== undefined) body.types = values.types.split(',').map((t) => t.trim()).filter((t) => t !== '')
+      const created = await request<{ key: string; id: string }>(target, 'POST', '/v1/keys', body)
+      console.log(JSON.stringify(created, null, 2))
+      console.error('The key is shown once; store it now.')
+      return 0
+    }
+    case 'list': {
+      const { keys: list } = await request<{ keys: { id: string; name: string; role: string; tenant: string | null; types: string[] | null; createdAt: string; revokedAt: string | null }[] }>(
+        target,
+        'GET',
+        '/v1/keys',
+      )
+      for (const key of list) {
+        console.log([key.id, key.name.padEnd(20), key.role.padEnd(8), key.tenant ?? '*', key.types?.join(',') ?? '*', key.revokedAt === null ? 'active' : `revoked ${key.revokedAt}`].join('  '))
+      }
+      return 0
+    }
+    case 'revoke': {
+      const id = positionals[0]
+      if (id === undefined) throw new Error('jobwire keys revoke needs a key id')
+      console.log(JSON.stringify(await request(target, 'DELETE', `/v1/keys/${encodeURIComponent(id)}`)))
+      return 0
+    }
+    default:
+      console.error(`Unknown keys command "${sub ?? ''}".\n\n${usage}`)
+      return 64
+  }
+}
+
+async function token(argv: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      ...clientOptions,
+      job: { type: 'string', multiple: true },
+      tenant: { type: 'string' },
+      user: { type: 'string' },
+      rights: { type: 'string' },
+      ttl: { type: 'string' },
+    },
+  })
+  const body: Record<string, unknown> = {}
+  if (values.job !== undefined) body.jobIds = values.job
+  if (values.tenant !== undefined) body.tenant = values.tenant
+  if (values.user !== undefined) body.user = values.user
+  if (values.rights !== undefined) body.rights = values.rights.split(',').map((r) => r.trim())
+  if (values.ttl !== undefined) body.ttl = Number(values.ttl)
+  console.log(JSON.stringify(await request(resolveTarget(values), 'POST', '/v1/tokens', body), null, 2))
   return 0
 }

@@ -6,12 +6,14 @@ import { isTerminal, JobwireError } from '@jobwire/protocol'
 import { createWorker, type Worker } from '@jobwire/worker'
 import type { Logger } from 'pino'
 import type { JobService } from '../core/jobs.js'
-import type { SseTransport } from '../transports/sse.js'
-import { summarize } from '../http/app.js'
+import type { Principal } from '../core/scopes.js'
+import { summarize, type RouteContext } from '../http/context.js'
 import { serveJobStream } from '../http/stream-route.js'
 import { demoTypes, registerDemoHandlers } from './handlers.js'
 
 const demoOwner = { tenant: 'demo', user: 'demo' }
+/** The page's streams read as a backend of tenant "demo" would: demo jobs only. */
+const demoPrincipal: Principal = { kind: 'key', keyId: 'demo-page', role: 'backend', tenant: demoOwner.tenant, types: null }
 /** The trickle keeps about this many demo jobs queued or running, so there is always something moving. */
 const trickleTarget = 4
 const trickleEveryMs = 3_000
@@ -50,7 +52,7 @@ export function createDemo(service: JobService, logger?: Logger) {
   const page = readFileSync(new URL('../../public/demo.html', import.meta.url), 'utf8')
   const protocolDir = dirname(createRequire(import.meta.url).resolve('@jobwire/protocol'))
 
-  function register(app: FastifyInstance, context: { sse: SseTransport }): void {
+  function register(app: FastifyInstance, context: RouteContext): void {
     app.get('/', async (_request, reply) => reply.type('text/html; charset=utf-8').send(page))
 
     // The page folds events with the real reducer: the protocol package's ES modules, as built.
@@ -92,7 +94,7 @@ export function createDemo(service: JobService, logger?: Logger) {
 
     app.get<{ Params: { id: string }; Querystring: { after?: string } }>('/demo/jobs/:id/stream', async (request, reply) => {
       await demoJob(request.params.id)
-      await serveJobStream(request, reply, context.sse, service)
+      await serveJobStream(request, reply, demoPrincipal, context)
     })
   }
 

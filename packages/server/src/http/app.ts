@@ -1,30 +1,35 @@
 import { randomUUID } from 'node:crypto'
 import Fastify, {
-  LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
-import { isTerminal, JobwireError, type JobState } from '@jobwire/protocol'
+  LogController,
+  type FastifyBaseLogger,
+  type FastifyError,
+  type FastifyInstance,
+  type FastifyReply,
+  type FastifyRequest,
+} from 'fastify'
+import { JobwireError } from '@jobwire/protocol'
 import type { Logger } from 'pino'
+import type { Authenticator } from '../auth/authenticator.js'
+import { credentialOf } from '../auth/secrets.js'
 import type { Dispatcher } from '../core/dispatch.js'
 import type { JobService } from '../core/jobs.js'
+import { requireKeyRole, type Principal } from '../core/scopes.js'
+import type { Metrics } from '../metrics.js'
 import { SseTransport } from '../transports/sse.js'
-import { credentialOf, keyMatches } from './auth.js'
-import { serveJobStream } from './stream-route.js'
-import {
-  cancelBody,
-  claimBody,
-  heartbeatBody,
-  releaseBody,
-  signalsBody,
-  createJobBody,
-  listQuery,
-  parseOwnerFilter,
-  parsePosition,
-  parseProducerEvents,
-  parseWith,
-} from './schemas.js'
+import { principalOf, type RouteContext } from './context.js'
+import type { Limits } from './limits.js'
+import { registerAccessRoutes } from './routes/access.js'
+import { registerJobRoutes } from './routes/jobs.js'
+import { registerWorkerRoutes } from './routes/workers.js'
+
+export { summarize } from './context.js'
 
 export interface AppOptions {
   service: JobService
-  adminKey: string
+  dispatcher: Dispatcher
+  auth: Authenticator
+  limits: Limits
+  metrics: Metrics
   logger: Logger | false
   heartbeatMs: number
   sseRetryMs: number
@@ -35,9 +40,16 @@ export interface AppOptions {
   maxBatchEvents: number
   /** Lease length when a worker does not ask for one. */
   defaultLeaseMs: number
-  dispatcher: Dispatcher
+  tokenTtlSeconds: number
+  maxTokenTtlSeconds: number
+  /** Origins allowed to call from a browser (CORS); `*` allows any origin, without credentials. */
+  corsOrigins: string[]
+  /** Cookie that may carry a credential (browsers on the same site). */
+  cookieName: string
+  /** Longest time to receive a request's headers and body (slowloris). */
+  requestTimeoutMs: number
   /** Extra routes mounted before start (the demo). */
-  plugins?: ((app: FastifyInstance, context: { sse: SseTransport; service: JobService }) => void | Promise<void>)[]
+  plugins?: ((app: FastifyInstance, context: RouteContext) => void | Promise<void>)[]
 }
 
 /** Fastify's own error codes that mean "the client sent something wrong". */
@@ -49,9 +61,8 @@ const clientErrors: Record<string, JobwireError['code']> = {
   FST_ERR_CTP_INVALID_CONTENT_LENGTH: 'invalid_request',
 }
 
-/** The HTTP API. Routes validate and translate; the rules live in JobService. */
+/** The HTTP API: the auth hook, CORS, the error boundary, and the route modules. Rules live in core. */
 export async function buildApp(options: AppOptions): Promise<{ app: FastifyInstance; sse: SseTransport }> {
-  const { service, dispatcher } = options
   const common = {
     bodyLimit: options.maxBodyBytes,
     genReqId: () => randomUUID(),
@@ -59,162 +70,142 @@ export async function buildApp(options: AppOptions): Promise<{ app: FastifyInsta
     // Per-request lines would log every event a producer posts; errors are logged where they happen.
     logController: new LogController({ disableRequestLogging: true }),
     forceCloseConnections: true,
+    requestTimeout: options.requestTimeoutMs,
+    trustProxy: false,
   }
   const app: FastifyInstance =
     options.logger === false ? Fastify({ ...common, logger: false }) : Fastify({ ...common, loggerInstance: options.logger as FastifyBaseLogger })
-  const sse = new SseTransport({
-    heartbeatMs: options.heartbeatMs,
-    retryMs: options.sseRetryMs,
-    maxBufferBytes: options.sseMaxBufferBytes,
-  })
+  // Headers must arrive within the request timeout too (slowloris sends them one byte at a time).
+  app.server.headersTimeout = Math.min(options.requestTimeoutMs, 60_000)
+  const sse = new SseTransport({ heartbeatMs: options.heartbeatMs, retryMs: options.sseRetryMs, maxBufferBytes: options.sseMaxBufferBytes })
   app.addHook('onClose', async () => sse.close())
   // Fastify parses text/plain by default; the API takes JSON only, so it gets unsupported_media_type.
   app.removeContentTypeParser('text/plain')
+  app.decorateRequest('principal', null)
+
+  // Open streams by API key, so that revoking a key closes them at once.
+  const streamsByKey = new Map<string, Set<(error: JobwireError) => void>>()
+  options.auth.onRevoke((keyId) => {
+    for (const fail of streamsByKey.get(keyId) ?? []) fail(new JobwireError('unauthorized'))
+  })
+  const trackKey = (principal: Principal, fail: (error: JobwireError) => void): (() => void) => {
+    if (principal.kind !== 'key') return () => {}
+    let set = streamsByKey.get(principal.keyId)
+    if (set === undefined) streamsByKey.set(principal.keyId, (set = new Set()))
+    set.add(fail)
+    return () => {
+      set.delete(fail)
+      if (set.size === 0) streamsByKey.delete(principal.keyId)
+    }
+  }
+
+  const context: RouteContext = {
+    service: options.service,
+    dispatcher: options.dispatcher,
+    auth: options.auth,
+    limits: options.limits,
+    sse,
+    trackKey,
+    settings: {
+      pollMaxWaitMs: options.pollMaxWaitMs,
+      maxEventBytes: options.maxEventBytes,
+      maxBatchEvents: options.maxBatchEvents,
+      defaultLeaseMs: options.defaultLeaseMs,
+      tokenTtlSeconds: options.tokenTtlSeconds,
+      maxTokenTtlSeconds: options.maxTokenTtlSeconds,
+    },
+  }
 
   app.setErrorHandler((error: FastifyError | JobwireError, request, reply) => {
     const known = toJobwireError(error, request.id, options.maxBodyBytes)
-    if (known.code === 'internal') request.log.error({ err: error, reqId: request.id }, 'unhandled error')
+    if (known.code === 'internal') request.log.error({ err: error, reqId: request.id, url: request.url.split('?')[0] }, 'unhandled error')
+    const retryAfter = known.details?.retryAfter
+    if (typeof retryAfter === 'number') void reply.header('retry-after', String(retryAfter))
+    else if (known.status === 503) void reply.header('retry-after', '1')
     void reply.code(known.status).send({ error: known.toBody() })
   })
   app.setNotFoundHandler((request, reply) => {
     const error = new JobwireError('route_not_found', { method: request.method, url: request.url.split('?')[0] })
     void reply.code(404).send({ error: error.toBody() })
   })
+
+  const cors = corsPolicy(options.corsOrigins)
+  app.addHook('onRequest', async (request, reply) => {
+    const origin = request.headers.origin
+    if (origin === undefined) return
+    const allowed = cors(origin)
+    if (allowed === null) return
+    void reply.header('access-control-allow-origin', allowed.origin).header('vary', 'Origin')
+    if (allowed.credentials) void reply.header('access-control-allow-credentials', 'true')
+    if (request.method === 'OPTIONS') {
+      void reply
+        .header('access-control-allow-methods', 'GET, POST, DELETE, OPTIONS')
+        .header('access-control-allow-headers', 'authorization, content-type, last-event-id')
+        .header('access-control-max-age', '600')
+        .code(204)
+        .send()
+      return reply
+    }
+  })
   app.addHook('onSend', async (request, reply) => {
     void reply.header('x-request-id', request.id)
+    // Authenticated answers are personal: no cache may keep them.
+    if (request.principal !== null && reply.getHeader('cache-control') === undefined) void reply.header('cache-control', 'no-store')
   })
 
   app.get('/healthz', async () => ({ ok: true }))
   app.get('/readyz', async (_request, reply) => {
     try {
-      await service.store.ping()
-      return { ok: true, store: service.store.kind }
+      await options.service.store.ping()
+      return { ok: true, store: options.service.store.kind }
     } catch (error) {
-      return reply.code(503).send({ ok: false, store: service.store.kind, reason: (error as Error).message })
+      return reply.code(503).send({ ok: false, store: options.service.store.kind, reason: (error as Error).message })
     }
   })
 
-  await app.register(async (v1) => {
-    v1.addHook('onRequest', async (request) => {
-      const query = request.query as { access_token?: string }
-      const credential = credentialOf(request.headers.authorization, query.access_token)
-      if (credential === null || !keyMatches(credential, options.adminKey)) throw new JobwireError('unauthorized')
-    })
-
-    v1.post('/jobs', async (request, reply) => {
-      const body = parseWith(createJobBody, request.body ?? {})
-      const { job, created } = await service.createJob(body)
-      void reply.code(created ? 201 : 200).header('location', `/v1/jobs/${job.id}`)
-      return service.withQueuePosition(job)
-    })
-
-    v1.get('/jobs', async (request) => {
-      const query = parseWith(listQuery, request.query)
-      const owner = parseOwnerFilter(query.owner)
-      const page = await service.listJobs({
-        status: query.status,
-        type: query.type,
-        tenant: query.tenant ?? owner.tenant,
-        user: query.user ?? owner.user,
-        cursor: query.cursor,
-        limit: query.limit,
-      })
-      const jobs = await Promise.all(page.jobs.map((job) => service.withQueuePosition(job)))
-      return { jobs: jobs.map(summarize), nextCursor: page.nextCursor }
-    })
-
-    v1.get<{ Params: { id: string } }>('/jobs/:id', async (request) => service.getJob(request.params.id))
-
-    v1.post<{ Params: { id: string } }>('/jobs/:id/events', async (request) => {
-      const write = parseProducerEvents(request.body, options)
-      const { job, events, duplicate } = await service.appendEvents(request.params.id, write.events, write)
-      const answer = { events: events.map((e) => ({ seq: e.seq, type: e.type })), seq: job.seq, status: job.status }
-      return duplicate ? { ...answer, duplicate: true } : answer
-    })
-
-    v1.post<{ Params: { id: string } }>('/jobs/:id/cancel', async (request) => {
-      const body = parseWith(cancelBody, request.body ?? {})
-      const { job } = await service.cancelJob(request.params.id, body.reason ?? null)
-      return job
-    })
-
-    v1.post<{ Params: { id: string } }>('/jobs/:id/resume', async (request) => {
-      const { job } = await service.resumeJob(request.params.id)
-      return service.withQueuePosition(job)
-    })
-
-    v1.post('/workers/claim', async (request, reply) => {
-      const body = parseWith(claimBody, request.body ?? {})
-      const aborted = abortOnClose(reply)
-      const claimed = await dispatcher.claim({
-        types: body.types,
-        worker: body.worker ?? 'worker',
-        leaseMs: body.leaseMs ?? options.defaultLeaseMs,
-        waitMs: Math.min((body.wait ?? 0) * 1000, options.pollMaxWaitMs),
-        signal: aborted,
-      })
-      if (claimed === null) return reply.code(204).send()
-      return claimed
-    })
-
-    v1.post<{ Params: { id: string } }>('/jobs/:id/heartbeat', async (request) => {
-      const body = parseWith(heartbeatBody, request.body ?? {})
-      return dispatcher.heartbeat(request.params.id, body.lease, body.leaseMs ?? options.defaultLeaseMs)
-    })
-
-    v1.post<{ Params: { id: string } }>('/jobs/:id/release', async (request) => {
-      const body = parseWith(releaseBody, request.body ?? {})
-      const { job } = await dispatcher.release(request.params.id, body.lease, body.reason ?? null)
-      return service.withQueuePosition(job)
-    })
-
-    v1.post('/workers/signals', async (request, reply) => {
-      const body = parseWith(signalsBody, request.body ?? {})
-      const waitMs = Math.min((body.wait ?? 0) * 1000, options.pollMaxWaitMs)
-      return { signals: await dispatcher.signals(body.jobs, waitMs, abortOnClose(reply)) }
-    })
-
-    v1.get<{ Params: { id: string }; Querystring: { after?: string } }>('/jobs/:id/stream', (request, reply) =>
-      serveJobStream(request, reply, sse, service),
-    )
-
-    v1.get<{ Params: { id: string }; Querystring: { after?: string; wait?: string } }>(
-      '/jobs/:id/events',
-      async (request, reply) => {
-        const after = parsePosition(request.query.after)
-        const waitSeconds = request.query.wait === undefined ? 0 : Number(request.query.wait)
-        if (!Number.isFinite(waitSeconds) || waitSeconds < 0) {
-          throw new JobwireError('invalid_request', { field: 'wait', reason: 'wait: expected seconds >= 0' })
+  await app.register(
+    async (v1) => {
+      v1.addHook('onRequest', async (request) => {
+        const query = request.query as { access_token?: string }
+        const found = credentialOf(request.headers, query.access_token, options.cookieName)
+        if (found === null) throw new JobwireError('unauthorized')
+        // A cookie rides along with any request the browser makes: only trusted origins may use it.
+        if (found.source === 'cookie') {
+          const origin = request.headers.origin
+          if (origin !== undefined && cors(origin)?.credentials !== true && origin !== `http://${request.headers.host}` && origin !== `https://${request.headers.host}`) {
+            throw new JobwireError('forbidden', { action: `use a cookie from origin ${origin}` })
+          }
         }
-        const waitMs = Math.min(waitSeconds * 1000, options.pollMaxWaitMs)
-        return service.poll(request.params.id, after, waitMs, abortOnClose(reply))
-      },
-    )
-  }, { prefix: '/v1' })
+        request.principal = await options.auth.authenticate(found.credential)
+      })
+      registerJobRoutes(v1, context)
+      registerWorkerRoutes(v1, context)
+      registerAccessRoutes(v1, context)
+    },
+    { prefix: '/v1' },
+  )
 
-  for (const plugin of options.plugins ?? []) await plugin(app, { sse, service })
+  app.get('/metrics', async (request, reply) => {
+    const found = credentialOf(request.headers, undefined, options.cookieName)
+    if (found === null) throw new JobwireError('unauthorized')
+    request.principal = await options.auth.authenticate(found.credential)
+    requireKeyRole(principalOf(request), ['admin'], 'read metrics')
+    return reply.type(options.metrics.registry.contentType).send(await options.metrics.registry.metrics())
+  })
+
+  for (const plugin of options.plugins ?? []) await plugin(app, context)
   return { app, sse }
 }
 
-/**
- * Aborts when the client goes away, so a long-poll stops waiting for no one. It watches the
- * response: a request's own 'close' fires as soon as its body has been read.
- */
-function abortOnClose(reply: FastifyReply): AbortSignal {
-  const controller = new AbortController()
-  reply.raw.on('close', () => {
-    if (!reply.raw.writableFinished) controller.abort()
-  })
-  return controller.signal
-}
-
-/** What a list shows of a job: everything but the heavy parts (text, input, result, checkpoint). */
-export function summarize(job: JobState): Omit<JobState, 'text' | 'input' | 'result' | 'checkpoint'> & {
-  textLength: number
-  finished: boolean
-} {
-  const { text, input: _input, result: _result, checkpoint: _checkpoint, ...rest } = job
-  return { ...rest, textLength: text.length, finished: isTerminal(job.status) }
+/** The CORS allow-list: which origin to echo, and whether credentials may come along (never with `*`). */
+function corsPolicy(origins: string[]): (origin: string) => { origin: string; credentials: boolean } | null {
+  const exact = new Set(origins.filter((o) => o !== '*'))
+  const any = origins.includes('*')
+  return (origin) => {
+    if (exact.has(origin)) return { origin, credentials: true }
+    if (any) return { origin: '*', credentials: false }
+    return null
+  }
 }
 
 /** The boundary: whatever was thrown becomes a registry error; unknown ones become `internal`. */

@@ -1,25 +1,54 @@
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import { JobwireError } from '@jobwire/protocol'
 import type { JobService } from '../core/jobs.js'
+import { canRead, expiryOf, notFound, type Principal } from '../core/scopes.js'
 import type { SseTransport } from '../transports/sse.js'
+import type { Limits } from './limits.js'
 import { parsePosition } from './schemas.js'
 
+export interface StreamContext {
+  sse: SseTransport
+  service: JobService
+  limits: Limits
+  /** Registers a stream opened with an API key so that revoking the key closes it. */
+  trackKey: (principal: Principal, fail: (error: JobwireError) => void) => () => void
+}
+
 /**
- * Answers `GET …/:id/stream`: position from `Last-Event-ID` (what EventSource sends on reconnect)
- * or `?after=`, then the SSE transport. Errors before the stream opens are plain JSON errors.
+ * Answers `GET …/:id/stream`: scope check, stream limits, position from `Last-Event-ID` (what
+ * EventSource sends on reconnect) or `?after=`, then the SSE transport. Errors before the stream
+ * opens are plain JSON errors; afterwards (token expiry, key revoked) they are in-band `error`
+ * events that end the stream.
  */
 export async function serveJobStream(
   request: FastifyRequest<{ Params: { id: string }; Querystring: { after?: string } }>,
   reply: FastifyReply,
-  sse: SseTransport,
-  service: JobService,
+  principal: Principal,
+  context: StreamContext,
 ): Promise<void> {
+  const { service, sse, limits } = context
+  const jobId = request.params.id
   const lastEventId = request.headers['last-event-id']
   const after = parsePosition(typeof lastEventId === 'string' && lastEventId !== '' ? lastEventId : request.query.after)
+  const job = await service.store.getJob(jobId)
+  if (job === null || !canRead(principal, job)) throw notFound(jobId)
+  const release = await limits.openStream(principal, request.ip)
   reply.hijack()
   try {
-    await sse.serve(request.raw, reply.raw, (sink) => service.subscribe(request.params.id, after, sink))
+    const stream = await sse.serve(request.raw, reply.raw, (sink) => service.subscribe(jobId, after, sink))
+    const expiresAt = expiryOf(principal)
+    const cancelExpiry =
+      expiresAt === null
+        ? () => {}
+        : runAt(expiresAt, () => stream.fail(new JobwireError('token_expired', { expiredAt: new Date(expiresAt).toISOString() })))
+    const untrack = context.trackKey(principal, (error) => stream.fail(error))
+    void stream.closed.then(() => {
+      cancelExpiry()
+      untrack()
+      release()
+    })
   } catch (error) {
+    release()
     const known = error instanceof JobwireError ? error : new JobwireError('internal', { requestId: request.id })
     if (known.code === 'internal') request.log.error({ err: error }, 'stream failed to open')
     if (!reply.raw.headersSent) {
@@ -27,4 +56,16 @@ export async function serveJobStream(
     }
     reply.raw.end(JSON.stringify({ error: known.toBody() }))
   }
+}
+
+/** setTimeout for an absolute time, also beyond setTimeout's 24.8-day range. */
+function runAt(deadline: number, fn: () => void): () => void {
+  let timer: NodeJS.Timeout
+  const arm = (): void => {
+    const left = deadline - Date.now()
+    timer = left > 2 ** 31 - 1 ? setTimeout(arm, 2 ** 31 - 1) : setTimeout(fn, Math.max(0, left))
+    timer.unref()
+  }
+  arm()
+  return () => clearTimeout(timer)
 }

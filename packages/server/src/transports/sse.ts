@@ -29,10 +29,46 @@ function encodeOnce(event: JobEvent): string {
   return frame
 }
 
+/**
+ * Connections with something to send; one setImmediate flushes them all. What live fan-out leaves
+ * pending on each subscriber is the same run of events of one job, so that run is turned into bytes
+ * once per flush and the same Buffer is written to every connection that has it pending (rather
+ * than each connection converting its own copy of the string).
+ */
+const dirty = new Set<SseConnection>()
+let flushScheduled = false
+let shared: { jobId: string; first: number; last: number; text: string; bytes: Buffer } | null = null
+
+function scheduleFlush(connection: SseConnection): void {
+  dirty.add(connection)
+  if (flushScheduled) return
+  flushScheduled = true
+  setImmediate(flushAll)
+}
+
+function flushAll(): void {
+  flushScheduled = false
+  shared = null
+  for (const connection of dirty) connection.flush()
+  shared = null
+}
+
+/** The bytes of `text`, the frames of events `first`..`last` of `jobId`, shared within one flush. */
+function sharedBytes(jobId: string, first: number, last: number, text: string): Buffer {
+  if (shared === null || shared.jobId !== jobId || shared.first !== first || shared.last !== last || shared.text.length !== text.length) {
+    shared = { jobId, first, last, text, bytes: Buffer.from(text) }
+  }
+  return shared.bytes
+}
+
 /** One open SSE response. Writes made in one turn of the event loop go out as one socket write. */
 class SseConnection implements StreamSink {
   #pending = ''
-  #scheduled = false
+  /** Whether #pending holds exactly the frames of events #runFirst..#runLast of job #runJob. */
+  #run = false
+  #runJob = ''
+  #runFirst = 0
+  #runLast = 0
   #open = false
   #ended = false
   #wroteSince = false
@@ -46,7 +82,23 @@ class SseConnection implements StreamSink {
 
   write(messages: readonly StreamMessage[]): void {
     for (const message of messages) {
-      this.#pending += message.type === 'event' ? encodeOnce(message.event) : encodeSseMessage(message)
+      if (message.type !== 'event') {
+        this.#run = false
+        this.#pending += encodeSseMessage(message)
+        continue
+      }
+      const event = message.event
+      if (this.#pending === '') {
+        this.#run = true
+        this.#runJob = event.jobId
+        this.#runFirst = event.seq
+        this.#runLast = event.seq
+      } else if (this.#run && event.seq === this.#runLast + 1 && event.jobId === this.#runJob) {
+        this.#runLast = event.seq
+      } else {
+        this.#run = false
+      }
+      this.#pending += encodeOnce(event)
     }
     this.#schedule()
   }
@@ -61,7 +113,7 @@ class SseConnection implements StreamSink {
     this.res.writeHead(200, sseHeaders)
     this.res.write(`retry: ${this.options.retryMs}\n\n`)
     this.#open = true
-    this.#flush()
+    this.flush()
   }
 
   heartbeat(): void {
@@ -74,16 +126,15 @@ class SseConnection implements StreamSink {
   }
 
   #schedule(): void {
-    if (this.#scheduled || !this.#open) return
-    this.#scheduled = true
-    setImmediate(() => this.#flush())
+    if (this.#open) scheduleFlush(this)
   }
 
-  #flush(): void {
-    this.#scheduled = false
-    if (this.res.destroyed) return
+  /** Writes what is pending (called by the shared flush, or directly on activation). */
+  flush(): void {
+    dirty.delete(this)
+    if (this.res.destroyed || this.res.writableEnded) return
     if (this.#pending !== '') {
-      this.res.write(this.#pending)
+      this.res.write(this.#run ? sharedBytes(this.#runJob, this.#runFirst, this.#runLast, this.#pending) : this.#pending)
       this.#pending = ''
       this.#wroteSince = true
     }
@@ -96,15 +147,28 @@ class SseConnection implements StreamSink {
   }
 
   #closeSlow(): void {
-    const bytes = this.res.writableLength
+    this.fail(new JobwireError('slow_consumer', { bytes: this.res.writableLength }))
+  }
+
+  /** Ends the stream with an in-band error (expired token, revoked key, slow reader). */
+  fail(error: JobwireError): void {
+    if (this.#ended || this.res.destroyed) return
+    dirty.delete(this)
     this.subscription?.close(false)
     this.#ended = true
-    const error = new JobwireError('slow_consumer', { bytes })
-    this.res.end(encodeSseMessage({ type: 'error', error: error.toBody() }))
+    this.res.end(this.#pending + encodeSseMessage({ type: 'error', error: error.toBody() }))
+    this.#pending = ''
     // A reader that stopped reading altogether would hold the socket forever.
     setTimeout(() => this.res.destroy(), 5_000).unref()
     this.onDone()
   }
+}
+
+/** A served stream, for whoever must end it early or learn when it ends. */
+export interface SseStream {
+  fail(error: JobwireError): void
+  /** Resolves when the connection is gone, whoever ended it. */
+  readonly closed: Promise<void>
 }
 
 /**
@@ -131,8 +195,10 @@ export class SseTransport {
    * rethrown for the caller to answer as plain HTTP errors, except `position_ahead`, which the
    * spec of the stream answers in band as an `error` event.
    */
-  async serve(req: IncomingMessage, res: ServerResponse, open: (sink: StreamSink) => Promise<JobSubscription>): Promise<void> {
+  async serve(req: IncomingMessage, res: ServerResponse, open: (sink: StreamSink) => Promise<JobSubscription>): Promise<SseStream> {
     const connection = new SseConnection(res, this.options, () => this.#connections.delete(connection))
+    const closed = new Promise<void>((resolve) => res.once('close', () => resolve()))
+    const stream: SseStream = { fail: (error) => connection.fail(error), closed }
     let subscription: JobSubscription
     try {
       subscription = await open(connection)
@@ -141,14 +207,14 @@ export class SseTransport {
         connection.activate()
         connection.write([{ type: 'error', error: error.toBody() }])
         connection.end()
-        return
+        return stream
       }
       throw error
     }
     connection.subscription = subscription
     if (req.destroyed || res.destroyed) {
       subscription.close(false)
-      return
+      return stream
     }
     res.on('close', () => {
       subscription.close(false)
@@ -156,6 +222,7 @@ export class SseTransport {
     })
     this.#connections.add(connection)
     connection.activate()
+    return stream
   }
 
   close(): void {

@@ -1,0 +1,96 @@
+import { JobwireError, type ErrorBody, type JobState, type JobStatus, type Owner } from '@jobwire/protocol'
+
+export interface BackendOptions {
+  /** The Jobwire node, e.g. `http://127.0.0.1:7070`. */
+  url: string
+  /** A `backend` (or `admin`) API key. */
+  apiKey: string
+  fetch?: typeof fetch
+}
+
+export interface CreateJob {
+  type: string
+  input?: unknown
+  owner?: Owner
+  idempotencyKey?: string
+  /** False when you run the job yourself and report with `report()`; default true (workers claim it). */
+  dispatch?: boolean
+  maxAttempts?: number
+}
+
+export type ProducerEvent =
+  | { type: 'started'; worker?: string }
+  | { type: 'progress'; stage?: string; percent?: number; message?: string }
+  | { type: 'item'; id: string; label?: string; status?: 'pending' | 'running' | 'completed' | 'failed' | 'skipped'; percent?: number; message?: string }
+  | { type: 'chunk'; text: string }
+  | { type: 'checkpoint'; data: unknown }
+  | { type: 'completed'; result?: unknown }
+  | { type: 'failed'; code: string; message: string; retryable?: boolean }
+
+export type JobSummary = Omit<JobState, 'text' | 'input' | 'result' | 'checkpoint'> & { textLength: number; finished: boolean }
+
+/** A typed client of the REST API for backends; errors are JobwireErrors with the registry's codes. */
+export class JobwireBackend {
+  readonly #url: string
+  readonly #key: string
+  readonly #fetch: typeof fetch
+
+  constructor(options: BackendOptions) {
+    this.#url = options.url.replace(/\/+$/, '')
+    this.#key = options.apiKey
+    this.#fetch = options.fetch ?? fetch
+  }
+
+  createJob(job: CreateJob): Promise<JobState> {
+    return this.#request('POST', '/v1/jobs', job)
+  }
+
+  getJob(id: string): Promise<JobState> {
+    return this.#request('GET', `/v1/jobs/${encodeURIComponent(id)}`)
+  }
+
+  listJobs(filter: { status?: JobStatus; type?: string; tenant?: string; user?: string; limit?: number; cursor?: string } = {}): Promise<{
+    jobs: JobSummary[]
+    nextCursor: string | null
+  }> {
+    const query = new URLSearchParams()
+    for (const [key, value] of Object.entries(filter)) if (value !== undefined) query.set(key, String(value))
+    return this.#request('GET', `/v1/jobs?${query}`)
+  }
+
+  cancelJob(id: string, reason?: string): Promise<JobState> {
+    return this.#request('POST', `/v1/jobs/${encodeURIComponent(id)}/cancel`, reason === undefined ? {} : { reason })
+  }
+
+  resumeJob(id: string): Promise<JobState> {
+    return this.#request('POST', `/v1/jobs/${encodeURIComponent(id)}/resume`, {})
+  }
+
+  /** Appends events to a job you run yourself (`dispatch: false`); a batch is atomic. */
+  report(id: string, events: ProducerEvent[]): Promise<{ events: { seq: number; type: string }[]; seq: number; status: JobStatus }> {
+    return this.#request('POST', `/v1/jobs/${encodeURIComponent(id)}/events`, { events })
+  }
+
+  /** Mints a subscription token through the server (which checks the jobs are yours). */
+  mintToken(scope: { jobIds?: string[]; tenant?: string; user?: string; rights?: ('read' | 'cancel')[]; ttl?: number }): Promise<{
+    token: string
+    expiresAt: string
+  }> {
+    return this.#request('POST', '/v1/tokens', scope)
+  }
+
+  async #request<T>(method: string, path: string, body?: unknown): Promise<T> {
+    const response = await this.#fetch(`${this.#url}${path}`, {
+      method,
+      headers: { authorization: `Bearer ${this.#key}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    })
+    const text = await response.text()
+    const parsed: unknown = text === '' ? null : JSON.parse(text)
+    if (!response.ok) {
+      const error = (parsed as { error?: ErrorBody } | null)?.error
+      throw error === undefined ? new JobwireError('internal', { requestId: response.headers.get('x-request-id') ?? '?' }) : JobwireError.fromBody(error)
+    }
+    return parsed as T
+  }
+}

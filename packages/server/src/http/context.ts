@@ -1,0 +1,66 @@
+import type { FastifyReply, FastifyRequest } from 'fastify'
+import { isTerminal, JobwireError, type JobState } from '@jobwire/protocol'
+import type { Dispatcher } from '../core/dispatch.js'
+import type { JobService } from '../core/jobs.js'
+import { canRead, notFound, type Principal } from '../core/scopes.js'
+import type { Authenticator } from '../auth/authenticator.js'
+import type { SseTransport } from '../transports/sse.js'
+import type { Limits } from './limits.js'
+import type { StreamContext } from './stream-route.js'
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** Set by the /v1 auth hook. */
+    principal: Principal | null
+  }
+}
+
+/** What route modules share. */
+export interface RouteContext extends StreamContext {
+  service: JobService
+  dispatcher: Dispatcher
+  auth: Authenticator
+  limits: Limits
+  sse: SseTransport
+  settings: {
+    pollMaxWaitMs: number
+    maxEventBytes: number
+    maxBatchEvents: number
+    defaultLeaseMs: number
+    tokenTtlSeconds: number
+    maxTokenTtlSeconds: number
+  }
+}
+
+export function principalOf(request: FastifyRequest): Principal {
+  if (request.principal === null) throw new JobwireError('unauthorized')
+  return request.principal
+}
+
+/** The job if this principal may see it; otherwise the same 404 as for a job that does not exist. */
+export async function visibleJob(service: JobService, principal: Principal, jobId: string): Promise<JobState> {
+  const job = await service.store.getJob(jobId)
+  if (job === null || !canRead(principal, job)) throw notFound(jobId)
+  return job
+}
+
+/**
+ * Aborts when the client goes away, so a long-poll stops waiting for no one. It watches the
+ * response: a request's own 'close' fires as soon as its body has been read.
+ */
+export function abortOnClose(reply: FastifyReply): AbortSignal {
+  const controller = new AbortController()
+  reply.raw.on('close', () => {
+    if (!reply.raw.writableFinished) controller.abort()
+  })
+  return controller.signal
+}
+
+/** What a list shows of a job: everything but the heavy parts (text, input, result, checkpoint). */
+export function summarize(job: JobState): Omit<JobState, 'text' | 'input' | 'result' | 'checkpoint'> & {
+  textLength: number
+  finished: boolean
+} {
+  const { text, input: _input, result: _result, checkpoint: _checkpoint, ...rest } = job
+  return { ...rest, textLength: text.length, finished: isTerminal(job.status) }
+}

@@ -1,0 +1,77 @@
+import type { FastifyInstance } from 'fastify'
+import { JobwireError } from '@jobwire/protocol'
+import { z } from 'zod'
+import { canManage, notFound, requireKeyRole, roles, tenantOf, type Role } from '../../core/scopes.js'
+import { signSubscriptionToken } from '../../auth/tokens.js'
+import { principalOf, type RouteContext } from '../context.js'
+import { parseWith } from '../schemas.js'
+
+const tokenBody = z
+  .object({
+    jobIds: z.array(z.string().min(1).max(100)).min(1).max(1000).optional(),
+    tenant: z.string().min(1).max(200).optional(),
+    user: z.string().min(1).max(200).optional(),
+    rights: z.array(z.enum(['read', 'cancel'])).min(1).max(2).optional(),
+    /** Seconds. */
+    ttl: z.number().int().min(10).optional(),
+  })
+  .strict()
+
+const keyBody = z
+  .object({
+    name: z.string().min(1).max(100),
+    role: z.enum(roles as [Role, ...Role[]]),
+    tenant: z.string().min(1).max(200).optional(),
+    types: z.array(z.string().min(1).max(100)).min(1).max(50).optional(),
+  })
+  .strict()
+
+/** Subscription tokens (backends mint them for their users) and API keys (admins manage them). */
+export function registerAccessRoutes(v1: FastifyInstance, context: RouteContext): void {
+  const { service, auth, settings } = context
+
+  v1.post('/tokens', async (request) => {
+    const principal = principalOf(request)
+    requireKeyRole(principal, ['admin', 'backend'], 'mint tokens')
+    const body = parseWith(tokenBody, request.body ?? {})
+    if (body.jobIds === undefined && body.user === undefined) {
+      throw new JobwireError('invalid_request', { field: 'jobIds', reason: 'jobIds or user: a token needs one of them' })
+    }
+    const bound = tenantOf(principal)
+    if (bound !== null && body.tenant !== undefined && body.tenant !== bound) {
+      throw new JobwireError('forbidden', { action: `mint tokens for tenant "${body.tenant}"` })
+    }
+    const tenant = body.tenant ?? bound ?? undefined
+    if (body.user !== undefined && tenant === undefined) {
+      throw new JobwireError('invalid_request', { field: 'tenant', reason: 'tenant: required with user' })
+    }
+    // The ownership check lives here, not in every app: a backend mints only for jobs it may manage.
+    for (const jobId of body.jobIds ?? []) {
+      const job = await service.store.getJob(jobId)
+      if (job === null || !canManage(principal, job) || (tenant !== undefined && job.owner?.tenant !== tenant)) throw notFound(jobId)
+    }
+    const ttl = Math.min(body.ttl ?? settings.tokenTtlSeconds, settings.maxTokenTtlSeconds)
+    return signSubscriptionToken(auth.tokenSecret, { jobIds: body.jobIds, tenant, user: body.user, rights: body.rights ?? ['read'] }, ttl)
+  })
+
+  v1.post('/keys', async (request, reply) => {
+    requireKeyRole(principalOf(request), ['admin'], 'manage API keys')
+    const body = parseWith(keyBody, request.body ?? {})
+    if (body.types !== undefined && body.role !== 'worker') {
+      throw new JobwireError('invalid_request', { field: 'types', reason: 'types: only for worker keys' })
+    }
+    const { key, record } = await auth.createKey(body)
+    return reply.code(201).send({ ...record, key })
+  })
+
+  v1.get('/keys', async (request) => {
+    requireKeyRole(principalOf(request), ['admin'], 'manage API keys')
+    return { keys: await auth.listKeys() }
+  })
+
+  v1.delete<{ Params: { id: string } }>('/keys/:id', async (request) => {
+    requireKeyRole(principalOf(request), ['admin'], 'manage API keys')
+    await auth.revokeKey(request.params.id)
+    return { id: request.params.id, revoked: true }
+  })
+}

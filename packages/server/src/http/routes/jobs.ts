@@ -1,0 +1,107 @@
+import type { FastifyInstance } from 'fastify'
+import { JobwireError } from '@jobwire/protocol'
+import { canCancel, canManage, canRead, canWork, notFound, requireKeyRole, tenantOf } from '../../core/scopes.js'
+import { abortOnClose, principalOf, summarize, visibleJob, type RouteContext } from '../context.js'
+import { serveJobStream } from '../stream-route.js'
+import { cancelBody, createJobBody, listQuery, parseOwnerFilter, parsePosition, parseProducerEvents, parseWith } from '../schemas.js'
+
+/** Jobs: create, read, list, append events, cancel, resume, stream, long-poll. */
+export function registerJobRoutes(v1: FastifyInstance, context: RouteContext): void {
+  const { service, limits, settings } = context
+
+  v1.post('/jobs', async (request, reply) => {
+    const principal = principalOf(request)
+    requireKeyRole(principal, ['admin', 'backend'], 'create jobs')
+    const body = parseWith(createJobBody, request.body ?? {})
+    const tenant = tenantOf(principal)
+    if (tenant !== null && body.owner?.tenant !== tenant) {
+      throw body.owner === undefined
+        ? new JobwireError('invalid_request', { field: 'owner', reason: `owner: required for a key bound to tenant "${tenant}"` })
+        : new JobwireError('forbidden', { action: `create jobs for tenant "${body.owner.tenant}"` })
+    }
+    await limits.countCreation(body.owner ?? null)
+    const { job, created } = await service.createJob(body)
+    void reply.code(created ? 201 : 200).header('location', `/v1/jobs/${job.id}`)
+    return service.withQueuePosition(job)
+  })
+
+  v1.get('/jobs', async (request) => {
+    const principal = principalOf(request)
+    if (principal.kind === 'key' && principal.role === 'worker') throw new JobwireError('forbidden', { action: 'list jobs' })
+    const query = parseWith(listQuery, request.query)
+    const owner = parseOwnerFilter(query.owner)
+    // People and bound keys see their own corner; the filters narrow it further, never widen it.
+    const forced =
+      principal.kind === 'key'
+        ? { tenant: tenantOf(principal) ?? undefined, user: undefined }
+        : { tenant: principal.tenant ?? undefined, user: principal.user ?? undefined }
+    const tenant = query.tenant ?? owner.tenant
+    const user = query.user ?? owner.user
+    if ((forced.tenant !== undefined && tenant !== undefined && tenant !== forced.tenant) || (forced.user !== undefined && user !== undefined && user !== forced.user)) {
+      return { jobs: [], nextCursor: null }
+    }
+    const page = await service.listJobs({
+      status: query.status,
+      type: query.type,
+      tenant: forced.tenant ?? tenant,
+      user: forced.user ?? user,
+      cursor: query.cursor,
+      limit: query.limit,
+    })
+    const visible = page.jobs.filter((job) => canRead(principal, job))
+    const jobs = await Promise.all(visible.map((job) => service.withQueuePosition(job)))
+    return { jobs: jobs.map(summarize), nextCursor: page.nextCursor }
+  })
+
+  v1.get<{ Params: { id: string } }>('/jobs/:id', async (request) => {
+    const job = await visibleJob(service, principalOf(request), request.params.id)
+    return service.withQueuePosition(job)
+  })
+
+  v1.post<{ Params: { id: string } }>('/jobs/:id/events', async (request) => {
+    const principal = principalOf(request)
+    const write = parseProducerEvents(request.body, settings)
+    const job = await service.store.getJob(request.params.id)
+    if (job === null) throw notFound(request.params.id)
+    // Workers write the jobs they hold (the lease is checked in the append); backends write the rest.
+    const allowed =
+      write.lease !== undefined ? (canWork(principal, job.type) && canRead(principal, job)) || canManage(principal, job) : canManage(principal, job)
+    if (!allowed) {
+      if (!canRead(principal, job)) throw notFound(job.id)
+      throw new JobwireError('forbidden', { action: 'write events to this job' })
+    }
+    const { job: after, events, duplicate } = await service.appendEvents(job.id, write.events, write)
+    const answer = { events: events.map((e) => ({ seq: e.seq, type: e.type })), seq: after.seq, status: after.status }
+    return duplicate ? { ...answer, duplicate: true } : answer
+  })
+
+  v1.post<{ Params: { id: string } }>('/jobs/:id/cancel', async (request) => {
+    const principal = principalOf(request)
+    const job = await visibleJob(service, principal, request.params.id)
+    if (!canCancel(principal, job)) throw new JobwireError('forbidden', { action: 'cancel this job' })
+    const body = parseWith(cancelBody, request.body ?? {})
+    return (await service.cancelJob(job.id, body.reason ?? null)).job
+  })
+
+  v1.post<{ Params: { id: string } }>('/jobs/:id/resume', async (request) => {
+    const principal = principalOf(request)
+    const job = await visibleJob(service, principal, request.params.id)
+    if (!canManage(principal, job)) throw new JobwireError('forbidden', { action: 'resume jobs' })
+    return service.withQueuePosition((await service.resumeJob(job.id)).job)
+  })
+
+  v1.get<{ Params: { id: string }; Querystring: { after?: string } }>('/jobs/:id/stream', (request, reply) =>
+    serveJobStream(request, reply, principalOf(request), context),
+  )
+
+  v1.get<{ Params: { id: string }; Querystring: { after?: string; wait?: string } }>('/jobs/:id/events', async (request, reply) => {
+    await visibleJob(service, principalOf(request), request.params.id)
+    const after = parsePosition(request.query.after)
+    const waitSeconds = request.query.wait === undefined ? 0 : Number(request.query.wait)
+    if (!Number.isFinite(waitSeconds) || waitSeconds < 0) {
+      throw new JobwireError('invalid_request', { field: 'wait', reason: 'wait: expected seconds >= 0' })
+    }
+    const waitMs = Math.min(waitSeconds * 1000, settings.pollMaxWaitMs)
+    return service.poll(request.params.id, after, waitMs, abortOnClose(reply))
+  })
+}

@@ -1,0 +1,73 @@
+import type { ApiKeyRecord, KeyStore, RateCounter, StreamCounter } from '../core/keys.js'
+
+export class MemoryKeyStore implements KeyStore {
+  readonly #keys = new Map<string, ApiKeyRecord>()
+
+  async create(record: ApiKeyRecord): Promise<void> {
+    this.#keys.set(record.id, { ...record })
+  }
+
+  async get(id: string): Promise<ApiKeyRecord | null> {
+    const record = this.#keys.get(id)
+    return record === undefined ? null : { ...record }
+  }
+
+  async list(): Promise<ApiKeyRecord[]> {
+    return [...this.#keys.values()].map((record) => ({ ...record }))
+  }
+
+  async revoke(id: string, at: string): Promise<boolean> {
+    const record = this.#keys.get(id)
+    if (record === undefined) return false
+    record.revokedAt ??= at
+    return true
+  }
+
+  async close(): Promise<void> {}
+}
+
+/** Fixed-window counters in this process (one node). The Redis store shares them across nodes. */
+export class MemoryRateCounter implements RateCounter {
+  readonly #windows = new Map<string, { start: number; count: number }>()
+
+  constructor(private readonly now: () => number = Date.now) {}
+
+  async hit(key: string, max: number, windowMs: number): Promise<{ ok: boolean; retryAfterMs: number }> {
+    const now = this.now()
+    let window = this.#windows.get(key)
+    if (window === undefined || now - window.start >= windowMs) {
+      window = { start: now, count: 0 }
+      this.#windows.set(key, window)
+      if (this.#windows.size > 100_000) this.#prune(now, windowMs)
+    }
+    if (window.count >= max) return { ok: false, retryAfterMs: window.start + windowMs - now }
+    window.count++
+    return { ok: true, retryAfterMs: 0 }
+  }
+
+  #prune(now: number, windowMs: number): void {
+    for (const [key, window] of this.#windows) if (now - window.start >= windowMs) this.#windows.delete(key)
+  }
+}
+
+export class MemoryStreamCounter implements StreamCounter {
+  readonly #open = new Map<string, number>()
+
+  async acquire(key: string, max: number): Promise<(() => void) | null> {
+    const current = this.#open.get(key) ?? 0
+    if (current >= max) return null
+    this.#open.set(key, current + 1)
+    let released = false
+    return () => {
+      if (released) return
+      released = true
+      const left = (this.#open.get(key) ?? 1) - 1
+      if (left <= 0) this.#open.delete(key)
+      else this.#open.set(key, left)
+    }
+  }
+
+  count(key: string): number {
+    return this.#open.get(key) ?? 0
+  }
+}

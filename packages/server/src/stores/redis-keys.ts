@@ -1,0 +1,96 @@
+import type { JobStatus } from '@jobwire/protocol'
+
+/**
+ * Where the Redis store keeps things. Every name starts with the deployment's prefix, so several
+ * deployments (or test runs) share one Redis. A job's own keys carry its id as a hash tag
+ * (`{job_…}`), so they share a slot on Redis Cluster; the indexes are global keys.
+ *
+ *   P:job:{ID}            hash   state (JSON), seq, ver, status, type, ord, avail, lease, exp, inc, tenant, user, idem
+ *   P:job:{ID}:log        stream one entry per event, entry id = `<seq>-0`, field `e` = event JSON; trimmed to the cap
+ *   P:ordinal             string creation counter (FIFO order and list cursors)
+ *   P:gen                 string this deployment's generation: a random token; if it vanishes, Redis lost data
+ *   P:jobs                zset   every job by ordinal (listJobs)
+ *   P:idx:status:S        zset   jobs with status S by ordinal; likewise P:idx:type:T, P:idx:tenant:T, P:idx:user:U
+ *   P:queue:T             zset   queued dispatched jobs of type T by ordinal (claims, queue positions)
+ *   P:delayed:T           zset   the ones among them in a retry backoff, by availableAt
+ *   P:leases              zset   running jobs by lease expiry (lapsed-lease recovery)
+ *   P:expiry              zset   finished jobs by the time they may be swept
+ *   P:idem:K              string job id of idempotency key K
+ *
+ * Pub/sub channels: P:ch:job:ID (committed events, JSON array), P:ch:queue:T (queue changed),
+ * P:ch:probe:NODE (a node's liveness probe of its own subscriber connection).
+ */
+export class RedisKeys {
+  readonly ordinal: string
+  readonly generation: string
+  readonly jobs: string
+  readonly leases: string
+  readonly expiry: string
+  /** What a job's hash key starts with; the id and `}` follow (the scripts build job keys from it). */
+  readonly jobKeyStart: string
+
+  constructor(readonly prefix: string) {
+    if (!/^[A-Za-z0-9_.:-]{1,100}$/.test(prefix)) {
+      throw new Error(`Redis key prefix "${prefix}" must be 1-100 letters, digits or _ . : - (no braces: they are hash tags)`)
+    }
+    this.ordinal = `${prefix}:ordinal`
+    this.generation = `${prefix}:gen`
+    this.jobs = `${prefix}:jobs`
+    this.leases = `${prefix}:leases`
+    this.expiry = `${prefix}:expiry`
+    this.jobKeyStart = `${prefix}:job:{`
+  }
+
+  job(id: string): string {
+    return `${this.jobKeyStart}${id}}`
+  }
+
+  log(id: string): string {
+    return `${this.jobKeyStart}${id}}:log`
+  }
+
+  status(status: JobStatus): string {
+    return `${this.prefix}:idx:status:${status}`
+  }
+
+  type(type: string): string {
+    return `${this.prefix}:idx:type:${type}`
+  }
+
+  tenant(tenant: string): string {
+    return `${this.prefix}:idx:tenant:${tenant}`
+  }
+
+  user(user: string): string {
+    return `${this.prefix}:idx:user:${user}`
+  }
+
+  queue(type: string): string {
+    return `${this.prefix}:queue:${type}`
+  }
+
+  delayed(type: string): string {
+    return `${this.prefix}:delayed:${type}`
+  }
+
+  idempotency(key: string): string {
+    return `${this.prefix}:idem:${key}`
+  }
+
+  jobChannel(id: string): string {
+    return `${this.prefix}:ch:job:${id}`
+  }
+
+  queueChannel(type: string): string {
+    return `${this.prefix}:ch:queue:${type}`
+  }
+
+  probeChannel(node: string): string {
+    return `${this.prefix}:ch:probe:${node}`
+  }
+
+  /** A SCAN pattern matching every key of this prefix (tests and the README's cleanup). */
+  get pattern(): string {
+    return `${this.prefix.replace(/[*?[\]\\]/g, '\\$&')}:*`
+  }
+}

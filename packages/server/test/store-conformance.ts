@@ -13,8 +13,11 @@ import {
 } from '@jobwire/protocol'
 import {
   defaultRetention,
+  Dispatcher,
   JobService,
+  type AppendPlan,
   type CoreLimits,
+  type Lease,
   type NewJob,
   type Retention,
   type Store,
@@ -1020,6 +1023,566 @@ export function describeStoreConformance(name: string, makeStore: MakeStore, cle
         await expectCode(service.poll(jobId(), 0, 600_000), 'job_not_found')
       })
     })
+
+    describe('dispatch', () => {
+      /** A store whose JobService and Dispatcher share one hand-driven clock, so leases lapse and backoffs end without sleeping. */
+      async function openDispatch(limits: Partial<CoreLimits> = {}) {
+        const { store } = await open()
+        const clock = { now: Date.now() }
+        const service = new JobService(store, limits, () => new Date(clock.now))
+        const dispatcher = new Dispatcher(service, () => clock.now)
+        const claim = (types: readonly string[], worker = 'w', leaseMs = 10_000) =>
+          dispatcher.claim({ types, worker, leaseMs, waitMs: 0 })
+        return { store, service, dispatcher, clock, claim }
+      }
+
+      it('claim takes the oldest queued job among the given types, FIFO across types, and leaves other types queued', async () => {
+        const { store } = await open()
+        const ids: Record<string, string> = {}
+        for (const [name, type] of [['a1', 'a'], ['c1', 'c'], ['b1', 'b'], ['a2', 'a'], ['b2', 'b']] as const) {
+          ids[name] = (await store.createJob(newJob({ type }))).job.id
+        }
+        const order: string[] = []
+        for (let guard = 0; guard < 10; guard++) {
+          const held = lease()
+          const result = await store.claim(['a', 'b'], Date.now(), startUnder(held))
+          if (result === null) break
+          expect(result.job).toMatchObject({ status: 'running', attempt: 1, worker: held.worker })
+          expect(result.events.map((e) => [e.seq, e.type])).toEqual([[2, 'started']])
+          expect(result.lease).toEqual(held)
+          order.push(result.job.id)
+        }
+        expect(order).toEqual([ids.a1, ids.b1, ids.a2, ids.b2])
+        expect((await store.getJob(ids.c1 as string))?.status).toBe('queued')
+        expect((await store.claim(['c'], Date.now(), startUnder(lease())))?.job.id).toBe(ids.c1)
+      })
+
+      it('claim commits its events like an append: logged, reduced and heard by subscribers', async () => {
+        const { store } = await open()
+        const { job } = await store.createJob(newJob())
+        const heard: JobEvent[] = []
+        store.subscribe(job.id, (events) => heard.push(...events))
+        const result = await store.claim(['test'], Date.now(), startUnder(lease()))
+        await vi.waitFor(() => expect(heard).toEqual(result?.events))
+        expect((await store.readLog(job.id, 0, 10))?.events.slice(1)).toEqual(result?.events)
+        expect(await store.getJob(job.id)).toEqual(result?.job)
+      })
+
+      it('claim skips jobs created with dispatch: false', async () => {
+        const { store } = await open()
+        const own = (await store.createJob(newJob({ dispatch: false }))).job.id
+        const dispatched = (await store.createJob(newJob())).job.id
+        expect((await store.claim(['test'], Date.now(), startUnder(lease())))?.job.id).toBe(dispatched)
+        expect(await store.claim(['test'], Date.now(), startUnder(lease()))).toBeNull()
+        expect((await store.getJob(own))?.status).toBe('queued')
+      })
+
+      it('claim skips a job whose availableAt is still ahead and hands it out from that moment on', async () => {
+        const { store } = await open()
+        const now = Date.now()
+        const backedOff = (await store.createJob(newJob())).job.id
+        const younger = (await store.createJob(newJob())).job.id
+        expect((await store.claim(['test'], now, startUnder(lease())))?.job.id).toBe(backedOff)
+        await store.append(backedOff, (job) => ({ events: [requeued(job.attempt)], lease: null, availableAt: now + 5_000 }))
+        // The older job waits out its backoff; the younger one is not held up behind it.
+        expect((await store.claim(['test'], now, startUnder(lease())))?.job.id).toBe(younger)
+        expect(await store.claim(['test'], now + 4_999, startUnder(lease()))).toBeNull()
+        expect((await store.claim(['test'], now + 5_000, startUnder(lease())))?.job).toMatchObject({ id: backedOff, attempt: 2 })
+      })
+
+      it('a re-queued job goes ahead of younger queued jobs', async () => {
+        const { store } = await open()
+        const older = (await store.createJob(newJob())).job.id
+        const younger = (await store.createJob(newJob())).job.id
+        await store.claim(['test'], Date.now(), startUnder(lease()))
+        await store.append(older, (job) => ({ events: [requeued(job.attempt)], lease: null, availableAt: 0 }))
+        expect((await store.claim(['test'], Date.now(), startUnder(lease())))?.job.id).toBe(older)
+        expect((await store.claim(['test'], Date.now(), startUnder(lease())))?.job.id).toBe(younger)
+      })
+
+      it('claim answers null when nothing is claimable, and for no types at all', async () => {
+        const { store } = await open()
+        const plan = vi.fn(startUnder(lease()))
+        expect(await store.claim(['test'], Date.now(), plan)).toBeNull()
+        const { job } = await store.createJob(newJob({ type: 'other' }))
+        expect(await store.claim(['test', 'third'], Date.now(), plan)).toBeNull()
+        expect(await store.claim([], Date.now(), plan)).toBeNull()
+        expect(plan).not.toHaveBeenCalled()
+        expect((await store.getJob(job.id))?.status).toBe('queued')
+      })
+
+      it('the lease a claim set is kept with the job, and stops authorizing anything once the job completes, fails or is cancelled', async () => {
+        const { store, service } = await open()
+        const dispatcher = new Dispatcher(service)
+        const leases: Lease[] = []
+        const ids: string[] = []
+        for (let i = 0; i < 3; i++) {
+          const { job } = await store.createJob(newJob())
+          const held = lease({ worker: `w${i}` })
+          await store.claim(['test'], Date.now(), startUnder(held))
+          expect(await store.getRecord(job.id)).toEqual({ job: await store.getJob(job.id), lease: held })
+          leases.push(held)
+          ids.push(job.id)
+        }
+        const [done, failed, cancelled] = ids as [string, string, string]
+        await service.appendEvents(done, [{ type: 'completed', data: { result: 1 } }], { lease: leases[0]?.token, batch: 1 })
+        await service.appendEvents(failed, [{ type: 'failed', data: { code: 'e', message: 'm', retryable: false } }], { lease: leases[1]?.token, batch: 1 })
+        await service.cancelJob(cancelled)
+        // A cancel takes the lease away outright.
+        expect(await store.getRecord(cancelled)).toEqual({ job: await store.getJob(cancelled), lease: null })
+        for (const [i, id] of ids.entries()) {
+          const token = leases[i]?.token as string
+          expect((await store.getRecord(id))?.job, id).toEqual(await store.getJob(id))
+          await expectCode(service.appendEvents(id, [chunk('more')], { lease: token, batch: 2 }), 'job_finished')
+          await expectCode(dispatcher.release(id, token, null), 'job_finished')
+          expect((await dispatcher.heartbeat(id, token, 60_000)).expiresAt, id).toBeNull()
+        }
+        // Whatever a backend keeps of an ended lease, it never lapses.
+        expect(await store.expiredLeases(Date.now() + 3_600_000, 10)).toEqual([])
+        expect(await store.getRecord(jobId())).toBeNull()
+      })
+
+      it('a plan returning no events but a lease persists the lease and appends nothing; one silent on the lease keeps it', async () => {
+        const { store } = await open()
+        const id = await jobWithEvents(store, 3)
+        const heard: number[] = []
+        store.subscribe(id, (events) => heard.push(...events.map((e) => e.seq)))
+        const held = lease()
+        const result = await store.append(id, () => ({ events: [], lease: held }))
+        expect(result.events).toEqual([])
+        expect(result.lease).toEqual(held)
+        expect(result.job.seq).toBe(3)
+        expect(await store.getRecord(id)).toEqual({ job: await store.getJob(id), lease: held })
+        expect((await store.readLog(id, 0, 100))?.head).toBe(3)
+
+        // Extended in place, as a heartbeat does: the lapse index follows the new expiry.
+        const extended = { ...held, expiresAt: held.expiresAt + 60_000, lastBatch: 4 }
+        await store.append(id, () => ({ events: [], lease: extended }))
+        expect((await store.getRecord(id))?.lease).toEqual(extended)
+        expect(await store.expiredLeases(held.expiresAt + 1, 10)).toEqual([])
+        expect(await store.expiredLeases(extended.expiresAt + 1, 10)).toEqual([id])
+
+        await store.append(id, () => ({ events: [chunk('kept')] }))
+        expect((await store.getRecord(id))?.lease).toEqual(extended)
+        await store.append(id, () => ({ events: [], lease: null }))
+        expect(await store.getRecord(id)).toEqual({ job: await store.getJob(id), lease: null })
+        expect(await store.expiredLeases(extended.expiresAt + 1, 10)).toEqual([])
+        await store.append(id, () => [chunk('witness')])
+        // Only the two events reached subscribers: a lease change alone publishes nothing.
+        await vi.waitFor(() => expect(heard).toEqual([4, 5]))
+      })
+
+      it('expiredLeases lists the jobs whose lease ran out before now, and only those, up to limit', async () => {
+        const { store } = await open()
+        const now = Date.now()
+        const withLease = async (expiresAt: number) => {
+          const { job } = await store.createJob(newJob())
+          await store.claim(['test'], now, startUnder(lease({ expiresAt })))
+          return job.id
+        }
+        const longAgo = await withLease(now - 60_000)
+        const justNow = await withLease(now - 1)
+        await withLease(now) // expires at now, not before it
+        await withLease(now + 10_000)
+        await jobWithEvents(store, 3) // running without a lease
+        await store.createJob(newJob()) // queued
+        expect((await store.expiredLeases(now, 100)).sort()).toEqual([longAgo, justNow].sort())
+        const one = await store.expiredLeases(now, 1)
+        expect(one).toHaveLength(1)
+        expect([longAgo, justNow]).toContain(one[0])
+        await store.append(justNow, (job) => ({ events: [requeued(job.attempt)], lease: null, availableAt: 0 }))
+        expect(await store.expiredLeases(now, 100)).toEqual([longAgo])
+      })
+
+      it('queuePosition is the 1-based place among queued dispatched jobs of the type, and null when not queued', async () => {
+        const { store, service } = await open()
+        const create = async (type: string, dispatch = true) => (await store.createJob(newJob({ type, dispatch }))).job.id
+        const a1 = await create('a')
+        const b1 = await create('b')
+        const a2 = await create('a')
+        const own = await create('a', false)
+        const a3 = await create('a')
+        const positions = async () => Promise.all([a1, a2, a3, b1, own].map((id) => store.queuePosition(id)))
+        expect(await positions()).toEqual([1, 2, 3, 1, null])
+        await store.claim(['a'], Date.now(), startUnder(lease()))
+        expect(await positions()).toEqual([null, 1, 2, 1, null])
+        await service.cancelJob(a2)
+        expect(await positions()).toEqual([null, null, 1, 1, null])
+        // Re-queued, the oldest job is first again.
+        await store.append(a1, (job) => ({ events: [requeued(job.attempt)], lease: null, availableAt: 0 }))
+        expect(await positions()).toEqual([1, null, 2, 1, null])
+        expect(await store.queuePosition(jobId())).toBeNull()
+        expect((await service.getJob(a3)).queuePosition).toBe(2)
+      })
+
+      it('subscribeQueue signals when a job of its type enters or leaves the queue, and not for other types or after unsubscribe', async () => {
+        const { store, service, dispatcher } = await openDispatch()
+        let heardA = 0
+        let heardB = 0
+        let witness = 0
+        const stopA = store.subscribeQueue('qa', () => heardA++)
+        store.subscribeQueue('qb', () => heardB++)
+        store.subscribeQueue('qa', () => witness++)
+
+        const { job } = await service.createJob({ type: 'qa' })
+        await vi.waitFor(() => expect(heardA).toBe(1)) // entered
+        const claimed = await dispatcher.claim({ types: ['qa'], worker: 'w', leaseMs: 10_000, waitMs: 0 })
+        await vi.waitFor(() => expect(heardA).toBe(2)) // left
+        await dispatcher.release(job.id, claimed?.lease.token ?? '', 'stopping')
+        await vi.waitFor(() => expect(heardA).toBe(3)) // entered again
+        await service.cancelJob(job.id)
+        await vi.waitFor(() => expect(heardA).toBe(4)) // left
+        await service.createJob({ type: 'qb' })
+        await vi.waitFor(() => expect(heardB).toBe(1))
+        expect(heardA).toBe(4)
+
+        stopA()
+        await service.createJob({ type: 'qa' })
+        await vi.waitFor(() => expect(witness).toBe(5))
+        expect(heardA).toBe(4)
+      })
+
+      it('work on running jobs and jobs created with dispatch: false never signal the queue', async () => {
+        const { service, dispatcher, store } = await openDispatch()
+        let heard = 0
+        store.subscribeQueue('busy', () => heard++)
+        await service.createJob({ type: 'busy' })
+        const claimed = await dispatcher.claim({ types: ['busy'], worker: 'w', leaseMs: 10_000, waitMs: 0 })
+        await vi.waitFor(() => expect(heard).toBe(2))
+        const jobIdOf = claimed?.job.id as string
+        for (let batch = 1; batch <= 5; batch++) {
+          await service.appendEvents(jobIdOf, [chunk(String(batch)), { type: 'progress', data: { percent: batch } }], { lease: claimed?.lease.token, batch })
+        }
+        const own = await service.createJob({ type: 'busy', dispatch: false })
+        await service.appendEvents(own.job.id, [chunk('x'), { type: 'completed', data: { result: null } }])
+        // The next real change is the third signal: nothing in between made one.
+        await service.createJob({ type: 'busy' })
+        await vi.waitFor(() => expect(heard).toBe(3))
+        await settle()
+        expect(heard).toBe(3)
+      })
+
+      it('8 concurrent Dispatcher.claim callers over 200 jobs: every job is claimed exactly once, oldest first, none lost', async () => {
+        const { store, service } = await open()
+        const dispatcher = new Dispatcher(service)
+        const ids: string[] = []
+        for (let i = 0; i < 200; i++) ids.push((await service.createJob({ type: i % 3 === 0 ? 'red' : 'blue' })).job.id)
+        const tokens = new Map<string, string>()
+        let round = 0
+        for (; round < 100; round++) {
+          const results = await Promise.all(
+            Array.from({ length: 8 }, (_, w) => dispatcher.claim({ types: ['blue', 'red'], worker: `w${w}`, leaseMs: 60_000, waitMs: 0 })),
+          )
+          const claimed = results.filter((r) => r !== null)
+          if (claimed.length === 0) break
+          for (const { job, lease: held } of claimed) {
+            expect(tokens.has(job.id), `${job.id} claimed twice`).toBe(false)
+            tokens.set(job.id, held.token)
+          }
+          // Rounds do not overlap, so each one takes exactly the oldest jobs still queued.
+          expect(new Set(claimed.map((c) => c.job.id))).toEqual(new Set(ids.slice(round * 8, round * 8 + 8)))
+        }
+        expect(round).toBe(25)
+        expect([...tokens.keys()].sort()).toEqual([...ids].sort())
+        expect(new Set(tokens.values()).size).toBe(200)
+        for (const id of ids) {
+          const record = await store.getRecord(id)
+          expect(record?.job).toMatchObject({ status: 'running', attempt: 1 })
+          expect(record?.lease?.token).toBe(tokens.get(id))
+          expect((await store.readLog(id, 0, 10))?.events.map((e) => e.type)).toEqual(['created', 'started'])
+        }
+        expect((await store.listJobs({ status: 'queued', limit: 10 })).jobs).toEqual([])
+      })
+
+      it('8 long-polling claimers while jobs are being created: each job is claimed once and none is left queued', async () => {
+        const { store, service } = await open()
+        const dispatcher = new Dispatcher(service)
+        const total = 200
+        const owners = new Map<string, number>()
+        const twice: string[] = []
+        const giveUpAt = Date.now() + 20_000
+        const claimers = Array.from({ length: 8 }, async (_, w) => {
+          while (owners.size < total && Date.now() < giveUpAt) {
+            const claimed = await dispatcher.claim({ types: ['live'], worker: `w${w}`, leaseMs: 60_000, waitMs: 100 })
+            if (claimed === null) continue
+            if (owners.has(claimed.job.id)) twice.push(claimed.job.id)
+            owners.set(claimed.job.id, w)
+          }
+        })
+        const created: string[] = []
+        for (let i = 0; i < total; i++) {
+          created.push((await service.createJob({ type: 'live' })).job.id)
+          // Let the claimers run between some of the creates, as on a busy node.
+          if (i % 7 === 0) await new Promise((resolve) => setImmediate(resolve))
+        }
+        await Promise.all(claimers)
+        expect(twice).toEqual([])
+        expect([...owners.keys()].sort()).toEqual([...created].sort())
+        expect((await store.listJobs({ type: 'live', status: 'queued', limit: 10 })).jobs).toEqual([])
+        // More than one claimer took part.
+        expect(new Set(owners.values()).size).toBeGreaterThan(1)
+      })
+
+      it('a waiting claim wakes when a job of its type is created', async () => {
+        const { service } = await open()
+        const dispatcher = new Dispatcher(service)
+        let settled = false
+        const waiting = dispatcher.claim({ types: ['wake'], worker: 'w', leaseMs: 10_000, waitMs: 600_000 }).finally(() => (settled = true))
+        await settle()
+        expect(settled).toBe(false)
+        await service.createJob({ type: 'other' })
+        await settle()
+        expect(settled).toBe(false)
+        const { job } = await service.createJob({ type: 'wake' })
+        expect((await waiting)?.job).toMatchObject({ id: job.id, status: 'running', attempt: 1 })
+      })
+
+      it('a waiting claim whose caller went away takes no job (regression: it claimed a job that came off backoff for no one)', async () => {
+        const { store, service, dispatcher, clock, claim } = await openDispatch({ retryBackoffMs: 1_000 })
+        const { job } = await service.createJob({ type: 'gone' })
+        const first = await claim(['gone'])
+        await service.appendEvents(job.id, [{ type: 'failed', data: { code: 'flaky', message: 'm', retryable: true } }], { lease: first?.lease.token })
+        const controller = new AbortController()
+        const waiting = dispatcher.claim({ types: ['gone'], worker: 'departed', leaseMs: 10_000, waitMs: 600_000, signal: controller.signal })
+        await settle()
+        // The backoff ends (no signal is sent for that) and the caller leaves in the same instant.
+        clock.now += 1_000
+        controller.abort()
+        expect(await waiting).toBeNull()
+        expect(await store.getJob(job.id)).toMatchObject({ status: 'queued', attempt: 1, worker: null })
+        expect((await claim(['gone'], 'present'))?.job).toMatchObject({ id: job.id, attempt: 2, worker: 'present' })
+      })
+
+      it('reclaimLapsed re-queues a lapsed job with its checkpoint and counts the attempt, then fails it with worker_lost after maxAttempts', async () => {
+        const { store, service, dispatcher, clock, claim } = await openDispatch()
+        const { job } = await service.createJob({ type: 'render', maxAttempts: 2 })
+        const first = await claim(['render'], 'w1')
+        expect(first?.job).toMatchObject({ attempt: 1, worker: 'w1' })
+        await service.appendEvents(job.id, [chunk('a'), checkpoint({ step: 3 })], { lease: first?.lease.token, batch: 1 })
+
+        clock.now += 10_000 // exactly at expiry: not lapsed yet
+        expect(await dispatcher.reclaimLapsed()).toBe(0)
+        clock.now += 1
+        expect(await store.expiredLeases(clock.now, 10)).toEqual([job.id])
+        expect(await dispatcher.reclaimLapsed()).toBe(1)
+        const back = await store.getRecord(job.id)
+        expect(back).toMatchObject({ lease: null, job: { status: 'queued', attempt: 1, worker: null, checkpoint: { step: 3 }, text: 'a' } })
+        const log = (await store.readLog(job.id, 0, 100))?.events ?? []
+        expect(log.at(-1)).toMatchObject({ seq: 5, type: 'requeued', data: { reason: 'worker_lost', attempt: 1, retryAt: null } })
+        expect(await store.queuePosition(job.id)).toBe(1)
+        expect(await store.expiredLeases(clock.now, 10)).toEqual([])
+        expect(await dispatcher.reclaimLapsed()).toBe(0)
+
+        // The lost worker's late write changes nothing.
+        await expectCode(service.appendEvents(job.id, [chunk('late')], { lease: first?.lease.token, batch: 2 }), 'lease_lost')
+        expect((await store.getJob(job.id))?.seq).toBe(5)
+
+        const second = await claim(['render'], 'w2')
+        expect(second?.job).toMatchObject({ id: job.id, attempt: 2, worker: 'w2', checkpoint: { step: 3 }, text: 'a', seq: 6 })
+        clock.now += 10_001
+        expect(await dispatcher.reclaimLapsed()).toBe(1)
+        const final = await store.getRecord(job.id)
+        expect(final).toMatchObject({ lease: null, job: { status: 'failed', attempt: 2, checkpoint: { step: 3 }, error: { code: 'worker_lost', retryable: false } } })
+        expect(await store.queuePosition(job.id)).toBeNull()
+        expect(await dispatcher.reclaimLapsed()).toBe(0)
+        expect(await claim(['render'])).toBeNull()
+        expect((await store.readLog(job.id, 0, 100))?.events.map((e) => e.type)).toEqual([
+          'created', 'started', 'chunk', 'checkpoint', 'requeued', 'started', 'failed',
+        ])
+      })
+
+      it('a heartbeat keeps the lease from lapsing; after a cancel it answers cancelled', async () => {
+        const { store, service, dispatcher, clock, claim } = await openDispatch()
+        const { job } = await service.createJob({ type: 'beat' })
+        const claimed = await claim(['beat'])
+        const token = claimed?.lease.token ?? ''
+        clock.now += 8_000
+        expect(await dispatcher.heartbeat(job.id, token, 10_000)).toEqual({
+          status: 'running',
+          cancelled: false,
+          expiresAt: new Date(clock.now + 10_000).toISOString(),
+        })
+        clock.now += 8_000 // past the first lease, within the extended one
+        expect(await dispatcher.reclaimLapsed()).toBe(0)
+        expect((await store.getRecord(job.id))?.lease?.expiresAt).toBe(clock.now + 2_000)
+        await expectCode(dispatcher.heartbeat(job.id, 'lease_someone-else', 10_000), 'lease_lost')
+        const seq = (await store.getJob(job.id))?.seq
+        await service.cancelJob(job.id, 'user')
+        expect(await dispatcher.heartbeat(job.id, token, 10_000)).toEqual({ status: 'cancelled', cancelled: true, expiresAt: null })
+        await expectCode(service.appendEvents(job.id, [chunk('x')], { lease: token, batch: 1 }), 'job_finished')
+        expect((await store.getJob(job.id))?.seq).toBe((seq ?? 0) + 1)
+      })
+
+      it('writes with another lease, an expired lease or no lease are refused with lease_lost and append nothing', async () => {
+        const { store, service, clock, claim } = await openDispatch()
+        const { job } = await service.createJob({ type: 'guarded' })
+        const claimed = await claim(['guarded'])
+        const token = claimed?.lease.token
+        await service.appendEvents(job.id, [chunk('ok')], { lease: token, batch: 1 })
+        await expectCode(service.appendEvents(job.id, [chunk('x')], { lease: 'lease_forged', batch: 2 }), 'lease_lost')
+        await expectCode(service.appendEvents(job.id, [chunk('x')]), 'lease_lost')
+        clock.now += 10_001 // lapsed, not yet reclaimed
+        await expectCode(service.appendEvents(job.id, [chunk('x')], { lease: token, batch: 2 }), 'lease_lost')
+        expect(await store.getJob(job.id)).toMatchObject({ seq: 3, text: 'ok' })
+        // A lease sent for a job no worker holds is refused too.
+        const own = await service.createJob({ type: 'guarded', dispatch: false })
+        await expectCode(service.appendEvents(own.job.id, [chunk('x')], { lease: token }), 'lease_lost')
+        expect((await store.getJob(own.job.id))?.seq).toBe(1)
+      })
+
+      it('a repeated write batch appends nothing and says duplicate; the last batch is kept with the lease', async () => {
+        const { store, service, claim } = await openDispatch()
+        const { job } = await service.createJob({ type: 'batches' })
+        const token = (await claim(['batches']))?.lease.token
+        const first = await service.appendEvents(job.id, [chunk('a'), chunk('b')], { lease: token, batch: 1 })
+        expect(first).toMatchObject({ duplicate: false, events: [{ seq: 3 }, { seq: 4 }] })
+        const again = await service.appendEvents(job.id, [chunk('a'), chunk('b')], { lease: token, batch: 1 })
+        expect(again).toMatchObject({ duplicate: true, events: [], job: { seq: 4, text: 'ab' } })
+        await service.appendEvents(job.id, [chunk('c')], { lease: token, batch: 2 })
+        expect((await service.appendEvents(job.id, [chunk('a')], { lease: token, batch: 1 })).duplicate).toBe(true)
+        expect((await store.getRecord(job.id))?.lease?.lastBatch).toBe(2)
+        expect(await store.getJob(job.id)).toMatchObject({ seq: 5, text: 'abc' })
+        // The batch that finished the job can be retried too (its answer was lost); a new one is refused.
+        const completed = { type: 'completed', data: { result: 1 } } as const
+        await service.appendEvents(job.id, [completed], { lease: token, batch: 3 })
+        expect(await service.appendEvents(job.id, [completed], { lease: token, batch: 3 })).toMatchObject({ duplicate: true, events: [], job: { seq: 6 } })
+        await expectCode(service.appendEvents(job.id, [chunk('d')], { lease: token, batch: 4 }), 'job_finished')
+        // Another worker's token never passes for a duplicate.
+        await expectCode(service.appendEvents(job.id, [completed], { lease: 'lease_other', batch: 3 }), 'job_finished')
+      })
+
+      it('a retryable failure under a lease re-queues with a doubling backoff, unclaimable until retryAt, and fails on the last attempt', async () => {
+        const { store, service, clock, claim } = await openDispatch({ retryBackoffMs: 1_000 })
+        const { job } = await service.createJob({ type: 'retry', maxAttempts: 3 })
+        const flaky = { type: 'failed', data: { code: 'upstream_503', message: 'try later', retryable: true } } as const
+        let claimed = await claim(['retry'])
+        const firstFail = await service.appendEvents(job.id, [checkpoint({ step: 1 }), flaky], { lease: claimed?.lease.token, batch: 1 })
+        expect(firstFail.job).toMatchObject({ status: 'queued', error: { code: 'upstream_503', retryable: true }, checkpoint: { step: 1 } })
+        expect(firstFail.events.at(-1)).toMatchObject({
+          type: 'requeued',
+          data: { reason: 'upstream_503', attempt: 1, retryAt: new Date(clock.now + 1_000).toISOString(), error: { code: 'upstream_503' } },
+        })
+        // The failing worker's lease is spent: it lapses never and authorizes no new write.
+        expect(await store.expiredLeases(clock.now + 3_600_000, 10)).toEqual([])
+        await expectCode(service.appendEvents(job.id, [chunk('x')], { lease: claimed?.lease.token, batch: 2 }), 'lease_lost')
+        clock.now += 999
+        expect(await claim(['retry'])).toBeNull()
+        expect(await store.queuePosition(job.id)).toBe(1)
+        clock.now += 1
+        claimed = await claim(['retry'])
+        expect(claimed?.job).toMatchObject({ id: job.id, attempt: 2, checkpoint: { step: 1 }, error: null })
+
+        const secondFail = await service.appendEvents(job.id, [flaky], { lease: claimed?.lease.token, batch: 1 })
+        expect(secondFail.events.at(-1)?.data).toMatchObject({ attempt: 2, retryAt: new Date(clock.now + 2_000).toISOString() })
+        clock.now += 1_999
+        expect(await claim(['retry'])).toBeNull()
+        clock.now += 1
+        claimed = await claim(['retry'])
+        expect(claimed?.job.attempt).toBe(3)
+        const last = await service.appendEvents(job.id, [flaky], { lease: claimed?.lease.token, batch: 1 })
+        expect(last.job).toMatchObject({ status: 'failed', error: { code: 'upstream_503', retryable: true } })
+        expect(last.events.map((e) => e.type)).toEqual(['failed'])
+        expect(await store.expiredLeases(clock.now + 3_600_000, 10)).toEqual([])
+        clock.now += 600_000
+        expect(await claim(['retry'])).toBeNull()
+      })
+
+      it('release re-queues at once with the checkpoint, ahead of younger jobs; a stale lease cannot release', async () => {
+        const { store, service, dispatcher, claim } = await openDispatch()
+        const { job } = await service.createJob({ type: 'rel' })
+        const younger = await service.createJob({ type: 'rel' })
+        const claimed = await claim(['rel'])
+        await service.appendEvents(job.id, [checkpoint({ step: 2 })], { lease: claimed?.lease.token, batch: 1 })
+        const released = await dispatcher.release(job.id, claimed?.lease.token ?? '', 'shutting down')
+        expect(released.events.map((e) => [e.type, e.data])).toEqual([['requeued', { reason: 'shutting down', attempt: 1, retryAt: null }]])
+        expect(await store.getRecord(job.id)).toMatchObject({ lease: null, job: { status: 'queued', checkpoint: { step: 2 } } })
+        await expectCode(dispatcher.release(job.id, claimed?.lease.token ?? '', null), 'lease_lost')
+        const next = await claim(['rel'], 'w2')
+        expect(next?.job).toMatchObject({ id: job.id, attempt: 2, checkpoint: { step: 2 } })
+        expect((await claim(['rel']))?.job.id).toBe(younger.job.id)
+        await expectCode(dispatcher.release(job.id, claimed?.lease.token ?? '', null), 'lease_lost')
+        expect((await dispatcher.release(job.id, next?.lease.token ?? '', null)).events[0]?.data).toMatchObject({ reason: 'released' })
+      })
+
+      it('resumeJob re-queues a failed or cancelled job with its checkpoint and a renewed attempt budget, and refuses the others', async () => {
+        const { store, service, dispatcher, clock, claim } = await openDispatch({ maxAttempts: 2 })
+        const { job } = await service.createJob({ type: 'resume' })
+        for (let attempt = 1; attempt <= 2; attempt++) {
+          const claimed = await claim(['resume'])
+          await service.appendEvents(job.id, [checkpoint({ step: attempt })], { lease: claimed?.lease.token, batch: 1 })
+          clock.now += 10_001
+          await dispatcher.reclaimLapsed()
+        }
+        expect(await store.getJob(job.id)).toMatchObject({ status: 'failed', attempt: 2, maxAttempts: 2 })
+        const resumed = await service.resumeJob(job.id)
+        expect(resumed.events.map((e) => [e.type, e.data])).toEqual([
+          ['requeued', { reason: 'resumed', attempt: 2, retryAt: null, maxAttempts: 4 }],
+        ])
+        expect(resumed.job).toMatchObject({ status: 'queued', maxAttempts: 4, checkpoint: { step: 2 }, error: null, finishedAt: null })
+        expect(await store.queuePosition(job.id)).toBe(1)
+        const again = await claim(['resume'])
+        expect(again?.job).toMatchObject({ id: job.id, attempt: 3, checkpoint: { step: 2 } })
+        await expectCode(service.resumeJob(job.id), 'invalid_transition') // running
+
+        await service.cancelJob(job.id)
+        expect((await service.resumeJob(job.id)).job).toMatchObject({ status: 'queued', attempt: 3, maxAttempts: 5 })
+        await expectCode(service.resumeJob(job.id), 'invalid_transition') // queued
+        const last = await claim(['resume'])
+        await service.appendEvents(job.id, [{ type: 'completed', data: { result: 'ok' } }], { lease: last?.lease.token, batch: 1 })
+        await expectCode(service.resumeJob(job.id), 'job_finished')
+        await expectCode(service.resumeJob(jobId()), 'job_not_found')
+      })
+
+      it('signals answers at once with cancelled, finished or lease_lost, and a waiting one wakes on the change', async () => {
+        const { service, dispatcher, clock, claim } = await openDispatch()
+        const ids: string[] = []
+        const tokens: string[] = []
+        for (let i = 0; i < 4; i++) {
+          ids.push((await service.createJob({ type: 'sig' })).job.id)
+          tokens.push((await claim(['sig']))?.lease.token ?? '')
+        }
+        const held = ids.map((id, i) => ({ id, lease: tokens[i] as string }))
+        expect(await dispatcher.signals(held, 0)).toEqual([])
+
+        const waiting = dispatcher.signals(held, 600_000)
+        await settle()
+        await service.cancelJob(ids[0] as string)
+        expect(await waiting).toEqual([{ jobId: ids[0], reason: 'cancelled' }])
+
+        await service.appendEvents(ids[1] as string, [{ type: 'completed', data: { result: null } }], { lease: tokens[1], batch: 1 })
+        clock.now += 10_001 // the leases of ids[2] and ids[3] lapse
+        expect(await dispatcher.signals([...held, { id: jobId(), lease: 'lease_x' }], 0)).toEqual([
+          { jobId: ids[0], reason: 'cancelled' },
+          { jobId: ids[1], reason: 'finished' },
+          { jobId: ids[2], reason: 'lease_lost' },
+          { jobId: ids[3], reason: 'lease_lost' },
+          { jobId: expect.any(String), reason: 'lease_lost' },
+        ])
+      })
+
+      it('a queued job\'s watcher gets queue messages as jobs ahead of it are claimed', async () => {
+        const { service, dispatcher } = await openDispatch()
+        for (let i = 0; i < 2; i++) await service.createJob({ type: 'line' })
+        const { job } = await service.createJob({ type: 'line' })
+        const sink = recordingSink()
+        const subscription = await service.subscribe(job.id, undefined, sink)
+        expect(sink.messages[0]).toMatchObject({ type: 'snapshot', job: { queuePosition: 3 } })
+        const claimOne = () => dispatcher.claim({ types: ['line'], worker: 'w', leaseMs: 10_000, waitMs: 0 })
+        await claimOne()
+        await vi.waitFor(() => expect(sink.messages.at(-1)).toEqual({ type: 'queue', position: 2 }))
+        await claimOne()
+        await vi.waitFor(() => expect(sink.messages.at(-1)).toEqual({ type: 'queue', position: 1 }))
+        const mine = await claimOne()
+        expect(mine?.job.id).toBe(job.id)
+        await vi.waitFor(() => expect(sink.messages.at(-1)).toMatchObject({ type: 'event', event: { type: 'started' } }))
+        await new Promise((resolve) => setTimeout(resolve, 150))
+        expect(sink.messages.filter((m) => m.type === 'queue')).toEqual([
+          { type: 'queue', position: 2 },
+          { type: 'queue', position: 1 },
+        ])
+        subscription.close()
+      })
+    })
   })
 }
 
@@ -1130,6 +1693,23 @@ function started(): EventDraft {
 
 function chunk(text: string): EventDraft {
   return { type: 'chunk', data: { text } }
+}
+
+function checkpoint(data: unknown): EventDraft {
+  return { type: 'checkpoint', data: { data } }
+}
+
+function requeued(attempt: number): EventDraft {
+  return { type: 'requeued', data: { reason: 'worker_lost', attempt, retryAt: null } }
+}
+
+function lease(overrides: Partial<Lease> = {}): Lease {
+  return { token: `lease_${randomBytes(12).toString('base64url')}`, worker: 'w', expiresAt: Date.now() + 60_000, lastBatch: 0, ...overrides }
+}
+
+/** The plan a claim runs: start the next attempt under `held`. */
+function startUnder(held: Lease): AppendPlan {
+  return (job) => ({ events: [{ type: 'started', data: { attempt: job.attempt + 1, worker: held.worker } }], lease: held })
 }
 
 /** A running job whose log is created, started, then chunks "3".."n": `n` events in all. */

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import type { StreamMessage } from '@jobwire/protocol'
-import { defaultRetention, JobService, MemoryStore, SqliteStore, type Retention } from '@jobwire/server'
+import { defaultRetention, Dispatcher, JobService, MemoryStore, SqliteStore, type Retention } from '@jobwire/server'
 import { describeStoreConformance } from './store-conformance.js'
 
 describeStoreConformance('memory', ({ retention }) => new MemoryStore(retention === undefined ? {} : { retention }))
@@ -89,6 +89,57 @@ describe('SqliteStore: the file outlives the store that wrote it', () => {
     const subscription = await new JobService(second).subscribe(job.id, 1, { write: (m) => messages.push(...m), end: () => {} })
     expect(messages).toEqual([{ type: 'snapshot', job: await second.getJob(job.id), reset: true, reason: 'trimmed' }])
     subscription.close()
+  })
+
+  it('leases, a retry backoff and the dispatch queue survive close and reopen', async () => {
+    const path = join(dir, 'dispatch.db')
+    let now = Date.now()
+    const open = (store: SqliteStore) => {
+      const service = new JobService(store, { retryBackoffMs: 5_000 }, () => new Date(now))
+      const dispatcher = new Dispatcher(service, () => now)
+      const claim = () => dispatcher.claim({ types: ['render'], worker: 'w', leaseMs: 30_000, waitMs: 0 })
+      return { service, dispatcher, claim }
+    }
+    const first = openFile(path)
+    const before = open(first)
+    const create = async (type = 'render') => (await before.service.createJob({ type })).job.id
+    const held = await create()
+    const backedOff = await create()
+    const queued = [await create(), await create()]
+    const mail = await create('mail')
+    const claimed = await before.claim()
+    expect(claimed?.job.id).toBe(held)
+    const token = claimed?.lease.token as string
+    await before.service.appendEvents(held, [{ type: 'checkpoint', data: { data: { step: 4 } } }], { lease: token, batch: 7 })
+    await before.dispatcher.heartbeat(held, token, 40_000)
+    const flaky = await before.claim()
+    await before.service.appendEvents(backedOff, [{ type: 'failed', data: { code: 'busy', message: 'm', retryable: true } }], {
+      lease: flaky?.lease.token,
+    })
+    const heldBefore = await first.getRecord(held)
+    expect(heldBefore?.lease).toMatchObject({ token, lastBatch: 7, expiresAt: now + 40_000 })
+    await first.close()
+
+    const second = openFile(path)
+    const after = open(second)
+    expect(await second.getRecord(held)).toEqual(heldBefore)
+    expect(await Promise.all([backedOff, ...queued, mail].map((id) => second.queuePosition(id)))).toEqual([1, 2, 3, 1])
+    // The lease still guards the job: its last batch is a duplicate, a forged lease is refused.
+    expect((await after.service.appendEvents(held, [{ type: 'chunk', data: { text: 'x' } }], { lease: token, batch: 7 })).duplicate).toBe(true)
+    await expect(after.service.appendEvents(held, [{ type: 'chunk', data: { text: 'x' } }], { lease: 'lease_forged' })).rejects.toMatchObject({
+      code: 'lease_lost',
+    })
+    // The backoff still holds, and the queue is still FIFO.
+    expect((await after.claim())?.job.id).toBe(queued[0])
+    now += 5_000
+    expect((await after.claim())?.job).toMatchObject({ id: backedOff, attempt: 2 })
+    expect((await after.claim())?.job.id).toBe(queued[1])
+    expect(await after.claim()).toBeNull()
+    // And the leases lapse on the reopened file like any other.
+    now += 40_001
+    expect((await second.expiredLeases(now, 10)).sort()).toEqual([held, backedOff, ...queued].sort())
+    expect(await after.dispatcher.reclaimLapsed()).toBe(4)
+    expect(await second.getRecord(held)).toMatchObject({ lease: null, job: { status: 'queued', checkpoint: { step: 4 }, attempt: 1 } })
   })
 
   it('a finished job reopened later is still swept by its TTL', async () => {

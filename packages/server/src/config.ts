@@ -39,6 +39,22 @@ export const configSchema = z.object({
   sseRetry: duration.pipe(z.number().min(0)).default(2_000),
   /** Bytes an SSE client may fall behind before it is closed with `slow_consumer` (it can resume). */
   sseMaxBuffer: int(64 * 1024, 1024 ** 3).default(8 * 1024 * 1024),
+  /** Serve the WebSocket transport at `/v1/ws` (one socket, many job streams, the user feed). */
+  websocket: bool.default(true),
+  /** Largest WebSocket message a client may send, in bytes; a larger one closes the socket with 1009. */
+  wsMaxMessageBytes: int(256, 16 * 1024 ** 2).default(64 * 1024),
+  /** Job streams one WebSocket may hold (its own subscriptions and its user feed's jobs together). */
+  wsMaxSubscriptions: int(1, 1_000_000).default(1000),
+  /** Bytes a WebSocket reader may fall behind before it is closed with `slow_consumer` (it can resume). */
+  wsMaxBuffer: int(64 * 1024, 1024 ** 3).default(8 * 1024 * 1024),
+  /** Once this many bytes wait unsent on a WebSocket, its latest-wins events (progress, item) are coalesced. */
+  wsCoalesceAfter: int(1024, 1024 ** 3).default(64 * 1024),
+  /** Messages per second a WebSocket client may send on average… */
+  wsMessageRate: int(1, 1_000_000).default(50),
+  /** …and in one burst; past that the socket closes with `rate_limited`. */
+  wsMessageBurst: int(1, 1_000_000).default(1000),
+  /** How long before a credential's `exp` a WebSocket gets its `token_expiring` notice. */
+  tokenNotice: duration.pipe(z.number().min(0)).default(60_000),
   /** Longest `wait` a long-poll may ask for. */
   pollMaxWait: duration.pipe(z.number().min(0).max(120_000)).default(30_000),
   /** Largest request body in bytes. */
@@ -121,6 +137,10 @@ export const configSchema = z.object({
   requestTimeout: duration.pipe(z.number().min(1000).max(600_000)).default(30_000),
   /** SQLite durability: `full` fsyncs every commit; `normal` survives kill -9 but not power loss. */
   sqliteSync: z.enum(['full', 'normal']).default('full'),
+  /** Redis URL (`redis://host:6379`, `rediss://` for TLS): nodes sharing it serve the same jobs. Overrides SQLite and memory. */
+  redis: z.string().regex(/^rediss?:\/\/\S+$/, 'expected redis://host:port or rediss://host:port').optional(),
+  /** Prefix of every Redis key and channel, so several deployments can share one Redis. */
+  redisPrefix: z.string().regex(/^[A-Za-z0-9_.:-]{1,100}$/, 'expected 1-100 letters, digits or _ . : -').default('jobwire'),
 })
 
 export type Config = z.infer<typeof configSchema>

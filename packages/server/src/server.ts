@@ -16,6 +16,7 @@ import { MemoryKeyStore, MemoryRateCounter, MemoryStreamCounter } from './stores
 import { SqliteKeyStore } from './stores/sqlite-keys.js'
 import { MemoryStore } from './stores/memory-store.js'
 import { SqliteStore } from './stores/sqlite-store.js'
+import { RedisStore } from './stores/redis-store.js'
 import { createDemo } from './demo/demo.js'
 
 /** The admin key in force and where it came from, so `serve` can say so once. */
@@ -34,7 +35,7 @@ export interface RunningServer {
   dispatcher: Dispatcher
   auth: Authenticator
   app: FastifyInstance
-  /** Path of the SQLite file, or null in memory mode. */
+  /** Path of the SQLite file, or null in memory and Redis modes. */
   databasePath: string | null
   close(): Promise<void>
 }
@@ -67,12 +68,23 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
     ttlMs: { completed: config.ttlCompleted, failed: config.ttlFailed, cancelled: config.ttlCancelled },
   }
   const dataDir = config.memory ? null : resolve(config.dataDir)
-  const databasePath = dataDir === null ? null : join(dataDir, 'jobwire.db')
+  const databasePath = dataDir === null || config.redis !== undefined ? null : join(dataDir, 'jobwire.db')
   const store =
     options.store ??
-    (databasePath === null
-      ? new MemoryStore({ retention })
-      : new SqliteStore({ path: databasePath, retention, synchronous: config.sqliteSync }))
+    (config.redis !== undefined
+      ? new RedisStore({
+          url: config.redis,
+          prefix: config.redisPrefix,
+          retention,
+          onWarning: (message, details) => logger && logger.warn(details ?? {}, message),
+        })
+      : databasePath === null
+        ? new MemoryStore({ retention })
+        : new SqliteStore({ path: databasePath, retention, synchronous: config.sqliteSync }))
+  // Serve once Redis answers; if it does not yet, serve anyway: /readyz is red and calls get 503 until it does.
+  if (store instanceof RedisStore && !(await store.waitUntilReady(5_000)) && logger) {
+    logger.warn('Redis is not reachable yet: answering 503 until it is')
+  }
   const service = new JobService(store, {
     maxTextLength: config.maxTextLength,
     maxAttempts: config.maxAttempts,
@@ -104,7 +116,7 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
     metrics,
   )
   const demo = config.demo ? createDemo(service, logger || undefined) : null
-  const { app } = await buildApp({
+  const { app, sse } = await buildApp({
     service,
     auth,
     limits,
@@ -170,7 +182,9 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
       closing ??= (async () => {
         clearInterval(sweep)
         clearInterval(leaseSweep)
+        // Workers we run give their jobs back; streams are told to reconnect; in-flight requests finish.
         await demo?.stop()
+        sse.shutdown()
         await app.close()
         await store.close()
         await keys.close()

@@ -103,7 +103,12 @@ async function serve(argv: string[]): Promise<number> {
     if (error.code === 'EADDRINUSE') throw new Error(`Port ${config.port} is in use: pass --port or set JOBWIRE_PORT`)
     throw error
   })
-  const store = server.databasePath === null ? 'memory (nothing survives a restart)' : `sqlite ${relative(process.cwd(), server.databasePath) || server.databasePath}`
+  const store =
+    config.redis !== undefined
+      ? `redis ${config.redis.replace(/\/\/[^@/]*@/, '//***@')} (prefix ${config.redisPrefix})`
+      : server.databasePath === null
+        ? 'memory (nothing survives a restart)'
+        : `sqlite ${relative(process.cwd(), server.databasePath) || server.databasePath}`
   const lines = [``, `  Jobwire ${version} listening on ${server.url}`, `  store: ${store}`]
   if (server.adminKey.source === 'generated') {
     lines.push(`  admin API key (new${server.adminKey.path === null ? ', this run only' : `, saved to ${relative(process.cwd(), server.adminKey.path)}`}): ${server.adminKey.key}`)
@@ -121,6 +126,10 @@ async function serve(argv: string[]): Promise<number> {
       process.exit(130)
     }
     console.error(`\n${signal}: shutting down (again to force)`)
+    setTimeout(() => {
+      console.error('shutdown took over 15 s: exiting now')
+      process.exit(1)
+    }, 15_000).unref()
     server.close().then(
       () => process.exit(0),
       (error: unknown) => {

@@ -1,4 +1,4 @@
-import { applyEvent, isTerminal, type JobEvent, type JobState } from '@jobwire/protocol'
+import { applyEvent, isTerminal, type JobEvent, type JobEventOf, type JobState } from '@jobwire/protocol'
 import type { AppendPlan, Lease, NewJob, Retention } from './store.js'
 
 export interface AppliedPlan {
@@ -34,7 +34,7 @@ export function isQueuedForDispatch(job: JobState): boolean {
   return job.status === 'queued' && job.dispatch
 }
 
-export function createdEvent(job: NewJob): JobEvent {
+export function createdEvent(job: NewJob): JobEventOf<'created'> {
   return {
     jobId: job.id,
     seq: 1,

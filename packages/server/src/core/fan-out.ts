@@ -1,5 +1,13 @@
-import type { JobEvent } from '@jobwire/protocol'
-import type { EventListener, Unsubscribe } from './store.js'
+import type { JobEvent, JobEventOf, Owner } from '@jobwire/protocol'
+import type { EventListener, OwnerListener, Unsubscribe } from './store.js'
+
+/** Hooks that let a cross-node backend listen on a channel only while someone here watches it. */
+export interface FanOutHooks {
+  onFirst?: (jobId: string) => void
+  onLast?: (jobId: string) => void
+  onFirstOwner?: (owner: Owner) => void
+  onLastOwner?: (owner: Owner) => void
+}
 
 /**
  * Node-local fan-out of committed events to the subscriptions of each job. Written once; a store
@@ -9,9 +17,7 @@ export class FanOut {
   readonly #listeners = new Map<string, Set<EventListener>>()
 
   /** `onFirst`/`onLast` let a backend subscribe to its channel only for jobs someone watches. */
-  constructor(
-    private readonly hooks: { onFirst?: (jobId: string) => void; onLast?: (jobId: string) => void } = {},
-  ) {}
+  constructor(private readonly hooks: FanOutHooks = {}) {}
 
   subscribe(jobId: string, listener: EventListener): Unsubscribe {
     let set = this.#listeners.get(jobId)
@@ -41,6 +47,20 @@ export class FanOut {
     }
   }
 
+  /**
+   * Tells a job's listeners that events may have been missed or lost (a dropped connection to a
+   * shared store, data loss in it): they get an empty batch, and re-read the log from where they are.
+   */
+  resync(jobId: string): void {
+    for (const listener of this.#listeners.get(jobId) ?? []) {
+      try {
+        listener([])
+      } catch {
+        // as in publish()
+      }
+    }
+  }
+
   readonly #queueListeners = new Map<string, Set<() => void>>()
 
   subscribeQueue(type: string, listener: () => void): Unsubscribe {
@@ -64,7 +84,43 @@ export class FanOut {
     }
   }
 
+  readonly #ownerListeners = new Map<string, Set<OwnerListener>>()
+
+  /** Listens for new jobs of `owner` (see `Store.subscribeOwner`). */
+  subscribeOwner(owner: Owner, listener: OwnerListener): Unsubscribe {
+    const key = ownerKey(owner.tenant, owner.user)
+    let set = this.#ownerListeners.get(key)
+    if (set === undefined) {
+      this.#ownerListeners.set(key, (set = new Set()))
+      this.hooks.onFirstOwner?.(owner)
+    }
+    set.add(listener)
+    return () => {
+      const current = this.#ownerListeners.get(key)
+      if (current === undefined || !current.delete(listener) || current.size > 0) return
+      this.#ownerListeners.delete(key)
+      this.hooks.onLastOwner?.(owner)
+    }
+  }
+
+  /** Tells the owner's listeners that a job was created (a store calls it once its `createJob` committed). */
+  publishCreated(event: JobEventOf<'created'>): void {
+    const owner = event.data.owner
+    if (owner === null) return
+    for (const listener of this.#ownerListeners.get(ownerKey(owner.tenant, owner.user)) ?? []) {
+      try {
+        listener(event)
+      } catch {
+        // as in publish()
+      }
+    }
+  }
+
   get jobCount(): number {
     return this.#listeners.size
   }
+}
+
+function ownerKey(tenant: string, user: string): string {
+  return `${tenant}\u0000${user}`
 }

@@ -116,6 +116,8 @@ export class JobService {
     const now = this.now().getTime()
     let duplicate = false
     const result = await this.store.append(jobId, (job, lease): AppendDecision => {
+      // A compare-and-set store may run the plan again on a newer state.
+      duplicate = false
       if (lease !== null && context.lease === lease.token && context.batch !== undefined && context.batch <= lease.lastBatch) {
         duplicate = true
         return { events: [] }

@@ -1,4 +1,4 @@
-import type { EventDraft, JobEvent, JobState, JobStatus, Owner } from '@jobwire/protocol'
+import type { EventDraft, JobEvent, JobEventOf, JobState, JobStatus, Owner } from '@jobwire/protocol'
 
 /** What a new job starts from. The store writes its `created` event as seq 1. */
 export interface NewJob {
@@ -93,8 +93,13 @@ export interface SweepResult {
 }
 
 export type Unsubscribe = () => void
-/** Receives a job's committed events in seq order, as soon as they commit on any node. */
+/**
+ * Receives a job's committed events in seq order, as soon as they commit on any node. An empty
+ * batch means events may have been missed (a store's connection dropped): re-read the log.
+ */
 export type EventListener = (events: readonly JobEvent[]) => void
+/** Receives the `created` event (seq 1) of each new job of one owner. */
+export type OwnerListener = (created: JobEventOf<'created'>) => void
 
 /** How long finished jobs are kept and how much log each job keeps. */
 export interface Retention {
@@ -142,6 +147,18 @@ export interface Store {
   subscribe(jobId: string, listener: EventListener): Unsubscribe
   /** Called (without detail) whenever a job of `type` enters or leaves the dispatch queue. */
   subscribeQueue(type: string, listener: () => void): Unsubscribe
+  /**
+   * Per-owner fan-out for "all my jobs" (the WebSocket user feed): calls `listener` with the
+   * `created` event of every job created from now on whose owner is `owner`, on whatever node it
+   * was created. At-least-once is enough (the feed ignores a job it already streams); a listener
+   * registered before a job's creation commits must hear of it. Backends feed it from their
+   * `createJob` commit (`FanOut.publishCreated`); a cross-node backend also needs an owner channel
+   * (`FanOut`'s `onFirstOwner`/`onLastOwner` hooks say when one is watched).
+   *
+   * Optional only while backends adopt it: without it the user feed finds new jobs by listing the
+   * owner's jobs every few seconds, which costs more and shows them later.
+   */
+  subscribeOwner?(owner: Owner, listener: OwnerListener): Unsubscribe
   /** Deletes finished jobs whose TTL has passed. */
   sweep(now: number): Promise<SweepResult>
   /** Cheap liveness check for readiness probes. */

@@ -21,6 +21,8 @@ export class JobSubscription {
   #knownHead = 0
   #pending: JobEvent[] = []
   #catchingUp = true
+  /** The store said events may have been missed: read the log once more before going live. */
+  #recheck = false
   #closed = false
   #unsubscribe: Unsubscribe | null = null
   /** Whether the job waits in a dispatch queue; while it does, position changes are sent as `queue` messages. */
@@ -91,6 +93,14 @@ export class JobSubscription {
 
   #onLive(events: readonly JobEvent[]): void {
     if (this.#closed) return
+    if (events.length === 0) {
+      this.#recheck = true
+      if (!this.#catchingUp) {
+        this.#catchingUp = true
+        void this.#catchUp()
+      }
+      return
+    }
     if (this.#catchingUp) {
       for (const event of events) this.#pending.push(event)
       return
@@ -162,7 +172,8 @@ export class JobSubscription {
       return
     }
     if (this.#queueUnsubscribe !== null) return
-    const job = await this.store.getJob(this.jobId)
+    // Called without awaiting: a store that is briefly unreachable costs queue positions, not the process.
+    const job = await this.store.getJob(this.jobId).catch(() => null)
     if (this.#closed || job === null || !job.dispatch || this.#queueUnsubscribe !== null) return
     this.#queueUnsubscribe = this.store.subscribeQueue(job.type, () => this.#queueMoved())
     this.#queueMoved()
@@ -202,13 +213,14 @@ export class JobSubscription {
         this.#deliver(pending)
         if (this.#closed) return
         const behind = pending.some((event) => event.seq > this.#last) || this.#knownHead > this.#last
-        if (!behind && this.#pending.length === 0) {
+        if (!behind && this.#pending.length === 0 && !this.#recheck) {
           this.#catchingUp = false
           void this.#followQueue()
           return
         }
         // Keep what is still ahead; the log fills the hole in front of it.
         for (const event of pending) if (event.seq > this.#last) this.#pending.push(event)
+        this.#recheck = false
         const range = await this.store.readLog(this.jobId, this.#last, this.pageSize)
         if (this.#closed) return
         if (range === null) {

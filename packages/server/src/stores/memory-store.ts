@@ -1,4 +1,4 @@
-import { applyEvent, JobwireError, type JobEvent, type JobState } from '@jobwire/protocol'
+import { applyEvent, JobwireError, type JobEvent, type JobState, type Owner } from '@jobwire/protocol'
 import { applyPlan, createdEvent, decodeCursor, encodeCursor, expiryOf, isQueuedForDispatch, type AppliedPlan } from '../core/apply.js'
 import { FanOut } from '../core/fan-out.js'
 import {
@@ -13,6 +13,7 @@ import {
   type Lease,
   type LogRange,
   type NewJob,
+  type OwnerListener,
   type Retention,
   type Store,
   type SweepResult,
@@ -67,6 +68,7 @@ export class MemoryStore implements Store {
     if (input.idempotencyKey !== null) this.#byKey.set(input.idempotencyKey, input.id)
     this.#syncQueue(entry, false)
     this.#fanOut.publish(input.id, [event])
+    this.#fanOut.publishCreated(event)
     return { job, created: true }
   }
 
@@ -156,6 +158,10 @@ export class MemoryStore implements Store {
 
   subscribeQueue(type: string, listener: () => void): Unsubscribe {
     return this.#fanOut.subscribeQueue(type, listener)
+  }
+
+  subscribeOwner(owner: Owner, listener: OwnerListener): Unsubscribe {
+    return this.#fanOut.subscribeOwner(owner, listener)
   }
 
   async sweep(now: number): Promise<SweepResult> {

@@ -267,7 +267,7 @@ export class RedisStore implements Store {
     let scanned = 0
     let lastOrd: number | null = null
     let exhausted = false
-    await this.#guard(async () => {
+    try {
       while (matches.length <= query.limit) {
         if (scanned >= scanLimit) break
         const batch = await this.#client.zrevrangebyscore(index, max, '-inf', 'WITHSCORES', 'LIMIT', 0, batchSize)
@@ -296,7 +296,9 @@ export class RedisStore implements Store {
         }
         max = `(${lastOrd}`
       }
-    })
+    } catch (error) {
+      throw this.#translate(error)
+    }
     const page = matches.slice(0, query.limit)
     const last = page.at(-1)
     let nextCursor: string | null = null
@@ -618,7 +620,8 @@ export class RedisStore implements Store {
   async #subscriberConnected(): Promise<void> {
     if (this.#closed) return
     this.#subscriberReady = true
-    this.#addChannel(this.#keys.probeChannel(this.#node))
+    const probeChannel = this.#keys.probeChannel(this.#node)
+    if (!this.#channels.has(probeChannel)) this.#channels.set(probeChannel, { token: 0, confirmed: false, pending: false })
     const all = [...this.#channels.keys()]
     await Promise.all(all.map((channel) => this.#subscribeChannel(channel)))
     if (!this.#subscriberReady) return

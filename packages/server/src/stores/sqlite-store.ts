@@ -1,7 +1,7 @@
 import { mkdirSync } from 'node:fs'
 import { dirname } from 'node:path'
 import Database from 'better-sqlite3'
-import { applyEvent, JobwireError, type JobEvent, type JobState } from '@jobwire/protocol'
+import { applyEvent, JobwireError, type JobEvent, type JobState, type Owner } from '@jobwire/protocol'
 import { applyPlan, createdEvent, decodeCursor, encodeCursor, expiryOf, isQueuedForDispatch, type AppliedPlan } from '../core/apply.js'
 import { FanOut } from '../core/fan-out.js'
 import {
@@ -16,6 +16,7 @@ import {
   type Lease,
   type LogRange,
   type NewJob,
+  type OwnerListener,
   type Retention,
   type Store,
   type SweepResult,
@@ -241,7 +242,9 @@ export class SqliteStore implements Store {
       const row = this.#statements.jobById.get(input.id)
       this.#remember({ job: result.job, lease: null, ordinal: row?.ordinal ?? 0, firstSeq: 1 })
       if (isQueuedForDispatch(result.job)) this.#fanOut.publishQueue(result.job.type)
-      this.#fanOut.publish(input.id, [createdEvent(input)])
+      const created = createdEvent(input)
+      this.#fanOut.publish(input.id, [created])
+      this.#fanOut.publishCreated(created)
     }
     return result
   }
@@ -318,6 +321,10 @@ export class SqliteStore implements Store {
 
   subscribeQueue(type: string, listener: () => void): Unsubscribe {
     return this.#fanOut.subscribeQueue(type, listener)
+  }
+
+  subscribeOwner(owner: Owner, listener: OwnerListener): Unsubscribe {
+    return this.#fanOut.subscribeOwner(owner, listener)
   }
 
   async sweep(now: number): Promise<SweepResult> {

@@ -150,6 +150,20 @@ class SseConnection implements StreamSink {
     this.fail(new JobwireError('slow_consumer', { bytes: this.res.writableLength }))
   }
 
+  /**
+   * Ends the stream for a node shutdown: what is pending goes out, then a short `retry:` so the
+   * client reconnects (to this node once it is back, or another) and resumes from its last seq.
+   */
+  handOff(retryMs: number): void {
+    if (this.#ended || this.res.destroyed) return
+    dirty.delete(this)
+    this.subscription?.close(false)
+    this.#ended = true
+    this.res.end(`${this.#pending}retry: ${retryMs}\n\n`)
+    this.#pending = ''
+    this.onDone()
+  }
+
   /** Ends the stream with an in-band error (expired token, revoked key, slow reader). */
   fail(error: JobwireError): void {
     if (this.#ended || this.res.destroyed) return
@@ -223,6 +237,11 @@ export class SseTransport {
     this.#connections.add(connection)
     connection.activate()
     return stream
+  }
+
+  /** Node shutdown: every open stream is told to reconnect soon (it loses nothing: it resumes by seq). */
+  shutdown(retryMs = 250): void {
+    for (const connection of [...this.#connections]) connection.handOff(retryMs)
   }
 
   close(): void {

@@ -10,10 +10,12 @@ export default defineConfig({
       '@jobwire/server': src('server'),
       '@jobwire/backend': src('backend'),
       '@jobwire/worker': src('worker'),
+      '@jobwire/client': src('client'),
+      '@jobwire/react': src('react'),
     },
   },
   test: {
-    include: ['packages/*/test/**/*.test.ts'],
+    include: ['packages/*/test/**/*.test.ts', 'packages/*/test/**/*.test.tsx'],
     testTimeout: 60_000,
     hookTimeout: 60_000,
     pool: 'forks',

@@ -51,8 +51,8 @@ export const configSchema = z.object({
   wsCoalesceAfter: int(1024, 1024 ** 3).default(64 * 1024),
   /** Messages per second a WebSocket client may send on average… */
   wsMessageRate: int(1, 1_000_000).default(50),
-  /** …and in one burst; past that the socket closes with `rate_limited`. */
-  wsMessageBurst: int(1, 1_000_000).default(1000),
+  /** …and in one burst (keep it above `wsMaxSubscriptions`: a reconnect resubscribes everything at once); past that the socket closes with `rate_limited`. */
+  wsMessageBurst: int(1, 1_000_000).default(2000),
   /** How long before a credential's `exp` a WebSocket gets its `token_expiring` notice. */
   tokenNotice: duration.pipe(z.number().min(0)).default(60_000),
   /** Longest `wait` a long-poll may ask for. */
@@ -149,8 +149,11 @@ export type ConfigKey = keyof Config
 
 export const configKeys = Object.keys(configSchema.shape) as ConfigKey[]
 
+/** Variables named otherwise than the flag: `--redis` is a URL, and `JOBWIRE_REDIS_URL` says so. */
+const envNames: Partial<Record<string, string>> = { redis: 'JOBWIRE_REDIS_URL' }
+
 export function envName(key: string): string {
-  return `JOBWIRE_${key.replace(/[A-Z]/g, (c) => `_${c}`).toUpperCase()}`
+  return envNames[key] ?? `JOBWIRE_${key.replace(/[A-Z]/g, (c) => `_${c}`).toUpperCase()}`
 }
 
 export function flagName(key: string): string {

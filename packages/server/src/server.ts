@@ -48,9 +48,12 @@ export interface StartOptions {
   store?: Store
 }
 
-/** Credentials never reach a log line, whatever logs them. */
+/**
+ * Credentials never reach a log line, whatever logs them. `err.rawPacket`: Node's HTTP parser
+ * errors carry the raw request bytes (query string and headers), which Fastify logs at trace.
+ */
 const redact = {
-  paths: ['req.headers.authorization', 'req.headers.cookie', '*.apiKey', '*.token', '*.key', '*.lease', 'headers.authorization', 'headers.cookie'],
+  paths: ['req.headers.authorization', 'req.headers.cookie', '*.apiKey', '*.token', '*.key', '*.lease', 'headers.authorization', 'headers.cookie', 'err.rawPacket'],
   censor: '[redacted]',
 }
 
@@ -62,7 +65,8 @@ export function createLogger(level: Config['logLevel'], pretty: boolean): Logger
 /** Starts a Jobwire node: store, core, HTTP, sweeps. `close()` stops all of it. */
 export async function startServer(options: StartOptions = {}): Promise<RunningServer> {
   const config = isValidatedConfig(options.config) ? options.config : loadConfig((options.config ?? {}) as Record<string, unknown>, {})
-  const logger = options.logger ?? createLogger(config.logLevel, false)
+  // Redaction holds for a logger the caller brings too, not only for ours.
+  const logger = options.logger === false ? false : (options.logger ?? createLogger(config.logLevel, false)).child({}, { redact })
   const retention = {
     maxEventsPerJob: config.maxEventsPerJob,
     ttlMs: { completed: config.ttlCompleted, failed: config.ttlFailed, cancelled: config.ttlCancelled },
@@ -135,6 +139,18 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
     corsOrigins: config.corsOrigins.split(',').map((o) => o.trim()).filter((o) => o !== ''),
     cookieName: config.cookieName,
     requestTimeoutMs: config.requestTimeout,
+    websocket: config.websocket
+      ? {
+          heartbeatMs: config.heartbeat,
+          maxMessageBytes: config.wsMaxMessageBytes,
+          maxSubscriptions: config.wsMaxSubscriptions,
+          maxBufferBytes: config.wsMaxBuffer,
+          coalesceAfterBytes: config.wsCoalesceAfter,
+          messageRate: config.wsMessageRate,
+          messageBurst: config.wsMessageBurst,
+          tokenNoticeMs: config.tokenNotice,
+        }
+      : null,
     dispatcher,
     plugins: demo === null ? [] : [demo.register],
   })

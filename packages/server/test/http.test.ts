@@ -11,9 +11,11 @@ import {
   type PollResponse,
   type StreamMessage,
 } from '@jobwire/protocol'
+import { mintSubscriptionToken } from '@jobwire/backend'
 import { MemoryStore } from '../src/stores/memory-store.js'
 import { startServer } from '../src/server.js'
 import { collect, openSse, readSse, startTestServer, testApiKey, type SseConnection, type TestServer } from './fixtures.js'
+import { openWs, wsUrl } from './ws-client.js'
 
 /** Small limits, so every "too large" answer is cheap to provoke. */
 const limits = {
@@ -52,7 +54,7 @@ interface InjectOptions {
   key?: string | null
 }
 
-async function inject<T = Record<string, unknown>>(method: 'GET' | 'POST', url: string, options: InjectOptions = {}): Promise<Answer<T>> {
+async function inject<T = Record<string, unknown>>(method: 'GET' | 'POST' | 'DELETE', url: string, options: InjectOptions = {}): Promise<Answer<T>> {
   const key = options.key === undefined ? t.key : options.key
   const headers: Record<string, string> = { ...(key === null ? {} : { authorization: `Bearer ${key}` }) }
   if (options.body !== undefined) headers['content-type'] = 'application/json'
@@ -644,12 +646,23 @@ describe('health', () => {
  */
 type Trigger = () => Promise<Answer<unknown>>
 const inBandOnly = new Set<ErrorCode>(['slow_consumer'])
+/** Codes only a WebSocket message can provoke: they arrive in band on the open socket (upgrade: 101). */
+const overWebSocket = new Set<ErrorCode>(['malformed_message', 'unknown_message_type', 'message_too_large'])
 const triggers: Record<ErrorCode, Trigger> = {
   invalid_request: () => inject('POST', '/v1/jobs', { body: { type: 'x', colour: 'red' } }),
   malformed_json: () => inject('POST', '/v1/jobs', { payload: '{"type":', headers: { 'content-type': 'application/json' } }),
   unknown_event_type: async () => inject('POST', `/v1/jobs/${(await createJob()).id}/events`, { body: { type: 'teleport' } }),
   invalid_position: async () => inject('GET', `/v1/jobs/${(await createJob()).id}/events?after=x`),
   unauthorized: () => inject('GET', '/v1/jobs', { key: null }),
+  invalid_token: () => inject('GET', '/v1/jobs', { key: mintSubscriptionToken({ secret: 'not-this-servers-token-secret-at-all', jobIds: ['job_x'] }).token }),
+  token_expired: () =>
+    inject('GET', '/v1/jobs', {
+      key: mintSubscriptionToken({ secret: new TextDecoder().decode(t.server.auth.tokenSecret), jobIds: ['job_x'], ttlSeconds: 60, now: Date.now() - 3_600_000 }).token,
+    }),
+  forbidden: async () => {
+    const token = await inject<{ token: string }>('POST', '/v1/tokens', { body: { jobIds: [(await createJob()).id] } })
+    return inject('POST', '/v1/jobs', { key: token.body.token, body: { type: 'x' } })
+  },
   job_not_found: () => inject('GET', '/v1/jobs/job_missing'),
   route_not_found: () => inject('GET', '/v1/nothing-here'),
   job_finished: async () => {
@@ -686,6 +699,15 @@ const triggers: Record<ErrorCode, Trigger> = {
     await append(job.id, { type: 'chunk', text: 'a'.repeat(60) })
     return inject('POST', `/v1/jobs/${job.id}/events`, { body: { type: 'chunk', text: 'b'.repeat(60) } })
   },
+  rate_limited: async () => {
+    // createLimit is 10 per owner per minute.
+    const owner = { tenant: 'trigger', user: uniqueType('rate') }
+    for (let i = 0; i < 10; i++) await createJob({ owner })
+    return inject('POST', '/v1/jobs', { body: { type: 'test', owner } })
+  },
+  too_many_streams: () => triggerStreamLimit({ streamsPerUser: 1 }),
+  key_not_found: () => inject('DELETE', '/v1/keys/no-such-key'),
+  server_busy: () => triggerStreamLimit({ maxConnections: 1 }),
   unsupported_media_type: () => inject('POST', '/v1/jobs', { payload: '<job/>', headers: { 'content-type': 'application/xml' } }),
   slow_consumer: triggerSlowConsumer,
   unavailable: async () => {
@@ -699,6 +721,21 @@ const triggers: Record<ErrorCode, Trigger> = {
     }
   },
   internal: triggerInternal,
+  malformed_message: () => triggerOverWebSocket('this is not JSON'),
+  unknown_message_type: () => triggerOverWebSocket('{"type":"teleport"}'),
+  message_too_large: () => triggerOverWebSocket(JSON.stringify({ type: 'ping', ref: 'x'.repeat(70 * 1024) })),
+}
+
+/** Sends one raw frame on a real WebSocket and answers the `error` message it gets back. */
+async function triggerOverWebSocket(frame: string): Promise<Answer<unknown>> {
+  const client = await openWs(wsUrl(t.url), { token: t.key })
+  try {
+    client.send(frame)
+    const message = await client.next((m) => m.type === 'error')
+    return { status: 101, headers: {}, body: message.type === 'error' ? { error: message.error } : null }
+  } finally {
+    client.close()
+  }
 }
 
 /**
@@ -732,6 +769,30 @@ async function triggerSlowConsumer(): Promise<Answer<unknown>> {
   }
 }
 
+/**
+ * A server that allows one stream (per user, or in all): a person's first stream opens, the
+ * second is refused before it starts. Answers the refusal.
+ */
+async function triggerStreamLimit(limit: { streamsPerUser: 1 } | { maxConnections: 1 }): Promise<Answer<unknown>> {
+  const server = await startTestServer(limit)
+  const open: SseConnection[] = []
+  try {
+    const owner = { tenant: 'acme', user: 'ann' }
+    const job = (await server.api.call<JobState>('POST', '/v1/jobs', { type: 'watched', owner })).body
+    const token = (await server.api.call<{ token: string }>('POST', '/v1/tokens', owner)).body.token
+    const url = `${server.url}/v1/jobs/${job.id}/stream?access_token=${encodeURIComponent(token)}`
+    open.push(await openSse(url))
+    expect(open[0]?.status).toBe(200)
+    const refused = await openSse(url)
+    open.push(refused)
+    expect(refused.headers['retry-after']).toMatch(/^\d+$/)
+    return { status: refused.status, headers: refused.headers, body: refused.body === '' ? null : JSON.parse(refused.body) }
+  } finally {
+    for (const connection of open) connection.close()
+    await server.close()
+  }
+}
+
 /** A store that throws something unknown: the boundary must answer `internal` and leak nothing. */
 async function triggerInternal(): Promise<Answer<unknown>> {
   class BrokenStore extends MemoryStore {
@@ -757,7 +818,7 @@ describe('every registry error code', () => {
   it.for(errorCodes)('answers %s with its registered status and {error: {code, message}}', async (code) => {
     const answer = await triggers[code]()
     // slow_consumer only happens on an open stream (HTTP 200), as its last event.
-    expectError(answer, code, inBandOnly.has(code) ? 200 : errorRegistry[code].status)
+    expectError(answer, code, inBandOnly.has(code) ? 200 : overWebSocket.has(code) ? 101 : errorRegistry[code].status)
   })
 
   it('answers unauthorized for a wrong key and for a non-bearer Authorization header', async () => {

@@ -11,6 +11,9 @@ export interface Watched {
   signalled(reason: SignalReason): void
 }
 
+/** How long newly claimed jobs wait to be added to the signals long-poll (they are batched). */
+const restartDelayMs = 50
+
 export interface SignalWatchOptions {
   api: WorkerApi
   waitSeconds: number
@@ -61,14 +64,15 @@ export class SignalWatch {
       this.ensureLoop()
       return
     }
-    // Several jobs claimed in one turn of the event loop restart the poll once.
+    // Jobs claimed within a short window restart the poll once: a busy worker claiming many short
+    // jobs does not pay a signals request per job, and a cancel still arrives within ~restartDelayMs.
     if (this.restartQueued) return
     this.restartQueued = true
-    queueMicrotask(() => {
+    this.options.timers.setTimeout(() => {
       this.restartQueued = false
       const request = this.request
       if (request !== null && [...this.watched.values()].some((job) => !request.jobs.includes(job))) request.controller.abort()
-    })
+    }, restartDelayMs)
   }
 
   private ensureLoop(): void {

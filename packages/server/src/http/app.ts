@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto'
+import type { IncomingHttpHeaders } from 'node:http'
 import Fastify, {
   LogController,
   type FastifyBaseLogger,
@@ -16,6 +17,7 @@ import type { JobService } from '../core/jobs.js'
 import { requireKeyRole, type Principal } from '../core/scopes.js'
 import type { Metrics } from '../metrics.js'
 import { SseTransport } from '../transports/sse.js'
+import { WsEndpoint, type WsOptions } from '../transports/ws.js'
 import { principalOf, type RouteContext } from './context.js'
 import type { Limits } from './limits.js'
 import { registerAccessRoutes } from './routes/access.js'
@@ -48,6 +50,8 @@ export interface AppOptions {
   cookieName: string
   /** Longest time to receive a request's headers and body (slowloris). */
   requestTimeoutMs: number
+  /** The WebSocket transport at `/v1/ws`; null or absent: not served. */
+  websocket?: WsOptions | null
   /** Extra routes mounted before start (the demo). */
   plugins?: ((app: FastifyInstance, context: RouteContext) => void | Promise<void>)[]
 }
@@ -93,6 +97,13 @@ export async function buildApp(options: AppOptions): Promise<{ app: FastifyInsta
     let set = streamsByKey.get(principal.keyId)
     if (set === undefined) streamsByKey.set(principal.keyId, (set = new Set()))
     set.add(fail)
+    // A revocation between authentication and this registration found nothing to close: check once more.
+    void options.auth.stillValid(principal).then(
+      (valid) => {
+        if (!valid) fail(new JobwireError('unauthorized'))
+      },
+      () => {},
+    )
     return () => {
       set.delete(fail)
       if (set.size === 0) streamsByKey.delete(principal.keyId)
@@ -130,6 +141,19 @@ export async function buildApp(options: AppOptions): Promise<{ app: FastifyInsta
   })
 
   const cors = corsPolicy(options.corsOrigins)
+  /** The /v1 credential check, shared by HTTP requests and WebSocket upgrades. */
+  const authenticateRequest = async (headers: IncomingHttpHeaders, accessToken: string | undefined): Promise<Principal> => {
+    const found = credentialOf(headers, accessToken, options.cookieName)
+    if (found === null) throw new JobwireError('unauthorized')
+    // A cookie rides along with any request the browser makes: only trusted origins may use it.
+    if (found.source === 'cookie') {
+      const origin = headers.origin
+      if (origin !== undefined && cors(origin)?.credentials !== true && origin !== `http://${headers.host}` && origin !== `https://${headers.host}`) {
+        throw new JobwireError('forbidden', { action: `use a cookie from origin ${origin}` })
+      }
+    }
+    return options.auth.authenticate(found.credential)
+  }
   app.addHook('onRequest', async (request, reply) => {
     const origin = request.headers.origin
     if (origin === undefined) return
@@ -166,17 +190,7 @@ export async function buildApp(options: AppOptions): Promise<{ app: FastifyInsta
   await app.register(
     async (v1) => {
       v1.addHook('onRequest', async (request) => {
-        const query = request.query as { access_token?: string }
-        const found = credentialOf(request.headers, query.access_token, options.cookieName)
-        if (found === null) throw new JobwireError('unauthorized')
-        // A cookie rides along with any request the browser makes: only trusted origins may use it.
-        if (found.source === 'cookie') {
-          const origin = request.headers.origin
-          if (origin !== undefined && cors(origin)?.credentials !== true && origin !== `http://${request.headers.host}` && origin !== `https://${request.headers.host}`) {
-            throw new JobwireError('forbidden', { action: `use a cookie from origin ${origin}` })
-          }
-        }
-        request.principal = await options.auth.authenticate(found.credential)
+        request.principal = await authenticateRequest(request.headers, (request.query as { access_token?: string }).access_token)
       })
       registerJobRoutes(v1, context)
       registerWorkerRoutes(v1, context)
@@ -186,12 +200,27 @@ export async function buildApp(options: AppOptions): Promise<{ app: FastifyInsta
   )
 
   app.get('/metrics', async (request, reply) => {
-    const found = credentialOf(request.headers, undefined, options.cookieName)
-    if (found === null) throw new JobwireError('unauthorized')
-    request.principal = await options.auth.authenticate(found.credential)
+    // Header or cookie (never the query string), with the same cookie Origin check as /v1.
+    request.principal = await authenticateRequest(request.headers, undefined)
     requireKeyRole(principalOf(request), ['admin'], 'read metrics')
     return reply.type(options.metrics.registry.contentType).send(await options.metrics.registry.metrics())
   })
+
+  if (options.websocket != null) {
+    const ws = new WsEndpoint(app.server, options.websocket, {
+      service: options.service,
+      authenticateUpgrade: (request) => authenticateRequest(request.headers, new URL(request.url ?? '/', 'http://localhost').searchParams.get('access_token') ?? undefined),
+      authenticate: (credential) => options.auth.authenticate(credential),
+      openStream: (principal, ip) => options.limits.openStream(principal, ip),
+      trackKey,
+      logInternal: (error, where) => {
+        const id = randomUUID()
+        app.log.error({ err: error, reqId: id, where }, 'unhandled error')
+        return id
+      },
+    })
+    app.addHook('preClose', async () => ws.close())
+  }
 
   for (const plugin of options.plugins ?? []) await plugin(app, context)
   return { app, sse }

@@ -30,13 +30,15 @@ export async function serveJobStream(
   const jobId = request.params.id
   const lastEventId = request.headers['last-event-id']
   const after = parsePosition(typeof lastEventId === 'string' && lastEventId !== '' ? lastEventId : request.query.after)
+  const expiresAt = expiryOf(principal)
+  // Verification forgives a few seconds of clock skew; a stream must not replay events past exp.
+  if (expiresAt !== null && expiresAt <= Date.now()) throw new JobwireError('token_expired', { expiredAt: new Date(expiresAt).toISOString() })
   const job = await service.store.getJob(jobId)
   if (job === null || !canRead(principal, job)) throw notFound(jobId)
   const release = await limits.openStream(principal, request.ip)
   reply.hijack()
   try {
     const stream = await sse.serve(request.raw, reply.raw, (sink) => service.subscribe(jobId, after, sink))
-    const expiresAt = expiryOf(principal)
     const cancelExpiry =
       expiresAt === null
         ? () => {}

@@ -5,7 +5,7 @@ import type { JobStatus } from '@jobwire/protocol'
  * deployments (or test runs) share one Redis. A job's own keys carry its id as a hash tag
  * (`{job_…}`), so they share a slot on Redis Cluster; the indexes are global keys.
  *
- *   P:job:{ID}            hash   state (JSON), seq, ver, status, type, ord, avail, lease, exp, inc, tenant, user, idem
+ *   P:job:{ID}            hash   state (JSON), seq, ver, status, type, ord, avail, lease, exp, inc, owned, tenant, user, idem
  *   P:job:{ID}:log        stream one entry per event, entry id = `<seq>-0`, field `e` = event JSON; trimmed to the cap
  *   P:ordinal             string creation counter (FIFO order and list cursors)
  *   P:gen                 string this deployment's generation: a random token; if it vanishes, Redis lost data
@@ -18,7 +18,8 @@ import type { JobStatus } from '@jobwire/protocol'
  *   P:idem:K              string job id of idempotency key K
  *
  * Pub/sub channels: P:ch:job:ID (committed events, JSON array), P:ch:queue:T (queue changed),
- * P:ch:probe:NODE (a node's liveness probe of its own subscriber connection).
+ * P:ch:owner:["T","U"] (created events of that owner's new jobs), P:ch:probe:NODE (a node's
+ * liveness probe of its own subscriber connection).
  */
 export class RedisKeys {
   readonly ordinal: string
@@ -83,6 +84,11 @@ export class RedisKeys {
 
   queueChannel(type: string): string {
     return `${this.prefix}:ch:queue:${type}`
+  }
+
+  /** New jobs of one owner (the WebSocket "all my jobs" feed). JSON keeps `a:b`/`c` apart from `a`/`b:c`. */
+  ownerChannel(tenant: string, user: string): string {
+    return `${this.prefix}:ch:owner:${JSON.stringify([tenant, user])}`
   }
 
   probeChannel(node: string): string {

@@ -9,17 +9,34 @@
  */
 
 /**
+ * The deployment's generation, `<redis run_id>/<token>`: what a job's `inc` field is compared
+ * with. Kept in Redis so every node sees the same one at the same instant. When the key is gone
+ * (Redis lost it: a flush, a restart without persistence) the caller's candidate takes its place.
+ */
+const generationFunction = `
+local function generation(genKey, candidate)
+  local g = redis.call('GET', genKey)
+  if not g then
+    redis.call('SET', genKey, candidate)
+    g = candidate
+  end
+  return g
+end
+`
+
+/**
  * Reads a job's record, first moving it to a new epoch when it was last written in another
- * incarnation of Redis (a restart, a failover, a flush and restore): that history may have lost
- * its newest events, so its log is dropped and its seq jumps `gap` ahead. Every position handed
- * out before is then behind the log's first seq, so resuming from it yields an explicit reset
- * snapshot, and no new event can reuse a seq a client already saw with other content.
+ * generation (Redis restarted, failed over, or lost our keys and got some back): that history
+ * may have lost its newest events, so its log is dropped and its seq jumps `gap` ahead. Every
+ * position handed out before is then behind the log's first seq, so resuming from it yields an
+ * explicit reset snapshot, and no new event can reuse a seq a client already saw.
  * Fields: 1 state, 2 seq, 3 ver, 4 lease, 5 avail, 6 inc, 7 ord, 8 status.
  */
-const loadFunction = `
-local function load(jobKey, inc, gap)
+const loadFunction = `${generationFunction}
+local function load(jobKey, genKey, candidate, gap)
   local f = redis.call('HMGET', jobKey, 'state', 'seq', 'ver', 'lease', 'avail', 'inc', 'ord', 'status')
   if not f[1] then return nil end
+  local inc = generation(genKey, candidate)
   if f[6] ~= inc then
     redis.call('DEL', jobKey .. ':log')
     f[2] = tostring(redis.call('HINCRBY', jobKey, 'seq', gap))
@@ -31,18 +48,18 @@ local function load(jobKey, inc, gap)
 end
 `
 
-/** KEYS: job. ARGV: incarnation, epoch gap. Returns the record fields, or nil. */
+/** KEYS: job, generation. ARGV: candidate generation, epoch gap. Returns the record fields, or nil. */
 export const loadScript = `${loadFunction}
-return load(KEYS[1], ARGV[1], tonumber(ARGV[2]))
+return load(KEYS[1], KEYS[2], ARGV[1], tonumber(ARGV[2]))
 `
 
 /**
- * KEYS: job, log. ARGV: incarnation, epoch gap, first seq wanted (after + 1), limit.
+ * KEYS: job, log, generation. ARGV: candidate generation, epoch gap, first seq wanted (after + 1), limit.
  * Returns nil, or {head, status, firstSeq, {event JSON…}}. firstSeq is the log's oldest entry,
  * or head + 1 when it holds nothing (trimmed away, or lost).
  */
 export const readLogScript = `${loadFunction}
-local f = load(KEYS[1], ARGV[1], tonumber(ARGV[2]))
+local f = load(KEYS[1], KEYS[3], ARGV[1], tonumber(ARGV[2]))
 if not f then return nil end
 local firstSeq = tonumber(f[2]) + 1
 local oldest = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)
@@ -58,34 +75,35 @@ return {f[2], f[8], firstSeq, events}
 /**
  * Creates a job, or answers the live job its idempotency key already names.
  * KEYS: 1 job, 2 log, 3 idempotency key (unused without one), 4 ordinal, 5 all jobs, 6 status
- *       index (queued), 7 type index, 8 tenant index, 9 user index, 10 queue.
- * ARGV: 1 id, 2 state JSON, 3 created event JSON, 4 incarnation, 5 epoch gap, 6 has key (1/0),
- *       7 idempotency key, 8 type, 9 tenant ('' none), 10 user, 11 dispatch (1/0), 12 job key
- *       start, 13 job channel, 14 queue channel.
+ *       index (queued), 7 type index, 8 tenant index, 9 user index, 10 queue, 11 generation.
+ * ARGV: 1 id, 2 state JSON, 3 created event JSON, 4 candidate generation, 5 epoch gap, 6 has key (1/0),
+ *       7 idempotency key, 8 type, 9 tenant, 10 user, 11 dispatch (1/0), 12 job key start,
+ *       13 job channel, 14 queue channel, 15 owner channel, 16 has an owner (1/0).
  * Returns {1, ordinal} when created, or {0, record fields…} of the existing job.
  */
 export const createScript = `${loadFunction}
 if ARGV[6] == '1' then
   local existing = redis.call('GET', KEYS[3])
   if existing then
-    local f = load(ARGV[12] .. existing .. '}', ARGV[4], tonumber(ARGV[5]))
+    local f = load(ARGV[12] .. existing .. '}', KEYS[11], ARGV[4], tonumber(ARGV[5]))
     if f then return {0, f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8]} end
   end
 end
 if redis.call('EXISTS', KEYS[1]) == 1 then return redis.error_reply('ERR jobwire: job id ' .. ARGV[1] .. ' exists') end
 local ord = redis.call('INCR', KEYS[4])
-redis.call('HSET', KEYS[1], 'state', ARGV[2], 'seq', 1, 'ver', 1, 'inc', ARGV[4], 'ord', ord, 'status', 'queued',
-  'type', ARGV[8], 'avail', 0, 'tenant', ARGV[9], 'user', ARGV[10], 'idem', ARGV[7])
+redis.call('HSET', KEYS[1], 'state', ARGV[2], 'seq', 1, 'ver', 1, 'inc', generation(KEYS[11], ARGV[4]), 'ord', ord, 'status', 'queued',
+  'type', ARGV[8], 'avail', 0, 'owned', ARGV[16], 'tenant', ARGV[9], 'user', ARGV[10], 'idem', ARGV[7])
 redis.call('XADD', KEYS[2], '1-0', 'e', ARGV[3])
 redis.call('ZADD', KEYS[5], ord, ARGV[1])
 redis.call('ZADD', KEYS[6], ord, ARGV[1])
 redis.call('ZADD', KEYS[7], ord, ARGV[1])
-if ARGV[9] ~= '' then
+if ARGV[16] == '1' then
   redis.call('ZADD', KEYS[8], ord, ARGV[1])
   redis.call('ZADD', KEYS[9], ord, ARGV[1])
 end
 if ARGV[6] == '1' then redis.call('SET', KEYS[3], ARGV[1]) end
 redis.call('PUBLISH', ARGV[13], '[' .. ARGV[3] .. ']')
+if ARGV[16] == '1' then redis.call('PUBLISH', ARGV[15], ARGV[3]) end
 if ARGV[11] == '1' then
   redis.call('ZADD', KEYS[10], ord, ARGV[1])
   redis.call('PUBLISH', ARGV[14], '')
@@ -95,16 +113,17 @@ return {1, ord}
 
 /**
  * Commits what JavaScript computed from version `ver` of the job, if the job is still at that
- * version in the same incarnation; else returns 0 and the caller reloads and recomputes.
- * KEYS: 1 job, 2 log, 3 old status index, 4 new status index, 5 queue, 6 delayed, 7 leases, 8 expiry.
- * ARGV: 1 ver, 2 incarnation, 3 state JSON, 4 seq, 5 status, 6 lease JSON ('' none), 7 lease
+ * version and in the current generation; else returns 0 and the caller reloads (which moves the
+ * job to the new epoch if the generation changed) and recomputes.
+ * KEYS: 1 job, 2 log, 3 old status index, 4 new status index, 5 queue, 6 delayed, 7 leases, 8 expiry, 9 generation.
+ * ARGV: 1 ver, 2 the job's generation as loaded, 3 state JSON, 4 seq, 5 status, 6 lease JSON ('' none), 7 lease
  *       expiry ('' when it cannot lapse), 8 availableAt, 9 queued after (1/0), 10 queued before,
  *       11 ordinal, 12 id, 13 expiresAt ('' never), 14 keep log entries from this seq, 15 job
  *       channel, 16 queue channel, 17 events JSON array, 18 event count, then seq, JSON per event.
  */
 export const commitScript = `
 local current = redis.call('HMGET', KEYS[1], 'ver', 'inc')
-if current[1] ~= ARGV[1] or current[2] ~= ARGV[2] then return 0 end
+if current[1] ~= ARGV[1] or current[2] ~= ARGV[2] or redis.call('GET', KEYS[9]) ~= ARGV[2] then return 0 end
 local n = tonumber(ARGV[18])
 if n > 0 then
   -- A log that runs past the job's head (it outlived a rollback of the hash) cannot be continued.
@@ -145,7 +164,7 @@ return 1
 /**
  * Finds the oldest claimable job among the given types: the lowest ordinal in their queues that
  * is not waiting out a backoff at `now`. Returns nil, or {id, record fields…}.
- * KEYS: queue, delayed, for each type. ARGV: 1 now, 2 job key start, 3 incarnation, 4 epoch gap.
+ * KEYS: queue, delayed, for each type. ARGV: 1 now, 2 job key start, 3 candidate generation, 4 epoch gap, 5 generation key.
  */
 export const pickScript = `${loadFunction}
 local now = tonumber(ARGV[1])
@@ -171,7 +190,7 @@ for round = 1, 10 do
     end
   end
   if not bestId then return nil end
-  local f = load(ARGV[2] .. bestId .. '}', ARGV[3], tonumber(ARGV[4]))
+  local f = load(ARGV[2] .. bestId .. '}', ARGV[5], ARGV[3], tonumber(ARGV[4]))
   if f then return {bestId, f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8]} end
   -- The job is gone (deleted by hand, or evicted): drop the stale entry and look again.
   redis.call('ZREM', KEYS[bestQueue], bestId)
@@ -196,7 +215,7 @@ return redis.call('ZCOUNT', queue, '-inf', '(' .. ord) + 1
  * Returns 1 when deleted.
  */
 export const sweepScript = `
-local f = redis.call('HMGET', KEYS[1], 'exp', 'status', 'type', 'tenant', 'user', 'idem')
+local f = redis.call('HMGET', KEYS[1], 'exp', 'status', 'type', 'tenant', 'user', 'idem', 'owned')
 if not f[1] then
   -- Not finished (resumed since), or already gone: it no longer belongs in the expiry index.
   redis.call('ZREM', KEYS[3], ARGV[1])
@@ -212,7 +231,7 @@ redis.call('ZREM', p .. ':idx:status:' .. f[2], ARGV[1])
 redis.call('ZREM', p .. ':idx:type:' .. f[3], ARGV[1])
 redis.call('ZREM', p .. ':queue:' .. f[3], ARGV[1])
 redis.call('ZREM', p .. ':delayed:' .. f[3], ARGV[1])
-if f[4] and f[4] ~= '' then
+if f[7] == '1' then
   redis.call('ZREM', p .. ':idx:tenant:' .. f[4], ARGV[1])
   redis.call('ZREM', p .. ':idx:user:' .. f[5], ARGV[1])
 end
@@ -223,8 +242,16 @@ end
 return 1
 `
 
-/** KEYS: generation. ARGV: a fresh token. Returns the deployment's generation, creating it if missing. */
+/**
+ * KEYS: generation. ARGV: Redis's run_id, a fresh token. Returns the deployment's generation,
+ * starting a new one when it is missing or was made by another run of Redis (a restart or a
+ * failover may have lost writes, even with persistence).
+ */
 export const generationScript = `
-redis.call('SET', KEYS[1], ARGV[1], 'NX')
-return redis.call('GET', KEYS[1])
+local g = redis.call('GET', KEYS[1])
+if not g or string.sub(g, 1, #ARGV[1] + 1) ~= ARGV[1] .. '/' then
+  g = ARGV[1] .. '/' .. ARGV[2]
+  redis.call('SET', KEYS[1], g)
+end
+return g
 `

@@ -1,6 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto'
 import { Redis, type RedisOptions } from 'ioredis'
-import { applyEvent, JobwireError, type JobEvent, type JobState, type JobStatus } from '@jobwire/protocol'
+import { applyEvent, JobwireError, type JobEvent, type JobEventOf, type JobState, type JobStatus, type Owner } from '@jobwire/protocol'
 import { applyPlan, createdEvent, decodeCursor, encodeCursor, expiryOf, isQueuedForDispatch } from '../core/apply.js'
 import { FanOut } from '../core/fan-out.js'
 import {
@@ -15,6 +15,7 @@ import {
   type Lease,
   type LogRange,
   type NewJob,
+  type OwnerListener,
   type Retention,
   type Store,
   type SweepResult,
@@ -116,7 +117,12 @@ export class RedisStore implements Store {
   readonly #onWarning: (message: string, details?: Record<string, unknown>) => void
   /** This node's name on the probe channel. */
   readonly #node = randomBytes(6).toString('base64url')
-  readonly #fanOut = new FanOut({ onFirst: (id) => this.#addChannel(this.#keys.jobChannel(id)), onLast: (id) => this.#dropChannel(this.#keys.jobChannel(id)) })
+  readonly #fanOut = new FanOut({
+    onFirst: (id) => this.#addChannel(this.#keys.jobChannel(id)),
+    onLast: (id) => this.#dropChannel(this.#keys.jobChannel(id)),
+    onFirstOwner: (owner) => this.#addChannel(this.#keys.ownerChannel(owner.tenant, owner.user)),
+    onLastOwner: (owner) => this.#dropChannel(this.#keys.ownerChannel(owner.tenant, owner.user)),
+  })
   /** Channels this node's listeners need, and whether Redis confirmed each. */
   readonly #channels = new Map<string, Channel>()
   readonly #watchedJobs = new Set<string>()
@@ -124,11 +130,17 @@ export class RedisStore implements Store {
   readonly #waiters = new Set<() => void>()
   readonly #appends = new Map<string, PendingAppend[]>()
   #claims: Promise<unknown> = Promise.resolve()
-  /** Which Redis, and which life of our keys in it, we talk to: `run_id/generation`. */
-  #incarnation: string | null = null
+  /** The Redis server's run_id, read on every (re)connect: null until known. */
+  #runId: string | null = null
+  /** The deployment's generation as last seen (see redis-scripts.ts): a change means Redis lost writes. */
+  #generation: string | null = null
+  #candidates = 0
+  /** Watchers must re-read once both connections are up (after a reconnect or a generation change). */
+  #resyncPending = false
   #clientReady = false
   #subscriberReady = false
   #closed = false
+  readonly #ownerChannelStart: string
   readonly #probeTimer: NodeJS.Timeout
   readonly #probeTimeoutMs: number
   #probing = false
@@ -139,6 +151,7 @@ export class RedisStore implements Store {
 
   constructor(options: RedisStoreOptions) {
     this.#keys = new RedisKeys(options.prefix ?? 'jobwire')
+    this.#ownerChannelStart = `${this.#keys.prefix}:ch:owner:`
     this.#retention = options.retention ?? defaultRetention
     this.#commandTimeoutMs = options.commandTimeoutMs ?? 3000
     this.#onWarning = options.onWarning ?? (() => {})
@@ -191,8 +204,9 @@ export class RedisStore implements Store {
 
   async createJob(input: NewJob): Promise<CreateResult> {
     this.#usable()
-    await this.#listening(input.id)
     const k = this.#keys
+    const ownerChannel = input.owner === null ? '' : k.ownerChannel(input.owner.tenant, input.owner.user)
+    await this.#listeningTo([k.jobChannel(input.id), ...(ownerChannel === '' ? [] : [ownerChannel])])
     const event = createdEvent(input)
     const job = applyEvent(null, event)
     const key = input.idempotencyKey
@@ -210,12 +224,13 @@ export class RedisStore implements Store {
         k.tenant(owner?.tenant ?? ''),
         k.user(owner?.user ?? ''),
         k.queue(job.type),
+        k.generation,
       ],
       [
         input.id,
         JSON.stringify(job),
         JSON.stringify(event),
-        this.#currentIncarnation(),
+        this.#candidate(),
         epochSeqGap,
         key === null ? '0' : '1',
         key ?? '',
@@ -226,6 +241,8 @@ export class RedisStore implements Store {
         k.jobKeyStart,
         k.jobChannel(input.id),
         k.queueChannel(job.type),
+        ownerChannel,
+        owner === null ? '0' : '1',
       ],
     )) as [number, ...(string | null)[]]
     if (reply[0] === 1) return { job, created: true }
@@ -327,8 +344,8 @@ export class RedisStore implements Store {
     await this.#listening(jobId)
     const reply = (await this.#eval(
       scripts.readLog,
-      [this.#keys.job(jobId), this.#keys.log(jobId)],
-      [this.#currentIncarnation(), epochSeqGap, after + 1, limit],
+      [this.#keys.job(jobId), this.#keys.log(jobId), this.#keys.generation],
+      [this.#candidate(), epochSeqGap, after + 1, limit],
     )) as [string, string, number, string[]] | null
     if (reply === null) return null
     const [head, status, firstSeq, events] = reply
@@ -383,6 +400,11 @@ export class RedisStore implements Store {
     }
   }
 
+  subscribeOwner(owner: Owner, listener: OwnerListener): Unsubscribe {
+    if (this.#closed) return () => {}
+    return this.#fanOut.subscribeOwner(owner, listener)
+  }
+
   async sweep(now: number): Promise<SweepResult> {
     this.#usable()
     const k = this.#keys
@@ -401,7 +423,7 @@ export class RedisStore implements Store {
 
   async ping(): Promise<void> {
     this.#usable()
-    if (!this.#subscriberReady) throw new JobwireError('unavailable', { reason: 'the pub/sub connection to Redis is down' })
+    if (!this.#subscriberReady || !this.#confirmed(this.#keys.probeChannel(this.#node))) throw new JobwireError('unavailable', { reason: 'the pub/sub connection to Redis is down' })
     await this.#guard(() => this.#client.ping())
   }
 
@@ -475,7 +497,7 @@ export class RedisStore implements Store {
     const k = this.#keys
     const keys = types.flatMap((type) => [k.queue(type), k.delayed(type)])
     for (let attempt = 0; ; attempt++) {
-      const reply = (await this.#eval(scripts.pick, keys, [now, k.jobKeyStart, this.#currentIncarnation(), epochSeqGap])) as
+      const reply = (await this.#eval(scripts.pick, keys, [now, k.jobKeyStart, this.#candidate(), epochSeqGap, k.generation])) as
         | [string, ...(string | null)[]]
         | null
       if (reply === null) return null
@@ -499,7 +521,17 @@ export class RedisStore implements Store {
     const bodies = events.map((event) => JSON.stringify(event))
     const reply = await this.#eval(
       scripts.commit,
-      [k.job(id), k.log(id), k.status(before.job.status), k.status(job.status), k.queue(job.type), k.delayed(job.type), k.leases, k.expiry],
+      [
+        k.job(id),
+        k.log(id),
+        k.status(before.job.status),
+        k.status(job.status),
+        k.queue(job.type),
+        k.delayed(job.type),
+        k.leases,
+        k.expiry,
+        k.generation,
+      ],
       [
         before.ver,
         before.inc,
@@ -535,7 +567,9 @@ export class RedisStore implements Store {
   async #load(id: string): Promise<Loaded | null> {
     this.#usable()
     await this.#listening(id)
-    const reply = (await this.#eval(scripts.load, [this.#keys.job(id)], [this.#currentIncarnation(), epochSeqGap])) as (string | null)[] | null
+    const reply = (await this.#eval(scripts.load, [this.#keys.job(id), this.#keys.generation], [this.#candidate(), epochSeqGap])) as
+      | (string | null)[]
+      | null
     return reply === null ? null : parseRecord(reply)
   }
 
@@ -571,20 +605,23 @@ export class RedisStore implements Store {
 
   #usable(): void {
     if (this.#closed) throw new JobwireError('unavailable', { reason: 'the store is closed' })
-    if (!this.#clientReady || this.#incarnation === null) throw new JobwireError('unavailable', { reason: 'Redis is unreachable' })
+    if (!this.#clientReady || this.#runId === null) throw new JobwireError('unavailable', { reason: 'Redis is unreachable' })
   }
 
-  #currentIncarnation(): string {
-    if (this.#incarnation === null) throw new JobwireError('unavailable', { reason: 'Redis is unreachable' })
-    return this.#incarnation
+  /** The generation a script starts if it finds none (Redis lost our keys since the last probe). */
+  #candidate(): string {
+    if (this.#runId === null) throw new JobwireError('unavailable', { reason: 'Redis is unreachable' })
+    return `${this.#runId}/${this.#node}.${++this.#candidates}`
   }
 
   async #clientConnected(): Promise<void> {
     try {
-      await this.#refreshIncarnation()
+      await this.#refreshGeneration()
       if (this.#client.status !== 'ready' || this.#closed) return
       this.#clientReady = true
+      this.#lastWarning = '' // the next outage is reported again
       this.#wake()
+      this.#resyncWhenReady()
     } catch (error) {
       // The probe tries again.
       this.#warn('could not identify the Redis server', { error: (error as Error).message })
@@ -593,28 +630,43 @@ export class RedisStore implements Store {
 
   /**
    * Reads which Redis this is (`run_id` changes on every restart and differs after a failover)
-   * and our generation key (gone after a flush). A change means Redis may have lost writes:
-   * every job touched from now on starts a new epoch, and every local watcher re-reads.
+   * and the deployment's generation, starting a new one if Redis restarted or lost it. A change
+   * means Redis may have lost writes: jobs touched from now on start a new epoch (the scripts see
+   * the new generation), and every local watcher re-reads.
    */
-  async #refreshIncarnation(): Promise<void> {
-    const [info, generation] = await Promise.all([
-      this.#client.info('server'),
-      this.#client.evalsha(scripts.generation.sha, 1, this.#keys.generation, randomBytes(9).toString('base64url')).catch((error: Error) => {
-        if (!error.message.startsWith('NOSCRIPT')) throw error
-        return this.#client.eval(scripts.generation.lua, 1, this.#keys.generation, randomBytes(9).toString('base64url'))
-      }),
-    ])
+  async #refreshGeneration(): Promise<void> {
+    const info = await this.#client.info('server')
     const runId = /run_id:(\w+)/.exec(info)?.[1] ?? 'unknown'
-    const next = `${runId}/${String(generation)}`
-    const previous = this.#incarnation
-    this.#incarnation = next
-    if (previous !== null && previous !== next) {
+    const token = randomBytes(9).toString('base64url')
+    const generation = String(
+      await this.#client.evalsha(scripts.generation.sha, 1, this.#keys.generation, runId, token).catch((error: Error) => {
+        if (!error.message.startsWith('NOSCRIPT')) throw error
+        return this.#client.eval(scripts.generation.lua, 1, this.#keys.generation, runId, token)
+      }),
+    )
+    this.#runId = runId
+    const previous = this.#generation
+    this.#generation = generation
+    if (previous !== null && previous !== generation) {
       this.#onWarning('Redis restarted, failed over or lost our keys: jobs that survived start a new epoch, watchers re-read', {
         previous,
-        current: next,
+        current: generation,
       })
-      for (const jobId of this.#watchedJobs) this.#fanOut.resync(jobId)
+      this.#resyncPending = true
+      this.#resyncWhenReady()
     }
+  }
+
+  /**
+   * Has every local watcher re-read the log from its own position, and every waiting claimer
+   * look again, once both connections work (a re-read while commands still fail would only
+   * end the watchers with `unavailable`).
+   */
+  #resyncWhenReady(): void {
+    if (!this.#resyncPending || !this.#clientReady || !this.#subscriberReady || this.#closed) return
+    this.#resyncPending = false
+    for (const jobId of this.#watchedJobs) this.#fanOut.resync(jobId)
+    for (const type of this.#queueListeners.keys()) this.#fanOut.publishQueue(type)
   }
 
   async #subscriberConnected(): Promise<void> {
@@ -625,10 +677,9 @@ export class RedisStore implements Store {
     const all = [...this.#channels.keys()]
     await Promise.all(all.map((channel) => this.#subscribeChannel(channel)))
     if (!this.#subscriberReady) return
-    // Whatever was published while this connection was down or being set up is lost: every
-    // watcher re-reads the log from its own position, and every waiting claimer looks again.
-    for (const jobId of this.#watchedJobs) this.#fanOut.resync(jobId)
-    for (const type of this.#queueListeners.keys()) this.#fanOut.publishQueue(type)
+    // Whatever was published while this connection was down or being set up is lost.
+    this.#resyncPending = true
+    this.#resyncWhenReady()
   }
 
   #addChannel(channel: string): void {
@@ -729,6 +780,14 @@ export class RedisStore implements Store {
       this.#fanOut.publishQueue(channel.slice(queueStart.length))
       return
     }
+    if (channel.startsWith(this.#ownerChannelStart)) {
+      try {
+        this.#fanOut.publishCreated(JSON.parse(message) as JobEventOf<'created'>)
+      } catch {
+        // not ours
+      }
+      return
+    }
     if (channel === this.#keys.probeChannel(this.#node)) this.#probeHeard = Math.max(this.#probeHeard, Number(message))
   }
 
@@ -747,11 +806,12 @@ export class RedisStore implements Store {
         this.#subscriber.disconnect(true)
       }
       if (this.#client.status !== 'ready') return
-      await this.#refreshIncarnation()
+      await this.#refreshGeneration()
       if (!this.#clientReady && this.#client.status === 'ready') {
         this.#clientReady = true
         this.#wake()
       }
+      this.#resyncWhenReady()
       for (const [channel, entry] of this.#channels) if (!entry.confirmed && !entry.pending) void this.#subscribeChannel(channel)
       const probeChannel = this.#keys.probeChannel(this.#node)
       if (this.#subscriberReady && this.#confirmed(probeChannel) && this.#probeSent <= this.#probeHeard) {

@@ -47,6 +47,11 @@ interface Cached extends JobRecord {
 }
 
 const cacheSize = 10_000
+
+/** The job row keeps the state without its text, which lives in `texts` (see there). */
+function stateJson(job: JobState): string {
+  return job.text === '' ? JSON.stringify(job) : JSON.stringify({ ...job, text: '' })
+}
 /** Bumped with every schema change; a newer file than this code knows is refused. */
 const schemaVersion = 1
 
@@ -74,6 +79,13 @@ CREATE INDEX IF NOT EXISTS jobs_by_owner ON jobs (tenant, user, ordinal);
 CREATE INDEX IF NOT EXISTS jobs_by_expiry ON jobs (expires_at) WHERE expires_at IS NOT NULL;
 CREATE INDEX IF NOT EXISTS jobs_queue ON jobs (type, ordinal) WHERE status = 'queued' AND dispatch = 1;
 CREATE INDEX IF NOT EXISTS jobs_by_lease_expiry ON jobs (lease_expires_at) WHERE lease_expires_at IS NOT NULL;
+-- Streamed text, one row per chunk event: appending text never rewrites what came before.
+CREATE TABLE IF NOT EXISTS texts (
+  job_id TEXT NOT NULL,
+  seq INTEGER NOT NULL,
+  text TEXT NOT NULL,
+  PRIMARY KEY (job_id, seq)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS events (
   job_id TEXT NOT NULL,
   seq INTEGER NOT NULL,
@@ -145,6 +157,9 @@ export class SqliteStore implements Store {
         `SELECT count(*) + 1 AS position FROM jobs WHERE type = ? AND status = 'queued' AND dispatch = 1 AND ordinal < ?`,
       ),
       deleteEvents: db.prepare('DELETE FROM events WHERE job_id = ?'),
+      insertText: db.prepare('INSERT INTO texts (job_id, seq, text) VALUES (?, ?, ?)'),
+      readText: db.prepare<[string], { text: string | null }>('SELECT group_concat(text, \'\') AS text FROM (SELECT text FROM texts WHERE job_id = ? ORDER BY seq)'),
+      deleteTexts: db.prepare('DELETE FROM texts WHERE job_id = ?'),
       deleteJob: db.prepare('DELETE FROM jobs WHERE id = ?'),
     }
     this.#statements = s
@@ -152,7 +167,7 @@ export class SqliteStore implements Store {
     this.#createTx = db.transaction((input: NewJob): CreateResult => {
       if (input.idempotencyKey !== null) {
         const existing = s.jobByKey.get(input.idempotencyKey)
-        if (existing !== undefined) return { job: JSON.parse(existing.state) as JobState, created: false }
+        if (existing !== undefined) return { job: this.#withText(existing.state), created: false }
       }
       const event = createdEvent(input)
       const job = applyEvent(null, event)
@@ -164,7 +179,7 @@ export class SqliteStore implements Store {
         user: job.owner?.user ?? null,
         key: input.idempotencyKey,
         seq: job.seq,
-        state: JSON.stringify(job),
+        state: stateJson(job),
         dispatch: job.dispatch ? 1 : 0,
       })
       s.insertEvent.run(job.id, 1, JSON.stringify(event))
@@ -173,7 +188,10 @@ export class SqliteStore implements Store {
 
     const write = (current: Cached, applied: AppliedPlan): Cached => {
       const { job, events, lease } = applied
-      for (const event of events) s.insertEvent.run(job.id, event.seq, JSON.stringify(event))
+      for (const event of events) {
+        s.insertEvent.run(job.id, event.seq, JSON.stringify(event))
+        if (event.type === 'chunk') s.insertText.run(job.id, event.seq, event.data.text)
+      }
       let firstSeq = current.firstSeq
       const keepFrom = job.seq - this.#retention.maxEventsPerJob + 1
       if (keepFrom > firstSeq) {
@@ -185,7 +203,7 @@ export class SqliteStore implements Store {
         status: job.status,
         seq: job.seq,
         firstSeq,
-        state: JSON.stringify(job),
+        state: stateJson(job),
         expiresAt: expiryOf(job, this.#retention),
         lease: lease === null ? null : JSON.stringify(lease),
         leaseExpiresAt: lease === null || lease.ended === true ? null : lease.expiresAt,
@@ -228,6 +246,7 @@ export class SqliteStore implements Store {
       const ids = s.expired.all(now)
       for (const { id } of ids) {
         s.deleteEvents.run(id)
+        s.deleteTexts.run(id)
         s.deleteJob.run(id)
         this.#cache.delete(id)
       }
@@ -278,7 +297,7 @@ export class SqliteStore implements Store {
     const page = rows.slice(0, query.limit)
     const last = page.at(-1)
     return {
-      jobs: page.map((row) => this.#cache.get(row.id)?.job ?? (JSON.parse(row.state) as JobState)),
+      jobs: page.map((row) => this.#cache.get(row.id)?.job ?? this.#withText(row.state)),
       nextCursor: rows.length > query.limit && last !== undefined ? encodeCursor(last.ordinal) : null,
     }
   }
@@ -356,13 +375,19 @@ export class SqliteStore implements Store {
     return { job: applied.job, events: applied.events, lease: applied.lease }
   }
 
+  /** A stored state (kept without its text) with the text put back. */
+  #withText(state: string): JobState {
+    const job = JSON.parse(state) as JobState
+    return job.text === '' ? { ...job, text: this.#statements.readText.get(job.id)?.text ?? '' } : job
+  }
+
   #load(id: string): Cached | null {
     const cached = this.#cache.get(id)
     if (cached !== undefined) return cached
     const row = this.#statements.jobById.get(id)
     if (row === undefined) return null
     return this.#remember({
-      job: JSON.parse(row.state) as JobState,
+      job: this.#withText(row.state),
       lease: row.lease === null ? null : (JSON.parse(row.lease) as Lease),
       ordinal: row.ordinal,
       firstSeq: row.first_seq,

@@ -1,5 +1,5 @@
 import type { FastifyInstance } from 'fastify'
-import { JobwireError } from '@jobwire/protocol'
+import { JobwireError, type JobState } from '@jobwire/protocol'
 import { canCancel, canManage, canRead, canWork, notFound, requireKeyRole, tenantOf } from '../../core/scopes.js'
 import { abortOnClose, principalOf, summarize, visibleJob, type RouteContext } from '../context.js'
 import { serveJobStream } from '../stream-route.js'
@@ -29,6 +29,16 @@ export function registerJobRoutes(v1: FastifyInstance, context: RouteContext): v
     const principal = principalOf(request)
     if (principal.kind === 'key' && principal.role === 'worker') throw new JobwireError('forbidden', { action: 'list jobs' })
     const query = parseWith(listQuery, request.query)
+    if (principal.kind === 'token' && principal.jobIds !== null) {
+      // A token for listed jobs lists just those (newest first), without touching anyone else's.
+      const found = await Promise.all(principal.jobIds.map((id) => service.store.getJob(id)))
+      const jobs = found
+        .filter((job): job is JobState => job !== null && canRead(principal, job))
+        .filter((job) => (query.status === undefined || job.status === query.status) && (query.type === undefined || job.type === query.type))
+        .sort((a, b) => b.createdAt.localeCompare(a.createdAt))
+        .slice(0, query.limit)
+      return { jobs: (await Promise.all(jobs.map((job) => service.withQueuePosition(job)))).map(summarize), nextCursor: null }
+    }
     const owner = parseOwnerFilter(query.owner)
     // People and bound keys see their own corner; the filters narrow it further, never widen it.
     const forced =

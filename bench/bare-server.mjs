@@ -1,0 +1,61 @@
+// The baseline: a bare node:http SSE fan-out with no framework, no store and no validation.
+// Each event is serialized once (same frame shape as Jobwire), a batch is written to every
+// subscriber as one shared Buffer, and batches published within one tick coalesce into one write.
+// Run as a child of bench/run.mjs (IPC): it answers {type:'ready', url}.
+import { createServer } from 'node:http'
+import { setImmediate } from 'node:timers'
+
+const jobId = `job_bare${'0'.repeat(18)}` // as long as a Jobwire job id
+const subscribers = new Set()
+let seq = 1 // seq 1 stands for `started`, like the Jobwire job the producer starts first
+let pending = ''
+
+function flush() {
+  const chunk = Buffer.from(pending) // encoded once for every subscriber
+  pending = ''
+  for (const res of subscribers) res.write(chunk)
+}
+
+const server = createServer((req, res) => {
+  if (req.method === 'GET' && req.url.startsWith('/stream')) {
+    res.writeHead(200, { 'Content-Type': 'text/event-stream; charset=utf-8', 'Cache-Control': 'no-cache' })
+    res.write(`retry: 2000\n\nid: ${seq}\nevent: snapshot\ndata: {"seq":${seq}}\n\n`)
+    subscribers.add(res)
+    res.on('close', () => subscribers.delete(res))
+    return
+  }
+  if (req.method === 'POST' && req.url === '/events') {
+    let body = ''
+    req.setEncoding('utf8')
+    req.on('data', (d) => (body += d))
+    req.on('end', () => {
+      const { events } = JSON.parse(body)
+      const at = new Date().toISOString()
+      const acks = []
+      for (const { type, ...data } of events) {
+        const event = { jobId, seq: ++seq, type, at, data }
+        if (pending === '') setImmediate(flush)
+        pending += `id: ${event.seq}\nevent: ${type}\ndata: ${JSON.stringify(event)}\n\n`
+        acks.push({ seq: event.seq, type })
+      }
+      const out = JSON.stringify({ events: acks, seq, status: 'running' })
+      res.writeHead(200, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(out) })
+      res.end(out)
+    })
+    return
+  }
+  res.writeHead(404).end()
+})
+
+server.keepAliveTimeout = 60_000
+server.listen(0, '127.0.0.1', () => {
+  process.send({ type: 'ready', url: `http://127.0.0.1:${server.address().port}`, jobId })
+})
+process.on('message', (message) => {
+  if (message.type === 'stats') process.send({ type: 'stats', cpu: process.cpuUsage(), subscribers: subscribers.size })
+  if (message.type === 'stop') {
+    for (const res of subscribers) res.end()
+    server.closeAllConnections()
+    server.close(() => process.exit(0))
+  }
+})

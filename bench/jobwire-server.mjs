@@ -1,0 +1,34 @@
+// Jobwire under test, as a child of bench/run.mjs (IPC). argv: store ('sqlite' = the default,
+// synchronous=full; 'sqlite-normal'; 'memory'), dataDir, apiKey.
+// Answers {type:'ready', url}; on {type:'stop'} closes the server and exits.
+// BENCH_SERVER_DIST may point at another build's server.js (A/B experiments).
+const { startServer } = await import(process.env.BENCH_SERVER_DIST ?? '../packages/server/dist/server.js')
+
+const [store, dataDir, apiKey] = process.argv.slice(2)
+const server = await startServer({
+  config: {
+    port: 0,
+    host: '127.0.0.1',
+    dataDir,
+    apiKey,
+    logLevel: 'silent',
+    memory: store === 'memory',
+    ...(store === 'sqlite-normal' ? { sqliteSync: 'normal' } : {}),
+    // Extra options for one benchmark (e.g. the workers bench streams more text than the default cap).
+    ...(process.env.BENCH_SERVER_CONFIG ? JSON.parse(process.env.BENCH_SERVER_CONFIG) : {}),
+  },
+  logger: false,
+})
+process.send({ type: 'ready', url: server.url, databasePath: server.databasePath })
+process.on('message', (message) => {
+  if (message.type === 'stats') process.send({ type: 'stats', cpu: process.cpuUsage() })
+  if (message.type === 'stop') {
+    server.close().then(
+      () => process.exit(0),
+      (error) => {
+        console.error(error)
+        process.exit(1)
+      },
+    )
+  }
+})

@@ -1,0 +1,237 @@
+// Workers benchmark (issue 3), run by `npm run bench` (BENCH_ONLY=workers runs it alone) or directly:
+// `node bench/workers.mjs`. Needs a built tree (npm run build) and Redis at REDIS_URL for the peer.
+//
+//  1. claim → complete throughput of trivial jobs with 4 and 16 concurrent workers (one worker
+//     process each): Jobwire (SQLite, every claim and completion fsynced) vs BullMQ on Redis.
+//  2. worker → subscriber: a worker reports as fast as it can for BENCH_WORKER_SECONDS; one
+//     subscriber measures items/s and send→receive latency. Jobwire: ctx.chunk() (lossless,
+//     ordered, durable, replayable; the outbox batches many chunks into few events) read over SSE.
+//     BullMQ: job.updateProgress() read by a QueueEvents 'progress' listener (not durable, not
+//     replayable). Every chunk or progress call carries its send time, so each is counted.
+import { fork } from 'node:child_process'
+import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { dirname, join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { request } from 'undici'
+import { Queue, QueueEvents } from 'bullmq'
+import { Redis } from 'ioredis'
+
+const here = dirname(fileURLToPath(import.meta.url))
+const num = (name, fallback) => (process.env[name] ? Number(process.env[name]) : fallback)
+const JOBS = num('BENCH_WORKER_JOBS', 2000)
+const SECONDS = num('BENCH_WORKER_SECONDS', 5)
+/** Offered load of the worker → subscriber phase, the same for both systems (BullMQ's reference: about 60k/s). */
+const RATE = num('BENCH_WORKER_RATE', 60_000)
+const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379'
+const API_KEY = 'bench-admin-key-0123456789'
+const PARTS = (process.env.BENCH_WORKER_PARTS ?? 'throughput,stream').split(',')
+const now = () => performance.timeOrigin + performance.now()
+
+function child(script, args) {
+  const proc = fork(join(here, script), args, { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
+  const messages = []
+  const waiters = []
+  proc.on('message', (message) => {
+    const i = waiters.findIndex((w) => w.type === message.type)
+    if (i >= 0) waiters.splice(i, 1)[0].resolve(message)
+    else messages.push(message)
+  })
+  return {
+    proc,
+    next(type) {
+      const i = messages.findIndex((m) => m.type === type)
+      if (i >= 0) return Promise.resolve(messages.splice(i, 1)[0])
+      return new Promise((resolve) => waiters.push({ type, resolve }))
+    },
+    async stop() {
+      proc.send({ type: 'stop' })
+      const stopped = await this.next('stopped')
+      return stopped
+    },
+  }
+}
+
+function percentile(sorted, p) {
+  if (sorted.length === 0) return NaN
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]
+}
+
+async function api(url, method, path, body) {
+  const response = await request(`${url}${path}`, {
+    method,
+    headers: { authorization: `Bearer ${API_KEY}`, 'content-type': 'application/json' },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  })
+  const text = await response.body.text()
+  if (response.statusCode >= 400) throw new Error(`${method} ${path}: ${response.statusCode} ${text}`)
+  return text === '' ? null : JSON.parse(text)
+}
+
+async function startJobwire(dataDir) {
+  const server = fork(join(here, 'jobwire-server.mjs'), ['sqlite', dataDir, API_KEY], {
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+    // The stream phase sends millions of characters of text to one job.
+    env: { ...process.env, BENCH_SERVER_CONFIG: JSON.stringify({ maxTextLength: 256 * 1024 * 1024 }) },
+  })
+  const ready = await new Promise((resolve) => server.on('message', (m) => m.type === 'ready' && resolve(m)))
+  return { url: ready.url, stop: () => new Promise((resolve) => { server.on('exit', resolve); server.send({ type: 'stop' }) }) }
+}
+
+async function jobwireThroughput(url, concurrency) {
+  for (let i = 0; i < JOBS; i += 100) {
+    await Promise.all(Array.from({ length: Math.min(100, JOBS - i) }, () => api(url, 'POST', '/v1/jobs', { type: 'bench-trivial' })))
+  }
+  const start = now()
+  const worker = child('workers/jobwire-worker.mjs', [url, API_KEY, 'trivial', String(concurrency), '0', '0'])
+  await worker.next('ready')
+  for (;;) {
+    const [queued, running] = await Promise.all([
+      api(url, 'GET', '/v1/jobs?type=bench-trivial&status=queued&limit=1'),
+      api(url, 'GET', '/v1/jobs?type=bench-trivial&status=running&limit=1'),
+    ])
+    if (queued.jobs.length === 0 && running.jobs.length === 0) break
+    await new Promise((resolve) => setTimeout(resolve, 50))
+  }
+  const seconds = (now() - start) / 1000
+  await worker.stop()
+  return { jobsPerSec: JOBS / seconds, seconds }
+}
+
+async function bullmqThroughput(prefix, concurrency) {
+  const connection = new Redis(REDIS_URL, { maxRetriesPerRequest: null })
+  const queue = new Queue('bench-trivial', { connection, prefix })
+  for (let i = 0; i < JOBS; i += 500) {
+    await queue.addBulk(Array.from({ length: Math.min(500, JOBS - i) }, (_, k) => ({ name: 't', data: { i: i + k }, opts: { removeOnComplete: true } })))
+  }
+  const start = now()
+  const worker = child('workers/bullmq-worker.mjs', [REDIS_URL, prefix, 'trivial', String(concurrency), '0', String(JOBS), '0'])
+  await worker.next('all-done')
+  const seconds = (now() - start) / 1000
+  await worker.stop()
+  await queue.obliterate({ force: true })
+  await queue.close()
+  await connection.quit()
+  return { jobsPerSec: JOBS / seconds, seconds }
+}
+
+async function jobwireStream(url) {
+  const job = await api(url, 'POST', '/v1/jobs', { type: 'bench-stream' })
+  const latencies = []
+  let received = 0
+  let first = 0
+  let last = 0
+  const response = await request(`${url}/v1/jobs/${job.id}/stream`, { headers: { authorization: `Bearer ${API_KEY}` }, bodyTimeout: 0 })
+  const worker = child('workers/jobwire-worker.mjs', [url, API_KEY, 'stream', '1', String(SECONDS), String(RATE)])
+  let buffer = ''
+  let partial = ''
+  reading: for await (const data of response.body) {
+    const at = now()
+    buffer += data.toString()
+    let end
+    while ((end = buffer.indexOf('\n\n')) !== -1) {
+      const frame = buffer.slice(0, end)
+      buffer = buffer.slice(end + 2)
+      if (!frame.includes('event: chunk') && !frame.includes('event: completed')) continue
+      if (frame.includes('event: completed') || frame.includes('event: failed')) break reading
+      const event = JSON.parse(frame.slice(frame.indexOf('data: ') + 6))
+      const items = (partial + event.data.text).split('|')
+      partial = items.pop() ?? ''
+      for (const item of items) {
+        latencies.push(at - Number(item))
+        received++
+      }
+      if (first === 0) first = at
+      last = at
+    }
+  }
+  const { sent } = await worker.stop()
+  latencies.sort((a, b) => a - b)
+  return { itemsPerSec: received / ((last - first) / 1000), received, sent, p50: percentile(latencies, 50), p99: percentile(latencies, 99) }
+}
+
+async function bullmqStream(prefix) {
+  const connection = new Redis(REDIS_URL, { maxRetriesPerRequest: null })
+  const queue = new Queue('bench-stream', { connection, prefix })
+  const events = new QueueEvents('bench-stream', { connection: new Redis(REDIS_URL, { maxRetriesPerRequest: null }), prefix })
+  await events.waitUntilReady()
+  const latencies = []
+  let received = 0
+  let first = 0
+  let last = 0
+  const completed = new Promise((resolve) => events.on('completed', resolve))
+  events.on('progress', ({ data }) => {
+    const at = now()
+    latencies.push(at - Number(data))
+    received++
+    if (first === 0) first = at
+    last = at
+  })
+  await queue.add('s', {}, { removeOnComplete: true })
+  const worker = child('workers/bullmq-worker.mjs', [REDIS_URL, prefix, 'stream', '1', String(SECONDS), '1', String(RATE)])
+  await completed
+  await new Promise((resolve) => setTimeout(resolve, 200))
+  const { sent } = await worker.stop()
+  await events.close()
+  await queue.obliterate({ force: true })
+  await queue.close()
+  await connection.quit()
+  latencies.sort((a, b) => a - b)
+  return { itemsPerSec: received / ((last - first) / 1000), received, sent, p50: percentile(latencies, 50), p99: percentile(latencies, 99) }
+}
+
+export async function runWorkersBench() {
+  const redis = new Redis(REDIS_URL, { lazyConnect: true, maxRetriesPerRequest: 1 })
+  await redis.connect().catch(() => {
+    throw new Error(`bench: the BullMQ peer needs Redis at ${REDIS_URL}`)
+  })
+  await redis.quit()
+  const prefix = `jwbench-${process.pid}`
+  const results = { throughput: [], stream: [] }
+  for (const concurrency of PARTS.includes('throughput') ? [4, 16] : []) {
+    const dataDir = mkdtempSync(join(tmpdir(), 'jobwire-bench-workers-'))
+    const jobwire = await startJobwire(dataDir)
+    try {
+      results.throughput.push({ system: 'Jobwire (SQLite)', concurrency, ...(await jobwireThroughput(jobwire.url, concurrency)) })
+    } finally {
+      await jobwire.stop()
+      rmSync(dataDir, { recursive: true, force: true })
+    }
+    results.throughput.push({ system: 'BullMQ', concurrency, ...(await bullmqThroughput(`${prefix}-t${concurrency}`, concurrency)) })
+  }
+  if (!PARTS.includes('stream')) return results
+  const dataDir = mkdtempSync(join(tmpdir(), 'jobwire-bench-workers-'))
+  const jobwire = await startJobwire(dataDir)
+  try {
+    results.stream.push({ system: 'Jobwire chunks → SSE', offered: RATE, ...(await jobwireStream(jobwire.url)) })
+  } finally {
+    await jobwire.stop()
+    rmSync(dataDir, { recursive: true, force: true })
+  }
+  results.stream.push({ system: 'BullMQ updateProgress → QueueEvents', offered: RATE, ...(await bullmqStream(`${prefix}-s`)) })
+  return results
+}
+
+export function workersTable(results) {
+  if (results.throughput.length === 0 || results.stream.length === 0) return JSON.stringify(results, null, 2)
+  const f = (n, d = 0) => (Number.isFinite(n) ? n.toLocaleString('en-US', { maximumFractionDigits: d, minimumFractionDigits: d }) : '—')
+  const lines = ['', '### Workers: claim → complete, trivial jobs', '', '| system | workers | jobs/s | ratio Jobwire/BullMQ |', '|---|---|---|---|']
+  for (const concurrency of [4, 16]) {
+    const jw = results.throughput.find((r) => r.concurrency === concurrency && r.system.startsWith('Jobwire'))
+    const bq = results.throughput.find((r) => r.concurrency === concurrency && r.system === 'BullMQ')
+    lines.push(`| ${jw.system} | ${concurrency} | ${f(jw.jobsPerSec)} | ${f(jw.jobsPerSec / bq.jobsPerSec, 2)} |`)
+    lines.push(`| ${bq.system} | ${concurrency} | ${f(bq.jobsPerSec)} | |`)
+  }
+  lines.push('', '### Worker → subscriber: reports per second and latency', '', '| path | offered/s | delivered/s | p50 ms | p99 ms | delivered / sent |', '|---|---|---|---|---|---|')
+  for (const r of results.stream) lines.push(`| ${r.system} | ${f(r.offered)} | ${f(r.itemsPerSec)} | ${f(r.p50, 1)} | ${f(r.p99, 1)} | ${f(r.received)} / ${f(r.sent)} |`)
+  const [jw, bq] = results.stream
+  lines.push('', `Jobwire/BullMQ items/s: ${f(jw.itemsPerSec / bq.itemsPerSec, 2)} (target ≥ 1: chunks are durable and replayable; BullMQ progress events are neither)`)
+  return lines.join('\n')
+}
+
+if (process.argv[1] === fileURLToPath(import.meta.url)) {
+  const results = await runWorkersBench()
+  console.log(workersTable(results))
+  mkdirSync(join(here, 'results'), { recursive: true })
+  writeFileSync(join(here, 'results', 'workers.json'), JSON.stringify({ date: new Date().toISOString(), jobs: JOBS, seconds: SECONDS, ...results }, null, 2))
+}

@@ -1,0 +1,32 @@
+// A Jobwire worker process for bench/workers.mjs. argv: url, apiKey, mode ('trivial' | 'stream'),
+// concurrency, seconds. 'trivial': completes each job at once. 'stream': one job that calls
+// ctx.chunk() with its send time as fast as it can for `seconds`, then completes.
+import { createWorker } from '../../packages/worker/dist/index.js'
+
+const [url, apiKey, mode, concurrency, seconds, rate] = process.argv.slice(2)
+const worker = createWorker({ url, apiKey, concurrency: Number(concurrency), pollWaitSeconds: 1, name: `bench-${process.pid}`, onError: () => {} })
+let sent = 0
+
+worker.handle('bench-trivial', async () => ({ ok: true }))
+worker.handle('bench-stream', async (_job, ctx) => {
+  // An offered load of `rate` chunks/s, in 100 ticks a second, each chunk stamped with its send time.
+  const start = performance.now()
+  const until = start + Number(seconds) * 1000
+  while (performance.now() < until) {
+    const due = Math.floor(((performance.now() - start) / 1000) * Number(rate))
+    for (; sent < due; sent++) ctx.chunk(`${(performance.timeOrigin + performance.now()).toFixed(3)}|`)
+    await new Promise((resolve) => setTimeout(resolve, 10))
+  }
+  await ctx.flush()
+  return { sent }
+})
+
+await worker.start()
+process.send({ type: 'ready', mode })
+process.on('message', async (message) => {
+  if (message.type === 'stop') {
+    await worker.stop({ timeoutMs: 1000 })
+    process.send({ type: 'stopped', sent, cpu: process.cpuUsage() })
+    process.exit(0)
+  }
+})

@@ -1,0 +1,241 @@
+// WebSocket fan-out bench: `node bench/ws/run.mjs` (after `npm run build`).
+//
+// Fan-out of one job to BENCH_WS_SUBSCRIBERS (1000) WebSocket subscribers, and of 100 jobs to 1000
+// subscribers (each watches one job, 10 per job), against, side by side in one run:
+//   bare-corked  a bare `ws` broadcast server corking each socket per tick (the limit)
+//   bare         the same without corking (one write per event per socket)
+//   socketio     Socket.IO 4 rooms, websocket transport (the peer a user would pick)
+//   jobwire      Jobwire on the memory store, events POSTed to its API like any producer
+// Every server gets the same producer: rounds of one batch of BENCH_WS_BATCH (10) small progress
+// events per job over HTTP, never more than BENCH_WS_WINDOW (2) rounds ahead of the slowest
+// subscriber (client processes report it every 2 ms) — so the rate is what a server sustains to
+// every subscriber with a short queue. Latency is publish→receive of every event on every
+// subscriber. Then: memory per idle connection, WebSocket and SSE, on Jobwire (heap after GC and RSS).
+//
+// Output: Markdown tables on stdout and bench/results/ws-latest.json. Targets: Jobwire ≥ 80 % of
+// bare-corked and ≥ 3× Socket.IO delivered events/s, p99 < 50 ms.
+import { fork } from 'node:child_process'
+import { mkdirSync, writeFileSync } from 'node:fs'
+import { dirname, join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { performance } from 'node:perf_hooks'
+import { setImmediate } from 'node:timers'
+import { Pool } from 'undici'
+
+const here = dirname(fileURLToPath(import.meta.url))
+const env = (name, fallback) => (process.env[name] === undefined || process.env[name] === '' ? fallback : Number(process.env[name]))
+const SECONDS = env('BENCH_WS_SECONDS', 5)
+const WARMUP = env('BENCH_WS_WARMUP', 2)
+const SUBSCRIBERS = env('BENCH_WS_SUBSCRIBERS', 1000)
+const PROCESSES = env('BENCH_WS_CLIENT_PROCESSES', 2)
+const BATCH = env('BENCH_WS_BATCH', 10)
+const WINDOW = env('BENCH_WS_WINDOW', 2)
+const IDLE = env('BENCH_WS_IDLE', 1000)
+const TARGETS = (process.env.BENCH_WS_TARGETS ?? 'bare-corked,bare,socketio,jobwire').split(',')
+const SCENARIOS = (process.env.BENCH_WS_SCENARIOS ?? '1,100').split(',').map(Number)
+const API_KEY = 'bench-ws-admin-key-0123456789'
+const NAMES = { 'bare-corked': 'bare ws, corked per tick', bare: 'bare ws', socketio: 'Socket.IO 4 rooms', jobwire: 'Jobwire WebSocket' }
+
+const children = new Set()
+process.on('exit', () => {
+  for (const child of children) child.kill('SIGKILL')
+})
+function start(script, args, execArgv = []) {
+  const child = fork(join(here, script), args, { execArgv, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
+  children.add(child)
+  child.on('exit', () => children.delete(child))
+  return child
+}
+function next(child, type, timeoutMs = 120_000) {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => done(new Error(`no '${type}' from ${child.spawnargs.at(-5) ?? 'child'} in ${timeoutMs} ms`)), timeoutMs)
+    const onMessage = (message) => message.type === type && done(null, message)
+    const onExit = (code) => done(new Error(`child exited (${code}) before '${type}'`))
+    function done(error, message) {
+      clearTimeout(timer)
+      child.off('message', onMessage)
+      child.off('exit', onExit)
+      if (error) reject(error)
+      else resolve(message)
+    }
+    child.on('message', onMessage)
+    child.on('exit', onExit)
+  })
+}
+const ask = (child, message, reply) => {
+  const answer = next(child, reply)
+  child.send(message)
+  return answer
+}
+async function stop(child) {
+  if (child.exitCode !== null) return
+  const exited = new Promise((resolve) => child.once('exit', resolve))
+  child.send({ type: 'stop' })
+  const timer = setTimeout(() => child.kill('SIGKILL'), 10_000)
+  await exited
+  clearTimeout(timer)
+}
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
+const nowUs = () => Math.round((performance.timeOrigin + performance.now()) * 1000)
+
+async function startTarget(kind) {
+  const child = start('targets.mjs', [kind, API_KEY], ['--expose-gc'])
+  const { url } = await next(child, 'ready')
+  return { kind, child, url, pool: new Pool(url, { connections: 16, pipelining: 1 }) }
+}
+
+async function post(target, path, body) {
+  const response = await target.pool.request({
+    path,
+    method: 'POST',
+    headers: { 'content-type': 'application/json', authorization: `Bearer ${API_KEY}` },
+    body: JSON.stringify(body),
+  })
+  const text = await response.body.text()
+  if (response.statusCode >= 300) throw new Error(`${path}: HTTP ${response.statusCode} ${text.slice(0, 200)}`)
+  return JSON.parse(text)
+}
+
+async function jobsFor(target, count) {
+  if (target.kind !== 'jobwire' && target.kind !== 'jobwire-sse') return Array.from({ length: count }, (_, i) => `job_bench${String(i).padStart(13, '0')}`)
+  const ids = []
+  for (let i = 0; i < count; i++) ids.push((await post(target, '/v1/jobs', { type: 'bench', dispatch: false })).id)
+  return ids
+}
+
+const publishPath = (target, job) => (target.kind === 'jobwire' ? `/v1/jobs/${job}/events` : `/publish/${job}`)
+
+/** Starts client processes; subscriber i (over all of them) watches jobs[i % jobs.length]. */
+async function startClients(kind, url, jobs, total) {
+  const per = Math.ceil(total / PROCESSES)
+  const clients = []
+  for (let p = 0; p < PROCESSES; p++) {
+    const count = Math.min(per, total - p * per)
+    if (count <= 0) break
+    const offset = (p * per) % jobs.length
+    const rotated = jobs.map((_, i) => jobs[(i + offset) % jobs.length])
+    clients.push(start('subscribers.mjs', [kind, url, API_KEY, String(count), rotated.join(',')]))
+  }
+  await Promise.all(clients.map((client) => next(client, 'ready')))
+  return clients
+}
+
+function percentile(histogram, bucketUs, p) {
+  let total = 0
+  for (const [, n] of histogram) total += n
+  let seen = 0
+  for (const [bucket, n] of histogram) {
+    seen += n
+    if (seen >= (p / 100) * total) return ((bucket + 1) * bucketUs) / 1000
+  }
+  return NaN
+}
+
+async function fanout(kind, jobCount) {
+  const target = await startTarget(kind)
+  const jobs = await jobsFor(target, jobCount)
+  const clients = await startClients(kind, target.url, jobs, SUBSCRIBERS)
+  // Each subscriber watches one job, which gets BATCH events a round: rounds done = slowest / BATCH.
+  const mins = new Map()
+  for (const client of clients) {
+    mins.set(client, 0)
+    client.on('message', (message) => message.type === 'min' && mins.set(client, message.min))
+    client.send({ type: 'feedback', on: true })
+  }
+  const roundsDone = () => Math.floor(Math.min(...mins.values()) / BATCH)
+  let round = 0
+  let running = true
+  let failure = null
+  const producer = (async () => {
+    while (running) {
+      if (round - roundsDone() >= WINDOW) {
+        await new Promise((resolve) => setImmediate(resolve))
+        continue
+      }
+      round++
+      const events = () => Array.from({ length: BATCH }, (_, i) => ({ type: 'progress', percent: (round + i) % 100, message: `@${nowUs()}` }))
+      await Promise.all(jobs.map((job) => post(target, publishPath(target, job), { events: events() })))
+    }
+  })().catch((error) => {
+    failure = error
+  })
+  await sleep(WARMUP * 1000)
+  const cpu0 = (await ask(target.child, { type: 'stats' }, 'stats')).cpu
+  const starts = await Promise.all(clients.map((client) => ask(client, { type: 'mark', name: 'start' }, 'marked')))
+  const t0 = performance.now()
+  await sleep(SECONDS * 1000)
+  const ends = await Promise.all(clients.map((client) => ask(client, { type: 'mark', name: 'end' }, 'marked')))
+  const elapsed = (performance.now() - t0) / 1000
+  const cpu1 = (await ask(target.child, { type: 'stats' }, 'stats')).cpu
+  running = false
+  await producer
+  if (failure !== null) throw failure
+  const delivered = ends.reduce((sum, end, i) => sum + end.total - (starts[i]?.total ?? 0), 0)
+  const merged = new Map()
+  for (const end of ends) for (const [bucket, n] of end.histogram) merged.set(bucket, (merged.get(bucket) ?? 0) + n)
+  const histogram = [...merged.entries()].sort((a, b) => a[0] - b[0])
+  const bucketUs = ends[0]?.bucketUs ?? 20
+  for (const client of clients) await stop(client)
+  await target.pool.close()
+  await stop(target.child)
+  const cpuSeconds = (cpu1.user + cpu1.system - cpu0.user - cpu0.system) / 1e6
+  return {
+    kind,
+    jobs: jobCount,
+    subscribers: SUBSCRIBERS,
+    eventsPerSecond: delivered / elapsed,
+    p50Ms: percentile(histogram, bucketUs, 50),
+    p99Ms: percentile(histogram, bucketUs, 99),
+    serverCores: cpuSeconds / elapsed,
+  }
+}
+
+async function idleMemory(kind) {
+  const target = await startTarget('jobwire')
+  const jobs = await jobsFor(target, 100)
+  await sleep(500)
+  const before = await ask(target.child, { type: 'stats', gc: true }, 'stats')
+  const clients = await startClients(kind, target.url, jobs, IDLE)
+  await sleep(1000)
+  const after = await ask(target.child, { type: 'stats', gc: true }, 'stats')
+  for (const client of clients) await stop(client)
+  await target.pool.close()
+  await stop(target.child)
+  return { transport: kind === 'jobwire' ? 'WebSocket' : 'SSE', connections: IDLE, heapBytes: (after.heap - before.heap) / IDLE, rssBytes: (after.rss - before.rss) / IDLE }
+}
+
+const fmt = (n, digits = 1) => (Number.isFinite(n) ? n.toFixed(digits) : 'n/a')
+const int = (n) => (Number.isFinite(n) ? Math.round(n).toLocaleString('en-US') : 'n/a')
+
+const results = []
+for (const jobCount of SCENARIOS) {
+  for (const kind of TARGETS) {
+    process.stderr.write(`bench ws: ${NAMES[kind] ?? kind}, ${jobCount} job(s) → ${SUBSCRIBERS} subscribers…\n`)
+    results.push(await fanout(kind, jobCount))
+  }
+}
+const idle = []
+if (IDLE > 0) for (const kind of ['jobwire', 'jobwire-sse']) idle.push(await idleMemory(kind))
+
+console.log(`\n### WebSocket fan-out (${SUBSCRIBERS} subscribers, ${BATCH}-event batches, ${SECONDS} s after ${WARMUP} s warm-up, ${PROCESSES} client processes)\n`)
+console.log('| jobs | server | delivered events/s | p50 ms | p99 ms | server cores | vs bare corked | vs Socket.IO |')
+console.log('|---:|---|---:|---:|---:|---:|---:|---:|')
+for (const jobCount of SCENARIOS) {
+  const of = (kind) => results.find((r) => r.kind === kind && r.jobs === jobCount)
+  for (const r of results.filter((r) => r.jobs === jobCount)) {
+    const limit = of('bare-corked')?.eventsPerSecond
+    const peer = of('socketio')?.eventsPerSecond
+    console.log(
+      `| ${jobCount} | ${NAMES[r.kind] ?? r.kind} | ${int(r.eventsPerSecond)} | ${fmt(r.p50Ms)} | ${fmt(r.p99Ms)} | ${fmt(r.serverCores, 2)} | ${limit ? fmt(r.eventsPerSecond / limit, 2) : 'n/a'} | ${peer ? `${fmt(r.eventsPerSecond / peer, 2)}×` : 'n/a'} |`,
+    )
+  }
+}
+if (idle.length > 0) {
+  console.log(`\n### Memory per idle connection (Jobwire, ${IDLE} connections, each watching a job)\n`)
+  console.log('| transport | heap + buffers after GC, bytes | RSS, bytes |')
+  console.log('|---|---:|---:|')
+  for (const r of idle) console.log(`| ${r.transport} | ${int(r.heapBytes)} | ${int(r.rssBytes)} |`)
+}
+mkdirSync(join(here, '../results'), { recursive: true })
+writeFileSync(join(here, '../results/ws-latest.json'), JSON.stringify({ at: new Date().toISOString(), settings: { SECONDS, WARMUP, SUBSCRIBERS, PROCESSES, BATCH, WINDOW, IDLE }, results, idle }, null, 2))
+process.exit(0)

@@ -1,0 +1,609 @@
+import { JobwireError, type JobState, type Owner } from '@jobwire/protocol'
+import { ConnectionStateMachine, type BackoffOptions, type ConnectionState, type StateChange } from './connection.js'
+import { authHeaders, errorOf, type ClientCore, type Settings } from './core.js'
+import { resolveEnvironment, type EnvironmentOptions, type TimerHandle } from './environment.js'
+import { JobFeed, type FeedListener, type JobUpdate, type TransportName } from './job-feed.js'
+import { MyJobsFeed, type MyJobsListener } from './my-jobs.js'
+import { PollCarrier } from './poll-carrier.js'
+import { SseCarrier } from './sse-carrier.js'
+import { TokenSource, type GetToken } from './tokens.js'
+import { WsLink } from './ws-link.js'
+
+export interface ClientOptions extends EnvironmentOptions {
+  /** The Jobwire server, e.g. `https://jobs.example.com` (the API is under `/v1`). */
+  url: string
+  /** The credential, asked for on connect, on reconnect and before it expires (see GetToken). Omit to rely on a cookie. */
+  getToken?: GetToken
+  /** Transports in order of preference. Default `['ws', 'sse', 'poll']`. */
+  transports?: readonly TransportName[]
+  /** Polling interval. Default 5 s. */
+  pollIntervalMs?: number
+  /** Reconnect backoff with full jitter. Defaults 500 ms doubling up to 20 s. */
+  backoff?: BackoffOptions
+  /** Silence after which a stream counts as dead. Default: 2 × the server's heartbeat + 5 s (35 s for SSE). */
+  heartbeatTimeoutMs?: number
+  /** Time a new WebSocket or SSE stream has to deliver its first message, else it counts as blocked. Default 10 s. */
+  firstMessageTimeoutMs?: number
+  /** While on a fallback, how often to try the preferred transport again. Default 60 s. */
+  upgradeIntervalMs?: number
+  /** How long an unwatched job (and an idle socket) is kept, so a quick re-watch (a remount) reuses it. Default 1 s. */
+  lingerMs?: number
+}
+
+export interface WatchJobOptions {
+  /** Every new state, with what changed it. */
+  onUpdate?: (state: JobState, update: JobUpdate) => void
+  onConnection?: (change: StateChange) => void
+  /** The watch is over: the job is terminal (`error` null), or it cannot be watched (`job_not_found`, `unauthorized`…). */
+  onEnd?: (error: JobwireError | null) => void
+  /** Stops the watch when aborted. */
+  signal?: AbortSignal
+}
+
+/** A live view of one job. Iterate it (`for await`) for each new state until the job ends. */
+export interface JobWatch extends AsyncIterable<JobState> {
+  readonly jobId: string
+  /** The job's true state as of its last applied event; null until the first snapshot. */
+  readonly state: JobState | null
+  readonly connection: ConnectionState
+  /** Why watching failed, when it did. */
+  readonly error: JobwireError | null
+  /** True after the terminal event (or a terminal error): nothing more will come. */
+  readonly done: boolean
+  /** Cancels the job (over the WebSocket when open, else HTTP). Needs the `cancel` right. */
+  cancel(reason?: string): Promise<void>
+  stop(): void
+}
+
+export interface WatchJobsOptions extends Omit<WatchJobOptions, 'onUpdate' | 'onEnd'> {
+  onUpdate?: (states: ReadonlyMap<string, JobState>, update: JobUpdate & { jobId: string }) => void
+  onEnd?: (jobId: string, error: JobwireError | null) => void
+}
+
+export interface JobsWatch {
+  readonly jobIds: readonly string[]
+  /** Known states by job id (a job appears once its first snapshot arrived). */
+  readonly states: ReadonlyMap<string, JobState>
+  readonly watches: readonly JobWatch[]
+  stop(): void
+}
+
+export interface WatchMyJobsOptions {
+  /** With an API key: whose jobs. People's credentials imply their own. */
+  owner?: Owner
+  /** Which jobs to show (applied to each job's state). */
+  filter?: (job: JobState) => boolean
+  /** The list, newest first, whenever a job in it changes or one joins. */
+  onUpdate?: (jobs: readonly JobState[]) => void
+  onConnection?: (change: StateChange) => void
+  onEnd?: (error: JobwireError | null) => void
+  signal?: AbortSignal
+}
+
+export interface MyJobsWatch {
+  readonly jobs: readonly JobState[]
+  /** True once every job the owner had when watching started is in `jobs`. */
+  readonly loaded: boolean
+  readonly connection: ConnectionState
+  readonly error: JobwireError | null
+  stop(): void
+}
+
+/**
+ * A Jobwire client: one WebSocket (or, where that cannot get through, SSE streams, then polling)
+ * for every job it watches. Create one per app and share it.
+ */
+export class JobwireClient {
+  /** The transport link's state: the WebSocket's, the SSE streams' together, or `polling`. */
+  readonly connection = new ConnectionStateMachine()
+  readonly #core: ClientCore
+  readonly #order: TransportName[]
+  #mode: TransportName
+  readonly #feeds = new Map<string, JobFeed>()
+  readonly #lingering = new Map<JobFeed, TimerHandle>()
+  readonly #link: WsLink | null
+  #myJobs: MyJobsFeed | null = null
+  #myJobsHolders = 0
+  #upgradeTimer: TimerHandle | null = null
+  #closed = false
+  #error: JobwireError | null = null
+
+  constructor(options: ClientOptions) {
+    const env = resolveEnvironment(options)
+    const base = options.url.replace(/\/+$/, '')
+    const settings: Settings = {
+      pollIntervalMs: options.pollIntervalMs ?? 5_000,
+      backoff: { minMs: options.backoff?.minMs ?? 500, maxMs: options.backoff?.maxMs ?? 20_000 },
+      heartbeatTimeoutMs: options.heartbeatTimeoutMs ?? null,
+      sseHeartbeatTimeoutMs: 35_000,
+      firstMessageTimeoutMs: options.firstMessageTimeoutMs ?? 10_000,
+      upgradeIntervalMs: options.upgradeIntervalMs ?? 60_000,
+      lingerMs: options.lingerMs ?? 1_000,
+    }
+    this.#core = {
+      env,
+      tokens: new TokenSource(options.getToken, env),
+      settings,
+      url: (path) => `${base}${path}`,
+      transportFailed: (kind, reason) => this.#transportFailed(kind, reason),
+      pollFeed: (feed) => this.#pollFeed(feed),
+      fatal: (error) => this.#fatal(error),
+      online: () => env.online.isOnline(),
+      reachable: async () => {
+        const controller = new AbortController()
+        const timer = env.timers.setTimeout(() => controller.abort(), settings.firstMessageTimeoutMs)
+        try {
+          await env.fetch(`${base}/healthz`, { signal: controller.signal, cache: 'no-store' })
+          return true
+        } catch {
+          return false
+        } finally {
+          env.timers.clearTimeout(timer)
+        }
+      },
+      onOnline: (listener) => env.online.subscribe(listener),
+    }
+    const wanted = options.transports ?? ['ws', 'sse', 'poll']
+    this.#order = wanted.filter((kind) => kind !== 'ws' || env.WebSocket !== null)
+    if (this.#order.length === 0) this.#order = ['poll']
+    this.#mode = this.#order[0] as TransportName
+    this.#link = this.#order.includes('ws') ? new WsLink(this.#core) : null
+    this.#link?.connection.subscribe((change) => this.#recompute(change.reason))
+    if (this.#mode === 'poll') this.connection.set('polling', 'polling only')
+  }
+
+  /** The transport in use: `ws`, `sse` or `poll`. */
+  get transport(): TransportName {
+    return this.#mode
+  }
+
+  get error(): JobwireError | null {
+    return this.#error
+  }
+
+  /** Whether the device is online (as far as the platform says). */
+  get online(): boolean {
+    return this.#core.online()
+  }
+
+  watchJob(jobId: string, options: WatchJobOptions = {}): JobWatch {
+    return new Watch(this, this.#acquire(jobId), options)
+  }
+
+  watchJobs(jobIds: readonly string[], options: WatchJobsOptions = {}): JobsWatch {
+    const states = new Map<string, JobState>()
+    const unique = [...new Set(jobIds)]
+    const watches = unique.map((jobId) =>
+      this.watchJob(jobId, {
+        onUpdate: (state, update) => {
+          states.set(jobId, state)
+          options.onUpdate?.(states, { ...update, jobId })
+        },
+        onConnection: options.onConnection,
+        onEnd: (error) => options.onEnd?.(jobId, error),
+      }),
+    )
+    for (const watch of watches) if (watch.state !== null) states.set(watch.jobId, watch.state)
+    const stop = (): void => {
+      for (const watch of watches) watch.stop()
+    }
+    options.signal?.addEventListener('abort', stop, { once: true })
+    return { jobIds: unique, states, watches, stop }
+  }
+
+  watchMyJobs(options: WatchMyJobsOptions = {}): MyJobsWatch {
+    const feed = this.#acquireMyJobs(options.owner)
+    const filter = options.filter ?? (() => true)
+    let stopped = false
+    const listener: MyJobsListener = {
+      update: (jobs) => options.onUpdate?.(jobs.filter(filter)),
+      end: (error) => options.onEnd?.(error),
+    }
+    feed.listeners.add(listener)
+    const stopConnection = options.onConnection === undefined ? () => {} : feed.connection.subscribe(options.onConnection)
+    if (feed.members.size > 0 || feed.loaded) queueMicrotask(() => !stopped && options.onUpdate?.(feed.jobs.filter(filter)))
+    const release = (): void => this.#releaseMyJobs(feed)
+    const watch: MyJobsWatch = {
+      get jobs() {
+        return feed.jobs.filter(filter)
+      },
+      get loaded() {
+        return feed.loaded
+      },
+      get connection() {
+        return feed.connection.state
+      },
+      get error() {
+        return feed.error
+      },
+      stop() {
+        if (stopped) return
+        stopped = true
+        feed.listeners.delete(listener)
+        stopConnection()
+        release()
+      },
+    }
+    options.signal?.addEventListener('abort', () => watch.stop(), { once: true })
+    return watch
+  }
+
+  /** Cancels a job: over the WebSocket when it is open, else `POST /v1/jobs/:id/cancel`. */
+  async cancel(jobId: string, reason?: string): Promise<void> {
+    if (this.#link?.open === true && this.#mode === 'ws') {
+      try {
+        await this.#link.cancel(jobId, reason)
+        return
+      } catch (error) {
+        if (!(error instanceof JobwireError) || error.code !== 'unavailable') throw error
+      }
+    }
+    const { token } = await this.#core.tokens.get()
+    const response = await this.#core.env.fetch(this.#core.url(`/v1/jobs/${encodeURIComponent(jobId)}/cancel`), {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', ...authHeaders(token) },
+      body: JSON.stringify(reason === undefined ? {} : { reason }),
+    })
+    if (!response.ok) throw await errorOf(response)
+  }
+
+  /** Stops every watch and closes the socket. */
+  close(): void {
+    if (this.#closed) return
+    this.#closed = true
+    this.#stopUpgrades()
+    this.#link?.shutdown()
+    this.#myJobs?.stop()
+    for (const feed of this.#feeds.values()) feed.detach()
+    for (const timer of this.#lingering.values()) this.#core.env.timers.clearTimeout(timer)
+    this.#lingering.clear()
+    this.#feeds.clear()
+    this.connection.set('closed', 'client closed')
+  }
+
+  // ---------------------------------------------------------------- feeds and transports
+
+  /** @internal The feed of `jobId`, created (and carried, if `attach`) when new. */
+  feedFor(jobId: string, attach: boolean): JobFeed {
+    let feed = this.#feeds.get(jobId)
+    if (feed !== undefined) {
+      this.#unlinger(feed)
+      return feed
+    }
+    feed = new JobFeed(jobId)
+    this.#feeds.set(jobId, feed)
+    feed.connection.subscribe((change) => this.#recompute(change.reason))
+    if (this.#closed) {
+      feed.fail(this.#error ?? new JobwireError('unavailable', { reason: 'the client is closed' }))
+      return feed
+    }
+    if (attach) this.#attach(feed)
+    return feed
+  }
+
+  #acquire(jobId: string): JobFeed {
+    const feed = this.feedFor(jobId, true)
+    feed.holders++
+    return feed
+  }
+
+  /** @internal A watch or the user feed let go of `feed`: it lingers briefly, then stops. */
+  release(feed: JobFeed): void {
+    if (feed.holders > 0 || feed.inMyJobs || this.#lingering.has(feed) || this.#feeds.get(feed.jobId) !== feed) return
+    const timer = this.#core.env.timers.setTimeout(() => {
+      this.#lingering.delete(feed)
+      if (feed.holders > 0 || feed.inMyJobs) return
+      feed.detach()
+      if (this.#feeds.get(feed.jobId) === feed) this.#feeds.delete(feed.jobId)
+    }, this.#core.settings.lingerMs)
+    this.#lingering.set(feed, timer)
+  }
+
+  #unlinger(feed: JobFeed): void {
+    const timer = this.#lingering.get(feed)
+    if (timer === undefined) return
+    this.#core.env.timers.clearTimeout(timer)
+    this.#lingering.delete(feed)
+  }
+
+  #attach(feed: JobFeed): void {
+    if (feed.done || this.#closed) return
+    switch (this.#mode) {
+      case 'ws':
+        feed.carrier = (this.#link as WsLink).carry(feed)
+        return
+      case 'sse': {
+        const carrier = new SseCarrier(feed, this.#core)
+        feed.carrier = carrier
+        carrier.start()
+        return
+      }
+      case 'poll': {
+        const carrier = new PollCarrier(feed, this.#core)
+        feed.carrier = carrier
+        carrier.start()
+        return
+      }
+      default:
+        return assertNever(this.#mode)
+    }
+  }
+
+  #pollFeed(feed: JobFeed): void {
+    feed.detach()
+    if (feed.done || this.#closed) return
+    const carrier = new PollCarrier(feed, this.#core)
+    feed.carrier = carrier
+    carrier.start()
+  }
+
+  #acquireMyJobs(owner: Owner | undefined): MyJobsFeed {
+    let feed = this.#myJobs
+    if (feed !== null && !feed.done && !sameOwner(feed.owner, owner)) {
+      throw new TypeError('@jobwire/client: one client watches the jobs of one owner at a time')
+    }
+    if (feed === null || feed.done) {
+      const created = new MyJobsFeed(owner, {
+        core: this.#core,
+        link: this.#link,
+        feedFor: (jobId, attach) => this.feedFor(jobId, attach),
+        release: (member) => this.release(member),
+      })
+      feed = created
+      this.#myJobs = created
+      if (this.#closed) created.fail(this.#error ?? new JobwireError('unavailable', { reason: 'the client is closed' }))
+      else created.useTransport(this.#mode)
+    }
+    this.#myJobsHolders++
+    return feed
+  }
+
+  #releaseMyJobs(feed: MyJobsFeed): void {
+    if (this.#myJobs !== feed) return
+    if (--this.#myJobsHolders > 0) return
+    // Linger like a job feed, so a remount does not list everything again.
+    const timer = this.#core.env.timers.setTimeout(() => {
+      if (this.#myJobs !== feed || this.#myJobsHolders > 0) return
+      feed.stop()
+      this.#myJobs = null
+    }, this.#core.settings.lingerMs)
+    void timer
+  }
+
+  #transportFailed(kind: TransportName, reason: string): void {
+    if (this.#closed || kind !== this.#mode) return
+    const next = this.#order[this.#order.indexOf(kind) + 1]
+    if (next === undefined) return
+    this.#switchTo(next, reason)
+    this.#scheduleUpgrade()
+  }
+
+  #switchTo(mode: TransportName, reason: string): void {
+    if (mode === this.#mode) return
+    const previous = this.#mode
+    this.#mode = mode
+    for (const feed of this.#feeds.values()) {
+      if (feed.done) continue
+      const carried = feed.carrier !== null
+      feed.detach()
+      if (carried || feed.holders > 0 || feed.inMyJobs) this.#attach(feed)
+    }
+    if (previous === 'ws') this.#link?.idle()
+    this.#myJobs?.useTransport(mode)
+    this.#recompute(reason)
+  }
+
+  #scheduleUpgrade(): void {
+    if (this.#closed || this.#upgradeTimer !== null || this.#mode === this.#order[0]) return
+    const { env, settings } = this.#core
+    const delay = settings.upgradeIntervalMs * (0.75 + env.random() / 2)
+    this.#upgradeTimer = env.timers.setTimeout(() => {
+      this.#upgradeTimer = null
+      void this.#tryUpgrade()
+    }, delay)
+  }
+
+  /** Tries the preferred transport again: a WebSocket that gets welcomed, or SSE streams that deliver. */
+  async #tryUpgrade(): Promise<void> {
+    if (this.#closed || this.#mode === this.#order[0]) return
+    if (this.#link !== null && this.#mode !== 'ws' && this.#core.online()) {
+      if (await this.#link.probe()) {
+        // The mode may have changed while the probe ran (TS cannot see that).
+        if (!this.#closed && (this.#mode as TransportName) !== 'ws') this.#switchTo('ws', 'WebSocket works again')
+        return
+      }
+      this.#link.idle()
+    }
+    if (this.#mode === 'poll' && this.#order.includes('sse')) this.#switchTo('sse', 'trying SSE again')
+    this.#scheduleUpgrade()
+  }
+
+  #stopUpgrades(): void {
+    if (this.#upgradeTimer !== null) this.#core.env.timers.clearTimeout(this.#upgradeTimer)
+    this.#upgradeTimer = null
+  }
+
+  #fatal(error: JobwireError): void {
+    if (this.#closed) return
+    this.#error = error
+    this.#closed = true
+    this.#stopUpgrades()
+    this.#link?.shutdown()
+    for (const feed of [...this.#feeds.values()]) feed.fail(error)
+    this.#myJobs?.fail(error)
+    this.connection.set('closed', error.code)
+  }
+
+  #recompute(reason: string): void {
+    if (this.#closed) return
+    let state: ConnectionState
+    if (this.#mode === 'poll') state = 'polling'
+    else if (this.#mode === 'ws') state = this.#link?.connection.state ?? 'connecting'
+    else {
+      const states = new Set<ConnectionState>()
+      for (const feed of this.#feeds.values()) if (!feed.done && feed.carrier !== null) states.add(feed.connection.state)
+      state = states.has('reconnecting')
+        ? 'reconnecting'
+        : states.has('connecting')
+          ? 'connecting'
+          : states.has('live')
+            ? 'live'
+            : states.has('polling')
+              ? 'polling'
+              : this.connection.state
+    }
+    this.connection.set(state, reason)
+  }
+}
+
+/** One watchJob: a view of a shared feed. */
+class Watch implements JobWatch {
+  #stopped = false
+  readonly #listener: FeedListener
+
+  constructor(
+    private readonly client: JobwireClient,
+    private readonly feed: JobFeed,
+    private readonly options: WatchJobOptions,
+  ) {
+    this.#listener = {
+      update: (state, update) => options.onUpdate?.(state, update),
+      connection: (change) => options.onConnection?.(change),
+      end: (error) => {
+        options.onEnd?.(error)
+        this.#release()
+      },
+    }
+    feed.listeners.add(this.#listener)
+    // A feed another watch opened already has a state: hand it over, after the caller has its watch.
+    if (feed.state !== null || feed.done) {
+      queueMicrotask(() => {
+        if (this.#stopped) return
+        if (feed.state !== null) options.onUpdate?.(feed.state, { cause: 'snapshot' })
+        if (feed.done) {
+          options.onEnd?.(feed.error)
+          this.#release()
+        }
+      })
+    }
+    options.signal?.addEventListener('abort', () => this.stop(), { once: true })
+  }
+
+  get jobId(): string {
+    return this.feed.jobId
+  }
+
+  get state(): JobState | null {
+    return this.feed.state
+  }
+
+  get connection(): ConnectionState {
+    return this.feed.connection.state
+  }
+
+  get error(): JobwireError | null {
+    return this.feed.error
+  }
+
+  get done(): boolean {
+    return this.feed.done
+  }
+
+  cancel(reason?: string): Promise<void> {
+    return this.client.cancel(this.feed.jobId, reason)
+  }
+
+  stop(): void {
+    if (this.#stopped) return
+    this.#stopped = true
+    this.feed.listeners.delete(this.#listener)
+    this.#release()
+  }
+
+  #releasedHold = false
+  #release(): void {
+    if (this.#releasedHold) return
+    this.#releasedHold = true
+    this.feed.holders--
+    this.client.release(this.feed)
+  }
+
+  /** Each new state (latest-wins if the loop body is slow), ending after the terminal one; throws a watching error. */
+  [Symbol.asyncIterator](): AsyncIterator<JobState> {
+    const feed = this.feed
+    let pending: JobState | null = feed.state
+    let ended = feed.done
+    let failure: JobwireError | null = feed.error
+    let wake: (() => void) | null = null
+    const listener: FeedListener = {
+      update: (state) => {
+        pending = state
+        wake?.()
+      },
+      end: (error) => {
+        ended = true
+        failure = error
+        wake?.()
+      },
+    }
+    feed.listeners.add(listener)
+    const finish = (): void => {
+      feed.listeners.delete(listener)
+      this.stop()
+    }
+    return {
+      next: async (): Promise<IteratorResult<JobState>> => {
+        for (;;) {
+          if (pending !== null) {
+            const value = pending
+            pending = null
+            return { value, done: false }
+          }
+          if (ended || this.#stopped) {
+            finish()
+            if (failure !== null) throw failure
+            return { value: undefined, done: true }
+          }
+          await new Promise<void>((resolve) => (wake = resolve))
+          wake = null
+        }
+      },
+      return: async (): Promise<IteratorResult<JobState>> => {
+        finish()
+        return { value: undefined, done: true }
+      },
+    }
+  }
+}
+
+function sameOwner(a: Owner | undefined, b: Owner | undefined): boolean {
+  return a?.tenant === b?.tenant && a?.user === b?.user
+}
+
+function assertNever(value: never): never {
+  throw new Error(`unhandled transport ${String(value)}`)
+}
+
+/** Creates a client; share it across the app (it holds the one WebSocket). */
+export function createJobwireClient(options: ClientOptions): JobwireClient {
+  return new JobwireClient(options)
+}
+
+/** Watches one job with a client of its own, closed when the watch stops or the job ends. */
+export function watchJob(jobId: string, options: ClientOptions & WatchJobOptions): JobWatch {
+  const client = new JobwireClient(options)
+  const watch = client.watchJob(jobId, {
+    ...options,
+    onEnd: (error) => {
+      options.onEnd?.(error)
+      client.close()
+    },
+  })
+  const stop = watch.stop.bind(watch)
+  return Object.assign(watch, {
+    stop() {
+      stop()
+      client.close()
+    },
+  })
+}

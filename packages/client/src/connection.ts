@@ -1,0 +1,61 @@
+/**
+ * How a watch is connected. `connecting`: first attempt; `live`: a realtime stream (WebSocket or
+ * SSE) delivers; `reconnecting`: it dropped (or the device is offline) and a retry is scheduled;
+ * `polling`: HTTP polling delivers (the realtime transports failed); `closed`: over for good —
+ * the job finished, the watch was stopped, or a terminal error (see `error`).
+ */
+export type ConnectionState = 'connecting' | 'live' | 'reconnecting' | 'polling' | 'closed'
+
+/** Why a state changed, in words a log line or a status bar can show. */
+export interface StateChange {
+  from: ConnectionState
+  to: ConnectionState
+  reason: string
+}
+
+/** The one place a connection state changes: `set` emits `{from, to, reason}` when it does. */
+export class ConnectionStateMachine {
+  #state: ConnectionState
+  #reason = 'created'
+  readonly #listeners = new Set<(change: StateChange) => void>()
+
+  constructor(initial: ConnectionState = 'connecting') {
+    this.#state = initial
+  }
+
+  get state(): ConnectionState {
+    return this.#state
+  }
+
+  get reason(): string {
+    return this.#reason
+  }
+
+  set(to: ConnectionState, reason: string): void {
+    // `closed` is final: nothing reopens a closed watch.
+    if (this.#state === 'closed') return
+    const from = this.#state
+    this.#reason = reason
+    if (from === to) return
+    this.#state = to
+    for (const listener of [...this.#listeners]) listener({ from, to, reason })
+  }
+
+  subscribe(listener: (change: StateChange) => void): () => void {
+    this.#listeners.add(listener)
+    return () => this.#listeners.delete(listener)
+  }
+}
+
+export interface BackoffOptions {
+  /** First retry delay cap, doubled per attempt. Default 500 ms. */
+  minMs?: number
+  /** Largest retry delay cap. Default 20 s. */
+  maxMs?: number
+}
+
+/** "Full jitter": uniform in [0, min(maxMs, minMs · 2^attempt)), so reconnecting clients spread out. */
+export function backoffDelay(attempt: number, options: Required<BackoffOptions>, random: () => number): number {
+  const cap = Math.min(options.maxMs, options.minMs * 2 ** Math.min(attempt, 30))
+  return Math.floor(random() * cap)
+}

@@ -1,0 +1,555 @@
+import {
+  decodeWsFrame,
+  errorCodeOfClose,
+  JobwireError,
+  wsPath,
+  type Owner,
+  type WsClientMessage,
+  type WsServerMessage,
+} from '@jobwire/protocol'
+import { ConnectionStateMachine, type ConnectionState } from './connection.js'
+import { asJobwireError, decide, Retry, type ClientCore } from './core.js'
+import type { TimerHandle, WebSocketLike } from './environment.js'
+import type { Carrier, JobFeed } from './job-feed.js'
+
+/** The user feed ("all my jobs") as the WebSocket link sees it. */
+export interface UserFeedPeer {
+  readonly owner: Owner | undefined
+  /** What to resume after a reconnect: the jobs it holds with their positions, and `since`. */
+  resumeFrom(): { positions: Record<string, number>; since: string | undefined }
+  /** A job the server streams for the user feed: its feed, or null if no longer wanted. */
+  adopt(jobId: string): JobFeed | null
+  synced(at: string): void
+  fail(error: JobwireError): void
+  setConnection(state: ConnectionState, reason: string): void
+}
+
+const requestTimeoutMs = 10_000
+
+/**
+ * The client's one WebSocket: every job watched over WebSocket and the user feed share it. It
+ * resubscribes everything from its last position after each reconnect, refreshes the credential
+ * in band when the server says it expires, and tells the client when WebSockets cannot work here
+ * (a socket that never opens) so that it falls back to SSE.
+ */
+export class WsLink {
+  readonly connection = new ConnectionStateMachine()
+  readonly #feeds = new Map<string, JobFeed>()
+  readonly #resubscribeTimers = new Map<string, TimerHandle>()
+  #user: UserFeedPeer | null = null
+  #socket: WebSocketLike | null = null
+  #connecting = false
+  #welcomed = false
+  #everWelcomed = false
+  #failuresBeforeWelcome = 0
+  #credential: { token: string | null; fresh: boolean } = { token: null, fresh: false }
+  #disconnectedAt = -Infinity
+  #heartbeatTimeoutMs = 35_000
+  /** The server's limit on one client frame (from `welcome`). */
+  #maxFrameBytes = 64 * 1024
+  #watchdog: TimerHandle | null = null
+  #openTimer: TimerHandle | null = null
+  #lingerTimer: TimerHandle | null = null
+  #refreshing = false
+  readonly #requests = new Map<string, { resolve: () => void; reject: (error: JobwireError) => void; timer: TimerHandle }>()
+  #nextRef = 1
+  #probe: ((ok: boolean) => void) | null = null
+  #shut = false
+  readonly #retry: Retry
+  readonly #stopOnline: () => void
+
+  constructor(private readonly core: ClientCore) {
+    this.#retry = new Retry(core, () => void this.#connect())
+    this.#stopOnline = core.onOnline((online) => {
+      if (online || this.#socket === null) return
+      this.#abandon('offline')
+    })
+  }
+
+  get open(): boolean {
+    return this.#welcomed
+  }
+
+  /** Carries `feed` over this socket from its position; the carrier's `stop` unsubscribes. */
+  carry(feed: JobFeed, subscribe = true): Carrier {
+    this.#feeds.set(feed.jobId, feed)
+    if (subscribe && this.#welcomed) this.#subscribe(feed)
+    else if (this.#welcomed) feed.connection.set('live', 'over WebSocket')
+    this.#ensure()
+    return {
+      kind: 'ws',
+      resync: () => {
+        if (this.#feeds.get(feed.jobId) === feed && this.#welcomed) this.#subscribe(feed)
+      },
+      stop: () => this.#remove(feed),
+    }
+  }
+
+  attachUser(peer: UserFeedPeer): void {
+    this.#user = peer
+    if (this.#welcomed) this.#send([this.#subscribeUser(peer)])
+    this.#ensure()
+  }
+
+  detachUser(peer: UserFeedPeer): void {
+    if (this.#user !== peer) return
+    this.#user = null
+    if (this.#welcomed) this.#send([{ type: 'unsubscribe_user' }])
+    this.#idleCheck()
+  }
+
+  /** Cancels over the socket; rejects with `unavailable` when it is not open (use HTTP then). */
+  cancel(jobId: string, reason?: string): Promise<void> {
+    return this.#request(reason === undefined ? { type: 'cancel', jobId } : { type: 'cancel', jobId, reason })
+  }
+
+  /** Tries to open a socket with nothing on it; resolves whether the server welcomed it. */
+  probe(): Promise<boolean> {
+    if (this.#welcomed) return Promise.resolve(true)
+    this.#probe?.(false)
+    return new Promise((resolve) => {
+      this.#probe = resolve
+      this.#shut = false
+      void this.#connect()
+    })
+  }
+
+  /** Closes the socket for good (the client closed, or WebSockets do not work from here). */
+  shutdown(): void {
+    this.#shut = true
+    this.#retry.cancel()
+    for (const timer of this.#resubscribeTimers.values()) this.core.env.timers.clearTimeout(timer)
+    this.#resubscribeTimers.clear()
+    this.#closeSocket(1000, 'client closed')
+    this.#stopOnline()
+  }
+
+  /** Stops retrying without forgetting anything (the client moved to another transport). */
+  idle(): void {
+    this.#retry.cancel()
+    this.#closeSocket(1000, 'transport changed')
+  }
+
+  #hasWork(): boolean {
+    return this.#feeds.size > 0 || this.#user !== null || this.#probe !== null
+  }
+
+  #ensure(): void {
+    if (this.#lingerTimer !== null) {
+      this.core.env.timers.clearTimeout(this.#lingerTimer)
+      this.#lingerTimer = null
+    }
+    this.#shut = false
+    if (this.#socket === null && !this.#connecting) void this.#connect()
+  }
+
+  #remove(feed: JobFeed): void {
+    if (this.#feeds.get(feed.jobId) !== feed) return
+    this.#feeds.delete(feed.jobId)
+    const timer = this.#resubscribeTimers.get(feed.jobId)
+    if (timer !== undefined) this.core.env.timers.clearTimeout(timer)
+    this.#resubscribeTimers.delete(feed.jobId)
+    if (this.#welcomed && !feed.done) this.#send([{ type: 'unsubscribe', jobId: feed.jobId }])
+    this.#idleCheck()
+  }
+
+  /** With nothing left to carry, the socket closes after a short linger (a remount reuses it). */
+  #idleCheck(): void {
+    if (this.#hasWork() || this.#lingerTimer !== null) return
+    this.#lingerTimer = this.core.env.timers.setTimeout(() => {
+      this.#lingerTimer = null
+      if (this.#hasWork()) return
+      this.#retry.cancel()
+      this.#closeSocket(1000, 'nothing to watch')
+    }, this.core.settings.lingerMs)
+  }
+
+  async #connect(): Promise<void> {
+    if (this.#shut || this.#socket !== null || this.#connecting || !this.#hasWork()) return
+    const WebSocketImpl = this.core.env.WebSocket
+    if (WebSocketImpl === null) {
+      this.#failed('this platform has no WebSocket')
+      return
+    }
+    this.#connecting = true
+    this.#setState(this.#everWelcomed ? 'reconnecting' : 'connecting', 'opening a WebSocket')
+    let credential: { token: string | null; fresh: boolean }
+    try {
+      credential = await this.core.tokens.get(this.#disconnectedAt)
+    } catch (error) {
+      this.#connecting = false
+      this.#onError(asJobwireError(error), true)
+      return
+    }
+    this.#connecting = false
+    if (this.#shut || this.#socket !== null || !this.#hasWork()) return
+    const url = new URL(this.core.url(wsPath))
+    url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:'
+    if (credential.token !== null) url.searchParams.set('access_token', credential.token)
+    let socket: WebSocketLike
+    try {
+      socket = new WebSocketImpl(url.toString())
+    } catch (error) {
+      this.#closed(1006, '', `the WebSocket could not be created: ${asJobwireError(error).message}`)
+      return
+    }
+    this.#socket = socket
+    this.#credential = credential
+    this.#welcomed = false
+    socket.onopen = () => undefined
+    socket.onerror = () => undefined
+    socket.onmessage = (event) => {
+      if (this.#socket === socket) this.#onFrame(event.data)
+    }
+    socket.onclose = (event) => {
+      if (this.#socket === socket) this.#closed(event.code, event.reason, event.reason === '' ? `closed (${event.code})` : event.reason)
+    }
+    this.#openTimer = this.core.env.timers.setTimeout(() => {
+      this.#openTimer = null
+      if (this.#socket === socket && !this.#welcomed) this.#abandon(`no welcome within ${this.core.settings.firstMessageTimeoutMs} ms`)
+    }, this.core.settings.firstMessageTimeoutMs)
+  }
+
+  #onFrame(data: unknown): void {
+    const text = typeof data === 'string' ? data : data instanceof ArrayBuffer ? new TextDecoder().decode(data) : String(data)
+    let messages: WsServerMessage[]
+    try {
+      messages = decodeWsFrame(text)
+    } catch {
+      this.#abandon('a frame that is not JSON')
+      return
+    }
+    this.#alive()
+    for (const message of messages) this.#onMessage(message)
+  }
+
+  #onMessage(message: WsServerMessage): void {
+    switch (message.type) {
+      case 'welcome':
+        return this.#onWelcome(message)
+      case 'subscribed': {
+        let feed = this.#feeds.get(message.jobId) ?? null
+        if (feed === null && message.via === 'user') {
+          feed = this.#user?.adopt(message.jobId) ?? null
+          if (feed !== null && this.#feeds.get(message.jobId) !== feed) feed.carrier = this.carry(feed, false)
+        }
+        if (feed === null) {
+          this.#send([{ type: 'unsubscribe', jobId: message.jobId }])
+          return
+        }
+        feed.connection.set('live', 'over WebSocket')
+        return
+      }
+      case 'snapshot':
+        this.#feeds.get(message.jobId)?.receive({ type: 'snapshot', job: message.job, reset: message.reset, reason: message.reason })
+        return
+      case 'event':
+        this.#feeds.get(message.event.jobId)?.receive(message)
+        return
+      case 'coalesced':
+        this.#feeds.get(message.jobId)?.receive(message)
+        return
+      case 'queue':
+        this.#feeds.get(message.jobId)?.receive({ type: 'queue', position: message.position })
+        return
+      case 'user_synced':
+        this.#user?.synced(message.at)
+        return
+      case 'error':
+        return this.#onErrorMessage(message)
+      case 'token_expiring':
+        void this.#refreshToken()
+        return
+      case 'ack':
+      case 'token_refreshed':
+      case 'pong':
+        if (message.ref !== undefined) this.#answered(message.ref)
+        return
+      case 'heartbeat':
+        return
+      default:
+        return assertNever(message)
+    }
+  }
+
+  #onWelcome(message: Extract<WsServerMessage, { type: 'welcome' }>): void {
+    this.#welcomed = true
+    this.#everWelcomed = true
+    this.#failuresBeforeWelcome = 0
+    this.#retry.succeeded()
+    if (this.#openTimer !== null) this.core.env.timers.clearTimeout(this.#openTimer)
+    this.#openTimer = null
+    this.#heartbeatTimeoutMs = this.core.settings.heartbeatTimeoutMs ?? 2 * message.heartbeatMs + 5_000
+    this.#maxFrameBytes = message.maxMessageBytes
+    this.#alive()
+    this.connection.set('live', 'WebSocket open')
+    const probe = this.#probe
+    this.#probe = null
+    probe?.(true)
+    // Everything this socket carries, from where it stands, in one frame.
+    const out: WsClientMessage[] = []
+    for (const feed of this.#feeds.values()) if (!feed.done && (feed.holders > 0 || !feed.inMyJobs)) out.push(subscription(feed))
+    if (this.#user !== null) out.push(this.#subscribeUser(this.#user))
+    if (out.length > 0) this.#send(out)
+    this.#user?.setConnection('live', 'WebSocket open')
+  }
+
+  #subscribeUser(peer: UserFeedPeer): WsClientMessage {
+    const { positions, since } = peer.resumeFrom()
+    const message: Extract<WsClientMessage, { type: 'subscribe_user' }> = { type: 'subscribe_user', positions }
+    if (peer.owner !== undefined) message.owner = peer.owner
+    if (since !== undefined) message.since = since
+    return message
+  }
+
+  #subscribe(feed: JobFeed): void {
+    this.#send([subscription(feed)])
+  }
+
+  #answered(ref: string): void {
+    const request = this.#requests.get(ref)
+    if (request === undefined) return
+    this.#requests.delete(ref)
+    this.core.env.timers.clearTimeout(request.timer)
+    request.resolve()
+  }
+
+  #onErrorMessage(message: Extract<WsServerMessage, { type: 'error' }>): void {
+    const error = JobwireError.fromBody(message.error)
+    if (message.ref !== undefined) {
+      const request = this.#requests.get(message.ref)
+      if (request === undefined) return
+      this.#requests.delete(message.ref)
+      this.core.env.timers.clearTimeout(request.timer)
+      request.reject(error)
+      return
+    }
+    if (message.jobId !== undefined) {
+      const feed = this.#feeds.get(message.jobId)
+      if (feed !== undefined) this.#onFeedError(feed, error)
+      return
+    }
+    if (message.feed === 'user') {
+      this.#user?.fail(error)
+      return
+    }
+    // About the socket: a fatal one is followed by the close that carries its code.
+  }
+
+  #onFeedError(feed: JobFeed, error: JobwireError): void {
+    const decision = decide(error, false)
+    switch (decision.kind) {
+      case 'snapshot':
+        feed.wantSnapshot()
+        this.#subscribe(feed)
+        return
+      case 'poll':
+        this.core.pollFeed(feed)
+        return
+      case 'retry': {
+        feed.connection.set('reconnecting', decision.reason)
+        const delay = decision.delayMs ?? this.core.settings.backoff.minMs + this.core.env.random() * this.core.settings.backoff.minMs * 4
+        const timer = this.core.env.timers.setTimeout(() => {
+          this.#resubscribeTimers.delete(feed.jobId)
+          if (this.#feeds.get(feed.jobId) === feed && this.#welcomed) this.#subscribe(feed)
+        }, delay)
+        this.#resubscribeTimers.set(feed.jobId, timer)
+        return
+      }
+      case 'fatal':
+      case 'fail':
+        feed.fail(error)
+        return
+      default:
+        return assertNever(decision)
+    }
+  }
+
+  /** The server says the credential expires soon: get a new one and swap it in without reconnecting. */
+  async #refreshToken(): Promise<void> {
+    if (this.#refreshing) return
+    this.#refreshing = true
+    try {
+      this.core.tokens.invalidate(this.#credential.token)
+      let token: string | null
+      try {
+        ;({ token } = await this.core.tokens.get(this.core.env.now()))
+      } catch (error) {
+        // getToken refused: the user may not watch any more. Anything else: the server closes at
+        // expiry with token_expired, and the reconnect asks getToken again.
+        if (error instanceof JobwireError && error.code === 'unauthorized') this.core.fatal(error)
+        return
+      }
+      if (token === null || !this.#welcomed) return
+      this.#credential = { token, fresh: true }
+      try {
+        await this.#request({ type: 'refresh_token', token })
+      } catch (error) {
+        if (decide(asJobwireError(error), true).kind === 'fatal') this.core.fatal(asJobwireError(error))
+      }
+    } finally {
+      this.#refreshing = false
+    }
+  }
+
+  #request(message: WsClientMessage): Promise<void> {
+    if (!this.#welcomed) return Promise.reject(new JobwireError('unavailable', { reason: 'the WebSocket is not open' }))
+    const ref = String(this.#nextRef++)
+    return new Promise((resolve, reject) => {
+      const timer = this.core.env.timers.setTimeout(() => {
+        this.#requests.delete(ref)
+        reject(new JobwireError('unavailable', { reason: 'no answer over the WebSocket' }))
+      }, requestTimeoutMs)
+      this.#requests.set(ref, { resolve, reject, timer })
+      this.#send([{ ...message, ref } as WsClientMessage])
+    })
+  }
+
+  /** Sends messages batched into as few frames as the server's frame limit allows. */
+  #send(messages: readonly WsClientMessage[]): void {
+    const socket = this.#socket
+    if (socket === null || !this.#welcomed) return
+    // Characters, not bytes: leave room for multi-byte text.
+    const budget = Math.max(256, Math.floor(this.#maxFrameBytes / 4))
+    let frame = ''
+    try {
+      for (const message of messages) {
+        const line = JSON.stringify(message)
+        if (frame !== '' && frame.length + 1 + line.length > budget) {
+          socket.send(frame)
+          frame = ''
+        }
+        frame = frame === '' ? line : `${frame}\n${line}`
+      }
+      if (frame !== '') socket.send(frame)
+    } catch {
+      this.#abandon('send failed')
+    }
+  }
+
+  #alive(): void {
+    const { timers } = this.core.env
+    if (this.#watchdog !== null) timers.clearTimeout(this.#watchdog)
+    this.#watchdog = timers.setTimeout(() => {
+      this.#watchdog = null
+      if (this.#socket !== null) this.#abandon('no heartbeat')
+    }, this.#heartbeatTimeoutMs)
+  }
+
+  /** Gives up on the current socket at once (dead, offline, garbled) and handles it as a drop. */
+  #abandon(reason: string): void {
+    this.#closeSocket(4000, reason)
+    this.#closed(1006, '', reason)
+  }
+
+  #closeSocket(code: number, reason: string): void {
+    const socket = this.#socket
+    this.#socket = null
+    this.#welcomed = false
+    this.#clearTimers()
+    if (socket === null) return
+    socket.onmessage = null
+    socket.onclose = null
+    try {
+      socket.close(code, reason)
+    } catch {
+      // already closing
+    }
+  }
+
+  #clearTimers(): void {
+    const { timers } = this.core.env
+    if (this.#watchdog !== null) timers.clearTimeout(this.#watchdog)
+    if (this.#openTimer !== null) timers.clearTimeout(this.#openTimer)
+    this.#watchdog = null
+    this.#openTimer = null
+    for (const [ref, request] of this.#requests) {
+      timers.clearTimeout(request.timer)
+      request.reject(new JobwireError('unavailable', { reason: 'the WebSocket closed' }))
+      this.#requests.delete(ref)
+    }
+  }
+
+  /** The socket is gone: retry, refresh the credential, give up, or fall back, by what closed it. */
+  #closed(code: number, reason: string, description: string): void {
+    const wasWelcomed = this.#welcomed
+    this.#closeSocket(1000, '')
+    this.#disconnectedAt = this.core.env.now()
+    if (this.#shut) return
+    const probe = this.#probe
+    if (probe !== null && !wasWelcomed) {
+      this.#probe = null
+      probe(false)
+      if (!this.#hasWork()) return
+    }
+    if (!this.#hasWork()) {
+      this.connection.set('connecting', 'idle')
+      return
+    }
+    const errorCode = errorCodeOfClose(code, reason)
+    if (errorCode !== null) {
+      this.#onError(new JobwireError(errorCode), this.#credential.fresh)
+      return
+    }
+    this.#setState('reconnecting', description)
+    if (!wasWelcomed) {
+      this.#failuresBeforeWelcome++
+      // Never welcomed here (or three times in a row since it was): refused or blocked on the way —
+      // if plain HTTP gets through. If nothing does, the server is down: keep trying WebSockets.
+      if (!this.#everWelcomed || this.#failuresBeforeWelcome >= 3) {
+        this.#connecting = true
+        void this.core.reachable().then((reachable) => {
+          this.#connecting = false
+          if (this.#shut || this.#socket !== null || !this.#hasWork()) return
+          if (reachable) this.#failed(`the WebSocket did not open: ${description}`)
+          else this.#retry.schedule()
+        })
+        return
+      }
+    }
+    this.#retry.schedule()
+  }
+
+  #onError(error: JobwireError, freshToken: boolean): void {
+    if (this.#shut) return
+    const decision = decide(error, freshToken)
+    switch (decision.kind) {
+      case 'retry':
+        if (error.code === 'token_expired' || error.code === 'unauthorized' || error.code === 'invalid_token') this.core.tokens.invalidate(this.#credential.token)
+        this.#setState('reconnecting', decision.reason)
+        this.#retry.schedule(decision.delayMs)
+        return
+      case 'fatal':
+      case 'fail':
+        this.core.fatal(error)
+        return
+      case 'snapshot':
+      case 'poll':
+        this.#setState('reconnecting', error.code)
+        this.#retry.schedule()
+        return
+      default:
+        return assertNever(decision)
+    }
+  }
+
+  #failed(reason: string): void {
+    this.#retry.cancel()
+    this.core.transportFailed('ws', reason)
+  }
+
+  #setState(state: ConnectionState, reason: string): void {
+    this.connection.set(state, reason)
+    for (const feed of this.#feeds.values()) feed.connection.set(state, reason)
+    this.#user?.setConnection(state, reason)
+  }
+}
+
+function subscription(feed: JobFeed): WsClientMessage {
+  const after = feed.position
+  return after === undefined ? { type: 'subscribe', jobId: feed.jobId } : { type: 'subscribe', jobId: feed.jobId, after }
+}
+
+function assertNever(value: never): never {
+  throw new Error(`unhandled message ${JSON.stringify(value)}`)
+}

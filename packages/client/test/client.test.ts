@@ -1,0 +1,418 @@
+import { afterEach, describe, expect, it } from 'vitest'
+import { mintSubscriptionToken } from '@jobwire/backend'
+import { createJobwireClient, JobwireError, type ConnectionState, type JobState, type JobwireClient } from '@jobwire/client'
+import {
+  comparable,
+  createJsonClient,
+  makeTempDir,
+  onlineSwitch,
+  recordingWebSocket,
+  seededRandom,
+  serverState,
+  sleep,
+  startBufferingProxy,
+  startServer,
+  startTestServer,
+  testApiKey,
+  until,
+  type TestServer,
+} from './harness.js'
+
+const cleanups: (() => unknown)[] = []
+let server: TestServer | null = null
+let client: JobwireClient | null = null
+afterEach(async () => {
+  client?.close()
+  client = null
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup()
+  await server?.close()
+  server = null
+})
+
+const fast = { backoff: { minMs: 10, maxMs: 100 } }
+const secret = 'client-test-token-secret-0123456789abcdef'
+
+async function createJob(s: TestServer, body: Record<string, unknown> = {}): Promise<JobState> {
+  const answer = await s.api.call<JobState>('POST', '/v1/jobs', { type: 'test', dispatch: false, ...body })
+  expect(answer.status).toBe(201)
+  return answer.body
+}
+
+async function append(s: { api: TestServer['api'] }, jobId: string, events: unknown[]): Promise<void> {
+  const answer = await s.api.call('POST', `/v1/jobs/${jobId}/events`, { events })
+  expect(answer.status, JSON.stringify(answer.body)).toBe(200)
+}
+
+/** Records the seqs of the events a watch applied, and whether it ended. */
+function recorder() {
+  const applied: number[] = []
+  const states: ConnectionState[] = []
+  let ended = false
+  let error: JobwireError | null = null
+  return {
+    applied,
+    states,
+    get ended() {
+      return ended
+    },
+    get error() {
+      return error
+    },
+    options: {
+      onUpdate: (_state: JobState, update: { event?: { seq: number } }) => {
+        if (update.event !== undefined) applied.push(update.event.seq)
+      },
+      onConnection: (change: { to: ConnectionState }) => states.push(change.to),
+      onEnd: (e: JobwireError | null) => {
+        ended = true
+        error = e
+      },
+    },
+  }
+}
+
+const range = (from: number, to: number): number[] => Array.from({ length: to - from + 1 }, (_, i) => from + i)
+
+describe('watchJob over WebSocket', () => {
+  it('shows a snapshot, then every event live, and stops at the terminal event with the server state', async () => {
+    server = await startTestServer()
+    const s = server
+    const ws = recordingWebSocket()
+    client = createJobwireClient({ url: s.url, getToken: () => s.key, WebSocket: ws.WebSocket })
+    const job = await createJob(s)
+    const record = recorder()
+    const watch = client.watchJob(job.id, record.options)
+    await until(() => watch.state !== null && watch.connection === 'live', 'the first snapshot')
+    await append(s, job.id, [{ type: 'progress', stage: 'a', percent: 10 }, { type: 'chunk', text: 'hello ' }])
+    await append(s, job.id, [{ type: 'item', id: 'f1', status: 'running' }, { type: 'chunk', text: 'world' }])
+    await append(s, job.id, [{ type: 'completed', result: { ok: true } }])
+    await until(() => record.ended, 'the terminal event')
+    expect(comparable(watch.state)).toEqual(comparable(await serverState(s, job.id)))
+    expect(watch.state?.text).toBe('hello world')
+    expect(watch.connection).toBe('closed')
+    expect(record.applied).toEqual(range(2, 7))
+    expect(client.transport).toBe('ws')
+    expect(ws.sockets).toHaveLength(1)
+  })
+
+  it('delivers every seq exactly once and in order while the socket is dropped at random points', async () => {
+    server = await startTestServer()
+    const s = server
+    const ws = recordingWebSocket()
+    client = createJobwireClient({ url: s.url, getToken: () => s.key, WebSocket: ws.WebSocket, ...fast })
+    const job = await createJob(s)
+    const record = recorder()
+    const watch = client.watchJob(job.id, record.options)
+    await until(() => watch.state !== null, 'the first snapshot')
+    const random = seededRandom(7)
+    for (let batch = 0; batch < 80; batch++) {
+      const size = 1 + Math.floor(random() * 4)
+      await append(
+        s,
+        job.id,
+        Array.from({ length: size }, (_, i) => (i % 2 === 0 ? { type: 'chunk', text: `${batch}.${i} ` } : { type: 'progress', percent: batch })),
+      )
+      if (random() < 0.25) ws.dropAll()
+      if (random() < 0.3) await sleep(random() * 30)
+    }
+    await append(s, job.id, [{ type: 'completed' }])
+    await until(() => record.ended, 'the terminal event', 30_000)
+    const head = (await serverState(s, job.id)).seq
+    expect(record.applied).toEqual(range(2, head))
+    expect(comparable(watch.state)).toEqual(comparable(await serverState(s, job.id)))
+    expect(ws.sockets.length).toBeGreaterThan(5)
+    expect(client.transport).toBe('ws')
+  })
+
+  it('resumes from its last seq after the server restarts on the same SQLite file', async () => {
+    const dir = await makeTempDir()
+    cleanups.push(() => dir.remove())
+    const config = { apiKey: testApiKey, host: '127.0.0.1', dataDir: dir.path, memory: false }
+    let running = await startServer({ logger: false, config: { ...config, port: 0 } })
+    cleanups.push(() => running.close())
+    const port = running.port
+    let api = createJsonClient(running.url, testApiKey)
+    cleanups.push(() => api.close())
+    const ws = recordingWebSocket()
+    client = createJobwireClient({ url: running.url, getToken: () => testApiKey, WebSocket: ws.WebSocket, ...fast })
+    const job = (await api.call<JobState>('POST', '/v1/jobs', { type: 'test', dispatch: false })).body
+    const record = recorder()
+    const watch = client.watchJob(job.id, record.options)
+    await until(() => watch.state !== null, 'the first snapshot')
+    await append({ api }, job.id, [{ type: 'progress', stage: 'one' }, { type: 'chunk', text: 'before ' }])
+    await until(() => watch.state?.seq === 4, 'the events before the restart')
+    await running.close()
+    await api.close()
+    await until(() => watch.connection === 'reconnecting', 'the client to notice')
+    running = await startServer({ logger: false, config: { ...config, port } })
+    api = createJsonClient(running.url, testApiKey)
+    await append({ api }, job.id, [{ type: 'chunk', text: 'after' }, { type: 'completed' }])
+    await until(() => record.ended, 'the terminal event after the restart', 30_000)
+    expect(record.applied).toEqual(range(2, 6))
+    expect(watch.state?.text).toBe('before after')
+    expect(client.transport).toBe('ws')
+  })
+
+  it('yields each new state to a for-await loop and ends after the terminal one', async () => {
+    server = await startTestServer()
+    const s = server
+    client = createJobwireClient({ url: s.url, getToken: () => s.key, WebSocket: recordingWebSocket().WebSocket })
+    const job = await createJob(s)
+    const seen: string[] = []
+    const loop = (async () => {
+      for await (const state of (client as JobwireClient).watchJob(job.id)) {
+        seen.push(`${state.status}:${state.text}`)
+        if (state.seq === 1) void append(s, job.id, [{ type: 'chunk', text: 'x' }]).then(() => append(s, job.id, [{ type: 'completed' }]))
+      }
+    })()
+    await loop
+    expect(seen[0]).toBe('queued:')
+    expect(seen.at(-1)).toBe('completed:x')
+  })
+
+  it('carries 500 subscriptions on one socket', async () => {
+    server = await startTestServer()
+    const s = server
+    const ws = recordingWebSocket()
+    client = createJobwireClient({ url: s.url, getToken: () => s.key, WebSocket: ws.WebSocket })
+    const jobs: JobState[] = []
+    for (let i = 0; i < 500; i++) jobs.push(await createJob(s))
+    const watch = client.watchJobs(jobs.map((job) => job.id))
+    await until(() => watch.states.size === 500, '500 snapshots')
+    await Promise.all(jobs.map((job, i) => append(s, job.id, [{ type: 'progress', percent: i % 100 }])))
+    await until(() => [...watch.states.values()].every((state) => state.seq === 3), 'an event on each of the 500 jobs')
+    expect(ws.sockets).toHaveLength(1)
+    watch.stop()
+  })
+})
+
+describe('transport fallback', () => {
+  it('falls back to SSE when the server refuses WebSockets, with the same states', async () => {
+    server = await startTestServer({ websocket: false })
+    const s = server
+    const ws = recordingWebSocket()
+    client = createJobwireClient({ url: s.url, getToken: () => s.key, WebSocket: ws.WebSocket })
+    const job = await createJob(s)
+    const record = recorder()
+    const watch = client.watchJob(job.id, record.options)
+    await until(() => watch.connection === 'live' && watch.state !== null, 'a live SSE stream')
+    expect(client.transport).toBe('sse')
+    await append(s, job.id, [{ type: 'chunk', text: 'over SSE' }, { type: 'completed' }])
+    await until(() => record.ended, 'the terminal event')
+    expect(record.applied).toEqual(range(2, 4))
+    expect(comparable(watch.state)).toEqual(comparable(await serverState(s, job.id)))
+    expect(ws.sockets.length).toBeGreaterThanOrEqual(1)
+  })
+
+  it('moves back to WebSocket once it gets through again, without losing or repeating an event', async () => {
+    server = await startTestServer()
+    const s = server
+    const ws = recordingWebSocket()
+    let blocked = true
+    const Flaky = class extends (ws.WebSocket as unknown as new (url: string) => object) {
+      constructor(url: string) {
+        super(blocked ? 'ws://127.0.0.1:9/v1/ws' : url)
+      }
+    } as unknown as typeof ws.WebSocket
+    client = createJobwireClient({ url: s.url, getToken: () => s.key, WebSocket: Flaky, upgradeIntervalMs: 300, ...fast })
+    const job = await createJob(s)
+    const record = recorder()
+    const watch = client.watchJob(job.id, record.options)
+    await until(() => client?.transport === 'sse' && watch.connection === 'live', 'the SSE fallback')
+    await append(s, job.id, [{ type: 'chunk', text: 'a' }])
+    blocked = false
+    await until(() => client?.transport === 'ws' && watch.connection === 'live', 'the move back to WebSocket')
+    await append(s, job.id, [{ type: 'chunk', text: 'b' }, { type: 'completed' }])
+    await until(() => record.ended, 'the end')
+    expect(watch.state?.text).toBe('ab')
+    expect(record.applied).toEqual(range(2, 5))
+  })
+
+  it('falls back to polling when a buffering proxy holds SSE back, and never polls after the end', async () => {
+    server = await startTestServer()
+    const s = server
+    const proxy = await startBufferingProxy(s.url)
+    cleanups.push(() => proxy.close())
+    const ws = recordingWebSocket()
+    let polls = 0
+    const countingFetch: typeof fetch = (input, init) => {
+      if (String(input).includes('/events')) polls++
+      return fetch(input, init)
+    }
+    client = createJobwireClient({
+      url: proxy.url,
+      getToken: () => s.key,
+      WebSocket: ws.WebSocket,
+      fetch: countingFetch,
+      pollIntervalMs: 100,
+      firstMessageTimeoutMs: 500,
+    })
+    const job = await createJob(s)
+    const record = recorder()
+    const watch = client.watchJob(job.id, record.options)
+    await until(() => client?.transport === 'poll' && watch.state !== null, 'polling through the proxy')
+    expect(proxy.heldStreams()).toBeGreaterThanOrEqual(1)
+    await append(s, job.id, [{ type: 'progress', percent: 50 }, { type: 'completed', result: 42 }])
+    await until(() => record.ended, 'the terminal event by polling')
+    expect(record.applied).toEqual(range(2, 4))
+    expect(watch.state?.result).toBe(42)
+    expect(record.states).toContain('polling')
+    const after = polls
+    await sleep(400)
+    expect(polls).toBe(after)
+  })
+})
+
+describe('credentials', () => {
+  it('refreshes an expiring token in band over WebSocket without reconnecting or losing position', async () => {
+    server = await startTestServer({ tokenSecret: secret, tokenNotice: '2s' })
+    const s = server
+    const job = await createJob(s, { owner: { tenant: 'acme', user: 'ann' } })
+    let calls = 0
+    const ws = recordingWebSocket()
+    client = createJobwireClient({
+      url: s.url,
+      getToken: () => {
+        calls++
+        return mintSubscriptionToken({ secret, jobIds: [job.id], ttlSeconds: 3 }).token
+      },
+      WebSocket: ws.WebSocket,
+    })
+    const record = recorder()
+    const watch = client.watchJob(job.id, record.options)
+    await until(() => watch.connection === 'live', 'live')
+    for (let i = 0; i < 8; i++) {
+      await append(s, job.id, [{ type: 'chunk', text: `${i}` }])
+      await sleep(500)
+    }
+    await append(s, job.id, [{ type: 'completed' }])
+    await until(() => record.ended, 'the terminal event')
+    expect(record.error).toBeNull()
+    expect(calls).toBeGreaterThanOrEqual(2)
+    expect(ws.sockets).toHaveLength(1)
+    expect(watch.state?.text).toBe('01234567')
+    expect(record.applied).toEqual(range(2, 11))
+  })
+
+  it('reconnects an SSE stream that ended with token_expired with a fresh token, from its position', async () => {
+    server = await startTestServer({ tokenSecret: secret })
+    const s = server
+    const job = await createJob(s, { owner: { tenant: 'acme', user: 'ann' } })
+    let calls = 0
+    client = createJobwireClient({
+      url: s.url,
+      transports: ['sse'],
+      getToken: () => {
+        calls++
+        return mintSubscriptionToken({ secret, jobIds: [job.id], ttlSeconds: 2 }).token
+      },
+    })
+    const record = recorder()
+    const watch = client.watchJob(job.id, record.options)
+    await until(() => watch.state !== null, 'the first snapshot')
+    for (let i = 0; i < 6; i++) {
+      await append(s, job.id, [{ type: 'chunk', text: `${i}` }])
+      await sleep(500)
+    }
+    await append(s, job.id, [{ type: 'completed' }])
+    await until(() => record.ended, 'the terminal event')
+    expect(calls).toBeGreaterThanOrEqual(2)
+    expect(watch.state?.text).toBe('012345')
+    expect(record.applied).toEqual(range(2, 9))
+  })
+
+  it('stops retrying with unauthorized when getToken refuses', async () => {
+    server = await startTestServer()
+    const job = await createJob(server)
+    let calls = 0
+    const ws = recordingWebSocket()
+    client = createJobwireClient({
+      url: server.url,
+      getToken: () => {
+        calls++
+        throw new JobwireError('unauthorized')
+      },
+      WebSocket: ws.WebSocket,
+      ...fast,
+    })
+    const record = recorder()
+    client.watchJob(job.id, record.options)
+    await until(() => record.ended, 'the watch to end')
+    expect(record.error?.code).toBe('unauthorized')
+    await sleep(300)
+    expect(calls).toBe(1)
+    expect(ws.sockets).toHaveLength(0)
+    expect(client.connection.state).toBe('closed')
+  })
+
+  it('stops with unauthorized when the server refuses a token fresh from getToken', async () => {
+    server = await startTestServer()
+    const job = await createJob(server)
+    let calls = 0
+    const ws = recordingWebSocket()
+    client = createJobwireClient({ url: server.url, getToken: () => (calls++, 'not-a-credential'), WebSocket: ws.WebSocket, ...fast })
+    const record = recorder()
+    client.watchJob(job.id, record.options)
+    await until(() => record.ended, 'the watch to end')
+    expect(record.error?.code).toBe('unauthorized')
+    await sleep(300)
+    expect(calls).toBe(1)
+    expect(ws.sockets).toHaveLength(1)
+  })
+})
+
+describe('online and offline', () => {
+  it('waits while offline and catches up once online again', async () => {
+    server = await startTestServer()
+    const s = server
+    const net = onlineSwitch()
+    const ws = recordingWebSocket()
+    client = createJobwireClient({ url: s.url, getToken: () => s.key, WebSocket: ws.WebSocket, online: net.source, ...fast })
+    const job = await createJob(s)
+    const record = recorder()
+    const watch = client.watchJob(job.id, record.options)
+    await until(() => watch.connection === 'live', 'live')
+    net.set(false)
+    await until(() => watch.connection === 'reconnecting', 'reconnecting while offline')
+    const sockets = ws.sockets.length
+    await append(s, job.id, [{ type: 'chunk', text: 'while away' }])
+    await sleep(300)
+    expect(ws.sockets).toHaveLength(sockets)
+    net.set(true)
+    await until(() => watch.state?.text === 'while away', 'the missed event')
+    await append(s, job.id, [{ type: 'completed' }])
+    await until(() => record.ended, 'the end')
+    expect(record.applied).toEqual(range(2, 4))
+  })
+})
+
+describe('watchMyJobs', () => {
+  it.for(['ws', 'sse', 'poll'] as const)('shows the same jobs over %s: unfinished ones, then new ones as they are created', async (transport) => {
+    server = await startTestServer({ tokenSecret: secret })
+    const s = server
+    const owner = { tenant: 'acme', user: 'ann' }
+    const running = await createJob(s, { owner })
+    const finished = await createJob(s, { owner })
+    await append(s, finished.id, [{ type: 'completed' }])
+    await createJob(s, { owner: { tenant: 'acme', user: 'bob' } })
+    client = createJobwireClient({
+      url: s.url,
+      transports: [transport],
+      pollIntervalMs: 100,
+      getToken: () => mintSubscriptionToken({ secret, tenant: 'acme', user: 'ann', ttlSeconds: 600 }).token,
+      WebSocket: recordingWebSocket().WebSocket,
+    })
+    const lists: string[][] = []
+    const watch = client.watchMyJobs({ onUpdate: (jobs) => lists.push(jobs.map((job) => job.id)) })
+    await until(() => watch.loaded && watch.jobs.length === 1, 'the unfinished job')
+    expect(watch.jobs.map((job) => job.id)).toEqual([running.id])
+    const later = await createJob(s, { owner })
+    await until(() => watch.jobs.length === 2, 'the job created later')
+    expect(watch.jobs.map((job) => job.id)).toEqual([later.id, running.id])
+    await append(s, later.id, [{ type: 'chunk', text: 'x' }, { type: 'completed', result: 1 }])
+    await until(() => watch.jobs[0]?.status === 'completed', 'the new job to finish')
+    expect(watch.jobs[0]?.result).toBe(1)
+    expect(lists.flat()).not.toContain(finished.id)
+    watch.stop()
+  })
+})

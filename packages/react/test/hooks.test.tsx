@@ -1,0 +1,269 @@
+// @vitest-environment happy-dom
+import { StrictMode, useState } from 'react'
+import { afterEach, beforeAll, describe, expect, it } from 'vitest'
+import { cleanup, render, screen, waitFor, act } from '@testing-library/react'
+import { fetch as nodeFetch } from 'undici'
+import WebSocket from 'ws'
+import { mintSubscriptionToken } from '@jobwire/backend'
+import { createJobwireClient, type JobState, type JobwireClient, type WebSocketConstructor } from '@jobwire/client'
+import { JobwireProvider, useJob, useJobs, useMyJobs, type JobView } from '@jobwire/react'
+import { spawnJobwire, type ServerProcess } from './server-process.js'
+
+// Updates come from real sockets, outside act(); findBy/waitFor wait for them.
+beforeAll(() => {
+  ;(globalThis as { IS_REACT_ACT_ENVIRONMENT?: boolean }).IS_REACT_ACT_ENVIRONMENT = false
+})
+
+const secret = 'react-suite-token-secret-0123456789abcdef'
+let server: ServerProcess
+let client: JobwireClient | null = null
+afterEach(async () => {
+  cleanup()
+  client?.close()
+  client = null
+  await server?.close()
+})
+
+/** `ws` sockets, remembered so a test can count and inspect them. */
+function sockets(): { WebSocket: WebSocketConstructor; list: WebSocket[] } {
+  const list: WebSocket[] = []
+  class Recorded extends WebSocket {
+    constructor(url: string) {
+      super(url)
+      list.push(this)
+    }
+  }
+  return { WebSocket: Recorded as unknown as WebSocketConstructor, list }
+}
+
+/** A WebSocket that never gets through (as behind a proxy that blocks upgrades). */
+class Blocked extends WebSocket {
+  constructor() {
+    super('ws://127.0.0.1:9/v1/ws')
+  }
+}
+
+let requests = 0
+const countingFetch = ((input: string, init?: RequestInit) => {
+  requests++
+  return nodeFetch(input, init as never)
+}) as unknown as typeof fetch
+
+function makeClient(options: { WebSocket?: WebSocketConstructor; getToken?: () => string; transports?: ('ws' | 'sse' | 'poll')[] } = {}): JobwireClient {
+  client = createJobwireClient({
+    url: server.url,
+    getToken: options.getToken ?? (() => server.key),
+    fetch: countingFetch,
+    WebSocket: options.WebSocket ?? sockets().WebSocket,
+    lingerMs: 50,
+    pollIntervalMs: 100,
+    ...(options.transports === undefined ? {} : { transports: options.transports }),
+  })
+  return client
+}
+
+async function createJob(body: Record<string, unknown> = {}): Promise<JobState> {
+  return (await server.call<JobState>('POST', '/v1/jobs', { type: 'analysis', dispatch: false, ...body })).body
+}
+
+async function append(jobId: string, events: unknown[]): Promise<void> {
+  const answer = await server.call('POST', `/v1/jobs/${jobId}/events`, { events })
+  expect(answer.status).toBe(200)
+}
+
+/** What a status bar would render for a job, one line. */
+function describeView(job: JobView): string {
+  switch (job.status) {
+    case 'idle':
+      return 'no job'
+    case 'loading':
+      return 'loading'
+    case 'queued':
+      return `queued`
+    case 'running':
+      return `running ${job.progress.stage ?? '-'} ${job.progress.percent ?? 0}% "${job.text}" ${job.items.length} items`
+    case 'completed':
+      return `completed ${JSON.stringify(job.result)}`
+    case 'failed':
+      return `failed ${job.error.code}`
+    case 'cancelled':
+      return 'cancelled'
+    case 'error':
+      return `error ${job.error.code}`
+  }
+}
+
+function JobStatus({ id }: { id: string | null }) {
+  const job = useJob(id)
+  return (
+    <div>
+      <p data-testid="status">{describeView(job)}</p>
+      <p data-testid="connection">{job.connection}</p>
+    </div>
+  )
+}
+
+describe('useJob', () => {
+  it('shows a job live from its snapshot to its result under StrictMode, on one socket, and stops listening after the end', async () => {
+    server = await spawnJobwire()
+    const ws = sockets()
+    const c = makeClient({ WebSocket: ws.WebSocket })
+    const job = await createJob()
+    render(
+      <StrictMode>
+        <JobwireProvider client={c}>
+          <JobStatus id={job.id} />
+        </JobwireProvider>
+      </StrictMode>,
+    )
+    await waitFor(() => expect(screen.getByTestId('status').textContent).toBe('queued'))
+    expect(screen.getByTestId('connection').textContent).toBe('live')
+    await append(job.id, [{ type: 'progress', stage: 'decoding', percent: 40 }, { type: 'item', id: 'a.mp3' }, { type: 'chunk', text: 'hi' }])
+    await waitFor(() => expect(screen.getByTestId('status').textContent).toBe('running decoding 40% "hi" 1 items'))
+    await append(job.id, [{ type: 'completed', result: { words: 2 } }])
+    await waitFor(() => expect(screen.getByTestId('status').textContent).toBe('completed {"words":2}'))
+    expect(ws.list).toHaveLength(1)
+    const before = requests
+    await new Promise((resolve) => setTimeout(resolve, 300))
+    expect(requests).toBe(before)
+  })
+
+  it('keeps working when the WebSocket is blocked: the same view over SSE', async () => {
+    server = await spawnJobwire()
+    const c = makeClient({ WebSocket: Blocked as unknown as WebSocketConstructor })
+    const job = await createJob()
+    render(
+      <JobwireProvider client={c}>
+        <JobStatus id={job.id} />
+      </JobwireProvider>,
+    )
+    await waitFor(() => expect(screen.getByTestId('status').textContent).toBe('queued'))
+    await waitFor(() => expect(screen.getByTestId('connection').textContent).toBe('live'))
+    expect(c.transport).toBe('sse')
+    await append(job.id, [{ type: 'progress', stage: 'decoding', percent: 40 }, { type: 'item', id: 'a.mp3' }, { type: 'chunk', text: 'hi' }])
+    await waitFor(() => expect(screen.getByTestId('status').textContent).toBe('running decoding 40% "hi" 1 items'))
+    await append(job.id, [{ type: 'failed', code: 'decode_error', message: 'bad file' }])
+    await waitFor(() => expect(screen.getByTestId('status').textContent).toBe('failed decode_error'))
+  })
+
+  it('shows polling as the connection when only polling gets through', async () => {
+    server = await spawnJobwire()
+    const c = makeClient({ transports: ['poll'] })
+    const job = await createJob()
+    render(
+      <JobwireProvider client={c}>
+        <JobStatus id={job.id} />
+      </JobwireProvider>,
+    )
+    await waitFor(() => expect(screen.getByTestId('connection').textContent).toBe('polling'))
+    await append(job.id, [{ type: 'completed', result: 1 }])
+    await waitFor(() => expect(screen.getByTestId('status').textContent).toBe('completed 1'))
+  })
+
+  it('answers an unknown job with error job_not_found, and no id with idle', async () => {
+    server = await spawnJobwire()
+    const c = makeClient()
+    render(
+      <JobwireProvider client={c}>
+        <JobStatus id="job_nope" />
+        <JobStatus id={null} />
+      </JobwireProvider>,
+    )
+    await waitFor(() => expect(screen.getAllByTestId('status').map((node) => node.textContent)).toEqual(['error job_not_found', 'no job']))
+  })
+
+  it('cleans up on unmount: the watch stops and the socket closes', async () => {
+    server = await spawnJobwire()
+    const ws = sockets()
+    const c = makeClient({ WebSocket: ws.WebSocket })
+    const job = await createJob()
+    function Toggle() {
+      const [shown, setShown] = useState(true)
+      return (
+        <div>
+          <button onClick={() => setShown(false)}>hide</button>
+          {shown ? <JobStatus id={job.id} /> : null}
+        </div>
+      )
+    }
+    render(
+      <JobwireProvider client={c}>
+        <Toggle />
+      </JobwireProvider>,
+    )
+    await waitFor(() => expect(screen.getByTestId('status').textContent).toBe('queued'))
+    act(() => screen.getByText('hide').click())
+    await waitFor(() => expect(ws.list[0]?.readyState).toBe(WebSocket.CLOSED))
+  })
+
+  it('cancels through the view', async () => {
+    server = await spawnJobwire({ JOBWIRE_TOKEN_SECRET: secret })
+    const job = await createJob({ owner: { tenant: 'acme', user: 'ann' } })
+    const c = makeClient({ getToken: () => mintSubscriptionToken({ secret, jobIds: [job.id], rights: ['read', 'cancel'] }).token })
+    function Cancellable() {
+      const view = useJob(job.id)
+      return <button onClick={() => void (view.status === 'queued' || view.status === 'running' ? view.cancel('user') : undefined)}>{view.status}</button>
+    }
+    render(
+      <JobwireProvider client={c}>
+        <Cancellable />
+      </JobwireProvider>,
+    )
+    ;(await screen.findByText('queued')).click()
+    await screen.findByText('cancelled')
+  })
+})
+
+describe('useJobs and useMyJobs', () => {
+  it('watches several jobs in the order given, on one socket', async () => {
+    server = await spawnJobwire()
+    const ws = sockets()
+    const c = makeClient({ WebSocket: ws.WebSocket })
+    const jobs = [await createJob(), await createJob(), await createJob()]
+    function List() {
+      const views = useJobs(jobs.map((job) => job.id))
+      return <p data-testid="list">{views.map(describeView).join(' | ')}</p>
+    }
+    render(
+      <StrictMode>
+        <JobwireProvider client={c}>
+          <List />
+        </JobwireProvider>
+      </StrictMode>,
+    )
+    await waitFor(() => expect(screen.getByTestId('list').textContent).toBe('queued | queued | queued'))
+    await append(jobs[1]?.id as string, [{ type: 'completed', result: 'b' }])
+    await waitFor(() => expect(screen.getByTestId('list').textContent).toBe('queued | completed "b" | queued'))
+    expect(ws.list).toHaveLength(1)
+  })
+
+  it('shows my jobs as an activity panel: new ones appear, filtered by status', async () => {
+    server = await spawnJobwire({ JOBWIRE_TOKEN_SECRET: secret })
+    const owner = { tenant: 'acme', user: 'ann' }
+    const first = await createJob({ owner, type: 'transcription' })
+    const c = makeClient({ getToken: () => mintSubscriptionToken({ secret, tenant: 'acme', user: 'ann' }).token })
+    function Panel() {
+      const all = useMyJobs()
+      const active = useMyJobs({ status: ['queued', 'running'] })
+      return (
+        <div>
+          <p data-testid="all">{`${all.status}: ${all.jobs.map((job) => `${job.type}/${job.status}`).join(', ')}`}</p>
+          <p data-testid="active">{active.jobs.length}</p>
+        </div>
+      )
+    }
+    render(
+      <StrictMode>
+        <JobwireProvider client={c}>
+          <Panel />
+        </JobwireProvider>
+      </StrictMode>,
+    )
+    await waitFor(() => expect(screen.getByTestId('all').textContent).toBe('ready: transcription/queued'))
+    await createJob({ owner, type: 'suggestion' })
+    await waitFor(() => expect(screen.getByTestId('all').textContent).toBe('ready: suggestion/queued, transcription/queued'))
+    await append(first.id, [{ type: 'completed' }])
+    await waitFor(() => expect(screen.getByTestId('all').textContent).toBe('ready: suggestion/queued, transcription/completed'))
+    expect(screen.getByTestId('active').textContent).toBe('1')
+  })
+})

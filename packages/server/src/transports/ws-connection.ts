@@ -1,0 +1,346 @@
+import type { WebSocket, RawData } from 'ws'
+import {
+  closeCodeOf,
+  JobwireError,
+  wsCloseCodes,
+  type JobEvent,
+  type JobEventOf,
+  type WsServerMessage,
+} from '@jobwire/protocol'
+import { CoalescedRun } from './ws-coalesce.js'
+
+/** What a connection needs to know about flow control (see config: `ws*`). */
+export interface WsFlowSettings {
+  /** Largest client message; a larger one is answered `message_too_large` and the socket closes with 1009. */
+  maxMessageBytes: number
+  /** Silence after which a `heartbeat` message is sent; also the ping interval for dead-peer detection. */
+  heartbeatMs: number
+  /** Unsent + in-flight bytes past which the reader is cut off with `slow_consumer`. */
+  maxBufferBytes: number
+  /** In-flight bytes past which latest-wins events are coalesced and sending waits for the socket to drain. */
+  coalesceAfterBytes: number
+  /** Client messages per second (average) and per burst. */
+  messageRate: number
+  messageBurst: number
+}
+
+/** Receives each client message (one line of a text frame) that passed the flood check. */
+export type LineHandler = (line: string) => void
+
+// Each event is encoded once, however many sockets it goes to.
+const encodedEvents = new WeakMap<JobEvent, string>()
+function encodeEvent(event: JobEvent): string {
+  let text = encodedEvents.get(event)
+  if (text === undefined) {
+    text = `{"type":"event","event":${JSON.stringify(event)}}`
+    encodedEvents.set(event, text)
+  }
+  return text
+}
+
+/**
+ * Connections with something to send; one setImmediate flushes them all, so everything written
+ * to a socket in one turn of the event loop leaves as one frame (one socket write). When a
+ * socket's pending frame is exactly a run of events of one job — what live fan-out produces — the
+ * same Buffer is shared by every socket with that run pending.
+ */
+const dirty = new Set<WsConnection>()
+let flushScheduled = false
+let shared: { jobId: string; first: number; last: number; length: number; bytes: Buffer } | null = null
+
+function scheduleFlush(connection: WsConnection): void {
+  dirty.add(connection)
+  if (flushScheduled) return
+  flushScheduled = true
+  setImmediate(flushAll)
+}
+
+function flushAll(): void {
+  flushScheduled = false
+  shared = null
+  for (const connection of dirty) connection.flush()
+  shared = null
+}
+
+function sharedBytes(jobId: string, first: number, last: number, text: string): Buffer {
+  if (shared === null || shared.jobId !== jobId || shared.first !== first || shared.last !== last || shared.length !== text.length) {
+    shared = { jobId, first, last, length: text.length, bytes: Buffer.from(text) }
+  }
+  return shared.bytes
+}
+
+/**
+ * One message waiting to be sent. A latest-wins event keeps what a later one of its job may merge
+ * into while the reader is slow: first just the event, then the run it grew into.
+ */
+interface Outgoing {
+  /** The encoding, or null while a run's is not yet built (it is, once, at flush). */
+  text: string | null
+  chars: number
+  latest: { event: JobEventOf<'progress'> | JobEventOf<'item'>; stageBefore: string | null | undefined } | null
+  run: CoalescedRun | null
+}
+
+function encodeRun(run: CoalescedRun): string {
+  const message = run.toMessage()
+  return message.type === 'event' ? encodeEvent(message.event) : JSON.stringify(message)
+}
+
+/**
+ * One WebSocket's framing and flow control: coalesced per-tick writes, backpressure (latest-wins
+ * coalescing, then `slow_consumer`), heartbeats and dead-peer pings, and the inbound flood check.
+ * It knows nothing of jobs beyond what coalescing needs.
+ */
+export class WsConnection {
+  #pending: Outgoing[] = []
+  #pendingChars = 0
+  /** Bytes handed to the socket whose write has not completed. */
+  #inflight = 0
+  /** Whether #pending is exactly the events #runFirst..#runLast of job #runJob, unmerged. */
+  #run = false
+  #runJob = ''
+  #runFirst = 0
+  #runLast = 0
+  /** Per job: its last pending entry when that is a latest-wins event (or run), so later ones can merge. */
+  readonly #mergeable = new Map<string, Outgoing>()
+  /** Per job: the stage in effect after everything queued so far (undefined: unknown). */
+  readonly #stages = new Map<string, string | null | undefined>()
+  #wroteSince = false
+  #missedPongs = 0
+  #closed = false
+  #tokens: number
+  #tokensAt = Date.now()
+  /** Latest-wins events merged away for this reader (for tests and metrics). */
+  coalesced = 0
+  readonly closedPromise: Promise<void>
+
+  constructor(
+    private readonly socket: WebSocket,
+    private readonly settings: WsFlowSettings,
+    onLine: LineHandler,
+  ) {
+    this.#tokens = settings.messageBurst
+    this.closedPromise = new Promise((resolve) => socket.once('close', () => resolve()))
+    socket.on('close', () => {
+      this.#closed = true
+      dirty.delete(this)
+      this.#pending = []
+      this.#mergeable.clear()
+    })
+    // Errors (a reset peer, a protocol violation ws already answered with a close code) end the socket; never the process.
+    socket.on('error', () => undefined)
+    socket.on('pong', () => (this.#missedPongs = 0))
+    socket.on('message', (data: RawData, isBinary: boolean) => this.#receive(data, isBinary, onLine))
+  }
+
+  get closed(): boolean {
+    return this.#closed
+  }
+
+  /** Bytes this reader is behind: queued here plus handed to the socket and not yet written. */
+  get lagBytes(): number {
+    return this.#pendingChars + this.#inflight
+  }
+
+  send(messages: readonly WsServerMessage[]): void {
+    if (this.#closed) return
+    for (const message of messages) {
+      if (message.type === 'event') {
+        this.#pushEvent(message.event)
+        continue
+      }
+      this.#run = false
+      switch (message.type) {
+        case 'subscribed':
+          this.#mergeable.delete(message.jobId)
+          if (message.recovered) this.#stages.set(message.jobId, undefined)
+          break
+        case 'snapshot':
+          this.#mergeable.delete(message.jobId)
+          this.#stages.set(message.jobId, message.job.progress.stage)
+          break
+        case 'error':
+          if (message.jobId !== undefined) this.#mergeable.delete(message.jobId)
+          break
+        default:
+          break
+      }
+      const text = JSON.stringify(message)
+      this.#push({ text, chars: text.length, latest: null, run: null })
+    }
+    if (this.lagBytes > this.settings.maxBufferBytes && this.#inflight > this.settings.coalesceAfterBytes) {
+      this.#slowConsumer()
+      return
+    }
+    scheduleFlush(this)
+  }
+
+  /** Forgets what coalescing kept about a job whose stream ended. */
+  forgetJob(jobId: string): void {
+    this.#mergeable.delete(jobId)
+    this.#stages.delete(jobId)
+  }
+
+  #pushEvent(event: JobEvent): void {
+    const text = encodeEvent(event)
+    if (event.type !== 'progress' && event.type !== 'item') {
+      this.#mergeable.delete(event.jobId)
+    } else {
+      const open = this.#mergeable.get(event.jobId)
+      // Unsent bytes, queued or in flight, past the threshold: the reader is behind, latest wins.
+      if (open !== undefined && this.lagBytes > this.settings.coalesceAfterBytes && this.#merge(open, event, text.length)) {
+        this.#run = false
+        this.coalesced++
+        this.#trackStage(event)
+        return
+      }
+    }
+    const entry: Outgoing = {
+      text,
+      chars: text.length,
+      latest: event.type === 'progress' || event.type === 'item' ? { event, stageBefore: this.#stages.get(event.jobId) } : null,
+      run: null,
+    }
+    if (entry.latest !== null) this.#mergeable.set(event.jobId, entry)
+    this.#trackStage(event)
+    if (this.#pending.length === 0) {
+      this.#run = true
+      this.#runJob = event.jobId
+      this.#runFirst = event.seq
+      this.#runLast = event.seq
+    } else if (this.#run && event.jobId === this.#runJob && event.seq === this.#runLast + 1) {
+      this.#runLast = event.seq
+    } else {
+      this.#run = false
+    }
+    this.#push(entry)
+  }
+
+  /** Merges a latest-wins event into the job's pending entry, turning it into a run if need be. */
+  #merge(entry: Outgoing, event: JobEvent, chars: number): boolean {
+    if (entry.run === null) {
+      if (entry.latest === null) return false
+      entry.run = new CoalescedRun(entry.latest.event, entry.chars, entry.latest.stageBefore)
+      entry.latest = null
+    }
+    if (!entry.run.add(event, chars)) return false
+    entry.text = null
+    this.#pendingChars += entry.run.chars - entry.chars
+    entry.chars = entry.run.chars
+    return true
+  }
+
+  #trackStage(event: JobEvent): void {
+    if (event.type === 'progress' && event.data.stage !== undefined) this.#stages.set(event.jobId, event.data.stage)
+  }
+
+  #push(entry: Outgoing): void {
+    this.#pending.push(entry)
+    this.#pendingChars += entry.chars
+  }
+
+  /** Sends what is pending as one frame, unless the socket is still busy with earlier ones. */
+  flush(): void {
+    dirty.delete(this)
+    if (this.#closed || this.#pending.length === 0) return
+    if (this.#inflight > this.settings.coalesceAfterBytes) {
+      // Congested: wait for the socket to drain (the write callback reschedules); meanwhile
+      // latest-wins events merge in #pending instead of piling up.
+      if (this.lagBytes > this.settings.maxBufferBytes) this.#slowConsumer()
+      return
+    }
+    const pending = this.#pending
+    const textOf = (entry: Outgoing): string => entry.text ?? encodeRun(entry.run as CoalescedRun)
+    const text = pending.length === 1 ? textOf(pending[0] as Outgoing) : pending.map(textOf).join('\n')
+    const bytes = this.#run ? sharedBytes(this.#runJob, this.#runFirst, this.#runLast, text) : Buffer.from(text)
+    this.#pending = []
+    this.#pendingChars = 0
+    this.#mergeable.clear()
+    this.#run = false
+    this.#inflight += bytes.length
+    this.#wroteSince = true
+    this.socket.send(bytes, { binary: false }, () => {
+      this.#inflight -= bytes.length
+      if (this.#pending.length > 0 && this.#inflight <= this.settings.coalesceAfterBytes) scheduleFlush(this)
+    })
+  }
+
+  /** Called every heartbeat interval: a `heartbeat` after silence, and a ping to find dead peers. */
+  tick(): void {
+    if (this.#closed) return
+    if (this.#missedPongs >= 3) {
+      this.socket.terminate()
+      return
+    }
+    this.#missedPongs++
+    this.socket.ping()
+    if (!this.#wroteSince && this.#pending.length === 0) this.send([{ type: 'heartbeat' }])
+    this.#wroteSince = false
+  }
+
+  /** Sends what is pending and an `error`, however congested, and closes with the error's close code. */
+  fail(error: JobwireError): void {
+    if (this.#closed) return
+    const texts = this.#pending.map((entry) => entry.text ?? encodeRun(entry.run as CoalescedRun))
+    texts.push(JSON.stringify({ type: 'error', error: error.toBody() } satisfies WsServerMessage))
+    this.socket.send(texts.join('\n'))
+    this.close(closeCodeOf(error.code), error.code)
+  }
+
+  /** Closes politely; a peer that does not answer the close within `terminateAfterMs` is cut off. */
+  close(code: number = wsCloseCodes.normal, reason = '', terminateAfterMs = 5_000): void {
+    if (this.#closed) return
+    this.#closed = true
+    dirty.delete(this)
+    this.#pending = []
+    this.#mergeable.clear()
+    this.socket.close(code, reason)
+    // A reader that stopped reading never completes the closing handshake.
+    setTimeout(() => this.socket.terminate(), terminateAfterMs).unref()
+  }
+
+  #slowConsumer(): void {
+    const error = new JobwireError('slow_consumer', { bytes: this.lagBytes })
+    // What is pending is dropped: the reader resumes from the last seq it applied.
+    this.#pending = []
+    this.#pendingChars = 0
+    this.socket.send(JSON.stringify({ type: 'error', error: error.toBody() } satisfies WsServerMessage))
+    this.close(closeCodeOf('slow_consumer'), 'slow_consumer')
+  }
+
+  #receive(data: RawData, isBinary: boolean, onLine: LineHandler): void {
+    if (this.#closed) return
+    if (isBinary) {
+      this.send([{ type: 'error', error: new JobwireError('malformed_message', { reason: 'binary frames are not accepted' }).toBody() }])
+      return
+    }
+    const size = Buffer.isBuffer(data) ? data.length : Array.isArray(data) ? data.reduce((sum, part) => sum + part.length, 0) : data.byteLength
+    if (size > this.settings.maxMessageBytes) {
+      this.fail(new JobwireError('message_too_large', { limit: this.settings.maxMessageBytes }))
+      return
+    }
+    const text = Buffer.isBuffer(data) ? data.toString('utf8') : Array.isArray(data) ? Buffer.concat(data).toString('utf8') : Buffer.from(data).toString('utf8')
+    for (const line of text.split('\n')) {
+      if (line.trim() === '') continue
+      if (!this.#takeToken()) {
+        const { messageRate, messageBurst } = this.settings
+        this.fail(
+          new JobwireError('rate_limited', { limit: 'messages', max: messageBurst, window: `burst (${messageRate} per second sustained)`, retryAfter: 1 }),
+        )
+        return
+      }
+      onLine(line)
+      if (this.#closed) return
+    }
+  }
+
+  #takeToken(): boolean {
+    const now = Date.now()
+    const { messageRate, messageBurst } = this.settings
+    this.#tokens = Math.min(messageBurst, this.#tokens + ((now - this.#tokensAt) / 1000) * messageRate)
+    this.#tokensAt = now
+    if (this.#tokens < 1) return false
+    this.#tokens -= 1
+    return true
+  }
+}

@@ -1,0 +1,443 @@
+import {
+  JobwireError,
+  type Owner,
+  type StreamMessage,
+  type WsClientMessage,
+  type WsServerMessage,
+} from '@jobwire/protocol'
+import type { JobService } from '../core/jobs.js'
+import { canCancel, canRead, expiryOf, notFound, type Principal } from '../core/scopes.js'
+import type { JobSubscription, StreamSink } from '../core/subscription.js'
+import type { WsConnection } from './ws-connection.js'
+import { parseClientMessage, RefusedMessage, type MessageTarget } from './ws-messages.js'
+
+export interface WsSessionContext {
+  service: JobService
+  /** Turns a credential into a principal (in-band `refresh_token`). */
+  authenticate(credential: string): Promise<Principal>
+  /** Registers a socket opened with an API key so that revoking the key closes it. */
+  trackKey(principal: Principal, fail: (error: JobwireError) => void): () => void
+  maxSubscriptions: number
+  /** How long before `exp` the `token_expiring` notice goes out. */
+  tokenNoticeMs: number
+  /** Without `Store.subscribeOwner`: how often the user feed lists the owner's jobs to find new ones. */
+  ownerRescanMs: number
+  /** Logs an unexpected failure; returns the id the client is told. */
+  logInternal(error: unknown, where: string): string
+}
+
+/** One job's stream on this socket. It may be wanted by the client (`explicit`), by the user feed, or both. */
+interface JobStream {
+  jobId: string
+  explicit: boolean
+  inFeed: boolean
+  subscription: JobSubscription | null
+  started: boolean
+  closed: boolean
+}
+
+/** The "all my jobs" feed of this socket. */
+interface UserFeed {
+  owner: Owner
+  /** The owner the client named (API keys must), to re-check after a token refresh. */
+  requested: Owner | undefined
+  syncing: boolean
+  /** Jobs created while the initial listing ran, opened once it is done. */
+  created: string[]
+  stop: () => void
+  closed: boolean
+}
+
+/**
+ * The protocol of one WebSocket: subscriptions (each a core JobSubscription, so replay and
+ * hand-off are exactly SSE's), the user feed, cancel, in-band token refresh, and credential expiry
+ * and revocation. Scope is checked on every subscription and again after every refresh.
+ */
+export class WsSession {
+  #principal: Principal
+  readonly #streams = new Map<string, JobStream>()
+  #feed: UserFeed | null = null
+  #stopWatchingCredential: () => void = () => {}
+  #closed = false
+
+  constructor(
+    private readonly connection: WsConnection,
+    principal: Principal,
+    private readonly context: WsSessionContext,
+  ) {
+    this.#principal = principal
+    this.#watchCredential()
+  }
+
+  get streamCount(): number {
+    return this.#streams.size
+  }
+
+  handleLine(line: string): void {
+    let message: WsClientMessage
+    try {
+      message = parseClientMessage(line, { maxPositions: this.context.maxSubscriptions })
+    } catch (error) {
+      if (error instanceof RefusedMessage) this.#sendError(error.error, error.target)
+      else this.#sendError(this.#internal(error, 'parse'), {})
+      return
+    }
+    const target = targetOf(message)
+    this.#handle(message).catch((error: unknown) => {
+      if (this.#closed) return
+      this.#sendError(error instanceof JobwireError ? error : this.#internal(error, message.type), target)
+    })
+  }
+
+  close(): void {
+    if (this.#closed) return
+    this.#closed = true
+    this.#stopWatchingCredential()
+    this.#endFeed()
+    for (const stream of [...this.#streams.values()]) this.#drop(stream)
+  }
+
+  async #handle(message: WsClientMessage): Promise<void> {
+    switch (message.type) {
+      case 'subscribe':
+        return this.#open(message.jobId, message.after, 'job')
+      case 'unsubscribe': {
+        const stream = this.#streams.get(message.jobId)
+        if (stream === undefined) return
+        stream.explicit = false
+        if (!stream.inFeed) this.#drop(stream)
+        return
+      }
+      case 'subscribe_user':
+        return this.#subscribeUser(message)
+      case 'unsubscribe_user':
+        this.#endFeed()
+        return
+      case 'cancel':
+        return this.#cancel(message)
+      case 'refresh_token':
+        return this.#refresh(message)
+      case 'ping':
+        this.#send(message.ref === undefined ? { type: 'pong' } : { type: 'pong', ref: message.ref })
+        return
+      default:
+        return assertNever(message)
+    }
+  }
+
+  /**
+   * Opens (or restarts) a job's stream. Scope is checked first; a job out of scope is answered
+   * like a missing one, or not at all when the user feed only tried it (`quiet`).
+   */
+  async #open(jobId: string, after: number | undefined, via: 'job' | 'user', quiet = false): Promise<void> {
+    const existing = this.#streams.get(jobId)
+    if (via === 'user' && existing !== undefined) {
+      existing.inFeed = true
+      return
+    }
+    if (existing === undefined && this.#streams.size >= this.context.maxSubscriptions) {
+      this.#sendError(new JobwireError('too_many_streams', { scope: 'this connection', max: this.context.maxSubscriptions }), { jobId })
+      return
+    }
+    const stream: JobStream = {
+      jobId,
+      explicit: via === 'job' || existing?.explicit === true,
+      inFeed: via === 'user' || existing?.inFeed === true,
+      subscription: null,
+      started: false,
+      closed: false,
+    }
+    if (existing !== undefined) this.#drop(existing)
+    this.#streams.set(jobId, stream)
+    const { service } = this.context
+    try {
+      const job = await service.store.getJob(jobId)
+      if (stream.closed) return
+      if (job === null || !canRead(this.#principal, job)) {
+        this.#drop(stream)
+        if (!quiet) this.#sendError(notFound(jobId), { jobId })
+        return
+      }
+      const subscription = await service.subscribe(jobId, after, this.#sinkFor(stream))
+      if (stream.closed) subscription.close(false)
+      else stream.subscription = subscription
+    } catch (error) {
+      const wasClosed = stream.closed
+      this.#drop(stream)
+      if (!wasClosed) this.#sendError(error instanceof JobwireError ? error : this.#internal(error, 'subscribe'), { jobId })
+    }
+  }
+
+  /** Turns a subscription's messages into this socket's, keyed by job. */
+  #sinkFor(stream: JobStream): StreamSink {
+    const { jobId } = stream
+    return {
+      write: (messages: readonly StreamMessage[]) => {
+        if (stream.closed || this.#closed) return
+        const out: WsServerMessage[] = []
+        const via = stream.explicit ? 'job' : 'user'
+        for (const message of messages) {
+          switch (message.type) {
+            case 'snapshot':
+              if (!stream.started) out.push({ type: 'subscribed', jobId, via, recovered: false, after: null })
+              out.push({ type: 'snapshot', jobId, job: message.job, reset: message.reset, reason: message.reason })
+              break
+            case 'recovered':
+              out.push({ type: 'subscribed', jobId, via, recovered: true, after: message.after })
+              break
+            case 'event':
+              out.push(message)
+              break
+            case 'queue':
+              out.push({ type: 'queue', jobId, position: message.position })
+              break
+            case 'error':
+              out.push({ type: 'error', jobId, error: message.error })
+              break
+            default:
+              assertNever(message)
+          }
+          stream.started = true
+        }
+        this.connection.send(out)
+      },
+      // The subscription is over (terminal event or error): the job leaves this socket.
+      end: () => this.#forget(stream),
+    }
+  }
+
+  #forget(stream: JobStream): void {
+    if (stream.closed) return
+    stream.closed = true
+    if (this.#streams.get(stream.jobId) === stream) this.#streams.delete(stream.jobId)
+    this.connection.forgetJob(stream.jobId)
+  }
+
+  #drop(stream: JobStream): void {
+    const subscription = stream.subscription
+    this.#forget(stream)
+    subscription?.close(false)
+  }
+
+  /** The owner whose jobs a user feed shows: a person's own, or the one an API key names. */
+  #ownerFor(requested: Owner | undefined): Owner {
+    const principal = this.#principal
+    let owner: Owner
+    switch (principal.kind) {
+      case 'user':
+        owner = { tenant: principal.tenant, user: principal.user }
+        break
+      case 'token':
+        if (principal.tenant === null || principal.user === null || !principal.rights.has('read')) {
+          throw new JobwireError('forbidden', { action: 'watch all jobs of a user (the token names no user)' })
+        }
+        owner = { tenant: principal.tenant, user: principal.user }
+        break
+      case 'key':
+        if (principal.role === 'worker') throw new JobwireError('forbidden', { action: 'watch the jobs of a user' })
+        if (requested === undefined) throw new JobwireError('invalid_request', { field: 'owner', reason: 'owner: required with an API key' })
+        if (principal.role !== 'admin' && principal.tenant !== null && requested.tenant !== principal.tenant) {
+          throw new JobwireError('forbidden', { action: `watch jobs of tenant "${requested.tenant}"` })
+        }
+        return requested
+    }
+    if (requested !== undefined && (requested.tenant !== owner.tenant || requested.user !== owner.user)) {
+      throw new JobwireError('forbidden', { action: 'watch the jobs of another user' })
+    }
+    return owner
+  }
+
+  async #subscribeUser(message: Extract<WsClientMessage, { type: 'subscribe_user' }>): Promise<void> {
+    const owner = this.#ownerFor(message.owner)
+    this.#endFeed()
+    const feed: UserFeed = { owner, requested: message.owner, syncing: true, created: [], stop: () => {}, closed: false }
+    this.#feed = feed
+    const { store } = this.context.service
+    // Listen before listing, so a job created meanwhile is not missed; `at` is what a reconnect sends as `since`.
+    const at = new Date().toISOString()
+    if (store.subscribeOwner !== undefined) {
+      feed.stop = store.subscribeOwner(owner, (created) => this.#onCreated(feed, created.jobId))
+    } else {
+      const timer = setInterval(() => void this.#rescan(feed), this.context.ownerRescanMs)
+      timer.unref()
+      feed.stop = () => clearInterval(timer)
+    }
+    const wanted = new Map<string, { after: number | undefined; quiet: boolean }>()
+    for (const [jobId, after] of Object.entries(message.positions ?? {})) wanted.set(jobId, { after, quiet: false })
+    const room = (): boolean => wanted.size < this.context.maxSubscriptions
+    for (const status of ['queued', 'running'] as const) {
+      await this.#listOwnerJobs(owner, status, (job) => {
+        if (!wanted.has(job.id)) wanted.set(job.id, { after: undefined, quiet: true })
+        return room()
+      })
+    }
+    if (message.since !== undefined) {
+      // Jobs created while the client was away (it resumes the ones it knew through `positions`).
+      const since = message.since
+      await this.#listOwnerJobs(owner, undefined, (job) => {
+        if (job.createdAt < since) return false
+        if (!wanted.has(job.id)) wanted.set(job.id, { after: undefined, quiet: true })
+        return room()
+      })
+    }
+    for (const [jobId, { after, quiet }] of wanted) {
+      if (feed.closed) return
+      await this.#open(jobId, after, 'user', quiet)
+    }
+    if (feed.closed) return
+    feed.syncing = false
+    for (const jobId of feed.created.splice(0)) this.#openFromFeed(jobId)
+    this.#send({ type: 'user_synced', owner, at })
+  }
+
+  /** Pages through the owner's jobs, newest first, while `each` returns true. */
+  async #listOwnerJobs(owner: Owner, status: 'queued' | 'running' | undefined, each: (job: { id: string; createdAt: string }) => boolean): Promise<void> {
+    let cursor: string | undefined
+    for (;;) {
+      const page = await this.context.service.listJobs({ tenant: owner.tenant, user: owner.user, status, cursor, limit: 200 })
+      for (const job of page.jobs) if (!each(job)) return
+      if (page.nextCursor === null) return
+      cursor = page.nextCursor
+    }
+  }
+
+  #onCreated(feed: UserFeed, jobId: string): void {
+    if (feed.closed || this.#closed) return
+    if (feed.syncing) feed.created.push(jobId)
+    else this.#openFromFeed(jobId)
+  }
+
+  #openFromFeed(jobId: string): void {
+    this.#open(jobId, undefined, 'user', true).catch((error: unknown) => this.#internal(error, 'user feed'))
+  }
+
+  /** The user feed's fallback on stores without an owner fan-out: new unfinished jobs, found by listing. */
+  async #rescan(feed: UserFeed): Promise<void> {
+    if (feed.closed || feed.syncing) return
+    try {
+      for (const status of ['queued', 'running'] as const) {
+        const page = await this.context.service.listJobs({ tenant: feed.owner.tenant, user: feed.owner.user, status, limit: 200 })
+        for (const job of page.jobs) if (!feed.closed && !this.#streams.has(job.id)) this.#openFromFeed(job.id)
+      }
+    } catch {
+      // The next rescan tries again; a store that stays down ends the socket's streams with their own errors.
+    }
+  }
+
+  #endFeed(): void {
+    const feed = this.#feed
+    if (feed === null) return
+    this.#feed = null
+    feed.closed = true
+    feed.stop()
+    for (const stream of [...this.#streams.values()]) {
+      if (!stream.inFeed) continue
+      stream.inFeed = false
+      if (!stream.explicit) this.#drop(stream)
+    }
+  }
+
+  async #cancel(message: Extract<WsClientMessage, { type: 'cancel' }>): Promise<void> {
+    const { service } = this.context
+    const job = await service.store.getJob(message.jobId)
+    if (job === null || !canRead(this.#principal, job)) throw notFound(message.jobId)
+    if (!canCancel(this.#principal, job)) throw new JobwireError('forbidden', { action: 'cancel this job' })
+    await service.cancelJob(job.id, message.reason ?? null)
+    if (message.ref !== undefined) this.#send({ type: 'ack', ref: message.ref })
+  }
+
+  /** Swaps the credential, keeping every stream's position; streams the new one may not read end. */
+  async #refresh(message: Extract<WsClientMessage, { type: 'refresh_token' }>): Promise<void> {
+    const principal = await this.context.authenticate(message.token)
+    if (this.#closed) return
+    this.#principal = principal
+    this.#watchCredential()
+    const expiresAt = expiryOf(principal)
+    const answer: WsServerMessage = { type: 'token_refreshed', expiresAt: expiresAt === null ? null : new Date(expiresAt).toISOString() }
+    this.#send(message.ref === undefined ? answer : { ...answer, ref: message.ref })
+    for (const stream of [...this.#streams.values()]) {
+      const job = await this.context.service.store.getJob(stream.jobId)
+      if (stream.closed || this.#principal !== principal) continue
+      if (job === null || !canRead(principal, job)) {
+        this.#drop(stream)
+        this.#sendError(notFound(stream.jobId), { jobId: stream.jobId })
+      }
+    }
+    const feed = this.#feed
+    if (feed !== null && this.#principal === principal) {
+      try {
+        const owner = this.#ownerFor(feed.requested)
+        if (owner.tenant !== feed.owner.tenant || owner.user !== feed.owner.user) throw new JobwireError('forbidden', { action: 'watch the jobs of another user' })
+      } catch (error) {
+        this.#endFeed()
+        this.#sendError(error instanceof JobwireError ? error : this.#internal(error, 'refresh'), { feed: true })
+      }
+    }
+  }
+
+  /** Schedules `token_expiring` and the close at `exp`, and ties the socket to its API key's revocation. */
+  #watchCredential(): void {
+    this.#stopWatchingCredential()
+    const principal = this.#principal
+    const stops: (() => void)[] = [this.context.trackKey(principal, (error) => this.connection.fail(error))]
+    const expiresAt = expiryOf(principal)
+    if (expiresAt !== null) {
+      const iso = new Date(expiresAt).toISOString()
+      stops.push(runAt(expiresAt - this.context.tokenNoticeMs, () => this.#send({ type: 'token_expiring', expiresAt: iso })))
+      stops.push(runAt(expiresAt, () => this.connection.fail(new JobwireError('token_expired', { expiredAt: iso }))))
+    }
+    this.#stopWatchingCredential = () => {
+      for (const stop of stops) stop()
+    }
+  }
+
+  #send(message: WsServerMessage): void {
+    if (!this.#closed) this.connection.send([message])
+  }
+
+  #sendError(error: JobwireError, target: MessageTarget & { feed?: boolean }): void {
+    const message: WsServerMessage = { type: 'error', error: error.toBody() }
+    if (target.jobId !== undefined) message.jobId = target.jobId
+    if (target.ref !== undefined) message.ref = target.ref
+    if (target.feed === true) message.feed = 'user'
+    this.#send(message)
+  }
+
+  #internal(error: unknown, where: string): JobwireError {
+    return new JobwireError('internal', { requestId: this.context.logInternal(error, where) })
+  }
+}
+
+function targetOf(message: WsClientMessage): MessageTarget & { feed?: boolean } {
+  switch (message.type) {
+    case 'subscribe':
+    case 'unsubscribe':
+      return { jobId: message.jobId }
+    case 'cancel':
+      return message.ref === undefined ? { jobId: message.jobId } : { ref: message.ref }
+    case 'subscribe_user':
+    case 'unsubscribe_user':
+      return { feed: true }
+    case 'refresh_token':
+    case 'ping':
+      return message.ref === undefined ? {} : { ref: message.ref }
+    default:
+      return assertNever(message)
+  }
+}
+
+/** setTimeout for an absolute time, also beyond setTimeout's 24.8-day range. */
+function runAt(deadline: number, fn: () => void): () => void {
+  let timer: NodeJS.Timeout
+  const arm = (): void => {
+    const left = deadline - Date.now()
+    timer = left > 2 ** 31 - 1 ? setTimeout(arm, 2 ** 31 - 1) : setTimeout(fn, Math.max(0, left))
+    timer.unref()
+  }
+  arm()
+  return () => clearTimeout(timer)
+}
+
+function assertNever(value: never): never {
+  throw new Error(`unhandled message ${JSON.stringify(value)}`)
+}

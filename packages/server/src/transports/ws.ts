@@ -1,0 +1,143 @@
+import type { IncomingMessage, Server } from 'node:http'
+import type { Duplex } from 'node:stream'
+import { WebSocketServer } from 'ws'
+import { JobwireError, wsCloseCodes, wsPath, type WsServerMessage } from '@jobwire/protocol'
+import type { JobService } from '../core/jobs.js'
+import { expiryOf, type Principal } from '../core/scopes.js'
+import { WsConnection, type WsFlowSettings } from './ws-connection.js'
+import { WsSession } from './ws-session.js'
+
+export interface WsOptions extends WsFlowSettings {
+  /** Job streams per socket. */
+  maxSubscriptions: number
+  /** How long before a credential's `exp` the socket gets `token_expiring`. */
+  tokenNoticeMs: number
+  /** User feed on a store without an owner fan-out: how often to list the owner's jobs. Default 2 s. */
+  ownerRescanMs?: number
+}
+
+/** What the endpoint needs from the HTTP layer: the same authentication, limits and revocation as `/v1`. */
+export interface WsEndpointContext {
+  service: JobService
+  /** The upgrade request's principal, from the same credential sources and checks as the `/v1` hook. */
+  authenticateUpgrade(request: IncomingMessage): Promise<Principal>
+  authenticate(credential: string): Promise<Principal>
+  /** Takes the stream slots a socket needs (it counts as one stream); the result gives them back. */
+  openStream(principal: Principal, ip: string): Promise<() => void>
+  trackKey(principal: Principal, fail: (error: JobwireError) => void): () => void
+  /** Logs an unexpected failure and returns the id the client is told. */
+  logInternal(error: unknown, where: string): string
+}
+
+/**
+ * The WebSocket transport at `/v1/ws` on the API's own HTTP server. The upgrade is authenticated
+ * before it completes; a refused one still completes, then closes at once with `error` and the
+ * error's close code (4401, 4429, 4503…), because a browser cannot read the status of a failed
+ * upgrade and must tell "refused" from "WebSockets do not get through".
+ */
+export class WsEndpoint {
+  readonly #wss: WebSocketServer
+  readonly #live = new Map<WsConnection, WsSession | null>()
+  readonly #timer: NodeJS.Timeout
+  readonly #onUpgrade: (request: IncomingMessage, socket: Duplex, head: Buffer) => void
+  #closing = false
+
+  constructor(
+    private readonly server: Server,
+    private readonly options: WsOptions,
+    private readonly context: WsEndpointContext,
+  ) {
+    // Messages up to 4× the limit are read and answered `message_too_large`; beyond that ws closes with 1009 unread.
+    this.#wss = new WebSocketServer({ noServer: true, maxPayload: options.maxMessageBytes * 4, perMessageDeflate: false, clientTracking: false })
+    this.#onUpgrade = (request, socket, head) => {
+      socket.on('error', () => undefined)
+      const path = (request.url ?? '').split('?')[0]
+      if (path !== wsPath || this.#closing) {
+        const error = new JobwireError('route_not_found', { method: 'GET', url: path })
+        socket.end(httpAnswer(404, JSON.stringify({ error: error.toBody() })))
+        return
+      }
+      void this.#accept(request, socket, head)
+    }
+    server.on('upgrade', this.#onUpgrade)
+    this.#timer = setInterval(() => {
+      for (const connection of this.#live.keys()) connection.tick()
+    }, options.heartbeatMs)
+    this.#timer.unref()
+  }
+
+  get connections(): number {
+    return this.#live.size
+  }
+
+  /** Live sessions, for tests and metrics. */
+  get sessions(): WsSession[] {
+    return [...this.#live.values()].filter((session): session is WsSession => session !== null)
+  }
+
+  /** Closes every socket with 1001 (clients reconnect elsewhere and resume) and stops accepting. */
+  close(): void {
+    this.#closing = true
+    clearInterval(this.#timer)
+    this.server.off('upgrade', this.#onUpgrade)
+    for (const connection of this.#live.keys()) connection.close(wsCloseCodes.goingAway, 'server shutting down', 1_000)
+    this.#wss.close()
+  }
+
+  async #accept(request: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
+    let principal: Principal | null = null
+    let refusal: JobwireError | null = null
+    let release: () => void = () => {}
+    try {
+      principal = await this.context.authenticateUpgrade(request)
+      release = await this.context.openStream(principal, request.socket.remoteAddress ?? '')
+    } catch (error) {
+      refusal = error instanceof JobwireError ? error : new JobwireError('internal', { requestId: this.context.logInternal(error, 'upgrade') })
+    }
+    // ws answers an invalid handshake itself without calling back: the slot must come back then too.
+    socket.once('close', () => release())
+    if (socket.destroyed || this.#closing) {
+      release()
+      socket.destroy()
+      return
+    }
+    this.#wss.handleUpgrade(request, socket, head, (ws) => {
+      let session: WsSession | null = null
+      const connection = new WsConnection(ws, this.options, (line) => session?.handleLine(line))
+      this.#live.set(connection, null)
+      void connection.closedPromise.then(() => {
+        session?.close()
+        this.#live.delete(connection)
+        release()
+      })
+      if (principal === null) {
+        connection.fail(refusal ?? new JobwireError('unauthorized'))
+        return
+      }
+      session = new WsSession(connection, principal, {
+        service: this.context.service,
+        authenticate: (credential) => this.context.authenticate(credential),
+        trackKey: (p, fail) => this.context.trackKey(p, fail),
+        maxSubscriptions: this.options.maxSubscriptions,
+        tokenNoticeMs: this.options.tokenNoticeMs,
+        ownerRescanMs: this.options.ownerRescanMs ?? 2_000,
+        logInternal: (error, where) => this.context.logInternal(error, `ws ${where}`),
+      })
+      this.#live.set(connection, session)
+      const expiresAt = expiryOf(principal)
+      const welcome: WsServerMessage = {
+        type: 'welcome',
+        heartbeatMs: this.options.heartbeatMs,
+        expiresAt: expiresAt === null ? null : new Date(expiresAt).toISOString(),
+        maxMessageBytes: this.options.maxMessageBytes,
+        maxSubscriptions: this.options.maxSubscriptions,
+      }
+      connection.send([welcome])
+    })
+  }
+}
+
+function httpAnswer(status: number, body: string): string {
+  const reason = status === 404 ? 'Not Found' : 'Error'
+  return `HTTP/1.1 ${status} ${reason}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`
+}

@@ -1,0 +1,96 @@
+/**
+ * A TCP proxy between a store and the shared Redis, so a test can break one node's connections
+ * without touching Redis itself: take Redis "away" (refuse and drop connections), bring it back,
+ * or blackhole some connections (they stay open but nothing gets through: a silent death).
+ */
+import { createServer, connect, type Server, type Socket } from 'node:net'
+
+export interface TcpProxy {
+  /** `redis://127.0.0.1:<port>` (with the upstream's path, if any). */
+  readonly url: string
+  /** Connections whose first bytes contain `marker` stop passing data both ways, but stay open. */
+  blackhole(marker: string): number
+  /** Drops every connection and refuses new ones: Redis is unreachable. */
+  down(): Promise<void>
+  /** Accepts connections again on the same port. */
+  up(): Promise<void>
+  close(): Promise<void>
+}
+
+interface Link {
+  client: Socket
+  upstream: Socket
+  /** The first bytes the client sent (its handshake: CLIENT SETNAME tells connections apart). */
+  hello: string
+  dead: boolean
+}
+
+export async function startTcpProxy(upstreamUrl: string): Promise<TcpProxy> {
+  const target = new URL(upstreamUrl)
+  const links = new Set<Link>()
+  let server: Server | null = null
+  let port = 0
+
+  const accept = (client: Socket): void => {
+    const upstream = connect(Number(target.port || 6379), target.hostname)
+    const link: Link = { client, upstream, hello: '', dead: false }
+    links.add(link)
+    client.on('data', (chunk: Buffer) => {
+      if (link.hello.length < 4096) link.hello += chunk.toString('latin1')
+      if (!link.dead) upstream.write(chunk)
+    })
+    upstream.on('data', (chunk: Buffer) => {
+      if (!link.dead) client.write(chunk)
+    })
+    const end = (): void => {
+      links.delete(link)
+      client.destroy()
+      upstream.destroy()
+    }
+    client.on('close', end)
+    upstream.on('close', end)
+    client.on('error', end)
+    upstream.on('error', end)
+  }
+
+  const listen = (): Promise<void> =>
+    new Promise((resolve, reject) => {
+      const next = createServer(accept)
+      next.once('error', reject)
+      next.listen(port, '127.0.0.1', () => {
+        const address = next.address()
+        if (typeof address === 'object' && address !== null) port = address.port
+        server = next
+        resolve()
+      })
+    })
+
+  const stop = async (): Promise<void> => {
+    const current = server
+    server = null
+    for (const link of links) {
+      link.client.destroy()
+      link.upstream.destroy()
+    }
+    links.clear()
+    if (current !== null) await new Promise<void>((resolve) => current.close(() => resolve()))
+  }
+
+  await listen()
+  return {
+    url: `redis://127.0.0.1:${port}${target.pathname}`,
+    blackhole(marker) {
+      let count = 0
+      for (const link of links) {
+        if (link.hello.includes(marker)) {
+          link.dead = true
+          count++
+        }
+      }
+      return count
+    },
+    down: stop,
+    up: listen,
+    close: stop,
+  }
+}

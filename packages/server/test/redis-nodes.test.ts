@@ -1,0 +1,337 @@
+import { afterAll, afterEach, describe, expect, it, vi } from 'vitest'
+import { JobwireError, type ErrorCode, type JobEvent, type StreamMessage } from '@jobwire/protocol'
+import { Dispatcher, epochSeqGap, JobService, type RedisStore, type StreamSink } from '@jobwire/server'
+import { adminClient, deleteKeys, openRedisStore, redisReachable, redisUrl, testPrefix } from './redis-fixtures/redis.js'
+import { startTcpProxy, type TcpProxy } from './redis-fixtures/tcp-proxy.js'
+
+/**
+ * Several Jobwire nodes in one process: RedisStores on one prefix, each with its own JobService
+ * and Dispatcher, as separate processes would have. Then the faults a shared Redis brings: a
+ * pub/sub connection that dies silently, Redis going away and coming back, Redis losing data.
+ */
+if (redisReachable('Redis store: several nodes')) {
+  const base = testPrefix('nodes')
+  const admin = adminClient()
+  let runs = 0
+  const cleanups: (() => Promise<unknown>)[] = []
+  afterEach(async () => {
+    for (const cleanup of cleanups.splice(0).reverse()) await cleanup()
+  })
+  afterAll(async () => {
+    await deleteKeys(admin, base)
+    await admin.quit()
+  })
+
+  interface Node {
+    store: RedisStore
+    service: JobService
+    dispatcher: Dispatcher
+    warnings: string[]
+  }
+
+  /** `count` nodes on one fresh prefix (through `url`, default the real Redis). */
+  async function cluster(count: number, options: { url?: string; prefix?: string; probeIntervalMs?: number } = {}): Promise<Node[]> {
+    const prefix = options.prefix ?? `${base}:${++runs}`
+    const nodes: Node[] = []
+    for (let i = 0; i < count; i++) {
+      const warnings: string[] = []
+      const store = await openRedisStore({
+        url: options.url ?? redisUrl,
+        prefix,
+        probeIntervalMs: options.probeIntervalMs ?? 200,
+        onWarning: (message) => warnings.push(message),
+      })
+      cleanups.push(() => store.close())
+      const service = new JobService(store)
+      nodes.push({ store, service, dispatcher: new Dispatcher(service), warnings })
+    }
+    return nodes
+  }
+
+  function node(nodes: Node[], i: number): Node {
+    return nodes[i % nodes.length] as Node
+  }
+
+  interface Watch extends StreamSink {
+    messages: StreamMessage[]
+    ended: boolean
+  }
+
+  function watch(): Watch {
+    const sink: Watch = {
+      messages: [],
+      ended: false,
+      write: (batch) => void sink.messages.push(...batch),
+      end: () => void (sink.ended = true),
+    }
+    return sink
+  }
+
+  const seqs = (messages: readonly StreamMessage[]): number[] => messages.flatMap((m) => (m.type === 'event' ? [m.event.seq] : []))
+  const chunk = (text: string) => ({ type: 'chunk', data: { text } }) as const
+
+  async function codeOf(promise: Promise<unknown>): Promise<ErrorCode | 'resolved'> {
+    return promise.then(
+      () => 'resolved',
+      (error: unknown) => (error instanceof JobwireError ? error.code : (() => { throw error })()),
+    )
+  }
+
+  describe('Redis store: several nodes on one Redis', () => {
+    it('an event appended through node A or B reaches a subscription on node C, in order, once', async () => {
+      const [a, b, c] = (await cluster(3)) as [Node, Node, Node]
+      const { job } = await a.service.createJob({ type: 'fan' })
+      const sink = watch()
+      const subscription = await c.service.subscribe(job.id, 0, sink)
+      for (let i = 0; i < 40; i++) await node([a, b], i).service.appendEvents(job.id, [chunk(`${i},`)])
+      await a.service.appendEvents(job.id, [{ type: 'completed', data: { result: 'ok' } }])
+      await vi.waitFor(() => expect(sink.ended).toBe(true))
+      expect(sink.messages[0]).toEqual({ type: 'recovered', after: 0 })
+      expect(seqs(sink.messages)).toEqual(Array.from({ length: 43 }, (_, i) => i + 1))
+      expect((await c.service.getJob(job.id)).text).toBe(Array.from({ length: 40 }, (_, i) => `${i},`).join(''))
+      expect(subscription.closed).toBe(true)
+    })
+
+    it('each node subscribes only to the jobs its own watchers follow', async () => {
+      const [a, b] = (await cluster(2)) as [Node, Node]
+      const watched = (await a.service.createJob({ type: 'fan' })).job.id
+      const other = (await a.service.createJob({ type: 'fan' })).job.id
+      const sink = watch()
+      const subscription = await b.service.subscribe(watched, undefined, sink)
+      const channels = (await admin.pubsub('CHANNELS', `${base}:*:ch:job:*`)) as string[]
+      expect(channels.filter((c) => c.endsWith(watched))).toHaveLength(1)
+      expect(channels.filter((c) => c.endsWith(other))).toHaveLength(0)
+      subscription.close()
+      await vi.waitFor(async () => expect(((await admin.pubsub('CHANNELS', `${base}:*:ch:job:${watched}`)) as string[]).length).toBe(0))
+    })
+
+    it('three nodes appending to one job at once: seqs 1..N exactly once, every chunk kept (compare-and-set across nodes)', async () => {
+      const nodes = await cluster(3)
+      const { job } = await node(nodes, 0).service.createJob({ type: 'race' })
+      const results = await Promise.all(
+        Array.from({ length: 150 }, (_, i) => node(nodes, i).service.appendEvents(job.id, [chunk(`<${i}>`)])),
+      )
+      const log = await node(nodes, 1).store.readLog(job.id, 0, 1000)
+      expect(log?.events.map((e) => e.seq)).toEqual(Array.from({ length: 152 }, (_, i) => i + 1))
+      const texts = (log?.events ?? []).flatMap((e) => (e.type === 'chunk' ? [e.data.text] : []))
+      expect(new Set(texts).size).toBe(150)
+      expect((await node(nodes, 2).service.getJob(job.id)).text).toBe(texts.join(''))
+      expect(results.flatMap((r) => r.events).sort((x, y) => x.seq - y.seq)).toEqual(log?.events.slice(1))
+    })
+
+    it('8 claimers on 3 nodes over 200 jobs: every job claimed exactly once, none left queued', async () => {
+      const nodes = await cluster(3)
+      const ids: string[] = []
+      for (let i = 0; i < 200; i++) ids.push((await node(nodes, i).service.createJob({ type: i % 2 === 0 ? 'red' : 'blue' })).job.id)
+      const owners = new Map<string, string>()
+      const twice: string[] = []
+      await Promise.all(
+        Array.from({ length: 8 }, async (_, w) => {
+          const { dispatcher } = node(nodes, w)
+          for (;;) {
+            const claimed = await dispatcher.claim({ types: ['red', 'blue'], worker: `w${w}`, leaseMs: 60_000, waitMs: 0 })
+            if (claimed === null) return
+            if (owners.has(claimed.job.id)) twice.push(claimed.job.id)
+            owners.set(claimed.job.id, claimed.lease.token)
+          }
+        }),
+      )
+      expect(twice).toEqual([])
+      expect([...owners.keys()].sort()).toEqual([...ids].sort())
+      expect(new Set(owners.values()).size).toBe(200)
+      for (const id of ids.slice(0, 20)) {
+        const record = await node(nodes, 1).store.getRecord(id)
+        expect(record?.lease?.token).toBe(owners.get(id))
+        expect((await node(nodes, 2).store.readLog(id, 0, 10))?.events.map((e) => e.type)).toEqual(['created', 'started'])
+      }
+      expect((await node(nodes, 0).store.listJobs({ status: 'queued', limit: 10 })).jobs).toEqual([])
+    })
+
+    it('an owner feed on node B hears of each new job of that owner created on node A, once, and of nobody else\'s', async () => {
+      const [a, b] = (await cluster(2)) as [Node, Node]
+      const heard: string[] = []
+      const stop = b.store.subscribeOwner({ tenant: 'acme', user: 'ann' }, (created) => heard.push(`${created.jobId}:${created.seq}`))
+      const mine = await a.service.createJob({ type: 'feed', owner: { tenant: 'acme', user: 'ann' }, idempotencyKey: 'k1' })
+      await a.service.createJob({ type: 'feed', owner: { tenant: 'acme', user: 'bob' } })
+      await a.service.createJob({ type: 'feed', owner: { tenant: 'acme:ann', user: '' } })
+      await a.service.createJob({ type: 'feed' })
+      await a.service.createJob({ type: 'feed', owner: { tenant: 'acme', user: 'ann' }, idempotencyKey: 'k1' }) // a repeat: nothing new
+      const second = await b.service.createJob({ type: 'feed', owner: { tenant: 'acme', user: 'ann' } })
+      await vi.waitFor(() => expect(heard).toEqual([`${mine.job.id}:1`, `${second.job.id}:1`]))
+      stop()
+      await a.service.createJob({ type: 'feed', owner: { tenant: 'acme', user: 'ann' } })
+      await new Promise((resolve) => setTimeout(resolve, 50))
+      expect(heard).toHaveLength(2)
+    })
+
+    it('a sweep on any node deletes each expired job once and leaves none of its keys or index entries behind', async () => {
+      const prefix = `${base}:${++runs}`
+      const [a, b] = (await cluster(2, { prefix })) as [Node, Node]
+      const done = await a.service.createJob({ type: 'tidy', owner: { tenant: 't', user: 'u' }, idempotencyKey: 'once' })
+      const claimed = await a.dispatcher.claim({ types: ['tidy'], worker: 'w', leaseMs: 60_000, waitMs: 0 })
+      await b.service.appendEvents(done.job.id, [chunk('x'), { type: 'completed', data: { result: 1 } }], { lease: claimed?.lease.token, batch: 1 })
+      const cancelled = await b.service.createJob({ type: 'tidy', owner: { tenant: 't', user: 'v' } })
+      await a.service.cancelJob(cancelled.job.id)
+      const failed = await a.service.createJob({ type: 'other', dispatch: false })
+      await b.service.appendEvents(failed.job.id, [{ type: 'failed', data: { code: 'e', message: 'm', retryable: false } }])
+      const later = Date.now() + 3 * 24 * 3_600_000
+      const swept = await Promise.all([a.store.sweep(later), b.store.sweep(later)])
+      expect(swept[0].expiredJobs + swept[1].expiredJobs).toBe(3)
+      const [, keys] = await admin.scan('0', 'MATCH', `${prefix}:*`, 'COUNT', 10_000)
+      expect(keys.sort()).toEqual([`${prefix}:gen`, `${prefix}:ordinal`])
+      expect((await a.service.createJob({ type: 'tidy', idempotencyKey: 'once' })).created).toBe(true)
+    })
+
+    it('a claim waiting on node B wakes when a job of its type is created on node A', async () => {
+      const [a, b] = (await cluster(2)) as [Node, Node]
+      const waiting = b.dispatcher.claim({ types: ['wake'], worker: 'w', leaseMs: 10_000, waitMs: 600_000 })
+      await new Promise((resolve) => setTimeout(resolve, 50))
+      const { job } = await a.service.createJob({ type: 'wake' })
+      expect((await waiting)?.job).toMatchObject({ id: job.id, status: 'running' })
+    })
+
+    it('a lapsed lease is taken back once though every node sweeps, and a cancel on one node reaches the worker waiting on another', async () => {
+      const nodes = await cluster(3)
+      const { job } = await node(nodes, 0).service.createJob({ type: 'lapse', maxAttempts: 3 })
+      const first = await node(nodes, 1).dispatcher.claim({ types: ['lapse'], worker: 'w1', leaseMs: 1, waitMs: 0 })
+      expect(first).not.toBeNull()
+      await new Promise((resolve) => setTimeout(resolve, 10))
+      const reclaimed = await Promise.all(nodes.map((n) => n.dispatcher.reclaimLapsed()))
+      expect(reclaimed.reduce((x, y) => x + y, 0)).toBe(1)
+      const second = await node(nodes, 2).dispatcher.claim({ types: ['lapse'], worker: 'w2', leaseMs: 60_000, waitMs: 0 })
+      expect(second?.job).toMatchObject({ id: job.id, attempt: 2 })
+      const signals = node(nodes, 2).dispatcher.signals([{ id: job.id, lease: second?.lease.token ?? '' }], 600_000)
+      await new Promise((resolve) => setTimeout(resolve, 50))
+      await node(nodes, 0).service.cancelJob(job.id)
+      expect(await signals).toEqual([{ jobId: job.id, reason: 'cancelled' }])
+    })
+  })
+
+  describe('Redis store: liveness', () => {
+    let proxy: TcpProxy | null = null
+    afterEach(async () => {
+      await proxy?.close()
+      proxy = null
+    })
+
+    it('a pub/sub connection that silently stops delivering is detected by the probe and remade, and the watcher misses nothing', async () => {
+      proxy = await startTcpProxy(redisUrl)
+      const prefix = `${base}:${++runs}`
+      const [writer] = (await cluster(1, { prefix })) as [Node]
+      const [reader] = (await cluster(1, { prefix, url: proxy.url })) as [Node]
+      const { job } = await writer.service.createJob({ type: 'silent' })
+      const sink = watch()
+      await reader.service.subscribe(job.id, 0, sink)
+      await writer.service.appendEvents(job.id, [chunk('a')])
+      await vi.waitFor(() => expect(seqs(sink.messages)).toEqual([1, 2, 3]))
+
+      // The reader's subscriber socket stays open, but nothing reaches it any more.
+      expect(proxy.blackhole(':sub')).toBe(1)
+      await writer.service.appendEvents(job.id, [chunk('b'), chunk('c')])
+      await writer.service.appendEvents(job.id, [{ type: 'completed', data: { result: 1 } }])
+      await vi.waitFor(() => expect(sink.ended).toBe(true), { timeout: 10_000 })
+      expect(seqs(sink.messages)).toEqual([1, 2, 3, 4, 5, 6])
+      expect(reader.warnings.some((w) => w.includes('stopped delivering'))).toBe(true)
+      await expect(reader.store.ping()).resolves.toBeUndefined()
+    })
+
+    it('while Redis is unreachable calls fail fast with unavailable and ping fails; when it returns everything recovers by itself', async () => {
+      proxy = await startTcpProxy(redisUrl)
+      const prefix = `${base}:${++runs}`
+      const [writer] = (await cluster(1, { prefix })) as [Node]
+      const [cut] = (await cluster(1, { prefix, url: proxy.url })) as [Node]
+      const { job } = await cut.service.createJob({ type: 'outage' })
+      const sink = watch()
+      await cut.service.subscribe(job.id, undefined, sink)
+
+      await proxy.down()
+      await vi.waitFor(async () => expect(await codeOf(cut.store.ping())).toBe('unavailable'))
+      expect(await codeOf(cut.service.appendEvents(job.id, [chunk('lost?')]))).toBe('unavailable')
+      expect(await codeOf(cut.service.getJob(job.id))).toBe('unavailable')
+      expect(await codeOf(cut.service.createJob({ type: 'outage' }))).toBe('unavailable')
+      expect(await codeOf(cut.store.listJobs({ limit: 5 }))).toBe('unavailable')
+      // Meanwhile another node writes.
+      await writer.service.appendEvents(job.id, [chunk('x'), chunk('y')])
+
+      await proxy.up()
+      await vi.waitFor(async () => expect(await codeOf(cut.store.ping())).toBe('resolved'), { timeout: 10_000 })
+      // The refused append left nothing behind; the watcher catches up on what it missed.
+      await vi.waitFor(() => expect(seqs(sink.messages)).toEqual([2, 3, 4]), { timeout: 10_000 })
+      expect((await cut.service.getJob(job.id)).text).toBe('xy')
+      const next = await cut.service.appendEvents(job.id, [chunk('z')])
+      expect(next.events.map((e) => e.seq)).toEqual([5])
+      await vi.waitFor(() => expect(seqs(sink.messages)).toEqual([2, 3, 4, 5]))
+    })
+  })
+
+  describe('Redis store: Redis loses data', () => {
+    it('keys deleted under the nodes: watchers and resumers get job_not_found, never a silent gap, and new jobs work', async () => {
+      const prefix = `${base}:${++runs}`
+      const [a, b] = (await cluster(2, { prefix })) as [Node, Node]
+      const { job } = await a.service.createJob({ type: 'gone' })
+      await a.service.appendEvents(job.id, [chunk('1'), chunk('2')])
+      const sink = watch()
+      await b.service.subscribe(job.id, 1, sink)
+      await vi.waitFor(() => expect(seqs(sink.messages)).toEqual([2, 3, 4]))
+
+      expect(await deleteKeys(admin, prefix)).toBeGreaterThan(0)
+      // The probe sees the deployment's generation key gone and has every watcher re-read.
+      await vi.waitFor(() => expect(sink.ended).toBe(true), { timeout: 10_000 })
+      expect(sink.messages.at(-1)).toMatchObject({ type: 'error', error: { code: 'job_not_found' } })
+      expect(await codeOf(a.service.subscribe(job.id, 4, watch()))).toBe('job_not_found')
+      expect(await codeOf(b.service.poll(job.id, 4, 0))).toBe('job_not_found')
+      expect(await codeOf(a.service.appendEvents(job.id, [chunk('3')]))).toBe('job_not_found')
+
+      const fresh = await b.service.createJob({ type: 'gone' })
+      expect(fresh.job.seq).toBe(1)
+      const later = await a.service.appendEvents(fresh.job.id, [chunk('new')])
+      expect(later.events.map((e) => e.seq)).toEqual([2, 3])
+      expect((await a.store.listJobs({ limit: 10 })).jobs.map((j) => j.id)).toEqual([fresh.job.id])
+    })
+
+    it('a job whose newest events were lost (rolled back) starts a new epoch: every old position gets a reset snapshot, no seq is reused', async () => {
+      const prefix = `${base}:${++runs}`
+      const [a, b] = (await cluster(2, { prefix })) as [Node, Node]
+      const { job } = await a.service.createJob({ type: 'rollback' })
+      for (let i = 0; i < 9; i++) await a.service.appendEvents(job.id, [chunk(`${i},`)])
+      // What a replica (or an older RDB file) would still hold: the job at seq 11.
+      const keys = [`${prefix}:job:{${job.id}}`, `${prefix}:job:{${job.id}}:log`]
+      const dumps = await Promise.all(keys.map((key) => admin.dumpBuffer(key)))
+      expect((await a.service.getJob(job.id)).seq).toBe(11)
+      for (let i = 9; i < 19; i++) await a.service.appendEvents(job.id, [chunk(`${i},`)])
+      const live = watch()
+      await b.service.subscribe(job.id, 21, live)
+      expect(live.messages).toEqual([{ type: 'recovered', after: 21 }])
+
+      // Redis "fails over" to that older copy: the job is back at seq 11, and our generation is new.
+      await admin
+        .multi()
+        .restore(keys[0] as string, 0, dumps[0] as Buffer, 'REPLACE')
+        .restore(keys[1] as string, 0, dumps[1] as Buffer, 'REPLACE')
+        .del(`${prefix}:gen`)
+        .exec()
+      const head = 11 + epochSeqGap
+      // The live watcher at 21 is told: a reset snapshot of what survives, not a silent wait.
+      await vi.waitFor(() => expect(live.messages.at(-1)).toMatchObject({ type: 'snapshot', reset: true, job: { seq: head } }), { timeout: 10_000 })
+      const survived = await a.service.getJob(job.id)
+      expect(survived.text).toBe(Array.from({ length: 9 }, (_, i) => `${i},`).join(''))
+      expect(survived.seq).toBe(head)
+
+      // Resuming from a lost position (beyond what survives) or a surviving one: a reset, never position_ahead.
+      for (const position of [21, 15, 11, 3]) {
+        const sink = watch()
+        const subscription = await a.service.subscribe(job.id, position, sink)
+        expect(sink.messages, `from ${position}`).toEqual([{ type: 'snapshot', job: survived, reset: true, reason: 'trimmed' }])
+        subscription.close()
+        expect(await b.service.poll(job.id, position, 0)).toMatchObject({ snapshot: { reset: true }, next: head })
+      }
+      // New events continue after the jump, so none can be mistaken for a lost one.
+      const next = await a.service.appendEvents(job.id, [chunk('new')])
+      expect(next.events.map((e) => e.seq)).toEqual([head + 1])
+      await vi.waitFor(() => expect(seqs(live.messages)).toEqual([head + 1]))
+      const from = watch()
+      await b.service.subscribe(job.id, head, from)
+      expect(from.messages).toEqual([{ type: 'recovered', after: head }, { type: 'event', event: next.events[0] as JobEvent }])
+    })
+  })
+}

@@ -3,7 +3,7 @@ import tseslint from 'typescript-eslint'
 import globals from 'globals'
 
 export default tseslint.config(
-  { ignores: ['**/dist/**', '**/node_modules/**', 'test-output/**', 'bench/results/**'] },
+  { ignores: ['**/dist/**', '**/node_modules/**', 'test-output/**', 'bench/results/**', 'packages/server/public/dashboard/**'] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {

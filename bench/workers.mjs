@@ -14,8 +14,23 @@ import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { request } from 'undici'
-import { Queue, QueueEvents } from 'bullmq'
+import { execSync } from 'node:child_process'
 import { Redis } from 'ioredis'
+
+/**
+ * BullMQ is the peer, used by this benchmark only. It is not a devDependency: one of its optional
+ * native dependencies has platform packages this project's registry does not serve, which would
+ * break `npm ci`. It is installed here, without touching package.json or the lockfile.
+ */
+async function loadBullmq() {
+  try {
+    return await import('bullmq')
+  } catch {
+    console.error('bench: installing the BullMQ peer (npm install --no-save bullmq@6) …')
+    execSync('npm install --no-save --ignore-scripts bullmq@6', { cwd: join(here, '..'), stdio: 'inherit' })
+    return await import('bullmq')
+  }
+}
 
 const here = dirname(fileURLToPath(import.meta.url))
 const num = (name, fallback) => (process.env[name] ? Number(process.env[name]) : fallback)
@@ -180,7 +195,11 @@ async function bullmqStream(prefix) {
   return { itemsPerSec: received / ((last - first) / 1000), received, sent, p50: percentile(latencies, 50), p99: percentile(latencies, 99) }
 }
 
+let Queue
+let QueueEvents
+
 export async function runWorkersBench() {
+  ;({ Queue, QueueEvents } = await loadBullmq())
   const redis = new Redis(REDIS_URL, { lazyConnect: true, maxRetriesPerRequest: 1 })
   await redis.connect().catch(() => {
     throw new Error(`bench: the BullMQ peer needs Redis at ${REDIS_URL}`)

@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs'
 import { z } from 'zod'
 
 /** A duration: milliseconds as a number, or a string with a unit (`500ms`, `15s`, `10m`, `24h`, `7d`). */
@@ -17,7 +18,8 @@ const bool = z.union([z.boolean(), z.enum(['true', 'false', '1', '0', 'yes', 'no
 
 /**
  * Every option, its default and its check. Flags (`--heartbeat 5s`), environment variables
- * (`JOBWIRE_HEARTBEAT=5s`) and the defaults below are merged in that order of precedence.
+ * (`JOBWIRE_HEARTBEAT=5s`), a JSON config file (`{"heartbeat": "5s"}`) and the defaults below are
+ * merged in that order of precedence.
  */
 export const configSchema = z.object({
   /** TCP port (0 picks a free one). */
@@ -139,6 +141,28 @@ export const configSchema = z.object({
   sqliteSync: z.enum(['full', 'normal']).default('full'),
   /** Redis URL (`redis://host:6379`, `rediss://` for TLS): nodes sharing it serve the same jobs. Overrides SQLite and memory. */
   redis: z.string().regex(/^rediss?:\/\/\S+$/, 'expected redis://host:port or rediss://host:port').optional(),
+  /** Job-lifecycle webhooks: `type=url` pairs, comma-separated, `*=url` for every other type; POSTed when a job of that type ends. */
+  webhooks: z
+    .string()
+    .default('')
+    .transform((value, ctx) => {
+      const out: Record<string, string> = {}
+      for (const pair of value.split(',').map((p) => p.trim()).filter((p) => p !== '')) {
+        const match = /^([\w.:-]+|\*)=(https?:\/\/\S+)$/.exec(pair)
+        if (match === null) {
+          ctx.addIssue({ code: 'custom', message: `expected type=http(s)://… pairs, got "${pair}"` })
+          return z.NEVER
+        }
+        out[match[1] as string] = match[2] as string
+      }
+      return out
+    }),
+  /** Key of the webhooks' HMAC-SHA256 signature (≥ 32 characters); required with `webhooks`. */
+  webhookSecret: z.string().min(32, 'must be at least 32 characters').optional(),
+  /** Attempts per webhook delivery before it is given up. */
+  webhookMaxAttempts: int(1, 50).default(8),
+  /** First delay before a webhook is retried; doubles per attempt (full jitter), at most 60 s. */
+  webhookBackoff: duration.pipe(z.number().min(0)).default(1_000),
   /** Prefix of every Redis key and channel, so several deployments can share one Redis. */
   redisPrefix: z.string().regex(/^[A-Za-z0-9_.:-]{1,100}$/, 'expected 1-100 letters, digits or _ . : -').default('jobwire'),
 })
@@ -167,24 +191,40 @@ export class ConfigError extends Error {
   }
 }
 
-/** Merges flags over `JOBWIRE_*` variables over defaults and validates the result. */
+/** The variable naming a config file, as `--config` does. */
+export const configFileEnv = 'JOBWIRE_CONFIG'
+
+/**
+ * Merges flags over `JOBWIRE_*` variables over the config file over defaults and validates the
+ * result. The file is the JSON object at `flags.config`, else at `$JOBWIRE_CONFIG`, keyed like the
+ * schema (`{"port": 8080, "sseRetry": "2s"}`). Every problem names where the bad value came from.
+ */
 export function loadConfig(flags: Record<string, unknown> = {}, env: NodeJS.ProcessEnv = process.env): Config {
+  const { config: fileFlag, ...optionFlags } = flags
+  const filePath = typeof fileFlag === 'string' && fileFlag !== '' ? fileFlag : env[configFileEnv] || undefined
+  const problems: string[] = []
+  if (fileFlag !== undefined && typeof fileFlag !== 'string') problems.push('--config: expected a file path')
+  const file = filePath === undefined ? {} : readConfigFile(filePath)
   const merged: Record<string, unknown> = {}
   const source: Record<string, string> = {}
   for (const key of configKeys) {
+    if (file[key] !== undefined) {
+      merged[key] = file[key]
+      source[key] = `${key} in ${filePath}`
+    }
     const fromEnv = env[envName(key)]
     if (fromEnv !== undefined && fromEnv !== '') {
       merged[key] = fromEnv
       source[key] = envName(key)
     }
-    if (flags[key] !== undefined) {
-      merged[key] = flags[key]
+    if (optionFlags[key] !== undefined) {
+      merged[key] = optionFlags[key]
       source[key] = flagName(key)
     }
   }
-  const unknown = Object.keys(flags).filter((key) => !configKeys.includes(key as ConfigKey))
+  for (const key of Object.keys(optionFlags)) if (!configKeys.includes(key as ConfigKey)) problems.push(`${flagName(key)}: unknown option`)
+  for (const key of Object.keys(file)) if (!configKeys.includes(key as ConfigKey)) problems.push(`${key} in ${filePath}: unknown option`)
   const result = configSchema.safeParse(merged)
-  const problems = unknown.map((key) => `${flagName(key)}: unknown option`)
   if (!result.success) {
     for (const issue of result.error.issues) {
       const key = String(issue.path[0] ?? '')
@@ -192,9 +232,45 @@ export function loadConfig(flags: Record<string, unknown> = {}, env: NodeJS.Proc
       problems.push(`${where}: ${issue.message}${key in merged ? ` (got ${JSON.stringify(merged[key])})` : ''}`)
     }
   }
+  if (result.success && Object.keys(result.data.webhooks).length > 0 && result.data.webhookSecret === undefined) {
+    problems.push(`${flagName('webhookSecret')}: required when ${source.webhooks ?? flagName('webhooks')} names a receiver`)
+  }
   if (problems.length > 0 || !result.success) throw new ConfigError(problems)
   validatedConfigs.add(result.data)
   return result.data
+}
+
+/** The options in a JSON config file; a ConfigError naming the file when it cannot be read or is not a JSON object. */
+export function readConfigFile(path: string): Record<string, unknown> {
+  let text: string
+  try {
+    text = readFileSync(path, 'utf8')
+  } catch (error) {
+    throw new ConfigError([`${path}: cannot read the config file (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})`])
+  }
+  let value: unknown
+  try {
+    value = JSON.parse(text)
+  } catch (error) {
+    throw new ConfigError([`${path}: not valid JSON (${(error as Error).message})`])
+  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new ConfigError([`${path}: expected a JSON object of options`])
+  return value as Record<string, unknown>
+}
+
+/** Options that hold credentials: `config print` shows whether they are set, never their value. */
+const secretKeys = new Set<ConfigKey>(['apiKey', 'tokenSecret', 'jwtSecret', 'webhookSecret'])
+
+/** The config with secrets masked (and a Redis URL's password), fit to print or log. */
+export function maskedConfig(config: Config): Record<string, unknown> {
+  const out: Record<string, unknown> = {}
+  for (const key of configKeys) {
+    const value = config[key]
+    if (secretKeys.has(key) && value !== undefined) out[key] = '***'
+    else if (key === 'redis' && typeof value === 'string') out[key] = value.replace(/\/\/([^@/]*)@/, (_, auth: string) => `//${auth.includes(':') ? `${auth.split(':')[0]}:***` : '***'}@`)
+    else out[key] = value ?? null
+  }
+  return out
 }
 
 const validatedConfigs = new WeakSet<object>()

@@ -1,6 +1,19 @@
-import { Counter, Registry } from 'prom-client'
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client'
+import type { JobEvent, JobState } from '@jobwire/protocol'
+import type { JobObserver, SubscriptionStart } from './core/observer.js'
 
-/** Prometheus metrics of one node (scraped at GET /metrics with an admin credential). */
+export type TransportName = 'sse' | 'ws'
+
+/** Job run times span milliseconds to hours. */
+const jobBuckets = [0.01, 0.05, 0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, 4 * 3600]
+const storeBuckets = [0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1]
+
+const seconds = (from: string, to: string): number => Math.max(0, (Date.parse(to) - Date.parse(from)) / 1000)
+
+/**
+ * Prometheus metrics of one node (scraped at GET /metrics with an admin credential). Core reports
+ * through `observer` (a JobObserver); transports through `trackConnections` and `slowConsumerCloses`.
+ */
 export class Metrics {
   readonly registry = new Registry()
   readonly limitRejections = new Counter({
@@ -9,4 +22,131 @@ export class Metrics {
     labelNames: ['limit'] as const,
     registers: [this.registry],
   })
+  readonly jobsCreated = new Counter({
+    name: 'jobwire_jobs_created_total',
+    help: 'Jobs created (idempotent repeats not counted), by type',
+    labelNames: ['type'] as const,
+    registers: [this.registry],
+  })
+  readonly jobsStarted = new Counter({
+    name: 'jobwire_jobs_started_total',
+    help: 'Attempts started, by type',
+    labelNames: ['type'] as const,
+    registers: [this.registry],
+  })
+  readonly jobsFinished = new Counter({
+    name: 'jobwire_jobs_finished_total',
+    help: 'Jobs that reached a terminal status (completed, failed, cancelled), by type and status',
+    labelNames: ['type', 'status'] as const,
+    registers: [this.registry],
+  })
+  readonly jobsRequeued = new Counter({
+    name: 'jobwire_jobs_requeued_total',
+    help: 'Jobs put back in the queue (retryable failure, lost worker, release, resume), by type and reason',
+    labelNames: ['type', 'reason'] as const,
+    registers: [this.registry],
+  })
+  readonly jobDuration = new Histogram({
+    name: 'jobwire_job_duration_seconds',
+    help: 'From a job first starting to its terminal event, by type and status',
+    labelNames: ['type', 'status'] as const,
+    buckets: jobBuckets,
+    registers: [this.registry],
+  })
+  readonly queueWait = new Histogram({
+    name: 'jobwire_job_queue_wait_seconds',
+    help: 'From a job being created to its first start, by type',
+    labelNames: ['type'] as const,
+    buckets: jobBuckets,
+    registers: [this.registry],
+  })
+  readonly subscriptionStarts = new Counter({
+    name: 'jobwire_subscription_starts_total',
+    help: 'Stream and long-poll starts: initial snapshot, recovered (exact replay after a seq) or reset (snapshot: the log was trimmed)',
+    labelNames: ['start'] as const,
+    registers: [this.registry],
+  })
+  readonly slowConsumerCloses = new Counter({
+    name: 'jobwire_slow_consumer_closes_total',
+    help: 'Streams closed because the reader fell too far behind, by transport',
+    labelNames: ['transport'] as const,
+    registers: [this.registry],
+  })
+  readonly storeOperations = new Histogram({
+    name: 'jobwire_store_operation_seconds',
+    help: 'Latency of store calls, by operation',
+    labelNames: ['operation'] as const,
+    buckets: storeBuckets,
+    registers: [this.registry],
+  })
+  readonly storeErrors = new Counter({
+    name: 'jobwire_store_errors_total',
+    help: 'Store calls that failed in the store (not refused by a rule), by operation',
+    labelNames: ['operation'] as const,
+    registers: [this.registry],
+  })
+  readonly webhookDeliveries = new Counter({
+    name: 'jobwire_webhook_deliveries_total',
+    help: 'Webhook attempts by outcome: delivered (2xx), retried (will try again), failed (attempts used up)',
+    labelNames: ['outcome'] as const,
+    registers: [this.registry],
+  })
+  readonly #connectionSources = new Map<TransportName, () => number>()
+
+  constructor() {
+    const sources = this.#connectionSources
+    new Gauge({
+      name: 'jobwire_open_connections',
+      help: 'Open streaming connections on this node, by transport (a WebSocket counts once, however many jobs it follows)',
+      labelNames: ['transport'] as const,
+      registers: [this.registry],
+      collect() {
+        for (const [transport, count] of sources) this.set({ transport }, count())
+      },
+    })
+    collectDefaultMetrics({ register: this.registry, prefix: 'jobwire_' })
+  }
+
+  /** Reads a transport's open connections at each scrape. */
+  trackConnections(transport: TransportName, count: () => number): void {
+    this.#connectionSources.set(transport, count)
+  }
+
+  /** The hooks core calls (see JobObserver). */
+  readonly observer: JobObserver = {
+    jobCreated: (job: JobState) => this.jobsCreated.inc({ type: job.type }),
+    committed: (job: JobState, events: readonly JobEvent[]) => {
+      const type = job.type
+      for (const event of events) {
+        switch (event.type) {
+          case 'started':
+            this.jobsStarted.inc({ type })
+            if (event.data.attempt === 1) this.queueWait.observe({ type }, seconds(job.createdAt, event.at))
+            break
+          case 'requeued':
+            this.jobsRequeued.inc({ type, reason: requeueReason(event.data) })
+            break
+          case 'completed':
+          case 'failed':
+          case 'cancelled':
+            this.jobsFinished.inc({ type, status: event.type })
+            if (job.startedAt !== null) this.jobDuration.observe({ type, status: event.type }, seconds(job.startedAt, event.at))
+            break
+          default:
+            break
+        }
+      }
+    },
+    subscriptionStarted: (start: SubscriptionStart) => this.subscriptionStarts.inc({ start }),
+    storeOperation: (operation: string, took: number, failed: boolean) => {
+      this.storeOperations.observe({ operation }, took)
+      if (failed) this.storeErrors.inc({ operation })
+    },
+  }
+}
+
+/** A bounded label: a release or retry reason is free text chosen by workers. */
+function requeueReason(data: { reason: string; error?: unknown }): string {
+  if (data.error !== undefined) return 'retry'
+  return data.reason === 'worker_lost' || data.reason === 'resumed' ? data.reason : 'released'
 }

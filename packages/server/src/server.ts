@@ -18,6 +18,8 @@ import { MemoryStore } from './stores/memory-store.js'
 import { SqliteStore } from './stores/sqlite-store.js'
 import { RedisStore } from './stores/redis-store.js'
 import { createDemo } from './demo/demo.js'
+import { combineObservers } from './core/observer.js'
+import { Webhooks } from './webhooks.js'
 
 /** The admin key in force and where it came from, so `serve` can say so once. */
 export interface AdminKey {
@@ -89,12 +91,28 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
   if (store instanceof RedisStore && !(await store.waitUntilReady(5_000)) && logger) {
     logger.warn('Redis is not reachable yet: answering 503 until it is')
   }
-  const service = new JobService(store, {
-    maxTextLength: config.maxTextLength,
-    maxAttempts: config.maxAttempts,
-    maxAttemptsByType: config.maxAttemptsByType,
-    retryBackoffMs: config.retryBackoff,
-  })
+  const metrics = new Metrics()
+  const webhooks =
+    Object.keys(config.webhooks).length === 0 || config.webhookSecret === undefined
+      ? null
+      : new Webhooks(
+          { urls: config.webhooks, secret: config.webhookSecret, maxAttempts: config.webhookMaxAttempts, backoffMs: config.webhookBackoff },
+          (outcome, detail) => {
+            metrics.webhookDeliveries.inc({ outcome })
+            if (outcome !== 'delivered' && logger) logger.warn(detail, outcome === 'failed' ? 'webhook given up' : 'webhook failed, retrying')
+          },
+        )
+  const service = new JobService(
+    store,
+    {
+      maxTextLength: config.maxTextLength,
+      maxAttempts: config.maxAttempts,
+      maxAttemptsByType: config.maxAttemptsByType,
+      retryBackoffMs: config.retryBackoff,
+    },
+    undefined,
+    webhooks === null ? metrics.observer : combineObservers(metrics.observer, webhooks.observer),
+  )
   const dispatcher = new Dispatcher(service)
   const admin = resolveSecret(config.apiKey, dataDir, 'admin.key', generateAdminKey)
   const adminKey: AdminKey = { key: admin.value, source: admin.source, path: admin.path }
@@ -106,7 +124,6 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
     tokenSecret: new TextEncoder().encode(tokenSecret.value),
     appJwt: appJwtVerifier(config),
   })
-  const metrics = new Metrics()
   const limits = new Limits(
     {
       createLimit: config.createLimit,
@@ -120,7 +137,9 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
     metrics,
   )
   const demo = config.demo ? createDemo(service, logger || undefined) : null
-  const { app, sse } = await buildApp({
+  // When each sweep last finished without error; /readyz turns red when one falls behind.
+  const lastSweep = { expiry: Date.now(), leases: Date.now() }
+  const { app, sse, endLongPolls } = await buildApp({
     service,
     auth,
     limits,
@@ -152,12 +171,16 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
         }
       : null,
     dispatcher,
+    sweepProblem: () => sweepProblem(lastSweep, config),
     plugins: demo === null ? [] : [demo.register],
   })
 
   const sweep = setInterval(() => {
     service.sweep().then(
-      ({ expiredJobs }) => expiredJobs > 0 && logger && logger.debug({ expiredJobs }, 'swept expired jobs'),
+      ({ expiredJobs }) => {
+        lastSweep.expiry = Date.now()
+        if (expiredJobs > 0 && logger) logger.debug({ expiredJobs }, 'swept expired jobs')
+      },
       (error: unknown) => logger && logger.warn({ err: error }, 'sweep failed'),
     )
   }, config.sweepInterval)
@@ -169,7 +192,10 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
     dispatcher
       .reclaimLapsed()
       .then(
-        (reclaimed) => reclaimed > 0 && logger && logger.info({ reclaimed }, 'took back jobs from workers that stopped heartbeating'),
+        (reclaimed) => {
+          lastSweep.leases = Date.now()
+          if (reclaimed > 0 && logger) logger.info({ reclaimed }, 'took back jobs from workers that stopped heartbeating')
+        },
         (error: unknown) => logger && logger.warn({ err: error }, 'lease sweep failed'),
       )
       .finally(() => (reclaiming = false))
@@ -201,13 +227,29 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
         // Workers we run give their jobs back; streams are told to reconnect; in-flight requests finish.
         await demo?.stop()
         sse.shutdown()
+        endLongPolls()
+        // Writes in flight are short: give them a moment before the remaining sockets are closed.
+        await new Promise((resolve) => setTimeout(resolve, 150))
         await app.close()
+        webhooks?.close()
         await store.close()
         await keys.close()
       })()
       return closing
     },
   }
+}
+
+/**
+ * A sweep that has not finished for three of its intervals (plus a second of slack) is stuck or
+ * failing: expired jobs pile up, or a dead worker's jobs are never taken back.
+ */
+function sweepProblem(last: { expiry: number; leases: number }, config: Config): string | null {
+  const now = Date.now()
+  for (const [name, at, interval] of [['lease sweep', last.leases, config.leaseSweepInterval], ['expiry sweep', last.expiry, config.sweepInterval]] as const) {
+    if (now - at > 3 * interval + 1_000) return `the ${name} has not completed for ${Math.round((now - at) / 1000)} s`
+  }
+  return null
 }
 
 /** The app-JWT verifier the config asks for, or null when no key is configured. */

@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs'
 import { relative } from 'node:path'
 import { parseArgs } from 'node:util'
 import type { JobState } from '@jobwire/protocol'
-import { ConfigError, configKeys, envName, flagName, loadConfig } from '../config.js'
+import { ConfigError, configFileEnv, configKeys, envName, flagName, loadConfig, maskedConfig, type Config } from '../config.js'
 import { createLogger, startServer } from '../server.js'
 import { request, resolveTarget } from './client.js'
 import { watchExitCodes, watchJob } from './watch.js'
@@ -15,6 +15,7 @@ const usage = `jobwire ${version} — stream the progress of long-running jobs
 
 Usage:
   jobwire serve [options]              start a node (SQLite in ./.jobwire by default)
+  jobwire config print [options]       the effective configuration (flags > env > --config file > defaults), secrets masked
   jobwire jobs create <type> [--input JSON] [--owner tenant:user] [--idempotency-key K]
   jobwire jobs get <id>
   jobwire jobs list [--status S] [--type T] [--owner tenant[:user]] [--limit N] [--cursor C]
@@ -37,6 +38,8 @@ export async function main(argv: string[]): Promise<number> {
   switch (command) {
     case 'serve':
       return serve(rest)
+    case 'config':
+      return configCommand(rest)
     case 'jobs':
       return jobs(rest)
     case 'watch':
@@ -67,11 +70,12 @@ const booleanKeys = new Set(['memory', 'demo'])
 
 function serveUsage(): string {
   const lines = configKeys.map((key) => `  ${flagName(key).padEnd(22)} ${envName(key)}`)
-  return `jobwire serve [options]\n\nEvery option is a flag or an environment variable (flags win):\n${lines.join('\n')}\n\nSee README.md "Configuration" for defaults and meanings.`
+  return `jobwire serve [options]\n\nEvery option is a flag, an environment variable or a key of the JSON file given by\n--config (${configFileEnv}); flags win over variables, variables over the file:\n  ${'--config'.padEnd(22)} ${configFileEnv}\n${lines.join('\n')}\n\nSee README.md "Configuration" for defaults and meanings.`
 }
 
-async function serve(argv: string[]): Promise<number> {
-  const options: Record<string, { type: 'string' | 'boolean' }> = { help: { type: 'boolean' } }
+/** Parses the server's options (flags, env, --config file); an exit code when it printed why not. */
+function parseServerConfig(argv: string[]): Config | number {
+  const options: Record<string, { type: 'string' | 'boolean' }> = { help: { type: 'boolean' }, config: { type: 'string' } }
   for (const key of configKeys) options[flagName(key).slice(2)] = { type: booleanKeys.has(key) ? 'boolean' : 'string' }
   let parsed
   try {
@@ -88,9 +92,8 @@ async function serve(argv: string[]): Promise<number> {
   for (const [name, value] of Object.entries(parsed.values)) {
     if (name !== 'help') flags[name.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase())] = value
   }
-  let config
   try {
-    config = loadConfig(flags, process.env)
+    return loadConfig(flags, process.env)
   } catch (error) {
     if (error instanceof ConfigError) {
       console.error(error.message)
@@ -98,6 +101,23 @@ async function serve(argv: string[]): Promise<number> {
     }
     throw error
   }
+}
+
+async function configCommand(argv: string[]): Promise<number> {
+  const [sub, ...rest] = argv
+  if (sub !== 'print') {
+    console.error(`Unknown config command "${sub ?? ''}".\n\n${usage}`)
+    return 64
+  }
+  const config = parseServerConfig(rest)
+  if (typeof config === 'number') return config
+  console.log(JSON.stringify(maskedConfig(config), null, 2))
+  return 0
+}
+
+async function serve(argv: string[]): Promise<number> {
+  const config = parseServerConfig(argv)
+  if (typeof config === 'number') return config
   const logger = createLogger(config.logLevel, process.stdout.isTTY === true)
   const server = await startServer({ config, logger }).catch((error: Error & { code?: string }) => {
     if (error.code === 'EADDRINUSE') throw new Error(`Port ${config.port} is in use: pass --port or set JOBWIRE_PORT`)

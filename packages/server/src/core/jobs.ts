@@ -11,6 +11,7 @@ import {
 import { newJobId } from './ids.js'
 import type { AppendDecision, AppendResult, CreateResult, JobPage, JobQuery, Lease, Store } from './store.js'
 import { JobSubscription, type StreamSink } from './subscription.js'
+import { observeStore, type JobObserver } from './observer.js'
 
 export interface CoreLimits {
   /** Most characters of streamed text one job may hold. */
@@ -63,13 +64,17 @@ export interface AppendOutcome extends AppendResult {
  */
 export class JobService {
   readonly limits: CoreLimits
+  /** The store, wrapped so that `observer` hears of every commit and store call. */
+  readonly store: Store
 
   constructor(
-    readonly store: Store,
+    store: Store,
     limits: Partial<CoreLimits> = {},
     private readonly now: () => Date = () => new Date(),
+    private readonly observer: JobObserver = {},
   ) {
     this.limits = { ...defaultCoreLimits, ...limits }
+    this.store = Object.keys(observer).length === 0 ? store : observeStore(store, observer)
   }
 
   async createJob(input: CreateJobInput): Promise<CreateResult> {
@@ -209,7 +214,7 @@ export class JobService {
 
   /** Opens a subscription (see JobSubscription). Rejects with `job_not_found` or `position_ahead`. */
   async subscribe(jobId: string, after: number | undefined, sink: StreamSink): Promise<JobSubscription> {
-    const subscription = new JobSubscription(this.store, jobId, sink, this.limits.replayPageSize)
+    const subscription = new JobSubscription(this.store, jobId, sink, this.limits.replayPageSize, (start) => this.observer.subscriptionStarted?.(start))
     await subscription.start(after)
     return subscription
   }
@@ -221,6 +226,7 @@ export class JobService {
   async poll(jobId: string, after: number | undefined, waitMs: number, signal?: AbortSignal): Promise<PollResponse> {
     if (after === undefined) {
       const job = await this.getJob(jobId)
+      this.observer.subscriptionStarted?.('initial')
       return { snapshot: { job, reset: false, reason: 'initial' }, events: [], next: job.seq, done: isTerminal(job.status) }
     }
     let wake: () => void = () => {}
@@ -234,6 +240,7 @@ export class JobService {
         if (after > range.head) throw new JobwireError('position_ahead', { jobId, position: after, seq: range.head })
         if (range.firstSeq > after + 1) {
           const job = await this.getJob(jobId)
+          this.observer.subscriptionStarted?.('reset')
           return { snapshot: { job, reset: true, reason: 'trimmed' }, events: [], next: job.seq, done: isTerminal(job.status) }
         }
         const last = range.events.at(-1)?.seq ?? after

@@ -1,4 +1,5 @@
 import { isTerminal, isTerminalEvent, JobwireError, type JobEvent, type JobState, type StreamMessage } from '@jobwire/protocol'
+import type { SubscriptionStart } from './observer.js'
 import type { Store, Unsubscribe } from './store.js'
 
 /** Where a subscription delivers. Transports implement it; they only encode. */
@@ -36,6 +37,8 @@ export class JobSubscription {
     readonly jobId: string,
     private readonly sink: StreamSink,
     private readonly pageSize: number,
+    /** Told how the subscription began, and of each later reset (metrics). */
+    private readonly onStart: (start: SubscriptionStart) => void = () => {},
   ) {}
 
   /** Seq of the last event (or snapshot) delivered. */
@@ -70,6 +73,7 @@ export class JobSubscription {
           this.#last = after
           this.#knownHead = range.head
           this.#queued = range.status === 'queued'
+          this.onStart('recovered')
           this.sink.write([{ type: 'recovered', after }])
           this.#deliver(range.events)
           if (!this.#closed && range.head === this.#last && isTerminal(range.status)) this.close()
@@ -142,6 +146,7 @@ export class JobSubscription {
   }
 
   #snapshot(job: JobState, reset: boolean): void {
+    this.onStart(reset ? 'reset' : 'initial')
     this.#last = job.seq
     this.#queued = job.status === 'queued'
     this.#queuePosition = job.queuePosition

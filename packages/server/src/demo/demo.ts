@@ -1,10 +1,8 @@
-import { readFileSync } from 'node:fs'
-import { createRequire } from 'node:module'
-import { dirname, join } from 'node:path'
 import type { FastifyInstance } from 'fastify'
 import { isTerminal, JobwireError } from '@jobwire/protocol'
 import { createWorker, type Worker } from '@jobwire/worker'
 import type { Logger } from 'pino'
+import { signSubscriptionToken } from '../auth/tokens.js'
 import type { JobService } from '../core/jobs.js'
 import type { Principal } from '../core/scopes.js'
 import { summarize, type RouteContext } from '../http/context.js'
@@ -12,7 +10,7 @@ import { serveJobStream } from '../http/stream-route.js'
 import { demoTypes, registerDemoHandlers } from './handlers.js'
 
 const demoOwner = { tenant: 'demo', user: 'demo' }
-/** The page's streams read as a backend of tenant "demo" would: demo jobs only. */
+/** The /demo streams read as a backend of tenant "demo" would: demo jobs only. */
 const demoPrincipal: Principal = { kind: 'key', keyId: 'demo-page', role: 'backend', tenant: demoOwner.tenant, types: null }
 /** The trickle keeps about this many demo jobs queued or running, so there is always something moving. */
 const trickleTarget = 4
@@ -20,8 +18,8 @@ const trickleEveryMs = 3_000
 const maxActive = 40
 
 /**
- * `jobwire serve --demo`: a page at `/`, an in-process worker running the four demo handlers, and
- * a trickle of new demo jobs. Demo routes need no key but only ever touch jobs of tenant "demo";
+ * `jobwire serve --demo`: the dashboard's one-click sign-in, an in-process worker running the
+ * four demo handlers, and a trickle of new demo jobs. Demo routes need no key but only ever touch jobs of tenant "demo";
  * everything under /v1 still needs the admin key. A separate `jobwire demo-worker` process
  * competes for the same jobs, so killing it shows a job resume on the in-process worker.
  */
@@ -49,21 +47,13 @@ export function createDemo(service: JobService, logger?: Logger) {
     return job
   }
 
-  const page = readFileSync(new URL('../../public/demo.html', import.meta.url), 'utf8')
-  const protocolDir = dirname(createRequire(import.meta.url).resolve('@jobwire/protocol'))
-
   function register(app: FastifyInstance, context: RouteContext): void {
-    app.get('/', async (_request, reply) => reply.type('text/html; charset=utf-8').send(page))
-
-    // The page folds events with the real reducer: the protocol package's ES modules, as built.
-    app.get<{ Params: { file: string } }>('/demo/protocol/:file', async (request, reply) => {
-      const { file } = request.params
-      if (!/^[a-z-]+\.js$/.test(file)) throw new JobwireError('route_not_found', { method: 'GET', url: request.url })
-      try {
-        return reply.type('text/javascript; charset=utf-8').send(readFileSync(join(protocolDir, file)))
-      } catch {
-        throw new JobwireError('route_not_found', { method: 'GET', url: request.url })
-      }
+    // One-click sign-in for the dashboard: a short-lived token for the demo user's own jobs (read
+    // and cancel only), never an API key. Resume and create go through the /demo routes below.
+    app.post('/demo/session', async () => {
+      const ttl = Math.min(context.settings.tokenTtlSeconds, context.settings.maxTokenTtlSeconds)
+      const minted = await signSubscriptionToken(context.auth.tokenSecret, { tenant: demoOwner.tenant, user: demoOwner.user, rights: ['read', 'cancel'] }, ttl)
+      return { ...minted, types: demoTypes }
     })
 
     app.post('/demo/jobs', async (request, reply) => {
@@ -84,7 +74,7 @@ export function createDemo(service: JobService, logger?: Logger) {
 
     app.post<{ Params: { id: string } }>('/demo/jobs/:id/cancel', async (request) => {
       await demoJob(request.params.id)
-      return (await service.cancelJob(request.params.id, 'cancelled from the demo page')).job
+      return (await service.cancelJob(request.params.id, 'cancelled from the dashboard')).job
     })
 
     app.post<{ Params: { id: string } }>('/demo/jobs/:id/resume', async (request) => {

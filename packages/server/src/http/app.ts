@@ -20,6 +20,7 @@ import { SseTransport } from '../transports/sse.js'
 import { WsEndpoint, type WsOptions } from '../transports/ws.js'
 import { principalOf, type RouteContext } from './context.js'
 import type { Limits } from './limits.js'
+import { registerDashboard } from './dashboard.js'
 import { registerAccessRoutes } from './routes/access.js'
 import { registerJobRoutes } from './routes/jobs.js'
 import { registerWorkerRoutes } from './routes/workers.js'
@@ -52,6 +53,8 @@ export interface AppOptions {
   requestTimeoutMs: number
   /** The WebSocket transport at `/v1/ws`; null or absent: not served. */
   websocket?: WsOptions | null
+  /** Why the node's background sweeps are not keeping up (null when they are): /readyz is red while they are not. */
+  sweepProblem?: () => string | null
   /** Extra routes mounted before start (the demo). */
   plugins?: ((app: FastifyInstance, context: RouteContext) => void | Promise<void>)[]
 }
@@ -66,13 +69,14 @@ const clientErrors: Record<string, JobwireError['code']> = {
 }
 
 /** The HTTP API: the auth hook, CORS, the error boundary, and the route modules. Rules live in core. */
-export async function buildApp(options: AppOptions): Promise<{ app: FastifyInstance; sse: SseTransport }> {
+export async function buildApp(options: AppOptions): Promise<{ app: FastifyInstance; sse: SseTransport; endLongPolls: () => void }> {
   const common = {
     bodyLimit: options.maxBodyBytes,
     genReqId: () => randomUUID(),
     requestIdHeader: false as const,
     // Per-request lines would log every event a producer posts; errors are logged where they happen.
     logController: new LogController({ disableRequestLogging: true }),
+    // close() destroys what is left open; server.ts first ends long-polls and lets in-flight writes finish.
     forceCloseConnections: true,
     requestTimeout: options.requestTimeoutMs,
     trustProxy: false,
@@ -81,7 +85,13 @@ export async function buildApp(options: AppOptions): Promise<{ app: FastifyInsta
     options.logger === false ? Fastify({ ...common, logger: false }) : Fastify({ ...common, loggerInstance: options.logger as FastifyBaseLogger })
   // Headers must arrive within the request timeout too (slowloris sends them one byte at a time).
   app.server.headersTimeout = Math.min(options.requestTimeoutMs, 60_000)
-  const sse = new SseTransport({ heartbeatMs: options.heartbeatMs, retryMs: options.sseRetryMs, maxBufferBytes: options.sseMaxBufferBytes })
+  const sse = new SseTransport({
+    heartbeatMs: options.heartbeatMs,
+    retryMs: options.sseRetryMs,
+    maxBufferBytes: options.sseMaxBufferBytes,
+    onSlowConsumer: () => options.metrics.slowConsumerCloses.inc({ transport: 'sse' }),
+  })
+  options.metrics.trackConnections('sse', () => sse.connections)
   app.addHook('onClose', async () => sse.close())
   // Fastify parses text/plain by default; the API takes JSON only, so it gets unsupported_media_type.
   app.removeContentTypeParser('text/plain')
@@ -110,7 +120,9 @@ export async function buildApp(options: AppOptions): Promise<{ app: FastifyInsta
     }
   }
 
+  const shutdown = new AbortController()
   const context: RouteContext = {
+    shuttingDown: shutdown.signal,
     service: options.service,
     dispatcher: options.dispatcher,
     auth: options.auth,
@@ -177,14 +189,18 @@ export async function buildApp(options: AppOptions): Promise<{ app: FastifyInsta
     if (request.principal !== null && reply.getHeader('cache-control') === undefined) void reply.header('cache-control', 'no-store')
   })
 
+  registerDashboard(app)
   app.get('/healthz', async () => ({ ok: true }))
   app.get('/readyz', async (_request, reply) => {
+    const store = options.service.store.kind
     try {
       await options.service.store.ping()
-      return { ok: true, store: options.service.store.kind }
     } catch (error) {
-      return reply.code(503).send({ ok: false, store: options.service.store.kind, reason: (error as Error).message })
+      return reply.code(503).send({ ok: false, store, reason: (error as Error).message })
     }
+    const sweeps = options.sweepProblem?.() ?? null
+    if (sweeps !== null) return reply.code(503).send({ ok: false, store, reason: sweeps })
+    return { ok: true, store }
   })
 
   await app.register(
@@ -207,7 +223,7 @@ export async function buildApp(options: AppOptions): Promise<{ app: FastifyInsta
   })
 
   if (options.websocket != null) {
-    const ws = new WsEndpoint(app.server, options.websocket, {
+    const ws = new WsEndpoint(app.server, { ...options.websocket, onSlowConsumer: () => options.metrics.slowConsumerCloses.inc({ transport: 'ws' }) }, {
       service: options.service,
       authenticateUpgrade: (request) => authenticateRequest(request.headers, new URL(request.url ?? '/', 'http://localhost').searchParams.get('access_token') ?? undefined),
       authenticate: (credential) => options.auth.authenticate(credential),
@@ -219,11 +235,12 @@ export async function buildApp(options: AppOptions): Promise<{ app: FastifyInsta
         return id
       },
     })
+    options.metrics.trackConnections('ws', () => ws.connections)
     app.addHook('preClose', async () => ws.close())
   }
 
   for (const plugin of options.plugins ?? []) await plugin(app, context)
-  return { app, sse }
+  return { app, sse, endLongPolls: () => shutdown.abort() }
 }
 
 /** The CORS allow-list: which origin to echo, and whether credentials may come along (never with `*`). */

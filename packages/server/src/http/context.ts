@@ -22,6 +22,8 @@ export interface RouteContext extends StreamContext {
   auth: Authenticator
   limits: Limits
   sse: SseTransport
+  /** Aborted when the node shuts down: long-polls answer at once. */
+  shuttingDown: AbortSignal
   settings: {
     pollMaxWaitMs: number
     maxEventBytes: number
@@ -48,8 +50,11 @@ export async function visibleJob(service: JobService, principal: Principal, jobI
  * Aborts when the client goes away, so a long-poll stops waiting for no one. It watches the
  * response: a request's own 'close' fires as soon as its body has been read.
  */
-export function abortOnClose(reply: FastifyReply): AbortSignal {
+export function abortOnClose(reply: FastifyReply, shuttingDown: AbortSignal): AbortSignal {
   const controller = new AbortController()
+  // A node shutting down answers its long-polls at once (empty), so in-flight requests can finish.
+  if (shuttingDown.aborted) controller.abort()
+  else shuttingDown.addEventListener('abort', () => controller.abort(), { once: true, signal: controller.signal })
   reply.raw.on('close', () => {
     if (!reply.raw.writableFinished) controller.abort()
   })

@@ -9,6 +9,8 @@ export interface SseOptions {
   retryMs: number
   /** Bytes a reader may fall behind before it is closed with `slow_consumer`. */
   maxBufferBytes: number
+  /** Called when a reader is closed with `slow_consumer` (metrics). */
+  onSlowConsumer?: () => void
 }
 
 export const sseHeaders = {
@@ -147,6 +149,7 @@ class SseConnection implements StreamSink {
   }
 
   #closeSlow(): void {
+    this.options.onSlowConsumer?.()
     this.fail(new JobwireError('slow_consumer', { bytes: this.res.writableLength }))
   }
 

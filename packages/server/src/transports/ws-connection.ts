@@ -22,6 +22,8 @@ export interface WsFlowSettings {
   /** Client messages per second (average) and per burst. */
   messageRate: number
   messageBurst: number
+  /** Called when a reader is cut off with `slow_consumer` (metrics). */
+  onSlowConsumer?: () => void
 }
 
 /** Receives each client message (one line of a text frame) that passed the flood check. */
@@ -300,6 +302,7 @@ export class WsConnection {
   }
 
   #slowConsumer(): void {
+    this.settings.onSlowConsumer?.()
     const error = new JobwireError('slow_consumer', { bytes: this.lagBytes })
     // What is pending is dropped: the reader resumes from the last seq it applied.
     this.#pending = []

@@ -112,6 +112,6 @@ export function registerJobRoutes(v1: FastifyInstance, context: RouteContext): v
       throw new JobwireError('invalid_request', { field: 'wait', reason: 'wait: expected seconds >= 0' })
     }
     const waitMs = Math.min(waitSeconds * 1000, settings.pollMaxWaitMs)
-    return service.poll(request.params.id, after, waitMs, abortOnClose(reply))
+    return service.poll(request.params.id, after, waitMs, abortOnClose(reply, context.shuttingDown))
   })
 }

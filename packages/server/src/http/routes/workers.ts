@@ -19,7 +19,7 @@ export function registerWorkerRoutes(v1: FastifyInstance, context: RouteContext)
       worker: body.worker ?? 'worker',
       leaseMs: body.leaseMs ?? settings.defaultLeaseMs,
       waitMs: Math.min((body.wait ?? 0) * 1000, settings.pollMaxWaitMs),
-      signal: abortOnClose(reply),
+      signal: abortOnClose(reply, context.shuttingDown),
     })
     if (claimed === null) return reply.code(204).send()
     return claimed
@@ -42,6 +42,6 @@ export function registerWorkerRoutes(v1: FastifyInstance, context: RouteContext)
     requireKeyRole(principalOf(request), ['admin', 'worker'], 'watch job signals')
     const body = parseWith(signalsBody, request.body ?? {})
     const waitMs = Math.min((body.wait ?? 0) * 1000, settings.pollMaxWaitMs)
-    return { signals: await dispatcher.signals(body.jobs, waitMs, abortOnClose(reply)) }
+    return { signals: await dispatcher.signals(body.jobs, waitMs, abortOnClose(reply, context.shuttingDown)) }
   })
 }

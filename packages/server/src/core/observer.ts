@@ -1,0 +1,89 @@
+import { JobwireError, type JobEvent, type JobState } from '@jobwire/protocol'
+import type { Store } from './store.js'
+
+/** How a subscription began: a first snapshot, an exact replay after a seq, or a snapshot because the log was trimmed. */
+export type SubscriptionStart = 'initial' | 'recovered' | 'reset'
+
+/**
+ * What core tells whoever watches it (metrics). Every hook is optional and synchronous, and must
+ * not throw: it runs right after a commit. Core knows nothing of what the observer does with it.
+ */
+export interface JobObserver {
+  /** A job was created (not an idempotent repeat). */
+  jobCreated?(job: JobState): void
+  /** Events committed for `job` (its state after them), whoever wrote them: producer, worker, dispatcher, sweep. */
+  committed?(job: JobState, events: readonly JobEvent[]): void
+  /** A subscription or long-poll started or restarted from a snapshot or a replay. */
+  subscriptionStarted?(start: SubscriptionStart): void
+  /** A store call took `seconds`; `failed` when the store itself failed (not when a plan refused). */
+  storeOperation?(operation: string, seconds: number, failed: boolean): void
+}
+
+type TimedOperation = 'createJob' | 'getJob' | 'listJobs' | 'append' | 'readLog' | 'claim' | 'getRecord' | 'expiredLeases' | 'queuePosition' | 'sweep' | 'ping'
+
+/**
+ * The same store, reporting commits and the latency of each call to `observer`. Wrapping the
+ * store catches every commit in one place: JobService's, the Dispatcher's claims and lease sweeps.
+ */
+export function observeStore(store: Store, observer: JobObserver): Store {
+  const timed = <A extends unknown[], R>(operation: TimedOperation, call: (...args: A) => Promise<R>) =>
+    async (...args: A): Promise<R> => {
+      const started = performance.now()
+      let failed = false
+      try {
+        return await call(...args)
+      } catch (error) {
+        // A plan refusing (lease_lost, job_finished…) is the store working as asked.
+        failed = !(error instanceof JobwireError) || error.code === 'unavailable' || error.code === 'internal'
+        throw error
+      } finally {
+        observer.storeOperation?.(operation, (performance.now() - started) / 1000, failed)
+      }
+    }
+  const observed: Store = {
+    get kind() {
+      return store.kind
+    },
+    createJob: timed('createJob', async (job) => {
+      const result = await store.createJob(job)
+      if (result.created) observer.jobCreated?.(result.job)
+      return result
+    }),
+    getJob: timed('getJob', (id) => store.getJob(id)),
+    listJobs: timed('listJobs', (query) => store.listJobs(query)),
+    append: timed('append', async (jobId, plan) => {
+      const result = await store.append(jobId, plan)
+      if (result.events.length > 0) observer.committed?.(result.job, result.events)
+      return result
+    }),
+    readLog: timed('readLog', (jobId, after, limit) => store.readLog(jobId, after, limit)),
+    claim: timed('claim', async (types, now, plan) => {
+      const result = await store.claim(types, now, plan)
+      if (result !== null && result.events.length > 0) observer.committed?.(result.job, result.events)
+      return result
+    }),
+    getRecord: timed('getRecord', (id) => store.getRecord(id)),
+    expiredLeases: timed('expiredLeases', (now, limit) => store.expiredLeases(now, limit)),
+    queuePosition: timed('queuePosition', (jobId) => store.queuePosition(jobId)),
+    subscribe: (jobId, listener) => store.subscribe(jobId, listener),
+    subscribeQueue: (type, listener) => store.subscribeQueue(type, listener),
+    sweep: timed('sweep', (now) => store.sweep(now)),
+    ping: timed('ping', () => store.ping()),
+    close: () => store.close(),
+  }
+  if (store.subscribeOwner !== undefined) {
+    const subscribeOwner = store.subscribeOwner.bind(store)
+    observed.subscribeOwner = (owner, listener) => subscribeOwner(owner, listener)
+  }
+  return observed
+}
+
+/** One observer that tells each of `observers` in turn. */
+export function combineObservers(...observers: JobObserver[]): JobObserver {
+  return {
+    jobCreated: (job) => observers.forEach((o) => o.jobCreated?.(job)),
+    committed: (job, events) => observers.forEach((o) => o.committed?.(job, events)),
+    subscriptionStarted: (start) => observers.forEach((o) => o.subscriptionStarted?.(start)),
+    storeOperation: (operation, seconds, failed) => observers.forEach((o) => o.storeOperation?.(operation, seconds, failed)),
+  }
+}

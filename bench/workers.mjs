@@ -12,7 +12,8 @@ import { fork } from 'node:child_process'
 import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
-import { fileURLToPath } from 'node:url'
+import { createRequire } from 'node:module'
+import { fileURLToPath, pathToFileURL } from 'node:url'
 import { request } from 'undici'
 import { execSync } from 'node:child_process'
 import { Redis } from 'ioredis'
@@ -28,7 +29,8 @@ async function loadBullmq() {
   } catch {
     console.error('bench: installing the BullMQ peer (npm install --no-save bullmq@6) …')
     execSync('npm install --no-save --ignore-scripts bullmq@6', { cwd: join(here, '..'), stdio: 'inherit' })
-    return await import('bullmq')
+    // This process already failed to resolve 'bullmq' once; import the installed file directly.
+    return await import(pathToFileURL(createRequire(import.meta.url).resolve('bullmq')).href)
   }
 }
 

@@ -1,6 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { encodeSseEvent, encodeSseMessage, JobwireError, sseHeartbeat, type JobEvent, type StreamMessage } from '@jobwire/protocol'
 import type { JobSubscription, StreamSink } from '../core/subscription.js'
+import { TickFlusher } from './tick-flush.js'
 
 export interface SseOptions {
   /** Interval of `: heartbeat` comments, which keep proxies from timing out and let clients detect a dead link. */
@@ -31,37 +32,7 @@ function encodeOnce(event: JobEvent): string {
   return frame
 }
 
-/**
- * Connections with something to send; one setImmediate flushes them all. What live fan-out leaves
- * pending on each subscriber is the same run of events of one job, so that run is turned into bytes
- * once per flush and the same Buffer is written to every connection that has it pending (rather
- * than each connection converting its own copy of the string).
- */
-const dirty = new Set<SseConnection>()
-let flushScheduled = false
-let shared: { jobId: string; first: number; last: number; text: string; bytes: Buffer } | null = null
-
-function scheduleFlush(connection: SseConnection): void {
-  dirty.add(connection)
-  if (flushScheduled) return
-  flushScheduled = true
-  setImmediate(flushAll)
-}
-
-function flushAll(): void {
-  flushScheduled = false
-  shared = null
-  for (const connection of dirty) connection.flush()
-  shared = null
-}
-
-/** The bytes of `text`, the frames of events `first`..`last` of `jobId`, shared within one flush. */
-function sharedBytes(jobId: string, first: number, last: number, text: string): Buffer {
-  if (shared === null || shared.jobId !== jobId || shared.first !== first || shared.last !== last || shared.text.length !== text.length) {
-    shared = { jobId, first, last, text, bytes: Buffer.from(text) }
-  }
-  return shared.bytes
-}
+const flusher = new TickFlusher<SseConnection>()
 
 /** One open SSE response. Writes made in one turn of the event loop go out as one socket write. */
 class SseConnection implements StreamSink {
@@ -128,15 +99,15 @@ class SseConnection implements StreamSink {
   }
 
   #schedule(): void {
-    if (this.#open) scheduleFlush(this)
+    if (this.#open) flusher.schedule(this)
   }
 
   /** Writes what is pending (called by the shared flush, or directly on activation). */
   flush(): void {
-    dirty.delete(this)
+    flusher.forget(this)
     if (this.res.destroyed || this.res.writableEnded) return
     if (this.#pending !== '') {
-      this.res.write(this.#run ? sharedBytes(this.#runJob, this.#runFirst, this.#runLast, this.#pending) : this.#pending)
+      this.res.write(this.#run ? flusher.sharedBytes(this.#runJob, this.#runFirst, this.#runLast, this.#pending) : this.#pending)
       this.#pending = ''
       this.#wroteSince = true
     }
@@ -159,7 +130,7 @@ class SseConnection implements StreamSink {
    */
   handOff(retryMs: number): void {
     if (this.#ended || this.res.destroyed) return
-    dirty.delete(this)
+    flusher.forget(this)
     this.subscription?.close(false)
     this.#ended = true
     this.res.end(`${this.#pending}retry: ${retryMs}\n\n`)
@@ -170,7 +141,7 @@ class SseConnection implements StreamSink {
   /** Ends the stream with an in-band error (expired token, revoked key, slow reader). */
   fail(error: JobwireError): void {
     if (this.#ended || this.res.destroyed) return
-    dirty.delete(this)
+    flusher.forget(this)
     this.subscription?.close(false)
     this.#ended = true
     this.res.end(this.#pending + encodeSseMessage({ type: 'error', error: error.toBody() }))

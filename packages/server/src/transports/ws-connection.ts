@@ -8,6 +8,7 @@ import {
   type WsServerMessage,
 } from '@jobwire/protocol'
 import { CoalescedRun } from './ws-coalesce.js'
+import { TickFlusher } from './tick-flush.js'
 
 /** What a connection needs to know about flow control (see config: `ws*`). */
 export interface WsFlowSettings {
@@ -40,36 +41,7 @@ function encodeEvent(event: JobEvent): string {
   return text
 }
 
-/**
- * Connections with something to send; one setImmediate flushes them all, so everything written
- * to a socket in one turn of the event loop leaves as one frame (one socket write). When a
- * socket's pending frame is exactly a run of events of one job — what live fan-out produces — the
- * same Buffer is shared by every socket with that run pending.
- */
-const dirty = new Set<WsConnection>()
-let flushScheduled = false
-let shared: { jobId: string; first: number; last: number; length: number; bytes: Buffer } | null = null
-
-function scheduleFlush(connection: WsConnection): void {
-  dirty.add(connection)
-  if (flushScheduled) return
-  flushScheduled = true
-  setImmediate(flushAll)
-}
-
-function flushAll(): void {
-  flushScheduled = false
-  shared = null
-  for (const connection of dirty) connection.flush()
-  shared = null
-}
-
-function sharedBytes(jobId: string, first: number, last: number, text: string): Buffer {
-  if (shared === null || shared.jobId !== jobId || shared.first !== first || shared.last !== last || shared.length !== text.length) {
-    shared = { jobId, first, last, length: text.length, bytes: Buffer.from(text) }
-  }
-  return shared.bytes
-}
+const flusher = new TickFlusher<WsConnection>()
 
 /**
  * One message waiting to be sent. A latest-wins event keeps what a later one of its job may merge
@@ -125,7 +97,7 @@ export class WsConnection {
     this.closedPromise = new Promise((resolve) => socket.once('close', () => resolve()))
     socket.on('close', () => {
       this.#closed = true
-      dirty.delete(this)
+      flusher.forget(this)
       this.#pending = []
       this.#mergeable.clear()
     })
@@ -174,7 +146,7 @@ export class WsConnection {
       this.#slowConsumer()
       return
     }
-    scheduleFlush(this)
+    flusher.schedule(this)
   }
 
   /** Forgets what coalescing kept about a job whose stream ended. */
@@ -243,7 +215,7 @@ export class WsConnection {
 
   /** Sends what is pending as one frame, unless the socket is still busy with earlier ones. */
   flush(): void {
-    dirty.delete(this)
+    flusher.forget(this)
     if (this.#closed || this.#pending.length === 0) return
     if (this.#inflight > this.settings.coalesceAfterBytes) {
       // Congested: wait for the socket to drain (the write callback reschedules); meanwhile
@@ -254,7 +226,7 @@ export class WsConnection {
     const pending = this.#pending
     const textOf = (entry: Outgoing): string => entry.text ?? encodeRun(entry.run as CoalescedRun)
     const text = pending.length === 1 ? textOf(pending[0] as Outgoing) : pending.map(textOf).join('\n')
-    const bytes = this.#run ? sharedBytes(this.#runJob, this.#runFirst, this.#runLast, text) : Buffer.from(text)
+    const bytes = this.#run ? flusher.sharedBytes(this.#runJob, this.#runFirst, this.#runLast, text) : Buffer.from(text)
     this.#pending = []
     this.#pendingChars = 0
     this.#mergeable.clear()
@@ -263,7 +235,7 @@ export class WsConnection {
     this.#wroteSince = true
     this.socket.send(bytes, { binary: false }, () => {
       this.#inflight -= bytes.length
-      if (this.#pending.length > 0 && this.#inflight <= this.settings.coalesceAfterBytes) scheduleFlush(this)
+      if (this.#pending.length > 0 && this.#inflight <= this.settings.coalesceAfterBytes) flusher.schedule(this)
     })
   }
 
@@ -293,7 +265,7 @@ export class WsConnection {
   close(code: number = wsCloseCodes.normal, reason = '', terminateAfterMs = 5_000): void {
     if (this.#closed) return
     this.#closed = true
-    dirty.delete(this)
+    flusher.forget(this)
     this.#pending = []
     this.#mergeable.clear()
     this.socket.close(code, reason)

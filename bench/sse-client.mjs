@@ -138,6 +138,12 @@ process.on('message', (message) => {
     if (message.keep) for (let i = 0; i <= BUCKETS; i++) histogram[i] += slice[i]
     slice.fill(0)
     process.send({ type: 'kept' })
+  } else if (message.type === 'take') {
+    // Hands over the kept histogram and starts a new one (the max-rate and the paced phases).
+    const sparse = []
+    for (let i = 0; i <= BUCKETS; i++) if (histogram[i] !== 0) sparse.push([i, histogram[i]])
+    histogram.fill(0)
+    process.send({ type: 'taken', histogram: sparse, bucketUs: BUCKET_US })
   } else if (message.type === 'stop') {
     stopping = true
     clearInterval(feedback)

@@ -79,7 +79,7 @@ const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
 const nowUs = () => Math.round((performance.timeOrigin + performance.now()) * 1000)
 
 async function startTarget(kind) {
-  const child = start('targets.mjs', [kind, API_KEY], ['--expose-gc'])
+  const child = start('targets.mjs', [kind, API_KEY], ['--expose-gc', ...(process.env.BENCH_WS_CPU_PROF === '1' ? ['--cpu-prof', `--cpu-prof-dir=${join(here, '../results/profiles')}`] : [])])
   const { url } = await next(child, 'ready')
   return { kind, child, url, pool: new Pool(url, { connections: 16, pipelining: 1 }) }
 }

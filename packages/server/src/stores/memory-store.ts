@@ -1,6 +1,7 @@
 import { applyEvent, JobwireError, type JobEvent, type JobState, type Owner } from '@jobwire/protocol'
 import { applyPlan, createdEvent, decodeCursor, encodeCursor, expiryOf, isQueuedForDispatch, type AppliedPlan } from '../core/apply.js'
 import { FanOut } from '../core/fan-out.js'
+import { QueueOrder } from './queue-order.js'
 import {
   defaultRetention,
   type AppendPlan,
@@ -35,8 +36,8 @@ export class MemoryStore implements Store {
   readonly kind = 'memory'
   readonly #jobs = new Map<string, Entry>()
   readonly #byKey = new Map<string, string>()
-  /** Queued dispatched jobs per type, in insertion order (sorted by ordinal when read). */
-  readonly #queues = new Map<string, Set<Entry>>()
+  /** Queued dispatched jobs per type, oldest first. */
+  readonly #queue = new QueueOrder()
   readonly #fanOut = new FanOut()
   readonly #retention: Retention
   #ordinal = 0
@@ -116,8 +117,14 @@ export class MemoryStore implements Store {
     this.#open()
     let oldest: Entry | undefined
     for (const type of types) {
-      for (const entry of this.#queues.get(type) ?? []) {
-        if (entry.availableAt <= now && (oldest === undefined || entry.ordinal < oldest.ordinal)) oldest = entry
+      // The first available one from the head: only jobs in a retry backoff are skipped.
+      for (const { ordinal, id } of this.#queue.ids(type)) {
+        if (oldest !== undefined && ordinal > oldest.ordinal) break
+        const entry = this.#jobs.get(id)
+        if (entry !== undefined && entry.availableAt <= now) {
+          oldest = entry
+          break
+        }
       }
     }
     if (oldest === undefined) return null
@@ -138,9 +145,7 @@ export class MemoryStore implements Store {
     this.#open()
     const entry = this.#jobs.get(jobId)
     if (entry === undefined || !isQueuedForDispatch(entry.job)) return null
-    let position = 1
-    for (const other of this.#queues.get(entry.job.type) ?? []) if (other.ordinal < entry.ordinal) position++
-    return position
+    return this.#queue.position(entry.job.type, entry.ordinal)
   }
 
   async readLog(jobId: string, after: number, limit: number): Promise<LogRange | null> {
@@ -205,10 +210,7 @@ export class MemoryStore implements Store {
   #syncQueue(entry: Entry, wasQueued: boolean): void {
     const queued = isQueuedForDispatch(entry.job)
     if (queued === wasQueued) return
-    let queue = this.#queues.get(entry.job.type)
-    if (queue === undefined) this.#queues.set(entry.job.type, (queue = new Set()))
-    if (queued) queue.add(entry)
-    else queue.delete(entry)
+    this.#queue.sync(entry.job.type, entry.ordinal, entry.job.id, queued)
     this.#fanOut.publishQueue(entry.job.type)
   }
 

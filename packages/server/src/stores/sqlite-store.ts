@@ -4,6 +4,7 @@ import Database from 'better-sqlite3'
 import { applyEvent, JobwireError, type JobEvent, type JobState, type Owner } from '@jobwire/protocol'
 import { applyPlan, createdEvent, decodeCursor, encodeCursor, expiryOf, isQueuedForDispatch, type AppliedPlan } from '../core/apply.js'
 import { FanOut } from '../core/fan-out.js'
+import { QueueOrder } from './queue-order.js'
 import {
   defaultRetention,
   type AppendPlan,
@@ -114,6 +115,8 @@ export class SqliteStore implements Store {
    * coherent; it spares a JSON parse of the whole state (text included) on every append.
    */
   readonly #cache = new Map<string, Cached>()
+  /** Queue positions without counting rows: rebuilt at open, updated after each commit. */
+  readonly #queue = new QueueOrder()
   #closed = false
 
   constructor(options: SqliteStoreOptions) {
@@ -153,8 +156,8 @@ export class SqliteStore implements Store {
       expiredLeases: db.prepare<[number, number], { id: string }>(
         'SELECT id FROM jobs WHERE lease_expires_at < ? ORDER BY lease_expires_at LIMIT ?',
       ),
-      queuePosition: db.prepare<[string, number], { position: number }>(
-        `SELECT count(*) + 1 AS position FROM jobs WHERE type = ? AND status = 'queued' AND dispatch = 1 AND ordinal < ?`,
+      queued: db.prepare<[], { id: string; type: string; ordinal: number }>(
+        `SELECT id, type, ordinal FROM jobs WHERE status = 'queued' AND dispatch = 1 ORDER BY ordinal`,
       ),
       deleteEvents: db.prepare('DELETE FROM events WHERE job_id = ?'),
       insertText: db.prepare('INSERT INTO texts (job_id, seq, text) VALUES (?, ?, ?)'),
@@ -163,15 +166,16 @@ export class SqliteStore implements Store {
       deleteJob: db.prepare('DELETE FROM jobs WHERE id = ?'),
     }
     this.#statements = s
+    for (const { id, type, ordinal } of s.queued.iterate()) this.#queue.add(type, ordinal, id)
 
-    this.#createTx = db.transaction((input: NewJob): CreateResult => {
+    this.#createTx = db.transaction((input: NewJob): { result: CreateResult; ordinal: number } => {
       if (input.idempotencyKey !== null) {
         const existing = s.jobByKey.get(input.idempotencyKey)
-        if (existing !== undefined) return { job: this.#withText(existing.state), created: false }
+        if (existing !== undefined) return { result: { job: this.#withText(existing.state), created: false }, ordinal: existing.ordinal }
       }
       const event = createdEvent(input)
       const job = applyEvent(null, event)
-      s.insertJob.run({
+      const inserted = s.insertJob.run({
         id: job.id,
         type: job.type,
         status: job.status,
@@ -183,7 +187,7 @@ export class SqliteStore implements Store {
         dispatch: job.dispatch ? 1 : 0,
       })
       s.insertEvent.run(job.id, 1, JSON.stringify(event))
-      return { job, created: true }
+      return { result: { job, created: true }, ordinal: Number(inserted.lastInsertRowid) }
     })
 
     const write = (current: Cached, applied: AppliedPlan): Cached => {
@@ -256,11 +260,13 @@ export class SqliteStore implements Store {
 
   async createJob(input: NewJob): Promise<CreateResult> {
     this.#open()
-    const result = this.#createTx.immediate(input)
+    const { result, ordinal } = this.#createTx.immediate(input)
     if (result.created) {
-      const row = this.#statements.jobById.get(input.id)
-      this.#remember({ job: result.job, lease: null, ordinal: row?.ordinal ?? 0, firstSeq: 1 })
-      if (isQueuedForDispatch(result.job)) this.#fanOut.publishQueue(result.job.type)
+      this.#remember({ job: result.job, lease: null, ordinal, firstSeq: 1 })
+      if (isQueuedForDispatch(result.job)) {
+        this.#queue.add(result.job.type, ordinal, result.job.id)
+        this.#fanOut.publishQueue(result.job.type)
+      }
       const created = createdEvent(input)
       this.#fanOut.publish(input.id, [created])
       this.#fanOut.publishCreated(created)
@@ -323,7 +329,7 @@ export class SqliteStore implements Store {
     this.#open()
     const current = this.#load(jobId)
     if (current === null || !isQueuedForDispatch(current.job)) return null
-    return this.#statements.queuePosition.get(current.job.type, current.ordinal)?.position ?? null
+    return this.#queue.position(current.job.type, current.ordinal)
   }
 
   async readLog(jobId: string, after: number, limit: number): Promise<LogRange | null> {
@@ -366,10 +372,10 @@ export class SqliteStore implements Store {
 
   /** After the commit only: a refused or failed transaction leaves cache and subscribers untouched. */
   #publish(outcome: { applied: AppliedPlan; before: Cached; after: Cached | null }): AppendResult {
-    const { applied, before, after } = outcome
+    const { applied, after } = outcome
     if (after !== null) {
       this.#remember(after)
-      if (isQueuedForDispatch(before.job) !== isQueuedForDispatch(after.job)) this.#fanOut.publishQueue(after.job.type)
+      if (this.#queue.sync(after.job.type, after.ordinal, after.job.id, isQueuedForDispatch(after.job))) this.#fanOut.publishQueue(after.job.type)
       this.#fanOut.publish(after.job.id, applied.events)
     }
     return { job: applied.job, events: applied.events, lease: applied.lease }

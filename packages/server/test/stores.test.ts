@@ -21,6 +21,72 @@ describeStoreConformance(
   () => rm(sqliteDir, { recursive: true, force: true }),
 )
 
+describe('SqliteStore: group commit', () => {
+  let dir = ''
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'jobwire-group-'))
+  })
+  afterAll(() => rm(dir, { recursive: true, force: true }))
+
+  it('writes issued in one turn commit together: a refused one undoes only itself, order holds per job, and the file agrees with what callers and subscribers were told', async () => {
+    const path = join(dir, 'group.db')
+    const store = new SqliteStore({ path })
+    const service = new JobService(store)
+    const a = (await service.createJob({ type: 'group' })).job.id
+    const b = (await service.createJob({ type: 'group' })).job.id
+    const heard: { jobId: string; seq: number; type: string }[] = []
+    store.subscribe(a, (events) => heard.push(...events.map((e) => ({ jobId: e.jobId, seq: e.seq, type: e.type }))))
+    store.subscribe(b, (events) => heard.push(...events.map((e) => ({ jobId: e.jobId, seq: e.seq, type: e.type }))))
+    const progress = (percent: number) => [{ type: 'progress' as const, data: { percent } }]
+    // All issued before any is answered: one group. The third refuses (throws) inside its savepoint.
+    const writes = [
+      store.append(a, () => [{ type: 'started', data: {} }, ...progress(10)]),
+      store.append(b, () => [{ type: 'started' as const, data: {} }]),
+      store.append(a, () => {
+        throw new Error('refused by its plan')
+      }),
+      store.append(a, () => progress(20)),
+      store.append(b, () => [{ type: 'completed' as const, data: { result: { ok: true } } }]),
+      store.append(a, () => progress(30)),
+      store.createJob({ id: 'job_grouped00000000000', type: 'group', input: null, owner: null, idempotencyKey: null, dispatch: true, maxAttempts: 1, at: new Date().toISOString() }),
+      store.append('job_grouped00000000000', () => [{ type: 'started', data: {} }, ...progress(5)]),
+    ]
+    const settled = await Promise.allSettled(writes)
+    expect(settled.map((r) => r.status)).toEqual(['fulfilled', 'fulfilled', 'rejected', 'fulfilled', 'fulfilled', 'fulfilled', 'fulfilled', 'fulfilled'])
+    const seqOf = (i: number) => ((settled[i] as PromiseFulfilledResult<{ events: { seq: number }[] }>).value.events[0]?.seq ?? null)
+    expect([seqOf(0), seqOf(3), seqOf(5)]).toEqual([2, 4, 5])
+    expect([seqOf(1), seqOf(4)]).toEqual([2, 3])
+    expect(heard.filter((e) => e.jobId === a).map((e) => e.seq)).toEqual([2, 3, 4, 5])
+    expect(heard.filter((e) => e.jobId === b).map((e) => e.type)).toEqual(['started', 'completed'])
+    const live = await Promise.all([a, b, 'job_grouped00000000000'].map((id) => store.getJob(id)))
+    expect(live.map((job) => [job?.seq, job?.status, job?.progress.percent])).toEqual([
+      [5, 'running', 30],
+      [3, 'completed', 100],
+      [3, 'running', 5],
+    ])
+    await store.close()
+    // What a reopened file holds is exactly what the callers were answered.
+    const reopened = new SqliteStore({ path })
+    expect(await Promise.all([a, b, 'job_grouped00000000000'].map((id) => reopened.getJob(id)))).toEqual(live)
+    expect((await reopened.readLog(a, 0, 100))?.events.map((e) => e.seq)).toEqual([1, 2, 3, 4, 5])
+    await reopened.close()
+  })
+
+  it('a write issued before close is committed by close, and one issued after is refused with unavailable', async () => {
+    const path = join(dir, 'close.db')
+    const store = new SqliteStore({ path })
+    const service = new JobService(store)
+    const id = (await service.createJob({ type: 'group' })).job.id
+    const pending = store.append(id, () => [{ type: 'started', data: {} }, { type: 'progress', data: { percent: 50 } }])
+    await store.close()
+    await expect(pending).resolves.toMatchObject({ job: { seq: 3 } })
+    await expect(store.append(id, () => [{ type: 'progress', data: { percent: 60 } }])).rejects.toMatchObject({ code: 'unavailable' })
+    const reopened = new SqliteStore({ path })
+    expect((await reopened.getJob(id))?.progress.percent).toBe(50)
+    await reopened.close()
+  })
+})
+
 describe('SqliteStore: the file outlives the store that wrote it', () => {
   let dir = ''
   const stores: SqliteStore[] = []

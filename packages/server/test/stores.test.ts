@@ -40,8 +40,8 @@ describe('SqliteStore: group commit', () => {
     const progress = (percent: number) => [{ type: 'progress' as const, data: { percent } }]
     // All issued before any is answered: one group. The third refuses (throws) inside its savepoint.
     const writes = [
-      store.append(a, () => [{ type: 'started', data: {} }, ...progress(10)]),
-      store.append(b, () => [{ type: 'started' as const, data: {} }]),
+      store.append(a, () => [{ type: 'started', data: { attempt: 1, worker: null } }, ...progress(10)]),
+      store.append(b, () => [{ type: 'started' as const, data: { attempt: 1, worker: null } }]),
       store.append(a, () => {
         throw new Error('refused by its plan')
       }),
@@ -49,7 +49,7 @@ describe('SqliteStore: group commit', () => {
       store.append(b, () => [{ type: 'completed' as const, data: { result: { ok: true } } }]),
       store.append(a, () => progress(30)),
       store.createJob({ id: 'job_grouped00000000000', type: 'group', input: null, owner: null, idempotencyKey: null, dispatch: true, maxAttempts: 1, at: new Date().toISOString() }),
-      store.append('job_grouped00000000000', () => [{ type: 'started', data: {} }, ...progress(5)]),
+      store.append('job_grouped00000000000', () => [{ type: 'started', data: { attempt: 1, worker: null } }, ...progress(5)]),
     ]
     const settled = await Promise.allSettled(writes)
     expect(settled.map((r) => r.status)).toEqual(['fulfilled', 'fulfilled', 'rejected', 'fulfilled', 'fulfilled', 'fulfilled', 'fulfilled', 'fulfilled'])
@@ -77,7 +77,7 @@ describe('SqliteStore: group commit', () => {
     const store = new SqliteStore({ path })
     const service = new JobService(store)
     const id = (await service.createJob({ type: 'group' })).job.id
-    const pending = store.append(id, () => [{ type: 'started', data: {} }, { type: 'progress', data: { percent: 50 } }])
+    const pending = store.append(id, () => [{ type: 'started', data: { attempt: 1, worker: null } }, { type: 'progress', data: { percent: 50 } }])
     await store.close()
     await expect(pending).resolves.toMatchObject({ job: { seq: 3 } })
     await expect(store.append(id, () => [{ type: 'progress', data: { percent: 60 } }])).rejects.toMatchObject({ code: 'unavailable' })

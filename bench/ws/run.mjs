@@ -7,7 +7,8 @@
 //   socketio     Socket.IO 4 rooms, websocket transport (the peer a user would pick)
 //   jobwire      Jobwire on the memory store, events POSTed to its API like any producer
 // Every server gets the same producer: rounds of one batch of BENCH_WS_BATCH (10) small progress
-// events per job over HTTP, never more than BENCH_WS_WINDOW (2) rounds ahead of the slowest
+// events per job over HTTP — for many jobs one bulk request per round (Jobwire's POST /v1/events;
+// the same shape on the bare servers), or with `100/per-job` one request per job — never more than BENCH_WS_WINDOW (2) rounds ahead of the slowest
 // subscriber (client processes report it every 2 ms) — so the rate is what a server sustains to
 // every subscriber with a short queue. Latency is publish→receive of every event on every
 // subscriber. Then: memory per idle connection, WebSocket and SSE, on Jobwire (heap after GC and RSS).
@@ -32,7 +33,13 @@ const BATCH = env('BENCH_WS_BATCH', 10)
 const WINDOW = env('BENCH_WS_WINDOW', 2)
 const IDLE = env('BENCH_WS_IDLE', 1000)
 const TARGETS = (process.env.BENCH_WS_TARGETS ?? 'bare-corked,bare,socketio,jobwire').split(',')
-const SCENARIOS = (process.env.BENCH_WS_SCENARIOS ?? '1,100').split(',').map(Number)
+// A scenario is a job count; with several jobs, the producer sends one bulk request per round
+// (Jobwire: POST /v1/events; the bare servers and Socket.IO: the same shape on POST /publish), and
+// `100/per-job` sends one request per job per round instead.
+const SCENARIOS = (process.env.BENCH_WS_SCENARIOS ?? '1,100,100/per-job').split(',').map((spec) => {
+  const [jobs, producer] = spec.split('/')
+  return { spec, jobs: Number(jobs), perJob: producer === 'per-job' }
+})
 const API_KEY = 'bench-ws-admin-key-0123456789'
 const NAMES = { 'bare-corked': 'bare ws, corked per tick', bare: 'bare ws', socketio: 'Socket.IO 4 rooms', jobwire: 'Jobwire WebSocket' }
 
@@ -104,6 +111,7 @@ async function jobsFor(target, count) {
 }
 
 const publishPath = (target, job) => (target.kind === 'jobwire' ? `/v1/jobs/${job}/events` : `/publish/${job}`)
+const bulkPath = (target) => (target.kind === 'jobwire' ? '/v1/events' : '/publish')
 
 /** Starts client processes; subscriber i (over all of them) watches jobs[i % jobs.length]. */
 async function startClients(kind, url, jobs, total) {
@@ -131,7 +139,7 @@ function percentile(histogram, bucketUs, p) {
   return NaN
 }
 
-async function fanout(kind, jobCount) {
+async function fanout(kind, { jobs: jobCount, perJob, spec }) {
   const target = await startTarget(kind)
   const jobs = await jobsFor(target, jobCount)
   const clients = await startClients(kind, target.url, jobs, SUBSCRIBERS)
@@ -154,7 +162,12 @@ async function fanout(kind, jobCount) {
       }
       round++
       const events = () => Array.from({ length: BATCH }, (_, i) => ({ type: 'progress', percent: (round + i) % 100, message: `@${nowUs()}` }))
-      await Promise.all(jobs.map((job) => post(target, publishPath(target, job), { events: events() })))
+      if (jobs.length === 1 || perJob) await Promise.all(jobs.map((job) => post(target, publishPath(target, job), { events: events() })))
+      else {
+        const answer = await post(target, bulkPath(target), { writes: jobs.map((jobId) => ({ jobId, events: events() })) })
+        const refused = answer.results.find((r) => r.error !== undefined)
+        if (refused !== undefined) throw new Error(`bulk write refused: ${JSON.stringify(refused.error)}`)
+      }
     }
   })().catch((error) => {
     failure = error
@@ -181,7 +194,9 @@ async function fanout(kind, jobCount) {
   const cpuSeconds = (cpu1.user + cpu1.system - cpu0.user - cpu0.system) / 1e6
   return {
     kind,
+    scenario: spec,
     jobs: jobCount,
+    producer: jobCount === 1 ? 'one job' : perJob ? 'a request per job' : 'one bulk request',
     subscribers: SUBSCRIBERS,
     eventsPerSecond: delivered / elapsed,
     p50Ms: percentile(histogram, bucketUs, 50),
@@ -208,25 +223,25 @@ const fmt = (n, digits = 1) => (Number.isFinite(n) ? n.toFixed(digits) : 'n/a')
 const int = (n) => (Number.isFinite(n) ? Math.round(n).toLocaleString('en-US') : 'n/a')
 
 const results = []
-for (const jobCount of SCENARIOS) {
+for (const scenario of SCENARIOS) {
   for (const kind of TARGETS) {
-    process.stderr.write(`bench ws: ${NAMES[kind] ?? kind}, ${jobCount} job(s) → ${SUBSCRIBERS} subscribers…\n`)
-    results.push(await fanout(kind, jobCount))
+    process.stderr.write(`bench ws: ${NAMES[kind] ?? kind}, ${scenario.spec} job(s) → ${SUBSCRIBERS} subscribers…\n`)
+    results.push(await fanout(kind, scenario))
   }
 }
 const idle = []
 if (IDLE > 0) for (const kind of ['jobwire', 'jobwire-sse']) idle.push(await idleMemory(kind))
 
 console.log(`\n### WebSocket fan-out (${SUBSCRIBERS} subscribers, ${BATCH}-event batches, ${SECONDS} s after ${WARMUP} s warm-up, ${PROCESSES} client processes)\n`)
-console.log('| jobs | server | delivered events/s | p50 ms | p99 ms | server cores | vs bare corked | vs Socket.IO |')
-console.log('|---:|---|---:|---:|---:|---:|---:|---:|')
-for (const jobCount of SCENARIOS) {
-  const of = (kind) => results.find((r) => r.kind === kind && r.jobs === jobCount)
-  for (const r of results.filter((r) => r.jobs === jobCount)) {
+console.log('| jobs | producer | server | delivered events/s | p50 ms | p99 ms | server cores | vs bare corked | vs Socket.IO |')
+console.log('|---:|---|---|---:|---:|---:|---:|---:|---:|')
+for (const { spec } of SCENARIOS) {
+  const of = (kind) => results.find((r) => r.kind === kind && r.scenario === spec)
+  for (const r of results.filter((r) => r.scenario === spec)) {
     const limit = of('bare-corked')?.eventsPerSecond
     const peer = of('socketio')?.eventsPerSecond
     console.log(
-      `| ${jobCount} | ${NAMES[r.kind] ?? r.kind} | ${int(r.eventsPerSecond)} | ${fmt(r.p50Ms)} | ${fmt(r.p99Ms)} | ${fmt(r.serverCores, 2)} | ${limit ? fmt(r.eventsPerSecond / limit, 2) : 'n/a'} | ${peer ? `${fmt(r.eventsPerSecond / peer, 2)}×` : 'n/a'} |`,
+      `| ${r.jobs} | ${r.producer} | ${NAMES[r.kind] ?? r.kind} | ${int(r.eventsPerSecond)} | ${fmt(r.p50Ms)} | ${fmt(r.p99Ms)} | ${fmt(r.serverCores, 2)} | ${limit ? fmt(r.eventsPerSecond / limit, 2) : 'n/a'} | ${peer ? `${fmt(r.eventsPerSecond / peer, 2)}×` : 'n/a'} |`,
     )
   }
 }

@@ -37,21 +37,25 @@ if (kind === 'jobwire') {
   const rooms = new Map() // job → Set of sockets (ws) / room name (socket.io)
   const seqs = new Map()
   let broadcast
+  const publish = (job, events) => {
+    const at = new Date().toISOString()
+    let seq = seqs.get(job) ?? 1
+    const frames = events.map(({ type, ...data }) => `{"type":"event","event":${JSON.stringify({ jobId: job, seq: ++seq, type, at, data })}}`)
+    seqs.set(job, seq)
+    broadcast(job, frames)
+    return seq
+  }
+  // POST /publish/:job {events} — one job; POST /publish {writes: [{jobId, events}]} — many (as Jobwire's POST /v1/events).
   const http = createServer((req, res) => {
-    const match = /^\/publish\/([^/]+)$/.exec(req.url ?? '')
+    const match = /^\/publish(?:\/([^/]+))?$/.exec(req.url ?? '')
     if (req.method !== 'POST' || match === null) return res.writeHead(404).end()
     let body = ''
     req.setEncoding('utf8')
     req.on('data', (d) => (body += d))
     req.on('end', () => {
-      const job = match[1]
-      const { events } = JSON.parse(body)
-      const at = new Date().toISOString()
-      let seq = seqs.get(job) ?? 1
-      const frames = events.map(({ type, ...data }) => `{"type":"event","event":${JSON.stringify({ jobId: job, seq: ++seq, type, at, data })}}`)
-      seqs.set(job, seq)
-      broadcast(job, frames)
-      const out = JSON.stringify({ seq })
+      const parsed = JSON.parse(body)
+      const answer = match[1] === undefined ? { results: parsed.writes.map((w) => ({ seq: publish(w.jobId, w.events) })) } : { seq: publish(match[1], parsed.events) }
+      const out = JSON.stringify(answer)
       res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(out) }).end(out)
     })
   })

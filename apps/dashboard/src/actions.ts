@@ -9,7 +9,8 @@ import type { Session } from './session.js'
 export interface JobActions {
   canResume: boolean
   canCreate: boolean
-  resume(jobId: string): Promise<void>
+  /** Puts a failed or cancelled job back in the queue; answers with its state. */
+  resume(jobId: string): Promise<JobState>
   /** A new job of the same type and input; returns its id. */
   retry(job: JobState): Promise<string>
   createDemo(type: string): Promise<string>
@@ -24,7 +25,7 @@ export function jobActions(session: Session): JobActions {
     canCreate: demo || key,
     async resume(jobId) {
       const path = demo ? `/demo/jobs/${encodeURIComponent(jobId)}/resume` : `/v1/jobs/${encodeURIComponent(jobId)}/resume`
-      await send(path, {}, demo ? {} : auth)
+      return send<JobState>(path, {}, demo ? {} : auth)
     },
     async retry(job) {
       if (demo) return (await send<{ id: string }>('/demo/jobs', { type: job.type }, {})).id

@@ -1,14 +1,15 @@
 import { useCallback, useEffect, useMemo, useRef, useState, type ReactNode } from 'react'
-import type { Owner } from '@jobwire/client'
-import { createJobwireClient, JobwireProvider, useMyJobs, type JobwireClient } from '@jobwire/react'
-import { jobActions } from './actions.js'
+import type { JobState, Owner } from '@jobwire/client'
+import { createJobwireClient, JobwireProvider, useJobwireClient, type JobwireClient } from '@jobwire/react'
+import { jobActions, type JobActions } from './actions.js'
+import { OwnerActivity, PolledActivity } from './activity.js'
 import { DemoJobForm } from './demo-job-form.js'
 import { JobPage } from './job-page.js'
+import { JobListStore } from './job-list-store.js'
 import { JobsList } from './jobs-list.js'
-import { useRoute } from './route.js'
-import { loadSession, saveSession, startDemoSession, tokenRights, type Session } from './session.js'
+import { filtersKey, listHref, noFilters, useRoute, type ListFilters } from './route.js'
+import { loadSession, saveSession, startDemoSession, tokenOwner, tokenRights, type Session } from './session.js'
 import { SignIn } from './sign-in.js'
-import { StatusBar } from './status-bar.js'
 
 export function App(): ReactNode {
   const [session, setSession] = useState<Session | null>(loadSession)
@@ -23,9 +24,6 @@ export function App(): ReactNode {
 /** One client per session, closed when the session ends (StrictMode-safe: made in an effect). */
 function Signedin({ session, onSignOut }: { session: Session; onSignOut: () => void }): ReactNode {
   const [client, setClient] = useState<JobwireClient | null>(null)
-  // A watch ends with its job; a resumed job needs fresh watches, so resuming starts a new client.
-  const [generation, setGeneration] = useState(0)
-  const renew = useCallback(() => setGeneration((n) => n + 1), [])
   const kind = session.kind
   const pasted = session.token
   useEffect(() => {
@@ -35,11 +33,11 @@ function Signedin({ session, onSignOut }: { session: Session; onSignOut: () => v
     })
     setClient(created)
     return () => created.close()
-  }, [kind, pasted, generation])
+  }, [kind, pasted])
   if (client === null) return null
   return (
     <JobwireProvider client={client}>
-      <Dashboard session={session} onSignOut={onSignOut} onResumed={renew} />
+      <Dashboard session={session} onSignOut={onSignOut} />
     </JobwireProvider>
   )
 }
@@ -57,8 +55,40 @@ async function renewDemoToken(): Promise<string> {
   }
 }
 
-function Dashboard({ session, onSignOut, onResumed }: { session: Session; onSignOut: () => void; onResumed: () => void }): ReactNode {
+function Dashboard({ session, onSignOut }: { session: Session; onSignOut: () => void }): ReactNode {
+  const client = useJobwireClient()
   const route = useRoute()
+  // The list's filters live in its address; a job page keeps the ones the list had.
+  const listFilters = route.view === 'list' ? route.filters : null
+  const [remembered, setRemembered] = useState<ListFilters>(noFilters)
+  const listKey = listFilters === null ? null : filtersKey(listFilters)
+  useEffect(() => {
+    if (listFilters !== null) setRemembered(listFilters)
+    // listFilters is compared by value, through listKey.
+  }, [listKey])
+  // People's credentials see their own jobs only: an owner in the address means nothing to them.
+  const wanted = listFilters ?? remembered
+  const filters = session.kind === 'key' || wanted.owner === '' ? wanted : { ...wanted, owner: '' }
+  const key = filtersKey(filters)
+  // One list per set of filters; it outlives a visit to a job page, so coming back keeps the pages loaded.
+  const list = useMemo(() => new JobListStore(client, filters), [client, key])
+
+  const actions = useMemo<JobActions>(() => {
+    const base = jobActions(session)
+    return {
+      ...base,
+      // A resumed job goes on in the same watches (the job page's, the list's, the user feed's).
+      resume: async (jobId) => {
+        const job = await base.resume(jobId)
+        client.refollow(jobId)
+        list.note(job)
+        return job
+      },
+    }
+  }, [session, client, list])
+  const rights = useMemo(() => tokenRights(session), [session])
+  const noteInList = useCallback((job: JobState) => list.note(job), [list])
+
   // After navigating, keyboard and screen-reader users start at the new page's content.
   const routeKey = route.view === 'job' ? route.jobId : ''
   const firstRoute = useRef(true)
@@ -66,16 +96,23 @@ function Dashboard({ session, onSignOut, onResumed }: { session: Session; onSign
     if (firstRoute.current) firstRoute.current = false
     else document.getElementById('main')?.focus()
   }, [routeKey])
-  // API keys must name whose jobs to follow; tokens imply their user.
-  const [owner, setOwner] = useState<Owner | undefined>(undefined)
-  const jobs = useMyJobs({}, session.kind === 'key' && owner !== undefined ? { owner } : {})
-  const actions = useMemo(() => {
-    const base = jobActions(session)
-    return { ...base, resume: (jobId: string) => base.resume(jobId).then(onResumed) }
-  }, [session, onResumed])
-  const rights = useMemo(() => tokenRights(session), [session])
-  const running = jobs.jobs.filter((job) => job.status === 'running').length
-  const queued = jobs.jobs.filter((job) => job.status === 'queued').length
+
+  // One owner's jobs (a person's token, or an API key filtered to tenant:user) come over the user
+  // feed; every owner or a whole tenant (an API key) by listing.
+  const owner = session.kind === 'key' ? fullOwner(filters.owner) : null
+  const tokenScope = tokenOwner(session)
+  const scope =
+    session.kind !== 'key'
+      ? tokenScope === null
+        ? 'your jobs'
+        : `${tokenScope}, this credential's own jobs`
+      : owner !== null
+        ? `${owner.tenant}:${owner.user}'s jobs`
+        : filters.owner === ''
+          ? 'all owners'
+          : `tenant ${filters.owner}`
+  const who = describe(session)
+
   return (
     <div className="shell">
       {/* Not href="#main": the hash is the route. */}
@@ -84,7 +121,7 @@ function Dashboard({ session, onSignOut, onResumed }: { session: Session; onSign
       </button>
       <header className="top">
         <h1>
-          <a href="#/">Jobwire</a>
+          <a href={listHref(filters)}>Jobwire</a>
         </h1>
         {session.kind === 'demo' && <DemoJobForm types={session.types} create={actions.createDemo} />}
         <button type="button" className="quiet" onClick={onSignOut}>
@@ -93,14 +130,35 @@ function Dashboard({ session, onSignOut, onResumed }: { session: Session; onSign
       </header>
       <main id="main" tabIndex={-1}>
         {route.view === 'job' ? (
-          <JobPage key={route.jobId} jobId={route.jobId} actions={actions} canCancel={rights.cancel} />
+          <JobPage key={route.jobId} jobId={route.jobId} actions={actions} canCancel={rights.cancel} backHref={listHref(filters)} onState={noteInList} />
         ) : (
-          <JobsList view={jobs} needsOwner={session.kind === 'key'} owner={owner} onOwner={setOwner} />
+          <JobsList
+            list={list}
+            filters={filters}
+            onFilters={(next) => (location.hash = listHref(next))}
+            scope={scope}
+            ownerFilter={session.kind === 'key'}
+            knownTypes={session.kind === 'demo' ? session.types : noTypes}
+          />
         )}
       </main>
-      <StatusBar connection={jobs.connection} running={running} queued={queued} who={describe(session)} />
+      {session.kind !== 'key' ? (
+        <OwnerActivity owner={undefined} list={list} who={who} />
+      ) : owner !== null ? (
+        <OwnerActivity key={`${owner.tenant}:${owner.user}`} owner={owner} list={list} who={who} />
+      ) : (
+        <PolledActivity owner={filters.owner} who={who} />
+      )}
     </div>
   )
+}
+
+const noTypes: readonly string[] = []
+
+/** `tenant:user` as an owner; null for "all owners" or a whole tenant. */
+function fullOwner(text: string): Owner | null {
+  const [tenant, user, ...rest] = text.split(':')
+  return tenant !== undefined && tenant !== '' && user !== undefined && user !== '' && rest.length === 0 ? { tenant, user } : null
 }
 
 function describe(session: Session): string {

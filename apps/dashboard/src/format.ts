@@ -2,7 +2,9 @@ import { useEffect, useState } from 'react'
 
 /** "1.2 s", "3 min 04 s", "2 h 05 min". */
 export function formatDuration(ms: number): string {
-  if (!Number.isFinite(ms) || ms < 0) return '—'
+  if (!Number.isFinite(ms)) return '—'
+  // A few ms below zero: the browser's clock is a little behind the server's.
+  ms = Math.max(0, ms)
   if (ms < 10_000) return `${(ms / 1000).toFixed(1)} s`
   const seconds = Math.floor(ms / 1000)
   if (seconds < 3600) return `${Math.floor(seconds / 60)} min ${String(seconds % 60).padStart(2, '0')} s`
@@ -25,6 +27,8 @@ export function useNow(active: boolean, everyMs = 1000): number {
   const [now, setNow] = useState(() => Date.now())
   useEffect(() => {
     if (!active) return
+    // Starting (again): the time kept since the last tick may be long past.
+    setNow(Date.now())
     const timer = setInterval(() => setNow(Date.now()), everyMs)
     return () => clearInterval(timer)
   }, [active, everyMs])

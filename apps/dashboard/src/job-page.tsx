@@ -1,4 +1,4 @@
-import { useState, type ReactNode } from 'react'
+import { useEffect, useState, type ReactNode } from 'react'
 import type { JobState } from '@jobwire/client'
 import { useJob, type JobView } from '@jobwire/react'
 import type { JobActions } from './actions.js'
@@ -8,14 +8,26 @@ import { ProgressBar } from './progress-bar.js'
 import { jobHref } from './route.js'
 
 /** One job, live: its timeline, items, streamed text, result or error, and what may be done to it. */
-export function JobPage({ jobId, actions, canCancel }: { jobId: string; actions: JobActions; canCancel: boolean }): ReactNode {
+interface Props {
+  jobId: string
+  actions: JobActions
+  canCancel: boolean
+  backHref: string
+  /** Each state the page sees (the list keeps it, so its row is current when you go back). */
+  onState: (job: JobState) => void
+}
+
+export function JobPage({ jobId, actions, canCancel, backHref, onState }: Props): ReactNode {
   const view = useJob(jobId)
+  useEffect(() => {
+    if (view.job !== null) onState(view.job)
+  }, [view.job, onState])
   const active = view.status === 'queued' || view.status === 'running'
   const now = useNow(active)
   return (
     <article className="job-page" aria-labelledby="job-title">
       <p>
-        <a href="#/">← All jobs</a>
+        <a href={backHref}>← All jobs</a>
       </p>
       <Body view={view} now={now} actions={actions} canCancel={canCancel} />
     </article>

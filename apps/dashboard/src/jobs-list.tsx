@@ -1,124 +1,205 @@
-import { useMemo, useState, type FormEvent, type ReactNode } from 'react'
-import type { JobState, JobStatus, Owner } from '@jobwire/client'
-import type { MyJobsView } from '@jobwire/react'
+import { useEffect, useMemo, useRef, useState, useSyncExternalStore, type FormEvent, type ReactNode, type RefObject } from 'react'
+import { isTerminal, type JobState, type JobStatus } from '@jobwire/client'
+import { useJobs, useJobwireClient } from '@jobwire/react'
 import { jobDuration, useNow } from './format.js'
+import type { JobListStore, ListedJob } from './job-list-store.js'
 import { ProgressBar } from './progress-bar.js'
-import { jobHref } from './route.js'
+import { filtersKey, jobHref, type ListFilters } from './route.js'
 
 const statuses: readonly JobStatus[] = ['queued', 'running', 'completed', 'failed', 'cancelled']
-const pageSize = 20
+/** Live watches at most at once: the rows on screen, never the thousands behind them. */
+const maxWatched = 100
 
 interface Props {
-  view: MyJobsView
-  /** API keys must name an owner; tokens imply theirs. */
-  needsOwner: boolean
-  owner: Owner | undefined
-  onOwner: (owner: Owner | undefined) => void
+  list: JobListStore
+  filters: ListFilters
+  onFilters: (filters: ListFilters) => void
+  /** Whose jobs these are, in words ("all owners", "demo:demo"…). */
+  scope: string
+  /** API keys may name an owner; people's credentials see their own jobs only. */
+  ownerFilter: boolean
+  knownTypes: readonly string[]
 }
 
-/** Every job the credential may see, newest first, live; filtered and paginated here. */
-export function JobsList({ view, needsOwner, owner, onOwner }: Props): ReactNode {
-  const [status, setStatus] = useState<JobStatus | ''>('')
-  const [type, setType] = useState('')
-  const [ownerText, setOwnerText] = useState('')
-  const [page, setPage] = useState(0)
-  const types = useMemo(() => [...new Set(view.jobs.map((job) => job.type))].sort(), [view.jobs])
-  const owners = useMemo(() => [...new Set(view.jobs.map(ownerName))].sort(), [view.jobs])
-  const shown = useMemo(
-    () => view.jobs.filter((job) => (status === '' || job.status === status) && (type === '' || job.type === type) && (ownerText === '' || ownerName(job) === ownerText)),
-    [view.jobs, status, type, ownerText],
+/**
+ * Every job the credential may see, newest first: pages of the job list with "load more", the
+ * rows on screen watched live over the client's one socket (`useJobs`), new jobs joining at the top.
+ */
+export function JobsList({ list, filters, onFilters, scope, ownerFilter, knownTypes }: Props): ReactNode {
+  const client = useJobwireClient()
+  const snapshot = useSyncExternalStore(list.subscribe, list.getSnapshot, list.getSnapshot)
+  const listRef = useRef<HTMLOListElement>(null)
+  const visible = useVisibleRows(listRef, snapshot.rows)
+  const watched = useMemo(
+    () =>
+      snapshot.rows
+        .filter((row) => visible.has(row.id) && !isTerminal(row.status))
+        .slice(0, maxWatched)
+        .map((row) => row.id),
+    [snapshot.rows, visible],
   )
-  const pages = Math.max(1, Math.ceil(shown.length / pageSize))
-  const current = Math.min(page, pages - 1)
-  const rows = shown.slice(current * pageSize, (current + 1) * pageSize)
-  const now = useNow(rows.some((job) => job.status === 'running'))
+  const views = useJobs(watched)
+  const live = useMemo(() => {
+    const states = new Map<string, JobState>()
+    for (const view of views) if (view.job !== null) states.set(view.jobId, view.job)
+    return states
+  }, [views])
+  // Live states go into the list too, so a row keeps its last state once off screen.
+  useEffect(() => {
+    for (const job of live.values()) list.note(job)
+  }, [list, live])
+  // A finished watch behind a newer listed state: the job was resumed elsewhere, follow it again.
+  useEffect(() => {
+    for (const view of views) {
+      const row = list.row(view.jobId)
+      if (view.job !== null && isTerminal(view.job.status) && row !== undefined && row.seq > view.job.seq && !isTerminal(row.status)) client.refollow(view.jobId)
+    }
+  }, [client, list, views])
 
-  const chooseOwner = (event: FormEvent<HTMLFormElement>): void => {
+  const rows = snapshot.rows
+  const now = useNow(rows.some((row) => row.status === 'running'))
+  const types = useMemo(() => [...new Set([...knownTypes, ...rows.map((row) => row.type)])].sort(), [knownTypes, rows])
+  const owners = useMemo(() => [...new Set(rows.flatMap((row) => (row.owner === null ? [] : [row.owner.tenant, `${row.owner.tenant}:${row.owner.user}`])))].sort(), [rows])
+  const filtered = filters.status !== '' || filters.type !== '' || filters.owner !== ''
+
+  // What the inputs say; applied on submit (the status at once). Reset when the address changes (back, a shared link).
+  const [draft, setDraft] = useState(filters)
+  const key = filtersKey(filters)
+  useEffect(() => setDraft(filters), [key])
+  const apply = (next: ListFilters): void => onFilters({ status: next.status, type: next.type.trim(), owner: ownerFilter ? next.owner.trim() : '' })
+  const [announcement, setAnnouncement] = useState('')
+  const loadMore = (): void => {
+    const before = list.getSnapshot().rows.length
+    void list.loadMore().then(() => {
+      const after = list.getSnapshot()
+      setAnnouncement(after.error !== null ? '' : `Loaded ${after.rows.length - before} older jobs; ${after.rows.length} shown.`)
+    })
+  }
+  const submit = (event: FormEvent<HTMLFormElement>): void => {
     event.preventDefault()
-    const value = String(new FormData(event.currentTarget).get('owner') ?? '')
-    const [tenant, user] = value.split(':')
-    onOwner(tenant && user ? { tenant, user } : undefined)
+    apply(draft)
   }
 
   return (
     <section aria-labelledby="jobs-title">
-      <h2 id="jobs-title">Jobs</h2>
-      {needsOwner && (
-        <form className="filters" onSubmit={chooseOwner}>
-          <label>
-            Owner (tenant:user)
-            <input name="owner" defaultValue={owner === undefined ? '' : `${owner.tenant}:${owner.user}`} placeholder="acme:alice" />
-          </label>
-          <button type="submit">Follow</button>
-        </form>
-      )}
-      <div className="filters" role="group" aria-label="Filters">
-        <label>
-          Status
-          <select value={status} onChange={(event) => (setStatus(event.target.value as JobStatus | ''), setPage(0))}>
-            <option value="">all</option>
-            {statuses.map((name) => (
-              <option key={name}>{name}</option>
-            ))}
-          </select>
-        </label>
-        <label>
-          Type
-          <select value={type} onChange={(event) => (setType(event.target.value), setPage(0))}>
-            <option value="">all</option>
-            {types.map((name) => (
-              <option key={name}>{name}</option>
-            ))}
-          </select>
-        </label>
-        <label>
-          Owner
-          <select value={ownerText} onChange={(event) => (setOwnerText(event.target.value), setPage(0))}>
-            <option value="">all</option>
-            {owners.map((name) => (
-              <option key={name}>{name}</option>
-            ))}
-          </select>
-        </label>
+      <div className="list-head">
+        <h2 id="jobs-title">Jobs</h2>
+        <span className="muted" data-testid="scope">
+          {scope}
+        </span>
       </div>
-      {view.status === 'error' && (
+      <form className="filters" role="search" aria-label="Filter jobs" onSubmit={submit}>
+        <div className="field">
+          <label htmlFor="filter-status">Status</label>
+          <select
+            id="filter-status"
+            name="status"
+            value={draft.status}
+            onChange={(event) => {
+              const next = { ...draft, status: event.target.value as JobStatus | '' }
+              setDraft(next)
+              apply(next)
+            }}
+          >
+            <option value="">any</option>
+            {statuses.map((name) => (
+              <option key={name} value={name}>
+                {name}
+              </option>
+            ))}
+          </select>
+        </div>
+        <div className="field">
+          <label htmlFor="filter-type">Type</label>
+          <input
+            id="filter-type"
+            name="type"
+            value={draft.type}
+            onChange={(event) => setDraft({ ...draft, type: event.target.value })}
+            list="job-types" placeholder="any" autoComplete="off" spellCheck={false} />
+        </div>
+        <datalist id="job-types">
+          {types.map((name) => (
+            <option key={name} value={name} />
+          ))}
+        </datalist>
+        {ownerFilter && (
+          <>
+            <div className="field">
+              <label htmlFor="filter-owner">Owner</label>
+              <input
+                id="filter-owner"
+                name="owner"
+                value={draft.owner}
+                onChange={(event) => setDraft({ ...draft, owner: event.target.value })}
+                list="job-owners"
+                placeholder="all owners"
+                aria-describedby="owner-hint"
+                autoComplete="off"
+                spellCheck={false}
+              />
+              <span id="owner-hint" className="hint">
+                tenant or tenant:user
+              </span>
+            </div>
+            <datalist id="job-owners">
+              {owners.map((name) => (
+                <option key={name} value={name} />
+              ))}
+            </datalist>
+          </>
+        )}
+        <div className="filter-buttons">
+          <button type="submit">Apply</button>
+          {filtered && (
+            <button type="button" className="quiet" onClick={() => onFilters({ status: '', type: '', owner: '' })}>
+              Clear filters
+            </button>
+          )}
+        </div>
+      </form>
+
+      {snapshot.error !== null && (
         <p role="alert" className="error-text">
-          {view.error.code}: {view.error.message}
+          <code>{snapshot.error.code}</code> {snapshot.error.message}
         </p>
       )}
-      {needsOwner && owner === undefined ? (
-        <p className="muted">An API key follows one owner's jobs: name the owner above.</p>
-      ) : view.status === 'loading' ? (
+      {snapshot.phase === 'loading' ? (
         <p className="muted">Loading jobs…</p>
-      ) : shown.length === 0 ? (
-        <p className="muted">No jobs{view.jobs.length > 0 ? ' match these filters' : ' yet'}.</p>
+      ) : rows.length === 0 ? (
+        snapshot.phase === 'ready' && <p className="muted">{filtered ? 'No jobs match these filters.' : 'No jobs yet.'}</p>
       ) : (
-        <ol className="jobs" aria-label={`Jobs, page ${current + 1} of ${pages}`}>
-          {rows.map((job) => (
-            <JobRow key={job.id} job={job} now={now} />
+        <ol className="jobs" ref={listRef} aria-label="Jobs, newest first">
+          {rows.map((row) => (
+            <JobRow key={row.id} job={newest(row, live.get(row.id))} now={now} showOwner={ownerFilter} />
           ))}
         </ol>
       )}
-      {pages > 1 && (
-        <nav className="pager" aria-label="Pages">
-          <button type="button" onClick={() => setPage(current - 1)} disabled={current === 0}>
-            Newer
-          </button>
-          <span>
-            Page {current + 1} of {pages} · {shown.length} jobs
-          </span>
-          <button type="button" onClick={() => setPage(current + 1)} disabled={current >= pages - 1}>
-            Older
-          </button>
-        </nav>
+      {snapshot.phase === 'ready' && rows.length > 0 && (
+        <div className="pager">
+          <p className="muted" data-testid="list-count">
+            {rows.length === 1 ? '1 job' : `${rows.length} jobs`}
+            {snapshot.hasMore ? ' shown, newest first' : filtered ? ' match' : ', all of them'}
+          </p>
+          {snapshot.hasMore && (
+            <button type="button" onClick={loadMore} disabled={snapshot.loadingMore}>
+              {snapshot.loadingMore ? 'Loading…' : 'Load older jobs'}
+            </button>
+          )}
+        </div>
       )}
+      {/* Said once per "load more"; new jobs arriving at the top are not read out (there can be many). */}
+      <p role="status" className="visually-hidden">
+        {announcement}
+      </p>
     </section>
   )
 }
 
-function JobRow({ job, now }: { job: JobState; now: number }): ReactNode {
+function JobRow({ job, now, showOwner }: { job: ListedJob; now: number; showOwner: boolean }): ReactNode {
+  const owner = job.owner === null ? 'no owner' : `${job.owner.tenant}:${job.owner.user}`
   return (
-    <li className={`job-row ${job.status}`} data-job-id={job.id}>
+    <li className={`job-row ${job.status}`} data-job-id={job.id} data-status={job.status} data-owner={owner}>
       <a href={jobHref(job.id)} className="row-link">
         <span className="type">{job.type}</span>
         <span className={`badge ${job.status}`}>{job.status}</span>
@@ -130,11 +211,55 @@ function JobRow({ job, now }: { job: JobState; now: number }): ReactNode {
         {job.queuePosition !== null && <span>#{job.queuePosition} in queue</span>}
         <span>{jobDuration(job, now)}</span>
         {job.progress.percent !== null && <span>{Math.round(job.progress.percent)}%</span>}
+        {job.status === 'failed' && job.error !== null && <code className="error-text">{job.error.code}</code>}
+        {job.attempt > 1 && <span>attempt {job.attempt}</span>}
+        {showOwner && <span className="owner">{owner}</span>}
       </div>
     </li>
   )
 }
 
-function ownerName(job: JobState): string {
-  return job.owner === null ? '—' : `${job.owner.tenant}:${job.owner.user}`
+/** The state with the newer seq (a live watch is usually ahead of the list, but not always). */
+function newest(row: ListedJob, live: JobState | undefined): ListedJob {
+  return live !== undefined && (live.seq > row.seq || (live.seq === row.seq && live.queuePosition !== row.queuePosition)) ? live : row
+}
+
+/**
+ * The ids of the rows on screen (and a screen's height around them), so only those are watched;
+ * settles 100 ms after scrolling stops.
+ */
+function useVisibleRows(listRef: RefObject<HTMLOListElement | null>, rows: readonly ListedJob[]): ReadonlySet<string> {
+  const [visible, setVisible] = useState<ReadonlySet<string>>(() => new Set())
+  const ids = rows.map((row) => row.id).join(' ')
+  useEffect(() => {
+    const root = listRef.current
+    if (root === null) return
+    const shown = new Set<string>()
+    let timer: ReturnType<typeof setTimeout> | null = null
+    const observer = new IntersectionObserver(
+      (entries) => {
+        for (const entry of entries) {
+          const id = (entry.target as HTMLElement).dataset.jobId
+          if (id === undefined) continue
+          if (entry.isIntersecting) shown.add(id)
+          else shown.delete(id)
+        }
+        if (timer !== null) clearTimeout(timer)
+        timer = setTimeout(() => setVisible((previous) => (sameSet(previous, shown) ? previous : new Set(shown))), 100)
+      },
+      { rootMargin: '100% 0px' },
+    )
+    for (const row of root.querySelectorAll('[data-job-id]')) observer.observe(row)
+    return () => {
+      observer.disconnect()
+      if (timer !== null) clearTimeout(timer)
+    }
+  }, [listRef, ids])
+  return visible
+}
+
+function sameSet(a: ReadonlySet<string>, b: ReadonlySet<string>): boolean {
+  if (a.size !== b.size) return false
+  for (const value of a) if (!b.has(value)) return false
+  return true
 }

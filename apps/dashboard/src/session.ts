@@ -52,12 +52,22 @@ export async function isDemoServer(): Promise<boolean> {
 /** The rights a subscription token carries (read from its payload; the server still checks). */
 export function tokenRights(session: Session): { cancel: boolean } {
   if (session.kind === 'key') return { cancel: true }
+  const rights = tokenPayload(session)?.rights
+  return { cancel: Array.isArray(rights) && rights.includes('cancel') }
+}
+
+/** Whose jobs a person's token shows (`tenant:user`), when its payload says; null for API keys. */
+export function tokenOwner(session: Session): string | null {
+  if (session.kind === 'key') return null
+  const payload = tokenPayload(session)
+  return typeof payload?.tenant === 'string' && typeof payload.user === 'string' ? `${payload.tenant}:${payload.user}` : null
+}
+
+function tokenPayload(session: Session): { rights?: unknown; tenant?: unknown; user?: unknown } | null {
   try {
     const payload = session.token.split('.')[1] ?? ''
-    const json = atob(payload.replace(/-/g, '+').replace(/_/g, '/'))
-    const rights = (JSON.parse(json) as { rights?: unknown }).rights
-    return { cancel: Array.isArray(rights) && rights.includes('cancel') }
+    return JSON.parse(atob(payload.replace(/-/g, '+').replace(/_/g, '/'))) as { rights?: unknown; tenant?: unknown; user?: unknown }
   } catch {
-    return { cancel: false }
+    return null
   }
 }

@@ -27,6 +27,13 @@ export type ProducerEvent =
   | { type: 'completed'; result?: unknown }
   | { type: 'failed'; code: string; message: string; retryable?: boolean }
 
+/** What a job's write was given: the seqs of its events (an implicit `started` included). */
+export interface ReportResult {
+  events: { seq: number; type: string }[]
+  seq: number
+  status: JobStatus
+}
+
 export type JobSummary = Omit<JobState, 'text' | 'input' | 'result' | 'checkpoint'> & { textLength: number; finished: boolean }
 
 /** A typed client of the REST API for backends; errors are JobwireErrors with the registry's codes. */
@@ -67,8 +74,17 @@ export class JobwireBackend {
   }
 
   /** Appends events to a job you run yourself (`dispatch: false`); a batch is atomic. */
-  report(id: string, events: ProducerEvent[]): Promise<{ events: { seq: number; type: string }[]; seq: number; status: JobStatus }> {
+  report(id: string, events: ProducerEvent[]): Promise<ReportResult> {
     return this.#request('POST', `/v1/jobs/${encodeURIComponent(id)}/events`, { events })
+  }
+
+  /**
+   * Appends events to many jobs in one request. Each job's write is atomic and answered on its own,
+   * in order: a refused one comes back as a JobwireError in its place while the others stand.
+   */
+  async reportMany(writes: { jobId: string; events: ProducerEvent[] }[]): Promise<(ReportResult | JobwireError)[]> {
+    const { results } = await this.#request<{ results: ({ jobId: string } & (ReportResult | { error: ErrorBody }))[] }>('POST', '/v1/events', { writes })
+    return results.map((result) => ('error' in result ? JobwireError.fromBody(result.error) : result))
   }
 
   /** Mints a subscription token through the server (which checks the jobs are yours). */

@@ -1,6 +1,6 @@
-import { JobwireError, type JobState, type Owner } from '@jobwire/protocol'
+import { JobwireError, type JobState, type JobStatus, type Owner } from '@jobwire/protocol'
 import { ConnectionStateMachine, type BackoffOptions, type ConnectionState, type StateChange } from './connection.js'
-import { authHeaders, errorOf, type ClientCore, type Settings } from './core.js'
+import { asJobwireError, authHeaders, errorOf, type ClientCore, type Settings } from './core.js'
 import { resolveEnvironment, type EnvironmentOptions, type TimerHandle } from './environment.js'
 import { JobFeed, type FeedListener, type JobUpdate, type TransportName } from './job-feed.js'
 import { MyJobsFeed, type MyJobsListener } from './my-jobs.js'
@@ -48,7 +48,7 @@ export interface JobWatch extends AsyncIterable<JobState> {
   readonly connection: ConnectionState
   /** Why watching failed, when it did. */
   readonly error: JobwireError | null
-  /** True after the terminal event (or a terminal error): nothing more will come. */
+  /** True after the terminal event (or a terminal error): nothing more will come, unless the job is resumed and `client.refollow` is called. */
   readonly done: boolean
   /** Cancels the job (over the WebSocket when open, else HTTP). Needs the `cancel` right. */
   cancel(reason?: string): Promise<void>
@@ -87,6 +87,31 @@ export interface MyJobsWatch {
   readonly connection: ConnectionState
   readonly error: JobwireError | null
   stop(): void
+}
+
+/** What `listJobs` asks for; every field is optional. */
+export interface JobListQuery {
+  status?: JobStatus
+  type?: string
+  /** With an API key: a tenant's jobs, or one user's. People's credentials imply their own. */
+  owner?: { tenant: string; user?: string }
+  /** Jobs per page, 1–200. Default 50 (the server's). */
+  limit?: number
+  /** `nextCursor` of the previous page. */
+  cursor?: string
+  signal?: AbortSignal
+}
+
+/** A job as a list shows it: its state without the heavy parts, and how much text it has. */
+export type JobSummary = Omit<JobState, 'text' | 'input' | 'result' | 'checkpoint'> & {
+  textLength: number
+  finished: boolean
+}
+
+export interface JobListPage {
+  jobs: JobSummary[]
+  /** Pass it as `cursor` for the next (older) page; null after the last one. */
+  nextCursor: string | null
 }
 
 /**
@@ -247,6 +272,60 @@ export class JobwireClient {
     if (!response.ok) throw await errorOf(response)
   }
 
+  /**
+   * Follows a finished job again after it was resumed (`POST /v1/jobs/:id/resume`, or your
+   * backend's route for it): the watches and the user feed that ended with it go on from a fresh
+   * snapshot, then live — the same watch objects, the same hook views. Call it once the resume
+   * succeeded; if the job did not move on after all, the snapshot simply ends it again. Returns
+   * whether anything here was following the job (a later watch starts fresh anyway).
+   */
+  refollow(jobId: string): boolean {
+    const feed = this.#feeds.get(jobId)
+    if (feed === undefined || this.#closed || !feed.done || feed.error !== null) return false
+    if (feed.holders === 0 && !feed.inMyJobs) {
+      // Only lingering: forget it, so the next watch starts from the server's state.
+      this.#unlinger(feed)
+      this.#feeds.delete(jobId)
+      return false
+    }
+    feed.reopen()
+    this.#attach(feed)
+    return true
+  }
+
+  /**
+   * One page of the jobs the credential may see, newest first (`GET /v1/jobs`): summaries without
+   * `text`, `input`, `result` or `checkpoint`. Pass `nextCursor` back as `cursor` for the next
+   * page; it is null after the last. People's credentials list only their own jobs whatever the
+   * filters say; with an API key, `owner` narrows to a tenant or one user. Rejects with a
+   * JobwireError (an expired token is renewed through getToken and the request made once more).
+   */
+  async listJobs(query: JobListQuery = {}): Promise<JobListPage> {
+    const params = new URLSearchParams()
+    if (query.status !== undefined) params.set('status', query.status)
+    if (query.type !== undefined) params.set('type', query.type)
+    if (query.owner !== undefined) params.set('owner', query.owner.user === undefined ? query.owner.tenant : `${query.owner.tenant}:${query.owner.user}`)
+    if (query.limit !== undefined) params.set('limit', String(query.limit))
+    if (query.cursor !== undefined) params.set('cursor', query.cursor)
+    const search = params.size > 0 ? `?${params}` : ''
+    for (let attempt = 0; ; attempt++) {
+      const credential = await this.#core.tokens.get()
+      const response = await this.#core.env
+        .fetch(this.#core.url(`/v1/jobs${search}`), {
+          headers: { accept: 'application/json', ...authHeaders(credential.token) },
+          cache: 'no-store',
+          ...(query.signal === undefined ? {} : { signal: query.signal }),
+        })
+        .catch((error: unknown) => Promise.reject(asJobwireError(error)))
+      if (response.ok) return (await response.json()) as JobListPage
+      const error = await errorOf(response)
+      // The same policy as the streams: an expired token is renewed; a refused one only if it was not fresh.
+      const renew = error.code === 'token_expired' || (!credential.fresh && (error.code === 'unauthorized' || error.code === 'invalid_token'))
+      if (attempt > 0 || !renew) throw error
+      this.#core.tokens.invalidate(credential.token)
+    }
+  }
+
   /** Stops every watch and closes the socket. */
   close(): void {
     if (this.#closed) return
@@ -340,7 +419,9 @@ export class JobwireClient {
   #acquireMyJobs(owner: Owner | undefined): MyJobsFeed {
     let feed = this.#myJobs
     if (feed !== null && !feed.done && !sameOwner(feed.owner, owner)) {
-      throw new TypeError('@jobwire/client: one client watches the jobs of one owner at a time')
+      if (this.#myJobsHolders > 0) throw new TypeError('@jobwire/client: one client watches the jobs of one owner at a time')
+      // Nobody holds the other owner's feed any more (it only lingers): switch owners at once.
+      feed.stop()
     }
     if (feed === null || feed.done) {
       const created = new MyJobsFeed(owner, {
@@ -469,10 +550,8 @@ class Watch implements JobWatch {
     this.#listener = {
       update: (state, update) => options.onUpdate?.(state, update),
       connection: (change) => options.onConnection?.(change),
-      end: (error) => {
-        options.onEnd?.(error)
-        this.#release()
-      },
+      // The watch keeps its (now idle) feed until stopped, so a resumed job can be followed again (`refollow`).
+      end: (error) => options.onEnd?.(error),
     }
     feed.listeners.add(this.#listener)
     // A feed another watch opened already has a state: hand it over, after the caller has its watch.
@@ -480,10 +559,7 @@ class Watch implements JobWatch {
       queueMicrotask(() => {
         if (this.#stopped) return
         if (feed.state !== null) options.onUpdate?.(feed.state, { cause: 'snapshot' })
-        if (feed.done) {
-          options.onEnd?.(feed.error)
-          this.#release()
-        }
+        if (feed.done) options.onEnd?.(feed.error)
       })
     }
     options.signal?.addEventListener('abort', () => this.stop(), { once: true })
@@ -517,13 +593,6 @@ class Watch implements JobWatch {
     if (this.#stopped) return
     this.#stopped = true
     this.feed.listeners.delete(this.#listener)
-    this.#release()
-  }
-
-  #releasedHold = false
-  #release(): void {
-    if (this.#releasedHold) return
-    this.#releasedHold = true
     this.feed.holders--
     this.client.release(this.feed)
   }

@@ -32,13 +32,21 @@ export class ConnectionStateMachine {
   }
 
   set(to: ConnectionState, reason: string): void {
-    // `closed` is final: nothing reopens a closed watch.
+    // `closed` is final for `set`: only `reopen` (a finished job was resumed) leaves it.
     if (this.#state === 'closed') return
     const from = this.#state
     this.#reason = reason
     if (from === to) return
     this.#state = to
     for (const listener of [...this.#listeners]) listener({ from, to, reason })
+  }
+
+  /** Leaves `closed` for `connecting`: the finished job this connection carried was resumed. */
+  reopen(reason: string): void {
+    if (this.#state !== 'closed') return
+    this.#state = 'connecting'
+    this.#reason = reason
+    for (const listener of [...this.#listeners]) listener({ from: 'closed', to: 'connecting', reason })
   }
 
   subscribe(listener: (change: StateChange) => void): () => void {

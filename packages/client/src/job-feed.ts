@@ -155,6 +155,19 @@ export class JobFeed {
     for (const listener of [...this.listeners]) listener.update?.(state, update)
   }
 
+  /**
+   * The finished job was resumed (or may have been): the feed is live again and its next
+   * subscription starts from a snapshot, which says whether the job really moved on (a terminal
+   * snapshot simply ends it again). False when the feed is not finished, or ended with an error.
+   */
+  reopen(): boolean {
+    if (!this.done || this.error !== null) return false
+    this.done = false
+    this.#wantSnapshot = true
+    this.connection.reopen('following the job again')
+    return true
+  }
+
   /** The job is terminal: no carrier runs for it any more. */
   finish(): void {
     this.#end(null, 'finished')

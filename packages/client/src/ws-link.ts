@@ -2,6 +2,7 @@ import {
   decodeWsFrame,
   errorCodeOfClose,
   JobwireError,
+  wsCloseCodes,
   wsPath,
   type Owner,
   type WsClientMessage,
@@ -11,6 +12,9 @@ import { ConnectionStateMachine, type ConnectionState } from './connection.js'
 import { asJobwireError, decide, Retry, type ClientCore } from './core.js'
 import type { TimerHandle, WebSocketLike } from './environment.js'
 import type { Carrier, JobFeed } from './job-feed.js'
+
+/** Up to this long before a client of a node that is going away (1001) reconnects. */
+const movingJitterMs = 250
 
 /** The user feed ("all my jobs") as the WebSocket link sees it. */
 export interface UserFeedPeer {
@@ -87,7 +91,11 @@ export class WsLink {
 
   attachUser(peer: UserFeedPeer): void {
     this.#user = peer
-    if (this.#welcomed) this.#send([this.#subscribeUser(peer)])
+    if (this.#welcomed) {
+      this.#send([this.#subscribeUser(peer)])
+      // The socket is open already: no welcome will come to say so.
+      peer.setConnection('live', 'over WebSocket')
+    }
     this.#ensure()
   }
 
@@ -229,9 +237,11 @@ export class WsLink {
         return this.#onWelcome(message)
       case 'subscribed': {
         let feed = this.#feeds.get(message.jobId) ?? null
-        if (feed === null && message.via === 'user') {
-          feed = this.#user?.adopt(message.jobId) ?? null
-          if (feed !== null && this.#feeds.get(message.jobId) !== feed) feed.carrier = this.carry(feed, false)
+        if (message.via === 'user') {
+          // One of the user's jobs, even when a watch subscribed to it first (it opened the job's page as it was created).
+          const adopted = this.#user?.adopt(message.jobId) ?? null
+          if (feed === null && adopted !== null && this.#feeds.get(message.jobId) !== adopted) adopted.carrier = this.carry(adopted, false)
+          feed ??= adopted
         }
         if (feed === null) {
           this.#send([{ type: 'unsubscribe', jobId: message.jobId }])
@@ -492,6 +502,13 @@ export class WsLink {
       return
     }
     this.#setState('reconnecting', description)
+    if (code === wsCloseCodes.goingAway && wasWelcomed) {
+      // The node is shutting down (a deploy, a rolling restart): move elsewhere now — a load
+      // balancer sends the new socket to a live node — with a little jitter so that every client
+      // of that node does not arrive at once, and resume from the last seq.
+      this.#retry.schedule(this.core.env.random() * movingJitterMs)
+      return
+    }
     if (!wasWelcomed) {
       this.#failuresBeforeWelcome++
       // Never welcomed here (or three times in a row since it was): refused or blocked on the way —

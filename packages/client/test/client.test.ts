@@ -1,6 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest'
 import { mintSubscriptionToken } from '@jobwire/backend'
-import { createJobwireClient, JobwireError, type ConnectionState, type JobState, type JobwireClient } from '@jobwire/client'
+import WebSocket from 'ws'
+import { createJobwireClient, JobwireError, type ConnectionState, type JobState, type JobwireClient, type WebSocketConstructor } from '@jobwire/client'
 import {
   comparable,
   createJsonClient,
@@ -413,6 +414,227 @@ describe('watchMyJobs', () => {
     await until(() => watch.jobs[0]?.status === 'completed', 'the new job to finish')
     expect(watch.jobs[0]?.result).toBe(1)
     expect(lists.flat()).not.toContain(finished.id)
+    watch.stop()
+  })
+})
+
+describe('watchMyJobs owners', () => {
+  it('switches to another owner at once when the previous owner’s watch just stopped (a filter changed)', async () => {
+    server = await startTestServer()
+    const s = server
+    const ann = await createJob(s, { owner: { tenant: 'acme', user: 'ann' } })
+    const bob = await createJob(s, { owner: { tenant: 'acme', user: 'bob' } })
+    client = createJobwireClient({ url: s.url, getToken: () => s.key, WebSocket: recordingWebSocket().WebSocket, lingerMs: 5_000 })
+    const first = client.watchMyJobs({ owner: { tenant: 'acme', user: 'ann' } })
+    await until(() => first.loaded && first.jobs.length === 1, "ann's job")
+    expect(first.jobs[0]?.id).toBe(ann.id)
+    first.stop()
+    // Regression: this threw "one client watches the jobs of one owner at a time" while ann's feed lingered.
+    const second = client.watchMyJobs({ owner: { tenant: 'acme', user: 'bob' } })
+    await until(() => second.loaded && second.jobs.length === 1, "bob's job")
+    expect(second.jobs.map((job) => job.id)).toEqual([bob.id])
+    expect(() => client?.watchMyJobs({ owner: { tenant: 'acme', user: 'ann' } })).toThrow(TypeError)
+    second.stop()
+  })
+})
+
+describe('listJobs', () => {
+  it('pages through every job newest first with status, type and owner filters', async () => {
+    server = await startTestServer()
+    const s = server
+    const created: JobState[] = []
+    for (let i = 0; i < 7; i++) {
+      created.push(await createJob(s, { type: i % 2 === 0 ? 'even' : 'odd', owner: { tenant: i < 4 ? 'acme' : 'umbrella', user: `u${i % 3}` } }))
+    }
+    await append(s, created[2]?.id ?? '', [{ type: 'completed' }])
+    client = createJobwireClient({ url: s.url, getToken: () => s.key, WebSocket: recordingWebSocket().WebSocket })
+    const seen: string[] = []
+    let cursor: string | undefined
+    for (let page = 0; page < 10; page++) {
+      const answer = await client.listJobs({ limit: 3, ...(cursor === undefined ? {} : { cursor }) })
+      expect(answer.jobs.length).toBeLessThanOrEqual(3)
+      seen.push(...answer.jobs.map((job) => job.id))
+      if (answer.nextCursor === null) break
+      cursor = answer.nextCursor
+    }
+    expect(seen).toEqual(created.map((job) => job.id).reverse())
+    const even = await client.listJobs({ type: 'even' })
+    expect(even.jobs.map((job) => job.id)).toEqual([6, 4, 2, 0].map((i) => created[i]?.id))
+    expect(even.jobs[0]).toMatchObject({ finished: false, textLength: 0 })
+    expect(even.jobs[0]).not.toHaveProperty('text')
+    expect((await client.listJobs({ status: 'completed' })).jobs.map((job) => job.id)).toEqual([created[2]?.id])
+    expect((await client.listJobs({ owner: { tenant: 'umbrella' } })).jobs).toHaveLength(3)
+    expect((await client.listJobs({ owner: { tenant: 'acme', user: 'u0' } })).jobs.map((job) => job.id)).toEqual([created[3]?.id, created[0]?.id])
+  })
+
+  it("lists only the token's own jobs, renewing an expired token once through getToken", async () => {
+    server = await startTestServer({ tokenSecret: secret })
+    const s = server
+    const mine = await createJob(s, { owner: { tenant: 'acme', user: 'ann' } })
+    await createJob(s, { owner: { tenant: 'acme', user: 'bob' } })
+    const tokens = [mintSubscriptionToken({ secret, tenant: 'acme', user: 'ann', ttlSeconds: -10 }).token]
+    let asked = 0
+    client = createJobwireClient({
+      url: s.url,
+      getToken: () => tokens[asked++] ?? mintSubscriptionToken({ secret, tenant: 'acme', user: 'ann', ttlSeconds: 600 }).token,
+      WebSocket: recordingWebSocket().WebSocket,
+    })
+    const page = await client.listJobs({ owner: { tenant: 'acme', user: 'bob' } })
+    expect(page.jobs).toEqual([])
+    expect((await client.listJobs()).jobs.map((job) => job.id)).toEqual([mine.id])
+    expect(asked).toBe(2)
+  })
+
+  it('rejects with the server’s error code', async () => {
+    server = await startTestServer()
+    const s = server
+    client = createJobwireClient({ url: s.url, getToken: () => s.key, WebSocket: recordingWebSocket().WebSocket })
+    await expect(client.listJobs({ limit: 500 })).rejects.toMatchObject({ code: 'invalid_request' })
+  })
+})
+
+describe('refollow: a resumed job is followed again', () => {
+  it.for(['ws', 'sse', 'poll'] as const)('the same watch goes on over %s after cancel → resume, through to the result', async (transport) => {
+    server = await startTestServer()
+    const s = server
+    client = createJobwireClient({ url: s.url, getToken: () => s.key, transports: [transport], pollIntervalMs: 100, WebSocket: recordingWebSocket().WebSocket, lingerMs: 20, ...fast })
+    const job = await createJob(s)
+    const statuses: string[] = []
+    let ends = 0
+    const watch = client.watchJob(job.id, { onUpdate: (state) => statuses.push(state.status), onEnd: () => ends++ })
+    await until(() => watch.state !== null, 'the snapshot')
+    await append(s, job.id, [{ type: 'chunk', text: 'part one. ' }, { type: 'checkpoint', data: { step: 1 } }])
+    await s.api.call('POST', `/v1/jobs/${job.id}/cancel`, {})
+    await until(() => watch.done, 'the cancel')
+    expect(watch.state?.status).toBe('cancelled')
+    // Long after the end (past the linger), the watch still holds the job's feed.
+    await sleep(100)
+    expect((await s.api.call('POST', `/v1/jobs/${job.id}/resume`, {})).status).toBe(200)
+    expect(client.refollow(job.id)).toBe(true)
+    expect(watch.done).toBe(false)
+    await until(() => watch.state?.status === 'queued', 'the resumed job')
+    expect(watch.state?.checkpoint).toEqual({ step: 1 })
+    await append(s, job.id, [{ type: 'chunk', text: 'part two.' }, { type: 'completed', result: 2 }])
+    await until(() => watch.done, 'the second end')
+    expect(comparable(watch.state)).toEqual(comparable(await serverState(s, job.id)))
+    expect(watch.state?.text).toBe('part one. part two.')
+    expect(ends).toBe(2)
+    expect(statuses).toContain('running')
+    watch.stop()
+  })
+
+  it('ends again, without reconnecting in a loop, when the job did not move on after all', async () => {
+    server = await startTestServer()
+    const s = server
+    const ws = recordingWebSocket()
+    client = createJobwireClient({ url: s.url, getToken: () => s.key, WebSocket: ws.WebSocket, ...fast })
+    const job = await createJob(s)
+    let ends = 0
+    const watch = client.watchJob(job.id, { onEnd: () => ends++ })
+    await s.api.call('POST', `/v1/jobs/${job.id}/cancel`, {})
+    await until(() => watch.done, 'the cancel')
+    expect(client.refollow(job.id)).toBe(true)
+    await until(() => ends === 2, 'the terminal snapshot')
+    expect(watch.done).toBe(true)
+    expect(watch.state?.status).toBe('cancelled')
+    expect(watch.connection).toBe('closed')
+    // Nothing that is not following a finished job is refollowed.
+    expect(client.refollow('job_unknown')).toBe(false)
+    expect(client.refollow((await createJob(s)).id)).toBe(false)
+    await sleep(100)
+    expect(ends).toBe(2)
+    expect(ws.sockets).toHaveLength(1)
+    watch.stop()
+  })
+
+  it.for(['ws', 'poll'] as const)('brings a resumed job back to life in watchMyJobs over %s', async (transport) => {
+    server = await startTestServer({ tokenSecret: secret })
+    const s = server
+    const owner = { tenant: 'acme', user: 'ann' }
+    const job = await createJob(s, { owner })
+    client = createJobwireClient({
+      url: s.url,
+      transports: [transport],
+      pollIntervalMs: 100,
+      getToken: () => mintSubscriptionToken({ secret, tenant: 'acme', user: 'ann', ttlSeconds: 600 }).token,
+      WebSocket: recordingWebSocket().WebSocket,
+      ...fast,
+    })
+    const mine = client.watchMyJobs()
+    await until(() => mine.jobs[0]?.status === 'queued', 'the queued job')
+    await append(s, job.id, [{ type: 'failed', code: 'boom', message: 'it broke' }])
+    await until(() => mine.jobs[0]?.status === 'failed', 'the failure')
+    await s.api.call('POST', `/v1/jobs/${job.id}/resume`, {})
+    expect(client.refollow(job.id)).toBe(true)
+    await until(() => mine.jobs[0]?.status === 'queued', 'the resumed job in the list')
+    await append(s, job.id, [{ type: 'completed', result: 'ok' }])
+    await until(() => mine.jobs[0]?.status === 'completed', 'its completion')
+    expect(mine.jobs).toHaveLength(1)
+    mine.stop()
+  })
+})
+
+describe('watchMyJobs on a socket that is already open', () => {
+  it('is live at once (regression: it stayed "connecting" when a job watch had opened the socket first)', async () => {
+    server = await startTestServer()
+    const s = server
+    const owner = { tenant: 'acme', user: 'ann' }
+    const job = await createJob(s, { owner })
+    const ws = recordingWebSocket()
+    client = createJobwireClient({ url: s.url, getToken: () => s.key, WebSocket: ws.WebSocket })
+    const watch = client.watchJob(job.id)
+    await until(() => watch.connection === 'live', 'the job watch')
+    const mine = client.watchMyJobs({ owner })
+    await until(() => mine.loaded, 'the user feed')
+    expect(mine.connection).toBe('live')
+    expect(ws.sockets).toHaveLength(1)
+    mine.stop()
+    watch.stop()
+  })
+})
+
+describe('watchMyJobs and a job watched as it is created', () => {
+  it('counts the job among my jobs when a watch subscribed to it before the user feed announced it', async () => {
+    server = await startTestServer()
+    const s = server
+    const owner = { tenant: 'acme', user: 'ann' }
+    // Holds back the user feed's announcements, so the watch below gets there first.
+    const held: (() => void)[] = []
+    let holding = false
+    class Gated extends WebSocket {
+      constructor(url: string) {
+        super(url)
+        const descriptor = Object.getOwnPropertyDescriptor(WebSocket.prototype, 'onmessage') as PropertyDescriptor
+        Object.defineProperty(this, 'onmessage', {
+          configurable: true,
+          get: () => descriptor.get?.call(this) as unknown,
+          set: (handler: ((event: { data: unknown }) => void) | null) =>
+            descriptor.set?.call(
+              this,
+              handler === null
+                ? null
+                : (event: { data: unknown }) => {
+                    if (holding && String(event.data).includes('"via":"user"')) held.push(() => handler(event))
+                    else handler(event)
+                  },
+            ),
+        })
+      }
+    }
+    client = createJobwireClient({ url: s.url, getToken: () => s.key, WebSocket: Gated as unknown as WebSocketConstructor })
+    const mine = client.watchMyJobs({ owner })
+    await until(() => mine.loaded, 'the user feed')
+    holding = true
+    const job = await createJob(s, { owner })
+    const watch = client.watchJob(job.id)
+    await until(() => watch.connection === 'live' && watch.state !== null, 'the job watch')
+    await until(() => held.length > 0, 'the user feed to announce the job')
+    holding = false
+    for (const deliver of held.splice(0)) deliver()
+    await until(() => mine.jobs.length === 1, 'the job among my jobs')
+    await append(s, job.id, [{ type: 'completed' }])
+    await until(() => mine.jobs[0]?.status === 'completed', 'its completion in my jobs')
+    mine.stop()
     watch.stop()
   })
 })

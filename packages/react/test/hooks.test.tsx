@@ -214,6 +214,32 @@ describe('useJob', () => {
   })
 })
 
+describe('a resumed job', () => {
+  it('is followed again by the same useJob view after client.refollow, under StrictMode', async () => {
+    server = await spawnJobwire()
+    const c = makeClient()
+    const job = await createJob()
+    render(
+      <StrictMode>
+        <JobwireProvider client={c}>
+          <JobStatus id={job.id} />
+        </JobwireProvider>
+      </StrictMode>,
+    )
+    await waitFor(() => expect(screen.getByTestId('status').textContent).toBe('queued'))
+    await server.call('POST', `/v1/jobs/${job.id}/cancel`, {})
+    await waitFor(() => expect(screen.getByTestId('status').textContent).toBe('cancelled'))
+    expect((await server.call('POST', `/v1/jobs/${job.id}/resume`, {})).status).toBe(200)
+    expect(c.refollow(job.id)).toBe(true)
+    await waitFor(() => expect(screen.getByTestId('status').textContent).toBe('queued'))
+    await append(job.id, [{ type: 'chunk', text: 'again' }])
+    await waitFor(() => expect(screen.getByTestId('status').textContent).toBe('running - 0% "again" 0 items'))
+    expect(screen.getByTestId('connection').textContent).toBe('live')
+    await append(job.id, [{ type: 'completed', result: 'second try' }])
+    await waitFor(() => expect(screen.getByTestId('status').textContent).toBe('completed "second try"'))
+  })
+})
+
 describe('useJobs and useMyJobs', () => {
   it('watches several jobs in the order given, on one socket', async () => {
     server = await spawnJobwire()

@@ -9,3 +9,4 @@ export { Dispatcher, type Claimed, type ClaimRequest, type HeartbeatResult, type
 export { startServer, type RunningServer, type StartOptions } from './server.js'
 export { loadConfig, configSchema, ConfigError, type Config, type ConfigInput } from './config.js'
 export { RedisStore, epochSeqGap, type RedisStoreOptions } from './stores/redis-store.js'
+export { RedisCredentials, type RedisCredentialsOptions } from './stores/redis-credentials.js'

@@ -2,17 +2,20 @@ import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom
 import type { JobEvent, JobState } from '@jobwire/protocol'
 import type { JobObserver, SubscriptionStart } from './core/observer.js'
 
-export type TransportName = 'sse' | 'ws'
+export type TransportName = 'sse' | 'ws' | 'poll'
 
 /** Job run times span milliseconds to hours. */
 const jobBuckets = [0.01, 0.05, 0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, 4 * 3600]
 const storeBuckets = [0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1]
+/** Publish→deliver: well under a millisecond on an idle node, seconds for a reader far behind. */
+const deliveryBuckets = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]
 
 const seconds = (from: string, to: string): number => Math.max(0, (Date.parse(to) - Date.parse(from)) / 1000)
 
 /**
  * Prometheus metrics of one node (scraped at GET /metrics with an admin credential). Core reports
- * through `observer` (a JobObserver); transports through `trackConnections` and `slowConsumerCloses`.
+ * through `observer` (a JobObserver); transports through `deliveryObserver`, `slowConsumerCloses`
+ * and the counts `trackTransport` reads at each scrape (nothing is counted per event on the hot path).
  */
 export class Metrics {
   readonly registry = new Registry()
@@ -62,8 +65,15 @@ export class Metrics {
   })
   readonly subscriptionStarts = new Counter({
     name: 'jobwire_subscription_starts_total',
-    help: 'Stream and long-poll starts: initial snapshot, recovered (exact replay after a seq) or reset (snapshot: the log was trimmed)',
-    labelNames: ['start'] as const,
+    help: 'Stream and long-poll starts: initial snapshot, recovered (exact replay after a seq) or reset (snapshot: the log was trimmed), by transport',
+    labelNames: ['start', 'transport'] as const,
+    registers: [this.registry],
+  })
+  readonly deliveryLatency = new Histogram({
+    name: 'jobwire_delivery_latency_seconds',
+    help: "From a live event reaching this node's fan-out to its transport writing it to the socket, by transport (SSE and WebSocket: once per flush, its oldest event; poll: once per answer woken by an event)",
+    labelNames: ['transport'] as const,
+    buckets: deliveryBuckets,
     registers: [this.registry],
   })
   readonly slowConsumerCloses = new Counter({
@@ -91,25 +101,67 @@ export class Metrics {
     labelNames: ['outcome'] as const,
     registers: [this.registry],
   })
-  readonly #connectionSources = new Map<TransportName, () => number>()
+  readonly #transports = new Map<TransportName, TransportCounts>()
 
   constructor() {
-    const sources = this.#connectionSources
+    const transports = this.#transports
     new Gauge({
       name: 'jobwire_open_connections',
       help: 'Open streaming connections on this node, by transport (a WebSocket counts once, however many jobs it follows)',
       labelNames: ['transport'] as const,
       registers: [this.registry],
       collect() {
-        for (const [transport, count] of sources) this.set({ transport }, count())
+        for (const [transport, counts] of transports) if (counts.connections !== undefined) this.set({ transport }, counts.connections())
       },
     })
+    new Gauge({
+      name: 'jobwire_open_subscriptions',
+      help: 'Job streams open on this node, by transport (an SSE stream is one, a WebSocket counts each job it follows, poll counts long-polls in progress)',
+      labelNames: ['transport'] as const,
+      registers: [this.registry],
+      collect() {
+        for (const [transport, counts] of transports) this.set({ transport }, counts.subscriptions())
+      },
+    })
+    new Counter({
+      name: 'jobwire_coalesced_events_total',
+      help: 'Latest-wins events (progress, item) merged into a later one for a reader that was behind, by transport',
+      labelNames: ['transport'] as const,
+      registers: [this.registry],
+      collect() {
+        this.reset()
+        for (const [transport, counts] of transports) if (counts.coalesced !== undefined) this.inc({ transport }, counts.coalesced())
+      },
+    })
+    // Every transport shows from the first scrape, with a count of 0 until it delivers.
+    for (const transport of ['sse', 'ws', 'poll'] as const) this.deliveryLatency.zero({ transport })
     collectDefaultMetrics({ register: this.registry, prefix: 'jobwire_' })
   }
 
-  /** Reads a transport's open connections at each scrape. */
-  trackConnections(transport: TransportName, count: () => number): void {
-    this.#connectionSources.set(transport, count)
+  /** Reads a transport's open connections, subscriptions and coalesced events at each scrape. */
+  trackTransport(transport: TransportName, counts: TransportCounts): void {
+    this.#transports.set(transport, counts)
+  }
+
+  /** What a transport calls with each publish→deliver latency, in seconds. */
+  deliveryObserver(transport: TransportName): (seconds: number) => void {
+    const histogram = this.deliveryLatency.labels(transport)
+    return (seconds) => histogram.observe(seconds)
+  }
+
+  /**
+   * `jobwire_redis_up`: 1 while the Redis store's connections are up and its pub/sub probe comes
+   * back, else 0. Registered only on nodes that use Redis, so other nodes do not report a 0.
+   */
+  trackRedis(live: () => boolean): void {
+    new Gauge({
+      name: 'jobwire_redis_up',
+      help: "1 while this node's Redis connections are up and its pub/sub probe comes back, else 0",
+      registers: [this.registry],
+      collect() {
+        this.set(live() ? 1 : 0)
+      },
+    })
   }
 
   /** The hooks core calls (see JobObserver). */
@@ -137,12 +189,20 @@ export class Metrics {
         }
       }
     },
-    subscriptionStarted: (start: SubscriptionStart) => this.subscriptionStarts.inc({ start }),
+    subscriptionStarted: (start: SubscriptionStart, via: string) => this.subscriptionStarts.inc({ start, transport: via }),
     storeOperation: (operation: string, took: number, failed: boolean) => {
       this.storeOperations.observe({ operation }, took)
       if (failed) this.storeErrors.inc({ operation })
     },
   }
+}
+
+/** What `trackTransport` reads at each scrape. */
+export interface TransportCounts {
+  connections?: () => number
+  subscriptions: () => number
+  /** Running total. */
+  coalesced?: () => number
 }
 
 /** A bounded label: a release or retry reason is free text chosen by workers. */

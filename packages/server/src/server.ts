@@ -1,3 +1,4 @@
+import type { ServerResponse } from 'node:http'
 import { join, resolve } from 'node:path'
 import pino, { type Logger } from 'pino'
 import type { FastifyInstance } from 'fastify'
@@ -17,9 +18,14 @@ import { SqliteKeyStore } from './stores/sqlite-keys.js'
 import { MemoryStore } from './stores/memory-store.js'
 import { SqliteStore } from './stores/sqlite-store.js'
 import { RedisStore } from './stores/redis-store.js'
+import { RedisCredentials } from './stores/redis-credentials.js'
 import { createDemo } from './demo/demo.js'
 import { combineObservers } from './core/observer.js'
 import { Webhooks } from './webhooks.js'
+import { jobLifecycleLog } from './job-log.js'
+
+/** How long a shutdown waits for requests in flight (writes, creates, claims) before closing their sockets. */
+const inFlightGraceMs = 10_000
 
 /** The admin key in force and where it came from, so `serve` can say so once. */
 export interface AdminKey {
@@ -55,13 +61,20 @@ export interface StartOptions {
  * errors carry the raw request bytes (query string and headers), which Fastify logs at trace.
  */
 const redact = {
-  paths: ['req.headers.authorization', 'req.headers.cookie', '*.apiKey', '*.token', '*.key', '*.lease', 'headers.authorization', 'headers.cookie', 'err.rawPacket'],
+  paths: [
+    ...['apiKey', 'token', 'key', 'lease', 'secret', 'password', 'authorization', 'cookie'].flatMap((name) => [name, `*.${name}`]),
+    'req.headers.authorization',
+    'req.headers.cookie',
+    'headers.authorization',
+    'headers.cookie',
+    'err.rawPacket',
+  ],
   censor: '[redacted]',
 }
 
 export function createLogger(level: Config['logLevel'], pretty: boolean): Logger {
   if (!pretty) return pino({ level, redact })
-  return pino({ level, redact }, pino.transport({ target: 'pino-pretty', options: { colorize: true, ignore: 'pid,hostname', translateTime: 'HH:MM:ss' } }))
+  return pino({ level, redact }, pino.transport({ target: 'pino-pretty', options: { colorize: true, singleLine: true, ignore: 'pid,hostname', translateTime: 'HH:MM:ss' } }))
 }
 
 /** Starts a Jobwire node: store, core, HTTP, sweeps. `close()` stops all of it. */
@@ -87,11 +100,18 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
       : databasePath === null
         ? new MemoryStore({ retention })
         : new SqliteStore({ path: databasePath, retention, synchronous: config.sqliteSync }))
+  // On Redis, API keys, rate limits and stream limits are shared by every node too.
+  const shared =
+    config.redis !== undefined && store instanceof RedisStore
+      ? new RedisCredentials({ url: config.redis, prefix: config.redisPrefix, onWarning: (message, details) => logger && logger.warn(details ?? {}, message) })
+      : null
   // Serve once Redis answers; if it does not yet, serve anyway: /readyz is red and calls get 503 until it does.
-  if (store instanceof RedisStore && !(await store.waitUntilReady(5_000)) && logger) {
-    logger.warn('Redis is not reachable yet: answering 503 until it is')
+  if (store instanceof RedisStore) {
+    const [ready, sharedReady] = await Promise.all([store.waitUntilReady(5_000), shared?.waitUntilReady(5_000) ?? true])
+    if (!(ready && sharedReady) && logger) logger.warn('Redis is not reachable yet: answering 503 until it is')
   }
   const metrics = new Metrics()
+  if (store instanceof RedisStore) metrics.trackRedis(() => store.live)
   const webhooks =
     Object.keys(config.webhooks).length === 0 || config.webhookSecret === undefined
       ? null
@@ -111,13 +131,17 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
       retryBackoffMs: config.retryBackoff,
     },
     undefined,
-    webhooks === null ? metrics.observer : combineObservers(metrics.observer, webhooks.observer),
+    combineObservers(
+      metrics.observer,
+      ...(webhooks === null ? [] : [webhooks.observer]),
+      ...(logger === false ? [] : [jobLifecycleLog(logger)]),
+    ),
   )
   const dispatcher = new Dispatcher(service)
   const admin = resolveSecret(config.apiKey, dataDir, 'admin.key', generateAdminKey)
   const adminKey: AdminKey = { key: admin.value, source: admin.source, path: admin.path }
   const tokenSecret = resolveSecret(config.tokenSecret, dataDir, 'token.secret', () => randomBytes(32).toString('base64url'))
-  const keys = databasePath === null ? new MemoryKeyStore() : new SqliteKeyStore(databasePath)
+  const keys = shared ?? (databasePath === null ? new MemoryKeyStore() : new SqliteKeyStore(databasePath))
   const auth = new Authenticator({
     adminKey: adminKey.key,
     keys,
@@ -132,8 +156,8 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
       streamsPerIp: config.streamsPerIp,
       maxConnections: config.maxConnections,
     },
-    new MemoryRateCounter(),
-    new MemoryStreamCounter(),
+    shared ?? new MemoryRateCounter(),
+    shared ?? new MemoryStreamCounter(),
     metrics,
   )
   const demo = config.demo ? createDemo(service, logger || undefined) : null
@@ -202,6 +226,24 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
   }, config.leaseSweepInterval)
   leaseSweep.unref()
 
+  // Requests in progress, so that a shutdown lets them finish (streams and long-polls end first).
+  let inFlight = 0
+  let drained: () => void = () => {}
+  app.server.on('request', (_request, response: ServerResponse) => {
+    inFlight++
+    response.once('close', () => {
+      if (--inFlight === 0) drained()
+    })
+  })
+  // Runs once app.close() answers new requests 503, before it closes the sockets left.
+  app.addHook('preClose', async () => {
+    if (inFlight === 0) return
+    await new Promise<void>((resolve) => {
+      drained = resolve
+      setTimeout(resolve, inFlightGraceMs).unref()
+    })
+  })
+
   await app.listen({ port: config.port, host: config.host })
   const address = app.server.address()
   const port = typeof address === 'object' && address !== null ? address.port : config.port
@@ -224,12 +266,15 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
       closing ??= (async () => {
         clearInterval(sweep)
         clearInterval(leaseSweep)
-        // Workers we run give their jobs back; streams are told to reconnect; in-flight requests finish.
+        // Workers we run give their jobs back (through this node's API, so it still serves them).
         await demo?.stop()
+        // No new connections: clients told to reconnect below are refused here, so they go to
+        // another node or retry until this one is back, never to a node on its way out.
+        app.server.close()
+        // SSE streams end with a short retry:, WebSockets close with 1001, long-polls answer now.
         sse.shutdown()
         endLongPolls()
-        // Writes in flight are short: give them a moment before the remaining sockets are closed.
-        await new Promise((resolve) => setTimeout(resolve, 150))
+        // Requests in flight finish (see the preClose hook), then the sockets left are closed.
         await app.close()
         webhooks?.close()
         await store.close()

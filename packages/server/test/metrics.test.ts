@@ -1,6 +1,10 @@
+import { readFile } from 'node:fs/promises'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import type { JobState } from '@jobwire/protocol'
-import { collect, openSse, readSse, startTestServer, type SseConnection, type TestServer } from './fixtures.js'
+import type { JobState, PollResponse, WsServerMessage } from '@jobwire/protocol'
+import { collect, openSse, readSse, sleep, startTestServer, type SseConnection, type TestServer } from './fixtures.js'
+import { openWs, wsUrl } from './ws-client.js'
+import { redisReachable, redisUrl, testPrefix } from './redis-fixtures/redis.js'
+import { startTcpProxy } from './redis-fixtures/tcp-proxy.js'
 
 /**
  * /metrics after a scripted run of jobs through the HTTP API: every counter has the exact value
@@ -110,11 +114,15 @@ describe('metrics', () => {
       // Queue wait is measured to the first start only.
       ['jobwire_job_queue_wait_seconds_count', { type: 'render' }, 3],
       ['jobwire_job_queue_wait_seconds_count', { type: 'encode' }, 1],
-      ['jobwire_subscription_starts_total', { start: 'initial' }, 1],
-      ['jobwire_subscription_starts_total', { start: 'recovered' }, 2],
-      ['jobwire_subscription_starts_total', { start: 'reset' }, 1],
+      ['jobwire_subscription_starts_total', { start: 'initial', transport: 'sse' }, 1],
+      ['jobwire_subscription_starts_total', { start: 'recovered', transport: 'sse' }, 2],
+      ['jobwire_subscription_starts_total', { start: 'reset', transport: 'poll' }, 1],
       ['jobwire_open_connections', { transport: 'sse' }, 1],
       ['jobwire_open_connections', { transport: 'ws' }, 0],
+      ['jobwire_open_subscriptions', { transport: 'sse' }, 1],
+      ['jobwire_open_subscriptions', { transport: 'ws' }, 0],
+      ['jobwire_open_subscriptions', { transport: 'poll' }, 0],
+      ['jobwire_coalesced_events_total', { transport: 'ws' }, 0],
     ]
     const actual = expected.map(([name, labels]) => [name, labels, value(text, name, labels)])
     expect(actual).toEqual(expected)
@@ -123,6 +131,136 @@ describe('metrics', () => {
     expect(value(text, 'jobwire_store_operation_seconds_count', { operation: 'append' })).toBeGreaterThan(0)
     expect(value(text, 'jobwire_store_operation_seconds_count', { operation: 'createJob' })).toBe(7)
     expect(value(text, 'jobwire_store_errors_total', { operation: 'append' }) ?? 0).toBe(0)
+    // Not on Redis: no gauge, rather than a 0 that would page someone.
+    expect(value(text, 'jobwire_redis_up')).toBeUndefined()
+  })
+
+  it('time live delivery on SSE, WebSocket and long-poll, count open subscriptions per transport, and count coalesced events exactly', async () => {
+    const node = await startTestServer({ wsCoalesceAfter: 16 * 1024, wsMaxBuffer: 64 * 1024 * 1024, maxBodyBytes: 8 * 1024 * 1024, maxEventsPerJob: 100 })
+    const sockets: { close(): void }[] = []
+    try {
+      const read = async (): Promise<string> => {
+        const response = await fetch(`${node.url}/metrics`, { headers: { authorization: `Bearer ${node.key}` } })
+        return response.text()
+      }
+      const jobs: JobState[] = []
+      for (let i = 0; i < 3; i++) jobs.push((await node.api.call<JobState>('POST', '/v1/jobs', { type: 'watched', dispatch: false })).body)
+      const [first, second] = jobs as [JobState, JobState, JobState]
+
+      // One SSE stream, one WebSocket following all three jobs, one long-poll waiting on the first.
+      const sse = await openSse(`${node.url}/v1/jobs/${first.id}/stream`, { headers: { authorization: `Bearer ${node.key}` } })
+      sockets.push(sse)
+      await sse.waitFor((connection) => connection.raw.includes('event: snapshot'))
+      const ws = await openWs(wsUrl(node.url), { token: node.key })
+      sockets.push(ws)
+      for (const job of jobs) ws.send({ type: 'subscribe', jobId: job.id })
+      for (const job of jobs) await ws.next((m) => m.type === 'snapshot' && m.jobId === job.id)
+      const poll = node.api.call<PollResponse>('GET', `/v1/jobs/${first.id}/events?after=1&wait=30`)
+      let text = await read()
+      while (value(text, 'jobwire_open_subscriptions', { transport: 'poll' }) !== 1) {
+        await sleep(10)
+        text = await read()
+      }
+      const open: [string, Record<string, string>, number][] = [
+        ['jobwire_open_connections', { transport: 'sse' }, 1],
+        ['jobwire_open_connections', { transport: 'ws' }, 1],
+        ['jobwire_open_subscriptions', { transport: 'sse' }, 1],
+        // A WebSocket counts every job it follows.
+        ['jobwire_open_subscriptions', { transport: 'ws' }, 3],
+        ['jobwire_open_subscriptions', { transport: 'poll' }, 1],
+        ['jobwire_subscription_starts_total', { start: 'initial', transport: 'sse' }, 1],
+        ['jobwire_subscription_starts_total', { start: 'initial', transport: 'ws' }, 3],
+      ]
+      expect(open.map(([name, labels]) => [name, labels, value(text, name, labels)])).toEqual(open)
+      for (const transport of ['sse', 'ws', 'poll']) {
+        expect(value(text, 'jobwire_delivery_latency_seconds_count', { transport }), transport).toBe(0)
+      }
+
+      // A live batch (the implicit `started`, then the progress) reaches all three transports.
+      expect((await node.api.call('POST', `/v1/jobs/${first.id}/events`, { type: 'progress', percent: 10 })).status).toBe(200)
+      expect((await poll).body.events.map((e) => e.seq)).toEqual([2, 3])
+      await sse.waitFor((connection) => connection.lastEventId === '3')
+      await ws.next((m) => m.type === 'event' && m.event.jobId === first.id && m.event.seq === 3)
+
+      // A stalled WebSocket reader of the second job gets its latest-wins events coalesced.
+      ws.pause()
+      for (let batch = 0; batch < 4; batch++) {
+        const events = Array.from({ length: 1000 }, (_, i) =>
+          i % 4 === 0 ? { type: 'item', id: `file-${i % 3}`, percent: i % 100, message: 'i'.repeat(1000) } : { type: 'progress', percent: i % 100, message: 'm'.repeat(1000) },
+        )
+        expect((await node.api.call('POST', `/v1/jobs/${second.id}/events`, { events })).status).toBe(200)
+      }
+      expect((await node.api.call('POST', `/v1/jobs/${second.id}/events`, { type: 'completed', result: 'ok' })).status).toBe(200)
+      ws.resume()
+      await ws.next((m) => m.type === 'event' && m.event.jobId === second.id && m.event.type === 'completed', 0, 30_000)
+      // Each coalesced message stands for the seqs from..(highest seq in it): all but one were merged away.
+      const merged = ws.received
+        .filter((m): m is Extract<WsServerMessage, { type: 'coalesced' }> => m.type === 'coalesced')
+        .reduce((sum, m) => sum + Math.max(...m.events.map((e) => e.seq)) - m.from, 0)
+      expect(merged).toBeGreaterThan(0)
+
+      text = await read()
+      for (const transport of ['sse', 'ws', 'poll']) {
+        expect(value(text, 'jobwire_delivery_latency_seconds_count', { transport }), transport).toBeGreaterThan(0)
+        expect(value(text, 'jobwire_delivery_latency_seconds_bucket', { transport, le: '+Inf' }), transport).toBe(
+          value(text, 'jobwire_delivery_latency_seconds_count', { transport }),
+        )
+      }
+      // One long-poll was woken by an event: one observation.
+      expect(value(text, 'jobwire_delivery_latency_seconds_count', { transport: 'poll' })).toBe(1)
+      expect(value(text, 'jobwire_coalesced_events_total', { transport: 'ws' })).toBe(merged)
+      // The finished job left the socket; the long-poll answered.
+      expect(value(text, 'jobwire_open_subscriptions', { transport: 'ws' })).toBe(2)
+      expect(value(text, 'jobwire_open_subscriptions', { transport: 'poll' })).toBe(0)
+
+      // The count outlives the socket it happened on.
+      ws.close()
+      await ws.closed
+      for (text = await read(); value(text, 'jobwire_open_connections', { transport: 'ws' }) !== 0; text = await read()) await sleep(10)
+      expect(value(text, 'jobwire_coalesced_events_total', { transport: 'ws' })).toBe(merged)
+      expect(value(text, 'jobwire_open_subscriptions', { transport: 'ws' })).toBe(0)
+    } finally {
+      for (const socket of sockets) socket.close()
+      await node.close()
+    }
+  })
+
+  it('the README lists every metric a node exports, with its type and labels, and the Grafana dashboard uses only those', async () => {
+    const readme = await readFile(new URL('../../../README.md', import.meta.url), 'utf8')
+    const section = /\n### Metrics\n([\s\S]*?)\n### /.exec(readme)?.[1]
+    expect(section, 'README.md has no "### Metrics" section').toBeDefined()
+    // | `name` | type | `label` (`value`, …), `label` | what |
+    const documented = new Map<string, { type: string; labels: string[] }>()
+    for (const row of (section ?? '').matchAll(/^\| `(jobwire_[a-z_]+)` \| (\w*) \|([^|]*)\|/gm)) {
+      const labels = [...(row[3] ?? '').replace(/\([^)]*\)/g, '').matchAll(/`(\w+)`/g)].map((m) => m[1] as string)
+      documented.set(row[1] as string, { type: row[2] as string, labels: labels.sort() })
+    }
+    const text = await scrape()
+    const exported = new Map<string, { type: string; labels: Set<string> }>()
+    for (const [, name, type] of text.matchAll(/^# TYPE (\S+) (\S+)$/gm)) {
+      if (/^jobwire_(process|nodejs)_/.test(name as string)) continue
+      exported.set(name as string, { type: type as string, labels: new Set() })
+    }
+    for (const [, sample, labels] of text.matchAll(/^([a-z_]+)\{([^}]*)\} /gm)) {
+      const metric = exported.get(sample as string) ?? exported.get((sample as string).replace(/_(bucket|sum|count)$/, ''))
+      for (const [, label] of (labels as string).matchAll(/(\w+)="/g)) if (label !== 'le') metric?.labels.add(label as string)
+    }
+    // jobwire_redis_up exists on Redis nodes only (checked against a Redis node below).
+    const onRedisOnly = new Set(['jobwire_redis_up'])
+    expect(documented.has('jobwire_redis_up')).toBe(true)
+    expect([...exported.keys()].filter((name) => !documented.has(name)), 'exported but not in the README').toEqual([])
+    expect([...documented.keys()].filter((name) => !exported.has(name) && !onRedisOnly.has(name)), 'in the README but not exported').toEqual([])
+    for (const [name, metric] of exported) {
+      expect(documented.get(name)?.type, name).toBe(metric.type)
+      if (metric.labels.size > 0) expect(documented.get(name)?.labels, name).toEqual([...metric.labels].sort())
+    }
+    const dashboard = await readFile(new URL('../../../deploy/grafana-dashboard.json', import.meta.url), 'utf8')
+    const used = new Set([...dashboard.matchAll(/\b(jobwire_[a-z0-9_]+)/g)].map((m) => (m[1] as string).replace(/_(bucket|sum|count)$/, '')))
+    const known = new Set([...text.matchAll(/^# TYPE (\S+) /gm)].map((m) => m[1] as string))
+    expect([...used].filter((name) => !known.has(name) && !onRedisOnly.has(name)), 'the dashboard queries metrics nobody exports').toEqual([])
+    for (const name of ['jobwire_delivery_latency_seconds', 'jobwire_open_subscriptions', 'jobwire_coalesced_events_total', 'jobwire_redis_up']) {
+      expect(used.has(name), `the dashboard has no panel on ${name}`).toBe(true)
+    }
   })
 
   it('counts a stream closed for falling behind', async () => {
@@ -144,3 +282,31 @@ describe('metrics', () => {
     }
   })
 })
+
+if (redisReachable('metrics: Redis liveness')) {
+  describe('metrics on Redis', () => {
+    it('jobwire_redis_up is 1 while the pub/sub probe comes back, 0 while Redis is away, and 1 again after', async () => {
+      const proxy = await startTcpProxy(redisUrl)
+      const node = await startTestServer({ redis: proxy.url, redisPrefix: testPrefix('metrics') })
+      try {
+        /** Scrapes until the gauge reads `expected` (it follows the connections, not a timer here). */
+        const until = async (expected: number): Promise<number | undefined> => {
+          for (;;) {
+            const response = await fetch(`${node.url}/metrics`, { headers: { authorization: `Bearer ${node.key}` } })
+            const up = value(await response.text(), 'jobwire_redis_up')
+            if (up === expected || up === undefined) return up
+            await sleep(20)
+          }
+        }
+        expect(await until(1)).toBe(1)
+        await proxy.down()
+        expect(await until(0)).toBe(0)
+        await proxy.up()
+        expect(await until(1)).toBe(1)
+      } finally {
+        await node.close()
+        await proxy.close()
+      }
+    })
+  })
+}

@@ -1,17 +1,29 @@
 import { afterAll, afterEach, describe, expect, it } from 'vitest'
-import { isTerminalEvent, type JobEvent, type JobState, type PollResponse, type StreamMessage } from '@jobwire/protocol'
-import { createJsonClient, openSse, seededRandom, sleep, spawnServer, type JsonClient, type SpawnedServer } from './fixtures.js'
+import type { JobEvent, JobState, StreamMessage } from '@jobwire/protocol'
+import { openSse, seededRandom, sleep } from './fixtures.js'
 import { adminClient, deleteKeys, redisReachable, redisUrl, testPrefix } from './redis-fixtures/redis.js'
+import {
+  checkDeliveries,
+  clusterAuth as auth,
+  followSse,
+  followWs,
+  postAnywhere,
+  readWholeLog as readLog,
+  startNode,
+  startNodes as startClusterNodes,
+  stopNode,
+  type Node,
+  type Watcher,
+} from './redis-fixtures/cluster.js'
 
 /**
  * Real `jobwire serve --redis` processes (they import dist, so `tsc -b` must have run) sharing one
- * Redis prefix, real SSE sockets, producers writing through every node. A node is killed with
- * SIGKILL mid-stream; Redis loses our keys; Redis pauses writes. Subscribers must see every seq
- * exactly once and in order, or an explicit reset / job_not_found, never a silent gap.
+ * Redis prefix, real SSE and WebSocket sockets, producers writing through every node. A node is
+ * killed with SIGKILL mid-stream; every node is restarted in turn under load; Redis loses our
+ * keys; Redis pauses writes. Subscribers must see every seq exactly once and in order, or an
+ * explicit reset / job_not_found, never a silent gap. (Redis itself restarting or going away:
+ * redis-private.test.ts, on a redis-server of its own.)
  */
-const apiKey = 'redis-processes-test-key-0123456789'
-const auth = { authorization: `Bearer ${apiKey}` }
-
 if (redisReachable('Redis store: real processes')) {
   const base = testPrefix('processes')
   const admin = adminClient()
@@ -25,127 +37,67 @@ if (redisReachable('Redis store: real processes')) {
     await admin.quit()
   })
 
-  interface Node {
-    server: SpawnedServer
-    client: JsonClient
-    url: string
-    dead: boolean
+  /** Nodes on the shared Redis, killed after the test whatever happens (replacements too: see `track`). */
+  async function startNodes(count: number, prefix: string): Promise<Node[]> {
+    return track(await startClusterNodes(count, { redisUrl, prefix }))
   }
 
-  async function startNodes(count: number, prefix: string): Promise<Node[]> {
-    const servers = await Promise.all(
-      Array.from({ length: count }, () =>
-        spawnServer(['--redis', redisUrl, '--redis-prefix', prefix, '--port', '0', '--memory', '--heartbeat', '500'], {
-          JOBWIRE_API_KEY: apiKey,
-          JOBWIRE_STREAMS_PER_IP: '100000',
-        }),
-      ),
-    )
-    const nodes = servers.map((server) => {
-      const client = createJsonClient(server.url, apiKey)
-      cleanups.push(() => server.kill('SIGKILL'), () => client.close())
-      return { server, client, url: server.url, dead: false }
+  function track(nodes: Node[]): Node[] {
+    cleanups.push(async () => {
+      for (const node of nodes) await stopNode(node, 'SIGKILL')
     })
-    // As a load balancer would: send traffic once /readyz says the node reaches Redis.
-    for (const node of nodes) {
-      for (let tries = 0; (await node.client.call('GET', '/readyz')).status !== 200; tries++) {
-        if (tries > 200) throw new Error(`${node.url} never became ready:\n${node.server.stderr}`)
-        await sleep(50)
-      }
-    }
     return nodes
   }
 
-  /** One SSE watcher that follows its job to the end, moving to another live node when its node dies. */
-  interface Watcher {
-    jobId: string
-    node: number
-    seqs: number[]
-    reconnects: number
-    resets: number
-    errors: string[]
-    done: Promise<void>
+  async function readWholeLog(client: Node['client'], jobId: string): Promise<JobEvent[]> {
+    const log = await readLog(client, jobId)
+    expect(log, `the log of ${jobId}`).not.toBeNull()
+    return log as JobEvent[]
   }
 
-  function follow(nodes: Node[], jobId: string, first: number): Watcher {
-    const watcher: Watcher = { jobId, node: first, seqs: [], reconnects: 0, resets: 0, errors: [], done: Promise.resolve() }
-    watcher.done = (async () => {
-      let lastEventId: string | undefined
-      for (let attempt = 0; attempt < 30; attempt++) {
-        while ((nodes[watcher.node] as Node).dead) watcher.node = (watcher.node + 1) % nodes.length
-        const url = `${(nodes[watcher.node] as Node).url}/v1/jobs/${jobId}/stream${lastEventId === undefined ? '?after=0' : ''}`
-        try {
-          const connection = await openSse(url, { headers: { ...auth, ...(lastEventId === undefined ? {} : { 'last-event-id': lastEventId }) } })
-          if (connection.status !== 200) {
-            watcher.errors.push(`HTTP ${connection.status}: ${connection.body}`)
-            return
-          }
-          for await (const message of connection.messages()) {
-            if (message.type === 'event') {
-              watcher.seqs.push(message.event.seq)
-              if (isTerminalEvent(message.event.type)) {
-                connection.close()
-                return
-              }
-            } else if (message.type === 'snapshot') {
-              watcher.resets++
-            } else if (message.type === 'error') {
-              watcher.errors.push(message.error.code)
-            }
-            lastEventId = connection.lastEventId ?? lastEventId
-          }
-          lastEventId = connection.lastEventId ?? lastEventId
-        } catch {
-          // The node went away under us: resume elsewhere.
-        }
-        watcher.reconnects++
-        watcher.node = (watcher.node + 1) % nodes.length
-        await sleep(20)
-      }
-      watcher.errors.push('gave up reconnecting')
-    })()
-    return watcher
-  }
-
-  /** Posts a batch through the first live node from `start`, moving on while a node is down. */
-  async function post(nodes: Node[], start: number, path: string, body: unknown): Promise<{ status: number; body: unknown }> {
-    for (let attempt = 0; attempt < 20; attempt++) {
-      const node = nodes[(start + attempt) % nodes.length] as Node
-      if (node.dead) continue
-      try {
-        const answer = await node.client.call('POST', path, body)
-        if (answer.status < 500) return answer
-      } catch {
-        // connection refused or reset: the next node
-      }
-      await sleep(10)
+  /** Reads every job's log: each acknowledged chunk at the seq it was acknowledged with, seqs 1..N. Returns the final seqs. */
+  async function verifyLogs(client: Node['client'], acked: ReadonlyMap<string, ReadonlyMap<number, string>>): Promise<Map<string, number>> {
+    const finalSeq = new Map<string, number>()
+    for (const [jobId, chunks] of acked) {
+      const log = await readWholeLog(client, jobId)
+      const bySeq = new Map(log.map((e) => [e.seq, e]))
+      for (const [seq, text] of chunks) expect(bySeq.get(seq)).toMatchObject({ type: 'chunk', data: { text } })
+      expect(log.map((e) => e.seq)).toEqual(Array.from({ length: log.length }, (_, i) => i + 1))
+      finalSeq.set(jobId, log.length)
     }
-    throw new Error(`no node accepted POST ${path}`)
+    return finalSeq
   }
 
-  async function readWholeLog(client: JsonClient, jobId: string): Promise<JobEvent[]> {
-    const events: JobEvent[] = []
-    for (let after = 0; ; ) {
-      const page = await client.call<PollResponse>('GET', `/v1/jobs/${jobId}/events?after=${after}`)
-      expect(page.status).toBe(200)
-      if (page.body.events.length === 0) return events
-      events.push(...page.body.events)
-      after = page.body.next
+  /** Half the watchers on SSE, half on WebSocket, spread over the nodes and jobs. */
+  function watchAll(nodes: Node[], jobs: string[], count: number): Watcher[] {
+    return Array.from({ length: count }, (_, i) => (i % 2 === 0 ? followSse : followWs)(nodes, jobs[i % jobs.length] as string, i % nodes.length))
+  }
+
+  async function createJobs(nodes: Node[], count: number, type: string): Promise<string[]> {
+    const jobs: string[] = []
+    for (let i = 0; i < count; i++) {
+      const created = await (nodes[i % nodes.length] as Node).client.call<JobState>('POST', '/v1/jobs', { type, dispatch: false })
+      expect(created.status, JSON.stringify(created.body)).toBe(201)
+      jobs.push(created.body.id)
     }
+    return jobs
+  }
+
+  /** Appends one batch of 1-3 chunks through some live node and records what was acknowledged at which seq. */
+  async function writeBatch(nodes: Node[], start: number, jobId: string, texts: string[], acked: Map<number, string>): Promise<void> {
+    const answer = await postAnywhere(nodes, start, `/v1/jobs/${jobId}/events`, { events: texts.map((text) => ({ type: 'chunk', text })) })
+    expect(answer.status, JSON.stringify(answer.body)).toBe(200)
+    const chunks = (answer.body as { events: { seq: number; type: string }[] }).events.filter((e) => e.type === 'chunk')
+    chunks.forEach((e, k) => acked.set(e.seq, texts[k] as string))
   }
 
   describe('Redis store: real processes', () => {
-    it('3 nodes, 300 SSE subscribers, producers on every node, one node killed -9 mid-stream: every subscriber gets every seq once, in order', async () => {
+    it('3 nodes, 300 subscribers on SSE and WebSocket, producers on every node, one node killed -9 mid-stream: every subscriber gets every seq once, in order', { timeout: 180_000 }, async () => {
       const seed = Number(process.env.JOBWIRE_TEST_SEED ?? Math.floor(Math.random() * 2 ** 31))
       const random = seededRandom(seed)
       const nodes = await startNodes(3, `${base}:${++runs}`)
-      const jobs: string[] = []
-      for (let i = 0; i < 10; i++) {
-        const created = await (nodes[i % 3] as Node).client.call<JobState>('POST', '/v1/jobs', { type: 'fanout', dispatch: false })
-        expect(created.status, JSON.stringify(created.body)).toBe(201)
-        jobs.push(created.body.id)
-      }
-      const watchers = Array.from({ length: 300 }, (_, i) => follow(nodes, jobs[i % jobs.length] as string, i % 3))
+      const jobs = await createJobs(nodes, 10, 'fanout')
+      const watchers = watchAll(nodes, jobs, 300)
 
       // Producers: 40 batches of 1-3 chunks per job, spread over the nodes; node 2 dies a third of the way in.
       const batches = 40
@@ -159,55 +111,74 @@ if (redisReachable('Redis store: real processes')) {
           acked.set(jobId, mine)
           for (let b = 0; b < batches; b++) {
             const texts = Array.from({ length: 1 + Math.floor(random() * 3) }, (_, k) => `${j}.${b}.${k};`)
-            const answer = await post(nodes, j + b, `/v1/jobs/${jobId}/events`, { events: texts.map((text) => ({ type: 'chunk', text })) })
-            expect(answer.status, JSON.stringify(answer.body)).toBe(200)
-            const chunks = (answer.body as { events: { seq: number; type: string }[] }).events.filter((e) => e.type === 'chunk')
-            chunks.forEach((e, k) => mine.set(e.seq, texts[k] as string))
-            if (++written === killAt) {
-              ;(nodes[2] as Node).dead = true
-              killed = (nodes[2] as Node).server.kill('SIGKILL')
-            }
+            await writeBatch(nodes, j + b, jobId, texts, mine)
+            if (++written === killAt) killed = stopNode(nodes[2] as Node, 'SIGKILL')
             await sleep(Math.floor(random() * 15))
           }
-          await post(nodes, j, `/v1/jobs/${jobId}/events`, { events: [{ type: 'completed', result: { job: j } }] })
+          await postAnywhere(nodes, j, `/v1/jobs/${jobId}/events`, { events: [{ type: 'completed', result: { job: j } }] })
         }),
       )
       expect(await killed).toMatchObject({ signal: 'SIGKILL' })
       await Promise.all(watchers.map((w) => w.done))
 
-      // Every batch answered 2xx is in the log, at the seqs it was answered with.
-      const finalSeq = new Map<string, number>()
-      for (const jobId of jobs) {
-        const log = await readWholeLog((nodes[0] as Node).client, jobId)
-        const bySeq = new Map(log.map((e) => [e.seq, e]))
-        for (const [seq, text] of acked.get(jobId) ?? []) expect(bySeq.get(seq)).toMatchObject({ type: 'chunk', data: { text } })
-        expect(log.map((e) => e.seq)).toEqual(Array.from({ length: log.length }, (_, i) => i + 1))
-        finalSeq.set(jobId, log.length)
-      }
-
-      // The checker: per subscriber, against 1..final of its job.
-      let lost = 0
-      let duplicated = 0
-      let reordered = 0
-      let delivered = 0
-      for (const watcher of watchers) {
-        const final = finalSeq.get(watcher.jobId) ?? 0
-        const seen = new Set(watcher.seqs)
-        delivered += watcher.seqs.length
-        for (let seq = 1; seq <= final; seq++) if (!seen.has(seq)) lost++
-        duplicated += watcher.seqs.length - seen.size
-        for (let i = 1; i < watcher.seqs.length; i++) if ((watcher.seqs[i] as number) < (watcher.seqs[i - 1] as number)) reordered++
-      }
-      const moved = watchers.filter((w) => w.reconnects > 0).length
-      console.log(
-        `redis fan-out checker (seed ${seed}): nodes=3 subscribers=${watchers.length} moved=${moved} delivered=${delivered} lost=${lost} duplicated=${duplicated} reordered=${reordered}`,
-      )
-      expect({ lost, duplicated, reordered }).toEqual({ lost: 0, duplicated: 0, reordered: 0 })
-      expect(watchers.flatMap((w) => w.errors)).toEqual([])
-      expect(watchers.filter((w) => w.resets > 0)).toEqual([])
-      // The killed node's subscribers, about a third, really moved.
-      expect(moved).toBeGreaterThanOrEqual(50)
+      const finalSeq = await verifyLogs((nodes[0] as Node).client, acked)
+      const report = checkDeliveries(`redis kill -9 checker (seed ${seed}) nodes=3`, watchers, finalSeq)
+      expect({ lost: report.lost, duplicated: report.duplicated, reordered: report.reordered }).toEqual({ lost: 0, duplicated: 0, reordered: 0 })
+      expect(watchers.flatMap((w) => w.problems)).toEqual([])
+      // Nothing was lost in Redis: every resume is exact (no snapshot at all), no job vanished.
+      expect(watchers.flatMap((w) => w.seen.filter((s) => s.kind === 'snapshot'))).toEqual([])
+      expect(report.gone).toBe(0)
+      // The killed node's subscribers, about a third, on both transports, really moved.
+      expect(report.moved).toBeGreaterThanOrEqual(50)
+      expect(watchers.filter((w) => w.transport === 'ws' && w.reconnects > 0).length).toBeGreaterThanOrEqual(25)
       for (const node of nodes.slice(0, 2)) expect(node.server.child.exitCode).toBeNull()
+    })
+
+    it('rolling restart under load (each node stopped with SIGTERM and replaced in turn): every subscriber gets every seq once, in order', { timeout: 180_000 }, async () => {
+      const seed = Number(process.env.JOBWIRE_TEST_SEED ?? Math.floor(Math.random() * 2 ** 31))
+      const random = seededRandom(seed)
+      const prefix = `${base}:${++runs}`
+      const nodes = await startNodes(3, prefix)
+      const jobs = await createJobs(nodes, 8, 'rolling')
+      const watchers = watchAll(nodes, jobs, 120)
+
+      const acked = new Map<string, Map<number, string>>()
+      let restarted = false
+      const producers = Promise.all(
+        jobs.map(async (jobId, j) => {
+          const mine = new Map<number, string>()
+          acked.set(jobId, mine)
+          // Until every node was replaced, and at least 20 batches either way; at most 250 (750
+          // events, under the log cap: a resume never has to fall back to a snapshot).
+          for (let b = 0; (!restarted || b < 20) && b < 250; b++) {
+            const texts = Array.from({ length: 1 + Math.floor(random() * 3) }, (_, k) => `${j}.${b}.${k};`)
+            await writeBatch(nodes, j + b, jobId, texts, mine)
+            await sleep(20 + Math.floor(random() * 40))
+          }
+          await postAnywhere(nodes, j, `/v1/jobs/${jobId}/events`, { events: [{ type: 'completed', result: { job: j } }] })
+        }),
+      )
+      const exits: unknown[] = []
+      for (let i = 0; i < nodes.length; i++) {
+        await sleep(300)
+        exits.push(await stopNode(nodes[i] as Node, 'SIGTERM'))
+        const replacement = await startNode({ redisUrl, prefix })
+        track([replacement])
+        nodes[i] = replacement
+      }
+      restarted = true
+      await producers
+      await Promise.all(watchers.map((w) => w.done))
+
+      // Graceful: each node exited by itself with 0.
+      expect(exits).toEqual([{ code: 0, signal: null }, { code: 0, signal: null }, { code: 0, signal: null }])
+      const finalSeq = await verifyLogs((nodes[0] as Node).client, acked)
+      const report = checkDeliveries(`redis rolling-restart checker (seed ${seed}) nodes=3`, watchers, finalSeq)
+      expect({ lost: report.lost, duplicated: report.duplicated, reordered: report.reordered }).toEqual({ lost: 0, duplicated: 0, reordered: 0 })
+      expect(watchers.flatMap((w) => w.problems)).toEqual([])
+      expect(watchers.flatMap((w) => w.seen.filter((s) => s.kind === 'snapshot'))).toEqual([])
+      // Every original node went away, so every watcher moved at least once.
+      expect(report.moved).toBe(watchers.length)
     })
 
     it('Redis loses our keys under running nodes: live streams end with job_not_found, resumes get 404, new jobs work', async () => {

@@ -1,4 +1,4 @@
-import type { ItemStatus, JobState, JobStatus } from '@jobwire/protocol'
+import { errorRegistry, isErrorCode, type ItemStatus, type JobState, type JobStatus } from '@jobwire/protocol'
 import type { Timers } from './timing.js'
 
 /** The lease a claim grants: the token every write must carry, and when it lapses without a heartbeat. */
@@ -84,6 +84,23 @@ export interface ApiOptions {
   apiKey: string
   fetch: typeof globalThis.fetch
   timers: Timers
+  /**
+   * Writes of several jobs issued together go out as one `POST /v1/events`, within these limits
+   * (the server's `--max-batch-events`, and a body under its `--max-body-bytes`); null sends one
+   * request per job.
+   */
+  bulk: { maxEvents: number; maxBytes: number } | null
+}
+
+/** One job's write waiting for the next bulk request. */
+interface PendingWrite {
+  jobId: string
+  body: { lease: string; batch: number; events: WireEvent[] }
+  bytes: number
+  signal: AbortSignal
+  resolve(answer: AppendAnswer): void
+  reject(error: unknown): void
+  settled: boolean
 }
 
 /** Seconds a long-poll may take beyond its `wait` before the worker gives up on the connection. */
@@ -93,6 +110,7 @@ const requestTimeoutMs = 30_000
 /** The worker's half of the HTTP API: one method per endpoint, one attempt per call (callers retry). */
 export class WorkerApi {
   private readonly base: string
+  #pending: PendingWrite[] = []
 
   constructor(private readonly options: ApiOptions) {
     this.base = options.url.replace(/\/+$/, '')
@@ -107,12 +125,84 @@ export class WorkerApi {
     return answer.status === 204 ? null : answer.body
   }
 
-  async appendEvents(
-    jobId: string,
-    body: { lease: string; batch: number; events: WireEvent[] },
-    signal: AbortSignal,
-  ): Promise<AppendAnswer> {
+  /**
+   * Appends one job's batch. Batches of several jobs issued in the same moment (a worker running
+   * many jobs flushes them together) share one `POST /v1/events`; each is still answered, or
+   * refused, on its own, exactly as its own request would be.
+   */
+  appendEvents(jobId: string, body: { lease: string; batch: number; events: WireEvent[] }, signal: AbortSignal): Promise<AppendAnswer> {
+    if (this.options.bulk === null) return this.#appendOne(jobId, body, signal)
+    if (signal.aborted) return Promise.reject(signal.reason)
+    return new Promise<AppendAnswer>((resolve, reject) => {
+      const write: PendingWrite = { jobId, body, bytes: JSON.stringify(body).length, signal, resolve, reject, settled: false }
+      // An aborted write is answered at once; the shared request goes on for the others.
+      const onAbort = (): void => settle(write, () => reject(signal.reason))
+      signal.addEventListener('abort', onAbort, { once: true })
+      write.resolve = (answer) => settle(write, () => resolve(answer), () => signal.removeEventListener('abort', onAbort))
+      write.reject = (error) => settle(write, () => reject(error), () => signal.removeEventListener('abort', onAbort))
+      if (this.#pending.length === 0) this.options.timers.setTimeout(() => void this.#flushWrites(), 0)
+      this.#pending.push(write)
+    })
+  }
+
+  async #appendOne(jobId: string, body: { lease: string; batch: number; events: WireEvent[] }, signal: AbortSignal): Promise<AppendAnswer> {
     return (await this.post<AppendAnswer>('events', `/v1/jobs/${encodeURIComponent(jobId)}/events`, body, signal)).body
+  }
+
+  async #flushWrites(): Promise<void> {
+    const writes = this.#pending.filter((write) => !write.settled)
+    this.#pending = []
+    const limits = this.options.bulk as { maxEvents: number; maxBytes: number }
+    // Split into requests that fit the server's limits, keeping each job's writes in order.
+    const groups: PendingWrite[][] = []
+    let group: PendingWrite[] = []
+    let events = 0
+    let bytes = 0
+    for (const write of writes) {
+      if (group.length > 0 && (events + write.body.events.length > limits.maxEvents || bytes + write.bytes > limits.maxBytes)) {
+        groups.push(group)
+        group = []
+        events = 0
+        bytes = 0
+      }
+      group.push(write)
+      events += write.body.events.length
+      bytes += write.bytes + write.jobId.length + 16
+    }
+    if (group.length > 0) groups.push(group)
+    await Promise.all(groups.map((one) => this.#sendGroup(one)))
+  }
+
+  async #sendGroup(writes: PendingWrite[]): Promise<void> {
+    const single = writes.length === 1 ? writes[0] : undefined
+    if (single !== undefined) {
+      await this.#appendOne(single.jobId, single.body, single.signal).then(single.resolve, single.reject)
+      return
+    }
+    const never = new AbortController().signal
+    let answer: { results: ({ jobId: string; error: { code: string; message: string; details?: Record<string, unknown> } } | (AppendAnswer & { jobId: string }))[] }
+    try {
+      const body = { writes: writes.map((write) => ({ jobId: write.jobId, ...write.body })) }
+      answer = (await this.post<typeof answer>('events', '/v1/events', body, never)).body
+    } catch (error) {
+      // Refused as a whole for one write's sake (a malformed event, say): send each on its own,
+      // so the others are not held hostage. Anything else (no answer, 5xx, 401): each retries.
+      if (error instanceof WorkerRequestError && error.status !== null && error.status >= 400 && error.status < 500 && ![401, 403, 408, 429].includes(error.status)) {
+        await Promise.all(writes.map((write) => this.#appendOne(write.jobId, write.body, write.signal).then(write.resolve, write.reject)))
+      } else for (const write of writes) write.reject(error)
+      return
+    }
+    writes.forEach((write, i) => {
+      const result = answer.results[i]
+      if (result === undefined) write.reject(new WorkerRequestError('events', null, 'invalid_response', 'events: the bulk answer is missing a result'))
+      else if ('error' in result) {
+        const status = isErrorCode(result.error.code) ? errorRegistry[result.error.code].status : 500
+        write.reject(new WorkerRequestError('events', status, result.error.code, `events: ${result.error.message}`, result.error.details))
+      } else {
+        const { jobId: _, ...appended } = result
+        write.resolve(appended)
+      }
+    })
   }
 
   async heartbeat(jobId: string, body: { lease: string; leaseMs: number }, signal: AbortSignal): Promise<HeartbeatAnswer> {
@@ -177,6 +267,13 @@ export class WorkerApi {
       signal.removeEventListener('abort', onAbort)
     }
   }
+}
+
+function settle(write: PendingWrite, answer: () => void, cleanup?: () => void): void {
+  if (write.settled) return
+  write.settled = true
+  cleanup?.()
+  answer()
 }
 
 function errorOf(operation: WorkerOperation, status: number, text: string): WorkerRequestError {

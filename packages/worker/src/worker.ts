@@ -26,6 +26,11 @@ export interface WorkerOptions {
   pollWaitSeconds?: number
   /** What one request may carry; lower them to match a server started with lower `--max-*` limits. */
   limits?: Partial<BatchLimits>
+  /**
+   * Reports of several running jobs that are due together go out as one `POST /v1/events` (each
+   * job's batch still atomic and answered on its own), instead of one request per job. Default true.
+   */
+  bulkWrites?: boolean
   /** Default `globalThis.fetch`. */
   fetch?: typeof globalThis.fetch
   /** Default the system's timers (tests inject their own). */
@@ -119,11 +124,13 @@ class JobwireWorker implements Worker {
     this.waitSeconds = inRange('pollWaitSeconds', options.pollWaitSeconds ?? 20, 1, 30)
     const leaseMs = inRange('leaseMs', options.leaseMs ?? 30_000, 1_000, 600_000)
     this.onError = options.onError ?? warn
+    const limits = batchLimits(options.limits ?? {})
     const api = new WorkerApi({
       url: options.url,
       apiKey: options.apiKey,
       fetch: options.fetch ?? globalThis.fetch.bind(globalThis),
       timers,
+      bulk: options.bulkWrites === false ? null : { maxEvents: limits.maxBatchEvents, maxBytes: limits.maxBatchBytes },
     })
     const report = (error: unknown, operation: WorkerOperation | 'handler', jobId?: string): void => {
       try {
@@ -139,7 +146,7 @@ class JobwireWorker implements Worker {
       backoff: defaultBackoff,
       throttleMs: inRange('throttleMs', options.throttleMs ?? 100, 0, Number.MAX_SAFE_INTEGER),
       leaseMs,
-      limits: batchLimits(options.limits ?? {}),
+      limits,
       report,
       watch: new SignalWatch({
         api,

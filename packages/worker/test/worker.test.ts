@@ -162,6 +162,77 @@ function stageAt(progress: Extract<JobEvent, { type: 'progress' }>[], event: Ext
   return undefined
 }
 
+describe('many jobs in one worker', () => {
+  it('sends the reports of jobs due together in one bulk request, each job exact; a refused job fails alone', async () => {
+    const small = await startTestServer({ maxTextLength: 100, maxEventsPerJob: 100_000 })
+    const paths: string[] = []
+    const recordingFetch: typeof fetch = (input, init) => {
+      paths.push(new URL(String(input)).pathname)
+      return fetch(input, init)
+    }
+    try {
+      const { worker, errors } = startTestWorker(small, { concurrency: 12, throttleMs: 40, fetch: recordingFetch })
+      const started = signalled()
+      let running = 0
+      worker.handle<{ n: number; bad: boolean }>('many', async (job, ctx) => {
+        // Every job starts reporting at once, so their throttled sends come due together.
+        if (++running === 12) started.resolve()
+        await started.promise
+        for (let round = 0; round < 5; round++) {
+          ctx.progress({ stage: `round ${round}`, percent: round * 20 })
+          ctx.chunk(job.input.bad && round === 3 ? 'x'.repeat(120) : `${job.input.n}.${round} `)
+          await new Promise((resolve) => setTimeout(resolve, 15))
+        }
+        return { n: job.input.n }
+      })
+      await withWorker(worker, async () => {
+        const jobs = await Promise.all(Array.from({ length: 12 }, (_, n) => small.createJob('many', { n, bad: n === 5 })))
+        const done = await Promise.all(jobs.map((job) => small.waitForJob(job.id, (j) => isTerminal(j.status))))
+        for (const [n, job] of done.entries()) {
+          if (n === 5) {
+            expect(job).toMatchObject({ status: 'failed', error: { code: 'text_limit_exceeded' } })
+            continue
+          }
+          expect(job).toMatchObject({ status: 'completed', result: { n }, text: [0, 1, 2, 3, 4].map((r) => `${n}.${r} `).join('') })
+          expect(job.stages.map((stage) => stage.stage)).toEqual(['round 0', 'round 1', 'round 2', 'round 3', 'round 4'])
+          expectConsistent(job, await small.events(job.id))
+        }
+      })
+      const bulk = paths.filter((path) => path === '/v1/events').length
+      const single = paths.filter((path) => /^\/v1\/jobs\/[^/]+\/events$/.test(path)).length
+      expect(bulk).toBeGreaterThan(0)
+      // Far fewer requests than one per job per send: most reports shared a request.
+      expect(bulk + single).toBeLessThan(12 * 5)
+      expect(errors.map((e) => [e.context.operation, e.context.jobId !== undefined, codeOf(e.error)])).toEqual([['events', true, 'text_limit_exceeded']])
+    } finally {
+      await small.close()
+    }
+  })
+})
+
+describe('many jobs in one worker: bulkWrites false', () => {
+  it('sends one request per job and send, never POST /v1/events', async () => {
+    const paths: string[] = []
+    const recordingFetch: typeof fetch = (input, init) => {
+      paths.push(new URL(String(input)).pathname)
+      return fetch(input, init)
+    }
+    const { worker, errors } = startTestWorker(t, { concurrency: 4, throttleMs: 20, fetch: recordingFetch, bulkWrites: false })
+    worker.handle<{ n: number }>('many-single', async (job, ctx) => {
+      ctx.chunk(`${job.input.n}`)
+      await ctx.flush()
+      return null
+    })
+    await withWorker(worker, async () => {
+      const jobs = await Promise.all(Array.from({ length: 4 }, (_, n) => t.createJob('many-single', { n })))
+      const done = await Promise.all(jobs.map((job) => t.waitForJob(job.id, (j) => isTerminal(j.status))))
+      expect(done.map((job) => [job.status, job.text])).toEqual([0, 1, 2, 3].map((n) => ['completed', `${n}`]))
+    })
+    expect(paths).not.toContain('/v1/events')
+    expect(errors).toEqual([])
+  })
+})
+
 describe('a flaky network', () => {
   it('loses, duplicates and reorders nothing when requests fail before or after the server applied them', async () => {
     // Per endpoint, the 2nd of every 5 requests is lost on the way and the 4th's answer is lost

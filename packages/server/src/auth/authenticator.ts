@@ -39,7 +39,10 @@ export class Authenticator {
       tokenSecret: Uint8Array
       appJwt: AppJwtVerifier | null
     },
-  ) {}
+  ) {
+    // Keys revoked through other nodes (a shared store) close this node's streams too.
+    options.keys.watchRevocations?.((keyId) => this.#announceRevocation(keyId))
+  }
 
   get tokenSecret(): Uint8Array {
     return this.options.tokenSecret
@@ -66,7 +69,7 @@ export class Authenticator {
     throw new JobwireError('unauthorized')
   }
 
-  /** Re-checks an API key principal (open streams do so periodically; other nodes' revocations reach them this way). */
+  /** Re-checks an API key principal (a stream registered just after its key was revoked finds out this way). */
   async stillValid(principal: Principal): Promise<boolean> {
     if (principal.kind !== 'key' || principal.keyId === 'bootstrap') return true
     const record = await this.options.keys.get(principal.keyId)
@@ -105,7 +108,11 @@ export class Authenticator {
 
   async revokeKey(id: string): Promise<void> {
     if (!(await this.options.keys.revoke(id, new Date().toISOString()))) throw new JobwireError('key_not_found', { keyId: id })
-    for (const listener of this.#revokeListeners) listener(id)
+    this.#announceRevocation(id)
+  }
+
+  #announceRevocation(keyId: string): void {
+    for (const listener of this.#revokeListeners) listener(keyId)
   }
 
   onRevoke(listener: (keyId: string) => void): () => void {

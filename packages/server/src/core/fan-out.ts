@@ -38,9 +38,11 @@ export class FanOut {
   publish(jobId: string, events: readonly JobEvent[]): void {
     const set = this.#listeners.get(jobId)
     if (set === undefined || events.length === 0) return
+    // One clock read per batch, however many subscribers it goes to.
+    const publishedAt = performance.now()
     for (const listener of set) {
       try {
-        listener(events)
+        listener(events, publishedAt)
       } catch {
         // One broken subscriber must not starve the others; it is closed by its own error path.
       }

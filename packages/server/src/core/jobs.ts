@@ -66,6 +66,7 @@ export class JobService {
   readonly limits: CoreLimits
   /** The store, wrapped so that `observer` hears of every commit and store call. */
   readonly store: Store
+  #openPolls = 0
 
   constructor(
     store: Store,
@@ -212,27 +213,36 @@ export class JobService {
     })
   }
 
-  /** Opens a subscription (see JobSubscription). Rejects with `job_not_found` or `position_ahead`. */
-  async subscribe(jobId: string, after: number | undefined, sink: StreamSink): Promise<JobSubscription> {
-    const subscription = new JobSubscription(this.store, jobId, sink, this.limits.replayPageSize, (start) => this.observer.subscriptionStarted?.(start))
+  /**
+   * Opens a subscription (see JobSubscription). Rejects with `job_not_found` or `position_ahead`.
+   * `via` names the transport asking, for metrics (in-process subscribers: `internal`).
+   */
+  async subscribe(jobId: string, after: number | undefined, sink: StreamSink, via = 'internal'): Promise<JobSubscription> {
+    const subscription = new JobSubscription(this.store, jobId, sink, this.limits.replayPageSize, (start) => this.observer.subscriptionStarted?.(start, via))
     await subscription.start(after)
     return subscription
   }
 
   /**
    * Long-poll: the events after `after`, waiting up to `waitMs` for the first one. Without a
-   * position, or from a trimmed one, answers with a snapshot instead.
+   * position, or from a trimmed one, answers with a snapshot instead. `onWoken` hears when an
+   * answer carries events that arrived while it waited (their fan-out time, for metrics).
    */
-  async poll(jobId: string, after: number | undefined, waitMs: number, signal?: AbortSignal): Promise<PollResponse> {
+  async poll(jobId: string, after: number | undefined, waitMs: number, signal?: AbortSignal, onWoken?: (publishedAt: number) => void): Promise<PollResponse> {
     if (after === undefined) {
       const job = await this.getJob(jobId)
-      this.observer.subscriptionStarted?.('initial')
+      this.observer.subscriptionStarted?.('initial', 'poll')
       return { snapshot: { job, reset: false, reason: 'initial' }, events: [], next: job.seq, done: isTerminal(job.status) }
     }
     let wake: () => void = () => {}
     const woken = new Promise<void>((resolve) => (wake = resolve))
+    let wokenAt: number | undefined
     // Listen before reading, so an event committed between the read and the wait still wakes us.
-    const unsubscribe = this.store.subscribe(jobId, () => wake())
+    const unsubscribe = this.store.subscribe(jobId, (events, publishedAt) => {
+      if (events.length > 0) wokenAt ??= publishedAt
+      wake()
+    })
+    this.#openPolls++
     try {
       for (let round = 0; ; round++) {
         const range = await this.store.readLog(jobId, after, this.limits.replayPageSize)
@@ -240,19 +250,26 @@ export class JobService {
         if (after > range.head) throw new JobwireError('position_ahead', { jobId, position: after, seq: range.head })
         if (range.firstSeq > after + 1) {
           const job = await this.getJob(jobId)
-          this.observer.subscriptionStarted?.('reset')
+          this.observer.subscriptionStarted?.('reset', 'poll')
           return { snapshot: { job, reset: true, reason: 'trimmed' }, events: [], next: job.seq, done: isTerminal(job.status) }
         }
         const last = range.events.at(-1)?.seq ?? after
         const done = isTerminal(range.status) && last === range.head
         if (range.events.length > 0 || done || round > 0 || waitMs <= 0) {
+          if (round > 0 && range.events.length > 0 && wokenAt !== undefined) onWoken?.(wokenAt)
           return { events: range.events, next: last, done }
         }
         await waitFor(woken, waitMs, signal)
       }
     } finally {
+      this.#openPolls--
       unsubscribe()
     }
+  }
+
+  /** Long-polls in progress on this node (metrics). */
+  get openPolls(): number {
+    return this.#openPolls
   }
 
   sweep(): Promise<{ expiredJobs: number }> {

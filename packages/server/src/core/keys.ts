@@ -22,6 +22,11 @@ export interface KeyStore {
   list(): Promise<ApiKeyRecord[]>
   /** Marks the key revoked; false if there is no such key. */
   revoke(id: string, at: string): Promise<boolean>
+  /**
+   * Only in stores that several nodes share: calls `listener` with each key revoked through another
+   * node, so this node closes the streams it holds for it. Returns a function that stops it.
+   */
+  watchRevocations?(listener: (keyId: string) => void): () => void
   close(): Promise<void>
 }
 
@@ -34,5 +39,6 @@ export interface RateCounter {
 /** Counts open streams per subject; `acquire` returns a release function, or null when full. */
 export interface StreamCounter {
   acquire(key: string, max: number): Promise<(() => void) | null>
-  count(key: string): number
+  /** Streams of `key` open now (on every node, for a shared counter). */
+  count(key: string): Promise<number>
 }

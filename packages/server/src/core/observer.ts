@@ -13,8 +13,8 @@ export interface JobObserver {
   jobCreated?(job: JobState): void
   /** Events committed for `job` (its state after them), whoever wrote them: producer, worker, dispatcher, sweep. */
   committed?(job: JobState, events: readonly JobEvent[]): void
-  /** A subscription or long-poll started or restarted from a snapshot or a replay. */
-  subscriptionStarted?(start: SubscriptionStart): void
+  /** A subscription or long-poll started or restarted from a snapshot or a replay; `via` names the transport (a label). */
+  subscriptionStarted?(start: SubscriptionStart, via: string): void
   /** A store call took `seconds`; `failed` when the store itself failed (not when a plan refused). */
   storeOperation?(operation: string, seconds: number, failed: boolean): void
 }
@@ -83,7 +83,7 @@ export function combineObservers(...observers: JobObserver[]): JobObserver {
   return {
     jobCreated: (job) => observers.forEach((o) => o.jobCreated?.(job)),
     committed: (job, events) => observers.forEach((o) => o.committed?.(job, events)),
-    subscriptionStarted: (start) => observers.forEach((o) => o.subscriptionStarted?.(start)),
+    subscriptionStarted: (start, via) => observers.forEach((o) => o.subscriptionStarted?.(start, via)),
     storeOperation: (operation, seconds, failed) => observers.forEach((o) => o.storeOperation?.(operation, seconds, failed)),
   }
 }

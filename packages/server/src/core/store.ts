@@ -96,8 +96,10 @@ export type Unsubscribe = () => void
 /**
  * Receives a job's committed events in seq order, as soon as they commit on any node. An empty
  * batch means events may have been missed (a store's connection dropped): re-read the log.
+ * `publishedAt` is when this node's fan-out took the batch (`performance.now()`), so transports
+ * can report publish→deliver latency.
  */
-export type EventListener = (events: readonly JobEvent[]) => void
+export type EventListener = (events: readonly JobEvent[], publishedAt?: number) => void
 /** Receives the `created` event (seq 1) of each new job of one owner. */
 export type OwnerListener = (created: JobEventOf<'created'>) => void
 

@@ -4,8 +4,11 @@ import type { Store, Unsubscribe } from './store.js'
 
 /** Where a subscription delivers. Transports implement it; they only encode. */
 export interface StreamSink {
-  /** Messages in order. Called synchronously from the commit that produced them. */
-  write(messages: readonly StreamMessage[]): void
+  /**
+   * Messages in order. Called synchronously from the commit that produced them; `publishedAt`
+   * (`performance.now()` at fan-out) is given for live events, not for replays and snapshots.
+   */
+  write(messages: readonly StreamMessage[], publishedAt?: number): void
   /** The subscription is over: after a terminal event, or after an error message. */
   end(): void
 }
@@ -55,7 +58,7 @@ export class JobSubscription {
    * `position_ahead` when `after` is beyond the job's last event.
    */
   async start(after: number | undefined): Promise<void> {
-    this.#unsubscribe = this.store.subscribe(this.jobId, (events) => this.#onLive(events))
+    this.#unsubscribe = this.store.subscribe(this.jobId, (events, publishedAt) => this.#onLive(events, publishedAt))
     try {
       if (after === undefined) {
         const job = await this.store.getJob(this.jobId)
@@ -95,7 +98,7 @@ export class JobSubscription {
     if (notify) this.sink.end()
   }
 
-  #onLive(events: readonly JobEvent[]): void {
+  #onLive(events: readonly JobEvent[], publishedAt: number | undefined): void {
     if (this.#closed) return
     if (events.length === 0) {
       this.#recheck = true
@@ -117,11 +120,11 @@ export class JobSubscription {
       void this.#catchUp()
       return
     }
-    this.#deliver(events)
+    this.#deliver(events, publishedAt)
   }
 
   /** Delivers the events that extend the last seq, drops the ones already delivered. */
-  #deliver(events: readonly JobEvent[]): void {
+  #deliver(events: readonly JobEvent[], publishedAt?: number): void {
     let out: StreamMessage[] | null = null
     let terminal = false
     let queueChanged = false
@@ -140,7 +143,7 @@ export class JobSubscription {
       }
     }
     if (this.#last > this.#knownHead) this.#knownHead = this.#last
-    if (out !== null) this.sink.write(out)
+    if (out !== null) this.sink.write(out, publishedAt)
     if (terminal) this.close()
     else if (queueChanged && !this.#catchingUp) void this.#followQueue()
   }

@@ -23,6 +23,7 @@ import type { Limits } from './limits.js'
 import { registerDashboard } from './dashboard.js'
 import { registerAccessRoutes } from './routes/access.js'
 import { registerJobRoutes } from './routes/jobs.js'
+import { registerEventRoutes } from './routes/events.js'
 import { registerWorkerRoutes } from './routes/workers.js'
 
 export { summarize } from './context.js'
@@ -90,8 +91,11 @@ export async function buildApp(options: AppOptions): Promise<{ app: FastifyInsta
     retryMs: options.sseRetryMs,
     maxBufferBytes: options.sseMaxBufferBytes,
     onSlowConsumer: () => options.metrics.slowConsumerCloses.inc({ transport: 'sse' }),
+    onDelivered: options.metrics.deliveryObserver('sse'),
   })
-  options.metrics.trackConnections('sse', () => sse.connections)
+  // An SSE connection carries one job's stream.
+  options.metrics.trackTransport('sse', { connections: () => sse.connections, subscriptions: () => sse.connections })
+  options.metrics.trackTransport('poll', { subscriptions: () => options.service.openPolls })
   app.addHook('onClose', async () => sse.close())
   // Fastify parses text/plain by default; the API takes JSON only, so it gets unsupported_media_type.
   app.removeContentTypeParser('text/plain')
@@ -129,6 +133,7 @@ export async function buildApp(options: AppOptions): Promise<{ app: FastifyInsta
     limits: options.limits,
     sse,
     trackKey,
+    pollDelivered: options.metrics.deliveryObserver('poll'),
     settings: {
       pollMaxWaitMs: options.pollMaxWaitMs,
       maxEventBytes: options.maxEventBytes,
@@ -189,10 +194,18 @@ export async function buildApp(options: AppOptions): Promise<{ app: FastifyInsta
     if (request.principal !== null && reply.getHeader('cache-control') === undefined) void reply.header('cache-control', 'no-store')
   })
 
+  // At debug, one line per answered request: the path only, since a query string may carry a token.
+  if (options.logger !== false && options.logger.isLevelEnabled('debug')) {
+    app.addHook('onResponse', async (request, reply) => {
+      request.log.debug({ method: request.method, path: request.url.split('?')[0], status: reply.statusCode, ms: Math.round(reply.elapsedTime) }, 'answered')
+    })
+  }
+
   registerDashboard(app)
   app.get('/healthz', async () => ({ ok: true }))
   app.get('/readyz', async (_request, reply) => {
     const store = options.service.store.kind
+    if (shutdown.signal.aborted) return reply.code(503).send({ ok: false, store, reason: 'shutting down' })
     try {
       await options.service.store.ping()
     } catch (error) {
@@ -205,10 +218,16 @@ export async function buildApp(options: AppOptions): Promise<{ app: FastifyInsta
 
   await app.register(
     async (v1) => {
-      v1.addHook('onRequest', async (request) => {
-        request.principal = await authenticateRequest(request.headers, (request.query as { access_token?: string }).access_token)
+      v1.addHook('onRequest', async (request, reply) => {
+        try {
+          request.principal = await authenticateRequest(request.headers, (request.query as { access_token?: string }).access_token)
+        } finally {
+          // Refused requests too: their lines still say which job was asked for.
+          if (options.logger !== false) bindJobLog(request, reply)
+        }
       })
       registerJobRoutes(v1, context)
+      registerEventRoutes(v1, context)
       registerWorkerRoutes(v1, context)
       registerAccessRoutes(v1, context)
     },
@@ -223,7 +242,11 @@ export async function buildApp(options: AppOptions): Promise<{ app: FastifyInsta
   })
 
   if (options.websocket != null) {
-    const ws = new WsEndpoint(app.server, { ...options.websocket, onSlowConsumer: () => options.metrics.slowConsumerCloses.inc({ transport: 'ws' }) }, {
+    const ws = new WsEndpoint(app.server, {
+      ...options.websocket,
+      onSlowConsumer: () => options.metrics.slowConsumerCloses.inc({ transport: 'ws' }),
+      onDelivered: options.metrics.deliveryObserver('ws'),
+    }, {
       service: options.service,
       authenticateUpgrade: (request) => authenticateRequest(request.headers, new URL(request.url ?? '/', 'http://localhost').searchParams.get('access_token') ?? undefined),
       authenticate: (credential) => options.auth.authenticate(credential),
@@ -235,12 +258,29 @@ export async function buildApp(options: AppOptions): Promise<{ app: FastifyInsta
         return id
       },
     })
-    options.metrics.trackConnections('ws', () => ws.connections)
+    options.metrics.trackTransport('ws', { connections: () => ws.connections, subscriptions: () => ws.subscriptions, coalesced: () => ws.coalesced })
+    // A node shutting down tells its sockets to go elsewhere together with its other streams.
+    shutdown.signal.addEventListener('abort', () => ws.close(), { once: true })
     app.addHook('preClose', async () => ws.close())
   }
 
   for (const plugin of options.plugins ?? []) await plugin(app, context)
   return { app, sse, endLongPolls: () => shutdown.abort() }
+}
+
+/**
+ * Lines logged while serving a request name the job (from the route) and the tenant (from the
+ * credential) where known, beside Fastify's request id. Never the credential or the query string.
+ */
+function bindJobLog(request: FastifyRequest, reply: FastifyReply): void {
+  const jobId = (request.params as { id?: unknown } | undefined)?.id
+  const tenant = request.principal?.tenant ?? null
+  if (typeof jobId !== 'string' && tenant === null) return
+  const bindings: { jobId?: string; tenant?: string } = {}
+  if (typeof jobId === 'string') bindings.jobId = jobId
+  if (tenant !== null) bindings.tenant = tenant
+  request.log = request.log.child(bindings)
+  reply.log = request.log
 }
 
 /** The CORS allow-list: which origin to echo, and whether credentials may come along (never with `*`). */

@@ -24,6 +24,8 @@ export interface RouteContext extends StreamContext {
   sse: SseTransport
   /** Aborted when the node shuts down: long-polls answer at once. */
   shuttingDown: AbortSignal
+  /** Hears the publish→deliver latency of a long-poll answer woken by a live event (metrics). */
+  pollDelivered: (seconds: number) => void
   settings: {
     pollMaxWaitMs: number
     maxEventBytes: number

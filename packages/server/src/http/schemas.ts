@@ -122,6 +122,48 @@ export function parseProducerEvents(input: unknown, limits: EventLimits): Produc
   return { ...meta, events: parseEventList(body, limits) }
 }
 
+/** One job's part of `POST /v1/events`. */
+export interface BulkWrite extends ProducerWrite {
+  jobId: string
+}
+
+const bulkWrite = z
+  .object({
+    jobId: z.string().min(1).max(100),
+    events: z.array(z.unknown()).min(1),
+    lease: leaseToken.optional(),
+    batch: z.number().int().min(1).max(Number.MAX_SAFE_INTEGER).optional(),
+  })
+  .strict()
+const bulkBody = z.object({ writes: z.array(z.unknown()).min(1) }).strict()
+
+/**
+ * Reads `POST /v1/events`: `{writes: [{jobId, events: [...], lease?, batch?}, ...]}`. The whole
+ * request is one batch — at most `maxBatchEvents` events over all its writes — and every write is
+ * checked before any is appended, so a malformed request appends nothing.
+ */
+export function parseBulkWrites(input: unknown, limits: EventLimits): BulkWrite[] {
+  const { writes } = parseWith(bulkBody, input)
+  let total = 0
+  return writes.map((raw, index) => {
+    const prefix = `writes.${index}`
+    const { jobId, events, lease, batch } = parseWith(bulkWrite, raw, prefix)
+    total += events.length
+    if (total > limits.maxBatchEvents) throw new JobwireError('batch_too_large', { limit: limits.maxBatchEvents })
+    try {
+      const parsed = parseEventList({ events }, limits)
+      return { jobId, events: parsed, ...(lease === undefined ? {} : { lease }), ...(batch === undefined ? {} : { batch }) }
+    } catch (error) {
+      // Name the field from the top of the request: writes.3.events.0.percent.
+      if (error instanceof JobwireError && typeof error.details?.field === 'string') {
+        throw new JobwireError(error.code, { ...error.details, field: `${prefix}.${error.details.field}`, reason: `${prefix}: ${String(error.details.reason)}` })
+      }
+      if (error instanceof JobwireError && error.details !== undefined) throw new JobwireError(error.code, { ...error.details, write: index })
+      throw error
+    }
+  })
+}
+
 function parseEventList(body: Record<string, unknown>, limits: EventLimits): EventDraft[] {
   const batch = 'events' in body ? body.events : [body]
   if ('events' in body && Object.keys(body).length > 1) {

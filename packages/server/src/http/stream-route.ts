@@ -38,7 +38,7 @@ export async function serveJobStream(
   const release = await limits.openStream(principal, request.ip)
   reply.hijack()
   try {
-    const stream = await sse.serve(request.raw, reply.raw, (sink) => service.subscribe(jobId, after, sink))
+    const stream = await sse.serve(request.raw, reply.raw, (sink) => service.subscribe(jobId, after, sink, 'sse'))
     const cancelExpiry =
       expiresAt === null
         ? () => {}

@@ -26,7 +26,7 @@ export class MemoryKeyStore implements KeyStore {
   async close(): Promise<void> {}
 }
 
-/** Fixed-window counters in this process (one node). The Redis store shares them across nodes. */
+/** Fixed-window counters in this process (one node). RedisCredentials shares them across nodes. */
 export class MemoryRateCounter implements RateCounter {
   readonly #windows = new Map<string, { start: number; count: number }>()
 
@@ -67,7 +67,7 @@ export class MemoryStreamCounter implements StreamCounter {
     }
   }
 
-  count(key: string): number {
+  async count(key: string): Promise<number> {
     return this.#open.get(key) ?? 0
   }
 }

@@ -17,9 +17,17 @@ import type { JobStatus } from '@jobwire/protocol'
  *   P:expiry              zset   finished jobs by the time they may be swept
  *   P:idem:K              string job id of idempotency key K
  *
+ * Credentials and limits shared by the nodes (redis-credentials.ts):
+ *   P:apikey:ID           hash   an API key's record (never the key itself: a hash of its secret)
+ *   P:apikeys             zset   every API key id by creation time (ms)
+ *   P:revoked             zset   revoked key ids by revocation time (Redis clock, ms)
+ *   P:rate:S              string fixed-window hit counter of subject S, expiring with its window
+ *   P:streams:nodes       zset   nodes holding stream slots, by the time their lease lapses (Redis clock, ms)
+ *   P:streams:node:N      hash   subject → streams open on node N; expires with N's lease
+ *
  * Pub/sub channels: P:ch:job:ID (committed events, JSON array), P:ch:queue:T (queue changed),
  * P:ch:owner:["T","U"] (created events of that owner's new jobs), P:ch:probe:NODE (a node's
- * liveness probe of its own subscriber connection).
+ * liveness probe of its own subscriber connection), P:ch:revoked (ids of revoked API keys).
  */
 export class RedisKeys {
   readonly ordinal: string
@@ -93,6 +101,35 @@ export class RedisKeys {
 
   probeChannel(node: string): string {
     return `${this.prefix}:ch:probe:${node}`
+  }
+
+  apiKey(id: string): string {
+    return `${this.prefix}:apikey:${id}`
+  }
+
+  get apiKeys(): string {
+    return `${this.prefix}:apikeys`
+  }
+
+  get revoked(): string {
+    return `${this.prefix}:revoked`
+  }
+
+  get revokedChannel(): string {
+    return `${this.prefix}:ch:revoked`
+  }
+
+  rate(subject: string): string {
+    return `${this.prefix}:rate:${subject}`
+  }
+
+  get streamNodes(): string {
+    return `${this.prefix}:streams:nodes`
+  }
+
+  /** The stream-slot hash of `node`; the scripts build other nodes' names from `streamNode('')`. */
+  streamNode(node: string): string {
+    return `${this.prefix}:streams:node:${node}`
   }
 
   /** A SCAN pattern matching every key of this prefix (tests and the README's cleanup). */

@@ -96,8 +96,36 @@ interface Channel {
   pending: boolean
 }
 
+/**
+ * Fail fast while Redis is away (no offline queue, no retries of a command whose connection
+ * dropped: it may or may not have run, so the caller gets 503, never a late 2xx), and keep
+ * reconnecting in the background so everything recovers by itself.
+ */
+export function failFastConnection(commandTimeoutMs: number): RedisOptions {
+  return {
+    enableOfflineQueue: false,
+    maxRetriesPerRequest: 0,
+    autoResendUnfulfilledCommands: false,
+    autoResubscribe: false,
+    commandTimeout: commandTimeoutMs,
+    connectTimeout: Math.max(1000, commandTimeoutMs),
+    retryStrategy: (times) => Math.min(100 * times, 1000),
+  }
+}
+
 /** Redis errors that mean "not now" rather than "wrong". */
 const transientReplies = /^(BUSY|LOADING|READONLY|MASTERDOWN|TRYAGAIN|CLUSTERDOWN|NOREPLICAS|OOM|NOSCRIPT)/
+
+/**
+ * What a failed Redis call means to callers: a script's own refusal (a ReplyError that is not
+ * transient) passes through; connection trouble and transient replies become `unavailable` (503).
+ */
+export function redisFailure(error: unknown, closed: boolean): unknown {
+  if (error instanceof JobwireError) return error
+  if (error instanceof Error && error.name === 'ReplyError' && !transientReplies.test(error.message)) return error
+  if (closed) return new JobwireError('unavailable', { reason: 'the store is closed' })
+  return new JobwireError('unavailable', { reason: `Redis: ${error instanceof Error ? error.message : String(error)}` })
+}
 
 /**
  * The scale-out store: any number of nodes share one Redis. Nothing is cached between calls (other
@@ -157,18 +185,7 @@ export class RedisStore implements Store {
     this.#onWarning = options.onWarning ?? (() => {})
     const probeIntervalMs = options.probeIntervalMs ?? 2000
     this.#probeTimeoutMs = Math.max(1000, probeIntervalMs)
-    // Fail fast while Redis is away (no offline queue, no retries of a command whose connection
-    // dropped: it may or may not have run, so the caller gets 503, never a late 2xx), and keep
-    // reconnecting in the background so everything recovers by itself.
-    const connection: RedisOptions = {
-      enableOfflineQueue: false,
-      maxRetriesPerRequest: 0,
-      autoResendUnfulfilledCommands: false,
-      autoResubscribe: false,
-      commandTimeout: this.#commandTimeoutMs,
-      connectTimeout: Math.max(1000, this.#commandTimeoutMs),
-      retryStrategy: (times) => Math.min(100 * times, 1000),
-    }
+    const connection = failFastConnection(this.#commandTimeoutMs)
     this.#client = new Redis(options.url, { ...connection, connectionName: `jobwire:${this.#node}` })
     this.#subscriber = new Redis(options.url, { ...connection, connectionName: `jobwire:${this.#node}:sub` })
 
@@ -427,6 +444,12 @@ export class RedisStore implements Store {
     await this.#guard(() => this.#client.ping())
   }
 
+  /** Both connections up and this node's pub/sub probe coming back (no round trip: the `jobwire_redis_up` gauge). */
+  get live(): boolean {
+    const overdue = this.#probeSent > this.#probeHeard && Date.now() - this.#probeSentAt > this.#probeTimeoutMs
+    return !this.#closed && this.#clientReady && this.#subscriberReady && this.#confirmed(this.#keys.probeChannel(this.#node)) && !overdue
+  }
+
   async close(): Promise<void> {
     if (this.#closed) return
     this.#closed = true
@@ -597,10 +620,7 @@ export class RedisStore implements Store {
   }
 
   #translate(error: unknown): unknown {
-    if (error instanceof JobwireError) return error
-    if (error instanceof Error && error.name === 'ReplyError' && !transientReplies.test(error.message)) return error
-    if (this.#closed) return new JobwireError('unavailable', { reason: 'the store is closed' })
-    return new JobwireError('unavailable', { reason: `Redis: ${error instanceof Error ? error.message : String(error)}` })
+    return redisFailure(error, this.#closed)
   }
 
   #usable(): void {

@@ -1,7 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { encodeSseEvent, encodeSseMessage, JobwireError, sseHeartbeat, type JobEvent, type StreamMessage } from '@jobwire/protocol'
 import type { JobSubscription, StreamSink } from '../core/subscription.js'
-import { TickFlusher } from './tick-flush.js'
+import { TickFlusher, type DeliveryObserver } from './tick-flush.js'
 
 export interface SseOptions {
   /** Interval of `: heartbeat` comments, which keep proxies from timing out and let clients detect a dead link. */
@@ -12,6 +12,8 @@ export interface SseOptions {
   maxBufferBytes: number
   /** Called when a reader is closed with `slow_consumer` (metrics). */
   onSlowConsumer?: () => void
+  /** Hears the publish→deliver latency of live events, once per flush (metrics). */
+  onDelivered?: DeliveryObserver
 }
 
 export const sseHeaders = {
@@ -45,6 +47,8 @@ class SseConnection implements StreamSink {
   #open = false
   #ended = false
   #wroteSince = false
+  /** Fan-out time of the oldest live event in #pending (0: none). */
+  #publishedAt = 0
   subscription: JobSubscription | null = null
 
   constructor(
@@ -53,7 +57,8 @@ class SseConnection implements StreamSink {
     private readonly onDone: () => void,
   ) {}
 
-  write(messages: readonly StreamMessage[]): void {
+  write(messages: readonly StreamMessage[], publishedAt?: number): void {
+    if (publishedAt !== undefined && this.#publishedAt === 0) this.#publishedAt = publishedAt
     for (const message of messages) {
       if (message.type !== 'event') {
         this.#run = false
@@ -110,6 +115,10 @@ class SseConnection implements StreamSink {
       this.res.write(this.#run ? flusher.sharedBytes(this.#runJob, this.#runFirst, this.#runLast, this.#pending) : this.#pending)
       this.#pending = ''
       this.#wroteSince = true
+      if (this.#publishedAt !== 0) {
+        if (this.options.onDelivered !== undefined) flusher.delivered(this.options.onDelivered, this.#publishedAt)
+        this.#publishedAt = 0
+      }
     }
     if (this.#ended) {
       this.res.end()
@@ -166,6 +175,8 @@ export interface SseStream {
 export class SseTransport {
   readonly #connections = new Set<SseConnection>()
   readonly #timer: NodeJS.Timeout
+  /** Set by shutdown(): the `retry:` a stream that finishes opening afterwards is handed off with. */
+  #handOffRetryMs: number | null = null
 
   constructor(private readonly options: SseOptions) {
     this.#timer = setInterval(() => {
@@ -210,11 +221,14 @@ export class SseTransport {
     })
     this.#connections.add(connection)
     connection.activate()
+    // It was still opening when the node began shutting down: it goes the way of the others.
+    if (this.#handOffRetryMs !== null) connection.handOff(this.#handOffRetryMs)
     return stream
   }
 
   /** Node shutdown: every open stream is told to reconnect soon (it loses nothing: it resumes by seq). */
   shutdown(retryMs = 250): void {
+    this.#handOffRetryMs = retryMs
     for (const connection of [...this.#connections]) connection.handOff(retryMs)
   }
 

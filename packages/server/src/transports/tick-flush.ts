@@ -1,3 +1,6 @@
+/** Hears a transport's publish→deliver latency, in seconds (metrics). */
+export type DeliveryObserver = (seconds: number) => void
+
 /**
  * Per-tick write coalescing shared by the SSE and WebSocket transports: connections with something
  * to send are flushed together by one setImmediate, so everything written to a socket in one turn
@@ -9,6 +12,9 @@ export class TickFlusher<C extends { flush(): void }> {
   readonly #dirty = new Set<C>()
   #scheduled = false
   #shared: { jobId: string; first: number; last: number; length: number; bytes: Buffer } | null = null
+  #flushing = false
+  /** Per latency observer: the oldest fan-out time among the live events written in this flush. */
+  readonly #oldest = new Map<DeliveryObserver, number>()
 
   schedule(connection: C): void {
     this.#dirty.add(connection)
@@ -32,10 +38,33 @@ export class TickFlusher<C extends { flush(): void }> {
     return this.#shared.bytes
   }
 
+  /**
+   * A connection wrote live events that reached the fan-out at `publishedAt` (`performance.now()`).
+   * Within a flush, each observer hears once, when the flush is done: the latency of the oldest
+   * event any of its connections wrote (cheap: one clock read per flush, not per socket or event).
+   */
+  delivered(observer: DeliveryObserver, publishedAt: number): void {
+    if (!this.#flushing) {
+      observer((performance.now() - publishedAt) / 1000)
+      return
+    }
+    const oldest = this.#oldest.get(observer)
+    if (oldest === undefined || publishedAt < oldest) this.#oldest.set(observer, publishedAt)
+  }
+
   #flushAll(): void {
     this.#scheduled = false
     this.#shared = null
-    for (const connection of this.#dirty) connection.flush()
-    this.#shared = null
+    this.#flushing = true
+    try {
+      for (const connection of this.#dirty) connection.flush()
+    } finally {
+      this.#flushing = false
+      this.#shared = null
+    }
+    if (this.#oldest.size === 0) return
+    const now = performance.now()
+    for (const [observer, oldest] of this.#oldest) observer((now - oldest) / 1000)
+    this.#oldest.clear()
   }
 }

@@ -8,7 +8,7 @@ import {
   type WsServerMessage,
 } from '@jobwire/protocol'
 import { CoalescedRun } from './ws-coalesce.js'
-import { TickFlusher } from './tick-flush.js'
+import { TickFlusher, type DeliveryObserver } from './tick-flush.js'
 
 /** What a connection needs to know about flow control (see config: `ws*`). */
 export interface WsFlowSettings {
@@ -25,6 +25,8 @@ export interface WsFlowSettings {
   messageBurst: number
   /** Called when a reader is cut off with `slow_consumer` (metrics). */
   onSlowConsumer?: () => void
+  /** Hears the publish→deliver latency of live events, once per flush (metrics). */
+  onDelivered?: DeliveryObserver
 }
 
 /** Receives each client message (one line of a text frame) that passed the flood check. */
@@ -80,6 +82,8 @@ export class WsConnection {
   /** Per job: the stage in effect after everything queued so far (undefined: unknown). */
   readonly #stages = new Map<string, string | null | undefined>()
   #wroteSince = false
+  /** Fan-out time of the oldest live event in #pending (0: none). */
+  #publishedAt = 0
   #missedPongs = 0
   #closed = false
   #tokens: number
@@ -116,8 +120,9 @@ export class WsConnection {
     return this.#pendingChars + this.#inflight
   }
 
-  send(messages: readonly WsServerMessage[]): void {
+  send(messages: readonly WsServerMessage[], publishedAt?: number): void {
     if (this.#closed) return
+    if (publishedAt !== undefined && this.#publishedAt === 0) this.#publishedAt = publishedAt
     for (const message of messages) {
       if (message.type === 'event') {
         this.#pushEvent(message.event)
@@ -233,6 +238,10 @@ export class WsConnection {
     this.#run = false
     this.#inflight += bytes.length
     this.#wroteSince = true
+    if (this.#publishedAt !== 0) {
+      if (this.settings.onDelivered !== undefined) flusher.delivered(this.settings.onDelivered, this.#publishedAt)
+      this.#publishedAt = 0
+    }
     this.socket.send(bytes, { binary: false }, () => {
       this.#inflight -= bytes.length
       if (this.#pending.length > 0 && this.#inflight <= this.settings.coalesceAfterBytes) flusher.schedule(this)

@@ -158,7 +158,7 @@ export class WsSession {
         if (!quiet) this.#sendError(notFound(jobId), { jobId })
         return
       }
-      const subscription = await service.subscribe(jobId, after, this.#sinkFor(stream))
+      const subscription = await service.subscribe(jobId, after, this.#sinkFor(stream), 'ws')
       if (stream.closed) subscription.close(false)
       else stream.subscription = subscription
     } catch (error) {
@@ -172,7 +172,7 @@ export class WsSession {
   #sinkFor(stream: JobStream): StreamSink {
     const { jobId } = stream
     return {
-      write: (messages: readonly StreamMessage[]) => {
+      write: (messages: readonly StreamMessage[], publishedAt?: number) => {
         if (stream.closed || this.#closed) return
         const out: WsServerMessage[] = []
         const via = stream.explicit ? 'job' : 'user'
@@ -199,7 +199,7 @@ export class WsSession {
           }
           stream.started = true
         }
-        this.connection.send(out)
+        this.connection.send(out, publishedAt)
       },
       // The subscription is over (terminal event or error): the job leaves this socket.
       end: () => this.#forget(stream),

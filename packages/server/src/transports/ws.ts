@@ -41,6 +41,8 @@ export class WsEndpoint {
   readonly #timer: NodeJS.Timeout
   readonly #onUpgrade: (request: IncomingMessage, socket: Duplex, head: Buffer) => void
   #closing = false
+  /** Events coalesced on sockets that have since closed. */
+  #coalescedBefore = 0
 
   constructor(
     private readonly server: Server,
@@ -70,6 +72,20 @@ export class WsEndpoint {
     return this.#live.size
   }
 
+  /** Job streams open on all sockets (a socket following 500 jobs counts 500). */
+  get subscriptions(): number {
+    let count = 0
+    for (const session of this.#live.values()) count += session?.streamCount ?? 0
+    return count
+  }
+
+  /** Latest-wins events coalesced for slow readers since start, on open and closed sockets. */
+  get coalesced(): number {
+    let count = this.#coalescedBefore
+    for (const connection of this.#live.keys()) count += connection.coalesced
+    return count
+  }
+
   /** Live sessions, for tests and metrics. */
   get sessions(): WsSession[] {
     return [...this.#live.values()].filter((session): session is WsSession => session !== null)
@@ -77,6 +93,7 @@ export class WsEndpoint {
 
   /** Closes every socket with 1001 (clients reconnect elsewhere and resume) and stops accepting. */
   close(): void {
+    if (this.#closing) return
     this.#closing = true
     clearInterval(this.#timer)
     this.server.off('upgrade', this.#onUpgrade)
@@ -108,9 +125,11 @@ export class WsEndpoint {
       void connection.closedPromise.then(() => {
         session?.close()
         this.#live.delete(connection)
+        this.#coalescedBefore += connection.coalesced
         release()
       })
-      if (principal === null) {
+      // Authenticated but over a stream limit is refused too (the limit's error, then the close).
+      if (principal === null || refusal !== null) {
         connection.fail(refusal ?? new JobwireError('unauthorized'))
         return
       }
@@ -133,6 +152,8 @@ export class WsEndpoint {
         maxSubscriptions: this.options.maxSubscriptions,
       }
       connection.send([welcome])
+      // The upgrade completed after close() went through the sockets: this one goes away too.
+      if (this.#closing) connection.close(wsCloseCodes.goingAway, 'server shutting down', 1_000)
     })
   }
 }

@@ -1,9 +1,9 @@
 import type { FastifyInstance } from 'fastify'
 import { JobwireError, type JobState } from '@jobwire/protocol'
-import { canCancel, canManage, canRead, canWork, notFound, requireKeyRole, tenantOf } from '../../core/scopes.js'
+import { canCancel, canManage, canRead, requireKeyRole, tenantOf } from '../../core/scopes.js'
 import { abortOnClose, principalOf, summarize, visibleJob, type RouteContext } from '../context.js'
 import { serveJobStream } from '../stream-route.js'
-import { cancelBody, createJobBody, listQuery, parseOwnerFilter, parsePosition, parseProducerEvents, parseWith } from '../schemas.js'
+import { cancelBody, createJobBody, listQuery, parseOwnerFilter, parsePosition, parseWith } from '../schemas.js'
 
 /** Jobs: create, read, list, append events, cancel, resume, stream, long-poll. */
 export function registerJobRoutes(v1: FastifyInstance, context: RouteContext): void {
@@ -68,23 +68,6 @@ export function registerJobRoutes(v1: FastifyInstance, context: RouteContext): v
     return service.withQueuePosition(job)
   })
 
-  v1.post<{ Params: { id: string } }>('/jobs/:id/events', async (request) => {
-    const principal = principalOf(request)
-    const write = parseProducerEvents(request.body, settings)
-    const job = await service.store.getJob(request.params.id)
-    if (job === null) throw notFound(request.params.id)
-    // Workers write the jobs they hold (the lease is checked in the append); backends write the rest.
-    const allowed =
-      write.lease !== undefined ? (canWork(principal, job.type) && canRead(principal, job)) || canManage(principal, job) : canManage(principal, job)
-    if (!allowed) {
-      if (!canRead(principal, job)) throw notFound(job.id)
-      throw new JobwireError('forbidden', { action: 'write events to this job' })
-    }
-    const { job: after, events, duplicate } = await service.appendEvents(job.id, write.events, write)
-    const answer = { events: events.map((e) => ({ seq: e.seq, type: e.type })), seq: after.seq, status: after.status }
-    return duplicate ? { ...answer, duplicate: true } : answer
-  })
-
   v1.post<{ Params: { id: string } }>('/jobs/:id/cancel', async (request) => {
     const principal = principalOf(request)
     const job = await visibleJob(service, principal, request.params.id)
@@ -112,6 +95,8 @@ export function registerJobRoutes(v1: FastifyInstance, context: RouteContext): v
       throw new JobwireError('invalid_request', { field: 'wait', reason: 'wait: expected seconds >= 0' })
     }
     const waitMs = Math.min(waitSeconds * 1000, settings.pollMaxWaitMs)
-    return service.poll(request.params.id, after, waitMs, abortOnClose(reply, context.shuttingDown))
+    return service.poll(request.params.id, after, waitMs, abortOnClose(reply, context.shuttingDown), (publishedAt) =>
+      reply.raw.once('finish', () => context.pollDelivered((performance.now() - publishedAt) / 1000)),
+    )
   })
 }

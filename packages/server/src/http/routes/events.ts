@@ -1,0 +1,62 @@
+import type { FastifyInstance, FastifyRequest } from 'fastify'
+import { JobwireError, type ErrorBody } from '@jobwire/protocol'
+import { canManage, canRead, canWork, notFound, type Principal } from '../../core/scopes.js'
+import { principalOf, type RouteContext } from '../context.js'
+import { parseBulkWrites, parseProducerEvents, type ProducerWrite } from '../schemas.js'
+
+/** What one job's write answers: the seqs given, or why it was refused. */
+export type WriteAnswer =
+  | { jobId: string; events: { seq: number; type: string }[]; seq: number; status: string; duplicate?: true }
+  | { jobId: string; error: ErrorBody }
+
+/**
+ * Appending events: to one job (`POST /v1/jobs/:id/events`), or to many in one request
+ * (`POST /v1/events`), for producers that report on many jobs at once — a worker process running
+ * fifty jobs, a backend relaying an upstream's progress. Each job's write is atomic on its own and
+ * answered on its own, like a bulk API: one refused write (a lost lease, a finished job) leaves
+ * the others standing, in order per job.
+ */
+export function registerEventRoutes(v1: FastifyInstance, context: RouteContext): void {
+  const { service, settings } = context
+
+  /** Checks the principal may write this job, then appends; throws a registry error if not. */
+  async function write(principal: Principal, jobId: string, write: ProducerWrite): Promise<WriteAnswer> {
+    const job = await service.store.getJob(jobId)
+    if (job === null) throw notFound(jobId)
+    // Workers write the jobs they hold (the lease is checked in the append); backends write the rest.
+    const allowed =
+      write.lease !== undefined ? (canWork(principal, job.type) && canRead(principal, job)) || canManage(principal, job) : canManage(principal, job)
+    if (!allowed) {
+      if (!canRead(principal, job)) throw notFound(job.id)
+      throw new JobwireError('forbidden', { action: 'write events to this job' })
+    }
+    const { job: after, events, duplicate } = await service.appendEvents(job.id, write.events, write)
+    const answer: WriteAnswer = { jobId: job.id, events: events.map((e) => ({ seq: e.seq, type: e.type })), seq: after.seq, status: after.status }
+    return duplicate ? { ...answer, duplicate: true } : answer
+  }
+
+  v1.post<{ Params: { id: string } }>('/jobs/:id/events', async (request) => {
+    const { jobId: _, ...answer } = await write(principalOf(request), request.params.id, parseProducerEvents(request.body, settings))
+    return answer
+  })
+
+  v1.post('/events', async (request) => {
+    const principal = principalOf(request)
+    const writes = parseBulkWrites(request.body, settings)
+    // Writes to different jobs go out together (one group commit on SQLite); to one job, in order.
+    const chains = new Map<string, Promise<unknown>>()
+    const answers = writes.map(({ jobId, ...one }) => {
+      const previous = chains.get(jobId) ?? Promise.resolve()
+      const answer = previous.then(() => write(principal, jobId, one)).catch((error: unknown) => refused(request, jobId, error))
+      chains.set(jobId, answer)
+      return answer
+    })
+    return { results: await Promise.all(answers) }
+  })
+}
+
+function refused(request: FastifyRequest, jobId: string, error: unknown): WriteAnswer {
+  const known = error instanceof JobwireError ? error : new JobwireError('internal', { requestId: request.id })
+  if (known.code === 'internal') request.log.error({ err: error, jobId }, 'bulk write failed')
+  return { jobId, error: known.toBody() }
+}

@@ -8,14 +8,12 @@
 //     ordered, durable, replayable; the outbox batches many chunks into few events) read over SSE.
 //     BullMQ: job.updateProgress() read by a QueueEvents 'progress' listener (not durable, not
 //     replayable). Every chunk or progress call carries its send time, so each is counted.
-import { fork } from 'node:child_process'
+import { execSync, fork, spawnSync } from 'node:child_process'
 import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
-import { createRequire } from 'node:module'
-import { fileURLToPath, pathToFileURL } from 'node:url'
+import { fileURLToPath } from 'node:url'
 import { request } from 'undici'
-import { execSync } from 'node:child_process'
 import { Redis } from 'ioredis'
 
 /**
@@ -29,8 +27,10 @@ async function loadBullmq() {
   } catch {
     console.error('bench: installing the BullMQ peer (npm install --no-save bullmq@6) …')
     execSync('npm install --no-save --ignore-scripts bullmq@6', { cwd: join(here, '..'), stdio: 'inherit' })
-    // This process already failed to resolve 'bullmq' once; import the installed file directly.
-    return await import(pathToFileURL(createRequire(import.meta.url).resolve('bullmq')).href)
+    // This process already failed to resolve 'bullmq' once, and Node's resolver remembers that:
+    // run the bench again in a fresh process, which finds it.
+    const again = spawnSync(process.execPath, [fileURLToPath(import.meta.url), ...process.argv.slice(2)], { stdio: 'inherit' })
+    process.exit(again.status ?? 1)
   }
 }
 
@@ -255,4 +255,6 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
   console.log(workersTable(results))
   mkdirSync(join(here, 'results'), { recursive: true })
   writeFileSync(join(here, 'results', 'workers.json'), JSON.stringify({ date: new Date().toISOString(), jobs: JOBS, seconds: SECONDS, ...results }, null, 2))
+  // Done: a peer's lingering connection (BullMQ's, say) must not keep `npm run bench` from going on.
+  process.exit(0)
 }

@@ -11,7 +11,10 @@
 // the same shape on the bare servers), or with `100/per-job` one request per job — never more than BENCH_WS_WINDOW (2) rounds ahead of the slowest
 // subscriber (client processes report it every 2 ms) — so the rate is what a server sustains to
 // every subscriber with a short queue. Latency is publish→receive of every event on every
-// subscriber. Then: memory per idle connection, WebSocket and SSE, on Jobwire (heap after GC and RSS).
+// subscriber. Then, per scenario, latency at a fixed load: every server offered BENCH_WS_PACED (80 %)
+// of what the corked bare server sustained, on a schedule (open loop; a late batch is stamped with
+// the time it was due). Then: memory per idle connection, WebSocket and SSE, on Jobwire (heap after
+// GC and RSS).
 //
 // Output: Markdown tables on stdout and bench/results/ws-latest.json. Targets: Jobwire ≥ 80 % of
 // bare-corked and ≥ 3× Socket.IO delivered events/s, p99 < 50 ms.
@@ -36,6 +39,8 @@ const TARGETS = (process.env.BENCH_WS_TARGETS ?? 'bare-corked,bare,socketio,jobw
 // A scenario is a job count; with several jobs, the producer sends one bulk request per round
 // (Jobwire: POST /v1/events; the bare servers and Socket.IO: the same shape on POST /publish), and
 // `100/per-job` sends one request per job per round instead.
+/** Share of the corked bare server's sustained rate offered to every server in the paced phase. */
+const PACED = env('BENCH_WS_PACED', 0.8)
 const SCENARIOS = (process.env.BENCH_WS_SCENARIOS ?? '1,100,100/per-job').split(',').map((spec) => {
   const [jobs, producer] = spec.split('/')
   return { spec, jobs: Number(jobs), perJob: producer === 'per-job' }
@@ -139,7 +144,13 @@ function percentile(histogram, bucketUs, p) {
   return NaN
 }
 
-async function fanout(kind, { jobs: jobCount, perJob, spec }) {
+/**
+ * One measurement on a fresh deployment. Without `roundsPerSecond`, as fast as the slowest
+ * subscriber allows (the window); with it, paced: rounds on a schedule (open loop, at most 64
+ * requests in flight), every batch stamped with the time it was due however late it leaves, and
+ * with a request per job the round's requests spread evenly over it.
+ */
+async function fanout(kind, { jobs: jobCount, perJob, spec }, roundsPerSecond = null) {
   const target = await startTarget(kind)
   const jobs = await jobsFor(target, jobCount)
   const clients = await startClients(kind, target.url, jobs, SUBSCRIBERS)
@@ -154,20 +165,46 @@ async function fanout(kind, { jobs: jobCount, perJob, spec }) {
   let round = 0
   let running = true
   let failure = null
+  const eventsAt = (r, us) => Array.from({ length: BATCH }, (_, i) => ({ type: 'progress', percent: (r + i) % 100, message: `@${us ?? nowUs()}` }))
+  const sendBulk = async (r, us) => {
+    const answer = await post(target, bulkPath(target), { writes: jobs.map((jobId) => ({ jobId, events: eventsAt(r, us) })) })
+    const refused = answer.results.find((result) => result.error !== undefined)
+    if (refused !== undefined) throw new Error(`bulk write refused: ${JSON.stringify(refused.error)}`)
+  }
+  const perRequest = jobs.length === 1 || perJob
   const producer = (async () => {
+    if (roundsPerSecond !== null) {
+      // Paced: one unit is a job's request (one job, or a request per job) or a round's bulk request.
+      const units = perRequest ? jobs.length : 1
+      const gapMs = 1000 / (roundsPerSecond * units)
+      const began = performance.now()
+      const inFlight = new Set()
+      let sent = 0
+      while (running) {
+        const wait = began + sent * gapMs - performance.now()
+        if (wait > 0) await sleep(wait)
+        else await new Promise((resolve) => setImmediate(resolve))
+        while (inFlight.size >= 64 && running) await Promise.race(inFlight)
+        for (const now = performance.now(); running && began + sent * gapMs <= now && inFlight.size < 64; sent++) {
+          const r = Math.floor(sent / units)
+          const us = Math.round((performance.timeOrigin + began + sent * gapMs) * 1000)
+          const job = jobs[sent % units]
+          const request = (perRequest ? post(target, publishPath(target, job), { events: eventsAt(r, us) }) : sendBulk(r, us)).finally(() => inFlight.delete(request))
+          inFlight.add(request)
+        }
+        round = Math.floor(sent / units)
+      }
+      await Promise.all(inFlight)
+      return
+    }
     while (running) {
       if (round - roundsDone() >= WINDOW) {
         await new Promise((resolve) => setImmediate(resolve))
         continue
       }
       round++
-      const events = () => Array.from({ length: BATCH }, (_, i) => ({ type: 'progress', percent: (round + i) % 100, message: `@${nowUs()}` }))
-      if (jobs.length === 1 || perJob) await Promise.all(jobs.map((job) => post(target, publishPath(target, job), { events: events() })))
-      else {
-        const answer = await post(target, bulkPath(target), { writes: jobs.map((jobId) => ({ jobId, events: events() })) })
-        const refused = answer.results.find((r) => r.error !== undefined)
-        if (refused !== undefined) throw new Error(`bulk write refused: ${JSON.stringify(refused.error)}`)
-      }
+      if (perRequest) await Promise.all(jobs.map((job) => post(target, publishPath(target, job), { events: eventsAt(round) })))
+      else await sendBulk(round)
     }
   })().catch((error) => {
     failure = error
@@ -197,6 +234,8 @@ async function fanout(kind, { jobs: jobCount, perJob, spec }) {
     scenario: spec,
     jobs: jobCount,
     producer: jobCount === 1 ? 'one job' : perJob ? 'a request per job' : 'one bulk request',
+    load: roundsPerSecond === null ? 'max' : 'paced',
+    offeredPerSecond: roundsPerSecond === null ? null : roundsPerSecond * BATCH * SUBSCRIBERS,
     subscribers: SUBSCRIBERS,
     eventsPerSecond: delivered / elapsed,
     p50Ms: percentile(histogram, bucketUs, 50),
@@ -228,20 +267,32 @@ for (const scenario of SCENARIOS) {
     process.stderr.write(`bench ws: ${NAMES[kind] ?? kind}, ${scenario.spec} job(s) → ${SUBSCRIBERS} subscribers…\n`)
     results.push(await fanout(kind, scenario))
   }
+  // Latency at a fixed load: every server offered PACED of what the corked bare server sustained.
+  const limit = results.find((r) => r.kind === 'bare-corked' && r.scenario === scenario.spec && r.load === 'max')
+  if (PACED > 0 && limit !== undefined) {
+    const roundsPerSecond = (PACED * limit.eventsPerSecond) / (BATCH * SUBSCRIBERS)
+    for (const kind of TARGETS) {
+      process.stderr.write(`bench ws: ${NAMES[kind] ?? kind}, ${scenario.spec} job(s), paced at ${Math.round(PACED * 100)} % of bare corked…\n`)
+      results.push(await fanout(kind, scenario, roundsPerSecond))
+    }
+  }
 }
 const idle = []
 if (IDLE > 0) for (const kind of ['jobwire', 'jobwire-sse']) idle.push(await idleMemory(kind))
 
 console.log(`\n### WebSocket fan-out (${SUBSCRIBERS} subscribers, ${BATCH}-event batches, ${SECONDS} s after ${WARMUP} s warm-up, ${PROCESSES} client processes)\n`)
-console.log('| jobs | producer | server | delivered events/s | p50 ms | p99 ms | server cores | vs bare corked | vs Socket.IO |')
-console.log('|---:|---|---|---:|---:|---:|---:|---:|---:|')
+console.log('| jobs | producer | load | server | delivered events/s | p50 ms | p99 ms | server cores | vs bare corked | vs Socket.IO |')
+console.log('|---:|---|---|---|---:|---:|---:|---:|---:|---:|')
 for (const { spec } of SCENARIOS) {
-  const of = (kind) => results.find((r) => r.kind === kind && r.scenario === spec)
+  const of = (kind) => results.find((r) => r.kind === kind && r.scenario === spec && r.load === 'max')
   for (const r of results.filter((r) => r.scenario === spec)) {
     const limit = of('bare-corked')?.eventsPerSecond
     const peer = of('socketio')?.eventsPerSecond
+    const paced = r.load === 'paced'
+    // Paced rows: a server that delivered less than 95 % of the offered rate fell behind.
+    const load = paced ? `paced ${int(r.offeredPerSecond)}/s${r.eventsPerSecond < 0.95 * r.offeredPerSecond ? ' (fell behind)' : ''}` : 'highest sustained'
     console.log(
-      `| ${r.jobs} | ${r.producer} | ${NAMES[r.kind] ?? r.kind} | ${int(r.eventsPerSecond)} | ${fmt(r.p50Ms)} | ${fmt(r.p99Ms)} | ${fmt(r.serverCores, 2)} | ${limit ? fmt(r.eventsPerSecond / limit, 2) : 'n/a'} | ${peer ? `${fmt(r.eventsPerSecond / peer, 2)}×` : 'n/a'} |`,
+      `| ${r.jobs} | ${r.producer} | ${load} | ${NAMES[r.kind] ?? r.kind} | ${int(r.eventsPerSecond)} | ${fmt(r.p50Ms)} | ${fmt(r.p99Ms)} | ${fmt(r.serverCores, 2)} | ${!paced && limit ? fmt(r.eventsPerSecond / limit, 2) : ''} | ${!paced && peer ? `${fmt(r.eventsPerSecond / peer, 2)}×` : ''} |`,
     )
   }
 }
@@ -252,5 +303,5 @@ if (idle.length > 0) {
   for (const r of idle) console.log(`| ${r.transport} | ${int(r.heapBytes)} | ${int(r.rssBytes)} |`)
 }
 mkdirSync(join(here, '../results'), { recursive: true })
-writeFileSync(join(here, '../results/ws-latest.json'), JSON.stringify({ at: new Date().toISOString(), settings: { SECONDS, WARMUP, SUBSCRIBERS, PROCESSES, BATCH, WINDOW, IDLE }, results, idle }, null, 2))
+writeFileSync(join(here, '../results/ws-latest.json'), JSON.stringify({ at: new Date().toISOString(), settings: { SECONDS, WARMUP, SUBSCRIBERS, PROCESSES, BATCH, WINDOW, IDLE, PACED }, results, idle }, null, 2))
 process.exit(0)

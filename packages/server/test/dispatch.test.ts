@@ -148,6 +148,29 @@ const progress = (percent: number) => ({ type: 'progress', percent })
 const checkpoint = (step: number) => ({ type: 'checkpoint', data: { step } })
 
 describe('POST /v1/workers/claim', () => {
+  it('holds 30 claim long-polls at once without a listener-leak warning (each listens for the node shutting down)', async () => {
+    const warnings: string[] = []
+    const onWarning = (warning: Error): void => {
+      warnings.push(`${warning.name}: ${warning.message}`)
+    }
+    process.on('warning', onWarning)
+    try {
+      const type = uniqueType('many-waiting')
+      // The test client keeps 16 connections; a second client gives every claim its own.
+      const more = createJsonClient(t.url, t.key)
+      try {
+        const answers = await Promise.all(Array.from({ length: 30 }, (_, i) => claim({ types: [type], wait: 1 }, i % 2 === 0 ? t.api : more)))
+        expect(answers.map((a) => a.status)).toEqual(Array.from({ length: 30 }, () => 204))
+      } finally {
+        await more.close()
+      }
+      await sleep(10) // warnings are emitted on the next tick
+    } finally {
+      process.off('warning', onWarning)
+    }
+    expect(warnings.filter((w) => w.includes('MaxListenersExceeded'))).toEqual([])
+  })
+
   it('answers 200 with the started job and its lease, then 204 once nothing of its types is queued', async () => {
     const type = uniqueType('claim')
     const job = await create({ type, input: { n: 1 } })

@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto'
+import { setMaxListeners } from 'node:events'
 import type { IncomingHttpHeaders } from 'node:http'
 import Fastify, {
   LogController,
@@ -125,6 +126,8 @@ export async function buildApp(options: AppOptions): Promise<{ app: FastifyInsta
   }
 
   const shutdown = new AbortController()
+  // Every long-poll (claims, signals, event polls) listens for the shutdown: thousands at once is normal.
+  setMaxListeners(0, shutdown.signal)
   const context: RouteContext = {
     shuttingDown: shutdown.signal,
     service: options.service,

@@ -159,6 +159,28 @@ describe('subscriptions', () => {
     expect(await ann.next((m) => m.type === 'error' && m.feed === 'user')).toMatchObject({ error: { code: 'forbidden' } })
   })
 
+  it("a job followed on its own, then taken over by the user feed, is announced as the user's and continues after what was sent", async () => {
+    const server = await start()
+    const owner = { tenant: 'acme', user: 'ann' }
+    const job = await createJob(server, { owner })
+    await append(server, job.id, [{ type: 'progress', percent: 10 }])
+    const client = await connect(server, { token: mintSubscriptionToken({ secret, ...owner }).token })
+    client.send({ type: 'subscribe', jobId: job.id })
+    const snapshot = await client.next<Extract<WsServerMessage, { type: 'snapshot' }>>(isType('snapshot', job.id))
+    client.send({ type: 'subscribe_user' })
+    await client.next(isType('user_synced'))
+    const subscribed = client.received.flatMap((m) => (m.type === 'subscribed' && m.jobId === job.id ? [[m.via, m.recovered, m.after]] : []))
+    expect(subscribed).toEqual([
+      ['job', false, null],
+      ['user', true, snapshot.job.seq],
+    ])
+    await append(server, job.id, [{ type: 'chunk', text: 'x' }])
+    await client.next((m) => m.type === 'event' && m.event.jobId === job.id && m.event.type === 'chunk')
+    // Nothing was replayed: one snapshot, then only the new event.
+    expect(client.received.filter(isType('snapshot', job.id))).toHaveLength(1)
+    expect(seqsOf(client.received, job.id)).toEqual([snapshot.job.seq + 1])
+  })
+
   it('refuses more streams than wsMaxSubscriptions on one socket', async () => {
     const server = await start({ wsMaxSubscriptions: 2 })
     const jobs = [await createJob(server), await createJob(server), await createJob(server)]

@@ -34,6 +34,8 @@ interface JobStream {
   subscription: JobSubscription | null
   started: boolean
   closed: boolean
+  /** The last seq queued to the socket for this job (null before the first snapshot or event). */
+  position: number | null
 }
 
 /** The "all my jobs" feed of this socket. */
@@ -132,6 +134,11 @@ export class WsSession {
   async #open(jobId: string, after: number | undefined, via: 'job' | 'user', quiet = false): Promise<void> {
     const existing = this.#streams.get(jobId)
     if (via === 'user' && existing !== undefined) {
+      // The user feed takes over a job this socket already follows: say so, so that the client
+      // counts it among the user's jobs. Nothing is replayed — it continues after what was sent.
+      if (!existing.inFeed && existing.started && !existing.closed && existing.position !== null) {
+        this.connection.send([{ type: 'subscribed', jobId, via: 'user', recovered: true, after: existing.position }])
+      }
       existing.inFeed = true
       return
     }
@@ -146,6 +153,7 @@ export class WsSession {
       subscription: null,
       started: false,
       closed: false,
+      position: null,
     }
     if (existing !== undefined) this.#drop(existing)
     this.#streams.set(jobId, stream)
@@ -181,12 +189,15 @@ export class WsSession {
             case 'snapshot':
               if (!stream.started) out.push({ type: 'subscribed', jobId, via, recovered: false, after: null })
               out.push({ type: 'snapshot', jobId, job: message.job, reset: message.reset, reason: message.reason })
+              stream.position = message.job.seq
               break
             case 'recovered':
               out.push({ type: 'subscribed', jobId, via, recovered: true, after: message.after })
+              stream.position = message.after
               break
             case 'event':
               out.push(message)
+              stream.position = message.event.seq
               break
             case 'queue':
               out.push({ type: 'queue', jobId, position: message.position })

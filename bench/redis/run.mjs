@@ -21,7 +21,7 @@
 // Latency is publish→receive of every event on every subscriber. Servers and subscribers run in
 // separate processes on 127.0.0.1 (bench/ws/subscribers.mjs). Output: Markdown tables on stdout
 // and bench/results/redis-latest.json.
-import { fork } from 'node:child_process'
+import { ask, next, start, stop } from '../lib/children.mjs'
 import { randomBytes } from 'node:crypto'
 import { mkdirSync, writeFileSync } from 'node:fs'
 import { loadavg } from 'node:os'
@@ -56,45 +56,6 @@ const API_KEY = 'bench-redis-admin-key-0123456789'
 const CPU_PROF = process.env.BENCH_CPU_PROF === '1'
 const NAMES = { socketio: 'Socket.IO 4 + redis-adapter', jobwire: 'Jobwire (Redis store)' }
 
-const children = new Set()
-process.on('exit', () => {
-  for (const child of children) child.kill('SIGKILL')
-})
-function start(script, args, execArgv = []) {
-  const child = fork(script, args, { execArgv, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
-  children.add(child)
-  child.on('exit', () => children.delete(child))
-  return child
-}
-function next(child, type, timeoutMs = 120_000) {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => done(new Error(`no '${type}' from a child in ${timeoutMs} ms`)), timeoutMs)
-    const onMessage = (message) => message.type === type && done(null, message)
-    const onExit = (code) => done(new Error(`child exited (${code}) before '${type}'`))
-    function done(error, message) {
-      clearTimeout(timer)
-      child.off('message', onMessage)
-      child.off('exit', onExit)
-      if (error) reject(error)
-      else resolve(message)
-    }
-    child.on('message', onMessage)
-    child.on('exit', onExit)
-  })
-}
-const ask = (child, message, reply) => {
-  const answer = next(child, reply)
-  child.send(message)
-  return answer
-}
-async function stop(child) {
-  if (child.exitCode !== null) return
-  const exited = new Promise((resolve) => child.once('exit', resolve))
-  child.send({ type: 'stop' })
-  const timer = setTimeout(() => child.kill('SIGKILL'), 10_000)
-  await exited
-  clearTimeout(timer)
-}
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
 const nowUs = () => Math.round((performance.timeOrigin + performance.now()) * 1000)
 

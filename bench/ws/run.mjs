@@ -18,7 +18,7 @@
 //
 // Output: Markdown tables on stdout and bench/results/ws-latest.json. Targets: Jobwire ≥ 80 % of
 // bare-corked and ≥ 3× Socket.IO delivered events/s, p99 < 50 ms.
-import { fork } from 'node:child_process'
+import { ask, next, start, stop } from '../lib/children.mjs'
 import { mkdirSync, writeFileSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -48,50 +48,11 @@ const SCENARIOS = (process.env.BENCH_WS_SCENARIOS ?? '1,100,100/per-job').split(
 const API_KEY = 'bench-ws-admin-key-0123456789'
 const NAMES = { 'bare-corked': 'bare ws, corked per tick', bare: 'bare ws', socketio: 'Socket.IO 4 rooms', jobwire: 'Jobwire WebSocket' }
 
-const children = new Set()
-process.on('exit', () => {
-  for (const child of children) child.kill('SIGKILL')
-})
-function start(script, args, execArgv = []) {
-  const child = fork(join(here, script), args, { execArgv, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
-  children.add(child)
-  child.on('exit', () => children.delete(child))
-  return child
-}
-function next(child, type, timeoutMs = 120_000) {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => done(new Error(`no '${type}' from ${child.spawnargs.at(-5) ?? 'child'} in ${timeoutMs} ms`)), timeoutMs)
-    const onMessage = (message) => message.type === type && done(null, message)
-    const onExit = (code) => done(new Error(`child exited (${code}) before '${type}'`))
-    function done(error, message) {
-      clearTimeout(timer)
-      child.off('message', onMessage)
-      child.off('exit', onExit)
-      if (error) reject(error)
-      else resolve(message)
-    }
-    child.on('message', onMessage)
-    child.on('exit', onExit)
-  })
-}
-const ask = (child, message, reply) => {
-  const answer = next(child, reply)
-  child.send(message)
-  return answer
-}
-async function stop(child) {
-  if (child.exitCode !== null) return
-  const exited = new Promise((resolve) => child.once('exit', resolve))
-  child.send({ type: 'stop' })
-  const timer = setTimeout(() => child.kill('SIGKILL'), 10_000)
-  await exited
-  clearTimeout(timer)
-}
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
 const nowUs = () => Math.round((performance.timeOrigin + performance.now()) * 1000)
 
 async function startTarget(kind) {
-  const child = start('targets.mjs', [kind, API_KEY], ['--expose-gc', ...(process.env.BENCH_WS_CPU_PROF === '1' ? ['--cpu-prof', `--cpu-prof-dir=${join(here, '../results/profiles')}`] : [])])
+  const child = start(join(here, 'targets.mjs'), [kind, API_KEY], ['--expose-gc', ...(process.env.BENCH_WS_CPU_PROF === '1' ? ['--cpu-prof', `--cpu-prof-dir=${join(here, '../results/profiles')}`] : [])])
   const { url } = await next(child, 'ready')
   return { kind, child, url, pool: new Pool(url, { connections: 16, pipelining: 1 }) }
 }
@@ -127,7 +88,7 @@ async function startClients(kind, url, jobs, total) {
     if (count <= 0) break
     const offset = (p * per) % jobs.length
     const rotated = jobs.map((_, i) => jobs[(i + offset) % jobs.length])
-    clients.push(start('subscribers.mjs', [kind, url, API_KEY, String(count), rotated.join(',')]))
+    clients.push(start(join(here, 'subscribers.mjs'), [kind, url, API_KEY, String(count), rotated.join(',')]))
   }
   await Promise.all(clients.map((client) => next(client, 'ready')))
   return clients

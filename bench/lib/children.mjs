@@ -1,0 +1,51 @@
+// Child processes of a benchmark (servers, clients), driven over IPC: start, wait for a message,
+// ask and wait for the answer, stop. Every child started here is killed when the bench exits.
+import { fork } from 'node:child_process'
+
+const children = new Set()
+process.on('exit', () => {
+  for (const child of children) child.kill('SIGKILL')
+})
+
+/** Forks `script` (an absolute path) with an IPC channel; its stdout and stderr are the bench's. */
+export function start(script, args, execArgv = []) {
+  const child = fork(script, args, { execArgv, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
+  children.add(child)
+  child.on('exit', () => children.delete(child))
+  return child
+}
+
+/** The child's next message of `type`; rejects if it exits first or stays silent for `timeoutMs`. */
+export function next(child, type, timeoutMs = 120_000) {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => done(new Error(`no '${type}' from ${child.spawnargs.at(-5) ?? 'a child'} in ${timeoutMs} ms`)), timeoutMs)
+    const onMessage = (message) => message.type === type && done(null, message)
+    const onExit = (code) => done(new Error(`child exited (${code}) before '${type}'`))
+    function done(error, message) {
+      clearTimeout(timer)
+      child.off('message', onMessage)
+      child.off('exit', onExit)
+      if (error) reject(error)
+      else resolve(message)
+    }
+    child.on('message', onMessage)
+    child.on('exit', onExit)
+  })
+}
+
+/** Sends `message` and waits for the answer of type `reply`. */
+export function ask(child, message, reply) {
+  const answer = next(child, reply)
+  child.send(message)
+  return answer
+}
+
+/** Asks the child to stop ({type: 'stop'}) and waits for it to exit; kills it after 10 s. */
+export async function stop(child) {
+  if (child.exitCode !== null) return
+  const exited = new Promise((resolve) => child.once('exit', resolve))
+  child.send({ type: 'stop' })
+  const timer = setTimeout(() => child.kill('SIGKILL'), 10_000)
+  await exited
+  clearTimeout(timer)
+}

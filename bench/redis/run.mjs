@@ -22,6 +22,7 @@
 // separate processes on 127.0.0.1 (bench/ws/subscribers.mjs). Output: Markdown tables on stdout
 // and bench/results/redis-latest.json.
 import { ask, next, start, stop } from '../lib/children.mjs'
+import { percentile, postJson } from '../lib/measure.mjs'
 import { randomBytes } from 'node:crypto'
 import { mkdirSync, writeFileSync } from 'node:fs'
 import { loadavg } from 'node:os'
@@ -104,28 +105,8 @@ async function undeploy(target) {
   redis.disconnect()
 }
 
-async function post(node, path, body) {
-  const response = await node.pool.request({
-    path,
-    method: 'POST',
-    headers: { 'content-type': 'application/json', authorization: `Bearer ${API_KEY}` },
-    body: JSON.stringify(body),
-  })
-  const text = await response.body.text()
-  if (response.statusCode >= 300) throw new Error(`${path}: HTTP ${response.statusCode} ${text.slice(0, 200)}`)
-  return JSON.parse(text)
-}
+const post = (node, path, body) => postJson(node.pool, API_KEY, path, body)
 
-function percentile(histogram, bucketUs, p) {
-  let total = 0
-  for (const [, n] of histogram) total += n
-  let seen = 0
-  for (const [bucket, n] of histogram) {
-    seen += n
-    if (seen >= (p / 100) * total) return ((bucket + 1) * bucketUs) / 1000
-  }
-  return NaN
-}
 
 /**
  * One measurement on a deployed target. `roundsPerSecond` null: as fast as the slowest subscriber

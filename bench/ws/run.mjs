@@ -19,6 +19,7 @@
 // Output: Markdown tables on stdout and bench/results/ws-latest.json. Targets: Jobwire ≥ 80 % of
 // bare-corked and ≥ 3× Socket.IO delivered events/s, p99 < 50 ms.
 import { ask, next, start, stop } from '../lib/children.mjs'
+import { percentile, postJson } from '../lib/measure.mjs'
 import { mkdirSync, writeFileSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -57,17 +58,7 @@ async function startTarget(kind) {
   return { kind, child, url, pool: new Pool(url, { connections: 16, pipelining: 1 }) }
 }
 
-async function post(target, path, body) {
-  const response = await target.pool.request({
-    path,
-    method: 'POST',
-    headers: { 'content-type': 'application/json', authorization: `Bearer ${API_KEY}` },
-    body: JSON.stringify(body),
-  })
-  const text = await response.body.text()
-  if (response.statusCode >= 300) throw new Error(`${path}: HTTP ${response.statusCode} ${text.slice(0, 200)}`)
-  return JSON.parse(text)
-}
+const post = (target, path, body) => postJson(target.pool, API_KEY, path, body)
 
 async function jobsFor(target, count) {
   if (target.kind !== 'jobwire' && target.kind !== 'jobwire-sse') return Array.from({ length: count }, (_, i) => `job_bench${String(i).padStart(13, '0')}`)
@@ -94,16 +85,6 @@ async function startClients(kind, url, jobs, total) {
   return clients
 }
 
-function percentile(histogram, bucketUs, p) {
-  let total = 0
-  for (const [, n] of histogram) total += n
-  let seen = 0
-  for (const [bucket, n] of histogram) {
-    seen += n
-    if (seen >= (p / 100) * total) return ((bucket + 1) * bucketUs) / 1000
-  }
-  return NaN
-}
 
 /**
  * One measurement on a fresh deployment. Without `roundsPerSecond`, as fast as the slowest

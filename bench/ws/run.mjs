@@ -53,7 +53,10 @@ const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
 const nowUs = () => Math.round((performance.timeOrigin + performance.now()) * 1000)
 
 async function startTarget(kind) {
-  const child = start(join(here, 'targets.mjs'), [kind, API_KEY], ['--expose-gc', ...(process.env.BENCH_WS_CPU_PROF === '1' ? ['--cpu-prof', `--cpu-prof-dir=${join(here, '../results/profiles')}`] : [])])
+  const flags = ['--expose-gc', ...(process.env.BENCH_WS_CPU_PROF === '1' ? ['--cpu-prof', `--cpu-prof-dir=${join(here, '../results/profiles')}`] : [])]
+  // BENCH_WS_SERVER_FLAGS: more node flags for the servers under test (e.g. --trace-gc).
+  if (process.env.BENCH_WS_SERVER_FLAGS) flags.push(...process.env.BENCH_WS_SERVER_FLAGS.split(' '))
+  const child = start(join(here, 'targets.mjs'), [kind, API_KEY], flags)
   const { url } = await next(child, 'ready')
   return { kind, child, url, pool: new Pool(url, { connections: 16, pipelining: 1 }) }
 }

@@ -45,16 +45,20 @@ export function applyEvent(state: JobState | null, event: JobEvent): JobState {
   if (status === 'job_finished' || status === 'invalid_transition') {
     throw new Error(`job ${state.id}: ${event.type} is not allowed while ${state.status}`)
   }
-  const base: JobState = { ...state, status, seq: event.seq, updatedAt: event.at }
-
+  // One copy per event (this runs for every event a server commits and every event a client applies).
+  const seq = event.seq
+  const updatedAt = event.at
   switch (event.type) {
     case 'started':
-      return { ...base, attempt: event.data.attempt, worker: event.data.worker, startedAt: event.at, error: null, queuePosition: null }
+      return { ...state, status, seq, updatedAt, attempt: event.data.attempt, worker: event.data.worker, startedAt: event.at, error: null, queuePosition: null }
     case 'progress': {
       const { stage, percent, message } = event.data
       const stageChanged = stage !== undefined && stage !== state.progress.stage
       return {
-        ...base,
+        ...state,
+        status,
+        seq,
+        updatedAt,
         progress: {
           stage: stage ?? state.progress.stage,
           percent: percent ?? (stageChanged ? null : state.progress.percent),
@@ -64,20 +68,32 @@ export function applyEvent(state: JobState | null, event: JobEvent): JobState {
       }
     }
     case 'item':
-      return { ...base, items: upsertItem(state.items, event.data, event.at) }
+      return { ...state, status, seq, updatedAt, items: upsertItem(state.items, event.data, event.at) }
     case 'chunk':
-      return { ...base, text: state.text + event.data.text }
+      return { ...state, status, seq, updatedAt, text: state.text + event.data.text }
     case 'checkpoint':
-      return { ...base, checkpoint: event.data.data }
+      return { ...state, status, seq, updatedAt, checkpoint: event.data.data }
     case 'completed':
-      return { ...base, result: event.data.result, finishedAt: event.at, progress: { ...state.progress, percent: 100 }, queuePosition: null }
+      return {
+        ...state,
+        status,
+        seq,
+        updatedAt,
+        result: event.data.result,
+        finishedAt: event.at,
+        progress: { ...state.progress, percent: 100 },
+        queuePosition: null,
+      }
     case 'failed':
-      return { ...base, error: { ...event.data }, finishedAt: event.at, queuePosition: null }
+      return { ...state, status, seq, updatedAt, error: { ...event.data }, finishedAt: event.at, queuePosition: null }
     case 'cancelled':
-      return { ...base, finishedAt: event.at, queuePosition: null }
+      return { ...state, status, seq, updatedAt, finishedAt: event.at, queuePosition: null }
     case 'requeued':
       return {
-        ...base,
+        ...state,
+        status,
+        seq,
+        updatedAt,
         worker: null,
         finishedAt: null,
         result: null,

@@ -9,6 +9,13 @@ export interface StreamSink {
    * (`performance.now()` at fan-out) is given for live events, not for replays and snapshots.
    */
   write(messages: readonly StreamMessage[], publishedAt?: number): void
+  /**
+   * Consecutive events of the job, each the next seq, in order: the same as `write` with one
+   * `event` message each. Live batches come as the array the store published, the same object for
+   * every subscriber of the job, so a transport can encode it once for all of them (never mutate
+   * it). A sink without it gets `write`.
+   */
+  events?(batch: readonly JobEvent[], publishedAt?: number): void
   /** The subscription is over: after a terminal event, or after an error message. */
   end(): void
 }
@@ -125,13 +132,33 @@ export class JobSubscription {
 
   /** Delivers the events that extend the last seq, drops the ones already delivered. */
   #deliver(events: readonly JobEvent[], publishedAt?: number): void {
-    let out: StreamMessage[] | null = null
+    const base = this.#last
+    // A live batch in order (the usual case) goes to the sink as it is: the array the store
+    // published, shared by every subscriber of the job.
+    let whole = true
+    for (let i = 0; i < events.length; i++) {
+      if ((events[i] as JobEvent).seq !== base + 1 + i) {
+        whole = false
+        break
+      }
+    }
+    let batch: readonly JobEvent[]
+    if (whole) {
+      batch = events
+    } else {
+      const picked: JobEvent[] = []
+      let last = base
+      for (const event of events) {
+        if (event.seq !== last + 1) continue
+        picked.push(event)
+        last = event.seq
+      }
+      batch = picked
+    }
     let terminal = false
     let queueChanged = false
-    for (const event of events) {
-      if (event.seq !== this.#last + 1) continue
-      this.#last = event.seq
-      ;(out ??= []).push({ type: 'event', event })
+    for (let i = 0; i < batch.length; i++) {
+      const event = batch[i] as JobEvent
       const queued = event.type === 'requeued' || (this.#queued && event.type !== 'started' && !isTerminalEvent(event.type))
       if (queued !== this.#queued) {
         this.#queued = queued
@@ -139,11 +166,18 @@ export class JobSubscription {
       }
       if (isTerminalEvent(event.type)) {
         terminal = true
+        // Nothing follows a terminal event (the state machine refuses it), but never send past one.
+        if (i < batch.length - 1) batch = batch.slice(0, i + 1)
         break
       }
     }
+    const last = batch[batch.length - 1]
+    if (last !== undefined) {
+      this.#last = last.seq
+      if (this.sink.events !== undefined) this.sink.events(batch, publishedAt)
+      else this.sink.write(batch.map((event) => ({ type: 'event', event })), publishedAt)
+    }
     if (this.#last > this.#knownHead) this.#knownHead = this.#last
-    if (out !== null) this.sink.write(out, publishedAt)
     if (terminal) this.close()
     else if (queueChanged && !this.#catchingUp) void this.#followQueue()
   }

@@ -5,6 +5,7 @@ import Database from 'better-sqlite3'
 import { applyEvent, JobwireError, type JobEvent, type JobState, type Owner } from '@jobwire/protocol'
 import { applyPlan, createdEvent, decodeCursor, encodeCursor, expiryOf, isQueuedForDispatch, type AppliedPlan } from '../core/apply.js'
 import { FanOut } from '../core/fan-out.js'
+import { runAtEndOfTurn } from '../core/turn.js'
 import { QueueOrder } from './queue-order.js'
 import {
   defaultRetention,
@@ -367,7 +368,7 @@ export class SqliteStore implements Store {
       return Promise.reject(error)
     }
     return new Promise<R>((resolve, reject) => {
-      if (this.#group.length === 0) setImmediate(() => this.#commitGroup())
+      if (this.#group.length === 0) setImmediate(() => runAtEndOfTurn(() => this.#commitGroup()))
       this.#group.push({ work, done: done as (value: unknown) => unknown, resolve: resolve as (value: unknown) => void, reject })
     })
   }

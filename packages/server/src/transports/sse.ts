@@ -1,7 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { encodeSseEvent, encodeSseMessage, JobwireError, sseHeartbeat, type JobEvent, type StreamMessage } from '@jobwire/protocol'
 import type { JobSubscription, StreamSink } from '../core/subscription.js'
-import { TickFlusher, type DeliveryObserver } from './tick-flush.js'
+import { PendingRun, PerBatch, TickFlusher, type DeliveryObserver } from './tick-flush.js'
 
 export interface SseOptions {
   /** Interval of `: heartbeat` comments, which keep proxies from timing out and let clients detect a dead link. */
@@ -23,7 +23,9 @@ export const sseHeaders = {
   'X-Accel-Buffering': 'no',
 } as const
 
-// Each event is encoded once, however many subscribers it goes to.
+// Events written one by one (replays) are encoded once, however many subscribers they go to. Live
+// batches are encoded as a whole instead (batchFrames), and do not fill this: an entry lives as long
+// as its event, which the job's log keeps.
 const encoded = new WeakMap<JobEvent, string>()
 function encodeOnce(event: JobEvent): string {
   let frame = encoded.get(event)
@@ -34,16 +36,16 @@ function encodeOnce(event: JobEvent): string {
   return frame
 }
 
+// A live batch is encoded once, whoever it goes to: the frames of its events, back to back.
+const batchFrames = new PerBatch<string>((batch) => (batch.length === 1 ? encodeSseEvent(batch[0] as JobEvent) : batch.map(encodeSseEvent).join('')))
+
 const flusher = new TickFlusher<SseConnection>()
 
 /** One open SSE response. Writes made in one turn of the event loop go out as one socket write. */
 class SseConnection implements StreamSink {
   #pending = ''
-  /** Whether #pending holds exactly the frames of events #runFirst..#runLast of job #runJob. */
-  #run = false
-  #runJob = ''
-  #runFirst = 0
-  #runLast = 0
+  /** Whether #pending holds exactly the frames of a run of one job's events. */
+  readonly #run = new PendingRun()
   #open = false
   #ended = false
   #wroteSince = false
@@ -61,23 +63,24 @@ class SseConnection implements StreamSink {
     if (publishedAt !== undefined && this.#publishedAt === 0) this.#publishedAt = publishedAt
     for (const message of messages) {
       if (message.type !== 'event') {
-        this.#run = false
+        this.#run.end()
         this.#pending += encodeSseMessage(message)
         continue
       }
       const event = message.event
-      if (this.#pending === '') {
-        this.#run = true
-        this.#runJob = event.jobId
-        this.#runFirst = event.seq
-        this.#runLast = event.seq
-      } else if (this.#run && event.seq === this.#runLast + 1 && event.jobId === this.#runJob) {
-        this.#runLast = event.seq
-      } else {
-        this.#run = false
-      }
+      this.#run.extend(this.#pending === '', event.jobId, event.seq, event.seq)
       this.#pending += encodeOnce(event)
     }
+    this.#schedule()
+  }
+
+  events(batch: readonly JobEvent[], publishedAt?: number): void {
+    const first = batch[0]
+    const last = batch[batch.length - 1]
+    if (first === undefined || last === undefined) return
+    if (publishedAt !== undefined && this.#publishedAt === 0) this.#publishedAt = publishedAt
+    this.#run.extend(this.#pending === '', first.jobId, first.seq, last.seq)
+    this.#pending += batchFrames.get(batch)
     this.#schedule()
   }
 
@@ -112,7 +115,7 @@ class SseConnection implements StreamSink {
     flusher.forget(this)
     if (this.res.destroyed || this.res.writableEnded) return
     if (this.#pending !== '') {
-      this.res.write(this.#run ? flusher.sharedBytes(this.#runJob, this.#runFirst, this.#runLast, this.#pending) : this.#pending)
+      this.res.write(this.#run.active ? flusher.bytesOf(this.#run, () => this.#pending) : this.#pending)
       this.#pending = ''
       this.#wroteSince = true
       if (this.#publishedAt !== 0) {

@@ -1,3 +1,62 @@
+import type { JobEvent } from '@jobwire/protocol'
+import { atEndOfTurn } from '../core/turn.js'
+
+/**
+ * Something derived once per published batch — the same array for every subscriber of the job
+ * (see `StreamSink.events`) — such as its encoding. Subscribers of one job get it one after
+ * another, so the last batch is checked first; the others are remembered until they are dropped.
+ */
+export class PerBatch<T> {
+  readonly #values = new WeakMap<readonly JobEvent[], T>()
+  #lastBatch: readonly JobEvent[] | null = null
+  #lastValue: T | null = null
+
+  constructor(private readonly derive: (batch: readonly JobEvent[]) => T) {}
+
+  get(batch: readonly JobEvent[]): T {
+    if (batch === this.#lastBatch) return this.#lastValue as T
+    let value = this.#values.get(batch)
+    if (value === undefined) {
+      value = this.derive(batch)
+      this.#values.set(batch, value)
+    }
+    this.#lastBatch = batch
+    this.#lastValue = value
+    return value
+  }
+}
+
+/**
+ * What a connection's pending writes hold, as far as sharing goes: while they are exactly the
+ * consecutive events `first`..`last` of one job (what live fan-out leaves on every subscriber of
+ * the job), their bytes can be shared within a flush (`TickFlusher.sharedBytes`).
+ */
+export class PendingRun {
+  active = false
+  jobId = ''
+  first = 0
+  last = 0
+
+  /** Events `first`..`last` of `jobId` were queued behind what was pending (`wasEmpty`: nothing). */
+  extend(wasEmpty: boolean, jobId: string, first: number, last: number): void {
+    if (wasEmpty) {
+      this.active = true
+      this.jobId = jobId
+      this.first = first
+      this.last = last
+    } else if (this.active && first === this.last + 1 && jobId === this.jobId) {
+      this.last = last
+    } else {
+      this.active = false
+    }
+  }
+
+  /** Something else was queued (or pending entries merged): the bytes are this connection's own. */
+  end(): void {
+    this.active = false
+  }
+}
+
 /** Hears a transport's publish→deliver latency, in seconds (metrics). */
 export type DeliveryObserver = (seconds: number) => void
 
@@ -11,7 +70,7 @@ export type DeliveryObserver = (seconds: number) => void
 export class TickFlusher<C extends { flush(): void }> {
   readonly #dirty = new Set<C>()
   #scheduled = false
-  #shared: { jobId: string; first: number; last: number; length: number; bytes: Buffer } | null = null
+  #shared: { jobId: string; first: number; last: number; bytes: Buffer } | null = null
   #flushing = false
   /** Per latency observer: the oldest fan-out time among the live events written in this flush. */
   readonly #oldest = new Map<DeliveryObserver, number>()
@@ -20,7 +79,7 @@ export class TickFlusher<C extends { flush(): void }> {
     this.#dirty.add(connection)
     if (this.#scheduled) return
     this.#scheduled = true
-    setImmediate(() => this.#flushAll())
+    atEndOfTurn(() => this.#flushAll())
   }
 
   /** The connection flushed (or ended) on its own. */
@@ -28,13 +87,17 @@ export class TickFlusher<C extends { flush(): void }> {
     this.#dirty.delete(connection)
   }
 
-  /** The bytes of `text`, which holds exactly the frames of events `first`..`last` of `jobId`, shared within one flush. */
-  sharedBytes(jobId: string, first: number, last: number, text: string): Buffer {
+  /**
+   * The bytes of a connection's pending `text()`. While that is a run of events (`run.active`),
+   * connections with the same run pending share one Buffer within a flush, and only the first of
+   * them builds the text.
+   */
+  bytesOf(run: PendingRun, text: () => string): Buffer {
+    if (!run.active) return Buffer.from(text())
+    const { jobId, first, last } = run
     const shared = this.#shared
-    if (shared !== null && shared.jobId === jobId && shared.first === first && shared.last === last && shared.length === text.length) {
-      return shared.bytes
-    }
-    this.#shared = { jobId, first, last, length: text.length, bytes: Buffer.from(text) }
+    if (shared !== null && shared.jobId === jobId && shared.first === first && shared.last === last) return shared.bytes
+    this.#shared = { jobId, first, last, bytes: Buffer.from(text()) }
     return this.#shared.bytes
   }
 

@@ -8,7 +8,7 @@ import {
   type WsServerMessage,
 } from '@jobwire/protocol'
 import { CoalescedRun } from './ws-coalesce.js'
-import { TickFlusher, type DeliveryObserver } from './tick-flush.js'
+import { PendingRun, PerBatch, TickFlusher, type DeliveryObserver } from './tick-flush.js'
 
 /** What a connection needs to know about flow control (see config: `ws*`). */
 export interface WsFlowSettings {
@@ -32,16 +32,33 @@ export interface WsFlowSettings {
 /** Receives each client message (one line of a text frame) that passed the flood check. */
 export type LineHandler = (line: string) => void
 
-// Each event is encoded once, however many sockets it goes to.
+function frameOf(event: JobEvent): string {
+  return `{"type":"event","event":${JSON.stringify(event)}}`
+}
+
+// Events sent one by one (replays, readers that fell behind) are encoded once, however many
+// sockets they go to. Live batches are encoded as a whole instead (encodedBatches), and do not
+// fill this: a cache entry lives as long as its event, which the job's log keeps.
 const encodedEvents = new WeakMap<JobEvent, string>()
 function encodeEvent(event: JobEvent): string {
   let text = encodedEvents.get(event)
   if (text === undefined) {
-    text = `{"type":"event","event":${JSON.stringify(event)}}`
+    text = frameOf(event)
     encodedEvents.set(event, text)
   }
   return text
 }
+
+/** A live batch, encoded once whoever it goes to, and the stage it leaves the job in (undefined: unchanged). */
+interface EncodedBatch {
+  text: string
+  stage: string | null | undefined
+}
+const encodedBatches = new PerBatch<EncodedBatch>((batch) => {
+  let stage: string | null | undefined
+  for (const event of batch) if (event.type === 'progress' && event.data.stage !== undefined) stage = event.data.stage
+  return { text: batch.length === 1 ? frameOf(batch[0] as JobEvent) : batch.map(frameOf).join('\n'), stage }
+})
 
 const flusher = new TickFlusher<WsConnection>()
 
@@ -62,6 +79,8 @@ function encodeRun(run: CoalescedRun): string {
   return message.type === 'event' ? encodeEvent(message.event) : JSON.stringify(message)
 }
 
+const textOf = (entry: Outgoing): string => entry.text ?? encodeRun(entry.run as CoalescedRun)
+
 /**
  * One WebSocket's framing and flow control: coalesced per-tick writes, backpressure (latest-wins
  * coalescing, then `slow_consumer`), heartbeats and dead-peer pings, and the inbound flood check.
@@ -72,11 +91,8 @@ export class WsConnection {
   #pendingChars = 0
   /** Bytes handed to the socket whose write has not completed. */
   #inflight = 0
-  /** Whether #pending is exactly the events #runFirst..#runLast of job #runJob, unmerged. */
-  #run = false
-  #runJob = ''
-  #runFirst = 0
-  #runLast = 0
+  /** Whether #pending is exactly a run of one job's events, unmerged. */
+  readonly #run = new PendingRun()
   /** Per job: its last pending entry when that is a latest-wins event (or run), so later ones can merge. */
   readonly #mergeable = new Map<string, Outgoing>()
   /** Per job: the stage in effect after everything queued so far (undefined: unknown). */
@@ -128,7 +144,7 @@ export class WsConnection {
         this.#pushEvent(message.event)
         continue
       }
-      this.#run = false
+      this.#run.end()
       switch (message.type) {
         case 'subscribed':
           this.#mergeable.delete(message.jobId)
@@ -154,6 +170,34 @@ export class WsConnection {
     flusher.schedule(this)
   }
 
+  /**
+   * Sends consecutive events of one job (see `StreamSink.events`). While the reader keeps up, the
+   * batch is queued as one entry with the encoding every subscriber shares; when it would take the
+   * reader past `coalesceAfterBytes`, event by event, so latest-wins ones merge.
+   */
+  sendEvents(batch: readonly JobEvent[], publishedAt?: number): void {
+    const first = batch[0]
+    const last = batch[batch.length - 1]
+    if (this.#closed || first === undefined || last === undefined) return
+    if (publishedAt !== undefined && this.#publishedAt === 0) this.#publishedAt = publishedAt
+    const encoded = encodedBatches.get(batch)
+    if (this.lagBytes + encoded.text.length > this.settings.coalesceAfterBytes) {
+      for (const event of batch) this.#pushEvent(event)
+    } else {
+      const { jobId } = first
+      // Later events of the job must not merge into an entry queued before this batch.
+      if (this.#mergeable.size > 0) this.#mergeable.delete(jobId)
+      if (encoded.stage !== undefined) this.#stages.set(jobId, encoded.stage)
+      this.#run.extend(this.#pending.length === 0, jobId, first.seq, last.seq)
+      this.#push({ text: encoded.text, chars: encoded.text.length, latest: null, run: null })
+    }
+    if (this.lagBytes > this.settings.maxBufferBytes && this.#inflight > this.settings.coalesceAfterBytes) {
+      this.#slowConsumer()
+      return
+    }
+    flusher.schedule(this)
+  }
+
   /** Forgets what coalescing kept about a job whose stream ended. */
   forgetJob(jobId: string): void {
     this.#mergeable.delete(jobId)
@@ -168,7 +212,7 @@ export class WsConnection {
       const open = this.#mergeable.get(event.jobId)
       // Unsent bytes, queued or in flight, past the threshold: the reader is behind, latest wins.
       if (open !== undefined && this.lagBytes > this.settings.coalesceAfterBytes && this.#merge(open, event, text.length)) {
-        this.#run = false
+        this.#run.end()
         this.coalesced++
         this.#trackStage(event)
         return
@@ -182,16 +226,7 @@ export class WsConnection {
     }
     if (entry.latest !== null) this.#mergeable.set(event.jobId, entry)
     this.#trackStage(event)
-    if (this.#pending.length === 0) {
-      this.#run = true
-      this.#runJob = event.jobId
-      this.#runFirst = event.seq
-      this.#runLast = event.seq
-    } else if (this.#run && event.jobId === this.#runJob && event.seq === this.#runLast + 1) {
-      this.#runLast = event.seq
-    } else {
-      this.#run = false
-    }
+    this.#run.extend(this.#pending.length === 0, event.jobId, event.seq, event.seq)
     this.#push(entry)
   }
 
@@ -229,13 +264,12 @@ export class WsConnection {
       return
     }
     const pending = this.#pending
-    const textOf = (entry: Outgoing): string => entry.text ?? encodeRun(entry.run as CoalescedRun)
-    const text = pending.length === 1 ? textOf(pending[0] as Outgoing) : pending.map(textOf).join('\n')
-    const bytes = this.#run ? flusher.sharedBytes(this.#runJob, this.#runFirst, this.#runLast, text) : Buffer.from(text)
+    const text = (): string => (pending.length === 1 ? textOf(pending[0] as Outgoing) : pending.map(textOf).join('\n'))
+    const bytes = flusher.bytesOf(this.#run, text)
     this.#pending = []
     this.#pendingChars = 0
     this.#mergeable.clear()
-    this.#run = false
+    this.#run.end()
     this.#inflight += bytes.length
     this.#wroteSince = true
     if (this.#publishedAt !== 0) {
@@ -264,7 +298,7 @@ export class WsConnection {
   /** Sends what is pending and an `error`, however congested, and closes with the error's close code. */
   fail(error: JobwireError): void {
     if (this.#closed) return
-    const texts = this.#pending.map((entry) => entry.text ?? encodeRun(entry.run as CoalescedRun))
+    const texts = this.#pending.map(textOf)
     texts.push(JSON.stringify({ type: 'error', error: error.toBody() } satisfies WsServerMessage))
     this.socket.send(texts.join('\n'))
     this.close(closeCodeOf(error.code), error.code)

@@ -1,5 +1,6 @@
 import {
   JobwireError,
+  type JobEvent,
   type Owner,
   type StreamMessage,
   type WsClientMessage,
@@ -211,6 +212,13 @@ export class WsSession {
           stream.started = true
         }
         this.connection.send(out, publishedAt)
+      },
+      events: (batch: readonly JobEvent[], publishedAt?: number) => {
+        const last = batch[batch.length - 1]
+        if (stream.closed || this.#closed || last === undefined) return
+        stream.position = last.seq
+        stream.started = true
+        this.connection.sendEvents(batch, publishedAt)
       },
       // The subscription is over (terminal event or error): the job leaves this socket.
       end: () => this.#forget(stream),

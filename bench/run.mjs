@@ -24,7 +24,10 @@
 // Fairness on a shared machine: all servers run side by side and are measured in interleaved slices
 // of BENCH_SLICE seconds (rotating order), so drifting background load hits them alike; a slice
 // during which other processes used more than BENCH_NOISE (0.3) cores is measured again (a bounded
-// number of times) and the table reports that background load.
+// number of times) and the table reports that background load. Likewise a SQLite create slice
+// during which the disk itself stalled: a probe process beside the database appends 4 KiB and
+// fdatasyncs every 50 ms (bench/disk-probe.mjs), and a slice in which one of those took more than
+// BENCH_DISK_STALL_MS (50) is measured again; the stalls are printed under the table.
 //
 // Output: Markdown tables on stdout, bench/results/latest.json. BENCH_CPU_PROF=1 runs the servers
 // under --cpu-prof (bench/results/profiles/; summarize with node bench/profile-summary.mjs FILE).
@@ -47,6 +50,8 @@ const BATCH = env('BENCH_BATCH', 10)
 const WINDOW = env('BENCH_WINDOW', BATCH * 2)
 const INFLIGHT = env('BENCH_INFLIGHT', 2)
 const NOISE = env('BENCH_NOISE', 0.3)
+/** A SQLite create slice during which the disk probe saw an fdatasync longer than this (ms) is measured again. */
+const DISK_STALL = env('BENCH_DISK_STALL_MS', 50)
 const PACED = env('BENCH_PACED', 0.7)
 const MAX_RETRIES = env('BENCH_MAX_RETRIES', 8)
 const QUIET_WAIT = env('BENCH_QUIET_WAIT', 30)
@@ -276,10 +281,17 @@ async function fsyncProbe(count = 200) {
 async function createPhase() {
   const servers = []
   const client = start('create-client.mjs', [API_KEY])
+  let probe = null
   try {
     for (const kind of ['sqlite', 'memory']) servers.push(await startServer(kind))
     await nextMessage(client, 'ready')
-    const acc = new Map(servers.map((s) => [s, { samples: [], errors: 0, firstError: null, maxLateMs: 0, seconds: 0, serverMs: 0, otherMs: 0, retried: 0 }]))
+    // Beside the SQLite server's database, on the same filesystem: was it the disk that stalled?
+    const sqliteDir = servers.find((server) => server.kind === 'sqlite')?.dataDir
+    if (sqliteDir) {
+      probe = start('disk-probe.mjs', [sqliteDir])
+      await nextMessage(probe, 'ready')
+    }
+    const acc = new Map(servers.map((s) => [s, { samples: [], errors: 0, firstError: null, maxLateMs: 0, seconds: 0, serverMs: 0, otherMs: 0, retried: 0, diskRetried: 0, stalls: [], diskMaxMs: 0 }]))
     // Warm-up: one unrecorded second each (JIT, SQLite page cache, pools).
     for (const server of servers) await ask(client, { type: 'slice', url: server.url, rate: CREATE_RATE, seconds: 1 }, 'sliced', 30_000)
     let lastCpu = 0
@@ -291,9 +303,11 @@ async function createPhase() {
           const machine0 = machineCpuMs()
           const own0 = ownCpuMs()
           const s0 = await serverCpuMs(server)
+          if (probe !== null) await ask(probe, { type: 'mark' }, 'marked')
           const t0 = performance.now()
           const r = await ask(client, { type: 'slice', url: server.url, rate: CREATE_RATE, seconds: SLICE }, 'sliced', (SLICE + 30) * 1000)
           const elapsed = performance.now() - t0
+          const disk = probe === null ? null : await ask(probe, { type: 'read' }, 'disk')
           const serverMs = (await serverCpuMs(server)) - s0
           const clientMs = r.cpuMs - lastCpu
           lastCpu = r.cpuMs
@@ -304,6 +318,15 @@ async function createPhase() {
             process.stderr.write(`bench:   ${server.name}: other processes used ${(otherMs / elapsed).toFixed(2)} cores during a slice; measuring it again\n`)
             continue
           }
+          // Only SQLite commits wait for the disk: a slice in which the disk itself stalled is measured again.
+          if (server.kind === 'sqlite' && disk !== null && disk.maxMs > DISK_STALL && mayRetry()) {
+            retriesLeft--
+            a.diskRetried++
+            a.stalls.push(round(disk.maxMs, 1))
+            process.stderr.write(`bench:   ${server.name}: the disk stalled (an fdatasync beside it took ${disk.maxMs.toFixed(1)} ms); measuring the slice again\n`)
+            continue
+          }
+          if (disk !== null) a.diskMaxMs = Math.max(a.diskMaxMs, disk.maxMs)
           a.samples.push(...r.samples)
           a.errors += r.errors
           a.firstError ??= r.firstError
@@ -333,9 +356,13 @@ async function createPhase() {
         otherCpu: round(Math.max(0, a.otherMs / 1000 / a.seconds), 2),
         clientMaxLateMs: round(a.maxLateMs, 2),
         retriedSlices: a.retried,
+        diskRetriedSlices: a.diskRetried,
+        diskStallsMs: a.stalls,
+        diskMaxMs: round(a.diskMaxMs, 2),
       }
     })
   } finally {
+    if (probe !== null) await stopChild(probe)
     await stopChild(client)
     for (const server of servers) await stopServer(server)
   }
@@ -696,6 +723,11 @@ if (results.create.length > 0) {
     lines.push(`| *(disk alone: fdatasync of a 4 KiB append, ×${f.count})* | | | ${fmt(f.p50)} | ${fmt(f.p99)} | ${fmt(f.max)} | | | |`)
   }
   for (const r of results.create) if (r.firstError) lines.push(`- ${r.name}: ${r.firstError}`)
+  for (const r of results.create) {
+    if (r.store !== 'sqlite') continue
+    const stalls = r.diskStallsMs.length === 0 ? 'none' : `${r.diskStallsMs.length} slice(s) measured again, the disk having stalled for ${r.diskStallsMs.join(', ')} ms`
+    lines.push('', `Disk beside the SQLite file during its slices (a 4 KiB append + fdatasync every 50 ms in another process): longest fdatasync in the slices kept ${fmt(r.diskMaxMs)} ms; stalls over ${DISK_STALL} ms: ${stalls}.`)
+  }
   lines.push('')
 }
 if (results.fanout.length > 0) {

@@ -1,8 +1,10 @@
+import { createHash } from 'node:crypto'
 import { afterAll, afterEach, describe, expect, it, vi } from 'vitest'
 import { JobwireError, type ErrorCode, type JobEvent, type StreamMessage } from '@jobwire/protocol'
 import { Dispatcher, epochSeqGap, JobService, type RedisStore, type StreamSink } from '@jobwire/server'
 import { adminClient, deleteKeys, openRedisStore, redisReachable, redisUrl, testPrefix } from './redis-fixtures/redis.js'
 import { startTcpProxy, type TcpProxy } from './redis-fixtures/tcp-proxy.js'
+import { loadScript } from '../src/stores/redis-scripts.js'
 
 /**
  * Several Jobwire nodes in one process: RedisStores on one prefix, each with its own JobService
@@ -117,6 +119,28 @@ if (redisReachable('Redis store: several nodes')) {
       expect(new Set(texts).size).toBe(150)
       expect((await node(nodes, 2).service.getJob(job.id)).text).toBe(texts.join(''))
       expect(results.flatMap((r) => r.events).sort((x, y) => x.seq - y.seq)).toEqual(log?.events.slice(1))
+    })
+
+    it('a node writes a job it wrote last without reading it first, and a write made through another node meanwhile is caught by the compare-and-set', async () => {
+      const proxy = await startTcpProxy(redisUrl)
+      cleanups.push(() => proxy.close())
+      const prefix = `${base}:${++runs}`
+      const [a] = await cluster(1, { url: proxy.url, prefix })
+      const [b] = await cluster(1, { prefix })
+      if (a === undefined || b === undefined) throw new Error('two nodes expected')
+      const { job } = await a.service.createJob({ type: 'cached' })
+      const loads = proxy.watch(createHash('sha1').update(loadScript).digest('hex'))
+      for (let i = 0; i < 5; i++) await a.service.appendEvents(job.id, [chunk(`a${i}`)])
+      // The first write reads the job; the next four start from what node A committed.
+      expect(loads()).toBe(1)
+      await b.service.appendEvents(job.id, [chunk('b')])
+      await a.service.appendEvents(job.id, [chunk('a5')])
+      // Node A's copy was stale: its commit was refused, it read the job again and wrote after B's event.
+      expect(loads()).toBe(2)
+      const log = await b.store.readLog(job.id, 0, 100)
+      expect(log?.events.map((e) => e.seq)).toEqual(Array.from({ length: 9 }, (_, i) => i + 1))
+      expect((await b.service.getJob(job.id)).text).toBe('a0a1a2a3a4ba5')
+      expect((await a.service.getJob(job.id)).seq).toBe(9)
     })
 
     it('8 claimers on 3 nodes over 200 jobs: every job claimed exactly once, none left queued', async () => {

@@ -114,12 +114,17 @@ return {1, ord}
 /**
  * Commits what JavaScript computed from version `ver` of the job, if the job is still at that
  * version and in the current generation; else returns 0 and the caller reloads (which moves the
- * job to the new epoch if the generation changed) and recomputes.
+ * job to the new epoch if the generation changed) and recomputes. On success the job's version
+ * becomes the one the caller chose, a random integer below 2^52, so that it can keep the state
+ * with it and commit its next write without reloading: a version is never reached twice (after
+ * Redis rolls a job back to an older dump, writes through other nodes cannot count their way back
+ * to a version a node still holds, as they could with a counter).
  * KEYS: 1 job, 2 log, 3 old status index, 4 new status index, 5 queue, 6 delayed, 7 leases, 8 expiry, 9 generation.
  * ARGV: 1 ver, 2 the job's generation as loaded, 3 state JSON, 4 seq, 5 status, 6 lease JSON ('' none), 7 lease
  *       expiry ('' when it cannot lapse), 8 availableAt, 9 queued after (1/0), 10 queued before,
  *       11 ordinal, 12 id, 13 expiresAt ('' never), 14 keep log entries from this seq, 15 job
- *       channel, 16 queue channel, 17 events JSON array, 18 event count, then seq, JSON per event.
+ *       channel, 16 queue channel, 17 events JSON array, 18 event count, 19 the new version, then
+ *       seq, JSON per event.
  */
 export const commitScript = `
 local current = redis.call('HMGET', KEYS[1], 'ver', 'inc')
@@ -128,14 +133,14 @@ local n = tonumber(ARGV[18])
 if n > 0 then
   -- A log that runs past the job's head (it outlived a rollback of the hash) cannot be continued.
   local newest = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
-  if newest[1] and tonumber(string.match(newest[1][1], '^(%d+)')) >= tonumber(ARGV[19]) then redis.call('DEL', KEYS[2]) end
+  if newest[1] and tonumber(string.match(newest[1][1], '^(%d+)')) >= tonumber(ARGV[20]) then redis.call('DEL', KEYS[2]) end
   for i = 0, n - 1 do
-    redis.call('XADD', KEYS[2], ARGV[19 + 2 * i] .. '-0', 'e', ARGV[20 + 2 * i])
+    redis.call('XADD', KEYS[2], ARGV[20 + 2 * i] .. '-0', 'e', ARGV[21 + 2 * i])
   end
   if tonumber(ARGV[14]) > 1 then redis.call('XTRIM', KEYS[2], 'MINID', ARGV[14]) end
 end
 redis.call('HSET', KEYS[1], 'state', ARGV[3], 'seq', ARGV[4], 'status', ARGV[5], 'avail', ARGV[8])
-redis.call('HINCRBY', KEYS[1], 'ver', 1)
+redis.call('HSET', KEYS[1], 'ver', ARGV[19])
 if ARGV[6] == '' then redis.call('HDEL', KEYS[1], 'lease') else redis.call('HSET', KEYS[1], 'lease', ARGV[6]) end
 if ARGV[7] == '' then redis.call('ZREM', KEYS[7], ARGV[12]) else redis.call('ZADD', KEYS[7], ARGV[7], ARGV[12]) end
 if KEYS[3] ~= KEYS[4] then

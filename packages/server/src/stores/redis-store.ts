@@ -157,6 +157,13 @@ export class RedisStore implements Store {
   readonly #queueListeners = new Map<string, number>()
   readonly #waiters = new Set<() => void>()
   readonly #appends = new Map<string, PendingAppend[]>()
+  /**
+   * Per job, the record as this node last committed it: the next write through this node starts
+   * from it instead of reading the job again, and the commit's compare-and-set catches a write made
+   * elsewhere (then it reloads). Oldest first, at most `#committedLimit`.
+   */
+  readonly #committed = new Map<string, Loaded>()
+  readonly #committedLimit = 10_000
   #claims: Promise<unknown> = Promise.resolve()
   /** The Redis server's run_id, read on every (re)connect: null until known. */
   #runId: string | null = null
@@ -186,7 +193,8 @@ export class RedisStore implements Store {
     const probeIntervalMs = options.probeIntervalMs ?? 2000
     this.#probeTimeoutMs = Math.max(1000, probeIntervalMs)
     const connection = failFastConnection(this.#commandTimeoutMs)
-    this.#client = new Redis(options.url, { ...connection, connectionName: `jobwire:${this.#node}` })
+    // Commands issued in one turn (a bulk write's loads, then its commits) leave in one write.
+    this.#client = new Redis(options.url, { ...connection, connectionName: `jobwire:${this.#node}`, enableAutoPipelining: true })
     this.#subscriber = new Redis(options.url, { ...connection, connectionName: `jobwire:${this.#node}:sub` })
 
     this.#client.on('error', (error: Error) => this.#warn('Redis connection error', { error: error.message }))
@@ -474,7 +482,9 @@ export class RedisStore implements Store {
   async #commitGroup(jobId: string, group: PendingAppend[]): Promise<void> {
     try {
       for (let attempt = 0; ; attempt++) {
-        const loaded = await this.#load(jobId)
+        const kept = attempt === 0 ? this.#committed.get(jobId) : undefined
+        if (kept !== undefined) await this.#listening(jobId)
+        const loaded = kept ?? (await this.#load(jobId))
         if (loaded === null) {
           for (const item of group) item.reject(new JobwireError('job_not_found', { jobId }))
           return
@@ -540,8 +550,11 @@ export class RedisStore implements Store {
   async #commit(before: Loaded, job: JobState, lease: Lease | null, avail: number, events: readonly JobEvent[]): Promise<boolean> {
     const k = this.#keys
     const id = job.id
+    // Forgotten until this commit is known to have landed: a write that fails or times out may or may not have.
+    this.#committed.delete(id)
     const expiresAt = expiryOf(job, this.#retention)
     const bodies = events.map((event) => JSON.stringify(event))
+    const ver = String(1 + Math.floor(Math.random() * 2 ** 52))
     const reply = await this.#eval(
       scripts.commit,
       [
@@ -574,10 +587,14 @@ export class RedisStore implements Store {
         k.queueChannel(job.type),
         `[${bodies.join(',')}]`,
         events.length,
+        ver,
         ...events.flatMap((event, i) => [event.seq, bodies[i] as string]),
       ],
     )
-    return reply === 1
+    if (reply !== 1) return false
+    this.#committed.set(id, { job, lease, ver, inc: before.inc, ord: before.ord, avail })
+    if (this.#committed.size > this.#committedLimit) this.#committed.delete(this.#committed.keys().next().value as string)
+    return true
   }
 
   /** Waits a little after a lost compare-and-set, more as conflicts repeat; gives up after 100. */
@@ -667,6 +684,8 @@ export class RedisStore implements Store {
     this.#runId = runId
     const previous = this.#generation
     this.#generation = generation
+    // Whatever Redis held before this connection, it may hold no longer: the next writes read first.
+    this.#committed.clear()
     if (previous !== null && previous !== generation) {
       this.#onWarning('Redis restarted, failed over or lost our keys: jobs that survived start a new epoch, watchers re-read', {
         previous,

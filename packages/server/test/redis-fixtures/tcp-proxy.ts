@@ -10,6 +10,8 @@ export interface TcpProxy {
   readonly url: string
   /** Connections whose first bytes contain `marker` stop passing data both ways, but stay open. */
   blackhole(marker: string): number
+  /** How many times `text` went from the clients to Redis since `watch(text)` (e.g. a script's SHA). */
+  watch(text: string): () => number
   /** Drops every connection and refuses new ones: Redis is unreachable. */
   down(): Promise<void>
   /** Accepts connections again on the same port. */
@@ -28,6 +30,8 @@ interface Link {
 export async function startTcpProxy(upstreamUrl: string): Promise<TcpProxy> {
   const target = new URL(upstreamUrl)
   const links = new Set<Link>()
+  /** Per watched text: occurrences so far, and the tail of each link's stream (a match may span chunks). */
+  const watched = new Map<string, { count: number; tails: WeakMap<Link, string> }>()
   let server: Server | null = null
   let port = 0
 
@@ -37,6 +41,11 @@ export async function startTcpProxy(upstreamUrl: string): Promise<TcpProxy> {
     links.add(link)
     client.on('data', (chunk: Buffer) => {
       if (link.hello.length < 4096) link.hello += chunk.toString('latin1')
+      for (const [text, seen] of watched) {
+        const stream = (seen.tails.get(link) ?? '') + chunk.toString('latin1')
+        for (let at = stream.indexOf(text); at !== -1; at = stream.indexOf(text, at + text.length)) seen.count++
+        seen.tails.set(link, stream.slice(-(text.length - 1)))
+      }
       if (!link.dead) upstream.write(chunk)
     })
     upstream.on('data', (chunk: Buffer) => {
@@ -88,6 +97,11 @@ export async function startTcpProxy(upstreamUrl: string): Promise<TcpProxy> {
         }
       }
       return count
+    },
+    watch(text) {
+      const seen = { count: 0, tails: new WeakMap<Link, string>() }
+      watched.set(text, seen)
+      return () => seen.count
     },
     down: stop,
     up: listen,

@@ -322,7 +322,7 @@ async function createPhase() {
           if (server.kind === 'sqlite' && disk !== null && disk.maxMs > DISK_STALL && mayRetry()) {
             retriesLeft--
             a.diskRetried++
-            a.stalls.push(round(disk.maxMs, 1))
+            a.stalls.push(Number(disk.maxMs.toFixed(1)))
             process.stderr.write(`bench:   ${server.name}: the disk stalled (an fdatasync beside it took ${disk.maxMs.toFixed(1)} ms); measuring the slice again\n`)
             continue
           }

@@ -16,7 +16,8 @@
 //     the time it was due, so falling behind shows up as latency), from BENCH_REDIS_LADDER_START
 //     (20,000) events/s up by BENCH_REDIS_LADDER_STEP (1.25×) while the server delivers ≥ 95 % of
 //     it at p99 < 50 ms, then two halvings between the last rate kept and the first missed; the
-//     highest rate kept is its capacity. The target: Jobwire's capacity ≥ 3× that of Socket.IO +
+//     highest rate kept is its capacity (a step counts as missed when it is missed BENCH_REDIS_STEP_TRIES
+//     (2) times in a row: one stall fails a 3 s step). The target: Jobwire's capacity ≥ 3× that of Socket.IO +
 //     adapter. (Each job's batch of a round is due at its own time, spread evenly over the round.)
 // Latency is publish→receive of every event on every subscriber. Servers and subscribers run in
 // separate processes on 127.0.0.1 (bench/ws/subscribers.mjs). Output: Markdown tables on stdout
@@ -45,6 +46,7 @@ const WINDOW = env('BENCH_REDIS_WINDOW', 2)
 const LADDER_START = env('BENCH_REDIS_LADDER_START', 20_000)
 const LADDER_STEP = env('BENCH_REDIS_LADDER_STEP', 1.25)
 const STEP_SECONDS = env('BENCH_REDIS_STEP_SECONDS', 3)
+const STEP_TRIES = env('BENCH_REDIS_STEP_TRIES', 2)
 /** Producer connections per node (keep-alive, one request at a time each). */
 const CONNECTIONS = env('BENCH_REDIS_CONNECTIONS', 16)
 const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379'
@@ -66,7 +68,9 @@ async function deploy({ kind, nodes: count }) {
   const nodes = []
   for (let i = 0; i < count; i++) {
     const profile = CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${join(here, '../results/profiles')}`, `--cpu-prof-name=redis-${kind}-${count}-${i}-${Date.now()}.cpuprofile`] : []
-    const child = start(join(here, 'targets.mjs'), [kind, API_KEY, REDIS_URL, prefix], profile)
+    // BENCH_REDIS_SERVER_FLAGS: more node flags for the servers under test (e.g. --trace-gc).
+    const flags = [...profile, ...(process.env.BENCH_REDIS_SERVER_FLAGS ? process.env.BENCH_REDIS_SERVER_FLAGS.split(' ') : [])]
+    const child = start(join(here, 'targets.mjs'), [kind, API_KEY, REDIS_URL, prefix], flags)
     const { url } = await next(child, 'ready')
     nodes.push({ child, url, pool: new Pool(url, { connections: CONNECTIONS, pipelining: 1 }) })
   }
@@ -215,13 +219,20 @@ for (const t of TARGETS) {
   const best = { ...t, ...(await measure(target, null)) }
   sustained.push(best)
   let kept = null
+  // A step is missed only when it is missed STEP_TRIES times in a row: one stall of a few tens of
+  // ms on this shared 2-core machine (a GC, the other processes) is enough to push a 3 s step's p99
+  // past 50 ms, for any server. Every server gets the same tries.
   const tryRate = async (rate) => {
-    process.stderr.write(`bench redis: ${label(t)}, paced at ${int(rate)} events/s…\n`)
-    const step = { ...t, ...(await measure(target, rate / (BATCH * SUBSCRIBERS), STEP_SECONDS, 1)) }
-    process.stderr.write(`  delivered ${int(step.eventsPerSecond)} events/s, p50 ${fmt(step.p50Ms)} ms, p99 ${fmt(step.p99Ms)} ms, longest server stall ${fmt(step.loopMaxMs)} ms\n`)
-    const ok = step.eventsPerSecond >= 0.95 * rate && step.p99Ms < 50
-    if (ok) kept = step
-    return ok
+    for (let attempt = 1; attempt <= STEP_TRIES; attempt++) {
+      process.stderr.write(`bench redis: ${label(t)}, paced at ${int(rate)} events/s${attempt > 1 ? `, try ${attempt}` : ''}…\n`)
+      const step = { ...t, ...(await measure(target, rate / (BATCH * SUBSCRIBERS), STEP_SECONDS, 1)) }
+      process.stderr.write(`  delivered ${int(step.eventsPerSecond)} events/s, p50 ${fmt(step.p50Ms)} ms, p99 ${fmt(step.p99Ms)} ms, longest server stall ${fmt(step.loopMaxMs)} ms\n`)
+      if (step.eventsPerSecond >= 0.95 * rate && step.p99Ms < 50) {
+        kept = { ...step, tries: attempt }
+        return true
+      }
+    }
+    return false
   }
   let failed = null
   for (let rate = LADDER_START; rate <= 2 * best.eventsPerSecond; rate *= LADDER_STEP) {
@@ -250,7 +261,7 @@ for (const r of sustained) {
   console.log(`| ${label(r)} | ${int(r.eventsPerSecond)} | ${fmt(r.p50Ms)} | ${fmt(r.p99Ms)} | ${fmt(r.serverCores, 2)} | ${same ? `${fmt(r.eventsPerSecond / same, 2)}×` : 'n/a'} |`)
 }
 const peer = Math.max(...capacity.filter((r) => r.kind === 'socketio').map((r) => r.eventsPerSecond), 0)
-console.log(`\nCapacity at p99 < 50 ms (highest offered rate delivered at ≥ 95 % with p99 < 50 ms; steps of ${LADDER_STEP}× from ${int(LADDER_START)}, then two halvings, ${STEP_SECONDS} s each):\n`)
+console.log(`\nCapacity at p99 < 50 ms (highest offered rate delivered at ≥ 95 % with p99 < 50 ms; steps of ${LADDER_STEP}× from ${int(LADDER_START)}, then two halvings, ${STEP_SECONDS} s each; a step missed ${STEP_TRIES} times in a row ends the climb):\n`)
 console.log('| server | offered events/s | delivered events/s | p50 ms | p99 ms | server cores | vs Socket.IO + adapter, same nodes | vs best Socket.IO + adapter |')
 console.log('|---|---:|---:|---:|---:|---:|---:|---:|')
 for (const r of capacity) {

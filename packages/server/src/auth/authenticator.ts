@@ -13,9 +13,9 @@ export function sha256(text: string): string {
   return createHash('sha256').update(text).digest('hex')
 }
 
-/** Compares in constant time (hashing first makes the lengths equal). */
-export function secretsMatch(candidate: string, expected: string): boolean {
-  return timingSafeEqual(createHash('sha256').update(candidate).digest(), createHash('sha256').update(expected).digest())
+/** Whether `candidate` hashes to `digest` (SHA-256), compared in constant time (hashing makes the lengths equal). */
+function matchesDigest(candidate: string, digest: Buffer): boolean {
+  return timingSafeEqual(createHash('sha256').update(candidate).digest(), digest)
 }
 
 export interface NewApiKey {
@@ -31,6 +31,8 @@ export interface NewApiKey {
  */
 export class Authenticator {
   readonly #revokeListeners = new Set<(keyId: string) => void>()
+  /** The admin key's hash, once: every request is checked against it first. */
+  readonly #adminDigest: Buffer
 
   constructor(
     private readonly options: {
@@ -40,6 +42,7 @@ export class Authenticator {
       appJwt: AppJwtVerifier | null
     },
   ) {
+    this.#adminDigest = createHash('sha256').update(options.adminKey).digest()
     // Keys revoked through other nodes (a shared store) close this node's streams too.
     options.keys.watchRevocations?.((keyId) => this.#announceRevocation(keyId))
   }
@@ -49,7 +52,7 @@ export class Authenticator {
   }
 
   async authenticate(credential: string): Promise<Principal> {
-    if (secretsMatch(credential, this.options.adminKey)) {
+    if (matchesDigest(credential, this.#adminDigest)) {
       return { kind: 'key', keyId: 'bootstrap', role: 'admin', tenant: null, types: null }
     }
     const apiKey = apiKeyPattern.exec(credential)

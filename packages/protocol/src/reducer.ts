@@ -39,77 +39,117 @@ export function applyEvent(state: JobState | null, event: JobEvent): JobState {
     }
   }
   if (state === null) throw new Error(`job ${event.jobId}: ${event.type} before created`)
+  const status = admit(state, event)
+  const next = { ...state }
+  applyTo(next, status, event)
+  return next
+}
+
+/**
+ * Applies consecutive events to `state`: the same result as `applyEvent` one after another, with
+ * one copy of the state for the whole run instead of one per event (a server applies each batch a
+ * producer sends). Never mutates its input; throws as `applyEvent` does, at the first event that
+ * does not belong.
+ */
+export function applyEvents(state: JobState | null, events: Iterable<JobEvent>): JobState | null {
+  let current = state
+  // Whether `current` is this call's own copy, free to change in place.
+  let owned = false
+  for (const event of events) {
+    if (current === null || event.type === 'created') {
+      current = applyEvent(current, event)
+      owned = true
+      continue
+    }
+    const status = admit(current, event)
+    if (!owned) {
+      current = { ...current }
+      owned = true
+    }
+    applyTo(current, status, event)
+  }
+  return current
+}
+
+/** The status `event` leads `state` to, or throws when the event does not belong there. */
+function admit(state: JobState, event: JobEvent): JobState['status'] {
   if (event.jobId !== state.id) throw new Error(`event of job ${event.jobId} applied to job ${state.id}`)
   if (event.seq !== state.seq + 1) throw new Error(`job ${state.id}: seq ${event.seq} follows ${state.seq}`)
   const status = nextStatus(state.status, event.type)
   if (status === 'job_finished' || status === 'invalid_transition') {
     throw new Error(`job ${state.id}: ${event.type} is not allowed while ${state.status}`)
   }
-  // One copy per event (this runs for every event a server commits and every event a client applies).
-  const seq = event.seq
-  const updatedAt = event.at
+  return status
+}
+
+/**
+ * Applies an admitted event to `next`, a copy of the state that nobody else holds yet: it sets
+ * top-level fields only, and replaces (never changes) the objects and arrays they hold, which the
+ * state it was copied from still shares.
+ */
+function applyTo(next: JobState, status: JobState['status'], event: Exclude<JobEvent, { type: 'created' }>): void {
+  next.status = status
+  next.seq = event.seq
+  next.updatedAt = event.at
   switch (event.type) {
     case 'started':
-      return { ...state, status, seq, updatedAt, attempt: event.data.attempt, worker: event.data.worker, startedAt: event.at, error: null, queuePosition: null }
+      next.attempt = event.data.attempt
+      next.worker = event.data.worker
+      next.startedAt = event.at
+      next.error = null
+      next.queuePosition = null
+      return
     case 'progress': {
       const { stage, percent, message } = event.data
-      const stageChanged = stage !== undefined && stage !== state.progress.stage
-      return {
-        ...state,
-        status,
-        seq,
-        updatedAt,
-        progress: {
-          stage: stage ?? state.progress.stage,
-          percent: percent ?? (stageChanged ? null : state.progress.percent),
-          message: message ?? (stageChanged ? null : state.progress.message),
-        },
-        stages: stageChanged ? [...state.stages, { stage, at: event.at }] : state.stages,
+      const before = next.progress
+      const stageChanged = stage !== undefined && stage !== before.stage
+      next.progress = {
+        stage: stage ?? before.stage,
+        percent: percent ?? (stageChanged ? null : before.percent),
+        message: message ?? (stageChanged ? null : before.message),
       }
+      if (stageChanged) next.stages = [...next.stages, { stage, at: event.at }]
+      return
     }
     case 'item':
-      return { ...state, status, seq, updatedAt, items: upsertItem(state.items, event.data, event.at) }
+      next.items = upsertItem(next.items, event.data, event.at)
+      return
     case 'chunk':
-      return { ...state, status, seq, updatedAt, text: state.text + event.data.text }
+      next.text += event.data.text
+      return
     case 'checkpoint':
-      return { ...state, status, seq, updatedAt, checkpoint: event.data.data }
+      next.checkpoint = event.data.data
+      return
     case 'completed':
-      return {
-        ...state,
-        status,
-        seq,
-        updatedAt,
-        result: event.data.result,
-        finishedAt: event.at,
-        progress: { ...state.progress, percent: 100 },
-        queuePosition: null,
-      }
+      next.result = event.data.result
+      next.finishedAt = event.at
+      next.progress = { ...next.progress, percent: 100 }
+      next.queuePosition = null
+      return
     case 'failed':
-      return { ...state, status, seq, updatedAt, error: { ...event.data }, finishedAt: event.at, queuePosition: null }
+      next.error = { ...event.data }
+      next.finishedAt = event.at
+      next.queuePosition = null
+      return
     case 'cancelled':
-      return { ...state, status, seq, updatedAt, finishedAt: event.at, queuePosition: null }
+      next.finishedAt = event.at
+      next.queuePosition = null
+      return
     case 'requeued':
-      return {
-        ...state,
-        status,
-        seq,
-        updatedAt,
-        worker: null,
-        finishedAt: null,
-        result: null,
-        error: event.data.error === undefined ? null : { ...event.data.error, retryable: true },
-        maxAttempts: event.data.maxAttempts ?? state.maxAttempts,
-      }
+      next.worker = null
+      next.finishedAt = null
+      next.result = null
+      next.error = event.data.error === undefined ? null : { ...event.data.error, retryable: true }
+      next.maxAttempts = event.data.maxAttempts ?? next.maxAttempts
+      return
     default:
-      return assertNever(event)
+      assertNever(event)
   }
 }
 
 /** Reduces a whole log (starting with `created`) into the job's state. */
 export function reduceEvents(events: Iterable<JobEvent>, from: JobState | null = null): JobState | null {
-  let state = from
-  for (const event of events) state = applyEvent(state, event)
-  return state
+  return applyEvents(from, events)
 }
 
 function upsertItem(items: ItemState[], data: Extract<JobEvent, { type: 'item' }>['data'], at: string): ItemState[] {

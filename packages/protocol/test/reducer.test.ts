@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest'
 import {
   applyEvent,
+  applyEvents,
   eventTypes,
   jobStatuses,
   needsRunning,
@@ -321,6 +322,52 @@ describe('applyEvent: never mutates its input', () => {
     expect(oldItems[0]?.percent).toBe(10)
     expect(updated.items[0]?.percent).toBe(20)
     expect(updated.items).not.toBe(oldItems)
+  })
+})
+
+describe('applyEvents: a run of events with one copy of the state', () => {
+  const drafts: EventDraft[] = [
+    created,
+    started,
+    { type: 'progress', data: { stage: 's1', percent: 1, message: 'm' } },
+    { type: 'item', data: { id: 'a', label: 'A' } },
+    { type: 'progress', data: { percent: 40 } },
+    { type: 'progress', data: { stage: 's2' } },
+    { type: 'item', data: { id: 'a', status: 'completed' } },
+    { type: 'item', data: { id: 'b' } },
+    { type: 'chunk', data: { text: 'abc' } },
+    { type: 'chunk', data: { text: 'def' } },
+    { type: 'checkpoint', data: { data: { at: 1 } } },
+    { type: 'failed', data: { code: 'x', message: 'y', retryable: true } },
+    { type: 'requeued', data: { reason: 'retry', attempt: 1, retryAt: null, maxAttempts: 5 } },
+    { type: 'started', data: { attempt: 2, worker: null } },
+    { type: 'completed', data: { result: 42 } },
+  ]
+
+  it('gives the state applyEvent gives one event at a time, for every split of the log into runs, and never changes its input', () => {
+    const log = logOf(drafts)
+    const oneByOne: JobState[] = []
+    let state: JobState | null = null
+    for (const event of log) oneByOne.push((state = applyEvent(state, event)))
+    for (let from = 0; from < log.length; from++) {
+      for (let to = from + 1; to <= log.length; to++) {
+        const before = from === 0 ? null : deepFreeze(structuredClone(oneByOne[from - 1] as JobState))
+        const copy = before === null ? null : structuredClone(before)
+        const after = applyEvents(before, deepFreeze(log.slice(from, to)))
+        expect(after).toEqual(oneByOne[to - 1])
+        expect(before).toEqual(copy)
+        if (before !== null) expect(after).not.toBe(before)
+      }
+    }
+  })
+
+  it('returns the state itself for no events, and throws at the first event that does not belong', () => {
+    const state = reduce([created, started])
+    expect(applyEvents(state, [])).toBe(state)
+    const good = next(state, { type: 'chunk', data: { text: 'a' } })
+    const skipped = { ...next(state, { type: 'chunk', data: { text: 'b' } }), seq: state.seq + 3 } as JobEvent
+    expect(() => applyEvents(state, [good, skipped])).toThrow(/seq 5 follows 3/)
+    expect(state.text).toBe('')
   })
 })
 

@@ -1,4 +1,4 @@
-import { applyEvent, isTerminal, type JobEvent, type JobEventOf, type JobState } from '@jobwire/protocol'
+import { applyEvents, isTerminal, type JobEvent, type JobEventOf, type JobState } from '@jobwire/protocol'
 import type { AppendPlan, Lease, NewJob, Retention } from './store.js'
 
 export interface AppliedPlan {
@@ -19,13 +19,8 @@ export function applyPlan(job: JobState, lease: Lease | null, plan: AppendPlan, 
   const drafts = Array.isArray(decision) ? decision : decision.events
   const nextLease = Array.isArray(decision) || decision.lease === undefined ? lease : decision.lease
   const availableAt = Array.isArray(decision) ? undefined : decision.availableAt
-  const events: JobEvent[] = []
-  let state = job
-  for (const draft of drafts) {
-    const event = { jobId: job.id, seq: state.seq + 1, type: draft.type, at, data: draft.data } as JobEvent
-    state = applyEvent(state, event)
-    events.push(event)
-  }
+  const events = drafts.map((draft, i) => ({ jobId: job.id, seq: job.seq + 1 + i, type: draft.type, at, data: draft.data }) as JobEvent)
+  const state = events.length === 0 ? job : (applyEvents(job, events) as JobState)
   return { job: state, events, lease: nextLease, leaseChanged: nextLease !== lease, availableAt }
 }
 

@@ -26,7 +26,9 @@ interface Entry {
   job: JobState
   lease: Lease | null
   availableAt: number
+  /** The log from `logStart` on; what is before it was trimmed, and is dropped now and then. */
   log: JobEvent[]
+  logStart: number
   expiresAt: number | null
   idempotencyKey: string | null
 }
@@ -62,6 +64,7 @@ export class MemoryStore implements Store {
       lease: null,
       availableAt: 0,
       log: [event],
+      logStart: 0,
       expiresAt: null,
       idempotencyKey: input.idempotencyKey,
     }
@@ -152,8 +155,8 @@ export class MemoryStore implements Store {
     this.#open()
     const entry = this.#jobs.get(jobId)
     if (entry === undefined) return null
-    const firstSeq = entry.log[0]?.seq ?? entry.job.seq + 1
-    const start = Math.max(0, after + 1 - firstSeq)
+    const firstSeq = entry.log[entry.logStart]?.seq ?? entry.job.seq + 1
+    const start = entry.logStart + Math.max(0, after + 1 - firstSeq)
     return { events: entry.log.slice(start, start + limit), firstSeq, head: entry.job.seq, status: entry.job.status }
   }
 
@@ -197,8 +200,14 @@ export class MemoryStore implements Store {
     if (applied.availableAt !== undefined) entry.availableAt = applied.availableAt
     if (events.length > 0) {
       entry.log.push(...events)
-      const excess = entry.log.length - this.#retention.maxEventsPerJob
-      if (excess > 0) entry.log.splice(0, excess)
+      const max = this.#retention.maxEventsPerJob
+      const excess = entry.log.length - entry.logStart - max
+      if (excess > 0) entry.logStart += excess
+      // Trimming moves a start index; the array is copied only once it holds as much trimmed as kept.
+      if (entry.logStart >= max) {
+        entry.log = entry.log.slice(entry.logStart)
+        entry.logStart = 0
+      }
       entry.expiresAt = expiryOf(job, this.#retention)
     }
     this.#syncQueue(entry, wasQueued)

@@ -9,29 +9,14 @@
 // delay since the last stats); {type:'stop'}.
 import { createServer } from 'node:http'
 import { monitorEventLoopDelay } from 'node:perf_hooks'
+import { startJobwire } from '../lib/jobwire.mjs'
 
 const [kind, apiKey, redisUrl, prefix] = process.argv.slice(2)
 let close = async () => {}
 let url
 
 if (kind === 'jobwire') {
-  const { startServer } = await import(process.env.BENCH_SERVER_DIST ?? '../../packages/server/dist/server.js')
-  const server = await startServer({
-    config: {
-      port: 0,
-      host: '127.0.0.1',
-      apiKey,
-      memory: true,
-      redis: redisUrl,
-      redisPrefix: prefix,
-      logLevel: 'silent',
-      maxConnections: 1_000_000,
-      streamsPerIp: 1_000_000,
-      createLimit: 1_000_000,
-      maxEventsPerJob: 1000,
-    },
-    logger: false,
-  })
+  const server = await startJobwire(apiKey, { redis: redisUrl, redisPrefix: prefix })
   url = server.url
   close = () => server.close()
 } else if (kind === 'socketio') {

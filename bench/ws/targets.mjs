@@ -9,28 +9,14 @@
 // IPC out: {type:'ready', url}; in: {type:'stats', gc?} → {type:'stats', cpu, rss, heap}; {type:'stop'}.
 import { createServer } from 'node:http'
 import { setImmediate } from 'node:timers'
+import { startJobwire } from '../lib/jobwire.mjs'
 
 const [kind, apiKey] = process.argv.slice(2)
 let close = async () => {}
 let url
 
 if (kind === 'jobwire') {
-  const { startServer } = await import(process.env.BENCH_SERVER_DIST ?? '../../packages/server/dist/server.js')
-  const server = await startServer({
-    config: {
-      port: 0,
-      host: '127.0.0.1',
-      apiKey,
-      memory: true,
-      logLevel: 'silent',
-      maxConnections: 1_000_000,
-      streamsPerIp: 1_000_000,
-      createLimit: 1_000_000,
-      maxEventsPerJob: 1000,
-      ...(process.env.BENCH_SERVER_CONFIG ? JSON.parse(process.env.BENCH_SERVER_CONFIG) : {}),
-    },
-    logger: false,
-  })
+  const server = await startJobwire(apiKey)
   url = server.url
   close = () => server.close()
 } else {

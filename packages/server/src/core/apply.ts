@@ -20,8 +20,8 @@ export function applyPlan(job: JobState, lease: Lease | null, plan: AppendPlan, 
   const nextLease = Array.isArray(decision) || decision.lease === undefined ? lease : decision.lease
   const availableAt = Array.isArray(decision) ? undefined : decision.availableAt
   const events = drafts.map((draft, i) => ({ jobId: job.id, seq: job.seq + 1 + i, type: draft.type, at, data: draft.data }) as JobEvent)
-  const state = events.length === 0 ? job : (applyEvents(job, events) as JobState)
-  return { job: state, events, lease: nextLease, leaseChanged: nextLease !== lease, availableAt }
+  // applyEvents returns `job` itself when there are no events, never null after it.
+  return { job: applyEvents(job, events) as JobState, events, lease: nextLease, leaseChanged: nextLease !== lease, availableAt }
 }
 
 /** Whether a job waits in its type's dispatch queue. */

@@ -132,29 +132,21 @@ export class JobSubscription {
 
   /** Delivers the events that extend the last seq, drops the ones already delivered. */
   #deliver(events: readonly JobEvent[], publishedAt?: number): void {
-    const base = this.#last
     // A live batch in order (the usual case) goes to the sink as it is: the array the store
-    // published, shared by every subscriber of the job.
-    let whole = true
+    // published, shared by every subscriber of the job. Otherwise only the events that extend the
+    // last seq, from the first one that does not on.
+    let picked: JobEvent[] | null = null
+    let seq = this.#last
     for (let i = 0; i < events.length; i++) {
-      if ((events[i] as JobEvent).seq !== base + 1 + i) {
-        whole = false
-        break
+      const event = events[i] as JobEvent
+      if (event.seq === seq + 1) {
+        seq = event.seq
+        picked?.push(event)
+      } else {
+        picked ??= events.slice(0, i)
       }
     }
-    let batch: readonly JobEvent[]
-    if (whole) {
-      batch = events
-    } else {
-      const picked: JobEvent[] = []
-      let last = base
-      for (const event of events) {
-        if (event.seq !== last + 1) continue
-        picked.push(event)
-        last = event.seq
-      }
-      batch = picked
-    }
+    let batch: readonly JobEvent[] = picked ?? events
     let terminal = false
     let queueChanged = false
     for (let i = 0; i < batch.length; i++) {

@@ -29,7 +29,7 @@ export class PerBatch<T> {
 /**
  * What a connection's pending writes hold, as far as sharing goes: while they are exactly the
  * consecutive events `first`..`last` of one job (what live fan-out leaves on every subscriber of
- * the job), their bytes can be shared within a flush (`TickFlusher.sharedBytes`).
+ * the job), their bytes can be shared within a flush (`TickFlusher.bytesOf`).
  */
 export class PendingRun {
   active = false

@@ -163,6 +163,11 @@ export class WsConnection {
       const text = JSON.stringify(message)
       this.#push({ text, chars: text.length, latest: null, run: null })
     }
+    this.#queued()
+  }
+
+  /** After queueing: a reader too far behind is cut off, else the flush of this turn takes what is pending. */
+  #queued(): void {
     if (this.lagBytes > this.settings.maxBufferBytes && this.#inflight > this.settings.coalesceAfterBytes) {
       this.#slowConsumer()
       return
@@ -191,11 +196,7 @@ export class WsConnection {
       this.#run.extend(this.#pending.length === 0, jobId, first.seq, last.seq)
       this.#push({ text: encoded.text, chars: encoded.text.length, latest: null, run: null })
     }
-    if (this.lagBytes > this.settings.maxBufferBytes && this.#inflight > this.settings.coalesceAfterBytes) {
-      this.#slowConsumer()
-      return
-    }
-    flusher.schedule(this)
+    this.#queued()
   }
 
   /** Forgets what coalescing kept about a job whose stream ended. */

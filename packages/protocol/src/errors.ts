@@ -1,7 +1,7 @@
 /**
  * The one error registry. Every error Jobwire sends has a code from here; the server answers
  * `{error: {code, message, details?}}` with the registered HTTP status, and clients raise a
- * `JobwireError` with the same code. README's "Error codes" table is checked against this list.
+ * `JobwireError` with the same code. docs/errors.md is checked against this list.
  */
 export const errorRegistry = {
   invalid_request: { status: 400, retryable: false, message: 'The request is invalid: {reason}' },

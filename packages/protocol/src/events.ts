@@ -39,7 +39,7 @@ export type JobEventOf<K extends EventType> = Extract<JobEvent, { type: K }>
 /** An event before the store has numbered it. */
 export type EventDraft = { [K in EventType]: { type: K; data: EventDataMap[K] } }[EventType]
 
-/** Delivery classes (see DESIGN.md): latest-wins may be coalesced, the rest never are. */
+/** Delivery classes: latest-wins events may be coalesced for a slow reader; the rest never are. */
 export function isLatestWins(type: EventType): boolean {
   return type === 'progress' || type === 'item'
 }

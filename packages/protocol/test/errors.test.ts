@@ -48,9 +48,8 @@ describe('error registry', () => {
   })
 })
 
-describe('README error table', () => {
-  const readme = readFileSync(new URL('../../../README.md', import.meta.url), 'utf8')
-  const section = readme.split(/^## Error codes$/m)[1]?.split(/^## /m)[0] ?? ''
+describe('docs/errors.md table', () => {
+  const section = readFileSync(new URL('../../../docs/errors.md', import.meta.url), 'utf8')
   const rows = new Map(
     [...section.matchAll(/^\| `(\w+)` \| (\d{3}) \| (yes|no) \|/gm)].map((m) => [m[1], { status: Number(m[2]), retryable: m[3] === 'yes' }]),
   )

@@ -1,6 +1,6 @@
 // @vitest-environment happy-dom
 /**
- * README's worked example, run as written as far as a test can: the backend routes (on node:http
+ * The worked example of docs/react.md, run as written as far as a test can: the backend routes (on node:http
  * instead of Express), the client with its getToken, and the Analysis component, against a real
  * Jobwire server. Differences: absolute URLs and Node's fetch and ws, which a browser has built in.
  */

@@ -866,18 +866,16 @@ describe('every registry error code', () => {
   })
 })
 
-describe('README', () => {
+describe('docs/errors.md', () => {
   it('documents every registry error code with its status and retryability', async () => {
-    const readme = await readFile(new URL('../../../README.md', import.meta.url), 'utf8')
-    const section = readme.split(/^## Error codes$/m)[1]?.split(/^## /m)[0]
-    expect(section, 'README.md has no "## Error codes" section').toBeDefined()
+    const section = await readFile(new URL('../../../docs/errors.md', import.meta.url), 'utf8')
     const missing: string[] = []
     for (const code of errorCodes) {
       const row = new RegExp(`^\\|\\s*\`${code}\`\\s*\\|\\s*(\\d+)\\s*\\|\\s*(yes|no)\\s*\\|`, 'm').exec(section as string)
       const { status, retryable } = errorRegistry[code]
       if (row === null) missing.push(`${code}: no table row`)
       else if (Number(row[1]) !== status || (row[2] === 'yes') !== retryable) {
-        missing.push(`${code}: README says ${row[1]}/${row[2]}, registry says ${status}/${retryable ? 'yes' : 'no'}`)
+        missing.push(`${code}: docs/errors.md says ${row[1]}/${row[2]}, registry says ${status}/${retryable ? 'yes' : 'no'}`)
       }
     }
     expect(missing).toEqual([])

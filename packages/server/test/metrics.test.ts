@@ -225,10 +225,10 @@ describe('metrics', () => {
     }
   })
 
-  it('the README lists every metric a node exports, with its type and labels, and the Grafana dashboard uses only those', async () => {
-    const readme = await readFile(new URL('../../../README.md', import.meta.url), 'utf8')
-    const section = /\n### Metrics\n([\s\S]*?)\n### /.exec(readme)?.[1]
-    expect(section, 'README.md has no "### Metrics" section').toBeDefined()
+  it('docs/operating.md lists every metric a node exports, with its type and labels, and the Grafana dashboard uses only those', async () => {
+    const page = await readFile(new URL('../../../docs/operating.md', import.meta.url), 'utf8')
+    const section = /\n## Metrics\n([\s\S]*?)\n## /.exec(page)?.[1]
+    expect(section, 'docs/operating.md has no "## Metrics" section').toBeDefined()
     // | `name` | type | `label` (`value`, …), `label` | what |
     const documented = new Map<string, { type: string; labels: string[] }>()
     for (const row of (section ?? '').matchAll(/^\| `(jobwire_[a-z_]+)` \| (\w*) \|([^|]*)\|/gm)) {
@@ -248,8 +248,8 @@ describe('metrics', () => {
     // jobwire_redis_up exists on Redis nodes only (checked against a Redis node below).
     const onRedisOnly = new Set(['jobwire_redis_up'])
     expect(documented.has('jobwire_redis_up')).toBe(true)
-    expect([...exported.keys()].filter((name) => !documented.has(name)), 'exported but not in the README').toEqual([])
-    expect([...documented.keys()].filter((name) => !exported.has(name) && !onRedisOnly.has(name)), 'in the README but not exported').toEqual([])
+    expect([...exported.keys()].filter((name) => !documented.has(name)), 'exported but not in docs/operating.md').toEqual([])
+    expect([...documented.keys()].filter((name) => !exported.has(name) && !onRedisOnly.has(name)), 'in docs/operating.md but not exported').toEqual([])
     for (const [name, metric] of exported) {
       expect(documented.get(name)?.type, name).toBe(metric.type)
       if (metric.labels.size > 0) expect(documented.get(name)?.labels, name).toEqual([...metric.labels].sort())

@@ -70,7 +70,7 @@ const booleanKeys = new Set(['memory', 'demo'])
 
 function serveUsage(): string {
   const lines = configKeys.map((key) => `  ${flagName(key).padEnd(22)} ${envName(key)}`)
-  return `jobwire serve [options]\n\nEvery option is a flag, an environment variable or a key of the JSON file given by\n--config (${configFileEnv}); flags win over variables, variables over the file:\n  ${'--config'.padEnd(22)} ${configFileEnv}\n${lines.join('\n')}\n\nSee README.md "Configuration" for defaults and meanings.`
+  return `jobwire serve [options]\n\nEvery option is a flag, an environment variable or a key of the JSON file given by\n--config (${configFileEnv}); flags win over variables, variables over the file:\n  ${'--config'.padEnd(22)} ${configFileEnv}\n${lines.join('\n')}\n\nSee docs/configuration.md for defaults and meanings.`
 }
 
 /** Parses the server's options (flags, env, --config file); an exit code when it printed why not. */

@@ -132,7 +132,7 @@ export class RedisKeys {
     return `${this.prefix}:streams:node:${node}`
   }
 
-  /** A SCAN pattern matching every key of this prefix (tests and the README's cleanup). */
+  /** A SCAN pattern matching every key of this prefix (tests, and the cleanup command in docs/scaling-redis.md). */
   get pattern(): string {
     return `${this.prefix.replace(/[*?[\]\\]/g, '\\$&')}:*`
   }

@@ -5,7 +5,7 @@
  *
  * Key layout: see redis-keys.ts. The scripts address a job's keys (declared) and the global
  * indexes (declared in the hot paths, built from the prefix in the rare ones), so they run on a
- * single Redis primary; on Redis Cluster they would be cross-slot (see README).
+ * single Redis primary; on Redis Cluster they would be cross-slot (see docs/scaling-redis.md).
  */
 
 /**

@@ -133,7 +133,7 @@ export function redisFailure(error: unknown, closed: boolean): unknown {
  * commits with a Lua script only if the job's version is unchanged, retrying otherwise. Appends
  * to one job from this node are grouped into one commit. Events reach every node over pub/sub,
  * and each node subscribes only to the jobs its own clients watch; a missed message is healed by
- * the subscription reading the log. See redis-keys.ts for the layout, README "Running several nodes".
+ * the subscription reading the log. See redis-keys.ts for the layout, docs/scaling-redis.md.
  */
 export class RedisStore implements Store {
   readonly kind = 'redis'

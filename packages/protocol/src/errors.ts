@@ -1,7 +1,8 @@
 /**
  * The one error registry. Every error Jobwire sends has a code from here; the server answers
  * `{error: {code, message, details?}}` with the registered HTTP status, and clients raise a
- * `JobwireError` with the same code. docs/errors.md is checked against this list.
+ * `JobwireError` with the same code. docs/errors.md is generated from this list and `errorMeanings`
+ * below (`npm run docs`).
  */
 export const errorRegistry = {
   invalid_request: { status: 400, retryable: false, message: 'The request is invalid: {reason}' },
@@ -38,6 +39,44 @@ export const errorRegistry = {
 
 export type ErrorCode = keyof typeof errorRegistry
 export const errorCodes = Object.keys(errorRegistry) as ErrorCode[]
+
+/**
+ * What each code means and what to do about it, for people: docs/errors.md is generated from this
+ * and the registry (`npm run docs`). Kept apart from the registry so that clients, which ship the
+ * registry, do not ship these sentences.
+ */
+export const errorMeanings = {
+  invalid_request: 'a field is missing, of the wrong type or out of range; `details.field` names it',
+  malformed_json: 'the body is not JSON (or is empty with a JSON content type)',
+  unknown_event_type: 'an event\'s `type` is not a producer event type; `details.allowed` lists them',
+  invalid_position: '`Last-Event-ID` or `after` is not a non-negative integer',
+  unauthorized: 'no credential, a wrong one, or a revoked API key (also ends open streams of that key)',
+  invalid_token: 'a JWT that fails verification: signature, algorithm, `aud`, `iss`, `nbf`, unknown `kid`, missing claims; `details.reason` says which',
+  token_expired: 'the token\'s `exp` passed; on a stream it arrives as an `error` event and the stream ends — reconnect with a fresh token and `Last-Event-ID`',
+  forbidden: 'the credential is valid but its role may not do this (e.g. a worker key creating jobs, a backend key minting for another tenant)',
+  key_not_found: 'no API key with that id',
+  job_not_found: 'no such job (or it expired)',
+  route_not_found: 'no such endpoint',
+  job_finished: 'the job is completed, failed or cancelled and takes no more events',
+  invalid_transition: 'the event is not allowed in the job\'s status (e.g. `started` twice)',
+  lease_lost: 'a worker wrote to, heartbeated or released a job it no longer holds (another worker has it, it was re-queued, or the lease expired); stop working on it',
+  idempotency_conflict: 'the idempotency key belongs to a job of another type',
+  position_ahead: 'a stream position beyond the job\'s last event',
+  payload_too_large: 'the body exceeds `--max-body-bytes`',
+  event_too_large: 'one event exceeds `--max-event-bytes`',
+  batch_too_large: 'more than `--max-batch-events` events in one batch',
+  text_limit_exceeded: 'the job\'s text would exceed `--max-text-length`',
+  rate_limited: 'too many job creations for one person; `Retry-After` says when to retry',
+  too_many_streams: 'too many open streams for one person or one address; `Retry-After` is set',
+  unsupported_media_type: 'a body that is not `application/json`',
+  malformed_message: '(WebSocket) a message that is not a JSON object with a string `type`, or a binary frame; the socket stays open',
+  unknown_message_type: '(WebSocket) a message `type` the server does not know; `details.allowed` lists them',
+  message_too_large: '(WebSocket) a message over `--ws-max-message-bytes`; the socket closes with 1009',
+  slow_consumer: '(stream only) the reader fell too far behind; resume from the last seq',
+  unavailable: 'the store is closed or unreachable, or a demo capacity is reached',
+  server_busy: 'the node holds `--max-connections` streams; `Retry-After` is set',
+  internal: 'a bug; logged with the request id, which the message names',
+} as const satisfies Record<ErrorCode, string>
 
 /** The error body every HTTP error and every stream `error` event carries. */
 export interface ErrorBody {

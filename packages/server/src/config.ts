@@ -17,71 +17,44 @@ const int = (min: number, max: number) => z.coerce.number().int().min(min).max(m
 const bool = z.union([z.boolean(), z.enum(['true', 'false', '1', '0', 'yes', 'no'])]).transform((v) => v === true || v === 'true' || v === '1' || v === 'yes')
 
 /**
- * Every option, its default and its check. Flags (`--heartbeat 5s`), environment variables
- * (`JOBWIRE_HEARTBEAT=5s`), a JSON config file (`{"heartbeat": "5s"}`) and the defaults below are
- * merged in that order of precedence.
+ * Every option, its default, its check and its description (the one source of
+ * docs/configuration.md, written by `npm run docs`). Flags (`--heartbeat 5s`), environment
+ * variables (`JOBWIRE_HEARTBEAT=5s`), a JSON config file (`{"heartbeat": "5s"}`) and the defaults
+ * below are merged in that order of precedence. `defaultText` stands in for a default that is
+ * not a value (generated, or depending on other options).
  */
 export const configSchema = z.object({
-  /** TCP port (0 picks a free one). */
-  port: int(0, 65535).default(7070),
-  /** Interface to listen on; 0.0.0.0 to accept other machines. */
-  host: z.string().min(1).default('127.0.0.1'),
-  /** Folder of the SQLite file and the generated admin key. */
-  dataDir: z.string().min(1).default('.jobwire'),
-  /** Keep everything in memory (nothing survives a restart). */
-  memory: bool.default(false),
-  logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
-  /** Admin API key; generated into the data directory when unset. */
-  apiKey: z.string().min(16, 'must be at least 16 characters').optional(),
-  /** Run the built-in demo: demo jobs of every type and a page at `/`. */
-  demo: bool.default(false),
-  /** SSE heartbeat comment interval. */
-  heartbeat: duration.pipe(z.number().min(100)).default(15_000),
-  /** Reconnect delay hinted to SSE clients (`retry:`). */
-  sseRetry: duration.pipe(z.number().min(0)).default(2_000),
-  /** Bytes an SSE client may fall behind before it is closed with `slow_consumer` (it can resume). */
-  sseMaxBuffer: int(64 * 1024, 1024 ** 3).default(8 * 1024 * 1024),
-  /** Serve the WebSocket transport at `/v1/ws` (one socket, many job streams, the user feed). */
-  websocket: bool.default(true),
-  /** Largest WebSocket message a client may send, in bytes; a larger one closes the socket with 1009. */
-  wsMaxMessageBytes: int(256, 16 * 1024 ** 2).default(64 * 1024),
-  /** Job streams one WebSocket may hold (its own subscriptions and its user feed's jobs together). */
-  wsMaxSubscriptions: int(1, 1_000_000).default(1000),
-  /** Bytes a WebSocket reader may fall behind before it is closed with `slow_consumer` (it can resume). */
-  wsMaxBuffer: int(64 * 1024, 1024 ** 3).default(8 * 1024 * 1024),
-  /** Once this many bytes wait unsent on a WebSocket, its latest-wins events (progress, item) are coalesced. */
-  wsCoalesceAfter: int(1024, 1024 ** 3).default(64 * 1024),
-  /** Messages per second a WebSocket client may send on average… */
-  wsMessageRate: int(1, 1_000_000).default(50),
-  /** …and in one burst (keep it above `wsMaxSubscriptions`: a reconnect resubscribes everything at once); past that the socket closes with `rate_limited`. */
-  wsMessageBurst: int(1, 1_000_000).default(2000),
-  /** How long before a credential's `exp` a WebSocket gets its `token_expiring` notice. */
-  tokenNotice: duration.pipe(z.number().min(0)).default(60_000),
-  /** Longest `wait` a long-poll may ask for. */
-  pollMaxWait: duration.pipe(z.number().min(0).max(120_000)).default(30_000),
-  /** Largest request body in bytes. */
-  maxBodyBytes: int(1024, 64 * 1024 ** 2).default(1024 * 1024),
-  /** Largest single event (its JSON) in bytes. */
-  maxEventBytes: int(256, 16 * 1024 ** 2).default(64 * 1024),
-  /** Most events in one batch. */
-  maxBatchEvents: int(1, 100_000).default(1000),
-  /** Most characters of streamed text per job. */
-  maxTextLength: int(0, 256 * 1024 ** 2).default(4 * 1024 * 1024),
-  /** Events kept per job log; older ones are trimmed (a resume from there gets a snapshot). */
-  maxEventsPerJob: int(10, 10_000_000).default(1000),
-  /** How long finished jobs are kept. */
-  ttlCompleted: duration.pipe(z.number().min(0)).default(24 * 3_600_000),
-  ttlFailed: duration.pipe(z.number().min(0)).default(3_600_000),
-  ttlCancelled: duration.pipe(z.number().min(0)).default(3_600_000),
-  /** How often expired jobs are swept. */
-  sweepInterval: duration.pipe(z.number().min(100)).default(30_000),
-  /** Lease a worker gets when its claim does not say. */
-  leaseTime: duration.pipe(z.number().min(1000).max(600_000)).default(30_000),
-  /** How often lapsed leases are looked for: a dead worker's job is re-queued within its lease plus this. */
-  leaseSweepInterval: duration.pipe(z.number().min(50)).default(1_000),
-  /** Attempts a dispatched job gets before a lost worker or retryable failure fails it. */
-  maxAttempts: int(1, 100).default(3),
-  /** Per-type attempts, `type=N,type=N` (e.g. `transcription=5,agent=2`). */
+  port: int(0, 65535).default(7070).meta({ description: 'TCP port (`0` picks a free one)' }),
+  host: z.string().min(1).default('127.0.0.1').meta({ description: 'interface to listen on; `0.0.0.0` to accept other machines' }),
+  dataDir: z.string().min(1).default('.jobwire').meta({ description: 'folder of `jobwire.db` (SQLite) and `admin.key`' }),
+  memory: bool.default(false).meta({ description: 'keep everything in memory; nothing survives a restart' }),
+  logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info').meta({ description: '`fatal`, `error`, `warn`, `info`, `debug`, `trace`, `silent`; JSON logs, pretty in a terminal' }),
+  apiKey: z.string().min(16, 'must be at least 16 characters').optional().meta({ description: 'the admin key (≥ 16 characters); when unset one is generated into `<data-dir>/admin.key` (mode 0600) and printed once', defaultText: 'generated' }),
+  demo: bool.default(false).meta({ description: 'demo jobs of four types, one-click demo sign-in to the dashboard (see [Demo mode](getting-started.md#demo-mode))' }),
+  heartbeat: duration.pipe(z.number().min(100)).default(15_000).meta({ description: 'SSE heartbeat comment interval' }),
+  sseRetry: duration.pipe(z.number().min(0)).default(2_000).meta({ description: 'the `retry:` reconnect hint' }),
+  sseMaxBuffer: int(64 * 1024, 1024 ** 3).default(8 * 1024 * 1024).meta({ description: 'bytes an SSE reader may fall behind before `slow_consumer`' }),
+  websocket: bool.default(true).meta({ description: 'serve the WebSocket transport at `/v1/ws` (`false` refuses upgrades; clients fall back to SSE)' }),
+  wsMaxMessageBytes: int(256, 16 * 1024 ** 2).default(64 * 1024).meta({ description: 'largest WebSocket message a client may send; larger: `message_too_large`, close 1009' }),
+  wsMaxSubscriptions: int(1, 1_000_000).default(1000).meta({ description: 'job streams per WebSocket (its subscriptions and its user feed\'s jobs)' }),
+  wsMaxBuffer: int(64 * 1024, 1024 ** 3).default(8 * 1024 * 1024).meta({ description: 'bytes a WebSocket reader may fall behind before `slow_consumer` (close 4503)' }),
+  wsCoalesceAfter: int(1024, 1024 ** 3).default(64 * 1024).meta({ description: 'unsent bytes past which a WebSocket reader\'s `progress`/`item` events are coalesced' }),
+  wsMessageRate: int(1, 1_000_000).default(50).meta({ description: 'client messages per second per WebSocket, sustained' }),
+  wsMessageBurst: int(1, 1_000_000).default(2000).meta({ description: 'client messages per WebSocket at once; past rate and burst: `rate_limited`, close 4429. Keep it above `--ws-max-subscriptions`: a reconnect resubscribes everything at once' }),
+  tokenNotice: duration.pipe(z.number().min(0)).default(60_000).meta({ description: 'how long before a credential\'s `exp` a WebSocket gets `token_expiring`' }),
+  pollMaxWait: duration.pipe(z.number().min(0).max(120_000)).default(30_000).meta({ description: 'longest long-poll `wait`' }),
+  maxBodyBytes: int(1024, 64 * 1024 ** 2).default(1024 * 1024).meta({ description: 'largest request body' }),
+  maxEventBytes: int(256, 16 * 1024 ** 2).default(64 * 1024).meta({ description: 'largest single event (its JSON)' }),
+  maxBatchEvents: int(1, 100_000).default(1000).meta({ description: 'most events in one batch' }),
+  maxTextLength: int(0, 256 * 1024 ** 2).default(4 * 1024 * 1024).meta({ description: 'most characters of streamed text per job' }),
+  maxEventsPerJob: int(10, 10_000_000).default(1000).meta({ description: 'events kept per job log; older ones are trimmed (a resume from before them gets a `reset` snapshot)' }),
+  ttlCompleted: duration.pipe(z.number().min(0)).default(24 * 3_600_000).meta({ description: 'how long completed jobs are kept' }),
+  ttlFailed: duration.pipe(z.number().min(0)).default(3_600_000).meta({ description: 'how long failed jobs are kept' }),
+  ttlCancelled: duration.pipe(z.number().min(0)).default(3_600_000).meta({ description: 'how long cancelled jobs are kept' }),
+  sweepInterval: duration.pipe(z.number().min(100)).default(30_000).meta({ description: 'how often expired jobs are deleted' }),
+  leaseTime: duration.pipe(z.number().min(1000).max(600_000)).default(30_000).meta({ description: 'lease a worker gets when its claim does not say (1 s – 10 min)' }),
+  leaseSweepInterval: duration.pipe(z.number().min(50)).default(1_000).meta({ description: 'how often lapsed leases are looked for: a dead worker\'s job is re-queued within its lease plus this' }),
+  maxAttempts: int(1, 100).default(3).meta({ description: 'attempts a dispatched job gets before a lost worker or a retryable failure fails it (1–100)' }),
   maxAttemptsByType: z
     .string()
     .default('')
@@ -97,51 +70,32 @@ export const configSchema = z.object({
         out[match[1] as string] = n
       }
       return out
-    }),
-  /** First delay before a retryable failure is retried; doubles per attempt, at most 60 s. */
-  retryBackoff: duration.pipe(z.number().min(0)).default(1_000),
-  /** Secret that signs subscription tokens (≥ 32 characters); generated into the data directory when unset. Set the same one on every node. */
-  tokenSecret: z.string().min(32, 'must be at least 32 characters').optional(),
-  /** Default lifetime of a minted subscription token (at most 24 h). */
-  tokenTtl: duration.pipe(z.number().min(10_000).max(24 * 3_600_000)).default(15 * 60_000),
-  /** App JWTs: an HS256/384/512 shared secret. */
-  jwtSecret: z.string().min(16, 'must be at least 16 characters').optional(),
-  /** App JWTs: path of a PEM public key. */
-  jwtPublicKeyFile: z.string().min(1).optional(),
-  /** App JWTs: a JWKS URL (fetched and cached). */
-  jwksUrl: z.string().url().optional(),
-  /** App JWTs: path of a JWKS JSON file. */
-  jwksFile: z.string().min(1).optional(),
-  /** App JWTs: allowed algorithms, comma-separated (default HS256 for a secret, RS256,ES256 for public keys). */
-  jwtAlgorithms: z.string().optional(),
-  jwtIssuer: z.string().min(1).optional(),
-  jwtAudience: z.string().min(1).optional(),
-  /** Claim with the tenant; `jwtDefaultTenant` is used when a token has none. */
-  jwtTenantClaim: z.string().min(1).default('tenant'),
-  jwtUserClaim: z.string().min(1).default('sub'),
-  jwtDefaultTenant: z.string().min(1).optional(),
-  /** What a person with an app JWT may do with their own jobs: `read` or `read,cancel`. */
-  jwtRights: z.enum(['read', 'read,cancel']).default('read,cancel'),
-  /** Jobs one person (the job's owner) may have created per `createWindow`. */
-  createLimit: int(1, 1_000_000).default(10),
-  createWindow: duration.pipe(z.number().min(1000)).default(60_000),
-  /** Open streams per person (user JWT or subscription token). */
-  streamsPerUser: int(1, 100_000).default(5),
-  /** Open streams per client IP address, for people's credentials. */
-  streamsPerIp: int(1, 1_000_000).default(100),
-  /** Open streams per node, whoever holds them. */
-  maxConnections: int(1, 10_000_000).default(10_000),
-  /** Browser origins allowed to call the API (comma-separated); `*` for any, without credentials. */
-  corsOrigins: z.string().default(''),
-  /** Cookie that may carry a credential for same-site browsers. */
-  cookieName: z.string().regex(/^[\w-]+$/).default('jobwire_token'),
-  /** Longest time to receive a request (headers and body). */
-  requestTimeout: duration.pipe(z.number().min(1000).max(600_000)).default(30_000),
-  /** SQLite durability: `full` fsyncs every commit; `normal` survives kill -9 but not power loss. */
-  sqliteSync: z.enum(['full', 'normal']).default('full'),
-  /** Redis URL (`redis://host:6379`, `rediss://` for TLS): nodes sharing it serve the same jobs. Overrides SQLite and memory. */
-  redis: z.string().regex(/^rediss?:\/\/\S+$/, 'expected redis://host:port or rediss://host:port').optional(),
-  /** Job-lifecycle webhooks: `type=url` pairs, comma-separated, `*=url` for every other type; POSTed when a job of that type ends. */
+    })
+    .meta({ description: 'per-type attempts, `transcription=5,agent=2`' }),
+  retryBackoff: duration.pipe(z.number().min(0)).default(1_000).meta({ description: 'first delay before a retryable failure is retried; doubles per attempt, at most 60 s' }),
+  tokenSecret: z.string().min(32, 'must be at least 32 characters').optional().meta({ description: 'signs subscription tokens (≥ 32 characters); generated into `<data-dir>/token.secret` when unset; the same on every node', defaultText: 'generated' }),
+  tokenTtl: duration.pipe(z.number().min(10_000).max(24 * 3_600_000)).default(15 * 60_000).meta({ description: 'default lifetime of minted tokens (10 s – 24 h)' }),
+  jwtSecret: z.string().min(16, 'must be at least 16 characters').optional().meta({ description: 'app JWTs: HS shared secret' }),
+  jwtPublicKeyFile: z.string().min(1).optional().meta({ description: 'app JWTs: PEM public key' }),
+  jwksUrl: z.string().url().optional().meta({ description: 'app JWTs: JWKS URL (cached 10 min)' }),
+  jwksFile: z.string().min(1).optional().meta({ description: 'app JWTs: JWKS JSON file' }),
+  jwtAlgorithms: z.string().optional().meta({ description: 'app JWTs: allowed algorithms', defaultText: '`HS256` / `RS256,ES256`' }),
+  jwtIssuer: z.string().min(1).optional().meta({ description: 'app JWTs: required `iss`' }),
+  jwtAudience: z.string().min(1).optional().meta({ description: 'app JWTs: required `aud`' }),
+  jwtTenantClaim: z.string().min(1).default('tenant').meta({ description: 'claim naming the tenant' }),
+  jwtUserClaim: z.string().min(1).default('sub').meta({ description: 'claim naming the user' }),
+  jwtDefaultTenant: z.string().min(1).optional().meta({ description: 'tenant for tokens without the tenant claim' }),
+  jwtRights: z.enum(['read', 'read,cancel']).default('read,cancel').meta({ description: 'what people may do with their own jobs: `read` or `read,cancel`' }),
+  createLimit: int(1, 1_000_000).default(10).meta({ description: 'jobs one person (the job\'s owner) may have created per window' }),
+  createWindow: duration.pipe(z.number().min(1000)).default(60_000).meta({ description: 'the window of `--create-limit`' }),
+  streamsPerUser: int(1, 100_000).default(5).meta({ description: 'open streams per person (user JWT or subscription token)' }),
+  streamsPerIp: int(1, 1_000_000).default(100).meta({ description: 'open streams per client address, for people\'s credentials' }),
+  maxConnections: int(1, 10_000_000).default(10_000).meta({ description: 'open streams per node' }),
+  corsOrigins: z.string().default('').meta({ description: 'browser origins allowed to call the API, comma-separated' }),
+  cookieName: z.string().regex(/^[\w-]+$/).default('jobwire_token').meta({ description: 'cookie that may carry a credential' }),
+  requestTimeout: duration.pipe(z.number().min(1000).max(600_000)).default(30_000).meta({ description: 'time to receive a request\'s headers and body' }),
+  sqliteSync: z.enum(['full', 'normal']).default('full').meta({ description: '`full`: every commit fsynced (survives power loss); `normal`: survives `kill -9`, may lose the last commits on power loss, faster' }),
+  redis: z.string().regex(/^rediss?:\/\/\S+$/, 'expected redis://host:port or rediss://host:port').optional().meta({ description: '`redis://[user:password@]host:port[/db]`, or `rediss://` for TLS; replaces SQLite and memory (see [Scaling on Redis](scaling-redis.md))' }),
   webhooks: z
     .string()
     .default('')
@@ -156,15 +110,12 @@ export const configSchema = z.object({
         out[match[1] as string] = match[2] as string
       }
       return out
-    }),
-  /** Key of the webhooks' HMAC-SHA256 signature (≥ 32 characters); required with `webhooks`. */
-  webhookSecret: z.string().min(32, 'must be at least 32 characters').optional(),
-  /** Attempts per webhook delivery before it is given up. */
-  webhookMaxAttempts: int(1, 50).default(8),
-  /** First delay before a webhook is retried; doubles per attempt (full jitter), at most 60 s. */
-  webhookBackoff: duration.pipe(z.number().min(0)).default(1_000),
-  /** Prefix of every Redis key and channel, so several deployments can share one Redis. */
-  redisPrefix: z.string().regex(/^[A-Za-z0-9_.:-]{1,100}$/, 'expected 1-100 letters, digits or _ . : -').default('jobwire'),
+    })
+    .meta({ description: 'job-lifecycle webhooks: `type=url` pairs, comma-separated, `*=url` for every other type (see [Operating](operating.md#webhooks))' }),
+  webhookSecret: z.string().min(32, 'must be at least 32 characters').optional().meta({ description: 'HMAC-SHA256 key of the webhook signature (≥ 32 characters); required with `--webhooks`' }),
+  webhookMaxAttempts: int(1, 50).default(8).meta({ description: 'attempts per delivery before it is given up (1–50)' }),
+  webhookBackoff: duration.pipe(z.number().min(0)).default(1_000).meta({ description: 'first retry delay; doubles per attempt with full jitter, at most 60 s' }),
+  redisPrefix: z.string().regex(/^[A-Za-z0-9_.:-]{1,100}$/, 'expected 1-100 letters, digits or _ . : -').default('jobwire').meta({ description: 'prefix of every key and channel, so several deployments (or staging and production) share one Redis' }),
 })
 
 export type Config = z.infer<typeof configSchema>
@@ -182,6 +133,49 @@ export function envName(key: string): string {
 
 export function flagName(key: string): string {
   return `--${key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`
+}
+
+/** One option as documented: how to set it, its default as a user would write it, and what it does. */
+export interface ConfigOption {
+  key: ConfigKey
+  flag: string
+  env: string
+  /** `none` when the option is unset by default. */
+  defaultText: string
+  description: string
+}
+
+const units = [
+  ['h', 3_600_000],
+  ['m', 60_000],
+  ['s', 1000],
+] as const
+
+function durationText(ms: number): string {
+  for (const [unit, size] of units) if (ms >= size && ms % size === 0) return `${ms / size}${unit}`
+  return `${ms}ms`
+}
+
+function isDuration(schema: z.ZodType): boolean {
+  const inner = schema instanceof z.ZodDefault ? schema.unwrap() : schema
+  return inner instanceof z.ZodPipe && inner.in === duration
+}
+
+/** Every option in schema order, from the schema itself (docs/configuration.md). */
+export function describeConfig(): ConfigOption[] {
+  const defaults: Record<string, unknown> = configSchema.parse({})
+  return configKeys.map((key) => {
+    const schema = configSchema.shape[key] as z.ZodType
+    const meta = schema.meta() as { description?: string; defaultText?: string } | undefined
+    const value = defaults[key]
+    let defaultText = meta?.defaultText
+    if (defaultText === undefined) {
+      if (value === undefined || value === '' || (typeof value === 'object' && value !== null && Object.keys(value).length === 0)) defaultText = 'none'
+      else if (typeof value === 'number' && isDuration(schema)) defaultText = durationText(value)
+      else defaultText = String(value)
+    }
+    return { key, flag: flagName(key), env: envName(key), defaultText, description: meta?.description ?? '' }
+  })
 }
 
 export class ConfigError extends Error {

@@ -14,6 +14,13 @@ import type { SnapshotReason } from './stream.js'
  */
 export const wsPath = '/v1/ws'
 
+/**
+ * The version of the streaming protocols (SSE, long-poll, WebSocket) specified in docs/protocol.md.
+ * It changes only when a change would break a client written against the previous version; a
+ * WebSocket's `welcome` carries it.
+ */
+export const protocolVersion = 1
+
 /** Messages a client sends. Unknown fields are refused, so a typo never passes silently. */
 export type WsClientMessage =
   /**
@@ -44,8 +51,11 @@ export const wsClientMessageTypes: readonly WsClientMessageType[] = [
 
 /** Messages the server sends. */
 export type WsServerMessage =
-  /** First message on every socket. `expiresAt`: when the credential expires (null: never). */
-  | { type: 'welcome'; heartbeatMs: number; expiresAt: string | null; maxMessageBytes: number; maxSubscriptions: number }
+  /**
+   * First message on every socket. `protocol`: the version of the streaming protocol the server
+   * speaks (`protocolVersion`); `expiresAt`: when the credential expires (null: never).
+   */
+  | { type: 'welcome'; protocol: number; heartbeatMs: number; expiresAt: string | null; maxMessageBytes: number; maxSubscriptions: number }
   /**
    * A job's stream starts. `recovered`: the position `after` was held and exactly the events after
    * it follow. Otherwise a `snapshot` follows (with `reset: true` when the position was trimmed).

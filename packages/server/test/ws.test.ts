@@ -76,7 +76,7 @@ describe('upgrade and authentication', () => {
       await connect(server, { headers: { cookie: `jobwire_token=${server.key}` } }),
     ]) {
       const welcome = await client.next(isType('welcome'))
-      expect(welcome).toMatchObject({ type: 'welcome', heartbeatMs: 15_000, expiresAt: null, maxMessageBytes: 65_536, maxSubscriptions: 1000 })
+      expect(welcome).toMatchObject({ type: 'welcome', protocol: 1, heartbeatMs: 15_000, expiresAt: null, maxMessageBytes: 65_536, maxSubscriptions: 1000 })
     }
   })
 

@@ -1,7 +1,7 @@
 import type { IncomingMessage, Server } from 'node:http'
 import type { Duplex } from 'node:stream'
 import { WebSocketServer } from 'ws'
-import { JobwireError, wsCloseCodes, wsPath, type WsServerMessage } from '@jobwire/protocol'
+import { JobwireError, protocolVersion, wsCloseCodes, wsPath, type WsServerMessage } from '@jobwire/protocol'
 import type { JobService } from '../core/jobs.js'
 import { expiryOf, type Principal } from '../core/scopes.js'
 import { WsConnection, type WsFlowSettings } from './ws-connection.js'
@@ -146,6 +146,7 @@ export class WsEndpoint {
       const expiresAt = expiryOf(principal)
       const welcome: WsServerMessage = {
         type: 'welcome',
+        protocol: protocolVersion,
         heartbeatMs: this.options.heartbeatMs,
         expiresAt: expiresAt === null ? null : new Date(expiresAt).toISOString(),
         maxMessageBytes: this.options.maxMessageBytes,

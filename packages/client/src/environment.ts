@@ -17,6 +17,8 @@ export type WebSocketConstructor = new (url: string) => WebSocketLike
 
 /** The part of the EventSource API the client uses. */
 export interface EventSourceLike {
+  /** 2 (CLOSED) in `onerror` when the server refused the stream rather than dropped it. */
+  readonly readyState?: number
   onopen: ((event: unknown) => void) | null
   onerror: ((event: unknown) => void) | null
   addEventListener(type: string, listener: (event: { data: string }) => void): void

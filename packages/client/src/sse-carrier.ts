@@ -1,4 +1,4 @@
-import { createSseParser, decodeSseMessage, JobwireError, type StreamMessage } from '@jobwire/protocol'
+import { createSseParser, decodeSseMessage, isTerminal, JobwireError, type StreamMessage } from '@jobwire/protocol'
 import { asJobwireError, authHeaders, decide, errorOf, Retry, type ClientCore } from './core.js'
 import type { TimerHandle } from './environment.js'
 import type { Carrier, JobFeed } from './job-feed.js'
@@ -109,6 +109,11 @@ export class SseCarrier implements Carrier {
       controller.abort()
       return
     }
+    if (response.status === 204) {
+      // The server has nothing after our position and never will: the job ended there.
+      this.#ended()
+      return
+    }
     if (!response.ok || response.body === null) {
       const error = response.ok ? new JobwireError('unavailable', { reason: 'the stream has no body' }) : await errorOf(response)
       if (this.#attempt === attempt) this.#onError(error, credential.fresh, credential.token)
@@ -169,9 +174,26 @@ export class SseCarrier implements Carrier {
     }
     // EventSource would reconnect by itself without our token or position: we do it instead.
     source.onerror = () => {
+      // CLOSED before any message: the server refused the stream (204 for a job that ended at our
+      // position, or an error status), which EventSource does not let us read. A snapshot tells.
+      const refused = source.readyState === 2 && this.#messagesThisAttempt === 0
       source.close()
-      if (this.#attempt === attempt) this.#lost(attempt, 'the stream broke')
+      if (this.#attempt !== attempt) return
+      if (refused) this.feed.wantSnapshot()
+      this.#lost(attempt, 'the stream broke')
     }
+  }
+
+  /** Answered 204: the job ended at our position. Its final state, if we lack it, comes with one snapshot. */
+  #ended(): void {
+    this.#drop()
+    if (this.#stopped || this.feed.done) return
+    if (this.feed.state !== null && isTerminal(this.feed.state.status)) {
+      this.feed.finish()
+      return
+    }
+    this.feed.wantSnapshot()
+    void this.#connect()
   }
 
   #onMessage(attempt: object, message: StreamMessage, credential: { token: string | null; fresh: boolean }): void {

@@ -264,6 +264,35 @@ describe('transport fallback', () => {
   })
 })
 
+describe('SSE after the end', () => {
+  it('takes a 204 for a finished job as its end: one snapshot request for the final state, no retry loop', async () => {
+    server = await startTestServer({ websocket: false, sseRetry: 10 })
+    const s = server
+    const job = await createJob(s)
+    await append(s, job.id, [{ type: 'chunk', text: 'done' }, { type: 'completed' }])
+    const final = await serverState(s, job.id)
+    const streamUrls: string[] = []
+    // The first stream request asks from the job's last seq, as a feed that lost its state between
+    // the last event and the end would: the server answers 204 No Content.
+    const fetchAtEnd: typeof fetch = (input, init) => {
+      let url = String(input instanceof Request ? input.url : input)
+      if (url.includes('/stream')) {
+        if (streamUrls.length === 0) url = `${url.split('?')[0]}?after=${final.seq}`
+        streamUrls.push(url)
+      }
+      return fetch(url, init)
+    }
+    client = createJobwireClient({ url: s.url, getToken: () => s.key, transports: ['sse'], fetch: fetchAtEnd, ...fast })
+    const record = recorder()
+    const watch = client.watchJob(job.id, record.options)
+    await until(() => record.ended, 'the watch to end')
+    expect(record.error).toBeNull()
+    expect(comparable(watch.state)).toEqual(comparable(final))
+    expect(record.states).not.toContain('reconnecting')
+    expect(streamUrls).toEqual([`${s.url}/v1/jobs/${job.id}/stream?after=${final.seq}`, `${s.url}/v1/jobs/${job.id}/stream`])
+  })
+})
+
 describe('credentials', () => {
   it('refreshes an expiring token in band over WebSocket without reconnecting or losing position', async () => {
     server = await startTestServer({ tokenSecret: secret, tokenNotice: '2s' })

@@ -498,15 +498,11 @@ describe('GET /v1/jobs/:id/stream (SSE over a real socket)', () => {
     expect(seqsOf(held)).toEqual([16, 17, 18, 19, 20, 21])
   })
 
-  it('answers a position beyond the last event in band with a position_ahead error and ends', async () => {
+  it('answers a position beyond the last event with a 409 position_ahead error, so EventSource stops', async () => {
     const job = await createJob()
-    const connection = await openStream(job.id, { 'last-event-id': '99' })
-    const messages = await within(collect(connection.messages()), 'the stream to end')
-    expect(connection.headers['content-type']).toMatch(/^text\/event-stream/)
-    expect(messages).toHaveLength(1)
-    const [message] = messages
-    expect(message?.type).toBe('error')
-    expect(message?.type === 'error' && message.error).toMatchObject({ code: 'position_ahead', details: { position: 99, seq: 1 } })
+    const connection = await openSse(streamUrl(job.id), { headers: { ...auth(), 'last-event-id': '99' } })
+    expect(connection.status).toBe(409)
+    expect(JSON.parse(connection.body)).toMatchObject({ error: { code: 'position_ahead', details: { position: 99, seq: 1 } } })
   })
 
   it('sends heartbeat comments while nothing happens', async () => {

@@ -1,5 +1,5 @@
 import type { FastifyReply, FastifyRequest } from 'fastify'
-import { JobwireError } from '@jobwire/protocol'
+import { isTerminal, JobwireError } from '@jobwire/protocol'
 import type { JobService } from '../core/jobs.js'
 import { canRead, expiryOf, notFound, type Principal } from '../core/scopes.js'
 import type { SseTransport } from '../transports/sse.js'
@@ -17,8 +17,10 @@ export interface StreamContext {
 /**
  * Answers `GET …/:id/stream`: scope check, stream limits, position from `Last-Event-ID` (what
  * EventSource sends on reconnect) or `?after=`, then the SSE transport. Errors before the stream
- * opens are plain JSON errors; afterwards (token expiry, key revoked) they are in-band `error`
- * events that end the stream.
+ * opens are plain JSON errors (so is `position_ahead`); afterwards (token expiry, key revoked) they
+ * are in-band `error` events that end the stream. A finished job asked for from its last seq gets
+ * 204 No Content. A standard EventSource stops on a 204 or any non-200 answer, so it reconnects
+ * at most once after a job ends.
  */
 export async function serveJobStream(
   request: FastifyRequest<{ Params: { id: string }; Querystring: { after?: string } }>,
@@ -35,6 +37,12 @@ export async function serveJobStream(
   if (expiresAt !== null && expiresAt <= Date.now()) throw new JobwireError('token_expired', { expiredAt: new Date(expiresAt).toISOString() })
   const job = await service.store.getJob(jobId)
   if (job === null || !canRead(principal, job)) throw notFound(jobId)
+  if (after !== undefined && after > job.seq) throw new JobwireError('position_ahead', { jobId, position: after, seq: job.seq })
+  if (after !== undefined && after === job.seq && isTerminal(job.status)) {
+    // Nothing more will ever come: 204 is what makes an EventSource stop reconnecting (HTML spec).
+    await reply.code(204).header('cache-control', 'no-store').send()
+    return
+  }
   const release = await limits.openStream(principal, request.ip)
   reply.hijack()
   try {

@@ -193,26 +193,15 @@ export class SseTransport {
   }
 
   /**
-   * Serves one stream on a raw response. Rejections of `open` (unknown job, bad position) are
-   * rethrown for the caller to answer as plain HTTP errors, except `position_ahead`, which the
-   * spec of the stream answers in band as an `error` event.
+   * Serves one stream on a raw response. Rejections of `open` (unknown job, `position_ahead`) are
+   * rethrown before any byte is sent, for the caller to answer as plain HTTP errors: a non-200
+   * answer is what stops an EventSource from reconnecting.
    */
   async serve(req: IncomingMessage, res: ServerResponse, open: (sink: StreamSink) => Promise<JobSubscription>): Promise<SseStream> {
     const connection = new SseConnection(res, this.options, () => this.#connections.delete(connection))
     const closed = new Promise<void>((resolve) => res.once('close', () => resolve()))
     const stream: SseStream = { fail: (error) => connection.fail(error), closed }
-    let subscription: JobSubscription
-    try {
-      subscription = await open(connection)
-    } catch (error) {
-      if (error instanceof JobwireError && error.code === 'position_ahead') {
-        connection.activate()
-        connection.write([{ type: 'error', error: error.toBody() }])
-        connection.end()
-        return stream
-      }
-      throw error
-    }
+    const subscription = await open(connection)
     connection.subscription = subscription
     if (req.destroyed || res.destroyed) {
       subscription.close(false)

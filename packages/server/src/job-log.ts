@@ -18,6 +18,9 @@ export function jobLifecycleLog(logger: Logger): JobObserver {
     committed: (job, events) => {
       for (const event of events) logStep(logger, about(job), event)
     },
+    // The watcher got an `internal` error with this id and resumes from `after`; the stack stays here.
+    deliveryFailed: ({ jobId, after, seq, errorId, error }) =>
+      logger.error({ jobId, after, seq, reqId: errorId, err: error }, 'a stream could not deliver events; it ended with an error'),
   }
 }
 

@@ -43,8 +43,10 @@ export class FanOut {
     for (const listener of set) {
       try {
         listener(events, publishedAt)
-      } catch {
-        // One broken subscriber must not starve the others; it is closed by its own error path.
+      } catch (error) {
+        // Subscriptions end themselves with an error frame when their sink fails (JobSubscription);
+        // a listener that throws anyway must not starve the others, and is reported, not swallowed.
+        reportListenerError(jobId, error)
       }
     }
   }
@@ -57,8 +59,8 @@ export class FanOut {
     for (const listener of this.#listeners.get(jobId) ?? []) {
       try {
         listener([])
-      } catch {
-        // as in publish()
+      } catch (error) {
+        reportListenerError(jobId, error)
       }
     }
   }
@@ -121,6 +123,11 @@ export class FanOut {
   get jobCount(): number {
     return this.#listeners.size
   }
+}
+
+/** A listener broke its contract (never throw): a process warning names the job, whatever logger the server has. */
+function reportListenerError(jobId: string, error: unknown): void {
+  process.emitWarning(`Jobwire: a fan-out listener of job ${jobId} threw: ${error instanceof Error ? error.message : String(error)}`, 'JobwireFanOutWarning')
 }
 
 function ownerKey(tenant: string, user: string): string {

@@ -218,7 +218,14 @@ export class JobService {
    * `via` names the transport asking, for metrics (in-process subscribers: `internal`).
    */
   async subscribe(jobId: string, after: number | undefined, sink: StreamSink, via = 'internal'): Promise<JobSubscription> {
-    const subscription = new JobSubscription(this.store, jobId, sink, this.limits.replayPageSize, (start) => this.observer.subscriptionStarted?.(start, via))
+    const subscription = new JobSubscription(
+      this.store,
+      jobId,
+      sink,
+      this.limits.replayPageSize,
+      (start) => this.observer.subscriptionStarted?.(start, via),
+      (failure) => this.observer.deliveryFailed?.(failure),
+    )
     await subscription.start(after)
     return subscription
   }

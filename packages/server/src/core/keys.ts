@@ -1,4 +1,4 @@
-import type { Role } from './scopes.js'
+import type { Principal, Role } from './scopes.js'
 
 /** An API key as stored: never the key itself, only a hash of its secret part. */
 export interface ApiKeyRecord {
@@ -41,4 +41,16 @@ export interface StreamCounter {
   acquire(key: string, max: number): Promise<(() => void) | null>
   /** Streams of `key` open now (on every node, for a shared counter). */
   count(key: string): Promise<number>
+}
+
+/** The slots of one open stream. */
+export interface StreamSlot {
+  /** Gives them back (idempotent). */
+  release(): void
+  /**
+   * The stream's credential changed (a WebSocket's `refresh_token`): when it names another person,
+   * takes one of their streams, then gives back the old person's; rejects with
+   * `too_many_streams`, keeping the old one, when the new person has none left.
+   */
+  moveTo(principal: Principal): Promise<void>
 }

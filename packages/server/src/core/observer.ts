@@ -17,6 +17,8 @@ export interface JobObserver {
   subscriptionStarted?(start: SubscriptionStart, via: string): void
   /** A store call took `seconds`; `failed` when the store itself failed (not when a plan refused). */
   storeOperation?(operation: string, seconds: number, failed: boolean): void
+  /** A subscription's transport could not take events from `seq` on (see DeliveryFailure): it ended with an error. */
+  deliveryFailed?(failure: { jobId: string; after: number; seq: number; errorId: string; error: unknown }): void
 }
 
 type TimedOperation = 'createJob' | 'getJob' | 'listJobs' | 'append' | 'readLog' | 'claim' | 'getRecord' | 'expiredLeases' | 'queuePosition' | 'sweep' | 'ping'
@@ -85,5 +87,6 @@ export function combineObservers(...observers: JobObserver[]): JobObserver {
     committed: (job, events) => observers.forEach((o) => o.committed?.(job, events)),
     subscriptionStarted: (start, via) => observers.forEach((o) => o.subscriptionStarted?.(start, via)),
     storeOperation: (operation, seconds, failed) => observers.forEach((o) => o.storeOperation?.(operation, seconds, failed)),
+    deliveryFailed: (failure) => observers.forEach((o) => o.deliveryFailed?.(failure)),
   }
 }

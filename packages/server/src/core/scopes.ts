@@ -24,16 +24,24 @@ export type Principal =
       tokenId: string
     }
 
-/** The identity limits are counted against: one person, or one key. */
+/**
+ * The identity limits are counted against: one person (the same whether an app JWT, a user token or
+ * a per-job token minted for them carries them), one token minted for no one, or one key.
+ */
 export function limitSubject(principal: Principal): string {
   switch (principal.kind) {
     case 'key':
       return `key:${principal.keyId}`
     case 'user':
-      return `user:${principal.tenant}:${principal.user}`
+      return `user:${personKey(principal.tenant, principal.user)}`
     case 'token':
-      return principal.user !== null ? `user:${principal.tenant ?? ''}:${principal.user}` : `token:${principal.tokenId}`
+      return principal.user !== null ? `user:${personKey(principal.tenant ?? '', principal.user)}` : `token:${principal.tokenId}`
   }
+}
+
+/** A person as one counter key: escaped, so that no tenant or user with a `:` in it can pass for another person. */
+export function personKey(tenant: string, user: string): string {
+  return `${encodeURIComponent(tenant)}:${encodeURIComponent(user)}`
 }
 
 /** When the credential stops being valid (epoch ms), or null if it does not expire. */

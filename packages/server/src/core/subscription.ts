@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto'
 import { isTerminal, isTerminalEvent, JobwireError, type JobEvent, type JobState, type StreamMessage } from '@jobwire/protocol'
 import type { SubscriptionStart } from './observer.js'
 import type { Store, Unsubscribe } from './store.js'
@@ -19,6 +20,13 @@ export interface StreamSink {
   /** The subscription is over: after a terminal event, or after an error message. */
   end(): void
 }
+
+/**
+ * Told when a sink threw while taking events (one it could not encode, a broken socket): the
+ * subscription ended with an `internal` error carrying `errorId`, and the watcher resumes from
+ * `after`, the last seq it was given.
+ */
+export type DeliveryFailure = (failure: { jobId: string; after: number; seq: number; errorId: string; error: unknown }) => void
 
 /**
  * One watcher's view of one job: a snapshot or an exact replay, then live events, with no gap and
@@ -49,6 +57,8 @@ export class JobSubscription {
     private readonly pageSize: number,
     /** Told how the subscription began, and of each later reset (metrics). */
     private readonly onStart: (start: SubscriptionStart) => void = () => {},
+    /** Told when the sink failed to take events (logs). */
+    private readonly onDeliveryFailed: DeliveryFailure = () => {},
   ) {}
 
   /** Seq of the last event (or snapshot) delivered. */
@@ -106,6 +116,8 @@ export class JobSubscription {
   }
 
   #onLive(events: readonly JobEvent[], publishedAt: number | undefined): void {
+    // Called by the fan-out for every subscriber of the job in turn: whatever goes wrong here ends
+    // this subscription (#deliver says how), never the others'.
     if (this.#closed) return
     if (events.length === 0) {
       this.#recheck = true
@@ -165,9 +177,15 @@ export class JobSubscription {
     }
     const last = batch[batch.length - 1]
     if (last !== undefined) {
+      try {
+        if (this.sink.events !== undefined) this.sink.events(batch, publishedAt)
+        else this.sink.write(batch.map((event) => ({ type: 'event', event })), publishedAt)
+      } catch (error) {
+        this.#deliveryFailed(error, (batch[0] as JobEvent).seq)
+        return
+      }
+      // The position moves only past what the sink took.
       this.#last = last.seq
-      if (this.sink.events !== undefined) this.sink.events(batch, publishedAt)
-      else this.sink.write(batch.map((event) => ({ type: 'event', event })), publishedAt)
     }
     if (this.#last > this.#knownHead) this.#knownHead = this.#last
     if (terminal) this.close()
@@ -176,11 +194,16 @@ export class JobSubscription {
 
   #snapshot(job: JobState, reset: boolean): void {
     this.onStart(reset ? 'reset' : 'initial')
+    try {
+      this.sink.write([{ type: 'snapshot', job, reset, reason: reset ? 'trimmed' : 'initial' }])
+    } catch (error) {
+      this.#deliveryFailed(error, job.seq)
+      return
+    }
     this.#last = job.seq
     this.#queued = job.status === 'queued'
     this.#queuePosition = job.queuePosition
     this.#knownHead = Math.max(this.#knownHead, job.seq)
-    this.sink.write([{ type: 'snapshot', job, reset, reason: reset ? 'trimmed' : 'initial' }])
     if (isTerminal(job.status)) this.close()
   }
 
@@ -272,9 +295,23 @@ export class JobSubscription {
     }
   }
 
+  /**
+   * The sink threw while taking events from `seq` on: it ends with a retryable `internal` error
+   * naming the last seq it was given, so the watcher resumes from there and misses nothing.
+   */
+  #deliveryFailed(error: unknown, seq: number): void {
+    const errorId = randomUUID()
+    this.onDeliveryFailed({ jobId: this.jobId, after: this.#last, seq, errorId, error })
+    this.#fail(new JobwireError('internal', { requestId: errorId, jobId: this.jobId, after: this.#last }))
+  }
+
   #fail(error: JobwireError): void {
     if (this.#closed) return
-    this.sink.write([{ type: 'error', error: error.toBody() }])
+    try {
+      this.sink.write([{ type: 'error', error: error.toBody() }])
+    } catch {
+      // A sink that cannot take even the error frame still hears the end below.
+    }
     this.close()
   }
 }

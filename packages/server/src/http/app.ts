@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto'
 import { setMaxListeners } from 'node:events'
 import type { IncomingHttpHeaders } from 'node:http'
+import type { Duplex } from 'node:stream'
 import Fastify, {
   LogController,
   type FastifyBaseLogger,
@@ -14,6 +15,7 @@ import type { Logger } from 'pino'
 import type { Authenticator } from '../auth/authenticator.js'
 import { credentialOf } from '../auth/secrets.js'
 import type { Dispatcher } from '../core/dispatch.js'
+import { checkJsonShape, type JsonShapeLimits } from '../core/json-shape.js'
 import type { JobService } from '../core/jobs.js'
 import { requireKeyRole, type Principal } from '../core/scopes.js'
 import type { Metrics } from '../metrics.js'
@@ -43,6 +45,8 @@ export interface AppOptions {
   maxBodyBytes: number
   maxEventBytes: number
   maxBatchEvents: number
+  /** Nesting and width allowed in a JSON body or WebSocket message. */
+  jsonShape: JsonShapeLimits
   /** Lease length when a worker does not ask for one. */
   defaultLeaseMs: number
   tokenTtlSeconds: number
@@ -61,6 +65,9 @@ export interface AppOptions {
   plugins?: ((app: FastifyInstance, context: RouteContext) => void | Promise<void>)[]
 }
 
+/** Longest path parameter (a job or key id) the router accepts; longer ones are refused with `invalid_request`. */
+const maxParamLength = 100
+
 /** Fastify's own error codes that mean "the client sent something wrong". */
 const clientErrors: Record<string, JobwireError['code']> = {
   FST_ERR_CTP_BODY_TOO_LARGE: 'payload_too_large',
@@ -68,6 +75,14 @@ const clientErrors: Record<string, JobwireError['code']> = {
   FST_ERR_CTP_INVALID_JSON_BODY: 'malformed_json',
   FST_ERR_CTP_EMPTY_JSON_BODY: 'malformed_json',
   FST_ERR_CTP_INVALID_CONTENT_LENGTH: 'invalid_request',
+}
+
+/** What a Fastify error about the request says, in a client's words (the rest say what Fastify says). */
+const clientReasons: Record<string, string> = {
+  FST_ERR_BAD_URL: 'the URL holds a malformed percent-escape',
+  FST_ERR_MAX_PARAM_LENGTH: `a path parameter is longer than ${maxParamLength} characters`,
+  FST_ERR_CTP_INVALID_CONTENT_LENGTH: 'the body does not match its Content-Length',
+  FST_ERR_ASYNC_CONSTRAINT: 'the request matches no route constraint',
 }
 
 /** The HTTP API: the auth hook, CORS, the error boundary, and the route modules. Rules live in core. */
@@ -82,6 +97,14 @@ export async function buildApp(options: AppOptions): Promise<{ app: FastifyInsta
     forceCloseConnections: true,
     requestTimeout: options.requestTimeoutMs,
     trustProxy: false,
+    routerOptions: { maxParamLength },
+    // Errors Fastify meets before routing (a bad percent-escape, an over-long id) get Jobwire's body too.
+    frameworkErrors: (error: FastifyError, request: FastifyRequest, reply: FastifyReply) => {
+      const known = toJobwireError(error, request.id, options.maxBodyBytes)
+      void reply.code(known.status).header('x-request-id', request.id).send({ error: known.toBody() })
+    },
+    // …and so do requests Node's HTTP parser refuses before Fastify sees them (bad headers, unknown methods).
+    clientErrorHandler: (error: NodeJS.ErrnoException, socket: Duplex) => answerClientError(error, socket),
   }
   const app: FastifyInstance =
     options.logger === false ? Fastify({ ...common, logger: false }) : Fastify({ ...common, loggerInstance: options.logger as FastifyBaseLogger })
@@ -100,6 +123,20 @@ export async function buildApp(options: AppOptions): Promise<{ app: FastifyInsta
   app.addHook('onClose', async () => sse.close())
   // Fastify parses text/plain by default; the API takes JSON only, so it gets unsupported_media_type.
   app.removeContentTypeParser('text/plain')
+  // JSON bodies are checked for depth and width before they are parsed: nothing nested past the
+  // limit reaches a recursive walk (validation, encoding, a store), so it answers 400, not 500.
+  const parseJson = app.getDefaultJsonParser('error', 'error')
+  app.removeContentTypeParser('application/json')
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (request, body, done) => {
+    const text = typeof body === 'string' ? body : body.toString('utf8')
+    try {
+      checkJsonShape(text, options.jsonShape)
+    } catch (error) {
+      done(error as Error, undefined)
+      return
+    }
+    parseJson(request, text, done)
+  })
   app.decorateRequest('principal', null)
 
   // Open streams by API key, so that revoking a key closes them at once.
@@ -149,6 +186,12 @@ export async function buildApp(options: AppOptions): Promise<{ app: FastifyInsta
 
   app.setErrorHandler((error: FastifyError | JobwireError, request, reply) => {
     const known = toJobwireError(error, request.id, options.maxBodyBytes)
+    // A client that went away mid-body is its own business: nobody reads the answer, and anyone could fill the error log.
+    if (isAbort(error, request)) {
+      request.log.debug({ reqId: request.id, url: request.url.split('?')[0] }, 'request aborted by the client')
+      void reply.code(400).send({ error: new JobwireError('invalid_request', { reason: 'the request was aborted' }).toBody() })
+      return
+    }
     if (known.code === 'internal') request.log.error({ err: error, reqId: request.id, url: request.url.split('?')[0] }, 'unhandled error')
     const retryAfter = known.details?.retryAfter
     if (typeof retryAfter === 'number') void reply.header('retry-after', String(retryAfter))
@@ -174,6 +217,11 @@ export async function buildApp(options: AppOptions): Promise<{ app: FastifyInsta
     }
     return options.auth.authenticate(found.credential)
   }
+  app.addHook('onRequest', async (request) => {
+    // `?after=1&after=2` parses to an array: refused here, so no route sees anything but strings.
+    const repeated = Object.entries(request.query as Record<string, unknown>).find(([, value]) => Array.isArray(value))
+    if (repeated !== undefined) throw repeatedParameter(repeated[0])
+  })
   app.addHook('onRequest', async (request, reply) => {
     const origin = request.headers.origin
     if (origin === undefined) return
@@ -251,7 +299,11 @@ export async function buildApp(options: AppOptions): Promise<{ app: FastifyInsta
       onDelivered: options.metrics.deliveryObserver('ws'),
     }, {
       service: options.service,
-      authenticateUpgrade: (request) => authenticateRequest(request.headers, new URL(request.url ?? '/', 'http://localhost').searchParams.get('access_token') ?? undefined),
+      authenticateUpgrade: (request) => {
+        const tokens = new URL(request.url ?? '/', 'http://localhost').searchParams.getAll('access_token')
+        if (tokens.length > 1) throw repeatedParameter('access_token')
+        return authenticateRequest(request.headers, tokens[0])
+      },
       authenticate: (credential) => options.auth.authenticate(credential),
       openStream: (principal, ip) => options.limits.openStream(principal, ip),
       trackKey,
@@ -302,9 +354,49 @@ export function toJobwireError(error: unknown, requestId: string, bodyLimit?: nu
   if (error instanceof JobwireError) return error
   const fastifyError = error as Partial<FastifyError>
   const code = fastifyError.code === undefined ? undefined : clientErrors[fastifyError.code]
+  const reason = fastifyError.code === undefined ? undefined : clientReasons[fastifyError.code]
+  if (code === 'invalid_request' || (code === undefined && reason !== undefined)) return new JobwireError('invalid_request', { reason })
   if (code !== undefined) return new JobwireError(code, code === 'payload_too_large' ? { limit: bodyLimit } : undefined)
   if (fastifyError.statusCode === 400 && error instanceof SyntaxError) return new JobwireError('malformed_json')
+  // Any other Fastify error about the request (a 4xx of its own) is the client's mistake, said in Jobwire's body.
+  const status = fastifyError.statusCode
+  if (typeof fastifyError.code === 'string' && fastifyError.code.startsWith('FST_') && typeof status === 'number' && status >= 400 && status < 500) {
+    return new JobwireError('invalid_request', { reason: fastifyError.message ?? 'refused' })
+  }
   return new JobwireError('internal', { requestId })
+}
+
+function repeatedParameter(name: string): JobwireError {
+  const field = name.slice(0, 100)
+  return new JobwireError('invalid_request', { field, reason: `${field}: given more than once` })
+}
+
+/** Whether the request failed because its client went away before sending all of it. */
+function isAbort(error: unknown, request: FastifyRequest): boolean {
+  const code = (error as { code?: unknown }).code
+  return code === 'ECONNRESET' || code === 'ECONNABORTED' || (request.raw.destroyed && !request.raw.complete)
+}
+
+/**
+ * Answers what Node's HTTP parser refused before any route saw it (a malformed request line or
+ * header, headers past the size limit, a request that took too long) in Jobwire's body, then
+ * closes. A reset connection gets nothing: there is no one to tell.
+ */
+function answerClientError(error: NodeJS.ErrnoException, socket: Duplex): void {
+  if (error.code === 'ECONNRESET' || socket.destroyed) return
+  const reason =
+    error.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+      ? 'the request did not arrive within the request timeout'
+      : error.code === 'HPE_HEADER_OVERFLOW'
+        ? 'the request headers are too large'
+        : 'the request is not valid HTTP/1.1'
+  const body = JSON.stringify({ error: new JobwireError('invalid_request', { reason }).toBody() })
+  if (socket.writable) {
+    socket.write(
+      `HTTP/1.1 400 Bad Request\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+    )
+  }
+  socket.destroy()
 }
 
 export type { FastifyReply, FastifyRequest }

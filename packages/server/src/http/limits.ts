@@ -1,13 +1,17 @@
 import { JobwireError } from '@jobwire/protocol'
-import type { RateCounter, StreamCounter } from '../core/keys.js'
-import { limitSubject, type Principal } from '../core/scopes.js'
+import type { RateCounter, StreamCounter, StreamSlot } from '../core/keys.js'
+import { limitSubject, personKey, type Principal } from '../core/scopes.js'
 import type { Metrics } from '../metrics.js'
 
 export interface LimitSettings {
   /** Jobs created per owner (a person) per window. */
   createLimit: number
   createWindowMs: number
-  /** Open streams per person (user JWT or subscription token); API keys are server-side and not counted here. */
+  /**
+   * Open streams per person, whatever credential carries them (an app JWT, a user token, a per-job
+   * token minted for the user); a per-job token minted for no user counts on its own. API keys are
+   * server-side and not counted here.
+   */
   streamsPerUser: number
   /** Open streams per client IP, for people's credentials. */
   streamsPerIp: number
@@ -37,7 +41,7 @@ export class Limits {
   async countCreation(owner: { tenant: string; user: string } | null): Promise<void> {
     if (owner === null) return
     const { createLimit, createWindowMs } = this.settings
-    const result = await this.rate.hit(`create:${owner.tenant}:${owner.user}`, createLimit, createWindowMs)
+    const result = await this.rate.hit(`create:${personKey(owner.tenant, owner.user)}`, createLimit, createWindowMs)
     if (!result.ok) {
       this.metrics.limitRejections.inc({ limit: 'create_per_user' })
       throw new JobwireError('rate_limited', {
@@ -49,39 +53,72 @@ export class Limits {
     }
   }
 
-  /** Takes the slots an open stream needs; the returned function gives them back (idempotent). */
-  async openStream(principal: Principal, ip: string): Promise<() => void> {
-    const { maxConnections, streamsPerUser, streamsPerIp } = this.settings
+  /**
+   * Takes the slots an open stream (SSE, WebSocket, long-poll) needs: one of this node's
+   * connections, and for people one of their streams and one of their address's, counted on every
+   * node. The node's slot is taken before anything is awaited, so concurrent opens see each other.
+   */
+  async openStream(principal: Principal, ip: string): Promise<StreamSlot> {
+    const { maxConnections, streamsPerIp } = this.settings
     if (this.#connections >= maxConnections) {
       this.metrics.limitRejections.inc({ limit: 'connections' })
       throw new JobwireError('server_busy', { max: maxConnections, retryAfter: 1 })
     }
-    const releases: (() => void)[] = []
-    const releaseAll = (): void => {
-      for (const release of releases.splice(0)) release()
-    }
-    if (principal.kind !== 'key') {
-      const perUser = await this.streams.acquire(`streams:${limitSubject(principal)}`, streamsPerUser)
-      if (perUser === null) {
-        this.metrics.limitRejections.inc({ limit: 'streams_per_user' })
-        throw new JobwireError('too_many_streams', { scope: 'this user', max: streamsPerUser, retryAfter: 5 })
-      }
-      releases.push(perUser)
-      const perIp = await this.streams.acquire(`streams-ip:${ip}`, streamsPerIp)
-      if (perIp === null) {
-        releaseAll()
-        this.metrics.limitRejections.inc({ limit: 'streams_per_ip' })
-        throw new JobwireError('too_many_streams', { scope: 'this address', max: streamsPerIp, retryAfter: 5 })
-      }
-      releases.push(perIp)
-    }
     this.#connections++
-    let open = true
-    return () => {
-      if (!open) return
-      open = false
+    let person: (() => void) | null = null
+    let address: (() => void) | null = null
+    try {
+      person = await this.#takePersonSlot(principal)
+      if (principal.kind !== 'key') {
+        address = await this.streams.acquire(`streams-ip:${ip}`, streamsPerIp)
+        if (address === null) {
+          this.metrics.limitRejections.inc({ limit: 'streams_per_ip' })
+          throw new JobwireError('too_many_streams', { scope: 'this address', max: streamsPerIp, retryAfter: 5 })
+        }
+      }
+    } catch (error) {
       this.#connections--
-      releaseAll()
+      person?.()
+      throw error
+    }
+    let open = true
+    return {
+      release: () => {
+        if (!open) return
+        open = false
+        this.#connections--
+        person?.()
+        address?.()
+      },
+      moveTo: async (next) => {
+        if (!open || limitSubjectOf(next) === limitSubjectOf(principal)) return
+        const taken = await this.#takePersonSlot(next)
+        if (!open) {
+          taken?.()
+          return
+        }
+        person?.()
+        person = taken
+        principal = next
+      },
     }
   }
+
+  /** One of the person's streams (null for API keys, which are not counted per person). */
+  async #takePersonSlot(principal: Principal): Promise<(() => void) | null> {
+    const subject = limitSubjectOf(principal)
+    if (subject === null) return null
+    const { streamsPerUser } = this.settings
+    const slot = await this.streams.acquire(`streams:${subject}`, streamsPerUser)
+    if (slot === null) {
+      this.metrics.limitRejections.inc({ limit: 'streams_per_user' })
+      throw new JobwireError('too_many_streams', { scope: 'this user', max: streamsPerUser, retryAfter: 5 })
+    }
+    return slot
+  }
+}
+
+/** Whose streams a principal's count against: a person (however their credential says so), a token, or nobody (API keys). */
+function limitSubjectOf(principal: Principal): string | null {
+  return principal.kind === 'key' ? null : limitSubject(principal)
 }

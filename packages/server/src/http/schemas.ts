@@ -29,7 +29,14 @@ const producerEvent = z.discriminatedUnion('type', [
 ])
 type ProducerEvent = z.infer<typeof producerEvent>
 
-const owner = z.object({ tenant: text(200).min(1), user: text(200).min(1) }).strict()
+/**
+ * A tenant or user name: no control characters; a tenant has no `:` either, so that `owner=tenant:user`
+ * (split at the first colon) addresses every owner, users with a colon in their name included.
+ */
+export const tenantName = text(200).min(1).regex(/^[^\p{Cc}:]+$/u, 'no control characters or ":"')
+export const userName = text(200).min(1).regex(/^[^\p{Cc}]+$/u, 'no control characters')
+
+const owner = z.object({ tenant: tenantName, user: userName }).strict()
 
 export const createJobBody = z
   .object({

@@ -43,7 +43,8 @@ export async function serveJobStream(
     await reply.code(204).header('cache-control', 'no-store').send()
     return
   }
-  const release = await limits.openStream(principal, request.ip)
+  const slot = await limits.openStream(principal, request.ip)
+  const release = slot.release
   reply.hijack()
   try {
     const stream = await sse.serve(request.raw, reply.raw, (sink) => service.subscribe(jobId, after, sink, 'sse'))

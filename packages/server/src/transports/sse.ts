@@ -1,7 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { encodeSseEvent, encodeSseMessage, JobwireError, sseHeartbeat, type JobEvent, type StreamMessage } from '@jobwire/protocol'
 import type { JobSubscription, StreamSink } from '../core/subscription.js'
-import { PendingRun, PerBatch, TickFlusher, type DeliveryObserver } from './tick-flush.js'
+import { destroyWhenStalled, PendingRun, PerBatch, stallTimeoutMs, TickFlusher, type DeliveryObserver } from './tick-flush.js'
 
 export interface SseOptions {
   /** Interval of `: heartbeat` comments, which keep proxies from timing out and let clients detect a dead link. */
@@ -68,8 +68,9 @@ class SseConnection implements StreamSink {
         continue
       }
       const event = message.event
+      const frame = encodeOnce(event)
       this.#run.extend(this.#pending === '', event.jobId, event.seq, event.seq)
-      this.#pending += encodeOnce(event)
+      this.#pending += frame
     }
     this.#schedule()
   }
@@ -78,9 +79,11 @@ class SseConnection implements StreamSink {
     const first = batch[0]
     const last = batch[batch.length - 1]
     if (first === undefined || last === undefined) return
+    // Encoded before anything changes: an event that cannot be encoded leaves this connection as it was.
+    const frames = batchFrames.get(batch)
     if (publishedAt !== undefined && this.#publishedAt === 0) this.#publishedAt = publishedAt
     this.#run.extend(this.#pending === '', first.jobId, first.seq, last.seq)
-    this.#pending += batchFrames.get(batch)
+    this.#pending += frames
     this.#schedule()
   }
 
@@ -158,8 +161,9 @@ class SseConnection implements StreamSink {
     this.#ended = true
     this.res.end(this.#pending + encodeSseMessage({ type: 'error', error: error.toBody() }))
     this.#pending = ''
-    // A reader that stopped reading altogether would hold the socket forever.
-    setTimeout(() => this.res.destroy(), 5_000).unref()
+    // The error frame goes out after what the reader has not read yet; it gets it as long as it
+    // keeps reading. One that takes nothing for `stallTimeoutMs` would hold the socket forever.
+    destroyWhenStalled(this.res, () => this.res.writableLength, stallTimeoutMs)
     this.onDone()
   }
 }

@@ -131,3 +131,25 @@ export class TickFlusher<C extends { flush(): void }> {
     this.#oldest.clear()
   }
 }
+
+/** How long a stream that ended with an error waits for a reader that reads nothing before cutting it. */
+export const stallTimeoutMs = 30_000
+
+/**
+ * Destroys a stream whose unsent bytes (`unsent()`) have not gone down for `ms`; one whose reader
+ * keeps taking bytes, however slowly, is left to finish.
+ */
+export function destroyWhenStalled(stream: { destroyed: boolean; writableFinished?: boolean; destroy(): void }, unsent: () => number, ms: number): void {
+  let last = unsent()
+  const check = (): void => {
+    if (stream.destroyed || stream.writableFinished === true) return
+    const now = unsent()
+    if (now === 0 || now >= last) {
+      stream.destroy()
+      return
+    }
+    last = now
+    setTimeout(check, ms).unref()
+  }
+  setTimeout(check, ms).unref()
+}

@@ -8,7 +8,7 @@ import {
   type WsServerMessage,
 } from '@jobwire/protocol'
 import { CoalescedRun } from './ws-coalesce.js'
-import { PendingRun, PerBatch, TickFlusher, type DeliveryObserver } from './tick-flush.js'
+import { destroyWhenStalled, PendingRun, PerBatch, stallTimeoutMs, TickFlusher, type DeliveryObserver } from './tick-flush.js'
 
 /** What a connection needs to know about flow control (see config: `ws*`). */
 export interface WsFlowSettings {
@@ -302,11 +302,15 @@ export class WsConnection {
     const texts = this.#pending.map(textOf)
     texts.push(JSON.stringify({ type: 'error', error: error.toBody() } satisfies WsServerMessage))
     this.socket.send(texts.join('\n'))
-    this.close(closeCodeOf(error.code), error.code)
+    this.close(closeCodeOf(error.code), error.code, stallTimeoutMs, true)
   }
 
-  /** Closes politely; a peer that does not answer the close within `terminateAfterMs` is cut off. */
-  close(code: number = wsCloseCodes.normal, reason = '', terminateAfterMs = 5_000): void {
+  /**
+   * Closes politely; a peer that does not answer the close within `terminateAfterMs` is cut off —
+   * or, `whileReading`, one that has not read any of the bytes still queued for it in that time
+   * (so that a slow reader still gets the error sent before the close).
+   */
+  close(code: number = wsCloseCodes.normal, reason = '', terminateAfterMs = 5_000, whileReading = false): void {
     if (this.#closed) return
     this.#closed = true
     flusher.forget(this)
@@ -314,7 +318,8 @@ export class WsConnection {
     this.#mergeable.clear()
     this.socket.close(code, reason)
     // A reader that stopped reading never completes the closing handshake.
-    setTimeout(() => this.socket.terminate(), terminateAfterMs).unref()
+    if (whileReading) destroyWhenStalled({ get destroyed() { return socketGone(this.socket) }, destroy: () => this.socket.terminate() }, () => this.socket.bufferedAmount, terminateAfterMs)
+    else setTimeout(() => this.socket.terminate(), terminateAfterMs).unref()
   }
 
   #slowConsumer(): void {
@@ -324,7 +329,7 @@ export class WsConnection {
     this.#pending = []
     this.#pendingChars = 0
     this.socket.send(JSON.stringify({ type: 'error', error: error.toBody() } satisfies WsServerMessage))
-    this.close(closeCodeOf('slow_consumer'), 'slow_consumer')
+    this.close(closeCodeOf('slow_consumer'), 'slow_consumer', stallTimeoutMs, true)
   }
 
   #receive(data: RawData, isBinary: boolean, onLine: LineHandler): void {
@@ -362,4 +367,8 @@ export class WsConnection {
     this.#tokens -= 1
     return true
   }
+}
+
+function socketGone(socket: WebSocket): boolean {
+  return socket.readyState === socket.CLOSED
 }

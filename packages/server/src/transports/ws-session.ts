@@ -25,6 +25,8 @@ export interface WsSessionContext {
   ownerRescanMs: number
   /** Logs an unexpected failure; returns the id the client is told. */
   logInternal(error: unknown, where: string): string
+  /** Moves the socket's stream slot to a refreshed credential's person; rejects (`too_many_streams`) when they have none left. */
+  recount(principal: Principal): Promise<void>
 }
 
 /** One job's stream on this socket. It may be wanted by the client (`explicit`), by the user feed, or both. */
@@ -216,9 +218,9 @@ export class WsSession {
       events: (batch: readonly JobEvent[], publishedAt?: number) => {
         const last = batch[batch.length - 1]
         if (stream.closed || this.#closed || last === undefined) return
+        this.connection.sendEvents(batch, publishedAt)
         stream.position = last.seq
         stream.started = true
-        this.connection.sendEvents(batch, publishedAt)
       },
       // The subscription is over (terminal event or error): the job leaves this socket.
       end: () => this.#forget(stream),
@@ -368,6 +370,9 @@ export class WsSession {
   /** Swaps the credential, keeping every stream's position; streams the new one may not read end. */
   async #refresh(message: Extract<WsClientMessage, { type: 'refresh_token' }>): Promise<void> {
     const principal = await this.context.authenticate(message.token)
+    if (this.#closed) return
+    // A credential of another person counts against their streams: refused (the old one stays) when they have none left.
+    await this.context.recount(principal)
     if (this.#closed) return
     this.#principal = principal
     this.#watchCredential()

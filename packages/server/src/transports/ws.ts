@@ -4,6 +4,7 @@ import { WebSocketServer } from 'ws'
 import { JobwireError, protocolVersion, wsCloseCodes, wsPath, type WsServerMessage } from '@jobwire/protocol'
 import type { JobService } from '../core/jobs.js'
 import { expiryOf, type Principal } from '../core/scopes.js'
+import type { StreamSlot } from '../core/keys.js'
 import { WsConnection, type WsFlowSettings } from './ws-connection.js'
 import { WsSession } from './ws-session.js'
 
@@ -22,8 +23,8 @@ export interface WsEndpointContext {
   /** The upgrade request's principal, from the same credential sources and checks as the `/v1` hook. */
   authenticateUpgrade(request: IncomingMessage): Promise<Principal>
   authenticate(credential: string): Promise<Principal>
-  /** Takes the stream slots a socket needs (it counts as one stream); the result gives them back. */
-  openStream(principal: Principal, ip: string): Promise<() => void>
+  /** Takes the stream slots a socket needs (it counts as one stream); the result gives them back, or moves them to a refreshed credential. */
+  openStream(principal: Principal, ip: string): Promise<StreamSlot>
   trackKey(principal: Principal, fail: (error: JobwireError) => void): () => void
   /** Logs an unexpected failure and returns the id the client is told. */
   logInternal(error: unknown, where: string): string
@@ -104,10 +105,11 @@ export class WsEndpoint {
   async #accept(request: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
     let principal: Principal | null = null
     let refusal: JobwireError | null = null
-    let release: () => void = () => {}
+    let slot: StreamSlot | null = null
+    const release = (): void => slot?.release()
     try {
       principal = await this.context.authenticateUpgrade(request)
-      release = await this.context.openStream(principal, request.socket.remoteAddress ?? '')
+      slot = await this.context.openStream(principal, request.socket.remoteAddress ?? '')
     } catch (error) {
       refusal = error instanceof JobwireError ? error : new JobwireError('internal', { requestId: this.context.logInternal(error, 'upgrade') })
     }
@@ -141,6 +143,7 @@ export class WsEndpoint {
         tokenNoticeMs: this.options.tokenNoticeMs,
         ownerRescanMs: this.options.ownerRescanMs ?? 2_000,
         logInternal: (error, where) => this.context.logInternal(error, `ws ${where}`),
+        recount: (next) => slot?.moveTo(next) ?? Promise.resolve(),
       })
       this.#live.set(connection, session)
       const expiresAt = expiryOf(principal)

@@ -4,13 +4,14 @@ import { z } from 'zod'
 import { canManage, notFound, requireKeyRole, roles, tenantOf, type Role } from '../../core/scopes.js'
 import { signSubscriptionToken } from '../../auth/tokens.js'
 import { principalOf, type RouteContext } from '../context.js'
-import { parseWith } from '../schemas.js'
+import { parseWith, tenantName, userName } from '../schemas.js'
 
 const tokenBody = z
   .object({
     jobIds: z.array(z.string().min(1).max(100)).min(1).max(1000).optional(),
-    tenant: z.string().min(1).max(200).optional(),
-    user: z.string().min(1).max(200).optional(),
+    tenant: tenantName.optional(),
+    /** With `jobIds`: the person the token is for, so that their streams are counted together. */
+    user: userName.optional(),
     rights: z.array(z.enum(['read', 'cancel'])).min(1).max(2).optional(),
     /** Seconds. */
     ttl: z.number().int().min(10).optional(),
@@ -21,7 +22,7 @@ const keyBody = z
   .object({
     name: z.string().min(1).max(100),
     role: z.enum(roles as [Role, ...Role[]]),
-    tenant: z.string().min(1).max(200).optional(),
+    tenant: tenantName.optional(),
     types: z.array(z.string().min(1).max(100)).min(1).max(50).optional(),
   })
   .strict()

@@ -88,15 +88,22 @@ export function registerJobRoutes(v1: FastifyInstance, context: RouteContext): v
   )
 
   v1.get<{ Params: { id: string }; Querystring: { after?: string; wait?: string } }>('/jobs/:id/events', async (request, reply) => {
-    await visibleJob(service, principalOf(request), request.params.id)
+    const principal = principalOf(request)
+    await visibleJob(service, principal, request.params.id)
     const after = parsePosition(request.query.after)
     const waitSeconds = request.query.wait === undefined ? 0 : Number(request.query.wait)
     if (!Number.isFinite(waitSeconds) || waitSeconds < 0) {
       throw new JobwireError('invalid_request', { field: 'wait', reason: 'wait: expected seconds >= 0' })
     }
     const waitMs = Math.min(waitSeconds * 1000, settings.pollMaxWaitMs)
-    return service.poll(request.params.id, after, waitMs, abortOnClose(reply, context.shuttingDown), (publishedAt) =>
-      reply.raw.once('finish', () => context.pollDelivered((performance.now() - publishedAt) / 1000)),
-    )
+    // A long-poll holds a connection like a stream does, and counts as one while it waits.
+    const slot = waitMs > 0 && after !== undefined ? await limits.openStream(principal, request.ip) : null
+    try {
+      return await service.poll(request.params.id, after, waitMs, abortOnClose(reply, context.shuttingDown), (publishedAt) =>
+        reply.raw.once('finish', () => context.pollDelivered((performance.now() - publishedAt) / 1000)),
+      )
+    } finally {
+      slot?.release()
+    }
   })
 }

@@ -1,0 +1,226 @@
+/**
+ * Nothing a client sends breaks a stream or gets a 500: JSON depth and width are bounded before
+ * anything is stored, repeated query parameters and requests Fastify or Node refuse answer in
+ * Jobwire's error body, a transport that cannot encode an event ends its stream with an error the
+ * watcher resumes from, and a client aborting mid-body is logged at debug.
+ */
+import { connect } from 'node:net'
+import { Writable } from 'node:stream'
+import pino from 'pino'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { errorRegistry, type ErrorBody, type JobState, type StreamMessage } from '@jobwire/protocol'
+import { checkJsonShape } from '../src/core/json-shape.js'
+import { collect, openSse, startTestServer, type Storage, type TestServer } from './fixtures.js'
+
+const nested = (depth: number, leaf = '0'): string => '['.repeat(depth) + leaf + ']'.repeat(depth)
+
+/** Sends raw bytes on a fresh socket and returns everything the server answered before closing. */
+function rawExchange(url: string, text: string): Promise<string> {
+  const { port } = new URL(url)
+  return new Promise((resolve, reject) => {
+    const socket = connect(Number(port), '127.0.0.1', () => socket.write(text))
+    let answer = ''
+    socket.setEncoding('utf8')
+    socket.on('data', (chunk: string) => (answer += chunk))
+    socket.on('close', () => resolve(answer))
+    socket.on('error', reject)
+  })
+}
+
+function bodyOf(answer: string): { status: number; error: ErrorBody | undefined } {
+  const status = Number(/^HTTP\/1\.1 (\d{3})/.exec(answer)?.[1] ?? 0)
+  const body = answer.slice(answer.indexOf('\r\n\r\n') + 4)
+  return { status, error: (JSON.parse(body) as { error?: ErrorBody }).error }
+}
+
+describe('checkJsonShape', () => {
+  it('accepts JSON up to the limits, strings full of brackets and escaped quotes included', () => {
+    expect(() => checkJsonShape(nested(64), { maxDepth: 64, maxWidth: 10 })).not.toThrow()
+    expect(() => checkJsonShape(JSON.stringify({ a: '[[[[{{{{"\\"]]]', b: [1, 2, 3] }), { maxDepth: 2, maxWidth: 3 })).not.toThrow()
+    expect(() => checkJsonShape(JSON.stringify(Array.from({ length: 10 }, (_, i) => i)), { maxDepth: 2, maxWidth: 10 })).not.toThrow()
+  })
+
+  it('names the path of the container that goes too deep or too wide, and the limit', () => {
+    const deep = `{"type":"checkpoint","data":{"a":[1,{"b":${nested(10)}}]}}`
+    try {
+      checkJsonShape(deep, { maxDepth: 8, maxWidth: 100 })
+      expect.unreachable()
+    } catch (error) {
+      expect((error as { details: unknown }).details).toMatchObject({ field: 'data.a.1.b.0.0.0.0', limit: 8 })
+    }
+    try {
+      checkJsonShape(JSON.stringify({ input: { list: Array.from({ length: 11 }, () => 'x') } }), { maxDepth: 8, maxWidth: 10 })
+      expect.unreachable()
+    } catch (error) {
+      expect((error as { details: unknown }).details).toMatchObject({ field: 'input.list', limit: 10 })
+    }
+  })
+})
+
+describe.each<Storage>(['memory', 'sqlite'])('bounded JSON on %s', (storage) => {
+  let t: TestServer
+  beforeAll(async () => {
+    t = await startTestServer({ storage })
+  })
+  afterAll(() => t.close())
+
+  const raw = (method: string, path: string, body: string) =>
+    rawExchange(
+      t.url,
+      `${method} ${path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${t.key}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+    )
+
+  it('a job whose input nests 6,000 deep answers 400 naming the path and the limit, and nothing is stored (no poison job)', async () => {
+    const before = await t.api.call<{ jobs: unknown[] }>('GET', '/v1/jobs?limit=200')
+    const answer = bodyOf(await raw('POST', '/v1/jobs', `{"type":"deep","input":{"tree":${nested(6000)}}}`))
+    expect(answer.status).toBe(400)
+    expect(answer.error?.code).toBe('invalid_request')
+    expect(answer.error?.details).toMatchObject({ limit: 64 })
+    expect(String(answer.error?.details?.field)).toMatch(/^input\.tree\.0\.0/)
+    expect(answer.error?.message).toContain('64 levels')
+    const after = await t.api.call<{ jobs: unknown[] }>('GET', '/v1/jobs?limit=200')
+    expect(after.body.jobs.length).toBe(before.body.jobs.length)
+  })
+
+  it('events nested past the limit answer 400 on both write routes, append nothing, and the job streams on', async () => {
+    const created = await t.api.call<JobState>('POST', '/v1/jobs', { type: 'shape', dispatch: false })
+    const id = created.body.id
+    await t.api.call('POST', `/v1/jobs/${id}/events`, { type: 'started' })
+    const one = bodyOf(await raw('POST', `/v1/jobs/${id}/events`, `{"type":"checkpoint","data":${nested(4100)}}`))
+    expect(one.status).toBe(400)
+    expect(one.error?.code).toBe('invalid_request')
+    expect(one.error?.details?.field).toMatch(/^data\.0\.0/)
+    const bulk = bodyOf(await raw('POST', '/v1/events', `{"writes":[{"jobId":"${id}","events":[{"type":"completed","result":${nested(5000)}}]}]}`))
+    expect(bulk.status).toBe(400)
+    expect(bulk.error?.details?.field).toMatch(/^writes\.0\.events\.0\.result\.0/)
+    const wide = bodyOf(await raw('POST', `/v1/jobs/${id}/events`, JSON.stringify({ type: 'checkpoint', data: { rows: Array.from({ length: 10_001 }, (_, i) => i) } })))
+    expect(wide.status).toBe(400)
+    expect(wide.error?.details).toMatchObject({ field: 'data.rows', limit: 10_000 })
+    const job = await t.api.call<JobState>('GET', `/v1/jobs/${id}`)
+    expect(job.status).toBe(200)
+    expect(job.body.seq).toBe(2)
+    // Within the limits everything still goes through.
+    const fine = await t.api.call('POST', `/v1/jobs/${id}/events`, { type: 'checkpoint', data: JSON.parse(nested(60)) })
+    expect(fine.status).toBe(200)
+    const events = await t.api.call<{ events: unknown[] }>('GET', `/v1/jobs/${id}/events?after=0`)
+    expect(events.body.events.length).toBe(3)
+  })
+
+  it('repeated query parameters answer 400 invalid_request naming the parameter, credentials included', async () => {
+    const created = await t.api.call<JobState>('POST', '/v1/jobs', { type: 'query', dispatch: false })
+    for (const path of [`/v1/jobs/${created.body.id}/events?after=1&after=2`, `/v1/jobs/${created.body.id}/stream?after=0&after=0`, '/v1/jobs?status=queued&status=running']) {
+      const answer = await t.api.call<{ error: ErrorBody }>('GET', path)
+      expect(answer.status, path).toBe(400)
+      expect(answer.body.error.code).toBe('invalid_request')
+    }
+    const tokens = await t.api.call<{ error: ErrorBody }>('GET', `/v1/jobs?access_token=a&access_token=b`, undefined, { authorization: '' })
+    expect(tokens.status).toBe(400)
+    expect(tokens.body.error.details).toMatchObject({ field: 'access_token' })
+  })
+})
+
+describe('requests Fastify or Node refuse', () => {
+  let t: TestServer
+  beforeAll(async () => {
+    t = await startTestServer()
+  })
+  afterAll(() => t.close())
+
+  const get = (path: string, extra = '') => `GET ${path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${t.key}\r\n${extra}Connection: close\r\n\r\n`
+
+  it.each([
+    ['a malformed percent-escape', () => get('/v1/jobs/%zz')],
+    ['an over-long path parameter', () => get(`/v1/jobs/${'a'.repeat(300)}`)],
+    ['a header line without a colon', () => get('/v1/jobs', 'Bad Header\r\n')],
+    ['an unknown method token', () => `FOO\x01 /v1/jobs HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`],
+    ['a body shorter than its Content-Length', () => `POST /v1/jobs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${t.key}\r\nContent-Type: application/json\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n0\r\n\r\n`],
+  ])('%s answers 400 in Jobwire error body', async (_name, request) => {
+    const answer = bodyOf(await rawExchange(t.url, request()))
+    expect(answer.status).toBe(400)
+    expect(answer.error?.code).toBe('invalid_request')
+    expect(answer.error?.message).toMatch(/^The request is invalid: /)
+    expect(errorRegistry[answer.error?.code ?? 'internal'].status).toBe(400)
+  })
+
+  it('TRACE and DELETE with a JSON body answer in Jobwire error body', async () => {
+    const trace = bodyOf(await rawExchange(t.url, `TRACE /v1/jobs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${t.key}\r\nConnection: close\r\n\r\n`))
+    expect(trace).toMatchObject({ status: 404, error: { code: 'route_not_found' } })
+    const body = '{"why":"no"}'
+    const del = bodyOf(
+      await rawExchange(
+        t.url,
+        `DELETE /v1/keys/nope HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${t.key}\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`,
+      ),
+    )
+    expect(del).toMatchObject({ status: 404, error: { code: 'key_not_found' } })
+  })
+})
+
+describe('a client aborting mid-body', () => {
+  it('is logged at debug, never at error', async () => {
+    const lines: { level: number; msg: string }[] = []
+    const sink = new Writable({
+      write(chunk: Buffer, _encoding, done) {
+        for (const line of chunk.toString().split('\n')) if (line !== '') lines.push(JSON.parse(line) as { level: number; msg: string })
+        done()
+      },
+    })
+    const { startServer } = await import('../src/server.js')
+    const server = await startServer({ logger: pino({ level: 'debug' }, sink), config: { apiKey: 'test-admin-key-123456', port: 0, host: '127.0.0.1', memory: true } })
+    try {
+      const socket = connect(server.port, '127.0.0.1')
+      await new Promise<void>((resolve) => socket.once('connect', () => resolve()))
+      socket.write(`POST /v1/jobs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${server.adminKey.key}\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"type":"half`)
+      // The server has read the head once it answers nothing yet but holds the socket; then the client goes away.
+      await new Promise((resolve) => setTimeout(resolve, 100))
+      socket.destroy()
+      await expect.poll(() => lines.some((line) => line.msg === 'request aborted by the client')).toBe(true)
+      expect(lines.filter((line) => line.level >= 50)).toEqual([])
+      expect(lines.find((line) => line.msg === 'request aborted by the client')?.level).toBe(20)
+    } finally {
+      await server.close()
+    }
+  })
+})
+
+describe('a transport that cannot encode an event', () => {
+  it('ends the SSE stream with a retryable error naming the last seq sent, and the watcher resumes with no gap', async () => {
+    const t = await startTestServer()
+    try {
+      const created = await t.api.call<JobState>('POST', '/v1/jobs', { type: 'encode', dispatch: false })
+      const id = created.body.id
+      await t.api.call('POST', `/v1/jobs/${id}/events`, { type: 'started' })
+      const first = await openSse(`${t.url}/v1/jobs/${id}/stream?after=0`, { headers: { authorization: `Bearer ${t.key}` } })
+      const messages = first.messages()
+      await collect(messages, (m) => m.type === 'event' && m.event.seq === 2)
+      // An event value that fails to encode once (as a value nested past the stack would, before inputs were bounded).
+      let failures = 1
+      const poisoned = {
+        toJSON() {
+          if (failures-- > 0) throw new RangeError('Maximum call stack size exceeded')
+          return { step: 3 }
+        },
+      }
+      await t.server.service.appendEvents(id, [
+        { type: 'progress', data: { percent: 50 } },
+        { type: 'checkpoint', data: { data: poisoned } },
+      ])
+      await t.api.call('POST', `/v1/jobs/${id}/events`, { type: 'completed', result: { ok: true } })
+      const tail = await collect(messages)
+      const error = tail.find((m): m is Extract<StreamMessage, { type: 'error' }> => m.type === 'error')
+      expect(error?.error.code).toBe('internal')
+      expect(errorRegistry.internal.retryable).toBe(true)
+      const after = Number(error?.error.details?.after)
+      expect(after).toBe(2)
+      // Nothing after the failure went out on the broken stream.
+      expect(tail.filter((m) => m.type === 'event')).toEqual([])
+      const resumed = await openSse(`${t.url}/v1/jobs/${id}/stream`, { headers: { authorization: `Bearer ${t.key}`, 'last-event-id': String(after) } })
+      const rest = await collect(resumed.messages())
+      const seqs = rest.flatMap((m) => (m.type === 'event' ? [m.event.seq] : []))
+      expect(seqs).toEqual([3, 4, 5])
+      expect(rest.at(-1)).toMatchObject({ type: 'event', event: { type: 'completed' } })
+    } finally {
+      await t.close()
+    }
+  })
+})

@@ -1,0 +1,207 @@
+/**
+ * Stream limits are exact under concurrency and count every stream kind (SSE, WebSocket,
+ * long-poll) per person, whatever credential carries the person: user tokens, per-job tokens
+ * minted for a user, refreshed sockets — on one node and across two nodes sharing Redis.
+ */
+import { afterAll, describe, expect, it } from 'vitest'
+import { request } from 'undici'
+import { mintSubscriptionToken } from '@jobwire/backend'
+import type { ErrorBody, JobState, WsServerMessage } from '@jobwire/protocol'
+import { openSse, startTestServer, type SseConnection, type TestServer } from './fixtures.js'
+import { adminClient, deleteKeys, redisReachable, redisUrl, testPrefix } from './redis-fixtures/redis.js'
+import { openWs, wsUrl, type WsTestClient } from './ws-client.js'
+
+const tokenSecret = 'stream-limits-test-secret-0123456789abcdef'
+
+async function createJob(t: TestServer, owner: { tenant: string; user: string }): Promise<JobState> {
+  const created = await t.api.call<JobState>('POST', '/v1/jobs', { type: 'limits', owner, dispatch: false })
+  expect(created.status).toBe(201)
+  return created.body
+}
+
+async function tokenFor(t: TestServer, scope: { jobIds?: string[]; tenant: string; user: string }): Promise<string> {
+  const minted = await t.api.call<{ token: string }>('POST', '/v1/tokens', scope)
+  expect(minted.status).toBe(200)
+  return minted.body.token
+}
+
+function stream(t: TestServer, jobId: string, token: string): Promise<SseConnection> {
+  return openSse(`${t.url}/v1/jobs/${jobId}/stream?access_token=${encodeURIComponent(token)}`)
+}
+
+function errorCodeOf(connection: SseConnection): string | undefined {
+  return connection.status === 200 ? undefined : (JSON.parse(connection.body) as { error: ErrorBody }).error.code
+}
+
+describe('stream limits on one node', () => {
+  const servers: TestServer[] = []
+  const open: { close(): void }[] = []
+  afterAll(async () => {
+    for (const connection of open) connection.close()
+    for (const server of servers) await server.close()
+  })
+
+  it('the connection cap holds exactly when 40 streams open at once against a cap of 20', async () => {
+    const t = await startTestServer({ maxConnections: 20, tokenSecret })
+    servers.push(t)
+    const tokens: { token: string; jobId: string }[] = []
+    for (let i = 0; i < 40; i++) {
+      const job = await createJob(t, { tenant: 'acme', user: `u${i}` })
+      tokens.push({ token: await tokenFor(t, { tenant: 'acme', user: `u${i}` }), jobId: job.id })
+    }
+    const answers = await Promise.all(tokens.map(({ token, jobId }) => stream(t, jobId, token)))
+    open.push(...answers)
+    expect(answers.filter((a) => a.status === 200).length).toBe(20)
+    expect(new Set(answers.filter((a) => a.status !== 200).map(errorCodeOf))).toEqual(new Set(['server_busy']))
+    for (const answer of answers) answer.close()
+  })
+
+  it('one person holds at most 5 streams whether by user token, per-job tokens minted for them, or long-polls', async () => {
+    const t = await startTestServer({ tokenSecret })
+    servers.push(t)
+    const ann = { tenant: 'acme', user: 'ann' }
+    const jobs = await Promise.all(Array.from({ length: 8 }, () => createJob(t, ann)))
+    // Eight per-job tokens minted for ann, half by the server, half offline by @jobwire/backend.
+    const perJob = await Promise.all(
+      jobs.map((job, i) =>
+        i % 2 === 0
+          ? tokenFor(t, { jobIds: [job.id], ...ann })
+          : Promise.resolve(mintSubscriptionToken({ secret: tokenSecret, jobIds: [job.id], ...ann }).token),
+      ),
+    )
+    const answers = await Promise.all(jobs.map((job, i) => stream(t, job.id, perJob[i] as string)))
+    open.push(...answers)
+    expect(answers.filter((a) => a.status === 200).length).toBe(5)
+    expect(new Set(answers.filter((a) => a.status !== 200).map(errorCodeOf))).toEqual(new Set(['too_many_streams']))
+    // Her user token and a long-poll count against the same five.
+    const userToken = await tokenFor(t, ann)
+    const refused = await stream(t, (jobs[0] as JobState).id, userToken)
+    expect(errorCodeOf(refused)).toBe('too_many_streams')
+    const poll = await request(`${t.url}/v1/jobs/${(jobs[0] as JobState).id}/events?after=1&wait=5&access_token=${encodeURIComponent(userToken)}`)
+    expect(poll.statusCode).toBe(429)
+    expect(((await poll.body.json()) as { error: ErrorBody }).error.code).toBe('too_many_streams')
+    // Closing streams frees slots, which a long-poll then holds while it waits.
+    for (const answer of answers) answer.close()
+    await expect.poll(async () => (await stream(t, (jobs[0] as JobState).id, userToken)).status).toBe(200)
+  })
+
+  it('long-polls hold stream slots while they wait and give them back when answered', async () => {
+    const t = await startTestServer({ tokenSecret, streamsPerUser: 2 })
+    servers.push(t)
+    const bob = { tenant: 'acme', user: 'bob' }
+    const job = await createJob(t, bob)
+    const token = await tokenFor(t, bob)
+    const waits = [0, 1].map(() => request(`${t.url}/v1/jobs/${job.id}/events?after=1&wait=30&access_token=${encodeURIComponent(token)}`))
+    await expect.poll(() => t.server.service.openPolls).toBe(2)
+    const third = await stream(t, job.id, token)
+    expect(errorCodeOf(third)).toBe('too_many_streams')
+    // An event answers both polls; their slots come back.
+    await t.api.call('POST', `/v1/jobs/${job.id}/events`, { type: 'started' })
+    for (const wait of waits) expect((await wait).statusCode).toBe(200)
+    await expect.poll(async () => {
+      const next = await stream(t, job.id, token)
+      next.close()
+      return next.status
+    }).toBe(200)
+  })
+
+  it('refresh_token to another person takes one of their streams, and is refused when they have none left', async () => {
+    const t = await startTestServer({ tokenSecret, streamsPerUser: 1 })
+    servers.push(t)
+    const ann = { tenant: 'acme', user: 'ann' }
+    const bob = { tenant: 'acme', user: 'bob' }
+    const carol = { tenant: 'acme', user: 'carol' }
+    const bobJob = await createJob(t, bob)
+    const annToken = await tokenFor(t, ann)
+    const bobToken = await tokenFor(t, bob)
+    const carolToken = await tokenFor(t, carol)
+    const bobStream = await stream(t, bobJob.id, bobToken)
+    open.push(bobStream)
+    expect(bobStream.status).toBe(200)
+    const ws: WsTestClient = await openWs(wsUrl(t.url), { token: annToken })
+    open.push(ws)
+    await ws.next((m) => m.type === 'welcome')
+    // Bob already holds his one stream: the socket stays ann's.
+    ws.send({ type: 'refresh_token', token: bobToken, ref: 'to-bob' })
+    const refusal = await ws.next<Extract<WsServerMessage, { type: 'error' }>>((m) => m.type === 'error' && m.ref === 'to-bob')
+    expect(refusal.error.code).toBe('too_many_streams')
+    // To carol it goes, and ann's slot comes back: ann can open a stream again.
+    ws.send({ type: 'refresh_token', token: carolToken, ref: 'to-carol' })
+    await ws.next((m) => m.type === 'token_refreshed' && m.ref === 'to-carol')
+    const annJob = await createJob(t, ann)
+    const annStream = await stream(t, annJob.id, annToken)
+    open.push(annStream)
+    expect(annStream.status).toBe(200)
+    // …and carol's one slot is the socket's.
+    const carolJob = await createJob(t, carol)
+    expect(errorCodeOf(await stream(t, carolJob.id, carolToken))).toBe('too_many_streams')
+  })
+})
+
+if (redisReachable('stream limits across two Redis nodes')) {
+  describe('stream limits across two Redis nodes', () => {
+    const prefix = testPrefix('stream-limits')
+    const servers: TestServer[] = []
+    const open: { close(): void }[] = []
+    afterAll(async () => {
+      for (const connection of open) connection.close()
+      for (const server of servers) await server.close()
+      const admin = adminClient()
+      await deleteKeys(admin, prefix)
+      await admin.quit()
+    })
+
+    it('one person opening 12 streams at once over SSE, WebSocket and long-polls on two nodes holds exactly 5', async () => {
+      const a = await startTestServer({ redis: redisUrl, redisPrefix: prefix, tokenSecret })
+      servers.push(a)
+      const b = await startTestServer({ redis: redisUrl, redisPrefix: prefix, tokenSecret })
+      servers.push(b)
+      const dan = { tenant: 'acme', user: 'dan' }
+      const job = await createJob(a, dan)
+      const userToken = mintSubscriptionToken({ secret: tokenSecret, ...dan }).token
+      const jobToken = mintSubscriptionToken({ secret: tokenSecret, jobIds: [job.id], ...dan }).token
+      const attempts: Promise<boolean>[] = []
+      for (let i = 0; i < 12; i++) {
+        const node = i % 2 === 0 ? a : b
+        const token = i % 3 === 0 ? jobToken : userToken
+        if (i % 4 === 1) {
+          attempts.push(
+            openWs(wsUrl(node.url), { token }).then(async (ws) => {
+              open.push(ws)
+              const first = await ws.next((m) => m.type === 'welcome' || m.type === 'error')
+              return first.type === 'welcome'
+            }),
+          )
+        } else if (i % 4 === 3) {
+          attempts.push(
+            request(`${node.url}/v1/jobs/${job.id}/events?after=1&wait=30&access_token=${encodeURIComponent(token)}`).then((answer) => {
+              // A refused poll answers at once; an admitted one waits until the test ends.
+              void answer.body.text()
+              return false
+            }),
+          )
+        } else {
+          attempts.push(
+            stream(node, job.id, token).then((connection) => {
+              open.push(connection)
+              return connection.status === 200
+            }),
+          )
+        }
+      }
+      const pollCount = [...Array(12).keys()].filter((i) => i % 4 === 3).length
+      const settled = await Promise.race([
+        Promise.all(attempts.filter((_, i) => i % 4 !== 3)),
+        new Promise<never>((_, reject) => setTimeout(() => reject(new Error('streams did not open')), 20_000).unref()),
+      ])
+      const admittedStreams = settled.filter(Boolean).length
+      // Long-polls that were admitted are still waiting: the rest answered 429.
+      await expect
+        .poll(() => a.server.service.openPolls + b.server.service.openPolls + admittedStreams, { timeout: 10_000 })
+        .toBe(5)
+      expect(pollCount).toBe(3)
+      // Ending the long-polls (an event) frees their slots on every node.
+      await a.api.call('POST', `/v1/jobs/${job.id}/events`, { type: 'started' })
+    }, 60_000)
+  })
+}

@@ -318,8 +318,11 @@ export class WsConnection {
     this.#mergeable.clear()
     this.socket.close(code, reason)
     // A reader that stopped reading never completes the closing handshake.
-    if (whileReading) destroyWhenStalled({ get destroyed() { return socketGone(this.socket) }, destroy: () => this.socket.terminate() }, () => this.socket.bufferedAmount, terminateAfterMs)
-    else setTimeout(() => this.socket.terminate(), terminateAfterMs).unref()
+    const socket = this.socket
+    if (whileReading) {
+      const closing = { get destroyed() { return socket.readyState === socket.CLOSED }, destroy: () => socket.terminate() }
+      destroyWhenStalled(closing, () => socket.bufferedAmount, terminateAfterMs)
+    } else setTimeout(() => socket.terminate(), terminateAfterMs).unref()
   }
 
   #slowConsumer(): void {
@@ -367,8 +370,4 @@ export class WsConnection {
     this.#tokens -= 1
     return true
   }
-}
-
-function socketGone(socket: WebSocket): boolean {
-  return socket.readyState === socket.CLOSED
 }

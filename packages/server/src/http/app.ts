@@ -98,6 +98,8 @@ export async function buildApp(options: AppOptions): Promise<{ app: FastifyInsta
     requestTimeout: options.requestTimeoutMs,
     trustProxy: false,
     routerOptions: { maxParamLength },
+    // Node answers an HTTP/1.1 request without Host itself, in no documented body: the hook below does instead.
+    http: { requireHostHeader: false },
     // Errors Fastify meets before routing (a bad percent-escape, an over-long id) get Jobwire's body too.
     frameworkErrors: (error: FastifyError, request: FastifyRequest, reply: FastifyReply) => {
       const known = toJobwireError(error, request.id, options.maxBodyBytes)
@@ -218,6 +220,9 @@ export async function buildApp(options: AppOptions): Promise<{ app: FastifyInsta
     return options.auth.authenticate(found.credential)
   }
   app.addHook('onRequest', async (request) => {
+    if (request.raw.httpVersion === '1.1' && request.headers.host === undefined) {
+      throw new JobwireError('invalid_request', { field: 'host', reason: 'an HTTP/1.1 request needs a Host header' })
+    }
     // `?after=1&after=2` parses to an array: refused here, so no route sees anything but strings.
     const repeated = Object.entries(request.query as Record<string, unknown>).find(([, value]) => Array.isArray(value))
     if (repeated !== undefined) throw repeatedParameter(repeated[0])

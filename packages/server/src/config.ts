@@ -45,6 +45,8 @@ export const configSchema = z.object({
   pollMaxWait: duration.pipe(z.number().min(0).max(120_000)).default(30_000).meta({ description: 'longest long-poll `wait`' }),
   maxBodyBytes: int(1024, 64 * 1024 ** 2).default(1024 * 1024).meta({ description: 'largest request body' }),
   maxEventBytes: int(256, 16 * 1024 ** 2).default(64 * 1024).meta({ description: 'largest single event (its JSON)' }),
+  maxJsonDepth: int(2, 1000).default(64).meta({ description: 'deepest nesting of objects and arrays in a JSON body or WebSocket message (the outermost counts 1); deeper: `400 invalid_request` naming the path (see [limits.md](limits.md))' }),
+  maxJsonWidth: int(10, 10_000_000).default(10_000).meta({ description: 'most entries in one JSON object or array of a body or WebSocket message; more: `400 invalid_request` naming the path' }),
   maxBatchEvents: int(1, 100_000).default(1000).meta({ description: 'most events in one batch' }),
   maxTextLength: int(0, 256 * 1024 ** 2).default(4 * 1024 * 1024).meta({ description: 'most characters of streamed text per job' }),
   maxEventsPerJob: int(10, 10_000_000).default(1000).meta({ description: 'events kept per job log; older ones are trimmed (a resume from before them gets a `reset` snapshot)' }),

@@ -13,7 +13,6 @@ import { Authenticator } from './auth/authenticator.js'
 import { generateAdminKey, resolveSecret } from './auth/secrets.js'
 import { Limits } from './http/limits.js'
 import { Metrics } from './metrics.js'
-import { defaultJsonShapeLimits } from './core/json-shape.js'
 import { MemoryKeyStore, MemoryRateCounter, MemoryStreamCounter } from './stores/memory-keys.js'
 import { SqliteKeyStore } from './stores/sqlite-keys.js'
 import { MemoryStore } from './stores/memory-store.js'
@@ -177,7 +176,7 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
     maxBodyBytes: config.maxBodyBytes,
     maxEventBytes: config.maxEventBytes,
     maxBatchEvents: config.maxBatchEvents,
-    jsonShape: defaultJsonShapeLimits,
+    jsonShape: { maxDepth: config.maxJsonDepth, maxWidth: config.maxJsonWidth },
     defaultLeaseMs: config.leaseTime,
     tokenTtlSeconds: Math.round(config.tokenTtl / 1000),
     maxTokenTtlSeconds: 24 * 3600,

@@ -10,7 +10,9 @@ import pino from 'pino'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { errorRegistry, type ErrorBody, type JobState, type StreamMessage } from '@jobwire/protocol'
 import { checkJsonShape } from '../src/core/json-shape.js'
-import { collect, openSse, startTestServer, type Storage, type TestServer } from './fixtures.js'
+import { collect, openSse, startTestServer, type TestServer } from './fixtures.js'
+import { adminClient, deleteKeys, redisReachable, redisUrl, testPrefix } from './redis-fixtures/redis.js'
+import { openWs, wsUrl } from './ws-client.js'
 
 const nested = (depth: number, leaf = '0'): string => '['.repeat(depth) + leaf + ']'.repeat(depth)
 
@@ -57,10 +59,24 @@ describe('checkJsonShape', () => {
   })
 })
 
-describe.each<Storage>(['memory', 'sqlite'])('bounded JSON on %s', (storage) => {
+const redisUp = redisReachable('bounded JSON on Redis')
+const redisPrefix = testPrefix('bounded-input')
+const stores: [string, () => Promise<TestServer>][] = [
+  ['memory', () => startTestServer({ storage: 'memory' })],
+  ['sqlite', () => startTestServer({ storage: 'sqlite' })],
+  ...(redisUp ? [['redis', () => startTestServer({ redis: redisUrl, redisPrefix })] as [string, () => Promise<TestServer>]] : []),
+]
+afterAll(async () => {
+  if (!redisUp) return
+  const admin = adminClient()
+  await deleteKeys(admin, redisPrefix)
+  await admin.quit()
+})
+
+describe.each(stores)('bounded JSON on %s', (_store, start) => {
   let t: TestServer
   beforeAll(async () => {
-    t = await startTestServer({ storage })
+    t = await start()
   })
   afterAll(() => t.close())
 
@@ -116,6 +132,23 @@ describe.each<Storage>(['memory', 'sqlite'])('bounded JSON on %s', (storage) => 
     const tokens = await t.api.call<{ error: ErrorBody }>('GET', `/v1/jobs?access_token=a&access_token=b`, undefined, { authorization: '' })
     expect(tokens.status).toBe(400)
     expect(tokens.body.error.details).toMatchObject({ field: 'access_token' })
+  })
+})
+
+describe('WebSocket messages', () => {
+  it('one nested past the depth limit is refused with invalid_request naming the limit, and the socket carries on', async () => {
+    const t = await startTestServer({ maxJsonDepth: 16 })
+    try {
+      const client = await openWs(wsUrl(t.url), { token: t.key })
+      client.send(`{"type":"ping","ref":${nested(5000)}}`)
+      const refusal = await client.next((m) => m.type === 'error')
+      expect(refusal).toMatchObject({ type: 'error', error: { code: 'invalid_request', details: { field: 'ref.0.0.0.0.0.….0.0.0.0', limit: 16 } } })
+      client.send({ type: 'ping', ref: 'still here' })
+      expect(await client.next((m) => m.type === 'pong')).toMatchObject({ ref: 'still here' })
+      client.close()
+    } finally {
+      await t.close()
+    }
   })
 })
 

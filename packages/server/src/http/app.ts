@@ -299,6 +299,7 @@ export async function buildApp(options: AppOptions): Promise<{ app: FastifyInsta
 
   if (options.websocket != null) {
     const ws = new WsEndpoint(app.server, {
+      jsonShape: options.jsonShape,
       ...options.websocket,
       onSlowConsumer: () => options.metrics.slowConsumerCloses.inc({ transport: 'ws' }),
       onDelivered: options.metrics.deliveryObserver('ws'),

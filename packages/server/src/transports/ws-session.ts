@@ -7,6 +7,7 @@ import {
   type WsServerMessage,
 } from '@jobwire/protocol'
 import type { JobService } from '../core/jobs.js'
+import type { JsonShapeLimits } from '../core/json-shape.js'
 import { canCancel, canRead, expiryOf, notFound, type Principal } from '../core/scopes.js'
 import type { JobSubscription, StreamSink } from '../core/subscription.js'
 import type { WsConnection } from './ws-connection.js'
@@ -27,6 +28,8 @@ export interface WsSessionContext {
   logInternal(error: unknown, where: string): string
   /** Moves the socket's stream slot to a refreshed credential's person; rejects (`too_many_streams`) when they have none left. */
   recount(principal: Principal): Promise<void>
+  /** Nesting and width allowed in a client message. */
+  jsonShape?: JsonShapeLimits
 }
 
 /** One job's stream on this socket. It may be wanted by the client (`explicit`), by the user feed, or both. */
@@ -81,7 +84,7 @@ export class WsSession {
   handleLine(line: string): void {
     let message: WsClientMessage
     try {
-      message = parseClientMessage(line, { maxPositions: this.context.maxSubscriptions })
+      message = parseClientMessage(line, { maxPositions: this.context.maxSubscriptions, jsonShape: this.context.jsonShape })
     } catch (error) {
       if (error instanceof RefusedMessage) this.#sendError(error.error, error.target)
       else this.#sendError(this.#internal(error, 'parse'), {})

@@ -4,6 +4,7 @@ import { WebSocketServer } from 'ws'
 import { JobwireError, protocolVersion, wsCloseCodes, wsPath, type WsServerMessage } from '@jobwire/protocol'
 import type { JobService } from '../core/jobs.js'
 import { expiryOf, type Principal } from '../core/scopes.js'
+import type { JsonShapeLimits } from '../core/json-shape.js'
 import type { StreamSlot } from '../core/keys.js'
 import { WsConnection, type WsFlowSettings } from './ws-connection.js'
 import { WsSession } from './ws-session.js'
@@ -15,6 +16,8 @@ export interface WsOptions extends WsFlowSettings {
   tokenNoticeMs: number
   /** User feed on a store without an owner fan-out: how often to list the owner's jobs. Default 2 s. */
   ownerRescanMs?: number
+  /** Nesting and width allowed in a client message (default: the body limits' defaults). */
+  jsonShape?: JsonShapeLimits
 }
 
 /** What the endpoint needs from the HTTP layer: the same authentication, limits and revocation as `/v1`. */
@@ -144,6 +147,7 @@ export class WsEndpoint {
         ownerRescanMs: this.options.ownerRescanMs ?? 2_000,
         logInternal: (error, where) => this.context.logInternal(error, `ws ${where}`),
         recount: (next) => slot?.moveTo(next) ?? Promise.resolve(),
+        jsonShape: this.options.jsonShape,
       })
       this.#live.set(connection, session)
       const expiresAt = expiryOf(principal)

@@ -10,6 +10,8 @@ export interface JsonShapeLimits {
 
 export const defaultJsonShapeLimits: JsonShapeLimits = { maxDepth: 64, maxWidth: 10_000 }
 
+let commasByDepth = new Int32Array(66)
+
 const quote = 0x22
 const backslash = 0x5c
 const comma = 0x2c
@@ -26,8 +28,11 @@ const closeArray = 0x5d
  */
 export function checkJsonShape(text: string, limits: JsonShapeLimits): void {
   const { maxDepth, maxWidth } = limits
-  // Entries seen so far (commas) in each open container, by depth.
-  const commas = new Int32Array(maxDepth + 2)
+  // Too short to hold that many brackets or commas: nothing to scan.
+  if (text.length <= maxDepth && text.length <= 2 * maxWidth) return
+  // Entries seen so far (commas) in each open container, by depth; one buffer for every call.
+  if (commasByDepth.length < maxDepth + 2) commasByDepth = new Int32Array(maxDepth + 2)
+  const commas = commasByDepth
   let depth = 0
   const length = text.length
   for (let i = 0; i < length; i++) {

@@ -933,6 +933,78 @@ describe('limits', () => {
   })
 })
 
+describe('bounded input and exact stream limits', () => {
+  const deep = (depth: number): string => '['.repeat(depth) + ']'.repeat(depth)
+
+  it('JSON nested thousands deep is refused before it is stored, on every write route, and leaves no poison job', async () => {
+    const job = await createJob(base, { tenant: 'acme', user: 'ann' })
+    await append(base, job.id, [{ type: 'started' }])
+    const before = (await send('GET', `${base}/v1/jobs?type=poison&limit=200`, { credential: testApiKey })).body as { jobs: unknown[] }
+    refused('a job whose input nests 6,000 deep', await send('POST', `${base}/v1/jobs`, { credential: testApiKey, raw: `{"type":"poison","input":${deep(6000)}}` }), 'invalid_request')
+    const after = (await send('GET', `${base}/v1/jobs?type=poison&limit=200`, { credential: testApiKey })).body as { jobs: unknown[] }
+    attempt('the deep job was stored anyway', after.jobs.length !== before.jobs.length, JSON.stringify(after.jobs).slice(0, 160))
+    refused('a checkpoint nested 4,100 deep', await send('POST', `${base}/v1/jobs/${job.id}/events`, { credential: testApiKey, raw: `{"type":"checkpoint","data":${deep(4100)}}` }), 'invalid_request')
+    refused(
+      'a bulk write whose terminal event nests 5,000 deep',
+      await send('POST', `${base}/v1/events`, { credential: testApiKey, raw: `{"writes":[{"jobId":"${job.id}","events":[{"type":"completed","result":${deep(5000)}}]}]}` }),
+      'invalid_request',
+    )
+    const state = (await send('GET', `${base}/v1/jobs/${job.id}`, { credential: testApiKey })).body as JobState
+    attempt('a deep event was appended anyway', state.seq !== 2, `seq ${state.seq}`)
+  })
+
+  it('repeated credentials and positions in the query string are refused, not guessed at', async () => {
+    const job = await createJob(base, { tenant: 'acme', user: 'ann' })
+    const token = await mint(base, { jobIds: [job.id] })
+    refused('two access tokens', await send('GET', `${base}/v1/jobs/${job.id}?access_token=${token}&access_token=${testApiKey}`), 'invalid_request')
+    refused('two positions', await send('GET', `${base}/v1/jobs/${job.id}/events?after=1&after=0`, { credential: token }), 'invalid_request')
+  })
+
+  it('a tenant with a ":" or a control character cannot be created or minted for (no owner can pass for another)', async () => {
+    refused('a tenant with a colon', await send('POST', `${base}/v1/jobs`, { credential: testApiKey, body: { type: 'owner', owner: { tenant: 'acme:ann', user: 'x' } } }), 'invalid_request')
+    refused('a user with a newline', await send('POST', `${base}/v1/jobs`, { credential: testApiKey, body: { type: 'owner', owner: { tenant: 'acme', user: 'ann\nbob' } } }), 'invalid_request')
+    refused('a token for a tenant with a colon', await send('POST', `${base}/v1/tokens`, { credential: testApiKey, body: { tenant: 'acme:ann', user: 'x' } }), 'invalid_request')
+  })
+
+  it('one person holding 8 per-job tokens minted for them gets 5 streams, with long-polls counted among them', async () => {
+    const server = await startTestServer({ tokenSecret })
+    const open: SseConnection[] = []
+    try {
+      const ann = { tenant: 'acme', user: 'ann' }
+      const jobs = await Promise.all(Array.from({ length: 8 }, () => createJob(server.url, ann)))
+      const tokens = await Promise.all(jobs.map((job) => mint(server.url, { jobIds: [job.id], ...ann })))
+      const answers = await Promise.all(jobs.map((job, i) => stream(streamPath(server.url, job.id), tokens[i] as string, 'query')))
+      open.push(...answers)
+      const admitted = answers.filter((a) => a.status === 200).length
+      attempt('more than 5 streams for one person over per-job tokens', admitted > 5, `${admitted} admitted`)
+      expect(admitted).toBe(5)
+      const poll = await send('GET', `${server.url}/v1/jobs/${(jobs[0] as JobState).id}/events?after=1&wait=5`, { credential: tokens[0] as string })
+      refused('a long-poll past the stream limit', poll, 'too_many_streams')
+    } finally {
+      for (const connection of open) connection.close()
+      await server.close()
+    }
+  })
+
+  it('the connection cap admits exactly its number of streams opened at once', async () => {
+    const server = await startTestServer({ tokenSecret, maxConnections: 10 })
+    const open: SseConnection[] = []
+    try {
+      const owners = Array.from({ length: 20 }, (_, i) => ({ tenant: 'acme', user: `p${i}` }))
+      const jobs = await Promise.all(owners.map((owner) => createJob(server.url, owner)))
+      const tokens = await Promise.all(owners.map((owner) => mint(server.url, owner)))
+      const answers = await Promise.all(jobs.map((job, i) => stream(streamPath(server.url, job.id), tokens[i] as string, 'query')))
+      open.push(...answers)
+      const admitted = answers.filter((a) => a.status === 200).length
+      attempt('more streams than --max-connections', admitted > 10, `${admitted} admitted`)
+      expect(admitted).toBe(10)
+    } finally {
+      for (const connection of open) connection.close()
+      await server.close()
+    }
+  })
+})
+
 describe('SSE framing', () => {
   /** Payloads that would forge frames or fields if any byte of them reached the stream unescaped. */
   const forgeries = [

@@ -8,7 +8,7 @@ import { connect } from 'node:net'
 import { Writable } from 'node:stream'
 import pino from 'pino'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { errorRegistry, type ErrorBody, type JobState, type StreamMessage } from '@jobwire/protocol'
+import { errorRegistry, type ErrorBody, type JobState, type StreamMessage, type WsServerMessage } from '@jobwire/protocol'
 import { checkJsonShape } from '../src/core/json-shape.js'
 import { collect, openSse, startTestServer, type TestServer } from './fixtures.js'
 import { adminClient, deleteKeys, redisReachable, redisUrl, testPrefix } from './redis-fixtures/redis.js'
@@ -135,6 +135,27 @@ describe.each(stores)('bounded JSON on %s', (_store, start) => {
   })
 })
 
+describe('owners', () => {
+  it('a user with a ":" in their name is addressable by owner=tenant:user; a tenant with one is refused', async () => {
+    const t = await startTestServer()
+    try {
+      const created = await t.api.call<JobState>('POST', '/v1/jobs', { type: 'owned', owner: { tenant: 'acme', user: 'ann:admin' } })
+      expect(created.status).toBe(201)
+      const listed = await t.api.call<{ jobs: { id: string }[] }>('GET', `/v1/jobs?owner=${encodeURIComponent('acme:ann:admin')}`)
+      expect(listed.body.jobs.map((job) => job.id)).toEqual([created.body.id])
+      const refused = await t.api.call<{ error: ErrorBody }>('POST', '/v1/jobs', { type: 'owned', owner: { tenant: 'acme:ann', user: 'admin' } })
+      expect(refused.status).toBe(400)
+      expect(refused.body.error.details).toMatchObject({ field: 'owner.tenant' })
+      for (const user of ['ann\u0000', 'ann\nbob', 'ann\u007f']) {
+        const control = await t.api.call<{ error: ErrorBody }>('POST', '/v1/jobs', { type: 'owned', owner: { tenant: 'acme', user } })
+        expect(control.status, JSON.stringify(user)).toBe(400)
+      }
+    } finally {
+      await t.close()
+    }
+  })
+})
+
 describe('WebSocket messages', () => {
   it('one nested past the depth limit is refused with invalid_request naming the limit, and the socket carries on', async () => {
     const t = await startTestServer({ maxJsonDepth: 16 })
@@ -252,6 +273,37 @@ describe('a transport that cannot encode an event', () => {
       const seqs = rest.flatMap((m) => (m.type === 'event' ? [m.event.seq] : []))
       expect(seqs).toEqual([3, 4, 5])
       expect(rest.at(-1)).toMatchObject({ type: 'event', event: { type: 'completed' } })
+    } finally {
+      await t.close()
+    }
+  })
+
+  it('ends the WebSocket subscription with an error naming the last seq sent, and a resubscribe from there misses nothing', async () => {
+    const t = await startTestServer()
+    try {
+      const created = await t.api.call<JobState>('POST', '/v1/jobs', { type: 'encode', dispatch: false })
+      const id = created.body.id
+      await t.api.call('POST', `/v1/jobs/${id}/events`, { type: 'started' })
+      const client = await openWs(wsUrl(t.url), { token: t.key })
+      client.send({ type: 'subscribe', jobId: id, after: 0 })
+      await client.next((m) => m.type === 'event' && m.event.seq === 2)
+      let failures = 1
+      const poisoned = {
+        toJSON() {
+          if (failures-- > 0) throw new RangeError('Maximum call stack size exceeded')
+          return { step: 3 }
+        },
+      }
+      await t.server.service.appendEvents(id, [{ type: 'checkpoint', data: { data: poisoned } }])
+      const error = await client.next<Extract<WsServerMessage, { type: 'error' }>>((m) => m.type === 'error')
+      expect(error).toMatchObject({ jobId: id, error: { code: 'internal', details: { after: 2 } } })
+      await t.api.call('POST', `/v1/jobs/${id}/events`, { type: 'completed' })
+      const from = client.received.length
+      client.send({ type: 'subscribe', jobId: id, after: 2 })
+      await client.next((m) => m.type === 'event' && m.event.type === 'completed', from)
+      const seqs = client.received.flatMap((m) => (m.type === 'event' ? [m.event.seq] : []))
+      expect(seqs).toEqual([1, 2, 3, 4])
+      client.close()
     } finally {
       await t.close()
     }

@@ -4,6 +4,7 @@
  * minted for a user, refreshed sockets — on one node and across two nodes sharing Redis.
  */
 import { afterAll, describe, expect, it } from 'vitest'
+import { SignJWT } from 'jose'
 import { request } from 'undici'
 import { mintSubscriptionToken } from '@jobwire/backend'
 import type { ErrorBody, JobState, WsServerMessage } from '@jobwire/protocol'
@@ -83,6 +84,26 @@ describe('stream limits on one node', () => {
     // Closing streams frees slots, which a long-poll then holds while it waits.
     for (const answer of answers) answer.close()
     await expect.poll(async () => (await stream(t, (jobs[0] as JobState).id, userToken)).status).toBe(200)
+  })
+
+  it("a person's app JWT, user token and per-job tokens share one count", async () => {
+    const jwtSecret = 'stream-limits-app-jwt-secret-0123456789'
+    const t = await startTestServer({ tokenSecret, jwtSecret, jwtAlgorithms: 'HS256' })
+    servers.push(t)
+    const eve = { tenant: 'acme', user: 'eve' }
+    const job = await createJob(t, eve)
+    const appJwt = await new SignJWT({ tenant: 'acme' })
+      .setProtectedHeader({ alg: 'HS256' })
+      .setSubject('eve')
+      .setExpirationTime('10m')
+      .sign(new TextEncoder().encode(jwtSecret))
+    const credentials = [appJwt, appJwt, await tokenFor(t, eve), await tokenFor(t, { jobIds: [job.id], ...eve }), mintSubscriptionToken({ secret: tokenSecret, jobIds: [job.id], ...eve }).token]
+    for (const credential of credentials) {
+      const admitted = await stream(t, job.id, credential)
+      open.push(admitted)
+      expect(admitted.status).toBe(200)
+    }
+    for (const credential of credentials) expect(errorCodeOf(await stream(t, job.id, credential))).toBe('too_many_streams')
   })
 
   it('long-polls hold stream slots while they wait and give them back when answered', async () => {

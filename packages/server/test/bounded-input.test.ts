@@ -10,7 +10,8 @@ import pino from 'pino'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { errorRegistry, type ErrorBody, type JobState, type StreamMessage, type WsServerMessage } from '@jobwire/protocol'
 import { checkJsonShape } from '../src/core/json-shape.js'
-import { collect, openSse, startTestServer, type TestServer } from './fixtures.js'
+import { startServer } from '../src/server.js'
+import { collect, createJsonClient, openSse, startTestServer, testApiKey, type TestServer } from './fixtures.js'
 import { adminClient, deleteKeys, redisReachable, redisUrl, testPrefix } from './redis-fixtures/redis.js'
 import { openWs, wsUrl } from './ws-client.js'
 
@@ -33,6 +34,23 @@ function bodyOf(answer: string): { status: number; error: ErrorBody | undefined 
   const status = Number(/^HTTP\/1\.1 (\d{3})/.exec(answer)?.[1] ?? 0)
   const body = answer.slice(answer.indexOf('\r\n\r\n') + 4)
   return { status, error: (JSON.parse(body) as { error?: ErrorBody }).error }
+}
+
+interface LogLine {
+  level: number
+  msg: string
+  [field: string]: unknown
+}
+
+/** A real pino logger whose lines land in `lines`. */
+function capturingLogger(lines: LogLine[], level: 'debug' | 'info'): pino.Logger {
+  const sink = new Writable({
+    write(chunk: Buffer, _encoding, done) {
+      for (const line of chunk.toString().split('\n')) if (line !== '') lines.push(JSON.parse(line) as LogLine)
+      done()
+    },
+  })
+  return pino({ level }, sink)
 }
 
 describe('checkJsonShape', () => {
@@ -212,15 +230,8 @@ describe('requests Fastify or Node refuse', () => {
 
 describe('a client aborting mid-body', () => {
   it('is logged at debug, never at error', async () => {
-    const lines: { level: number; msg: string }[] = []
-    const sink = new Writable({
-      write(chunk: Buffer, _encoding, done) {
-        for (const line of chunk.toString().split('\n')) if (line !== '') lines.push(JSON.parse(line) as { level: number; msg: string })
-        done()
-      },
-    })
-    const { startServer } = await import('../src/server.js')
-    const server = await startServer({ logger: pino({ level: 'debug' }, sink), config: { apiKey: 'test-admin-key-123456', port: 0, host: '127.0.0.1', memory: true } })
+    const lines: LogLine[] = []
+    const server = await startServer({ logger: capturingLogger(lines, 'debug'), config: { apiKey: 'test-admin-key-123456', port: 0, host: '127.0.0.1', memory: true } })
     try {
       const socket = connect(server.port, '127.0.0.1')
       await new Promise<void>((resolve) => socket.once('connect', () => resolve()))
@@ -238,8 +249,10 @@ describe('a client aborting mid-body', () => {
 })
 
 describe('a transport that cannot encode an event', () => {
-  it('ends the SSE stream with a retryable error naming the last seq sent, and the watcher resumes with no gap', async () => {
-    const t = await startTestServer()
+  it('ends the SSE stream with a retryable error naming the last seq sent, logged with the job id, and the watcher resumes with no gap', async () => {
+    const lines: LogLine[] = []
+    const server = await startServer({ logger: capturingLogger(lines, 'info'), config: { apiKey: testApiKey, port: 0, host: '127.0.0.1', memory: true } })
+    const t = { url: server.url, key: server.adminKey.key, server, api: createJsonClient(server.url, server.adminKey.key) }
     try {
       const created = await t.api.call<JobState>('POST', '/v1/jobs', { type: 'encode', dispatch: false })
       const id = created.body.id
@@ -273,8 +286,11 @@ describe('a transport that cannot encode an event', () => {
       const seqs = rest.flatMap((m) => (m.type === 'event' ? [m.event.seq] : []))
       expect(seqs).toEqual([3, 4, 5])
       expect(rest.at(-1)).toMatchObject({ type: 'event', event: { type: 'completed' } })
+      const logged = lines.find((line) => line.level === 50 && line.jobId === id)
+      expect(logged).toMatchObject({ after: 2, seq: 3, reqId: error?.error.details?.requestId })
     } finally {
-      await t.close()
+      await t.api.close()
+      await server.close()
     }
   })
 

@@ -18,6 +18,7 @@ import { mintSubscriptionToken } from '@jobwire/backend'
 import { errorRegistry, eventTypes, type ErrorBody, type ErrorCode, type JobState, type StreamMessage } from '@jobwire/protocol'
 import { startServer, type RunningServer } from '../src/server.js'
 import { MemoryStore } from '../src/stores/memory-store.js'
+import { openWs, wsUrl } from './ws-client.js'
 import {
   collect,
   makeTempDir,
@@ -980,6 +981,31 @@ describe('bounded input and exact stream limits', () => {
       expect(admitted).toBe(5)
       const poll = await send('GET', `${server.url}/v1/jobs/${(jobs[0] as JobState).id}/events?after=1&wait=5`, { credential: tokens[0] as string })
       refused('a long-poll past the stream limit', poll, 'too_many_streams')
+    } finally {
+      for (const connection of open) connection.close()
+      await server.close()
+    }
+  })
+
+  it('a WebSocket refresh_token cannot move a socket onto a person who has no streams left', async () => {
+    const server = await startTestServer({ tokenSecret, streamsPerUser: 1 })
+    const open: { close(): void }[] = []
+    try {
+      const bob = { tenant: 'acme', user: 'bob' }
+      const bobJob = await createJob(server.url, bob)
+      const bobToken = await mint(server.url, bob)
+      open.push(await openStream(streamPath(server.url, bobJob.id), bobToken, 'query'))
+      const socket = await openWs(wsUrl(server.url), { token: await mint(server.url, { tenant: 'acme', user: 'ann' }) })
+      open.push(socket)
+      await socket.next((m) => m.type === 'welcome')
+      socket.send({ type: 'refresh_token', token: bobToken, ref: 'move' })
+      const answer = await socket.next((m) => (m.type === 'error' || m.type === 'token_refreshed') && m.ref === 'move')
+      attempt('a refresh onto bob past his stream limit', answer.type === 'token_refreshed', JSON.stringify(answer).slice(0, 160))
+      expect(answer).toMatchObject({ type: 'error', error: { code: 'too_many_streams' } })
+      // The socket is still ann's: bob's job stays out of its reach.
+      socket.send({ type: 'subscribe', jobId: bobJob.id })
+      const refusedSubscribe = await socket.next((m) => m.type === 'error' && m.jobId === bobJob.id)
+      attempt("bob's job through the refused refresh", refusedSubscribe.type !== 'error', JSON.stringify(refusedSubscribe).slice(0, 160))
     } finally {
       for (const connection of open) connection.close()
       await server.close()

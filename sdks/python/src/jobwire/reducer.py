@@ -1,0 +1,191 @@
+"""The reducer: a job's state is a pure function of its events.
+
+A transcription of ``packages/protocol/src/reducer.ts`` and its state machine
+(``lifecycle.ts``); a conformance test feeds both the same event logs and compares the states. States
+and events are the wire's JSON objects (camelCase keys), so a state from here compares equal to a
+snapshot from the server.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Iterable
+
+JobState = dict[str, Any]
+"""A job's state as the server sends it in snapshots (``id``, ``status``, ``progress``, ``text``…)."""
+
+JobEvent = dict[str, Any]
+"""One stored event: ``{"jobId", "seq", "type", "at", "data"}``."""
+
+TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled"})
+
+# Which event may follow which status, and the status it leads to; work events keep the status they find.
+_TRANSITIONS: dict[str, dict[str, str]] = {
+    "queued": {"started": "running", "failed": "failed", "cancelled": "cancelled"},
+    "running": {
+        "progress": "running",
+        "item": "running",
+        "chunk": "running",
+        "checkpoint": "running",
+        "completed": "completed",
+        "failed": "failed",
+        "cancelled": "cancelled",
+        "requeued": "queued",
+    },
+    "completed": {},
+    "failed": {"requeued": "queued"},
+    "cancelled": {"requeued": "queued"},
+}
+
+
+class ReducerError(ValueError):
+    """An event that does not belong: another job's, a seq that is not the next, a refused transition."""
+
+
+def is_terminal(status: str) -> bool:
+    return status in TERMINAL_STATUSES
+
+
+def next_status(status: str, event_type: str) -> str | None:
+    """The status after ``event_type`` is applied to a job in ``status``; ``None`` when refused."""
+    return _TRANSITIONS.get(status, {}).get(event_type)
+
+
+def apply_event(state: JobState | None, event: JobEvent) -> JobState:
+    """The state after ``event``. Never mutates ``state``; raises :class:`ReducerError` when the event does not belong."""
+    if event["type"] == "created":
+        if state is not None:
+            raise ReducerError(f"job {event['jobId']}: created applied twice")
+        data = event["data"]
+        return {
+            "id": event["jobId"],
+            "type": data["type"],
+            "owner": copy.deepcopy(data["owner"]),
+            "input": copy.deepcopy(data.get("input")),
+            "status": "queued",
+            "progress": {"stage": None, "percent": None, "message": None},
+            "stages": [],
+            "items": [],
+            "text": "",
+            "checkpoint": None,
+            "result": None,
+            "error": None,
+            "attempt": 0,
+            "maxAttempts": data["maxAttempts"],
+            "dispatch": data["dispatch"],
+            "worker": None,
+            "queuePosition": None,
+            "createdAt": event["at"],
+            "startedAt": None,
+            "finishedAt": None,
+            "updatedAt": event["at"],
+            "seq": event["seq"],
+        }
+    if state is None:
+        raise ReducerError(f"job {event['jobId']}: {event['type']} before created")
+    status = _admit(state, event)
+    nxt = dict(state)
+    _apply_to(nxt, status, event)
+    return nxt
+
+
+def reduce_events(events: Iterable[JobEvent], state: JobState | None = None) -> JobState | None:
+    """Folds a log (from ``created``, or continuing ``state``) into the job's state."""
+    current = state
+    for event in events:
+        current = apply_event(current, event)
+    return current
+
+
+def _admit(state: JobState, event: JobEvent) -> str:
+    if event["jobId"] != state["id"]:
+        raise ReducerError(f"event of job {event['jobId']} applied to job {state['id']}")
+    if event["seq"] != state["seq"] + 1:
+        raise ReducerError(f"job {state['id']}: seq {event['seq']} follows {state['seq']}")
+    status = next_status(state["status"], event["type"])
+    if status is None:
+        raise ReducerError(f"job {state['id']}: {event['type']} is not allowed while {state['status']}")
+    return status
+
+
+def _apply_to(nxt: JobState, status: str, event: JobEvent) -> None:
+    """Sets top-level fields of ``nxt`` (a fresh copy); replaces, never changes, the objects they hold."""
+    nxt["status"] = status
+    nxt["seq"] = event["seq"]
+    nxt["updatedAt"] = event["at"]
+    kind = event["type"]
+    data: dict[str, Any] = event["data"]
+    if kind == "started":
+        nxt["attempt"] = data["attempt"]
+        nxt["worker"] = data.get("worker")
+        nxt["startedAt"] = event["at"]
+        nxt["error"] = None
+        nxt["queuePosition"] = None
+    elif kind == "progress":
+        before = nxt["progress"]
+        stage = data.get("stage")
+        stage_changed = stage is not None and stage != before["stage"]
+        percent = data.get("percent")
+        message = data.get("message")
+        nxt["progress"] = {
+            "stage": stage if stage is not None else before["stage"],
+            "percent": percent if percent is not None else (None if stage_changed else before["percent"]),
+            "message": message if message is not None else (None if stage_changed else before["message"]),
+        }
+        if stage_changed:
+            nxt["stages"] = [*nxt["stages"], {"stage": stage, "at": event["at"]}]
+    elif kind == "item":
+        nxt["items"] = _upsert_item(nxt["items"], data, event["at"])
+    elif kind == "chunk":
+        nxt["text"] = nxt["text"] + data["text"]
+    elif kind == "checkpoint":
+        nxt["checkpoint"] = copy.deepcopy(data.get("data"))
+    elif kind == "completed":
+        nxt["result"] = copy.deepcopy(data.get("result"))
+        nxt["finishedAt"] = event["at"]
+        nxt["progress"] = {**nxt["progress"], "percent": 100}
+        nxt["queuePosition"] = None
+    elif kind == "failed":
+        nxt["error"] = dict(data)
+        nxt["finishedAt"] = event["at"]
+        nxt["queuePosition"] = None
+    elif kind == "cancelled":
+        nxt["finishedAt"] = event["at"]
+        nxt["queuePosition"] = None
+    elif kind == "requeued":
+        nxt["worker"] = None
+        nxt["finishedAt"] = None
+        nxt["result"] = None
+        error = data.get("error")
+        nxt["error"] = None if error is None else {**error, "retryable": True}
+        max_attempts = data.get("maxAttempts")
+        if max_attempts is not None:
+            nxt["maxAttempts"] = max_attempts
+    else:
+        raise ReducerError(f"job {nxt['id']}: unknown event type {kind!r}")
+
+
+def _upsert_item(items: list[dict[str, Any]], data: dict[str, Any], at: str) -> list[dict[str, Any]]:
+    index = next((i for i, item in enumerate(items) if item["id"] == data["id"]), -1)
+    previous: dict[str, Any] = items[index] if index != -1 else {}
+
+    def pick(key: str, default: Any) -> Any:
+        value = data.get(key)
+        if value is not None:
+            return value
+        before = previous.get(key)
+        return before if before is not None else default
+
+    nxt = {
+        "id": data["id"],
+        "label": pick("label", None),
+        "status": pick("status", "running"),
+        "percent": pick("percent", None),
+        "message": pick("message", None),
+        "updatedAt": at,
+    }
+    if index == -1:
+        return [*items, nxt]
+    copied = list(items)
+    copied[index] = nxt
+    return copied

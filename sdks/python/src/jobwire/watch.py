@@ -1,0 +1,225 @@
+"""Follow a job from Python: Server-Sent Events with exact resume (``Last-Event-ID``), falling back to
+long-polling, folding events into the job's state with the same reducer as every other client."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from dataclasses import dataclass
+from typing import Any, AsyncGenerator, AsyncIterator, Iterator, Literal
+from urllib.parse import quote
+
+import httpx
+
+from . import _http
+from .errors import ConnectionFailedError, JobwireError, error_from_stream
+from .reducer import JobEvent, JobState, apply_event, is_terminal
+
+UpdateKind = Literal["snapshot", "event", "queue"]
+Transport = Literal["auto", "sse", "poll"]
+
+
+@dataclass(frozen=True)
+class Update:
+    """One change of a watched job: ``state`` is the job's state after it.
+
+    ``kind`` is ``snapshot`` (the whole state, at the start or after the log was trimmed while
+    disconnected: ``reset`` is then true, replace what you showed), ``event`` (``event`` applied), or
+    ``queue`` (the job moved in its queue: ``state["queuePosition"]``).
+    """
+
+    kind: UpdateKind
+    state: JobState
+    event: JobEvent | None = None
+    reset: bool = False
+
+
+class _Fallback(Exception):
+    """The SSE stream cannot be used here (a buffering proxy, a server without it): poll instead."""
+
+
+async def watch_job(
+    url: str,
+    job_id: str,
+    credential: str,
+    *,
+    after: int | None = None,
+    transport: Transport = "auto",
+    poll_wait: float = 25.0,
+    first_message_timeout: float = 10.0,
+    max_retry_delay: float = 10.0,
+    client: httpx.AsyncClient | None = None,
+) -> AsyncIterator[Update]:
+    """Yields the job's updates until it ends (completed, failed or cancelled, every event delivered).
+
+    ``credential`` is an API key or a subscription token. Reconnects after a dropped connection from
+    the last seq it applied (``Last-Event-ID``): the events that follow are exactly the missing ones,
+    or a ``reset`` snapshot when the log no longer holds them. ``transport="auto"`` (default) uses
+    SSE and falls back to long-polling (``GET …/events?after=&wait=``) when a stream delivers nothing
+    within ``first_message_timeout`` seconds or is refused as a stream; ``"sse"`` and ``"poll"`` force
+    one. Raises a :class:`~jobwire.errors.JobwireError` for an answer retrying cannot fix
+    (``job_not_found``, ``token_expired``…); transient failures are retried with backoff (at most
+    ``max_retry_delay`` seconds apart).
+    """
+    owned = client is None
+    http = client or httpx.AsyncClient(timeout=httpx.Timeout(30.0, read=None))
+    follower = _Follower(http, _http.base_url(url), job_id, credential, after, poll_wait, first_message_timeout, max_retry_delay)
+    try:
+        mode: Transport = "poll" if transport == "poll" else "sse"
+        while not follower.done:
+            try:
+                if mode == "sse":
+                    async for update in follower.sse():
+                        yield update
+                else:
+                    async for update in follower.poll():
+                        yield update
+                follower.failures = 0
+            except _Fallback:
+                if transport == "sse":
+                    raise ConnectionFailedError("network_error", "the SSE stream delivered nothing") from None
+                mode = "poll"
+            except (ConnectionFailedError, httpx.HTTPError) as error:
+                if follower.done:
+                    break
+                await follower.backoff(error)
+            except JobwireError as error:
+                if not error.retryable:
+                    raise
+                await follower.backoff(error)
+    finally:
+        if owned:
+            await http.aclose()
+
+
+def follow_job(url: str, job_id: str, credential: str, **options: Any) -> Iterator[Update]:
+    """:func:`watch_job` for code without an event loop: a blocking iterator of the same updates."""
+    loop = asyncio.new_event_loop()
+    updates = watch_job(url, job_id, credential, **options)
+    assert isinstance(updates, AsyncGenerator)
+    try:
+        while True:
+            try:
+                yield loop.run_until_complete(updates.__anext__())
+            except StopAsyncIteration:
+                return
+    finally:
+        loop.run_until_complete(updates.aclose())
+        loop.close()
+
+
+class _Follower:
+    def __init__(self, http: httpx.AsyncClient, base: str, job_id: str, credential: str, after: int | None, poll_wait: float, first_timeout: float, max_delay: float) -> None:
+        self.http = http
+        self.path = f"{base}/v1/jobs/{quote(job_id, safe='')}"
+        self.credential = credential
+        self.state: JobState | None = None
+        self.position = after
+        self.poll_wait = poll_wait
+        self.first_timeout = first_timeout
+        self.max_delay = max_delay
+        self.failures = 0
+        self.silent_streams = 0
+        self.done = False
+
+    async def backoff(self, error: BaseException) -> None:
+        self.failures += 1
+        await asyncio.sleep(random.random() * min(self.max_delay, 0.25 * 2 ** min(self.failures - 1, 10)))
+
+    def _snapshot(self, job: JobState, reset: bool) -> Update:
+        self.state = job
+        self.position = job["seq"]
+        self.done = is_terminal(job["status"])
+        return Update("snapshot", job, None, reset)
+
+    def _event(self, event: JobEvent) -> Update | None:
+        if self.state is None or event["seq"] <= self.state["seq"]:
+            return None  # already applied (a replay overlapping what we had)
+        self.state = apply_event(self.state, event)
+        self.position = event["seq"]
+        self.done = is_terminal(self.state["status"])
+        return Update("event", self.state, event)
+
+    async def sse(self) -> AsyncIterator[Update]:
+        headers = {**_http.headers(self.credential), "accept": "text/event-stream"}
+        if self.position is not None:
+            headers["last-event-id"] = str(self.position)
+        async with self.http.stream("GET", f"{self.path}/stream", headers=headers) as response:
+            if not response.is_success:
+                await response.aread()
+                _http.answer_of(response)
+            if not response.headers.get("content-type", "").startswith("text/event-stream"):
+                raise _Fallback()
+            lines = response.aiter_lines()
+            got_message = False
+            event_name: str | None = None
+            data: list[str] = []
+            while not self.done:
+                try:
+                    line = await (asyncio.wait_for(lines.__anext__(), self.first_timeout) if not got_message else lines.__anext__())
+                except asyncio.TimeoutError:
+                    # Nothing at all within the first-message timeout, twice: something buffers the stream.
+                    self.silent_streams += 1
+                    if self.silent_streams >= 2:
+                        raise _Fallback() from None
+                    raise ConnectionFailedError("timeout", "the SSE stream delivered nothing") from None
+                except StopAsyncIteration:
+                    if self.done:
+                        return
+                    raise ConnectionFailedError("network_error", "the SSE stream ended before the job did") from None
+                if line == "":
+                    if data:
+                        got_message = True
+                        self.silent_streams = 0
+                        update = self._frame(event_name, "\n".join(data))
+                        if update is not None:
+                            yield update
+                    event_name, data = None, []
+                    continue
+                if line.startswith(":"):
+                    got_message = True  # a heartbeat: the stream is live
+                    continue
+                field, _, value = line.partition(":")
+                value = value[1:] if value.startswith(" ") else value
+                if field == "data":
+                    data.append(value)
+                elif field == "event":
+                    event_name = value
+
+    def _frame(self, name: str | None, data: str) -> Update | None:
+        if name in (None, "message", "recovered"):
+            return None
+        body: Any = json.loads(data)
+        if name == "snapshot":
+            return self._snapshot(body["job"], bool(body.get("reset")))
+        if name == "queue":
+            if self.state is None:
+                return None
+            self.state = {**self.state, "queuePosition": body.get("position")}
+            return Update("queue", self.state)
+        if name == "error":
+            raise error_from_stream(body)
+        return self._event(body)
+
+    async def poll(self) -> AsyncIterator[Update]:
+        while not self.done:
+            params = {"wait": str(self.poll_wait)}
+            if self.position is not None:
+                params["after"] = str(self.position)
+            try:
+                response = await self.http.get(f"{self.path}/events", params=params, headers=_http.headers(self.credential), timeout=self.poll_wait + 15)
+            except httpx.HTTPError as error:
+                raise _http.connection_error(error, "poll") from error
+            answer = _http.answer_of(response)
+            self.failures = 0
+            snapshot = answer.get("snapshot")
+            if snapshot is not None:
+                yield self._snapshot(snapshot["job"], bool(snapshot.get("reset")))
+            for event in answer.get("events", []):
+                update = self._event(event)
+                if update is not None:
+                    yield update
+            self.position = answer.get("next", self.position)
+            if answer.get("done"):
+                self.done = True

@@ -1,0 +1,219 @@
+"""The worker's half of the HTTP API: one coroutine per endpoint, one attempt per call (callers retry)."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any, Literal, Mapping
+from urllib.parse import quote
+
+import httpx
+
+from .. import _http
+from ..errors import ERROR_REGISTRY, ConnectionFailedError, JobwireError
+
+WorkerOperation = Literal["claim", "heartbeat", "signals", "events", "release"]
+
+# Seconds a long-poll may take beyond its `wait` before the worker gives up on the connection.
+_LONG_POLL_SLACK = 15.0
+_REQUEST_TIMEOUT = 30.0
+
+
+class WorkerRequestError(JobwireError):
+    """A request of the worker that failed: the server's code (``lease_lost``, ``job_finished``…),
+    or ``network_error`` / ``timeout`` when no answer came. ``transient`` says whether it is retried."""
+
+    operation: str
+
+    def __init__(self, operation: str, error: JobwireError) -> None:
+        super().__init__(error.code, f"{operation}: {error}", error.details, error.status)
+        self.operation = operation
+
+    @property
+    def transient(self) -> bool:
+        """No answer, a 5xx, a 408 or a 429: the same request may succeed later."""
+        return self.status == 0 or self.status >= 500 or self.status in (408, 429)
+
+
+@dataclass
+class Claim:
+    job: dict[str, Any]
+    lease: dict[str, Any]
+    """``{"token", "expiresAt", "leaseMs"}``: every write carries the token."""
+
+
+@dataclass
+class _PendingWrite:
+    job_id: str
+    body: dict[str, Any]
+    size: int
+    future: asyncio.Future[dict[str, Any]] = field(repr=False)
+
+
+class WorkerApi:
+    def __init__(self, url: str, api_key: str, bulk: tuple[int, int] | None, client: httpx.AsyncClient | None = None) -> None:
+        self._base = _http.base_url(url)
+        self._key = api_key
+        # Writes of several jobs issued together go out as one `POST /v1/events` within (events, bytes).
+        self._bulk = bulk
+        self._pending: list[_PendingWrite] = []
+        self._client = client or httpx.AsyncClient(timeout=_REQUEST_TIMEOUT, limits=httpx.Limits(max_connections=64, max_keepalive_connections=32))
+        # Whether the server takes `max` on claims (several jobs per request); learnt on first use.
+        self.batch_claims: bool | None = None
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def claim(self, types: list[str], worker: str, lease_ms: int, wait: float, max_jobs: int) -> list[Claim]:
+        """Jobs and their leases; an empty list when none came within ``wait`` seconds."""
+        body: dict[str, Any] = {"types": types, "worker": worker, "leaseMs": lease_ms, "wait": wait}
+        if max_jobs > 1 and self.batch_claims is not False:
+            body["max"] = max_jobs
+        try:
+            answer = await self._post("claim", "/v1/workers/claim", body, wait + _LONG_POLL_SLACK)
+        except WorkerRequestError as error:
+            # An older server refuses the unknown field: claim one at a time from now on.
+            if "max" in body and error.code == "invalid_request" and "max" in str(error):
+                self.batch_claims = False
+                return await self.claim(types, worker, lease_ms, wait, 1)
+            raise
+        if "max" in body:
+            self.batch_claims = True
+        if answer is None:
+            return []
+        if isinstance(answer, dict) and isinstance(answer.get("claims"), list):
+            return [Claim(one["job"], one["lease"]) for one in answer["claims"]]
+        if isinstance(answer, list):
+            return [Claim(one["job"], one["lease"]) for one in answer]
+        return [Claim(answer["job"], answer["lease"])]
+
+    def append_events(self, job_id: str, body: dict[str, Any]) -> asyncio.Future[dict[str, Any]]:
+        """Appends one job's batch. Batches of several jobs issued in the same loop turn share one
+        ``POST /v1/events``; each is still answered, or refused, on its own."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[dict[str, Any]] = loop.create_future()
+        if self._bulk is None:
+            task = loop.create_task(self._append_one(job_id, body))
+            _chain(task, future)
+            return future
+        if not self._pending:
+            loop.call_soon(lambda: loop.create_task(self._flush_writes()))
+        self._pending.append(_PendingWrite(job_id, body, len(_http.encode(body)), future))
+        return future
+
+    async def _append_one(self, job_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        answer: dict[str, Any] = await self._post("events", f"/v1/jobs/{quote(job_id, safe='')}/events", body)
+        return answer
+
+    async def _flush_writes(self) -> None:
+        writes = [write for write in self._pending if not write.future.done()]
+        self._pending = []
+        assert self._bulk is not None
+        max_events, max_bytes = self._bulk
+        # Split into requests that fit the server's limits, keeping each job's writes in order.
+        groups: list[list[_PendingWrite]] = []
+        group: list[_PendingWrite] = []
+        events = size = 0
+        for write in writes:
+            count = len(write.body["events"])
+            if group and (events + count > max_events or size + write.size > max_bytes):
+                groups.append(group)
+                group, events, size = [], 0, 0
+            group.append(write)
+            events += count
+            size += write.size + len(write.job_id) + 16
+        if group:
+            groups.append(group)
+        await asyncio.gather(*(self._send_group(one) for one in groups))
+
+    async def _send_group(self, writes: list[_PendingWrite]) -> None:
+        if len(writes) == 1:
+            await self._settle(writes[0])
+            return
+        try:
+            answer = await self._post("events", "/v1/events", {"writes": [{"jobId": w.job_id, **w.body} for w in writes]})
+        except WorkerRequestError as error:
+            # Refused as a whole for one write's sake (a malformed event): send each on its own, so
+            # the others are not held hostage. Anything else (no answer, 5xx, 401): each retries.
+            if 400 <= error.status < 500 and error.status not in (401, 403, 408, 429):
+                await asyncio.gather(*(self._settle(write) for write in writes))
+            else:
+                for write in writes:
+                    _resolve(write.future, error=error)
+            return
+        results = answer.get("results", []) if isinstance(answer, dict) else []
+        for index, write in enumerate(writes):
+            result = results[index] if index < len(results) else None
+            if result is None:
+                _resolve(write.future, error=WorkerRequestError("events", ConnectionFailedError("invalid_response", "the bulk answer is missing a result")))
+            elif "error" in result:
+                code = str(result["error"].get("code", "internal"))
+                spec = ERROR_REGISTRY.get(code)
+                refusal = JobwireError(code, str(result["error"].get("message", code)), result["error"].get("details"), spec.status if spec else 500)
+                _resolve(write.future, error=WorkerRequestError("events", refusal))
+            else:
+                _resolve(write.future, {k: v for k, v in result.items() if k != "jobId"})
+
+    async def _settle(self, write: _PendingWrite) -> None:
+        try:
+            _resolve(write.future, await self._append_one(write.job_id, write.body))
+        except WorkerRequestError as error:
+            _resolve(write.future, error=error)
+
+    async def heartbeat(self, job_id: str, lease: str, lease_ms: int) -> dict[str, Any]:
+        answer: dict[str, Any] = await self._post("heartbeat", f"/v1/jobs/{quote(job_id, safe='')}/heartbeat", {"lease": lease, "leaseMs": lease_ms})
+        return answer
+
+    async def release(self, job_id: str, lease: str, reason: str) -> None:
+        await self._post("release", f"/v1/jobs/{quote(job_id, safe='')}/release", {"lease": lease, "reason": reason})
+
+    async def signals(self, jobs: list[dict[str, str]], wait: float) -> list[dict[str, str]]:
+        """Long-poll: the jobs among ``jobs`` no longer running under their lease (empty after ``wait`` s)."""
+        answer = await self._post("signals", "/v1/workers/signals", {"jobs": jobs, "wait": wait}, wait + _LONG_POLL_SLACK)
+        signals: list[dict[str, str]] = answer["signals"]
+        return signals
+
+    async def _post(self, operation: WorkerOperation, path: str, body: Any, timeout: float = _REQUEST_TIMEOUT) -> Any:
+        try:
+            response = await self._client.post(
+                f"{self._base}{path}", content=_http.encode(body), headers=_http.headers(self._key, True), timeout=timeout
+            )
+        except httpx.HTTPError as error:
+            raise WorkerRequestError(operation, _http.connection_error(error, operation)) from error
+        try:
+            return _http.answer_of(response)
+        except JobwireError as error:
+            raise WorkerRequestError(operation, error) from None
+
+
+def _resolve(future: asyncio.Future[dict[str, Any]], result: dict[str, Any] | None = None, error: BaseException | None = None) -> None:
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result or {})
+
+
+def _chain(task: asyncio.Task[dict[str, Any]], future: asyncio.Future[dict[str, Any]]) -> None:
+    def done(finished: asyncio.Task[dict[str, Any]]) -> None:
+        if future.done():
+            return
+        if finished.cancelled():
+            future.cancel()
+        elif finished.exception() is not None:
+            future.set_exception(finished.exception())  # type: ignore[arg-type]
+        else:
+            future.set_result(finished.result())
+
+    task.add_done_callback(done)
+
+    def cancelled(outer: asyncio.Future[dict[str, Any]]) -> None:
+        if outer.cancelled():
+            task.cancel()
+
+    future.add_done_callback(cancelled)
+
+
+def details_of(error: BaseException) -> Mapping[str, Any]:
+    return error.details or {} if isinstance(error, JobwireError) else {}

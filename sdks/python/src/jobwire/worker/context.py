@@ -1,0 +1,215 @@
+"""What a handler reports through: ``progress``, ``item``, ``chunk``, ``checkpoint``, and whether the job was cancelled."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+from .._http import encode
+from .errors import AbortReason, JobAborted
+from .outbox import Outbox
+
+ITEM_STATUSES = ("pending", "running", "completed", "failed", "skipped")
+_MAX_STAGE = 200
+_MAX_ITEM_ID = 200
+_MAX_LABEL = 500
+_MAX_MESSAGE = 2_000
+
+
+class _Abort:
+    """The abort state of one run, readable from the loop and from a handler's thread."""
+
+    def __init__(self) -> None:
+        self.reason: AbortReason | None = None
+        self.flag = threading.Event()
+        self.event = asyncio.Event()
+
+    def set(self, reason: AbortReason) -> None:
+        if self.reason is not None:
+            return
+        self.reason = reason
+        self.flag.set()
+        self.event.set()
+
+
+class _Reports:
+    """Argument checks at the call, so the server never refuses a batch for them."""
+
+    def __init__(self, job: dict[str, Any], abort: _Abort, max_event_bytes: int) -> None:
+        self.job = job
+        """The claimed job's state: ``job["input"]``, ``job["checkpoint"]`` (resume from it), ``job["attempt"]``…"""
+        self._abort = abort
+        self._max_event_bytes = max_event_bytes
+
+    @property
+    def id(self) -> str:
+        job_id: str = self.job["id"]
+        return job_id
+
+    @property
+    def input(self) -> Any:
+        return self.job.get("input")
+
+    @property
+    def checkpoint_data(self) -> Any:
+        """The last checkpoint a previous attempt saved (``None`` on a first run): resume from it."""
+        return self.job.get("checkpoint")
+
+    @property
+    def cancelled(self) -> bool:
+        """True once the job is no longer this handler's: cancelled, finished elsewhere, lease lost, or the worker stopping."""
+        return self._abort.reason is not None
+
+    @property
+    def abort_reason(self) -> AbortReason | None:
+        """Why the context aborted (see :data:`~jobwire.worker.errors.AbortReason`), or ``None``."""
+        return self._abort.reason
+
+    def raise_if_cancelled(self) -> None:
+        """Raises :class:`JobAborted` once the context aborted: call it in loops."""
+        if self._abort.reason is not None:
+            raise JobAborted(self._abort.reason)
+
+    def _progress(self, stage: str | None, percent: float | None, message: str | None) -> dict[str, Any]:
+        clean: dict[str, Any] = {}
+        if stage is not None:
+            clean["stage"] = _identifier("progress(): stage", stage, _MAX_STAGE)
+        if percent is not None:
+            clean["percent"] = _percent("progress(): percent", percent)
+        if message is not None:
+            clean["message"] = _human("progress(): message", message, _MAX_MESSAGE)
+        return clean
+
+    def _item(self, item_id: str, label: str | None, status: str | None, percent: float | None, message: str | None) -> dict[str, Any]:
+        _identifier("item(): id", item_id, _MAX_ITEM_ID)
+        clean: dict[str, Any] = {}
+        if label is not None:
+            clean["label"] = _human("item(): label", label, _MAX_LABEL)
+        if status is not None:
+            if status not in ITEM_STATUSES:
+                raise ValueError(f"item(): status must be one of {', '.join(ITEM_STATUSES)}")
+            clean["status"] = status
+        if percent is not None:
+            clean["percent"] = _percent("item(): percent", percent)
+        if message is not None:
+            clean["message"] = _human("item(): message", message, _MAX_MESSAGE)
+        return clean
+
+    def _checkpoint_size(self, data: Any) -> int:
+        size = len(encode({"type": "checkpoint", "data": data}))
+        if size > self._max_event_bytes:
+            raise ValueError(f"checkpoint(): {size} bytes of JSON; the limit is {self._max_event_bytes}")
+        return size
+
+
+class JobContext(_Reports):
+    """The context of an ``async def`` handler. Reports are cheap to call often: they are coalesced
+    and batched per job, sent in order, and retried without duplicates. When the job is cancelled
+    (or lost, or the worker stops) the handler's task is cancelled (``asyncio.CancelledError``), and
+    ``cancelled`` turns true; after that, reports are ignored and ``checkpoint()`` raises."""
+
+    def __init__(self, job: dict[str, Any], abort: _Abort, outbox: Outbox, max_event_bytes: int) -> None:
+        super().__init__(job, abort, max_event_bytes)
+        self._outbox = outbox
+
+    def progress(self, *, stage: str | None = None, percent: float | None = None, message: str | None = None) -> None:
+        """The job's progress. Sent at most once per throttle (latest values win), but a new ``stage``
+        is sent at once, after the previous stage's last update, so no stage is skipped. ``percent``
+        is clamped to 0–100; ``message`` is cut at 2,000 characters; ``stage`` must be 1–200."""
+        clean = self._progress(stage, percent, message)
+        if clean:
+            self._outbox.progress(clean)
+
+    def item(self, item_id: str, *, label: str | None = None, status: str | None = None, percent: float | None = None, message: str | None = None) -> None:
+        """Progress of one sub-task (a file, a page), merged into the item with this id (1–200
+        characters); updates of one id coalesce, the latest value of each field wins."""
+        self._outbox.item(item_id, self._item(item_id, label, status, percent, message))
+
+    def chunk(self, text: str) -> None:
+        """Appends streamed text. Never dropped or reordered; batched, and split when long."""
+        if not isinstance(text, str):
+            raise TypeError("chunk(): text must be a str")
+        self._outbox.chunk(text)
+
+    async def checkpoint(self, data: Any) -> None:
+        """Saves where to resume from. Sent at once, after everything reported before it; returns once
+        it is durable on the server. A retry or another worker gets it as ``ctx.checkpoint_data``."""
+        await self._outbox.checkpoint(data, self._checkpoint_size(data))
+
+    async def flush(self) -> None:
+        """Sends what is pending now; returns once everything reported so far is durable."""
+        await self._outbox.flush()
+
+    async def wait_cancelled(self) -> AbortReason:
+        """Waits until the context aborts; returns why."""
+        await self._abort.event.wait()
+        assert self._abort.reason is not None
+        return self._abort.reason
+
+
+class SyncJobContext(_Reports):
+    """The context of a plain ``def`` handler, which runs in a thread of the worker: the same reports,
+    handed to the worker's event loop; ``checkpoint()`` and ``flush()`` block until durable. Check
+    ``cancelled`` (or call ``raise_if_cancelled()``) in loops, or wait on ``cancel_event``."""
+
+    def __init__(self, job: dict[str, Any], abort: _Abort, outbox: Outbox, max_event_bytes: int, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(job, abort, max_event_bytes)
+        self._outbox = outbox
+        self._loop = loop
+
+    @property
+    def cancel_event(self) -> threading.Event:
+        """Set once the context aborts: ``ctx.cancel_event.wait(timeout)`` sleeps until then."""
+        return self._abort.flag
+
+    def progress(self, *, stage: str | None = None, percent: float | None = None, message: str | None = None) -> None:
+        """See :meth:`JobContext.progress`."""
+        clean = self._progress(stage, percent, message)
+        if clean:
+            self._loop.call_soon_threadsafe(self._outbox.progress, clean)
+
+    def item(self, item_id: str, *, label: str | None = None, status: str | None = None, percent: float | None = None, message: str | None = None) -> None:
+        """See :meth:`JobContext.item`."""
+        self._loop.call_soon_threadsafe(self._outbox.item, item_id, self._item(item_id, label, status, percent, message))
+
+    def chunk(self, text: str) -> None:
+        """See :meth:`JobContext.chunk`."""
+        if not isinstance(text, str):
+            raise TypeError("chunk(): text must be a str")
+        self._loop.call_soon_threadsafe(self._outbox.chunk, text)
+
+    def checkpoint(self, data: Any) -> None:
+        """Saves where to resume from; blocks until it is durable on the server (raises :class:`JobAborted` if the job ended)."""
+        size = self._checkpoint_size(data)
+
+        async def save() -> None:
+            await self._outbox.checkpoint(data, size)
+
+        asyncio.run_coroutine_threadsafe(save(), self._loop).result()
+
+    def flush(self) -> None:
+        """Blocks until everything reported so far is durable."""
+
+        async def flush() -> None:
+            await self._outbox.flush()
+
+        asyncio.run_coroutine_threadsafe(flush(), self._loop).result()
+
+
+def _identifier(what: str, value: object, limit: int) -> str:
+    if not isinstance(value, str) or not 0 < len(value) <= limit:
+        raise ValueError(f"{what} must be a string of 1–{limit} characters")
+    return value
+
+
+def _human(what: str, value: object, limit: int) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{what} must be a str")
+    return value if len(value) <= limit else value[: limit - 1] + "…"
+
+
+def _percent(what: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+        raise TypeError(f"{what} must be a number")
+    return min(100, max(0, value))

@@ -1,0 +1,283 @@
+"""The worker loop: claims jobs of the types it handles while a slot is free, runs their handlers,
+streams their reports, and stops gracefully on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+import signal
+import socket
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Awaitable, Callable, Literal, TypeVar, Union
+
+from .api import Claim, WorkerApi
+from .errors import JobFailure
+from .job_run import MIN_POLL, JobRun, RunEnvironment, SignalWatch, release_lease
+from .outbox import Backoff, BatchLimits
+
+Handler = Callable[[dict[str, Any], Any], Union[Any, Awaitable[Any]]]
+"""``def handler(job, ctx)`` or ``async def handler(job, ctx)``: the return value becomes the job's
+``result``; a raise fails the job (see :class:`JobFailure` and :class:`RetryableError`)."""
+
+H = TypeVar("H", bound=Handler)
+WorkerState = Literal["idle", "running", "stopping", "stopped"]
+ErrorCallback = Callable[[BaseException, str, "str | None"], None]
+
+_log = logging.getLogger("jobwire.worker")
+
+
+class Worker:
+    """Claims jobs of the types it handles (one long-poll claim at a time, several jobs per claim when
+    the server supports it), runs their handlers and streams their reports to the server.
+
+    >>> worker = Worker("http://127.0.0.1:7070", api_key, concurrency=4)
+    >>> @worker.handle("transcription")
+    ... async def transcribe(job, ctx):
+    ...     ctx.progress(stage="decoding", percent=12)
+    ...     return {"words": 1200}
+    >>> worker.run()  # until SIGTERM / SIGINT
+
+    Options (defaults): ``name`` (``<hostname>:<pid>``, shown in each job's ``started`` event),
+    ``concurrency`` (1 job at once), ``lease_ms`` (30,000; heartbeats go every third of it),
+    ``throttle`` (0.1 s between two sends of a job's progress, items and text), ``poll_wait``
+    (20 s a claim and a signals long-poll wait on the server, 1–30), ``limits`` (:class:`BatchLimits`,
+    lower them to match a server started with lower ``--max-*``), ``bulk_writes`` (True: reports of
+    several jobs due together share one ``POST /v1/events``), ``cancel_tasks`` (True: an ``async``
+    handler's task is cancelled when its job is), ``on_error`` (called with ``(error, operation,
+    job_id)`` for every failure the worker handles itself; default a log warning).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        api_key: str,
+        *,
+        name: str | None = None,
+        concurrency: int = 1,
+        lease_ms: int = 30_000,
+        throttle: float = 0.1,
+        poll_wait: float = 20,
+        limits: BatchLimits | None = None,
+        bulk_writes: bool = True,
+        cancel_tasks: bool = True,
+        backoff: Backoff | None = None,
+        on_error: ErrorCallback | None = None,
+    ) -> None:
+        if not isinstance(concurrency, int) or concurrency < 1:
+            raise ValueError(f"concurrency must be a positive integer (got {concurrency})")
+        if not 1_000 <= lease_ms <= 600_000:
+            raise ValueError(f"lease_ms must be in 1000–600000 (got {lease_ms})")
+        if not 1 <= poll_wait <= 30:
+            raise ValueError(f"poll_wait must be in 1–30 seconds (got {poll_wait})")
+        if throttle < 0:
+            raise ValueError(f"throttle must be >= 0 seconds (got {throttle})")
+        self.url = url
+        self.api_key = api_key
+        self.name = name or f"{socket.gethostname()}:{os.getpid()}"
+        self.concurrency = concurrency
+        self.lease_ms = lease_ms
+        self.throttle = throttle
+        self.poll_wait = poll_wait
+        self.limits = limits or BatchLimits()
+        self.bulk_writes = bulk_writes
+        self.cancel_tasks = cancel_tasks
+        self.backoff = backoff or Backoff()
+        self._on_error = on_error or _warn
+        self._handlers: dict[str, Handler] = {}
+        self._runs: set[JobRun] = set()
+        self._state: WorkerState = "idle"
+        self._env: RunEnvironment | None = None
+        self._claim_task: asyncio.Task[list[Claim]] | None = None
+        self._claiming: asyncio.Task[None] | None = None
+        self._wake: asyncio.Event | None = None
+        self._stopped: asyncio.Task[None] | None = None
+
+    @property
+    def state(self) -> WorkerState:
+        return self._state
+
+    @property
+    def active_jobs(self) -> int:
+        """Jobs held now (claimed and not yet ended, or whose handler has not yet returned)."""
+        return len(self._runs)
+
+    def handle(self, job_type: str, handler: Handler | None = None) -> Any:
+        """Runs jobs of ``job_type`` with ``handler``; usable as a decorator (``@worker.handle("type")``)."""
+        if not re.fullmatch(r"[\w.:-]{1,100}", job_type):
+            raise ValueError(f'handle(): invalid job type "{job_type}"')
+        if job_type in self._handlers:
+            raise ValueError(f'handle(): "{job_type}" already has a handler')
+
+        def register(fn: H) -> H:
+            self._handlers[job_type] = fn
+            return fn
+
+        return register if handler is None else register(handler)
+
+    def run(self, *, stop_timeout: float = 30.0, grace: float = 2.0) -> None:
+        """Runs the worker in a new event loop until SIGTERM or SIGINT, then stops gracefully."""
+        asyncio.run(self.serve(stop_timeout=stop_timeout, grace=grace))
+
+    async def serve(self, *, stop_timeout: float = 30.0, grace: float = 2.0, signals: bool = True) -> None:
+        """Starts, then waits until SIGTERM/SIGINT (when ``signals``) or :meth:`stop`, and stops gracefully."""
+        loop = asyncio.get_running_loop()
+        await self.start()
+        installed: list[signal.Signals] = []
+        if signals:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                try:
+                    loop.add_signal_handler(sig, lambda: self._request_stop(stop_timeout, grace))
+                    installed.append(sig)
+                except (NotImplementedError, RuntimeError):
+                    pass  # Windows, or not the main thread: call stop() yourself
+        try:
+            assert self._claiming is not None
+            await asyncio.wait({self._claiming})
+            await self.stop(timeout=stop_timeout, grace=grace)
+        finally:
+            for sig in installed:
+                loop.remove_signal_handler(sig)
+
+    async def start(self) -> None:
+        """Starts claiming jobs of the handled types (in the running event loop)."""
+        if self._state != "idle":
+            raise RuntimeError(f"start(): the worker is {self._state}")
+        if not self._handlers:
+            raise RuntimeError("start(): register a handler with handle() first")
+        api = WorkerApi(self.url, self.api_key, (self.limits.max_batch_events, self.limits.max_batch_bytes) if self.bulk_writes else None)
+        report = self._report
+        self._env = RunEnvironment(
+            api=api,
+            watch=SignalWatch(api, self.poll_wait, self.backoff, lambda error: report(error, "signals", None)),
+            backoff=self.backoff,
+            throttle=self.throttle,
+            lease_ms=self.lease_ms,
+            limits=self.limits,
+            executor=ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="jobwire-handler"),
+            cancel_tasks=self.cancel_tasks,
+            report=report,
+        )
+        self._wake = asyncio.Event()
+        self._state = "running"
+        self._claiming = asyncio.get_running_loop().create_task(self._claim_loop())
+
+    async def stop(self, *, timeout: float = 30.0, grace: float = 2.0) -> None:
+        """Graceful stop: claims no more jobs, lets running handlers finish for up to ``timeout``
+        seconds, then aborts them (``ctx.abort_reason == "stopped"``; an async handler's task is
+        cancelled) and releases their leases, so the server re-queues them with their last
+        checkpoint. ``grace`` is how long a handler then has to settle (it may checkpoint), and
+        again to deliver its reports and release its lease."""
+        if self._stopped is None:
+            self._stopped = asyncio.get_running_loop().create_task(self._shutdown(timeout, grace))
+        await asyncio.shield(self._stopped)
+
+    def _request_stop(self, timeout: float, grace: float) -> None:
+        if self._stopped is None:
+            self._stopped = asyncio.get_running_loop().create_task(self._shutdown(timeout, grace))
+
+    async def _shutdown(self, timeout: float, grace: float) -> None:
+        if self._state == "idle":
+            self._state = "stopped"
+            return
+        env = self._env
+        assert env is not None and self._wake is not None
+        self._state = "stopping"
+        if self._claim_task is not None:
+            self._claim_task.cancel()
+        self._wake.set()
+        if self._claiming is not None:
+            await asyncio.wait({self._claiming})
+        runs = list(self._runs)
+        if runs:
+            await asyncio.wait({run.finished for run in runs}, timeout=timeout)
+        await asyncio.gather(*(run.interrupt(grace) for run in list(self._runs)))
+        await env.watch.close()
+        await env.api.aclose()
+        env.executor.shutdown(wait=False)
+        self._state = "stopped"
+
+    async def _claim_loop(self) -> None:
+        """One claim at a time, only while a slot is free: a claimed job always has a slot to run in."""
+        env = self._env
+        assert env is not None and self._wake is not None
+        loop = asyncio.get_running_loop()
+        failures = 0
+        while self._state == "running":
+            free = self.concurrency - len(self._runs)
+            if free <= 0:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            sent_at = loop.time()
+            task = loop.create_task(env.api.claim(list(self._handlers), self.name, self.lease_ms, self.poll_wait, free))
+            self._claim_task = task
+            await asyncio.wait({task})
+            self._claim_task = None
+            if task.cancelled():
+                break
+            error = task.exception()
+            if error is not None:
+                if self._state != "running":
+                    break
+                failures += 1
+                self._report(error, "claim", None)
+                await self._sleep(self.backoff.delay(failures))
+                continue
+            failures = 0
+            claims = task.result()
+            if not claims:
+                # A server that does not hold the claim (a zero --poll-max-wait) must not be hammered.
+                await self._sleep(MIN_POLL - (loop.time() - sent_at))
+                continue
+            for claim in claims:
+                if self._state != "running":
+                    await release_lease(env, claim.job["id"], claim.lease["token"], "worker stopping", 5.0)
+                else:
+                    self._run(claim)
+
+    async def _sleep(self, seconds: float) -> None:
+        """Sleeps, or less when the worker stops meanwhile."""
+        assert self._wake is not None
+        if seconds <= 0:
+            return
+        self._wake.clear()
+        try:
+            await asyncio.wait_for(self._wake.wait(), seconds)
+        except asyncio.TimeoutError:
+            pass
+
+    def _run(self, claim: Claim) -> None:
+        env = self._env
+        assert env is not None and self._wake is not None
+        job_type = claim.job["type"]
+        handler = self._handlers.get(job_type) or _no_handler(self.name, job_type)
+        run = JobRun(claim, env)
+        self._runs.add(run)
+        wake = self._wake
+
+        async def free_slot() -> None:
+            await run.done()
+            self._runs.discard(run)
+            wake.set()
+
+        asyncio.get_running_loop().create_task(free_slot())
+        run.start(handler)
+
+    def _report(self, error: BaseException, operation: str, job_id: str | None) -> None:
+        try:
+            self._on_error(error, operation, job_id)
+        except Exception:  # noqa: BLE001 — on_error must not take the worker down
+            pass
+
+
+def _no_handler(name: str, job_type: str) -> Handler:
+    def fail(job: dict[str, Any], ctx: Any) -> None:
+        raise JobFailure("no_handler", f'Worker {name} has no handler for jobs of type "{job_type}"')
+
+    return fail
+
+
+def _warn(error: BaseException, operation: str, job_id: str | None) -> None:
+    _log.warning("jobwire worker: %s%s: %s", operation, "" if job_id is None else f" {job_id}", error)

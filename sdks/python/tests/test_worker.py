@@ -1,0 +1,268 @@
+"""The worker against a real server: handlers sync and async, reports, checkpoints and resume,
+cancel reaching a handler, retries, SIGKILL and SIGTERM of a worker process."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import threading
+from typing import Any, Awaitable, Callable
+
+import pytest
+
+from conftest import Server, spawn_worker
+from jobwire import AsyncBackend, Backend, JobContext, JobFailure, RetryableError, SyncJobContext, Worker, watch_job
+from jobwire.reducer import JobState
+
+# A hang guard for waits on conditions, never a timing assertion: a healthy run takes a fraction of it.
+GUARD = 60.0
+
+
+async def until(server: Server, job_id: str, predicate: Callable[[JobState], bool]) -> JobState:
+    """Follows the job until ``predicate`` holds for its state (or it ends); returns that state."""
+
+    async def follow() -> JobState:
+        last: JobState | None = None
+        async for update in watch_job(server.url, job_id, server.api_key):
+            last = update.state
+            if predicate(last):
+                return last
+        assert last is not None
+        return last
+
+    return await asyncio.wait_for(follow(), GUARD)
+
+
+def run(scenario: Callable[[], Awaitable[None]]) -> None:
+    asyncio.run(scenario())
+
+
+def test_an_async_handler_reports_stages_items_text_and_its_result(server: Server) -> None:
+    async def scenario() -> None:
+        worker = Worker(server.url, server.api_key, name="py-test", poll_wait=2)
+
+        @worker.handle("transcription")
+        async def transcribe(job: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
+            for stage in ("validating", "decoding", "transcribing"):
+                ctx.progress(stage=stage, percent=0)
+                for file in job["input"]["files"]:
+                    ctx.item(file, label=file, status="running", percent=50)
+                    ctx.item(file, status="completed", percent=100)
+                ctx.progress(percent=100, message=f"{stage} done")
+            ctx.chunk("hello ")
+            ctx.chunk("world")
+            return {"words": 2}
+
+        await worker.start()
+        try:
+            async with AsyncBackend(server.url, server.api_key) as backend:
+                job = await backend.create_job("transcription", input={"files": ["a.mp3", "b.mp3"]})
+                final = await until(server, job["id"], lambda state: state["status"] == "completed")
+                log = await backend.get_job(job["id"])
+        finally:
+            await worker.stop()
+        assert final["result"] == {"words": 2} and final["worker"] == "py-test"
+        assert [entry["stage"] for entry in final["stages"]] == ["validating", "decoding", "transcribing"]
+        assert [(item["id"], item["status"], item["percent"]) for item in final["items"]] == [("a.mp3", "completed", 100), ("b.mp3", "completed", 100)]
+        assert final["text"] == "hello world"
+        assert final["progress"]["message"] == "transcribing done"
+        # The watcher's folded state is the server's own.
+        assert {**final, "queuePosition": None} == {**log, "queuePosition": None}
+
+    run(scenario)
+
+
+def test_a_sync_handler_runs_in_a_thread_and_checkpoints_block_until_durable(memory_server: Server) -> None:
+    server = memory_server
+    seen: dict[str, Any] = {}
+
+    def convert(job: dict[str, Any], ctx: SyncJobContext) -> str:
+        seen["thread"] = threading.current_thread().name
+        ctx.progress(stage="converting", percent=10)
+        ctx.checkpoint({"page": 1})
+        # Durable means another client reads it at once.
+        with Backend(server.url, server.api_key) as backend:
+            seen["checkpoint"] = backend.get_job(job["id"])["checkpoint"]
+        ctx.chunk("page 1\n")
+        return "done"
+
+    async def scenario() -> None:
+        worker = Worker(server.url, server.api_key, poll_wait=2)
+        worker.handle("convert", convert)
+        await worker.start()
+        try:
+            async with AsyncBackend(server.url, server.api_key) as backend:
+                job = await backend.create_job("convert")
+                final = await until(server, job["id"], lambda state: state["status"] == "completed")
+        finally:
+            await worker.stop()
+        assert final["result"] == "done" and final["text"] == "page 1\n"
+        assert seen["checkpoint"] == {"page": 1} and seen["thread"].startswith("jobwire-handler")
+
+    run(scenario)
+
+
+@pytest.mark.parametrize("kind", ["async", "sync"])
+def test_cancel_reaches_a_running_handler(server: Server, kind: str) -> None:
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        reached: asyncio.Future[str] = loop.create_future()
+        worker = Worker(server.url, server.api_key, poll_wait=2)
+
+        async def waits_async(job: dict[str, Any], ctx: JobContext) -> None:
+            ctx.progress(stage="waiting")
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                loop.call_soon_threadsafe(reached.set_result, f"CancelledError/{ctx.abort_reason}")
+                raise
+
+        def waits_sync(job: dict[str, Any], ctx: SyncJobContext) -> None:
+            ctx.progress(stage="waiting")
+            ctx.cancel_event.wait(GUARD)
+            loop.call_soon_threadsafe(reached.set_result, f"cancel_event/{ctx.abort_reason}")
+
+        worker.handle("slow", waits_async if kind == "async" else waits_sync)
+        await worker.start()
+        try:
+            async with AsyncBackend(server.url, server.api_key) as backend:
+                job = await backend.create_job("slow")
+                await until(server, job["id"], lambda state: state["progress"]["stage"] == "waiting")
+                await backend.cancel_job(job["id"], reason="changed my mind")
+                how = await asyncio.wait_for(reached, GUARD)
+                final = await backend.get_job(job["id"])
+        finally:
+            await worker.stop()
+        assert how == ("CancelledError/cancelled" if kind == "async" else "cancel_event/cancelled")
+        assert final["status"] == "cancelled"
+
+    run(scenario)
+
+
+def test_a_retryable_failure_is_retried_with_its_checkpoint_and_a_plain_one_fails(memory_server: Server) -> None:
+    server = memory_server
+
+    async def scenario() -> None:
+        worker = Worker(server.url, server.api_key, poll_wait=2)
+
+        @worker.handle("flaky")
+        async def flaky(job: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
+            if job["attempt"] == 1:
+                await ctx.checkpoint({"done": ["a"]})
+                raise RetryableError("upstream timed out", code="upstream_timeout")
+            return {"resumedWith": ctx.checkpoint_data, "attempt": job["attempt"]}
+
+        @worker.handle("broken")
+        async def broken(job: dict[str, Any], ctx: JobContext) -> None:
+            raise JobFailure("unsupported_codec", "b.mp3 uses a codec we cannot decode")
+
+        await worker.start()
+        try:
+            async with AsyncBackend(server.url, server.api_key) as backend:
+                flaky_job = await backend.create_job("flaky", max_attempts=3)
+                broken_job = await backend.create_job("broken", max_attempts=3)
+                done = await until(server, flaky_job["id"], lambda state: state["status"] == "completed")
+                failed = await until(server, broken_job["id"], lambda state: state["status"] == "failed")
+        finally:
+            await worker.stop()
+        assert done["result"] == {"resumedWith": {"done": ["a"]}, "attempt": 2}
+        assert failed["error"] == {"code": "unsupported_codec", "message": "b.mp3 uses a codec we cannot decode", "retryable": False}
+        assert failed["attempt"] == 1
+
+    run(scenario)
+
+
+def test_a_1000_chunk_stream_arrives_whole_and_in_order(server: Server) -> None:
+    expected = "".join(f"{i:04d} " for i in range(1000))
+
+    async def scenario() -> None:
+        worker = Worker(server.url, server.api_key, poll_wait=2, throttle=0.01)
+
+        @worker.handle("stream")
+        async def stream(job: dict[str, Any], ctx: JobContext) -> None:
+            for i in range(1000):
+                ctx.chunk(f"{i:04d} ")
+                if i % 10 == 9:
+                    await asyncio.sleep(0)  # let batches go out while the handler writes
+
+        async with AsyncBackend(server.url, server.api_key) as backend:
+            job = await backend.create_job("stream")
+        texts: list[str] = []
+        seqs: list[int] = []
+        final: JobState | None = None
+        subscribed = asyncio.Event()
+
+        async def follow() -> None:
+            nonlocal final
+            async for update in watch_job(server.url, job["id"], server.api_key):
+                final = update.state
+                subscribed.set()
+                if update.event is not None:
+                    seqs.append(update.event["seq"])
+                    if update.event["type"] == "chunk":
+                        texts.append(update.event["data"]["text"])
+
+        # The watcher is subscribed before the job starts, so every chunk reaches it as an event.
+        following = asyncio.ensure_future(asyncio.wait_for(follow(), GUARD))
+        await asyncio.wait_for(subscribed.wait(), GUARD)
+        await worker.start()
+        try:
+            await following
+        finally:
+            await worker.stop()
+        assert final is not None and final["status"] == "completed"
+        assert "".join(texts) == expected and final["text"] == expected
+        assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
+
+    run(scenario)
+
+
+def test_a_worker_killed_mid_job_is_resumed_from_its_checkpoint_by_another(server: Server) -> None:
+    with Backend(server.url, server.api_key) as backend:
+        job = backend.create_job("counter", input={"to": 8, "hangAfter": 3}, max_attempts=3)
+    first = spawn_worker(server, "counter", "1000")
+    try:
+        assert first.stdout is not None
+        for line in first.stdout:
+            if line.startswith("hanging after 3"):
+                break
+        else:
+            pytest.fail("the first worker ended before it hung")
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    finally:
+        if first.poll() is None:
+            first.kill()
+    second = spawn_worker(server, "counter")
+    try:
+        final = asyncio.run(until(server, job["id"], lambda state: state["status"] == "completed"))
+    finally:
+        second.terminate()
+        second.wait(timeout=30)
+    assert final["result"] == {"resumedFrom": 3, "attempt": 2}
+    # Counted once: 1–3 by the killed worker, 4–8 by the one that took over from its checkpoint.
+    assert final["text"] == "1 2 3 4 5 6 7 8 "
+    assert final["worker"] == "py-counter" and final["checkpoint"] == {"i": 8}
+
+
+def test_sigterm_stops_gracefully_and_releases_the_lease_with_the_last_checkpoint(memory_server: Server) -> None:
+    server = memory_server
+    with Backend(server.url, server.api_key) as backend:
+        job = backend.create_job("stubborn")
+        process = spawn_worker(server, "stubborn")
+        try:
+            assert process.stdout is not None
+            for line in process.stdout:
+                if line.startswith("working"):
+                    break
+            process.send_signal(signal.SIGTERM)
+            rest = process.communicate(timeout=GUARD)[0]
+        finally:
+            if process.poll() is None:
+                process.kill()
+        assert process.returncode == 0, rest
+        assert "stopped" in rest
+        after = backend.get_job(job["id"])
+    # Released, not lost: back in the queue at once, with what the handler saved in its grace period.
+    assert after["status"] == "queued"
+    assert after["checkpoint"] == {"step": 2, "stoppedBy": "SIGTERM"}

@@ -57,7 +57,7 @@ def apply_event(state: JobState | None, event: JobEvent) -> JobState:
         if state is not None:
             raise ReducerError(f"job {event['jobId']}: created applied twice")
         data = event["data"]
-        return {
+        created: JobState = {
             "id": event["jobId"],
             "type": data["type"],
             "owner": copy.deepcopy(data["owner"]),
@@ -81,6 +81,9 @@ def apply_event(state: JobState | None, event: JobEvent) -> JobState:
             "updatedAt": event["at"],
             "seq": event["seq"],
         }
+        if "input" not in data:
+            del created["input"]
+        return created
     if state is None:
         raise ReducerError(f"job {event['jobId']}: {event['type']} before created")
     status = _admit(state, event)
@@ -117,7 +120,7 @@ def _apply_to(nxt: JobState, status: str, event: JobEvent) -> None:
     data: dict[str, Any] = event["data"]
     if kind == "started":
         nxt["attempt"] = data["attempt"]
-        nxt["worker"] = data.get("worker")
+        _copy_field(nxt, "worker", data, "worker")
         nxt["startedAt"] = event["at"]
         nxt["error"] = None
         nxt["queuePosition"] = None
@@ -139,9 +142,9 @@ def _apply_to(nxt: JobState, status: str, event: JobEvent) -> None:
     elif kind == "chunk":
         nxt["text"] = nxt["text"] + data["text"]
     elif kind == "checkpoint":
-        nxt["checkpoint"] = copy.deepcopy(data.get("data"))
+        _copy_field(nxt, "checkpoint", data, "data")
     elif kind == "completed":
-        nxt["result"] = copy.deepcopy(data.get("result"))
+        _copy_field(nxt, "result", data, "result")
         nxt["finishedAt"] = event["at"]
         nxt["progress"] = {**nxt["progress"], "percent": 100}
         nxt["queuePosition"] = None
@@ -163,6 +166,14 @@ def _apply_to(nxt: JobState, status: str, event: JobEvent) -> None:
             nxt["maxAttempts"] = max_attempts
     else:
         raise ReducerError(f"job {nxt['id']}: unknown event type {kind!r}")
+
+
+def _copy_field(nxt: JobState, key: str, data: dict[str, Any], field: str) -> None:
+    """``nxt[key] = data[field]``; a field the event lacks leaves no key, as JSON leaves out TypeScript's ``undefined``."""
+    if field in data:
+        nxt[key] = copy.deepcopy(data[field])
+    else:
+        nxt.pop(key, None)
 
 
 def _upsert_item(items: list[dict[str, Any]], data: dict[str, Any], at: str) -> list[dict[str, Any]]:

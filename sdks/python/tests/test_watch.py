@@ -1,0 +1,148 @@
+"""Watching a job: SSE and long-poll, exact resume after a dropped connection, tokens, errors."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+
+from conftest import TOKEN_SECRET, Server
+from jobwire import AsyncBackend, Backend, NotFoundError, Update, follow_job, mint_subscription_token, watch_job
+
+GUARD = 60.0
+
+
+class CuttableProxy:
+    """A TCP proxy in front of the server whose connections the test can cut, recording each request's head."""
+
+    def __init__(self, target: str) -> None:
+        parts = urlsplit(target)
+        self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 80
+        self.requests: list[str] = []
+        self._writers: list[asyncio.StreamWriter] = []
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> str:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        port = self._server.sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}"
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        upstream_reader, upstream_writer = await asyncio.open_connection(self.host, self.port)
+        self._writers += [writer, upstream_writer]
+        first = True
+
+        async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter, record: bool) -> None:
+            nonlocal first
+            try:
+                while data := await source.read(65536):
+                    if record and first:
+                        self.requests.append(data.decode(errors="replace").lower())
+                        first = False
+                    sink.write(data)
+                    await sink.drain()
+            except (ConnectionError, asyncio.CancelledError):
+                pass
+            finally:
+                sink.close()
+
+        await asyncio.gather(pipe(reader, upstream_writer, True), pipe(upstream_reader, writer, False))
+
+    def cut(self) -> None:
+        for writer in self._writers:
+            writer.transport.abort()
+        self._writers.clear()
+
+    async def close(self) -> None:
+        self.cut()
+        if self._server is not None:
+            self._server.close()
+
+
+@pytest.mark.parametrize("transport", ["sse", "poll"])
+def test_a_1000_event_chunk_stream_arrives_in_order(server: Server, transport: str) -> None:
+    async def scenario() -> None:
+        async with AsyncBackend(server.url, server.api_key) as backend:
+            job = await backend.create_job("dictation", dispatch=False)
+            subscribed = asyncio.Event()
+            updates: list[Update] = []
+
+            async def follow() -> None:
+                async for update in watch_job(server.url, job["id"], server.api_key, transport=transport, poll_wait=5):  # type: ignore[arg-type]
+                    updates.append(update)
+                    subscribed.set()
+
+            following = asyncio.ensure_future(asyncio.wait_for(follow(), GUARD))
+            await asyncio.wait_for(subscribed.wait(), GUARD)
+            for batch in range(10):
+                await backend.report(job["id"], [{"type": "chunk", "text": f"{batch * 100 + i} "} for i in range(100)])
+            await backend.report(job["id"], [{"type": "completed"}])
+            await following
+            final = await backend.get_job(job["id"])
+        chunks = [update.event["data"]["text"] for update in updates if update.event is not None and update.event["type"] == "chunk"]
+        assert chunks == [f"{i} " for i in range(1000)]
+        assert updates[0].kind == "snapshot" and [update.kind for update in updates[1:]] == ["event"] * (len(updates) - 1)
+        assert updates[-1].state == {**final, "queuePosition": updates[-1].state["queuePosition"]}
+
+    asyncio.run(scenario())
+
+
+def test_resumes_exactly_after_a_dropped_connection_with_last_event_id(memory_server: Server) -> None:
+    server = memory_server
+
+    async def scenario() -> None:
+        proxy = CuttableProxy(server.url)
+        via = await proxy.start()
+        async with AsyncBackend(server.url, server.api_key) as backend:
+            job = await backend.create_job("dictation", dispatch=False)
+            seen = asyncio.Queue[Update]()
+
+            async def follow() -> None:
+                async for update in watch_job(via, job["id"], server.api_key, transport="sse"):
+                    seen.put_nowait(update)
+
+            following = asyncio.ensure_future(asyncio.wait_for(follow(), GUARD))
+            await asyncio.wait_for(seen.get(), GUARD)  # the snapshot
+            await backend.report(job["id"], [{"type": "chunk", "text": f"a{i} "} for i in range(5)])
+            before = [await asyncio.wait_for(seen.get(), GUARD) for _ in range(6)]  # started + 5 chunks
+            last_seq = before[-1].state["seq"]
+            proxy.cut()
+            await backend.report(job["id"], [{"type": "chunk", "text": f"b{i} "} for i in range(5)])
+            await backend.report(job["id"], [{"type": "completed", "result": "ok"}])
+            await following
+            after: list[Update] = []
+            while not seen.empty():
+                after.append(seen.get_nowait())
+            final = await backend.get_job(job["id"])
+        await proxy.close()
+        # The reconnect asked for what followed the last applied seq, and got exactly that: no snapshot, no repeat, no gap.
+        assert any(f"last-event-id: {last_seq}" in request for request in proxy.requests[1:])
+        assert [update.kind for update in after] == ["event"] * 6
+        assert [update.state["seq"] for update in after] == list(range(last_seq + 1, last_seq + 7))
+        assert after[-1].state["text"] == "".join(f"a{i} " for i in range(5)) + "".join(f"b{i} " for i in range(5))
+        assert after[-1].state["result"] == "ok" and after[-1].state["seq"] == final["seq"]
+
+    asyncio.run(scenario())
+
+
+def test_follow_job_blocks_and_works_with_an_offline_subscription_token(memory_server: Server) -> None:
+    server = memory_server
+    with Backend(server.url, server.api_key) as backend:
+        job = backend.create_job("render", owner={"tenant": "acme", "user": "ada"}, dispatch=False)
+        backend.report(job["id"], [{"type": "progress", "stage": "rendering", "percent": 50}, {"type": "completed", "result": {"frames": 2}}])
+    token = mint_subscription_token(TOKEN_SECRET, job_ids=[job["id"]])
+    states: list[dict[str, Any]] = [update.state for update in follow_job(server.url, job["id"], token.token)]
+    # A finished job: one snapshot, and the watch ends by itself.
+    assert len(states) == 1 and states[0]["status"] == "completed" and states[0]["result"] == {"frames": 2}
+
+
+def test_watching_a_job_that_does_not_exist_raises_not_found(memory_server: Server) -> None:
+    async def scenario() -> None:
+        with pytest.raises(NotFoundError) as missing:
+            async for _ in watch_job(memory_server.url, "no-such-job", memory_server.api_key):
+                pass
+        assert missing.value.code == "job_not_found"
+
+    asyncio.run(scenario())

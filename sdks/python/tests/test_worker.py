@@ -217,6 +217,31 @@ def test_a_1000_chunk_stream_arrives_whole_and_in_order(server: Server) -> None:
     run(scenario)
 
 
+def test_text_longer_than_an_event_is_split_to_fit_and_arrives_whole(memory_server: Server) -> None:
+    server = memory_server
+    # 3 bytes, 4 bytes, an escaped quote and newline: 150,000 characters, about 400 KB of JSON.
+    long_text = "".join(("é🎉\"\n"[i % 4]) for i in range(150_000))
+
+    async def scenario() -> None:
+        worker = Worker(server.url, server.api_key, poll_wait=2)
+
+        @worker.handle("long")
+        async def long(job: dict[str, Any], ctx: JobContext) -> None:
+            ctx.chunk(long_text)
+
+        await worker.start()
+        try:
+            async with AsyncBackend(server.url, server.api_key) as backend:
+                job = await backend.create_job("long")
+                final = await until(server, job["id"], lambda state: state["status"] in ("completed", "failed"))
+        finally:
+            await worker.stop()
+        assert final["status"] == "completed", final["error"]
+        assert final["text"] == long_text
+
+    run(scenario)
+
+
 def test_a_worker_killed_mid_job_is_resumed_from_its_checkpoint_by_another(server: Server) -> None:
     with Backend(server.url, server.api_key) as backend:
         job = backend.create_job("counter", input={"to": 8, "hangAfter": 3}, max_attempts=3)

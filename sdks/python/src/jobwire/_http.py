@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
-from typing import Any
+from typing import Any, Coroutine
 
 import httpx
 
@@ -25,7 +26,12 @@ def headers(credential: str, json_body: bool = False) -> dict[str, str]:
 
 def encode(body: Any) -> bytes:
     # Compact separators: the server measures bodies and events in bytes of JSON.
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+    text = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        # A lone surrogate cannot be UTF-8: escape it (and everything else non-ASCII) as \uXXXX.
+        return json.dumps(body, separators=(",", ":")).encode()
 
 
 def answer_of(response: httpx.Response) -> Any:
@@ -59,3 +65,15 @@ def is_transient(error: BaseException) -> bool:
     if isinstance(error, JobwireError):
         return error.status >= 500 or error.status in (408, 429)
     return isinstance(error, httpx.HTTPError)
+
+
+_background: set["asyncio.Task[Any]"] = set()
+
+
+def spawn(coroutine: Coroutine[Any, Any, Any]) -> "asyncio.Task[Any]":
+    """Starts a task the caller does not await, holding a reference until it is done (the event
+    loop keeps only weak ones, so an unreferenced task may be collected mid-flight)."""
+    task = asyncio.get_running_loop().create_task(coroutine)
+    _background.add(task)
+    task.add_done_callback(_background.discard)
+    return task

@@ -93,11 +93,11 @@ class WorkerApi:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[dict[str, Any]] = loop.create_future()
         if self._bulk is None:
-            task = loop.create_task(self._append_one(job_id, body))
+            task = _http.spawn(self._append_one(job_id, body))
             _chain(task, future)
             return future
         if not self._pending:
-            loop.call_soon(lambda: loop.create_task(self._flush_writes()))
+            loop.call_soon(lambda: _http.spawn(self._flush_writes()))
         self._pending.append(_PendingWrite(job_id, body, len(_http.encode(body)), future))
         return future
 

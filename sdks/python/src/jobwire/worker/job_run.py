@@ -9,7 +9,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any, Callable, Literal
 
-from .._http import encode
+from .._http import encode, spawn
 from .api import Claim, WorkerApi, WorkerRequestError
 from .context import JobContext, SyncJobContext, _Abort
 from .errors import AbortReason, JobAborted, failure_of
@@ -75,7 +75,7 @@ class JobRun:
     def start(self, handler: Callable[..., Any]) -> None:
         self._env.watch.add(self)
         self._heartbeat_task = self._loop.create_task(self._heartbeat())
-        self._loop.create_task(self._execute(handler))
+        spawn(self._execute(handler))
 
     def signalled(self, reason: AbortReason, operation: str = "signals", error: BaseException | None = None) -> None:
         """The signal watch (or a heartbeat) says the job is no longer running under this lease."""
@@ -164,7 +164,7 @@ class JobRun:
         if reason == "rejected":
             # The outbox still sends the `failed` that replaces what was refused.
             self._phase = "reporting"
-            closing = self._loop.create_task(self.outbox.close())
+            closing = spawn(self.outbox.close())
             closing.add_done_callback(lambda _: self._end())
         else:
             self._end()
@@ -274,7 +274,7 @@ class SignalWatch:
     def _ensure_loop(self) -> None:
         if self._loop_task is not None or not self._watched or self._closed:
             return
-        self._loop_task = asyncio.get_running_loop().create_task(self._run())
+        self._loop_task = spawn(self._run())
 
         def ended(_: asyncio.Task[None]) -> None:
             self._loop_task = None

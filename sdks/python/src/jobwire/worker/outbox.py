@@ -4,7 +4,6 @@ as ``@jobwire/worker``'s outbox (packages/worker/src/outbox.ts)."""
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 import random
 from dataclasses import dataclass
@@ -385,30 +384,26 @@ def _retrieve(future: asyncio.Future[None]) -> None:
 
 def fit_text(text: str, budget: float) -> tuple[int, int]:
     """How much of ``text`` fits in ``budget`` bytes once JSON-encoded as UTF-8: (end index, encoded size)."""
-    try:
-        whole = len(json.dumps(text, ensure_ascii=False).encode()) - 2
-        if whole <= budget:
-            return len(text), whole
-    except UnicodeEncodeError:
-        pass  # a lone surrogate: measured character by character below
-    size = 0
-    for index, char in enumerate(text):
-        c = ord(char)
-        if c < 0x20:
-            cost = 2 if c in (0x08, 0x09, 0x0A, 0x0C, 0x0D) else 6
-        elif c in (0x22, 0x5C):
-            cost = 2
-        elif c < 0x80:
-            cost = 1
-        elif c < 0x800:
-            cost = 2
-        elif 0xD800 <= c <= 0xDFFF:
-            cost = 6  # a lone surrogate is escaped as \udxxx
-        elif c < 0x10000:
-            cost = 3
+    limit = int(budget)
+    if limit <= 0:
+        return 0, 0
+    # Every character costs at least one byte, so no more than `limit` of them fit; the encoded
+    # size grows with the prefix, so the longest prefix that fits is found by bisection (one
+    # measure in the common case: plain text that fits, or ASCII cut at the budget).
+    high = min(len(text), limit)
+    size = _json_size(text[:high])
+    if size <= limit:
+        return high, size
+    low, low_size = 0, 0
+    while high - low > 1:
+        middle = (low + high) // 2
+        middle_size = _json_size(text[:middle])
+        if middle_size <= limit:
+            low, low_size = middle, middle_size
         else:
-            cost = 4
-        if size + cost > budget:
-            return index, size
-        size += cost
-    return len(text), size
+            high = middle
+    return low, low_size
+
+
+def _json_size(text: str) -> int:
+    return len(encode(text)) - 2

@@ -12,6 +12,7 @@ import socket
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Awaitable, Callable, Literal, TypeVar, Union
 
+from .._http import spawn
 from .api import Claim, WorkerApi
 from .errors import JobFailure
 from .job_run import MIN_POLL, JobRun, RunEnvironment, SignalWatch, release_lease
@@ -262,7 +263,7 @@ class Worker:
             self._runs.discard(run)
             wake.set()
 
-        asyncio.get_running_loop().create_task(free_slot())
+        spawn(free_slot())
         run.start(handler)
 
     def _report(self, error: BaseException, operation: str, job_id: str | None) -> None:

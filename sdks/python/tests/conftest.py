@@ -103,6 +103,24 @@ def memory_server(tmp_path: Path) -> Iterator[Server]:
     stop_server(started)
 
 
+def wait_for_line(process: subprocess.Popen[str], prefix: str, timeout: float = 60.0) -> None:
+    """Waits until the process prints a line starting with ``prefix`` (a hang guard, not a timing assertion)."""
+    found = threading.Event()
+    seen: list[str] = []
+
+    def read() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            seen.append(line)
+            if line.startswith(prefix):
+                found.set()
+                return
+
+    threading.Thread(target=read, daemon=True).start()
+    if not found.wait(timeout):
+        pytest.fail(f"the worker process never printed {prefix!r}; it printed:\n{''.join(seen)}")
+
+
 def spawn_worker(server: Server, scenario: str, *args: str) -> subprocess.Popen[str]:
     """A worker in its own process (tests/worker_process.py), so it can be killed like a real one."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}

@@ -10,7 +10,7 @@ from typing import Any, Awaitable, Callable
 
 import pytest
 
-from conftest import Server, spawn_worker
+from conftest import Server, spawn_worker, wait_for_line
 from jobwire import AsyncBackend, Backend, JobContext, JobFailure, RetryableError, SyncJobContext, Worker, watch_job
 from jobwire.reducer import JobState
 
@@ -245,14 +245,9 @@ def test_text_longer_than_an_event_is_split_to_fit_and_arrives_whole(memory_serv
 def test_a_worker_killed_mid_job_is_resumed_from_its_checkpoint_by_another(server: Server) -> None:
     with Backend(server.url, server.api_key) as backend:
         job = backend.create_job("counter", input={"to": 8, "hangAfter": 3}, max_attempts=3)
-    first = spawn_worker(server, "counter", "1000")
+    first = spawn_worker(server, "counter", "3000")
     try:
-        assert first.stdout is not None
-        for line in first.stdout:
-            if line.startswith("hanging after 3"):
-                break
-        else:
-            pytest.fail("the first worker ended before it hung")
+        wait_for_line(first, "hanging after 3")
         first.send_signal(signal.SIGKILL)
         first.wait()
     finally:
@@ -276,17 +271,14 @@ def test_sigterm_stops_gracefully_and_releases_the_lease_with_the_last_checkpoin
         job = backend.create_job("stubborn")
         process = spawn_worker(server, "stubborn")
         try:
-            assert process.stdout is not None
-            for line in process.stdout:
-                if line.startswith("working"):
-                    break
+            wait_for_line(process, "working")
             process.send_signal(signal.SIGTERM)
             rest = process.communicate(timeout=GUARD)[0]
         finally:
             if process.poll() is None:
                 process.kill()
         assert process.returncode == 0, rest
-        assert "stopped" in rest
+        assert "stopped" in rest, rest
         after = backend.get_job(job["id"])
     # Released, not lost: back in the queue at once, with what the handler saved in its grace period.
     assert after["status"] == "queued"

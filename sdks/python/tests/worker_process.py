@@ -50,5 +50,5 @@ async def stubborn(job: dict[str, Any], ctx: JobContext) -> None:
 
 if __name__ == "__main__":
     print("ready", flush=True)
-    worker.run(stop_timeout=0.2, grace=5)
+    worker.run(stop_timeout=0.2, grace=20)
     print("stopped", flush=True)

@@ -146,3 +146,16 @@ def test_watching_a_job_that_does_not_exist_raises_not_found(memory_server: Serv
         assert missing.value.code == "job_not_found"
 
     asyncio.run(scenario())
+
+
+def test_a_watch_from_the_last_seq_of_a_finished_job_ends_at_once(memory_server: Server) -> None:
+    server = memory_server
+    with Backend(server.url, server.api_key) as backend:
+        job = backend.create_job("render", dispatch=False)
+        done = backend.report(job["id"], [{"type": "completed", "result": 1}])
+
+    async def scenario() -> list[Update]:
+        return [update async for update in watch_job(server.url, job["id"], server.api_key, after=done["seq"], transport="sse")]
+
+    # The server answers 204 (nothing after the end): no update, no reconnect loop.
+    assert asyncio.run(asyncio.wait_for(scenario(), GUARD)) == []

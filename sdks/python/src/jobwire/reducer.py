@@ -9,6 +9,7 @@ snapshot from the server.
 from __future__ import annotations
 
 import copy
+import math
 from typing import Any, Iterable
 
 JobState = dict[str, Any]
@@ -83,6 +84,8 @@ def apply_event(state: JobState | None, event: JobEvent) -> JobState:
         }
         if "input" not in data:
             del created["input"]
+        if data.get("plan") is not None:
+            created["plan"] = [{**stage, "status": "pending", "fraction": None} for stage in data["plan"]]
         return created
     if state is None:
         raise ReducerError(f"job {event['jobId']}: {event['type']} before created")
@@ -128,13 +131,29 @@ def _apply_to(nxt: JobState, status: str, event: JobEvent) -> None:
         before = nxt["progress"]
         stage = data.get("stage")
         stage_changed = stage is not None and stage != before["stage"]
+        current = stage if stage is not None else before["stage"]
         percent = data.get("percent")
         message = data.get("message")
-        nxt["progress"] = {
-            "stage": stage if stage is not None else before["stage"],
-            "percent": percent if percent is not None else (None if stage_changed else before["percent"]),
+        fraction = data.get("fraction")
+        # With a plan, entering a planned stage or reporting its fraction moves the overall percent.
+        planned: float | None = None
+        if nxt.get("plan") is not None and current is not None and (stage_changed or fraction is not None):
+            reached = fraction if fraction is not None else 0
+            plan = _advance_plan(nxt["plan"], current, reached)
+            entry = next((one for one in plan or [] if one["name"] == current), None)
+            if plan is not None and entry is not None:
+                nxt["plan"] = plan
+                planned = _plan_percent(entry, reached)
+        progress: dict[str, Any] = {
+            "stage": current,
+            "percent": percent if percent is not None else planned if planned is not None else (None if stage_changed else before["percent"]),
             "message": message if message is not None else (None if stage_changed else before["message"]),
         }
+        if data.get("metadata") is not None:
+            progress["metadata"] = _merge_metadata(before.get("metadata"), data["metadata"])
+        elif before.get("metadata") is not None:
+            progress["metadata"] = before["metadata"]
+        nxt["progress"] = progress
         if stage_changed:
             nxt["stages"] = [*nxt["stages"], {"stage": stage, "at": event["at"]}]
     elif kind == "item":
@@ -143,10 +162,14 @@ def _apply_to(nxt: JobState, status: str, event: JobEvent) -> None:
         nxt["text"] = nxt["text"] + data["text"]
     elif kind == "checkpoint":
         _copy_field(nxt, "checkpoint", data, "data")
+        if data.get("textLength") is not None:
+            nxt["checkpointTextLength"] = data["textLength"]
     elif kind == "completed":
         _copy_field(nxt, "result", data, "result")
         nxt["finishedAt"] = event["at"]
         nxt["progress"] = {**nxt["progress"], "percent": 100}
+        if nxt.get("plan") is not None:
+            nxt["plan"] = _finish_plan(nxt["plan"])
         nxt["queuePosition"] = None
     elif kind == "failed":
         nxt["error"] = dict(data)
@@ -164,6 +187,9 @@ def _apply_to(nxt: JobState, status: str, event: JobEvent) -> None:
         max_attempts = data.get("maxAttempts")
         if max_attempts is not None:
             nxt["maxAttempts"] = max_attempts
+        if data.get("textLength") is not None:
+            # Back to what the checkpoint the next attempt resumes from held, so text is not repeated.
+            nxt["text"] = _utf16_prefix(nxt["text"], data["textLength"])
     else:
         raise ReducerError(f"job {nxt['id']}: unknown event type {kind!r}")
 
@@ -187,7 +213,7 @@ def _upsert_item(items: list[dict[str, Any]], data: dict[str, Any], at: str) -> 
         before = previous.get(key)
         return before if before is not None else default
 
-    nxt = {
+    nxt: dict[str, Any] = {
         "id": data["id"],
         "label": pick("label", None),
         "status": pick("status", "running"),
@@ -195,8 +221,70 @@ def _upsert_item(items: list[dict[str, Any]], data: dict[str, Any], at: str) -> 
         "message": pick("message", None),
         "updatedAt": at,
     }
+    if data.get("metadata") is not None:
+        nxt["metadata"] = _merge_metadata(previous.get("metadata"), data["metadata"])
+    elif previous.get("metadata") is not None:
+        nxt["metadata"] = previous["metadata"]
     if index == -1:
         return [*items, nxt]
     copied = list(items)
     copied[index] = nxt
     return copied
+
+
+def _merge_metadata(current: dict[str, Any] | None, update: dict[str, Any]) -> dict[str, Any]:
+    """``update`` merged into ``current``: its keys win, and a key it sets to ``None`` is removed."""
+    merged = dict(current or {})
+    for key, value in update.items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def _advance_plan(plan: list[dict[str, Any]], stage: str, fraction: float) -> list[dict[str, Any]] | None:
+    """Earlier stages that ran are done, those never started skipped; later ones pending again. ``None`` for an unplanned stage."""
+    index = next((i for i, entry in enumerate(plan) if entry["name"] == stage), -1)
+    if index == -1:
+        return None
+    out: list[dict[str, Any]] = []
+    for i, entry in enumerate(plan):
+        if i < index:
+            if entry["status"] == "running":
+                entry = {**entry, "status": "done", "fraction": 1}
+            elif entry["status"] == "pending":
+                entry = {**entry, "status": "skipped"}
+        elif i == index:
+            entry = {**entry, "status": "running", "fraction": fraction}
+        elif entry["status"] != "pending":
+            entry = {**entry, "status": "pending", "fraction": None}
+        out.append(entry)
+    return out
+
+
+def _finish_plan(plan: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for entry in plan:
+        if entry["status"] == "running":
+            entry = {**entry, "status": "done", "fraction": 1}
+        elif entry["status"] == "pending":
+            entry = {**entry, "status": "skipped"}
+        out.append(entry)
+    return out
+
+
+def _plan_percent(stage: dict[str, Any], fraction: float) -> float:
+    return _round(stage["from"] + (stage["to"] - stage["from"]) * fraction)
+
+
+def _round(value: float) -> float:
+    # JavaScript's Math.round(value * 1000) / 1000: halves go up, not to even.
+    return math.floor(value * 1000 + 0.5) / 1000
+
+
+def _utf16_prefix(text: str, length: int) -> str:
+    """The first ``length`` UTF-16 code units of ``text``: JavaScript's ``text.slice(0, length)``."""
+    if text.isascii():
+        return text[:length]
+    return text.encode("utf-16-le", "surrogatepass")[: 2 * length].decode("utf-16-le", "surrogatepass")

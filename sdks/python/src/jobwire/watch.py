@@ -149,6 +149,10 @@ class _Follower:
             if not response.is_success:
                 await response.aread()
                 _http.answer_of(response)
+            if response.status_code == 204:
+                # The job ended at the seq we hold: there is nothing more to stream.
+                self.done = True
+                return
             if not response.headers.get("content-type", "").startswith("text/event-stream"):
                 raise _Fallback()
             lines = response.aiter_lines()

@@ -3,7 +3,7 @@
 // Read from the build (packages/protocol/dist), so a change to the TypeScript reducer is seen here.
 import { readFileSync } from 'node:fs'
 
-const protocol = await import(new URL('../../../../packages/protocol/dist/index.js', import.meta.url))
+const protocol = await import(new URL('../../../../packages/protocol/dist/index.js', import.meta.url).href)
 const logs = JSON.parse(readFileSync(process.argv[2], 'utf8'))
 const out = logs.map((log) => {
   const states = []

@@ -139,6 +139,39 @@ def test_cancel_reaches_a_running_handler(server: Server, kind: str) -> None:
     run(scenario)
 
 
+def test_runs_jobs_concurrently_claiming_several_at_once_where_the_server_allows(memory_server: Server) -> None:
+    server = memory_server
+    errors: list[tuple[str, str]] = []
+
+    async def scenario() -> None:
+        running = 0
+        all_in = asyncio.Event()
+        worker = Worker(server.url, server.api_key, concurrency=3, poll_wait=2, on_error=lambda error, operation, job_id: errors.append((operation, str(error))))
+
+        @worker.handle("parallel")
+        async def parallel(job: dict[str, Any], ctx: JobContext) -> int:
+            nonlocal running
+            running += 1
+            if running >= 3:
+                all_in.set()
+            # The first three wait for each other: they can only finish if they run at once.
+            await all_in.wait()
+            return int(job["input"]["n"])
+
+        async with AsyncBackend(server.url, server.api_key) as backend:
+            jobs = [await backend.create_job("parallel", input={"n": n}) for n in range(6)]
+            await worker.start()
+            try:
+                finals = [await until(server, job["id"], lambda state: state["status"] == "completed") for job in jobs]
+            finally:
+                await worker.stop()
+        assert [final["result"] for final in finals] == list(range(6))
+
+    run(scenario)
+    # A server without `max` on claims is asked for one job at a time, without an error.
+    assert errors == []
+
+
 def test_a_retryable_failure_is_retried_with_its_checkpoint_and_a_plain_one_fails(memory_server: Server) -> None:
     server = memory_server
 

@@ -16,6 +16,9 @@ from . import _http
 from .errors import ConnectionFailedError, JobwireError, error_from_stream
 from .reducer import JobEvent, JobState, apply_event, is_terminal
 
+# Longest silence of a live stream before it is taken for dead: three of the server's default heartbeats.
+_IDLE_TIMEOUT = 45.0
+
 UpdateKind = Literal["snapshot", "event", "queue"]
 Transport = Literal["auto", "sse", "poll"]
 
@@ -161,8 +164,11 @@ class _Follower:
             data: list[str] = []
             while not self.done:
                 try:
-                    line = await (asyncio.wait_for(lines.__anext__(), self.first_timeout) if not got_message else lines.__anext__())
+                    line = await asyncio.wait_for(lines.__anext__(), self.first_timeout if not got_message else _IDLE_TIMEOUT)
                 except asyncio.TimeoutError:
+                    if got_message:
+                        # Not even a heartbeat (the server sends one every 15 s): the connection is dead.
+                        raise ConnectionFailedError("timeout", "the SSE stream went silent") from None
                     # Nothing at all within the first-message timeout, twice: something buffers the stream.
                     self.silent_streams += 1
                     if self.silent_streams >= 2:

@@ -73,7 +73,7 @@ class WorkerApi:
             answer = await self._post("claim", "/v1/workers/claim", body, wait + _LONG_POLL_SLACK)
         except WorkerRequestError as error:
             # An older server refuses the unknown field: claim one at a time from now on.
-            if "max" in body and error.code == "invalid_request" and "max" in str(error):
+            if "max" in body and error.code == "invalid_request" and (error.details or {}).get("field") == "max":
                 self.batch_claims = False
                 return await self.claim(types, worker, lease_ms, wait, 1)
             raise

@@ -13,6 +13,7 @@ import { Agent, request as undiciRequest } from 'undici'
 import { createSseParser, decodeSseMessage, type StreamMessage } from '@jobwire/protocol'
 import type { ConfigInput } from '../src/config.js'
 import { startServer, type RunningServer } from '../src/server.js'
+import { expectDocumentedAnswer } from './openapi-check.js'
 
 export const testApiKey = 'test-admin-key-123456'
 
@@ -108,11 +109,13 @@ export function createJsonClient(url: string, key: string | null): JsonClient {
         body: body === undefined ? undefined : JSON.stringify(body),
       })
       const text = await response.body.text()
-      return {
+      const answer = {
         status: response.statusCode,
         headers: response.headers as IncomingHttpHeaders,
         body: (text === '' ? null : JSON.parse(text)) as T,
       }
+      expectDocumentedAnswer({ method, url: path, status: answer.status, contentType: answer.headers['content-type'] as string | undefined, body: answer.body })
+      return answer
     },
     close: () => agent.destroy(),
   }
@@ -254,13 +257,28 @@ export function openSse(url: string, options: SseRequestOptions = {}): Promise<S
         },
         ended,
       }
+      const documented = (body: unknown): void =>
+        expectDocumentedAnswer({ method: 'GET', url: new URL(url).pathname, status: connection.status, contentType: response.headers['content-type'], body })
       if (eventStream) {
+        try {
+          documented(null)
+        } catch (error) {
+          request.destroy()
+          reject(error as Error)
+          return
+        }
         resolve(connection)
         return
       }
       // A plain answer (a JSON error): read it whole before handing it over.
       void ended.then(() => {
         connection.body = raw
+        try {
+          documented(raw === '' ? null : String(response.headers['content-type']).startsWith('application/json') ? JSON.parse(raw) : raw)
+        } catch (error) {
+          reject(error as Error)
+          return
+        }
         resolve(connection)
       })
     })

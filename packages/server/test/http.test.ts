@@ -16,6 +16,7 @@ import { MemoryStore } from '../src/stores/memory-store.js'
 import { startServer } from '../src/server.js'
 import { collect, openSse, readSse, startTestServer, testApiKey, type SseConnection, type TestServer } from './fixtures.js'
 import { openWs, wsUrl } from './ws-client.js'
+import { expectDocumentedAnswer } from './openapi-check.js'
 
 /** Small limits, so every "too large" answer is cheap to provoke. */
 const limits = {
@@ -64,7 +65,9 @@ async function inject<T = Record<string, unknown>>(method: 'GET' | 'POST' | 'DEL
     headers: { ...headers, ...options.headers },
     payload: options.payload ?? (options.body === undefined ? undefined : JSON.stringify(options.body)),
   })
-  return { status: response.statusCode, headers: response.headers, body: (response.body === '' ? null : response.json()) as T }
+  const body = (response.body === '' ? null : response.json()) as T
+  expectDocumentedAnswer({ method, url, status: response.statusCode, contentType: response.headers['content-type'] as string | undefined, body })
+  return { status: response.statusCode, headers: response.headers, body }
 }
 
 let typeCounter = 0

@@ -24,6 +24,7 @@ import { WsEndpoint, type WsOptions } from '../transports/ws.js'
 import { principalOf, type RouteContext } from './context.js'
 import type { Limits } from './limits.js'
 import { registerDashboard } from './dashboard.js'
+import { openApiDocument } from './openapi.js'
 import { registerAccessRoutes } from './routes/access.js'
 import { registerJobRoutes } from './routes/jobs.js'
 import { registerEventRoutes } from './routes/events.js'
@@ -259,6 +260,8 @@ export async function buildApp(options: AppOptions): Promise<{ app: FastifyInsta
 
   registerDashboard(app)
   app.get('/healthz', async () => ({ ok: true }))
+  // Public like the health checks: the API's shape is no secret, and tools fetch it without a key.
+  app.get('/v1/openapi.json', async () => openApiDocument())
   app.get('/readyz', async (_request, reply) => {
     const store = options.service.store.kind
     if (shutdown.signal.aborted) return reply.code(503).send({ ok: false, store, reason: 'shutting down' })

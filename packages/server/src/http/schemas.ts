@@ -115,6 +115,20 @@ export interface ProducerWrite {
 const writeMeta = z
   .object({ lease: leaseToken.optional(), batch: z.number().int().min(1).max(Number.MAX_SAFE_INTEGER).optional() })
 
+/*
+ * The event-writing bodies as the OpenAPI document describes them. The routes read them step by
+ * step instead (parseProducerEvents, parseBulkWrites), to name the field of the first problem and
+ * check sizes before shapes; these say the same thing in one schema.
+ */
+const withWriteMeta = producerEvent.options.map((event) => event.extend(writeMeta.shape))
+export const producerEventsBodyDoc = z.union([
+  z.discriminatedUnion('type', withWriteMeta as unknown as [(typeof withWriteMeta)[number], ...(typeof withWriteMeta)[number][]]),
+  z.object({ events: z.array(producerEvent).min(1), ...writeMeta.shape }).strict(),
+])
+export const bulkBodyDoc = z
+  .object({ writes: z.array(z.object({ jobId: z.string().min(1).max(100), events: z.array(producerEvent).min(1), ...writeMeta.shape }).strict()).min(1) })
+  .strict()
+
 /**
  * Reads `POST /v1/jobs/:id/events`: one event (`{type, ...}`) or a batch (`{events: [...]}`), each
  * optionally with a worker's `lease` and `batch`. Checks count, size and shape of every event

@@ -6,7 +6,7 @@ import { signSubscriptionToken } from '../../auth/tokens.js'
 import { principalOf, type RouteContext } from '../context.js'
 import { parseWith, tenantName, userName } from '../schemas.js'
 
-const tokenBody = z
+export const tokenBody = z
   .object({
     jobIds: z.array(z.string().min(1).max(100)).min(1).max(1000).optional(),
     tenant: tenantName.optional(),
@@ -18,7 +18,7 @@ const tokenBody = z
   })
   .strict()
 
-const keyBody = z
+export const keyBody = z
   .object({
     name: z.string().min(1).max(100),
     role: z.enum(roles as [Role, ...Role[]]),

@@ -1,0 +1,469 @@
+import {
+  errorCodes,
+  eventTypes,
+  itemStatuses,
+  jobStatuses,
+  protocolVersion,
+  type JobEvent,
+  type JobState,
+  type PollResponse,
+} from '@jobwire/protocol'
+import { readFileSync } from 'node:fs'
+import { z } from 'zod'
+import { roles } from '../core/scopes.js'
+import { keyBody, tokenBody } from './routes/access.js'
+import { bulkBodyDoc, cancelBody, claimBody, createJobBody, heartbeatBody, listQuery, producerEventsBodyDoc, releaseBody, signalsBody } from './schemas.js'
+
+/*
+ * The HTTP API as an OpenAPI 3.1 document, built from the zod schemas the routes parse requests
+ * with and the response schemas below. It is served at GET /v1/openapi.json, and the server's
+ * tests validate every response they get against it, so it cannot drift from what the server does.
+ */
+
+const timestamp = z.string().meta({ description: 'ISO 8601 time, UTC' })
+const owner = z.object({ tenant: z.string(), user: z.string() }).strict().meta({ id: 'Owner' })
+const jobStatus = z.enum(jobStatuses as [JobState['status'], ...JobState['status'][]])
+
+const jobFields = {
+  id: z.string().meta({ description: '`job_` + 22 URL-safe characters (128 random bits)' }),
+  type: z.string(),
+  owner: owner.nullable(),
+  input: z.unknown(),
+  status: jobStatus,
+  progress: z.object({ stage: z.string().nullable(), percent: z.number().nullable(), message: z.string().nullable() }).strict(),
+  stages: z.array(z.object({ stage: z.string(), at: timestamp }).strict()),
+  items: z.array(
+    z
+      .object({
+        id: z.string(),
+        label: z.string().nullable(),
+        status: z.enum(itemStatuses as [string, ...string[]]),
+        percent: z.number().nullable(),
+        message: z.string().nullable(),
+        updatedAt: timestamp,
+      })
+      .strict(),
+  ),
+  text: z.string(),
+  checkpoint: z.unknown(),
+  result: z.unknown(),
+  error: z.object({ code: z.string(), message: z.string(), retryable: z.boolean() }).strict().nullable(),
+  attempt: z.number().int(),
+  maxAttempts: z.number().int(),
+  dispatch: z.boolean(),
+  worker: z.string().nullable(),
+  queuePosition: z.number().int().nullable(),
+  createdAt: timestamp,
+  startedAt: timestamp.nullable(),
+  finishedAt: timestamp.nullable(),
+  updatedAt: timestamp,
+  seq: z.number().int(),
+}
+
+const jobState = z.object(jobFields).strict().meta({ id: 'JobState', description: "A job's state at its `seq`: the reduction of its events." })
+
+const { text: _text, input: _input, result: _result, checkpoint: _checkpoint, ...summaryFields } = jobFields
+const jobSummary = z
+  .object({ ...summaryFields, textLength: z.number().int(), finished: z.boolean() })
+  .strict()
+  .meta({ id: 'JobSummary', description: 'A job as listed: without `text`, `input`, `result` and `checkpoint`.' })
+
+const eventData = {
+  created: z.object({ type: z.string(), input: z.unknown(), owner: owner.nullable(), dispatch: z.boolean(), maxAttempts: z.number().int() }).strict(),
+  started: z.object({ attempt: z.number().int(), worker: z.string().nullable() }).strict(),
+  progress: z.object({ stage: z.string().optional(), percent: z.number().optional(), message: z.string().optional() }).strict(),
+  item: z
+    .object({
+      id: z.string(),
+      label: z.string().optional(),
+      status: z.enum(itemStatuses as [string, ...string[]]).optional(),
+      percent: z.number().optional(),
+      message: z.string().optional(),
+    })
+    .strict(),
+  chunk: z.object({ text: z.string() }).strict(),
+  checkpoint: z.object({ data: z.unknown() }).strict(),
+  completed: z.object({ result: z.unknown() }).strict(),
+  failed: z.object({ code: z.string(), message: z.string(), retryable: z.boolean() }).strict(),
+  cancelled: z.object({ reason: z.string().nullable() }).strict(),
+  requeued: z
+    .object({
+      reason: z.string(),
+      attempt: z.number().int(),
+      retryAt: timestamp.nullable(),
+      maxAttempts: z.number().int().optional(),
+      error: z.object({ code: z.string(), message: z.string() }).strict().optional(),
+    })
+    .strict(),
+} satisfies Record<JobEvent['type'], z.ZodType>
+
+const eventOf = <K extends JobEvent['type']>(type: K) =>
+  z.object({ jobId: z.string(), seq: z.number().int(), type: z.literal(type), at: timestamp, data: eventData[type] }).strict()
+const jobEvent = z
+  .discriminatedUnion(
+    'type',
+    eventTypes.map((type) => eventOf(type)) as unknown as [ReturnType<typeof eventOf>, ...ReturnType<typeof eventOf>[]],
+  )
+  .meta({ id: 'JobEvent', description: 'An event as stored and delivered; `seq` is contiguous per job from 1.' })
+
+const errorBody = z
+  .object({
+    code: z.enum(errorCodes as [string, ...string[]]),
+    message: z.string(),
+    details: z.record(z.string(), z.unknown()).optional(),
+  })
+  .strict()
+  .meta({ id: 'ErrorBody', description: 'A registry error: see docs/errors.md.' })
+const errorResponse = z.object({ error: errorBody }).strict().meta({ id: 'ErrorResponse' })
+
+const snapshot = z.object({ job: jobState, reset: z.boolean(), reason: z.enum(['initial', 'trimmed']) }).strict()
+const pollResponse = z
+  .object({ snapshot: snapshot.optional(), events: z.array(jobEvent), next: z.number().int(), done: z.boolean() })
+  .strict()
+  .meta({ id: 'PollResponse' })
+
+const appended = {
+  events: z.array(z.object({ seq: z.number().int(), type: z.enum(eventTypes as [string, ...string[]]) }).strict()),
+  seq: z.number().int(),
+  status: jobStatus,
+  duplicate: z.literal(true).optional().meta({ description: 'a worker batch number seen before: nothing was appended' }),
+}
+const appendResponse = z.object(appended).strict().meta({ id: 'AppendResponse' })
+const bulkResponse = z
+  .object({
+    results: z.array(z.union([z.object({ jobId: z.string(), ...appended }).strict(), z.object({ jobId: z.string(), error: errorBody }).strict()])),
+  })
+  .strict()
+  .meta({ id: 'BulkWriteResponse' })
+
+const page = z.object({ jobs: z.array(jobSummary), nextCursor: z.string().nullable() }).strict().meta({ id: 'JobPage' })
+const claimed = z
+  .object({ job: jobState, lease: z.object({ token: z.string(), expiresAt: timestamp, leaseMs: z.number().int() }).strict() })
+  .strict()
+  .meta({ id: 'Claim' })
+const heartbeat = z.object({ status: jobStatus, cancelled: z.boolean(), expiresAt: timestamp.nullable() }).strict().meta({ id: 'Heartbeat' })
+const signals = z
+  .object({ signals: z.array(z.object({ jobId: z.string(), reason: z.enum(['cancelled', 'finished', 'lease_lost']) }).strict()) })
+  .strict()
+  .meta({ id: 'Signals' })
+const token = z.object({ token: z.string(), expiresAt: timestamp }).strict().meta({ id: 'SubscriptionToken' })
+const keyFields = {
+  id: z.string(),
+  name: z.string(),
+  role: z.enum(roles as [string, ...string[]]),
+  tenant: z.string().nullable(),
+  types: z.array(z.string()).nullable(),
+  createdAt: timestamp,
+  revokedAt: timestamp.nullable(),
+}
+const apiKey = z.object(keyFields).strict().meta({ id: 'ApiKey', description: 'An API key as listed: never its secret.' })
+const createdKey = z
+  .object({ ...keyFields, key: z.string().meta({ description: '`jwk_<id>.<secret>`, shown this once' }) })
+  .strict()
+  .meta({ id: 'CreatedApiKey' })
+const keyList = z.object({ keys: z.array(apiKey) }).strict().meta({ id: 'ApiKeyList' })
+const revoked = z.object({ id: z.string(), revoked: z.literal(true) }).strict().meta({ id: 'RevokedApiKey' })
+const health = z.object({ ok: z.literal(true) }).strict().meta({ id: 'Health' })
+const readiness = z.object({ ok: z.boolean(), store: z.string(), reason: z.string().optional() }).strict().meta({ id: 'Readiness' })
+
+// The response schemas describe exactly the protocol's types: a field added to one and not the other fails to compile.
+type Same<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false
+const agrees = <T extends true>(): T | undefined => undefined
+agrees<Same<z.infer<typeof jobState>['progress'], JobState['progress']>>()
+agrees<Same<keyof z.infer<typeof jobState>, keyof JobState>>()
+agrees<Same<keyof z.infer<typeof pollResponse>, keyof PollResponse>>()
+agrees<Same<z.infer<typeof jobEvent>['type'], JobEvent['type']>>()
+
+const components = {
+  Owner: owner,
+  JobState: jobState,
+  JobSummary: jobSummary,
+  JobEvent: jobEvent,
+  ErrorBody: errorBody,
+  ErrorResponse: errorResponse,
+  PollResponse: pollResponse,
+  AppendResponse: appendResponse,
+  BulkWriteResponse: bulkResponse,
+  JobPage: page,
+  Claim: claimed,
+  Heartbeat: heartbeat,
+  Signals: signals,
+  SubscriptionToken: token,
+  ApiKey: apiKey,
+  CreatedApiKey: createdKey,
+  ApiKeyList: keyList,
+  RevokedApiKey: revoked,
+  Health: health,
+  Readiness: readiness,
+  CreateJobRequest: createJobBody,
+  ProducerEventsRequest: producerEventsBodyDoc,
+  BulkWriteRequest: bulkBodyDoc,
+  CancelRequest: cancelBody,
+  ClaimRequest: claimBody,
+  HeartbeatRequest: heartbeatBody,
+  ReleaseRequest: releaseBody,
+  SignalsRequest: signalsBody,
+  TokenRequest: tokenBody,
+  CreateApiKeyRequest: keyBody,
+}
+type ComponentName = keyof typeof components
+
+const ref = (name: ComponentName) => ({ $ref: `#/components/schemas/${name}` })
+const json = (name: ComponentName, description: string) => ({ description, content: { 'application/json': { schema: ref(name) } } })
+const errors = { default: json('ErrorResponse', 'A registry error (docs/errors.md), with its HTTP status') }
+const jsonBody = (name: ComponentName, required = true) => ({ required, content: { 'application/json': { schema: ref(name) } } })
+const idParam = { name: 'id', in: 'path', required: true, schema: { type: 'string' }, description: 'the job id' }
+
+interface Operation {
+  summary: string
+  operationId: string
+  tags: string[]
+  parameters?: unknown[]
+  requestBody?: unknown
+  responses: Record<string, unknown>
+  security?: unknown[]
+}
+
+function queryParameters(schema: z.ZodObject): unknown[] {
+  const jsonSchema = z.toJSONSchema(schema, { target: 'draft-2020-12', io: 'input' }) as { properties: Record<string, unknown> }
+  return Object.entries(jsonSchema.properties)
+    .filter(([name]) => name !== 'access_token')
+    .map(([name, property]) => ({ name, in: 'query', required: false, schema: property }))
+}
+
+const paths: Record<string, Record<string, Operation>> = {
+  '/v1/jobs': {
+    post: {
+      summary: 'Create a job',
+      operationId: 'createJob',
+      tags: ['jobs'],
+      requestBody: jsonBody('CreateJobRequest'),
+      responses: { '201': json('JobState', 'The new job'), '200': json('JobState', 'The job created earlier with the same idempotencyKey'), ...errors },
+    },
+    get: {
+      summary: 'List jobs the credential may see, newest first',
+      operationId: 'listJobs',
+      tags: ['jobs'],
+      parameters: queryParameters(listQuery),
+      responses: { '200': json('JobPage', 'One page'), ...errors },
+    },
+  },
+  '/v1/jobs/{id}': {
+    get: {
+      summary: "A job's snapshot",
+      operationId: 'getJob',
+      tags: ['jobs'],
+      parameters: [idParam],
+      responses: { '200': json('JobState', "The job's state at its seq"), ...errors },
+    },
+  },
+  '/v1/jobs/{id}/events': {
+    post: {
+      summary: 'Append one event or an atomic batch',
+      operationId: 'appendEvents',
+      tags: ['events'],
+      parameters: [idParam],
+      requestBody: jsonBody('ProducerEventsRequest'),
+      responses: { '200': json('AppendResponse', 'The seqs given to the events'), ...errors },
+    },
+    get: {
+      summary: 'Long-poll: the events after a position, or a snapshot (docs/protocol.md)',
+      operationId: 'pollEvents',
+      tags: ['streaming'],
+      parameters: [
+        idParam,
+        { name: 'after', in: 'query', required: false, schema: { type: 'integer', minimum: 0 }, description: 'the last seq applied' },
+        { name: 'wait', in: 'query', required: false, schema: { type: 'number', minimum: 0 }, description: 'seconds to wait for the first event (capped by --poll-max-wait)' },
+      ],
+      responses: { '200': json('PollResponse', 'Events, or a snapshot'), ...errors },
+    },
+  },
+  '/v1/events': {
+    post: {
+      summary: 'Append events to many jobs in one request, each write atomic and answered on its own',
+      operationId: 'appendBulk',
+      tags: ['events'],
+      requestBody: jsonBody('BulkWriteRequest'),
+      responses: { '200': json('BulkWriteResponse', 'One result per write, in request order'), ...errors },
+    },
+  },
+  '/v1/jobs/{id}/cancel': {
+    post: {
+      summary: 'Cancel a job',
+      operationId: 'cancelJob',
+      tags: ['jobs'],
+      parameters: [idParam],
+      requestBody: jsonBody('CancelRequest', false),
+      responses: { '200': json('JobState', 'The job, cancelled (unchanged if it already was)'), ...errors },
+    },
+  },
+  '/v1/jobs/{id}/resume': {
+    post: {
+      summary: 'Put a failed or cancelled job back in the queue from its checkpoint',
+      operationId: 'resumeJob',
+      tags: ['jobs'],
+      parameters: [idParam],
+      responses: { '200': json('JobState', 'The job, queued again'), ...errors },
+    },
+  },
+  '/v1/jobs/{id}/stream': {
+    get: {
+      summary: 'Server-Sent Events: a snapshot or an exact replay, then live events (docs/protocol.md)',
+      operationId: 'streamJob',
+      tags: ['streaming'],
+      parameters: [
+        idParam,
+        { name: 'after', in: 'query', required: false, schema: { type: 'integer', minimum: 0 }, description: 'the last seq applied (or the Last-Event-ID header)' },
+        { name: 'Last-Event-ID', in: 'header', required: false, schema: { type: 'string' } },
+      ],
+      responses: { '200': { description: 'An event stream', content: { 'text/event-stream': { schema: { type: 'string' } } } }, ...errors },
+    },
+  },
+  '/v1/workers/claim': {
+    post: {
+      summary: 'Claim the oldest ready job of some types (long-poll)',
+      operationId: 'claimJob',
+      tags: ['workers'],
+      requestBody: jsonBody('ClaimRequest'),
+      responses: { '200': json('Claim', 'The job and its lease'), '204': { description: 'Nothing came within wait' }, ...errors },
+    },
+  },
+  '/v1/jobs/{id}/heartbeat': {
+    post: {
+      summary: "Extend a claimed job's lease",
+      operationId: 'heartbeat',
+      tags: ['workers'],
+      parameters: [idParam],
+      requestBody: jsonBody('HeartbeatRequest'),
+      responses: { '200': json('Heartbeat', 'The lease, extended'), ...errors },
+    },
+  },
+  '/v1/jobs/{id}/release': {
+    post: {
+      summary: 'Give a claimed job back to the queue',
+      operationId: 'releaseJob',
+      tags: ['workers'],
+      parameters: [idParam],
+      requestBody: jsonBody('ReleaseRequest'),
+      responses: { '200': json('JobState', 'The job, queued again'), ...errors },
+    },
+  },
+  '/v1/workers/signals': {
+    post: {
+      summary: 'Long-poll until one of the held jobs is cancelled, finished or taken away',
+      operationId: 'workerSignals',
+      tags: ['workers'],
+      requestBody: jsonBody('SignalsRequest'),
+      responses: { '200': json('Signals', 'What happened to which job'), ...errors },
+    },
+  },
+  '/v1/tokens': {
+    post: {
+      summary: 'Mint a subscription token',
+      operationId: 'mintToken',
+      tags: ['access'],
+      requestBody: jsonBody('TokenRequest'),
+      responses: { '200': json('SubscriptionToken', 'The token'), ...errors },
+    },
+  },
+  '/v1/keys': {
+    post: {
+      summary: 'Create an API key',
+      operationId: 'createKey',
+      tags: ['access'],
+      requestBody: jsonBody('CreateApiKeyRequest'),
+      responses: { '201': json('CreatedApiKey', 'The key record and the key, shown once'), ...errors },
+    },
+    get: {
+      summary: 'List API keys (no secrets)',
+      operationId: 'listKeys',
+      tags: ['access'],
+      responses: { '200': json('ApiKeyList', 'Every key'), ...errors },
+    },
+  },
+  '/v1/keys/{id}': {
+    delete: {
+      summary: 'Revoke an API key at once',
+      operationId: 'revokeKey',
+      tags: ['access'],
+      parameters: [{ name: 'id', in: 'path', required: true, schema: { type: 'string' }, description: 'the key id' }],
+      responses: { '200': json('RevokedApiKey', 'Revoked'), ...errors },
+    },
+  },
+  '/v1/openapi.json': {
+    get: {
+      summary: 'This document',
+      operationId: 'openApi',
+      tags: ['meta'],
+      security: [],
+      responses: { '200': { description: 'OpenAPI 3.1', content: { 'application/json': { schema: { type: 'object' } } } } },
+    },
+  },
+  '/healthz': {
+    get: { summary: 'Liveness', operationId: 'health', tags: ['meta'], security: [], responses: { '200': json('Health', 'The process runs') } },
+  },
+  '/readyz': {
+    get: {
+      summary: 'Readiness: the store answers and the sweeps keep running',
+      operationId: 'readiness',
+      tags: ['meta'],
+      security: [],
+      responses: { '200': json('Readiness', 'Ready'), '503': json('Readiness', 'Not ready, and why') },
+    },
+  },
+  '/metrics': {
+    get: {
+      summary: 'Prometheus metrics (admin credential, header or cookie)',
+      operationId: 'metrics',
+      tags: ['meta'],
+      responses: { '200': { description: 'Prometheus text', content: { 'text/plain': { schema: { type: 'string' } } } }, ...errors },
+    },
+  },
+}
+
+/** The server package's version (from src/http and dist/http alike). */
+const version = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version
+
+let built: Record<string, unknown> | null = null
+
+/** The OpenAPI 3.1 document of the HTTP API (built once per process). */
+export function openApiDocument(): Record<string, unknown> {
+  if (built !== null) return built
+  const registry = z.registry<{ id: string }>()
+  for (const [id, schema] of Object.entries(components)) registry.add(schema as z.ZodType, { id })
+  const { schemas } = z.toJSONSchema(registry, {
+    target: 'draft-2020-12',
+    io: 'input',
+    uri: (id) => `#/components/schemas/${id}`,
+    unrepresentable: 'any',
+  }) as { schemas: Record<string, Record<string, unknown>> }
+  // Each component is emitted as its own document; inside the one OpenAPI document they share its root.
+  for (const schema of Object.values(schemas)) {
+    delete schema.$schema
+    delete schema.$id
+  }
+  built = {
+    openapi: '3.1.0',
+    jsonSchemaDialect: 'https://json-schema.org/draft/2020-12/schema',
+    info: {
+      title: 'Jobwire',
+      version,
+      description: `Stream the progress of long-running jobs. Streaming protocol version ${protocolVersion} (docs/protocol.md); WebSocket at /v1/ws.`,
+      license: { name: 'MIT', identifier: 'MIT' },
+    },
+    servers: [{ url: '/' }],
+    security: [{ bearer: [] }, { accessToken: [] }, { cookie: [] }],
+    tags: ['jobs', 'events', 'streaming', 'workers', 'access', 'meta'].map((name) => ({ name })),
+    paths,
+    components: {
+      schemas,
+      securitySchemes: {
+        bearer: { type: 'http', scheme: 'bearer', description: 'An API key, a subscription token or an app JWT' },
+        accessToken: { type: 'apiKey', in: 'query', name: 'access_token', description: 'The same, for EventSource' },
+        cookie: { type: 'apiKey', in: 'cookie', name: 'jobwire_token', description: 'The same, same-site browsers (--cookie-name)' },
+      },
+    },
+  }
+  return built
+}
+

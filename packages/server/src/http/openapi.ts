@@ -316,7 +316,11 @@ const paths: Record<string, Record<string, Operation>> = {
         { name: 'after', in: 'query', required: false, schema: { type: 'integer', minimum: 0 }, description: 'the last seq applied (or the Last-Event-ID header)' },
         { name: 'Last-Event-ID', in: 'header', required: false, schema: { type: 'string' } },
       ],
-      responses: { '200': { description: 'An event stream', content: { 'text/event-stream': { schema: { type: 'string' } } } }, ...errors },
+      responses: {
+        '200': { description: 'An event stream', content: { 'text/event-stream': { schema: { type: 'string' } } } },
+        '204': { description: 'The job finished and the position is its last seq: nothing more will come (EventSource stops reconnecting)' },
+        ...errors,
+      },
     },
   },
   '/v1/workers/claim': {

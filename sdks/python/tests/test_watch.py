@@ -17,7 +17,9 @@ GUARD = 60.0
 class CuttableProxy:
     """A TCP proxy in front of the server whose connections the test can cut, recording each request's head."""
 
-    def __init__(self, target: str) -> None:
+    def __init__(self, target: str, refuse_streams: bool = False) -> None:
+        # refuse_streams: answer SSE requests with an HTML page, as a misconfigured proxy might.
+        self.refuse_streams = refuse_streams
         parts = urlsplit(target)
         self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 80
         self.requests: list[str] = []
@@ -30,9 +32,20 @@ class CuttableProxy:
         return f"http://127.0.0.1:{port}"
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        upstream_reader, upstream_writer = await asyncio.open_connection(self.host, self.port)
+        if self.refuse_streams:
+            head = await reader.read(65536)
+            self.requests.append(head.decode(errors="replace").lower())
+            if b"/stream" in head.split(b"\r\n", 1)[0]:
+                writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/html\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok")
+                await writer.drain()
+                writer.close()
+                return
+            upstream_reader, upstream_writer = await asyncio.open_connection(self.host, self.port)
+            upstream_writer.write(head)
+        else:
+            upstream_reader, upstream_writer = await asyncio.open_connection(self.host, self.port)
         self._writers += [writer, upstream_writer]
-        first = True
+        first = not self.refuse_streams
 
         async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter, record: bool) -> None:
             nonlocal first
@@ -123,6 +136,34 @@ def test_resumes_exactly_after_a_dropped_connection_with_last_event_id(memory_se
         assert [update.state["seq"] for update in after] == list(range(last_seq + 1, last_seq + 7))
         assert after[-1].state["text"] == "".join(f"a{i} " for i in range(5)) + "".join(f"b{i} " for i in range(5))
         assert after[-1].state["result"] == "ok" and after[-1].state["seq"] == final["seq"]
+
+    asyncio.run(scenario())
+
+
+def test_falls_back_to_long_polling_when_a_proxy_does_not_pass_the_event_stream(memory_server: Server) -> None:
+    server = memory_server
+
+    async def scenario() -> None:
+        proxy = CuttableProxy(server.url, refuse_streams=True)
+        via = await proxy.start()
+        async with AsyncBackend(server.url, server.api_key) as backend:
+            job = await backend.create_job("dictation", dispatch=False)
+            subscribed = asyncio.Event()
+            states: list[dict[str, Any]] = []
+
+            async def follow() -> None:
+                async for update in watch_job(via, job["id"], server.api_key, poll_wait=5):
+                    states.append(update.state)
+                    subscribed.set()
+
+            following = asyncio.ensure_future(asyncio.wait_for(follow(), GUARD))
+            await asyncio.wait_for(subscribed.wait(), GUARD)
+            await backend.report(job["id"], [{"type": "chunk", "text": "polled "}, {"type": "completed", "result": 1}])
+            await following
+        await proxy.close()
+        assert any("/stream" in request for request in proxy.requests)
+        assert any("/events?" in request for request in proxy.requests)
+        assert states[-1]["status"] == "completed" and states[-1]["text"] == "polled "
 
     asyncio.run(scenario())
 

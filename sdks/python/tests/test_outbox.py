@@ -22,3 +22,89 @@ def test_fit_text_takes_the_longest_prefix_whose_json_fits_the_budget() -> None:
         assert size == json_size(text[:end]) and size <= budget
         # One more character would not fit.
         assert end == len(text) or json_size(text[: end + 1]) > budget
+
+
+# The outbox's rules, with a `send` that records each batch in place of the HTTP request.
+
+import asyncio  # noqa: E402
+from typing import Any  # noqa: E402
+
+import pytest  # noqa: E402
+
+from jobwire.worker.context import JobContext, _Abort  # noqa: E402
+from jobwire.worker.outbox import Backoff, BatchLimits, Outbox  # noqa: E402
+
+
+def run_outbox(script: Any, job: dict[str, Any] | None = None, throttle: float = 3600.0) -> list[list[dict[str, Any]]]:
+    """Runs ``script(ctx, outbox)`` and returns the batches sent, in order."""
+    batches: list[list[dict[str, Any]]] = []
+
+    async def scenario() -> None:
+        async def send(batch: int, events: list[dict[str, Any]]) -> None:
+            assert batch == len(batches) + 1  # numbered 1, 2, 3… with no gap
+            batches.append(events)
+
+        outbox = Outbox(throttle=throttle, stage=None, limits=BatchLimits(), backoff=Backoff(), send=send, on_retry=print, on_end=print)
+        ctx = JobContext(job or {"id": "j", "progress": {"stage": None}, "items": []}, _Abort(), outbox, 60_000)
+        await script(ctx, outbox)
+
+    asyncio.run(scenario())
+    return batches
+
+
+def test_a_new_stage_goes_at_once_after_the_previous_stages_last_progress() -> None:
+    async def script(ctx: JobContext, outbox: Outbox) -> None:
+        ctx.progress(stage="decoding")  # the first report goes at once
+        ctx.progress(percent=10)
+        ctx.progress(percent=40, message="reading")  # throttled: latest wins
+        ctx.progress(stage="transcribing")
+        await ctx.flush()
+
+    events = [event for batch in run_outbox(script) for event in batch]
+    assert events == [
+        {"type": "progress", "stage": "decoding"},
+        {"type": "progress", "percent": 40, "message": "reading"},
+        {"type": "progress", "stage": "transcribing"},
+    ]
+
+
+def test_item_updates_and_metadata_coalesce_per_field_and_key_and_text_concatenates() -> None:
+    async def script(ctx: JobContext, outbox: Outbox) -> None:
+        ctx.chunk("first ")  # goes at once, then the throttle holds the rest
+        await ctx.flush()
+        ctx.item("a.mp3", label="a.mp3", status="running", metadata={"frames": 1, "codec": "mp3"})
+        ctx.item("a.mp3", percent=50, metadata={"frames": 2, "codec": None})
+        ctx.chunk("one ")
+        ctx.chunk("two")
+        await ctx.checkpoint({"at": 2})
+
+    batches = run_outbox(script)
+    assert batches[1] == [
+        {"type": "item", "id": "a.mp3", "label": "a.mp3", "status": "running", "percent": 50, "metadata": {"frames": 2, "codec": None}},
+        {"type": "chunk", "text": "one two"},
+        {"type": "checkpoint", "data": {"at": 2}},
+    ]
+
+
+def test_fraction_needs_a_stage_of_the_jobs_plan_and_metadata_keeps_its_limits() -> None:
+    planned = {"id": "j", "progress": {"stage": None}, "items": [], "plan": [{"name": "decoding", "from": 0, "to": 50, "status": "pending", "fraction": None}]}
+
+    async def script(ctx: JobContext, outbox: Outbox) -> None:
+        with pytest.raises(ValueError, match="not in it"):
+            ctx.progress(stage="mixing", fraction=0.5)
+        ctx.stage("decoding", 1.5)  # clamped to 1
+        with pytest.raises(ValueError, match="at most 32"):
+            ctx.progress(metadata={f"k{i}": i for i in range(33)})
+        ctx.progress(metadata={f"k{i}": i for i in range(20)})
+        with pytest.raises(ValueError, match="merged into the job's holds 40 keys"):
+            ctx.progress(metadata={f"x{i}": i for i in range(20)})
+        await ctx.flush()
+
+    events = [event for batch in run_outbox(script, planned) for event in batch]
+    assert events[0] == {"type": "progress", "stage": "decoding", "fraction": 1.0}
+
+    async def unplanned(ctx: JobContext, outbox: Outbox) -> None:
+        with pytest.raises(ValueError, match="the job has no plan"):
+            ctx.progress(fraction=0.5)
+
+    assert run_outbox(unplanned) == []

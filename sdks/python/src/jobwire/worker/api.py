@@ -167,6 +167,18 @@ class WorkerApi:
     async def release(self, job_id: str, lease: str, reason: str) -> None:
         await self._post("release", f"/v1/jobs/{quote(job_id, safe='')}/release", {"lease": lease, "reason": reason})
 
+    async def checkpoint(self, job_id: str) -> Any:
+        """A job's checkpoint in full (``GET /v1/jobs/:id/checkpoint``), for one too large to come with the claim."""
+        try:
+            response = await self._client.get(f"{self._base}/v1/jobs/{quote(job_id, safe='')}/checkpoint", headers=_http.headers(self._key))
+        except httpx.HTTPError as error:
+            raise WorkerRequestError("checkpoint", _http.connection_error(error, "checkpoint")) from error
+        try:
+            answer = _http.answer_of(response)
+        except JobwireError as error:
+            raise WorkerRequestError("checkpoint", error) from None
+        return answer["checkpoint"]
+
     async def signals(self, jobs: list[dict[str, str]], wait: float) -> list[dict[str, str]]:
         """Long-poll: the jobs among ``jobs`` no longer running under their lease (empty after ``wait`` s)."""
         answer = await self._post("signals", "/v1/workers/signals", {"jobs": jobs, "wait": wait}, wait + _LONG_POLL_SLACK)

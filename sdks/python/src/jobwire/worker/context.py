@@ -41,6 +41,11 @@ class _Reports:
         """The claimed job's state: ``job["input"]``, ``job["checkpoint"]`` (resume from it), ``job["attempt"]``…"""
         self._abort = abort
         self._max_event_bytes = max_event_bytes
+        progress = job.get("progress") or {}
+        # Metadata as the server will hold it, so an update past the merged limits raises here, not in a refused batch.
+        self._progress_metadata: dict[str, Any] | None = progress.get("metadata")
+        self._item_metadata: dict[str, dict[str, Any] | None] = {item["id"]: item.get("metadata") for item in job.get("items") or []}
+        self._stage: str | None = progress.get("stage")
 
     @property
     def id(self) -> str:
@@ -71,7 +76,7 @@ class _Reports:
         if self._abort.reason is not None:
             raise JobAborted(self._abort.reason)
 
-    def _progress(self, stage: str | None, percent: float | None, message: str | None) -> dict[str, Any]:
+    def _progress(self, stage: str | None, percent: float | None, message: str | None, fraction: float | None = None, metadata: dict[str, Any] | None = None) -> dict[str, Any]:
         clean: dict[str, Any] = {}
         if stage is not None:
             clean["stage"] = _identifier("progress(): stage", stage, _MAX_STAGE)
@@ -79,9 +84,22 @@ class _Reports:
             clean["percent"] = _percent("progress(): percent", percent)
         if message is not None:
             clean["message"] = _human("progress(): message", message, _MAX_MESSAGE)
+        if fraction is not None:
+            current = clean.get("stage", self._stage)
+            plan = self.job.get("plan")
+            if not any(entry.get("name") == current for entry in plan or []):
+                where = "the job has no plan" if plan is None else f'"{current or ""}" is not in it'
+                raise ValueError(f"progress(): fraction needs a stage of the job's plan; {where}")
+            clean["fraction"] = min(1.0, max(0.0, _number("progress(): fraction", fraction)))
+        if metadata is not None:
+            merged = _checked_metadata("progress()", self._progress_metadata, metadata)
+            clean["metadata"] = dict(metadata)
+            self._progress_metadata = merged
+        if "stage" in clean:
+            self._stage = clean["stage"]
         return clean
 
-    def _item(self, item_id: str, label: str | None, status: str | None, percent: float | None, message: str | None) -> dict[str, Any]:
+    def _item(self, item_id: str, label: str | None, status: str | None, percent: float | None, message: str | None, metadata: dict[str, Any] | None = None) -> dict[str, Any]:
         _identifier("item(): id", item_id, _MAX_ITEM_ID)
         clean: dict[str, Any] = {}
         if label is not None:
@@ -94,6 +112,9 @@ class _Reports:
             clean["percent"] = _percent("item(): percent", percent)
         if message is not None:
             clean["message"] = _human("item(): message", message, _MAX_MESSAGE)
+        if metadata is not None:
+            self._item_metadata[item_id] = _checked_metadata("item()", self._item_metadata.get(item_id), metadata)
+            clean["metadata"] = dict(metadata)
         return clean
 
     def _checkpoint_size(self, data: Any) -> int:
@@ -113,18 +134,44 @@ class JobContext(_Reports):
         super().__init__(job, abort, max_event_bytes)
         self._outbox = outbox
 
-    def progress(self, *, stage: str | None = None, percent: float | None = None, message: str | None = None) -> None:
+    def progress(
+        self,
+        *,
+        stage: str | None = None,
+        percent: float | None = None,
+        message: str | None = None,
+        fraction: float | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
         """The job's progress. Sent at most once per throttle (latest values win), but a new ``stage``
         is sent at once, after the previous stage's last update, so no stage is skipped. ``percent``
-        is clamped to 0–100; ``message`` is cut at 2,000 characters; ``stage`` must be 1–200."""
-        clean = self._progress(stage, percent, message)
+        is clamped to 0–100; ``message`` is cut at 2,000 characters; ``stage`` must be 1–200.
+        ``fraction`` (0–1, clamped) is how far the stage is, for a job with a stage plan
+        (``job["plan"]``): the server turns it into the overall percent. ``metadata`` is merged into
+        the job's progress metadata (latest wins per key, ``None`` removes a key; at most 32 keys of
+        1–100 characters and 4,096 bytes of JSON once merged, else ``ValueError``)."""
+        clean = self._progress(stage, percent, message, fraction, metadata)
         if clean:
             self._outbox.progress(clean)
 
-    def item(self, item_id: str, *, label: str | None = None, status: str | None = None, percent: float | None = None, message: str | None = None) -> None:
+    def stage(self, name: str, fraction: float = 0, metadata: dict[str, Any] | None = None) -> None:
+        """The job is in ``name`` of its stage plan, ``fraction`` of the way through: ``progress(stage=name, fraction=fraction)``."""
+        self.progress(stage=name, fraction=fraction, metadata=metadata)
+
+    def item(
+        self,
+        item_id: str,
+        *,
+        label: str | None = None,
+        status: str | None = None,
+        percent: float | None = None,
+        message: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
         """Progress of one sub-task (a file, a page), merged into the item with this id (1–200
-        characters); updates of one id coalesce, the latest value of each field wins."""
-        self._outbox.item(item_id, self._item(item_id, label, status, percent, message))
+        characters); updates of one id coalesce, the latest value of each field wins; ``metadata``
+        is merged per key within the same limits as ``progress``."""
+        self._outbox.item(item_id, self._item(item_id, label, status, percent, message, metadata))
 
     def chunk(self, text: str) -> None:
         """Appends streamed text. Never dropped or reordered; batched, and split when long."""
@@ -163,15 +210,36 @@ class SyncJobContext(_Reports):
         """Set once the context aborts: ``ctx.cancel_event.wait(timeout)`` sleeps until then."""
         return self._abort.flag
 
-    def progress(self, *, stage: str | None = None, percent: float | None = None, message: str | None = None) -> None:
+    def progress(
+        self,
+        *,
+        stage: str | None = None,
+        percent: float | None = None,
+        message: str | None = None,
+        fraction: float | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
         """See :meth:`JobContext.progress`."""
-        clean = self._progress(stage, percent, message)
+        clean = self._progress(stage, percent, message, fraction, metadata)
         if clean:
             self._loop.call_soon_threadsafe(self._outbox.progress, clean)
 
-    def item(self, item_id: str, *, label: str | None = None, status: str | None = None, percent: float | None = None, message: str | None = None) -> None:
+    def stage(self, name: str, fraction: float = 0, metadata: dict[str, Any] | None = None) -> None:
+        """See :meth:`JobContext.stage`."""
+        self.progress(stage=name, fraction=fraction, metadata=metadata)
+
+    def item(
+        self,
+        item_id: str,
+        *,
+        label: str | None = None,
+        status: str | None = None,
+        percent: float | None = None,
+        message: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
         """See :meth:`JobContext.item`."""
-        self._loop.call_soon_threadsafe(self._outbox.item, item_id, self._item(item_id, label, status, percent, message))
+        self._loop.call_soon_threadsafe(self._outbox.item, item_id, self._item(item_id, label, status, percent, message, metadata))
 
     def chunk(self, text: str) -> None:
         """See :meth:`JobContext.chunk`."""
@@ -207,6 +275,46 @@ def _human(what: str, value: object, limit: int) -> str:
     if not isinstance(value, str):
         raise TypeError(f"{what} must be a str")
     return value if len(value) <= limit else value[: limit - 1] + "…"
+
+
+METADATA_LIMITS = {"max_keys": 32, "max_key_length": 100, "max_bytes": 4096}
+
+
+def _metadata_problem(metadata: dict[str, Any]) -> str | None:
+    if len(metadata) > METADATA_LIMITS["max_keys"]:
+        return f"holds {len(metadata)} keys; at most {METADATA_LIMITS['max_keys']}"
+    long = next((key for key in metadata if not 0 < len(key) <= METADATA_LIMITS["max_key_length"]), None)
+    if long is not None:
+        return f'key "{long[:40]}" must be 1–{METADATA_LIMITS["max_key_length"]} characters'
+    size = len(encode(metadata))
+    if size > METADATA_LIMITS["max_bytes"]:
+        return f"is {size} bytes of JSON; at most {METADATA_LIMITS['max_bytes']}"
+    return None
+
+
+def _checked_metadata(what: str, current: dict[str, Any] | None, update: object) -> dict[str, Any]:
+    """``update`` merged into ``current``, or ``ValueError`` when the update or the result breaks the limits."""
+    if not isinstance(update, dict) or not all(isinstance(key, str) for key in update):
+        raise TypeError(f"{what}: metadata must be a dict with str keys")
+    own = _metadata_problem(update)
+    if own is not None:
+        raise ValueError(f"{what}: metadata {own}")
+    merged = dict(current or {})
+    for key, value in update.items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = value
+    problem = _metadata_problem(merged)
+    if problem is not None:
+        raise ValueError(f"{what}: metadata merged into the job's {problem}")
+    return merged
+
+
+def _number(what: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+        raise TypeError(f"{what} must be a number")
+    return float(value)
 
 
 def _percent(what: str, value: object) -> float:

@@ -125,6 +125,7 @@ class JobRun:
         limits = self._env.limits
         terminal: dict[str, Any]
         try:
+            await self._fetch_checkpoint()
             if inspect.iscoroutinefunction(handler):
                 ctx: Any = JobContext(self._claim.job, self._abort, self.outbox, limits.max_event_bytes)
                 self._handler_task = self._loop.create_task(handler(self._claim.job, ctx))
@@ -151,6 +152,20 @@ class JobRun:
         self._env.watch.remove(self)
         await self.outbox.finish(terminal)
         self._end()
+
+    async def _fetch_checkpoint(self) -> None:
+        """A checkpoint too large to come with the claim is stored apart (``checkpointRef``): fetched before the handler runs."""
+        job = self._claim.job
+        if job.get("checkpointRef") is None:
+            return
+        for attempt in range(1, 6):
+            try:
+                job["checkpoint"] = await self._env.api.checkpoint(self.id)
+                return
+            except WorkerRequestError as error:
+                if not error.transient or attempt == 5 or self._abort.reason is not None:
+                    raise
+                await asyncio.sleep(self._env.backoff.delay(attempt))
 
     def _outbox_ended(self, reason: AbortReason, error: BaseException) -> None:
         if reason not in ("cancelled", "finished"):

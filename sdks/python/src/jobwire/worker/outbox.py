@@ -110,13 +110,13 @@ class Outbox:
             self._last_flush_at = self._loop.time()
             self._pump()
             return
-        self._pending_progress = {**(self._pending_progress or {}), **update}
+        self._pending_progress = _merge(self._pending_progress or {}, update)
         self._schedule()
 
     def item(self, item_id: str, update: dict[str, Any]) -> None:
         if not self.accepting:
             return
-        self._pending_items[item_id] = {**self._pending_items.get(item_id, {}), **update}
+        self._pending_items[item_id] = _merge(self._pending_items.get(item_id, {}), update)
         self._schedule()
 
     def chunk(self, text: str) -> None:
@@ -375,6 +375,14 @@ def _abort_reason_of(error: WorkerRequestError) -> AbortReason:
     if error.code == "job_finished":
         return "cancelled" if (error.details or {}).get("status") == "cancelled" else "finished"
     return "rejected"
+
+
+def _merge(into: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """Latest value per field; metadata coalesces per key, as the server merges it (a ``None`` must reach it to remove a key)."""
+    merged = {**into, **update}
+    if "metadata" in into and "metadata" in update:
+        merged["metadata"] = {**into["metadata"], **update["metadata"]}
+    return merged
 
 
 def _retrieve(future: asyncio.Future[None]) -> None:

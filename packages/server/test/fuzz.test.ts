@@ -11,6 +11,7 @@ import { Agent, request } from 'undici'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { errorRegistry, isErrorCode, type JobState, type WsServerMessage } from '@jobwire/protocol'
 import { seededRandom, startTestServer, type TestServer } from './fixtures.js'
+import { expectDocumentedAnswer } from './openapi-check.js'
 import { openWs, wsUrl, type WsTestClient } from './ws-client.js'
 
 const seed = Number(process.env.JOBWIRE_FUZZ_SEED ?? 1504)
@@ -250,7 +251,26 @@ async function sendOne(index: number, findings: Finding[]): Promise<void> {
     response.body.destroy()
     return
   }
-  checkAnswer(what, response.statusCode, contentType, await response.body.text(), findings)
+  const text = await response.body.text()
+  checkAnswer(what, response.statusCode, contentType, text, findings)
+  checkDocumented(what, { method, url: path, status: response.statusCode, contentType, text }, findings)
+}
+
+/** Every JSON answer, refusals included, is one the OpenAPI document describes (non-JSON ones are checkAnswer's). */
+function checkDocumented(what: string, answer: { method: string; url: string; status: number; contentType: string; text: string }, findings: Finding[]): void {
+  let body: unknown = null
+  if (answer.text !== '') {
+    try {
+      body = JSON.parse(answer.text)
+    } catch {
+      return
+    }
+  }
+  try {
+    expectDocumentedAnswer({ ...answer, body })
+  } catch (error) {
+    findings.push({ what, status: answer.status, text: (error as Error).message.slice(0, 300) })
+  }
 }
 
 function rawRequest(): string {

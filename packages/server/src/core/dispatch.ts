@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto'
-import { isTerminal, JobwireError, type JobState } from '@jobwire/protocol'
+import { isTerminal, JobwireError, type EventType, type JobEvent, type JobState } from '@jobwire/protocol'
 import { leaseProblem, waitFor, type JobService } from './jobs.js'
 import type { AppendResult, Lease, Store } from './store.js'
 
@@ -28,6 +28,9 @@ export interface WorkerSignal {
   jobId: string
   reason: SignalReason
 }
+
+/** Events that keep a running job running under its lease: they never concern its worker's signals. */
+const workEvents: ReadonlySet<EventType> = new Set<EventType>(['progress', 'item', 'chunk', 'checkpoint'])
 
 /** Re-checks waiting claims now and then: a job whose retry backoff ends signals no one. */
 const claimRecheckMs = 1000
@@ -120,18 +123,28 @@ export class Dispatcher {
 
   /**
    * Long-poll for a worker: answers as soon as one of its jobs is cancelled, finished or taken
-   * from it, or after `waitMs` with nothing. This is how a cancel reaches a handler at once.
+   * from it, or after `waitMs` with nothing. This is how a cancel reaches a handler at once. The
+   * job's own work events (its worker's progress, text, items, checkpoints) neither wake nor end
+   * the wait: a job that writes every few ms would otherwise turn the long-poll into a busy loop
+   * answered empty, and the worker would wait out its minimum poll interval before hearing a cancel.
    */
   async signals(jobs: readonly { id: string; lease: string }[], waitMs: number, signal?: AbortSignal): Promise<WorkerSignal[]> {
     let wake: () => void = () => {}
-    const woken = new Promise<void>((resolve) => (wake = resolve))
+    let woken = new Promise<void>((resolve) => (wake = resolve))
+    const onEvents = (events: readonly JobEvent[]): void => {
+      if (events.some((event) => !workEvents.has(event.type))) wake()
+    }
     // Listen first, then look: a change between the two still wakes us.
-    const unsubscribers = jobs.map((job) => this.store.subscribe(job.id, () => wake()))
+    const unsubscribers = jobs.map((job) => this.store.subscribe(job.id, onEvents))
     try {
-      const found = await this.#check(jobs)
-      if (found.length > 0 || waitMs <= 0) return found
-      await waitFor(woken, waitMs, signal)
-      return await this.#check(jobs)
+      const deadline = Date.now() + waitMs
+      for (;;) {
+        const found = await this.#check(jobs)
+        const left = deadline - Date.now()
+        if (found.length > 0 || left <= 0 || signal?.aborted === true) return found
+        await waitFor(woken, left, signal)
+        woken = new Promise<void>((resolve) => (wake = resolve))
+      }
     } finally {
       for (const unsubscribe of unsubscribers) unsubscribe()
     }

@@ -87,8 +87,11 @@ export class JobwireBackend {
     return results.map((result) => ('error' in result ? JobwireError.fromBody(result.error) : result))
   }
 
-  /** Mints a subscription token through the server (which checks the jobs are yours). */
-  mintToken(scope: { jobIds?: string[]; tenant?: string; user?: string; rights?: ('read' | 'cancel')[]; ttl?: number }): Promise<{
+  /**
+   * Mints a subscription token through the server (which checks the jobs are yours): for `jobIds`,
+   * for one `user` of a `tenant`, or `tenantWide` for every job of a `tenant`.
+   */
+  mintToken(scope: { jobIds?: string[]; tenant?: string; user?: string; tenantWide?: true; rights?: ('read' | 'cancel')[]; ttl?: number }): Promise<{
     token: string
     expiresAt: string
   }> {

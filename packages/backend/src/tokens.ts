@@ -10,6 +10,8 @@ export interface MintOptions {
   /** With `user`: every job of this user in this tenant (including jobs created later). */
   tenant?: string
   user?: string
+  /** With `tenant` and no `user` or `jobIds`: every job of the tenant, of any user (a team's page). */
+  tenantWide?: boolean
   /** Default `['read']`; add `'cancel'` to let the holder cancel. */
   rights?: Right[]
   /** Lifetime in seconds; default 900 (15 minutes), at most 86,400. */
@@ -25,8 +27,14 @@ export interface MintOptions {
  */
 export function mintSubscriptionToken(options: MintOptions): { token: string; expiresAt: string } {
   if (options.secret.length < 32) throw new TypeError('mintSubscriptionToken: secret must be at least 32 characters')
-  if (options.jobIds === undefined && options.user === undefined) throw new TypeError('mintSubscriptionToken: give jobIds, or tenant and user')
-  if (options.user !== undefined && options.tenant === undefined) throw new TypeError('mintSubscriptionToken: user needs tenant')
+  if (options.tenantWide === true) {
+    if (options.tenant === undefined || options.user !== undefined || options.jobIds !== undefined) {
+      throw new TypeError('mintSubscriptionToken: tenantWide needs tenant, and no user or jobIds')
+    }
+  } else {
+    if (options.jobIds === undefined && options.user === undefined) throw new TypeError('mintSubscriptionToken: give jobIds, tenant and user, or tenant and tenantWide')
+    if (options.user !== undefined && options.tenant === undefined) throw new TypeError('mintSubscriptionToken: user needs tenant')
+  }
   const ttl = Math.min(options.ttlSeconds ?? 900, 86_400)
   const iat = Math.floor((options.now ?? Date.now()) / 1000)
   const payload: Record<string, unknown> = {

@@ -263,7 +263,7 @@ export class JobwireClient {
         if (!(error instanceof JobwireError) || error.code !== 'unavailable') throw error
       }
     }
-    const { token } = await this.#core.tokens.get()
+    const { token } = await this.#core.tokens.get({ scope: 'jobs', jobIds: [jobId] })
     const response = await this.#core.env.fetch(this.#core.url(`/v1/jobs/${encodeURIComponent(jobId)}/cancel`), {
       method: 'POST',
       headers: { 'content-type': 'application/json', ...authHeaders(token) },
@@ -309,7 +309,7 @@ export class JobwireClient {
     if (query.cursor !== undefined) params.set('cursor', query.cursor)
     const search = params.size > 0 ? `?${params}` : ''
     for (let attempt = 0; ; attempt++) {
-      const credential = await this.#core.tokens.get()
+      const credential = await this.#core.tokens.get(query.owner?.user === undefined ? { scope: 'user' } : { scope: 'user', owner: { tenant: query.owner.tenant, user: query.owner.user } })
       const response = await this.#core.env
         .fetch(this.#core.url(`/v1/jobs${search}`), {
           headers: { accept: 'application/json', ...authHeaders(credential.token) },

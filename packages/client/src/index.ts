@@ -16,5 +16,5 @@ export {
 export type { BackoffOptions, ConnectionState, StateChange } from './connection.js'
 export type { EnvironmentOptions, EventSourceConstructor, EventSourceLike, OnlineSource, Timers, WebSocketConstructor, WebSocketLike } from './environment.js'
 export type { JobUpdate, TransportName } from './job-feed.js'
-export type { GetToken } from './tokens.js'
+export type { GetToken, TokenRequest } from './tokens.js'
 export { isTerminal, JobwireError, type ErrorCode, type ItemState, type JobState, type JobStatus, type Owner, type Progress } from '@jobwire/protocol'

@@ -168,7 +168,7 @@ class ListPoller {
     if (this.#stopped) return
     let token: { token: string | null; fresh: boolean } = { token: null, fresh: false }
     try {
-      token = await this.core.tokens.get()
+      token = await this.core.tokens.get(this.feed.owner === undefined ? { scope: 'user' } : { scope: 'user', owner: this.feed.owner })
       if (this.#first) {
         // Unfinished jobs join; the newest finished ones are only marked seen, so they never count as new.
         for (const status of ['queued', 'running'] as const) for (const job of await this.#list(token.token, status, 200)) this.#join(job, true)

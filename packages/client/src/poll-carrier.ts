@@ -67,7 +67,7 @@ export class PollCarrier implements Carrier {
     this.#round = round
     let credential: { token: string | null; fresh: boolean }
     try {
-      credential = await this.core.tokens.get()
+      credential = await this.core.tokens.get({ scope: 'jobs', jobIds: [this.feed.jobId] })
     } catch (error) {
       if (this.#round === round) this.#onError(asJobwireError(error), true, null)
       return
@@ -132,7 +132,9 @@ export class PollCarrier implements Carrier {
         this.#retry.schedule()
         return
       case 'fatal':
-        this.core.fatal(error)
+        // With per-job tokens, a refused one ends this job's watch only.
+        if (this.core.tokens.perJob) this.feed.fail(error)
+        else this.core.fatal(error)
         return
       case 'fail':
         this.feed.fail(error)

@@ -79,7 +79,7 @@ export class SseCarrier implements Carrier {
     this.feed.connection.set(this.#everLive ? 'reconnecting' : 'connecting', 'opening an SSE stream')
     let credential: { token: string | null; fresh: boolean }
     try {
-      credential = await this.core.tokens.get(this.#disconnectedAt)
+      credential = await this.core.tokens.get({ scope: 'jobs', jobIds: [this.feed.jobId] }, this.#disconnectedAt)
     } catch (error) {
       if (this.#attempt === attempt) this.#onError(asJobwireError(error), true, null)
       return
@@ -271,7 +271,9 @@ export class SseCarrier implements Carrier {
         this.core.pollFeed(this.feed)
         return
       case 'fatal':
-        this.core.fatal(error)
+        // With per-job tokens, a refused one ends this job's watch only.
+        if (this.core.tokens.perJob) this.feed.fail(error)
+        else this.core.fatal(error)
         return
       case 'fail':
         this.feed.fail(error)

@@ -12,6 +12,7 @@ import { ConnectionStateMachine, type ConnectionState } from './connection.js'
 import { asJobwireError, decide, Retry, type ClientCore } from './core.js'
 import type { TimerHandle, WebSocketLike } from './environment.js'
 import type { Carrier, JobFeed } from './job-feed.js'
+import type { Credential, TokenRequest } from './tokens.js'
 
 /** Up to this long before a client of a node that is going away (1001) reconnects. */
 const movingJitterMs = 250
@@ -35,6 +36,10 @@ const requestTimeoutMs = 10_000
  * resubscribes everything from its last position after each reconnect, refreshes the credential
  * in band when the server says it expires, and tells the client when WebSockets cannot work here
  * (a socket that never opens) so that it falls back to SSE.
+ *
+ * Credentials: a credential for everything (the app's JWT, a user token) is the socket's own. A
+ * per-job token travels with its job's `subscribe` instead (the socket then opens without one if
+ * it has no other), and expires, is refreshed and can be refused for that job alone.
  */
 export class WsLink {
   readonly connection = new ConnectionStateMachine()
@@ -46,7 +51,12 @@ export class WsLink {
   #welcomed = false
   #everWelcomed = false
   #failuresBeforeWelcome = 0
-  #credential: { token: string | null; fresh: boolean } = { token: null, fresh: false }
+  /** The socket's own credential (null token: the socket opened without one). */
+  #credential: Credential = { token: null, fresh: false, perJob: false }
+  /** What the socket's credential was asked for, to ask again when it expires. */
+  #credentialRequest: TokenRequest = { scope: 'user' }
+  /** Per-job tokens sent with the subscriptions of the jobs they are for. */
+  readonly #jobCredentials = new Map<string, Credential>()
   #disconnectedAt = -Infinity
   #heartbeatTimeoutMs = 35_000
   /** The server's limit on one client frame (from `welcome`). */
@@ -92,11 +102,45 @@ export class WsLink {
   attachUser(peer: UserFeedPeer): void {
     this.#user = peer
     if (this.#welcomed) {
-      this.#send([this.#subscribeUser(peer)])
-      // The socket is open already: no welcome will come to say so.
-      peer.setConnection('live', 'over WebSocket')
+      void this.#userCredential().then((ready) => {
+        if (!ready || this.#user !== peer || !this.#welcomed) return
+        this.#send([this.#subscribeUser(peer)])
+        // The socket is open already: no welcome will come to say so.
+        peer.setConnection('live', 'over WebSocket')
+      })
     }
     this.#ensure()
+  }
+
+  /**
+   * The user feed needs the socket's own credential to be one for the person: a socket opened
+   * without one (per-job tokens) gets it in band. Resolves whether the feed can go ahead.
+   */
+  async #userCredential(): Promise<boolean> {
+    if (!this.core.tokens.hasSource || (this.#credential.token !== null && !this.#credential.perJob)) return true
+    const socket = this.#socket
+    let credential: Credential
+    try {
+      credential = await this.core.tokens.get(this.#userRequest())
+    } catch (error) {
+      this.#user?.fail(asJobwireError(error))
+      return false
+    }
+    if (this.#socket !== socket || !this.#welcomed) return false
+    try {
+      await this.#request({ type: 'refresh_token', token: credential.token ?? '' })
+    } catch (error) {
+      this.#user?.fail(asJobwireError(error))
+      return false
+    }
+    this.#credential = credential
+    this.#credentialRequest = this.#userRequest()
+    return true
+  }
+
+  #userRequest(): TokenRequest {
+    const owner = this.#user?.owner
+    return owner === undefined ? { scope: 'user' } : { scope: 'user', owner }
   }
 
   detachUser(peer: UserFeedPeer): void {
@@ -157,6 +201,7 @@ export class WsLink {
     const timer = this.#resubscribeTimers.get(feed.jobId)
     if (timer !== undefined) this.core.env.timers.clearTimeout(timer)
     this.#resubscribeTimers.delete(feed.jobId)
+    this.#jobCredentials.delete(feed.jobId)
     if (this.#welcomed && !feed.done) this.#send([{ type: 'unsubscribe', jobId: feed.jobId }])
     this.#idleCheck()
   }
@@ -181,18 +226,32 @@ export class WsLink {
     }
     this.#connecting = true
     this.#setState(this.#everWelcomed ? 'reconnecting' : 'connecting', 'opening a WebSocket')
-    let credential: { token: string | null; fresh: boolean }
-    try {
-      credential = await this.core.tokens.get(this.#disconnectedAt)
-    } catch (error) {
-      this.#connecting = false
-      this.#onError(asJobwireError(error), true)
-      return
+    const request = this.#connectRequest()
+    let credential: Credential = { token: null, fresh: false, perJob: false }
+    if (request !== null) {
+      try {
+        credential = await this.core.tokens.get(request, this.#disconnectedAt)
+      } catch (error) {
+        this.#connecting = false
+        const refused = asJobwireError(error)
+        const feed = request.scope === 'jobs' ? this.#feeds.get(request.jobIds[0] as string) : undefined
+        if (feed !== undefined && this.core.tokens.perJob && refused.code === 'unauthorized') {
+          // Refused for this one job: it ends, and the socket goes on for the others.
+          feed.fail(refused)
+          void this.#connect()
+          return
+        }
+        this.#onError(refused, true)
+        return
+      }
     }
     this.#connecting = false
     if (this.#shut || this.#socket !== null || !this.#hasWork()) return
     const url = new URL(this.core.url(wsPath))
     url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:'
+    // A per-job token goes with its subscription, not on the socket.
+    if (credential.perJob) credential = { token: null, fresh: false, perJob: false }
+    else if (request !== null) this.#credentialRequest = request
     if (credential.token !== null) url.searchParams.set('access_token', credential.token)
     let socket: WebSocketLike
     try {
@@ -216,6 +275,15 @@ export class WsLink {
       this.#openTimer = null
       if (this.#socket === socket && !this.#welcomed) this.#abandon(`no welcome within ${this.core.settings.firstMessageTimeoutMs} ms`)
     }, this.core.settings.firstMessageTimeoutMs)
+  }
+
+  /** What to ask getToken for the socket's own credential: the user feed's, else the first job's; null: none to ask. */
+  #connectRequest(): TokenRequest | null {
+    if (!this.core.tokens.hasSource) return null
+    if (this.#user !== null) return this.#userRequest()
+    for (const feed of this.#feeds.values()) if (!feed.done) return { scope: 'jobs', jobIds: [feed.jobId] }
+    // A probe with nothing to carry: the credential in use, if any (a socket may open without one).
+    return this.#credential.token === null ? null : this.#credentialRequest
   }
 
   #onFrame(data: unknown): void {
@@ -248,6 +316,9 @@ export class WsLink {
           return
         }
         feed.connection.set('live', 'over WebSocket')
+        // Its token worked: a later refusal of it is worth one more getToken.
+        const own = this.#jobCredentials.get(message.jobId)
+        if (own?.fresh === true) this.#jobCredentials.set(message.jobId, { ...own, fresh: false })
         return
       }
       case 'snapshot':
@@ -268,7 +339,8 @@ export class WsLink {
       case 'error':
         return this.#onErrorMessage(message)
       case 'token_expiring':
-        void this.#refreshToken()
+        if (message.jobId === undefined) void this.#refreshToken()
+        else void this.#refreshJobToken(message.jobId)
         return
       case 'ack':
       case 'token_refreshed':
@@ -296,12 +368,41 @@ export class WsLink {
     const probe = this.#probe
     this.#probe = null
     probe?.(true)
-    // Everything this socket carries, from where it stands, in one frame.
-    const out: WsClientMessage[] = []
-    for (const feed of this.#feeds.values()) if (!feed.done && (feed.holders > 0 || !feed.inMyJobs)) out.push(subscription(feed))
-    if (this.#user !== null) out.push(this.#subscribeUser(this.#user))
+    void this.#resubscribeAll()
+  }
+
+  /** Everything this socket carries, from where it stands, in one frame (once each job's credential is at hand). */
+  async #resubscribeAll(): Promise<void> {
+    const socket = this.#socket
+    const feeds = [...this.#feeds.values()].filter((feed) => !feed.done && (feed.holders > 0 || !feed.inMyJobs))
+    const messages = await Promise.all(feeds.map((feed) => this.#subscription(feed)))
+    if (this.#socket !== socket || !this.#welcomed) return
+    const out = messages.filter((message, i): message is WsClientMessage => message !== null && this.#feeds.get((feeds[i] as JobFeed).jobId) === feeds[i])
+    const user = this.#user
+    if (user !== null && (await this.#userCredential()) && this.#user === user && this.#socket === socket) out.push(this.#subscribeUser(user))
     if (out.length > 0) this.#send(out)
     this.#user?.setConnection('live', 'WebSocket open')
+  }
+
+  /**
+   * The `subscribe` of `feed`, with the job's own token when it has one; null when getToken
+   * refused it (the feed has ended) or failed for now (a retry is scheduled).
+   */
+  async #subscription(feed: JobFeed): Promise<WsClientMessage | null> {
+    if (!this.core.tokens.hasSource) return subscription(feed, null)
+    let credential: Credential
+    try {
+      credential = await this.core.tokens.get({ scope: 'jobs', jobIds: [feed.jobId] })
+    } catch (error) {
+      this.#onFeedError(feed, asJobwireError(error), true)
+      return null
+    }
+    if (!credential.perJob || credential.token === this.#credential.token) {
+      this.#jobCredentials.delete(feed.jobId)
+      return subscription(feed, null)
+    }
+    this.#jobCredentials.set(feed.jobId, credential)
+    return subscription(feed, credential.token)
   }
 
   #subscribeUser(peer: UserFeedPeer): WsClientMessage {
@@ -313,7 +414,10 @@ export class WsLink {
   }
 
   #subscribe(feed: JobFeed): void {
-    this.#send([subscription(feed)])
+    const socket = this.#socket
+    void this.#subscription(feed).then((message) => {
+      if (message !== null && this.#socket === socket && this.#feeds.get(feed.jobId) === feed) this.#send([message])
+    })
   }
 
   #answered(ref: string): void {
@@ -346,8 +450,16 @@ export class WsLink {
     // About the socket: a fatal one is followed by the close that carries its code.
   }
 
-  #onFeedError(feed: JobFeed, error: JobwireError): void {
-    const decision = decide(error, false)
+  #onFeedError(feed: JobFeed, error: JobwireError, fromGetToken = false): void {
+    const own = this.#jobCredentials.get(feed.jobId)
+    if (fromGetToken && error.code === 'unauthorized' && !this.core.tokens.perJob) {
+      // getToken said no to a credential for everything: nothing can be watched.
+      this.core.fatal(error)
+      return
+    }
+    // The job's own token, refused or expired: forgotten, so that the resubscribe asks getToken again.
+    if (own !== undefined && (error.code === 'token_expired' || error.code === 'unauthorized' || error.code === 'invalid_token')) this.core.tokens.invalidate(own.token)
+    const decision = decide(error, fromGetToken || own?.fresh === true)
     switch (decision.kind) {
       case 'snapshot':
         feed.wantSnapshot()
@@ -381,17 +493,18 @@ export class WsLink {
     this.#refreshing = true
     try {
       this.core.tokens.invalidate(this.#credential.token)
-      let token: string | null
+      let credential: Credential
       try {
-        ;({ token } = await this.core.tokens.get(this.core.env.now()))
+        credential = await this.core.tokens.get(this.#credentialRequest, this.core.env.now())
       } catch (error) {
         // getToken refused: the user may not watch any more. Anything else: the server closes at
         // expiry with token_expired, and the reconnect asks getToken again.
         if (error instanceof JobwireError && error.code === 'unauthorized') this.core.fatal(error)
         return
       }
+      const token = credential.token
       if (token === null || !this.#welcomed) return
-      this.#credential = { token, fresh: true }
+      this.#credential = credential
       try {
         await this.#request({ type: 'refresh_token', token })
       } catch (error) {
@@ -400,6 +513,31 @@ export class WsLink {
     } finally {
       this.#refreshing = false
     }
+  }
+
+  /** A job's own token expires soon: get a new one for that job and swap it in; other jobs are not touched. */
+  async #refreshJobToken(jobId: string): Promise<void> {
+    const feed = this.#feeds.get(jobId)
+    const own = this.#jobCredentials.get(jobId)
+    if (feed === undefined || own === undefined) return
+    this.core.tokens.invalidate(own.token)
+    let credential: Credential
+    try {
+      credential = await this.core.tokens.get({ scope: 'jobs', jobIds: [jobId] }, this.core.env.now())
+    } catch (error) {
+      // Refused: this job may not be watched any more. Anything else: its stream ends at expiry
+      // with token_expired, and the resubscribe asks getToken again.
+      const refused = asJobwireError(error)
+      if (refused.code === 'unauthorized' && this.#feeds.get(jobId) === feed) {
+        this.#remove(feed)
+        feed.fail(refused)
+      }
+      return
+    }
+    if (this.#feeds.get(jobId) !== feed || !this.#welcomed || credential.token === null) return
+    this.#jobCredentials.set(jobId, { ...credential, fresh: false })
+    // A refused refresh changes nothing: the stream ends at expiry with token_expired, and its resubscribe asks getToken again.
+    await this.#request({ type: 'refresh_token', jobId, token: credential.token }).catch(() => undefined)
   }
 
   #request(message: WsClientMessage): Promise<void> {
@@ -562,9 +700,11 @@ export class WsLink {
   }
 }
 
-function subscription(feed: JobFeed): WsClientMessage {
-  const after = feed.position
-  return after === undefined ? { type: 'subscribe', jobId: feed.jobId } : { type: 'subscribe', jobId: feed.jobId, after }
+function subscription(feed: JobFeed, token: string | null): WsClientMessage {
+  const message: Extract<WsClientMessage, { type: 'subscribe' }> = { type: 'subscribe', jobId: feed.jobId }
+  if (feed.position !== undefined) message.after = feed.position
+  if (token !== null) message.token = token
+  return message
 }
 
 function assertNever(value: never): never {

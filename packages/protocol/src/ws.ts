@@ -27,8 +27,12 @@ export type WsClientMessage =
    * Starts (or restarts) the stream of one job. Without `after`: a snapshot, then live events.
    * With `after` (the last seq applied): exactly the missing events, or a reset snapshot when the
    * log no longer holds them. Subscribing to a job already streamed on this socket restarts it.
+   * `token`: this job's own credential (a per-job subscription token, say). The stream is checked
+   * against it instead of the socket's credential, gets its own `token_expiring` (with `jobId`),
+   * is refreshed on its own (`refresh_token` with `jobId`), and ends alone with `token_expired`
+   * if it is not: one socket carries jobs under as many credentials as it likes.
    */
-  | { type: 'subscribe'; jobId: string; after?: number }
+  | { type: 'subscribe'; jobId: string; after?: number; token?: string }
   | { type: 'unsubscribe'; jobId: string }
   /**
    * "All my jobs": streams every unfinished job of the owner, jobs finished since `since` (an `at`
@@ -40,8 +44,11 @@ export type WsClientMessage =
   | { type: 'unsubscribe_user' }
   /** Answered by `ack` (the `cancelled` event arrives on the job's stream) or an `error` with the same `ref`. */
   | { type: 'cancel'; jobId: string; reason?: string; ref?: string }
-  /** Swaps the socket's credential without touching its streams; answered by `token_refreshed` or `error`. */
-  | { type: 'refresh_token'; token: string; ref?: string }
+  /**
+   * Swaps the socket's credential without touching its streams; with `jobId`, the credential of
+   * that job's stream (one subscribed with its own `token`). Answered by `token_refreshed` or `error`.
+   */
+  | { type: 'refresh_token'; token: string; jobId?: string; ref?: string }
   | { type: 'ping'; ref?: string }
 
 export type WsClientMessageType = WsClientMessage['type']
@@ -53,7 +60,8 @@ export const wsClientMessageTypes: readonly WsClientMessageType[] = [
 export type WsServerMessage =
   /**
    * First message on every socket. `protocol`: the version of the streaming protocol the server
-   * speaks (`protocolVersion`); `expiresAt`: when the credential expires (null: never).
+   * speaks (`protocolVersion`); `expiresAt`: when the credential expires (null: never, or a socket
+   * opened without one, whose subscriptions each bring their own `token`).
    */
   | { type: 'welcome'; protocol: number; heartbeatMs: number; expiresAt: string | null; maxMessageBytes: number; maxSubscriptions: number }
   /**
@@ -79,9 +87,13 @@ export type WsServerMessage =
    * (a bad message; or a fatal problem, and the socket closes with `closeCodeOf(code)`).
    */
   | { type: 'error'; error: ErrorBody; jobId?: string; ref?: string; feed?: 'user' }
-  /** The credential expires soon: send `refresh_token` before `expiresAt` or the socket closes with `token_expired`. */
-  | { type: 'token_expiring'; expiresAt: string }
-  | { type: 'token_refreshed'; expiresAt: string | null; ref?: string }
+  /**
+   * The credential expires soon: send `refresh_token` before `expiresAt` or the socket closes with
+   * `token_expired`. With `jobId`: that job's own credential; unrefreshed, only its stream ends
+   * (an `error` with `token_expired` and the `jobId`).
+   */
+  | { type: 'token_expiring'; expiresAt: string; jobId?: string }
+  | { type: 'token_refreshed'; expiresAt: string | null; jobId?: string; ref?: string }
   | { type: 'ack'; ref: string }
   | { type: 'pong'; ref?: string }
   /** Sent after `heartbeatMs` of silence, so a client can tell a quiet socket from a dead one. */

@@ -447,6 +447,33 @@ describe('tenants and users', () => {
       expect((await send('GET', `${base}/v1/jobs/${job.id}`, { credential: testApiKey })).body).toMatchObject({ status: 'queued' })
     }
   })
+
+  it('a tenant-wide token and an app JWT with the tenant-read claim read every job of their tenant, never another tenant\'s; the JWT cancels only its own', async () => {
+    const type = uniqueType('team')
+    const annJob = await createJob(base, { tenant: 'acme', user: 'ann' }, type)
+    const bobJob = await createJob(base, { tenant: 'acme', user: 'bob' }, type)
+    const elsewhere = await createJob(base, { tenant: 'globex', user: 'ann' }, type)
+    const teamToken = await mint(base, { tenant: 'acme', tenantWide: true })
+    const teamJwt = await new SignJWT({ tenant: 'acme', jobwire_tenant_read: true })
+      .setProtectedHeader({ alg: 'HS256' })
+      .setSubject('ann')
+      .setIssuer(appIssuer)
+      .setAudience(appAudience)
+      .setExpirationTime('5m')
+      .sign(new TextEncoder().encode(appJwtSecret))
+    for (const [kind, credential] of [['tenant-wide token', teamToken], ['tenant-read app JWT', teamJwt]] as const) {
+      for (const job of [annJob, bobJob]) allowed(`${kind} reads ${job.owner?.user}'s job`, await send('GET', `${base}/v1/jobs/${job.id}`, { credential }))
+      refused(`${kind} reads globex's job`, await send('GET', `${base}/v1/jobs/${elsewhere.id}`, { credential }), 'job_not_found')
+      await refusedStream(`${kind} streams globex's job`, `${base}/v1/jobs/${elsewhere.id}/stream`, credential, 'query', 'job_not_found')
+      const listed = (await send('GET', `${base}/v1/jobs?type=${type}`, { credential })).body as { jobs: JobState[] }
+      expect(listed.jobs.map((job) => job.id).sort()).toEqual([annJob.id, bobJob.id].sort())
+    }
+    refused("the tenant-read app JWT cancels bob's job", await send('POST', `${base}/v1/jobs/${bobJob.id}/cancel`, { credential: teamJwt, body: {} }), 'forbidden')
+    allowed("the tenant-read app JWT cancels ann's own job", await send('POST', `${base}/v1/jobs/${annJob.id}/cancel`, { credential: teamJwt, body: {} }))
+    const invalid = await send('POST', `${base}/v1/tokens`, { credential: testApiKey, body: { tenant: 'acme', user: 'ann', tenantWide: true } })
+    expect(invalid.status).toBe(400)
+    expect(invalid.body).toMatchObject({ error: { code: 'invalid_request', details: { field: 'tenantWide' } } })
+  })
 })
 
 describe('API key roles', () => {

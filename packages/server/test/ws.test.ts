@@ -80,10 +80,9 @@ describe('upgrade and authentication', () => {
     }
   })
 
-  it('refuses a missing or bad credential in band with 4401, and a cookie from a foreign origin with 4403', async () => {
+  it('refuses a bad credential in band with 4401, and a cookie from a foreign origin with 4403', async () => {
     const server = await start()
     for (const [options, query, code] of [
-      [{}, '', 'unauthorized'],
       [{ token: 'jwk_nope12345.not-a-real-secret-at-all' }, '', 'unauthorized'],
       [{}, `?access_token=${mintSubscriptionToken({ secret: 'another-servers-secret-0123456789abcdef', jobIds: ['job_x'] }).token}`, 'invalid_token'],
       [{ headers: { cookie: `jobwire_token=${server.key}`, origin: 'https://evil.example' } }, '', 'forbidden'],
@@ -272,6 +271,94 @@ describe('bad input', () => {
     client.send({ type: 'ping', ref: 'alive' })
     await client.next((m) => m.type === 'pong' && m.ref === 'alive')
     expect((await server.api.call('GET', '/healthz')).status).toBe(200)
+  })
+})
+
+describe('per-subscription credentials', () => {
+  it('welcomes a socket without a credential; a subscription on it without a token is refused with unauthorized for that job alone', async () => {
+    const server = await start()
+    const job = await createJob(server)
+    const client = await connect(server, {})
+    expect(await client.next(isType('welcome'))).toMatchObject({ expiresAt: null })
+    client.send({ type: 'subscribe', jobId: job.id })
+    expect(await client.next(isType('error', job.id))).toMatchObject({ error: { code: 'unauthorized' } })
+    client.send({ type: 'subscribe_user' })
+    expect(await client.next((m) => m.type === 'error' && m.feed === 'user')).toMatchObject({ error: { code: 'unauthorized' } })
+    client.send({ type: 'subscribe', jobId: job.id, token: mintSubscriptionToken({ secret, jobIds: [job.id] }).token })
+    expect(await client.next(isType('snapshot', job.id))).toMatchObject({ job: { id: job.id } })
+  })
+
+  it('carries 50 jobs under 50 per-job tokens on one socket; a token reads only its own job', async () => {
+    const server = await start()
+    const jobs: JobState[] = []
+    for (let i = 0; i < 50; i++) jobs.push(await createJob(server))
+    const client = await connect(server, {})
+    for (const job of jobs) client.send({ type: 'subscribe', jobId: job.id, token: mintSubscriptionToken({ secret, jobIds: [job.id] }).token })
+    for (const job of jobs) await client.next(isType('snapshot', job.id))
+    const [first, second] = jobs as [JobState, JobState]
+    // Another job's token does not open this one, and does not disturb the stream already open.
+    const other = await createJob(server)
+    client.send({ type: 'subscribe', jobId: other.id, token: mintSubscriptionToken({ secret, jobIds: [first.id] }).token })
+    expect(await client.next(isType('error', other.id))).toMatchObject({ error: { code: 'job_not_found' } })
+    await append(server, second.id, [{ type: 'chunk', text: 'two' }])
+    await client.next((m) => m.type === 'event' && m.event.jobId === second.id && m.event.type === 'chunk')
+    expect(client.received.filter((m) => m.type === 'error').map((m) => 'jobId' in m && m.jobId)).toEqual([other.id])
+  })
+
+  it("a job's own token expires alone: token_expiring names the job, only its stream ends with token_expired, and refresh_token with jobId keeps a position", async () => {
+    const server = await start({ tokenNotice: '2s' })
+    const [a, b, c] = [await createJob(server), await createJob(server), await createJob(server)] as [JobState, JobState, JobState]
+    const token = (jobId: string, ttlSeconds: number): string => mintSubscriptionToken({ secret, jobIds: [jobId], ttlSeconds }).token
+    const client = await connect(server, {})
+    client.send({ type: 'subscribe', jobId: a.id, token: token(a.id, 3) })
+    client.send({ type: 'subscribe', jobId: b.id, token: token(b.id, 3) })
+    client.send({ type: 'subscribe', jobId: c.id, token: token(c.id, 600) })
+    for (const job of [a, b, c]) await client.next(isType('snapshot', job.id))
+    await client.next(isType('token_expiring', a.id))
+    await client.next(isType('token_expiring', b.id))
+    expect(client.received.filter(isType('token_expiring', c.id))).toEqual([])
+    // b is refreshed in time; a is not.
+    client.send({ type: 'refresh_token', jobId: b.id, token: token(b.id, 600), ref: 'b' })
+    expect(await client.next((m) => m.type === 'token_refreshed' && m.ref === 'b')).toMatchObject({ jobId: b.id })
+    expect(await client.next(isType('error', a.id))).toMatchObject({ error: { code: 'token_expired' } })
+    await append(server, a.id, [{ type: 'chunk', text: 'a' }])
+    await append(server, b.id, [{ type: 'chunk', text: 'b' }])
+    await append(server, c.id, [{ type: 'chunk', text: 'c' }])
+    await client.next((m) => m.type === 'event' && m.event.jobId === b.id && m.event.type === 'chunk')
+    await client.next((m) => m.type === 'event' && m.event.jobId === c.id && m.event.type === 'chunk')
+    expect(seqsOf(client.received, a.id)).toEqual([])
+    // a resumes from its position with a new token.
+    client.send({ type: 'subscribe', jobId: a.id, after: 1, token: token(a.id, 600) })
+    await client.next((m) => m.type === 'event' && m.event.jobId === a.id && m.event.type === 'chunk')
+    expect(client.received.filter(isType('subscribed', a.id)).at(-1)).toMatchObject({ recovered: true, after: 1 })
+    expect(seqsOf(client.received, a.id)).toEqual([2, 3])
+    expect(client.received.some((m) => m.type === 'error' && m.jobId !== a.id)).toBe(false)
+  })
+
+  it("cancels with the job's own token on a socket without a credential, and refuses a read-only one", async () => {
+    const server = await start()
+    const [a, b] = [await createJob(server), await createJob(server)] as [JobState, JobState]
+    const client = await connect(server, {})
+    client.send({ type: 'subscribe', jobId: a.id, token: mintSubscriptionToken({ secret, jobIds: [a.id], rights: ['read', 'cancel'] }).token })
+    client.send({ type: 'subscribe', jobId: b.id, token: mintSubscriptionToken({ secret, jobIds: [b.id] }).token })
+    await client.next(isType('snapshot', b.id))
+    client.send({ type: 'cancel', jobId: b.id, ref: 'b' })
+    expect(await client.next((m) => m.type === 'error' && m.ref === 'b')).toMatchObject({ error: { code: 'forbidden' } })
+    client.send({ type: 'cancel', jobId: a.id, ref: 'a' })
+    await client.next((m) => m.type === 'ack' && m.ref === 'a')
+    await client.next((m) => m.type === 'event' && m.event.jobId === a.id && m.event.type === 'cancelled')
+  })
+
+  it('a tenant-wide token reads every job of its tenant, of any user, and no other tenant\'s', async () => {
+    const server = await start()
+    const ann = await createJob(server, { owner: { tenant: 'acme', user: 'ann' } })
+    const bob = await createJob(server, { owner: { tenant: 'acme', user: 'bob' } })
+    const elsewhere = await createJob(server, { owner: { tenant: 'globex', user: 'ann' } })
+    const client = await connect(server, { token: mintSubscriptionToken({ secret, tenant: 'acme', tenantWide: true }).token })
+    for (const job of [ann, bob, elsewhere]) client.send({ type: 'subscribe', jobId: job.id })
+    await client.next(isType('snapshot', ann.id))
+    await client.next(isType('snapshot', bob.id))
+    expect(await client.next(isType('error', elsewhere.id))).toMatchObject({ error: { code: 'job_not_found' } })
   })
 })
 

@@ -34,6 +34,12 @@ export interface AppJwtOptions {
 }
 
 /**
+ * The claim that, when `true`, lets the person read (not cancel) every job of their tenant — a
+ * team's page — and not only their own.
+ */
+export const tenantReadClaim = 'jobwire_tenant_read'
+
+/**
  * Verifies the app's own user JWTs, so an existing login works without a token exchange. Keys
  * and algorithms come only from configuration.
  */
@@ -71,6 +77,8 @@ export class AppJwtVerifier {
     const tenant = payload[this.options.tenantClaim] ?? this.options.defaultTenant
     if (typeof user !== 'string' || user === '') throw new JobwireError('invalid_token', { reason: `no "${this.options.userClaim}" claim` })
     if (typeof tenant !== 'string' || tenant === '') throw new JobwireError('invalid_token', { reason: `no "${this.options.tenantClaim}" claim` })
-    return { kind: 'user', tenant, user, rights: new Set(this.options.rights), expiresAt: (payload.exp ?? 0) * 1000 }
+    const principal: Principal = { kind: 'user', tenant, user, rights: new Set(this.options.rights), expiresAt: (payload.exp ?? 0) * 1000 }
+    if (payload[tenantReadClaim] === true) principal.tenantWide = true
+    return principal
   }
 }

@@ -11,9 +11,12 @@ export type Right = 'read' | 'cancel'
 export type Principal =
   /** An API key (or the bootstrap admin key). A `tenant` binds it to that tenant's jobs. */
   | { kind: 'key'; keyId: string; role: Role; tenant: string | null; types: readonly string[] | null }
-  /** A person, from the app's own JWT: their jobs only. */
-  | { kind: 'user'; tenant: string; user: string; rights: ReadonlySet<Right>; expiresAt: number | null }
-  /** A subscription token minted by a backend: listed jobs, or all jobs of one user. */
+  /**
+   * A person, from the app's own JWT: their jobs only; with `tenantWide`, they may also read
+   * (not cancel) every job of their tenant (a team's page).
+   */
+  | { kind: 'user'; tenant: string; user: string; rights: ReadonlySet<Right>; expiresAt: number | null; tenantWide?: boolean }
+  /** A subscription token minted by a backend: listed jobs, all jobs of one user, or all jobs of one tenant (`user` null). */
   | {
       kind: 'token'
       tenant: string | null
@@ -62,7 +65,7 @@ export function canRead(principal: Principal, job: JobState): boolean {
       if (principal.role === 'worker') return principal.types === null || principal.types.includes(job.type)
       return principal.role === 'admin' || principal.tenant === null || job.owner?.tenant === principal.tenant
     case 'user':
-      return principal.rights.has('read') && ownerMatches(job, principal.tenant, principal.user)
+      return principal.rights.has('read') && ownerMatches(job, principal.tenant, principal.tenantWide === true ? null : principal.user)
     case 'token':
       if (!principal.rights.has('read')) return false
       if (principal.jobIds !== null) return principal.jobIds.includes(job.id)
@@ -77,6 +80,8 @@ export function canCancel(principal: Principal, job: JobState): boolean {
     case 'key':
       return principal.role !== 'worker'
     case 'user':
+      // Tenant-wide reading does not widen cancelling: a person cancels their own jobs.
+      return principal.rights.has('cancel') && ownerMatches(job, principal.tenant, principal.user)
     case 'token':
       return principal.rights.has('cancel')
   }

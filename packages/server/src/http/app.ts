@@ -308,9 +308,11 @@ export async function buildApp(options: AppOptions): Promise<{ app: FastifyInsta
       onDelivered: options.metrics.deliveryObserver('ws'),
     }, {
       service: options.service,
-      authenticateUpgrade: (request) => {
+      authenticateUpgrade: async (request) => {
         const tokens = new URL(request.url ?? '/', 'http://localhost').searchParams.getAll('access_token')
         if (tokens.length > 1) throw repeatedParameter('access_token')
+        // A socket may open without a credential: then each subscription brings its own (per-job tokens).
+        if (credentialOf(request.headers, tokens[0], options.cookieName) === null) return null
         return authenticateRequest(request.headers, tokens[0])
       },
       authenticate: (credential) => options.auth.authenticate(credential),

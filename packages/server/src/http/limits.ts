@@ -57,8 +57,10 @@ export class Limits {
    * Takes the slots an open stream (SSE, WebSocket, long-poll) needs: one of this node's
    * connections, and for people one of their streams and one of their address's, counted on every
    * node. The node's slot is taken before anything is awaited, so concurrent opens see each other.
+   * A WebSocket opened without a credential (`null`: its subscriptions bring their own) counts
+   * against its address.
    */
-  async openStream(principal: Principal, ip: string): Promise<StreamSlot> {
+  async openStream(principal: Principal | null, ip: string): Promise<StreamSlot> {
     const { maxConnections, streamsPerIp } = this.settings
     if (this.#connections >= maxConnections) {
       this.metrics.limitRejections.inc({ limit: 'connections' })
@@ -69,7 +71,7 @@ export class Limits {
     let address: (() => void) | null = null
     try {
       person = await this.#takePersonSlot(principal)
-      if (principal.kind !== 'key') {
+      if (principal === null || principal.kind !== 'key') {
         address = await this.streams.acquire(`streams-ip:${ip}`, streamsPerIp)
         if (address === null) {
           this.metrics.limitRejections.inc({ limit: 'streams_per_ip' })
@@ -105,7 +107,7 @@ export class Limits {
   }
 
   /** One of the person's streams (null for API keys, which are not counted per person). */
-  async #takePersonSlot(principal: Principal): Promise<(() => void) | null> {
+  async #takePersonSlot(principal: Principal | null): Promise<(() => void) | null> {
     const subject = limitSubjectOf(principal)
     if (subject === null) return null
     const { streamsPerUser } = this.settings
@@ -119,6 +121,6 @@ export class Limits {
 }
 
 /** Whose streams a principal's count against: a person (however their credential says so), a token, or nobody (API keys). */
-function limitSubjectOf(principal: Principal): string | null {
-  return principal.kind === 'key' ? null : limitSubject(principal)
+function limitSubjectOf(principal: Principal | null): string | null {
+  return principal === null || principal.kind === 'key' ? null : limitSubject(principal)
 }

@@ -18,12 +18,12 @@ export class RefusedMessage extends Error {
 }
 
 const allowedFields: Record<WsClientMessageType, readonly string[]> = {
-  subscribe: ['type', 'jobId', 'after'],
+  subscribe: ['type', 'jobId', 'after', 'token'],
   unsubscribe: ['type', 'jobId'],
   subscribe_user: ['type', 'owner', 'positions', 'since'],
   unsubscribe_user: ['type'],
   cancel: ['type', 'jobId', 'reason', 'ref'],
-  refresh_token: ['type', 'token', 'ref'],
+  refresh_token: ['type', 'token', 'jobId', 'ref'],
   ping: ['type', 'ref'],
 }
 
@@ -81,11 +81,13 @@ export function parseClientMessage(line: string, limits: { maxPositions: number;
   switch (type) {
     case 'subscribe': {
       const jobId = text('jobId', 100, false) as string
-      if (raw.after === undefined) return { type, jobId }
+      const token = text('token', 16_384, true)
+      const message: Extract<WsClientMessage, { type: 'subscribe' }> = token === undefined ? { type, jobId } : { type, jobId, token }
+      if (raw.after === undefined) return message
       if (typeof raw.after !== 'number' || !Number.isSafeInteger(raw.after) || raw.after < 0) {
         throw new RefusedMessage(new JobwireError('invalid_position', { position: String(raw.after) }), target)
       }
-      return { type, jobId, after: raw.after }
+      return { ...message, after: raw.after }
     }
     case 'unsubscribe':
       return { type, jobId: text('jobId', 100, false) as string }
@@ -106,8 +108,11 @@ export function parseClientMessage(line: string, limits: { maxPositions: number;
       const reason = text('reason', 2000, true)
       return withRef(reason === undefined ? { type, jobId } : { type, jobId, reason })
     }
-    case 'refresh_token':
-      return withRef({ type, token: text('token', 16_384, false) as string })
+    case 'refresh_token': {
+      const token = text('token', 16_384, false) as string
+      const jobId = text('jobId', 100, true)
+      return withRef(jobId === undefined ? { type, token } : { type, token, jobId })
+    }
     case 'ping':
       return withRef({ type })
     default:

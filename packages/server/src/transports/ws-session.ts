@@ -42,6 +42,14 @@ interface JobStream {
   closed: boolean
   /** The last seq queued to the socket for this job (null before the first snapshot or event). */
   position: number | null
+  /** The job's own credential (`subscribe` with `token`), checked instead of the socket's; null: the socket's. */
+  credential: StreamCredential | null
+}
+
+/** A stream's own credential and the timers of its expiry notice and end. */
+interface StreamCredential {
+  principal: Principal
+  stop: () => void
 }
 
 /** The "all my jobs" feed of this socket. */
@@ -60,9 +68,13 @@ interface UserFeed {
  * The protocol of one WebSocket: subscriptions (each a core JobSubscription, so replay and
  * hand-off are exactly SSE's), the user feed, cancel, in-band token refresh, and credential expiry
  * and revocation. Scope is checked on every subscription and again after every refresh.
+ *
+ * A subscription may bring its own credential (a per-job token): it is checked against that one,
+ * expires and is refreshed on its own, so one socket carries jobs under many credentials. A socket
+ * opened without a credential (`principal` null) carries only such subscriptions.
  */
 export class WsSession {
-  #principal: Principal
+  #principal: Principal | null
   readonly #streams = new Map<string, JobStream>()
   #feed: UserFeed | null = null
   #stopWatchingCredential: () => void = () => {}
@@ -70,7 +82,7 @@ export class WsSession {
 
   constructor(
     private readonly connection: WsConnection,
-    principal: Principal,
+    principal: Principal | null,
     private readonly context: WsSessionContext,
   ) {
     this.#principal = principal
@@ -108,7 +120,7 @@ export class WsSession {
   async #handle(message: WsClientMessage): Promise<void> {
     switch (message.type) {
       case 'subscribe':
-        return this.#open(message.jobId, message.after, 'job')
+        return this.#open(message.jobId, message.after, 'job', false, message.token)
       case 'unsubscribe': {
         const stream = this.#streams.get(message.jobId)
         if (stream === undefined) return
@@ -137,7 +149,11 @@ export class WsSession {
    * Opens (or restarts) a job's stream. Scope is checked first; a job out of scope is answered
    * like a missing one, or not at all when the user feed only tried it (`quiet`).
    */
-  async #open(jobId: string, after: number | undefined, via: 'job' | 'user', quiet = false): Promise<void> {
+  async #open(jobId: string, after: number | undefined, via: 'job' | 'user', quiet = false, token?: string): Promise<void> {
+    const own = token === undefined ? null : await this.context.authenticate(token)
+    if (this.#closed) return
+    const reader = own ?? this.#principal
+    if (reader === null) throw new JobwireError('unauthorized', { reason: 'this socket has no credential: subscribe with a token' })
     const existing = this.#streams.get(jobId)
     if (via === 'user' && existing !== undefined) {
       // The user feed takes over a job this socket already follows: say so, so that the client
@@ -160,6 +176,7 @@ export class WsSession {
       started: false,
       closed: false,
       position: null,
+      credential: null,
     }
     if (existing !== undefined) this.#drop(existing)
     this.#streams.set(jobId, stream)
@@ -167,11 +184,12 @@ export class WsSession {
     try {
       const job = await service.store.getJob(jobId)
       if (stream.closed) return
-      if (job === null || !canRead(this.#principal, job)) {
+      if (job === null || !canRead(reader, job)) {
         this.#drop(stream)
         if (!quiet) this.#sendError(notFound(jobId), { jobId })
         return
       }
+      if (own !== null) this.#watchStreamCredential(stream, own)
       const subscription = await service.subscribe(jobId, after, this.#sinkFor(stream), 'ws')
       if (stream.closed) subscription.close(false)
       else stream.subscription = subscription
@@ -233,6 +251,7 @@ export class WsSession {
   #forget(stream: JobStream): void {
     if (stream.closed) return
     stream.closed = true
+    stream.credential?.stop()
     if (this.#streams.get(stream.jobId) === stream) this.#streams.delete(stream.jobId)
     this.connection.forgetJob(stream.jobId)
   }
@@ -246,6 +265,7 @@ export class WsSession {
   /** The owner whose jobs a user feed shows: a person's own, or the one an API key names. */
   #ownerFor(requested: Owner | undefined): Owner {
     const principal = this.#principal
+    if (principal === null) throw new JobwireError('unauthorized', { reason: 'this socket has no credential' })
     let owner: Owner
     switch (principal.kind) {
       case 'user':
@@ -364,14 +384,17 @@ export class WsSession {
   async #cancel(message: Extract<WsClientMessage, { type: 'cancel' }>): Promise<void> {
     const { service } = this.context
     const job = await service.store.getJob(message.jobId)
-    if (job === null || !canRead(this.#principal, job)) throw notFound(message.jobId)
-    if (!canCancel(this.#principal, job)) throw new JobwireError('forbidden', { action: 'cancel this job' })
+    // The job's own credential, if its stream has one, then the socket's.
+    const principals = [this.#streams.get(message.jobId)?.credential?.principal ?? null, this.#principal].filter((p): p is Principal => p !== null)
+    if (job === null || !principals.some((principal) => canRead(principal, job))) throw notFound(message.jobId)
+    if (!principals.some((principal) => canCancel(principal, job))) throw new JobwireError('forbidden', { action: 'cancel this job' })
     await service.cancelJob(job.id, message.reason ?? null)
     if (message.ref !== undefined) this.#send({ type: 'ack', ref: message.ref })
   }
 
   /** Swaps the credential, keeping every stream's position; streams the new one may not read end. */
   async #refresh(message: Extract<WsClientMessage, { type: 'refresh_token' }>): Promise<void> {
+    if (message.jobId !== undefined) return this.#refreshStream(message.jobId, message)
     const principal = await this.context.authenticate(message.token)
     if (this.#closed) return
     // A credential of another person counts against their streams: refused (the old one stays) when they have none left.
@@ -383,8 +406,9 @@ export class WsSession {
     const answer: WsServerMessage = { type: 'token_refreshed', expiresAt: expiresAt === null ? null : new Date(expiresAt).toISOString() }
     this.#send(message.ref === undefined ? answer : { ...answer, ref: message.ref })
     for (const stream of [...this.#streams.values()]) {
+      if (stream.credential !== null) continue
       const job = await this.context.service.store.getJob(stream.jobId)
-      if (stream.closed || this.#principal !== principal) continue
+      if (stream.closed || stream.credential !== null || this.#principal !== principal) continue
       if (job === null || !canRead(principal, job)) {
         this.#drop(stream)
         this.#sendError(notFound(stream.jobId), { jobId: stream.jobId })
@@ -402,10 +426,52 @@ export class WsSession {
     }
   }
 
+  /** Swaps one stream's own credential, keeping its position; a job the new one may not read ends. */
+  async #refreshStream(jobId: string, message: Extract<WsClientMessage, { type: 'refresh_token' }>): Promise<void> {
+    const principal = await this.context.authenticate(message.token)
+    const stream = this.#streams.get(jobId)
+    if (this.#closed || stream === undefined || stream.closed) throw notFound(jobId)
+    const job = await this.context.service.store.getJob(jobId)
+    if (stream.closed || this.#streams.get(jobId) !== stream) throw notFound(jobId)
+    if (job === null || !canRead(principal, job)) {
+      this.#drop(stream)
+      throw notFound(jobId)
+    }
+    this.#watchStreamCredential(stream, principal)
+    const expiresAt = expiryOf(principal)
+    const answer: WsServerMessage = { type: 'token_refreshed', jobId, expiresAt: expiresAt === null ? null : new Date(expiresAt).toISOString() }
+    this.#send(message.ref === undefined ? answer : { ...answer, ref: message.ref })
+  }
+
+  /** A stream's own credential: its `token_expiring`, its end at `exp`, and its API key's revocation. */
+  #watchStreamCredential(stream: JobStream, principal: Principal): void {
+    stream.credential?.stop()
+    const { jobId } = stream
+    const end = (error: JobwireError): void => {
+      if (stream.closed) return
+      this.#drop(stream)
+      this.#sendError(error, { jobId })
+    }
+    const stops: (() => void)[] = [this.context.trackKey(principal, end)]
+    const expiresAt = expiryOf(principal)
+    if (expiresAt !== null) {
+      const iso = new Date(expiresAt).toISOString()
+      stops.push(runAt(expiresAt - this.context.tokenNoticeMs, () => this.#send({ type: 'token_expiring', jobId, expiresAt: iso })))
+      stops.push(runAt(expiresAt, () => end(new JobwireError('token_expired', { expiredAt: iso }))))
+    }
+    stream.credential = {
+      principal,
+      stop: () => {
+        for (const stop of stops) stop()
+      },
+    }
+  }
+
   /** Schedules `token_expiring` and the close at `exp`, and ties the socket to its API key's revocation. */
   #watchCredential(): void {
     this.#stopWatchingCredential()
     const principal = this.#principal
+    if (principal === null) return
     const stops: (() => void)[] = [this.context.trackKey(principal, (error) => this.connection.fail(error))]
     const expiresAt = expiryOf(principal)
     if (expiresAt !== null) {
@@ -446,6 +512,8 @@ function targetOf(message: WsClientMessage): MessageTarget & { feed?: boolean } 
     case 'unsubscribe_user':
       return { feed: true }
     case 'refresh_token':
+      if (message.ref !== undefined) return { ref: message.ref }
+      return message.jobId === undefined ? {} : { jobId: message.jobId }
     case 'ping':
       return message.ref === undefined ? {} : { ref: message.ref }
     default:

@@ -23,11 +23,18 @@ export interface WsOptions extends WsFlowSettings {
 /** What the endpoint needs from the HTTP layer: the same authentication, limits and revocation as `/v1`. */
 export interface WsEndpointContext {
   service: JobService
-  /** The upgrade request's principal, from the same credential sources and checks as the `/v1` hook. */
-  authenticateUpgrade(request: IncomingMessage): Promise<Principal>
+  /**
+   * The upgrade request's principal, from the same credential sources and checks as the `/v1`
+   * hook; null when it carries no credential at all (its subscriptions must each bring one).
+   */
+  authenticateUpgrade(request: IncomingMessage): Promise<Principal | null>
   authenticate(credential: string): Promise<Principal>
-  /** Takes the stream slots a socket needs (it counts as one stream); the result gives them back, or moves them to a refreshed credential. */
-  openStream(principal: Principal, ip: string): Promise<StreamSlot>
+  /**
+   * Takes the stream slots a socket needs (it counts as one stream; one opened without a
+   * credential counts against its address only); the result gives them back, or moves them to a
+   * refreshed credential.
+   */
+  openStream(principal: Principal | null, ip: string): Promise<StreamSlot>
   trackKey(principal: Principal, fail: (error: JobwireError) => void): () => void
   /** Logs an unexpected failure and returns the id the client is told. */
   logInternal(error: unknown, where: string): string
@@ -134,8 +141,8 @@ export class WsEndpoint {
         release()
       })
       // Authenticated but over a stream limit is refused too (the limit's error, then the close).
-      if (principal === null || refusal !== null) {
-        connection.fail(refusal ?? new JobwireError('unauthorized'))
+      if (refusal !== null) {
+        connection.fail(refusal)
         return
       }
       session = new WsSession(connection, principal, {
@@ -150,7 +157,7 @@ export class WsEndpoint {
         jsonShape: this.options.jsonShape,
       })
       this.#live.set(connection, session)
-      const expiresAt = expiryOf(principal)
+      const expiresAt = principal === null ? null : expiryOf(principal)
       const welcome: WsServerMessage = {
         type: 'welcome',
         protocol: protocolVersion,

@@ -12,6 +12,8 @@ export const tokenBody = z
     tenant: tenantName.optional(),
     /** With `jobIds`: the person the token is for, so that their streams are counted together. */
     user: userName.optional(),
+    /** Every job of `tenant`, of any user (a team's page). */
+    tenantWide: z.literal(true).optional(),
     rights: z.array(z.enum(['read', 'cancel'])).min(1).max(2).optional(),
     /** Seconds. */
     ttl: z.number().int().min(10).optional(),
@@ -35,16 +37,19 @@ export function registerAccessRoutes(v1: FastifyInstance, context: RouteContext)
     const principal = principalOf(request)
     requireKeyRole(principal, ['admin', 'backend'], 'mint tokens')
     const body = parseWith(tokenBody, request.body ?? {})
-    if (body.jobIds === undefined && body.user === undefined) {
-      throw new JobwireError('invalid_request', { field: 'jobIds', reason: 'jobIds or user: a token needs one of them' })
+    if (body.tenantWide === true && (body.jobIds !== undefined || body.user !== undefined)) {
+      throw new JobwireError('invalid_request', { field: 'tenantWide', reason: 'tenantWide: a tenant-wide token names no jobIds and no user' })
+    }
+    if (body.jobIds === undefined && body.user === undefined && body.tenantWide !== true) {
+      throw new JobwireError('invalid_request', { field: 'jobIds', reason: 'jobIds, user or tenantWide: a token needs one of them' })
     }
     const bound = tenantOf(principal)
     if (bound !== null && body.tenant !== undefined && body.tenant !== bound) {
       throw new JobwireError('forbidden', { action: `mint tokens for tenant "${body.tenant}"` })
     }
     const tenant = body.tenant ?? bound ?? undefined
-    if (body.user !== undefined && tenant === undefined) {
-      throw new JobwireError('invalid_request', { field: 'tenant', reason: 'tenant: required with user' })
+    if ((body.user !== undefined || body.tenantWide === true) && tenant === undefined) {
+      throw new JobwireError('invalid_request', { field: 'tenant', reason: `tenant: required with ${body.user !== undefined ? 'user' : 'tenantWide'}` })
     }
     // The ownership check lives here, not in every app: a backend mints only for jobs it may manage.
     for (const jobId of body.jobIds ?? []) {

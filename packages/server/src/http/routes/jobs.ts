@@ -44,7 +44,7 @@ export function registerJobRoutes(v1: FastifyInstance, context: RouteContext): v
     const forced =
       principal.kind === 'key'
         ? { tenant: tenantOf(principal) ?? undefined, user: undefined }
-        : { tenant: principal.tenant ?? undefined, user: principal.user ?? undefined }
+        : { tenant: principal.tenant ?? undefined, user: principal.kind === 'user' && principal.tenantWide === true ? undefined : (principal.user ?? undefined) }
     const tenant = query.tenant ?? owner.tenant
     const user = query.user ?? owner.user
     if ((forced.tenant !== undefined && tenant !== undefined && tenant !== forced.tenant) || (forced.user !== undefined && user !== undefined && user !== forced.user)) {

@@ -1,5 +1,5 @@
 import { JobwireError, type JobState, type JobStatus, type Owner } from '@jobwire/protocol'
-import { ConnectionStateMachine, type BackoffOptions, type ConnectionState, type StateChange } from './connection.js'
+import { ConnectionStateMachine, type BackoffOptions, type ConnectionState, type RetryState, type StateChange } from './connection.js'
 import { asJobwireError, authHeaders, errorOf, type ClientCore, type Settings } from './core.js'
 import { resolveEnvironment, type EnvironmentOptions, type TimerHandle } from './environment.js'
 import { JobFeed, type FeedListener, type JobUpdate, type TransportName } from './job-feed.js'
@@ -28,6 +28,12 @@ export interface ClientOptions extends EnvironmentOptions {
   upgradeIntervalMs?: number
   /** How long an unwatched job (and an idle socket) is kept, so a quick re-watch (a remount) reuses it. Default 1 s. */
   lingerMs?: number
+  /**
+   * Failed attempts in a row after which the client stops retrying and says `offline` (e.g. 3 for
+   * "3 retries, then CONNECTION LOST"). A new watch, the device coming back online, or
+   * `client.reconnect()` tries again. Default: retry for ever.
+   */
+  maxRetries?: number
 }
 
 export interface WatchJobOptions {
@@ -144,6 +150,7 @@ export class JobwireClient {
       firstMessageTimeoutMs: options.firstMessageTimeoutMs ?? 10_000,
       upgradeIntervalMs: options.upgradeIntervalMs ?? 60_000,
       lingerMs: options.lingerMs ?? 1_000,
+      maxRetries: options.maxRetries ?? Infinity,
     }
     this.#core = {
       env,
@@ -184,6 +191,39 @@ export class JobwireClient {
 
   get error(): JobwireError | null {
     return this.#error
+  }
+
+  /**
+   * Failed attempts in a row of the transport in use (the WebSocket's, or the most of any job's
+   * SSE stream or poll); 0 while connected.
+   */
+  get attempt(): number {
+    return this.#retryState().attempt
+  }
+
+  /** When the next retry runs (epoch ms), or null when none is scheduled (connected, idle, or `offline`). */
+  get nextRetryAt(): number | null {
+    return this.#retryState().nextRetryAt
+  }
+
+  /** Tries again now, forgetting the attempts so far: after `offline`, for a "retry" button. */
+  reconnect(): void {
+    if (this.#closed) return
+    if (this.#mode === 'ws') this.#link?.reconnect()
+    else for (const feed of this.#feeds.values()) if (!feed.done) feed.carrier?.reconnect()
+  }
+
+  #retryState(): RetryState {
+    if (this.#mode === 'ws') return this.#link?.retryState ?? { attempt: 0, nextRetryAt: null }
+    let attempt = 0
+    let nextRetryAt: number | null = null
+    for (const feed of this.#feeds.values()) {
+      const state = feed.carrier?.retryState
+      if (state === undefined || feed.done) continue
+      attempt = Math.max(attempt, state.attempt)
+      if (state.nextRetryAt !== null && (nextRetryAt === null || state.nextRetryAt < nextRetryAt)) nextRetryAt = state.nextRetryAt
+    }
+    return { attempt, nextRetryAt }
   }
 
   /** Whether the device is online (as far as the platform says). */
@@ -531,7 +571,9 @@ export class JobwireClient {
             ? 'live'
             : states.has('polling')
               ? 'polling'
-              : this.connection.state
+              : states.has('offline')
+                ? 'offline'
+                : this.connection.state
     }
     this.connection.set(state, reason)
   }

@@ -1,10 +1,13 @@
 /**
  * How a watch is connected. `connecting`: first attempt; `live`: a realtime stream (WebSocket or
  * SSE) delivers; `reconnecting`: it dropped (or the device is offline) and a retry is scheduled;
- * `polling`: HTTP polling delivers (the realtime transports failed); `closed`: over for good —
- * the job finished, the watch was stopped, or a terminal error (see `error`).
+ * `polling`: HTTP polling delivers (the realtime transports failed); `idle`: nothing to carry, so
+ * no socket is open (the client's link after its last watch stopped; the next watch opens one);
+ * `offline`: retrying stopped after `maxRetries` failed attempts in a row — the next watch, the
+ * device coming back online or `client.reconnect()` tries again; `closed`: over for good — the job
+ * finished, the watch was stopped, or a terminal error (see `error`).
  */
-export type ConnectionState = 'connecting' | 'live' | 'reconnecting' | 'polling' | 'closed'
+export type ConnectionState = 'connecting' | 'live' | 'reconnecting' | 'polling' | 'idle' | 'offline' | 'closed'
 
 /** Why a state changed, in words a log line or a status bar can show. */
 export interface StateChange {
@@ -53,6 +56,14 @@ export class ConnectionStateMachine {
     this.#listeners.add(listener)
     return () => this.#listeners.delete(listener)
   }
+}
+
+/** Where a link's retries stand: failed attempts in a row, and when the next one runs. */
+export interface RetryState {
+  /** Backoff retries scheduled since the last success (0 while connected). */
+  attempt: number
+  /** Epoch ms of the scheduled retry; null when none is scheduled (connected, offline, or gave up). */
+  nextRetryAt: number | null
 }
 
 export interface BackoffOptions {

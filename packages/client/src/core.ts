@@ -1,5 +1,5 @@
 import { JobwireError, type ErrorBody } from '@jobwire/protocol'
-import { backoffDelay, type BackoffOptions } from './connection.js'
+import { backoffDelay, type BackoffOptions, type RetryState } from './connection.js'
 import type { Environment, TimerHandle } from './environment.js'
 import type { JobFeed, TransportName } from './job-feed.js'
 import type { TokenSource } from './tokens.js'
@@ -14,6 +14,8 @@ export interface Settings {
   firstMessageTimeoutMs: number
   upgradeIntervalMs: number
   lingerMs: number
+  /** Failed attempts in a row after which a link stops retrying (`offline`); Infinity: never. */
+  maxRetries: number
 }
 
 /** What links and carriers share with the client that owns them. */
@@ -91,37 +93,48 @@ export function authHeaders(token: string | null): Record<string, string> {
 
 /**
  * Retries with full-jitter backoff, and waits for the device to come online instead of retrying
- * into a dead network. `succeeded()` resets the attempt count.
+ * into a dead network. `succeeded()` resets the attempt count. After `maxRetries` backoff retries
+ * in a row it stops and calls `gaveUp` (the owner shows `offline`); coming back online, or `run`
+ * called by the owner, starts again.
  */
 export class Retry {
   #attempt = 0
   #timer: TimerHandle | null = null
+  #nextRetryAt: number | null = null
   #stopOnline: (() => void) | null = null
 
   constructor(
     private readonly core: ClientCore,
     private readonly run: () => void,
+    private readonly gaveUp: (attempts: number) => void = () => {},
   ) {}
 
   get attempt(): number {
     return this.#attempt
   }
 
-  /** Schedules `run` after `delayMs`, or the next backoff delay when null. Returns the delay. */
+  get state(): RetryState {
+    return { attempt: this.#attempt, nextRetryAt: this.#nextRetryAt }
+  }
+
+  /** Schedules `run` after `delayMs`, or the next backoff delay when null. Returns the delay (Infinity: not scheduled). */
   schedule(delayMs: number | null = null): number {
     this.cancel()
     if (!this.core.online()) {
-      this.#stopOnline = this.core.onOnline((online) => {
-        if (!online) return
-        this.cancel()
-        this.#attempt = 0
-        this.run()
-      })
+      this.#waitForOnline()
+      return Infinity
+    }
+    if (delayMs === null && this.#attempt >= this.core.settings.maxRetries) {
+      // Given up: a device coming back online still tries again, as after being offline.
+      this.#waitForOnline()
+      this.gaveUp(this.#attempt)
       return Infinity
     }
     const delay = delayMs ?? backoffDelay(this.#attempt++, this.core.settings.backoff, this.core.env.random)
+    this.#nextRetryAt = this.core.env.now() + delay
     this.#timer = this.core.env.timers.setTimeout(() => {
       this.#timer = null
+      this.#nextRetryAt = null
       this.run()
     }, delay)
     return delay
@@ -131,10 +144,26 @@ export class Retry {
     this.#attempt = 0
   }
 
+  /** Forgets the attempts so far (the app asked to reconnect now). */
+  reset(): void {
+    this.cancel()
+    this.#attempt = 0
+  }
+
   cancel(): void {
     if (this.#timer !== null) this.core.env.timers.clearTimeout(this.#timer)
     this.#timer = null
+    this.#nextRetryAt = null
     this.#stopOnline?.()
     this.#stopOnline = null
+  }
+
+  #waitForOnline(): void {
+    this.#stopOnline = this.core.onOnline((online) => {
+      if (!online) return
+      this.cancel()
+      this.#attempt = 0
+      this.run()
+    })
   }
 }

@@ -3,13 +3,20 @@
  * own timers, sockets and network; Node passes the `ws` package's WebSocket.
  */
 
-/** The part of the WebSocket API the client uses (browsers' and the `ws` package's both fit). */
+/**
+ * An event handler the client sets. Written as a method's type so that a platform's handler
+ * property typed with its own, richer event (the `ws` package's `MessageEvent`, the DOM's) fits it
+ * without a cast: the client only reads the fields named here.
+ */
+type Handler<Event> = { handle(event: Event): void }['handle']
+
+/** The part of the WebSocket API the client uses (browsers' and the `ws` package's both fit, as they are). */
 export interface WebSocketLike {
   readonly readyState: number
-  onopen: ((event: unknown) => void) | null
-  onmessage: ((event: { data: unknown }) => void) | null
-  onclose: ((event: { code: number; reason: string }) => void) | null
-  onerror: ((event: unknown) => void) | null
+  onopen: Handler<unknown> | null
+  onmessage: Handler<{ data: unknown }> | null
+  onclose: Handler<{ code: number; reason: string }> | null
+  onerror: Handler<unknown> | null
   send(data: string): void
   close(code?: number, reason?: string): void
 }

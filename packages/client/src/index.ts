@@ -13,7 +13,7 @@ export {
   type WatchJobsOptions,
   type WatchMyJobsOptions,
 } from './client.js'
-export type { BackoffOptions, ConnectionState, StateChange } from './connection.js'
+export type { BackoffOptions, ConnectionState, RetryState, StateChange } from './connection.js'
 export type { EnvironmentOptions, EventSourceConstructor, EventSourceLike, OnlineSource, Timers, WebSocketConstructor, WebSocketLike } from './environment.js'
 export type { JobUpdate, TransportName } from './job-feed.js'
 export type { GetToken, TokenRequest } from './tokens.js'

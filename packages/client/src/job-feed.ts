@@ -7,7 +7,7 @@ import {
   type JobwireError,
   type StreamMessage,
 } from '@jobwire/protocol'
-import { ConnectionStateMachine, type StateChange } from './connection.js'
+import { ConnectionStateMachine, type RetryState, type StateChange } from './connection.js'
 
 export type TransportName = 'ws' | 'sse' | 'poll'
 
@@ -31,8 +31,12 @@ export interface FeedListener {
 /** Delivers one job's messages to its feed over some transport. */
 export interface Carrier {
   readonly kind: TransportName
+  /** Failed attempts in a row and the next retry's time (the WebSocket's, for a job on it). */
+  readonly retryState: RetryState
   /** Starts over from the feed's position: after a gap, or when the position was refused. */
   resync(): void
+  /** Tries again now, forgetting the attempts so far. */
+  reconnect(): void
   stop(): void
 }
 

@@ -149,7 +149,7 @@ class ListPoller {
     private readonly feed: MyJobsFeed,
     private readonly core: ClientCore,
   ) {
-    this.#retry = new Retry(core, () => void this.#round())
+    this.#retry = new Retry(core, () => void this.#round(), (attempts) => this.feed.connection.set('offline', `gave up after ${attempts} failed attempts`))
     for (const jobId of feed.members.keys()) this.#seen.add(jobId)
   }
 

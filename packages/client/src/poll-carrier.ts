@@ -1,5 +1,6 @@
 import type { JobwireError, PollResponse } from '@jobwire/protocol'
 import { asJobwireError, authHeaders, decide, errorOf, Retry, type ClientCore } from './core.js'
+import type { RetryState } from './connection.js'
 import type { TimerHandle } from './environment.js'
 import type { Carrier, JobFeed } from './job-feed.js'
 
@@ -24,7 +25,7 @@ export class PollCarrier implements Carrier {
     private readonly feed: JobFeed,
     private readonly core: ClientCore,
   ) {
-    this.#retry = new Retry(core, () => void this.#poll())
+    this.#retry = new Retry(core, () => void this.#poll(), (attempts) => this.feed.connection.set('offline', `gave up after ${attempts} failed attempts`))
     this.#stopOnline = core.onOnline((online) => {
       if (this.#stopped) return
       if (online) return
@@ -43,6 +44,17 @@ export class PollCarrier implements Carrier {
     if (this.#stopped) return
     this.#cancelRound()
     void this.#poll()
+  }
+
+  get retryState(): RetryState {
+    return this.#retry.state
+  }
+
+  /** Tries again now, forgetting the attempts so far. */
+  reconnect(): void {
+    if (this.#stopped) return
+    this.#retry.reset()
+    this.resync()
   }
 
   stop(): void {

@@ -1,5 +1,6 @@
 import { createSseParser, decodeSseMessage, isTerminal, JobwireError, type StreamMessage } from '@jobwire/protocol'
 import { asJobwireError, authHeaders, decide, errorOf, Retry, type ClientCore } from './core.js'
+import type { RetryState } from './connection.js'
 import type { TimerHandle } from './environment.js'
 import type { Carrier, JobFeed } from './job-feed.js'
 
@@ -28,7 +29,7 @@ export class SseCarrier implements Carrier {
     private readonly feed: JobFeed,
     private readonly core: ClientCore,
   ) {
-    this.#retry = new Retry(core, () => void this.#connect())
+    this.#retry = new Retry(core, () => void this.#connect(), (attempts) => this.feed.connection.set('offline', `gave up after ${attempts} failed attempts`))
     this.#stopOnline = core.onOnline((online) => {
       if (online || this.#stopped) return
       this.#drop()
@@ -45,6 +46,17 @@ export class SseCarrier implements Carrier {
     if (this.#stopped) return
     this.#drop()
     void this.#connect()
+  }
+
+  get retryState(): RetryState {
+    return this.#retry.state
+  }
+
+  /** Tries again now, forgetting the attempts so far. */
+  reconnect(): void {
+    if (this.#stopped) return
+    this.#retry.reset()
+    this.resync()
   }
 
   stop(): void {

@@ -8,7 +8,7 @@ import {
   type WsClientMessage,
   type WsServerMessage,
 } from '@jobwire/protocol'
-import { ConnectionStateMachine, type ConnectionState } from './connection.js'
+import { ConnectionStateMachine, type ConnectionState, type RetryState } from './connection.js'
 import { asJobwireError, decide, Retry, type ClientCore } from './core.js'
 import type { TimerHandle, WebSocketLike } from './environment.js'
 import type { Carrier, JobFeed } from './job-feed.js'
@@ -73,7 +73,7 @@ export class WsLink {
   readonly #stopOnline: () => void
 
   constructor(private readonly core: ClientCore) {
-    this.#retry = new Retry(core, () => void this.#connect())
+    this.#retry = new Retry(core, () => void this.#connect(), (attempts) => this.#setState('offline', `gave up after ${attempts} failed attempts`))
     this.#stopOnline = core.onOnline((online) => {
       if (online || this.#socket === null) return
       this.#abandon('offline')
@@ -90,8 +90,13 @@ export class WsLink {
     if (subscribe && this.#welcomed) this.#subscribe(feed)
     else if (this.#welcomed) feed.connection.set('live', 'over WebSocket')
     this.#ensure()
+    const retryState = (): RetryState => this.retryState
     return {
       kind: 'ws',
+      get retryState() {
+        return retryState()
+      },
+      reconnect: () => this.reconnect(),
       resync: () => {
         if (this.#feeds.get(feed.jobId) === feed && this.#welcomed) this.#subscribe(feed)
       },
@@ -176,6 +181,17 @@ export class WsLink {
     this.#stopOnline()
   }
 
+  /** Failed attempts in a row and the next retry's time. */
+  get retryState(): RetryState {
+    return this.#retry.state
+  }
+
+  /** Tries again now, forgetting the attempts so far (after `offline`, say). */
+  reconnect(): void {
+    this.#retry.reset()
+    if (this.#socket === null && !this.#connecting && this.#hasWork()) void this.#connect()
+  }
+
   /** Stops retrying without forgetting anything (the client moved to another transport). */
   idle(): void {
     this.#retry.cancel()
@@ -214,6 +230,8 @@ export class WsLink {
       if (this.#hasWork()) return
       this.#retry.cancel()
       this.#closeSocket(1000, 'nothing to watch')
+      // No socket is open, and none needs to be, until the next watch.
+      this.connection.set('idle', 'nothing to watch')
     }, this.core.settings.lingerMs)
   }
 
@@ -631,7 +649,7 @@ export class WsLink {
       if (!this.#hasWork()) return
     }
     if (!this.#hasWork()) {
-      this.connection.set('connecting', 'idle')
+      this.connection.set('idle', 'nothing to watch')
       return
     }
     const errorCode = errorCodeOfClose(code, reason)

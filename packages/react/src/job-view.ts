@@ -46,6 +46,10 @@ export function connectionOf(state: ConnectionState, reason: string, online: boo
     case 'connecting':
     case 'reconnecting':
       return 'reconnecting'
+    case 'offline':
+      // Retrying stopped (the client's retry cap): the app shows it as the connection lost.
+      return 'offline'
+    case 'idle':
     case 'closed':
       // Finished: nothing is connected any more, and nothing needs to be.
       return previous

@@ -11,7 +11,9 @@ from typing import Any
 import httpx
 
 from conftest import Server, node
-from jobwire import ERROR_REGISTRY, Backend
+import base64
+
+from jobwire import ERROR_REGISTRY, Backend, mint_subscription_token
 from jobwire.reducer import ReducerError, apply_event
 
 HERE = Path(__file__).resolve().parent / "conformance"
@@ -139,3 +141,30 @@ def test_the_error_registry_matches_the_servers() -> None:
     theirs = json.loads(out.stdout)
     mine = {code: {"status": spec.status, "retryable": spec.retryable, "message": spec.message} for code, spec in ERROR_REGISTRY.items()}
     assert mine == theirs
+
+
+def test_offline_tokens_are_minted_like_jobwire_backends(tmp_path: Path) -> None:
+    secret = "s" * 40
+    cases: list[dict[str, Any]] = [
+        {"secret": secret, "jobIds": ["job_a", "job_b"], "now": 1_796_000_000_123},
+        {"secret": secret, "tenant": "acme", "user": "ada", "rights": ["read", "cancel"], "ttlSeconds": 100_000, "now": 1_796_000_000_999},
+    ]
+    path = tmp_path / "mint.json"
+    path.write_text(json.dumps(cases))
+    theirs = json.loads(subprocess.run([node(), str(HERE / "mint.mjs"), str(path)], capture_output=True, text=True, check=True).stdout)
+    mine = [
+        mint_subscription_token(secret, job_ids=["job_a", "job_b"], now=1_796_000_000.123),
+        mint_subscription_token(secret, tenant="acme", user="ada", rights=("read", "cancel"), ttl_seconds=100_000, now=1_796_000_000.999),
+    ]
+
+    def parts(token: str) -> tuple[Any, Any]:
+        header, payload, _ = token.split(".")
+        decode = lambda part: json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))  # noqa: E731
+        body = decode(payload)
+        assert len(base64.urlsafe_b64decode(body.pop("jti") + "==")) == 12  # random per token
+        # Items in order: the same keys in the same order make the same signed bytes.
+        return list(decode(header).items()), list(body.items())
+
+    for one, other in zip(mine, theirs):
+        assert one.expires_at == other["expiresAt"]
+        assert parts(one.token) == parts(other["token"])

@@ -164,8 +164,15 @@ def _apply_to(nxt: JobState, status: str, event: JobEvent) -> None:
         _copy_field(nxt, "checkpoint", data, "data")
         if data.get("textLength") is not None:
             nxt["checkpointTextLength"] = data["textLength"]
+        # A checkpoint too large for an event is stored apart: the event carries its ref, `data` is null.
+        if data.get("ref") is not None:
+            nxt["checkpointRef"] = copy.deepcopy(data["ref"])
+        else:
+            nxt.pop("checkpointRef", None)
     elif kind == "completed":
         _copy_field(nxt, "result", data, "result")
+        if data.get("resultRef") is not None:
+            nxt["resultRef"] = copy.deepcopy(data["resultRef"])
         nxt["finishedAt"] = event["at"]
         nxt["progress"] = {**nxt["progress"], "percent": 100}
         if nxt.get("plan") is not None:

@@ -160,7 +160,7 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
     shared ?? new MemoryStreamCounter(),
     metrics,
   )
-  const demo = config.demo ? createDemo(service, logger || undefined) : null
+  const demo = config.demo ? createDemo(service, logger || undefined, { failureRate: config.demoFailureRate }) : null
   // When each sweep last finished without error; /readyz turns red when one falls behind.
   const lastSweep = { expiry: Date.now(), leases: Date.now() }
   const { app, sse, endLongPolls } = await buildApp({

@@ -97,6 +97,7 @@ describe('jobwire serve', () => {
     { name: '--heartbeat 10ms (below the minimum)', args: ['--memory', '--port', '0', '--heartbeat', '10ms'], names: '--heartbeat' },
     { name: 'JOBWIRE_SQLITE_SYNC=sometimes', args: ['--memory', '--port', '0'], env: { JOBWIRE_SQLITE_SYNC: 'sometimes' }, names: 'JOBWIRE_SQLITE_SYNC' },
     { name: 'an unknown flag', args: ['--memory', '--colour', 'red'], names: '--colour' },
+    { name: '--demo-failure-rate 1.5 (above 1)', args: ['--memory', '--port', '0', '--demo', '--demo-failure-rate', '1.5'], names: '--demo-failure-rate' },
   ]
   it.for(badConfigs)('refuses to start on $name, naming it', async ({ args, env, names }) => {
     const result = await runCli(['serve', ...args], { env, cwd: workDir.path })
@@ -110,6 +111,29 @@ describe('jobwire serve', () => {
     const result = await runCli(['serve', '--help'], { cwd: workDir.path })
     expect(result.code).toBe(0)
     for (const name of ['--port', 'JOBWIRE_PORT', '--max-events-per-job', 'JOBWIRE_SQLITE_SYNC']) expect(result.stdout).toContain(name)
+  })
+
+  // `jobwire watch --help` and `jobwire jobs --help` used to fail: --help was parsed as an unknown
+  // option or taken for a job id. Every command answers it with its usage, no server or key needed.
+  const helpCases = [
+    { args: ['--help'], shows: 'jobwire watch <id>' },
+    { args: ['help'], shows: 'jobwire serve [options]' },
+    { args: ['jobs', '--help'], shows: 'jobwire jobs create <type>' },
+    { args: ['jobs', 'create', '--help'], shows: 'jobwire jobs list' },
+    { args: ['watch', '--help'], shows: 'Exit code: 0 completed, 1 failed, 2 cancelled' },
+    { args: ['watch', '-h'], shows: 'jobwire watch <id> [--json]' },
+    { args: ['keys', '--help'], shows: 'jobwire keys revoke <id>' },
+    { args: ['token', '--help'], shows: '--rights read,cancel' },
+    { args: ['demo-worker', '--help'], shows: '--concurrency N' },
+    { args: ['config', '--help'], shows: 'jobwire config print' },
+    { args: ['config', 'print', '--help'], shows: 'JOBWIRE_PORT' },
+    { args: ['serve', '--help'], shows: 'JOBWIRE_PORT' },
+  ]
+  it.for(helpCases)('answers `jobwire $args` with its usage and exit code 0, without a server or a key', async ({ args, shows }) => {
+    const result = await runCli(args, { cwd: workDir.path, env: { JOBWIRE_URL: 'http://127.0.0.1:9', JOBWIRE_API_KEY: undefined } })
+    expect(result.code, result.stderr).toBe(0)
+    expect(result.stdout).toContain(shows)
+    expect(result.stderr).toBe('')
   })
 })
 

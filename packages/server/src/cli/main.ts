@@ -32,9 +32,62 @@ Usage:
 Client commands take --url (JOBWIRE_URL, default http://127.0.0.1:7070) and --key (JOBWIRE_API_KEY,
 else ./.jobwire/admin.key). \`jobwire serve --help\` lists the server's options.`
 
+const clientHelp = `Client options:
+  --url URL        the server (JOBWIRE_URL, default http://127.0.0.1:7070)
+  --key KEY        an API key (JOBWIRE_API_KEY, else the admin key in --data-dir)
+  --data-dir DIR   where to find admin.key (default ./.jobwire)`
+
+/** `jobwire <command> --help`: each client command's own usage (`serve --help` lists the server's options). */
+const commandHelp: Record<string, string> = {
+  jobs: `Usage:
+  jobwire jobs create <type> [--input JSON] [--owner tenant:user] [--idempotency-key K]
+                                 create a job and print it as JSON
+  jobwire jobs get <id>          print a job as JSON
+  jobwire jobs list [--status S] [--type T] [--owner tenant[:user]] [--limit N] [--cursor C]
+                                 one line per job, newest first
+  jobwire jobs cancel <id> [--reason TEXT]
+
+${clientHelp}`,
+  watch: `Usage:
+  jobwire watch <id> [--json]    follow a job live until it ends (resumes after a dropped connection)
+
+  --json           print the raw stream messages, one JSON line each
+  Exit code: 0 completed, 1 failed, 2 cancelled.
+
+${clientHelp}`,
+  keys: `Usage:
+  jobwire keys create --name N --role admin|backend|worker [--tenant T] [--types a,b]
+                                 print the new key once, as JSON
+  jobwire keys list              one line per key
+  jobwire keys revoke <id>
+
+${clientHelp}`,
+  token: `Usage:
+  jobwire token (--job <id>... | --tenant T --user U) [--rights read,cancel] [--ttl SECONDS]
+                                 mint a subscription token for a browser, printed as JSON
+
+${clientHelp}`,
+  'demo-worker': `Usage:
+  jobwire demo-worker [--concurrency N] [--name NAME]
+                                 run the demo job handlers in this process against a server
+                                 (kill it: its jobs resume on another worker)
+
+  --concurrency N  jobs at once, 1 to 100 (default 4)
+  --name NAME      the worker's name in job events (default "demo-worker pid <pid>")
+
+${clientHelp}`,
+}
+
+const wantsHelp = (argv: readonly string[]): boolean => argv.includes('--help') || argv.includes('-h')
+
 /** Runs the CLI; resolves with the process exit code. */
 export async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv
+  const help = command === undefined ? undefined : commandHelp[command]
+  if (help !== undefined && wantsHelp(rest)) {
+    console.log(help)
+    return 0
+  }
   switch (command) {
     case 'serve':
       return serve(rest)
@@ -105,6 +158,10 @@ function parseServerConfig(argv: string[]): Config | number {
 
 async function configCommand(argv: string[]): Promise<number> {
   const [sub, ...rest] = argv
+  if (sub !== 'print' && wantsHelp(argv)) {
+    console.log(`Usage:\n  jobwire config print [options]   the effective configuration, secrets masked\n\nIt takes the options of \`jobwire serve\` (see \`jobwire serve --help\`).`)
+    return 0
+  }
   if (sub !== 'print') {
     console.error(`Unknown config command "${sub ?? ''}".\n\n${usage}`)
     return 64

@@ -23,7 +23,7 @@ const maxActive = 40
  * everything under /v1 still needs the admin key. A separate `jobwire demo-worker` process
  * competes for the same jobs, so killing it shows a job resume on the in-process worker.
  */
-export function createDemo(service: JobService, logger?: Logger) {
+export function createDemo(service: JobService, logger?: Logger, options: { failureRate?: number } = {}) {
   let worker: Worker | null = null
   let trickle: NodeJS.Timeout | null = null
   let next = 0
@@ -99,7 +99,7 @@ export function createDemo(service: JobService, logger?: Logger) {
         concurrency: 3,
         onError: (error) => logger?.debug({ err: error }, 'demo worker request failed'),
       })
-      registerDemoHandlers(worker)
+      registerDemoHandlers(worker, { failureRate: options.failureRate })
       await worker.start()
       const recent = await service.listJobs({ tenant: demoOwner.tenant, limit: 1 })
       if (recent.jobs.length === 0 || isTerminal(recent.jobs[0]?.status ?? 'completed')) {

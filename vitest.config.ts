@@ -32,7 +32,7 @@ export default defineConfig({
         extends: true,
         test: {
           name: 'jobwire',
-          include: ['packages/*/test/**/*.test.ts', 'packages/*/test/**/*.test.tsx', 'apps/*/test/**/*.test.ts', 'test/**/*.test.ts', 'examples/test/**/*.test.ts'],
+          include: ['packages/*/test/**/*.test.ts', 'packages/*/test/**/*.test.tsx', 'apps/*/test/**/*.test.ts', 'test/**/*.test.ts', 'examples/test/**/*.test.ts', 'examples/test/**/*.test.tsx'],
           provide: { reactMajor: 19 },
         },
       },

@@ -1,0 +1,80 @@
+// Transcription with stages and per-file progress: the worker moves through validating →
+// transcribing → aligning, reports each file as an item with its own percent, and checkpoints after
+// every file; the client redraws one line per file as the job moves.
+//   npx jobwire serve            (another terminal)
+//   node examples/transcription/index.mjs a.mp3 b.wav c.m4a
+import { JobwireBackend } from '@jobwire/backend'
+import { createJobwireClient } from '@jobwire/client'
+import { createWorker } from '@jobwire/worker'
+import WebSocket from 'ws'
+import { runIfMain } from '../connect.mjs'
+
+export const type = 'example-transcription'
+const pause = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
+
+export function transcriptionWorker({ url, apiKey }) {
+  const worker = createWorker({ url, apiKey, name: 'transcription-example', concurrency: 2 })
+  worker.handle(type, async (job, ctx) => {
+    const files = job.input.files
+    const done = new Set(job.checkpoint?.done ?? []) // a retry skips what an earlier attempt finished
+    ctx.progress({ stage: 'validating', percent: 0, message: `Checking ${files.length} files` })
+    for (const file of files) ctx.item(file, { label: file, status: done.has(file) ? 'completed' : 'pending', percent: done.has(file) ? 100 : 0 })
+    await pause(50)
+
+    ctx.progress({ stage: 'transcribing', percent: 10 })
+    const words = {}
+    for (const [index, file] of files.entries()) {
+      if (done.has(file)) continue
+      for (let part = 1; part <= 4; part++) {
+        if (ctx.signal.aborted) return undefined
+        await pause(40)
+        ctx.item(file, { status: 'running', percent: part * 25 })
+        ctx.progress({ percent: 10 + ((index + part / 4) / files.length) * 80, message: `Transcribing ${file}` })
+      }
+      words[file] = 100 + file.length * 10
+      ctx.item(file, { status: 'completed', percent: 100 })
+      done.add(file)
+      await ctx.checkpoint({ done: [...done] })
+    }
+
+    ctx.progress({ stage: 'aligning', percent: 90, message: 'Aligning timestamps' })
+    await pause(50)
+    return { files: files.map((file) => ({ file, words: words[file] ?? null })) }
+  })
+  return worker
+}
+
+/** One line per file: `a.mp3  ██████░░  75%  running`. */
+function render(job) {
+  const head = `${job.status} · ${job.progress.stage ?? '-'} · ${Math.round(job.progress.percent ?? 0)}%`
+  const rows = job.items.map((item) => {
+    const filled = Math.round((item.percent ?? 0) / 12.5)
+    return `  ${(item.label ?? item.id).padEnd(12)} ${'█'.repeat(filled)}${'░'.repeat(8 - filled)} ${String(Math.round(item.percent ?? 0)).padStart(3)}%  ${item.status}`
+  })
+  return [head, ...rows].join('\n')
+}
+
+export async function main({ url, apiKey, log, args = [] }) {
+  const worker = transcriptionWorker({ url, apiKey })
+  await worker.start()
+  const backend = new JobwireBackend({ url, apiKey })
+  const input = { files: args.length > 0 ? args : ['interview.mp3', 'intro.wav', 'outro.m4a'] }
+  const job = await backend.createJob({ type, input, owner: { tenant: 'acme', user: 'ann' } })
+  const { token } = await backend.mintToken({ jobIds: [job.id] })
+
+  const client = createJobwireClient({ url, getToken: async () => token, WebSocket })
+  let shown = ''
+  let last = null
+  for await (const state of client.watchJob(job.id)) {
+    const frame = render(state)
+    if (frame !== shown) log(frame)
+    shown = frame
+    last = state
+  }
+  log(`result: ${JSON.stringify(last.result)}`)
+  client.close()
+  await worker.stop({ timeoutMs: 5_000 })
+  return last
+}
+
+runIfMain(import.meta.url, main)

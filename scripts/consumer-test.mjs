@@ -6,7 +6,8 @@
 //   2. type-checks (strict) and runs a Node program that creates a job and mints a token with
 //      @jobwire/backend, runs it with @jobwire/worker and follows it to completion with @jobwire/client,
 //   3. type-checks (strict) and builds a small React app on @jobwire/react with Vite,
-//   4. bundles @jobwire/client and @jobwire/react for browsers and fails if either is above its
+//   4. type-checks (strict) the code examples of every package's README, as shipped in its tarball,
+//   5. bundles @jobwire/client and @jobwire/react for browsers and fails if either is above its
 //      gzipped budget (sizeBudgets below).
 // Usage: npm run test:consumer [-- --keep]   (--keep leaves the folder for a look)
 import { spawn, spawnSync } from 'node:child_process'
@@ -122,6 +123,24 @@ async function useInstalled(started) {
   writeFileSync(join(app, 'src/flow.ts'), flowSource)
   run(join(app, 'node_modules/.bin/tsc'), ['-p', 'tsconfig.node.json'], { cwd: app })
   run(process.execPath, ['node-dist/flow.js'], { cwd: app, env: { ...process.env, JOBWIRE_URL: server.url, JOBWIRE_API_KEY: apiKey, JOBWIRE_TOKEN_SECRET: tokenSecret } })
+
+  // --- The packages' README examples, as shipped, type-checked (strict) ------------------------------
+  step('type-checking (strict) the code examples of every package README in the tarballs')
+  const readmeFiles = []
+  mkdirSync(join(app, 'readmes'), { recursive: true })
+  for (const name of packages) {
+    const readme = readFileSync(join(app, `node_modules/@jobwire/${name}/README.md`), 'utf8')
+    for (const [index, block] of [...readme.matchAll(/```(ts|tsx)\n([\s\S]*?)```/g)].entries()) {
+      const file = `readmes/${name}-${index + 1}.${block[1]}`
+      writeFileSync(join(app, file), `${block[2]}\nexport {}\n`) // each block a module of its own
+      readmeFiles.push(file)
+    }
+  }
+  if (readmeFiles.length < packages.length) throw new Error(`only ${readmeFiles.length} code examples in ${packages.length} READMEs`)
+  // skipLibCheck as most apps have it: ioredis's own .d.ts (a dependency of @jobwire/server) imports the untyped redis-errors.
+  writeFileSync(join(app, 'tsconfig.readmes.json'), JSON.stringify({ compilerOptions: { strict: true, target: 'ES2022', module: 'ESNext', moduleResolution: 'Bundler', jsx: 'react-jsx', lib: ['ES2022', 'DOM'], types: ['node'], noEmit: true, skipLibCheck: true }, files: readmeFiles }, null, 2))
+  run(join(app, 'node_modules/.bin/tsc'), ['-p', 'tsconfig.readmes.json'], { cwd: app })
+  console.log(`${readmeFiles.length} README examples type-check: ${readmeFiles.join(', ')}`)
 
   // --- A React app with Vite --------------------------------------------------------------------
   step('type-checking (strict) and building a React app on @jobwire/react with Vite')

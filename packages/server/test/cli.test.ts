@@ -2,6 +2,7 @@ import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import type { JobState, StreamMessage } from '@jobwire/protocol'
+import { describeConfig } from '../src/config.js'
 import {
   createJsonClient,
   makeTempDir,
@@ -107,10 +108,13 @@ describe('jobwire serve', () => {
     expect(result.stdout).not.toContain('listening on')
   })
 
-  it('lists every option with its environment variable under serve --help', async () => {
+  it('lists every option with its environment variable, meaning and default under serve --help', async () => {
     const result = await runCli(['serve', '--help'], { cwd: workDir.path })
     expect(result.code).toBe(0)
     for (const name of ['--port', 'JOBWIRE_PORT', '--max-events-per-job', 'JOBWIRE_SQLITE_SYNC']) expect(result.stdout).toContain(name)
+    for (const option of describeConfig()) expect(result.stdout).toContain(`${option.flag.padEnd(26)} ${option.env}\n`)
+    expect(result.stdout).toContain('TCP port (0 picks a free one) (default: 7070)')
+    expect(result.stdout).toContain('how long completed jobs are kept (default: 24h)')
   })
 
   // `jobwire watch --help` and `jobwire jobs --help` used to fail: --help was parsed as an unknown

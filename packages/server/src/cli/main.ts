@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs'
 import { relative } from 'node:path'
 import { parseArgs } from 'node:util'
 import type { JobState } from '@jobwire/protocol'
-import { ConfigError, configFileEnv, configKeys, envName, flagName, loadConfig, maskedConfig, type Config } from '../config.js'
+import { ConfigError, configFileEnv, configKeys, describeConfig, flagName, loadConfig, maskedConfig, type Config } from '../config.js'
 import { createLogger, startServer } from '../server.js'
 import { request, resolveTarget } from './client.js'
 import { watchExitCodes, watchJob } from './watch.js'
@@ -122,8 +122,12 @@ export async function main(argv: string[]): Promise<number> {
 const booleanKeys = new Set(['memory', 'demo'])
 
 function serveUsage(): string {
-  const lines = configKeys.map((key) => `  ${flagName(key).padEnd(22)} ${envName(key)}`)
-  return `jobwire serve [options]\n\nEvery option is a flag, an environment variable or a key of the JSON file given by\n--config (${configFileEnv}); flags win over variables, variables over the file:\n  ${'--config'.padEnd(22)} ${configFileEnv}\n${lines.join('\n')}\n\nSee docs/configuration.md for defaults and meanings.`
+  // The descriptions are Markdown (they also make docs/configuration.md): code spans and links become plain text.
+  const plain = (text: string): string => text.replace(/\[([^\]]*)\]\([^)]*\)/g, '$1').replace(/`/g, '')
+  const lines = describeConfig().map(
+    (option) => `  ${option.flag.padEnd(26)} ${option.env}\n      ${plain(option.description)} (default: ${plain(option.defaultText)})`,
+  )
+  return `jobwire serve [options]\n\nEvery option is a flag, an environment variable or a key of the JSON file given by\n--config (${configFileEnv}); flags win over variables, variables over the file:\n  ${'--config'.padEnd(26)} ${configFileEnv}\n${lines.join('\n')}\n\nThe same in docs/configuration.md.`
 }
 
 /** Parses the server's options (flags, env, --config file); an exit code when it printed why not. */

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from jobwire import Backend, SyncJobContext, Worker
+from jobwire import Backend, InvalidRequestError, SyncJobContext, Worker
 
 JOB_TYPE = "python-transcription"
 # The stages of one job, and the share of the work each takes (validating 0–10 %, decoding 10–20 %…).
@@ -31,8 +31,15 @@ def transcribe(job: dict[str, Any], ctx: SyncJobContext) -> dict[str, Any]:
     for file in files:
         ctx.item(file, label=file, status="completed" if file in done else "pending")
 
+    # With a stage plan (declared at create, on servers that have them) the server computes the
+    # overall percent from each stage's fraction; without one, the worker reports the percent itself.
+    planned = job.get("plan") is not None
     for stage, start, end in STAGES:
-        ctx.progress(stage=stage, percent=start, message=f"{stage.capitalize()} {len(files)} files")
+        if planned:
+            ctx.stage(stage, 0)
+            ctx.progress(message=f"{stage.capitalize()} {len(files)} files")
+        else:
+            ctx.progress(stage=stage, percent=start, message=f"{stage.capitalize()} {len(files)} files")
         todo = [file for file in files if file not in done] if stage == "transcribing" else files
         for index, file in enumerate(todo):
             ctx.item(file, status="running", percent=0, message=stage)
@@ -44,8 +51,11 @@ def transcribe(job: dict[str, Any], ctx: SyncJobContext) -> dict[str, Any]:
                 if stage == "transcribing":
                     ctx.chunk(" ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 8))) + (".\n" if step == steps else " "))
                 ctx.item(file, percent=100 * step / steps)
-                overall = start + (end - start) * (index + step / steps) / max(1, len(todo))
-                ctx.progress(percent=round(overall, 1))
+                done_share = (index + step / steps) / max(1, len(todo))
+                if planned:
+                    ctx.progress(fraction=done_share, metadata={"file": file, "filesDone": len(done)})
+                else:
+                    ctx.progress(percent=round(start + (end - start) * done_share, 1))
             if stage == "transcribing":
                 done.append(file)
                 ctx.item(file, status="completed", percent=100, message="transcribed")
@@ -54,6 +64,19 @@ def transcribe(job: dict[str, Any], ctx: SyncJobContext) -> dict[str, Any]:
             else:
                 ctx.item(file, status="completed" if stage == "aligning" or file in done else "pending", message=f"{stage} done")
     return {"files": len(files), "words": sum(len(file) for file in files) * 37}
+
+
+def create(backend: Backend, files: list[str]) -> dict[str, Any]:
+    """Creates a job with its stage plan, or without one on a server that has no stage plans."""
+    # Owned by tenant `demo`, user `demo`: the dashboard's one-click demo sign-in sees them.
+    owner = {"tenant": "demo", "user": "demo"}
+    plan = [{"name": name, "from": start, "to": end} for name, start, end in STAGES]
+    try:
+        return backend.create_job(JOB_TYPE, input={"files": files}, owner=owner, stages=plan)
+    except InvalidRequestError as error:
+        if (error.details or {}).get("field") != "stages":
+            raise
+        return backend.create_job(JOB_TYPE, input={"files": files}, owner=owner)
 
 
 def admin_key() -> str:
@@ -80,8 +103,7 @@ def main() -> None:
         with Backend(args.url, key) as backend:
             for n in range(args.create):
                 files = [f"episode-{n + 1}-part-{part}.mp3" for part in range(1, 4)]
-                # Owned by tenant `demo`, user `demo`: the dashboard's one-click demo sign-in sees them.
-                job = backend.create_job(JOB_TYPE, input={"files": files}, owner={"tenant": "demo", "user": "demo"})
+                job = create(backend, files)
                 print(f"created {job['id']}: {args.url}/#/jobs/{job['id']}")
 
     worker = Worker(args.url, key, concurrency=args.concurrency)

@@ -15,7 +15,8 @@ from typing import Iterator
 import pytest
 
 REPO = Path(__file__).resolve().parents[3]
-SERVER_BIN = REPO / "packages" / "server" / "bin" / "jobwire.js"
+# JOBWIRE_SERVER_BIN: another build's jobwire.js (to try a branch's server before it lands).
+SERVER_BIN = Path(os.environ.get("JOBWIRE_SERVER_BIN", REPO / "packages" / "server" / "bin" / "jobwire.js"))
 API_KEY = "python-sdk-test-key-0123456789"
 TOKEN_SECRET = "python-sdk-token-secret-0123456789abcdef"
 WEBHOOK_SECRET = "python-sdk-webhook-secret-0123456789abcdef"
@@ -38,7 +39,7 @@ def node() -> str:
 
 
 def start_server(store: str, data_dir: Path, *extra: str) -> Server:
-    if not (REPO / "packages" / "server" / "dist" / "server.js").exists():
+    if not (SERVER_BIN.parent.parent / "dist" / "server.js").exists():
         pytest.fail("packages/server is not built: run `npm run build` first")
     args = [
         node(), str(SERVER_BIN), "serve",

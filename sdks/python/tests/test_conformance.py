@@ -97,9 +97,9 @@ def app_feature_logs() -> list[list[dict[str, Any]]]:
         .add("requeued", reason="worker_lost", attempt=1, retryAt=None, textLength=8)
         .add("started", attempt=2, worker="w2")
         .add("progress", stage="decoding", fraction=0.125)
-        .add("checkpoint", data=None, textLength=8, ref={"ref": "v1", "bytes": 70000})
+        .add("checkpoint", data=None, textLength=8, ref={"ref": "v1", "size": 70000})
         .add("checkpoint", data={"small": True})
-        .add("completed", result=None, resultRef={"ref": "v2", "bytes": 900000}).events,
+        .add("completed", result=None, resultRef={"ref": "v2", "size": 900000}).events,
     ]
 
 

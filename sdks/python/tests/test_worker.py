@@ -11,7 +11,7 @@ from typing import Any, Awaitable, Callable
 import pytest
 
 from conftest import Server, spawn_worker, wait_for_line
-from jobwire import AsyncBackend, Backend, JobContext, JobFailure, RetryableError, SyncJobContext, Worker, watch_job
+from jobwire import AsyncBackend, Backend, BatchLimits, JobContext, JobFailure, RetryableError, SyncJobContext, Worker, watch_job
 from jobwire.reducer import JobState
 
 # A hang guard for waits on conditions, never a timing assertion: a healthy run takes a fraction of it.
@@ -271,6 +271,30 @@ def test_text_longer_than_an_event_is_split_to_fit_and_arrives_whole(memory_serv
             await worker.stop()
         assert final["status"] == "completed", final["error"]
         assert final["text"] == long_text
+
+    run(scenario)
+
+
+def test_a_result_over_the_value_limit_fails_the_job_before_any_request(memory_server: Server) -> None:
+    server = memory_server
+
+    async def scenario() -> None:
+        worker = Worker(server.url, server.api_key, poll_wait=2, limits=BatchLimits(max_value_bytes=1_000), on_error=lambda *_: None)
+
+        @worker.handle("big")
+        async def big(job: dict[str, Any], ctx: JobContext) -> str:
+            with pytest.raises(ValueError, match="the limit is 1000"):
+                await ctx.checkpoint("x" * 2_000)
+            return "y" * 2_000
+
+        await worker.start()
+        try:
+            async with AsyncBackend(server.url, server.api_key) as backend:
+                job = await backend.create_job("big")
+                final = await until(server, job["id"], lambda state: state["status"] == "failed")
+        finally:
+            await worker.stop()
+        assert final["error"]["code"] == "value_too_large" and "store it elsewhere" in final["error"]["message"]
 
     run(scenario)
 

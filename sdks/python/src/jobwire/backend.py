@@ -25,6 +25,7 @@ def _create_body(
     idempotency_key: str | None,
     dispatch: bool | None,
     max_attempts: int | None,
+    stages: Sequence[str | Mapping[str, Any]] | None,
     extra: Mapping[str, Any],
 ) -> dict[str, Any]:
     body: dict[str, Any] = {"type": type}
@@ -38,6 +39,8 @@ def _create_body(
         body["dispatch"] = dispatch
     if max_attempts is not None:
         body["maxAttempts"] = max_attempts
+    if stages is not None:
+        body["stages"] = [stage if isinstance(stage, str) else dict(stage) for stage in stages]
     # Deadlines (`timeout`, `queueTimeout`, `heartbeatTimeout`) and fields newer servers take pass through as given.
     body.update(extra)
     return body
@@ -114,20 +117,28 @@ class Backend:
         idempotency_key: str | None = None,
         dispatch: bool | None = None,
         max_attempts: int | None = None,
+        stages: Sequence[str | Mapping[str, Any]] | None = None,
         **extra: Any,
     ) -> JobState:
         """Creates a job (``201``) or, for a known ``idempotency_key``, returns the job it created.
 
-        ``dispatch=False`` for jobs you run yourself and report on with :meth:`report`. Other keyword
-        arguments (deadlines such as ``timeout``, ``queueTimeout``, ``heartbeatTimeout``) are sent as given.
+        ``dispatch=False`` for jobs you run yourself and report on with :meth:`report`. ``stages``
+        declares the job's stage plan (names, ``{"name", "weight"}`` or ``{"name", "from", "to"}``)
+        on servers with stage plans. Other keyword arguments (deadlines such as ``timeout``,
+        ``queueTimeout``, ``heartbeatTimeout``) are sent as given.
         """
-        body = _create_body(type, input, owner, idempotency_key, dispatch, max_attempts, extra)
+        body = _create_body(type, input, owner, idempotency_key, dispatch, max_attempts, stages, extra)
         result: JobState = self._request("POST", "/v1/jobs", body)
         return result
 
     def get_job(self, job_id: str) -> JobState:
         result: JobState = self._request("GET", _job_path(job_id))
         return result
+
+    def get_result(self, job_id: str) -> Any:
+        """The job's result in full (``None`` while it has none), also one too large for an event,
+        which the server keeps apart (the state then has ``result: None`` and ``resultRef``)."""
+        return self._request("GET", _job_path(job_id, "/result"))["result"]
 
     def list_jobs(
         self,
@@ -215,15 +226,20 @@ class AsyncBackend:
         idempotency_key: str | None = None,
         dispatch: bool | None = None,
         max_attempts: int | None = None,
+        stages: Sequence[str | Mapping[str, Any]] | None = None,
         **extra: Any,
     ) -> JobState:
-        body = _create_body(type, input, owner, idempotency_key, dispatch, max_attempts, extra)
+        body = _create_body(type, input, owner, idempotency_key, dispatch, max_attempts, stages, extra)
         result: JobState = await self._request("POST", "/v1/jobs", body)
         return result
 
     async def get_job(self, job_id: str) -> JobState:
         result: JobState = await self._request("GET", _job_path(job_id))
         return result
+
+    async def get_result(self, job_id: str) -> Any:
+        """See :meth:`Backend.get_result`."""
+        return (await self._request("GET", _job_path(job_id, "/result")))["result"]
 
     async def list_jobs(
         self,

@@ -36,11 +36,11 @@ class _Abort:
 class _Reports:
     """Argument checks at the call, so the server never refuses a batch for them."""
 
-    def __init__(self, job: dict[str, Any], abort: _Abort, max_event_bytes: int) -> None:
+    def __init__(self, job: dict[str, Any], abort: _Abort, max_value_bytes: int) -> None:
         self.job = job
         """The claimed job's state: ``job["input"]``, ``job["checkpoint"]`` (resume from it), ``job["attempt"]``…"""
         self._abort = abort
-        self._max_event_bytes = max_event_bytes
+        self._max_value_bytes = max_value_bytes
         progress = job.get("progress") or {}
         # Metadata as the server will hold it, so an update past the merged limits raises here, not in a refused batch.
         self._progress_metadata: dict[str, Any] | None = progress.get("metadata")
@@ -119,8 +119,8 @@ class _Reports:
 
     def _checkpoint_size(self, data: Any) -> int:
         size = len(encode({"type": "checkpoint", "data": data}))
-        if size > self._max_event_bytes:
-            raise ValueError(f"checkpoint(): {size} bytes of JSON; the limit is {self._max_event_bytes}")
+        if size > self._max_value_bytes:
+            raise ValueError(f"checkpoint(): {size} bytes of JSON; the limit is {self._max_value_bytes} (BatchLimits.max_value_bytes, the server's --max-value-bytes)")
         return size
 
 
@@ -130,8 +130,8 @@ class JobContext(_Reports):
     (or lost, or the worker stops) the handler's task is cancelled (``asyncio.CancelledError``), and
     ``cancelled`` turns true; after that, reports are ignored and ``checkpoint()`` raises."""
 
-    def __init__(self, job: dict[str, Any], abort: _Abort, outbox: Outbox, max_event_bytes: int) -> None:
-        super().__init__(job, abort, max_event_bytes)
+    def __init__(self, job: dict[str, Any], abort: _Abort, outbox: Outbox, max_value_bytes: int) -> None:
+        super().__init__(job, abort, max_value_bytes)
         self._outbox = outbox
 
     def progress(
@@ -200,8 +200,8 @@ class SyncJobContext(_Reports):
     handed to the worker's event loop; ``checkpoint()`` and ``flush()`` block until durable. Check
     ``cancelled`` (or call ``raise_if_cancelled()``) in loops, or wait on ``cancel_event``."""
 
-    def __init__(self, job: dict[str, Any], abort: _Abort, outbox: Outbox, max_event_bytes: int, loop: asyncio.AbstractEventLoop) -> None:
-        super().__init__(job, abort, max_event_bytes)
+    def __init__(self, job: dict[str, Any], abort: _Abort, outbox: Outbox, max_value_bytes: int, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(job, abort, max_value_bytes)
         self._outbox = outbox
         self._loop = loop
 

@@ -127,10 +127,10 @@ class JobRun:
         try:
             await self._fetch_checkpoint()
             if inspect.iscoroutinefunction(handler):
-                ctx: Any = JobContext(self._claim.job, self._abort, self.outbox, limits.max_event_bytes)
+                ctx: Any = JobContext(self._claim.job, self._abort, self.outbox, limits.max_value_bytes)
                 self._handler_task = self._loop.create_task(handler(self._claim.job, ctx))
             else:
-                ctx = SyncJobContext(self._claim.job, self._abort, self.outbox, limits.max_event_bytes, self._loop)
+                ctx = SyncJobContext(self._claim.job, self._abort, self.outbox, limits.max_value_bytes, self._loop)
                 self._handler_task = self._loop.run_in_executor(self._env.executor, handler, self._claim.job, ctx)
             await asyncio.wait({self._handler_task})
             if self._handler_task.cancelled():
@@ -138,7 +138,10 @@ class JobRun:
             error = self._handler_task.exception()
             if error is not None:
                 raise error
-            terminal = _completed_event(self._handler_task.result(), limits.max_event_bytes)
+            terminal = _completed_event(self._handler_task.result(), limits.max_value_bytes)
+            if terminal["type"] == "failed":
+                # Refused here, before any request: the server would refuse it after the upload.
+                self._env.report(ValueError(terminal["message"]), "handler", self.id)
         except Exception as error:  # noqa: BLE001 — a handler's failure fails its job, whatever it is
             if self._abort.reason is None:
                 self._env.report(error, "handler", self.id)
@@ -333,7 +336,7 @@ class SignalWatch:
                 await asyncio.sleep(max(0.0, MIN_POLL - (loop.time() - sent_at)))
 
 
-def _completed_event(result: Any, max_event_bytes: int) -> dict[str, Any]:
+def _completed_event(result: Any, max_value_bytes: int) -> dict[str, Any]:
     """The ``completed`` event for a handler's return value, or a ``failed`` when it cannot be sent."""
     if result is None:
         return {"type": "completed"}
@@ -341,6 +344,7 @@ def _completed_event(result: Any, max_event_bytes: int) -> dict[str, Any]:
         size = len(encode({"type": "completed", "result": result}))
     except (TypeError, ValueError) as error:
         return {"type": "failed", "code": "invalid_result", "message": f"The result is not JSON: {error}", "retryable": False}
-    if size > max_event_bytes:
-        return {"type": "failed", "code": "event_too_large", "message": f"The result is {size} bytes of JSON; the limit is {max_event_bytes}", "retryable": False}
+    if size > max_value_bytes:
+        message = f"The result is {size} bytes of JSON; the limit is {max_value_bytes} (the server's --max-value-bytes): store it elsewhere and return a reference to it"
+        return {"type": "failed", "code": "value_too_large", "message": message, "retryable": False}
     return {"type": "completed", "result": result}

@@ -24,6 +24,10 @@ class BatchLimits:
     """Bytes of one event's JSON; longer text is split into several chunks."""
     max_batch_bytes: int = 900_000
     """Bytes of all events' JSON in one batch."""
+    max_value_bytes: int = 16 * 1024 * 1024
+    """Bytes of a result's or a checkpoint's JSON (the server's ``--max-value-bytes``). One above
+    ``max_event_bytes`` goes in a request of its own, and a server with large values stores it apart;
+    a server without them refuses it (``event_too_large``)."""
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ if [ "$(cat .venv/.jobwire-installed 2>/dev/null)" != "$stamp" ]; then
 fi
 
 .venv/bin/python -m mypy || exit 1
-.venv/bin/python -m pytest -q "$@"
+.venv/bin/python -m pytest -q -rs "$@"
 code=$?
 if [ "$code" -eq 5 ]; then
   echo "test:python: pytest collected no tests (exit code 5): the Python SDK's tests are missing or filtered out" >&2

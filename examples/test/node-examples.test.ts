@@ -44,6 +44,8 @@ describe('examples/transcription', () => {
     ])
     expect(job.checkpoint).toEqual({ done: ['a.mp3', 'b.wav'] })
     expect(job.result).toEqual({ files: [{ file: 'a.mp3', words: 150 }, { file: 'b.wav', words: 150 }] })
+    // The client asked for a credential for this job alone (a per-job token).
+    expect(frames[0]).toBe(`token for ${job.id}`)
     const all = frames.join('\n')
     expect(all).toContain('· aligning ·')
     // Per-file progress: b.wav was seen pending or running while a.mp3 was already done.

@@ -60,9 +60,15 @@ export async function main({ url, apiKey, log, args = [] }) {
   const backend = new JobwireBackend({ url, apiKey })
   const input = { files: args.length > 0 ? args : ['interview.mp3', 'intro.wav', 'outro.m4a'] }
   const job = await backend.createJob({ type, input, owner: { tenant: 'acme', user: 'ann' } })
-  const { token } = await backend.mintToken({ jobIds: [job.id] })
 
-  const client = createJobwireClient({ url, getToken: async () => token, WebSocket })
+  // The client says which jobs it needs a credential for; your backend checks the user may see
+  // them and mints a token for exactly those (one client can carry many jobs, each with its own).
+  const getToken = async (request) => {
+    if (request.scope !== 'jobs') return null
+    log(`token for ${request.jobIds.join(', ')}`)
+    return (await backend.mintToken({ jobIds: [...request.jobIds] })).token
+  }
+  const client = createJobwireClient({ url, getToken, WebSocket })
   let shown = ''
   let last = null
   for await (const state of client.watchJob(job.id)) {

@@ -33,8 +33,13 @@ describe('the README and docs/', () => {
     expect(top).toContain('npm ci && npm test')
   })
 
-  it('every relative link points at a file that exists, and every #anchor at a heading of it', async () => {
-    const pages = ['README.md', ...(await readdir(new URL('docs/', root))).filter((name) => name.endsWith('.md')).map((name) => `docs/${name}`)]
+  it('every relative link (README, docs/, examples, package READMEs) points at a file that exists, and every #anchor at a heading of it', async () => {
+    const pages = [
+      'README.md',
+      'examples/README.md',
+      ...(await readdir(new URL('packages/', root))).map((name) => `packages/${name}/README.md`).filter((path) => existsSync(new URL(path, root))),
+      ...(await readdir(new URL('docs/', root))).filter((name) => name.endsWith('.md')).map((name) => `docs/${name}`),
+    ]
     // GitHub's heading ids: lower case, punctuation dropped, spaces to hyphens.
     const anchorsOf = (text: string): Set<string> =>
       new Set(

@@ -16,6 +16,22 @@ export interface CreateJob {
   /** False when you run the job yourself and report with `report()`; default true (workers claim it). */
   dispatch?: boolean
   maxAttempts?: number
+  // Deadlines and retention, in ms or as a duration ("2m"); each overrides the job type's and the
+  // server's default, and 0 turns one off (docs/lifecycle.md).
+  /** Longest the job may run; it then fails with `timed_out`. */
+  timeout?: number | string
+  /** `job` (default): from its first start; `attempt`: from each start. */
+  timeoutPer?: 'job' | 'attempt'
+  /** A per-attempt timeout with attempts left re-queues the job instead of failing it. */
+  timeoutRetryable?: boolean
+  /** Longest a dispatched job may wait unclaimed; it then fails with `queue_timeout`. */
+  queueTimeout?: number | string
+  /** With `dispatch: false`: longest without a report or `heartbeat()`; it then fails with `runner_lost`. */
+  heartbeatTimeout?: number | string
+  /** Cancel the job (reason `unwatched`) once nobody has watched it for this long. */
+  cancelWhenUnwatched?: number | string
+  /** How long the job is kept once finished. */
+  retention?: number | string
 }
 
 export type ProducerEvent =
@@ -76,6 +92,14 @@ export class JobwireBackend {
   /** Appends events to a job you run yourself (`dispatch: false`); a batch is atomic. */
   report(id: string, events: ProducerEvent[]): Promise<ReportResult> {
     return this.#request('POST', `/v1/jobs/${encodeURIComponent(id)}/events`, { events })
+  }
+
+  /**
+   * Says the runner of a job you run yourself (`dispatch: false`) is alive, between reports: its
+   * `heartbeatTimeout` starts over. A report does the same.
+   */
+  heartbeat(id: string): Promise<{ status: JobStatus; cancelled: boolean; heartbeatDue: string | null }> {
+    return this.#request('POST', `/v1/jobs/${encodeURIComponent(id)}/heartbeat`, {})
   }
 
   /**

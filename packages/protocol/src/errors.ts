@@ -37,6 +37,26 @@ export const errorRegistry = {
   internal: { status: 500, retryable: true, message: 'Internal error (request {requestId})' },
 } as const satisfies Record<string, { status: number; retryable: boolean; message: string }>
 
+/**
+ * Codes the server itself ends a job with (in its `failed` event's `code`, or a `requeued` or
+ * `cancelled` event's `reason`), not HTTP errors: a watcher sees them as ordinary terminal events.
+ * `retryable` says whether the job may be re-queued for it (per its type's settings).
+ */
+export const jobErrorRegistry = {
+  worker_lost: { retryable: true, message: 'The worker holding the job stopped heartbeating (its lease lapsed) on the last attempt' },
+  timed_out: { retryable: true, message: 'The job ran longer than its timeout ({timeoutMs} ms, measured per {per})' },
+  queue_timeout: { retryable: false, message: 'The job waited unclaimed longer than its queue timeout ({queueTimeoutMs} ms): no worker of its type took it' },
+  runner_lost: { retryable: false, message: 'The self-run job got no event and no heartbeat for {heartbeatTimeoutMs} ms: its runner is gone' },
+  unwatched: { retryable: false, message: 'Nobody watched the job for {cancelWhenUnwatchedMs} ms, on any node (a cancel reason)' },
+} as const satisfies Record<string, { retryable: boolean; message: string }>
+
+export type JobErrorCode = keyof typeof jobErrorRegistry
+
+/** A job error code's message, with `{name}` filled from details. */
+export function formatJobErrorMessage(code: JobErrorCode, details: Record<string, unknown> = {}): string {
+  return jobErrorRegistry[code].message.replace(/\{(\w+)\}/g, (whole, key: string) => (key in details ? String(details[key]) : whole))
+}
+
 export type ErrorCode = keyof typeof errorRegistry
 export const errorCodes = Object.keys(errorRegistry) as ErrorCode[]
 

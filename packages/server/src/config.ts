@@ -1,8 +1,9 @@
 import { readFileSync } from 'node:fs'
 import { z } from 'zod'
+import type { DeadlineSettings } from './core/store.js'
 
 /** A duration: milliseconds as a number, or a string with a unit (`500ms`, `15s`, `10m`, `24h`, `7d`). */
-const duration = z.union([z.number(), z.string()]).transform((value, ctx) => {
+export const duration = z.union([z.number(), z.string()]).transform((value, ctx) => {
   if (typeof value === 'number') return value
   const match = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?$/.exec(value.trim())
   if (match === null) {
@@ -15,6 +16,34 @@ const duration = z.union([z.number(), z.string()]).transform((value, ctx) => {
 
 const int = (min: number, max: number) => z.coerce.number().int().min(min).max(max)
 const bool = z.union([z.boolean(), z.enum(['true', 'false', '1', '0', 'yes', 'no'])]).transform((v) => v === true || v === 'true' || v === '1' || v === 'yes')
+
+/** One job type's deadlines and retention (`jobTypes`); each overrides the option of the same name. */
+const jobTypeSettings = z
+  .object({
+    timeout: duration.pipe(z.number().min(0)).optional(),
+    timeoutPer: z.enum(['job', 'attempt']).optional(),
+    timeoutRetryable: z.boolean().optional(),
+    queueTimeout: duration.pipe(z.number().min(0)).optional(),
+    heartbeatTimeout: duration.pipe(z.number().min(0)).optional(),
+    cancelWhenUnwatched: duration.pipe(z.number().min(0)).optional(),
+    retention: duration.pipe(z.number().min(0)).optional(),
+  })
+  .strict()
+
+export type JobTypeSettings = z.infer<typeof jobTypeSettings>
+
+/** Config's durations (0: off) as a job's deadline settings, without the ones it leaves unset. */
+export function deadlineSettings(settings: Partial<JobTypeSettings>): DeadlineSettings {
+  const out: DeadlineSettings = {}
+  if (settings.timeout !== undefined) out.timeoutMs = settings.timeout
+  if (settings.timeoutPer !== undefined) out.timeoutPer = settings.timeoutPer
+  if (settings.timeoutRetryable !== undefined) out.timeoutRetryable = settings.timeoutRetryable
+  if (settings.queueTimeout !== undefined) out.queueTimeoutMs = settings.queueTimeout
+  if (settings.heartbeatTimeout !== undefined) out.heartbeatTimeoutMs = settings.heartbeatTimeout
+  if (settings.cancelWhenUnwatched !== undefined) out.cancelWhenUnwatchedMs = settings.cancelWhenUnwatched
+  if (settings.retention !== undefined) out.retentionMs = settings.retention
+  return out
+}
 
 /**
  * Every option, its default, its check and its description (the one source of
@@ -51,7 +80,7 @@ export const configSchema = z.object({
   maxBatchEvents: int(1, 100_000).default(1000).meta({ description: 'most events in one batch' }),
   maxTextLength: int(0, 256 * 1024 ** 2).default(4 * 1024 * 1024).meta({ description: 'most characters of streamed text per job' }),
   maxEventsPerJob: int(10, 10_000_000).default(1000).meta({ description: 'events kept per job log; older ones are trimmed (a resume from before them gets a `reset` snapshot)' }),
-  ttlCompleted: duration.pipe(z.number().min(0)).default(24 * 3_600_000).meta({ description: 'how long completed jobs are kept' }),
+  ttlCompleted: duration.pipe(z.number().min(0)).default(24 * 3_600_000).meta({ description: 'how long completed jobs are kept (per type: `retention` in `--job-types`; per job: `retention` at create)' }),
   ttlFailed: duration.pipe(z.number().min(0)).default(3_600_000).meta({ description: 'how long failed jobs are kept' }),
   ttlCancelled: duration.pipe(z.number().min(0)).default(3_600_000).meta({ description: 'how long cancelled jobs are kept' }),
   sweepInterval: duration.pipe(z.number().min(100)).default(30_000).meta({ description: 'how often expired jobs are deleted' }),
@@ -76,6 +105,31 @@ export const configSchema = z.object({
     })
     .meta({ description: 'per-type attempts, `transcription=5,agent=2`' }),
   retryBackoff: duration.pipe(z.number().min(0)).default(1_000).meta({ description: 'first delay before a retryable failure is retried; doubles per attempt, at most 60 s' }),
+  jobTimeout: duration.pipe(z.number().min(0)).default(0).meta({ description: 'longest a job may run before it fails with `timed_out` (`0`: no limit); per type in `--job-types`, per job at create (`timeout`); see [Job lifecycle](lifecycle.md)', defaultText: '`0` (off)' }),
+  jobTimeoutPer: z.enum(['job', 'attempt']).default('job').meta({ description: 'what the timeout measures: `job` from the job\'s first start, `attempt` from each start' }),
+  jobTimeoutRetryable: bool.default(false).meta({ description: 'a per-attempt timeout with attempts left re-queues the job (with backoff) instead of failing it' }),
+  queueTimeout: duration.pipe(z.number().min(0)).default(0).meta({ description: 'longest a dispatched job may wait unclaimed before it fails with `queue_timeout` (`0`: no limit)', defaultText: '`0` (off)' }),
+  heartbeatTimeout: duration.pipe(z.number().min(0)).default(0).meta({ description: 'self-run jobs (`dispatch: false`): longest without an event or a heartbeat (`POST /v1/jobs/:id/heartbeat`) before they fail with `runner_lost` (`0`: no limit)', defaultText: '`0` (off)' }),
+  cancelWhenUnwatched: duration.pipe(z.number().min(0)).default(0).meta({ description: 'cancel a job (reason `unwatched`) once nobody has watched it on any node for this long (`0`: never); keep it several times `--deadline-sweep-interval`', defaultText: '`0` (off)' }),
+  deadlineSweepInterval: duration.pipe(z.number().min(20)).default(1_000).meta({ description: 'how often each node fires due deadlines and marks the jobs it sees watched; a deadline fires within this after it falls' }),
+  jobTypes: z
+    .union([z.string(), z.record(z.string(), z.unknown())])
+    .default({})
+    .transform((value, ctx) => {
+      if (typeof value !== 'string') return value
+      if (value.trim() === '') return {}
+      try {
+        return JSON.parse(value) as unknown
+      } catch {
+        ctx.addIssue({ code: 'custom', message: 'expected a JSON object of job types' })
+        return z.NEVER
+      }
+    })
+    .pipe(z.record(z.string().regex(/^[\w.:-]+$/, 'job types are letters, digits, _ . : - only'), jobTypeSettings))
+    .meta({
+      description:
+        'per-type deadlines and retention, a JSON object (a JSON string in a flag or variable): `{"suggest": {"timeout": "2m", "queueTimeout": "10m", "retention": "1h"}}`; keys `timeout`, `timeoutPer`, `timeoutRetryable`, `queueTimeout`, `heartbeatTimeout`, `cancelWhenUnwatched`, `retention`',
+    }),
   tokenSecret: z.string().min(32, 'must be at least 32 characters').optional().meta({ description: 'signs subscription tokens (≥ 32 characters); generated into `<data-dir>/token.secret` when unset; the same on every node', defaultText: 'generated' }),
   tokenTtl: duration.pipe(z.number().min(10_000).max(24 * 3_600_000)).default(15 * 60_000).meta({ description: 'default lifetime of minted tokens (10 s – 24 h)' }),
   jwtSecret: z.string().min(16, 'must be at least 16 characters').optional().meta({ description: 'app JWTs: HS shared secret' }),

@@ -63,6 +63,17 @@ export class Metrics {
     buckets: jobBuckets,
     registers: [this.registry],
   })
+  readonly deadlinesFired = new Counter({
+    name: 'jobwire_deadlines_fired_total',
+    help: 'Jobs ended (or re-queued) by a deadline, by type and code: timed_out, queue_timeout, runner_lost, unwatched',
+    labelNames: ['type', 'code'] as const,
+    registers: [this.registry],
+  })
+  readonly jobsExpired = new Counter({
+    name: 'jobwire_jobs_expired_total',
+    help: 'Finished jobs deleted with their logs once their retention passed (counted by the node that swept them)',
+    registers: [this.registry],
+  })
   readonly subscriptionStarts = new Counter({
     name: 'jobwire_subscription_starts_total',
     help: 'Stream and long-poll starts: initial snapshot, recovered (exact replay after a seq) or reset (snapshot: the log was trimmed), by transport',
@@ -177,11 +188,14 @@ export class Metrics {
             break
           case 'requeued':
             this.jobsRequeued.inc({ type, reason: requeueReason(event.data) })
+            if (event.data.reason === 'timed_out') this.deadlinesFired.inc({ type, code: 'timed_out' })
             break
           case 'completed':
           case 'failed':
           case 'cancelled':
             this.jobsFinished.inc({ type, status: event.type })
+            if (event.type === 'failed' && deadlineCodes.has(event.data.code)) this.deadlinesFired.inc({ type, code: event.data.code })
+            if (event.type === 'cancelled' && event.data.reason === 'unwatched') this.deadlinesFired.inc({ type, code: 'unwatched' })
             if (job.startedAt !== null) this.jobDuration.observe({ type, status: event.type }, seconds(job.startedAt, event.at))
             break
           default:
@@ -206,6 +220,9 @@ export interface TransportCounts {
 }
 
 /** A bounded label: a release or retry reason is free text chosen by workers. */
+/** Failure codes only a deadline sets (a producer may send any code, but these are the server's). */
+const deadlineCodes = new Set(['timed_out', 'queue_timeout', 'runner_lost'])
+
 function requeueReason(data: { reason: string; error?: unknown }): string {
   if (data.error !== undefined) return 'retry'
   return data.reason === 'worker_lost' || data.reason === 'resumed' ? data.reason : 'released'

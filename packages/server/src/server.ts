@@ -5,7 +5,7 @@ import type { FastifyInstance } from 'fastify'
 import { Dispatcher } from './core/dispatch.js'
 import { JobService } from './core/jobs.js'
 import type { Store } from './core/store.js'
-import { isValidatedConfig, loadConfig, type Config, type ConfigInput } from './config.js'
+import { deadlineSettings, isValidatedConfig, loadConfig, type Config, type ConfigInput } from './config.js'
 import { buildApp } from './http/app.js'
 import { randomBytes } from 'node:crypto'
 import { AppJwtVerifier } from './auth/app-jwt.js'
@@ -129,6 +129,15 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
       maxAttempts: config.maxAttempts,
       maxAttemptsByType: config.maxAttemptsByType,
       retryBackoffMs: config.retryBackoff,
+      deadlines: deadlineSettings({
+        timeout: config.jobTimeout,
+        timeoutPer: config.jobTimeoutPer,
+        timeoutRetryable: config.jobTimeoutRetryable,
+        queueTimeout: config.queueTimeout,
+        heartbeatTimeout: config.heartbeatTimeout,
+        cancelWhenUnwatched: config.cancelWhenUnwatched,
+      }),
+      deadlinesByType: Object.fromEntries(Object.entries(config.jobTypes).map(([type, settings]) => [type, deadlineSettings(settings)])),
     },
     undefined,
     combineObservers(
@@ -162,7 +171,7 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
   )
   const demo = config.demo ? createDemo(service, logger || undefined, { failureRate: config.demoFailureRate }) : null
   // When each sweep last finished without error; /readyz turns red when one falls behind.
-  const lastSweep = { expiry: Date.now(), leases: Date.now() }
+  const lastSweep = { expiry: Date.now(), leases: Date.now(), deadlines: Date.now() }
   const { app, sse, endLongPolls } = await buildApp({
     service,
     auth,
@@ -204,6 +213,7 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
     service.sweep().then(
       ({ expiredJobs }) => {
         lastSweep.expiry = Date.now()
+        if (expiredJobs > 0) metrics.jobsExpired.inc(expiredJobs)
         if (expiredJobs > 0 && logger) logger.debug({ expiredJobs }, 'swept expired jobs')
       },
       (error: unknown) => logger && logger.warn({ err: error }, 'sweep failed'),
@@ -226,6 +236,21 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
       .finally(() => (reclaiming = false))
   }, config.leaseSweepInterval)
   leaseSweep.unref()
+  let firing = false
+  const deadlineSweep = setInterval(() => {
+    if (firing) return
+    firing = true
+    Promise.all([service.deadlines.fireDue(), service.deadlines.refreshWatched()])
+      .then(
+        ([fired]) => {
+          lastSweep.deadlines = Date.now()
+          if (fired > 0 && logger) logger.debug({ fired }, 'fired job deadlines')
+        },
+        (error: unknown) => logger && logger.warn({ err: error }, 'deadline sweep failed'),
+      )
+      .finally(() => (firing = false))
+  }, config.deadlineSweepInterval)
+  deadlineSweep.unref()
 
   // Requests in progress, so that a shutdown lets them finish (streams and long-polls end first).
   let inFlight = 0
@@ -267,6 +292,7 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
       closing ??= (async () => {
         clearInterval(sweep)
         clearInterval(leaseSweep)
+        clearInterval(deadlineSweep)
         // Workers we run give their jobs back (through this node's API, so it still serves them).
         await demo?.stop()
         // No new connections: clients told to reconnect below are refused here, so they go to
@@ -290,9 +316,14 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
  * A sweep that has not finished for three of its intervals (plus a second of slack) is stuck or
  * failing: expired jobs pile up, or a dead worker's jobs are never taken back.
  */
-function sweepProblem(last: { expiry: number; leases: number }, config: Config): string | null {
+function sweepProblem(last: { expiry: number; leases: number; deadlines: number }, config: Config): string | null {
   const now = Date.now()
-  for (const [name, at, interval] of [['lease sweep', last.leases, config.leaseSweepInterval], ['expiry sweep', last.expiry, config.sweepInterval]] as const) {
+  const sweeps = [
+    ['lease sweep', last.leases, config.leaseSweepInterval],
+    ['expiry sweep', last.expiry, config.sweepInterval],
+    ['deadline sweep', last.deadlines, config.deadlineSweepInterval],
+  ] as const
+  for (const [name, at, interval] of sweeps) {
     if (now - at > 3 * interval + 1_000) return `the ${name} has not completed for ${Math.round((now - at) / 1000)} s`
   }
   return null

@@ -38,8 +38,8 @@ if (redisReachable('Redis store: real processes')) {
   })
 
   /** Nodes on the shared Redis, killed after the test whatever happens (replacements too: see `track`). */
-  async function startNodes(count: number, prefix: string): Promise<Node[]> {
-    return track(await startClusterNodes(count, { redisUrl, prefix }))
+  async function startNodes(count: number, prefix: string, args: string[] = []): Promise<Node[]> {
+    return track(await startClusterNodes(count, { redisUrl, prefix, args }))
   }
 
   function track(nodes: Node[]): Node[] {
@@ -210,6 +210,42 @@ if (redisReachable('Redis store: real processes')) {
       const appended = await a.client.call<{ seq: number }>('POST', `/v1/jobs/${fresh.body.id}/events`, { events: [{ type: 'chunk', text: 'new' }] })
       expect(appended.status).toBe(200)
       expect(appended.body.seq).toBe(3)
+    })
+
+    it('deadlines outlive the node that was up when they were set: killed -9, the nodes started after it fire each exactly once', async () => {
+      const prefix = `${base}:${++runs}`
+      const sweep = ['--deadline-sweep-interval', '50']
+      const [a] = track([await startNode({ redisUrl, prefix, args: sweep })]) as [Node]
+      const deadline = 2_000
+      const queued = await a.client.call<JobState>('POST', '/v1/jobs', { type: 'nobody-serves', queueTimeout: deadline })
+      const running = await a.client.call<JobState>('POST', '/v1/jobs', { type: 'hangs', timeout: deadline })
+      const claimed = await a.client.call('POST', '/v1/workers/claim', { types: ['hangs'], worker: 'doomed', leaseMs: 600_000 })
+      expect(claimed.status).toBe(200)
+      const selfRun = await a.client.call<JobState>('POST', '/v1/jobs', { type: 'self-run', dispatch: false, heartbeatTimeout: deadline })
+      const unwatched = await a.client.call<JobState>('POST', '/v1/jobs', { type: 'ignored', cancelWhenUnwatched: deadline })
+      // The only node that has seen these jobs dies before any of their deadlines falls.
+      await stopNode(a, 'SIGKILL')
+      const [b, c] = (await startNodes(2, prefix, sweep)) as [Node, Node]
+      const watched: [string, string][] = [
+        [queued.body.id, 'queue_timeout'],
+        [running.body.id, 'timed_out'],
+        [selfRun.body.id, 'runner_lost'],
+      ]
+      for (const [jobId, code] of watched) {
+        // A watcher on another node sees the end as an ordinary terminal event (or, if it came late, a terminal snapshot).
+        const stream = await openSse(`${b.url}/v1/jobs/${jobId}/stream`, { headers: { ...auth } })
+        const messages: StreamMessage[] = []
+        for await (const message of stream.messages()) messages.push(message)
+        expect(messages.at(-1), jobId).toMatchObject(messages.at(-1)?.type === 'event' ? { event: { type: 'failed', data: { code } } } : { job: { status: 'failed', error: { code } } })
+        expect((await readWholeLog(c.client, jobId)).filter((e) => e.type === 'failed' || e.type === 'cancelled'), jobId).toHaveLength(1)
+      }
+      // Nobody watches this one (a GET is not a watch): it is cancelled as unwatched.
+      for (let tries = 0; (await c.client.call<JobState>('GET', `/v1/jobs/${unwatched.body.id}`)).body.status !== 'cancelled'; tries++) {
+        expect(tries, 'the unwatched job to be cancelled').toBeLessThan(400)
+        await sleep(50)
+      }
+      const log = await readWholeLog(b.client, unwatched.body.id)
+      expect(log.filter((e) => e.type === 'cancelled')).toEqual([expect.objectContaining({ data: { reason: 'unwatched' } })])
     })
 
     it('Redis pauses writes (CLIENT PAUSE 1500 WRITE) under load: no acknowledged write lost, no process crashes', async () => {

@@ -567,6 +567,222 @@ export function describeStoreConformance(name: string, makeStore: MakeStore, cle
       })
     })
 
+    describe('deadlines', () => {
+      const minute = 60_000
+      /** JobService and Dispatcher on one hand-driven clock: deadlines come due without sleeping. */
+      async function openClocked(limits: Partial<CoreLimits> = {}) {
+        const { store } = await open()
+        const clock = { now: Date.now() }
+        const service = new JobService(store, limits, () => new Date(clock.now))
+        const dispatcher = new Dispatcher(service, () => clock.now)
+        const claim = async (type = 'test') => {
+          const claimed = await dispatcher.claim({ types: [type], worker: 'w', leaseMs: 60 * minute, waitMs: 0 })
+          if (claimed === null) throw new Error(`no ${type} job to claim`)
+          return claimed
+        }
+        return { store, service, dispatcher, clock, claim }
+      }
+
+      it('a job running past its timeout fails with timed_out once, and its worker is signalled timed_out', async () => {
+        const { store, service, dispatcher, clock, claim } = await openClocked()
+        const { job } = await service.createJob({ type: 'test', deadlines: { timeoutMs: minute } })
+        const claimed = await claim()
+        clock.now += 30_000
+        expect(await service.deadlines.fireDue()).toBe(0)
+        expect((await store.getJob(job.id))?.status).toBe('running')
+        clock.now += 31_000
+        expect(await service.deadlines.fireDue()).toBe(1)
+        const failed = await store.getJob(job.id)
+        expect(failed).toMatchObject({ status: 'failed', error: { code: 'timed_out', retryable: false } })
+        expect(failed?.error?.message).toContain('60000 ms')
+        expect(await dispatcher.signals([{ id: job.id, lease: claimed.lease.token }], 0)).toEqual([{ jobId: job.id, reason: 'timed_out' }])
+        await expectCode(service.appendEvents(job.id, [chunk('late')], { lease: claimed.lease.token, batch: 1 }), 'job_finished')
+        clock.now += minute
+        expect(await service.deadlines.fireDue()).toBe(0)
+        expect((await store.readLog(job.id, 0, 10))?.events.filter((e) => e.type === 'failed')).toHaveLength(1)
+        expect(await store.dueDeadlines(clock.now + 100 * minute, 10)).toEqual([])
+      })
+
+      it('a whole-job timeout keeps counting across a re-queue; a per-attempt one starts over at each start', async () => {
+        const { store, service, clock, claim } = await openClocked()
+        const whole = (await service.createJob({ type: 'whole', deadlines: { timeoutMs: minute } })).job.id
+        const perAttempt = (await service.createJob({ type: 'each', deadlines: { timeoutMs: minute, timeoutPer: 'attempt' } })).job.id
+        await claim('whole')
+        await claim('each')
+        clock.now += 40_000
+        // Both go back to the queue (a worker gave them back) and start again at once.
+        for (const id of [whole, perAttempt]) await store.append(id, () => ({ events: [requeued(1)], lease: null, availableAt: 0 }))
+        await claim('whole')
+        await claim('each')
+        clock.now += 30_000
+        expect(await service.deadlines.fireDue()).toBe(1)
+        expect((await store.getJob(whole))?.error?.code).toBe('timed_out')
+        expect((await store.getJob(perAttempt))?.status).toBe('running')
+        clock.now += 31_000
+        expect(await service.deadlines.fireDue()).toBe(1)
+        expect((await store.getJob(perAttempt))?.error?.code).toBe('timed_out')
+      })
+
+      it('a retryable per-attempt timeout re-queues the job with backoff while attempts remain, then fails it', async () => {
+        const { store, service, dispatcher, clock, claim } = await openClocked({ retryBackoffMs: 5_000 })
+        const { job } = await service.createJob({ type: 'test', maxAttempts: 2, deadlines: { timeoutMs: minute, timeoutPer: 'attempt', timeoutRetryable: true } })
+        const first = await claim()
+        clock.now += minute + 1
+        expect(await service.deadlines.fireDue()).toBe(1)
+        const requeuedJob = await store.getJob(job.id)
+        expect(requeuedJob).toMatchObject({ status: 'queued', attempt: 1, error: { code: 'timed_out', retryable: true } })
+        const log = (await store.readLog(job.id, 0, 10))?.events ?? []
+        expect(log.at(-1)).toMatchObject({ type: 'requeued', data: { reason: 'timed_out', attempt: 1 } })
+        expect(await dispatcher.signals([{ id: job.id, lease: first.lease.token }], 0)).toEqual([{ jobId: job.id, reason: 'timed_out' }])
+        expect(await dispatcher.claim({ types: ['test'], worker: 'w', leaseMs: minute, waitMs: 0 })).toBeNull()
+        clock.now += 5_000
+        await claim()
+        clock.now += minute + 1
+        expect(await service.deadlines.fireDue()).toBe(1)
+        expect(await store.getJob(job.id)).toMatchObject({ status: 'failed', attempt: 2, error: { code: 'timed_out', retryable: false } })
+      })
+
+      it('a dispatched job left unclaimed past its queue timeout fails with queue_timeout; a claimed one does not', async () => {
+        const { store, service, clock, claim } = await openClocked()
+        const waiting = (await service.createJob({ type: 'nobody-serves', deadlines: { queueTimeoutMs: minute } })).job.id
+        const taken = (await service.createJob({ type: 'test', deadlines: { queueTimeoutMs: minute } })).job.id
+        clock.now += 59_000
+        expect(await service.deadlines.fireDue()).toBe(0)
+        await claim()
+        clock.now += 2_000
+        expect(await service.deadlines.fireDue()).toBe(1)
+        expect(await store.getJob(waiting)).toMatchObject({ status: 'failed', error: { code: 'queue_timeout', retryable: false } })
+        expect((await store.getJob(taken))?.status).toBe('running')
+        expect(await store.queuePosition(waiting)).toBeNull()
+      })
+
+      it('a self-run job whose runner stops sending events and heartbeats fails with runner_lost', async () => {
+        const { store, service, clock } = await openClocked()
+        const { job } = await service.createJob({ type: 'test', dispatch: false, deadlines: { heartbeatTimeoutMs: minute } })
+        await service.appendEvents(job.id, [chunk('working')])
+        clock.now += 40_000
+        expect((await service.runnerHeartbeat(job.id)).heartbeatDue).toBe(new Date(clock.now + minute).toISOString())
+        clock.now += 50_000
+        expect(await service.deadlines.fireDue()).toBe(0)
+        clock.now += 11_000
+        expect(await service.deadlines.fireDue()).toBe(1)
+        expect(await store.getJob(job.id)).toMatchObject({ status: 'failed', error: { code: 'runner_lost', retryable: false } })
+        // A dispatched job's runner is its worker: it heartbeats its lease instead.
+        const dispatched = (await service.createJob({ type: 'test' })).job.id
+        await expectCode(service.runnerHeartbeat(dispatched), 'invalid_request')
+      })
+
+      it('settings resolve job over type over default, and 0 turns one off', async () => {
+        const { store, service, clock } = await openClocked({
+          deadlines: { queueTimeoutMs: 10 * minute, retentionMs: minute },
+          deadlinesByType: { fast: { queueTimeoutMs: minute } },
+        })
+        const plain = (await service.createJob({ type: 'slow' })).job.id
+        const fast = (await service.createJob({ type: 'fast' })).job.id
+        const own = (await service.createJob({ type: 'fast', deadlines: { queueTimeoutMs: 3 * minute } })).job.id
+        const off = (await service.createJob({ type: 'fast', deadlines: { queueTimeoutMs: 0 } })).job.id
+        const due = async (id: string) => (await store.getRecord(id))?.timers.due.queueTimeout
+        expect(await due(plain)).toBe(clock.now + 10 * minute)
+        expect(await due(fast)).toBe(clock.now + minute)
+        expect(await due(own)).toBe(clock.now + 3 * minute)
+        expect(await due(off)).toBeUndefined()
+        expect((await store.getRecord(off))?.timers.settings).toEqual({ retentionMs: minute })
+      })
+
+      it('several nodes firing the same due deadline at once end the job exactly once', async () => {
+        const { store, service, clock } = await openClocked()
+        const { job } = await service.createJob({ type: 'test', deadlines: { queueTimeoutMs: minute } })
+        const others = [1, 2, 3].map(() => new JobService(store, {}, () => new Date(clock.now)))
+        clock.now += 2 * minute
+        const fired = await Promise.all([service, ...others].map((node) => node.deadlines.fireDue()))
+        expect(fired.reduce((a, b) => a + b, 0)).toBe(1)
+        expect((await store.readLog(job.id, 0, 10))?.events.map((e) => e.type)).toEqual(['created', 'failed'])
+      })
+
+      it('dueDeadlines lists due jobs earliest first, up to the limit, and none that finished', async () => {
+        const { store, service, clock } = await openClocked()
+        const late = (await service.createJob({ type: 'test', deadlines: { queueTimeoutMs: 3 * minute } })).job.id
+        const early = (await service.createJob({ type: 'test', deadlines: { queueTimeoutMs: minute } })).job.id
+        const done = (await service.createJob({ type: 'test', deadlines: { queueTimeoutMs: minute } })).job.id
+        await service.cancelJob(done)
+        expect(await store.dueDeadlines(clock.now + 30_000, 10)).toEqual([])
+        expect(await store.dueDeadlines(clock.now + 2 * minute, 10)).toEqual([early])
+        expect(await store.dueDeadlines(clock.now + 4 * minute, 10)).toEqual([early, late])
+        expect(await store.dueDeadlines(clock.now + 4 * minute, 1)).toEqual([early])
+      })
+    })
+
+    describe('cancel when unwatched', () => {
+      const minute = 60_000
+
+      it('cancels a job nobody watched for its cancelWhenUnwatched, and never one that is watched', async () => {
+        const { store } = await open()
+        const clock = { now: Date.now() }
+        const service = new JobService(store, {}, () => new Date(clock.now))
+        const watched = (await service.createJob({ type: 'test', deadlines: { cancelWhenUnwatchedMs: minute } })).job.id
+        const ignored = (await service.createJob({ type: 'test', deadlines: { cancelWhenUnwatchedMs: minute } })).job.id
+        const sink = recordingSink()
+        const subscription = await service.subscribe(watched, undefined, sink)
+        // Every 30 s the node says which jobs it sees watched, as its deadline sweep does.
+        for (let i = 0; i < 5; i++) {
+          clock.now += 30_000
+          await service.deadlines.refreshWatched()
+          await service.deadlines.fireDue()
+        }
+        expect(await store.getJob(ignored)).toMatchObject({ status: 'cancelled' })
+        expect((await store.readLog(ignored, 0, 10))?.events.at(-1)).toMatchObject({ type: 'cancelled', data: { reason: 'unwatched' } })
+        expect((await store.getJob(watched))?.status).toBe('queued')
+        subscription.close()
+        clock.now += 30_000
+        await service.deadlines.refreshWatched()
+        expect(await service.deadlines.fireDue()).toBe(0)
+        clock.now += 31_000
+        await service.deadlines.refreshWatched()
+        expect(await service.deadlines.fireDue()).toBe(1)
+        expect((await store.readLog(watched, 0, 10))?.events.at(-1)).toMatchObject({ type: 'cancelled', data: { reason: 'unwatched' } })
+      })
+
+      it('counts a watcher on another node and a long-poll as watching', async () => {
+        const { store } = await open()
+        const clock = { now: Date.now() }
+        const firing = new JobService(store, {}, () => new Date(clock.now))
+        const watching = new JobService(store, {}, () => new Date(clock.now))
+        const polled = (await firing.createJob({ type: 'test', deadlines: { cancelWhenUnwatchedMs: minute } })).job.id
+        const streamed = (await firing.createJob({ type: 'test', deadlines: { cancelWhenUnwatchedMs: minute } })).job.id
+        const subscription = await watching.subscribe(streamed, undefined, recordingSink())
+        for (let i = 0; i < 4; i++) {
+          clock.now += 30_000
+          await watching.poll(polled, undefined, 0)
+          await watching.deadlines.refreshWatched()
+          expect(await firing.deadlines.fireDue()).toBe(0)
+        }
+        expect((await store.getJob(polled))?.status).toBe('queued')
+        expect((await store.getJob(streamed))?.status).toBe('queued')
+        subscription.close()
+      })
+    })
+
+    describe('retention per job', () => {
+      const minute = 60_000
+
+      it('keeps a finished job for its own retention, whatever its status, then deletes it with its log', async () => {
+        const { store, service } = await open({ retention: { ttlMs: { completed: 10 * minute, failed: 10 * minute, cancelled: 10 * minute } } })
+        const short = (await service.createJob({ type: 'test', deadlines: { retentionMs: minute } })).job.id
+        const long = (await service.createJob({ type: 'test', deadlines: { retentionMs: 30 * minute } })).job.id
+        const plain = (await service.createJob({ type: 'test' })).job.id
+        for (const id of [short, long, plain]) await service.appendEvents(id, [{ type: 'completed', data: { result: null } }])
+        expect(await store.sweep(Date.now() + 2 * minute)).toEqual({ expiredJobs: 1 })
+        expect(await store.getJob(short)).toBeNull()
+        expect(await store.readLog(short, 0, 10)).toBeNull()
+        await expectCode(service.subscribe(short, undefined, recordingSink()), 'job_not_found')
+        await expectCode(service.subscribe(short, 2, recordingSink()), 'job_not_found')
+        expect(await store.sweep(Date.now() + 11 * minute)).toEqual({ expiredJobs: 1 })
+        expect(await store.getJob(plain)).toBeNull()
+        expect(await store.getJob(long)).not.toBeNull()
+        expect(await store.sweep(Date.now() + 31 * minute)).toEqual({ expiredJobs: 1 })
+      })
+    })
+
     describe('concurrent appends', () => {
       it('200 parallel appendEvents on one job get seqs 1..N exactly once and text in seq order', async () => {
         const { store, service } = await open()
@@ -1120,7 +1336,7 @@ export function describeStoreConformance(name: string, makeStore: MakeStore, cle
           const { job } = await store.createJob(newJob())
           const held = lease({ worker: `w${i}` })
           await store.claim(['test'], Date.now(), startUnder(held))
-          expect(await store.getRecord(job.id)).toEqual({ job: await store.getJob(job.id), lease: held })
+          expect(await store.getRecord(job.id)).toEqual({ job: await store.getJob(job.id), lease: held, timers: { settings: {}, due: {} } })
           leases.push(held)
           ids.push(job.id)
         }
@@ -1129,7 +1345,7 @@ export function describeStoreConformance(name: string, makeStore: MakeStore, cle
         await service.appendEvents(failed, [{ type: 'failed', data: { code: 'e', message: 'm', retryable: false } }], { lease: leases[1]?.token, batch: 1 })
         await service.cancelJob(cancelled)
         // A cancel takes the lease away outright.
-        expect(await store.getRecord(cancelled)).toEqual({ job: await store.getJob(cancelled), lease: null })
+        expect(await store.getRecord(cancelled)).toEqual({ job: await store.getJob(cancelled), lease: null, timers: { settings: {}, due: {} } })
         for (const [i, id] of ids.entries()) {
           const token = leases[i]?.token as string
           expect((await store.getRecord(id))?.job, id).toEqual(await store.getJob(id))
@@ -1152,7 +1368,7 @@ export function describeStoreConformance(name: string, makeStore: MakeStore, cle
         expect(result.events).toEqual([])
         expect(result.lease).toEqual(held)
         expect(result.job.seq).toBe(3)
-        expect(await store.getRecord(id)).toEqual({ job: await store.getJob(id), lease: held })
+        expect(await store.getRecord(id)).toEqual({ job: await store.getJob(id), lease: held, timers: { settings: {}, due: {} } })
         expect((await store.readLog(id, 0, 100))?.head).toBe(3)
 
         // Extended in place, as a heartbeat does: the lapse index follows the new expiry.

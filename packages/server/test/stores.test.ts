@@ -4,6 +4,7 @@ import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import type { StreamMessage } from '@jobwire/protocol'
 import { defaultRetention, Dispatcher, JobService, MemoryStore, SqliteStore, type Retention } from '@jobwire/server'
+import Database from 'better-sqlite3'
 import { describeStoreConformance } from './store-conformance.js'
 
 describeStoreConformance('memory', ({ retention }) => new MemoryStore(retention === undefined ? {} : { retention }))
@@ -220,5 +221,36 @@ describe('SqliteStore: the file outlives the store that wrote it', () => {
     expect(await second.sweep(Date.now())).toEqual({ expiredJobs: 0 })
     expect(await second.sweep(Date.now() + 120_000)).toEqual({ expiredJobs: 1 })
     expect(await second.getJob(job.id)).toBeNull()
+  })
+})
+
+describe('SqliteStore: deadlines on disk', () => {
+  let dir = ''
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'jobwire-deadlines-'))
+  })
+  afterAll(() => rm(dir, { recursive: true, force: true }))
+
+  it('keeps deadlines across a restart, and a file from before deadlines (schema 1) is upgraded in place', async () => {
+    const path = join(dir, 'deadlines.db')
+    const clock = { now: Date.now() }
+    const first = new SqliteStore({ path })
+    const old = (await new JobService(first).createJob({ type: 'old' })).job.id
+    await first.close()
+    // Back to the schema before deadlines, as a file written by an older Jobwire is.
+    const raw = new Database(path)
+    raw.exec('DROP INDEX jobs_by_deadline; ALTER TABLE jobs DROP COLUMN timers; ALTER TABLE jobs DROP COLUMN deadline_at; PRAGMA user_version = 1')
+    raw.close()
+    const upgraded = new SqliteStore({ path })
+    const service = new JobService(upgraded, {}, () => new Date(clock.now))
+    expect((await upgraded.getJob(old))?.status).toBe('queued')
+    const timed = (await service.createJob({ type: 'slow', deadlines: { queueTimeoutMs: 60_000 } })).job.id
+    await upgraded.close()
+    const reopened = new SqliteStore({ path })
+    const later = new JobService(reopened, {}, () => new Date(clock.now + 61_000))
+    expect(await later.deadlines.fireDue()).toBe(1)
+    expect(await reopened.getJob(timed)).toMatchObject({ status: 'failed', error: { code: 'queue_timeout' } })
+    expect((await reopened.getJob(old))?.status).toBe('queued')
+    await reopened.close()
   })
 })

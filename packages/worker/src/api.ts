@@ -33,10 +33,12 @@ export interface HeartbeatAnswer {
   status: JobStatus
   cancelled: boolean
   expiresAt: string | null
+  /** The job's timeout ended it (servers before deadlines leave it out). */
+  timedOut?: boolean
 }
 
 /** Why the server says a job is no longer this worker's to run. */
-export type SignalReason = 'cancelled' | 'finished' | 'lease_lost'
+export type SignalReason = 'cancelled' | 'finished' | 'lease_lost' | 'timed_out'
 
 export interface JobSignal {
   jobId: string

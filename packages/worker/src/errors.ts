@@ -38,8 +38,10 @@ export class RetryableError extends JobFailure {
  *   delivered, then the lease is released and the job re-queued with its last checkpoint.
  * - `rejected`: the server refused this job's events (too large, text limit…); the job is
  *   reported failed with the server's error code.
+ * - `timed_out`: the job ran past its timeout; the server failed it with `timed_out` (or re-queued
+ *   it, when its type retries timeouts). Nothing the handler does is reported any more.
  */
-export type AbortReason = 'cancelled' | 'finished' | 'lease_lost' | 'stopped' | 'rejected'
+export type AbortReason = 'cancelled' | 'finished' | 'lease_lost' | 'stopped' | 'rejected' | 'timed_out'
 
 /** `ctx.signal.reason` when a job's signal aborts, so `signal.throwIfAborted()` throws this. */
 export class JobAbortedError extends Error {
@@ -58,6 +60,7 @@ const abortMessages: Record<AbortReason, string> = {
   lease_lost: 'The worker lost its lease on the job',
   stopped: 'The worker is stopping',
   rejected: "The server refused the job's events",
+  timed_out: 'The job ran past its timeout',
 }
 
 /** Failure codes and messages must fit the server's limits; a longer message is cut, never refused. */

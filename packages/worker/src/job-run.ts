@@ -186,6 +186,7 @@ export class JobRun implements Watched {
         const answer = await api.heartbeat(this.id, { lease: this.lease.token, leaseMs }, signal)
         failures = 0
         if (answer.cancelled) this.signalled('cancelled')
+        else if (answer.timedOut === true) this.signalled('timed_out')
         else if (answer.status !== 'running') this.signalled('finished')
       } catch (error) {
         if (signal.aborted) return

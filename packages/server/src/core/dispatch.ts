@@ -21,9 +21,12 @@ export interface HeartbeatResult {
   status: JobState['status']
   cancelled: boolean
   expiresAt: string | null
+  /** The job's timeout failed it. */
+  timedOut: boolean
 }
 
-export type SignalReason = 'cancelled' | 'finished' | 'lease_lost'
+/** `timed_out`: the job's timeout fired (it failed, or went back to the queue for another attempt). */
+export type SignalReason = 'cancelled' | 'finished' | 'lease_lost' | 'timed_out'
 export interface WorkerSignal {
   jobId: string
   reason: SignalReason
@@ -100,6 +103,7 @@ export class Dispatcher {
     return {
       status: result.job.status,
       cancelled: result.job.status === 'cancelled',
+      timedOut: result.job.status === 'failed' && result.job.error?.code === 'timed_out',
       expiresAt: result.lease === null || result.lease.ended === true ? null : new Date(result.lease.expiresAt).toISOString(),
     }
   }
@@ -157,6 +161,7 @@ export class Dispatcher {
       const record = await this.store.getRecord(id)
       if (record === null) out.push({ jobId: id, reason: 'lease_lost' })
       else if (record.job.status === 'cancelled') out.push({ jobId: id, reason: 'cancelled' })
+      else if (record.job.error?.code === 'timed_out' && (record.job.status === 'failed' || record.lease === null)) out.push({ jobId: id, reason: 'timed_out' })
       else if (isTerminal(record.job.status)) out.push({ jobId: id, reason: 'finished' })
       else if (leaseProblem(record.lease, lease, now) !== null) out.push({ jobId: id, reason: 'lease_lost' })
     }

@@ -9,9 +9,10 @@ import {
   type PollResponse,
 } from '@jobwire/protocol'
 import { newJobId } from './ids.js'
-import type { AppendDecision, AppendResult, CreateResult, JobPage, JobQuery, Lease, Store } from './store.js'
+import type { AppendDecision, AppendResult, CreateResult, DeadlineSettings, JobPage, JobQuery, Lease, Store } from './store.js'
 import { JobSubscription, type StreamSink } from './subscription.js'
 import { observeStore, type JobObserver } from './observer.js'
+import { DeadlineKeeper, resolveDeadlines } from './deadlines.js'
 
 export interface CoreLimits {
   /** Most characters of streamed text one job may hold. */
@@ -25,6 +26,10 @@ export interface CoreLimits {
   /** First retry delay after a retryable failure; doubles per attempt up to `retryBackoffMaxMs`. */
   retryBackoffMs: number
   retryBackoffMaxMs: number
+  /** Deadlines and retention of every job unless its type or the job says otherwise (none by default). */
+  deadlines: DeadlineSettings
+  /** Per-type overrides of `deadlines`. */
+  deadlinesByType: Record<string, DeadlineSettings>
 }
 
 export const defaultCoreLimits: CoreLimits = {
@@ -34,6 +39,8 @@ export const defaultCoreLimits: CoreLimits = {
   maxAttemptsByType: {},
   retryBackoffMs: 1000,
   retryBackoffMaxMs: 60_000,
+  deadlines: {},
+  deadlinesByType: {},
 }
 
 export interface CreateJobInput {
@@ -44,6 +51,8 @@ export interface CreateJobInput {
   /** False: the creator runs the job itself and no worker may claim it. Default true. */
   dispatch?: boolean
   maxAttempts?: number
+  /** This job's deadlines and retention; they override its type's and the defaults (0 turns one off). */
+  deadlines?: DeadlineSettings
 }
 
 /** Who is writing: a worker holding a lease (with its batch number), or a backend (no lease). */
@@ -66,6 +75,8 @@ export class JobService {
   readonly limits: CoreLimits
   /** The store, wrapped so that `observer` hears of every commit and store call. */
   readonly store: Store
+  /** Fires due deadlines and keeps watched jobs from counting as unwatched. */
+  readonly deadlines: DeadlineKeeper
   #openPolls = 0
 
   constructor(
@@ -76,6 +87,7 @@ export class JobService {
   ) {
     this.limits = { ...defaultCoreLimits, ...limits }
     this.store = Object.keys(observer).length === 0 ? store : observeStore(store, observer)
+    this.deadlines = new DeadlineKeeper(() => this.store, this.limits, () => this.now().getTime())
   }
 
   async createJob(input: CreateJobInput): Promise<CreateResult> {
@@ -88,6 +100,7 @@ export class JobService {
       dispatch: input.dispatch ?? true,
       maxAttempts: input.maxAttempts ?? this.limits.maxAttemptsByType[input.type] ?? this.limits.maxAttempts,
       at: this.now().toISOString(),
+      deadlines: resolveDeadlines(input.deadlines, this.limits.deadlinesByType[input.type], this.limits.deadlines),
     })
     if (!result.created && result.job.type !== input.type) {
       throw new JobwireError('idempotency_conflict', { key: input.idempotencyKey, jobId: result.job.id })
@@ -225,9 +238,26 @@ export class JobService {
       this.limits.replayPageSize,
       (start) => this.observer.subscriptionStarted?.(start, via),
       (failure) => this.observer.deliveryFailed?.(failure),
+      this.deadlines.watching(jobId),
     )
     await subscription.start(after)
     return subscription
+  }
+
+  /**
+   * A self-run job's runner says it is alive (`POST /v1/jobs/:id/heartbeat` without a lease):
+   * its `heartbeatTimeout` starts over. A dispatched job's worker heartbeats its lease instead.
+   */
+  async runnerHeartbeat(jobId: string): Promise<{ status: JobState['status']; cancelled: boolean; heartbeatDue: string | null }> {
+    const now = this.now().getTime()
+    const result = await this.store.append(jobId, (job) => {
+      if (job.dispatch) throw new JobwireError('invalid_request', { reason: `job ${jobId} is dispatched to workers: heartbeat its lease (send "lease")` })
+      if (isTerminal(job.status)) return []
+      return { events: [], touch: { kinds: ['heartbeatTimeout'], at: now } }
+    })
+    const record = await this.store.getRecord(jobId)
+    const due = record?.timers.due.heartbeatTimeout
+    return { status: result.job.status, cancelled: result.job.status === 'cancelled', heartbeatDue: due === undefined ? null : new Date(due).toISOString() }
   }
 
   /**
@@ -236,6 +266,7 @@ export class JobService {
    * answer carries events that arrived while it waited (their fan-out time, for metrics).
    */
   async poll(jobId: string, after: number | undefined, waitMs: number, signal?: AbortSignal, onWoken?: (publishedAt: number) => void): Promise<PollResponse> {
+    this.deadlines.polled(jobId)
     if (after === undefined) {
       const job = await this.getJob(jobId)
       this.observer.subscriptionStarted?.('initial', 'poll')

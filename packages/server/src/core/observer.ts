@@ -21,7 +21,7 @@ export interface JobObserver {
   deliveryFailed?(failure: { jobId: string; after: number; seq: number; errorId: string; error: unknown }): void
 }
 
-type TimedOperation = 'createJob' | 'getJob' | 'listJobs' | 'append' | 'readLog' | 'claim' | 'getRecord' | 'expiredLeases' | 'queuePosition' | 'sweep' | 'ping'
+type TimedOperation = 'createJob' | 'getJob' | 'listJobs' | 'append' | 'readLog' | 'claim' | 'getRecord' | 'expiredLeases' | 'dueDeadlines' | 'queuePosition' | 'sweep' | 'ping'
 
 /**
  * The same store, reporting commits and the latency of each call to `observer`. Wrapping the
@@ -66,6 +66,7 @@ export function observeStore(store: Store, observer: JobObserver): Store {
     }),
     getRecord: timed('getRecord', (id) => store.getRecord(id)),
     expiredLeases: timed('expiredLeases', (now, limit) => store.expiredLeases(now, limit)),
+    dueDeadlines: timed('dueDeadlines', (now, limit) => store.dueDeadlines(now, limit)),
     queuePosition: timed('queuePosition', (jobId) => store.queuePosition(jobId)),
     subscribe: (jobId, listener) => store.subscribe(jobId, listener),
     subscribeQueue: (type, listener) => store.subscribeQueue(type, listener),

@@ -10,6 +10,36 @@ export interface NewJob {
   dispatch: boolean
   maxAttempts: number
   at: string
+  /** Deadlines and retention of this job, resolved at create (job over type over default). */
+  deadlines?: DeadlineSettings
+}
+
+/**
+ * A job's deadline settings, in milliseconds; an absent one does not apply. Stored beside the job
+ * (not in its state), so they survive restarts and every node fires them the same way.
+ */
+export interface DeadlineSettings {
+  /** Longest the job may run: `timeoutPer` says from its first start (`job`) or from each start (`attempt`). */
+  timeoutMs?: number
+  timeoutPer?: 'job' | 'attempt'
+  /** A timed-out attempt with attempts left is re-queued instead of failed. */
+  timeoutRetryable?: boolean
+  /** Longest the job may wait unclaimed in the queue (each time it enters it). */
+  queueTimeoutMs?: number
+  /** Self-run jobs (`dispatch: false`): longest without an event or a heartbeat from the runner. */
+  heartbeatTimeoutMs?: number
+  /** Longest nobody may watch the job (on any node) before it is cancelled with reason `unwatched`. */
+  cancelWhenUnwatchedMs?: number
+  /** How long the job is kept once finished, whatever its terminal status (else the store's retention). */
+  retentionMs?: number
+}
+
+export type DeadlineKind = 'timeout' | 'queueTimeout' | 'heartbeatTimeout' | 'unwatched'
+
+/** A job's settings and when each of its deadlines falls (epoch ms); the store indexes the earliest. */
+export interface JobTimers {
+  settings: DeadlineSettings
+  due: Partial<Record<DeadlineKind, number>>
 }
 
 /**
@@ -37,6 +67,8 @@ export interface AppendDecision {
   lease?: Lease | null
   /** Epoch ms before which a queued job is not handed out (retry backoff). */
   availableAt?: number
+  /** Deadlines that start over at `at` (the writer's clock, epoch ms): a runner's heartbeat, a watcher seen. */
+  touch?: { kinds: DeadlineKind[]; at: number }
 }
 
 export interface CreateResult {
@@ -50,7 +82,7 @@ export interface CreateResult {
  * section (a transaction, or a compare-and-set retry loop), so it must be pure and synchronous.
  * It throws a JobwireError to refuse; returning `[]` appends nothing.
  */
-export type AppendPlan = (job: JobState, lease: Lease | null) => EventDraft[] | AppendDecision
+export type AppendPlan = (job: JobState, lease: Lease | null, timers: JobTimers) => EventDraft[] | AppendDecision
 
 export interface AppendResult {
   job: JobState
@@ -61,6 +93,7 @@ export interface AppendResult {
 export interface JobRecord {
   job: JobState
   lease: Lease | null
+  timers: JobTimers
 }
 
 /** A slice of a job's log after some position. */
@@ -143,6 +176,12 @@ export interface Store {
   getRecord(id: string): Promise<JobRecord | null>
   /** Ids of running jobs whose lease expired before `now`. */
   expiredLeases(now: number, limit: number): Promise<string[]>
+  /**
+   * Ids of unfinished jobs with a deadline at or before `now` (earliest first), from an index of
+   * each job's earliest deadline, not a scan. Firing one is an append whose plan re-checks it, so
+   * of several nodes asking at once exactly one fires it.
+   */
+  dueDeadlines(now: number, limit: number): Promise<string[]>
   /** 1-based place of a queued dispatched job among its type's queued jobs, else null. */
   queuePosition(jobId: string): Promise<number | null>
   /** Delivers every event committed for `jobId` from now on, on whatever node it was written. */

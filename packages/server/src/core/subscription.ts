@@ -59,6 +59,8 @@ export class JobSubscription {
     private readonly onStart: (start: SubscriptionStart) => void = () => {},
     /** Told when the sink failed to take events (logs). */
     private readonly onDeliveryFailed: DeliveryFailure = () => {},
+    /** Called once when the subscription closes, however it closes. */
+    private readonly onClosed: () => void = () => {},
   ) {}
 
   /** Seq of the last event (or snapshot) delivered. */
@@ -109,6 +111,7 @@ export class JobSubscription {
   close(notify = true): void {
     if (this.#closed) return
     this.#closed = true
+    this.onClosed()
     this.#unsubscribe?.()
     this.#stopFollowingQueue()
     this.#pending = []

@@ -1,5 +1,6 @@
 import { JobwireError, producerEventTypes, type EventDraft, type ItemStatus, type Owner } from '@jobwire/protocol'
 import { z } from 'zod'
+import { duration } from '../config.js'
 
 const text = (max: number) => z.string().max(max)
 const percent = z.number().min(0).max(100)
@@ -38,6 +39,9 @@ export const userName = text(200).min(1).regex(/^[^\p{Cc}]+$/u, 'no control char
 
 const owner = z.object({ tenant: tenantName, user: userName }).strict()
 
+/** A job's deadline: milliseconds or a duration string, at most 366 days. */
+const deadline = duration.pipe(z.number().int().min(0).max(366 * 86_400_000))
+
 export const createJobBody = z
   .object({
     type: z.string().min(1).max(100).regex(/^[\w.:-]+$/, 'letters, digits, _ . : - only'),
@@ -46,6 +50,14 @@ export const createJobBody = z
     idempotencyKey: text(200).min(1).optional(),
     dispatch: z.boolean().optional(),
     maxAttempts: z.number().int().min(1).max(100).optional(),
+    // Deadlines and retention (ms, or a duration such as "2m"); 0 turns off the type's or the default.
+    timeout: deadline.optional(),
+    timeoutPer: z.enum(['job', 'attempt']).optional(),
+    timeoutRetryable: z.boolean().optional(),
+    queueTimeout: deadline.optional(),
+    heartbeatTimeout: deadline.optional(),
+    cancelWhenUnwatched: deadline.optional(),
+    retention: deadline.optional(),
   })
   .strict()
 
@@ -61,7 +73,8 @@ export const claimBody = z
   })
   .strict()
 
-export const heartbeatBody = z.object({ lease: leaseToken, leaseMs: z.number().int().min(1000).max(600_000).optional() }).strict()
+/** Without `lease`: a self-run job's runner heartbeat. */
+export const heartbeatBody = z.object({ lease: leaseToken.optional(), leaseMs: z.number().int().min(1000).max(600_000).optional() }).strict()
 export const releaseBody = z.object({ lease: leaseToken, reason: text(200).optional() }).strict()
 export const signalsBody = z
   .object({

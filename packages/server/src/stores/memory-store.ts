@@ -1,5 +1,5 @@
 import { applyEvent, JobwireError, type JobEvent, type JobState, type Owner } from '@jobwire/protocol'
-import { applyPlan, createdEvent, decodeCursor, encodeCursor, expiryOf, isQueuedForDispatch, type AppliedPlan } from '../core/apply.js'
+import { applyPlan, createdEvent, decodeCursor, encodeCursor, expiryOf, initialTimers, isQueuedForDispatch, nextDeadline, type AppliedPlan } from '../core/apply.js'
 import { FanOut } from '../core/fan-out.js'
 import { QueueOrder } from './queue-order.js'
 import {
@@ -11,6 +11,7 @@ import {
   type JobPage,
   type JobQuery,
   type JobRecord,
+  type JobTimers,
   type Lease,
   type LogRange,
   type NewJob,
@@ -31,6 +32,7 @@ interface Entry {
   logStart: number
   expiresAt: number | null
   idempotencyKey: string | null
+  timers: JobTimers
 }
 
 /** Everything in process memory: for tests, demos and `jobwire serve --memory`. Lost on exit. */
@@ -41,6 +43,8 @@ export class MemoryStore implements Store {
   /** Queued dispatched jobs per type, oldest first. */
   readonly #queue = new QueueOrder()
   readonly #fanOut = new FanOut()
+  /** Earliest deadline of each job that has one. */
+  readonly #deadlines = new Map<string, number>()
   readonly #retention: Retention
   #ordinal = 0
   #closed = false
@@ -67,8 +71,10 @@ export class MemoryStore implements Store {
       logStart: 0,
       expiresAt: null,
       idempotencyKey: input.idempotencyKey,
+      timers: initialTimers(input.deadlines, input.dispatch, Date.parse(input.at)),
     }
     this.#jobs.set(input.id, entry)
+    this.#indexDeadline(entry)
     if (input.idempotencyKey !== null) this.#byKey.set(input.idempotencyKey, input.id)
     this.#syncQueue(entry, false)
     this.#fanOut.publish(input.id, [event])
@@ -84,7 +90,7 @@ export class MemoryStore implements Store {
   async getRecord(id: string): Promise<JobRecord | null> {
     this.#open()
     const entry = this.#jobs.get(id)
-    return entry === undefined ? null : { job: entry.job, lease: entry.lease }
+    return entry === undefined ? null : { job: entry.job, lease: entry.lease, timers: entry.timers }
   }
 
   async listJobs(query: JobQuery): Promise<JobPage> {
@@ -113,7 +119,7 @@ export class MemoryStore implements Store {
     this.#open()
     const entry = this.#jobs.get(jobId)
     if (entry === undefined) throw new JobwireError('job_not_found', { jobId })
-    return this.#commit(entry, applyPlan(entry.job, entry.lease, plan, new Date().toISOString()))
+    return this.#commit(entry, applyPlan(entry.job, entry.lease, plan, new Date().toISOString(), entry.timers))
   }
 
   async claim(types: readonly string[], now: number, plan: AppendPlan): Promise<AppendResult | null> {
@@ -131,7 +137,7 @@ export class MemoryStore implements Store {
       }
     }
     if (oldest === undefined) return null
-    return this.#commit(oldest, applyPlan(oldest.job, oldest.lease, plan, new Date(now).toISOString()))
+    return this.#commit(oldest, applyPlan(oldest.job, oldest.lease, plan, new Date(now).toISOString(), oldest.timers))
   }
 
   async expiredLeases(now: number, limit: number): Promise<string[]> {
@@ -142,6 +148,16 @@ export class MemoryStore implements Store {
       if (ids.length >= limit) break
     }
     return ids
+  }
+
+  async dueDeadlines(now: number, limit: number): Promise<string[]> {
+    this.#open()
+    const due: [string, number][] = []
+    for (const [id, at] of this.#deadlines) if (at <= now) due.push([id, at])
+    return due
+      .sort((a, b) => a[1] - b[1])
+      .slice(0, limit)
+      .map(([id]) => id)
   }
 
   async queuePosition(jobId: string): Promise<number | null> {
@@ -177,6 +193,7 @@ export class MemoryStore implements Store {
     for (const [id, entry] of this.#jobs) {
       if (entry.expiresAt === null || entry.expiresAt > now) continue
       this.#jobs.delete(id)
+      this.#deadlines.delete(id)
       if (entry.idempotencyKey !== null) this.#byKey.delete(entry.idempotencyKey)
       expiredJobs++
     }
@@ -193,10 +210,14 @@ export class MemoryStore implements Store {
 
   #commit(entry: Entry, applied: AppliedPlan): AppendResult {
     const { job, events, lease } = applied
-    if (events.length === 0 && !applied.leaseChanged) return { job, events, lease }
+    if (events.length === 0 && !applied.leaseChanged && !applied.timersChanged) return { job, events, lease }
     const wasQueued = isQueuedForDispatch(entry.job)
     entry.job = job
     entry.lease = lease
+    if (applied.timersChanged) {
+      entry.timers = applied.timers
+      this.#indexDeadline(entry)
+    }
     if (applied.availableAt !== undefined) entry.availableAt = applied.availableAt
     if (events.length > 0) {
       entry.log.push(...events)
@@ -208,11 +229,17 @@ export class MemoryStore implements Store {
         entry.log = entry.log.slice(entry.logStart)
         entry.logStart = 0
       }
-      entry.expiresAt = expiryOf(job, this.#retention)
+      entry.expiresAt = expiryOf(job, this.#retention, entry.timers)
     }
     this.#syncQueue(entry, wasQueued)
     this.#fanOut.publish(job.id, events)
     return { job, events, lease }
+  }
+
+  #indexDeadline(entry: Entry): void {
+    const at = nextDeadline(entry.timers)
+    if (at === null) this.#deadlines.delete(entry.job.id)
+    else this.#deadlines.set(entry.job.id, at)
   }
 
   /** Keeps the per-type queue in step with the job's status and signals when it changed. */

@@ -5,7 +5,7 @@ import type { JobStatus } from '@jobwire/protocol'
  * deployments (or test runs) share one Redis. A job's own keys carry its id as a hash tag
  * (`{job_…}`), so they share a slot on Redis Cluster; the indexes are global keys.
  *
- *   P:job:{ID}            hash   state (JSON), seq, ver, status, type, ord, avail, lease, exp, inc, owned, tenant, user, idem
+ *   P:job:{ID}            hash   state (JSON), seq, ver, status, type, ord, avail, lease, exp, inc, owned, tenant, user, idem, timers (JSON)
  *   P:job:{ID}:log        stream one entry per event, entry id = `<seq>-0`, field `e` = event JSON; trimmed to the cap
  *   P:ordinal             string creation counter (FIFO order and list cursors)
  *   P:gen                 string this deployment's generation: a random token; if it vanishes, Redis lost data
@@ -15,6 +15,7 @@ import type { JobStatus } from '@jobwire/protocol'
  *   P:delayed:T           zset   the ones among them in a retry backoff, by availableAt
  *   P:leases              zset   running jobs by lease expiry (lapsed-lease recovery)
  *   P:expiry              zset   finished jobs by the time they may be swept
+ *   P:deadlines           zset   unfinished jobs by their earliest deadline (timeout, queue timeout, runner heartbeat, unwatched)
  *   P:idem:K              string job id of idempotency key K
  *
  * Credentials and limits shared by the nodes (redis-credentials.ts):
@@ -35,6 +36,7 @@ export class RedisKeys {
   readonly jobs: string
   readonly leases: string
   readonly expiry: string
+  readonly deadlines: string
   /** What a job's hash key starts with; the id and `}` follow (the scripts build job keys from it). */
   readonly jobKeyStart: string
 
@@ -47,6 +49,7 @@ export class RedisKeys {
     this.jobs = `${prefix}:jobs`
     this.leases = `${prefix}:leases`
     this.expiry = `${prefix}:expiry`
+    this.deadlines = `${prefix}:deadlines`
     this.jobKeyStart = `${prefix}:job:{`
   }
 

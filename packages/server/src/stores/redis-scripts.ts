@@ -30,11 +30,11 @@ end
  * may have lost its newest events, so its log is dropped and its seq jumps `gap` ahead. Every
  * position handed out before is then behind the log's first seq, so resuming from it yields an
  * explicit reset snapshot, and no new event can reuse a seq a client already saw.
- * Fields: 1 state, 2 seq, 3 ver, 4 lease, 5 avail, 6 inc, 7 ord, 8 status.
+ * Fields: 1 state, 2 seq, 3 ver, 4 lease, 5 avail, 6 inc, 7 ord, 8 status, 9 timers.
  */
 const loadFunction = `${generationFunction}
 local function load(jobKey, genKey, candidate, gap)
-  local f = redis.call('HMGET', jobKey, 'state', 'seq', 'ver', 'lease', 'avail', 'inc', 'ord', 'status')
+  local f = redis.call('HMGET', jobKey, 'state', 'seq', 'ver', 'lease', 'avail', 'inc', 'ord', 'status', 'timers')
   if not f[1] then return nil end
   local inc = generation(genKey, candidate)
   if f[6] ~= inc then
@@ -78,7 +78,8 @@ return {f[2], f[8], firstSeq, events}
  *       index (queued), 7 type index, 8 tenant index, 9 user index, 10 queue, 11 generation.
  * ARGV: 1 id, 2 state JSON, 3 created event JSON, 4 candidate generation, 5 epoch gap, 6 has key (1/0),
  *       7 idempotency key, 8 type, 9 tenant, 10 user, 11 dispatch (1/0), 12 job key start,
- *       13 job channel, 14 queue channel, 15 owner channel, 16 has an owner (1/0).
+ *       13 job channel, 14 queue channel, 15 owner channel, 16 has an owner (1/0), 17 timers JSON
+ *       ('' none), 18 earliest deadline ('' none). KEYS 12: deadlines.
  * Returns {1, ordinal} when created, or {0, record fields…} of the existing job.
  */
 export const createScript = `${loadFunction}
@@ -86,7 +87,7 @@ if ARGV[6] == '1' then
   local existing = redis.call('GET', KEYS[3])
   if existing then
     local f = load(ARGV[12] .. existing .. '}', KEYS[11], ARGV[4], tonumber(ARGV[5]))
-    if f then return {0, f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8]} end
+    if f then return {0, f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8], f[9]} end
   end
 end
 if redis.call('EXISTS', KEYS[1]) == 1 then return redis.error_reply('ERR jobwire: job id ' .. ARGV[1] .. ' exists') end
@@ -102,6 +103,8 @@ if ARGV[16] == '1' then
   redis.call('ZADD', KEYS[9], ord, ARGV[1])
 end
 if ARGV[6] == '1' then redis.call('SET', KEYS[3], ARGV[1]) end
+if ARGV[17] ~= '' then redis.call('HSET', KEYS[1], 'timers', ARGV[17]) end
+if ARGV[18] ~= '' then redis.call('ZADD', KEYS[12], ARGV[18], ARGV[1]) end
 redis.call('PUBLISH', ARGV[13], '[' .. ARGV[3] .. ']')
 if ARGV[16] == '1' then redis.call('PUBLISH', ARGV[15], ARGV[3]) end
 if ARGV[11] == '1' then
@@ -119,12 +122,13 @@ return {1, ord}
  * with it and commit its next write without reloading: a version is never reached twice (after
  * Redis rolls a job back to an older dump, writes through other nodes cannot count their way back
  * to a version a node still holds, as they could with a counter).
- * KEYS: 1 job, 2 log, 3 old status index, 4 new status index, 5 queue, 6 delayed, 7 leases, 8 expiry, 9 generation.
+ * KEYS: 1 job, 2 log, 3 old status index, 4 new status index, 5 queue, 6 delayed, 7 leases, 8 expiry, 9 generation,
+ *       10 deadlines.
  * ARGV: 1 ver, 2 the job's generation as loaded, 3 state JSON, 4 seq, 5 status, 6 lease JSON ('' none), 7 lease
  *       expiry ('' when it cannot lapse), 8 availableAt, 9 queued after (1/0), 10 queued before,
  *       11 ordinal, 12 id, 13 expiresAt ('' never), 14 keep log entries from this seq, 15 job
- *       channel, 16 queue channel, 17 events JSON array, 18 event count, 19 the new version, then
- *       seq, JSON per event.
+ *       channel, 16 queue channel, 17 events JSON array, 18 event count, 19 the new version,
+ *       20 timers JSON ('' none), 21 earliest deadline ('' none), then seq, JSON per event.
  */
 export const commitScript = `
 local current = redis.call('HMGET', KEYS[1], 'ver', 'inc')
@@ -133,9 +137,9 @@ local n = tonumber(ARGV[18])
 if n > 0 then
   -- A log that runs past the job's head (it outlived a rollback of the hash) cannot be continued.
   local newest = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
-  if newest[1] and tonumber(string.match(newest[1][1], '^(%d+)')) >= tonumber(ARGV[20]) then redis.call('DEL', KEYS[2]) end
+  if newest[1] and tonumber(string.match(newest[1][1], '^(%d+)')) >= tonumber(ARGV[22]) then redis.call('DEL', KEYS[2]) end
   for i = 0, n - 1 do
-    redis.call('XADD', KEYS[2], ARGV[20 + 2 * i] .. '-0', 'e', ARGV[21 + 2 * i])
+    redis.call('XADD', KEYS[2], ARGV[22 + 2 * i] .. '-0', 'e', ARGV[23 + 2 * i])
   end
   if tonumber(ARGV[14]) > 1 then redis.call('XTRIM', KEYS[2], 'MINID', ARGV[14]) end
 end
@@ -161,6 +165,8 @@ else
   redis.call('ZADD', KEYS[8], ARGV[13], ARGV[12])
   redis.call('HSET', KEYS[1], 'exp', ARGV[13])
 end
+if ARGV[20] == '' then redis.call('HDEL', KEYS[1], 'timers') else redis.call('HSET', KEYS[1], 'timers', ARGV[20]) end
+if ARGV[21] == '' then redis.call('ZREM', KEYS[10], ARGV[12]) else redis.call('ZADD', KEYS[10], ARGV[21], ARGV[12]) end
 if n > 0 then redis.call('PUBLISH', ARGV[15], ARGV[17]) end
 if ARGV[9] ~= ARGV[10] then redis.call('PUBLISH', ARGV[16], '') end
 return 1
@@ -196,7 +202,7 @@ for round = 1, 10 do
   end
   if not bestId then return nil end
   local f = load(ARGV[2] .. bestId .. '}', ARGV[5], ARGV[3], tonumber(ARGV[4]))
-  if f then return {bestId, f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8]} end
+  if f then return {bestId, f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8], f[9]} end
   -- The job is gone (deleted by hand, or evicted): drop the stale entry and look again.
   redis.call('ZREM', KEYS[bestQueue], bestId)
   redis.call('ZREM', KEYS[bestQueue + 1], bestId)
@@ -216,7 +222,7 @@ return redis.call('ZCOUNT', queue, '-inf', '(' .. ord) + 1
 
 /**
  * Deletes a finished job whose expiry has passed, with its log, index entries and idempotency
- * key. KEYS: 1 job, 2 log, 3 expiry, 4 all jobs, 5 leases. ARGV: 1 id, 2 now, 3 prefix.
+ * key. KEYS: 1 job, 2 log, 3 expiry, 4 all jobs, 5 leases, 6 deadlines. ARGV: 1 id, 2 now, 3 prefix.
  * Returns 1 when deleted.
  */
 export const sweepScript = `
@@ -232,6 +238,7 @@ redis.call('DEL', KEYS[1], KEYS[2])
 redis.call('ZREM', KEYS[3], ARGV[1])
 redis.call('ZREM', KEYS[4], ARGV[1])
 redis.call('ZREM', KEYS[5], ARGV[1])
+redis.call('ZREM', KEYS[6], ARGV[1])
 redis.call('ZREM', p .. ':idx:status:' .. f[2], ARGV[1])
 redis.call('ZREM', p .. ':idx:type:' .. f[3], ARGV[1])
 redis.call('ZREM', p .. ':queue:' .. f[3], ARGV[1])

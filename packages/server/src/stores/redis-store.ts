@@ -1,7 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto'
 import { Redis, type RedisOptions } from 'ioredis'
 import { applyEvent, JobwireError, type JobEvent, type JobEventOf, type JobState, type JobStatus, type Owner } from '@jobwire/protocol'
-import { applyPlan, createdEvent, decodeCursor, encodeCursor, expiryOf, isQueuedForDispatch } from '../core/apply.js'
+import { applyPlan, createdEvent, decodeCursor, encodeCursor, expiryOf, initialTimers, isQueuedForDispatch, nextDeadline, noTimers } from '../core/apply.js'
 import { FanOut } from '../core/fan-out.js'
 import {
   defaultRetention,
@@ -12,6 +12,7 @@ import {
   type JobPage,
   type JobQuery,
   type JobRecord,
+  type JobTimers,
   type Lease,
   type LogRange,
   type NewJob,
@@ -81,6 +82,7 @@ interface Loaded {
   inc: string
   ord: number
   avail: number
+  timers: JobTimers
 }
 
 interface PendingAppend {
@@ -236,6 +238,7 @@ export class RedisStore implements Store {
     const job = applyEvent(null, event)
     const key = input.idempotencyKey
     const owner = job.owner
+    const timers = timerArgs(initialTimers(input.deadlines, input.dispatch, Date.parse(input.at)))
     const reply = (await this.#eval(
       scripts.create,
       [
@@ -250,6 +253,7 @@ export class RedisStore implements Store {
         k.user(owner?.user ?? ''),
         k.queue(job.type),
         k.generation,
+        k.deadlines,
       ],
       [
         input.id,
@@ -268,6 +272,7 @@ export class RedisStore implements Store {
         k.queueChannel(job.type),
         ownerChannel,
         owner === null ? '0' : '1',
+        ...timers,
       ],
     )) as [number, ...(string | null)[]]
     if (reply[0] === 1) return { job, created: true }
@@ -282,7 +287,7 @@ export class RedisStore implements Store {
 
   async getRecord(id: string): Promise<JobRecord | null> {
     const loaded = await this.#load(id)
-    return loaded === null ? null : { job: loaded.job, lease: loaded.lease }
+    return loaded === null ? null : { job: loaded.job, lease: loaded.lease, timers: loaded.timers }
   }
 
   async listJobs(query: JobQuery): Promise<JobPage> {
@@ -393,6 +398,11 @@ export class RedisStore implements Store {
     return this.#guard(() => this.#client.zrangebyscore(this.#keys.leases, '-inf', `(${now}`, 'LIMIT', 0, limit))
   }
 
+  async dueDeadlines(now: number, limit: number): Promise<string[]> {
+    this.#usable()
+    return this.#guard(() => this.#client.zrangebyscore(this.#keys.deadlines, '-inf', now, 'LIMIT', 0, limit))
+  }
+
   async queuePosition(jobId: string): Promise<number | null> {
     this.#usable()
     const reply = (await this.#eval(scripts.position, [this.#keys.job(jobId)], [this.#keys.prefix, jobId])) as number | null
@@ -438,7 +448,7 @@ export class RedisStore implements Store {
       const ids = await this.#guard(() => this.#client.zrangebyscore(k.expiry, '-inf', now, 'LIMIT', 0, 200))
       if (ids.length === 0) break
       const deleted = await Promise.all(
-        ids.map((id) => this.#eval(scripts.sweep, [k.job(id), k.log(id), k.expiry, k.jobs, k.leases], [id, now, k.prefix])),
+        ids.map((id) => this.#eval(scripts.sweep, [k.job(id), k.log(id), k.expiry, k.jobs, k.leases, k.deadlines], [id, now, k.prefix])),
       )
       expiredJobs += deleted.filter((reply) => reply === 1).length
       if (ids.length < 200) break
@@ -490,18 +500,19 @@ export class RedisStore implements Store {
           return
         }
         const at = new Date().toISOString()
-        let { job, lease } = loaded
+        let { job, lease, timers } = loaded
         let avail = loaded.avail
         let changed = false
         const events: JobEvent[] = []
         const outcomes: ({ ok: true; result: AppendResult } | { ok: false; error: unknown })[] = []
         for (const item of group) {
           try {
-            const applied = applyPlan(job, lease, item.plan, at)
-            if (applied.events.length > 0 || applied.leaseChanged) {
+            const applied = applyPlan(job, lease, item.plan, at, timers)
+            if (applied.events.length > 0 || applied.leaseChanged || applied.timersChanged) {
               changed = true
               job = applied.job
               lease = applied.lease
+              timers = applied.timers
               if (applied.availableAt !== undefined) avail = applied.availableAt
               events.push(...applied.events)
             }
@@ -510,7 +521,7 @@ export class RedisStore implements Store {
             outcomes.push({ ok: false, error })
           }
         }
-        if (!changed || (await this.#commit(loaded, job, lease, avail, events))) {
+        if (!changed || (await this.#commit(loaded, job, lease, avail, events, timers))) {
           outcomes.forEach((outcome, i) => {
             const item = group[i] as PendingAppend
             if (outcome.ok) item.resolve(outcome.result)
@@ -537,22 +548,22 @@ export class RedisStore implements Store {
       const loaded = parseRecord(reply.slice(1) as (string | null)[])
       if (loaded !== null && isQueuedForDispatch(loaded.job)) {
         await this.#listening(loaded.job.id)
-        const applied = applyPlan(loaded.job, loaded.lease, plan, new Date(now).toISOString())
+        const applied = applyPlan(loaded.job, loaded.lease, plan, new Date(now).toISOString(), loaded.timers)
         const result = { job: applied.job, events: applied.events, lease: applied.lease }
-        if (applied.events.length === 0 && !applied.leaseChanged) return result
-        if (await this.#commit(loaded, applied.job, applied.lease, applied.availableAt ?? loaded.avail, applied.events)) return result
+        if (applied.events.length === 0 && !applied.leaseChanged && !applied.timersChanged) return result
+        if (await this.#commit(loaded, applied.job, applied.lease, applied.availableAt ?? loaded.avail, applied.events, applied.timers)) return result
       }
       await this.#backOff(attempt)
     }
   }
 
   /** Commits `job` computed from `before`; false when another writer got there first. */
-  async #commit(before: Loaded, job: JobState, lease: Lease | null, avail: number, events: readonly JobEvent[]): Promise<boolean> {
+  async #commit(before: Loaded, job: JobState, lease: Lease | null, avail: number, events: readonly JobEvent[], timers: JobTimers): Promise<boolean> {
     const k = this.#keys
     const id = job.id
     // Forgotten until this commit is known to have landed: a write that fails or times out may or may not have.
     this.#committed.delete(id)
-    const expiresAt = expiryOf(job, this.#retention)
+    const expiresAt = expiryOf(job, this.#retention, timers)
     const bodies = events.map((event) => JSON.stringify(event))
     const ver = String(1 + Math.floor(Math.random() * 2 ** 52))
     const reply = await this.#eval(
@@ -567,6 +578,7 @@ export class RedisStore implements Store {
         k.leases,
         k.expiry,
         k.generation,
+        k.deadlines,
       ],
       [
         before.ver,
@@ -588,11 +600,12 @@ export class RedisStore implements Store {
         `[${bodies.join(',')}]`,
         events.length,
         ver,
+        ...timerArgs(timers),
         ...events.flatMap((event, i) => [event.seq, bodies[i] as string]),
       ],
     )
     if (reply !== 1) return false
-    this.#committed.set(id, { job, lease, ver, inc: before.inc, ord: before.ord, avail })
+    this.#committed.set(id, { job, lease, ver, inc: before.inc, ord: before.ord, avail, timers })
     if (this.#committed.size > this.#committedLimit) this.#committed.delete(this.#committed.keys().next().value as string)
     return true
   }
@@ -884,9 +897,10 @@ export class RedisStore implements Store {
 
 /** Record fields in the scripts' order: state, seq, ver, lease, avail, inc, ord, status. */
 function parseRecord(fields: readonly (string | null | undefined)[]): Loaded | null {
-  const [state, seq, ver, lease, avail, inc, ord] = fields
+  const [state, seq, ver, lease, avail, inc, ord, , timers] = fields
   if (state === null || state === undefined) return null
   return {
+    timers: timers === null || timers === undefined ? noTimers : (JSON.parse(timers) as JobTimers),
     job: withSeq(JSON.parse(state) as JobState, seq),
     lease: lease === null || lease === undefined ? null : (JSON.parse(lease) as Lease),
     ver: ver ?? '0',
@@ -894,6 +908,12 @@ function parseRecord(fields: readonly (string | null | undefined)[]): Loaded | n
     ord: Number(ord),
     avail: Number(avail ?? 0),
   }
+}
+
+/** A job's timers as script arguments: their JSON and the earliest deadline ('' for none). */
+function timerArgs(timers: JobTimers): [string, string | number] {
+  if (Object.keys(timers.settings).length === 0) return ['', '']
+  return [JSON.stringify(timers), nextDeadline(timers) ?? '']
 }
 
 /** The hash's seq is the head; it is ahead of the stored state only after an epoch change. */

@@ -3,7 +3,7 @@ import { dirname } from 'node:path'
 import { setImmediate } from 'node:timers'
 import Database from 'better-sqlite3'
 import { applyEvent, JobwireError, type JobEvent, type JobState, type Owner } from '@jobwire/protocol'
-import { applyPlan, createdEvent, decodeCursor, encodeCursor, expiryOf, isQueuedForDispatch, type AppliedPlan } from '../core/apply.js'
+import { applyPlan, createdEvent, decodeCursor, encodeCursor, expiryOf, initialTimers, isQueuedForDispatch, nextDeadline, noTimers, type AppliedPlan } from '../core/apply.js'
 import { FanOut } from '../core/fan-out.js'
 import { runAtEndOfTurn } from '../core/turn.js'
 import { QueueOrder } from './queue-order.js'
@@ -16,6 +16,7 @@ import {
   type JobPage,
   type JobQuery,
   type JobRecord,
+  type JobTimers,
   type Lease,
   type LogRange,
   type NewJob,
@@ -42,6 +43,7 @@ interface JobRow {
   state: string
   first_seq: number
   lease: string | null
+  timers: string | null
 }
 
 interface Cached extends JobRecord {
@@ -61,12 +63,24 @@ interface GroupedWrite {
   reject(error: unknown): void
 }
 
+/** The `timers` and `deadline_at` columns of a job. */
+function timerColumns(timers: JobTimers): { timers: string | null; deadlineAt: number | null } {
+  return { timers: Object.keys(timers.settings).length === 0 ? null : JSON.stringify(timers), deadlineAt: nextDeadline(timers) }
+}
+
 /** The job row keeps the state without its text, which lives in `texts` (see there). */
 function stateJson(job: JobState): string {
   return job.text === '' ? JSON.stringify(job) : JSON.stringify({ ...job, text: '' })
 }
 /** Bumped with every schema change; a newer file than this code knows is refused. */
-const schemaVersion = 1
+const schemaVersion = 2
+
+/** Version 2: each job's deadlines (JSON) and the earliest of them, indexed for the deadline sweep. */
+const deadlineColumns = `
+ALTER TABLE jobs ADD COLUMN timers TEXT;
+ALTER TABLE jobs ADD COLUMN deadline_at INTEGER;
+`
+const deadlineIndex = 'CREATE INDEX IF NOT EXISTS jobs_by_deadline ON jobs (deadline_at) WHERE deadline_at IS NOT NULL'
 
 const schema = `
 CREATE TABLE IF NOT EXISTS jobs (
@@ -153,19 +167,26 @@ export class SqliteStore implements Store {
       throw new Error(`${options.path} was written by a newer Jobwire (schema ${version}; this one knows ${schemaVersion})`)
     }
     db.exec(schema)
+    const columns = db.prepare<[], { name: string }>('PRAGMA table_info(jobs)').all()
+    if (!columns.some((column) => column.name === 'deadline_at')) db.exec(deadlineColumns)
+    db.exec(deadlineIndex)
     db.pragma(`user_version = ${schemaVersion}`)
 
     const s = {
-      jobById: db.prepare<[string], JobRow>('SELECT ordinal, state, first_seq, lease FROM jobs WHERE id = ?'),
-      jobByKey: db.prepare<[string], JobRow>('SELECT ordinal, state, first_seq, lease FROM jobs WHERE idempotency_key = ?'),
+      jobById: db.prepare<[string], JobRow>('SELECT ordinal, state, first_seq, lease, timers FROM jobs WHERE id = ?'),
+      jobByKey: db.prepare<[string], JobRow>('SELECT ordinal, state, first_seq, lease, timers FROM jobs WHERE idempotency_key = ?'),
       insertJob: db.prepare(
-        `INSERT INTO jobs (id, type, status, tenant, user, idempotency_key, seq, first_seq, state, dispatch)
-         VALUES (@id, @type, @status, @tenant, @user, @key, @seq, 1, @state, @dispatch)`,
+        `INSERT INTO jobs (id, type, status, tenant, user, idempotency_key, seq, first_seq, state, dispatch, timers, deadline_at)
+         VALUES (@id, @type, @status, @tenant, @user, @key, @seq, 1, @state, @dispatch, @timers, @deadlineAt)`,
       ),
       updateJob: db.prepare(
         `UPDATE jobs SET status = @status, seq = @seq, first_seq = @firstSeq, state = @state, expires_at = @expiresAt,
-           lease = @lease, lease_expires_at = @leaseExpiresAt, available_at = coalesce(@availableAt, available_at)
+           lease = @lease, lease_expires_at = @leaseExpiresAt, available_at = coalesce(@availableAt, available_at),
+           timers = @timers, deadline_at = @deadlineAt
          WHERE id = @id`,
+      ),
+      dueDeadlines: db.prepare<[number, number], { id: string }>(
+        'SELECT id FROM jobs WHERE deadline_at <= ? ORDER BY deadline_at LIMIT ?',
       ),
       insertEvent: db.prepare('INSERT INTO events (job_id, seq, body) VALUES (?, ?, ?)'),
       trimEvents: db.prepare('DELETE FROM events WHERE job_id = ? AND seq < ?'),
@@ -188,13 +209,14 @@ export class SqliteStore implements Store {
     this.#statements = s
     for (const { id, type, ordinal } of s.queued.iterate()) this.#queue.add(type, ordinal, id)
 
-    this.#createTx = db.transaction((input: NewJob): { result: CreateResult; ordinal: number } => {
+    this.#createTx = db.transaction((input: NewJob): { result: CreateResult; ordinal: number; timers: JobTimers } => {
       if (input.idempotencyKey !== null) {
         const existing = s.jobByKey.get(input.idempotencyKey)
-        if (existing !== undefined) return { result: { job: this.#withText(existing.state), created: false }, ordinal: existing.ordinal }
+        if (existing !== undefined) return { result: { job: this.#withText(existing.state), created: false }, ordinal: existing.ordinal, timers: noTimers }
       }
       const event = createdEvent(input)
       const job = applyEvent(null, event)
+      const timers = initialTimers(input.deadlines, input.dispatch, Date.parse(input.at))
       const inserted = s.insertJob.run({
         id: job.id,
         type: job.type,
@@ -205,13 +227,14 @@ export class SqliteStore implements Store {
         seq: job.seq,
         state: stateJson(job),
         dispatch: job.dispatch ? 1 : 0,
+        ...timerColumns(timers),
       })
       s.insertEvent.run(job.id, 1, JSON.stringify(event))
-      return { result: { job, created: true }, ordinal: Number(inserted.lastInsertRowid) }
+      return { result: { job, created: true }, ordinal: Number(inserted.lastInsertRowid), timers }
     })
 
     const write = (current: Cached, applied: AppliedPlan): Cached => {
-      const { job, events, lease } = applied
+      const { job, events, lease, timers } = applied
       for (const event of events) {
         s.insertEvent.run(job.id, event.seq, JSON.stringify(event))
         if (event.type === 'chunk') s.insertText.run(job.id, event.seq, event.data.text)
@@ -228,19 +251,20 @@ export class SqliteStore implements Store {
         seq: job.seq,
         firstSeq,
         state: stateJson(job),
-        expiresAt: expiryOf(job, this.#retention),
+        expiresAt: expiryOf(job, this.#retention, timers),
         lease: lease === null ? null : JSON.stringify(lease),
         leaseExpiresAt: lease === null || lease.ended === true ? null : lease.expiresAt,
         availableAt: applied.availableAt ?? null,
+        ...timerColumns(timers),
       })
-      return { job, lease, ordinal: current.ordinal, firstSeq }
+      return { job, lease, timers, ordinal: current.ordinal, firstSeq }
     }
 
     this.#appendTx = db.transaction((jobId: string, plan: AppendPlan, at: string) => {
       const current = this.#load(jobId)
       if (current === null) throw new JobwireError('job_not_found', { jobId })
-      const applied = applyPlan(current.job, current.lease, plan, at)
-      const changed = applied.events.length > 0 || applied.leaseChanged
+      const applied = applyPlan(current.job, current.lease, plan, at, current.timers)
+      const changed = applied.events.length > 0 || applied.leaseChanged || applied.timersChanged
       return { applied, before: current, after: changed ? write(current, applied) : null }
     })
 
@@ -262,7 +286,7 @@ export class SqliteStore implements Store {
       if (row === undefined) return null
       const current = this.#load(row.id)
       if (current === null) return null
-      const applied = applyPlan(current.job, current.lease, plan, new Date(now).toISOString())
+      const applied = applyPlan(current.job, current.lease, plan, new Date(now).toISOString(), current.timers)
       return { applied, before: current, after: write(current, applied) }
     })
 
@@ -292,7 +316,7 @@ export class SqliteStore implements Store {
     return this.#grouped(
       () => {
         const created = this.#createTx(input)
-        if (created.result.created) this.#remember({ job: created.result.job, lease: null, ordinal: created.ordinal, firstSeq: 1 })
+        if (created.result.created) this.#remember({ job: created.result.job, lease: null, timers: created.timers, ordinal: created.ordinal, firstSeq: 1 })
         return created
       },
       (created) => this.#created(input, created),
@@ -301,7 +325,7 @@ export class SqliteStore implements Store {
 
   /** After the commit: queue order and subscribers (the cache was updated in the transaction). */
 
-  #created(input: NewJob, { result, ordinal }: { result: CreateResult; ordinal: number }): CreateResult {
+  #created(input: NewJob, { result, ordinal }: { result: CreateResult; ordinal: number; timers: JobTimers }): CreateResult {
     if (result.created) {
       if (isQueuedForDispatch(result.job)) {
         this.#queue.add(result.job.type, ordinal, result.job.id)
@@ -322,7 +346,7 @@ export class SqliteStore implements Store {
   async getRecord(id: string): Promise<JobRecord | null> {
     this.#open()
     const cached = this.#load(id)
-    return cached === null ? null : { job: cached.job, lease: cached.lease }
+    return cached === null ? null : { job: cached.job, lease: cached.lease, timers: cached.timers }
   }
 
   async listJobs(query: JobQuery): Promise<JobPage> {
@@ -418,6 +442,11 @@ export class SqliteStore implements Store {
     return this.#statements.expiredLeases.all(now, limit).map((row) => row.id)
   }
 
+  async dueDeadlines(now: number, limit: number): Promise<string[]> {
+    this.#open()
+    return this.#statements.dueDeadlines.all(now, limit).map((row) => row.id)
+  }
+
   async queuePosition(jobId: string): Promise<number | null> {
     this.#open()
     const current = this.#load(jobId)
@@ -488,6 +517,7 @@ export class SqliteStore implements Store {
     return this.#remember({
       job: this.#withText(row.state),
       lease: row.lease === null ? null : (JSON.parse(row.lease) as Lease),
+      timers: row.timers === null ? noTimers : (JSON.parse(row.timers) as JobTimers),
       ordinal: row.ordinal,
       firstSeq: row.first_seq,
     })

@@ -3,6 +3,7 @@ import { JobwireError, type JobState } from '@jobwire/protocol'
 import { canCancel, canManage, canRead, requireKeyRole, tenantOf } from '../../core/scopes.js'
 import { abortOnClose, principalOf, summarize, visibleJob, type RouteContext } from '../context.js'
 import { serveJobStream } from '../stream-route.js'
+import { deadlineSettings } from '../../config.js'
 import { cancelBody, createJobBody, listQuery, parseOwnerFilter, parsePosition, parseWith } from '../schemas.js'
 
 /** Jobs: create, read, list, append events, cancel, resume, stream, long-poll. */
@@ -20,7 +21,7 @@ export function registerJobRoutes(v1: FastifyInstance, context: RouteContext): v
         : new JobwireError('forbidden', { action: `create jobs for tenant "${body.owner.tenant}"` })
     }
     await limits.countCreation(body.owner ?? null)
-    const { job, created } = await service.createJob(body)
+    const { job, created } = await service.createJob({ ...body, deadlines: deadlineSettings(body) })
     void reply.code(created ? 201 : 200).header('location', `/v1/jobs/${job.id}`)
     return service.withQueuePosition(job)
   })

@@ -1,10 +1,10 @@
 import type { FastifyInstance } from 'fastify'
 import { JobwireError } from '@jobwire/protocol'
-import { canWork, requireKeyRole } from '../../core/scopes.js'
+import { canManage, canRead, canWork, notFound, requireKeyRole } from '../../core/scopes.js'
 import { abortOnClose, principalOf, type RouteContext } from '../context.js'
 import { claimBody, heartbeatBody, parseWith, releaseBody, signalsBody } from '../schemas.js'
 
-/** Workers: claim, heartbeat, release, signals. Only `worker` (and `admin`) keys. */
+/** Workers: claim, heartbeat, release, signals. Only `worker` (and `admin`) keys; a self-run job's heartbeat takes a `backend` key. */
 export function registerWorkerRoutes(v1: FastifyInstance, context: RouteContext): void {
   const { service, dispatcher, settings } = context
 
@@ -26,8 +26,17 @@ export function registerWorkerRoutes(v1: FastifyInstance, context: RouteContext)
   })
 
   v1.post<{ Params: { id: string } }>('/jobs/:id/heartbeat', async (request) => {
-    requireKeyRole(principalOf(request), ['admin', 'worker'], 'heartbeat jobs')
     const body = parseWith(heartbeatBody, request.body ?? {})
+    if (body.lease === undefined) {
+      // A self-run job's runner, allowed what may write its events: its heartbeatTimeout starts over.
+      const principal = principalOf(request)
+      const job = await service.store.getJob(request.params.id)
+      if (job?.dispatch === true) throw new JobwireError('invalid_request', { field: 'lease', reason: 'lease: required (a job dispatched to workers is heartbeated under its lease)' })
+      if (job === null || !canRead(principal, job)) throw notFound(request.params.id)
+      if (!canManage(principal, job)) throw new JobwireError('forbidden', { action: 'heartbeat this job' })
+      return service.runnerHeartbeat(job.id)
+    }
+    requireKeyRole(principalOf(request), ['admin', 'worker'], 'heartbeat jobs')
     return dispatcher.heartbeat(request.params.id, body.lease, body.leaseMs ?? settings.defaultLeaseMs)
   })
 

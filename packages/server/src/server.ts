@@ -236,19 +236,30 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
       .finally(() => (reclaiming = false))
   }, config.leaseSweepInterval)
   leaseSweep.unref()
+  // Firing deadlines and marking watched jobs run apart: a slow round of one never delays the other.
   let firing = false
+  let refreshing = false
   const deadlineSweep = setInterval(() => {
-    if (firing) return
-    firing = true
-    Promise.all([service.deadlines.fireDue(), service.deadlines.refreshWatched()])
-      .then(
-        ([fired]) => {
-          lastSweep.deadlines = Date.now()
-          if (fired > 0 && logger) logger.debug({ fired }, 'fired job deadlines')
-        },
-        (error: unknown) => logger && logger.warn({ err: error }, 'deadline sweep failed'),
-      )
-      .finally(() => (firing = false))
+    if (!firing) {
+      firing = true
+      service.deadlines
+        .fireDue()
+        .then(
+          (fired) => {
+            lastSweep.deadlines = Date.now()
+            if (fired > 0 && logger) logger.debug({ fired }, 'fired job deadlines')
+          },
+          (error: unknown) => logger && logger.warn({ err: error }, 'deadline sweep failed'),
+        )
+        .finally(() => (firing = false))
+    }
+    if (!refreshing) {
+      refreshing = true
+      service.deadlines
+        .refreshWatched()
+        .catch((error: unknown) => logger && logger.warn({ err: error }, 'marking watched jobs failed'))
+        .finally(() => (refreshing = false))
+    }
   }, config.deadlineSweepInterval)
   deadlineSweep.unref()
 

@@ -1381,7 +1381,7 @@ export function describeStoreConformance(name: string, makeStore: MakeStore, cle
         await store.append(id, () => ({ events: [chunk('kept')] }))
         expect((await store.getRecord(id))?.lease).toEqual(extended)
         await store.append(id, () => ({ events: [], lease: null }))
-        expect(await store.getRecord(id)).toEqual({ job: await store.getJob(id), lease: null })
+        expect(await store.getRecord(id)).toEqual({ job: await store.getJob(id), lease: null, timers: { settings: {}, due: {} } })
         expect(await store.expiredLeases(extended.expiresAt + 1, 10)).toEqual([])
         await store.append(id, () => [chunk('witness')])
         // Only the two events reached subscribers: a lease change alone publishes nothing.
@@ -1617,6 +1617,7 @@ export function describeStoreConformance(name: string, makeStore: MakeStore, cle
           status: 'running',
           cancelled: false,
           expiresAt: new Date(clock.now + 10_000).toISOString(),
+          timedOut: false,
         })
         clock.now += 8_000 // past the first lease, within the extended one
         expect(await dispatcher.reclaimLapsed()).toBe(0)
@@ -1624,7 +1625,7 @@ export function describeStoreConformance(name: string, makeStore: MakeStore, cle
         await expectCode(dispatcher.heartbeat(job.id, 'lease_someone-else', 10_000), 'lease_lost')
         const seq = (await store.getJob(job.id))?.seq
         await service.cancelJob(job.id, 'user')
-        expect(await dispatcher.heartbeat(job.id, token, 10_000)).toEqual({ status: 'cancelled', cancelled: true, expiresAt: null })
+        expect(await dispatcher.heartbeat(job.id, token, 10_000)).toEqual({ status: 'cancelled', cancelled: true, expiresAt: null, timedOut: false })
         await expectCode(service.appendEvents(job.id, [chunk('x')], { lease: token, batch: 1 }), 'job_finished')
         expect((await store.getJob(job.id))?.seq).toBe((seq ?? 0) + 1)
       })

@@ -96,9 +96,9 @@ export class JobwireBackend {
 
   /**
    * Says the runner of a job you run yourself (`dispatch: false`) is alive, between reports: its
-   * `heartbeatTimeout` starts over. A report does the same.
+   * `heartbeatTimeout` starts over (`expiresAt`: when it now falls). A report does the same.
    */
-  heartbeat(id: string): Promise<{ status: JobStatus; cancelled: boolean; heartbeatDue: string | null }> {
+  heartbeat(id: string): Promise<{ status: JobStatus; cancelled: boolean; expiresAt: string | null; timedOut: boolean }> {
     return this.#request('POST', `/v1/jobs/${encodeURIComponent(id)}/heartbeat`, {})
   }
 

@@ -99,7 +99,7 @@ describe('deadlines over HTTP', () => {
     expect(first).toMatchObject({ status: 'running', cancelled: false })
     await new Promise((resolve) => setTimeout(resolve, 5))
     const second = await backend.heartbeat(job.id)
-    expect(Date.parse(second.heartbeatDue ?? '')).toBeGreaterThan(Date.parse(first.heartbeatDue ?? ''))
+    expect(Date.parse(second.expiresAt ?? '')).toBeGreaterThan(Date.parse(first.expiresAt ?? ''))
     const messages = await watchToEnd(job.id)
     expect(lastEvent(messages)).toMatchObject({ type: 'failed', data: { code: 'runner_lost' } })
     // A dispatched job is heartbeated under its worker's lease, not by its creator.

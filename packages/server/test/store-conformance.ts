@@ -661,7 +661,7 @@ export function describeStoreConformance(name: string, makeStore: MakeStore, cle
         const { job } = await service.createJob({ type: 'test', dispatch: false, deadlines: { heartbeatTimeoutMs: minute } })
         await service.appendEvents(job.id, [chunk('working')])
         clock.now += 40_000
-        expect((await service.runnerHeartbeat(job.id)).heartbeatDue).toBe(new Date(clock.now + minute).toISOString())
+        expect((await service.runnerHeartbeat(job.id)).expiresAt).toBe(new Date(clock.now + minute).toISOString())
         clock.now += 50_000
         expect(await service.deadlines.fireDue()).toBe(0)
         clock.now += 11_000

@@ -248,7 +248,7 @@ export class JobService {
    * A self-run job's runner says it is alive (`POST /v1/jobs/:id/heartbeat` without a lease):
    * its `heartbeatTimeout` starts over. A dispatched job's worker heartbeats its lease instead.
    */
-  async runnerHeartbeat(jobId: string): Promise<{ status: JobState['status']; cancelled: boolean; heartbeatDue: string | null }> {
+  async runnerHeartbeat(jobId: string): Promise<{ status: JobState['status']; cancelled: boolean; expiresAt: string | null; timedOut: boolean }> {
     const now = this.now().getTime()
     const result = await this.store.append(jobId, (job) => {
       if (job.dispatch) throw new JobwireError('invalid_request', { reason: `job ${jobId} is dispatched to workers: heartbeat its lease (send "lease")` })
@@ -257,7 +257,12 @@ export class JobService {
     })
     const record = await this.store.getRecord(jobId)
     const due = record?.timers.due.heartbeatTimeout
-    return { status: result.job.status, cancelled: result.job.status === 'cancelled', heartbeatDue: due === undefined ? null : new Date(due).toISOString() }
+    return {
+      status: result.job.status,
+      cancelled: result.job.status === 'cancelled',
+      expiresAt: due === undefined ? null : new Date(due).toISOString(),
+      timedOut: result.job.error?.code === 'timed_out' && result.job.status === 'failed',
+    }
   }
 
   /**

@@ -141,7 +141,15 @@ const claimed = z
   .object({ job: jobState, lease: z.object({ token: z.string(), expiresAt: timestamp, leaseMs: z.number().int() }).strict() })
   .strict()
   .meta({ id: 'Claim' })
-const heartbeat = z.object({ status: jobStatus, cancelled: z.boolean(), expiresAt: timestamp.nullable() }).strict().meta({ id: 'Heartbeat' })
+const heartbeat = z
+  .object({
+    status: jobStatus,
+    cancelled: z.boolean(),
+    expiresAt: timestamp.nullable().meta({ description: "when the lease lapses; for a self-run job's runner heartbeat (no `lease` sent), when its `heartbeatTimeout` falls" }),
+    timedOut: z.boolean().meta({ description: "the job's timeout ended it" }),
+  })
+  .strict()
+  .meta({ id: 'Heartbeat' })
 const signals = z
   .object({ signals: z.array(z.object({ jobId: z.string(), reason: z.enum(['cancelled', 'finished', 'lease_lost']) }).strict()) })
   .strict()

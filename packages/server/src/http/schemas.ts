@@ -39,8 +39,12 @@ export const userName = text(200).min(1).regex(/^[^\p{Cc}]+$/u, 'no control char
 
 const owner = z.object({ tenant: tenantName, user: userName }).strict()
 
-/** A job's deadline: milliseconds or a duration string, at most 366 days. */
-const deadline = duration.pipe(z.number().int().min(0).max(366 * 86_400_000))
+const maxDeadlineMs = 366 * 86_400_000
+/** A job's deadline: milliseconds or a duration string (`500ms`, `10s`, `2m`, `24h`, `7d`), at most 366 days. */
+const deadline = z
+  .union([z.number().int().min(0).max(maxDeadlineMs), z.string().regex(/^\s*\d+(?:\.\d+)?\s*(?:ms|s|m|h|d)?\s*$/, 'expected milliseconds or a duration such as 500ms, 10s, 2m, 24h')])
+  .pipe(duration)
+  .pipe(z.number().int().min(0).max(maxDeadlineMs))
 
 export const createJobBody = z
   .object({

@@ -80,7 +80,7 @@ export const configSchema = z.object({
   maxBatchEvents: int(1, 100_000).default(1000).meta({ description: 'most events in one batch' }),
   maxTextLength: int(0, 256 * 1024 ** 2).default(4 * 1024 * 1024).meta({ description: 'most characters of streamed text per job' }),
   maxEventsPerJob: int(10, 10_000_000).default(1000).meta({ description: 'events kept per job log; older ones are trimmed (a resume from before them gets a `reset` snapshot)' }),
-  ttlCompleted: duration.pipe(z.number().min(0)).default(24 * 3_600_000).meta({ description: 'how long completed jobs are kept (per type: `retention` in `--job-types`; per job: `retention` at create)' }),
+  ttlCompleted: duration.pipe(z.number().min(0)).default(24 * 3_600_000).meta({ description: 'how long completed jobs are kept' }),
   ttlFailed: duration.pipe(z.number().min(0)).default(3_600_000).meta({ description: 'how long failed jobs are kept' }),
   ttlCancelled: duration.pipe(z.number().min(0)).default(3_600_000).meta({ description: 'how long cancelled jobs are kept' }),
   sweepInterval: duration.pipe(z.number().min(100)).default(30_000).meta({ description: 'how often expired jobs are deleted' }),

@@ -22,9 +22,11 @@ const packages = ['protocol', 'backend', 'client', 'react', 'worker', 'server']
 
 /**
  * Gzipped bytes of each browser bundle (minified ESM, every export kept; React external, @jobwire/client
- * inside @jobwire/react's). Measured 2026-12-04: client 13.8 kB, react 14.9 kB (vite 8 lib build, gzip -9). Raise a budget only on purpose.
+ * inside @jobwire/react's). Measured 2026-12-04: client 13.8 kB and react 14.9 kB, then 15.4 kB and
+ * 16.5 kB with per-job credentials; stage plans and metadata (in review) add about 0.6 kB more. The
+ * budgets leave room for that and catch a jump (a dependency bundled by mistake). Raise one only on purpose.
  */
-export const sizeBudgets = { '@jobwire/client': 15_000, '@jobwire/react': 16_500 }
+export const sizeBudgets = { '@jobwire/client': 18_000, '@jobwire/react': 19_500 }
 
 const started = Date.now()
 const step = (text) => console.log(`\n[consumer ${((Date.now() - started) / 1000).toFixed(0)}s] ${text}`)

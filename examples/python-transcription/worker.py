@@ -16,9 +16,11 @@ from typing import Any
 
 from jobwire import Backend, InvalidRequestError, SyncJobContext, Worker
 
-JOB_TYPE = "python-transcription"
+JOB_TYPE = "example-python-transcription"
 # The stages of one job, and the share of the work each takes (validating 0–10 %, decoding 10–20 %…).
 STAGES = [("validating", 0, 10), ("decoding", 10, 20), ("transcribing", 20, 90), ("aligning", 90, 100)]
+# JOBWIRE_EXAMPLE_PACE scales the simulated work's waits (the tests run it at 0.02).
+PACE = float(os.environ.get("JOBWIRE_EXAMPLE_PACE", "1"))
 WORDS = "the quick brown fox jumps over the lazy dog while the band plays on and the crowd sings along".split()
 
 
@@ -46,7 +48,7 @@ def transcribe(job: dict[str, Any], ctx: SyncJobContext) -> dict[str, Any]:
             steps = 10 if stage == "transcribing" else 2
             for step in range(1, steps + 1):
                 # A cancellable sleep: it returns at once when the job is cancelled or the worker stops.
-                if ctx.cancel_event.wait(rng.uniform(0.1, 0.4)):
+                if ctx.cancel_event.wait(rng.uniform(0.1, 0.4) * PACE):
                     ctx.raise_if_cancelled()
                 if stage == "transcribing":
                     ctx.chunk(" ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 8))) + (".\n" if step == steps else " "))
@@ -104,11 +106,11 @@ def main() -> None:
             for n in range(args.create):
                 files = [f"episode-{n + 1}-part-{part}.mp3" for part in range(1, 4)]
                 job = create(backend, files)
-                print(f"created {job['id']}: {args.url}/#/jobs/{job['id']}")
+                print(f"created {job['id']}: {args.url}/#/jobs/{job['id']}", flush=True)
 
     worker = Worker(args.url, key, concurrency=args.concurrency)
     worker.handle(JOB_TYPE, transcribe)
-    print(f"worker {worker.name} running {JOB_TYPE} jobs (Ctrl-C stops it; its jobs go back to the queue)")
+    print(f"worker {worker.name} running {JOB_TYPE} jobs (Ctrl-C stops it; its jobs go back to the queue)", flush=True)
     worker.run(stop_timeout=5)
 
 

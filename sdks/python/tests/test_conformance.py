@@ -14,7 +14,7 @@ import httpx
 from conftest import Server, node
 import base64
 
-from jobwire import ERROR_REGISTRY, Backend, mint_subscription_token
+from jobwire import ERROR_REGISTRY, JOB_ERROR_REGISTRY, Backend, mint_subscription_token
 from jobwire.reducer import ReducerError, apply_event
 
 HERE = Path(__file__).resolve().parent / "conformance"
@@ -171,11 +171,13 @@ def test_the_python_reducer_reaches_the_typescript_reducers_states_on_logs_a_rea
     assert_same_states(logs, tmp_path)
 
 
-def test_the_error_registry_matches_the_servers() -> None:
+def test_the_error_registries_match_the_servers() -> None:
     out = subprocess.run([node(), str(HERE / "registry.mjs")], capture_output=True, text=True, check=True)
     theirs = json.loads(out.stdout)
     mine = {code: {"status": spec.status, "retryable": spec.retryable, "message": spec.message} for code, spec in ERROR_REGISTRY.items()}
-    assert mine == theirs
+    assert mine == theirs["errors"]
+    job_errors = {code: {"retryable": spec.retryable, "message": spec.message} for code, spec in JOB_ERROR_REGISTRY.items()}
+    assert job_errors == theirs["jobErrors"]
 
 
 def test_offline_tokens_are_minted_like_jobwire_backends(tmp_path: Path) -> None:

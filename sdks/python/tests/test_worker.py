@@ -172,6 +172,36 @@ def test_runs_jobs_concurrently_claiming_several_at_once_where_the_server_allows
     assert errors == []
 
 
+def test_a_timeout_reaches_the_handler_and_fails_the_job(memory_server: Server) -> None:
+    server = memory_server
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        reached: asyncio.Future[str] = loop.create_future()
+        worker = Worker(server.url, server.api_key, poll_wait=2)
+
+        @worker.handle("hangs")
+        async def hangs(job: dict[str, Any], ctx: JobContext) -> None:
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                reached.set_result(str(ctx.abort_reason))
+                raise
+
+        await worker.start()
+        try:
+            async with AsyncBackend(server.url, server.api_key) as backend:
+                job = await backend.create_job("hangs", timeout=500, timeoutRetryable=False)
+                how = await asyncio.wait_for(reached, GUARD)
+                final = await until(server, job["id"], lambda state: state["status"] == "failed")
+        finally:
+            await worker.stop()
+        assert how == "timed_out"
+        assert final["error"]["code"] == "timed_out"
+
+    run(scenario)
+
+
 def test_a_retryable_failure_is_retried_with_its_checkpoint_and_a_plain_one_fails(memory_server: Server) -> None:
     server = memory_server
 

@@ -9,6 +9,7 @@
 from .backend import AsyncBackend, Backend
 from .errors import (
     ERROR_REGISTRY,
+    JOB_ERROR_REGISTRY,
     AuthenticationError,
     ConflictError,
     ConnectionFailedError,
@@ -39,6 +40,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ERROR_REGISTRY",
+    "JOB_ERROR_REGISTRY",
     "AbortReason",
     "AsyncBackend",
     "AuthenticationError",

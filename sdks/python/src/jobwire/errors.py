@@ -51,6 +51,22 @@ ERROR_REGISTRY: dict[str, ErrorSpec] = {
 }
 
 
+class JobErrorSpec(NamedTuple):
+    retryable: bool
+    message: str
+
+
+JOB_ERROR_REGISTRY: dict[str, JobErrorSpec] = {
+    "worker_lost": JobErrorSpec(True, "The worker holding the job stopped heartbeating (its lease lapsed) on the last attempt"),
+    "timed_out": JobErrorSpec(True, "The job ran longer than its timeout ({timeoutMs} ms, measured per {per})"),
+    "queue_timeout": JobErrorSpec(False, "The job waited unclaimed longer than its queue timeout ({queueTimeoutMs} ms): no worker of its type took it"),
+    "runner_lost": JobErrorSpec(False, "The self-run job got no event and no heartbeat for {heartbeatTimeoutMs} ms: its runner is gone"),
+    "unwatched": JobErrorSpec(False, "Nobody watched the job for {cancelWhenUnwatchedMs} ms, on any node (a cancel reason)"),
+}
+"""Codes the server itself ends a job with — a ``failed`` event's ``code``, a ``requeued`` or
+``cancelled`` event's ``reason`` — not HTTP errors: a watcher sees them in ``state["error"]``."""
+
+
 def format_error_message(code: str, details: Mapping[str, Any] | None = None) -> str:
     """Renders a registry template, filling ``{name}`` from ``details``."""
     spec = ERROR_REGISTRY.get(code, ERROR_REGISTRY["internal"])

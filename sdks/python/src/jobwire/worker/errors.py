@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-AbortReason = Literal["cancelled", "finished", "lease_lost", "stopped", "rejected"]
+AbortReason = Literal["cancelled", "finished", "lease_lost", "stopped", "rejected", "timed_out"]
 """Why a job's context was aborted:
 
 - ``cancelled``: someone cancelled the job; nothing the handler reports is sent any more.
@@ -14,6 +14,8 @@ AbortReason = Literal["cancelled", "finished", "lease_lost", "stopped", "rejecte
   grace period are still delivered, then the lease is released and the job re-queued with its
   last checkpoint.
 - ``rejected``: the server refused the job's events; the job is reported failed with its code.
+- ``timed_out``: the job ran past its timeout; the server failed it with ``timed_out`` (or re-queued
+  it, when its type retries timeouts). Nothing the handler does is reported any more.
 """
 
 _ABORT_MESSAGES: dict[str, str] = {
@@ -22,6 +24,7 @@ _ABORT_MESSAGES: dict[str, str] = {
     "lease_lost": "The worker lost its lease on the job",
     "stopped": "The worker is stopping",
     "rejected": "The server refused the job's events",
+    "timed_out": "The job ran past its timeout",
 }
 
 _MAX_CODE = 100
@@ -54,7 +57,7 @@ class JobAborted(Exception):
     """Raised by ``ctx.raise_if_cancelled()`` (and by ``checkpoint()``) once the job's context aborted."""
 
     def __init__(self, reason: AbortReason, message: str | None = None) -> None:
-        super().__init__(message or _ABORT_MESSAGES[reason])
+        super().__init__(message or _ABORT_MESSAGES.get(reason, "The job is no longer this worker's"))
         self.reason: AbortReason = reason
 
 

@@ -37,6 +37,7 @@ class RunEnvironment:
 
 
 Phase = Literal["running", "reporting", "stopping", "done"]
+_SIGNAL_REASONS = frozenset({"cancelled", "finished", "lease_lost", "timed_out"})
 
 
 class JobRun:
@@ -209,6 +210,8 @@ class JobRun:
                 failures = 0
                 if answer.get("cancelled"):
                     self.signalled("cancelled")
+                elif answer.get("timedOut") is True:
+                    self.signalled("timed_out")
                 elif answer.get("status") != "running":
                     self.signalled("finished")
             except WorkerRequestError as error:
@@ -330,7 +333,8 @@ class SignalWatch:
                 if run is not None and self._watched.get(run.id) is run:
                     del self._watched[run.id]
                     reason: Any = signal["reason"]
-                    run.signalled(reason)
+                    # A reason this SDK does not know yet (a newer server): the job is not ours any more.
+                    run.signalled(reason if reason in _SIGNAL_REASONS else "finished")
             # A server that does not hold the poll (a zero --poll-max-wait) must not be hammered.
             if not signals:
                 await asyncio.sleep(max(0.0, MIN_POLL - (loop.time() - sent_at)))

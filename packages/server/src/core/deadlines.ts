@@ -99,16 +99,17 @@ export class DeadlineKeeper {
   async fireDue(limit = 200): Promise<number> {
     const store = this.store()
     const now = this.now()
-    let fired = 0
-    for (const jobId of await store.dueDeadlines(now, limit)) {
-      const result = await store.append(jobId, (job, _lease, timers) => deadlineDecision(job, timers, now, this.backoff)).catch((error: unknown) => {
-        // Deleted meanwhile: nothing to fire. Anything else is for the next tick.
-        if (error instanceof JobwireError && error.code === 'job_not_found') return null
-        throw error
-      })
-      if (result !== null && result.events.length > 0) fired++
-    }
-    return fired
+    // All at once: the stores commit them together (one SQLite transaction, pipelined Redis scripts).
+    const results = await Promise.all(
+      (await store.dueDeadlines(now, limit)).map((jobId) =>
+        store.append(jobId, (job, _lease, timers) => deadlineDecision(job, timers, now, this.backoff)).catch((error: unknown) => {
+          // Deleted meanwhile: nothing to fire. Anything else is for the next tick.
+          if (error instanceof JobwireError && error.code === 'job_not_found') return null
+          throw error
+        }),
+      ),
+    )
+    return results.filter((result) => result !== null && result.events.length > 0).length
   }
 
   /** A subscription to `jobId` opened on this node; call the result when it closes. */

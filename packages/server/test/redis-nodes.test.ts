@@ -80,6 +80,20 @@ if (redisReachable('Redis store: several nodes')) {
   }
 
   describe('Redis store: several nodes on one Redis', () => {
+    it('a job gone from Redis (deleted by hand) leaves the deadline index instead of coming due on every sweep', async () => {
+      const [a] = (await cluster(1)) as [Node]
+      const clock = Date.now()
+      const service = new JobService(a.store, {}, () => new Date(clock))
+      const gone = (await service.createJob({ type: 'evicted', deadlines: { queueTimeoutMs: 1_000 } })).job.id
+      const kept = (await service.createJob({ type: 'evicted', deadlines: { queueTimeoutMs: 1_000 } })).job.id
+      const prefix = `${base}:${runs}`
+      expect(await admin.del(`${prefix}:job:{${gone}}`)).toBe(1)
+      expect(await a.store.dueDeadlines(clock + 2_000, 10)).toEqual([kept])
+      expect(await admin.zrange(`${prefix}:deadlines`, '0', '-1')).toEqual([kept])
+      expect(await new JobService(a.store, {}, () => new Date(clock + 2_000)).deadlines.fireDue()).toBe(1)
+      expect(await admin.zcard(`${prefix}:deadlines`)).toBe(0)
+    })
+
     it('an event appended through node A or B reaches a subscription on node C, in order, once', async () => {
       const [a, b, c] = (await cluster(3)) as [Node, Node, Node]
       const { job } = await a.service.createJob({ type: 'fan' })

@@ -26,6 +26,7 @@ import { RedisKeys } from './redis-keys.js'
 import {
   commitScript,
   createScript,
+  dueScript,
   generationScript,
   loadScript,
   pickScript,
@@ -71,6 +72,7 @@ const scripts = {
   pick: script(pickScript),
   position: script(positionScript),
   sweep: script(sweepScript),
+  due: script(dueScript),
   generation: script(generationScript),
 }
 
@@ -400,7 +402,7 @@ export class RedisStore implements Store {
 
   async dueDeadlines(now: number, limit: number): Promise<string[]> {
     this.#usable()
-    return this.#guard(() => this.#client.zrangebyscore(this.#keys.deadlines, '-inf', now, 'LIMIT', 0, limit))
+    return (await this.#eval(scripts.due, [this.#keys.deadlines], [now, limit, this.#keys.jobKeyStart])) as string[]
   }
 
   async queuePosition(jobId: string): Promise<number | null> {

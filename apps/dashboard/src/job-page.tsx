@@ -5,6 +5,7 @@ import type { JobActions } from './actions.js'
 import { formatDuration, formatTime, jobDuration, useNow } from './format.js'
 import { JsonView } from './json-view.js'
 import { ProgressBar } from './progress-bar.js'
+import { MetadataList, StagePlanTimeline } from './stage-plan.js'
 import { jobHref } from './route.js'
 
 /** One job, live: its timeline, items, streamed text, result or error, and what may be done to it. */
@@ -83,7 +84,10 @@ function KnownJob({ view, job, now, actions, canCancel }: { view: JobView; job: 
           <span>ran {jobDuration(job, now)}</span>
         </p>
         {job.progress.message !== null && <p className="muted">{job.progress.message}</p>}
+        <MetadataList metadata={job.progress.metadata} label="Progress metadata" />
       </section>
+
+      {job.plan !== undefined && <StagePlanTimeline plan={job.plan} />}
 
       {job.error !== null && (
         <section className="card failed" aria-labelledby="error-title">
@@ -123,6 +127,11 @@ function KnownJob({ view, job, now, actions, canCancel }: { view: JobView; job: 
                 <span className="item-label">{item.label ?? item.id}</span>
                 <ProgressBar percent={item.status === 'completed' ? 100 : item.percent} label={`${item.label ?? item.id} progress`} tone={item.status} />
                 <span className="item-status">{item.status === 'running' && item.percent !== null ? `${Math.round(item.percent)}%` : item.status}</span>
+                {item.metadata !== undefined && (
+                  <span className="item-metadata">
+                    <MetadataList metadata={item.metadata} label={`${item.label ?? item.id} metadata`} />
+                  </span>
+                )}
               </li>
             ))}
           </ul>

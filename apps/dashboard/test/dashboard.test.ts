@@ -271,6 +271,15 @@ describe.skipIf(!haveChromium && !inCi)('dashboard in Chromium against jobwire s
     expect(await page.getByRole('progressbar', { name: /progress/ }).count()).toBeGreaterThan(await items.count())
     await page.getByRole('heading', { name: 'Result' }).waitFor()
     await page.getByRole('heading', { name: 'Stages' }).waitFor()
+    // The stage plan's timeline: every stage ran, and the files' metadata is shown.
+    await page.getByRole('heading', { name: 'Plan' }).waitFor()
+    expect(await page.locator('[data-plan-stage]').evaluateAll((rows) => rows.map((row) => `${row.getAttribute('data-plan-stage')}:${row.getAttribute('data-stage-status')}`))).toEqual([
+      'validating:done',
+      'decoding:done',
+      'transcribing:done',
+      'synthesizing:done',
+    ])
+    expect(await page.getByLabel('Progress metadata').textContent()).toMatch(/filesDone\d+totalFiles\d+/)
     await screenshot('job-page.png')
     await page.emulateMedia({ colorScheme: 'dark' })
     await screenshot('job-page-dark.png')

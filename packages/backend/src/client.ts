@@ -1,4 +1,4 @@
-import { JobwireError, type ErrorBody, type JobState, type JobStatus, type Owner } from '@jobwire/protocol'
+import { JobwireError, type ErrorBody, type JobState, type JobStatus, type Metadata, type Owner, type StageSpec } from '@jobwire/protocol'
 
 export interface BackendOptions {
   /** The Jobwire node, e.g. `http://127.0.0.1:7070`. */
@@ -32,12 +32,15 @@ export interface CreateJob {
   cancelWhenUnwatched?: number | string
   /** How long the job is kept once finished. */
   retention?: number | string
+  /** The job's stage plan (names, weights or percent ranges); overrides its type's plan from the server's config. */
+  stages?: StageSpec[]
 }
 
 export type ProducerEvent =
   | { type: 'started'; worker?: string }
-  | { type: 'progress'; stage?: string; percent?: number; message?: string }
-  | { type: 'item'; id: string; label?: string; status?: 'pending' | 'running' | 'completed' | 'failed' | 'skipped'; percent?: number; message?: string }
+  /** `fraction`: how far `stage` is (0–1) for a job with a stage plan; `metadata`: app data merged latest-wins per key. */
+  | { type: 'progress'; stage?: string; percent?: number; message?: string; fraction?: number; metadata?: Metadata }
+  | { type: 'item'; id: string; label?: string; status?: 'pending' | 'running' | 'completed' | 'failed' | 'skipped'; percent?: number; message?: string; metadata?: Metadata }
   | { type: 'chunk'; text: string }
   | { type: 'checkpoint'; data: unknown }
   | { type: 'completed'; result?: unknown }

@@ -1,11 +1,18 @@
 import type { ItemStatus, Owner } from './job.js'
+import type { Metadata } from './metadata.js'
+import type { PlannedStage } from './stage-plan.js'
 
 /** Payload of each event type. One entry per type; the unions below are derived from it. */
 export interface EventDataMap {
-  created: { type: string; input: unknown; owner: Owner | null; dispatch: boolean; maxAttempts: number }
+  /** `plan`: the job's stage plan (from its type's config or its create request), when it has one. */
+  created: { type: string; input: unknown; owner: Owner | null; dispatch: boolean; maxAttempts: number; plan?: PlannedStage[] }
   started: { attempt: number; worker: string | null }
-  progress: { stage?: string; percent?: number; message?: string }
-  item: { id: string; label?: string; status?: ItemStatus; percent?: number; message?: string }
+  /**
+   * `fraction` (0–1) is how far `stage` (or the current stage) is, for jobs with a stage plan: the
+   * reducer turns it into the overall percent. `metadata` is merged into the job's progress metadata.
+   */
+  progress: { stage?: string; percent?: number; message?: string; fraction?: number; metadata?: Metadata }
+  item: { id: string; label?: string; status?: ItemStatus; percent?: number; message?: string; metadata?: Metadata }
   chunk: { text: string }
   checkpoint: { data: unknown }
   completed: { result: unknown }

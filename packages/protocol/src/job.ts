@@ -1,3 +1,6 @@
+import type { Metadata } from './metadata.js'
+import type { StagePlanEntry } from './stage-plan.js'
+
 /** A job's lifecycle status. `completed`, `failed` and `cancelled` are terminal. */
 export type JobStatus = 'queued' | 'running' | 'completed' | 'failed' | 'cancelled'
 export const jobStatuses: readonly JobStatus[] = ['queued', 'running', 'completed', 'failed', 'cancelled']
@@ -17,6 +20,8 @@ export interface Progress {
   stage: string | null
   percent: number | null
   message: string | null
+  /** App data merged from `progress` events (latest wins per key); absent until a first one. */
+  metadata?: Metadata
 }
 
 export type ItemStatus = 'pending' | 'running' | 'completed' | 'failed' | 'skipped'
@@ -29,6 +34,8 @@ export interface ItemState {
   status: ItemStatus
   percent: number | null
   message: string | null
+  /** App data merged from this item's updates (latest wins per key); absent until a first one. */
+  metadata?: Metadata
   updatedAt: string
 }
 
@@ -56,6 +63,11 @@ export interface JobState {
   status: JobStatus
   progress: Progress
   stages: StageEntry[]
+  /**
+   * The job's stage plan with each stage's status and fraction, for jobs whose type or create
+   * request declared one (absent otherwise). With a plan, `progress.percent` follows the stages.
+   */
+  plan?: StagePlanEntry[]
   items: ItemState[]
   /** All streamed text so far, in order. */
   text: string

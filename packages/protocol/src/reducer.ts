@@ -1,6 +1,8 @@
 import type { JobEvent } from './events.js'
 import type { ItemState, JobState } from './job.js'
 import { nextStatus } from './lifecycle.js'
+import { mergeMetadata } from './metadata.js'
+import { advancePlan, finishPlan, planPercent, startPlan } from './stage-plan.js'
 
 /**
  * The reducer: a job's state is a pure function of its events. The server, the clients and the
@@ -36,6 +38,7 @@ export function applyEvent(state: JobState | null, event: JobEvent): JobState {
       finishedAt: null,
       updatedAt: event.at,
       seq: event.seq,
+      ...(event.data.plan === undefined ? {} : { plan: startPlan(event.data.plan) }),
     }
   }
   if (state === null) throw new Error(`job ${event.jobId}: ${event.type} before created`)
@@ -100,14 +103,28 @@ function applyTo(next: JobState, status: JobState['status'], event: Exclude<JobE
       next.queuePosition = null
       return
     case 'progress': {
-      const { stage, percent, message } = event.data
+      const { stage, percent, message, fraction, metadata } = event.data
       const before = next.progress
       const stageChanged = stage !== undefined && stage !== before.stage
+      const current = stage ?? before.stage
+      // With a plan, entering a planned stage or reporting its fraction moves the overall percent.
+      let planned: number | undefined
+      if (next.plan !== undefined && current !== null && (stageChanged || fraction !== undefined)) {
+        const reached = fraction ?? 0
+        const plan = advancePlan(next.plan, current, reached)
+        const entry = plan?.find((one) => one.name === current)
+        if (plan !== null && entry !== undefined) {
+          next.plan = plan
+          planned = planPercent(entry, reached)
+        }
+      }
       next.progress = {
-        stage: stage ?? before.stage,
-        percent: percent ?? (stageChanged ? null : before.percent),
+        stage: current,
+        percent: percent ?? planned ?? (stageChanged ? null : before.percent),
         message: message ?? (stageChanged ? null : before.message),
       }
+      if (metadata !== undefined) next.progress.metadata = mergeMetadata(before.metadata, metadata)
+      else if (before.metadata !== undefined) next.progress.metadata = before.metadata
       if (stageChanged) next.stages = [...next.stages, { stage, at: event.at }]
       return
     }
@@ -124,6 +141,7 @@ function applyTo(next: JobState, status: JobState['status'], event: Exclude<JobE
       next.result = event.data.result
       next.finishedAt = event.at
       next.progress = { ...next.progress, percent: 100 }
+      if (next.plan !== undefined) next.plan = finishPlan(next.plan)
       next.queuePosition = null
       return
     case 'failed':
@@ -163,6 +181,8 @@ function upsertItem(items: ItemState[], data: Extract<JobEvent, { type: 'item' }
     message: data.message ?? previous?.message ?? null,
     updatedAt: at,
   }
+  if (data.metadata !== undefined) next.metadata = mergeMetadata(previous?.metadata, data.metadata)
+  else if (previous?.metadata !== undefined) next.metadata = previous.metadata
   if (index === -1) return [...items, next]
   const copy = items.slice()
   copy[index] = next

@@ -5,6 +5,7 @@ import {
   eventTypes,
   jobStatuses,
   needsRunning,
+  normalizeStagePlan,
   nextStatus,
   reduceEvents,
   type EventDraft,
@@ -498,5 +499,148 @@ describe('lifecycle: nextStatus', () => {
         else expect(apply().status, `${type} on ${status}`).toBe(expected)
       }
     }
+  })
+})
+
+describe('applyEvent: metadata', () => {
+  it('merges progress metadata latest-wins per key, keeps it across stages, and removes a key set to null', () => {
+    const state = reduce([
+      created,
+      started,
+      { type: 'progress', data: { stage: 'decoding', metadata: { chunksProcessed: 1, totalChunks: 40, codec: 'opus' } } },
+      { type: 'progress', data: { percent: 10, metadata: { chunksProcessed: 4 } } },
+      { type: 'progress', data: { stage: 'transcribing', metadata: { codec: null } } },
+    ])
+    expect(state.progress).toEqual({ stage: 'transcribing', percent: null, message: null, metadata: { chunksProcessed: 4, totalChunks: 40 } })
+  })
+
+  it('keeps each item its own metadata, merged across its updates', () => {
+    const state = reduce([
+      created,
+      started,
+      { type: 'item', data: { id: 'a.wav', metadata: { bytes: 100 } } },
+      { type: 'item', data: { id: 'b.wav', metadata: { bytes: 7 } } },
+      { type: 'item', data: { id: 'a.wav', status: 'completed', metadata: { words: 12 } } },
+    ])
+    expect(state.items.map((item) => [item.id, item.metadata])).toEqual([
+      ['a.wav', { bytes: 100, words: 12 }],
+      ['b.wav', { bytes: 7 }],
+    ])
+  })
+
+  it('leaves progress and items without metadata as they were (no metadata key)', () => {
+    const state = reduce([created, started, { type: 'progress', data: { percent: 3 } }, { type: 'item', data: { id: 'x' } }])
+    expect('metadata' in state.progress).toBe(false)
+    expect('metadata' in (state.items[0] as object)).toBe(false)
+  })
+
+  it('does not change the metadata object an earlier state holds', () => {
+    const before = deepFreeze(reduce([created, started, { type: 'progress', data: { metadata: { a: 1 } } }]))
+    const after = applyEvent(before, next(before, { type: 'progress', data: { metadata: { b: 2 } } }))
+    expect(before.progress.metadata).toEqual({ a: 1 })
+    expect(after.progress.metadata).toEqual({ a: 1, b: 2 })
+  })
+})
+
+describe('applyEvent: stage plans', () => {
+  const plan = [
+    { name: 'validating', from: 0, to: 10 },
+    { name: 'decoding', from: 10, to: 20 },
+    { name: 'transcribing', from: 20, to: 70 },
+    { name: 'synthesizing', from: 70, to: 100 },
+  ]
+  const planned: EventDraft = { type: 'created', data: { ...(created.data as object), plan } as Extract<EventDraft, { type: 'created' }>['data'] }
+  const statuses = (state: JobState) => state.plan?.map((stage) => `${stage.name}:${stage.status}`)
+
+  it('a new job holds its plan with every stage pending', () => {
+    expect(reduce([planned]).plan).toEqual(plan.map((stage) => ({ ...stage, status: 'pending', fraction: null })))
+  })
+
+  it('computes the overall percent from the stage and its fraction', () => {
+    const state = reduce([planned, started, { type: 'progress', data: { stage: 'transcribing', fraction: 0.5 } }])
+    expect(state.progress.percent).toBe(45)
+    expect(state.plan?.find((stage) => stage.name === 'transcribing')).toMatchObject({ status: 'running', fraction: 0.5 })
+  })
+
+  it('entering a stage puts the percent at its start; a fraction without a stage applies to the current one', () => {
+    const entered = reduce([planned, started, { type: 'progress', data: { stage: 'decoding' } }])
+    expect(entered.progress.percent).toBe(10)
+    const later = applyEvent(entered, next(entered, { type: 'progress', data: { fraction: 0.25 } }))
+    expect(later.progress.percent).toBe(12.5)
+  })
+
+  it('marks earlier stages done when they ran and skipped when they never started', () => {
+    const state = reduce([
+      planned,
+      started,
+      { type: 'progress', data: { stage: 'validating', fraction: 1 } },
+      { type: 'progress', data: { stage: 'transcribing', fraction: 0.1 } },
+    ])
+    expect(statuses(state)).toEqual(['validating:done', 'decoding:skipped', 'transcribing:running', 'synthesizing:pending'])
+  })
+
+  it('completion marks the running stage done and the stages never reached skipped', () => {
+    const state = reduce([
+      planned,
+      started,
+      { type: 'progress', data: { stage: 'decoding', fraction: 0.5 } },
+      { type: 'completed', data: { result: null } },
+    ])
+    expect(statuses(state)).toEqual(['validating:skipped', 'decoding:done', 'transcribing:skipped', 'synthesizing:skipped'])
+    expect(state.progress.percent).toBe(100)
+  })
+
+  it('going back to an earlier stage (a retry) makes the later ones pending again', () => {
+    const state = reduce([
+      planned,
+      started,
+      { type: 'progress', data: { stage: 'transcribing', fraction: 0.9 } },
+      { type: 'requeued', data: { reason: 'worker_lost', attempt: 1, retryAt: null } },
+      { type: 'started', data: { attempt: 2, worker: 'w2' } },
+      { type: 'progress', data: { stage: 'decoding', fraction: 0 } },
+    ])
+    expect(statuses(state)).toEqual(['validating:skipped', 'decoding:running', 'transcribing:pending', 'synthesizing:pending'])
+    expect(state.progress.percent).toBe(10)
+  })
+
+  it('an explicit percent wins over the plan; a stage outside the plan leaves the plan as it is', () => {
+    const explicit = reduce([planned, started, { type: 'progress', data: { stage: 'decoding', fraction: 0.5, percent: 17 } }])
+    expect(explicit.progress.percent).toBe(17)
+    const outside = reduce([planned, started, { type: 'progress', data: { stage: 'warming-up', fraction: 0.5 } }])
+    expect(statuses(outside)).toEqual(['validating:pending', 'decoding:pending', 'transcribing:pending', 'synthesizing:pending'])
+    expect(outside.progress.percent).toBeNull()
+  })
+
+  it('a job without a plan has no plan key and ignores fractions', () => {
+    const state = reduce([created, started, { type: 'progress', data: { stage: 'a', fraction: 0.5 } }])
+    expect('plan' in state).toBe(false)
+    expect(state.progress.percent).toBeNull()
+  })
+})
+
+describe('normalizeStagePlan', () => {
+  it('spreads weights over 0–100 in order', () => {
+    expect(normalizeStagePlan(['a', { name: 'b', weight: 2 }, { name: 'c', weight: 1 }])).toEqual([
+      { name: 'a', from: 0, to: 25 },
+      { name: 'b', from: 25, to: 75 },
+      { name: 'c', from: 75, to: 100 },
+    ])
+  })
+
+  it('keeps percent ranges, each starting where the previous ended unless it says', () => {
+    expect(normalizeStagePlan([{ name: 'validating', to: 10 }, { name: 'decoding', to: 20 }, { name: 'transcribing', from: 20, to: 100 }])).toEqual([
+      { name: 'validating', from: 0, to: 10 },
+      { name: 'decoding', from: 10, to: 20 },
+      { name: 'transcribing', from: 20, to: 100 },
+    ])
+  })
+
+  it('refuses duplicate names, mixed weights and ranges, overlapping or out-of-range stages, and empty plans', () => {
+    expect(() => normalizeStagePlan(['a', 'a'])).toThrow(/appears twice/)
+    expect(() => normalizeStagePlan([{ name: 'a', weight: 1 }, { name: 'b', to: 50 }])).toThrow(/not both/)
+    expect(() => normalizeStagePlan([{ name: 'a', to: 50 }, { name: 'b', from: 40, to: 60 }])).toThrow(/overlap/)
+    expect(() => normalizeStagePlan([{ name: 'a', to: 120 }])).toThrow(/0–100/)
+    expect(() => normalizeStagePlan([{ name: 'a', weight: 0 }])).toThrow(/positive/)
+    expect(() => normalizeStagePlan([])).toThrow(/at least one/)
   })
 })

@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs'
+import { normalizeStagePlan, type PlannedStage } from '@jobwire/protocol'
 import { z } from 'zod'
 import type { DeadlineSettings } from './core/store.js'
 
@@ -130,6 +131,35 @@ export const configSchema = z.object({
       description:
         'per-type deadlines and retention, a JSON object (a JSON string in a flag or variable): `{"suggest": {"timeout": "2m", "queueTimeout": "10m", "retention": "1h"}}`; keys `timeout`, `timeoutPer`, `timeoutRetryable`, `queueTimeout`, `heartbeatTimeout`, `cancelWhenUnwatched`, `retention`',
     }),
+  stagePlans: z
+    .union([z.string(), z.record(z.string(), z.unknown())])
+    .default({})
+    .transform((value, ctx) => {
+      let parsed: unknown = value
+      if (typeof value === 'string') {
+        try {
+          parsed = value.trim() === '' ? {} : JSON.parse(value)
+        } catch {
+          ctx.addIssue({ code: 'custom', message: 'expected a JSON object of job type to stage list' })
+          return z.NEVER
+        }
+      }
+      if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
+        ctx.addIssue({ code: 'custom', message: 'expected a JSON object of job type to stage list' })
+        return z.NEVER
+      }
+      const out: Record<string, PlannedStage[]> = {}
+      for (const [type, stages] of Object.entries(parsed)) {
+        try {
+          out[type] = normalizeStagePlan(stages as never)
+        } catch (error) {
+          ctx.addIssue({ code: 'custom', message: `${type}: ${(error as Error).message}` })
+          return z.NEVER
+        }
+      }
+      return out
+    })
+    .meta({ description: 'stage plans by job type, JSON: `{"transcription": [{"name": "validating", "to": 10}, …]}` (percent ranges) or `{"export": ["query", {"name": "render", "weight": 3}]}` (weights); a job\'s own `stages` override its type\'s (see [App features](app-features.md#stage-plans))', defaultText: 'none' }),
   tokenSecret: z.string().min(32, 'must be at least 32 characters').optional().meta({ description: 'signs subscription tokens (≥ 32 characters); generated into `<data-dir>/token.secret` when unset; the same on every node', defaultText: 'generated' }),
   tokenTtl: duration.pipe(z.number().min(10_000).max(24 * 3_600_000)).default(15 * 60_000).meta({ description: 'default lifetime of minted tokens (10 s – 24 h)' }),
   jwtSecret: z.string().min(16, 'must be at least 16 characters').optional().meta({ description: 'app JWTs: HS shared secret' }),

@@ -138,6 +138,7 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
         cancelWhenUnwatched: config.cancelWhenUnwatched,
       }),
       deadlinesByType: Object.fromEntries(Object.entries(config.jobTypes).map(([type, settings]) => [type, deadlineSettings(settings)])),
+      stagePlans: config.stagePlans,
     },
     undefined,
     combineObservers(

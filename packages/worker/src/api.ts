@@ -1,4 +1,4 @@
-import { errorRegistry, isErrorCode, type ItemStatus, type JobState, type JobStatus } from '@jobwire/protocol'
+import { errorRegistry, isErrorCode, type ItemStatus, type JobState, type JobStatus, type Metadata } from '@jobwire/protocol'
 import type { Timers } from './timing.js'
 
 /** The lease a claim grants: the token every write must carry, and when it lapses without a heartbeat. */
@@ -15,8 +15,8 @@ export interface Claim {
 
 /** One event of `POST /v1/jobs/:id/events`, as the wire carries it. */
 export type WireEvent =
-  | { type: 'progress'; stage?: string; percent?: number; message?: string }
-  | { type: 'item'; id: string; label?: string; status?: ItemStatus; percent?: number; message?: string }
+  | { type: 'progress'; stage?: string; percent?: number; message?: string; fraction?: number; metadata?: Metadata }
+  | { type: 'item'; id: string; label?: string; status?: ItemStatus; percent?: number; message?: string; metadata?: Metadata }
   | { type: 'chunk'; text: string }
   | { type: 'checkpoint'; data: unknown }
   | { type: 'completed'; result?: unknown }

@@ -1,4 +1,4 @@
-import { itemStatuses, type ItemStatus, type JobState } from '@jobwire/protocol'
+import { itemStatuses, mergeMetadata, metadataProblem, type ItemStatus, type JobState, type Metadata } from '@jobwire/protocol'
 import type { ItemUpdate, Outbox, ProgressUpdate } from './outbox.js'
 
 /** A claimed job as the handler gets it: `input` and `checkpoint` typed as the handler declares. */
@@ -24,11 +24,21 @@ export interface JobContext<Checkpoint = unknown> {
    * The job's progress. Sent at most once per `throttleMs` (latest values win), but a new
    * `stage` is sent at once, after the previous stage's last update, so no stage is skipped.
    * `percent` is clamped to 0–100; `message` is cut at 2,000 characters; `stage` must be 1–200.
+   * `fraction` (0–1, clamped) is how far the stage is, for a job with a stage plan (`job.plan`):
+   * the server turns it into the overall percent. `metadata` is merged into the job's progress
+   * metadata (latest wins per key, `null` removes a key); past `metadataLimits` once merged
+   * (32 keys, 4 KiB of JSON) it throws a RangeError.
    */
   progress(update: ProgressUpdate): void
   /**
+   * Reports the job in `stage` of its stage plan, `fraction` (0–1) of the way through: the same as
+   * `progress({stage, fraction})`. Throws a RangeError for a stage that is not in `job.plan`.
+   */
+  stage(name: string, fraction?: number, metadata?: Metadata): void
+  /**
    * Progress of one sub-task (a file, a page), merged into the item with this `id` (1–200
-   * characters). Updates of one id coalesce: the latest value of each field wins.
+   * characters). Updates of one id coalesce: the latest value of each field wins; `metadata` is
+   * merged per key within the same limits as `progress`.
    */
   item(id: string, update?: ItemUpdate): void
   /** Appends streamed text. Never dropped or reordered; batched, and split when long. */
@@ -52,16 +62,38 @@ export function createContext<Checkpoint>(
   outbox: Outbox,
   signal: AbortSignal,
   maxEventBytes: number,
+  job?: Pick<JobState, 'plan' | 'progress' | 'items'>,
 ): JobContext<Checkpoint> {
-  return {
+  // Metadata as the server will hold it, so an update past the merged limits throws here, not in a refused batch.
+  let progressMetadata = job?.progress.metadata
+  const itemMetadata = new Map<string, Metadata | undefined>(job?.items.map((item) => [item.id, item.metadata]))
+  let currentStage = job?.progress.stage ?? null
+  const context: JobContext<Checkpoint> = {
     signal,
     progress(update) {
-      if (typeof update !== 'object' || update === null) throw new TypeError('progress(): expected {stage?, percent?, message?}')
+      if (typeof update !== 'object' || update === null) throw new TypeError('progress(): expected {stage?, percent?, message?, fraction?, metadata?}')
       const clean: ProgressUpdate = {}
       if (update.stage !== undefined) clean.stage = identifier('progress(): stage', update.stage, maxStage)
       if (update.percent !== undefined) clean.percent = percentOf('progress(): percent', update.percent)
       if (update.message !== undefined) clean.message = humanText('progress(): message', update.message, maxMessage)
+      if (update.fraction !== undefined) {
+        const stage = clean.stage ?? currentStage
+        if (job !== undefined && !job.plan?.some((entry) => entry.name === stage)) {
+          throw new RangeError(`progress(): fraction needs a stage of the job's plan; ${job.plan === undefined ? 'the job has no plan' : `"${stage ?? ''}" is not in it`}`)
+        }
+        if (typeof update.fraction !== 'number' || Number.isNaN(update.fraction)) throw new TypeError('progress(): fraction must be a number')
+        clean.fraction = Math.min(1, Math.max(0, update.fraction))
+      }
+      if (update.metadata !== undefined) {
+        const merged = checkedMetadata('progress()', progressMetadata, update.metadata)
+        clean.metadata = update.metadata
+        progressMetadata = merged
+      }
+      if (clean.stage !== undefined) currentStage = clean.stage
       if (Object.keys(clean).length > 0) outbox.progress(clean)
+    },
+    stage(name, fraction = 0, metadata) {
+      context.progress({ stage: name, fraction, ...(metadata === undefined ? {} : { metadata }) })
     },
     item(id, update = {}) {
       identifier('item(): id', id, maxItemId)
@@ -76,6 +108,10 @@ export function createContext<Checkpoint>(
       }
       if (update.percent !== undefined) clean.percent = percentOf('item(): percent', update.percent)
       if (update.message !== undefined) clean.message = humanText('item(): message', update.message, maxMessage)
+      if (update.metadata !== undefined) {
+        itemMetadata.set(id, checkedMetadata('item()', itemMetadata.get(id), update.metadata))
+        clean.metadata = update.metadata
+      }
       outbox.item(id, clean)
     },
     chunk(text) {
@@ -94,6 +130,18 @@ export function createContext<Checkpoint>(
     },
     flush: () => outbox.flush(),
   }
+  return context
+}
+
+/** `update` merged into `current`, or a RangeError when the update or the merged result breaks `metadataLimits`. */
+function checkedMetadata(what: string, current: Metadata | undefined, update: unknown): Metadata {
+  if (typeof update !== 'object' || update === null || Array.isArray(update)) throw new TypeError(`${what}: metadata must be an object`)
+  const own = metadataProblem(update as Metadata)
+  if (own !== null) throw new RangeError(`${what}: metadata ${own}`)
+  const merged = mergeMetadata(current, update as Metadata)
+  const problem = metadataProblem(merged)
+  if (problem !== null) throw new RangeError(`${what}: metadata merged into the job's ${problem}`)
+  return merged
 }
 
 function identifier(what: string, value: unknown, max: number): string {

@@ -129,7 +129,7 @@ export class JobRun implements Watched {
   }
 
   private async execute(handler: JobHandler): Promise<void> {
-    const ctx = createContext(this.outbox, this.controller.signal, this.env.limits.maxEventBytes)
+    const ctx = createContext(this.outbox, this.controller.signal, this.env.limits.maxEventBytes, this.claim.job)
     let terminal: Extract<WireEvent, { type: 'completed' | 'failed' }>
     try {
       const result: unknown = await handler(this.claim.job as ClaimedJob, ctx)

@@ -1,4 +1,4 @@
-import type { ItemStatus } from '@jobwire/protocol'
+import type { ItemStatus, Metadata } from '@jobwire/protocol'
 import { WorkerRequestError, type WireEvent } from './api.js'
 import { JobAbortedError, type AbortReason } from './errors.js'
 import { backoffDelay, deferred, sleep, type Backoff, type Deferred, type Timers } from './timing.js'
@@ -19,6 +19,10 @@ export interface ProgressUpdate {
   stage?: string
   percent?: number
   message?: string
+  /** How far the stage is, 0–1, for a job with a stage plan: the server computes the overall percent. */
+  fraction?: number
+  /** App data merged into the job's progress metadata (latest wins per key; `null` removes a key). */
+  metadata?: Metadata
 }
 
 export interface ItemUpdate {
@@ -26,6 +30,8 @@ export interface ItemUpdate {
   status?: ItemStatus
   percent?: number
   message?: string
+  /** App data merged into the item's metadata (latest wins per key; `null` removes a key). */
+  metadata?: Metadata
 }
 
 export interface OutboxOptions {
@@ -381,6 +387,8 @@ function abortReasonOf(error: WorkerRequestError): AbortReason {
 function merge<T extends ProgressUpdate | ItemUpdate>(into: T, update: T): T {
   const merged: Record<string, unknown> = { ...into }
   for (const [key, value] of Object.entries(update)) if (value !== undefined) merged[key] = value
+  // Metadata coalesces per key, as the server merges it; a `null` must reach the server to remove a key.
+  if (into.metadata !== undefined && update.metadata !== undefined) merged.metadata = { ...into.metadata, ...update.metadata }
   return merged as T
 }
 

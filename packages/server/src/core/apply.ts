@@ -125,7 +125,14 @@ export function createdEvent(job: NewJob): JobEventOf<'created'> {
     seq: 1,
     type: 'created',
     at: job.at,
-    data: { type: job.type, input: job.input, owner: job.owner, dispatch: job.dispatch, maxAttempts: job.maxAttempts },
+    data: {
+      type: job.type,
+      input: job.input,
+      owner: job.owner,
+      dispatch: job.dispatch,
+      maxAttempts: job.maxAttempts,
+      ...(job.plan === undefined ? {} : { plan: job.plan }),
+    },
   }
 }
 

@@ -1,12 +1,18 @@
 import {
   isTerminal,
   JobwireError,
+  mergeMetadata,
+  metadataProblem,
   needsRunning,
   nextStatus,
+  normalizeStagePlan,
   type EventDraft,
   type JobState,
+  type Metadata,
   type Owner,
+  type PlannedStage,
   type PollResponse,
+  type StageSpec,
 } from '@jobwire/protocol'
 import { newJobId } from './ids.js'
 import type { AppendDecision, AppendResult, CreateResult, DeadlineSettings, JobPage, JobQuery, Lease, Store } from './store.js'
@@ -30,6 +36,8 @@ export interface CoreLimits {
   deadlines: DeadlineSettings
   /** Per-type overrides of `deadlines`. */
   deadlinesByType: Record<string, DeadlineSettings>
+  /** Stage plans by job type (a create request's own plan overrides its type's). */
+  stagePlans: Record<string, PlannedStage[]>
 }
 
 export const defaultCoreLimits: CoreLimits = {
@@ -41,6 +49,7 @@ export const defaultCoreLimits: CoreLimits = {
   retryBackoffMaxMs: 60_000,
   deadlines: {},
   deadlinesByType: {},
+  stagePlans: {},
 }
 
 export interface CreateJobInput {
@@ -53,6 +62,8 @@ export interface CreateJobInput {
   maxAttempts?: number
   /** This job's deadlines and retention; they override its type's and the defaults (0 turns one off). */
   deadlines?: DeadlineSettings
+  /** The job's own stage plan; without one, its type's plan (if any) applies. */
+  stages?: StageSpec[]
 }
 
 /** Who is writing: a worker holding a lease (with its batch number), or a backend (no lease). */
@@ -91,6 +102,7 @@ export class JobService {
   }
 
   async createJob(input: CreateJobInput): Promise<CreateResult> {
+    const plan = input.stages === undefined ? this.limits.stagePlans[input.type] : planOf(input.stages)
     const result = await this.store.createJob({
       id: newJobId(),
       type: input.type,
@@ -99,6 +111,7 @@ export class JobService {
       idempotencyKey: input.idempotencyKey ?? null,
       dispatch: input.dispatch ?? true,
       maxAttempts: input.maxAttempts ?? this.limits.maxAttemptsByType[input.type] ?? this.limits.maxAttempts,
+      ...(plan === undefined ? {} : { plan }),
       at: this.now().toISOString(),
       deadlines: resolveDeadlines(input.deadlines, this.limits.deadlinesByType[input.type], this.limits.deadlines),
     })
@@ -152,6 +165,7 @@ export class JobService {
       const out: EventDraft[] = []
       let status = job.status
       let textLength = job.text.length
+      const merged = new MetadataCheck(job)
       drafts.forEach((draft, index) => {
         if (status === 'queued' && needsRunning(draft.type)) {
           out.push({ type: 'started', data: { attempt: job.attempt + 1, worker: null } })
@@ -166,6 +180,7 @@ export class JobService {
           textLength += draft.data.text.length
           if (textLength > maxTextLength) throw new JobwireError('text_limit_exceeded', { jobId, limit: maxTextLength, index })
         }
+        if (draft.type === 'progress' || draft.type === 'item') merged.add(draft, index)
         status = next
         out.push(draft)
       })
@@ -317,6 +332,55 @@ export class JobService {
 
   sweep(): Promise<{ expiredJobs: number }> {
     return this.store.sweep(this.now().getTime())
+  }
+}
+
+/** A create request's stage plan as percent ranges, or `invalid_request` saying what is wrong with it. */
+function planOf(specs: StageSpec[]): PlannedStage[] {
+  try {
+    return normalizeStagePlan(specs)
+  } catch (error) {
+    if (!(error instanceof RangeError)) throw error
+    throw new JobwireError('invalid_request', { field: 'stages', reason: `stages: ${error.message}` })
+  }
+}
+
+/**
+ * Follows one batch's progress and item events over the job's state: their merged metadata must
+ * keep `metadataLimits`, and a `fraction` needs a stage of the job's plan.
+ */
+class MetadataCheck {
+  #stage: string | null
+  #progress: Metadata | undefined
+  readonly #items = new Map<string, Metadata | undefined>()
+
+  constructor(private readonly job: JobState) {
+    this.#stage = job.progress.stage
+    this.#progress = job.progress.metadata
+  }
+
+  add(draft: Extract<EventDraft, { type: 'progress' | 'item' }>, index: number): void {
+    if (draft.type === 'progress') {
+      this.#stage = draft.data.stage ?? this.#stage
+      if (draft.data.fraction !== undefined && !this.job.plan?.some((stage) => stage.name === this.#stage)) {
+        const reason = this.job.plan === undefined ? 'the job has no stage plan' : `stage "${this.#stage ?? ''}" is not in the job's plan`
+        throw new JobwireError('invalid_request', { field: 'fraction', index, reason: `fraction: ${reason}` })
+      }
+      if (draft.data.metadata === undefined) return
+      this.#progress = this.#check(this.#progress, draft.data.metadata, index, 'progress')
+      return
+    }
+    if (draft.data.metadata === undefined) return
+    const { id } = draft.data
+    const current = this.#items.has(id) ? this.#items.get(id) : this.job.items.find((item) => item.id === id)?.metadata
+    this.#items.set(id, this.#check(current, draft.data.metadata, index, `item "${id}"`))
+  }
+
+  #check(current: Metadata | undefined, update: Metadata, index: number, what: string): Metadata {
+    const next = mergeMetadata(current, update)
+    const problem = metadataProblem(next)
+    if (problem !== null) throw new JobwireError('invalid_request', { field: 'metadata', index, reason: `metadata: the ${what} metadata merged ${problem}` })
+    return next
   }
 }
 

@@ -1,4 +1,4 @@
-import type { EventDraft, JobEvent, JobEventOf, JobState, JobStatus, Owner } from '@jobwire/protocol'
+import type { EventDraft, JobEvent, JobEventOf, JobState, JobStatus, Owner, PlannedStage } from '@jobwire/protocol'
 
 /** What a new job starts from. The store writes its `created` event as seq 1. */
 export interface NewJob {
@@ -9,6 +9,8 @@ export interface NewJob {
   idempotencyKey: string | null
   dispatch: boolean
   maxAttempts: number
+  /** The job's stage plan, when its type or its create request declares one. */
+  plan?: PlannedStage[]
   at: string
   /** Deadlines and retention of this job, resolved at create (job over type over default). */
   deadlines?: DeadlineSettings

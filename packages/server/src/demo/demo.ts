@@ -7,7 +7,7 @@ import type { JobService } from '../core/jobs.js'
 import type { Principal } from '../core/scopes.js'
 import { summarize, type RouteContext } from '../http/context.js'
 import { serveJobStream } from '../http/stream-route.js'
-import { demoTypes, registerDemoHandlers } from './handlers.js'
+import { demoTypes, registerDemoHandlers, transcriptionPlan } from './handlers.js'
 
 const demoOwner = { tenant: 'demo', user: 'demo' }
 /** The /demo streams read as a backend of tenant "demo" would: demo jobs only. */
@@ -38,7 +38,8 @@ export function createDemo(service: JobService, logger?: Logger, options: { fail
 
   async function create(type: string) {
     if ((await active()) >= maxActive) throw new JobwireError('unavailable', { reason: `${maxActive} demo jobs are already active` })
-    return (await service.createJob({ type, owner: demoOwner, input: { demo: true } })).job
+    const stages = type === 'transcription' ? transcriptionPlan : undefined
+    return (await service.createJob({ type, owner: demoOwner, input: { demo: true }, ...(stages === undefined ? {} : { stages }) })).job
   }
 
   async function demoJob(id: string) {

@@ -4,6 +4,14 @@ import { JobFailure, type JobContext, type Worker } from '@jobwire/worker'
 export const demoTypes = ['analysis', 'transcription', 'suggestion', 'agent'] as const
 export type DemoType = (typeof demoTypes)[number]
 
+/** The transcription demo's stage plan: its jobs are created with it, so the dashboard draws it. */
+export const transcriptionPlan = [
+  { name: 'validating', from: 0, to: 10 },
+  { name: 'decoding', from: 10, to: 20 },
+  { name: 'transcribing', from: 20, to: 70 },
+  { name: 'synthesizing', from: 70, to: 100 },
+]
+
 export interface DemoOptions {
   /** Multiplies every pause (tests run the demo faster). Default 1. */
   pace?: number
@@ -36,14 +44,21 @@ export function registerDemoHandlers(worker: Worker, options: DemoOptions = {}):
     return { risk: 'low', clauses: 37, flagged: [{ clause: 12, reason: 'unlimited liability' }, { clause: 30, reason: 'auto-renewal' }] }
   })
 
-  // Audio pipeline: fixed stage ranges, per-file progress, a checkpoint per file, results per file.
+  // Audio pipeline: a stage plan (fractions of each stage move the bar), per-file progress with
+  // metadata, a checkpoint per file, results per file.
   worker.handle<{ files?: string[] }, { done: string[] }>('transcription', async (job, ctx) => {
     const files = job.input?.files ?? ['interview.mp3', 'intro.wav', 'outro.m4a', 'b-roll.wav'].slice(0, 3 + Math.floor(random() * 2))
     const done = new Set(job.checkpoint?.done ?? [])
-    ctx.progress({ stage: 'validating', percent: 0, message: `Checking ${files.length} files` })
+    // Jobs created without the plan (through the API) report percents from the same table.
+    const report = (stage: string, fraction: number, extra: { message?: string; metadata?: Record<string, number> } = {}): void => {
+      const range = transcriptionPlan.find((entry) => entry.name === stage) ?? { from: 0, to: 100 }
+      if (job.plan !== undefined) ctx.progress({ stage, fraction, ...extra })
+      else ctx.progress({ stage, percent: range.from + (range.to - range.from) * fraction, ...extra })
+    }
+    report('validating', 0, { message: `Checking ${files.length} files` })
     for (const [i, name] of files.entries()) {
       ctx.item(name, { label: name, status: done.has(name) ? 'completed' : 'pending', percent: done.has(name) ? 100 : 0 })
-      ctx.progress({ percent: ((i + 1) / files.length) * 10 })
+      report('validating', (i + 1) / files.length)
       await pause(ctx, 150)
     }
     if (random() < failureRate) {
@@ -52,26 +67,28 @@ export function registerDemoHandlers(worker: Worker, options: DemoOptions = {}):
       await ctx.flush()
       throw new JobFailure('audio_corrupt', `${bad} is not valid audio: the RIFF header is damaged (byte 0x2C). Re-export it and try again.`)
     }
-    ctx.progress({ stage: 'decoding', percent: 10, message: 'Decoding audio' })
+    report('decoding', 0, { message: 'Decoding audio' })
     for (let step = 1; step <= 5; step++) {
-      ctx.progress({ percent: 10 + step * 2 })
+      report('decoding', step / 5)
       await pause(ctx, 150)
     }
-    ctx.progress({ stage: 'transcribing', percent: 20, message: 'Transcribing' })
+    const chunksPerFile = 5
+    report('transcribing', 0, { message: 'Transcribing', metadata: { filesDone: done.size, totalFiles: files.length } })
     for (const [i, name] of files.entries()) {
       if (done.has(name)) continue
-      for (let part = 1; part <= 5; part++) {
-        ctx.item(name, { status: 'running', percent: part * 20 })
-        ctx.progress({ percent: 20 + ((i + part / 5) / files.length) * 50, message: `Transcribing ${name}` })
+      for (let part = 1; part <= chunksPerFile; part++) {
+        ctx.item(name, { status: 'running', percent: part * 20, metadata: { chunksProcessed: part, totalChunks: chunksPerFile } })
+        report('transcribing', (i + part / chunksPerFile) / files.length, { message: `Transcribing ${name}` })
         await pause(ctx, 220)
       }
       ctx.item(name, { status: 'completed', percent: 100 })
       done.add(name)
+      ctx.progress({ metadata: { filesDone: done.size } })
       await ctx.checkpoint({ done: [...done] })
     }
-    ctx.progress({ stage: 'synthesizing', percent: 70, message: 'Aligning timestamps' })
+    report('synthesizing', 0, { message: 'Aligning timestamps' })
     for (let step = 1; step <= 6; step++) {
-      ctx.progress({ percent: 70 + step * 5 })
+      report('synthesizing', step / 6)
       await pause(ctx, 150)
     }
     return { files: files.map((name) => ({ name, words: 300 + name.length * 41, transcript: `/transcripts/${name}.txt` })) }

@@ -1,15 +1,45 @@
-import { JobwireError, producerEventTypes, type EventDraft, type ItemStatus, type Owner } from '@jobwire/protocol'
+import { JobwireError, metadataProblem, producerEventTypes, stagePlanLimits, type EventDraft, type ItemStatus, type Metadata, type Owner } from '@jobwire/protocol'
 import { z } from 'zod'
 import { duration } from '../config.js'
 
 const text = (max: number) => z.string().max(max)
 const percent = z.number().min(0).max(100)
 const present = z.unknown().refine((value) => value !== undefined, 'is required')
+/** App metadata: a JSON object within `metadataLimits` (checked again once merged into the job). */
+const metadata = z.record(z.string(), z.unknown()).superRefine((value, ctx) => {
+  const problem = metadataProblem(value as Metadata)
+  if (problem !== null) ctx.addIssue({ code: 'custom', message: problem })
+}) as unknown as z.ZodType<Metadata>
+
+/** A stage plan as a create request (or the config) declares it; `normalizeStagePlan` checks the rest. */
+export const stageSpecs = z
+  .array(
+    z.union([
+      text(stagePlanLimits.maxNameLength).min(1),
+      z
+        .object({
+          name: text(stagePlanLimits.maxNameLength).min(1),
+          weight: z.number().positive().finite().optional(),
+          from: percent.optional(),
+          to: percent.optional(),
+        })
+        .strict(),
+    ]),
+  )
+  .min(1)
+  .max(stagePlanLimits.maxStages)
 
 const producerEvent = z.discriminatedUnion('type', [
   z.object({ type: z.literal('started'), worker: text(200).optional() }).strict(),
   z
-    .object({ type: z.literal('progress'), stage: text(200).min(1).optional(), percent: percent.optional(), message: text(2000).optional() })
+    .object({
+      type: z.literal('progress'),
+      stage: text(200).min(1).optional(),
+      percent: percent.optional(),
+      message: text(2000).optional(),
+      fraction: z.number().min(0).max(1).optional(),
+      metadata: metadata.optional(),
+    })
     .strict(),
   z
     .object({
@@ -19,6 +49,7 @@ const producerEvent = z.discriminatedUnion('type', [
       status: z.enum(['pending', 'running', 'completed', 'failed', 'skipped'] satisfies ItemStatus[]).optional(),
       percent: percent.optional(),
       message: text(2000).optional(),
+      metadata: metadata.optional(),
     })
     .strict(),
   z.object({ type: z.literal('chunk'), text: z.string().min(1) }).strict(),
@@ -62,6 +93,8 @@ export const createJobBody = z
     heartbeatTimeout: deadline.optional(),
     cancelWhenUnwatched: deadline.optional(),
     retention: deadline.optional(),
+    /** The job's stage plan; overrides its type's plan from the config. */
+    stages: stageSpecs.optional(),
   })
   .strict()
 

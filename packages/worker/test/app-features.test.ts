@@ -1,0 +1,89 @@
+import { isTerminal } from '@jobwire/protocol'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import type { Worker } from '../src/index.js'
+import { startTestServer, startTestWorker, type TestServer } from './harness.js'
+
+let t: TestServer
+
+beforeAll(async () => {
+  t = await startTestServer({
+    maxEventsPerJob: 100_000,
+    stagePlans: { transcription: [{ name: 'validating', to: 10 }, { name: 'decoding', to: 20 }, { name: 'transcribing', to: 70 }, { name: 'synthesizing', to: 100 }] },
+  })
+})
+
+afterAll(async () => {
+  await t.close()
+})
+
+async function withWorker(worker: Worker, body: () => Promise<void>): Promise<void> {
+  await worker.start()
+  try {
+    await body()
+  } finally {
+    await worker.stop({ timeoutMs: 5_000 })
+  }
+}
+
+describe('metadata and stage plans from a handler', () => {
+  it('ctx.stage reports fractions of the plan and metadata reaches the snapshot merged', async () => {
+    const { worker, errors } = startTestWorker(t)
+    worker.handle('transcription', async (job, ctx) => {
+      expect(job.plan?.map((stage) => stage.name)).toEqual(['validating', 'decoding', 'transcribing', 'synthesizing'])
+      ctx.stage('validating', 1)
+      ctx.stage('transcribing', 0.5, { chunksProcessed: 20, totalChunks: 40 })
+      ctx.progress({ metadata: { chunksProcessed: 21 } })
+      ctx.item('a.wav', { status: 'running', metadata: { seconds: 3 } })
+      ctx.item('a.wav', { metadata: { words: 9 } })
+      await ctx.flush()
+      const mid = await t.getJob(job.id)
+      expect(mid.progress.percent).toBe(45)
+      expect(mid.plan?.map((stage) => stage.status)).toEqual(['done', 'skipped', 'running', 'pending'])
+      expect(mid.progress.metadata).toEqual({ chunksProcessed: 21, totalChunks: 40 })
+      expect(mid.items[0]?.metadata).toEqual({ seconds: 3, words: 9 })
+      ctx.stage('synthesizing')
+      return 'ok'
+    })
+    await withWorker(worker, async () => {
+      const { id } = await t.createJob('transcription')
+      const job = await t.waitForJob(id, (j) => isTerminal(j.status))
+      expect(job.status).toBe('completed')
+      expect(job.plan?.map((stage) => stage.status)).toEqual(['done', 'skipped', 'done', 'done'])
+    })
+    expect(errors).toEqual([])
+  })
+
+  it('throws at the call for a fraction outside the plan or metadata past the merged limits, and the job goes on', async () => {
+    const { worker, errors } = startTestWorker(t)
+    const thrown: string[] = []
+    worker.handle('plain', (_job, ctx) => {
+      for (const report of [
+        () => ctx.stage('nowhere', 0.5),
+        () => ctx.progress({ metadata: Object.fromEntries(Array.from({ length: 40 }, (_, i) => [`k${i}`, i])) }),
+        () => {
+          ctx.item('x', { metadata: Object.fromEntries(Array.from({ length: 20 }, (_, i) => [`a${i}`, i])) })
+          ctx.item('x', { metadata: Object.fromEntries(Array.from({ length: 20 }, (_, i) => [`b${i}`, i])) })
+        },
+      ]) {
+        try {
+          report()
+        } catch (error) {
+          thrown.push((error as Error).message)
+        }
+      }
+      return 'done'
+    })
+    await withWorker(worker, async () => {
+      const { id } = await t.createJob('plain')
+      const job = await t.waitForJob(id, (j) => isTerminal(j.status))
+      expect(job.status).toBe('completed')
+      expect(Object.keys(job.items[0]?.metadata ?? {})).toHaveLength(20)
+    })
+    expect(thrown).toEqual([
+      expect.stringContaining('the job has no plan'),
+      expect.stringContaining('40 keys'),
+      expect.stringContaining('merged'),
+    ])
+    expect(errors).toEqual([])
+  })
+})

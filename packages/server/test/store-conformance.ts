@@ -1820,6 +1820,29 @@ export function describeStoreConformance(name: string, makeStore: MakeStore, cle
         subscription.close()
       })
     })
+
+    describe('app features (metadata, stage plans)', () => {
+      it("keeps a job's stage plan and merged metadata through the store, on reads and in its log", async () => {
+        const { store, service } = await open()
+        const plan = [
+          { name: 'decode', from: 0, to: 40 },
+          { name: 'encode', from: 40, to: 100 },
+        ]
+        const { job } = await store.createJob(newJob({ plan }))
+        expect(job.plan?.map((stage) => stage.status)).toEqual(['pending', 'pending'])
+        await service.appendEvents(job.id, [
+          { type: 'progress', data: { stage: 'decode', fraction: 1, metadata: { frames: 10, codec: 'opus' } } },
+          { type: 'item', data: { id: 'a', metadata: { bytes: 5 } } },
+        ])
+        await service.appendEvents(job.id, [{ type: 'progress', data: { stage: 'encode', fraction: 0.5, metadata: { frames: 20, codec: null } } }])
+        const read = await store.getJob(job.id)
+        expect(read?.progress).toEqual({ stage: 'encode', percent: 70, message: null, metadata: { frames: 20 } })
+        expect(read?.plan?.map((stage) => `${stage.name}:${stage.status}`)).toEqual(['decode:done', 'encode:running'])
+        expect(read?.items[0]?.metadata).toEqual({ bytes: 5 })
+        const log = await store.readLog(job.id, 0, 100)
+        expect(reduceEvents(log?.events ?? [])).toEqual(read)
+      })
+    })
   })
 }
 

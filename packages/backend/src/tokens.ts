@@ -14,6 +14,11 @@ export interface MintOptions {
   tenantWide?: boolean
   /** Default `['read']`; add `'cancel'` to let the holder cancel. */
   rights?: Right[]
+  /**
+   * Job types the holder may start (`POST /v1/jobs`) and resume as this `user`: the server makes
+   * them the owner, whatever the request says, and counts them against the per-person create limit.
+   */
+  create?: string[]
   /** Lifetime in seconds; default 900 (15 minutes), at most 86,400. */
   ttlSeconds?: number
   /** Clock, for tests. */
@@ -48,6 +53,10 @@ export function mintSubscriptionToken(options: MintOptions): { token: string; ex
   if (options.jobIds !== undefined) payload.jobs = options.jobIds
   if (options.tenant !== undefined) payload.tenant = options.tenant
   if (options.user !== undefined) payload.user = options.user
+  if (options.create !== undefined) {
+    if (options.user === undefined) throw new TypeError('mintSubscriptionToken: create needs tenant and user')
+    payload.create = options.create
+  }
   const encode = (value: unknown) => Buffer.from(JSON.stringify(value)).toString('base64url')
   const signingInput = `${encode({ alg: 'HS256', typ: 'JWT' })}.${encode(payload)}`
   const signature = createHmac('sha256', options.secret).update(signingInput).digest('base64url')

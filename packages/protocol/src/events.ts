@@ -14,15 +14,25 @@ export interface EventDataMap {
   progress: { stage?: string; percent?: number; message?: string; fraction?: number; metadata?: Metadata }
   item: { id: string; label?: string; status?: ItemStatus; percent?: number; message?: string; metadata?: Metadata }
   chunk: { text: string }
-  checkpoint: { data: unknown }
+  /** `textLength`: how much streamed text the job held when it saved this checkpoint (set by the server). */
+  checkpoint: { data: unknown; textLength?: number }
   completed: { result: unknown }
   failed: { code: string; message: string; retryable: boolean }
   cancelled: { reason: string | null }
   /**
    * Back to the queue with its checkpoint: `worker_lost`, `released`, `resumed`, or the code of a
    * retryable failure. `retryAt` delays the next claim (backoff); `maxAttempts` raises the limit (resume).
+   * `textLength` rolls the streamed text back to that many characters — what the checkpoint the
+   * next attempt resumes from held (0 without one) — so text streamed after it is not repeated.
    */
-  requeued: { reason: string; attempt: number; retryAt: string | null; maxAttempts?: number; error?: { code: string; message: string } }
+  requeued: {
+    reason: string
+    attempt: number
+    retryAt: string | null
+    maxAttempts?: number
+    error?: { code: string; message: string }
+    textLength?: number
+  }
 }
 
 export type EventType = keyof EventDataMap

@@ -72,6 +72,11 @@ export interface JobState {
   /** All streamed text so far, in order. */
   text: string
   checkpoint: unknown
+  /**
+   * Characters of `text` when the checkpoint was saved: a re-queued job's text is rolled back to
+   * it. Absent before a first checkpoint.
+   */
+  checkpointTextLength?: number
   result: unknown
   error: JobErrorInfo | null
   /** Run attempt, 0 until the job first starts; each `started` adds one. */

@@ -136,6 +136,7 @@ function applyTo(next: JobState, status: JobState['status'], event: Exclude<JobE
       return
     case 'checkpoint':
       next.checkpoint = event.data.data
+      if (event.data.textLength !== undefined) next.checkpointTextLength = event.data.textLength
       return
     case 'completed':
       next.result = event.data.result
@@ -159,6 +160,7 @@ function applyTo(next: JobState, status: JobState['status'], event: Exclude<JobE
       next.result = null
       next.error = event.data.error === undefined ? null : { ...event.data.error, retryable: true }
       next.maxAttempts = event.data.maxAttempts ?? next.maxAttempts
+      if (event.data.textLength !== undefined) next.text = next.text.slice(0, event.data.textLength)
       return
     default:
       assertNever(event)

@@ -644,3 +644,34 @@ describe('normalizeStagePlan', () => {
     expect(() => normalizeStagePlan([])).toThrow(/at least one/)
   })
 })
+
+describe('applyEvent: resume rolls text back', () => {
+  it('a checkpoint records the text length it was saved at; a requeue with textLength cuts the text back to it', () => {
+    const state = reduce([
+      created,
+      started,
+      { type: 'chunk', data: { text: 'Hello ' } },
+      { type: 'checkpoint', data: { data: { step: 1 }, textLength: 6 } },
+      { type: 'chunk', data: { text: 'world' } },
+      { type: 'failed', data: { code: 'boom', message: 'x', retryable: false } },
+      { type: 'requeued', data: { reason: 'resumed', attempt: 1, retryAt: null, maxAttempts: 4, textLength: 6 } },
+    ])
+    expect(state.checkpointTextLength).toBe(6)
+    expect(state.text).toBe('Hello ')
+    const resumed = applyEvents(state, [
+      next(state, { type: 'started', data: { attempt: 2, worker: 'w' } }),
+      { ...next(state, { type: 'chunk', data: { text: 'world' } }), seq: state.seq + 2 },
+    ])
+    expect(resumed?.text).toBe('Hello world')
+  })
+
+  it('a requeue without textLength keeps the text (old logs)', () => {
+    const state = reduce([
+      created,
+      started,
+      { type: 'chunk', data: { text: 'abc' } },
+      { type: 'requeued', data: { reason: 'worker_lost', attempt: 1, retryAt: null } },
+    ])
+    expect(state.text).toBe('abc')
+  })
+})

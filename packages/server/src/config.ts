@@ -16,6 +16,25 @@ export const duration = z.union([z.number(), z.string()]).transform((value, ctx)
 })
 
 const int = (min: number, max: number) => z.coerce.number().int().min(min).max(max)
+/** `name=N,name=N` pairs (job types, tiers or tenants) with N from `min` to `max`. */
+const countsByName = (min: number, max: number) =>
+  z
+    .string()
+    .default('')
+    .transform((value, ctx) => {
+      const out: Record<string, number> = {}
+      for (const pair of value.split(',').map((p) => p.trim()).filter((p) => p !== '')) {
+        const match = /^([\w.:-]+)=(\d+)$/.exec(pair)
+        const n = Number(match?.[2])
+        if (match === null || n < min || n > max) {
+          ctx.addIssue({ code: 'custom', message: `expected name=N pairs with N from ${min} to ${max}, got "${pair}"` })
+          return z.NEVER
+        }
+        out[match[1] as string] = n
+      }
+      return out
+    })
+
 const bool = z.union([z.boolean(), z.enum(['true', 'false', '1', '0', 'yes', 'no'])]).transform((v) => v === true || v === 'true' || v === '1' || v === 'yes')
 
 /** One job type's deadlines and retention (`jobTypes`); each overrides the option of the same name. */
@@ -173,11 +192,44 @@ export const configSchema = z.object({
   jwtUserClaim: z.string().min(1).default('sub').meta({ description: 'claim naming the user' }),
   jwtDefaultTenant: z.string().min(1).optional().meta({ description: 'tenant for tokens without the tenant claim' }),
   jwtRights: z.enum(['read', 'read,cancel']).default('read,cancel').meta({ description: 'what people may do with their own jobs: `read` or `read,cancel`' }),
+  jwtCreateTypes: z
+    .string()
+    .default('')
+    .transform((value, ctx) => {
+      const types = value.split(',').map((t) => t.trim()).filter((t) => t !== '')
+      const bad = types.find((t) => !/^[\w.:-]{1,100}$/.test(t))
+      if (bad !== undefined) {
+        ctx.addIssue({ code: 'custom', message: `expected job types (letters, digits, _ . : -), got "${bad}"` })
+        return z.NEVER
+      }
+      return types
+    })
+    .meta({ description: 'job types a person with an app JWT may start and resume as their own jobs, comma-separated (see [App features](app-features.md#people-starting-their-own-jobs))', defaultText: 'none' }),
   createLimit: int(1, 1_000_000).default(10).meta({ description: 'jobs one person (the job\'s owner) may have created per window' }),
   createWindow: duration.pipe(z.number().min(1000)).default(60_000).meta({ description: 'the window of `--create-limit`' }),
   streamsPerUser: int(1, 100_000).default(5).meta({ description: 'open streams per person (user JWT or subscription token)' }),
   streamsPerIp: int(1, 1_000_000).default(100).meta({ description: 'open streams per client address, for people\'s credentials' }),
   maxConnections: int(1, 10_000_000).default(10_000).meta({ description: 'open streams per node' }),
+  tenantTiers: z
+    .string()
+    .default('')
+    .transform((value, ctx) => {
+      const out: Record<string, string> = {}
+      for (const pair of value.split(',').map((p) => p.trim()).filter((p) => p !== '')) {
+        const match = /^([^=\s]{1,200})=([\w.:-]{1,100})$/.exec(pair)
+        if (match === null) {
+          ctx.addIssue({ code: 'custom', message: `expected tenant=tier pairs, got "${pair}"` })
+          return z.NEVER
+        }
+        out[match[1] as string] = match[2] as string
+      }
+      return out
+    })
+    .meta({ description: 'tenants\' tiers, `tenant=tier` pairs (`acme=pro,globex=free`); a tenant not listed is a tier of its own name', defaultText: 'none' }),
+  createLimitByTier: countsByName(1, 1_000_000).meta({ description: '`--create-limit` per tier (or tenant), `tier=N` pairs (`pro=100,free=5`)', defaultText: 'none' }),
+  streamsPerUserByTier: countsByName(1, 100_000).meta({ description: '`--streams-per-user` per tier (or tenant), `tier=N` pairs', defaultText: 'none' }),
+  createLimitByType: countsByName(1, 1_000_000).meta({ description: 'jobs of a type one person may create per `--create-window`, in a bucket apart from their other jobs, `type=N` pairs (`export=2`)', defaultText: 'none' }),
+  streamsPerUserByType: countsByName(1, 100_000).meta({ description: 'SSE streams of a type\'s jobs one person may hold open, besides `--streams-per-user`, `type=N` pairs (see [App features](app-features.md#per-type-and-per-tier-limits))', defaultText: 'none' }),
   corsOrigins: z.string().default('').meta({ description: 'browser origins allowed to call the API, comma-separated' }),
   cookieName: z.string().regex(/^[\w-]+$/).default('jobwire_token').meta({ description: 'cookie that may carry a credential' }),
   requestTimeout: duration.pipe(z.number().min(1000).max(600_000)).default(30_000).meta({ description: 'time to receive a request\'s headers and body' }),

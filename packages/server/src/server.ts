@@ -165,6 +165,11 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
       streamsPerUser: config.streamsPerUser,
       streamsPerIp: config.streamsPerIp,
       maxConnections: config.maxConnections,
+      tenantTiers: config.tenantTiers,
+      createLimitByTier: config.createLimitByTier,
+      streamsPerUserByTier: config.streamsPerUserByTier,
+      createLimitByType: config.createLimitByType,
+      streamsPerUserByType: config.streamsPerUserByType,
     },
     shared ?? new MemoryRateCounter(),
     shared ?? new MemoryStreamCounter(),
@@ -359,5 +364,6 @@ function appJwtVerifier(config: Config): AppJwtVerifier | null {
     userClaim: config.jwtUserClaim,
     defaultTenant: config.jwtDefaultTenant,
     rights: config.jwtRights === 'read' ? ['read'] : ['read', 'cancel'],
+    createTypes: config.jwtCreateTypes,
   })
 }

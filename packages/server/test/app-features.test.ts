@@ -1,6 +1,8 @@
+import { SignJWT } from 'jose'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import type { ErrorBody, JobState } from '@jobwire/protocol'
-import { startTestServer, type TestServer } from './fixtures.js'
+import { mintSubscriptionToken } from '@jobwire/backend'
+import { createJsonClient, openSse, startTestServer, type TestServer } from './fixtures.js'
 
 /** The features the four real apps needed: progress metadata, stage plans. */
 let t: TestServer
@@ -103,5 +105,119 @@ describe('stage plans', () => {
 
   it('refuses a malformed stagePlans config naming the type', async () => {
     await expect(startTestServer({ stagePlans: '{"x": [{"name": "a", "weight": -1}]}' })).rejects.toThrow(/stagePlans|x: stage weights/)
+  })
+})
+
+const tokenSecret = 'app-features-token-secret-0123456789abcdef'
+const jwtSecret = 'app-features-jwt-secret-0123456789'
+
+describe('people starting their own jobs', () => {
+  let p: TestServer
+  beforeAll(async () => {
+    p = await startTestServer({ tokenSecret, jwtSecret, jwtCreateTypes: 'export', createLimit: 100, createLimitByType: 'report=2', tenantTiers: 'acme=free', createLimitByTier: 'free=3' })
+  })
+  afterAll(async () => {
+    await p.close()
+  })
+
+  const tokenFor = (user: string, create?: string[], tenant = 'globex'): string =>
+    mintSubscriptionToken({ secret: tokenSecret, tenant, user, rights: ['read', 'cancel'], ...(create === undefined ? {} : { create }), ttlSeconds: 600 }).token
+  const appJwt = (user: string, tenant: string): Promise<string> =>
+    new SignJWT({ tenant }).setProtectedHeader({ alg: 'HS256' }).setSubject(user).setExpirationTime('10m').sign(new TextEncoder().encode(jwtSecret))
+  async function as<T = JobState & { error: ErrorBody }>(credential: string, method: string, path: string, body?: unknown) {
+    const client = createJsonClient(p.url, credential)
+    try {
+      return await client.call<T>(method, path, body)
+    } finally {
+      await client.close()
+    }
+  }
+
+  it("a token's create right starts a job of a listed type owned by the token's user, whatever the request says (forbidden before)", async () => {
+    const token = tokenFor('ann', ['export', 'report'])
+    const created = await as(token, 'POST', '/v1/jobs', { type: 'export', input: { format: 'csv' } })
+    expect(created.status).toBe(201)
+    expect(created.body).toMatchObject({ type: 'export', owner: { tenant: 'globex', user: 'ann' }, dispatch: true, status: 'queued' })
+    // Readable with the same token, like every job of hers.
+    expect((await as(token, 'GET', `/v1/jobs/${created.body.id}`)).status).toBe(200)
+    const other = await as(token, 'POST', '/v1/jobs', { type: 'export', owner: { tenant: 'globex', user: 'bob' } })
+    expect(other.status).toBe(403)
+    expect((await as(token, 'POST', '/v1/jobs', { type: 'admin-task' })).status).toBe(403)
+    expect((await as(token, 'POST', '/v1/jobs', { type: 'export', dispatch: false })).status).toBe(403)
+    expect((await as(token, 'POST', '/v1/jobs', { type: 'export', maxAttempts: 50 })).status).toBe(403)
+    expect((await as(tokenFor('ann'), 'POST', '/v1/jobs', { type: 'export' })).status).toBe(403)
+  })
+
+  it("a person's idempotency key never answers with someone else's job", async () => {
+    const first = await as(tokenFor('cy', ['export']), 'POST', '/v1/jobs', { type: 'export', idempotencyKey: 'k1' })
+    const again = await as(tokenFor('cy', ['export']), 'POST', '/v1/jobs', { type: 'export', idempotencyKey: 'k1' })
+    expect(again.status).toBe(200)
+    expect(again.body.id).toBe(first.body.id)
+    const stranger = await as(tokenFor('dee', ['export']), 'POST', '/v1/jobs', { type: 'export', idempotencyKey: 'k1' })
+    expect(stranger.status).toBe(201)
+    expect(stranger.body.id).not.toBe(first.body.id)
+    expect(stranger.body.owner).toEqual({ tenant: 'globex', user: 'dee' })
+  })
+
+  it('an app JWT creates the types --jwt-create-types lists, and resumes its own job', async () => {
+    const jwt = await appJwt('eve', 'initech')
+    const created = await as(jwt, 'POST', '/v1/jobs', { type: 'export' })
+    expect(created.status).toBe(201)
+    expect(created.body.owner).toEqual({ tenant: 'initech', user: 'eve' })
+    expect((await as(jwt, 'POST', '/v1/jobs', { type: 'report' })).status).toBe(403)
+    expect((await as(jwt, 'POST', `/v1/jobs/${created.body.id}/cancel`, {})).status).toBe(200)
+    const resumed = await as(jwt, 'POST', `/v1/jobs/${created.body.id}/resume`, {})
+    expect(resumed.status).toBe(200)
+    expect(resumed.body.status).toBe('queued')
+    // Someone else's job of the same type is not theirs to resume.
+    const theirs = await p.api.call<JobState>('POST', '/v1/jobs', { type: 'export', owner: { tenant: 'initech', user: 'fay' } })
+    await p.api.call('POST', `/v1/jobs/${theirs.body.id}/cancel`, {})
+    expect((await as(jwt, 'POST', `/v1/jobs/${theirs.body.id}/resume`, {})).status).toBe(404)
+  })
+
+  it('per-type and per-tier create limits: a type with its own limit counts apart; a tier replaces the global limit', async () => {
+    const token = tokenFor('gus', ['report', 'export'])
+    const codes: number[] = []
+    for (let i = 0; i < 3; i++) codes.push((await as(token, 'POST', '/v1/jobs', { type: 'report' })).status)
+    expect(codes).toEqual([201, 201, 429])
+    // Reports have their own bucket: exports still go.
+    expect((await as(token, 'POST', '/v1/jobs', { type: 'export' })).status).toBe(201)
+    // acme is on the free tier: three creations per window, whoever makes them for that person.
+    const acme: number[] = []
+    for (let i = 0; i < 4; i++) acme.push((await p.api.call('POST', '/v1/jobs', { type: 'export', owner: { tenant: 'acme', user: 'hal' } })).status)
+    expect(acme).toEqual([201, 201, 201, 429])
+    const ian = await as(tokenFor('ian', ['export'], 'acme'), 'POST', '/v1/jobs', { type: 'export' })
+    expect(ian.status).toBe(201)
+  })
+})
+
+describe('per-tier and per-type stream limits', () => {
+  let p: TestServer
+  beforeAll(async () => {
+    p = await startTestServer({ tokenSecret, streamsPerUser: 5, tenantTiers: 'acme=free', streamsPerUserByTier: 'free=1', streamsPerUserByType: 'video=1' })
+  })
+  afterAll(async () => {
+    await p.close()
+  })
+
+  it("a free-tier person holds one stream; a type's own limit caps streams of that type only", async () => {
+    const make = async (type: string, tenant: string) =>
+      (await p.api.call<JobState>('POST', '/v1/jobs', { type, owner: { tenant, user: 'u' } })).body.id
+    const free = mintSubscriptionToken({ secret: tokenSecret, tenant: 'acme', user: 'u', ttlSeconds: 600 }).token
+    const a = await make('doc', 'acme')
+    const b = await make('doc', 'acme')
+    const first = await openSse(`${p.url}/v1/jobs/${a}/stream`, { headers: { authorization: `Bearer ${free}` } })
+    const second = await openSse(`${p.url}/v1/jobs/${b}/stream`, { headers: { authorization: `Bearer ${free}` } })
+    expect([first.status, second.status]).toEqual([200, 429])
+    first.close()
+    second.close()
+
+    const paid = mintSubscriptionToken({ secret: tokenSecret, tenant: 'globex', user: 'u', ttlSeconds: 600 }).token
+    const v1 = await make('video', 'globex')
+    const v2 = await make('video', 'globex')
+    const d1 = await make('doc', 'globex')
+    const opened = [await openSse(`${p.url}/v1/jobs/${v1}/stream`, { headers: { authorization: `Bearer ${paid}` } }), await openSse(`${p.url}/v1/jobs/${v2}/stream`, { headers: { authorization: `Bearer ${paid}` } }), await openSse(`${p.url}/v1/jobs/${d1}/stream`, { headers: { authorization: `Bearer ${paid}` } })]
+    expect(opened.map((c) => c.status)).toEqual([200, 429, 200])
+    for (const connection of opened) connection.close()
   })
 })

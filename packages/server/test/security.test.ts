@@ -1112,7 +1112,7 @@ describe('SSE framing', () => {
     expect(events.filter((e) => e.type === 'chunk').map((e) => (e.data as { text: string }).text)).toEqual(forgeries)
     expect(events.filter((e) => e.type === 'progress').map((e) => (e.data as { stage: string }).stage)).toEqual(forgeries)
     expect(events.filter((e) => e.type === 'item').map((e) => (e.data as { id: string }).id)).toEqual(forgeries)
-    expect(events.filter((e) => e.type === 'checkpoint').map((e) => e.data)).toEqual(sent.filter((e) => e.type === 'checkpoint').map((e) => ({ data: e.data })))
+    expect(events.filter((e) => e.type === 'checkpoint').map((e) => (e.data as { data: unknown }).data)).toEqual(sent.filter((e) => e.type === 'checkpoint').map((e) => e.data))
   })
 
   it('a producer-reported failure cannot forge an in-band error event', async () => {

@@ -1842,6 +1842,38 @@ export function describeStoreConformance(name: string, makeStore: MakeStore, cle
         const log = await store.readLog(job.id, 0, 100)
         expect(reduceEvents(log?.events ?? [])).toEqual(read)
       })
+
+      it('a resumed job starts from the text its checkpoint held: the requeue cuts what came after, once', async () => {
+        const { store, service } = await open()
+        const { job } = await store.createJob(newJob({ dispatch: false }))
+        await service.appendEvents(job.id, [chunk('one '), checkpoint({ at: 1 }), chunk('two '), chunk('three')])
+        await service.cancelJob(job.id)
+        const resumed = await service.resumeJob(job.id)
+        expect(resumed.events[0]).toMatchObject({ type: 'requeued', data: { reason: 'resumed', textLength: 4 } })
+        expect(resumed.job.text).toBe('one ')
+        await service.appendEvents(job.id, [chunk('two '), chunk('three')])
+        const read = await store.getJob(job.id)
+        expect(read?.text).toBe('one two three')
+        expect(read?.checkpointTextLength).toBe(4)
+      })
+
+      it('a retryable failure in the same batch as a checkpoint rolls back to that checkpoint; without one, to no text', async () => {
+        const { store, service } = await open()
+        const dispatcher = new Dispatcher(service)
+        const { job } = await store.createJob(newJob())
+        const claim = await dispatcher.claim({ types: ['test'], worker: 'w', leaseMs: 30_000, waitMs: 0 })
+        expect(claim?.job.id).toBe(job.id)
+        const failure: EventDraft = { type: 'failed', data: { code: 'flaky', message: 'try again', retryable: true } }
+        const outcome = await service.appendEvents(job.id, [chunk('kept '), checkpoint({ n: 1 }), chunk('dropped'), failure], { lease: claim?.lease.token, batch: 1 })
+        expect(outcome.events.at(-1)).toMatchObject({ type: 'requeued', data: { textLength: 5 } })
+        expect(outcome.job.text).toBe('kept ')
+
+        const { job: fresh } = await store.createJob(newJob({ type: 'fresh' }))
+        const second = await dispatcher.claim({ types: ['fresh'], worker: 'w', leaseMs: 30_000, waitMs: 0 })
+        const again = await service.appendEvents(fresh.id, [chunk('all of it'), failure], { lease: second?.lease.token, batch: 1 })
+        expect(again.events.at(-1)).toMatchObject({ type: 'requeued', data: { textLength: 0 } })
+        expect(again.job.text).toBe('')
+      })
     })
   })
 }

@@ -1,6 +1,6 @@
 import { isTerminal } from '@jobwire/protocol'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import type { Worker } from '../src/index.js'
+import { RetryableError, type Worker } from '../src/index.js'
 import { startTestServer, startTestWorker, type TestServer } from './harness.js'
 
 let t: TestServer
@@ -8,6 +8,7 @@ let t: TestServer
 beforeAll(async () => {
   t = await startTestServer({
     maxEventsPerJob: 100_000,
+    retryBackoff: 0,
     stagePlans: { transcription: [{ name: 'validating', to: 10 }, { name: 'decoding', to: 20 }, { name: 'transcribing', to: 70 }, { name: 'synthesizing', to: 100 }] },
   })
 })
@@ -85,5 +86,33 @@ describe('metadata and stage plans from a handler', () => {
       expect.stringContaining('merged'),
     ])
     expect(errors).toEqual([])
+  })
+})
+
+describe('a retried attempt resumes its text from the checkpoint', () => {
+  it('text streamed after the checkpoint is rolled back, not repeated, and watchers see the rollback in the log', async () => {
+    const { worker, errors } = startTestWorker(t)
+    worker.handle<unknown, { part: number }>('story', async (job, ctx) => {
+      const parts = ['Once ', 'upon ', 'a ', 'time.']
+      for (let part = job.checkpoint?.part ?? 0; part < parts.length; part++) {
+        ctx.chunk(parts[part] as string)
+        if (part === 1) await ctx.checkpoint({ part: 2 })
+        // The first attempt dies after streaming past its checkpoint.
+        if (part === 2 && job.attempt === 1) {
+          await ctx.flush()
+          throw new RetryableError('the model went away', { code: 'flaky' })
+        }
+      }
+      return 'done'
+    })
+    await withWorker(worker, async () => {
+      const { id } = await t.createJob('story')
+      const job = await t.waitForJob(id, (j) => isTerminal(j.status))
+      expect(job).toMatchObject({ status: 'completed', attempt: 2, text: 'Once upon a time.' })
+      const log = await t.events(id)
+      const requeue = log.find((event) => event.type === 'requeued')
+      expect(requeue?.data).toMatchObject({ reason: 'flaky', textLength: 'Once upon '.length })
+    })
+    expect(errors.map((entry) => (entry as { error: Error }).error.message)).toEqual(['the model went away'])
   })
 })

@@ -31,6 +31,8 @@ export interface AppJwtOptions {
   userClaim: string
   defaultTenant?: string
   rights: Right[]
+  /** Job types every person with an app JWT may start (and resume) as their own; default none. */
+  createTypes?: string[]
 }
 
 /**
@@ -77,7 +79,8 @@ export class AppJwtVerifier {
     const tenant = payload[this.options.tenantClaim] ?? this.options.defaultTenant
     if (typeof user !== 'string' || user === '') throw new JobwireError('invalid_token', { reason: `no "${this.options.userClaim}" claim` })
     if (typeof tenant !== 'string' || tenant === '') throw new JobwireError('invalid_token', { reason: `no "${this.options.tenantClaim}" claim` })
-    const principal: Principal = { kind: 'user', tenant, user, rights: new Set(this.options.rights), expiresAt: (payload.exp ?? 0) * 1000 }
+    const create = this.options.createTypes ?? []
+    const principal: Principal = { kind: 'user', tenant, user, rights: new Set(this.options.rights), expiresAt: (payload.exp ?? 0) * 1000, ...(create.length === 0 ? {} : { create }) }
     if (payload[tenantReadClaim] === true) principal.tenantWide = true
     return principal
   }

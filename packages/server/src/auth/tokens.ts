@@ -20,6 +20,8 @@ export interface SubscriptionScope {
   tenant?: string
   user?: string
   rights?: Right[]
+  /** Job types the holder may start and resume as `user` (needs `tenant` and `user`). */
+  create?: string[]
 }
 
 const claimsSchema = z.object({
@@ -29,6 +31,7 @@ const claimsSchema = z.object({
   tenant: z.string().min(1).max(200).optional(),
   user: z.string().min(1).max(200).optional(),
   rights: z.array(z.enum(['read', 'cancel'])).min(1).max(2),
+  create: z.array(z.string().min(1).max(100)).min(1).max(50).optional(),
 })
 
 export async function signSubscriptionToken(
@@ -43,6 +46,7 @@ export async function signSubscriptionToken(
   if (scope.jobIds !== undefined) payload.jobs = scope.jobIds
   if (scope.tenant !== undefined) payload.tenant = scope.tenant
   if (scope.user !== undefined) payload.user = scope.user
+  if (scope.create !== undefined) payload.create = scope.create
   const token = await new SignJWT(payload)
     .setProtectedHeader({ alg: 'HS256', typ: 'JWT' })
     .setIssuer(tokenIssuer)
@@ -69,9 +73,12 @@ export async function verifySubscriptionToken(secret: Uint8Array, token: string)
   }
   const claims = claimsSchema.safeParse(payload)
   if (!claims.success) throw new JobwireError('invalid_token', { reason: 'the token has no valid scope' })
-  const { jobs, tenant, user, rights, exp, jti } = claims.data
+  const { jobs, tenant, user, rights, exp, jti, create } = claims.data
   if (jobs === undefined && tenant === undefined && user === undefined) {
     throw new JobwireError('invalid_token', { reason: 'the token names no jobs and no user' })
+  }
+  if (create !== undefined && (tenant === undefined || user === undefined)) {
+    throw new JobwireError('invalid_token', { reason: 'a create right needs the tenant and user who will own the jobs' })
   }
   return {
     kind: 'token',
@@ -81,6 +88,7 @@ export async function verifySubscriptionToken(secret: Uint8Array, token: string)
     rights: new Set(rights),
     expiresAt: exp * 1000,
     tokenId: jti,
+    ...(create === undefined ? {} : { create }),
   }
 }
 

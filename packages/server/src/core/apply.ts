@@ -114,6 +114,16 @@ export function dueKind(timers: JobTimers, now: number): DeadlineKind | null {
   return found
 }
 
+/**
+ * What a `requeued` event adds so the next attempt's text starts where its checkpoint left it:
+ * `textLength` when the job holds text past that point (all of it without a checkpoint). A job
+ * whose checkpoint predates text lengths keeps its text.
+ */
+export function textRewind(job: Pick<JobState, 'checkpoint' | 'checkpointTextLength'>, textLength: number): { textLength?: number } {
+  const keep = job.checkpoint === null ? 0 : job.checkpointTextLength
+  return keep !== undefined && keep < textLength ? { textLength: keep } : {}
+}
+
 /** Whether a job waits in its type's dispatch queue. */
 export function isQueuedForDispatch(job: JobState): boolean {
   return job.status === 'queued' && job.dispatch

@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto'
 import { isTerminal, JobwireError, type EventType, type JobEvent, type JobState } from '@jobwire/protocol'
 import { leaseProblem, waitFor, type JobService } from './jobs.js'
+import { textRewind } from './apply.js'
 import type { AppendResult, Lease, Store } from './store.js'
 
 export interface ClaimRequest {
@@ -118,7 +119,7 @@ export class Dispatcher {
         throw new JobwireError('lease_lost', { jobId, reason: problem })
       }
       return {
-        events: [{ type: 'requeued', data: { reason: reason ?? 'released', attempt: job.attempt, retryAt: null } }],
+        events: [{ type: 'requeued', data: { reason: reason ?? 'released', attempt: job.attempt, retryAt: null, ...textRewind(job, job.text.length) } }],
         lease: null,
         availableAt: 0,
       }
@@ -195,7 +196,7 @@ export class Dispatcher {
             }
           }
           return {
-            events: [{ type: 'requeued', data: { reason: 'worker_lost', attempt: job.attempt, retryAt: null } }],
+            events: [{ type: 'requeued', data: { reason: 'worker_lost', attempt: job.attempt, retryAt: null, ...textRewind(job, job.text.length) } }],
             lease: null,
             availableAt: 0,
           }

@@ -14,6 +14,7 @@ import {
   type PollResponse,
   type StageSpec,
 } from '@jobwire/protocol'
+import { textRewind } from './apply.js'
 import { newJobId } from './ids.js'
 import type { AppendDecision, AppendResult, CreateResult, DeadlineSettings, JobPage, JobQuery, Lease, Store } from './store.js'
 import { JobSubscription, type StreamSink } from './subscription.js'
@@ -166,6 +167,8 @@ export class JobService {
       let status = job.status
       let textLength = job.text.length
       const merged = new MetadataCheck(job)
+      // The text and checkpoint as they stand after each draft, for a retry's rewind.
+      let checkpointed: { checkpoint: unknown; checkpointTextLength?: number } = job
       drafts.forEach((draft, index) => {
         if (status === 'queued' && needsRunning(draft.type)) {
           out.push({ type: 'started', data: { attempt: job.attempt + 1, worker: null } })
@@ -179,6 +182,10 @@ export class JobService {
         if (draft.type === 'chunk') {
           textLength += draft.data.text.length
           if (textLength > maxTextLength) throw new JobwireError('text_limit_exceeded', { jobId, limit: maxTextLength, index })
+        }
+        if (draft.type === 'checkpoint') {
+          draft = { type: 'checkpoint', data: { data: draft.data.data, textLength } }
+          checkpointed = { checkpoint: draft.data.data, checkpointTextLength: textLength }
         }
         if (draft.type === 'progress' || draft.type === 'item') merged.add(draft, index)
         status = next
@@ -197,6 +204,7 @@ export class JobService {
             attempt: job.attempt,
             retryAt: new Date(now + delay).toISOString(),
             error: { code: last.data.code, message: last.data.message },
+            ...textRewind(checkpointed, textLength),
           },
         }
         return { events: out, lease: ended, availableAt: now + delay }
@@ -234,7 +242,7 @@ export class JobService {
       }
       const budget = this.limits.maxAttemptsByType[job.type] ?? this.limits.maxAttempts
       return {
-        events: [{ type: 'requeued', data: { reason: 'resumed', attempt: job.attempt, retryAt: null, maxAttempts: job.attempt + budget } }],
+        events: [{ type: 'requeued', data: { reason: 'resumed', attempt: job.attempt, retryAt: null, maxAttempts: job.attempt + budget, ...textRewind(job, job.text.length) } }],
         lease: null,
         availableAt: 0,
       }

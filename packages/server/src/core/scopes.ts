@@ -13,9 +13,10 @@ export type Principal =
   | { kind: 'key'; keyId: string; role: Role; tenant: string | null; types: readonly string[] | null }
   /**
    * A person, from the app's own JWT: their jobs only; with `tenantWide`, they may also read
-   * (not cancel) every job of their tenant (a team's page).
+   * (not cancel) every job of their tenant (a team's page). `create`: job types they may start
+   * (and resume) themselves, as their own jobs (`--jwt-create-types`).
    */
-  | { kind: 'user'; tenant: string; user: string; rights: ReadonlySet<Right>; expiresAt: number | null; tenantWide?: boolean }
+  | { kind: 'user'; tenant: string; user: string; rights: ReadonlySet<Right>; expiresAt: number | null; tenantWide?: boolean; create?: readonly string[] }
   /** A subscription token minted by a backend: listed jobs, all jobs of one user, or all jobs of one tenant (`user` null). */
   | {
       kind: 'token'
@@ -25,6 +26,8 @@ export type Principal =
       rights: ReadonlySet<Right>
       expiresAt: number
       tokenId: string
+      /** Job types the holder may start (and resume) as the token's user; only tokens naming a user carry it. */
+      create?: readonly string[]
     }
 
 /**
@@ -91,6 +94,15 @@ export function canCancel(principal: Principal, job: JobState): boolean {
 export function canManage(principal: Principal, job: JobState | null): boolean {
   if (principal.kind !== 'key' || principal.role === 'worker') return false
   return job === null || principal.role === 'admin' || principal.tenant === null || job.owner?.tenant === principal.tenant
+}
+
+/**
+ * The owner a person's own job gets when their credential may create jobs of `type`: always the
+ * credential's tenant and user. Null when it may not (keys are checked by `canManage`).
+ */
+export function personalOwner(principal: Principal, type: string): { tenant: string; user: string } | null {
+  if (principal.kind === 'key' || principal.tenant === null || principal.user === null) return null
+  return principal.create?.includes(type) === true ? { tenant: principal.tenant, user: principal.user } : null
 }
 
 /** Workers claim, heartbeat, release and write leased jobs of their types. Admins may too. */

@@ -17,6 +17,16 @@ export interface LimitSettings {
   streamsPerIp: number
   /** Open streams on this node, whoever holds them. */
   maxConnections: number
+  /** Tenant → tier name. A tenant not listed is a tier of its own (its name), so tier limits may name tenants too. */
+  tenantTiers?: Record<string, string>
+  /** Per tier: replaces `createLimit` for people of its tenants. */
+  createLimitByTier?: Record<string, number>
+  /** Per tier: replaces `streamsPerUser` for people of its tenants. */
+  streamsPerUserByTier?: Record<string, number>
+  /** Per job type: jobs of that type one person may create per window, counted apart from their other jobs. */
+  createLimitByType?: Record<string, number>
+  /** Per job type: SSE streams of jobs of that type one person may hold open, on top of `streamsPerUser`. */
+  streamsPerUserByType?: Record<string, number>
 }
 
 /**
@@ -37,11 +47,23 @@ export class Limits {
     return this.#connections
   }
 
-  /** Counts a job created on behalf of `owner` (people only: jobs without an owner are not counted). */
-  async countCreation(owner: { tenant: string; user: string } | null): Promise<void> {
+  /** The value `byTier` sets for `tenant`'s tier, if any. */
+  #forTier(byTier: Record<string, number> | undefined, tenant: string | null): number | undefined {
+    if (byTier === undefined || tenant === null) return undefined
+    return byTier[this.settings.tenantTiers?.[tenant] ?? tenant]
+  }
+
+  /**
+   * Counts a job of `type` created on behalf of `owner` (people only: jobs without an owner are
+   * not counted): against the type's own limit when it has one, else the tenant tier's or the global one.
+   */
+  async countCreation(owner: { tenant: string; user: string } | null, type?: string): Promise<void> {
     if (owner === null) return
-    const { createLimit, createWindowMs } = this.settings
-    const result = await this.rate.hit(`create:${personKey(owner.tenant, owner.user)}`, createLimit, createWindowMs)
+    const { createWindowMs } = this.settings
+    const byType = type === undefined ? undefined : this.settings.createLimitByType?.[type]
+    const createLimit = byType ?? this.#forTier(this.settings.createLimitByTier, owner.tenant) ?? this.settings.createLimit
+    const person = personKey(owner.tenant, owner.user)
+    const result = await this.rate.hit(byType === undefined ? `create:${person}` : `create:${person}:type:${type}`, createLimit, createWindowMs)
     if (!result.ok) {
       this.metrics.limitRejections.inc({ limit: 'create_per_user' })
       throw new JobwireError('rate_limited', {
@@ -60,8 +82,9 @@ export class Limits {
    * A WebSocket opened without a credential (`null`: its subscriptions bring their own) counts
    * against its address.
    */
-  async openStream(principal: Principal | null, ip: string): Promise<StreamSlot> {
+  async openStream(principal: Principal | null, ip: string, type?: string): Promise<StreamSlot> {
     const { maxConnections, streamsPerIp } = this.settings
+    const perType = type === undefined ? undefined : this.settings.streamsPerUserByType?.[type]
     if (this.#connections >= maxConnections) {
       this.metrics.limitRejections.inc({ limit: 'connections' })
       throw new JobwireError('server_busy', { max: maxConnections, retryAfter: 1 })
@@ -69,8 +92,17 @@ export class Limits {
     this.#connections++
     let person: (() => void) | null = null
     let address: (() => void) | null = null
+    let ofType: (() => void) | null = null
     try {
       person = await this.#takePersonSlot(principal)
+      const subject = limitSubjectOf(principal)
+      if (subject !== null && perType !== undefined) {
+        ofType = await this.streams.acquire(`streams:${subject}:type:${type}`, perType)
+        if (ofType === null) {
+          this.metrics.limitRejections.inc({ limit: 'streams_per_user' })
+          throw new JobwireError('too_many_streams', { scope: `this user's "${type}" jobs`, max: perType, retryAfter: 5 })
+        }
+      }
       if (principal === null || principal.kind !== 'key') {
         address = await this.streams.acquire(`streams-ip:${ip}`, streamsPerIp)
         if (address === null) {
@@ -81,6 +113,7 @@ export class Limits {
     } catch (error) {
       this.#connections--
       person?.()
+      ofType?.()
       throw error
     }
     let open = true
@@ -90,6 +123,7 @@ export class Limits {
         open = false
         this.#connections--
         person?.()
+        ofType?.()
         address?.()
       },
       moveTo: async (next) => {
@@ -110,7 +144,7 @@ export class Limits {
   async #takePersonSlot(principal: Principal | null): Promise<(() => void) | null> {
     const subject = limitSubjectOf(principal)
     if (subject === null) return null
-    const { streamsPerUser } = this.settings
+    const streamsPerUser = this.#forTier(this.settings.streamsPerUserByTier, principal === null || principal.kind === 'key' ? null : principal.tenant) ?? this.settings.streamsPerUser
     const slot = await this.streams.acquire(`streams:${subject}`, streamsPerUser)
     if (slot === null) {
       this.metrics.limitRejections.inc({ limit: 'streams_per_user' })

@@ -43,7 +43,7 @@ export async function serveJobStream(
     await reply.code(204).header('cache-control', 'no-store').send()
     return
   }
-  const slot = await limits.openStream(principal, request.ip)
+  const slot = await limits.openStream(principal, request.ip, job.type)
   const release = slot.release
   reply.hijack()
   try {

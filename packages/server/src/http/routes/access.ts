@@ -15,6 +15,8 @@ export const tokenBody = z
     /** Every job of `tenant`, of any user (a team's page). */
     tenantWide: z.literal(true).optional(),
     rights: z.array(z.enum(['read', 'cancel'])).min(1).max(2).optional(),
+    /** Job types the holder may start and resume as `user`. */
+    create: z.array(z.string().min(1).max(100)).min(1).max(50).optional(),
     /** Seconds. */
     ttl: z.number().int().min(10).optional(),
   })
@@ -51,13 +53,16 @@ export function registerAccessRoutes(v1: FastifyInstance, context: RouteContext)
     if ((body.user !== undefined || body.tenantWide === true) && tenant === undefined) {
       throw new JobwireError('invalid_request', { field: 'tenant', reason: `tenant: required with ${body.user !== undefined ? 'user' : 'tenantWide'}` })
     }
+    if (body.create !== undefined && body.user === undefined) {
+      throw new JobwireError('invalid_request', { field: 'create', reason: 'create: needs the user who will own the jobs' })
+    }
     // The ownership check lives here, not in every app: a backend mints only for jobs it may manage.
     for (const jobId of body.jobIds ?? []) {
       const job = await service.store.getJob(jobId)
       if (job === null || !canManage(principal, job) || (tenant !== undefined && job.owner?.tenant !== tenant)) throw notFound(jobId)
     }
     const ttl = Math.min(body.ttl ?? settings.tokenTtlSeconds, settings.maxTokenTtlSeconds)
-    return signSubscriptionToken(auth.tokenSecret, { jobIds: body.jobIds, tenant, user: body.user, rights: body.rights ?? ['read'] }, ttl)
+    return signSubscriptionToken(auth.tokenSecret, { jobIds: body.jobIds, tenant, user: body.user, rights: body.rights ?? ['read'], create: body.create }, ttl)
   })
 
   v1.post('/keys', async (request, reply) => {

@@ -1,6 +1,6 @@
 import type { FastifyInstance } from 'fastify'
 import { JobwireError, type JobState } from '@jobwire/protocol'
-import { canCancel, canManage, canRead, requireKeyRole, tenantOf } from '../../core/scopes.js'
+import { canCancel, canManage, canRead, personalOwner, requireKeyRole, tenantOf, type Principal } from '../../core/scopes.js'
 import { abortOnClose, principalOf, summarize, visibleJob, type RouteContext } from '../context.js'
 import { serveJobStream } from '../stream-route.js'
 import { deadlineSettings } from '../../config.js'
@@ -12,6 +12,11 @@ export function registerJobRoutes(v1: FastifyInstance, context: RouteContext): v
 
   v1.post('/jobs', async (request, reply) => {
     const principal = principalOf(request)
+    if (principal.kind !== 'key') {
+      const { job, created } = await createOwnJob(principal, request.body)
+      void reply.code(created ? 201 : 200).header('location', `/v1/jobs/${job.id}`)
+      return service.withQueuePosition(job)
+    }
     requireKeyRole(principal, ['admin', 'backend'], 'create jobs')
     const body = parseWith(createJobBody, request.body ?? {})
     const tenant = tenantOf(principal)
@@ -20,7 +25,7 @@ export function registerJobRoutes(v1: FastifyInstance, context: RouteContext): v
         ? new JobwireError('invalid_request', { field: 'owner', reason: `owner: required for a key bound to tenant "${tenant}"` })
         : new JobwireError('forbidden', { action: `create jobs for tenant "${body.owner.tenant}"` })
     }
-    await limits.countCreation(body.owner ?? null)
+    await limits.countCreation(body.owner ?? null, body.type)
     const { job, created } = await service.createJob({ ...body, deadlines: deadlineSettings(body) })
     void reply.code(created ? 201 : 200).header('location', `/v1/jobs/${job.id}`)
     return service.withQueuePosition(job)
@@ -80,9 +85,33 @@ export function registerJobRoutes(v1: FastifyInstance, context: RouteContext): v
   v1.post<{ Params: { id: string } }>('/jobs/:id/resume', async (request) => {
     const principal = principalOf(request)
     const job = await visibleJob(service, principal, request.params.id)
-    if (!canManage(principal, job)) throw new JobwireError('forbidden', { action: 'resume jobs' })
+    const own = personalOwner(principal, job.type)
+    if (own !== null && job.owner?.tenant === own.tenant && job.owner.user === own.user) {
+      // A person resuming their own job: a new run, counted like a creation.
+      await limits.countCreation(own, job.type)
+    } else if (!canManage(principal, job)) throw new JobwireError('forbidden', { action: 'resume jobs' })
     return service.withQueuePosition((await service.resumeJob(job.id)).job)
   })
+
+  /**
+   * A person starting their own job: allowed for the types their credential's `create` right
+   * lists; the owner is always the credential's tenant and user, the job is always dispatched to
+   * workers, and it counts against their create limit. Their idempotency keys live apart from
+   * everyone else's, so a key cannot reveal another person's job.
+   */
+  async function createOwnJob(principal: Exclude<Principal, { kind: 'key' }>, raw: unknown) {
+    const body = parseWith(createJobBody, raw ?? {})
+    const owner = personalOwner(principal, body.type)
+    if (owner === null) throw new JobwireError('forbidden', { action: `create jobs of type "${body.type}"` })
+    if (body.owner !== undefined && (body.owner.tenant !== owner.tenant || body.owner.user !== owner.user)) {
+      throw new JobwireError('forbidden', { action: 'create jobs for someone else' })
+    }
+    if (body.dispatch === false) throw new JobwireError('forbidden', { action: 'create jobs that no worker runs (dispatch: false)' })
+    if (body.maxAttempts !== undefined) throw new JobwireError('forbidden', { action: 'set maxAttempts' })
+    await limits.countCreation(owner, body.type)
+    const idempotencyKey = body.idempotencyKey === undefined ? undefined : `person:${owner.tenant}:${owner.user}:${body.idempotencyKey}`
+    return service.createJob({ ...body, owner, dispatch: true, deadlines: deadlineSettings(body), ...(idempotencyKey === undefined ? {} : { idempotencyKey }) })
+  }
 
   v1.get<{ Params: { id: string }; Querystring: { after?: string } }>('/jobs/:id/stream', (request, reply) =>
     serveJobStream(request, reply, principalOf(request), context),

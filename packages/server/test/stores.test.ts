@@ -140,6 +140,21 @@ describe('SqliteStore: the file outlives the store that wrote it', () => {
     expect((await second.listJobs({ limit: 10 })).jobs.map((j) => j.id)).toEqual([c.job.id, b.job.id, a.job.id])
   })
 
+  it('text rolled back by a resume stays rolled back after reopen (the texts table drops what the checkpoint did not hold)', async () => {
+    const path = join(dir, 'rollback.db')
+    const first = openFile(path)
+    const before = new JobService(first)
+    const { job } = await before.createJob({ type: 'story', dispatch: false })
+    await before.appendEvents(job.id, [{ type: 'chunk', data: { text: 'Once ' } }, { type: 'checkpoint', data: { data: 1 } }, { type: 'chunk', data: { text: 'upon a ' } }])
+    await before.cancelJob(job.id)
+    await before.resumeJob(job.id)
+    await before.appendEvents(job.id, [{ type: 'chunk', data: { text: 'upon a time' } }])
+    expect((await first.getJob(job.id))?.text).toBe('Once upon a time')
+    await first.close()
+    const second = openFile(path)
+    expect((await second.getJob(job.id))?.text).toBe('Once upon a time')
+  })
+
   it('a trimmed log keeps its firstSeq across reopen, so an old position still gets a reset snapshot', async () => {
     const path = join(dir, 'trimmed.db')
     const retention = { ...defaultRetention, maxEventsPerJob: 3 }

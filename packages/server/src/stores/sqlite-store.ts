@@ -238,6 +238,11 @@ export class SqliteStore implements Store {
       for (const event of events) {
         s.insertEvent.run(job.id, event.seq, JSON.stringify(event))
         if (event.type === 'chunk') s.insertText.run(job.id, event.seq, event.data.text)
+        // A requeue that rolls the text back to its checkpoint: the kept text becomes one row.
+        if (event.type === 'requeued' && event.data.textLength !== undefined) {
+          s.deleteTexts.run(job.id)
+          if (event.data.textLength > 0) s.insertText.run(job.id, event.seq, job.text.slice(0, event.data.textLength))
+        }
       }
       let firstSeq = current.firstSeq
       const keepFrom = job.seq - this.#retention.maxEventsPerJob + 1

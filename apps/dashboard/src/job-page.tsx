@@ -1,6 +1,6 @@
 import { useEffect, useState, type ReactNode } from 'react'
 import type { JobState } from '@jobwire/client'
-import { useJob, type JobView } from '@jobwire/react'
+import { useJob, useJobResult, type JobView } from '@jobwire/react'
 import type { JobActions } from './actions.js'
 import { formatDuration, formatTime, jobDuration, useNow } from './format.js'
 import { JsonView } from './json-view.js'
@@ -147,12 +147,7 @@ function KnownJob({ view, job, now, actions, canCancel }: { view: JobView; job: 
         </section>
       )}
 
-      {job.status === 'completed' && job.result !== undefined && job.result !== null && (
-        <section className="card" aria-labelledby="result-title">
-          <h3 id="result-title">Result</h3>
-          <JsonView value={job.result} label="Result" />
-        </section>
-      )}
+      {job.status === 'completed' && ((job.result !== undefined && job.result !== null) || job.resultRef !== undefined) && <ResultCard job={job} />}
 
       <section className="card" aria-labelledby="details-title">
         <h3 id="details-title">Details</h3>
@@ -174,6 +169,12 @@ function KnownJob({ view, job, now, actions, canCancel }: { view: JobView; job: 
             <a href={jobHref(job.id)}>{jobHref(job.id)}</a>
           </dd>
         </dl>
+        {job.checkpointRef !== undefined && (
+          <>
+            <h4>Checkpoint</h4>
+            <p className="muted small">{job.checkpointRef.size.toLocaleString()} bytes, stored apart (GET /v1/jobs/:id/checkpoint)</p>
+          </>
+        )}
         {job.checkpoint !== null && job.checkpoint !== undefined && (
           <>
             <h4>Checkpoint</h4>
@@ -182,6 +183,24 @@ function KnownJob({ view, job, now, actions, canCancel }: { view: JobView; job: 
         )}
       </section>
     </>
+  )
+}
+
+/** The result, fetched once when the server keeps it apart (too large for an event). */
+function ResultCard({ job }: { job: JobState }): ReactNode {
+  const view = useJobResult(job.id)
+  return (
+    <section className="card" aria-labelledby="result-title">
+      <h3 id="result-title">Result</h3>
+      {job.resultRef !== undefined && <p className="muted small">{job.resultRef.size.toLocaleString()} bytes, stored apart</p>}
+      {view.status === 'ready' && <JsonView value={view.result} label="Result" />}
+      {view.status === 'pending' && <p className="muted">Loading…</p>}
+      {view.status === 'error' && (
+        <p role="alert" className="error-text">
+          <code>{view.error.code}</code> {view.error.message}
+        </p>
+      )}
+    </section>
   )
 }
 

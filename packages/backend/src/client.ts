@@ -75,6 +75,14 @@ export class JobwireBackend {
     return this.#request('GET', `/v1/jobs/${encodeURIComponent(id)}`)
   }
 
+  /**
+   * A job's result in full, or null while it has none. A result too large for an event is kept
+   * apart by the server (the state has `result: null` and `resultRef`); this returns it either way.
+   */
+  async getResult(id: string): Promise<unknown> {
+    return (await this.#request<{ result: unknown }>('GET', `/v1/jobs/${encodeURIComponent(id)}/result`)).result
+  }
+
   listJobs(filter: { status?: JobStatus; type?: string; tenant?: string; user?: string; limit?: number; cursor?: string } = {}): Promise<{
     jobs: JobSummary[]
     nextCursor: string | null

@@ -366,6 +366,38 @@ export class JobwireClient {
     }
   }
 
+  /**
+   * A job's result in full (`GET /v1/jobs/:id/result`), or null while it has none. A result too
+   * large for an event is stored apart by the server: the watched state then carries
+   * `result: null` and `resultRef: {ref, size}`, and this fetches it once (a small result comes
+   * back just the same). `fetchCheckpoint` does the same for checkpoints. Rejects with a JobwireError.
+   */
+  fetchResult(jobId: string, options: { signal?: AbortSignal } = {}): Promise<unknown> {
+    return this.#fetchValue(jobId, 'result', options.signal)
+  }
+
+  fetchCheckpoint(jobId: string, options: { signal?: AbortSignal } = {}): Promise<unknown> {
+    return this.#fetchValue(jobId, 'checkpoint', options.signal)
+  }
+
+  async #fetchValue(jobId: string, which: 'result' | 'checkpoint', signal: AbortSignal | undefined): Promise<unknown> {
+    for (let attempt = 0; ; attempt++) {
+      const credential = await this.#core.tokens.get()
+      const response = await this.#core.env
+        .fetch(this.#core.url(`/v1/jobs/${encodeURIComponent(jobId)}/${which}`), {
+          headers: { accept: 'application/json', ...authHeaders(credential.token) },
+          cache: 'no-store',
+          ...(signal === undefined ? {} : { signal }),
+        })
+        .catch((error: unknown) => Promise.reject(asJobwireError(error)))
+      if (response.ok) return ((await response.json()) as Record<string, unknown>)[which] ?? null
+      const error = await errorOf(response)
+      const renew = error.code === 'token_expired' || (!credential.fresh && (error.code === 'unauthorized' || error.code === 'invalid_token'))
+      if (attempt > 0 || !renew) throw error
+      this.#core.tokens.invalidate(credential.token)
+    }
+  }
+
   /** Stops every watch and closes the socket. */
   close(): void {
     if (this.#closed) return

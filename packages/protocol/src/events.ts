@@ -2,6 +2,12 @@ import type { ItemStatus, Owner } from './job.js'
 import type { Metadata } from './metadata.js'
 import type { PlannedStage } from './stage-plan.js'
 
+/** A value stored once, apart from the log and snapshots (a large result or checkpoint): its id and its size in bytes of JSON. */
+export interface ValueRef {
+  ref: string
+  size: number
+}
+
 /** Payload of each event type. One entry per type; the unions below are derived from it. */
 export interface EventDataMap {
   /** `plan`: the job's stage plan (from its type's config or its create request), when it has one. */
@@ -14,9 +20,14 @@ export interface EventDataMap {
   progress: { stage?: string; percent?: number; message?: string; fraction?: number; metadata?: Metadata }
   item: { id: string; label?: string; status?: ItemStatus; percent?: number; message?: string; metadata?: Metadata }
   chunk: { text: string }
-  /** `textLength`: how much streamed text the job held when it saved this checkpoint (set by the server). */
-  checkpoint: { data: unknown; textLength?: number }
-  completed: { result: unknown }
+  /**
+   * `textLength`: how much streamed text the job held when it saved this checkpoint (set by the
+   * server). `ref`: the checkpoint was too large for an event and is stored apart (`data` is null);
+   * fetch it with `GET /v1/jobs/:id/checkpoint`.
+   */
+  checkpoint: { data: unknown; textLength?: number; ref?: ValueRef }
+  /** `resultRef`: the result was too large for an event and is stored apart (`result` is null); fetch it with `GET /v1/jobs/:id/result`. */
+  completed: { result: unknown; resultRef?: ValueRef }
   failed: { code: string; message: string; retryable: boolean }
   cancelled: { reason: string | null }
   /**

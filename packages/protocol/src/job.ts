@@ -1,3 +1,4 @@
+import type { ValueRef } from './events.js'
 import type { Metadata } from './metadata.js'
 import type { StagePlanEntry } from './stage-plan.js'
 
@@ -77,7 +78,11 @@ export interface JobState {
    * it. Absent before a first checkpoint.
    */
   checkpointTextLength?: number
+  /** Present when the checkpoint is stored apart (too large for an event): `checkpoint` is null; `GET /v1/jobs/:id/checkpoint` has it. */
+  checkpointRef?: ValueRef
   result: unknown
+  /** Present when the result is stored apart (too large for an event): `result` is null; `GET /v1/jobs/:id/result` has it. */
+  resultRef?: ValueRef
   error: JobErrorInfo | null
   /** Run attempt, 0 until the job first starts; each `started` adds one. */
   attempt: number

@@ -137,9 +137,13 @@ function applyTo(next: JobState, status: JobState['status'], event: Exclude<JobE
     case 'checkpoint':
       next.checkpoint = event.data.data
       if (event.data.textLength !== undefined) next.checkpointTextLength = event.data.textLength
+      // `next` is this call's own copy: dropping a key from it changes no earlier state.
+      if (event.data.ref !== undefined) next.checkpointRef = event.data.ref
+      else delete next.checkpointRef
       return
     case 'completed':
       next.result = event.data.result
+      if (event.data.resultRef !== undefined) next.resultRef = event.data.resultRef
       next.finishedAt = event.at
       next.progress = { ...next.progress, percent: 100 }
       if (next.plan !== undefined) next.plan = finishPlan(next.plan)

@@ -1,4 +1,4 @@
-import { useMemo, useSyncExternalStore } from 'react'
+import { useEffect, useMemo, useState, useSyncExternalStore } from 'react'
 import type { ConnectionState, JobState, JobStatus, JobWatch, JobwireClient, MyJobsWatch, JobwireError, Owner } from '@jobwire/client'
 import { useJobwireClient } from './context.js'
 import { connectionOf, viewOf, type JobConnection, type JobView } from './job-view.js'
@@ -84,6 +84,40 @@ export function useJob(jobId: string | null | undefined, options: UseJobOptions 
   const client = useJobwireClient(options.client)
   const store = useMemo(() => jobStore(client, jobId), [client, jobId])
   return useSyncExternalStore(store.subscribe, store.getSnapshot, store.getSnapshot)
+}
+
+/** A job's result: `pending` until it completes, then `ready` — fetched once when the server stores it apart. */
+export type JobResultView =
+  | { status: 'pending'; result: null; error: null }
+  | { status: 'ready'; result: unknown; error: null }
+  | { status: 'error'; result: null; error: JobwireError }
+
+const pendingResult: JobResultView = { status: 'pending', result: null, error: null }
+
+/**
+ * Watches a job (as `useJob`) and gives its result in full once it completed: inline results at
+ * once, a result too large for an event (the state's `resultRef`) fetched once with
+ * `client.fetchResult`, and never fetched again for the same ref.
+ */
+export function useJobResult(jobId: string | null | undefined, options: UseJobOptions = {}): JobResultView {
+  const client = useJobwireClient(options.client)
+  const { job } = useJob(jobId, options)
+  const ref = job?.status === 'completed' ? job.resultRef?.ref : undefined
+  const [fetched, setFetched] = useState<{ ref: string; view: JobResultView } | null>(null)
+  useEffect(() => {
+    if (ref === undefined || jobId === null || jobId === undefined) return
+    const controller = new AbortController()
+    client.fetchResult(jobId, { signal: controller.signal }).then(
+      (result) => setFetched({ ref, view: { status: 'ready', result, error: null } }),
+      (error: JobwireError) => {
+        if (!controller.signal.aborted) setFetched({ ref, view: { status: 'error', result: null, error } })
+      },
+    )
+    return () => controller.abort()
+  }, [client, jobId, ref])
+  if (job === null || job.status !== 'completed') return pendingResult
+  if (ref === undefined) return { status: 'ready', result: job.result, error: null }
+  return fetched?.ref === ref ? fetched.view : pendingResult
 }
 
 /** Watches several jobs on the same socket; the views come in the order of `jobIds`. */

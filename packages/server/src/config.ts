@@ -97,6 +97,7 @@ export const configSchema = z.object({
   maxEventBytes: int(256, 16 * 1024 ** 2).default(64 * 1024).meta({ description: 'largest single event (its JSON)' }),
   maxJsonDepth: int(2, 1000).default(64).meta({ description: 'deepest nesting of objects and arrays in a JSON body or WebSocket message (the outermost counts 1); deeper: `400 invalid_request` naming the path (see [limits.md](limits.md))' }),
   maxJsonWidth: int(10, 10_000_000).default(10_000).meta({ description: 'most entries in one JSON object or array of a body or WebSocket message; more: `400 invalid_request` naming the path' }),
+  maxValueBytes: int(1024, 512 * 1024 ** 2).default(16 * 1024 ** 2).meta({ description: 'largest result or checkpoint (its JSON); one larger than `--max-event-bytes` is stored once apart from the log and fetched with `GET /v1/jobs/:id/result` (or `/checkpoint`); `POST /v1/jobs/:id/events` takes bodies up to this plus 64 KiB (see [App features](app-features.md#large-results-and-checkpoints))' }),
   maxBatchEvents: int(1, 100_000).default(1000).meta({ description: 'most events in one batch' }),
   maxTextLength: int(0, 256 * 1024 ** 2).default(4 * 1024 * 1024).meta({ description: 'most characters of streamed text per job' }),
   maxEventsPerJob: int(10, 10_000_000).default(1000).meta({ description: 'events kept per job log; older ones are trimmed (a resume from before them gets a `reset` snapshot)' }),

@@ -126,6 +126,7 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
     store,
     {
       maxTextLength: config.maxTextLength,
+      inlineValueBytes: config.maxEventBytes,
       maxAttempts: config.maxAttempts,
       maxAttemptsByType: config.maxAttemptsByType,
       retryBackoffMs: config.retryBackoff,
@@ -190,6 +191,7 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
     pollMaxWaitMs: config.pollMaxWait,
     maxBodyBytes: config.maxBodyBytes,
     maxEventBytes: config.maxEventBytes,
+    maxValueBytes: config.maxValueBytes,
     maxBatchEvents: config.maxBatchEvents,
     jsonShape: { maxDepth: config.maxJsonDepth, maxWidth: config.maxJsonWidth },
     defaultLeaseMs: config.leaseTime,

@@ -221,3 +221,34 @@ describe('per-tier and per-type stream limits', () => {
     for (const connection of opened) connection.close()
   })
 })
+
+describe('large results and checkpoints over HTTP', () => {
+  it('takes a 2 MiB result on the events route (over maxBodyBytes), keeps it out of the SSE frames and the snapshot, and serves it at /result', async () => {
+    const job = await create({ type: 'big-result' })
+    const sse = await openSse(`${t.url}/v1/jobs/${job.id}/stream`, { headers: { authorization: `Bearer ${t.key}` } })
+    const result = { transcript: 'y'.repeat(2 * 1024 * 1024) }
+    const answer = await append(job.id, { events: [{ type: 'checkpoint', data: { part: 'z'.repeat(100_000) } }, { type: 'completed', result }] })
+    expect(answer.status).toBe(200)
+    await sse.ended
+    expect(sse.raw.length).toBeLessThan(10_000)
+    expect(sse.raw).toContain('"resultRef":{"ref":"v_')
+    const state = await get(job.id)
+    expect(state).toMatchObject({ status: 'completed', result: null, resultRef: { size: JSON.stringify(result).length }, checkpoint: null })
+    const full = await t.api.call<{ result: typeof result }>('GET', `/v1/jobs/${job.id}/result`)
+    expect(full.body.result.transcript.length).toBe(result.transcript.length)
+    const checkpoint = await t.api.call<{ checkpoint: { part: string } }>('GET', `/v1/jobs/${job.id}/checkpoint`)
+    expect(checkpoint.body.checkpoint.part.length).toBe(100_000)
+  })
+
+  it('serves a small result inline both in the snapshot and at /result, null before there is one, and 404 out of scope', async () => {
+    const job = await create({ type: 'small-result' })
+    expect((await t.api.call('GET', `/v1/jobs/${job.id}/result`)).body).toEqual({ result: null })
+    await append(job.id, { type: 'completed', result: { ok: true } })
+    expect((await get(job.id)).result).toEqual({ ok: true })
+    expect((await t.api.call('GET', `/v1/jobs/${job.id}/result`)).body).toEqual({ result: { ok: true } })
+    const stranger = mintSubscriptionToken({ secret: new TextDecoder().decode(t.server.auth.tokenSecret), tenant: 'other', user: 'u', ttlSeconds: 600 }).token
+    const client = createJsonClient(t.url, stranger)
+    expect((await client.call('GET', `/v1/jobs/${job.id}/result`)).status).toBe(404)
+    await client.close()
+  })
+})

@@ -24,6 +24,7 @@ const limits = {
   sseRetry: 1234,
   pollMaxWait: 300,
   maxBodyBytes: 16 * 1024,
+  maxValueBytes: 4096,
   maxEventBytes: 1024,
   maxBatchEvents: 50,
   maxTextLength: 100,
@@ -685,10 +686,10 @@ const triggers: Record<ErrorCode, Trigger> = {
     return inject('POST', '/v1/jobs', { body: { type: 'b', idempotencyKey: 'trigger-conflict' } })
   },
   position_ahead: async () => inject('GET', `/v1/jobs/${(await createJob()).id}/events?after=2`),
-  payload_too_large: async () =>
-    inject('POST', `/v1/jobs/${(await createJob()).id}/events`, { body: { type: 'chunk', text: 'x'.repeat(limits.maxBodyBytes) } }),
+  payload_too_large: async () => inject('POST', '/v1/events', { body: { writes: [{ jobId: (await createJob()).id, events: [{ type: 'chunk', text: 'x'.repeat(limits.maxBodyBytes) }] }] } }),
   event_too_large: async () =>
     inject('POST', `/v1/jobs/${(await createJob()).id}/events`, { body: { type: 'progress', message: 'x'.repeat(1500) } }),
+  value_too_large: async () => inject('POST', `/v1/jobs/${(await createJob()).id}/events`, { body: { type: 'completed', result: 'x'.repeat(5000) } }),
   batch_too_large: async () =>
     inject('POST', `/v1/jobs/${(await createJob()).id}/events`, {
       body: { events: Array.from({ length: limits.maxBatchEvents + 1 }, () => ({ type: 'progress' })) },

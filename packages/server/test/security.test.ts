@@ -931,22 +931,26 @@ describe('limits', () => {
   })
 
   it('oversized bodies, events, batches and text get 413 and append nothing', async () => {
-    const server = await startTestServer({ maxBodyBytes: 2048, maxEventBytes: 512, maxBatchEvents: 10, maxTextLength: 100 })
+    // The single-job events route takes bodies up to maxValueBytes + 64 KiB (a large result); every other route maxBodyBytes.
+    const server = await startTestServer({ maxBodyBytes: 2048, maxEventBytes: 512, maxValueBytes: 1024, maxBatchEvents: 10, maxTextLength: 100 })
+    const eventsBodyLimit = 1024 + 64 * 1024
     try {
       const job = await createJob(server.url, null)
       const events = `${server.url}/v1/jobs/${job.id}/events`
       const key = { credential: testApiKey }
-      refused('a body over maxBodyBytes', await send('POST', events, { ...key, raw: JSON.stringify({ type: 'chunk', text: 'x'.repeat(4096) }) }), 'payload_too_large')
+      refused('a body over the events route limit', await send('POST', events, { ...key, raw: JSON.stringify({ type: 'chunk', text: 'x'.repeat(eventsBodyLimit) }) }), 'payload_too_large')
+      refused('a bulk write over maxBodyBytes', await send('POST', `${server.url}/v1/events`, { ...key, body: { writes: [{ jobId: job.id, events: [{ type: 'chunk', text: 'x'.repeat(4096) }] }] } }), 'payload_too_large')
       async function* chunked(): AsyncIterable<Buffer> {
         yield Buffer.from('{"type":"chunk","text":"')
-        for (let i = 0; i < 8; i++) yield Buffer.alloc(1024, 'y')
+        for (let i = 0; i < 80; i++) yield Buffer.alloc(1024, 'y')
         yield Buffer.from('"}')
       }
       refused('a chunked body over maxBodyBytes (no Content-Length)', await send('POST', events, { ...key, raw: Readable.from(chunked()) }), 'payload_too_large')
       refused('a job input over maxBodyBytes', await send('POST', `${server.url}/v1/jobs`, { ...key, body: { type: 'big', input: 'z'.repeat(4096) } }), 'payload_too_large')
       refused('a token request over maxBodyBytes', await send('POST', `${server.url}/v1/tokens`, { ...key, body: { jobIds: Array.from({ length: 200 }, () => job.id) } }), 'payload_too_large')
       refused('one event over maxEventBytes', await send('POST', events, { ...key, body: { type: 'progress', message: 'm'.repeat(600) } }), 'event_too_large')
-      refused('a checkpoint over maxEventBytes', await send('POST', events, { ...key, body: { type: 'checkpoint', data: { blob: 'c'.repeat(600) } } }), 'event_too_large')
+      refused('a checkpoint over maxValueBytes', await send('POST', events, { ...key, body: { type: 'checkpoint', data: { blob: 'c'.repeat(1100) } } }), 'value_too_large')
+      refused('a result over maxValueBytes', await send('POST', events, { ...key, body: { type: 'completed', result: 'r'.repeat(1100) } }), 'value_too_large')
       refused('a batch over maxBatchEvents', await send('POST', events, { ...key, body: { events: Array.from({ length: 11 }, () => ({ type: 'progress' })) } }), 'batch_too_large')
       refused('a good batch with one oversized event', await send('POST', events, { ...key, body: { events: [{ type: 'progress', percent: 1 }, { type: 'item', id: 'i', message: 'm'.repeat(600) }] } }), 'event_too_large')
       expect((await send('GET', `${server.url}/v1/jobs/${job.id}`, key)).body).toMatchObject({ seq: job.seq, text: '' })

@@ -1843,6 +1843,59 @@ export function describeStoreConformance(name: string, makeStore: MakeStore, cle
         expect(reduceEvents(log?.events ?? [])).toEqual(read)
       })
 
+      it('stores a large value once, apart from the log: put, get, overwrite, delete, and gone with its job on sweep', async () => {
+        const { store } = await open({ retention: { ttlMs: { completed: 0, failed: 0, cancelled: 0 } } })
+        const { job } = await store.createJob(newJob())
+        const big = JSON.stringify({ transcript: 'w'.repeat(200_000) })
+        await store.putValue(job.id, 'v_a', big)
+        await store.putValue(job.id, 'v_b', '"second"')
+        expect(await store.getValue(job.id, 'v_a')).toBe(big)
+        await store.putValue(job.id, 'v_b', '"overwritten"')
+        expect(await store.getValue(job.id, 'v_b')).toBe('"overwritten"')
+        await store.deleteValue(job.id, 'v_b')
+        expect(await store.getValue(job.id, 'v_b')).toBeNull()
+        expect(await store.getValue(job.id, 'v_missing')).toBeNull()
+        await store.append(job.id, () => [started(), { type: 'completed', data: { result: null, resultRef: { ref: 'v_a', size: big.length } } }])
+        expect((await store.getJob(job.id))?.resultRef).toEqual({ ref: 'v_a', size: big.length })
+        await store.sweep(Date.now() + 1000)
+        expect(await store.getJob(job.id)).toBeNull()
+        expect(await store.getValue(job.id, 'v_a')).toBeNull()
+      })
+
+      it('JobService keeps a result or checkpoint above inlineValueBytes out of events and snapshots, and drops a replaced checkpoint', async () => {
+        const { store, service } = await open({ limits: { inlineValueBytes: 1024 } })
+        const { job } = await store.createJob(newJob({ dispatch: false }))
+        const first = { files: ['a'.repeat(3000)] }
+        const second = { files: ['b'.repeat(3000)] }
+        const one = await service.appendEvents(job.id, [chunk('text'), checkpoint(first)])
+        const ref1 = one.job.checkpointRef?.ref as string
+        expect(one.job).toMatchObject({ checkpoint: null, checkpointRef: { size: JSON.stringify(first).length }, checkpointTextLength: 4 })
+        expect(JSON.parse(await service.valueJson(job.id, 'checkpoint'))).toEqual(first)
+        await service.appendEvents(job.id, [checkpoint(second)])
+        expect(JSON.parse(await service.valueJson(job.id, 'checkpoint'))).toEqual(second)
+        expect(await store.getValue(job.id, ref1)).toBeNull()
+        // A small checkpoint goes back inline, and the stored one is dropped.
+        const small = await service.appendEvents(job.id, [checkpoint({ n: 1 })])
+        expect(small.job.checkpoint).toEqual({ n: 1 })
+        expect('checkpointRef' in small.job).toBe(false)
+        const result = { transcript: 'r'.repeat(5000) }
+        const done = await service.appendEvents(job.id, [{ type: 'completed', data: { result } }])
+        expect(done.events.at(-1)?.data).toEqual({ result: null, resultRef: { ref: done.job.resultRef?.ref, size: JSON.stringify(result).length } })
+        expect(JSON.parse(await service.valueJson(job.id, 'result'))).toEqual(result)
+        const log = await store.readLog(job.id, 0, 100)
+        expect(JSON.stringify(log?.events).length).toBeLessThan(2000)
+        expect(reduceEvents(log?.events ?? [])).toEqual(await store.getJob(job.id))
+      })
+
+      it('a large checkpoint still marks where the text rolls back to on resume', async () => {
+        const { store, service } = await open({ limits: { inlineValueBytes: 256 } })
+        const { job } = await store.createJob(newJob({ dispatch: false }))
+        await service.appendEvents(job.id, [chunk('kept '), checkpoint({ blob: 'c'.repeat(1000) }), chunk('dropped')])
+        await service.cancelJob(job.id)
+        const resumed = await service.resumeJob(job.id)
+        expect(resumed.job.text).toBe('kept ')
+      })
+
       it('a resumed job starts from the text its checkpoint held: the requeue cuts what came after, once', async () => {
         const { store, service } = await open()
         const { job } = await store.createJob(newJob({ dispatch: false }))

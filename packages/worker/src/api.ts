@@ -46,7 +46,7 @@ export interface JobSignal {
 }
 
 /** What the worker was doing when a request failed. */
-export type WorkerOperation = 'claim' | 'heartbeat' | 'signals' | 'events' | 'release'
+export type WorkerOperation = 'claim' | 'heartbeat' | 'signals' | 'events' | 'release' | 'checkpoint'
 
 /**
  * A request to the server that failed. `code` is the server's error code (`lease_lost`,
@@ -215,6 +215,12 @@ export class WorkerApi {
     await this.post('release', `/v1/jobs/${encodeURIComponent(jobId)}/release`, body, signal)
   }
 
+  /** A job's checkpoint in full (`GET /v1/jobs/:id/checkpoint`), for one too large to come with the claim. */
+  async checkpoint(jobId: string, signal: AbortSignal): Promise<unknown> {
+    const answer = await this.post<{ checkpoint: unknown }>('checkpoint', `/v1/jobs/${encodeURIComponent(jobId)}/checkpoint`, undefined, signal, requestTimeoutMs, 'GET')
+    return answer.body.checkpoint
+  }
+
   /** Long-poll: the jobs among `jobs` that are no longer running under their lease (empty after `wait` seconds). */
   async signals(jobs: { id: string; lease: string }[], wait: number, signal: AbortSignal): Promise<JobSignal[]> {
     const answer = await this.post<{ signals: JobSignal[] }>(
@@ -233,6 +239,7 @@ export class WorkerApi {
     body: unknown,
     signal: AbortSignal,
     timeoutMs = requestTimeoutMs,
+    method: 'POST' | 'GET' = 'POST',
   ): Promise<{ status: number; body: T }> {
     const { timers } = this.options
     const timeout = new AbortController()
@@ -244,9 +251,9 @@ export class WorkerApi {
       let text: string
       try {
         response = await this.options.fetch(`${this.base}${path}`, {
-          method: 'POST',
-          headers: { authorization: `Bearer ${this.options.apiKey}`, 'content-type': 'application/json' },
-          body: JSON.stringify(body),
+          method,
+          headers: { authorization: `Bearer ${this.options.apiKey}`, ...(method === 'POST' ? { 'content-type': 'application/json' } : {}) },
+          ...(method === 'POST' ? { body: JSON.stringify(body) } : {}),
           signal: timeout.signal,
         })
         text = await response.text()

@@ -45,7 +45,9 @@ export interface JobContext<Checkpoint = unknown> {
   chunk(text: string): void
   /**
    * Saves where to resume from. Sent at once, after everything reported before it; resolves
-   * once it is durable on the server. A retry or another worker gets it as `job.checkpoint`.
+   * once it is durable on the server. A retry or another worker gets it as `job.checkpoint`
+   * (a large one, stored apart by the server, is fetched before the handler runs). Rejects with a
+   * RangeError, before any request, past `limits.maxValueBytes` (16 MiB).
    */
   checkpoint(data: Checkpoint): Promise<void>
   /** Sends what is pending now; resolves once everything reported so far is durable. */
@@ -61,7 +63,7 @@ const maxMessage = 2_000
 export function createContext<Checkpoint>(
   outbox: Outbox,
   signal: AbortSignal,
-  maxEventBytes: number,
+  maxValueBytes: number,
   job?: Pick<JobState, 'plan' | 'progress' | 'items'>,
 ): JobContext<Checkpoint> {
   // Metadata as the server will hold it, so an update past the merged limits throws here, not in a refused batch.
@@ -122,7 +124,7 @@ export function createContext<Checkpoint>(
       try {
         if (data === undefined) throw new TypeError('checkpoint(): data must be a JSON value, not undefined')
         const bytes = Buffer.byteLength(JSON.stringify({ type: 'checkpoint', data }))
-        if (bytes > maxEventBytes) throw new RangeError(`checkpoint(): ${bytes} bytes of JSON; the limit is ${maxEventBytes}`)
+        if (bytes > maxValueBytes) throw new RangeError(`checkpoint(): ${bytes} bytes of JSON; the limit is ${maxValueBytes} (limits.maxValueBytes, the server's --max-value-bytes)`)
         return outbox.checkpoint(data, bytes)
       } catch (error) {
         return Promise.reject(error)

@@ -129,11 +129,14 @@ export class JobRun implements Watched {
   }
 
   private async execute(handler: JobHandler): Promise<void> {
-    const ctx = createContext(this.outbox, this.controller.signal, this.env.limits.maxEventBytes, this.claim.job)
+    const ctx = createContext(this.outbox, this.controller.signal, this.env.limits.maxValueBytes, this.claim.job)
     let terminal: Extract<WireEvent, { type: 'completed' | 'failed' }>
     try {
-      const result: unknown = await handler(this.claim.job as ClaimedJob, ctx)
-      terminal = completedEvent(result, this.env.limits.maxEventBytes)
+      const job = await this.claimedJob()
+      const result: unknown = await handler(job as ClaimedJob, ctx)
+      terminal = completedEvent(result, this.env.limits.maxValueBytes)
+      // Refused here, before any request: the server would refuse it after the upload.
+      if (terminal.type === 'failed') this.env.report(new RangeError(terminal.message), 'handler', this.id)
     } catch (error) {
       if (!this.controller.signal.aborted) this.env.report(error, 'handler', this.id)
       terminal = { type: 'failed', ...failureOf(error) }
@@ -146,6 +149,21 @@ export class JobRun implements Watched {
     this.env.watch.remove(this)
     await this.outbox.finish(terminal)
     this.end()
+  }
+
+  /** The claimed job, with its checkpoint fetched when the server stores it apart (too large for the claim). */
+  private async claimedJob(): Promise<Claim['job']> {
+    const { job } = this.claim
+    if (job.checkpointRef === undefined) return job
+    const { api, timers, backoff, random } = this.env
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return { ...job, checkpoint: await api.checkpoint(job.id, this.controller.signal) }
+      } catch (error) {
+        if (this.controller.signal.aborted || !(error instanceof WorkerRequestError && error.transient) || attempt >= 5) throw error
+        await sleep(timers, backoffDelay(backoff, attempt, random), this.controller.signal)
+      }
+    }
   }
 
   private outboxEnded(reason: AbortReason, error: unknown): void {
@@ -232,7 +250,7 @@ export async function releaseLease(
 }
 
 /** The `completed` event for a handler's return value, or a `failed` when it cannot be sent. */
-function completedEvent(result: unknown, maxEventBytes: number): Extract<WireEvent, { type: 'completed' | 'failed' }> {
+function completedEvent(result: unknown, maxValueBytes: number): Extract<WireEvent, { type: 'completed' | 'failed' }> {
   if (result === undefined) return { type: 'completed' }
   let json: string
   try {
@@ -241,8 +259,9 @@ function completedEvent(result: unknown, maxEventBytes: number): Extract<WireEve
     return { type: 'failed', code: 'invalid_result', message: `The result is not JSON: ${failureOf(error).message}`, retryable: false }
   }
   const bytes = Buffer.byteLength(json)
-  if (bytes > maxEventBytes) {
-    return { type: 'failed', code: 'event_too_large', message: `The result is ${bytes} bytes of JSON; the limit is ${maxEventBytes}`, retryable: false }
+  if (bytes > maxValueBytes) {
+    const message = `The result is ${bytes} bytes of JSON; the limit is ${maxValueBytes} (--max-value-bytes): store it elsewhere and return a reference to it`
+    return { type: 'failed', code: 'value_too_large', message, retryable: false }
   }
   return { type: 'completed', result }
 }

@@ -11,9 +11,14 @@ export interface BatchLimits {
   maxEventBytes: number
   /** Bytes of all events' JSON in one batch. Default 900,000. */
   maxBatchBytes: number
+  /**
+   * Bytes of a result's or a checkpoint's JSON: the server's `--max-value-bytes`. One above
+   * `maxEventBytes` goes in a request of its own and is stored apart by the server. Default 16 MiB.
+   */
+  maxValueBytes: number
 }
 
-export const defaultLimits: BatchLimits = { maxBatchEvents: 1_000, maxEventBytes: 60_000, maxBatchBytes: 900_000 }
+export const defaultLimits: BatchLimits = { maxBatchEvents: 1_000, maxEventBytes: 60_000, maxBatchBytes: 900_000, maxValueBytes: 16 * 1024 * 1024 }
 
 export interface ProgressUpdate {
   stage?: string

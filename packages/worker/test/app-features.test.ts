@@ -1,7 +1,7 @@
 import { isTerminal } from '@jobwire/protocol'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { RetryableError, type Worker } from '../src/index.js'
-import { startTestServer, startTestWorker, type TestServer } from './harness.js'
+import { apiKey, startTestServer, startTestWorker, type TestServer } from './harness.js'
 
 let t: TestServer
 
@@ -114,5 +114,64 @@ describe('a retried attempt resumes its text from the checkpoint', () => {
       expect(requeue?.data).toMatchObject({ reason: 'flaky', textLength: 'Once upon '.length })
     })
     expect(errors.map((entry) => (entry as { error: Error }).error.message)).toEqual(['the model went away'])
+  })
+})
+
+describe('large results and checkpoints', () => {
+  it('a result far above an event completes: stored apart, the snapshot carries a ref, GET /result has it all (event_too_large before)', async () => {
+    const { worker, errors } = startTestWorker(t)
+    const transcript = 'word '.repeat(600_000) // 3 MB of JSON
+    worker.handle('transcribe-long', () => ({ transcript }))
+    await withWorker(worker, async () => {
+      const { id } = await t.createJob('transcribe-long')
+      const job = await t.waitForJob(id, (j) => isTerminal(j.status))
+      expect(job.status).toBe('completed')
+      expect(job.result).toBeNull()
+      expect(job.resultRef?.size).toBe(JSON.stringify({ transcript }).length)
+      const fetched = await fetch(`${t.url}/v1/jobs/${id}/result`, { headers: { authorization: `Bearer ${apiKey}` } })
+      expect(((await fetched.json()) as { result: { transcript: string } }).result.transcript).toBe(transcript)
+    })
+    expect(errors).toEqual([])
+  })
+
+  it('a retried attempt gets a checkpoint too large for the claim in full, as job.checkpoint', async () => {
+    const { worker, errors } = startTestWorker(t)
+    const state = { pages: Array.from({ length: 2000 }, (_, i) => `page ${i} `.repeat(50)) }
+    const seen: unknown[] = []
+    worker.handle<unknown, typeof state>('agent-big', async (job, ctx) => {
+      seen.push(job.checkpoint === null ? null : job.checkpoint.pages.length)
+      if (job.attempt === 1) {
+        await ctx.checkpoint(state)
+        throw new RetryableError('try again', { code: 'flaky' })
+      }
+      expect(job.checkpoint).toEqual(state)
+      return 'resumed'
+    })
+    await withWorker(worker, async () => {
+      const { id } = await t.createJob('agent-big')
+      const job = await t.waitForJob(id, (j) => isTerminal(j.status))
+      expect(job).toMatchObject({ status: 'completed', result: 'resumed', attempt: 2, checkpoint: null })
+      expect(job.checkpointRef?.size).toBe(JSON.stringify(state).length)
+    })
+    expect(seen).toEqual([null, 2000])
+    expect(errors.map((entry) => (entry.error as Error).message)).toEqual(['try again'])
+  })
+
+  it('refuses a result over limits.maxValueBytes before sending it, with a clear error', async () => {
+    const { worker, errors } = startTestWorker(t, { limits: { maxValueBytes: 100_000 } })
+    let checkpointError: unknown
+    worker.handle('too-big', async (_job, ctx) => {
+      checkpointError = await ctx.checkpoint({ blob: 'c'.repeat(200_000) }).catch((error: unknown) => error)
+      return { blob: 'r'.repeat(200_000) }
+    })
+    await withWorker(worker, async () => {
+      const { id } = await t.createJob('too-big')
+      const job = await t.waitForJob(id, (j) => isTerminal(j.status))
+      expect(job.error).toMatchObject({ code: 'value_too_large', retryable: false })
+      expect(job.error?.message).toContain('the limit is 100000')
+      expect(job.checkpoint).toBeNull()
+    })
+    expect(checkpointError).toBeInstanceOf(RangeError)
+    expect(errors.map((entry) => [entry.context.operation, (entry.error as Error).message])).toEqual([['handler', expect.stringMatching(/^The result is \d+ bytes of JSON; the limit is 100000/)]])
   })
 })

@@ -152,7 +152,7 @@ describe('throttling and coalescing', () => {
 
 describe('batches on the wire', () => {
   it('splits long text by JSON bytes without breaking characters, within batch limits', async () => {
-    const limits: BatchLimits = { maxBatchEvents: 3, maxEventBytes: 300, maxBatchBytes: 700 }
+    const limits: BatchLimits = { maxBatchEvents: 3, maxEventBytes: 300, maxBatchBytes: 700, maxValueBytes: 10_000 }
     const { outbox, sent, events } = makeOutbox({ limits, throttleMs: 0 })
     const text = 'ascii "quoted" \\ é — 😀 \u0001 '.repeat(200) + '\ud800 lone'
     outbox.chunk(text)

@@ -119,8 +119,8 @@ export function dueKind(timers: JobTimers, now: number): DeadlineKind | null {
  * `textLength` when the job holds text past that point (all of it without a checkpoint). A job
  * whose checkpoint predates text lengths keeps its text.
  */
-export function textRewind(job: Pick<JobState, 'checkpoint' | 'checkpointTextLength'>, textLength: number): { textLength?: number } {
-  const keep = job.checkpoint === null ? 0 : job.checkpointTextLength
+export function textRewind(job: Pick<JobState, 'checkpoint' | 'checkpointTextLength' | 'checkpointRef'>, textLength: number): { textLength?: number } {
+  const keep = job.checkpoint === null && job.checkpointRef === undefined ? 0 : job.checkpointTextLength
   return keep !== undefined && keep < textLength ? { textLength: keep } : {}
 }
 

@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto'
 import {
   isTerminal,
   JobwireError,
@@ -13,6 +14,7 @@ import {
   type PlannedStage,
   type PollResponse,
   type StageSpec,
+  type ValueRef,
 } from '@jobwire/protocol'
 import { textRewind } from './apply.js'
 import { newJobId } from './ids.js'
@@ -39,6 +41,8 @@ export interface CoreLimits {
   deadlinesByType: Record<string, DeadlineSettings>
   /** Stage plans by job type (a create request's own plan overrides its type's). */
   stagePlans: Record<string, PlannedStage[]>
+  /** A result or checkpoint whose JSON is larger is stored once apart from the log (`putValue`), and its event carries a ref. */
+  inlineValueBytes: number
 }
 
 export const defaultCoreLimits: CoreLimits = {
@@ -51,6 +55,7 @@ export const defaultCoreLimits: CoreLimits = {
   deadlines: {},
   deadlinesByType: {},
   stagePlans: {},
+  inlineValueBytes: 64 * 1024,
 }
 
 export interface CreateJobInput {
@@ -144,11 +149,75 @@ export class JobService {
    * worker holds takes writes only with that worker's current lease; a retryable failure with
    * attempts left re-queues the job (with backoff) instead of failing it.
    */
-  async appendEvents(jobId: string, drafts: EventDraft[], context: WriteContext = {}): Promise<AppendOutcome> {
+  async appendEvents(jobId: string, input: EventDraft[], context: WriteContext = {}): Promise<AppendOutcome> {
+    const { drafts, refs } = await this.#storeLargeValues(jobId, input)
+    let replaced: string | undefined
+    let result: AppendOutcome
+    try {
+      result = await this.#append(jobId, drafts, context, (job) => (replaced = job.checkpointRef?.ref))
+    } catch (error) {
+      await this.#dropValues(jobId, refs)
+      throw error
+    }
+    // Values no event of the job's state points to any more: a replaced checkpoint, a retried batch's copies.
+    const kept = new Set([result.job.checkpointRef?.ref, result.job.resultRef?.ref])
+    await this.#dropValues(jobId, [...refs, ...(replaced === undefined ? [] : [replaced])].filter((ref) => !kept.has(ref)))
+    return result
+  }
+
+  /**
+   * Stores each result or checkpoint larger than `inlineValueBytes` apart from the log, and
+   * returns the drafts with a ref in its place (the value itself null).
+   */
+  async #storeLargeValues(jobId: string, drafts: EventDraft[]): Promise<{ drafts: EventDraft[]; refs: string[] }> {
+    let out = drafts
+    const refs: string[] = []
+    for (const [index, draft] of drafts.entries()) {
+      if (draft.type !== 'completed' && draft.type !== 'checkpoint') continue
+      const json = JSON.stringify((draft.type === 'completed' ? draft.data.result : draft.data.data) ?? null)
+      const size = Buffer.byteLength(json)
+      if (size <= this.limits.inlineValueBytes) continue
+      if (refs.length === 0) {
+        // A value is never stored for a job that does not exist: nothing would ever sweep it.
+        if ((await this.store.getJob(jobId)) === null) throw new JobwireError('job_not_found', { jobId })
+        out = drafts.slice()
+      }
+      const ref: ValueRef = { ref: `v_${randomBytes(12).toString('base64url')}`, size }
+      await this.store.putValue(jobId, ref.ref, json)
+      refs.push(ref.ref)
+      out[index] = draft.type === 'completed'
+        ? { type: 'completed', data: { result: null, resultRef: ref } }
+        : { type: 'checkpoint', data: { ...draft.data, data: null, ref } }
+    }
+    return { drafts: out, refs }
+  }
+
+  /** Deletes values nothing refers to; a failure leaves them to the job's sweep. */
+  async #dropValues(jobId: string, refs: string[]): Promise<void> {
+    await Promise.all(refs.map((ref) => this.store.deleteValue(jobId, ref).catch(() => undefined)))
+  }
+
+  /**
+   * The JSON of a job's result or checkpoint, wherever it is kept: inline in the state, or
+   * stored apart under the state's ref (read again if a newer checkpoint replaced it meanwhile).
+   */
+  async valueJson(jobId: string, which: 'result' | 'checkpoint', job?: JobState): Promise<string> {
+    for (let attempt = 0; attempt < 3; attempt++) {
+      const state = attempt === 0 && job !== undefined ? job : await this.getJob(jobId)
+      const ref = which === 'result' ? state.resultRef : state.checkpointRef
+      if (ref === undefined) return JSON.stringify((which === 'result' ? state.result : state.checkpoint) ?? null)
+      const json = await this.store.getValue(jobId, ref.ref)
+      if (json !== null) return json
+    }
+    throw new JobwireError('unavailable', { reason: `the ${which} of job ${jobId} changed while it was read; retry` })
+  }
+
+  async #append(jobId: string, drafts: EventDraft[], context: WriteContext, seen: (job: JobState) => void): Promise<AppendOutcome> {
     const { maxTextLength } = this.limits
     const now = this.now().getTime()
     let duplicate = false
     const result = await this.store.append(jobId, (job, lease): AppendDecision => {
+      seen(job)
       // A compare-and-set store may run the plan again on a newer state.
       duplicate = false
       if (lease !== null && context.lease === lease.token && context.batch !== undefined && context.batch <= lease.lastBatch) {
@@ -168,7 +237,7 @@ export class JobService {
       let textLength = job.text.length
       const merged = new MetadataCheck(job)
       // The text and checkpoint as they stand after each draft, for a retry's rewind.
-      let checkpointed: { checkpoint: unknown; checkpointTextLength?: number } = job
+      let checkpointed: Pick<JobState, 'checkpoint' | 'checkpointTextLength' | 'checkpointRef'> = job
       drafts.forEach((draft, index) => {
         if (status === 'queued' && needsRunning(draft.type)) {
           out.push({ type: 'started', data: { attempt: job.attempt + 1, worker: null } })
@@ -184,8 +253,8 @@ export class JobService {
           if (textLength > maxTextLength) throw new JobwireError('text_limit_exceeded', { jobId, limit: maxTextLength, index })
         }
         if (draft.type === 'checkpoint') {
-          draft = { type: 'checkpoint', data: { data: draft.data.data, textLength } }
-          checkpointed = { checkpoint: draft.data.data, checkpointTextLength: textLength }
+          draft = { type: 'checkpoint', data: { ...draft.data, textLength } }
+          checkpointed = { checkpoint: draft.data.data, checkpointTextLength: textLength, ...(draft.data.ref === undefined ? {} : { checkpointRef: draft.data.ref }) }
         }
         if (draft.type === 'progress' || draft.type === 'item') merged.add(draft, index)
         status = next

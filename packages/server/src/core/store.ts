@@ -202,6 +202,15 @@ export interface Store {
    * owner's jobs every few seconds, which costs more and shows them later.
    */
   subscribeOwner?(owner: Owner, listener: OwnerListener): Unsubscribe
+  /**
+   * Large values (results and checkpoints too big for an event) are stored once, apart from the
+   * log, under a ref the event carries. `putValue` must be durable before it resolves; values go
+   * when their job is swept, or with `deleteValue` (a replaced checkpoint).
+   */
+  putValue(jobId: string, ref: string, json: string): Promise<void>
+  /** The JSON stored under `ref`, or null when there is none. */
+  getValue(jobId: string, ref: string): Promise<string | null>
+  deleteValue(jobId: string, ref: string): Promise<void>
   /** Deletes finished jobs whose TTL has passed. */
   sweep(now: number): Promise<SweepResult>
   /** Cheap liveness check for readiness probes. */

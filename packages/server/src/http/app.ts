@@ -45,6 +45,8 @@ export interface AppOptions {
   pollMaxWaitMs: number
   maxBodyBytes: number
   maxEventBytes: number
+  /** Largest result or checkpoint; the single-job events route takes bodies of this plus 64 KiB. */
+  maxValueBytes?: number
   maxBatchEvents: number
   /** Nesting and width allowed in a JSON body or WebSocket message. */
   jsonShape: JsonShapeLimits
@@ -180,6 +182,8 @@ export async function buildApp(options: AppOptions): Promise<{ app: FastifyInsta
     settings: {
       pollMaxWaitMs: options.pollMaxWaitMs,
       maxEventBytes: options.maxEventBytes,
+      maxValueBytes: options.maxValueBytes ?? 16 * 1024 ** 2,
+      maxBodyBytes: options.maxBodyBytes,
       maxBatchEvents: options.maxBatchEvents,
       defaultLeaseMs: options.defaultLeaseMs,
       tokenTtlSeconds: options.tokenTtlSeconds,
@@ -188,7 +192,7 @@ export async function buildApp(options: AppOptions): Promise<{ app: FastifyInsta
   }
 
   app.setErrorHandler((error: FastifyError | JobwireError, request, reply) => {
-    const known = toJobwireError(error, request.id, options.maxBodyBytes)
+    const known = toJobwireError(error, request.id, request.routeOptions.bodyLimit ?? options.maxBodyBytes)
     // A client that went away mid-body is its own business: nobody reads the answer, and anyone could fill the error log.
     if (isAbort(error, request)) {
       request.log.debug({ reqId: request.id, url: request.url.split('?')[0] }, 'request aborted by the client')

@@ -29,6 +29,8 @@ export interface RouteContext extends StreamContext {
   settings: {
     pollMaxWaitMs: number
     maxEventBytes: number
+    maxValueBytes: number
+    maxBodyBytes: number
     maxBatchEvents: number
     defaultLeaseMs: number
     tokenTtlSeconds: number

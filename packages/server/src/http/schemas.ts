@@ -152,6 +152,8 @@ export function parseWith<T>(schema: z.ZodType<T>, value: unknown, prefix = ''):
 export interface EventLimits {
   maxEventBytes: number
   maxBatchEvents: number
+  /** Largest result or checkpoint (its JSON); beyond `maxEventBytes` they are stored apart. Default `maxEventBytes`. */
+  maxValueBytes?: number
 }
 
 export interface ProducerWrite {
@@ -253,7 +255,14 @@ function parseEventList(body: Record<string, unknown>, limits: EventLimits): Eve
       throw new JobwireError('unknown_event_type', { type: String(type), index, allowed: producerEventTypes })
     }
     const size = Buffer.byteLength(JSON.stringify(raw))
-    if (size > limits.maxEventBytes) throw new JobwireError('event_too_large', { index, size, limit: limits.maxEventBytes })
+    // A result or a checkpoint may exceed an event (it is stored apart); the rest of its event may not.
+    const field = type === 'completed' ? 'result' : type === 'checkpoint' ? 'data' : null
+    const valueSize = field === null ? 0 : Buffer.byteLength(JSON.stringify((raw as Record<string, unknown>)[field] ?? null))
+    const maxValueBytes = limits.maxValueBytes ?? limits.maxEventBytes
+    if (valueSize > maxValueBytes) {
+      throw new JobwireError('value_too_large', { value: field === 'result' ? 'result' : 'checkpoint', index, size: valueSize, limit: maxValueBytes })
+    }
+    if (size - valueSize > limits.maxEventBytes) throw new JobwireError('event_too_large', { index, size, limit: limits.maxEventBytes })
     return toDraft(parseWith(producerEvent, raw, prefix))
   })
 }

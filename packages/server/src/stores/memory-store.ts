@@ -40,6 +40,8 @@ export class MemoryStore implements Store {
   readonly kind = 'memory'
   readonly #jobs = new Map<string, Entry>()
   readonly #byKey = new Map<string, string>()
+  /** Large values by job, then ref. */
+  readonly #values = new Map<string, Map<string, string>>()
   /** Queued dispatched jobs per type, oldest first. */
   readonly #queue = new QueueOrder()
   readonly #fanOut = new FanOut()
@@ -188,12 +190,30 @@ export class MemoryStore implements Store {
     return this.#fanOut.subscribeOwner(owner, listener)
   }
 
+  async putValue(jobId: string, ref: string, json: string): Promise<void> {
+    this.#open()
+    let values = this.#values.get(jobId)
+    if (values === undefined) this.#values.set(jobId, (values = new Map()))
+    values.set(ref, json)
+  }
+
+  async getValue(jobId: string, ref: string): Promise<string | null> {
+    this.#open()
+    return this.#values.get(jobId)?.get(ref) ?? null
+  }
+
+  async deleteValue(jobId: string, ref: string): Promise<void> {
+    this.#open()
+    this.#values.get(jobId)?.delete(ref)
+  }
+
   async sweep(now: number): Promise<SweepResult> {
     let expiredJobs = 0
     for (const [id, entry] of this.#jobs) {
       if (entry.expiresAt === null || entry.expiresAt > now) continue
       this.#jobs.delete(id)
       this.#deadlines.delete(id)
+      this.#values.delete(id)
       if (entry.idempotencyKey !== null) this.#byKey.delete(entry.idempotencyKey)
       expiredJobs++
     }

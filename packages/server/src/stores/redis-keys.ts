@@ -7,6 +7,7 @@ import type { JobStatus } from '@jobwire/protocol'
  *
  *   P:job:{ID}            hash   state (JSON), seq, ver, status, type, ord, avail, lease, exp, inc, owned, tenant, user, idem, timers (JSON)
  *   P:job:{ID}:log        stream one entry per event, entry id = `<seq>-0`, field `e` = event JSON; trimmed to the cap
+ *   P:job:{ID}:values     hash   large values (results, checkpoints) by ref, as JSON; deleted with the job
  *   P:ordinal             string creation counter (FIFO order and list cursors)
  *   P:gen                 string this deployment's generation: a random token; if it vanishes, Redis lost data
  *   P:jobs                zset   every job by ordinal (listJobs)
@@ -59,6 +60,10 @@ export class RedisKeys {
 
   log(id: string): string {
     return `${this.jobKeyStart}${id}}:log`
+  }
+
+  values(id: string): string {
+    return `${this.jobKeyStart}${id}}:values`
   }
 
   status(status: JobStatus): string {

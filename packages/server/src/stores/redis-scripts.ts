@@ -236,7 +236,7 @@ return redis.call('ZCOUNT', queue, '-inf', '(' .. ord) + 1
 
 /**
  * Deletes a finished job whose expiry has passed, with its log, index entries and idempotency
- * key. KEYS: 1 job, 2 log, 3 expiry, 4 all jobs, 5 leases, 6 deadlines. ARGV: 1 id, 2 now, 3 prefix.
+ * key and large values. KEYS: 1 job, 2 log, 3 expiry, 4 all jobs, 5 leases, 6 deadlines, 7 values. ARGV: 1 id, 2 now, 3 prefix.
  * Returns 1 when deleted.
  */
 export const sweepScript = `
@@ -248,7 +248,7 @@ if not f[1] then
 end
 if tonumber(f[1]) > tonumber(ARGV[2]) then return 0 end
 local p = ARGV[3]
-redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[7])
 redis.call('ZREM', KEYS[3], ARGV[1])
 redis.call('ZREM', KEYS[4], ARGV[1])
 redis.call('ZREM', KEYS[5], ARGV[1])

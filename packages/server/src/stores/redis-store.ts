@@ -442,6 +442,21 @@ export class RedisStore implements Store {
     return this.#fanOut.subscribeOwner(owner, listener)
   }
 
+  async putValue(jobId: string, ref: string, json: string): Promise<void> {
+    this.#usable()
+    await this.#guard(() => this.#client.hset(this.#keys.values(jobId), ref, json))
+  }
+
+  async getValue(jobId: string, ref: string): Promise<string | null> {
+    this.#usable()
+    return this.#guard(() => this.#client.hget(this.#keys.values(jobId), ref))
+  }
+
+  async deleteValue(jobId: string, ref: string): Promise<void> {
+    this.#usable()
+    await this.#guard(() => this.#client.hdel(this.#keys.values(jobId), ref))
+  }
+
   async sweep(now: number): Promise<SweepResult> {
     this.#usable()
     const k = this.#keys
@@ -450,7 +465,7 @@ export class RedisStore implements Store {
       const ids = await this.#guard(() => this.#client.zrangebyscore(k.expiry, '-inf', now, 'LIMIT', 0, 200))
       if (ids.length === 0) break
       const deleted = await Promise.all(
-        ids.map((id) => this.#eval(scripts.sweep, [k.job(id), k.log(id), k.expiry, k.jobs, k.leases, k.deadlines], [id, now, k.prefix])),
+        ids.map((id) => this.#eval(scripts.sweep, [k.job(id), k.log(id), k.expiry, k.jobs, k.leases, k.deadlines, k.values(id)], [id, now, k.prefix])),
       )
       expiredJobs += deleted.filter((reply) => reply === 1).length
       if (ids.length < 200) break

@@ -113,6 +113,13 @@ CREATE TABLE IF NOT EXISTS texts (
   text TEXT NOT NULL,
   PRIMARY KEY (job_id, seq)
 ) WITHOUT ROWID;
+-- Large values (results, checkpoints) stored apart from the log; deleted with their job.
+CREATE TABLE IF NOT EXISTS job_values (
+  job_id TEXT NOT NULL,
+  ref TEXT NOT NULL,
+  json TEXT NOT NULL,
+  PRIMARY KEY (job_id, ref)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS events (
   job_id TEXT NOT NULL,
   seq INTEGER NOT NULL,
@@ -205,6 +212,10 @@ export class SqliteStore implements Store {
       readText: db.prepare<[string], { text: string | null }>('SELECT group_concat(text, \'\') AS text FROM (SELECT text FROM texts WHERE job_id = ? ORDER BY seq)'),
       deleteTexts: db.prepare('DELETE FROM texts WHERE job_id = ?'),
       deleteJob: db.prepare('DELETE FROM jobs WHERE id = ?'),
+      insertValue: db.prepare('INSERT OR REPLACE INTO job_values (job_id, ref, json) VALUES (?, ?, ?)'),
+      readValue: db.prepare<[string, string], { json: string }>('SELECT json FROM job_values WHERE job_id = ? AND ref = ?'),
+      deleteValue: db.prepare('DELETE FROM job_values WHERE job_id = ? AND ref = ?'),
+      deleteValues: db.prepare('DELETE FROM job_values WHERE job_id = ?'),
     }
     this.#statements = s
     for (const { id, type, ordinal } of s.queued.iterate()) this.#queue.add(type, ordinal, id)
@@ -310,6 +321,7 @@ export class SqliteStore implements Store {
       for (const { id } of ids) {
         s.deleteEvents.run(id)
         s.deleteTexts.run(id)
+        s.deleteValues.run(id)
         s.deleteJob.run(id)
         this.#cache.delete(id)
       }
@@ -477,6 +489,22 @@ export class SqliteStore implements Store {
 
   subscribeOwner(owner: Owner, listener: OwnerListener): Unsubscribe {
     return this.#fanOut.subscribeOwner(owner, listener)
+  }
+
+  // Values are written on their own, before the append that refers to them, each committed (and fsynced) at once.
+  async putValue(jobId: string, ref: string, json: string): Promise<void> {
+    this.#open()
+    this.#statements.insertValue.run(jobId, ref, json)
+  }
+
+  async getValue(jobId: string, ref: string): Promise<string | null> {
+    this.#open()
+    return this.#statements.readValue.get(jobId, ref)?.json ?? null
+  }
+
+  async deleteValue(jobId: string, ref: string): Promise<void> {
+    this.#open()
+    this.#statements.deleteValue.run(jobId, ref)
   }
 
   async sweep(now: number): Promise<SweepResult> {

@@ -35,7 +35,9 @@ export function registerEventRoutes(v1: FastifyInstance, context: RouteContext):
     return duplicate ? { ...answer, duplicate: true } : answer
   }
 
-  v1.post<{ Params: { id: string } }>('/jobs/:id/events', async (request) => {
+  // The one route that carries a large result or checkpoint: its body may hold one whole.
+  const bodyLimit = Math.max(settings.maxBodyBytes, settings.maxValueBytes + 64 * 1024)
+  v1.post<{ Params: { id: string } }>('/jobs/:id/events', { bodyLimit }, async (request) => {
     const { jobId: _, ...answer } = await write(principalOf(request), request.params.id, parseProducerEvents(request.body, settings))
     return answer
   })

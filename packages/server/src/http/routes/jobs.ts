@@ -74,6 +74,16 @@ export function registerJobRoutes(v1: FastifyInstance, context: RouteContext): v
     return service.withQueuePosition(job)
   })
 
+  // A job's result and checkpoint in full, wherever they are kept: snapshots and live events carry
+  // only a ref ({ref, size}) for one too large for an event. The stored JSON is sent as it is.
+  for (const which of ['result', 'checkpoint'] as const) {
+    v1.get<{ Params: { id: string } }>(`/jobs/:id/${which}`, async (request, reply) => {
+      const job = await visibleJob(service, principalOf(request), request.params.id)
+      const json = await service.valueJson(job.id, which, job)
+      return reply.type('application/json; charset=utf-8').send(`{"${which}":${json}}`)
+    })
+  }
+
   v1.post<{ Params: { id: string } }>('/jobs/:id/cancel', async (request) => {
     const principal = principalOf(request)
     const job = await visibleJob(service, principal, request.params.id)

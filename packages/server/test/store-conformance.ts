@@ -1867,19 +1867,19 @@ export function describeStoreConformance(name: string, makeStore: MakeStore, cle
         const { job } = await store.createJob(newJob({ dispatch: false }))
         const first = { files: ['a'.repeat(3000)] }
         const second = { files: ['b'.repeat(3000)] }
-        const one = await service.appendEvents(job.id, [chunk('text'), checkpoint(first)])
+        const one = await service.appendEvents(job.id, [chunk('text'), checkpoint(first)], { storeLargeValues: true })
         const ref1 = one.job.checkpointRef?.ref as string
         expect(one.job).toMatchObject({ checkpoint: null, checkpointRef: { size: JSON.stringify(first).length }, checkpointTextLength: 4 })
         expect(JSON.parse(await service.valueJson(job.id, 'checkpoint'))).toEqual(first)
-        await service.appendEvents(job.id, [checkpoint(second)])
+        await service.appendEvents(job.id, [checkpoint(second)], { storeLargeValues: true })
         expect(JSON.parse(await service.valueJson(job.id, 'checkpoint'))).toEqual(second)
         expect(await store.getValue(job.id, ref1)).toBeNull()
         // A small checkpoint goes back inline, and the stored one is dropped.
-        const small = await service.appendEvents(job.id, [checkpoint({ n: 1 })])
+        const small = await service.appendEvents(job.id, [checkpoint({ n: 1 })], { storeLargeValues: true })
         expect(small.job.checkpoint).toEqual({ n: 1 })
         expect('checkpointRef' in small.job).toBe(false)
         const result = { transcript: 'r'.repeat(5000) }
-        const done = await service.appendEvents(job.id, [{ type: 'completed', data: { result } }])
+        const done = await service.appendEvents(job.id, [{ type: 'completed', data: { result } }], { storeLargeValues: true })
         expect(done.events.at(-1)?.data).toEqual({ result: null, resultRef: { ref: done.job.resultRef?.ref, size: JSON.stringify(result).length } })
         expect(JSON.parse(await service.valueJson(job.id, 'result'))).toEqual(result)
         const log = await store.readLog(job.id, 0, 100)
@@ -1890,7 +1890,7 @@ export function describeStoreConformance(name: string, makeStore: MakeStore, cle
       it('a large checkpoint still marks where the text rolls back to on resume', async () => {
         const { store, service } = await open({ limits: { inlineValueBytes: 256 } })
         const { job } = await store.createJob(newJob({ dispatch: false }))
-        await service.appendEvents(job.id, [chunk('kept '), checkpoint({ blob: 'c'.repeat(1000) }), chunk('dropped')])
+        await service.appendEvents(job.id, [chunk('kept '), checkpoint({ blob: 'c'.repeat(1000) }), chunk('dropped')], { storeLargeValues: true })
         await service.cancelJob(job.id)
         const resumed = await service.resumeJob(job.id)
         expect(resumed.job.text).toBe('kept ')

@@ -77,6 +77,11 @@ export interface WriteContext {
   lease?: string
   /** The worker's write batch number under this lease (1, 2, 3, …); a repeat is a retry and appends nothing. */
   batch?: number
+  /**
+   * Store each result or checkpoint larger than `inlineValueBytes` apart from the log, with a ref
+   * in its event (writes over HTTP do). In-process callers that leave it out append values inline.
+   */
+  storeLargeValues?: boolean
 }
 
 export interface AppendOutcome extends AppendResult {
@@ -150,7 +155,7 @@ export class JobService {
    * attempts left re-queues the job (with backoff) instead of failing it.
    */
   async appendEvents(jobId: string, input: EventDraft[], context: WriteContext = {}): Promise<AppendOutcome> {
-    const { drafts, refs } = await this.#storeLargeValues(jobId, input)
+    const { drafts, refs } = context.storeLargeValues === true ? await this.#storeLargeValues(jobId, input) : { drafts: input, refs: [] }
     let replaced: string | undefined
     let result: AppendOutcome
     try {

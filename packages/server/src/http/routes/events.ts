@@ -30,7 +30,7 @@ export function registerEventRoutes(v1: FastifyInstance, context: RouteContext):
       if (!canRead(principal, job)) throw notFound(job.id)
       throw new JobwireError('forbidden', { action: 'write events to this job' })
     }
-    const { job: after, events, duplicate } = await service.appendEvents(job.id, write.events, write)
+    const { job: after, events, duplicate } = await service.appendEvents(job.id, write.events, { ...write, storeLargeValues: true })
     const answer: WriteAnswer = { jobId: job.id, events: events.map((e) => ({ seq: e.seq, type: e.type })), seq: after.seq, status: after.status }
     return duplicate ? { ...answer, duplicate: true } : answer
   }

@@ -6,6 +6,7 @@ import {
   protocolVersion,
   type JobEvent,
   type JobState,
+  type Metadata,
   type PollResponse,
 } from '@jobwire/protocol'
 import { readFileSync } from 'node:fs'
@@ -23,6 +24,13 @@ import { bulkBodyDoc, cancelBody, claimBody, createJobBody, heartbeatBody, listQ
 const timestamp = z.string().meta({ description: 'ISO 8601 time, UTC' })
 const owner = z.object({ tenant: z.string(), user: z.string() }).strict().meta({ id: 'Owner' })
 const jobStatus = z.enum(jobStatuses as [JobState['status'], ...JobState['status'][]])
+// Typed as the protocol's Metadata (JSON values), which a record of unknown stands for in the document.
+const metadata = z.record(z.string(), z.unknown()).meta({ description: 'app data, merged latest-wins per key (docs/app-features.md)' }) as unknown as z.ZodType<Metadata>
+const valueRef = z
+  .object({ ref: z.string(), size: z.number().int() })
+  .strict()
+  .meta({ id: 'ValueRef', description: 'A result or checkpoint stored apart (too large for an event): fetch it from /result or /checkpoint' })
+const plannedStage = { name: z.string(), from: z.number(), to: z.number() }
 
 const jobFields = {
   id: z.string().meta({ description: '`job_` + 22 URL-safe characters (128 random bits)' }),
@@ -30,8 +38,12 @@ const jobFields = {
   owner: owner.nullable(),
   input: z.unknown(),
   status: jobStatus,
-  progress: z.object({ stage: z.string().nullable(), percent: z.number().nullable(), message: z.string().nullable() }).strict(),
+  progress: z.object({ stage: z.string().nullable(), percent: z.number().nullable(), message: z.string().nullable(), metadata: metadata.optional() }).strict(),
   stages: z.array(z.object({ stage: z.string(), at: timestamp }).strict()),
+  plan: z
+    .array(z.object({ ...plannedStage, status: z.enum(['pending', 'running', 'done', 'skipped']), fraction: z.number().nullable() }).strict())
+    .optional()
+    .meta({ description: "the job's stage plan with each stage's status (docs/app-features.md)" }),
   items: z.array(
     z
       .object({
@@ -40,13 +52,17 @@ const jobFields = {
         status: z.enum(itemStatuses as [string, ...string[]]),
         percent: z.number().nullable(),
         message: z.string().nullable(),
+        metadata: metadata.optional(),
         updatedAt: timestamp,
       })
       .strict(),
   ),
   text: z.string(),
   checkpoint: z.unknown(),
+  checkpointTextLength: z.number().int().optional(),
+  checkpointRef: valueRef.optional(),
   result: z.unknown(),
+  resultRef: valueRef.optional(),
   error: z.object({ code: z.string(), message: z.string(), retryable: z.boolean() }).strict().nullable(),
   attempt: z.number().int(),
   maxAttempts: z.number().int(),
@@ -69,9 +85,13 @@ const jobSummary = z
   .meta({ id: 'JobSummary', description: 'A job as listed: without `text`, `input`, `result` and `checkpoint`.' })
 
 const eventData = {
-  created: z.object({ type: z.string(), input: z.unknown(), owner: owner.nullable(), dispatch: z.boolean(), maxAttempts: z.number().int() }).strict(),
+  created: z
+    .object({ type: z.string(), input: z.unknown(), owner: owner.nullable(), dispatch: z.boolean(), maxAttempts: z.number().int(), plan: z.array(z.object(plannedStage).strict()).optional() })
+    .strict(),
   started: z.object({ attempt: z.number().int(), worker: z.string().nullable() }).strict(),
-  progress: z.object({ stage: z.string().optional(), percent: z.number().optional(), message: z.string().optional() }).strict(),
+  progress: z
+    .object({ stage: z.string().optional(), percent: z.number().optional(), message: z.string().optional(), fraction: z.number().optional(), metadata: metadata.optional() })
+    .strict(),
   item: z
     .object({
       id: z.string(),
@@ -79,11 +99,12 @@ const eventData = {
       status: z.enum(itemStatuses as [string, ...string[]]).optional(),
       percent: z.number().optional(),
       message: z.string().optional(),
+      metadata: metadata.optional(),
     })
     .strict(),
   chunk: z.object({ text: z.string() }).strict(),
-  checkpoint: z.object({ data: z.unknown() }).strict(),
-  completed: z.object({ result: z.unknown() }).strict(),
+  checkpoint: z.object({ data: z.unknown(), textLength: z.number().int().optional(), ref: valueRef.optional() }).strict(),
+  completed: z.object({ result: z.unknown(), resultRef: valueRef.optional() }).strict(),
   failed: z.object({ code: z.string(), message: z.string(), retryable: z.boolean() }).strict(),
   cancelled: z.object({ reason: z.string().nullable() }).strict(),
   requeued: z
@@ -93,6 +114,7 @@ const eventData = {
       retryAt: timestamp.nullable(),
       maxAttempts: z.number().int().optional(),
       error: z.object({ code: z.string(), message: z.string() }).strict().optional(),
+      textLength: z.number().int().optional().meta({ description: 'the text is rolled back to this many characters (what the checkpoint held)' }),
     })
     .strict(),
 } satisfies Record<JobEvent['type'], z.ZodType>
@@ -171,6 +193,8 @@ const createdKey = z
   .meta({ id: 'CreatedApiKey' })
 const keyList = z.object({ keys: z.array(apiKey) }).strict().meta({ id: 'ApiKeyList' })
 const revoked = z.object({ id: z.string(), revoked: z.literal(true) }).strict().meta({ id: 'RevokedApiKey' })
+const resultResponse = z.object({ result: z.unknown() }).strict().meta({ id: 'JobResult', description: "A job's result in full (null while it has none)" })
+const checkpointResponse = z.object({ checkpoint: z.unknown() }).strict().meta({ id: 'JobCheckpoint', description: "A job's checkpoint in full (null while it has none)" })
 const health = z.object({ ok: z.literal(true) }).strict().meta({ id: 'Health' })
 const readiness = z.object({ ok: z.boolean(), store: z.string(), reason: z.string().optional() }).strict().meta({ id: 'Readiness' })
 
@@ -203,6 +227,9 @@ const components = {
   RevokedApiKey: revoked,
   Health: health,
   Readiness: readiness,
+  JobResult: resultResponse,
+  JobCheckpoint: checkpointResponse,
+  ValueRef: valueRef,
   CreateJobRequest: createJobBody,
   ProducerEventsRequest: producerEventsBodyDoc,
   BulkWriteRequest: bulkBodyDoc,
@@ -263,6 +290,24 @@ const paths: Record<string, Record<string, Operation>> = {
       tags: ['jobs'],
       parameters: [idParam],
       responses: { '200': json('JobState', "The job's state at its seq"), ...errors },
+    },
+  },
+  '/v1/jobs/{id}/result': {
+    get: {
+      summary: "A job's result in full, also one stored apart as too large for an event (resultRef)",
+      operationId: 'getResult',
+      tags: ['jobs'],
+      parameters: [idParam],
+      responses: { '200': json('JobResult', 'The result'), ...errors },
+    },
+  },
+  '/v1/jobs/{id}/checkpoint': {
+    get: {
+      summary: "A job's checkpoint in full, also one stored apart as too large for an event (checkpointRef)",
+      operationId: 'getCheckpoint',
+      tags: ['jobs'],
+      parameters: [idParam],
+      responses: { '200': json('JobCheckpoint', 'The checkpoint'), ...errors },
     },
   },
   '/v1/jobs/{id}/events': {

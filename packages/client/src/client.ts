@@ -382,7 +382,7 @@ export class JobwireClient {
 
   async #fetchValue(jobId: string, which: 'result' | 'checkpoint', signal: AbortSignal | undefined): Promise<unknown> {
     for (let attempt = 0; ; attempt++) {
-      const credential = await this.#core.tokens.get()
+      const credential = await this.#core.tokens.get({ scope: 'jobs', jobIds: [jobId] })
       const response = await this.#core.env
         .fetch(this.#core.url(`/v1/jobs/${encodeURIComponent(jobId)}/${which}`), {
           headers: { accept: 'application/json', ...authHeaders(credential.token) },

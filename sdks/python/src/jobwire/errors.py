@@ -35,6 +35,7 @@ ERROR_REGISTRY: dict[str, ErrorSpec] = {
     "position_ahead": ErrorSpec(409, False, "Position {position} is beyond the last event ({seq}) of job {jobId}"),
     "payload_too_large": ErrorSpec(413, False, "The request body exceeds {limit} bytes"),
     "event_too_large": ErrorSpec(413, False, "Event {index} is {size} bytes; the limit is {limit}"),
+    "value_too_large": ErrorSpec(413, False, "The {value} of event {index} is {size} bytes of JSON; the limit is {limit}"),
     "batch_too_large": ErrorSpec(413, False, "A batch holds at most {limit} events"),
     "text_limit_exceeded": ErrorSpec(413, False, "Job {jobId} text would exceed {limit} characters"),
     "rate_limited": ErrorSpec(429, True, "Too many {limit}: at most {max} per {window}; retry in {retryAfter} s"),

@@ -157,6 +157,46 @@ describe('stream limits on one node', () => {
     const carolJob = await createJob(t, carol)
     expect(errorCodeOf(await stream(t, carolJob.id, carolToken))).toBe('too_many_streams')
   })
+
+  it("per-job tokens on a socket opened without a credential count against their person, once per socket", async () => {
+    const t = await startTestServer({ tokenSecret, streamsPerUser: 1 })
+    servers.push(t)
+    const ann = { tenant: 'acme', user: 'ann' }
+    const jobs = await Promise.all(Array.from({ length: 3 }, () => createJob(t, ann)))
+    const perJob = jobs.map((job) => mintSubscriptionToken({ secret: tokenSecret, jobIds: [job.id], ...ann }).token)
+    const [first, second, third] = jobs as [JobState, JobState, JobState]
+    // Ann's one stream is held by an SSE stream: her per-job token is refused on the socket.
+    const held = await stream(t, first.id, perJob[0] as string)
+    open.push(held)
+    expect(held.status).toBe(200)
+    const ws: WsTestClient = await openWs(wsUrl(t.url))
+    open.push(ws)
+    await ws.next((m) => m.type === 'welcome')
+    ws.send({ type: 'subscribe', jobId: second.id, token: perJob[1] as string })
+    const refusal = await ws.next<Extract<WsServerMessage, { type: 'error' }>>((m) => m.type === 'error' && m.jobId === second.id)
+    expect(refusal.error.code).toBe('too_many_streams')
+    // Once the SSE stream is gone, the socket carries two of her jobs on her one stream…
+    held.close()
+    await expect.poll(async () => {
+      const from = ws.received.length
+      ws.send({ type: 'subscribe', jobId: second.id, token: perJob[1] as string })
+      const answer = await ws.next((m) => (m.type === 'subscribed' || m.type === 'error') && m.jobId === second.id, from)
+      return answer.type
+    }).toBe('subscribed')
+    const from = ws.received.length
+    ws.send({ type: 'subscribe', jobId: third.id, token: perJob[2] as string })
+    await ws.next((m) => m.type === 'subscribed' && m.jobId === third.id, from)
+    // …and holds it: another stream of hers is refused until both are unsubscribed.
+    expect(errorCodeOf(await stream(t, first.id, perJob[0] as string))).toBe('too_many_streams')
+    ws.send({ type: 'unsubscribe', jobId: second.id })
+    expect(errorCodeOf(await stream(t, first.id, perJob[0] as string))).toBe('too_many_streams')
+    ws.send({ type: 'unsubscribe', jobId: third.id })
+    await expect.poll(async () => {
+      const next = await stream(t, first.id, perJob[0] as string)
+      open.push(next)
+      return next.status
+    }).toBe(200)
+  })
 })
 
 if (redisReachable('stream limits across two Redis nodes')) {

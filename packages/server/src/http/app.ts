@@ -321,6 +321,7 @@ export async function buildApp(options: AppOptions): Promise<{ app: FastifyInsta
       },
       authenticate: (credential) => options.auth.authenticate(credential),
       openStream: (principal, ip) => options.limits.openStream(principal, ip),
+      takePerson: (principal) => options.limits.takePersonSlot(principal),
       trackKey,
       logInternal: (error, where) => {
         const id = randomUUID()

@@ -94,7 +94,7 @@ export class Limits {
     let address: (() => void) | null = null
     let ofType: (() => void) | null = null
     try {
-      person = await this.#takePersonSlot(principal)
+      person = await this.takePersonSlot(principal)
       const subject = limitSubjectOf(principal)
       if (subject !== null && perType !== undefined) {
         ofType = await this.streams.acquire(`streams:${subject}:type:${type}`, perType)
@@ -128,7 +128,7 @@ export class Limits {
       },
       moveTo: async (next) => {
         if (!open || limitSubjectOf(next) === limitSubjectOf(principal)) return
-        const taken = await this.#takePersonSlot(next)
+        const taken = await this.takePersonSlot(next)
         if (!open) {
           taken?.()
           return
@@ -141,7 +141,7 @@ export class Limits {
   }
 
   /** One of the person's streams (null for API keys, which are not counted per person). */
-  async #takePersonSlot(principal: Principal | null): Promise<(() => void) | null> {
+  async takePersonSlot(principal: Principal | null): Promise<(() => void) | null> {
     const subject = limitSubjectOf(principal)
     if (subject === null) return null
     const streamsPerUser = this.#forTier(this.settings.streamsPerUserByTier, principal === null || principal.kind === 'key' ? null : principal.tenant) ?? this.settings.streamsPerUser

@@ -8,7 +8,7 @@ import {
 } from '@jobwire/protocol'
 import type { JobService } from '../core/jobs.js'
 import type { JsonShapeLimits } from '../core/json-shape.js'
-import { canCancel, canRead, expiryOf, notFound, type Principal } from '../core/scopes.js'
+import { canCancel, canRead, expiryOf, limitSubject, notFound, type Principal } from '../core/scopes.js'
 import type { JobSubscription, StreamSink } from '../core/subscription.js'
 import type { WsConnection } from './ws-connection.js'
 import { parseClientMessage, RefusedMessage, type MessageTarget } from './ws-messages.js'
@@ -28,6 +28,11 @@ export interface WsSessionContext {
   logInternal(error: unknown, where: string): string
   /** Moves the socket's stream slot to a refreshed credential's person; rejects (`too_many_streams`) when they have none left. */
   recount(principal: Principal): Promise<void>
+  /**
+   * One of a person's streams, for a subscription whose own credential names someone the socket's
+   * credential does not (null: not counted, e.g. an API key); rejects with `too_many_streams`.
+   */
+  takePerson(principal: Principal): Promise<(() => void) | null>
   /** Nesting and width allowed in a client message. */
   jsonShape?: JsonShapeLimits
 }
@@ -44,6 +49,14 @@ interface JobStream {
   position: number | null
   /** The job's own credential (`subscribe` with `token`), checked instead of the socket's; null: the socket's. */
   credential: StreamCredential | null
+  /** The person this stream counts against through its own credential (a key of `#people`), if not the socket's. */
+  person: string | null
+}
+
+/** A person this socket carries through subscriptions' own credentials: one of their streams while any is open. */
+interface CarriedPerson {
+  slot: Promise<(() => void) | null>
+  streams: number
 }
 
 /** A stream's own credential and the timers of its expiry notice and end. */
@@ -76,6 +89,7 @@ interface UserFeed {
 export class WsSession {
   #principal: Principal | null
   readonly #streams = new Map<string, JobStream>()
+  readonly #people = new Map<string, CarriedPerson>()
   #feed: UserFeed | null = null
   #stopWatchingCredential: () => void = () => {}
   #closed = false
@@ -177,6 +191,7 @@ export class WsSession {
       closed: false,
       position: null,
       credential: null,
+      person: null,
     }
     if (existing !== undefined) this.#drop(existing)
     this.#streams.set(jobId, stream)
@@ -189,7 +204,15 @@ export class WsSession {
         if (!quiet) this.#sendError(notFound(jobId), { jobId })
         return
       }
-      if (own !== null) this.#watchStreamCredential(stream, own)
+      if (own !== null) {
+        const person = await this.#carryPerson(own)
+        if (stream.closed) {
+          this.#dropPerson(person)
+          return
+        }
+        stream.person = person
+        this.#watchStreamCredential(stream, own)
+      }
       const subscription = await service.subscribe(jobId, after, this.#sinkFor(stream), 'ws')
       if (stream.closed) subscription.close(false)
       else stream.subscription = subscription
@@ -252,8 +275,44 @@ export class WsSession {
     if (stream.closed) return
     stream.closed = true
     stream.credential?.stop()
+    this.#dropPerson(stream.person)
+    stream.person = null
     if (this.#streams.get(stream.jobId) === stream) this.#streams.delete(stream.jobId)
     this.connection.forgetJob(stream.jobId)
+  }
+
+  /**
+   * Counts a stream's own credential against its person, once per socket like the socket's own
+   * credential (a socket is one stream, whatever it carries). Returns the key to give back.
+   */
+  async #carryPerson(principal: Principal): Promise<string | null> {
+    const subject = principal.kind === 'key' ? null : limitSubject(principal)
+    const own = this.#principal
+    if (subject === null || (own !== null && own.kind !== 'key' && limitSubject(own) === subject)) return null
+    let person = this.#people.get(subject)
+    if (person === undefined) {
+      person = { slot: this.context.takePerson(principal), streams: 0 }
+      this.#people.set(subject, person)
+    }
+    person.streams++
+    try {
+      await person.slot
+    } catch (error) {
+      this.#dropPerson(subject)
+      throw error
+    }
+    return subject
+  }
+
+  #dropPerson(subject: string | null): void {
+    if (subject === null) return
+    const person = this.#people.get(subject)
+    if (person === undefined || --person.streams > 0) return
+    this.#people.delete(subject)
+    person.slot.then(
+      (release) => release?.(),
+      () => {},
+    )
   }
 
   #drop(stream: JobStream): void {
@@ -437,6 +496,13 @@ export class WsSession {
       this.#drop(stream)
       throw notFound(jobId)
     }
+    const person = await this.#carryPerson(principal)
+    if (stream.closed) {
+      this.#dropPerson(person)
+      throw notFound(jobId)
+    }
+    this.#dropPerson(stream.person)
+    stream.person = person
     this.#watchStreamCredential(stream, principal)
     const expiresAt = expiryOf(principal)
     const answer: WsServerMessage = { type: 'token_refreshed', jobId, expiresAt: expiresAt === null ? null : new Date(expiresAt).toISOString() }

@@ -35,6 +35,8 @@ export interface WsEndpointContext {
    * refreshed credential.
    */
   openStream(principal: Principal | null, ip: string): Promise<StreamSlot>
+  /** One of a person's streams, for a subscription that brings its own credential (see WsSessionContext). */
+  takePerson(principal: Principal): Promise<(() => void) | null>
   trackKey(principal: Principal, fail: (error: JobwireError) => void): () => void
   /** Logs an unexpected failure and returns the id the client is told. */
   logInternal(error: unknown, where: string): string
@@ -154,6 +156,7 @@ export class WsEndpoint {
         ownerRescanMs: this.options.ownerRescanMs ?? 2_000,
         logInternal: (error, where) => this.context.logInternal(error, `ws ${where}`),
         recount: (next) => slot?.moveTo(next) ?? Promise.resolve(),
+        takePerson: (person) => this.context.takePerson(person),
         jsonShape: this.options.jsonShape,
       })
       this.#live.set(connection, session)

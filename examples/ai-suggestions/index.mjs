@@ -34,7 +34,16 @@ export async function main({ url, apiKey, log, write = () => {} }) {
   const worker = suggestionWorker({ url, apiKey })
   await worker.start()
   const backend = new JobwireBackend({ url, apiKey })
-  const job = await backend.createJob({ type, input: { prompt: 'our release notes' }, owner: { tenant: 'acme', user: 'ann' } })
+  // A suggestion nobody reads is not worth generating: it may run 2 minutes, wait 10 for a worker,
+  // and is cancelled (reason `unwatched`) once nobody has watched it for 30 s.
+  const job = await backend.createJob({
+    type,
+    input: { prompt: 'our release notes' },
+    owner: { tenant: 'acme', user: 'ann' },
+    timeout: '2m',
+    queueTimeout: '10m',
+    cancelWhenUnwatched: '30s',
+  })
   const { token } = await backend.mintToken({ jobIds: [job.id] })
 
   // The browser's side (here in Node, so it is given the `ws` WebSocket).

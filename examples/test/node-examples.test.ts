@@ -43,11 +43,21 @@ describe('examples/transcription', () => {
       ['b.wav', 'completed', 100],
     ])
     expect(job.checkpoint).toEqual({ done: ['a.mp3', 'b.wav'] })
+    // The stage plan: the server computed the overall percent, every stage ran to done.
+    expect(job.plan?.map((stage) => [stage.name, stage.from, stage.to, stage.status])).toEqual([
+      ['validating', 0, 10, 'done'],
+      ['transcribing', 10, 90, 'done'],
+      ['aligning', 90, 100, 'done'],
+    ])
+    expect(job.progress.percent).toBe(100)
+    expect(job.progress.metadata).toEqual({ filesDone: 1, totalFiles: 2 })
+    expect(job.items.map((item) => item.metadata)).toEqual([{ secondsDone: 60 }, { secondsDone: 60 }])
     expect(job.result).toEqual({ files: [{ file: 'a.mp3', words: 150 }, { file: 'b.wav', words: 150 }] })
     // The client asked for a credential for this job alone (a per-job token).
     expect(frames[0]).toBe(`token for ${job.id}`)
     const all = frames.join('\n')
     expect(all).toContain('· aligning ·')
+    expect(all).toMatch(/validating done · transcribing \d+% · aligning pending/)
     // Per-file progress: b.wav was seen pending or running while a.mp3 was already done.
     expect(frames.some((frame) => /a\.mp3 .* completed/.test(frame) && /b\.wav .* (pending|running)/.test(frame))).toBe(true)
   })

@@ -57,5 +57,16 @@ function formatPercent(value: number): string {
 }
 
 function stageTone(status: Plan[number]['status']): string {
-  return status === 'done' ? 'completed' : status === 'running' ? 'running' : status === 'skipped' ? 'cancelled' : 'queued'
+  switch (status) {
+    case 'done':
+      return 'completed'
+    case 'running':
+    case 'failed':
+    case 'cancelled':
+      return status
+    case 'skipped':
+      return 'cancelled'
+    case 'pending':
+      return 'queued'
+  }
 }

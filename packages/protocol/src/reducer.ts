@@ -2,7 +2,7 @@ import type { JobEvent } from './events.js'
 import type { ItemState, JobState } from './job.js'
 import { nextStatus } from './lifecycle.js'
 import { mergeMetadata } from './metadata.js'
-import { advancePlan, finishPlan, planPercent, startPlan } from './stage-plan.js'
+import { advancePlan, finishPlan, planPercent, startPlan, stopPlan } from './stage-plan.js'
 
 /**
  * The reducer: a job's state is a pure function of its events. The server, the clients and the
@@ -152,10 +152,12 @@ function applyTo(next: JobState, status: JobState['status'], event: Exclude<JobE
     case 'failed':
       next.error = { ...event.data }
       next.finishedAt = event.at
+      if (next.plan !== undefined) next.plan = stopPlan(next.plan, 'failed')
       next.queuePosition = null
       return
     case 'cancelled':
       next.finishedAt = event.at
+      if (next.plan !== undefined) next.plan = stopPlan(next.plan, 'cancelled')
       next.queuePosition = null
       return
     case 'requeued':

@@ -19,7 +19,8 @@ export interface PlannedStage {
   to: number
 }
 
-export type StageStatus = 'pending' | 'running' | 'done' | 'skipped'
+/** `failed` / `cancelled`: the stage the job was in when it failed or was cancelled. */
+export type StageStatus = 'pending' | 'running' | 'done' | 'skipped' | 'failed' | 'cancelled'
 
 /** A stage of a job's plan as the reduced state holds it. */
 export interface StagePlanEntry extends PlannedStage {
@@ -92,7 +93,7 @@ export function advancePlan(plan: readonly StagePlanEntry[], stage: string, frac
   if (index === -1) return null
   return plan.map((entry, i): StagePlanEntry => {
     if (i < index) {
-      if (entry.status === 'running') return { ...entry, status: 'done', fraction: 1 }
+      if (entry.status === 'running' || entry.status === 'failed' || entry.status === 'cancelled') return { ...entry, status: 'done', fraction: 1 }
       if (entry.status === 'pending') return { ...entry, status: 'skipped' }
       return entry
     }
@@ -108,6 +109,14 @@ export function finishPlan(plan: readonly StagePlanEntry[]): StagePlanEntry[] {
     if (entry.status === 'pending') return { ...entry, status: 'skipped' }
     return entry
   })
+}
+
+/**
+ * The plan of a job that failed or was cancelled: the stage it was in says so, at the fraction it
+ * reached; the others stay as they were (a resume may still run them).
+ */
+export function stopPlan(plan: readonly StagePlanEntry[], status: 'failed' | 'cancelled'): StagePlanEntry[] {
+  return plan.map((entry) => (entry.status === 'running' ? { ...entry, status } : entry))
 }
 
 /** Overall percent of a job in `stage` of its plan at `fraction`. */

@@ -590,6 +590,26 @@ describe('applyEvent: stage plans', () => {
     expect(state.progress.percent).toBe(100)
   })
 
+  it('a failed or cancelled job marks the stage it was in failed or cancelled, at its fraction; a resume that passes it marks it done', () => {
+    const failed = reduce([
+      planned,
+      started,
+      { type: 'progress', data: { stage: 'decoding', fraction: 0.5 } },
+      { type: 'failed', data: { code: 'audio_corrupt', message: 'bad header', retryable: false } },
+    ])
+    expect(statuses(failed)).toEqual(['validating:skipped', 'decoding:failed', 'transcribing:pending', 'synthesizing:pending'])
+    expect(failed.plan?.[1]?.fraction).toBe(0.5)
+    const resumed: EventDraft[] = [
+      { type: 'requeued', data: { reason: 'resumed', attempt: 1, retryAt: null } },
+      { type: 'started', data: { attempt: 2, worker: 'w2' } },
+      { type: 'progress', data: { stage: 'transcribing', fraction: 0.2 } },
+    ]
+    const passed = resumed.reduce((state, draft) => applyEvent(state, next(state, draft)), failed)
+    expect(statuses(passed)).toEqual(['validating:skipped', 'decoding:done', 'transcribing:running', 'synthesizing:pending'])
+    const cancelled = applyEvent(passed, next(passed, { type: 'cancelled', data: { reason: null } }))
+    expect(statuses(cancelled)).toEqual(['validating:skipped', 'decoding:done', 'transcribing:cancelled', 'synthesizing:pending'])
+  })
+
   it('going back to an earlier stage (a retry) makes the later ones pending again', () => {
     const state = reduce([
       planned,

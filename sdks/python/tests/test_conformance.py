@@ -100,6 +100,16 @@ def app_feature_logs() -> list[list[dict[str, Any]]]:
         .add("checkpoint", data=None, textLength=8, ref={"ref": "v1", "size": 70000})
         .add("checkpoint", data={"small": True})
         .add("completed", result=None, resultRef={"ref": "v2", "size": 900000}).events,
+        # Failed in a stage, resumed from an earlier one, then cancelled in a later one.
+        Log().add("created", type="t", input=None, owner=None, dispatch=True, maxAttempts=3, plan=plan)
+        .add("started", attempt=1, worker="w")
+        .add("progress", stage="decoding", fraction=0.5)
+        .add("failed", code="boom", message="no", retryable=False)
+        .add("requeued", reason="resumed", attempt=1, retryAt=None)
+        .add("started", attempt=2, worker="w")
+        .add("progress", stage="validating", fraction=0.5)
+        .add("progress", stage="transcribing", fraction=0.25)
+        .add("cancelled", reason=None).events,
     ]
 
 

@@ -41,7 +41,7 @@ const jobFields = {
   progress: z.object({ stage: z.string().nullable(), percent: z.number().nullable(), message: z.string().nullable(), metadata: metadata.optional() }).strict(),
   stages: z.array(z.object({ stage: z.string(), at: timestamp }).strict()),
   plan: z
-    .array(z.object({ ...plannedStage, status: z.enum(['pending', 'running', 'done', 'skipped']), fraction: z.number().nullable() }).strict())
+    .array(z.object({ ...plannedStage, status: z.enum(['pending', 'running', 'done', 'skipped', 'failed', 'cancelled']), fraction: z.number().nullable() }).strict())
     .optional()
     .meta({ description: "the job's stage plan with each stage's status (docs/app-features.md)" }),
   items: z.array(

@@ -181,9 +181,13 @@ def _apply_to(nxt: JobState, status: str, event: JobEvent) -> None:
     elif kind == "failed":
         nxt["error"] = dict(data)
         nxt["finishedAt"] = event["at"]
+        if nxt.get("plan") is not None:
+            nxt["plan"] = _stop_plan(nxt["plan"], "failed")
         nxt["queuePosition"] = None
     elif kind == "cancelled":
         nxt["finishedAt"] = event["at"]
+        if nxt.get("plan") is not None:
+            nxt["plan"] = _stop_plan(nxt["plan"], "cancelled")
         nxt["queuePosition"] = None
     elif kind == "requeued":
         nxt["worker"] = None
@@ -258,7 +262,7 @@ def _advance_plan(plan: list[dict[str, Any]], stage: str, fraction: float) -> li
     out: list[dict[str, Any]] = []
     for i, entry in enumerate(plan):
         if i < index:
-            if entry["status"] == "running":
+            if entry["status"] in ("running", "failed", "cancelled"):
                 entry = {**entry, "status": "done", "fraction": 1}
             elif entry["status"] == "pending":
                 entry = {**entry, "status": "skipped"}
@@ -279,6 +283,11 @@ def _finish_plan(plan: list[dict[str, Any]]) -> list[dict[str, Any]]:
             entry = {**entry, "status": "skipped"}
         out.append(entry)
     return out
+
+
+def _stop_plan(plan: list[dict[str, Any]], status: str) -> list[dict[str, Any]]:
+    """A failed or cancelled job's plan: the stage it was in says so; the others stay (a resume may run them)."""
+    return [{**entry, "status": status} if entry["status"] == "running" else entry for entry in plan]
 
 
 def _plan_percent(stage: dict[str, Any], fraction: float) -> float:

@@ -108,22 +108,7 @@ export const configSchema = z.object({
   leaseTime: duration.pipe(z.number().min(1000).max(600_000)).default(30_000).meta({ description: 'lease a worker gets when its claim does not say (1 s – 10 min)' }),
   leaseSweepInterval: duration.pipe(z.number().min(50)).default(1_000).meta({ description: 'how often lapsed leases are looked for: a dead worker\'s job is re-queued within its lease plus this' }),
   maxAttempts: int(1, 100).default(3).meta({ description: 'attempts a dispatched job gets before a lost worker or a retryable failure fails it (1–100)' }),
-  maxAttemptsByType: z
-    .string()
-    .default('')
-    .transform((value, ctx) => {
-      const out: Record<string, number> = {}
-      for (const pair of value.split(',').map((p) => p.trim()).filter((p) => p !== '')) {
-        const match = /^([\w.:-]+)=(\d+)$/.exec(pair)
-        const n = Number(match?.[2])
-        if (match === null || n < 1 || n > 100) {
-          ctx.addIssue({ code: 'custom', message: `expected type=N pairs with N from 1 to 100, got "${pair}"` })
-          return z.NEVER
-        }
-        out[match[1] as string] = n
-      }
-      return out
-    })
+  maxAttemptsByType: countsByName(1, 100)
     .meta({ description: 'per-type attempts, `transcription=5,agent=2`' }),
   retryBackoff: duration.pipe(z.number().min(0)).default(1_000).meta({ description: 'first delay before a retryable failure is retried; doubles per attempt, at most 60 s' }),
   jobTimeout: duration.pipe(z.number().min(0)).default(0).meta({ description: 'longest a job may run before it fails with `timed_out` (`0`: no limit); per type in `--job-types`, per job at create (`timeout`); see [Job lifecycle](lifecycle.md)', defaultText: '`0` (off)' }),

@@ -1,7 +1,10 @@
 // WebSocket (or SSE, for the idle-memory phase) subscribers, a child of bench/ws/run.mjs (IPC).
 // argv: kind url apiKey count jobs(comma-separated). Subscriber i watches jobs[i % jobs.length].
-// kind: jobwire | bare | bare-corked | socketio (WebSocket), or jobwire-sse (SSE streams).
-// Counts the producer's events by the `"message":"@<µs>"` marker each carries and records
+// kind: jobwire | bare | bare-corked | socketio (WebSocket), jobwire-sse (SSE streams), or bullmq
+// (url: the Redis URL, apiKey: "queue|prefix"; one QueueEvents reader per process, its `progress`
+// events counted for every subscriber of the job).
+// Counts the producer's events by the stamp each carries — `@<µs since the epoch>` in a string
+// field (`"message":"@…"`, or in streamed text, where a worker's outbox may join several) — and records
 // publish→receive latency of every one on every subscriber (µs since the epoch on both sides).
 // IPC in: feedback {on}, mark {name: start|end}, stop. Out: ready, min (slowest subscriber's count
 // while feedback is on), marked {name, total, histogram?}.
@@ -12,7 +15,7 @@ import WebSocket from 'ws'
 const [kind, url, apiKey, countArg, jobsArg] = process.argv.slice(2)
 const count = Number(countArg)
 const jobs = jobsArg.split(',')
-const MARKER = Buffer.from('"message":"@')
+const MARKER = 0x40 // '@'
 const BUCKET_US = 20
 const BUCKETS = 500_000
 const slice = new Uint32Array(BUCKETS + 1)
@@ -25,13 +28,15 @@ const subscribers = []
 function countMarkers(sub, data) {
   const nowUs = (timeOrigin + performance.now()) * 1000
   let n = 0
-  for (let i = data.indexOf(MARKER); i !== -1; i = data.indexOf(MARKER, i + 12)) {
+  for (let i = data.indexOf(MARKER); i !== -1; i = data.indexOf(MARKER, i + 1)) {
     let sentUs = 0
-    for (let j = i + 12; ; j++) {
+    let digits = 0
+    for (let j = i + 1; ; j++, digits++) {
       const c = data[j]
       if (c < 48 || c > 57) break
       sentUs = sentUs * 10 + (c - 48)
     }
+    if (digits < 10) continue // an '@' that is not a stamp
     if (measuring) {
       const bucket = Math.floor((nowUs - sentUs) / BUCKET_US)
       slice[bucket < 0 ? 0 : bucket > BUCKETS ? BUCKETS : bucket]++
@@ -87,7 +92,30 @@ async function openSse(i) {
   })
 }
 
-const open = kind === 'jobwire-sse' ? openSse : openWs
+/** BullMQ: one QueueEvents reader per process; a job's `progress` counts once for each of its subscribers. */
+async function openBullmq(i) {
+  const sub = { received: 0, ready: false }
+  subscribers.push(sub)
+  if (openBullmq.byJob === undefined) {
+    const { QueueEvents } = await import('bullmq')
+    const [queue, prefix] = apiKey.split('|')
+    const byJob = (openBullmq.byJob = new Map())
+    const events = new QueueEvents(queue, { connection: { url }, prefix })
+    await events.waitUntilReady()
+    events.on('progress', ({ jobId, data }) => {
+      const subs = byJob.get(jobId)
+      if (subs === undefined) return
+      const text = Buffer.from(JSON.stringify(data))
+      for (const s of subs) countMarkers(s, text)
+    })
+  }
+  const job = jobs[i % jobs.length]
+  const subs = openBullmq.byJob.get(job) ?? []
+  openBullmq.byJob.set(job, [...subs, sub])
+  markReady(sub)
+}
+
+const open = kind === 'jobwire-sse' ? openSse : kind === 'bullmq' ? openBullmq : openWs
 for (let i = 0; i < count; i++) {
   await open(i)
   if (i % 100 === 99) await new Promise((resolve) => setImmediate(resolve))

@@ -8,14 +8,14 @@
 import { rm, mkdtemp } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { JobService, MemoryStore, RedisStore, SqliteStore } from '../packages/server/dist/index.js'
+import { defaultCoreLimits, JobService, MemoryStore, RedisStore, SqliteStore } from '../packages/server/dist/index.js'
 
 const jobs = Number(process.env.BENCH_JOBS ?? 20_000)
 const redisUrl = process.env.JOBWIRE_BENCH_REDIS ?? 'redis://127.0.0.1:6379'
 
 async function measure(name, store) {
   const clock = { now: Date.now() }
-  const service = new JobService(store, {}, () => new Date(clock.now))
+  const service = new JobService(store, defaultCoreLimits, () => new Date(clock.now))
   for (let i = 0; i < jobs; i += 500) {
     await Promise.all(Array.from({ length: Math.min(500, jobs - i) }, () => service.createJob({ type: 'bench', deadlines: { queueTimeoutMs: 60_000 } })))
   }

@@ -15,6 +15,9 @@ export const duration = z.union([z.number(), z.string()]).transform((value, ctx)
   return Math.round(Number(match[1]) * units[(match[2] ?? 'ms') as keyof typeof units])
 })
 
+/** Longest lifetime of a minted subscription token (`--token-ttl` and a mint request's `ttl` are capped to it). */
+export const maxTokenTtlMs = 24 * 3_600_000
+
 const int = (min: number, max: number) => z.coerce.number().int().min(min).max(max)
 /** `name=N,name=N` pairs (job types, tiers or tenants) with N from `min` to `max`. */
 const countsByName = (min: number, max: number) =>
@@ -166,7 +169,7 @@ export const configSchema = z.object({
     })
     .meta({ description: 'stage plans by job type, JSON: `{"transcription": [{"name": "validating", "to": 10}, …]}` (percent ranges) or `{"export": ["query", {"name": "render", "weight": 3}]}` (weights); a job\'s own `stages` override its type\'s (see [App features](app-features.md#stage-plans))', defaultText: 'none' }),
   tokenSecret: z.string().min(32, 'must be at least 32 characters').optional().meta({ description: 'signs subscription tokens (≥ 32 characters); generated into `<data-dir>/token.secret` when unset; the same on every node', defaultText: 'generated' }),
-  tokenTtl: duration.pipe(z.number().min(10_000).max(24 * 3_600_000)).default(15 * 60_000).meta({ description: 'default lifetime of minted tokens (10 s – 24 h)' }),
+  tokenTtl: duration.pipe(z.number().min(10_000).max(maxTokenTtlMs)).default(15 * 60_000).meta({ description: 'default lifetime of minted tokens (10 s – 24 h)' }),
   jwtSecret: z.string().min(16, 'must be at least 16 characters').optional().meta({ description: 'app JWTs: HS shared secret' }),
   jwtPublicKeyFile: z.string().min(1).optional().meta({ description: 'app JWTs: PEM public key' }),
   jwksUrl: z.string().url().optional().meta({ description: 'app JWTs: JWKS URL (cached 10 min)' }),
@@ -247,6 +250,9 @@ export type Config = z.infer<typeof configSchema>
 export type ConfigInput = z.input<typeof configSchema>
 export type ConfigKey = keyof Config
 
+/** Every option at its default: the one definition of each default (see options.ts for what components get). */
+export const configDefaults: Config = configSchema.parse({})
+
 export const configKeys = Object.keys(configSchema.shape) as ConfigKey[]
 
 /** Variables named otherwise than the flag: `--redis` is a URL, and `JOBWIRE_REDIS_URL` says so. */
@@ -288,7 +294,7 @@ function isDuration(schema: z.ZodType): boolean {
 
 /** Every option in schema order, from the schema itself (docs/configuration.md). */
 export function describeConfig(): ConfigOption[] {
-  const defaults: Record<string, unknown> = configSchema.parse({})
+  const defaults: Record<string, unknown> = configDefaults
   return configKeys.map((key) => {
     const schema = configSchema.shape[key] as z.ZodType
     const meta = schema.meta() as { description?: string; defaultText?: string } | undefined

@@ -5,7 +5,18 @@ import type { FastifyInstance } from 'fastify'
 import { Dispatcher } from './core/dispatch.js'
 import { JobService } from './core/jobs.js'
 import type { Store } from './core/store.js'
-import { deadlineSettings, isValidatedConfig, loadConfig, type Config, type ConfigInput } from './config.js'
+import { isValidatedConfig, loadConfig, type Config, type ConfigInput } from './config.js'
+import {
+  appJwtOptions,
+  coreLimits,
+  httpSettings,
+  limitSettings,
+  redisConnection,
+  retentionOptions,
+  sseSettings,
+  webhookSettings,
+  wsSettings,
+} from './options.js'
 import { buildApp } from './http/app.js'
 import { randomBytes } from 'node:crypto'
 import { AppJwtVerifier } from './auth/app-jwt.js'
@@ -82,18 +93,15 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
   const config = isValidatedConfig(options.config) ? options.config : loadConfig((options.config ?? {}) as Record<string, unknown>, {})
   // Redaction holds for a logger the caller brings too, not only for ours.
   const logger = options.logger === false ? false : (options.logger ?? createLogger(config.logLevel, false)).child({}, { redact })
-  const retention = {
-    maxEventsPerJob: config.maxEventsPerJob,
-    ttlMs: { completed: config.ttlCompleted, failed: config.ttlFailed, cancelled: config.ttlCancelled },
-  }
+  const retention = retentionOptions(config)
   const dataDir = config.memory ? null : resolve(config.dataDir)
   const databasePath = dataDir === null || config.redis !== undefined ? null : join(dataDir, 'jobwire.db')
+  const redis = redisConnection(config)
   const store =
     options.store ??
-    (config.redis !== undefined
+    (redis !== null
       ? new RedisStore({
-          url: config.redis,
-          prefix: config.redisPrefix,
+          ...redis,
           retention,
           onWarning: (message, details) => logger && logger.warn(details ?? {}, message),
         })
@@ -102,8 +110,8 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
         : new SqliteStore({ path: databasePath, retention, synchronous: config.sqliteSync }))
   // On Redis, API keys, rate limits and stream limits are shared by every node too.
   const shared =
-    config.redis !== undefined && store instanceof RedisStore
-      ? new RedisCredentials({ url: config.redis, prefix: config.redisPrefix, onWarning: (message, details) => logger && logger.warn(details ?? {}, message) })
+    redis !== null && store instanceof RedisStore
+      ? new RedisCredentials({ ...redis, onWarning: (message, details) => logger && logger.warn(details ?? {}, message) })
       : null
   // Serve once Redis answers; if it does not yet, serve anyway: /readyz is red and calls get 503 until it does.
   if (store instanceof RedisStore) {
@@ -112,11 +120,12 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
   }
   const metrics = new Metrics()
   if (store instanceof RedisStore) metrics.trackRedis(() => store.live)
+  const webhookOptions = webhookSettings(config)
   const webhooks =
-    Object.keys(config.webhooks).length === 0 || config.webhookSecret === undefined
+    webhookOptions === null
       ? null
       : new Webhooks(
-          { urls: config.webhooks, secret: config.webhookSecret, maxAttempts: config.webhookMaxAttempts, backoffMs: config.webhookBackoff },
+          webhookOptions,
           (outcome, detail) => {
             metrics.webhookDeliveries.inc({ outcome })
             if (outcome !== 'delivered' && logger) logger.warn(detail, outcome === 'failed' ? 'webhook given up' : 'webhook failed, retrying')
@@ -124,23 +133,7 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
         )
   const service = new JobService(
     store,
-    {
-      maxTextLength: config.maxTextLength,
-      inlineValueBytes: config.maxEventBytes,
-      maxAttempts: config.maxAttempts,
-      maxAttemptsByType: config.maxAttemptsByType,
-      retryBackoffMs: config.retryBackoff,
-      deadlines: deadlineSettings({
-        timeout: config.jobTimeout,
-        timeoutPer: config.jobTimeoutPer,
-        timeoutRetryable: config.jobTimeoutRetryable,
-        queueTimeout: config.queueTimeout,
-        heartbeatTimeout: config.heartbeatTimeout,
-        cancelWhenUnwatched: config.cancelWhenUnwatched,
-      }),
-      deadlinesByType: Object.fromEntries(Object.entries(config.jobTypes).map(([type, settings]) => [type, deadlineSettings(settings)])),
-      stagePlans: config.stagePlans,
-    },
+    coreLimits(config),
     undefined,
     combineObservers(
       metrics.observer,
@@ -153,25 +146,15 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
   const adminKey: AdminKey = { key: admin.value, source: admin.source, path: admin.path }
   const tokenSecret = resolveSecret(config.tokenSecret, dataDir, 'token.secret', () => randomBytes(32).toString('base64url'))
   const keys = shared ?? (databasePath === null ? new MemoryKeyStore() : new SqliteKeyStore(databasePath))
+  const jwtOptions = appJwtOptions(config)
   const auth = new Authenticator({
     adminKey: adminKey.key,
     keys,
     tokenSecret: new TextEncoder().encode(tokenSecret.value),
-    appJwt: appJwtVerifier(config),
+    appJwt: jwtOptions === null ? null : new AppJwtVerifier(jwtOptions),
   })
   const limits = new Limits(
-    {
-      createLimit: config.createLimit,
-      createWindowMs: config.createWindow,
-      streamsPerUser: config.streamsPerUser,
-      streamsPerIp: config.streamsPerIp,
-      maxConnections: config.maxConnections,
-      tenantTiers: config.tenantTiers,
-      createLimitByTier: config.createLimitByTier,
-      streamsPerUserByTier: config.streamsPerUserByTier,
-      createLimitByType: config.createLimitByType,
-      streamsPerUserByType: config.streamsPerUserByType,
-    },
+    limitSettings(config),
     shared ?? new MemoryRateCounter(),
     shared ?? new MemoryStreamCounter(),
     metrics,
@@ -185,33 +168,9 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
     limits,
     metrics,
     logger,
-    heartbeatMs: config.heartbeat,
-    sseRetryMs: config.sseRetry,
-    sseMaxBufferBytes: config.sseMaxBuffer,
-    pollMaxWaitMs: config.pollMaxWait,
-    maxBodyBytes: config.maxBodyBytes,
-    maxEventBytes: config.maxEventBytes,
-    maxValueBytes: config.maxValueBytes,
-    maxBatchEvents: config.maxBatchEvents,
-    jsonShape: { maxDepth: config.maxJsonDepth, maxWidth: config.maxJsonWidth },
-    defaultLeaseMs: config.leaseTime,
-    tokenTtlSeconds: Math.round(config.tokenTtl / 1000),
-    maxTokenTtlSeconds: 24 * 3600,
-    corsOrigins: config.corsOrigins.split(',').map((o) => o.trim()).filter((o) => o !== ''),
-    cookieName: config.cookieName,
-    requestTimeoutMs: config.requestTimeout,
-    websocket: config.websocket
-      ? {
-          heartbeatMs: config.heartbeat,
-          maxMessageBytes: config.wsMaxMessageBytes,
-          maxSubscriptions: config.wsMaxSubscriptions,
-          maxBufferBytes: config.wsMaxBuffer,
-          coalesceAfterBytes: config.wsCoalesceAfter,
-          messageRate: config.wsMessageRate,
-          messageBurst: config.wsMessageBurst,
-          tokenNoticeMs: config.tokenNotice,
-        }
-      : null,
+    http: httpSettings(config),
+    sse: sseSettings(config),
+    websocket: wsSettings(config),
     dispatcher,
     sweepProblem: () => sweepProblem(lastSweep, config),
     plugins: demo === null ? [] : [demo.register],
@@ -346,26 +305,4 @@ function sweepProblem(last: { expiry: number; leases: number; deadlines: number 
     if (now - at > 3 * interval + 1_000) return `the ${name} has not completed for ${Math.round((now - at) / 1000)} s`
   }
   return null
-}
-
-/** The app-JWT verifier the config asks for, or null when no key is configured. */
-function appJwtVerifier(config: Config): AppJwtVerifier | null {
-  const { jwtSecret, jwtPublicKeyFile, jwksUrl, jwksFile } = config
-  if (jwtSecret === undefined && jwtPublicKeyFile === undefined && jwksUrl === undefined && jwksFile === undefined) return null
-  const algorithms = config.jwtAlgorithms?.split(',').map((a) => a.trim()).filter((a) => a !== '') ??
-    (jwtSecret !== undefined ? ['HS256'] : ['RS256', 'ES256'])
-  return new AppJwtVerifier({
-    secret: jwtSecret,
-    publicKeyFile: jwtPublicKeyFile,
-    jwksUrl,
-    jwksFile,
-    algorithms,
-    issuer: config.jwtIssuer,
-    audience: config.jwtAudience,
-    tenantClaim: config.jwtTenantClaim,
-    userClaim: config.jwtUserClaim,
-    defaultTenant: config.jwtDefaultTenant,
-    rights: config.jwtRights === 'read' ? ['read'] : ['read', 'cancel'],
-    createTypes: config.jwtCreateTypes,
-  })
 }

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto'
 import { afterAll, afterEach, describe, expect, it, vi } from 'vitest'
 import { JobwireError, type ErrorCode, type JobEvent, type StreamMessage } from '@jobwire/protocol'
-import { Dispatcher, epochSeqGap, JobService, type RedisStore, type StreamSink } from '@jobwire/server'
+import { defaultCoreLimits, Dispatcher, epochSeqGap, JobService, type RedisStore, type StreamSink } from '@jobwire/server'
 import { adminClient, deleteKeys, openRedisStore, redisReachable, redisUrl, testPrefix } from './redis-fixtures/redis.js'
 import { startTcpProxy, type TcpProxy } from './redis-fixtures/tcp-proxy.js'
 import { loadScript } from '../src/stores/redis-scripts.js'
@@ -44,7 +44,7 @@ if (redisReachable('Redis store: several nodes')) {
         onWarning: (message) => warnings.push(message),
       })
       cleanups.push(() => store.close())
-      const service = new JobService(store)
+      const service = new JobService(store, defaultCoreLimits)
       nodes.push({ store, service, dispatcher: new Dispatcher(service), warnings })
     }
     return nodes
@@ -83,14 +83,14 @@ if (redisReachable('Redis store: several nodes')) {
     it('a job gone from Redis (deleted by hand) leaves the deadline index instead of coming due on every sweep', async () => {
       const [a] = (await cluster(1)) as [Node]
       const clock = Date.now()
-      const service = new JobService(a.store, {}, () => new Date(clock))
+      const service = new JobService(a.store, defaultCoreLimits, () => new Date(clock))
       const gone = (await service.createJob({ type: 'evicted', deadlines: { queueTimeoutMs: 1_000 } })).job.id
       const kept = (await service.createJob({ type: 'evicted', deadlines: { queueTimeoutMs: 1_000 } })).job.id
       const prefix = `${base}:${runs}`
       expect(await admin.del(`${prefix}:job:{${gone}}`)).toBe(1)
       expect(await a.store.dueDeadlines(clock + 2_000, 10)).toEqual([kept])
       expect(await admin.zrange(`${prefix}:deadlines`, '0', '-1')).toEqual([kept])
-      expect(await new JobService(a.store, {}, () => new Date(clock + 2_000)).deadlines.fireDue()).toBe(1)
+      expect(await new JobService(a.store, defaultCoreLimits, () => new Date(clock + 2_000)).deadlines.fireDue()).toBe(1)
       expect(await admin.zcard(`${prefix}:deadlines`)).toBe(0)
     })
 

@@ -12,6 +12,7 @@ import {
   type StreamMessage,
 } from '@jobwire/protocol'
 import {
+  defaultCoreLimits,
   defaultRetention,
   Dispatcher,
   JobService,
@@ -40,7 +41,7 @@ export function describeStoreConformance(name: string, makeStore: MakeStore, cle
       const retention = options.retention === undefined ? undefined : { ...defaultRetention, ...options.retention }
       const store = await makeStore(retention === undefined ? {} : { retention })
       opened.push(store)
-      return { store, service: new JobService(store, options.limits) }
+      return { store, service: new JobService(store, { ...defaultCoreLimits, ...options.limits }) }
     }
 
     afterEach(async () => {
@@ -573,7 +574,7 @@ export function describeStoreConformance(name: string, makeStore: MakeStore, cle
       async function openClocked(limits: Partial<CoreLimits> = {}) {
         const { store } = await open()
         const clock = { now: Date.now() }
-        const service = new JobService(store, limits, () => new Date(clock.now))
+        const service = new JobService(store, { ...defaultCoreLimits, ...limits }, () => new Date(clock.now))
         const dispatcher = new Dispatcher(service, () => clock.now)
         const claim = async (type = 'test') => {
           const claimed = await dispatcher.claim({ types: [type], worker: 'w', leaseMs: 60 * minute, waitMs: 0 })
@@ -692,7 +693,7 @@ export function describeStoreConformance(name: string, makeStore: MakeStore, cle
       it('several nodes firing the same due deadline at once end the job exactly once', async () => {
         const { store, service, clock } = await openClocked()
         const { job } = await service.createJob({ type: 'test', deadlines: { queueTimeoutMs: minute } })
-        const others = [1, 2, 3].map(() => new JobService(store, {}, () => new Date(clock.now)))
+        const others = [1, 2, 3].map(() => new JobService(store, defaultCoreLimits, () => new Date(clock.now)))
         clock.now += 2 * minute
         const fired = await Promise.all([service, ...others].map((node) => node.deadlines.fireDue()))
         expect(fired.reduce((a, b) => a + b, 0)).toBe(1)
@@ -718,7 +719,7 @@ export function describeStoreConformance(name: string, makeStore: MakeStore, cle
       it('cancels a job nobody watched for its cancelWhenUnwatched, and never one that is watched', async () => {
         const { store } = await open()
         const clock = { now: Date.now() }
-        const service = new JobService(store, {}, () => new Date(clock.now))
+        const service = new JobService(store, defaultCoreLimits, () => new Date(clock.now))
         const watched = (await service.createJob({ type: 'test', deadlines: { cancelWhenUnwatchedMs: minute } })).job.id
         const ignored = (await service.createJob({ type: 'test', deadlines: { cancelWhenUnwatchedMs: minute } })).job.id
         const sink = recordingSink()
@@ -745,8 +746,8 @@ export function describeStoreConformance(name: string, makeStore: MakeStore, cle
       it('counts a watcher on another node and a long-poll as watching', async () => {
         const { store } = await open()
         const clock = { now: Date.now() }
-        const firing = new JobService(store, {}, () => new Date(clock.now))
-        const watching = new JobService(store, {}, () => new Date(clock.now))
+        const firing = new JobService(store, defaultCoreLimits, () => new Date(clock.now))
+        const watching = new JobService(store, defaultCoreLimits, () => new Date(clock.now))
         const polled = (await firing.createJob({ type: 'test', deadlines: { cancelWhenUnwatchedMs: minute } })).job.id
         const streamed = (await firing.createJob({ type: 'test', deadlines: { cancelWhenUnwatchedMs: minute } })).job.id
         const subscription = await watching.subscribe(streamed, undefined, recordingSink())
@@ -1245,7 +1246,7 @@ export function describeStoreConformance(name: string, makeStore: MakeStore, cle
       async function openDispatch(limits: Partial<CoreLimits> = {}) {
         const { store } = await open()
         const clock = { now: Date.now() }
-        const service = new JobService(store, limits, () => new Date(clock.now))
+        const service = new JobService(store, { ...defaultCoreLimits, ...limits }, () => new Date(clock.now))
         const dispatcher = new Dispatcher(service, () => clock.now)
         const claim = (types: readonly string[], worker = 'w', leaseMs = 10_000) =>
           dispatcher.claim({ types, worker, leaseMs, waitMs: 0 })

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import type { StreamMessage } from '@jobwire/protocol'
-import { defaultRetention, Dispatcher, JobService, MemoryStore, SqliteStore, type Retention } from '@jobwire/server'
+import { defaultCoreLimits, defaultRetention, Dispatcher, JobService, MemoryStore, SqliteStore, type Retention } from '@jobwire/server'
 import Database from 'better-sqlite3'
 import { describeStoreConformance } from './store-conformance.js'
 
@@ -32,7 +32,7 @@ describe('SqliteStore: group commit', () => {
   it('writes issued in one turn commit together: a refused one undoes only itself, order holds per job, and the file agrees with what callers and subscribers were told', async () => {
     const path = join(dir, 'group.db')
     const store = new SqliteStore({ path })
-    const service = new JobService(store)
+    const service = new JobService(store, defaultCoreLimits)
     const a = (await service.createJob({ type: 'group' })).job.id
     const b = (await service.createJob({ type: 'group' })).job.id
     const heard: { jobId: string; seq: number; type: string }[] = []
@@ -76,7 +76,7 @@ describe('SqliteStore: group commit', () => {
   it('a write issued before close is committed by close, and one issued after is refused with unavailable', async () => {
     const path = join(dir, 'close.db')
     const store = new SqliteStore({ path })
-    const service = new JobService(store)
+    const service = new JobService(store, defaultCoreLimits)
     const id = (await service.createJob({ type: 'group' })).job.id
     const pending = store.append(id, () => [{ type: 'started', data: { attempt: 1, worker: null } }, { type: 'progress', data: { percent: 50 } }])
     await store.close()
@@ -108,7 +108,7 @@ describe('SqliteStore: the file outlives the store that wrote it', () => {
   it('jobs, their log and their seq survive close and reopen, and new events continue the seq', async () => {
     const path = join(dir, 'reopen.db')
     const first = openFile(path)
-    const before = new JobService(first)
+    const before = new JobService(first, defaultCoreLimits)
     const a = await before.createJob({ type: 'export', input: { n: 1 }, owner: { tenant: 't', user: 'u' }, idempotencyKey: 'k-a' })
     await before.appendEvents(a.job.id, [
       { type: 'progress', data: { stage: 'one', percent: 10 } },
@@ -122,7 +122,7 @@ describe('SqliteStore: the file outlives the store that wrote it', () => {
     await first.close()
 
     const second = openFile(path)
-    const after = new JobService(second)
+    const after = new JobService(second, defaultCoreLimits)
     expect(await second.getJob(a.job.id)).toEqual(jobsBefore.jobs[1])
     expect(await second.readLog(a.job.id, 0, 100)).toEqual(logBefore)
     expect(await second.listJobs({ limit: 10 })).toEqual(jobsBefore)
@@ -143,7 +143,7 @@ describe('SqliteStore: the file outlives the store that wrote it', () => {
   it('text rolled back by a resume stays rolled back after reopen (the texts table drops what the checkpoint did not hold)', async () => {
     const path = join(dir, 'rollback.db')
     const first = openFile(path)
-    const before = new JobService(first)
+    const before = new JobService(first, defaultCoreLimits)
     const { job } = await before.createJob({ type: 'story', dispatch: false })
     await before.appendEvents(job.id, [{ type: 'chunk', data: { text: 'Once ' } }, { type: 'checkpoint', data: { data: 1 } }, { type: 'chunk', data: { text: 'upon a ' } }])
     await before.cancelJob(job.id)
@@ -159,7 +159,7 @@ describe('SqliteStore: the file outlives the store that wrote it', () => {
     const path = join(dir, 'trimmed.db')
     const retention = { ...defaultRetention, maxEventsPerJob: 3 }
     const first = openFile(path, retention)
-    const service = new JobService(first)
+    const service = new JobService(first, defaultCoreLimits)
     const { job } = await service.createJob({ type: 'chat' })
     for (let i = 0; i < 6; i++) await service.appendEvents(job.id, [{ type: 'chunk', data: { text: String(i) } }])
     await first.close()
@@ -168,7 +168,7 @@ describe('SqliteStore: the file outlives the store that wrote it', () => {
     expect(await second.readLog(job.id, 0, 100)).toMatchObject({ firstSeq: 6, head: 8 })
     expect((await second.getJob(job.id))?.text).toBe('012345')
     const messages: StreamMessage[] = []
-    const subscription = await new JobService(second).subscribe(job.id, 1, { write: (m) => messages.push(...m), end: () => {} })
+    const subscription = await new JobService(second, defaultCoreLimits).subscribe(job.id, 1, { write: (m) => messages.push(...m), end: () => {} })
     expect(messages).toEqual([{ type: 'snapshot', job: await second.getJob(job.id), reset: true, reason: 'trimmed' }])
     subscription.close()
   })
@@ -177,7 +177,7 @@ describe('SqliteStore: the file outlives the store that wrote it', () => {
     const path = join(dir, 'dispatch.db')
     let now = Date.now()
     const open = (store: SqliteStore) => {
-      const service = new JobService(store, { retryBackoffMs: 5_000 }, () => new Date(now))
+      const service = new JobService(store, { ...defaultCoreLimits, retryBackoffMs: 5_000 }, () => new Date(now))
       const dispatcher = new Dispatcher(service, () => now)
       const claim = () => dispatcher.claim({ types: ['render'], worker: 'w', leaseMs: 30_000, waitMs: 0 })
       return { service, dispatcher, claim }
@@ -228,8 +228,8 @@ describe('SqliteStore: the file outlives the store that wrote it', () => {
     const path = join(dir, 'sweep.db')
     const retention = { ...defaultRetention, ttlMs: { completed: 60_000, failed: 60_000, cancelled: 60_000 } }
     const first = openFile(path, retention)
-    const { job } = await new JobService(first).createJob({ type: 'x' })
-    await new JobService(first).cancelJob(job.id)
+    const { job } = await new JobService(first, defaultCoreLimits).createJob({ type: 'x' })
+    await new JobService(first, defaultCoreLimits).cancelJob(job.id)
     await first.close()
 
     const second = openFile(path, retention)
@@ -250,19 +250,19 @@ describe('SqliteStore: deadlines on disk', () => {
     const path = join(dir, 'deadlines.db')
     const clock = { now: Date.now() }
     const first = new SqliteStore({ path })
-    const old = (await new JobService(first).createJob({ type: 'old' })).job.id
+    const old = (await new JobService(first, defaultCoreLimits).createJob({ type: 'old' })).job.id
     await first.close()
     // Back to the schema before deadlines, as a file written by an older Jobwire is.
     const raw = new Database(path)
     raw.exec('DROP INDEX jobs_by_deadline; ALTER TABLE jobs DROP COLUMN timers; ALTER TABLE jobs DROP COLUMN deadline_at; PRAGMA user_version = 1')
     raw.close()
     const upgraded = new SqliteStore({ path })
-    const service = new JobService(upgraded, {}, () => new Date(clock.now))
+    const service = new JobService(upgraded, defaultCoreLimits, () => new Date(clock.now))
     expect((await upgraded.getJob(old))?.status).toBe('queued')
     const timed = (await service.createJob({ type: 'slow', deadlines: { queueTimeoutMs: 60_000 } })).job.id
     await upgraded.close()
     const reopened = new SqliteStore({ path })
-    const later = new JobService(reopened, {}, () => new Date(clock.now + 61_000))
+    const later = new JobService(reopened, defaultCoreLimits, () => new Date(clock.now + 61_000))
     expect(await later.deadlines.fireDue()).toBe(1)
     expect(await reopened.getJob(timed)).toMatchObject({ status: 'failed', error: { code: 'queue_timeout' } })
     expect((await reopened.getJob(old))?.status).toBe('queued')

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import type { JobEvent, StreamMessage } from '@jobwire/protocol'
-import { JobService, MemoryStore, SqliteStore, type Store, type StreamSink } from '@jobwire/server'
+import { defaultCoreLimits, JobService, MemoryStore, SqliteStore, type Store, type StreamSink } from '@jobwire/server'
 
 /** A sink that records what a subscription hands it, in the shape it was handed. */
 function recorder(withBatches: boolean) {
@@ -60,7 +60,7 @@ const stores: [string, () => Store][] = [
 describe.each(stores)('JobSubscription on %s', (_, open) => {
   it('hands every subscriber of a job the one array the store published, so a transport encodes it once', async () => {
     const store = open()
-    const service = new JobService(store)
+    const service = new JobService(store, defaultCoreLimits)
     const { job } = await service.createJob({ type: 'export' })
     const a = recorder(true)
     const b = recorder(true)
@@ -81,7 +81,7 @@ describe.each(stores)('JobSubscription on %s', (_, open) => {
 
   it('gives a sink without events() the same events as event messages, and ends every sink at the terminal event', async () => {
     const store = open()
-    const service = new JobService(store)
+    const service = new JobService(store, defaultCoreLimits)
     const { job } = await service.createJob({ type: 'export' })
     const plain = recorder(false)
     const batched = recorder(true)
@@ -97,7 +97,7 @@ describe.each(stores)('JobSubscription on %s', (_, open) => {
 
   it('while a producer appends as fast as it can, subscribers starting at any position get exactly the seqs after it, once each, in order', async () => {
     const store = open()
-    const service = new JobService(store)
+    const service = new JobService(store, defaultCoreLimits)
     const { job } = await service.createJob({ type: 'chat' })
     const total = 2_000
     const watchers: { after: number | undefined; record: ReturnType<typeof recorder> }[] = []

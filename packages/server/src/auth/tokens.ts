@@ -10,8 +10,6 @@ import type { Principal, Right } from '../core/scopes.js'
  */
 export const tokenIssuer = 'jobwire'
 export const tokenAudience = 'jobwire:subscription'
-export const defaultTokenTtlSeconds = 15 * 60
-export const maxTokenTtlSeconds = 24 * 3600
 /** Seconds of clock difference forgiven between the minting backend and this node. */
 export const clockToleranceSeconds = 5
 

@@ -23,19 +23,21 @@ import { JobSubscription, type StreamSink } from './subscription.js'
 import { observeStore, type JobObserver } from './observer.js'
 import { DeadlineKeeper, resolveDeadlines } from './deadlines.js'
 
+/** JobService's options: what the config sets (mapped in options.ts), plus two internals tests may change. */
 export interface CoreLimits {
   /** Most characters of streamed text one job may hold. */
   maxTextLength: number
-  /** Events read from the log per round trip when replaying. */
-  replayPageSize: number
+  /** Events read from the log per round trip when replaying. Default `replayPageSize`. */
+  replayPageSize?: number
   /** Attempts a dispatched job gets unless its type or the job says otherwise. */
   maxAttempts: number
   /** Per-type overrides of `maxAttempts`. */
   maxAttemptsByType: Record<string, number>
   /** First retry delay after a retryable failure; doubles per attempt up to `retryBackoffMaxMs`. */
   retryBackoffMs: number
-  retryBackoffMaxMs: number
-  /** Deadlines and retention of every job unless its type or the job says otherwise (none by default). */
+  /** Default `retryBackoffMaxMs`. */
+  retryBackoffMaxMs?: number
+  /** Deadlines and retention of every job unless its type or the job says otherwise. */
   deadlines: DeadlineSettings
   /** Per-type overrides of `deadlines`. */
   deadlinesByType: Record<string, DeadlineSettings>
@@ -45,18 +47,10 @@ export interface CoreLimits {
   inlineValueBytes: number
 }
 
-export const defaultCoreLimits: CoreLimits = {
-  maxTextLength: 4 * 1024 * 1024,
-  replayPageSize: 1000,
-  maxAttempts: 3,
-  maxAttemptsByType: {},
-  retryBackoffMs: 1000,
-  retryBackoffMaxMs: 60_000,
-  deadlines: {},
-  deadlinesByType: {},
-  stagePlans: {},
-  inlineValueBytes: 64 * 1024,
-}
+/** Events read from the log per round trip when replaying. */
+export const replayPageSize = 1000
+/** Longest retry backoff: the doubling stops here. */
+export const retryBackoffMaxMs = 60_000
 
 export interface CreateJobInput {
   type: string
@@ -94,7 +88,7 @@ export interface AppendOutcome extends AppendResult {
  * when, idempotent creation and cancel, subscriptions and long-polls.
  */
 export class JobService {
-  readonly limits: CoreLimits
+  readonly limits: Required<CoreLimits>
   /** The store, wrapped so that `observer` hears of every commit and store call. */
   readonly store: Store
   /** Fires due deadlines and keeps watched jobs from counting as unwatched. */
@@ -103,11 +97,11 @@ export class JobService {
 
   constructor(
     store: Store,
-    limits: Partial<CoreLimits> = {},
+    limits: CoreLimits,
     private readonly now: () => Date = () => new Date(),
     private readonly observer: JobObserver = {},
   ) {
-    this.limits = { ...defaultCoreLimits, ...limits }
+    this.limits = { replayPageSize, retryBackoffMaxMs, ...limits }
     this.store = Object.keys(observer).length === 0 ? store : observeStore(store, observer)
     this.deadlines = new DeadlineKeeper(() => this.store, this.limits, () => this.now().getTime())
   }

@@ -8,8 +8,6 @@ export interface JsonShapeLimits {
   maxWidth: number
 }
 
-export const defaultJsonShapeLimits: JsonShapeLimits = { maxDepth: 64, maxWidth: 10_000 }
-
 let commasByDepth = new Int32Array(66)
 
 const quote = 0x22

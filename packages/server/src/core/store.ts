@@ -146,11 +146,6 @@ export interface Retention {
   ttlMs: { completed: number; failed: number; cancelled: number }
 }
 
-export const defaultRetention: Retention = {
-  maxEventsPerJob: 1000,
-  ttlMs: { completed: 24 * 3600_000, failed: 3600_000, cancelled: 3600_000 },
-}
-
 /**
  * Everything core needs from storage. Each backend owns its connections, SQL or scripts; the
  * conformance suite (test/store-conformance.ts) is the contract.

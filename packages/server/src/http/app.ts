@@ -15,12 +15,13 @@ import type { Logger } from 'pino'
 import type { Authenticator } from '../auth/authenticator.js'
 import { credentialOf } from '../auth/secrets.js'
 import type { Dispatcher } from '../core/dispatch.js'
-import { checkJsonShape, type JsonShapeLimits } from '../core/json-shape.js'
+import { checkJsonShape } from '../core/json-shape.js'
 import type { JobService } from '../core/jobs.js'
 import { requireKeyRole, type Principal } from '../core/scopes.js'
 import type { Metrics } from '../metrics.js'
 import { SseTransport } from '../transports/sse.js'
-import { WsEndpoint, type WsOptions } from '../transports/ws.js'
+import { WsEndpoint } from '../transports/ws.js'
+import type { HttpSettings, SseSettings, WsSettings } from '../options.js'
 import { principalOf, type RouteContext } from './context.js'
 import type { Limits } from './limits.js'
 import { registerDashboard } from './dashboard.js'
@@ -39,29 +40,11 @@ export interface AppOptions {
   limits: Limits
   metrics: Metrics
   logger: Logger | false
-  heartbeatMs: number
-  sseRetryMs: number
-  sseMaxBufferBytes: number
-  pollMaxWaitMs: number
-  maxBodyBytes: number
-  maxEventBytes: number
-  /** Largest result or checkpoint; the single-job events route takes bodies of this plus 64 KiB. */
-  maxValueBytes?: number
-  maxBatchEvents: number
-  /** Nesting and width allowed in a JSON body or WebSocket message. */
-  jsonShape: JsonShapeLimits
-  /** Lease length when a worker does not ask for one. */
-  defaultLeaseMs: number
-  tokenTtlSeconds: number
-  maxTokenTtlSeconds: number
-  /** Origins allowed to call from a browser (CORS); `*` allows any origin, without credentials. */
-  corsOrigins: string[]
-  /** Cookie that may carry a credential (browsers on the same site). */
-  cookieName: string
-  /** Longest time to receive a request's headers and body (slowloris). */
-  requestTimeoutMs: number
+  /** Sizes, waits, leases, token lifetimes, CORS and cookie (options.ts maps them from the config). */
+  http: HttpSettings
+  sse: SseSettings
   /** The WebSocket transport at `/v1/ws`; null or absent: not served. */
-  websocket?: WsOptions | null
+  websocket?: WsSettings | null
   /** Why the node's background sweeps are not keeping up (null when they are): /readyz is red while they are not. */
   sweepProblem?: () => string | null
   /** Extra routes mounted before start (the demo). */
@@ -90,22 +73,23 @@ const clientReasons: Record<string, string> = {
 
 /** The HTTP API: the auth hook, CORS, the error boundary, and the route modules. Rules live in core. */
 export async function buildApp(options: AppOptions): Promise<{ app: FastifyInstance; sse: SseTransport; endLongPolls: () => void }> {
+  const settings = options.http
   const common = {
-    bodyLimit: options.maxBodyBytes,
+    bodyLimit: settings.maxBodyBytes,
     genReqId: () => randomUUID(),
     requestIdHeader: false as const,
     // Per-request lines would log every event a producer posts; errors are logged where they happen.
     logController: new LogController({ disableRequestLogging: true }),
     // close() destroys what is left open; server.ts first ends long-polls and lets in-flight writes finish.
     forceCloseConnections: true,
-    requestTimeout: options.requestTimeoutMs,
+    requestTimeout: settings.requestTimeoutMs,
     trustProxy: false,
     routerOptions: { maxParamLength },
     // Node answers an HTTP/1.1 request without Host itself, in no documented body: the hook below does instead.
     http: { requireHostHeader: false },
     // Errors Fastify meets before routing (a bad percent-escape, an over-long id) get Jobwire's body too.
     frameworkErrors: (error: FastifyError, request: FastifyRequest, reply: FastifyReply) => {
-      const known = toJobwireError(error, request.id, options.maxBodyBytes)
+      const known = toJobwireError(error, request.id, settings.maxBodyBytes)
       void reply.code(known.status).header('x-request-id', request.id).send({ error: known.toBody() })
     },
     // …and so do requests Node's HTTP parser refuses before Fastify sees them (bad headers, unknown methods).
@@ -114,11 +98,9 @@ export async function buildApp(options: AppOptions): Promise<{ app: FastifyInsta
   const app: FastifyInstance =
     options.logger === false ? Fastify({ ...common, logger: false }) : Fastify({ ...common, loggerInstance: options.logger as FastifyBaseLogger })
   // Headers must arrive within the request timeout too (slowloris sends them one byte at a time).
-  app.server.headersTimeout = Math.min(options.requestTimeoutMs, 60_000)
+  app.server.headersTimeout = Math.min(settings.requestTimeoutMs, 60_000)
   const sse = new SseTransport({
-    heartbeatMs: options.heartbeatMs,
-    retryMs: options.sseRetryMs,
-    maxBufferBytes: options.sseMaxBufferBytes,
+    ...options.sse,
     onSlowConsumer: () => options.metrics.slowConsumerCloses.inc({ transport: 'sse' }),
     onDelivered: options.metrics.deliveryObserver('sse'),
   })
@@ -135,7 +117,7 @@ export async function buildApp(options: AppOptions): Promise<{ app: FastifyInsta
   app.addContentTypeParser('application/json', { parseAs: 'string' }, (request, body, done) => {
     const text = typeof body === 'string' ? body : body.toString('utf8')
     try {
-      checkJsonShape(text, options.jsonShape)
+      checkJsonShape(text, settings.jsonShape)
     } catch (error) {
       done(error as Error, undefined)
       return
@@ -179,20 +161,11 @@ export async function buildApp(options: AppOptions): Promise<{ app: FastifyInsta
     sse,
     trackKey,
     pollDelivered: options.metrics.deliveryObserver('poll'),
-    settings: {
-      pollMaxWaitMs: options.pollMaxWaitMs,
-      maxEventBytes: options.maxEventBytes,
-      maxValueBytes: options.maxValueBytes ?? 16 * 1024 ** 2,
-      maxBodyBytes: options.maxBodyBytes,
-      maxBatchEvents: options.maxBatchEvents,
-      defaultLeaseMs: options.defaultLeaseMs,
-      tokenTtlSeconds: options.tokenTtlSeconds,
-      maxTokenTtlSeconds: options.maxTokenTtlSeconds,
-    },
+    settings,
   }
 
   app.setErrorHandler((error: FastifyError | JobwireError, request, reply) => {
-    const known = toJobwireError(error, request.id, request.routeOptions.bodyLimit ?? options.maxBodyBytes)
+    const known = toJobwireError(error, request.id, request.routeOptions.bodyLimit ?? settings.maxBodyBytes)
     // A client that went away mid-body is its own business: nobody reads the answer, and anyone could fill the error log.
     if (isAbort(error, request)) {
       request.log.debug({ reqId: request.id, url: request.url.split('?')[0] }, 'request aborted by the client')
@@ -210,10 +183,10 @@ export async function buildApp(options: AppOptions): Promise<{ app: FastifyInsta
     void reply.code(404).send({ error: error.toBody() })
   })
 
-  const cors = corsPolicy(options.corsOrigins)
+  const cors = corsPolicy(settings.corsOrigins)
   /** The /v1 credential check, shared by HTTP requests and WebSocket upgrades. */
   const authenticateRequest = async (headers: IncomingHttpHeaders, accessToken: string | undefined): Promise<Principal> => {
-    const found = credentialOf(headers, accessToken, options.cookieName)
+    const found = credentialOf(headers, accessToken, settings.cookieName)
     if (found === null) throw new JobwireError('unauthorized')
     // A cookie rides along with any request the browser makes: only trusted origins may use it.
     if (found.source === 'cookie') {
@@ -306,7 +279,6 @@ export async function buildApp(options: AppOptions): Promise<{ app: FastifyInsta
 
   if (options.websocket != null) {
     const ws = new WsEndpoint(app.server, {
-      jsonShape: options.jsonShape,
       ...options.websocket,
       onSlowConsumer: () => options.metrics.slowConsumerCloses.inc({ transport: 'ws' }),
       onDelivered: options.metrics.deliveryObserver('ws'),
@@ -316,7 +288,7 @@ export async function buildApp(options: AppOptions): Promise<{ app: FastifyInsta
         const tokens = new URL(request.url ?? '/', 'http://localhost').searchParams.getAll('access_token')
         if (tokens.length > 1) throw repeatedParameter('access_token')
         // A socket may open without a credential: then each subscription brings its own (per-job tokens).
-        if (credentialOf(request.headers, tokens[0], options.cookieName) === null) return null
+        if (credentialOf(request.headers, tokens[0], settings.cookieName) === null) return null
         return authenticateRequest(request.headers, tokens[0])
       },
       authenticate: (credential) => options.auth.authenticate(credential),

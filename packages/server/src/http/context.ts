@@ -5,6 +5,7 @@ import type { JobService } from '../core/jobs.js'
 import { canRead, notFound, type Principal } from '../core/scopes.js'
 import type { Authenticator } from '../auth/authenticator.js'
 import type { SseTransport } from '../transports/sse.js'
+import type { RouteSettings } from '../options.js'
 import type { Limits } from './limits.js'
 import type { StreamContext } from './stream-route.js'
 
@@ -26,16 +27,8 @@ export interface RouteContext extends StreamContext {
   shuttingDown: AbortSignal
   /** Hears the publish→deliver latency of a long-poll answer woken by a live event (metrics). */
   pollDelivered: (seconds: number) => void
-  settings: {
-    pollMaxWaitMs: number
-    maxEventBytes: number
-    maxValueBytes: number
-    maxBodyBytes: number
-    maxBatchEvents: number
-    defaultLeaseMs: number
-    tokenTtlSeconds: number
-    maxTokenTtlSeconds: number
-  }
+  /** What the routes read (options.ts maps it from the config). */
+  settings: RouteSettings
 }
 
 export function principalOf(request: FastifyRequest): Principal {

@@ -1,9 +1,9 @@
 import { applyEvent, JobwireError, type JobEvent, type JobState, type Owner } from '@jobwire/protocol'
 import { applyPlan, createdEvent, decodeCursor, encodeCursor, expiryOf, initialTimers, isQueuedForDispatch, nextDeadline, type AppliedPlan } from '../core/apply.js'
 import { FanOut } from '../core/fan-out.js'
+import { defaultRetention } from '../options.js'
 import { QueueOrder } from './queue-order.js'
 import {
-  defaultRetention,
   type AppendPlan,
   type AppendResult,
   type CreateResult,

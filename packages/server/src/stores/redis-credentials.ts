@@ -2,6 +2,7 @@ import { createHash, randomBytes } from 'node:crypto'
 import { Redis } from 'ioredis'
 import { JobwireError } from '@jobwire/protocol'
 import type { ApiKeyRecord, KeyStore, RateCounter, StreamCounter } from '../core/keys.js'
+import { configDefaults } from '../config.js'
 import { RedisKeys } from './redis-keys.js'
 import { failFastConnection, redisFailure } from './redis-store.js'
 
@@ -162,7 +163,7 @@ export class RedisCredentials implements KeyStore, RateCounter, StreamCounter {
   #lastWarning = ''
 
   constructor(options: RedisCredentialsOptions) {
-    this.#keys = new RedisKeys(options.prefix ?? 'jobwire')
+    this.#keys = new RedisKeys(options.prefix ?? configDefaults.redisPrefix)
     this.#leaseMs = options.streamLeaseMs ?? 30_000
     this.#onWarning = options.onWarning ?? (() => {})
     const connection = failFastConnection(options.commandTimeoutMs ?? 3000)

@@ -3,8 +3,9 @@ import { Redis, type RedisOptions } from 'ioredis'
 import { applyEvent, JobwireError, type JobEvent, type JobEventOf, type JobState, type JobStatus, type Owner } from '@jobwire/protocol'
 import { applyPlan, createdEvent, decodeCursor, encodeCursor, expiryOf, initialTimers, isQueuedForDispatch, nextDeadline, noTimers } from '../core/apply.js'
 import { FanOut } from '../core/fan-out.js'
+import { defaultRetention } from '../options.js'
+import { configDefaults } from '../config.js'
 import {
-  defaultRetention,
   type AppendPlan,
   type AppendResult,
   type CreateResult,
@@ -189,7 +190,7 @@ export class RedisStore implements Store {
   #lastWarning = ''
 
   constructor(options: RedisStoreOptions) {
-    this.#keys = new RedisKeys(options.prefix ?? 'jobwire')
+    this.#keys = new RedisKeys(options.prefix ?? configDefaults.redisPrefix)
     this.#ownerChannelStart = `${this.#keys.prefix}:ch:owner:`
     this.#retention = options.retention ?? defaultRetention
     this.#commandTimeoutMs = options.commandTimeoutMs ?? 3000

@@ -5,10 +5,10 @@ import Database from 'better-sqlite3'
 import { applyEvent, JobwireError, type JobEvent, type JobState, type Owner } from '@jobwire/protocol'
 import { applyPlan, createdEvent, decodeCursor, encodeCursor, expiryOf, initialTimers, isQueuedForDispatch, nextDeadline, noTimers, type AppliedPlan } from '../core/apply.js'
 import { FanOut } from '../core/fan-out.js'
+import { defaultRetention } from '../options.js'
 import { runAtEndOfTurn } from '../core/turn.js'
 import { QueueOrder } from './queue-order.js'
 import {
-  defaultRetention,
   type AppendPlan,
   type AppendResult,
   type CreateResult,

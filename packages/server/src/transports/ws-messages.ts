@@ -1,5 +1,5 @@
 import { JobwireError, wsClientMessageTypes, type Owner, type WsClientMessage, type WsClientMessageType } from '@jobwire/protocol'
-import { checkJsonShape, defaultJsonShapeLimits, type JsonShapeLimits } from '../core/json-shape.js'
+import { checkJsonShape, type JsonShapeLimits } from '../core/json-shape.js'
 
 /** Where an answer to a refused message goes: the request's `ref`, or the job it named. */
 export interface MessageTarget {
@@ -32,11 +32,11 @@ const allowedFields: Record<WsClientMessageType, readonly string[]> = {
  * `malformed_message` (not a JSON object with a string `type`), `unknown_message_type`,
  * `invalid_position` (a bad `after`), `invalid_request` (any other field; `details.field` names it).
  */
-export function parseClientMessage(line: string, limits: { maxPositions: number; jsonShape?: JsonShapeLimits }): WsClientMessage {
+export function parseClientMessage(line: string, limits: { maxPositions: number; jsonShape: JsonShapeLimits }): WsClientMessage {
   let value: unknown
   try {
     // A message is small and flat: the body limits, widened for a `positions` map of every subscription.
-    const shape = limits.jsonShape ?? defaultJsonShapeLimits
+    const shape = limits.jsonShape
     checkJsonShape(line, { maxDepth: shape.maxDepth, maxWidth: Math.max(shape.maxWidth, limits.maxPositions + 1) })
   } catch (error) {
     throw new RefusedMessage(error as JobwireError, {})

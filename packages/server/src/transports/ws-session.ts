@@ -34,7 +34,7 @@ export interface WsSessionContext {
    */
   takePerson(principal: Principal): Promise<(() => void) | null>
   /** Nesting and width allowed in a client message. */
-  jsonShape?: JsonShapeLimits
+  jsonShape: JsonShapeLimits
 }
 
 /** One job's stream on this socket. It may be wanted by the client (`explicit`), by the user feed, or both. */

@@ -16,8 +16,8 @@ export interface WsOptions extends WsFlowSettings {
   tokenNoticeMs: number
   /** User feed on a store without an owner fan-out: how often to list the owner's jobs. Default 2 s. */
   ownerRescanMs?: number
-  /** Nesting and width allowed in a client message (default: the body limits' defaults). */
-  jsonShape?: JsonShapeLimits
+  /** Nesting and width allowed in a client message (the body limits). */
+  jsonShape: JsonShapeLimits
 }
 
 /** What the endpoint needs from the HTTP layer: the same authentication, limits and revocation as `/v1`. */

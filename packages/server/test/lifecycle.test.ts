@@ -30,9 +30,13 @@ async function create(body: Record<string, unknown>): Promise<JobState> {
   return answer.body
 }
 
-/** Everything a watcher gets until the stream ends (the job's terminal event ends it). */
+/**
+ * Everything a watcher gets until the stream ends (the job's terminal event ends it). It resumes
+ * after `created` (seq 1), so it gets the terminal event even when the deadline fired before it
+ * connected (a busy machine may take longer than a short deadline to open the stream).
+ */
 async function watchToEnd(jobId: string): Promise<StreamMessage[]> {
-  const connection = await openSse(`${t.url}/v1/jobs/${jobId}/stream`, { headers: { authorization: `Bearer ${t.key}` } })
+  const connection = await openSse(`${t.url}/v1/jobs/${jobId}/stream`, { headers: { authorization: `Bearer ${t.key}`, 'last-event-id': '1' } })
   expect(connection.status).toBe(200)
   return collect(connection.messages())
 }

@@ -1,28 +1,19 @@
 // @vitest-environment happy-dom
-import { StrictMode, useState } from 'react'
-import { afterEach, beforeAll, describe, expect, it } from 'vitest'
-import { cleanup, render, screen, waitFor, act } from '@testing-library/react'
+import { StrictMode, useState, type ReactNode } from 'react'
+import { describe, expect, it } from 'vitest'
+import { render, screen, waitFor, act } from '@testing-library/react'
 import { fetch as nodeFetch } from 'undici'
 import WebSocket from 'ws'
 import { mintSubscriptionToken } from '@jobwire/backend'
 import { createJobwireClient, type JobState, type JobwireClient, type WebSocketConstructor } from '@jobwire/client'
 import { JobwireProvider, useJob, useJobs, useMyJobs, type JobView } from '@jobwire/react'
 import { spawnJobwire, type ServerProcess } from './server-process.js'
-
-// Updates come from real sockets, outside act(); findBy/waitFor wait for them.
-beforeAll(() => {
-  ;(globalThis as { IS_REACT_ACT_ENVIRONMENT?: boolean }).IS_REACT_ACT_ENVIRONMENT = false
-})
+import { liveDomSuite } from './dom-suite.js'
 
 const secret = 'react-suite-token-secret-0123456789abcdef'
 let server: ServerProcess
 let client: JobwireClient | null = null
-afterEach(async () => {
-  cleanup()
-  client?.close()
-  client = null
-  await server?.close()
-})
+liveDomSuite(() => [client, server])
 
 /** `ws` sockets, remembered so a test can count and inspect them. */
 function sockets(): { WebSocket: WebSocketConstructor; list: WebSocket[] } {
@@ -93,6 +84,15 @@ function describeView(job: JobView): string {
   }
 }
 
+/** Renders `view` with client `c` under StrictMode, which runs every effect twice on mount. */
+function renderStrict(c: JobwireClient, view: ReactNode) {
+  return render(
+    <StrictMode>
+      <JobwireProvider client={c}>{view}</JobwireProvider>
+    </StrictMode>,
+  )
+}
+
 function JobStatus({ id }: { id: string | null }) {
   const job = useJob(id)
   return (
@@ -109,13 +109,7 @@ describe('useJob', () => {
     const ws = sockets()
     const c = makeClient({ WebSocket: ws.WebSocket })
     const job = await createJob()
-    render(
-      <StrictMode>
-        <JobwireProvider client={c}>
-          <JobStatus id={job.id} />
-        </JobwireProvider>
-      </StrictMode>,
-    )
+    renderStrict(c, <JobStatus id={job.id} />)
     await waitFor(() => expect(screen.getByTestId('status').textContent).toBe('queued'))
     expect(screen.getByTestId('connection').textContent).toBe('live')
     await append(job.id, [{ type: 'progress', stage: 'decoding', percent: 40 }, { type: 'item', id: 'a.mp3' }, { type: 'chunk', text: 'hi' }])
@@ -219,13 +213,7 @@ describe('a resumed job', () => {
     server = await spawnJobwire()
     const c = makeClient()
     const job = await createJob()
-    render(
-      <StrictMode>
-        <JobwireProvider client={c}>
-          <JobStatus id={job.id} />
-        </JobwireProvider>
-      </StrictMode>,
-    )
+    renderStrict(c, <JobStatus id={job.id} />)
     await waitFor(() => expect(screen.getByTestId('status').textContent).toBe('queued'))
     await server.call('POST', `/v1/jobs/${job.id}/cancel`, {})
     await waitFor(() => expect(screen.getByTestId('status').textContent).toBe('cancelled'))
@@ -250,13 +238,7 @@ describe('useJobs and useMyJobs', () => {
       const views = useJobs(jobs.map((job) => job.id))
       return <p data-testid="list">{views.map(describeView).join(' | ')}</p>
     }
-    render(
-      <StrictMode>
-        <JobwireProvider client={c}>
-          <List />
-        </JobwireProvider>
-      </StrictMode>,
-    )
+    renderStrict(c, <List />)
     await waitFor(() => expect(screen.getByTestId('list').textContent).toBe('queued | queued | queued'))
     await append(jobs[1]?.id as string, [{ type: 'completed', result: 'b' }])
     await waitFor(() => expect(screen.getByTestId('list').textContent).toBe('queued | completed "b" | queued'))
@@ -278,13 +260,7 @@ describe('useJobs and useMyJobs', () => {
         </div>
       )
     }
-    render(
-      <StrictMode>
-        <JobwireProvider client={c}>
-          <Panel />
-        </JobwireProvider>
-      </StrictMode>,
-    )
+    renderStrict(c, <Panel />)
     await waitFor(() => expect(screen.getByTestId('all').textContent).toBe('ready: transcription/queued'))
     await createJob({ owner, type: 'suggestion' })
     await waitFor(() => expect(screen.getByTestId('all').textContent).toBe('ready: suggestion/queued, transcription/queued'))

@@ -1,24 +1,16 @@
 // @vitest-environment happy-dom
-import { afterEach, beforeAll, describe, expect, it } from 'vitest'
-import { cleanup, render, screen } from '@testing-library/react'
+import { describe, expect, it } from 'vitest'
+import { render, screen } from '@testing-library/react'
 import { fetch as nodeFetch } from 'undici'
 import WebSocket from 'ws'
 import { createJobwireClient, type JobState, type JobwireClient, type WebSocketConstructor } from '@jobwire/client'
 import { JobwireProvider, useJobResult } from '@jobwire/react'
 import { spawnJobwire, type ServerProcess } from './server-process.js'
-
-beforeAll(() => {
-  ;(globalThis as { IS_REACT_ACT_ENVIRONMENT?: boolean }).IS_REACT_ACT_ENVIRONMENT = false
-})
+import { liveDomSuite } from './dom-suite.js'
 
 let server: ServerProcess
 let client: JobwireClient | null = null
-afterEach(async () => {
-  cleanup()
-  client?.close()
-  client = null
-  await server?.close()
-})
+liveDomSuite(() => [client, server])
 
 const resultRequests: string[] = []
 const recordingFetch = ((input: string, init?: RequestInit) => {

@@ -10,7 +10,7 @@ import pytest
 
 from conftest import Server
 from jobwire import AsyncBackend, Backend, InvalidRequestError, JobContext, RetryableError, Worker
-from test_worker import GUARD, until
+from test_worker import GUARD, run_one, until
 
 PLAN = [{"name": "validating", "from": 0, "to": 10}, {"name": "transcribing", "from": 10, "to": 90}, {"name": "aligning", "from": 90, "to": 100}]
 
@@ -100,13 +100,7 @@ def test_a_large_checkpoint_is_stored_apart_and_fetched_for_the_next_attempt(mem
                 raise RetryableError("try again")
             return {"resumedWith": len(ctx.checkpoint_data["seen"])}
 
-        await worker.start()
-        try:
-            async with AsyncBackend(server.url, server.api_key) as backend:
-                job = await backend.create_job("resumable", max_attempts=2)
-                return await until(server, job["id"], lambda state: state["status"] in ("completed", "failed"))
-        finally:
-            await worker.stop()
+        return await run_one(server, worker, "resumable", lambda state: state["status"] in ("completed", "failed"), max_attempts=2)
 
     final = asyncio.run(scenario())
     assert final["status"] == "completed", final["error"]

@@ -32,7 +32,8 @@ from typing import Any  # noqa: E402
 import pytest  # noqa: E402
 
 from jobwire.worker.context import JobContext, _Abort  # noqa: E402
-from jobwire.worker.outbox import Backoff, BatchLimits, Outbox  # noqa: E402
+from jobwire.worker import Backoff  # noqa: E402
+from jobwire.worker.outbox import BatchLimits, Outbox  # noqa: E402
 
 
 def run_outbox(script: Any, job: dict[str, Any] | None = None, throttle: float = 3600.0) -> list[list[dict[str, Any]]]:

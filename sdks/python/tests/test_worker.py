@@ -33,6 +33,17 @@ async def until(server: Server, job_id: str, predicate: Callable[[JobState], boo
     return await asyncio.wait_for(follow(), GUARD)
 
 
+async def run_one(server: Server, worker: Worker, job_type: str, ended: Callable[[JobState], bool], **create: Any) -> JobState:
+    """Starts ``worker``, creates one job of ``job_type`` and follows it until ``ended``; stops the worker."""
+    await worker.start()
+    try:
+        async with AsyncBackend(server.url, server.api_key) as backend:
+            job = await backend.create_job(job_type, **create)
+            return await until(server, job["id"], ended)
+    finally:
+        await worker.stop()
+
+
 def run(scenario: Callable[[], Awaitable[None]]) -> None:
     asyncio.run(scenario())
 
@@ -89,13 +100,7 @@ def test_a_sync_handler_runs_in_a_thread_and_checkpoints_block_until_durable(mem
     async def scenario() -> None:
         worker = Worker(server.url, server.api_key, poll_wait=2)
         worker.handle("convert", convert)
-        await worker.start()
-        try:
-            async with AsyncBackend(server.url, server.api_key) as backend:
-                job = await backend.create_job("convert")
-                final = await until(server, job["id"], lambda state: state["status"] == "completed")
-        finally:
-            await worker.stop()
+        final = await run_one(server, worker, "convert", lambda state: state["status"] == "completed")
         assert final["result"] == "done" and final["text"] == "page 1\n"
         assert seen["checkpoint"] == {"page": 1} and seen["thread"].startswith("jobwire-handler")
 
@@ -292,13 +297,7 @@ def test_text_longer_than_an_event_is_split_to_fit_and_arrives_whole(memory_serv
         async def long(job: dict[str, Any], ctx: JobContext) -> None:
             ctx.chunk(long_text)
 
-        await worker.start()
-        try:
-            async with AsyncBackend(server.url, server.api_key) as backend:
-                job = await backend.create_job("long")
-                final = await until(server, job["id"], lambda state: state["status"] in ("completed", "failed"))
-        finally:
-            await worker.stop()
+        final = await run_one(server, worker, "long", lambda state: state["status"] in ("completed", "failed"))
         assert final["status"] == "completed", final["error"]
         assert final["text"] == long_text
 
@@ -317,13 +316,7 @@ def test_a_result_over_the_value_limit_fails_the_job_before_any_request(memory_s
                 await ctx.checkpoint("x" * 2_000)
             return "y" * 2_000
 
-        await worker.start()
-        try:
-            async with AsyncBackend(server.url, server.api_key) as backend:
-                job = await backend.create_job("big")
-                final = await until(server, job["id"], lambda state: state["status"] == "failed")
-        finally:
-            await worker.stop()
+        final = await run_one(server, worker, "big", lambda state: state["status"] == "failed")
         assert final["error"]["code"] == "value_too_large" and "store it elsewhere" in final["error"]["message"]
 
     run(scenario)

@@ -1,20 +1,30 @@
-"""One way to send a request and read Jobwire's answer, shared by the backend, the worker and the watcher."""
+"""The SDK's one way to talk to the REST API, without I/O where it can be: a :class:`Call` says what
+to send and how to read the answer; :class:`Endpoint` sends it with a blocking or an ``asyncio``
+httpx client. Shared by the backend, the worker and the watcher."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any, Coroutine
+from dataclasses import dataclass
+from typing import Any, Callable, Coroutine, Generic, Mapping, TypeVar
+from urllib.parse import quote
 
 import httpx
 
-from .errors import ConnectionFailedError, JobwireError, error_from_body
+from .errors import ERROR_REGISTRY, ConnectionFailedError, JobwireError, error_from_body
 
 USER_AGENT = "jobwire-python/0.1.0"
+
+T = TypeVar("T")
 
 
 def base_url(url: str) -> str:
     return url.rstrip("/")
+
+
+def job_path(job_id: str, tail: str = "") -> str:
+    return f"/v1/jobs/{quote(job_id, safe='')}{tail}"
 
 
 def headers(credential: str, json_body: bool = False) -> dict[str, str]:
@@ -32,6 +42,68 @@ def encode(body: Any) -> bytes:
     except UnicodeEncodeError:
         # A lone surrogate cannot be UTF-8: escape it (and everything else non-ASCII) as \uXXXX.
         return json.dumps(body, separators=(",", ":")).encode()
+
+
+def present(**fields: Any) -> dict[str, Any]:
+    """The fields that are not ``None``: a JSON body's optional members."""
+    return {key: value for key, value in fields.items() if value is not None}
+
+
+def _answer(answer: Any) -> Any:
+    return answer
+
+
+@dataclass(frozen=True)
+class Call(Generic[T]):
+    """One request without its I/O: what to send, and what the caller gets from the answer's JSON."""
+
+    method: str
+    path: str
+    body: Any = None
+    params: Mapping[str, str] | None = None
+    read: Callable[[Any], T] = _answer
+    timeout: float | None = None
+    """Seconds for this request (a long-poll's wait and slack); ``None``: the client's."""
+    what: str | None = None
+    """How an error names the request; ``"<method> <path>"`` when ``None``."""
+
+    @property
+    def name(self) -> str:
+        return self.what or f"{self.method} {self.path}"
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A server and the credential to call it with: sends a :class:`Call` and reads its answer."""
+
+    base: str
+    credential: str
+
+    def options(self, call: Call[Any]) -> dict[str, Any]:
+        options: dict[str, Any] = {
+            "method": call.method,
+            "url": f"{self.base}{call.path}",
+            "content": None if call.body is None else encode(call.body),
+            "headers": headers(self.credential, call.body is not None),
+            "params": call.params,
+        }
+        if call.timeout is not None:
+            options["timeout"] = call.timeout
+        return options
+
+    def send(self, client: httpx.Client, call: Call[T]) -> T:
+        try:
+            response = client.request(**self.options(call))
+        except httpx.HTTPError as error:
+            raise connection_error(error, call.name) from error
+        return call.read(answer_of(response))
+
+    async def send_async(self, client: httpx.AsyncClient, call: Call[T]) -> T:
+        try:
+            response = await client.request(**self.options(call))
+        except httpx.HTTPError as error:
+            raise connection_error(error, call.name) from error
+        return call.read(answer_of(response))
 
 
 def answer_of(response: httpx.Response) -> Any:
@@ -52,19 +124,17 @@ def answer_of(response: httpx.Response) -> Any:
         raise ConnectionFailedError("invalid_response", "The answer is not JSON") from error
 
 
+def result_error(result: Mapping[str, Any]) -> JobwireError:
+    """The error of one refused write in a bulk answer (``{"jobId", "error": {…}}``), with its registry status."""
+    code = result["error"].get("code")
+    spec = ERROR_REGISTRY.get(code) if isinstance(code, str) else None
+    return error_from_body(result, spec.status if spec is not None else 500)
+
+
 def connection_error(error: httpx.HTTPError, what: str) -> JobwireError:
     if isinstance(error, httpx.TimeoutException):
         return ConnectionFailedError("timeout", f"{what}: no answer in time ({type(error).__name__})")
     return ConnectionFailedError("network_error", f"{what}: {error}")
-
-
-def is_transient(error: BaseException) -> bool:
-    """No answer, a 5xx, a 408 or a 429: the same request may succeed later."""
-    if isinstance(error, ConnectionFailedError):
-        return True
-    if isinstance(error, JobwireError):
-        return error.status >= 500 or error.status in (408, 429)
-    return isinstance(error, httpx.HTTPError)
 
 
 _background: set["asyncio.Task[Any]"] = set()

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import random
 from dataclasses import dataclass
 from typing import Any, AsyncGenerator, AsyncIterator, Iterator, Literal
-from urllib.parse import quote
 
 import httpx
 
 from . import _http
+from ._retry import Backoff
 from .errors import ConnectionFailedError, JobwireError, error_from_stream
 from .reducer import JobEvent, JobState, apply_event, is_terminal
 
@@ -115,20 +114,20 @@ def follow_job(url: str, job_id: str, credential: str, **options: Any) -> Iterat
 class _Follower:
     def __init__(self, http: httpx.AsyncClient, base: str, job_id: str, credential: str, after: int | None, poll_wait: float, first_timeout: float, max_delay: float) -> None:
         self.http = http
-        self.path = f"{base}/v1/jobs/{quote(job_id, safe='')}"
-        self.credential = credential
+        self.endpoint = _http.Endpoint(base, credential)
+        self.path = _http.job_path(job_id)
         self.state: JobState | None = None
         self.position = after
         self.poll_wait = poll_wait
         self.first_timeout = first_timeout
-        self.max_delay = max_delay
+        self.delays = Backoff(0.25, max_delay)
         self.failures = 0
         self.silent_streams = 0
         self.done = False
 
     async def backoff(self, error: BaseException) -> None:
         self.failures += 1
-        await asyncio.sleep(random.random() * min(self.max_delay, 0.25 * 2 ** min(self.failures - 1, 10)))
+        await asyncio.sleep(self.delays.delay(self.failures))
 
     def _snapshot(self, job: JobState, reset: bool) -> Update:
         self.state = job
@@ -145,10 +144,10 @@ class _Follower:
         return Update("event", self.state, event)
 
     async def sse(self) -> AsyncIterator[Update]:
-        headers = {**_http.headers(self.credential), "accept": "text/event-stream"}
+        headers = {**_http.headers(self.endpoint.credential), "accept": "text/event-stream"}
         if self.position is not None:
             headers["last-event-id"] = str(self.position)
-        async with self.http.stream("GET", f"{self.path}/stream", headers=headers) as response:
+        async with self.http.stream("GET", f"{self.endpoint.base}{self.path}/stream", headers=headers) as response:
             if not response.is_success:
                 await response.aread()
                 _http.answer_of(response)
@@ -217,11 +216,7 @@ class _Follower:
             params = {"wait": str(self.poll_wait)}
             if self.position is not None:
                 params["after"] = str(self.position)
-            try:
-                response = await self.http.get(f"{self.path}/events", params=params, headers=_http.headers(self.credential), timeout=self.poll_wait + 15)
-            except httpx.HTTPError as error:
-                raise _http.connection_error(error, "poll") from error
-            answer = _http.answer_of(response)
+            answer: dict[str, Any] = await self.endpoint.send_async(self.http, _http.Call("GET", f"{self.path}/events", params=params, timeout=self.poll_wait + 15, what="poll"))
             self.failures = 0
             snapshot = answer.get("snapshot")
             if snapshot is not None:

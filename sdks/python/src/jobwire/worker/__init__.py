@@ -3,7 +3,8 @@
 from .api import WorkerRequestError
 from .context import JobContext, SyncJobContext
 from .errors import AbortReason, JobAborted, JobFailure, RetryableError
-from .outbox import Backoff, BatchLimits
+from .._retry import Backoff
+from .outbox import BatchLimits
 from .worker import Handler, Worker, WorkerState
 
 __all__ = [

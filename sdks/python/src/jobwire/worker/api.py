@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import Any, Literal, Mapping
-from urllib.parse import quote
+from typing import Any, Literal, Mapping, TypeVar
 
 import httpx
 
 from .. import _http
-from ..errors import ERROR_REGISTRY, ConnectionFailedError, JobwireError
+from .._http import Call, job_path
+from .._retry import transient_status
+from ..errors import ConnectionFailedError, JobwireError
 
-WorkerOperation = Literal["claim", "heartbeat", "signals", "events", "release"]
+WorkerOperation = Literal["claim", "heartbeat", "signals", "events", "release", "checkpoint"]
+T = TypeVar("T")
 
 # Seconds a long-poll may take beyond its `wait` before the worker gives up on the connection.
 _LONG_POLL_SLACK = 15.0
@@ -32,7 +34,7 @@ class WorkerRequestError(JobwireError):
     @property
     def transient(self) -> bool:
         """No answer, a 5xx, a 408 or a 429: the same request may succeed later."""
-        return self.status == 0 or self.status >= 500 or self.status in (408, 429)
+        return transient_status(self.status)
 
 
 @dataclass
@@ -52,8 +54,7 @@ class _PendingWrite:
 
 class WorkerApi:
     def __init__(self, url: str, api_key: str, bulk: tuple[int, int] | None, client: httpx.AsyncClient | None = None) -> None:
-        self._base = _http.base_url(url)
-        self._key = api_key
+        self._endpoint = _http.Endpoint(_http.base_url(url), api_key)
         # Writes of several jobs issued together go out as one `POST /v1/events` within (events, bytes).
         self._bulk = bulk
         self._pending: list[_PendingWrite] = []
@@ -102,7 +103,7 @@ class WorkerApi:
         return future
 
     async def _append_one(self, job_id: str, body: dict[str, Any]) -> dict[str, Any]:
-        answer: dict[str, Any] = await self._post("events", f"/v1/jobs/{quote(job_id, safe='')}/events", body)
+        answer: dict[str, Any] = await self._post("events", job_path(job_id, "/events"), body)
         return answer
 
     async def _flush_writes(self) -> None:
@@ -147,10 +148,7 @@ class WorkerApi:
             if result is None:
                 _resolve(write.future, error=WorkerRequestError("events", ConnectionFailedError("invalid_response", "the bulk answer is missing a result")))
             elif "error" in result:
-                code = str(result["error"].get("code", "internal"))
-                spec = ERROR_REGISTRY.get(code)
-                refusal = JobwireError(code, str(result["error"].get("message", code)), result["error"].get("details"), spec.status if spec else 500)
-                _resolve(write.future, error=WorkerRequestError("events", refusal))
+                _resolve(write.future, error=WorkerRequestError("events", _http.result_error(result)))
             else:
                 _resolve(write.future, {k: v for k, v in result.items() if k != "jobId"})
 
@@ -161,23 +159,15 @@ class WorkerApi:
             _resolve(write.future, error=error)
 
     async def heartbeat(self, job_id: str, lease: str, lease_ms: int) -> dict[str, Any]:
-        answer: dict[str, Any] = await self._post("heartbeat", f"/v1/jobs/{quote(job_id, safe='')}/heartbeat", {"lease": lease, "leaseMs": lease_ms})
+        answer: dict[str, Any] = await self._post("heartbeat", job_path(job_id, "/heartbeat"), {"lease": lease, "leaseMs": lease_ms})
         return answer
 
     async def release(self, job_id: str, lease: str, reason: str) -> None:
-        await self._post("release", f"/v1/jobs/{quote(job_id, safe='')}/release", {"lease": lease, "reason": reason})
+        await self._post("release", job_path(job_id, "/release"), {"lease": lease, "reason": reason})
 
     async def checkpoint(self, job_id: str) -> Any:
         """A job's checkpoint in full (``GET /v1/jobs/:id/checkpoint``), for one too large to come with the claim."""
-        try:
-            response = await self._client.get(f"{self._base}/v1/jobs/{quote(job_id, safe='')}/checkpoint", headers=_http.headers(self._key))
-        except httpx.HTTPError as error:
-            raise WorkerRequestError("checkpoint", _http.connection_error(error, "checkpoint")) from error
-        try:
-            answer = _http.answer_of(response)
-        except JobwireError as error:
-            raise WorkerRequestError("checkpoint", error) from None
-        return answer["checkpoint"]
+        return await self._send("checkpoint", Call("GET", job_path(job_id, "/checkpoint"), read=lambda answer: answer["checkpoint"], what="checkpoint"))
 
     async def signals(self, jobs: list[dict[str, str]], wait: float) -> list[dict[str, str]]:
         """Long-poll: the jobs among ``jobs`` no longer running under their lease (empty after ``wait`` s)."""
@@ -186,16 +176,13 @@ class WorkerApi:
         return signals
 
     async def _post(self, operation: WorkerOperation, path: str, body: Any, timeout: float = _REQUEST_TIMEOUT) -> Any:
+        return await self._send(operation, Call("POST", path, body, timeout=timeout, what=operation))
+
+    async def _send(self, operation: WorkerOperation, call: Call[T]) -> T:
         try:
-            response = await self._client.post(
-                f"{self._base}{path}", content=_http.encode(body), headers=_http.headers(self._key, True), timeout=timeout
-            )
-        except httpx.HTTPError as error:
-            raise WorkerRequestError(operation, _http.connection_error(error, operation)) from error
-        try:
-            return _http.answer_of(response)
+            return await self._endpoint.send_async(self._client, call)
         except JobwireError as error:
-            raise WorkerRequestError(operation, error) from None
+            raise WorkerRequestError(operation, error) from error.__cause__
 
 
 def _resolve(future: asyncio.Future[dict[str, Any]], result: dict[str, Any] | None = None, error: BaseException | None = None) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 from .._http import encode
 from .errors import AbortReason, JobAborted
@@ -34,12 +34,14 @@ class _Abort:
 
 
 class _Reports:
-    """Argument checks at the call, so the server never refuses a batch for them."""
+    """What both contexts share: the job, its abort state, and its reports, checked at the call (so
+    the server never refuses a batch for them) and handed to the outbox on the worker's event loop."""
 
-    def __init__(self, job: dict[str, Any], abort: _Abort, max_value_bytes: int) -> None:
+    def __init__(self, job: dict[str, Any], abort: _Abort, outbox: Outbox, max_value_bytes: int) -> None:
         self.job = job
         """The claimed job's state: ``job["input"]``, ``job["checkpoint"]`` (resume from it), ``job["attempt"]``…"""
         self._abort = abort
+        self._outbox = outbox
         self._max_value_bytes = max_value_bytes
         progress = job.get("progress") or {}
         # Metadata as the server will hold it, so an update past the merged limits raises here, not in a refused batch.
@@ -75,6 +77,55 @@ class _Reports:
         """Raises :class:`JobAborted` once the context aborted: call it in loops."""
         if self._abort.reason is not None:
             raise JobAborted(self._abort.reason)
+
+    def progress(
+        self,
+        *,
+        stage: str | None = None,
+        percent: float | None = None,
+        message: str | None = None,
+        fraction: float | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        """The job's progress. Sent at most once per throttle (latest values win), but a new ``stage``
+        is sent at once, after the previous stage's last update, so no stage is skipped. ``percent``
+        is clamped to 0–100; ``message`` is cut at 2,000 characters; ``stage`` must be 1–200.
+        ``fraction`` (0–1, clamped) is how far the stage is, for a job with a stage plan
+        (``job["plan"]``): the server turns it into the overall percent. ``metadata`` is merged into
+        the job's progress metadata (latest wins per key, ``None`` removes a key; at most 32 keys of
+        1–100 characters and 4,096 bytes of JSON once merged, else ``ValueError``)."""
+        clean = self._progress(stage, percent, message, fraction, metadata)
+        if clean:
+            self._hand(self._outbox.progress, clean)
+
+    def stage(self, name: str, fraction: float = 0, metadata: dict[str, Any] | None = None) -> None:
+        """The job is in ``name`` of its stage plan, ``fraction`` of the way through: ``progress(stage=name, fraction=fraction)``."""
+        self.progress(stage=name, fraction=fraction, metadata=metadata)
+
+    def item(
+        self,
+        item_id: str,
+        *,
+        label: str | None = None,
+        status: str | None = None,
+        percent: float | None = None,
+        message: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        """Progress of one sub-task (a file, a page), merged into the item with this id (1–200
+        characters); updates of one id coalesce, the latest value of each field wins; ``metadata``
+        is merged per key within the same limits as ``progress``."""
+        self._hand(self._outbox.item, item_id, self._item(item_id, label, status, percent, message, metadata))
+
+    def chunk(self, text: str) -> None:
+        """Appends streamed text. Never dropped or reordered; batched, and split when long."""
+        if not isinstance(text, str):
+            raise TypeError("chunk(): text must be a str")
+        self._hand(self._outbox.chunk, text)
+
+    def _hand(self, report: Callable[..., None], *args: Any) -> None:
+        """Hands a checked report to the outbox, which lives on the worker's event loop."""
+        raise NotImplementedError
 
     def _progress(self, stage: str | None, percent: float | None, message: str | None, fraction: float | None = None, metadata: dict[str, Any] | None = None) -> dict[str, Any]:
         clean: dict[str, Any] = {}
@@ -130,54 +181,8 @@ class JobContext(_Reports):
     (or lost, or the worker stops) the handler's task is cancelled (``asyncio.CancelledError``), and
     ``cancelled`` turns true; after that, reports are ignored and ``checkpoint()`` raises."""
 
-    def __init__(self, job: dict[str, Any], abort: _Abort, outbox: Outbox, max_value_bytes: int) -> None:
-        super().__init__(job, abort, max_value_bytes)
-        self._outbox = outbox
-
-    def progress(
-        self,
-        *,
-        stage: str | None = None,
-        percent: float | None = None,
-        message: str | None = None,
-        fraction: float | None = None,
-        metadata: dict[str, Any] | None = None,
-    ) -> None:
-        """The job's progress. Sent at most once per throttle (latest values win), but a new ``stage``
-        is sent at once, after the previous stage's last update, so no stage is skipped. ``percent``
-        is clamped to 0–100; ``message`` is cut at 2,000 characters; ``stage`` must be 1–200.
-        ``fraction`` (0–1, clamped) is how far the stage is, for a job with a stage plan
-        (``job["plan"]``): the server turns it into the overall percent. ``metadata`` is merged into
-        the job's progress metadata (latest wins per key, ``None`` removes a key; at most 32 keys of
-        1–100 characters and 4,096 bytes of JSON once merged, else ``ValueError``)."""
-        clean = self._progress(stage, percent, message, fraction, metadata)
-        if clean:
-            self._outbox.progress(clean)
-
-    def stage(self, name: str, fraction: float = 0, metadata: dict[str, Any] | None = None) -> None:
-        """The job is in ``name`` of its stage plan, ``fraction`` of the way through: ``progress(stage=name, fraction=fraction)``."""
-        self.progress(stage=name, fraction=fraction, metadata=metadata)
-
-    def item(
-        self,
-        item_id: str,
-        *,
-        label: str | None = None,
-        status: str | None = None,
-        percent: float | None = None,
-        message: str | None = None,
-        metadata: dict[str, Any] | None = None,
-    ) -> None:
-        """Progress of one sub-task (a file, a page), merged into the item with this id (1–200
-        characters); updates of one id coalesce, the latest value of each field wins; ``metadata``
-        is merged per key within the same limits as ``progress``."""
-        self._outbox.item(item_id, self._item(item_id, label, status, percent, message, metadata))
-
-    def chunk(self, text: str) -> None:
-        """Appends streamed text. Never dropped or reordered; batched, and split when long."""
-        if not isinstance(text, str):
-            raise TypeError("chunk(): text must be a str")
-        self._outbox.chunk(text)
+    def _hand(self, report: Callable[..., None], *args: Any) -> None:
+        report(*args)
 
     async def checkpoint(self, data: Any) -> None:
         """Saves where to resume from. Sent at once, after everything reported before it; returns once
@@ -201,68 +206,33 @@ class SyncJobContext(_Reports):
     ``cancelled`` (or call ``raise_if_cancelled()``) in loops, or wait on ``cancel_event``."""
 
     def __init__(self, job: dict[str, Any], abort: _Abort, outbox: Outbox, max_value_bytes: int, loop: asyncio.AbstractEventLoop) -> None:
-        super().__init__(job, abort, max_value_bytes)
-        self._outbox = outbox
+        super().__init__(job, abort, outbox, max_value_bytes)
         self._loop = loop
+
+    def _hand(self, report: Callable[..., None], *args: Any) -> None:
+        self._loop.call_soon_threadsafe(report, *args)
 
     @property
     def cancel_event(self) -> threading.Event:
         """Set once the context aborts: ``ctx.cancel_event.wait(timeout)`` sleeps until then."""
         return self._abort.flag
 
-    def progress(
-        self,
-        *,
-        stage: str | None = None,
-        percent: float | None = None,
-        message: str | None = None,
-        fraction: float | None = None,
-        metadata: dict[str, Any] | None = None,
-    ) -> None:
-        """See :meth:`JobContext.progress`."""
-        clean = self._progress(stage, percent, message, fraction, metadata)
-        if clean:
-            self._loop.call_soon_threadsafe(self._outbox.progress, clean)
-
-    def stage(self, name: str, fraction: float = 0, metadata: dict[str, Any] | None = None) -> None:
-        """See :meth:`JobContext.stage`."""
-        self.progress(stage=name, fraction=fraction, metadata=metadata)
-
-    def item(
-        self,
-        item_id: str,
-        *,
-        label: str | None = None,
-        status: str | None = None,
-        percent: float | None = None,
-        message: str | None = None,
-        metadata: dict[str, Any] | None = None,
-    ) -> None:
-        """See :meth:`JobContext.item`."""
-        self._loop.call_soon_threadsafe(self._outbox.item, item_id, self._item(item_id, label, status, percent, message, metadata))
-
-    def chunk(self, text: str) -> None:
-        """See :meth:`JobContext.chunk`."""
-        if not isinstance(text, str):
-            raise TypeError("chunk(): text must be a str")
-        self._loop.call_soon_threadsafe(self._outbox.chunk, text)
-
     def checkpoint(self, data: Any) -> None:
         """Saves where to resume from; blocks until it is durable on the server (raises :class:`JobAborted` if the job ended)."""
         size = self._checkpoint_size(data)
-
-        async def save() -> None:
-            await self._outbox.checkpoint(data, size)
-
-        asyncio.run_coroutine_threadsafe(save(), self._loop).result()
+        self._block(lambda: self._outbox.checkpoint(data, size))
 
     def flush(self) -> None:
         """Blocks until everything reported so far is durable."""
+        self._block(self._outbox.flush)
 
-        async def flush() -> None:
-            await self._outbox.flush()
+    def _block(self, start: Callable[[], Awaitable[None]]) -> None:
+        """Starts ``start`` on the worker's event loop and waits in this thread until it is done."""
 
-        asyncio.run_coroutine_threadsafe(flush(), self._loop).result()
+        async def run() -> None:
+            await start()
+
+        asyncio.run_coroutine_threadsafe(run(), self._loop).result()
 
 
 def _identifier(what: str, value: object, limit: int) -> str:
@@ -311,13 +281,15 @@ def _checked_metadata(what: str, current: dict[str, Any] | None, update: object)
     return merged
 
 
-def _number(what: str, value: object) -> float:
+def _checked_number(what: str, value: object) -> int | float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
         raise TypeError(f"{what} must be a number")
-    return float(value)
+    return value
+
+
+def _number(what: str, value: object) -> float:
+    return float(_checked_number(what, value))
 
 
 def _percent(what: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
-        raise TypeError(f"{what} must be a number")
-    return min(100, max(0, value))
+    return min(100, max(0, _checked_number(what, value)))

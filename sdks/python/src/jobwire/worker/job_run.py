@@ -13,7 +13,8 @@ from .._http import encode, spawn
 from .api import Claim, WorkerApi, WorkerRequestError
 from .context import JobContext, SyncJobContext, _Abort
 from .errors import AbortReason, JobAborted, failure_of
-from .outbox import Backoff, BatchLimits, Outbox
+from .._retry import Backoff
+from .outbox import BatchLimits, Outbox
 
 Report = Callable[[BaseException, str, "str | None"], None]
 

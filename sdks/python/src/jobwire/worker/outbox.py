@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import math
-import random
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
 from .._http import encode
+from .._retry import Backoff
 from .api import WorkerRequestError
 from .errors import AbortReason, JobAborted
 
@@ -28,17 +28,6 @@ class BatchLimits:
     """Bytes of a result's or a checkpoint's JSON (the server's ``--max-value-bytes``). One above
     ``max_event_bytes`` goes in a request of its own, and a server with large values stores it apart;
     a server without them refuses it (``event_too_large``)."""
-
-
-@dataclass(frozen=True)
-class Backoff:
-    """Retry delays: exponential from ``base`` seconds, capped at ``max``, with full jitter."""
-
-    base: float = 0.1
-    max: float = 10.0
-
-    def delay(self, attempt: int, rand: Callable[[], float] = random.random) -> float:
-        return rand() * min(self.max, self.base * 2.0 ** min(attempt - 1, 30))
 
 
 @dataclass

@@ -16,7 +16,8 @@ from .._http import spawn
 from .api import Claim, WorkerApi
 from .errors import JobFailure
 from .job_run import MIN_POLL, JobRun, RunEnvironment, SignalWatch, release_lease
-from .outbox import Backoff, BatchLimits
+from .._retry import Backoff
+from .outbox import BatchLimits
 
 Handler = Callable[[dict[str, Any], Any], Union[Any, Awaitable[Any]]]
 """``def handler(job, ctx)`` or ``async def handler(job, ctx)``: the return value becomes the job's

@@ -1,0 +1,23 @@
+"""When to try a request again and how long to wait first: the decisions the worker and the watcher share."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Callable
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Retry delays: exponential from ``base`` seconds, capped at ``max``, with full jitter."""
+
+    base: float = 0.1
+    max: float = 10.0
+
+    def delay(self, attempt: int, rand: Callable[[], float] = random.random) -> float:
+        return rand() * min(self.max, self.base * 2.0 ** min(attempt - 1, 30))
+
+
+def transient_status(status: int) -> bool:
+    """No answer (status 0), a 5xx, a 408 or a 429: the same request may succeed later."""
+    return status == 0 or status >= 500 or status in (408, 429)

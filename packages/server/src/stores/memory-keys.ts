@@ -1,19 +1,22 @@
 import type { ApiKeyRecord, KeyStore, RateCounter, StreamCounter } from '../core/keys.js'
 
+/** A record that shares nothing with `record` (its job types included), as a stored one read back would. */
+const copy = (record: ApiKeyRecord): ApiKeyRecord => ({ ...record, types: record.types === null ? null : [...record.types] })
+
 export class MemoryKeyStore implements KeyStore {
   readonly #keys = new Map<string, ApiKeyRecord>()
 
   async create(record: ApiKeyRecord): Promise<void> {
-    this.#keys.set(record.id, { ...record })
+    this.#keys.set(record.id, copy(record))
   }
 
   async get(id: string): Promise<ApiKeyRecord | null> {
     const record = this.#keys.get(id)
-    return record === undefined ? null : { ...record }
+    return record === undefined ? null : copy(record)
   }
 
   async list(): Promise<ApiKeyRecord[]> {
-    return [...this.#keys.values()].map((record) => ({ ...record }))
+    return [...this.#keys.values()].map(copy)
   }
 
   async revoke(id: string, at: string): Promise<boolean> {

@@ -3,9 +3,11 @@ import { mintSubscriptionToken } from '@jobwire/backend'
 import WebSocket from 'ws'
 import { createJobwireClient, JobwireError, type ConnectionState, type JobState, type JobwireClient, type WebSocketConstructor } from '@jobwire/client'
 import {
+  advanceUntil,
   comparable,
   createJsonClient,
   makeTempDir,
+  ManualTimers,
   onlineSwitch,
   recordingWebSocket,
   seededRandom,
@@ -215,13 +217,16 @@ describe('transport fallback', () => {
         super(blocked ? 'ws://127.0.0.1:9/v1/ws' : url)
       }
     } as unknown as typeof ws.WebSocket
-    client = createJobwireClient({ url: s.url, getToken: () => s.key, WebSocket: Flaky, upgradeIntervalMs: 300, ...fast })
+    const clock = new ManualTimers(Date.now())
+    client = createJobwireClient({ url: s.url, getToken: () => s.key, WebSocket: Flaky, upgradeIntervalMs: 300, random: () => 0.5, timers: clock, now: () => clock.now() })
     const job = await createJob(s)
     const record = recorder()
     const watch = client.watchJob(job.id, record.options)
     await until(() => client?.transport === 'sse' && watch.connection === 'live', 'the SSE fallback')
     await append(s, job.id, [{ type: 'chunk', text: 'a' }])
+    await until(() => watch.state?.text === 'a', 'the event over SSE')
     blocked = false
+    await clock.advance(300) // upgradeIntervalMs · (0.75 + random / 2)
     await until(() => client?.transport === 'ws' && watch.connection === 'live', 'the move back to WebSocket')
     await append(s, job.id, [{ type: 'chunk', text: 'b' }, { type: 'completed' }])
     await until(() => record.ended, 'the end')
@@ -240,6 +245,7 @@ describe('transport fallback', () => {
       if (String(input).includes('/events')) polls++
       return fetch(input, init)
     }
+    const clock = new ManualTimers(Date.now())
     client = createJobwireClient({
       url: proxy.url,
       getToken: () => s.key,
@@ -247,19 +253,24 @@ describe('transport fallback', () => {
       fetch: countingFetch,
       pollIntervalMs: 100,
       firstMessageTimeoutMs: 500,
+      timers: clock,
+      now: () => clock.now(),
     })
     const job = await createJob(s)
     const record = recorder()
     const watch = client.watchJob(job.id, record.options)
+    // The upgrade hangs in the proxy and the SSE stream is held there: each gives up after
+    // firstMessageTimeoutMs without a byte, on the clock.
+    await advanceUntil(clock, 100, () => proxy.heldStreams() === 1, 'the proxy to hold the SSE stream')
+    await clock.advance(500)
     await until(() => client?.transport === 'poll' && watch.state !== null, 'polling through the proxy')
-    expect(proxy.heldStreams()).toBeGreaterThanOrEqual(1)
     await append(s, job.id, [{ type: 'progress', percent: 50 }, { type: 'completed', result: 42 }])
-    await until(() => record.ended, 'the terminal event by polling')
+    await advanceUntil(clock, 100, () => record.ended, 'the terminal event by polling')
     expect(record.applied).toEqual(range(2, 4))
     expect(watch.state?.result).toBe(42)
     expect(record.states).toContain('polling')
     const after = polls
-    await sleep(400)
+    await clock.advance(60 * 60_000)
     expect(polls).toBe(after)
   })
 })
@@ -311,10 +322,13 @@ describe('credentials', () => {
     const record = recorder()
     const watch = client.watchJob(job.id, record.options)
     await until(() => watch.connection === 'live', 'live')
-    for (let i = 0; i < 8; i++) {
-      await append(s, job.id, [{ type: 'chunk', text: `${i}` }])
-      await sleep(500)
-    }
+    const firstExpiry = Date.now() + 3_000
+    for (let i = 0; i < 4; i++) await append(s, job.id, [{ type: 'chunk', text: `${i}` }])
+    // The server says token_expiring 2 s before the 3 s token lapses; the client refreshes in band.
+    await until(() => calls >= 2, 'the refresh')
+    // Past the first token's expiry (the server's clock): the socket lives on the refreshed one.
+    await until(() => Date.now() > firstExpiry + 200, "the first token's expiry")
+    for (let i = 4; i < 8; i++) await append(s, job.id, [{ type: 'chunk', text: `${i}` }])
     await append(s, job.id, [{ type: 'completed' }])
     await until(() => record.ended, 'the terminal event')
     expect(record.error).toBeNull()
@@ -340,10 +354,10 @@ describe('credentials', () => {
     const record = recorder()
     const watch = client.watchJob(job.id, record.options)
     await until(() => watch.state !== null, 'the first snapshot')
-    for (let i = 0; i < 6; i++) {
-      await append(s, job.id, [{ type: 'chunk', text: `${i}` }])
-      await sleep(500)
-    }
+    for (let i = 0; i < 3; i++) await append(s, job.id, [{ type: 'chunk', text: `${i}` }])
+    // The stream ends with token_expired when the 2 s token lapses; the reconnect asks getToken again.
+    await until(() => calls >= 2, 'the reconnect with a fresh token')
+    for (let i = 3; i < 6; i++) await append(s, job.id, [{ type: 'chunk', text: `${i}` }])
     await append(s, job.id, [{ type: 'completed' }])
     await until(() => record.ended, 'the terminal event')
     expect(calls).toBeGreaterThanOrEqual(2)
@@ -356,6 +370,7 @@ describe('credentials', () => {
     const job = await createJob(server)
     let calls = 0
     const ws = recordingWebSocket()
+    const clock = new ManualTimers(Date.now())
     client = createJobwireClient({
       url: server.url,
       getToken: () => {
@@ -363,13 +378,14 @@ describe('credentials', () => {
         throw new JobwireError('unauthorized')
       },
       WebSocket: ws.WebSocket,
-      ...fast,
+      timers: clock,
+      now: () => clock.now(),
     })
     const record = recorder()
     client.watchJob(job.id, record.options)
     await until(() => record.ended, 'the watch to end')
     expect(record.error?.code).toBe('unauthorized')
-    await sleep(300)
+    await clock.advance(60 * 60_000) // nothing retries, however long
     expect(calls).toBe(1)
     expect(ws.sockets).toHaveLength(0)
     expect(client.connection.state).toBe('closed')
@@ -380,12 +396,13 @@ describe('credentials', () => {
     const job = await createJob(server)
     let calls = 0
     const ws = recordingWebSocket()
-    client = createJobwireClient({ url: server.url, getToken: () => (calls++, 'not-a-credential'), WebSocket: ws.WebSocket, ...fast })
+    const clock = new ManualTimers(Date.now())
+    client = createJobwireClient({ url: server.url, getToken: () => (calls++, 'not-a-credential'), WebSocket: ws.WebSocket, timers: clock, now: () => clock.now() })
     const record = recorder()
     client.watchJob(job.id, record.options)
     await until(() => record.ended, 'the watch to end')
     expect(record.error?.code).toBe('unauthorized')
-    await sleep(300)
+    await clock.advance(60 * 60_000) // nothing retries, however long
     expect(calls).toBe(1)
     expect(ws.sockets).toHaveLength(1)
   })
@@ -397,7 +414,8 @@ describe('online and offline', () => {
     const s = server
     const net = onlineSwitch()
     const ws = recordingWebSocket()
-    client = createJobwireClient({ url: s.url, getToken: () => s.key, WebSocket: ws.WebSocket, online: net.source, ...fast })
+    const clock = new ManualTimers(Date.now())
+    client = createJobwireClient({ url: s.url, getToken: () => s.key, WebSocket: ws.WebSocket, online: net.source, timers: clock, now: () => clock.now() })
     const job = await createJob(s)
     const record = recorder()
     const watch = client.watchJob(job.id, record.options)
@@ -406,7 +424,7 @@ describe('online and offline', () => {
     await until(() => watch.connection === 'reconnecting', 'reconnecting while offline')
     const sockets = ws.sockets.length
     await append(s, job.id, [{ type: 'chunk', text: 'while away' }])
-    await sleep(300)
+    await clock.advance(60 * 60_000) // no retry while offline, however long
     expect(ws.sockets).toHaveLength(sockets)
     net.set(true)
     await until(() => watch.state?.text === 'while away', 'the missed event')
@@ -556,7 +574,8 @@ describe('refollow: a resumed job is followed again', () => {
     server = await startTestServer()
     const s = server
     const ws = recordingWebSocket()
-    client = createJobwireClient({ url: s.url, getToken: () => s.key, WebSocket: ws.WebSocket, ...fast })
+    const clock = new ManualTimers(Date.now())
+    client = createJobwireClient({ url: s.url, getToken: () => s.key, WebSocket: ws.WebSocket, timers: clock, now: () => clock.now() })
     const job = await createJob(s)
     let ends = 0
     const watch = client.watchJob(job.id, { onEnd: () => ends++ })
@@ -570,7 +589,9 @@ describe('refollow: a resumed job is followed again', () => {
     // Nothing that is not following a finished job is refollowed.
     expect(client.refollow('job_unknown')).toBe(false)
     expect(client.refollow((await createJob(s)).id)).toBe(false)
-    await sleep(100)
+    // Any retry loop would have run by now (30 s stays short of the heartbeat watchdog's 35 s:
+    // the server's real heartbeats do not arrive on this clock).
+    await clock.advance(30_000)
     expect(ends).toBe(2)
     expect(ws.sockets).toHaveLength(1)
     watch.stop()

@@ -7,9 +7,12 @@ import type { AddressInfo, Socket } from 'node:net'
 import WebSocket from 'ws'
 import type { JobState } from '@jobwire/protocol'
 import type { OnlineSource, WebSocketConstructor, WebSocketLike } from '@jobwire/client'
+import type { ManualTimers } from '../../../test/support/manual-timers.js'
 
 export { createJsonClient, makeTempDir, seededRandom, sleep, startTestServer, testApiKey, type TestServer } from '../../server/test/fixtures.js'
 export { startServer } from '../../server/src/server.js'
+export { ManualTimers, settle } from '../../../test/support/manual-timers.js'
+export { until } from '../../../test/support/wait.js'
 
 /** A `ws` WebSocket class that remembers its instances. */
 export function recordingWebSocket(): { WebSocket: WebSocketConstructor; sockets: WebSocket[]; dropAll(): void } {
@@ -32,11 +35,16 @@ export function recordingWebSocket(): { WebSocket: WebSocketConstructor; sockets
 
 export type { WebSocketLike }
 
-/** Resolves when `predicate` holds, checking every 10 ms; rejects after `ms` naming `what`. */
-export async function until(predicate: () => boolean, what: string, ms = 15_000): Promise<void> {
+
+/**
+ * For a client on `clock` talking to a real server: moves the clock on `stepMs` at a time until
+ * `predicate` holds. Real time passes between steps only to let the sockets carry their bytes.
+ */
+export async function advanceUntil(clock: ManualTimers, stepMs: number, predicate: () => boolean, what: string, ms = 15_000): Promise<void> {
   const deadline = Date.now() + ms
   while (!predicate()) {
     if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`)
+    await clock.advance(stepMs)
     await new Promise((resolve) => setTimeout(resolve, 10))
   }
 }

@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest'
 import { mintSubscriptionToken } from '@jobwire/backend'
 import { createJobwireClient, JobwireError, type JobState, type JobwireClient, type TokenRequest, type TransportName } from '@jobwire/client'
-import { recordingWebSocket, sleep, startTestServer, until, type TestServer } from './harness.js'
+import { recordingWebSocket, startTestServer, until, type TestServer } from './harness.js'
 
 /**
  * One client, many jobs, a credential per job: getToken is told which job a token is for, each
@@ -76,10 +76,16 @@ describe('per-job tokens over one WebSocket', () => {
     client = createJobwireClient({ url: s.url, getToken: tokens.getToken, WebSocket: ws.WebSocket })
     const watch = client.watchJobs([short.id, long1.id, long2.id])
     await until(() => watch.states.size === 3, 'three snapshots')
-    for (let i = 0; i < 7; i++) {
+    const firstExpiry = Date.now() + 3_000
+    const write = async (i: number): Promise<void> => {
       for (const job of [short, long1, long2]) await append(s, job.id, [{ type: 'chunk', text: `${i}` }])
-      await sleep(500)
     }
+    for (let i = 0; i < 3; i++) await write(i)
+    // The server says token_expiring for the short job's token 2 s before it lapses; the client refreshes it alone.
+    await until(() => tokens.calls(short.id) >= 2, "the short job's refresh")
+    // Past its first token's expiry (the server's clock): the stream lives on the refreshed one.
+    await until(() => Date.now() > firstExpiry + 200, "the short job's first token's expiry")
+    for (let i = 3; i < 7; i++) await write(i)
     await until(() => [...watch.states.values()].every((state) => state.text === '0123456'), 'every chunk on every job')
     expect(tokens.calls(short.id)).toBeGreaterThanOrEqual(2)
     expect(tokens.calls(long1.id)).toBe(1)

@@ -7,6 +7,7 @@ import WebSocket from 'ws'
 import { mintSubscriptionToken } from '@jobwire/backend'
 import { createJobwireClient, type JobState, type JobwireClient, type WebSocketConstructor } from '@jobwire/client'
 import { JobwireProvider, useJob, useJobs, useMyJobs, type JobView } from '@jobwire/react'
+import { ManualTimers } from '../../../test/support/manual-timers.js'
 import { spawnJobwire, type ServerProcess } from './server-process.js'
 import { liveDomSuite } from './dom-suite.js'
 
@@ -40,7 +41,9 @@ const countingFetch = ((input: string, init?: RequestInit) => {
   return nodeFetch(input, init as never)
 }) as unknown as typeof fetch
 
-function makeClient(options: { WebSocket?: WebSocketConstructor; getToken?: () => string; transports?: ('ws' | 'sse' | 'poll')[] } = {}): JobwireClient {
+function makeClient(
+  options: { WebSocket?: WebSocketConstructor; getToken?: () => string; transports?: ('ws' | 'sse' | 'poll')[]; clock?: ManualTimers } = {},
+): JobwireClient {
   client = createJobwireClient({
     url: server.url,
     getToken: options.getToken ?? (() => server.key),
@@ -49,6 +52,7 @@ function makeClient(options: { WebSocket?: WebSocketConstructor; getToken?: () =
     lingerMs: 50,
     pollIntervalMs: 100,
     ...(options.transports === undefined ? {} : { transports: options.transports }),
+    ...(options.clock === undefined ? {} : { timers: options.clock, now: () => (options.clock as ManualTimers).now() }),
   })
   return client
 }
@@ -107,7 +111,8 @@ describe('useJob', () => {
   it('shows a job live from its snapshot to its result under StrictMode, on one socket, and stops listening after the end', async () => {
     server = await spawnJobwire()
     const ws = sockets()
-    const c = makeClient({ WebSocket: ws.WebSocket })
+    const clock = new ManualTimers(Date.now())
+    const c = makeClient({ WebSocket: ws.WebSocket, clock })
     const job = await createJob()
     renderStrict(c, <JobStatus id={job.id} />)
     await waitFor(() => expect(screen.getByTestId('status').textContent).toBe('queued'))
@@ -118,8 +123,10 @@ describe('useJob', () => {
     await waitFor(() => expect(screen.getByTestId('status').textContent).toBe('completed {"words":2}'))
     expect(ws.list).toHaveLength(1)
     const before = requests
-    await new Promise((resolve) => setTimeout(resolve, 300))
+    // Past every linger and poll interval (short of the heartbeat watchdog, whose server heartbeats come in real time).
+    await clock.advance(30_000)
     expect(requests).toBe(before)
+    expect(ws.list).toHaveLength(1)
   })
 
   it('keeps working when the WebSocket is blocked: the same view over SSE', async () => {

@@ -5,7 +5,7 @@
  */
 import { applyEvent, type JobEvent, type JobState, type PollResponse } from '@jobwire/protocol'
 import { startServer, type RunningServer } from '../../server/src/server.js'
-import { createWorker, type ErrorContext, type Timers, type Worker, type WorkerOptions } from '../src/index.js'
+import { createWorker, type ErrorContext, type Worker, type WorkerOptions } from '../src/index.js'
 
 export const apiKey = 'test-admin-key-123456'
 
@@ -108,47 +108,5 @@ export function codeOf(error: unknown): string | undefined {
   return (error as { code?: string } | null)?.code
 }
 
-/** Timers that only move when told: `advance(ms)` fires what falls due, in order. */
-export class ManualTimers implements Timers {
-  private time = 0
-  private nextId = 1
-  private readonly pending = new Map<number, { at: number; callback: () => void }>()
-
-  now(): number {
-    return this.time
-  }
-
-  setTimeout(callback: () => void, ms: number): unknown {
-    const id = this.nextId++
-    this.pending.set(id, { at: this.time + Math.max(0, ms), callback })
-    return id
-  }
-
-  clearTimeout(handle: unknown): void {
-    this.pending.delete(handle as number)
-  }
-
-  get scheduled(): number {
-    return this.pending.size
-  }
-
-  /** Moves time forward by `ms`, firing due timers and letting promises settle in between. */
-  async advance(ms: number): Promise<void> {
-    const until = this.time + ms
-    for (;;) {
-      await settle()
-      const due = [...this.pending.entries()].filter(([, timer]) => timer.at <= until).sort((a, b) => a[1].at - b[1].at)[0]
-      if (due === undefined) break
-      this.pending.delete(due[0])
-      this.time = due[1].at
-      due[1].callback()
-    }
-    this.time = until
-    await settle()
-  }
-}
-
-/** Lets every promise chain that can move, move. */
-export async function settle(): Promise<void> {
-  for (let i = 0; i < 5; i++) await new Promise((resolve) => setImmediate(resolve))
-}
+export { ManualTimers, settle } from '../../../test/support/manual-timers.js'
+export { until } from '../../../test/support/wait.js'

@@ -1,7 +1,7 @@
 import { isTerminal, type JobEvent, type JobState } from '@jobwire/protocol'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { JobAbortedError, JobFailure, RetryableError, type AbortReason, type Worker } from '../src/index.js'
-import { codeOf, reduceLog, startTestServer, startTestWorker, type TestServer } from './harness.js'
+import { codeOf, ManualTimers, reduceLog, startTestServer, startTestWorker, until, type TestServer } from './harness.js'
 
 let t: TestServer
 
@@ -503,11 +503,26 @@ describe('concurrency and stopping', () => {
     })
   })
 
-  it('keeps retrying a claim against a server that is down, reporting through onError, and stops cleanly', async () => {
-    const { worker, errors } = startTestWorker({ ...t, url: 'http://127.0.0.1:9' })
+  it('keeps retrying a claim against a server that is down with jittered backoff, reporting through onError, and stops cleanly', async () => {
+    const timers = new ManualTimers()
+    let claims = 0
+    const counting: typeof fetch = (input, init) => {
+      claims++
+      return fetch(input, init)
+    }
+    const { worker, errors } = startTestWorker({ ...t, url: 'http://127.0.0.1:9' }, { timers, random: () => 0.5, fetch: counting })
     worker.handle('unreachable', () => 'never')
     await worker.start()
-    while (errors.length < 3) await new Promise((resolve) => setTimeout(resolve, 20))
+    // Backoff 100 ms · 2^(n-1), full jitter at random 0.5: 50, 100, 200 ms. No claim a millisecond early.
+    for (const [failures, delay] of [[1, 50], [2, 100], [3, 200]] as const) {
+      await until(() => errors.length === failures, `failure ${failures}`)
+      expect(claims).toBe(failures)
+      await timers.advance(delay - 1)
+      expect(claims).toBe(failures)
+      await timers.advance(1)
+      expect(claims).toBe(failures + 1)
+    }
+    await until(() => errors.length === 4, 'failure 4')
     await worker.stop()
     expect(errors.every((e) => e.context.operation === 'claim' && codeOf(e.error) === 'network_error')).toBe(true)
     expect(worker.state).toBe('stopped')

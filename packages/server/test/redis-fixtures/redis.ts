@@ -29,11 +29,13 @@ const problem = await redisProblem()
 
 /**
  * True when Redis answers. Otherwise registers what the run should show instead: outside CI a
- * skipped suite and a console line; in CI (where .ci/run starts Redis) a failing test.
+ * skipped suite and a console line; in CI (where .ci/run starts Redis), or with
+ * JOBWIRE_REDIS_REQUIRED set, a failing test.
  */
 export function redisReachable(suite: string): boolean {
   if (problem === null) return true
-  if (process.env.CI !== undefined && process.env.CI !== '' && process.env.CI !== 'false') {
+  const ci = process.env.CI !== undefined && process.env.CI !== '' && process.env.CI !== 'false'
+  if (ci || (process.env.JOBWIRE_REDIS_REQUIRED ?? '') !== '') {
     describe(suite, () => {
       it('needs Redis at REDIS_URL', () => {
         throw new Error(`Redis is not reachable (${problem}); CI must provide it`)

@@ -14,6 +14,17 @@ export default tseslint.config(
     },
   },
   {
+    // The server imports no SDK: only its demo and CLI are clients of it (docs/architecture.md).
+    files: ['packages/server/src/**/*.ts'],
+    ignores: ['packages/server/src/cli/**', 'packages/server/src/demo/**'],
+    rules: {
+      'no-restricted-imports': [
+        'error',
+        { patterns: [{ group: ['@jobwire/backend', '@jobwire/client', '@jobwire/react', '@jobwire/worker'], message: 'only the CLI (src/cli) and the demo (src/demo) use the SDKs' }] },
+      ],
+    },
+  },
+  {
     files: ['**/*.js', '**/*.mjs'],
     languageOptions: { globals: globals.node },
   },

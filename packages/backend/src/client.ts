@@ -133,6 +133,21 @@ export class JobwireBackend {
     return this.#request('POST', '/v1/tokens', scope)
   }
 
+  /** Creates an API key (needs an admin key). The key itself is in this answer only: store it now. */
+  createKey(key: NewApiKey): Promise<ApiKeyInfo & { key: string }> {
+    return this.#request('POST', '/v1/keys', key)
+  }
+
+  /** Every API key, revoked ones included, never their secrets (needs an admin key). */
+  listKeys(): Promise<{ keys: ApiKeyInfo[] }> {
+    return this.#request('GET', '/v1/keys')
+  }
+
+  /** Revokes an API key at once: its open streams close on every node (needs an admin key). */
+  revokeKey(id: string): Promise<{ id: string; revoked: true }> {
+    return this.#request('DELETE', `/v1/keys/${encodeURIComponent(id)}`)
+  }
+
   async #request<T>(method: string, path: string, body?: unknown): Promise<T> {
     const response = await this.#fetch(`${this.#url}${path}`, {
       method,
@@ -147,4 +162,23 @@ export class JobwireBackend {
     }
     return parsed as T
   }
+}
+
+/** A new API key: `admin`, `backend` (optionally bound to a tenant) or `worker` (optionally limited to job types). */
+export interface NewApiKey {
+  name: string
+  role: 'admin' | 'backend' | 'worker'
+  tenant?: string
+  types?: string[]
+}
+
+/** An API key as the server shows it (never its secret). */
+export interface ApiKeyInfo {
+  id: string
+  name: string
+  role: 'admin' | 'backend' | 'worker'
+  tenant: string | null
+  types: string[] | null
+  createdAt: string
+  revokedAt: string | null
 }

@@ -30,7 +30,6 @@ import { MemoryStore } from './stores/memory-store.js'
 import { SqliteStore } from './stores/sqlite-store.js'
 import { RedisStore } from './stores/redis-store.js'
 import { RedisCredentials } from './stores/redis-credentials.js'
-import { createDemo } from './demo/demo.js'
 import { combineObservers } from './core/observer.js'
 import { Webhooks } from './webhooks.js'
 import { jobLifecycleLog } from './job-log.js'
@@ -159,7 +158,8 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
     shared ?? new MemoryStreamCounter(),
     metrics,
   )
-  const demo = config.demo ? createDemo(service, logger || undefined, { failureRate: config.demoFailureRate }) : null
+  // The demo (and the worker SDK it runs on) loads only with --demo: the server itself imports no SDK.
+  const demo = config.demo ? (await import('./demo/demo.js')).createDemo(service, logger || undefined, { failureRate: config.demoFailureRate }) : null
   // When each sweep last finished without error; /readyz turns red when one falls behind.
   const lastSweep = { expiry: Date.now(), leases: Date.now(), deadlines: Date.now() }
   const { app, sse, endLongPolls } = await buildApp({

@@ -221,6 +221,21 @@ describe('jobwire jobs and watch against a running server', () => {
     expect(noKey.stderr).toContain('No API key')
   })
 
+  it('creates, lists and revokes an API key, and mints a token, through @jobwire/backend', async () => {
+    const created = json<{ id: string; key: string; role: string; tenant: string }>(await cli(['keys', 'create', '--name', 'cli-backend', '--role', 'backend', '--tenant', 'acme']))
+    expect(created).toMatchObject({ role: 'backend', tenant: 'acme' })
+    expect((await server.api.call('GET', '/v1/jobs', undefined, { authorization: `Bearer ${created.key}` })).status).toBe(200)
+    const listed = await cli(['keys', 'list'])
+    expect(listed.stdout).toMatch(new RegExp(`${created.id}\\s+cli-backend\\s+backend\\s+acme\\s+\\*\\s+active`))
+    expect(json<{ id: string; revoked: boolean }>(await cli(['keys', 'revoke', created.id]))).toEqual({ id: created.id, revoked: true })
+    expect((await server.api.call('GET', '/v1/jobs', undefined, { authorization: `Bearer ${created.key}` })).status).toBe(401)
+
+    const job = (await server.api.call<JobState>('POST', '/v1/jobs', { type: 'cli-token' })).body
+    const minted = json<{ token: string; expiresAt: string }>(await cli(['token', '--job', job.id, '--rights', 'read,cancel', '--ttl', '60']))
+    const watched = await server.api.call<JobState>('GET', `/v1/jobs/${job.id}`, undefined, { authorization: `Bearer ${minted.token}` })
+    expect(watched.body.id).toBe(job.id)
+  }, 120_000)
+
   /**
    * Runs `watch` on a new job; once it has printed its first line (it is connected), `drive`
    * produces the job's events.

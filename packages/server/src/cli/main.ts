@@ -1,13 +1,12 @@
 import { readFileSync } from 'node:fs'
 import { relative } from 'node:path'
 import { parseArgs } from 'node:util'
-import type { JobState } from '@jobwire/protocol'
+import type { CreateJob, JobwireBackend, NewApiKey } from '@jobwire/backend'
+import type { JobStatus } from '@jobwire/protocol'
 import { ConfigError, configFileEnv, configKeys, describeConfig, flagName, loadConfig, maskedConfig, type Config } from '../config.js'
 import { createLogger, startServer } from '../server.js'
-import { request, resolveTarget } from './client.js'
+import { backendFor, resolveTarget } from './client.js'
 import { watchExitCodes, watchJob } from './watch.js'
-import { createWorker } from '@jobwire/worker'
-import { demoTypes, registerDemoHandlers } from '../demo/handlers.js'
 
 const version = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version
 
@@ -51,7 +50,7 @@ ${clientHelp}`,
   watch: `Usage:
   jobwire watch <id> [--json]    follow a job live until it ends (resumes after a dropped connection)
 
-  --json           print the raw stream messages, one JSON line each
+  --json           print the stream messages (snapshot, event, queue), one JSON line each
   Exit code: 0 completed, 1 failed, 2 cancelled.
 
 ${clientHelp}`,
@@ -247,18 +246,18 @@ async function jobs(argv: string[]): Promise<number> {
       reason: { type: 'string' },
     },
   })
-  const target = resolveTarget(values)
+  const backend = backendFor(resolveTarget(values))
   const print = (value: unknown): void => console.log(JSON.stringify(value, null, 2))
   const id = (): string => {
     const value = positionals[0]
     if (value === undefined) throw new Error(`jobwire jobs ${sub} needs a job id`)
-    return encodeURIComponent(value)
+    return value
   }
   switch (sub) {
     case 'create': {
       const type = positionals[0]
       if (type === undefined) throw new Error('jobwire jobs create needs a job type')
-      const body: Record<string, unknown> = { type }
+      const body: CreateJob = { type }
       if (values.input !== undefined) {
         try {
           body.input = JSON.parse(values.input)
@@ -267,23 +266,29 @@ async function jobs(argv: string[]): Promise<number> {
         }
       }
       if (values.owner !== undefined) {
-        const [tenant, user] = values.owner.split(':')
+        const [tenant = '', user = ''] = values.owner.split(':')
         body.owner = { tenant, user }
       }
       if (values['idempotency-key'] !== undefined) body.idempotencyKey = values['idempotency-key']
-      print(await request(target, 'POST', '/v1/jobs', body))
+      print(await backend.createJob(body))
       return 0
     }
     case 'get':
-      print(await request(target, 'GET', `/v1/jobs/${id()}`))
+      print(await backend.getJob(id()))
       return 0
     case 'list': {
-      const query = new URLSearchParams()
-      for (const key of ['status', 'type', 'owner', 'limit', 'cursor'] as const) {
-        const value = values[key]
-        if (value !== undefined) query.set(key, value)
-      }
-      const page = await request<{ jobs: JobState[]; nextCursor: string | null }>(target, 'GET', `/v1/jobs?${query}`)
+      // `tenant` or `tenant:user`, split at the first colon as the server's `owner` filter does.
+      const colon = values.owner?.indexOf(':') ?? -1
+      const tenant = colon === -1 ? values.owner : values.owner?.slice(0, colon)
+      const user = colon === -1 ? undefined : values.owner?.slice(colon + 1)
+      const page = await backend.listJobs({
+        status: values.status as JobStatus | undefined,
+        type: values.type,
+        tenant: tenant === '' ? undefined : tenant,
+        user,
+        limit: values.limit === undefined ? undefined : Number(values.limit),
+        cursor: values.cursor,
+      })
       for (const job of page.jobs) {
         const percent = job.progress.percent === null ? '' : `${Math.round(job.progress.percent)}%`
         console.log([job.id, job.type.padEnd(16), job.status.padEnd(10), percent.padStart(4), job.progress.stage ?? '', job.createdAt].join('  '))
@@ -292,7 +297,7 @@ async function jobs(argv: string[]): Promise<number> {
       return 0
     }
     case 'cancel':
-      print(await request(target, 'POST', `/v1/jobs/${id()}/cancel`, values.reason === undefined ? {} : { reason: values.reason }))
+      print(await backend.cancelJob(id(), values.reason))
       return 0
     default:
       console.error(`Unknown jobs command "${sub ?? ''}".\n\n${usage}`)
@@ -322,6 +327,8 @@ async function demoWorker(argv: string[]): Promise<number> {
   const concurrency = Number(values.concurrency ?? 4)
   if (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > 100) throw new Error('--concurrency must be a whole number from 1 to 100')
   const name = values.name ?? `demo-worker pid ${process.pid}`
+  // The demo and the worker SDK it runs on load only for this command (see docs/architecture.md).
+  const [{ createWorker }, { demoTypes, registerDemoHandlers }] = await Promise.all([import('@jobwire/worker'), import('../demo/handlers.js')])
   const worker = createWorker({
     url: target.url,
     apiKey: target.key,
@@ -350,24 +357,20 @@ async function keys(argv: string[]): Promise<number> {
     allowPositionals: true,
     options: { ...clientOptions, name: { type: 'string' }, role: { type: 'string' }, tenant: { type: 'string' }, types: { type: 'string' } },
   })
-  const target = resolveTarget(values)
+  const backend = backendFor(resolveTarget(values))
   switch (sub) {
     case 'create': {
       if (values.name === undefined || values.role === undefined) throw new Error('jobwire keys create needs --name and --role (admin, backend or worker)')
-      const body: Record<string, unknown> = { name: values.name, role: values.role }
+      const body: NewApiKey = { name: values.name, role: values.role as NewApiKey['role'] }
       if (values.tenant !== undefined) body.tenant = values.tenant
       if (values.types !== undefined) body.types = values.types.split(',').map((t) => t.trim()).filter((t) => t !== '')
-      const created = await request<{ key: string; id: string }>(target, 'POST', '/v1/keys', body)
+      const created = await backend.createKey(body)
       console.log(JSON.stringify(created, null, 2))
       console.error('The key is shown once; store it now.')
       return 0
     }
     case 'list': {
-      const { keys: list } = await request<{ keys: { id: string; name: string; role: string; tenant: string | null; types: string[] | null; createdAt: string; revokedAt: string | null }[] }>(
-        target,
-        'GET',
-        '/v1/keys',
-      )
+      const { keys: list } = await backend.listKeys()
       for (const key of list) {
         console.log([key.id, key.name.padEnd(20), key.role.padEnd(8), key.tenant ?? '*', key.types?.join(',') ?? '*', key.revokedAt === null ? 'active' : `revoked ${key.revokedAt}`].join('  '))
       }
@@ -376,7 +379,7 @@ async function keys(argv: string[]): Promise<number> {
     case 'revoke': {
       const id = positionals[0]
       if (id === undefined) throw new Error('jobwire keys revoke needs a key id')
-      console.log(JSON.stringify(await request(target, 'DELETE', `/v1/keys/${encodeURIComponent(id)}`)))
+      console.log(JSON.stringify(await backend.revokeKey(id)))
       return 0
     }
     default:
@@ -397,12 +400,12 @@ async function token(argv: string[]): Promise<number> {
       ttl: { type: 'string' },
     },
   })
-  const body: Record<string, unknown> = {}
+  const body: Parameters<JobwireBackend['mintToken']>[0] = {}
   if (values.job !== undefined) body.jobIds = values.job
   if (values.tenant !== undefined) body.tenant = values.tenant
   if (values.user !== undefined) body.user = values.user
-  if (values.rights !== undefined) body.rights = values.rights.split(',').map((r) => r.trim())
+  if (values.rights !== undefined) body.rights = values.rights.split(',').map((r) => r.trim()) as ('read' | 'cancel')[]
   if (values.ttl !== undefined) body.ttl = Number(values.ttl)
-  console.log(JSON.stringify(await request(resolveTarget(values), 'POST', '/v1/tokens', body), null, 2))
+  console.log(JSON.stringify(await backendFor(resolveTarget(values)).mintToken(body), null, 2))
   return 0
 }

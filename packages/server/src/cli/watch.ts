@@ -1,37 +1,31 @@
-import {
-  applyEvent,
-  createSseParser,
-  decodeSseMessage,
-  isTerminal,
-  JobwireError,
-  type JobState,
-  type StreamMessage,
-} from '@jobwire/protocol'
+import { watchJob as followJob, type JobState, type JobUpdate, type StateChange } from '@jobwire/client'
+import type { StreamMessage } from '@jobwire/protocol'
+import { WebSocket } from 'ws'
 import type { Target } from './client.js'
 
 export interface WatchOptions {
   /** Print one line per change instead of redrawing a bar (used when stdout is not a terminal). */
   plain: boolean
   write: (text: string) => void
-  /** Emits the job's raw stream messages as JSON lines instead of a bar. */
+  /** Emits the job's stream messages, as the client applied them, as JSON lines instead of a bar. */
   json?: boolean
 }
 
 /** Exit codes of `jobwire watch`: the job's outcome. */
 export const watchExitCodes = { completed: 0, failed: 1, cancelled: 2 } as const
 
+/** Failed connection attempts in a row after which `watch` gives up. */
+const maxRetries = 30
+
 /**
- * Follows a job over SSE until it ends, redrawing a progress bar. A dropped connection is resumed
- * from the last seq applied (Last-Event-ID), so nothing is missed or shown twice.
+ * Follows a job with @jobwire/client (WebSocket, else SSE or polling; resumed from the last seq
+ * applied after a drop, so nothing is missed or shown twice) until it ends, redrawing a progress bar.
  */
-export async function watchJob(target: Target, jobId: string, options: WatchOptions): Promise<JobState> {
-  let state: JobState | null = null
-  let position: number | undefined
+export function watchJob(target: Target, jobId: string, options: WatchOptions): Promise<JobState> {
   let lastLine = ''
-  let failures = 0
+  const bar = !options.plain && options.json !== true
 
   const render = (job: JobState): void => {
-    if (options.json === true) return
     const line = describe(job)
     if (options.plain) {
       if (line !== lastLine) options.write(`${line}\n`)
@@ -41,62 +35,45 @@ export async function watchJob(target: Target, jobId: string, options: WatchOpti
     lastLine = line
   }
 
-  const apply = (message: StreamMessage): void => {
-    if (options.json === true) options.write(`${JSON.stringify(message)}\n`)
-    switch (message.type) {
-      case 'snapshot':
-        state = message.job
-        position = message.job.seq
-        break
-      case 'event':
-        if (state !== null && message.event.seq === state.seq + 1) {
-          state = applyEvent(state, message.event)
-          position = state.seq
+  return new Promise<JobState>((resolve, reject) => {
+    const watch = followJob(jobId, {
+      url: target.url,
+      getToken: () => target.key,
+      WebSocket,
+      maxRetries,
+      onUpdate: (state, update) => {
+        if (options.json === true) options.write(`${JSON.stringify(asStreamMessage(state, update))}\n`)
+        else render(state)
+      },
+      onConnection: (change: StateChange) => {
+        if (change.to === 'reconnecting' && bar) options.write(`\r\x1b[2K(reconnecting…) ${lastLine}`)
+        if (change.to === 'offline') {
+          watch.stop()
+          reject(new Error(`Lost the connection to Jobwire at ${target.url}: ${change.reason}`))
         }
-        break
-      case 'recovered':
-        break
-      case 'queue':
-        if (state !== null) state = { ...state, queuePosition: message.position }
-        break
-      case 'error':
-        throw JobwireError.fromBody(message.error)
-      default:
-        message satisfies never
-    }
-    if (state !== null) render(state)
-  }
+      },
+      onEnd: (error) => {
+        if (bar) options.write('\n')
+        if (error !== null) reject(error)
+        else if (watch.state === null) reject(new Error(`the watch of ${jobId} ended before the job's state arrived`))
+        else resolve(watch.state)
+      },
+    })
+  })
+}
 
-  for (;;) {
-    const current = state as JobState | null
-    if (current !== null && isTerminal(current.status)) break
-    try {
-      const headers: Record<string, string> = { authorization: `Bearer ${target.key}`, accept: 'text/event-stream' }
-      if (position !== undefined) headers['last-event-id'] = String(position)
-      const response = await fetch(`${target.url}/v1/jobs/${encodeURIComponent(jobId)}/stream`, { headers })
-      if (!response.ok) {
-        const body = (await response.json().catch(() => null)) as { error?: { code: never; message: string } } | null
-        if (body?.error !== undefined) throw JobwireError.fromBody(body.error)
-        throw new Error(`HTTP ${response.status}`)
-      }
-      failures = 0
-      const parser = createSseParser((frame) => {
-        const message = decodeSseMessage(frame)
-        if (message !== null) apply(message)
-      })
-      const decoder = new TextDecoder()
-      for await (const chunk of response.body as unknown as AsyncIterable<Uint8Array>) parser.push(decoder.decode(chunk, { stream: true }))
-    } catch (error) {
-      if (error instanceof JobwireError && !error.retryable) throw error
-      failures++
-      if (failures > 30) throw error
-      const delay = Math.random() * Math.min(10_000, 250 * 2 ** failures)
-      if (!options.plain && options.json !== true) options.write(`\r\x1b[2K(reconnecting…) ${lastLine}`)
-      await new Promise((resolve) => setTimeout(resolve, delay))
-    }
+/** The stream message the client applied for this update, in the wire's shape. */
+function asStreamMessage(state: JobState, update: JobUpdate): StreamMessage {
+  switch (update.cause) {
+    case 'snapshot':
+      return { type: 'snapshot', job: state, reset: false, reason: 'initial' }
+    case 'reset':
+      return { type: 'snapshot', job: state, reset: true, reason: 'trimmed' }
+    case 'queue':
+      return { type: 'queue', position: state.queuePosition ?? 0 }
+    case 'event':
+      return update.event === undefined ? { type: 'snapshot', job: state, reset: false, reason: 'initial' } : { type: 'event', event: update.event }
   }
-  if (!options.plain && options.json !== true) options.write('\n')
-  return state as unknown as JobState
 }
 
 function describe(job: JobState): string {

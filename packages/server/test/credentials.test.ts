@@ -70,7 +70,8 @@ if (redisReachable('Credentials conformance: redis')) {
       return {
         async node() {
           const proxy = await startTcpProxy(redisUrl)
-          const credentials = new RedisCredentials({ url: proxy.url, prefix, streamLeaseMs: 600, revocationCheckMs: 200 })
+          // A lease of 3 s (renewed every second) outlasts any stall of a busy machine, and a crashed node's slots lapse within it.
+          const credentials = new RedisCredentials({ url: proxy.url, prefix, streamLeaseMs: 3_000, revocationCheckMs: 200 })
           if (!(await credentials.waitUntilReady(5_000))) throw new Error(`RedisCredentials could not connect to ${redisUrl}`)
           const node = { keys: credentials, rate: credentials, streams: credentials }
           nodes.set(node, { credentials, proxy })

@@ -2,7 +2,7 @@ import type { FastifyReply, FastifyRequest } from 'fastify'
 import { isTerminal, JobwireError, type JobState } from '@jobwire/protocol'
 import type { Dispatcher } from '../core/dispatch.js'
 import type { JobService } from '../core/jobs.js'
-import { canRead, notFound, type Principal } from '../core/scopes.js'
+import type { Principal } from '../core/scopes.js'
 import type { Authenticator } from '../auth/authenticator.js'
 import type { SseTransport } from '../transports/sse.js'
 import type { RouteSettings } from '../options.js'
@@ -34,13 +34,6 @@ export interface RouteContext extends StreamContext {
 export function principalOf(request: FastifyRequest): Principal {
   if (request.principal === null) throw new JobwireError('unauthorized')
   return request.principal
-}
-
-/** The job if this principal may see it; otherwise the same 404 as for a job that does not exist. */
-export async function visibleJob(service: JobService, principal: Principal, jobId: string): Promise<JobState> {
-  const job = await service.store.getJob(jobId)
-  if (job === null || !canRead(principal, job)) throw notFound(jobId)
-  return job
 }
 
 /**

@@ -1,7 +1,8 @@
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import { isTerminal, JobwireError } from '@jobwire/protocol'
 import type { JobService } from '../core/jobs.js'
-import { canRead, expiryOf, notFound, type Principal } from '../core/scopes.js'
+import { authorizedJob, requireUnexpired, watchExpiry } from '../core/access.js'
+import type { Principal } from '../core/scopes.js'
 import type { SseTransport } from '../transports/sse.js'
 import type { Limits } from './limits.js'
 import { parsePosition } from './schemas.js'
@@ -32,11 +33,8 @@ export async function serveJobStream(
   const jobId = request.params.id
   const lastEventId = request.headers['last-event-id']
   const after = parsePosition(typeof lastEventId === 'string' && lastEventId !== '' ? lastEventId : request.query.after)
-  const expiresAt = expiryOf(principal)
-  // Verification forgives a few seconds of clock skew; a stream must not replay events past exp.
-  if (expiresAt !== null && expiresAt <= Date.now()) throw new JobwireError('token_expired', { expiredAt: new Date(expiresAt).toISOString() })
-  const job = await service.store.getJob(jobId)
-  if (job === null || !canRead(principal, job)) throw notFound(jobId)
+  requireUnexpired(principal)
+  const job = await authorizedJob(service.store, principal, 'read', jobId)
   if (after !== undefined && after > job.seq) throw new JobwireError('position_ahead', { jobId, position: after, seq: job.seq })
   if (after !== undefined && after === job.seq && isTerminal(job.status)) {
     // Nothing more will ever come: 204 is what makes an EventSource stop reconnecting (HTML spec).
@@ -48,10 +46,7 @@ export async function serveJobStream(
   reply.hijack()
   try {
     const stream = await sse.serve(request.raw, reply.raw, (sink) => service.subscribe(jobId, after, sink, 'sse'))
-    const cancelExpiry =
-      expiresAt === null
-        ? () => {}
-        : runAt(expiresAt, () => stream.fail(new JobwireError('token_expired', { expiredAt: new Date(expiresAt).toISOString() })))
+    const cancelExpiry = watchExpiry(principal, (error) => stream.fail(error))
     const untrack = context.trackKey(principal, (error) => stream.fail(error))
     void stream.closed.then(() => {
       cancelExpiry()
@@ -67,16 +62,4 @@ export async function serveJobStream(
     }
     reply.raw.end(JSON.stringify({ error: known.toBody() }))
   }
-}
-
-/** setTimeout for an absolute time, also beyond setTimeout's 24.8-day range. */
-function runAt(deadline: number, fn: () => void): () => void {
-  let timer: NodeJS.Timeout
-  const arm = (): void => {
-    const left = deadline - Date.now()
-    timer = left > 2 ** 31 - 1 ? setTimeout(arm, 2 ** 31 - 1) : setTimeout(fn, Math.max(0, left))
-    timer.unref()
-  }
-  arm()
-  return () => clearTimeout(timer)
 }

@@ -8,7 +8,8 @@ import {
 } from '@jobwire/protocol'
 import type { JobService } from '../core/jobs.js'
 import type { JsonShapeLimits } from '../core/json-shape.js'
-import { canCancel, canRead, expiryOf, limitSubject, notFound, type Principal } from '../core/scopes.js'
+import { authorizedJob, expiryOf, feedOwner, jobFor, notFound, watchExpiry } from '../core/access.js'
+import { limitSubject, type Principal } from '../core/scopes.js'
 import type { JobSubscription, StreamSink } from '../core/subscription.js'
 import type { WsConnection } from './ws-connection.js'
 import { parseClientMessage, RefusedMessage, type MessageTarget } from './ws-messages.js'
@@ -197,11 +198,11 @@ export class WsSession {
     this.#streams.set(jobId, stream)
     const { service } = this.context
     try {
-      const job = await service.store.getJob(jobId)
+      const { error } = await jobFor(service.store, reader, 'read', jobId)
       if (stream.closed) return
-      if (job === null || !canRead(reader, job)) {
+      if (error !== null) {
         this.#drop(stream)
-        if (!quiet) this.#sendError(notFound(jobId), { jobId })
+        if (!quiet) this.#sendError(error, { jobId })
         return
       }
       if (own !== null) {
@@ -321,37 +322,8 @@ export class WsSession {
     subscription?.close(false)
   }
 
-  /** The owner whose jobs a user feed shows: a person's own, or the one an API key names. */
-  #ownerFor(requested: Owner | undefined): Owner {
-    const principal = this.#principal
-    if (principal === null) throw new JobwireError('unauthorized', { reason: 'this socket has no credential' })
-    let owner: Owner
-    switch (principal.kind) {
-      case 'user':
-        owner = { tenant: principal.tenant, user: principal.user }
-        break
-      case 'token':
-        if (principal.tenant === null || principal.user === null || !principal.rights.has('read')) {
-          throw new JobwireError('forbidden', { action: 'watch all jobs of a user (the token names no user)' })
-        }
-        owner = { tenant: principal.tenant, user: principal.user }
-        break
-      case 'key':
-        if (principal.role === 'worker') throw new JobwireError('forbidden', { action: 'watch the jobs of a user' })
-        if (requested === undefined) throw new JobwireError('invalid_request', { field: 'owner', reason: 'owner: required with an API key' })
-        if (principal.role !== 'admin' && principal.tenant !== null && requested.tenant !== principal.tenant) {
-          throw new JobwireError('forbidden', { action: `watch jobs of tenant "${requested.tenant}"` })
-        }
-        return requested
-    }
-    if (requested !== undefined && (requested.tenant !== owner.tenant || requested.user !== owner.user)) {
-      throw new JobwireError('forbidden', { action: 'watch the jobs of another user' })
-    }
-    return owner
-  }
-
   async #subscribeUser(message: Extract<WsClientMessage, { type: 'subscribe_user' }>): Promise<void> {
-    const owner = this.#ownerFor(message.owner)
+    const owner = feedOwner(this.#principal, message.owner)
     this.#endFeed()
     const feed: UserFeed = { owner, requested: message.owner, syncing: true, created: [], stop: () => {}, closed: false }
     this.#feed = feed
@@ -442,11 +414,9 @@ export class WsSession {
 
   async #cancel(message: Extract<WsClientMessage, { type: 'cancel' }>): Promise<void> {
     const { service } = this.context
-    const job = await service.store.getJob(message.jobId)
     // The job's own credential, if its stream has one, then the socket's.
     const principals = [this.#streams.get(message.jobId)?.credential?.principal ?? null, this.#principal].filter((p): p is Principal => p !== null)
-    if (job === null || !principals.some((principal) => canRead(principal, job))) throw notFound(message.jobId)
-    if (!principals.some((principal) => canCancel(principal, job))) throw new JobwireError('forbidden', { action: 'cancel this job' })
+    const job = await authorizedJob(service.store, principals, 'cancel', message.jobId)
     await service.cancelJob(job.id, message.reason ?? null)
     if (message.ref !== undefined) this.#send({ type: 'ack', ref: message.ref })
   }
@@ -466,17 +436,17 @@ export class WsSession {
     this.#send(message.ref === undefined ? answer : { ...answer, ref: message.ref })
     for (const stream of [...this.#streams.values()]) {
       if (stream.credential !== null) continue
-      const job = await this.context.service.store.getJob(stream.jobId)
+      const { error } = await jobFor(this.context.service.store, principal, 'read', stream.jobId)
       if (stream.closed || stream.credential !== null || this.#principal !== principal) continue
-      if (job === null || !canRead(principal, job)) {
+      if (error !== null) {
         this.#drop(stream)
-        this.#sendError(notFound(stream.jobId), { jobId: stream.jobId })
+        this.#sendError(error, { jobId: stream.jobId })
       }
     }
     const feed = this.#feed
     if (feed !== null && this.#principal === principal) {
       try {
-        const owner = this.#ownerFor(feed.requested)
+        const owner = feedOwner(this.#principal, feed.requested)
         if (owner.tenant !== feed.owner.tenant || owner.user !== feed.owner.user) throw new JobwireError('forbidden', { action: 'watch the jobs of another user' })
       } catch (error) {
         this.#endFeed()
@@ -490,11 +460,11 @@ export class WsSession {
     const principal = await this.context.authenticate(message.token)
     const stream = this.#streams.get(jobId)
     if (this.#closed || stream === undefined || stream.closed) throw notFound(jobId)
-    const job = await this.context.service.store.getJob(jobId)
+    const { error } = await jobFor(this.context.service.store, principal, 'read', jobId)
     if (stream.closed || this.#streams.get(jobId) !== stream) throw notFound(jobId)
-    if (job === null || !canRead(principal, job)) {
+    if (error !== null) {
       this.#drop(stream)
-      throw notFound(jobId)
+      throw error
     }
     const person = await this.#carryPerson(principal)
     if (stream.closed) {
@@ -518,13 +488,10 @@ export class WsSession {
       this.#drop(stream)
       this.#sendError(error, { jobId })
     }
-    const stops: (() => void)[] = [this.context.trackKey(principal, end)]
-    const expiresAt = expiryOf(principal)
-    if (expiresAt !== null) {
-      const iso = new Date(expiresAt).toISOString()
-      stops.push(runAt(expiresAt - this.context.tokenNoticeMs, () => this.#send({ type: 'token_expiring', jobId, expiresAt: iso })))
-      stops.push(runAt(expiresAt, () => end(new JobwireError('token_expired', { expiredAt: iso }))))
-    }
+    const stops = [
+      this.context.trackKey(principal, end),
+      watchExpiry(principal, end, { noticeMs: this.context.tokenNoticeMs, expiring: (expiresAt) => this.#send({ type: 'token_expiring', jobId, expiresAt }) }),
+    ]
     stream.credential = {
       principal,
       stop: () => {
@@ -538,13 +505,11 @@ export class WsSession {
     this.#stopWatchingCredential()
     const principal = this.#principal
     if (principal === null) return
-    const stops: (() => void)[] = [this.context.trackKey(principal, (error) => this.connection.fail(error))]
-    const expiresAt = expiryOf(principal)
-    if (expiresAt !== null) {
-      const iso = new Date(expiresAt).toISOString()
-      stops.push(runAt(expiresAt - this.context.tokenNoticeMs, () => this.#send({ type: 'token_expiring', expiresAt: iso })))
-      stops.push(runAt(expiresAt, () => this.connection.fail(new JobwireError('token_expired', { expiredAt: iso }))))
-    }
+    const fail = (error: JobwireError): void => this.connection.fail(error)
+    const stops = [
+      this.context.trackKey(principal, fail),
+      watchExpiry(principal, fail, { noticeMs: this.context.tokenNoticeMs, expiring: (expiresAt) => this.#send({ type: 'token_expiring', expiresAt }) }),
+    ]
     this.#stopWatchingCredential = () => {
       for (const stop of stops) stop()
     }
@@ -585,18 +550,6 @@ function targetOf(message: WsClientMessage): MessageTarget & { feed?: boolean } 
     default:
       return assertNever(message)
   }
-}
-
-/** setTimeout for an absolute time, also beyond setTimeout's 24.8-day range. */
-function runAt(deadline: number, fn: () => void): () => void {
-  let timer: NodeJS.Timeout
-  const arm = (): void => {
-    const left = deadline - Date.now()
-    timer = left > 2 ** 31 - 1 ? setTimeout(arm, 2 ** 31 - 1) : setTimeout(fn, Math.max(0, left))
-    timer.unref()
-  }
-  arm()
-  return () => clearTimeout(timer)
 }
 
 function assertNever(value: never): never {

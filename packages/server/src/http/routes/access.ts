@@ -1,7 +1,8 @@
 import type { FastifyInstance } from 'fastify'
 import { JobwireError } from '@jobwire/protocol'
 import { z } from 'zod'
-import { canManage, notFound, requireKeyRole, roles, tenantOf, type Role } from '../../core/scopes.js'
+import { authorizedJob, notFound, requireKeyRole, tenantOf } from '../../core/access.js'
+import { roles, type Role } from '../../core/scopes.js'
 import { signSubscriptionToken } from '../../auth/tokens.js'
 import { principalOf, type RouteContext } from '../context.js'
 import { parseWith, tenantName, userName } from '../schemas.js'
@@ -58,8 +59,8 @@ export function registerAccessRoutes(v1: FastifyInstance, context: RouteContext)
     }
     // The ownership check lives here, not in every app: a backend mints only for jobs it may manage.
     for (const jobId of body.jobIds ?? []) {
-      const job = await service.store.getJob(jobId)
-      if (job === null || !canManage(principal, job) || (tenant !== undefined && job.owner?.tenant !== tenant)) throw notFound(jobId)
+      const job = await authorizedJob(service.store, principal, 'mint-token', jobId)
+      if (tenant !== undefined && job.owner?.tenant !== tenant) throw notFound(jobId)
     }
     const ttl = Math.min(body.ttl ?? settings.tokenTtlSeconds, settings.maxTokenTtlSeconds)
     return signSubscriptionToken(auth.tokenSecret, { jobIds: body.jobIds, tenant, user: body.user, rights: body.rights ?? ['read'], create: body.create }, ttl)

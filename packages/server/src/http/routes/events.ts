@@ -1,6 +1,7 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import { JobwireError, type ErrorBody } from '@jobwire/protocol'
-import { canManage, canRead, canWork, notFound, type Principal } from '../../core/scopes.js'
+import { authorizedJob } from '../../core/access.js'
+import type { Principal } from '../../core/scopes.js'
 import { principalOf, type RouteContext } from '../context.js'
 import { parseBulkWrites, parseProducerEvents, type ProducerWrite } from '../schemas.js'
 
@@ -21,15 +22,8 @@ export function registerEventRoutes(v1: FastifyInstance, context: RouteContext):
 
   /** Checks the principal may write this job, then appends; throws a registry error if not. */
   async function write(principal: Principal, jobId: string, write: ProducerWrite): Promise<WriteAnswer> {
-    const job = await service.store.getJob(jobId)
-    if (job === null) throw notFound(jobId)
     // Workers write the jobs they hold (the lease is checked in the append); backends write the rest.
-    const allowed =
-      write.lease !== undefined ? (canWork(principal, job.type) && canRead(principal, job)) || canManage(principal, job) : canManage(principal, job)
-    if (!allowed) {
-      if (!canRead(principal, job)) throw notFound(job.id)
-      throw new JobwireError('forbidden', { action: 'write events to this job' })
-    }
+    const job = await authorizedJob(service.store, principal, write.lease !== undefined ? 'write-leased' : 'write', jobId)
     const { job: after, events, duplicate } = await service.appendEvents(job.id, write.events, { ...write, storeLargeValues: true })
     const answer: WriteAnswer = { jobId: job.id, events: events.map((e) => ({ seq: e.seq, type: e.type })), seq: after.seq, status: after.status }
     return duplicate ? { ...answer, duplicate: true } : answer

@@ -1,10 +1,13 @@
 import type { FastifyInstance } from 'fastify'
-import { JobwireError, type JobState } from '@jobwire/protocol'
-import { canCancel, canManage, canRead, personalOwner, requireKeyRole, tenantOf, type Principal } from '../../core/scopes.js'
-import { abortOnClose, principalOf, summarize, visibleJob, type RouteContext } from '../context.js'
+import type { z } from 'zod'
+import { JobwireError, type JobState, type Owner } from '@jobwire/protocol'
+import { authorizeCreate, authorizedJob, canRead, listScope, ownJob, requireKeyRole } from '../../core/access.js'
+import { abortOnClose, principalOf, summarize, type RouteContext } from '../context.js'
 import { serveJobStream } from '../stream-route.js'
 import { deadlineSettings } from '../../config.js'
 import { cancelBody, createJobBody, listQuery, parseOwnerFilter, parsePosition, parseWith } from '../schemas.js'
+
+type CreateJobBody = z.infer<typeof createJobBody>
 
 /** Jobs: create, read, list, append events, cancel, resume, stream, long-poll. */
 export function registerJobRoutes(v1: FastifyInstance, context: RouteContext): void {
@@ -12,32 +15,40 @@ export function registerJobRoutes(v1: FastifyInstance, context: RouteContext): v
 
   v1.post('/jobs', async (request, reply) => {
     const principal = principalOf(request)
-    if (principal.kind !== 'key') {
-      const { job, created } = await createOwnJob(principal, request.body)
-      void reply.code(created ? 201 : 200).header('location', `/v1/jobs/${job.id}`)
-      return service.withQueuePosition(job)
-    }
-    requireKeyRole(principal, ['admin', 'backend'], 'create jobs')
+    // A key's role is checked before its body is read: a worker key learns nothing from a bad one.
+    if (principal.kind === 'key') requireKeyRole(principal, ['admin', 'backend'], 'create jobs')
     const body = parseWith(createJobBody, request.body ?? {})
-    const tenant = tenantOf(principal)
-    if (tenant !== null && body.owner?.tenant !== tenant) {
-      throw body.owner === undefined
-        ? new JobwireError('invalid_request', { field: 'owner', reason: `owner: required for a key bound to tenant "${tenant}"` })
-        : new JobwireError('forbidden', { action: `create jobs for tenant "${body.owner.tenant}"` })
-    }
-    await limits.countCreation(body.owner ?? null, body.type)
-    const { job, created } = await service.createJob({ ...body, deadlines: deadlineSettings(body) })
+    const grant = authorizeCreate(principal, body)
+    const { job, created } = grant.as === 'person' ? await createOwnJob(grant.owner, body) : await createJob(body)
     void reply.code(created ? 201 : 200).header('location', `/v1/jobs/${job.id}`)
     return service.withQueuePosition(job)
   })
 
+  /** A backend's job: for any owner of its tenant, dispatched or self-run, counted against its owner's create limit. */
+  async function createJob(body: CreateJobBody) {
+    await limits.countCreation(body.owner ?? null, body.type)
+    return service.createJob({ ...body, deadlines: deadlineSettings(body) })
+  }
+
+  /**
+   * A person starting their own job (`authorizeCreate` allowed it): the owner is always the
+   * credential's tenant and user, the job is always dispatched to workers, and it counts against
+   * their create limit. Their idempotency keys live apart from everyone else's, so a key cannot
+   * reveal another person's job.
+   */
+  async function createOwnJob(owner: Owner, body: CreateJobBody) {
+    await limits.countCreation(owner, body.type)
+    const idempotencyKey = body.idempotencyKey === undefined ? undefined : `person:${owner.tenant}:${owner.user}:${body.idempotencyKey}`
+    return service.createJob({ ...body, owner, dispatch: true, deadlines: deadlineSettings(body), ...(idempotencyKey === undefined ? {} : { idempotencyKey }) })
+  }
+
   v1.get('/jobs', async (request) => {
     const principal = principalOf(request)
-    if (principal.kind === 'key' && principal.role === 'worker') throw new JobwireError('forbidden', { action: 'list jobs' })
+    const scope = listScope(principal)
     const query = parseWith(listQuery, request.query)
-    if (principal.kind === 'token' && principal.jobIds !== null) {
+    if ('jobIds' in scope) {
       // A token for listed jobs lists just those (newest first), without touching anyone else's.
-      const found = await Promise.all(principal.jobIds.map((id) => service.store.getJob(id)))
+      const found = await Promise.all(scope.jobIds.map((id) => service.store.getJob(id)))
       const jobs = found
         .filter((job): job is JobState => job !== null && canRead(principal, job))
         .filter((job) => (query.status === undefined || job.status === query.status) && (query.type === undefined || job.type === query.type))
@@ -47,20 +58,16 @@ export function registerJobRoutes(v1: FastifyInstance, context: RouteContext): v
     }
     const owner = parseOwnerFilter(query.owner)
     // People and bound keys see their own corner; the filters narrow it further, never widen it.
-    const forced =
-      principal.kind === 'key'
-        ? { tenant: tenantOf(principal) ?? undefined, user: undefined }
-        : { tenant: principal.tenant ?? undefined, user: principal.kind === 'user' && principal.tenantWide === true ? undefined : (principal.user ?? undefined) }
     const tenant = query.tenant ?? owner.tenant
     const user = query.user ?? owner.user
-    if ((forced.tenant !== undefined && tenant !== undefined && tenant !== forced.tenant) || (forced.user !== undefined && user !== undefined && user !== forced.user)) {
+    if ((scope.tenant !== undefined && tenant !== undefined && tenant !== scope.tenant) || (scope.user !== undefined && user !== undefined && user !== scope.user)) {
       return { jobs: [], nextCursor: null }
     }
     const page = await service.listJobs({
       status: query.status,
       type: query.type,
-      tenant: forced.tenant ?? tenant,
-      user: forced.user ?? user,
+      tenant: scope.tenant ?? tenant,
+      user: scope.user ?? user,
       cursor: query.cursor,
       limit: query.limit,
     })
@@ -70,7 +77,7 @@ export function registerJobRoutes(v1: FastifyInstance, context: RouteContext): v
   })
 
   v1.get<{ Params: { id: string } }>('/jobs/:id', async (request) => {
-    const job = await visibleJob(service, principalOf(request), request.params.id)
+    const job = await authorizedJob(service.store, principalOf(request), 'read', request.params.id)
     return service.withQueuePosition(job)
   })
 
@@ -78,50 +85,26 @@ export function registerJobRoutes(v1: FastifyInstance, context: RouteContext): v
   // only a ref ({ref, size}) for one too large for an event. The stored JSON is sent as it is.
   for (const which of ['result', 'checkpoint'] as const) {
     v1.get<{ Params: { id: string } }>(`/jobs/:id/${which}`, async (request, reply) => {
-      const job = await visibleJob(service, principalOf(request), request.params.id)
+      const job = await authorizedJob(service.store, principalOf(request), 'read', request.params.id)
       const json = await service.valueJson(job.id, which, job)
       return reply.type('application/json; charset=utf-8').send(`{"${which}":${json}}`)
     })
   }
 
   v1.post<{ Params: { id: string } }>('/jobs/:id/cancel', async (request) => {
-    const principal = principalOf(request)
-    const job = await visibleJob(service, principal, request.params.id)
-    if (!canCancel(principal, job)) throw new JobwireError('forbidden', { action: 'cancel this job' })
+    const job = await authorizedJob(service.store, principalOf(request), 'cancel', request.params.id)
     const body = parseWith(cancelBody, request.body ?? {})
     return (await service.cancelJob(job.id, body.reason ?? null)).job
   })
 
   v1.post<{ Params: { id: string } }>('/jobs/:id/resume', async (request) => {
     const principal = principalOf(request)
-    const job = await visibleJob(service, principal, request.params.id)
-    const own = personalOwner(principal, job.type)
-    if (own !== null && job.owner?.tenant === own.tenant && job.owner.user === own.user) {
-      // A person resuming their own job: a new run, counted like a creation.
-      await limits.countCreation(own, job.type)
-    } else if (!canManage(principal, job)) throw new JobwireError('forbidden', { action: 'resume jobs' })
+    const job = await authorizedJob(service.store, principal, 'resume', request.params.id)
+    // A person resuming their own job: a new run, counted like a creation.
+    const own = ownJob(principal, job)
+    if (own !== null) await limits.countCreation(own, job.type)
     return service.withQueuePosition((await service.resumeJob(job.id)).job)
   })
-
-  /**
-   * A person starting their own job: allowed for the types their credential's `create` right
-   * lists; the owner is always the credential's tenant and user, the job is always dispatched to
-   * workers, and it counts against their create limit. Their idempotency keys live apart from
-   * everyone else's, so a key cannot reveal another person's job.
-   */
-  async function createOwnJob(principal: Exclude<Principal, { kind: 'key' }>, raw: unknown) {
-    const body = parseWith(createJobBody, raw ?? {})
-    const owner = personalOwner(principal, body.type)
-    if (owner === null) throw new JobwireError('forbidden', { action: `create jobs of type "${body.type}"` })
-    if (body.owner !== undefined && (body.owner.tenant !== owner.tenant || body.owner.user !== owner.user)) {
-      throw new JobwireError('forbidden', { action: 'create jobs for someone else' })
-    }
-    if (body.dispatch === false) throw new JobwireError('forbidden', { action: 'create jobs that no worker runs (dispatch: false)' })
-    if (body.maxAttempts !== undefined) throw new JobwireError('forbidden', { action: 'set maxAttempts' })
-    await limits.countCreation(owner, body.type)
-    const idempotencyKey = body.idempotencyKey === undefined ? undefined : `person:${owner.tenant}:${owner.user}:${body.idempotencyKey}`
-    return service.createJob({ ...body, owner, dispatch: true, deadlines: deadlineSettings(body), ...(idempotencyKey === undefined ? {} : { idempotencyKey }) })
-  }
 
   v1.get<{ Params: { id: string }; Querystring: { after?: string } }>('/jobs/:id/stream', (request, reply) =>
     serveJobStream(request, reply, principalOf(request), context),
@@ -129,7 +112,7 @@ export function registerJobRoutes(v1: FastifyInstance, context: RouteContext): v
 
   v1.get<{ Params: { id: string }; Querystring: { after?: string; wait?: string } }>('/jobs/:id/events', async (request, reply) => {
     const principal = principalOf(request)
-    await visibleJob(service, principal, request.params.id)
+    await authorizedJob(service.store, principal, 'read', request.params.id)
     const after = parsePosition(request.query.after)
     const waitSeconds = request.query.wait === undefined ? 0 : Number(request.query.wait)
     if (!Number.isFinite(waitSeconds) || waitSeconds < 0) {

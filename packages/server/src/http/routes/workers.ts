@@ -1,6 +1,6 @@
 import type { FastifyInstance } from 'fastify'
 import { JobwireError } from '@jobwire/protocol'
-import { canManage, canRead, canWork, notFound, requireKeyRole } from '../../core/scopes.js'
+import { authorize, canWork, requireKeyRole } from '../../core/access.js'
 import { abortOnClose, principalOf, type RouteContext } from '../context.js'
 import { claimBody, heartbeatBody, parseWith, releaseBody, signalsBody } from '../schemas.js'
 
@@ -32,9 +32,9 @@ export function registerWorkerRoutes(v1: FastifyInstance, context: RouteContext)
       const principal = principalOf(request)
       const job = await service.store.getJob(request.params.id)
       if (job?.dispatch === true) throw new JobwireError('invalid_request', { field: 'lease', reason: 'lease: required (a job dispatched to workers is heartbeated under its lease)' })
-      if (job === null || !canRead(principal, job)) throw notFound(request.params.id)
-      if (!canManage(principal, job)) throw new JobwireError('forbidden', { action: 'heartbeat this job' })
-      return service.runnerHeartbeat(job.id)
+      const refused = authorize(principal, 'heartbeat', job, request.params.id)
+      if (refused !== null) throw refused
+      return service.runnerHeartbeat(request.params.id)
     }
     requireKeyRole(principalOf(request), ['admin', 'worker'], 'heartbeat jobs')
     return dispatcher.heartbeat(request.params.id, body.lease, body.leaseMs ?? settings.defaultLeaseMs)

@@ -4,9 +4,6 @@ import type { RetryState } from './connection.js'
 import type { TimerHandle } from './environment.js'
 import type { Carrier, JobFeed } from './job-feed.js'
 
-/** The log's page size on the server: a full page means more is waiting. */
-const pageSize = 1000
-
 /**
  * One job over plain HTTP polling (`GET /v1/jobs/:id/events?after=seq`) every `pollIntervalMs`:
  * the transport that gets through anything that passes ordinary requests. Stops at the terminal
@@ -117,7 +114,8 @@ export class PollCarrier implements Carrier {
     if (body.snapshot !== undefined) this.feed.receive({ type: 'snapshot', ...body.snapshot })
     for (const event of body.events) this.feed.receive({ type: 'event', event })
     if (this.feed.done || this.#stopped) return
-    const next = body.events.length >= pageSize ? 0 : this.core.settings.pollIntervalMs
+    // The server says when the log holds more than one answer carried: fetch it at once.
+    const next = body.more ? 0 : this.core.settings.pollIntervalMs
     this.#timer = this.core.env.timers.setTimeout(() => {
       this.#timer = null
       void this.#poll()

@@ -27,4 +27,6 @@ export interface PollResponse {
   next: number
   /** True once the job is terminal and every event up to it was delivered: stop polling. */
   done: boolean
+  /** True when the log holds more events after `next` than one answer carries: poll again at once. */
+  more: boolean
 }

@@ -24,7 +24,7 @@ async function readWholeLog(client: JsonClient, jobId: string): Promise<JobEvent
     const page = await client.call<PollResponse>('GET', `/v1/jobs/${jobId}/events?after=${after}`)
     expect(page.status).toBe(200)
     events.push(...page.body.events)
-    if (page.body.events.length === 0) return events
+    if (!page.body.more) return events
     after = page.body.next
   }
 }

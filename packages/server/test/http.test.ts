@@ -562,7 +562,7 @@ describe('GET /v1/jobs/:id/events (long-poll)', () => {
     const answer = await inject<PollResponse>('GET', `/v1/jobs/${job.id}/events?after=1`)
     expect(answer.body.snapshot).toBeUndefined()
     expect(answer.body.events.map((e) => e.seq)).toEqual([2, 3, 4])
-    expect(answer.body).toMatchObject({ next: 4, done: false })
+    expect(answer.body).toMatchObject({ next: 4, done: false, more: false })
   })
 
   it('waits at the head and wakes when the next event is appended', async () => {
@@ -589,7 +589,7 @@ describe('GET /v1/jobs/:id/events (long-poll)', () => {
     expect(last.body).toMatchObject({ next: 4, done: true })
     expect(last.body.events.map((e) => e.type)).toEqual(['progress', 'completed'])
     const atHead = await inject<PollResponse>('GET', `/v1/jobs/${job.id}/events?after=4&wait=30`)
-    expect(atHead.body).toEqual({ events: [], next: 4, done: true })
+    expect(atHead.body).toEqual({ events: [], next: 4, done: true, more: false })
     const snapshot = await inject<PollResponse>('GET', `/v1/jobs/${job.id}/events`)
     expect(snapshot.body).toMatchObject({ done: true, next: 4, snapshot: { job: { status: 'completed' } } })
   })
@@ -599,7 +599,7 @@ describe('GET /v1/jobs/:id/events (long-poll)', () => {
     // wait=3600 s would outlive the test; the server's 300 ms cap answers instead.
     const answer = await within(t.api.call<PollResponse>('GET', `/v1/jobs/${job.id}/events?after=1&wait=3600`), 'the capped poll')
     expect(answer.status).toBe(200)
-    expect(answer.body).toEqual({ events: [], next: 1, done: false })
+    expect(answer.body).toEqual({ events: [], next: 1, done: false, more: false })
   })
 
   it('answers a trimmed position with a reset snapshot', async () => {

@@ -1206,15 +1206,19 @@ export function describeStoreConformance(name: string, makeStore: MakeStore, cle
         await service.appendEvents(id, [{ type: 'completed', data: { result: 1 } }])
         const seen: number[] = []
         const dones: boolean[] = []
+        const mores: boolean[] = []
         for (let after = 0, done = false; !done; ) {
           const response = await service.poll(id, after, 600_000)
           seen.push(...response.events.map((e) => e.seq))
           dones.push(response.done)
+          mores.push(response.more)
           after = response.next
           done = response.done
         }
         expect(seen).toEqual(range(1, 8))
         expect(dones).toEqual([false, false, true])
+        // `more` says a full page left events behind: the client asks again at once instead of waiting.
+        expect(mores).toEqual([true, true, false])
       })
 
       it('from a trimmed position answers a snapshot with reset: true and reason trimmed', async () => {
@@ -1225,6 +1229,7 @@ export function describeStoreConformance(name: string, makeStore: MakeStore, cle
           events: [],
           next: 12,
           done: false,
+          more: false,
         })
       })
 

@@ -19,7 +19,7 @@ import {
 import { textRewind } from './apply.js'
 import { newJobId } from './ids.js'
 import type { AppendDecision, AppendResult, CreateResult, DeadlineSettings, JobPage, JobQuery, Lease, Store } from './store.js'
-import { JobSubscription, type StreamSink } from './subscription.js'
+import { JobSubscription, openAt, withQueuePosition, type Opening, type StreamSink } from './subscription.js'
 import { observeStore, type JobObserver } from './observer.js'
 import { DeadlineKeeper, resolveDeadlines } from './deadlines.js'
 
@@ -133,9 +133,8 @@ export class JobService {
     return this.withQueuePosition(job)
   }
 
-  async withQueuePosition(job: JobState): Promise<JobState> {
-    if (job.status !== 'queued' || !job.dispatch) return job
-    return { ...job, queuePosition: await this.store.queuePosition(job.id) }
+  withQueuePosition(job: JobState): Promise<JobState> {
+    return withQueuePosition(this.store, job)
   }
 
   listJobs(query: JobQuery): Promise<JobPage> {
@@ -357,17 +356,14 @@ export class JobService {
   }
 
   /**
-   * Long-poll: the events after `after`, waiting up to `waitMs` for the first one. Without a
-   * position, or from a trimmed one, answers with a snapshot instead. `onWoken` hears when an
-   * answer carries events that arrived while it waited (their fan-out time, for metrics).
+   * Long-poll: the events after `after` (one page; `more` says the log holds more), waiting up to
+   * `waitMs` for the first one. Opens where a stream would (`openAt`): without a position, or from
+   * a trimmed one, answers with a snapshot instead. `onWoken` hears when an answer carries events
+   * that arrived while it waited (their fan-out time, for metrics).
    */
   async poll(jobId: string, after: number | undefined, waitMs: number, signal?: AbortSignal, onWoken?: (publishedAt: number) => void): Promise<PollResponse> {
     this.deadlines.polled(jobId)
-    if (after === undefined) {
-      const job = await this.getJob(jobId)
-      this.observer.subscriptionStarted?.('initial', 'poll')
-      return { snapshot: { job, reset: false, reason: 'initial' }, events: [], next: job.seq, done: isTerminal(job.status) }
-    }
+    if (after === undefined) return this.#pollAnswer(await openAt(this.store, jobId, undefined, this.limits.replayPageSize))
     let wake: () => void = () => {}
     const woken = new Promise<void>((resolve) => (wake = resolve))
     let wokenAt: number | undefined
@@ -379,19 +375,11 @@ export class JobService {
     this.#openPolls++
     try {
       for (let round = 0; ; round++) {
-        const range = await this.store.readLog(jobId, after, this.limits.replayPageSize)
-        if (range === null) throw new JobwireError('job_not_found', { jobId })
-        if (after > range.head) throw new JobwireError('position_ahead', { jobId, position: after, seq: range.head })
-        if (range.firstSeq > after + 1) {
-          const job = await this.getJob(jobId)
-          this.observer.subscriptionStarted?.('reset', 'poll')
-          return { snapshot: { job, reset: true, reason: 'trimmed' }, events: [], next: job.seq, done: isTerminal(job.status) }
-        }
-        const last = range.events.at(-1)?.seq ?? after
-        const done = isTerminal(range.status) && last === range.head
-        if (range.events.length > 0 || done || round > 0 || waitMs <= 0) {
-          if (round > 0 && range.events.length > 0 && wokenAt !== undefined) onWoken?.(wokenAt)
-          return { events: range.events, next: last, done }
+        const opening = await openAt(this.store, jobId, after, this.limits.replayPageSize)
+        const answer = this.#pollAnswer(opening)
+        if (answer.events.length > 0 || answer.done || opening.kind === 'snapshot' || round > 0 || waitMs <= 0) {
+          if (round > 0 && answer.events.length > 0 && wokenAt !== undefined) onWoken?.(wokenAt)
+          return answer
         }
         await waitFor(woken, waitMs, signal)
       }
@@ -399,6 +387,17 @@ export class JobService {
       this.#openPolls--
       unsubscribe()
     }
+  }
+
+  /** A stream's opening as a long-poll answer; a snapshot counts as a subscription start (metrics). */
+  #pollAnswer(opening: Opening): PollResponse {
+    if (opening.kind === 'snapshot') {
+      const { job, reset } = opening
+      this.observer.subscriptionStarted?.(reset ? 'reset' : 'initial', 'poll')
+      return { snapshot: { job, reset, reason: reset ? 'trimmed' : 'initial' }, events: [], next: job.seq, done: isTerminal(job.status), more: false }
+    }
+    const next = opening.events.at(-1)?.seq ?? opening.after
+    return { events: opening.events, next, done: isTerminal(opening.status) && next === opening.head, more: next < opening.head }
   }
 
   /** Long-polls in progress on this node (metrics). */

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto'
-import { isTerminal, isTerminalEvent, JobwireError, type JobEvent, type JobState, type StreamMessage } from '@jobwire/protocol'
+import { isTerminal, isTerminalEvent, JobwireError, type JobEvent, type JobState, type JobStatus, type StreamMessage } from '@jobwire/protocol'
 import type { SubscriptionStart } from './observer.js'
 import type { Store, Unsubscribe } from './store.js'
 
@@ -27,6 +27,58 @@ export interface StreamSink {
  * `after`, the last seq it was given.
  */
 export type DeliveryFailure = (failure: { jobId: string; after: number; seq: number; errorId: string; error: unknown }) => void
+
+/**
+ * Where a stream opens: a snapshot (no position given, or one the log no longer holds: `reset`),
+ * or the events after a position — one page of at most the page size; `head` is the job's last
+ * seq, so `events` ending before it means more is waiting.
+ */
+export type Opening =
+  | { kind: 'snapshot'; job: JobState; reset: boolean }
+  | { kind: 'replay'; after: number; events: JobEvent[]; head: number; status: JobStatus }
+
+/**
+ * Opens a job's stream at a position, the one way SSE, WebSocket (through JobSubscription) and
+ * long-poll do: without `after`, a snapshot with its queue position; after seq N, up to `pageSize`
+ * events after N; from a position the log no longer holds, a snapshot marked reset. Rejects with
+ * `job_not_found`, or `position_ahead` when `after` is beyond the job's last event.
+ */
+export async function openAt(store: Store, jobId: string, after: number | undefined, pageSize: number): Promise<Opening> {
+  if (after === undefined) return { kind: 'snapshot', job: await snapshotOf(store, jobId), reset: false }
+  const range = await store.readLog(jobId, after, pageSize)
+  if (range === null) throw new JobwireError('job_not_found', { jobId })
+  if (after > range.head) throw positionAhead(jobId, after, range.head)
+  if (range.firstSeq > after + 1) return { kind: 'snapshot', job: await snapshotOf(store, jobId), reset: true }
+  return { kind: 'replay', after, events: range.events, head: range.head, status: range.status }
+}
+
+/**
+ * Checks a position against a job's state before a stream is opened (SSE answers these as plain
+ * HTTP): throws `position_ahead` beyond its last event; true when the job is finished and `after`
+ * is its last event, so nothing will ever come.
+ */
+export function endsAt(job: JobState, after: number | undefined): boolean {
+  if (after === undefined) return false
+  if (after > job.seq) throw positionAhead(job.id, after, job.seq)
+  return after === job.seq && isTerminal(job.status)
+}
+
+function positionAhead(jobId: string, position: number, seq: number): JobwireError {
+  return new JobwireError('position_ahead', { jobId, position, seq })
+}
+
+/** The job's snapshot with its queue position filled in while it waits for a worker; `job_not_found` if there is none. */
+async function snapshotOf(store: Store, jobId: string): Promise<JobState> {
+  const job = await store.getJob(jobId)
+  if (job === null) throw new JobwireError('job_not_found', { jobId })
+  return withQueuePosition(store, job)
+}
+
+/** The job, with its queue position filled in while it waits in a dispatch queue. */
+export async function withQueuePosition(store: Store, job: JobState): Promise<JobState> {
+  if (job.status !== 'queued' || !job.dispatch) return job
+  return { ...job, queuePosition: await store.queuePosition(job.id) }
+}
 
 /**
  * One watcher's view of one job: a snapshot or an exact replay, then live events, with no gap and
@@ -79,27 +131,18 @@ export class JobSubscription {
   async start(after: number | undefined): Promise<void> {
     this.#unsubscribe = this.store.subscribe(this.jobId, (events, publishedAt) => this.#onLive(events, publishedAt))
     try {
-      if (after === undefined) {
-        const job = await this.store.getJob(this.jobId)
-        if (job === null) throw new JobwireError('job_not_found', { jobId: this.jobId })
-        this.#snapshot(await this.#withPosition(job), false)
+      const opening = await openAt(this.store, this.jobId, after, this.pageSize)
+      if (this.#closed) return
+      if (opening.kind === 'snapshot') {
+        this.#snapshot(opening.job, opening.reset)
       } else {
-        const range = await this.store.readLog(this.jobId, after, this.pageSize)
-        if (range === null) throw new JobwireError('job_not_found', { jobId: this.jobId })
-        if (after > range.head) {
-          throw new JobwireError('position_ahead', { jobId: this.jobId, position: after, seq: range.head })
-        }
-        if (range.firstSeq > after + 1) {
-          await this.#resetFromSnapshot()
-        } else {
-          this.#last = after
-          this.#knownHead = range.head
-          this.#queued = range.status === 'queued'
-          this.onStart('recovered')
-          this.sink.write([{ type: 'recovered', after }])
-          this.#deliver(range.events)
-          if (!this.#closed && range.head === this.#last && isTerminal(range.status)) this.close()
-        }
+        this.#last = opening.after
+        this.#knownHead = opening.head
+        this.#queued = opening.status === 'queued'
+        this.onStart('recovered')
+        this.sink.write([{ type: 'recovered', after: opening.after }])
+        this.#deliver(opening.events)
+        if (!this.#closed && opening.head === this.#last && isTerminal(opening.status)) this.close()
       }
     } catch (error) {
       this.close(false)
@@ -217,12 +260,7 @@ export class JobSubscription {
       this.#fail(new JobwireError('job_not_found', { jobId: this.jobId }))
       return
     }
-    this.#snapshot(await this.#withPosition(job), true)
-  }
-
-  async #withPosition(job: JobState): Promise<JobState> {
-    if (job.status !== 'queued' || !job.dispatch) return job
-    return { ...job, queuePosition: await this.store.queuePosition(job.id) }
+    this.#snapshot(await withQueuePosition(this.store, job), true)
   }
 
   /** Starts or stops following the queue as the job enters or leaves it. */

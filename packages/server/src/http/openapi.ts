@@ -140,7 +140,7 @@ const errorResponse = z.object({ error: errorBody }).strict().meta({ id: 'ErrorR
 
 const snapshot = z.object({ job: jobState, reset: z.boolean(), reason: z.enum(['initial', 'trimmed']) }).strict()
 const pollResponse = z
-  .object({ snapshot: snapshot.optional(), events: z.array(jobEvent), next: z.number().int(), done: z.boolean() })
+  .object({ snapshot: snapshot.optional(), events: z.array(jobEvent), next: z.number().int(), done: z.boolean(), more: z.boolean() })
   .strict()
   .meta({ id: 'PollResponse' })
 

@@ -1,6 +1,7 @@
 import type { FastifyReply, FastifyRequest } from 'fastify'
-import { isTerminal, JobwireError } from '@jobwire/protocol'
+import { JobwireError } from '@jobwire/protocol'
 import type { JobService } from '../core/jobs.js'
+import { endsAt } from '../core/subscription.js'
 import { authorizedJob, requireUnexpired, watchExpiry } from '../core/access.js'
 import type { Principal } from '../core/scopes.js'
 import type { SseTransport } from '../transports/sse.js'
@@ -35,8 +36,7 @@ export async function serveJobStream(
   const after = parsePosition(typeof lastEventId === 'string' && lastEventId !== '' ? lastEventId : request.query.after)
   requireUnexpired(principal)
   const job = await authorizedJob(service.store, principal, 'read', jobId)
-  if (after !== undefined && after > job.seq) throw new JobwireError('position_ahead', { jobId, position: after, seq: job.seq })
-  if (after !== undefined && after === job.seq && isTerminal(job.status)) {
+  if (endsAt(job, after)) {
     // Nothing more will ever come: 204 is what makes an EventSource stop reconnecting (HTML spec).
     await reply.code(204).header('cache-control', 'no-store').send()
     return

@@ -305,8 +305,8 @@ export async function readWholeLog(client: JsonClient, jobId: string): Promise<J
     const page = await client.call<PollResponse>('GET', `/v1/jobs/${jobId}/events?after=${after}`)
     if (page.status === 404) return null
     if (page.status !== 200) throw new Error(`reading the log of ${jobId}: HTTP ${page.status} ${JSON.stringify(page.body)}`)
-    if (page.body.events.length === 0) return events
     events.push(...page.body.events)
+    if (!page.body.more) return events
     after = page.body.next
   }
 }

@@ -1139,6 +1139,7 @@ export function describeStoreConformance(name: string, makeStore: MakeStore, cle
           events: [],
           next: 3,
           done: false,
+          more: false,
         })
       })
 
@@ -1167,8 +1168,8 @@ export function describeStoreConformance(name: string, makeStore: MakeStore, cle
       it('at the head with no new event until the wait runs out answers no events and the same next', async () => {
         const { store, service } = await open()
         const id = await jobWithEvents(store, 3)
-        expect(await service.poll(id, 3, 5)).toEqual({ events: [], next: 3, done: false })
-        expect(await service.poll(id, 3, 0)).toEqual({ events: [], next: 3, done: false })
+        expect(await service.poll(id, 3, 5)).toEqual({ events: [], next: 3, done: false, more: false })
+        expect(await service.poll(id, 3, 0)).toEqual({ events: [], next: 3, done: false, more: false })
       })
 
       it('an aborted signal ends the wait with no events', async () => {
@@ -1178,7 +1179,7 @@ export function describeStoreConformance(name: string, makeStore: MakeStore, cle
         const pending = service.poll(id, 3, 600_000, controller.signal)
         await settle()
         controller.abort()
-        expect(await pending).toEqual({ events: [], next: 3, done: false })
+        expect(await pending).toEqual({ events: [], next: 3, done: false, more: false })
       })
 
       it('says done once the terminal event is delivered, and at once for a poll at a finished head', async () => {
@@ -1187,7 +1188,7 @@ export function describeStoreConformance(name: string, makeStore: MakeStore, cle
         await service.appendEvents(id, [{ type: 'completed', data: { result: 1 } }])
         expect(await service.poll(id, 2, 600_000)).toMatchObject({ next: 4, done: true })
         expect((await service.poll(id, 2, 600_000)).events.map((e) => e.seq)).toEqual([3, 4])
-        expect(await service.poll(id, 4, 600_000)).toEqual({ events: [], next: 4, done: true })
+        expect(await service.poll(id, 4, 600_000)).toEqual({ events: [], next: 4, done: true, more: false })
         expect(await service.poll(id, undefined, 600_000)).toMatchObject({ next: 4, done: true })
       })
 

@@ -198,6 +198,8 @@ export async function startFakeServer(options: FakeServerOptions = {}): Promise<
         events: from === null ? [] : log.slice(from),
         next: log.length,
         done: isTerminal(state.status),
+        // The fake answers the whole log at once: nothing more is ever waiting.
+        more: false,
       } as PollResponse
       res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(body))
       return

@@ -18,7 +18,7 @@ const statuses: readonly string[] = ['queued', 'running', 'completed', 'failed',
  */
 export type Route = { view: 'list'; filters: ListFilters } | { view: 'job'; jobId: string }
 
-export function parseRoute(hash: string): Route {
+function parseRoute(hash: string): Route {
   const match = /^#\/jobs\/([^/?#]+)$/.exec(hash)
   if (match?.[1] !== undefined) return { view: 'job', jobId: decodeURIComponent(match[1]) }
   const query = new URLSearchParams(/^#\/?\?(.*)$/.exec(hash)?.[1] ?? '')

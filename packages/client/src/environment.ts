@@ -70,7 +70,7 @@ export interface EnvironmentOptions {
 }
 
 /** Online/offline from `navigator.onLine` and window events where they exist; always online elsewhere. */
-export function platformOnlineSource(): OnlineSource {
+function platformOnlineSource(): OnlineSource {
   const target = globalThis as unknown as {
     navigator?: { onLine?: boolean }
     addEventListener?: (type: string, listener: () => void) => void

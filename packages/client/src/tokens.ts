@@ -22,7 +22,7 @@ export type TokenRequest = { scope: 'jobs'; jobIds: readonly string[] } | { scop
 export type GetToken = (request: TokenRequest) => string | null | Promise<string | null>
 
 /** Whether getToken's failure means "no" rather than "not now". */
-export function isRefusal(error: unknown): boolean {
+function isRefusal(error: unknown): boolean {
   if (error instanceof JobwireError) return error.code === 'unauthorized' || error.code === 'forbidden' || error.code === 'invalid_token'
   const status = (error as { status?: unknown } | null)?.status
   return status === 401 || status === 403
@@ -146,13 +146,13 @@ function refusalMessage(error: unknown): string {
 }
 
 /** `exp` of a JWT in epoch ms, or null when the credential is not a JWT or has none. */
-export function expiryOf(token: string): number | null {
+function expiryOf(token: string): number | null {
   const exp = claimsOf(token)?.exp
   return typeof exp === 'number' ? exp * 1000 : null
 }
 
 /** The jobs a subscription token is limited to (its `jobs` claim), or null for any other credential. */
-export function jobsOf(token: string): readonly string[] | null {
+function jobsOf(token: string): readonly string[] | null {
   const jobs = claimsOf(token)?.jobs
   return Array.isArray(jobs) && jobs.length > 0 && jobs.every((id) => typeof id === 'string') ? (jobs as string[]) : null
 }

@@ -6,7 +6,7 @@ import { createServer, request } from 'node:http'
 import type { AddressInfo, Socket } from 'node:net'
 import WebSocket from 'ws'
 import type { JobState } from '@jobwire/protocol'
-import type { OnlineSource, WebSocketConstructor, WebSocketLike } from '@jobwire/client'
+import type { OnlineSource, WebSocketConstructor } from '@jobwire/client'
 import type { ManualTimers } from '../../../test/support/manual-timers.js'
 
 export { createJsonClient, makeTempDir, seededRandom, sleep, startTestServer, testApiKey, type TestServer } from '../../server/test/fixtures.js'
@@ -33,7 +33,6 @@ export function recordingWebSocket(): { WebSocket: WebSocketConstructor; sockets
   }
 }
 
-export type { WebSocketLike }
 
 
 /**

@@ -1,12 +1,6 @@
-import type { ItemStatus, Owner } from './job.js'
+import type { ItemStatus, Owner, ValueRef } from './job.js'
 import type { Metadata } from './metadata.js'
 import type { PlannedStage } from './stage-plan.js'
-
-/** A value stored once, apart from the log and snapshots (a large result or checkpoint): its id and its size in bytes of JSON. */
-export interface ValueRef {
-  ref: string
-  size: number
-}
 
 /** Payload of each event type. One entry per type; the unions below are derived from it. */
 export interface EventDataMap {

@@ -1,6 +1,11 @@
-import type { ValueRef } from './events.js'
 import type { Metadata } from './metadata.js'
 import type { StagePlanEntry } from './stage-plan.js'
+
+/** A value stored once, apart from the log and snapshots (a large result or checkpoint): its id and its size in bytes of JSON. */
+export interface ValueRef {
+  ref: string
+  size: number
+}
 
 /** A job's lifecycle status. `completed`, `failed` and `cancelled` are terminal. */
 export type JobStatus = 'queued' | 'running' | 'completed' | 'failed' | 'cancelled'

@@ -8,7 +8,7 @@ import { fileURLToPath, URL as NodeURL } from 'node:url'
 import { request } from 'undici'
 
 const cliPath = fileURLToPath(new NodeURL('../../server/bin/jobwire.js', import.meta.url))
-export const apiKey = 'react-suite-admin-key-0123456789'
+const apiKey = 'react-suite-admin-key-0123456789'
 
 export interface ServerProcess {
   url: string

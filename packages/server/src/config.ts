@@ -366,7 +366,7 @@ export function loadConfig(flags: Record<string, unknown> = {}, env: NodeJS.Proc
 }
 
 /** The options in a JSON config file; a ConfigError naming the file when it cannot be read or is not a JSON object. */
-export function readConfigFile(path: string): Record<string, unknown> {
+function readConfigFile(path: string): Record<string, unknown> {
   let text: string
   try {
     text = readFileSync(path, 'utf8')

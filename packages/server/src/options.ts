@@ -91,7 +91,7 @@ export interface HttpSettings extends RouteSettings {
   requestTimeoutMs: number
 }
 
-export function jsonShapeLimits(config: Config): JsonShapeLimits {
+function jsonShapeLimits(config: Config): JsonShapeLimits {
   return { maxDepth: config.maxJsonDepth, maxWidth: config.maxJsonWidth }
 }
 

@@ -38,7 +38,7 @@ import { jobLifecycleLog } from './job-log.js'
 const inFlightGraceMs = 10_000
 
 /** The admin key in force and where it came from, so `serve` can say so once. */
-export interface AdminKey {
+interface AdminKey {
   key: string
   source: 'config' | 'file' | 'generated'
   path: string | null

@@ -39,7 +39,7 @@ export interface AppJwtOptions {
  * The claim that, when `true`, lets the person read (not cancel) every job of their tenant — a
  * team's page — and not only their own.
  */
-export const tenantReadClaim = 'jobwire_tenant_read'
+const tenantReadClaim = 'jobwire_tenant_read'
 
 /**
  * Verifies the app's own user JWTs, so an existing login works without a token exchange. Keys

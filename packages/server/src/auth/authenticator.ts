@@ -9,7 +9,7 @@ import { tokenIssuer, verifySubscriptionToken } from './tokens.js'
 /** API keys look like `jwk_<id>.<secret>`: the id finds the record, the secret is checked against its hash. */
 const apiKeyPattern = /^jwk_([A-Za-z0-9_-]{8,32})\.([A-Za-z0-9_-]{16,128})$/
 
-export function sha256(text: string): string {
+function sha256(text: string): string {
   return createHash('sha256').update(text).digest('hex')
 }
 

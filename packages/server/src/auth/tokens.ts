@@ -9,7 +9,7 @@ import type { Principal, Right } from '../core/scopes.js'
  * or to one user's jobs. `@jobwire/backend` mints the same format offline with node:crypto.
  */
 export const tokenIssuer = 'jobwire'
-export const tokenAudience = 'jobwire:subscription'
+const tokenAudience = 'jobwire:subscription'
 /** Seconds of clock difference forgiven between the minting backend and this node. */
 export const clockToleranceSeconds = 5
 

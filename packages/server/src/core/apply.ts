@@ -56,7 +56,7 @@ export function initialTimers(settings: DeadlineSettings | undefined, dispatch: 
  * runner's heartbeat timeout from its last event or heartbeat, the unwatched one from the last
  * time a watcher was seen. A finished job has none.
  */
-export function advanceTimers(
+function advanceTimers(
   before: JobState,
   after: JobState,
   events: readonly JobEvent[],

@@ -33,7 +33,7 @@ export interface DeadlineBackoff {
  * timers inside the store's atomic section: nothing when the job finished or the deadline moved
  * meanwhile (another node fired it, a heartbeat came), so each deadline fires exactly once.
  */
-export function deadlineDecision(job: JobState, timers: JobTimers, now: number, backoff: DeadlineBackoff): AppendDecision {
+function deadlineDecision(job: JobState, timers: JobTimers, now: number, backoff: DeadlineBackoff): AppendDecision {
   if (isTerminal(job.status)) return { events: [] }
   const kind = dueKind(timers, now)
   const settings = timers.settings

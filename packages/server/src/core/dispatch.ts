@@ -27,7 +27,7 @@ export interface HeartbeatResult {
 }
 
 /** `timed_out`: the job's timeout fired (it failed, or went back to the queue for another attempt). */
-export type SignalReason = 'cancelled' | 'finished' | 'lease_lost' | 'timed_out'
+type SignalReason = 'cancelled' | 'finished' | 'lease_lost' | 'timed_out'
 export interface WorkerSignal {
   jobId: string
   reason: SignalReason

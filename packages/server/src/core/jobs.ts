@@ -48,9 +48,9 @@ export interface CoreLimits {
 }
 
 /** Events read from the log per round trip when replaying. */
-export const replayPageSize = 1000
+const replayPageSize = 1000
 /** Longest retry backoff: the doubling stops here. */
-export const retryBackoffMaxMs = 60_000
+const retryBackoffMaxMs = 60_000
 
 export interface CreateJobInput {
   type: string

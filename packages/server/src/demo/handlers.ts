@@ -2,7 +2,6 @@ import { JobFailure, type JobContext, type Worker } from '@jobwire/worker'
 
 /** The four demo job types, each shaped like a real use (see docs/getting-started.md, "Demo mode"). */
 export const demoTypes = ['analysis', 'transcription', 'suggestion', 'agent'] as const
-export type DemoType = (typeof demoTypes)[number]
 
 /** The transcription demo's stage plan: its jobs are created with it, so the dashboard draws it. */
 export const transcriptionPlan = [

@@ -32,8 +32,6 @@ import { registerJobRoutes } from './routes/jobs.js'
 import { registerEventRoutes } from './routes/events.js'
 import { registerWorkerRoutes } from './routes/workers.js'
 
-export { summarize } from './context.js'
-
 export interface AppOptions {
   service: JobService
   dispatcher: Dispatcher
@@ -339,7 +337,7 @@ function corsPolicy(origins: string[]): (origin: string) => { origin: string; cr
 }
 
 /** The boundary: whatever was thrown becomes a registry error; unknown ones become `internal`. */
-export function toJobwireError(error: unknown, requestId: string, bodyLimit?: number): JobwireError {
+function toJobwireError(error: unknown, requestId: string, bodyLimit?: number): JobwireError {
   if (error instanceof JobwireError) return error
   const fastifyError = error as Partial<FastifyError>
   const code = fastifyError.code === undefined ? undefined : clientErrors[fastifyError.code]
@@ -388,4 +386,3 @@ function answerClientError(error: NodeJS.ErrnoException, socket: Duplex): void {
   socket.destroy()
 }
 
-export type { FastifyReply, FastifyRequest }

@@ -12,7 +12,7 @@ const metadata = z.record(z.string(), z.unknown()).superRefine((value, ctx) => {
 }) as unknown as z.ZodType<Metadata>
 
 /** A stage plan as a create request (or the config) declares it; `normalizeStagePlan` checks the rest. */
-export const stageSpecs = z
+const stageSpecs = z
   .array(
     z.union([
       text(stagePlanLimits.maxNameLength).min(1),

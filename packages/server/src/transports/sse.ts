@@ -16,7 +16,7 @@ export interface SseOptions {
   onDelivered?: DeliveryObserver
 }
 
-export const sseHeaders = {
+const sseHeaders = {
   'Content-Type': 'text/event-stream; charset=utf-8',
   'Cache-Control': 'no-cache, no-transform',
   Connection: 'keep-alive',

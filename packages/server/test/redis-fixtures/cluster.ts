@@ -16,8 +16,8 @@ import { Redis } from 'ioredis'
 import { decodeWsFrame, isTerminalEvent, type JobEvent, type PollResponse } from '@jobwire/protocol'
 import { createJsonClient, openSse, sleep, spawnServer, type JsonClient, type SpawnedServer } from '../fixtures.js'
 
-export const clusterApiKey = 'redis-processes-test-key-0123456789'
-export const clusterTokenSecret = 'redis-processes-token-secret-0123456789abcdef'
+const clusterApiKey = 'redis-processes-test-key-0123456789'
+const clusterTokenSecret = 'redis-processes-token-secret-0123456789abcdef'
 export const clusterAuth = { authorization: `Bearer ${clusterApiKey}` }
 
 export interface Node {
@@ -78,7 +78,7 @@ function liveNode(nodes: readonly Node[], start: number): { node: Node; index: n
 }
 
 /** What one watcher saw, in order. */
-export type Seen =
+type Seen =
   | { kind: 'event'; seq: number }
   /** `text`: the snapshot's streamed text; `textBefore`: what the watcher had put together until then. */
   | { kind: 'snapshot'; seq: number; reset: boolean; text: string; textBefore: string }
@@ -338,7 +338,7 @@ export interface PrivateRedis {
   close(): Promise<void>
 }
 
-export const redisServerPath = process.env.REDIS_SERVER ?? '/usr/bin/redis-server'
+const redisServerPath = process.env.REDIS_SERVER ?? '/usr/bin/redis-server'
 
 /**
  * True when a `redis-server` binary can be started for a private server. Otherwise, as

@@ -6,7 +6,7 @@ import { principalOf, type RouteContext } from '../context.js'
 import { parseBulkWrites, parseProducerEvents, type ProducerWrite } from '../schemas.js'
 
 /** What one job's write answers: the seqs given, or why it was refused. */
-export type WriteAnswer =
+type WriteAnswer =
   | { jobId: string; events: { seq: number; type: string }[]; seq: number; status: string; duplicate?: true }
   | { jobId: string; error: ErrorBody }
 

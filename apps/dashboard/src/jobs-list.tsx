@@ -1,12 +1,11 @@
 import { useEffect, useMemo, useRef, useState, useSyncExternalStore, type FormEvent, type ReactNode, type RefObject } from 'react'
-import { isTerminal, type JobState, type JobStatus } from '@jobwire/client'
+import { isTerminal, jobStatuses, type JobState, type JobStatus } from '@jobwire/client'
 import { useJobs, useJobwireClient } from '@jobwire/react'
 import { jobDuration, useNow } from './format.js'
 import type { JobListStore, ListedJob } from './job-list-store.js'
 import { ProgressBar } from './progress-bar.js'
 import { filtersKey, jobHref, type ListFilters } from './route.js'
 
-const statuses: readonly JobStatus[] = ['queued', 'running', 'completed', 'failed', 'cancelled']
 /** Live watches at most at once: the rows on screen, never the thousands behind them. */
 const maxWatched = 100
 
@@ -102,7 +101,7 @@ export function JobsList({ list, filters, onFilters, scope, ownerFilter, knownTy
             }}
           >
             <option value="">any</option>
-            {statuses.map((name) => (
+            {jobStatuses.map((name) => (
               <option key={name} value={name}>
                 {name}
               </option>

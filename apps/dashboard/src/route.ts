@@ -1,5 +1,5 @@
 import { useEffect, useState } from 'react'
-import type { JobStatus } from '@jobwire/client'
+import { jobStatuses, type JobStatus } from '@jobwire/client'
 
 /** The list's filters; '' is "any". `owner` is `tenant` or `tenant:user` (API keys only). */
 export interface ListFilters {
@@ -9,8 +9,6 @@ export interface ListFilters {
 }
 
 export const noFilters: ListFilters = { status: '', type: '', owner: '' }
-
-const statuses: readonly string[] = ['queued', 'running', 'completed', 'failed', 'cancelled']
 
 /**
  * Where the dashboard is: `#/?status=…&type=…&owner=…` the list with its filters (a view anyone can
@@ -26,7 +24,7 @@ function parseRoute(hash: string): Route {
   return {
     view: 'list',
     filters: {
-      status: statuses.includes(status) ? (status as JobStatus) : '',
+      status: (jobStatuses as readonly string[]).includes(status) ? (status as JobStatus) : '',
       type: query.get('type')?.trim() ?? '',
       owner: query.get('owner')?.trim() ?? '',
     },

@@ -17,4 +17,4 @@ export type { BackoffOptions, ConnectionState, RetryState, StateChange } from '.
 export type { EnvironmentOptions, EventSourceConstructor, EventSourceLike, OnlineSource, Timers, WebSocketConstructor, WebSocketLike } from './environment.js'
 export type { JobUpdate, TransportName } from './job-feed.js'
 export type { GetToken, TokenRequest } from './tokens.js'
-export { isTerminal, JobwireError, type ErrorCode, type ItemState, type JobState, type JobStatus, type Owner, type Progress } from '@jobwire/protocol'
+export { isTerminal, jobStatuses, JobwireError, type ErrorCode, type ItemState, type JobState, type JobStatus, type Owner, type Progress } from '@jobwire/protocol'

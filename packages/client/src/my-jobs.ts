@@ -1,4 +1,4 @@
-import { isTerminal, type JobState, type JobStatus, type JobwireError, type Owner } from '@jobwire/protocol'
+import { activeStatuses, isTerminal, type JobState, type JobStatus, type JobwireError, type Owner } from '@jobwire/protocol'
 import { ConnectionStateMachine, type ConnectionState } from './connection.js'
 import { asJobwireError, authHeaders, decide, errorOf, Retry, type ClientCore } from './core.js'
 import type { TimerHandle } from './environment.js'
@@ -171,7 +171,7 @@ class ListPoller {
       token = await this.core.tokens.get(this.feed.owner === undefined ? { scope: 'user' } : { scope: 'user', owner: this.feed.owner })
       if (this.#first) {
         // Unfinished jobs join; the newest finished ones are only marked seen, so they never count as new.
-        for (const status of ['queued', 'running'] as const) for (const job of await this.#list(token.token, status, 200)) this.#join(job, true)
+        for (const status of activeStatuses) for (const job of await this.#list(token.token, status, 200)) this.#join(job, true)
         for (const job of await this.#list(token.token, undefined, 50)) this.#seen.add(job.id)
         this.#first = false
       } else {

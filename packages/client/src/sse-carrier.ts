@@ -1,4 +1,4 @@
-import { createSseParser, decodeSseMessage, isTerminal, JobwireError, type StreamMessage } from '@jobwire/protocol'
+import { createSseParser, decodeSseMessage, isTerminal, JobwireError, sseEventNames, type StreamMessage } from '@jobwire/protocol'
 import { asJobwireError, authHeaders, decide, errorOf, Retry, type ClientCore } from './core.js'
 import type { RetryState } from './connection.js'
 import type { TimerHandle } from './environment.js'
@@ -171,8 +171,7 @@ export class SseCarrier implements Carrier {
     if (credential.token !== null) url.searchParams.set('access_token', credential.token)
     const source = new EventSourceImpl(url.toString())
     this.#abort = () => source.close()
-    const names = ['snapshot', 'recovered', 'queue', 'error', 'created', 'started', 'progress', 'item', 'chunk', 'checkpoint', 'completed', 'failed', 'cancelled', 'requeued']
-    for (const name of names) {
+    for (const name of sseEventNames) {
       source.addEventListener(name, (event) => {
         if (this.#attempt !== attempt || typeof event.data !== 'string') return
         let message: StreamMessage | null

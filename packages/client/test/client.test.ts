@@ -1,7 +1,9 @@
-import { afterEach, describe, expect, it } from 'vitest'
+import { afterEach, describe, expect, it, vi } from 'vitest'
 import { mintSubscriptionToken } from '@jobwire/backend'
+import { eventTypes, sseEventNames } from '@jobwire/protocol'
+import { EventSource } from 'eventsource'
 import WebSocket from 'ws'
-import { createJobwireClient, JobwireError, type ConnectionState, type JobState, type JobwireClient, type WebSocketConstructor } from '@jobwire/client'
+import { createJobwireClient, JobwireError, type ConnectionState, type JobState, type EventSourceConstructor, type JobwireClient, type WebSocketConstructor } from '@jobwire/client'
 import {
   advanceUntil,
   comparable,
@@ -272,6 +274,56 @@ describe('transport fallback', () => {
     const after = polls
     await clock.advance(60 * 60_000)
     expect(polls).toBe(after)
+  })
+})
+
+describe('SSE through an EventSource (platforms without streaming fetch)', () => {
+  it('listens for every name a stream sends — each event type of the protocol — and follows a job to its end', async () => {
+    server = await startTestServer({ tokenSecret: secret, websocket: false })
+    const s = server
+    const heard = new Set<string>()
+    let opened = 0
+    class Recording extends EventSource {
+      constructor(url: string) {
+        // The client has chosen the EventSource by now; the EventSource's own fetch needs the real ReadableStream.
+        vi.unstubAllGlobals()
+        super(url)
+        opened++
+        const listen = this.addEventListener.bind(this)
+        this.addEventListener = ((...args: Parameters<typeof listen>) => {
+          heard.add(String(args[0]))
+          listen(...args)
+        }) as typeof listen
+      }
+    }
+    const job = await createJob(s)
+    // The client reads SSE with fetch where responses stream, and through an EventSource where they do not.
+    vi.stubGlobal('ReadableStream', undefined)
+    cleanups.push(() => vi.unstubAllGlobals())
+    client = createJobwireClient({
+      url: s.url,
+      getToken: () => mintSubscriptionToken({ secret, jobIds: [job.id] }).token,
+      transports: ['sse'],
+      EventSource: Recording as unknown as EventSourceConstructor,
+    })
+    const record = recorder()
+    const watch = client.watchJob(job.id, record.options)
+    await until(() => watch.connection === 'live' && watch.state !== null, 'a live stream through the EventSource')
+    await append(s, job.id, [
+      { type: 'started' },
+      { type: 'progress', stage: 'one', percent: 10 },
+      { type: 'item', id: 'a', status: 'running' },
+      { type: 'chunk', text: 'text' },
+      { type: 'checkpoint', data: { at: 1 } },
+      { type: 'completed', result: { ok: true } },
+    ])
+    await until(() => record.ended, 'the terminal event')
+    expect(record.applied).toEqual(range(2, 7))
+    expect(comparable(watch.state)).toEqual(comparable(await serverState(s, job.id)))
+    expect(opened).toBe(1)
+    // A type the protocol gains is listened for with no change here (an EventSource drops names it does not listen for).
+    expect([...heard].sort()).toEqual([...sseEventNames].sort())
+    expect(eventTypes.filter((type) => !heard.has(type))).toEqual([])
   })
 })
 

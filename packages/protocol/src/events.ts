@@ -41,9 +41,10 @@ export interface EventDataMap {
 }
 
 export type EventType = keyof EventDataMap
-export const eventTypes: readonly EventType[] = [
+/** Every event type, in lifecycle order. A tuple type, so a test fails to compile when EventDataMap gains a type this list lacks. */
+export const eventTypes = [
   'created', 'started', 'progress', 'item', 'chunk', 'checkpoint', 'completed', 'failed', 'cancelled', 'requeued',
-]
+] as const satisfies readonly EventType[]
 
 /** Events a producer may append through `POST /v1/jobs/:id/events`. */
 export type ProducerEventType = 'started' | 'progress' | 'item' | 'chunk' | 'checkpoint' | 'completed' | 'failed'
@@ -61,9 +62,17 @@ export type JobEventOf<K extends EventType> = Extract<JobEvent, { type: K }>
 /** An event before the store has numbered it. */
 export type EventDraft = { [K in EventType]: { type: K; data: EventDataMap[K] } }[EventType]
 
+/** Event types whose latest event supersedes the earlier ones (see isLatestWins). */
+export type LatestWinsType = 'progress' | 'item'
+
 /** Delivery classes: latest-wins events may be coalesced for a slow reader; the rest never are. */
-export function isLatestWins(type: EventType): boolean {
+export function isLatestWins(type: EventType): type is LatestWinsType {
   return type === 'progress' || type === 'item'
+}
+
+/** isLatestWins for a whole event or draft, narrowing it to the latest-wins types. */
+export function isLatestWinsEvent<T extends { type: EventType }>(event: T): event is Extract<T, { type: LatestWinsType }> {
+  return isLatestWins(event.type)
 }
 
 export function isTerminalEvent(type: EventType): boolean {

@@ -9,12 +9,18 @@ export interface ValueRef {
 
 /** A job's lifecycle status. `completed`, `failed` and `cancelled` are terminal. */
 export type JobStatus = 'queued' | 'running' | 'completed' | 'failed' | 'cancelled'
-export const jobStatuses: readonly JobStatus[] = ['queued', 'running', 'completed', 'failed', 'cancelled']
+/** Every status, in lifecycle order (a tuple type: a test fails to compile when JobStatus gains one this list lacks). */
+export const jobStatuses = ['queued', 'running', 'completed', 'failed', 'cancelled'] as const satisfies readonly JobStatus[]
 export type TerminalStatus = 'completed' | 'failed' | 'cancelled'
 
 export function isTerminal(status: JobStatus): status is TerminalStatus {
   return status === 'completed' || status === 'failed' || status === 'cancelled'
 }
+
+/** The statuses a job can still leave (every one but the terminal ones): what "unfinished jobs" lists ask for. */
+export const activeStatuses: readonly Exclude<JobStatus, TerminalStatus>[] = /* @__PURE__ */ jobStatuses.filter(
+  (status): status is Exclude<JobStatus, TerminalStatus> => !isTerminal(status),
+)
 
 /** Who a job belongs to. Scopes (tokens, lists) are checked against it. */
 export interface Owner {

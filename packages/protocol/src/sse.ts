@@ -1,5 +1,5 @@
 import type { ErrorBody } from './errors.js'
-import type { JobEvent } from './events.js'
+import { eventTypes, type JobEvent } from './events.js'
 import type { StreamMessage } from './stream.js'
 
 /** One Server-Sent Events frame. */
@@ -22,6 +22,15 @@ export function encodeSseFrame(frame: SseFrame): string {
     : `data: ${data}\n`
   return out + '\n'
 }
+
+/** The stream messages other than events, each sent as an SSE event of its own name. */
+const messageEvents: Record<Exclude<StreamMessage['type'], 'event'>, true> = { snapshot: true, recovered: true, queue: true, error: true }
+
+/**
+ * Every SSE `event:` name a Jobwire stream sends: the stream messages, then one per event type.
+ * An EventSource hears only the names it listens for: listen for each of these.
+ */
+export const sseEventNames: readonly string[] = [...Object.keys(messageEvents), ...eventTypes]
 
 /** A comment line: ignored by EventSource, keeps proxies and the client's liveness check happy. */
 export const sseHeartbeat = ': heartbeat\n\n'

@@ -6,11 +6,16 @@ import {
   encodeSseFrame,
   encodeSseMessage,
   errorMessage,
+  eventTypes,
+  jobStatuses,
   JobwireError,
+  sseEventNames,
   sseHeartbeat,
   type EventDraft,
+  type EventType,
   type JobEvent,
   type JobState,
+  type JobStatus,
   type SseFrame,
   type StreamMessage,
 } from '@jobwire/protocol'
@@ -41,6 +46,7 @@ const messages: StreamMessage[] = [
   { type: 'snapshot', job: snapshotJob, reset: false, reason: 'initial' },
   { type: 'recovered', after: 6 },
   ...events.map((e): StreamMessage => ({ type: 'event', event: e })),
+  { type: 'queue', position: 3 },
   { type: 'snapshot', job: snapshotJob, reset: true, reason: 'trimmed' },
   errorMessage(new JobwireError('slow_consumer', { bytes: 1048576 }).toBody()),
 ]
@@ -66,8 +72,11 @@ describe('SSE: encode then parse gives back every stream message', () => {
     expect(decodeSseMessage(frames[0] as SseFrame)).toEqual(message)
   })
 
-  it('covers every StreamMessage kind and both snapshot reasons', () => {
-    expect(new Set(messages.map((m) => m.type))).toEqual(new Set(['snapshot', 'recovered', 'event', 'error']))
+  it('covers every StreamMessage kind, every event type and both snapshot reasons', () => {
+    // A Record needs every kind: a kind added to StreamMessage fails to compile here until listed.
+    const kinds: Record<StreamMessage['type'], true> = { snapshot: true, recovered: true, event: true, queue: true, error: true }
+    expect(new Set(messages.map((m) => m.type))).toEqual(new Set(Object.keys(kinds)))
+    expect(new Set(events.map((e) => e.type))).toEqual(new Set(eventTypes))
     const reasons = messages.flatMap((m) => (m.type === 'snapshot' ? [m.reason] : []))
     expect(new Set(reasons)).toEqual(new Set(['initial', 'trimmed']))
   })
@@ -88,6 +97,25 @@ describe('SSE: encode then parse gives back every stream message', () => {
     expect(comments).toEqual(Array(messages.length - 1).fill('heartbeat'))
     // The last id seen was the trimmed snapshot's (recovered and error frames carry none).
     expect(lastEventId).toBe(String(snapshotJob.seq))
+  })
+})
+
+/** `true` when `Listed` covers the union `All`; otherwise the members it lacks (so assigning `true` fails to compile). */
+type Covers<All, Listed> = [Exclude<All, Listed>] extends [never] ? true : Exclude<All, Listed>
+
+describe('protocol lists: every member of their unions, and what an EventSource must listen for', () => {
+  it('eventTypes and jobStatuses list every member of their types (a member added to a type fails to compile here)', () => {
+    const everyEventType: Covers<EventType, (typeof eventTypes)[number]> = true
+    const everyStatus: Covers<JobStatus, (typeof jobStatuses)[number]> = true
+    expect([everyEventType, everyStatus]).toEqual([true, true])
+    expect(new Set(eventTypes).size).toBe(eventTypes.length)
+    expect(new Set(jobStatuses).size).toBe(jobStatuses.length)
+  })
+
+  it('sseEventNames is exactly the set of names the encoder sends, so a listener for each hears every message', () => {
+    const { frames } = parseAll(messages.map((m) => encodeSseMessage(m)))
+    expect(new Set(frames.map((f) => f.event))).toEqual(new Set(sseEventNames))
+    expect(sseEventNames).toHaveLength(new Set(sseEventNames).size)
   })
 })
 

@@ -1236,6 +1236,52 @@ describe('browsers: CORS, cookies and caching', () => {
     expect(evil.headers['access-control-allow-methods']).toBeUndefined()
   })
 
+  it('preflights: the configured methods, headers and max-age; any OPTIONS from an allowed origin; `*` without credentials; the foreign one gets route_not_found', async () => {
+    const preflight = (url: string, origin: string, headers: Record<string, string> = { 'access-control-request-method': 'GET' }) =>
+      send('OPTIONS', url, { headers: { origin, ...headers } })
+    for (const url of [`${base}/v1/jobs/job_x/stream`, `${base}/v1/jobs/job_x/events`, `${base}/metrics`]) {
+      const good = await preflight(url, allowedOrigin, { 'access-control-request-method': 'GET', 'access-control-request-headers': 'last-event-id' })
+      expect(good.status, url).toBe(204)
+      expect(good.text).toBe('')
+      expect(good.headers['access-control-allow-origin']).toBe(allowedOrigin)
+      expect(good.headers['access-control-allow-credentials']).toBe('true')
+      expect(good.headers['access-control-allow-methods']).toBe('GET, POST, DELETE, OPTIONS')
+      expect(good.headers['access-control-allow-headers']).toBe('authorization, content-type, last-event-id')
+      expect(good.headers['access-control-max-age']).toBe('600')
+      expect(String(good.headers.vary)).toMatch(/origin/i)
+    }
+    // No Access-Control-Request-Method: still answered as a preflight (no 400 outside the error registry).
+    const bare = await preflight(`${base}/v1/jobs`, allowedOrigin, {})
+    expect(bare.status).toBe(204)
+    expect(bare.headers['access-control-allow-origin']).toBe(allowedOrigin)
+    const anyOrigin = await preflight(`${star.url}/v1/jobs`, 'https://evil.example', { 'access-control-request-method': 'POST', 'access-control-request-headers': 'authorization' })
+    expect(anyOrigin.status).toBe(204)
+    expect(anyOrigin.headers['access-control-allow-origin']).toBe('*')
+    attempt('* preflight with credentials', anyOrigin.headers['access-control-allow-credentials'] !== undefined, String(anyOrigin.headers['access-control-allow-credentials']))
+    expect(anyOrigin.headers['access-control-allow-credentials']).toBeUndefined()
+    for (const origin of ['https://evil.example', 'null', `${allowedOrigin}.evil.example`]) {
+      const evil = await preflight(`${base}/v1/jobs`, origin, { 'access-control-request-method': 'POST' })
+      refused(`preflight from ${origin}`, evil, 'route_not_found')
+      expect(Object.keys(evil.headers).filter((name) => name.startsWith('access-control-'))).toEqual([])
+    }
+    // Without an Origin, OPTIONS is no preflight: no route answers it.
+    refused('OPTIONS without an Origin', await send('OPTIONS', `${base}/v1/jobs`), 'route_not_found')
+  })
+
+  it('a server with no --cors-origins allows no origin at all', async () => {
+    const closed = await startTestServer()
+    try {
+      const read = await send('GET', `${closed.url}/v1/jobs?limit=1`, { credential: testApiKey, headers: { origin: allowedOrigin } })
+      expect(read.status).toBe(200)
+      expect(Object.keys(read.headers).filter((name) => name.startsWith('access-control-'))).toEqual([])
+      const preflight = await send('OPTIONS', `${closed.url}/v1/jobs`, { headers: { origin: allowedOrigin, 'access-control-request-method': 'POST' } })
+      refused('preflight to a server that allows no origin', preflight, 'route_not_found')
+      expect(Object.keys(preflight.headers).filter((name) => name.startsWith('access-control-'))).toEqual([])
+    } finally {
+      await closed.close()
+    }
+  })
+
   it('refuses a cookie credential sent from a foreign origin with 403, on reads, streams, cancels and metrics', async () => {
     const job = await createJob(base, { tenant: 'acme', user: 'ann' })
     const token = await mint(base, { jobIds: [job.id], rights: ['read', 'cancel'] })

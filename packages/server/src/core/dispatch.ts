@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto'
-import { isTerminal, JobwireError, type EventType, type JobEvent, type JobState } from '@jobwire/protocol'
+import { isTerminal, isTerminalEvent, JobwireError, needsRunning, type EventType, type JobEvent, type JobState } from '@jobwire/protocol'
 import { leaseProblem, waitFor, type JobService } from './jobs.js'
 import { textRewind } from './apply.js'
 import type { AppendResult, Lease, Store } from './store.js'
@@ -33,8 +33,8 @@ export interface WorkerSignal {
   reason: SignalReason
 }
 
-/** Events that keep a running job running under its lease: they never concern its worker's signals. */
-const workEvents: ReadonlySet<EventType> = new Set<EventType>(['progress', 'item', 'chunk', 'checkpoint'])
+/** Events that keep a running job running under its lease (they need it running and do not end it): they never concern its worker's signals. */
+const isWorkEvent = (type: EventType): boolean => needsRunning(type) && !isTerminalEvent(type)
 
 /** Re-checks waiting claims now and then: a job whose retry backoff ends signals no one. */
 const claimRecheckMs = 1000
@@ -137,7 +137,7 @@ export class Dispatcher {
     let wake: () => void = () => {}
     let woken = new Promise<void>((resolve) => (wake = resolve))
     const onEvents = (events: readonly JobEvent[]): void => {
-      if (events.some((event) => !workEvents.has(event.type))) wake()
+      if (events.some((event) => !isWorkEvent(event.type))) wake()
     }
     // Listen first, then look: a change between the two still wakes us.
     const unsubscribers = jobs.map((job) => this.store.subscribe(job.id, onEvents))

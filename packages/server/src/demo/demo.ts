@@ -1,5 +1,5 @@
 import type { FastifyInstance } from 'fastify'
-import { isTerminal, JobwireError } from '@jobwire/protocol'
+import { activeStatuses, isTerminal, JobwireError } from '@jobwire/protocol'
 import { createWorker, type Worker } from '@jobwire/worker'
 import type { Logger } from 'pino'
 import { signSubscriptionToken } from '../auth/tokens.js'
@@ -30,7 +30,7 @@ export function createDemo(service: JobService, logger?: Logger, options: { fail
 
   async function active(): Promise<number> {
     let count = 0
-    for (const status of ['queued', 'running'] as const) {
+    for (const status of activeStatuses) {
       count += (await service.listJobs({ tenant: demoOwner.tenant, status, limit: maxActive })).jobs.length
     }
     return count

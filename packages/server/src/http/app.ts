@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto'
 import { setMaxListeners } from 'node:events'
 import type { IncomingHttpHeaders } from 'node:http'
 import type { Duplex } from 'node:stream'
+import fastifyCors, { type FastifyCorsOptions } from '@fastify/cors'
 import Fastify, {
   LogController,
   type FastifyBaseLogger,
@@ -204,22 +205,9 @@ export async function buildApp(options: AppOptions): Promise<{ app: FastifyInsta
     const repeated = Object.entries(request.query as Record<string, unknown>).find(([, value]) => Array.isArray(value))
     if (repeated !== undefined) throw repeatedParameter(repeated[0])
   })
-  app.addHook('onRequest', async (request, reply) => {
-    const origin = request.headers.origin
-    if (origin === undefined) return
-    const allowed = cors(origin)
-    if (allowed === null) return
-    void reply.header('access-control-allow-origin', allowed.origin).header('vary', 'Origin')
-    if (allowed.credentials) void reply.header('access-control-allow-credentials', 'true')
-    if (request.method === 'OPTIONS') {
-      void reply
-        .header('access-control-allow-methods', 'GET, POST, DELETE, OPTIONS')
-        .header('access-control-allow-headers', 'authorization, content-type, last-event-id')
-        .header('access-control-max-age', '600')
-        .code(204)
-        .send()
-      return reply
-    }
+  // CORS by @fastify/cors, per request from the same allow-list; its preflight answer comes before /v1 authentication.
+  await app.register(fastifyCors, {
+    delegator: (request, callback) => callback(null, corsOptions(request.headers.origin === undefined ? null : cors(request.headers.origin))),
   })
   app.addHook('onSend', async (request, reply) => {
     void reply.header('x-request-id', request.id)
@@ -234,7 +222,7 @@ export async function buildApp(options: AppOptions): Promise<{ app: FastifyInsta
     })
   }
 
-  registerDashboard(app)
+  await registerDashboard(app)
   app.get('/healthz', async () => ({ ok: true }))
   // Public like the health checks: the API's shape is no secret, and tools fetch it without a key.
   app.get('/v1/openapi.json', async () => openApiDocument())
@@ -323,6 +311,23 @@ function bindJobLog(request: FastifyRequest, reply: FastifyReply): void {
   if (tenant !== null) bindings.tenant = tenant
   request.log = request.log.child(bindings)
   reply.log = request.log
+}
+
+/**
+ * What @fastify/cors does for a request's Origin: nothing for no Origin or one not allowed (its
+ * preflight falls through to route_not_found); else allow that origin (or `*`, without credentials).
+ * Any OPTIONS from an allowed origin is answered 204, as a preflight (not only those naming a method).
+ */
+function corsOptions(allowed: { origin: string; credentials: boolean } | null): FastifyCorsOptions {
+  if (allowed === null) return { origin: false }
+  return {
+    origin: allowed.origin,
+    credentials: allowed.credentials,
+    methods: 'GET, POST, DELETE, OPTIONS',
+    allowedHeaders: 'authorization, content-type, last-event-id',
+    maxAge: 600,
+    strictPreflight: false,
+  }
 }
 
 /** The CORS allow-list: which origin to echo, and whether credentials may come along (never with `*`). */

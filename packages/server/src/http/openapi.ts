@@ -23,7 +23,7 @@ import { bulkBodyDoc, cancelBody, claimBody, createJobBody, heartbeatBody, listQ
 
 const timestamp = z.string().meta({ description: 'ISO 8601 time, UTC' })
 const owner = z.object({ tenant: z.string(), user: z.string() }).strict().meta({ id: 'Owner' })
-const jobStatus = z.enum(jobStatuses as [JobState['status'], ...JobState['status'][]])
+const jobStatus = z.enum(jobStatuses)
 // Typed as the protocol's Metadata (JSON values), which a record of unknown stands for in the document.
 const metadata = z.record(z.string(), z.unknown()).meta({ description: 'app data, merged latest-wins per key (docs/app-features.md)' }) as unknown as z.ZodType<Metadata>
 const valueRef = z
@@ -145,7 +145,7 @@ const pollResponse = z
   .meta({ id: 'PollResponse' })
 
 const appended = {
-  events: z.array(z.object({ seq: z.number().int(), type: z.enum(eventTypes as [string, ...string[]]) }).strict()),
+  events: z.array(z.object({ seq: z.number().int(), type: z.enum(eventTypes) }).strict()),
   seq: z.number().int(),
   status: jobStatus,
   duplicate: z.literal(true).optional().meta({ description: 'a worker batch number seen before: nothing was appended' }),

@@ -1,4 +1,4 @@
-import { JobwireError, metadataProblem, producerEventTypes, stagePlanLimits, type EventDraft, type ItemStatus, type Metadata, type Owner } from '@jobwire/protocol'
+import { jobStatuses, JobwireError, metadataProblem, producerEventTypes, stagePlanLimits, type EventDraft, type ItemStatus, type Metadata, type Owner } from '@jobwire/protocol'
 import { z } from 'zod'
 import { duration } from '../config.js'
 
@@ -124,7 +124,7 @@ export const cancelBody = z.object({ reason: text(500).optional() }).strict()
 
 export const listQuery = z
   .object({
-    status: z.enum(['queued', 'running', 'completed', 'failed', 'cancelled']).optional(),
+    status: z.enum(jobStatuses).optional(),
     type: z.string().optional(),
     owner: z.string().optional(),
     tenant: z.string().optional(),

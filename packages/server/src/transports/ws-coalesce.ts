@@ -1,4 +1,4 @@
-import { mergeLatestWins, type JobEvent, type JobEventOf, type WsServerMessage } from '@jobwire/protocol'
+import { mergeLatestWins, type JobEvent, type JobEventOf, type LatestWinsType, type WsServerMessage } from '@jobwire/protocol'
 
 /**
  * A run of one job's latest-wins events (`progress`, `item`) waiting for a slow reader, kept as
@@ -20,7 +20,7 @@ export class CoalescedRun {
   #stage: string | null | undefined
   #segment = 0
 
-  constructor(first: JobEventOf<'progress'> | JobEventOf<'item'>, firstChars: number, stageBefore: string | null | undefined) {
+  constructor(first: JobEventOf<LatestWinsType>, firstChars: number, stageBefore: string | null | undefined) {
     this.jobId = first.jobId
     this.from = first.seq
     this.#last = first.seq - 1

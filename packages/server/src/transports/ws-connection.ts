@@ -1,10 +1,12 @@
 import type { WebSocket, RawData } from 'ws'
 import {
   closeCodeOf,
+  isLatestWinsEvent,
   JobwireError,
   wsCloseCodes,
   type JobEvent,
   type JobEventOf,
+  type LatestWinsType,
   type WsServerMessage,
 } from '@jobwire/protocol'
 import { CoalescedRun } from './ws-coalesce.js'
@@ -70,7 +72,7 @@ interface Outgoing {
   /** The encoding, or null while a run's is not yet built (it is, once, at flush). */
   text: string | null
   chars: number
-  latest: { event: JobEventOf<'progress'> | JobEventOf<'item'>; stageBefore: string | null | undefined } | null
+  latest: { event: JobEventOf<LatestWinsType>; stageBefore: string | null | undefined } | null
   run: CoalescedRun | null
 }
 
@@ -207,7 +209,7 @@ export class WsConnection {
 
   #pushEvent(event: JobEvent): void {
     const text = encodeEvent(event)
-    if (event.type !== 'progress' && event.type !== 'item') {
+    if (!isLatestWinsEvent(event)) {
       this.#mergeable.delete(event.jobId)
     } else {
       const open = this.#mergeable.get(event.jobId)
@@ -222,7 +224,7 @@ export class WsConnection {
     const entry: Outgoing = {
       text,
       chars: text.length,
-      latest: event.type === 'progress' || event.type === 'item' ? { event, stageBefore: this.#stages.get(event.jobId) } : null,
+      latest: isLatestWinsEvent(event) ? { event, stageBefore: this.#stages.get(event.jobId) } : null,
       run: null,
     }
     if (entry.latest !== null) this.#mergeable.set(event.jobId, entry)

@@ -1,4 +1,5 @@
 import {
+  activeStatuses,
   JobwireError,
   type JobEvent,
   type Owner,
@@ -340,7 +341,7 @@ export class WsSession {
     const wanted = new Map<string, { after: number | undefined; quiet: boolean }>()
     for (const [jobId, after] of Object.entries(message.positions ?? {})) wanted.set(jobId, { after, quiet: false })
     const room = (): boolean => wanted.size < this.context.maxSubscriptions
-    for (const status of ['queued', 'running'] as const) {
+    for (const status of activeStatuses) {
       await this.#listOwnerJobs(owner, status, (job) => {
         if (!wanted.has(job.id)) wanted.set(job.id, { after: undefined, quiet: true })
         return room()
@@ -390,7 +391,7 @@ export class WsSession {
   async #rescan(feed: UserFeed): Promise<void> {
     if (feed.closed || feed.syncing) return
     try {
-      for (const status of ['queued', 'running'] as const) {
+      for (const status of activeStatuses) {
         const page = await this.context.service.listJobs({ tenant: feed.owner.tenant, user: feed.owner.user, status, limit: 200 })
         for (const job of page.jobs) if (!feed.closed && !this.#streams.has(job.id)) this.#openFromFeed(job.id)
       }

@@ -5,6 +5,7 @@
 // time of JSON.parse on the same text, per body and as a share of the parse. Each row is the median
 // of BENCH_ROUNDS (15) rounds of enough repetitions to take ~20 ms.
 import { checkJsonShape, defaultJsonShapeLimits } from '../packages/server/dist/core/json-shape.js'
+import { median, timePerCall } from './lib/measure.mjs'
 
 const rounds = Number(process.env.BENCH_ROUNDS ?? 15)
 
@@ -17,21 +18,6 @@ const bodies = [
   ['job input: 1 MiB of nested records', JSON.stringify({ type: 'import', input: { rows: Array.from({ length: 5000 }, (_, i) => ({ id: i, name: `row ${i}`, tags: ['a', 'b', 'c'], meta: { created: '2026-12-04T00:00:00Z', score: i / 7, nested: { deep: [1, 2, { x: 'y' }] } } })) } })],
 ]
 
-function timePerCall(fn) {
-  let reps = 1
-  for (;;) {
-    const start = process.hrtime.bigint()
-    for (let i = 0; i < reps; i++) fn()
-    const ns = Number(process.hrtime.bigint() - start)
-    if (ns > 20e6) return ns / reps
-    reps *= 2
-  }
-}
-
-function median(values) {
-  const sorted = [...values].sort((a, b) => a - b)
-  return sorted[Math.floor(sorted.length / 2)]
-}
 
 const rows = []
 for (const [name, text] of bodies) {

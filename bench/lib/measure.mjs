@@ -1,5 +1,5 @@
-// What the fan-out benches share besides their child processes: a JSON POST over a keep-alive
-// undici Pool, and percentiles of the subscribers' latency histograms.
+// What the benches share besides their child processes: a JSON POST over a keep-alive
+// undici Pool, percentiles of the subscribers' latency histograms, and the time of one call.
 
 /** POSTs `body` as JSON with the bench's API key; throws on a non-2xx answer. */
 export async function postJson(pool, apiKey, path, body) {
@@ -24,4 +24,21 @@ export function percentile(histogram, bucketUs, p) {
     if (seen >= (p / 100) * total) return ((bucket + 1) * bucketUs) / 1000
   }
   return NaN
+}
+
+/** Nanoseconds per call of `fn`: doubles the repetitions until one batch takes over 20 ms. */
+export function timePerCall(fn) {
+  let reps = 1
+  for (;;) {
+    const start = process.hrtime.bigint()
+    for (let i = 0; i < reps; i++) fn()
+    const ns = Number(process.hrtime.bigint() - start)
+    if (ns > 20e6) return ns / reps
+    reps *= 2
+  }
+}
+
+export function median(values) {
+  const sorted = [...values].sort((a, b) => a - b)
+  return sorted[Math.floor(sorted.length / 2)]
 }

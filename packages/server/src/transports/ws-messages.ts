@@ -1,4 +1,5 @@
-import { JobwireError, wsClientMessageTypes, type Owner, type WsClientMessage, type WsClientMessageType } from '@jobwire/protocol'
+import { z } from 'zod'
+import { JobwireError, wsClientMessageTypes, type WsClientMessage, type WsClientMessageType } from '@jobwire/protocol'
 import { checkJsonShape, type JsonShapeLimits } from '../core/json-shape.js'
 
 /** Where an answer to a refused message goes: the request's `ref`, or the job it named. */
@@ -17,14 +18,61 @@ export class RefusedMessage extends Error {
   }
 }
 
-const allowedFields: Record<WsClientMessageType, readonly string[]> = {
-  subscribe: ['type', 'jobId', 'after', 'token'],
-  unsubscribe: ['type', 'jobId'],
-  subscribe_user: ['type', 'owner', 'positions', 'since'],
-  unsubscribe_user: ['type'],
-  cancel: ['type', 'jobId', 'reason', 'ref'],
-  refresh_token: ['type', 'token', 'jobId', 'ref'],
-  ping: ['type', 'ref'],
+/** A string of 1 to `max` characters; every failure says so. */
+const text = (max: number) => {
+  const error = `expected a string of 1 to ${max} characters`
+  return z.string({ error }).min(1, { error }).max(max, { error })
+}
+const jobId = text(100)
+const ref = text(100).optional()
+/** A stream position (`after`, a `positions` seq). */
+const seq = z.number().int().min(0)
+const ownerPart = (name: string) => {
+  const error = `${name}: expected 1 to 200 characters`
+  return z.string({ error }).min(1, { error }).max(200, { error })
+}
+
+/**
+ * One schema per message type, `ref` first and then the fields in the order they are checked: a
+ * message with several problems is refused for the first. Unknown fields are refused (strict).
+ */
+function messageSchemas(maxPositions: number) {
+  const positions = z
+    .record(jobId, seq, { error: (issue) => (issue.code === 'invalid_key' ? 'job ids are 1 to 100 characters' : 'expected {jobId: seq}') })
+    .refine((map) => Object.keys(map).length <= maxPositions, { error: `at most ${maxPositions} jobs` })
+  return {
+    subscribe: z.strictObject({ type: z.literal('subscribe'), jobId, token: text(16_384).optional(), after: seq.optional() }),
+    unsubscribe: z.strictObject({ type: z.literal('unsubscribe'), jobId }),
+    subscribe_user: z.strictObject({
+      type: z.literal('subscribe_user'),
+      owner: z
+        .strictObject({ tenant: ownerPart('tenant'), user: ownerPart('user') }, { error: (issue) => (issue.code === 'unrecognized_keys' ? 'expected only tenant and user' : 'expected {tenant, user}') })
+        .optional(),
+      positions: positions.optional(),
+      since: z
+        .string({ error: 'expected an ISO date' })
+        .max(40, { error: 'expected an ISO date' })
+        .refine((value) => !Number.isNaN(Date.parse(value)), { error: 'expected an ISO date' })
+        .optional(),
+    }),
+    unsubscribe_user: z.strictObject({ type: z.literal('unsubscribe_user') }),
+    cancel: z.strictObject({ type: z.literal('cancel'), ref, jobId, reason: text(2000).optional() }),
+    refresh_token: z.strictObject({ type: z.literal('refresh_token'), ref, token: text(16_384), jobId: jobId.optional() }),
+    ping: z.strictObject({ type: z.literal('ping'), ref }),
+  } satisfies Record<WsClientMessageType, z.ZodType>
+}
+
+type Schemas = ReturnType<typeof messageSchemas>
+// Each schema reads exactly its message of the protocol: this fails to compile when they part.
+type Same<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false
+const agrees = <T extends true>(): T | undefined => undefined
+agrees<Same<{ [K in WsClientMessageType]: z.infer<Schemas[K]> }[WsClientMessageType], WsClientMessage>>()
+
+/** The schemas for the last `maxPositions` asked for (one per server: it is a setting). */
+let cached: { maxPositions: number; schemas: Schemas } | null = null
+function schemasFor(maxPositions: number): Schemas {
+  if (cached?.maxPositions !== maxPositions) cached = { maxPositions, schemas: messageSchemas(maxPositions) }
+  return cached.schemas
 }
 
 /**
@@ -53,95 +101,33 @@ export function parseClientMessage(line: string, limits: { maxPositions: number;
   const target: MessageTarget = {}
   if (typeof raw.ref === 'string' && raw.ref.length <= 100) target.ref = raw.ref
   if (typeof raw.jobId === 'string' && raw.jobId.length > 0 && raw.jobId.length <= 100) target.jobId = raw.jobId
-  const refuse = (field: string, reason: string): never => {
-    throw new RefusedMessage(new JobwireError('invalid_request', { field, reason: `${field}: ${reason}` }), target)
-  }
   if (typeof raw.type !== 'string') {
     throw new RefusedMessage(new JobwireError('malformed_message', { reason: 'it has no string "type"' }), target)
   }
-  if (!(wsClientMessageTypes as readonly string[]).includes(raw.type)) {
-    throw new RefusedMessage(
-      new JobwireError('unknown_message_type', { type: raw.type.slice(0, 100), allowed: wsClientMessageTypes }),
-      target,
-    )
+  const type = raw.type
+  if (!(wsClientMessageTypes as readonly string[]).includes(type)) {
+    throw new RefusedMessage(new JobwireError('unknown_message_type', { type: type.slice(0, 100), allowed: wsClientMessageTypes }), target)
   }
-  const type = raw.type as WsClientMessageType
-  for (const key of Object.keys(raw)) {
-    if (!allowedFields[type].includes(key)) refuse(key, `unknown field for a "${type}" message`)
-  }
-  const text = (field: string, max: number, optional: boolean): string | undefined => {
-    const v = raw[field]
-    if (v === undefined && optional) return undefined
-    if (typeof v !== 'string' || v.length === 0 || v.length > max) return refuse(field, `expected a string of 1 to ${max} characters`)
-    return v
-  }
-  const ref = text('ref', 100, true)
-  const withRef = <T extends object>(message: T): T & { ref?: string } => (ref === undefined ? message : { ...message, ref })
-
-  switch (type) {
-    case 'subscribe': {
-      const jobId = text('jobId', 100, false) as string
-      const token = text('token', 16_384, true)
-      const message: Extract<WsClientMessage, { type: 'subscribe' }> = token === undefined ? { type, jobId } : { type, jobId, token }
-      if (raw.after === undefined) return message
-      if (typeof raw.after !== 'number' || !Number.isSafeInteger(raw.after) || raw.after < 0) {
-        throw new RefusedMessage(new JobwireError('invalid_position', { position: String(raw.after) }), target)
-      }
-      return { ...message, after: raw.after }
-    }
-    case 'unsubscribe':
-      return { type, jobId: text('jobId', 100, false) as string }
-    case 'subscribe_user': {
-      const message: Extract<WsClientMessage, { type: 'subscribe_user' }> = { type }
-      if (raw.owner !== undefined) message.owner = parseOwner(raw.owner, refuse)
-      if (raw.positions !== undefined) message.positions = parsePositions(raw.positions, limits.maxPositions, refuse)
-      if (raw.since !== undefined) {
-        if (typeof raw.since !== 'string' || raw.since.length > 40 || Number.isNaN(Date.parse(raw.since))) refuse('since', 'expected an ISO date')
-        message.since = raw.since as string
-      }
-      return message
-    }
-    case 'unsubscribe_user':
-      return { type }
-    case 'cancel': {
-      const jobId = text('jobId', 100, false) as string
-      const reason = text('reason', 2000, true)
-      return withRef(reason === undefined ? { type, jobId } : { type, jobId, reason })
-    }
-    case 'refresh_token': {
-      const token = text('token', 16_384, false) as string
-      const jobId = text('jobId', 100, true)
-      return withRef(jobId === undefined ? { type, token } : { type, token, jobId })
-    }
-    case 'ping':
-      return withRef({ type })
-    default:
-      return assertNever(type)
-  }
+  const parsed = schemasFor(limits.maxPositions)[type as WsClientMessageType].safeParse(raw)
+  if (parsed.success) return parsed.data
+  throw new RefusedMessage(refusal(parsed.error.issues, type, raw), target)
 }
 
-function parseOwner(value: unknown, refuse: (field: string, reason: string) => never): Owner {
-  if (typeof value !== 'object' || value === null) return refuse('owner', 'expected {tenant, user}')
-  const { tenant, user, ...rest } = value as Record<string, unknown>
-  if (Object.keys(rest).length > 0) refuse('owner', 'expected only tenant and user')
-  if (typeof tenant !== 'string' || tenant === '' || tenant.length > 200) refuse('owner', 'tenant: expected 1 to 200 characters')
-  if (typeof user !== 'string' || user === '' || user.length > 200) refuse('owner', 'user: expected 1 to 200 characters')
-  return { tenant: tenant as string, user: user as string }
-}
-
-function parsePositions(value: unknown, max: number, refuse: (field: string, reason: string) => never): Record<string, number> {
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) return refuse('positions', 'expected {jobId: seq}')
-  const entries = Object.entries(value as Record<string, unknown>)
-  if (entries.length > max) refuse('positions', `at most ${max} jobs`)
-  const out: Record<string, number> = {}
-  for (const [jobId, seq] of entries) {
-    if (jobId === '' || jobId.length > 100) refuse('positions', 'job ids are 1 to 100 characters')
-    if (typeof seq !== 'number' || !Number.isSafeInteger(seq) || seq < 0) refuse('positions', `${jobId.slice(0, 100)}: expected a seq >= 0`)
-    out[jobId] = seq as number
+/**
+ * The first problem as a registry error: an unknown field before any other (in the message, then
+ * in the field), a bad `after` as invalid_position, a bad seq in `positions` naming its job.
+ */
+function refusal(issues: readonly z.core.$ZodIssue[], type: string, raw: Record<string, unknown>): JobwireError {
+  const unknown = issues.find((issue) => issue.code === 'unrecognized_keys' && issue.path.length === 0)
+  if (unknown?.code === 'unrecognized_keys') {
+    const field = (unknown.keys[0] ?? '').slice(0, 100)
+    return new JobwireError('invalid_request', { field, reason: `${field}: unknown field for a "${type}" message` })
   }
-  return out
-}
-
-function assertNever(value: never): never {
-  throw new Error(`unhandled message type ${String(value)}`)
+  const field = String(issues[0]?.path[0] ?? 'type')
+  if (field === 'after') return new JobwireError('invalid_position', { position: String(raw.after) })
+  const ofField = issues.filter((issue) => issue.path[0] === field)
+  const issue = ofField.find((candidate) => candidate.code === 'unrecognized_keys') ?? ofField[0]
+  const job = field === 'positions' && issue?.code !== 'invalid_key' ? issue?.path[1] : undefined
+  const reason = job === undefined ? (issue?.message ?? 'invalid') : `${String(job).slice(0, 100)}: expected a seq >= 0`
+  return new JobwireError('invalid_request', { field, reason: `${field}: ${reason}` })
 }

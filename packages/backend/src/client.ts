@@ -1,4 +1,20 @@
-import { JobwireError, type ErrorBody, type JobState, type JobStatus, type Metadata, type Owner, type StageSpec } from '@jobwire/protocol'
+import {
+  JobwireError,
+  type AppendResponse,
+  type BulkWriteResponse,
+  type CreateJobRequest,
+  type ErrorResponse,
+  type HeartbeatResponse,
+  type JobPage,
+  type JobResult,
+  type JobState,
+  type JobSummary,
+  type JobWrite,
+  type ListJobsQuery,
+  type MintTokenRequest,
+  type ProducerEvent,
+  type SubscriptionToken,
+} from '@jobwire/protocol'
 
 export interface BackendOptions {
   /** The Jobwire node, e.g. `http://127.0.0.1:7070`. */
@@ -8,52 +24,12 @@ export interface BackendOptions {
   fetch?: typeof fetch
 }
 
-export interface CreateJob {
-  type: string
-  input?: unknown
-  owner?: Owner
-  idempotencyKey?: string
-  /** False when you run the job yourself and report with `report()`; default true (workers claim it). */
-  dispatch?: boolean
-  maxAttempts?: number
-  // Deadlines and retention, in ms or as a duration ("2m"); each overrides the job type's and the
-  // server's default, and 0 turns one off (docs/lifecycle.md).
-  /** Longest the job may run; it then fails with `timed_out`. */
-  timeout?: number | string
-  /** `job` (default): from its first start; `attempt`: from each start. */
-  timeoutPer?: 'job' | 'attempt'
-  /** A per-attempt timeout with attempts left re-queues the job instead of failing it. */
-  timeoutRetryable?: boolean
-  /** Longest a dispatched job may wait unclaimed; it then fails with `queue_timeout`. */
-  queueTimeout?: number | string
-  /** With `dispatch: false`: longest without a report or `heartbeat()`; it then fails with `runner_lost`. */
-  heartbeatTimeout?: number | string
-  /** Cancel the job (reason `unwatched`) once nobody has watched it for this long. */
-  cancelWhenUnwatched?: number | string
-  /** How long the job is kept once finished. */
-  retention?: number | string
-  /** The job's stage plan (names, weights or percent ranges); overrides its type's plan from the server's config. */
-  stages?: StageSpec[]
-}
-
-export type ProducerEvent =
-  | { type: 'started'; worker?: string }
-  /** `fraction`: how far `stage` is (0–1) for a job with a stage plan; `metadata`: app data merged latest-wins per key. */
-  | { type: 'progress'; stage?: string; percent?: number; message?: string; fraction?: number; metadata?: Metadata }
-  | { type: 'item'; id: string; label?: string; status?: 'pending' | 'running' | 'completed' | 'failed' | 'skipped'; percent?: number; message?: string; metadata?: Metadata }
-  | { type: 'chunk'; text: string }
-  | { type: 'checkpoint'; data: unknown }
-  | { type: 'completed'; result?: unknown }
-  | { type: 'failed'; code: string; message: string; retryable?: boolean }
-
+// The wire types live in @jobwire/protocol; these are their names in this package's API.
+/** What `createJob` sends: type, input, owner, idempotency key, dispatch, deadlines, stage plan. */
+export type CreateJob = CreateJobRequest
 /** What a job's write was given: the seqs of its events (an implicit `started` included). */
-export interface ReportResult {
-  events: { seq: number; type: string }[]
-  seq: number
-  status: JobStatus
-}
-
-export type JobSummary = Omit<JobState, 'text' | 'input' | 'result' | 'checkpoint'> & { textLength: number; finished: boolean }
+export type ReportResult = AppendResponse
+export type { JobSummary, ProducerEvent }
 
 /** A typed client of the REST API for backends; errors are JobwireErrors with the registry's codes. */
 export class JobwireBackend {
@@ -80,13 +56,11 @@ export class JobwireBackend {
    * apart by the server (the state has `result: null` and `resultRef`); this returns it either way.
    */
   async getResult(id: string): Promise<unknown> {
-    return (await this.#request<{ result: unknown }>('GET', `/v1/jobs/${encodeURIComponent(id)}/result`)).result
+    return (await this.#request<JobResult>('GET', `/v1/jobs/${encodeURIComponent(id)}/result`)).result
   }
 
-  listJobs(filter: { status?: JobStatus; type?: string; tenant?: string; user?: string; limit?: number; cursor?: string } = {}): Promise<{
-    jobs: JobSummary[]
-    nextCursor: string | null
-  }> {
+  /** One page of jobs, newest first; pass `nextCursor` back as `cursor` for the next. `owner` is `tenant` or `tenant:user`. */
+  listJobs(filter: ListJobsQuery = {}): Promise<JobPage> {
     const query = new URLSearchParams()
     for (const [key, value] of Object.entries(filter)) if (value !== undefined) query.set(key, String(value))
     return this.#request('GET', `/v1/jobs?${query}`)
@@ -109,7 +83,7 @@ export class JobwireBackend {
    * Says the runner of a job you run yourself (`dispatch: false`) is alive, between reports: its
    * `heartbeatTimeout` starts over (`expiresAt`: when it now falls). A report does the same.
    */
-  heartbeat(id: string): Promise<{ status: JobStatus; cancelled: boolean; expiresAt: string | null; timedOut: boolean }> {
+  heartbeat(id: string): Promise<HeartbeatResponse> {
     return this.#request('POST', `/v1/jobs/${encodeURIComponent(id)}/heartbeat`, {})
   }
 
@@ -117,19 +91,17 @@ export class JobwireBackend {
    * Appends events to many jobs in one request. Each job's write is atomic and answered on its own,
    * in order: a refused one comes back as a JobwireError in its place while the others stand.
    */
-  async reportMany(writes: { jobId: string; events: ProducerEvent[] }[]): Promise<(ReportResult | JobwireError)[]> {
-    const { results } = await this.#request<{ results: ({ jobId: string } & (ReportResult | { error: ErrorBody }))[] }>('POST', '/v1/events', { writes })
+  async reportMany(writes: Pick<JobWrite, 'jobId' | 'events'>[]): Promise<(ReportResult | JobwireError)[]> {
+    const { results } = await this.#request<BulkWriteResponse>('POST', '/v1/events', { writes })
     return results.map((result) => ('error' in result ? JobwireError.fromBody(result.error) : result))
   }
 
   /**
    * Mints a subscription token through the server (which checks the jobs are yours): for `jobIds`,
-   * for one `user` of a `tenant`, or `tenantWide` for every job of a `tenant`.
+   * for one `user` of a `tenant`, or `tenantWide` for every job of a `tenant`; `create` lets that
+   * user start and resume jobs of those types, `ttl` is in seconds.
    */
-  mintToken(scope: { jobIds?: string[]; tenant?: string; user?: string; tenantWide?: true; rights?: ('read' | 'cancel')[]; ttl?: number }): Promise<{
-    token: string
-    expiresAt: string
-  }> {
+  mintToken(scope: MintTokenRequest): Promise<SubscriptionToken> {
     return this.#request('POST', '/v1/tokens', scope)
   }
 
@@ -157,7 +129,7 @@ export class JobwireBackend {
     const text = await response.text()
     const parsed: unknown = text === '' ? null : JSON.parse(text)
     if (!response.ok) {
-      const error = (parsed as { error?: ErrorBody } | null)?.error
+      const error = (parsed as Partial<ErrorResponse> | null)?.error
       throw error === undefined ? new JobwireError('internal', { requestId: response.headers.get('x-request-id') ?? '?' }) : JobwireError.fromBody(error)
     }
     return parsed as T

@@ -1,6 +1,7 @@
+import type { SubscriptionToken, TokenRight } from '@jobwire/protocol'
 import { createHmac, randomBytes } from 'node:crypto'
 
-export type Right = 'read' | 'cancel'
+export type Right = TokenRight
 
 export interface MintOptions {
   /** The server's `--token-secret` (`JOBWIRE_TOKEN_SECRET`). */
@@ -30,7 +31,7 @@ export interface MintOptions {
  * secret. Give it to a browser for `EventSource(…/stream?access_token=…)` or the client SDK.
  * Mint only for jobs and users your own auth has checked the caller may see.
  */
-export function mintSubscriptionToken(options: MintOptions): { token: string; expiresAt: string } {
+export function mintSubscriptionToken(options: MintOptions): SubscriptionToken {
   if (options.secret.length < 32) throw new TypeError('mintSubscriptionToken: secret must be at least 32 characters')
   if (options.tenantWide === true) {
     if (options.tenant === undefined || options.user !== undefined || options.jobIds !== undefined) {

@@ -1,4 +1,4 @@
-import { JobwireError, type JobState, type JobStatus, type Owner } from '@jobwire/protocol'
+import { JobwireError, type CancelRequest, type JobCheckpoint, type JobPage, type JobResult, type JobState, type JobStatus, type JobSummary, type Owner } from '@jobwire/protocol'
 import { ConnectionStateMachine, type BackoffOptions, type ConnectionState, type RetryState, type StateChange } from './connection.js'
 import { asJobwireError, authHeaders, errorOf, type ClientCore, type Settings } from './core.js'
 import { resolveEnvironment, type EnvironmentOptions, type TimerHandle } from './environment.js'
@@ -108,17 +108,9 @@ export interface JobListQuery {
   signal?: AbortSignal
 }
 
-/** A job as a list shows it: its state without the heavy parts, and how much text it has. */
-export type JobSummary = Omit<JobState, 'text' | 'input' | 'result' | 'checkpoint'> & {
-  textLength: number
-  finished: boolean
-}
-
-export interface JobListPage {
-  jobs: JobSummary[]
-  /** Pass it as `cursor` for the next (older) page; null after the last one. */
-  nextCursor: string | null
-}
+export type { JobSummary }
+/** One page of `listJobs`: `nextCursor` goes back as `cursor` for the next (older) page; null after the last one. */
+export type JobListPage = JobPage
 
 /**
  * A Jobwire client: one WebSocket (or, where that cannot get through, SSE streams, then polling)
@@ -307,7 +299,7 @@ export class JobwireClient {
     const response = await this.#core.env.fetch(this.#core.url(`/v1/jobs/${encodeURIComponent(jobId)}/cancel`), {
       method: 'POST',
       headers: { 'content-type': 'application/json', ...authHeaders(token) },
-      body: JSON.stringify(reason === undefined ? {} : { reason }),
+      body: JSON.stringify((reason === undefined ? {} : { reason }) satisfies CancelRequest),
     })
     if (!response.ok) throw await errorOf(response)
   }
@@ -390,7 +382,7 @@ export class JobwireClient {
           ...(signal === undefined ? {} : { signal }),
         })
         .catch((error: unknown) => Promise.reject(asJobwireError(error)))
-      if (response.ok) return ((await response.json()) as Record<string, unknown>)[which] ?? null
+      if (response.ok) return ((await response.json()) as Partial<JobResult & JobCheckpoint>)[which] ?? null
       const error = await errorOf(response)
       const renew = error.code === 'token_expired' || (!credential.fresh && (error.code === 'unauthorized' || error.code === 'invalid_token'))
       if (attempt > 0 || !renew) throw error

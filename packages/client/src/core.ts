@@ -1,4 +1,4 @@
-import { JobwireError, type ErrorBody } from '@jobwire/protocol'
+import { JobwireError, type ErrorResponse } from '@jobwire/protocol'
 import { backoffDelay, type BackoffOptions, type RetryState } from './connection.js'
 import type { Environment, TimerHandle } from './environment.js'
 import type { JobFeed, TransportName } from './job-feed.js'
@@ -72,7 +72,7 @@ export function decide(error: JobwireError, freshToken: boolean): ErrorDecision 
 /** The error an HTTP answer carries, or one made from its status when it carries none (a proxy's page). */
 export async function errorOf(response: Response): Promise<JobwireError> {
   try {
-    const body = (await response.json()) as { error?: ErrorBody }
+    const body = (await response.json()) as Partial<ErrorResponse>
     if (body.error !== undefined && typeof body.error.code === 'string') return JobwireError.fromBody(body.error)
   } catch {
     // not JSON: fall through

@@ -1,4 +1,4 @@
-import { activeStatuses, isTerminal, type JobState, type JobStatus, type JobwireError, type Owner } from '@jobwire/protocol'
+import { activeStatuses, isTerminal, type JobPage, type JobState, type JobStatus, type JobwireError, type Owner } from '@jobwire/protocol'
 import { ConnectionStateMachine, type ConnectionState } from './connection.js'
 import { asJobwireError, authHeaders, decide, errorOf, Retry, type ClientCore } from './core.js'
 import type { TimerHandle } from './environment.js'
@@ -213,6 +213,6 @@ class ListPoller {
       cache: 'no-store',
     })
     if (!response.ok) throw await errorOf(response)
-    return ((await response.json()) as { jobs: { id: string; status: JobStatus }[] }).jobs
+    return ((await response.json()) as JobPage).jobs
   }
 }

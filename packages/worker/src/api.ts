@@ -1,49 +1,22 @@
-import { errorRegistry, isErrorCode, type ItemStatus, type JobState, type JobStatus, type Metadata } from '@jobwire/protocol'
+import {
+  errorRegistry,
+  isErrorCode,
+  type AppendResponse,
+  type BulkWriteRequest,
+  type BulkWriteResponse,
+  type Claim,
+  type ClaimRequest,
+  type HeartbeatRequest,
+  type HeartbeatResponse,
+  type JobCheckpoint,
+  type JobSignal,
+  type ProducerEvent,
+  type ReleaseRequest,
+  type SignalsRequest,
+  type SignalsResponse,
+  type WriteMeta,
+} from '@jobwire/protocol'
 import type { Timers } from './timing.js'
-
-/** The lease a claim grants: the token every write must carry, and when it lapses without a heartbeat. */
-export interface Lease {
-  token: string
-  expiresAt: string
-  leaseMs: number
-}
-
-export interface Claim {
-  job: JobState
-  lease: Lease
-}
-
-/** One event of `POST /v1/jobs/:id/events`, as the wire carries it. */
-export type WireEvent =
-  | { type: 'progress'; stage?: string; percent?: number; message?: string; fraction?: number; metadata?: Metadata }
-  | { type: 'item'; id: string; label?: string; status?: ItemStatus; percent?: number; message?: string; metadata?: Metadata }
-  | { type: 'chunk'; text: string }
-  | { type: 'checkpoint'; data: unknown }
-  | { type: 'completed'; result?: unknown }
-  | { type: 'failed'; code: string; message: string; retryable?: boolean }
-
-export interface AppendAnswer {
-  events: { seq: number; type: string }[]
-  seq: number
-  status: JobStatus
-  duplicate?: true
-}
-
-export interface HeartbeatAnswer {
-  status: JobStatus
-  cancelled: boolean
-  expiresAt: string | null
-  /** The job's timeout ended it (servers before deadlines leave it out). */
-  timedOut?: boolean
-}
-
-/** Why the server says a job is no longer this worker's to run. */
-export type SignalReason = 'cancelled' | 'finished' | 'lease_lost' | 'timed_out'
-
-export interface JobSignal {
-  jobId: string
-  reason: SignalReason
-}
 
 /** What the worker was doing when a request failed. */
 export type WorkerOperation = 'claim' | 'heartbeat' | 'signals' | 'events' | 'release' | 'checkpoint'
@@ -94,13 +67,16 @@ export interface ApiOptions {
   bulk: { maxEvents: number; maxBytes: number } | null
 }
 
+/** What the worker sends for one job's write: always under its lease, always numbered. */
+type WriteBody = Required<WriteMeta> & { events: ProducerEvent[] }
+
 /** One job's write waiting for the next bulk request. */
 interface PendingWrite {
   jobId: string
-  body: { lease: string; batch: number; events: WireEvent[] }
+  body: WriteBody
   bytes: number
   signal: AbortSignal
-  resolve(answer: AppendAnswer): void
+  resolve(answer: AppendResponse): void
   reject(error: unknown): void
   settled: boolean
 }
@@ -119,10 +95,7 @@ export class WorkerApi {
   }
 
   /** A job and its lease, or `null` when none came within `wait` seconds. */
-  async claim(
-    body: { types: string[]; worker: string; leaseMs: number; wait: number },
-    signal: AbortSignal,
-  ): Promise<Claim | null> {
+  async claim(body: Required<ClaimRequest>, signal: AbortSignal): Promise<Claim | null> {
     const answer = await this.post<Claim>('claim', '/v1/workers/claim', body, signal, body.wait * 1000 + longPollSlackMs)
     return answer.status === 204 ? null : answer.body
   }
@@ -132,10 +105,10 @@ export class WorkerApi {
    * many jobs flushes them together) share one `POST /v1/events`; each is still answered, or
    * refused, on its own, exactly as its own request would be.
    */
-  appendEvents(jobId: string, body: { lease: string; batch: number; events: WireEvent[] }, signal: AbortSignal): Promise<AppendAnswer> {
+  appendEvents(jobId: string, body: WriteBody, signal: AbortSignal): Promise<AppendResponse> {
     if (this.options.bulk === null) return this.#appendOne(jobId, body, signal)
     if (signal.aborted) return Promise.reject(signal.reason)
-    return new Promise<AppendAnswer>((resolve, reject) => {
+    return new Promise<AppendResponse>((resolve, reject) => {
       const write: PendingWrite = { jobId, body, bytes: JSON.stringify(body).length, signal, resolve, reject, settled: false }
       // An aborted write is answered at once; the shared request goes on for the others.
       const onAbort = (): void => settle(write, () => reject(signal.reason))
@@ -147,8 +120,8 @@ export class WorkerApi {
     })
   }
 
-  async #appendOne(jobId: string, body: { lease: string; batch: number; events: WireEvent[] }, signal: AbortSignal): Promise<AppendAnswer> {
-    return (await this.post<AppendAnswer>('events', `/v1/jobs/${encodeURIComponent(jobId)}/events`, body, signal)).body
+  async #appendOne(jobId: string, body: WriteBody, signal: AbortSignal): Promise<AppendResponse> {
+    return (await this.post<AppendResponse>('events', `/v1/jobs/${encodeURIComponent(jobId)}/events`, body, signal)).body
   }
 
   async #flushWrites(): Promise<void> {
@@ -182,10 +155,10 @@ export class WorkerApi {
       return
     }
     const never = new AbortController().signal
-    let answer: { results: ({ jobId: string; error: { code: string; message: string; details?: Record<string, unknown> } } | (AppendAnswer & { jobId: string }))[] }
+    let answer: BulkWriteResponse
     try {
-      const body = { writes: writes.map((write) => ({ jobId: write.jobId, ...write.body })) }
-      answer = (await this.post<typeof answer>('events', '/v1/events', body, never)).body
+      const body: BulkWriteRequest = { writes: writes.map((write) => ({ jobId: write.jobId, ...write.body })) }
+      answer = (await this.post<BulkWriteResponse>('events', '/v1/events', body, never)).body
     } catch (error) {
       // Refused as a whole for one write's sake (a malformed event, say): send each on its own,
       // so the others are not held hostage. Anything else (no answer, 5xx, 401): each retries.
@@ -207,25 +180,25 @@ export class WorkerApi {
     })
   }
 
-  async heartbeat(jobId: string, body: { lease: string; leaseMs: number }, signal: AbortSignal): Promise<HeartbeatAnswer> {
-    return (await this.post<HeartbeatAnswer>('heartbeat', `/v1/jobs/${encodeURIComponent(jobId)}/heartbeat`, body, signal)).body
+  /** `timedOut` is absent from servers before deadlines: test it with `=== true`. */
+  async heartbeat(jobId: string, body: Required<HeartbeatRequest>, signal: AbortSignal): Promise<HeartbeatResponse> {
+    return (await this.post<HeartbeatResponse>('heartbeat', `/v1/jobs/${encodeURIComponent(jobId)}/heartbeat`, body, signal)).body
   }
 
-  async release(jobId: string, body: { lease: string; reason: string }, signal: AbortSignal): Promise<void> {
+  async release(jobId: string, body: Required<ReleaseRequest>, signal: AbortSignal): Promise<void> {
     await this.post('release', `/v1/jobs/${encodeURIComponent(jobId)}/release`, body, signal)
   }
 
   /** A job's checkpoint in full (`GET /v1/jobs/:id/checkpoint`), for one too large to come with the claim. */
   async checkpoint(jobId: string, signal: AbortSignal): Promise<unknown> {
-    const answer = await this.post<{ checkpoint: unknown }>('checkpoint', `/v1/jobs/${encodeURIComponent(jobId)}/checkpoint`, undefined, signal, requestTimeoutMs, 'GET')
+    const answer = await this.post<JobCheckpoint>('checkpoint', `/v1/jobs/${encodeURIComponent(jobId)}/checkpoint`, undefined, signal, requestTimeoutMs, 'GET')
     return answer.body.checkpoint
   }
 
   /** Long-poll: the jobs among `jobs` that are no longer running under their lease (empty after `wait` seconds). */
-  async signals(jobs: { id: string; lease: string }[], wait: number, signal: AbortSignal): Promise<JobSignal[]> {
-    const answer = await this.post<{ signals: JobSignal[] }>(
-      'signals', '/v1/workers/signals', { jobs, wait }, signal, wait * 1000 + longPollSlackMs,
-    )
+  async signals(jobs: SignalsRequest['jobs'], wait: number, signal: AbortSignal): Promise<JobSignal[]> {
+    const body: SignalsRequest = { jobs, wait }
+    const answer = await this.post<SignalsResponse>('signals', '/v1/workers/signals', body, signal, wait * 1000 + longPollSlackMs)
     return answer.body.signals
   }
 

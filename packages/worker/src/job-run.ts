@@ -1,4 +1,5 @@
-import { WorkerRequestError, type Claim, type Lease, type SignalReason, type WireEvent, type WorkerApi, type WorkerOperation } from './api.js'
+import type { Claim, Lease, ProducerEvent, SignalReason } from '@jobwire/protocol'
+import { WorkerRequestError, type WorkerApi, type WorkerOperation } from './api.js'
 import { createContext, type ClaimedJob, type JobContext } from './context.js'
 import { failureOf, JobAbortedError, type AbortReason } from './errors.js'
 import { Outbox, type BatchLimits } from './outbox.js'
@@ -130,7 +131,7 @@ export class JobRun implements Watched {
 
   private async execute(handler: JobHandler): Promise<void> {
     const ctx = createContext(this.outbox, this.controller.signal, this.env.limits.maxValueBytes, this.claim.job)
-    let terminal: Extract<WireEvent, { type: 'completed' | 'failed' }>
+    let terminal: Extract<ProducerEvent, { type: 'completed' | 'failed' }>
     try {
       const job = await this.claimedJob()
       const result: unknown = await handler(job as ClaimedJob, ctx)
@@ -250,7 +251,7 @@ export async function releaseLease(
 }
 
 /** The `completed` event for a handler's return value, or a `failed` when it cannot be sent. */
-function completedEvent(result: unknown, maxValueBytes: number): Extract<WireEvent, { type: 'completed' | 'failed' }> {
+function completedEvent(result: unknown, maxValueBytes: number): Extract<ProducerEvent, { type: 'completed' | 'failed' }> {
   if (result === undefined) return { type: 'completed' }
   let json: string
   try {

@@ -1,5 +1,5 @@
-import type { ItemStatus, Metadata } from '@jobwire/protocol'
-import { WorkerRequestError, type WireEvent } from './api.js'
+import type { ItemStatus, Metadata, ProducerEvent } from '@jobwire/protocol'
+import { WorkerRequestError } from './api.js'
 import { JobAbortedError, type AbortReason } from './errors.js'
 import { backoffDelay, deferred, sleep, type Backoff, type Deferred, type Timers } from './timing.js'
 
@@ -48,7 +48,7 @@ export interface OutboxOptions {
   random: () => number
   backoff: Backoff
   /** One attempt to append batch number `batch` (1, 2, 3… per lease). */
-  send(batch: number, events: WireEvent[], signal: AbortSignal): Promise<unknown>
+  send(batch: number, events: ProducerEvent[], signal: AbortSignal): Promise<unknown>
   /** A transient failure; the same batch is sent again after a backoff. */
   onRetry(error: unknown): void
   /**
@@ -59,7 +59,7 @@ export interface OutboxOptions {
 }
 
 interface Entry {
-  event: WireEvent
+  event: ProducerEvent
   /** Bytes of the event's JSON (chunks are measured when they are split). */
   bytes: number
   /** Position in the order of reports; an entry is delivered when `delivered >= n`. */
@@ -149,7 +149,7 @@ export class Outbox {
   }
 
   /** Sends what is pending, then `event`, and takes no more reports; resolves when done or ended. */
-  finish(event: Extract<WireEvent, { type: 'completed' | 'failed' }>): Promise<void> {
+  finish(event: Extract<ProducerEvent, { type: 'completed' | 'failed' }>): Promise<void> {
     if (this.accepting) {
       this.flushPending()
       this.open = false
@@ -209,7 +209,7 @@ export class Outbox {
     for (const waiter of waiters) waiter.deferred.reject(error)
   }
 
-  private enqueue(event: WireEvent, bytes = byteLength(JSON.stringify(event))): number {
+  private enqueue(event: ProducerEvent, bytes = byteLength(JSON.stringify(event))): number {
     this.enqueued += 1
     this.queue.push({ event, bytes, n: this.enqueued })
     return this.enqueued
@@ -318,7 +318,7 @@ export class Outbox {
   }
 
   /** Sends one batch until it is applied, refused for good, or the outbox is killed. */
-  private async deliver(batch: number, events: WireEvent[]): Promise<'sent' | 'killed' | WorkerRequestError> {
+  private async deliver(batch: number, events: ProducerEvent[]): Promise<'sent' | 'killed' | WorkerRequestError> {
     const { timers, backoff, random } = this.options
     for (let attempt = 1; ; attempt++) {
       try {
@@ -338,9 +338,9 @@ export class Outbox {
    * checkpoints in one batch only the last is sent: the batch is applied atomically, so no one
    * can observe the earlier ones.
    */
-  private takeBatch(): { events: WireEvent[]; lastN: number } {
+  private takeBatch(): { events: ProducerEvent[]; lastN: number } {
     const { maxBatchEvents, maxEventBytes, maxBatchBytes } = this.options.limits
-    const events: WireEvent[] = []
+    const events: ProducerEvent[] = []
     let bytes = 0
     let lastN = this.delivered
     let checkpointAt = -1

@@ -1,4 +1,5 @@
-import type { SignalReason, WorkerApi } from './api.js'
+import type { SignalReason } from '@jobwire/protocol'
+import type { WorkerApi } from './api.js'
 import { backoffDelay, sleep, type Backoff, type Timers } from './timing.js'
 
 /** The shortest round of an empty poll: a server that answers at once is asked again after this. */

@@ -1,5 +1,6 @@
+import type { Claim } from '@jobwire/protocol'
 import { hostname } from 'node:os'
-import { WorkerApi, type Claim, type WorkerOperation } from './api.js'
+import { WorkerApi, type WorkerOperation } from './api.js'
 import { JobFailure } from './errors.js'
 import { JobRun, releaseLease, type JobHandler, type RunEnvironment } from './job-run.js'
 import { defaultLimits, type BatchLimits } from './outbox.js'

@@ -1,12 +1,13 @@
 import { describe, expect, it } from 'vitest'
-import { WorkerRequestError, type WireEvent } from '../src/api.js'
+import type { ProducerEvent } from '@jobwire/protocol'
+import { WorkerRequestError } from '../src/api.js'
 import { failureOf, JobAbortedError, JobFailure, RetryableError } from '../src/errors.js'
 import { defaultLimits, fitText, Outbox, type BatchLimits, type OutboxOptions } from '../src/outbox.js'
 import { ManualTimers, settle } from './harness.js'
 
 interface Sent {
   batch: number
-  events: WireEvent[]
+  events: ProducerEvent[]
 }
 
 /** An outbox whose requests go to `answer` (default: applied at once), on manual timers. */
@@ -31,7 +32,7 @@ function makeOutbox(options: Partial<OutboxOptions> & { answer?: (sent: Sent) =>
     onEnd: (reason, error) => ends.push({ reason, error }),
     ...options,
   })
-  const events = (): WireEvent[] => sent.flatMap((s) => s.events)
+  const events = (): ProducerEvent[] => sent.flatMap((s) => s.events)
   return { outbox, timers, sent, ends, retries, events }
 }
 

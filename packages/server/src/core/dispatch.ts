@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto'
-import { isTerminal, isTerminalEvent, JobwireError, needsRunning, type EventType, type JobEvent, type JobState } from '@jobwire/protocol'
+import { isTerminal, isTerminalEvent, JobwireError, needsRunning, type Claim, type EventType, type HeartbeatResponse, type JobEvent, type JobSignal } from '@jobwire/protocol'
 import { leaseProblem, waitFor, type JobService } from './jobs.js'
 import { textRewind } from './apply.js'
 import type { AppendResult, Lease, Store } from './store.js'
@@ -13,25 +13,10 @@ export interface ClaimRequest {
   signal?: AbortSignal
 }
 
-export interface Claimed {
-  job: JobState
-  lease: { token: string; expiresAt: string; leaseMs: number }
-}
-
-export interface HeartbeatResult {
-  status: JobState['status']
-  cancelled: boolean
-  expiresAt: string | null
-  /** The job's timeout failed it. */
-  timedOut: boolean
-}
-
-/** `timed_out`: the job's timeout fired (it failed, or went back to the queue for another attempt). */
-type SignalReason = 'cancelled' | 'finished' | 'lease_lost' | 'timed_out'
-export interface WorkerSignal {
-  jobId: string
-  reason: SignalReason
-}
+// The answers of the worker routes, as the protocol defines them (`@jobwire/protocol` rest.ts).
+export type Claimed = Claim
+export type HeartbeatResult = HeartbeatResponse
+export type WorkerSignal = JobSignal
 
 /** Events that keep a running job running under its lease (they need it running and do not end it): they never concern its worker's signals. */
 const isWorkEvent = (type: EventType): boolean => needsRunning(type) && !isTerminalEvent(type)

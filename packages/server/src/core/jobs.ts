@@ -8,6 +8,7 @@ import {
   nextStatus,
   normalizeStagePlan,
   type EventDraft,
+  type HeartbeatResponse,
   type JobState,
   type Metadata,
   type Owner,
@@ -338,7 +339,7 @@ export class JobService {
    * A self-run job's runner says it is alive (`POST /v1/jobs/:id/heartbeat` without a lease):
    * its `heartbeatTimeout` starts over. A dispatched job's worker heartbeats its lease instead.
    */
-  async runnerHeartbeat(jobId: string): Promise<{ status: JobState['status']; cancelled: boolean; expiresAt: string | null; timedOut: boolean }> {
+  async runnerHeartbeat(jobId: string): Promise<HeartbeatResponse> {
     const now = this.now().getTime()
     const result = await this.store.append(jobId, (job) => {
       if (job.dispatch) throw new JobwireError('invalid_request', { reason: `job ${jobId} is dispatched to workers: heartbeat its lease (send "lease")` })

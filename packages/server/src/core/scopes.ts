@@ -1,6 +1,8 @@
-export type Role = 'admin' | 'backend' | 'worker'
+import type { ApiKeyRole, TokenRight } from '@jobwire/protocol'
+
+export type Role = ApiKeyRole
 export const roles: readonly Role[] = ['admin', 'backend', 'worker']
-export type Right = 'read' | 'cancel'
+export type Right = TokenRight
 
 /**
  * Who is asking, as established by authentication. What a principal may do is decided in one

@@ -1,5 +1,5 @@
 import type { FastifyReply, FastifyRequest } from 'fastify'
-import { isTerminal, JobwireError, type JobState } from '@jobwire/protocol'
+import { isTerminal, JobwireError, type JobState, type JobSummary } from '@jobwire/protocol'
 import type { Dispatcher } from '../core/dispatch.js'
 import type { JobService } from '../core/jobs.js'
 import type { Principal } from '../core/scopes.js'
@@ -52,10 +52,7 @@ export function abortOnClose(reply: FastifyReply, shuttingDown: AbortSignal): Ab
 }
 
 /** What a list shows of a job: everything but the heavy parts (text, input, result, checkpoint). */
-export function summarize(job: JobState): Omit<JobState, 'text' | 'input' | 'result' | 'checkpoint'> & {
-  textLength: number
-  finished: boolean
-} {
+export function summarize(job: JobState): JobSummary {
   const { text, input: _input, result: _result, checkpoint: _checkpoint, ...rest } = job
   return { ...rest, textLength: text.length, finished: isTerminal(job.status) }
 }

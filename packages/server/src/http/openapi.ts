@@ -4,32 +4,63 @@ import {
   itemStatuses,
   jobStatuses,
   protocolVersion,
+  type ApiKey,
+  type ApiKeyList,
+  type ApiKeyRole,
+  type AppendResponse,
+  type BulkWriteResponse,
+  type Claim,
+  type CreateApiKeyRequest,
+  type CreatedApiKey,
+  type ErrorBody,
+  type ErrorCode,
+  type ErrorResponse,
+  type EventType,
+  type Health,
+  type HeartbeatResponse,
+  type ItemStatus,
+  type JobCheckpoint,
   type JobEvent,
+  type JobPage,
+  type JobResult,
   type JobState,
+  type JobSummary,
   type Metadata,
+  type MintTokenRequest,
+  type Owner,
   type PollResponse,
+  type Readiness,
+  type RevokedApiKey,
+  type SignalsResponse,
+  type SubscriptionToken,
+  type ValueRef,
 } from '@jobwire/protocol'
 import { readFileSync } from 'node:fs'
 import { z } from 'zod'
 import { roles } from '../core/scopes.js'
 import { keyBody, tokenBody } from './routes/access.js'
 import { bulkBodyDoc, cancelBody, claimBody, createJobBody, heartbeatBody, listQuery, producerEventsBodyDoc, releaseBody, signalsBody } from './schemas.js'
+import { wire, type Checked } from './wire-check.js'
 
 /*
  * The HTTP API as an OpenAPI 3.1 document, built from the zod schemas the routes parse requests
  * with and the response schemas below. It is served at GET /v1/openapi.json, and the server's
  * tests validate every response they get against it, so it cannot drift from what the server does.
+ * Every component is checked at compile time to describe exactly its wire type of @jobwire/protocol
+ * (`wire<T>()`, wire-check.ts), so it cannot drift from what the SDKs expect either.
  */
 
 const timestamp = z.string().meta({ description: 'ISO 8601 time, UTC' })
-const owner = z.object({ tenant: z.string(), user: z.string() }).strict().meta({ id: 'Owner' })
+const owner = wire<Owner>()(z.object({ tenant: z.string(), user: z.string() }).strict().meta({ id: 'Owner' }))
 const jobStatus = z.enum(jobStatuses)
 // Typed as the protocol's Metadata (JSON values), which a record of unknown stands for in the document.
-const metadata = z.record(z.string(), z.unknown()).meta({ description: 'app data, merged latest-wins per key (docs/app-features.md)' }) as unknown as z.ZodType<Metadata>
-const valueRef = z
-  .object({ ref: z.string(), size: z.number().int() })
-  .strict()
-  .meta({ id: 'ValueRef', description: 'A result or checkpoint stored apart (too large for an event): fetch it from /result or /checkpoint' })
+const metadata = z.record(z.string(), z.unknown()).meta({ description: 'app data, merged latest-wins per key (docs/app-features.md)' }) as unknown as z.ZodType<Metadata, Metadata>
+const valueRef = wire<ValueRef>()(
+  z
+    .object({ ref: z.string(), size: z.number().int() })
+    .strict()
+    .meta({ id: 'ValueRef', description: 'A result or checkpoint stored apart (too large for an event): fetch it from /result or /checkpoint' }),
+)
 const plannedStage = { name: z.string(), from: z.number(), to: z.number() }
 
 const jobFields = {
@@ -49,7 +80,7 @@ const jobFields = {
       .object({
         id: z.string(),
         label: z.string().nullable(),
-        status: z.enum(itemStatuses as [string, ...string[]]),
+        status: z.enum(itemStatuses as [ItemStatus, ...ItemStatus[]]),
         percent: z.number().nullable(),
         message: z.string().nullable(),
         metadata: metadata.optional(),
@@ -76,13 +107,17 @@ const jobFields = {
   seq: z.number().int(),
 }
 
-const jobState = z.object(jobFields).strict().meta({ id: 'JobState', description: "A job's state at its `seq`: the reduction of its events." })
+const jobState = wire<JobState>()(
+  z.object(jobFields).strict().meta({ id: 'JobState', description: "A job's state at its `seq`: the reduction of its events." }),
+)
 
 const { text: _text, input: _input, result: _result, checkpoint: _checkpoint, ...summaryFields } = jobFields
-const jobSummary = z
-  .object({ ...summaryFields, textLength: z.number().int(), finished: z.boolean() })
-  .strict()
-  .meta({ id: 'JobSummary', description: 'A job as listed: without `text`, `input`, `result` and `checkpoint`.' })
+const jobSummary = wire<JobSummary>()(
+  z
+    .object({ ...summaryFields, textLength: z.number().int(), finished: z.boolean() })
+    .strict()
+    .meta({ id: 'JobSummary', description: 'A job as listed: without `text`, `input`, `result` and `checkpoint`.' }),
+)
 
 const eventData = {
   created: z
@@ -96,7 +131,7 @@ const eventData = {
     .object({
       id: z.string(),
       label: z.string().optional(),
-      status: z.enum(itemStatuses as [string, ...string[]]).optional(),
+      status: z.enum(itemStatuses as [ItemStatus, ...ItemStatus[]]).optional(),
       percent: z.number().optional(),
       message: z.string().optional(),
       metadata: metadata.optional(),
@@ -119,30 +154,35 @@ const eventData = {
     .strict(),
 } satisfies Record<JobEvent['type'], z.ZodType>
 
-const eventOf = <K extends JobEvent['type']>(type: K) =>
+const eventOf = <K extends EventType>(type: K) =>
   z.object({ jobId: z.string(), seq: z.number().int(), type: z.literal(type), at: timestamp, data: eventData[type] }).strict()
-const jobEvent = z
-  .discriminatedUnion(
-    'type',
-    eventTypes.map((type) => eventOf(type)) as unknown as [ReturnType<typeof eventOf>, ...ReturnType<typeof eventOf>[]],
-  )
-  .meta({ id: 'JobEvent', description: 'An event as stored and delivered; `seq` is contiguous per job from 1.' })
+/** The schema of each event type's event; their union is the JobEvent schema's type. */
+type EventSchema = { [K in EventType]: ReturnType<typeof eventOf<K>> }[EventType]
+const jobEvent = wire<JobEvent>()(
+  z
+    .discriminatedUnion('type', eventTypes.map((type) => eventOf(type)) as unknown as [EventSchema, ...EventSchema[]])
+    .meta({ id: 'JobEvent', description: 'An event as stored and delivered; `seq` is contiguous per job from 1.' }),
+)
 
-const errorBody = z
-  .object({
-    code: z.enum(errorCodes as [string, ...string[]]),
-    message: z.string(),
-    details: z.record(z.string(), z.unknown()).optional(),
-  })
-  .strict()
-  .meta({ id: 'ErrorBody', description: 'A registry error: see docs/errors.md.' })
-const errorResponse = z.object({ error: errorBody }).strict().meta({ id: 'ErrorResponse' })
+const errorBody = wire<ErrorBody>()(
+  z
+    .object({
+      code: z.enum(errorCodes as [ErrorCode, ...ErrorCode[]]),
+      message: z.string(),
+      details: z.record(z.string(), z.unknown()).optional(),
+    })
+    .strict()
+    .meta({ id: 'ErrorBody', description: 'A registry error: see docs/errors.md.' }),
+)
+const errorResponse = wire<ErrorResponse>()(z.object({ error: errorBody }).strict().meta({ id: 'ErrorResponse' }))
 
 const snapshot = z.object({ job: jobState, reset: z.boolean(), reason: z.enum(['initial', 'trimmed']) }).strict()
-const pollResponse = z
-  .object({ snapshot: snapshot.optional(), events: z.array(jobEvent), next: z.number().int(), done: z.boolean(), more: z.boolean() })
-  .strict()
-  .meta({ id: 'PollResponse' })
+const pollResponse = wire<PollResponse>()(
+  z
+    .object({ snapshot: snapshot.optional(), events: z.array(jobEvent), next: z.number().int(), done: z.boolean(), more: z.boolean() })
+    .strict()
+    .meta({ id: 'PollResponse' }),
+)
 
 const appended = {
   events: z.array(z.object({ seq: z.number().int(), type: z.enum(eventTypes) }).strict()),
@@ -150,62 +190,69 @@ const appended = {
   status: jobStatus,
   duplicate: z.literal(true).optional().meta({ description: 'a worker batch number seen before: nothing was appended' }),
 }
-const appendResponse = z.object(appended).strict().meta({ id: 'AppendResponse' })
-const bulkResponse = z
-  .object({
-    results: z.array(z.union([z.object({ jobId: z.string(), ...appended }).strict(), z.object({ jobId: z.string(), error: errorBody }).strict()])),
-  })
-  .strict()
-  .meta({ id: 'BulkWriteResponse' })
+const appendResponse = wire<AppendResponse>()(z.object(appended).strict().meta({ id: 'AppendResponse' }))
+const bulkResponse = wire<BulkWriteResponse>()(
+  z
+    .object({
+      results: z.array(z.union([z.object({ jobId: z.string(), ...appended }).strict(), z.object({ jobId: z.string(), error: errorBody }).strict()])),
+    })
+    .strict()
+    .meta({ id: 'BulkWriteResponse' }),
+)
 
-const page = z.object({ jobs: z.array(jobSummary), nextCursor: z.string().nullable() }).strict().meta({ id: 'JobPage' })
-const claimed = z
-  .object({ job: jobState, lease: z.object({ token: z.string(), expiresAt: timestamp, leaseMs: z.number().int() }).strict() })
-  .strict()
-  .meta({ id: 'Claim' })
-const heartbeat = z
-  .object({
-    status: jobStatus,
-    cancelled: z.boolean(),
-    expiresAt: timestamp.nullable().meta({ description: "when the lease lapses; for a self-run job's runner heartbeat (no `lease` sent), when its `heartbeatTimeout` falls" }),
-    timedOut: z.boolean().meta({ description: "the job's timeout ended it" }),
-  })
-  .strict()
-  .meta({ id: 'Heartbeat' })
-const signals = z
-  .object({ signals: z.array(z.object({ jobId: z.string(), reason: z.enum(['cancelled', 'finished', 'lease_lost']) }).strict()) })
-  .strict()
-  .meta({ id: 'Signals' })
-const token = z.object({ token: z.string(), expiresAt: timestamp }).strict().meta({ id: 'SubscriptionToken' })
+const page = wire<JobPage>()(z.object({ jobs: z.array(jobSummary), nextCursor: z.string().nullable() }).strict().meta({ id: 'JobPage' }))
+const claimed = wire<Claim>()(
+  z
+    .object({ job: jobState, lease: z.object({ token: z.string(), expiresAt: timestamp, leaseMs: z.number().int() }).strict() })
+    .strict()
+    .meta({ id: 'Claim' }),
+)
+const heartbeat = wire<HeartbeatResponse>()(
+  z
+    .object({
+      status: jobStatus,
+      cancelled: z.boolean(),
+      expiresAt: timestamp.nullable().meta({ description: "when the lease lapses; for a self-run job's runner heartbeat (no `lease` sent), when its `heartbeatTimeout` falls" }),
+      timedOut: z.boolean().meta({ description: "the job's timeout ended it" }),
+    })
+    .strict()
+    .meta({ id: 'Heartbeat' }),
+)
+const signals = wire<SignalsResponse>()(
+  z
+    .object({ signals: z.array(z.object({ jobId: z.string(), reason: z.enum(['cancelled', 'finished', 'lease_lost', 'timed_out']) }).strict()) })
+    .strict()
+    .meta({ id: 'Signals' }),
+)
+const token = wire<SubscriptionToken>()(z.object({ token: z.string(), expiresAt: timestamp }).strict().meta({ id: 'SubscriptionToken' }))
 const keyFields = {
   id: z.string(),
   name: z.string(),
-  role: z.enum(roles as [string, ...string[]]),
+  role: z.enum(roles as [ApiKeyRole, ...ApiKeyRole[]]),
   tenant: z.string().nullable(),
   types: z.array(z.string()).nullable(),
   createdAt: timestamp,
   revokedAt: timestamp.nullable(),
 }
-const apiKey = z.object(keyFields).strict().meta({ id: 'ApiKey', description: 'An API key as listed: never its secret.' })
-const createdKey = z
-  .object({ ...keyFields, key: z.string().meta({ description: '`jwk_<id>.<secret>`, shown this once' }) })
-  .strict()
-  .meta({ id: 'CreatedApiKey' })
-const keyList = z.object({ keys: z.array(apiKey) }).strict().meta({ id: 'ApiKeyList' })
-const revoked = z.object({ id: z.string(), revoked: z.literal(true) }).strict().meta({ id: 'RevokedApiKey' })
-const resultResponse = z.object({ result: z.unknown() }).strict().meta({ id: 'JobResult', description: "A job's result in full (null while it has none)" })
-const checkpointResponse = z.object({ checkpoint: z.unknown() }).strict().meta({ id: 'JobCheckpoint', description: "A job's checkpoint in full (null while it has none)" })
-const health = z.object({ ok: z.literal(true) }).strict().meta({ id: 'Health' })
-const readiness = z.object({ ok: z.boolean(), store: z.string(), reason: z.string().optional() }).strict().meta({ id: 'Readiness' })
+const apiKey = wire<ApiKey>()(z.object(keyFields).strict().meta({ id: 'ApiKey', description: 'An API key as listed: never its secret.' }))
+const createdKey = wire<CreatedApiKey>()(
+  z
+    .object({ ...keyFields, key: z.string().meta({ description: '`jwk_<id>.<secret>`, shown this once' }) })
+    .strict()
+    .meta({ id: 'CreatedApiKey' }),
+)
+const keyList = wire<ApiKeyList>()(z.object({ keys: z.array(apiKey) }).strict().meta({ id: 'ApiKeyList' }))
+const revoked = wire<RevokedApiKey>()(z.object({ id: z.string(), revoked: z.literal(true) }).strict().meta({ id: 'RevokedApiKey' }))
+const resultResponse = wire<JobResult>()(
+  z.object({ result: z.unknown() }).strict().meta({ id: 'JobResult', description: "A job's result in full (null while it has none)" }),
+)
+const checkpointResponse = wire<JobCheckpoint>()(
+  z.object({ checkpoint: z.unknown() }).strict().meta({ id: 'JobCheckpoint', description: "A job's checkpoint in full (null while it has none)" }),
+)
+const health = wire<Health>()(z.object({ ok: z.literal(true) }).strict().meta({ id: 'Health' }))
+const readiness = wire<Readiness>()(z.object({ ok: z.boolean(), store: z.string(), reason: z.string().optional() }).strict().meta({ id: 'Readiness' }))
 
-// The response schemas describe exactly the protocol's types: a field added to one and not the other fails to compile.
-type Same<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false
-const agrees = <T extends true>(): T | undefined => undefined
-agrees<Same<z.infer<typeof jobState>['progress'], JobState['progress']>>()
-agrees<Same<keyof z.infer<typeof jobState>, keyof JobState>>()
-agrees<Same<keyof z.infer<typeof pollResponse>, keyof PollResponse>>()
-agrees<Same<z.infer<typeof jobEvent>['type'], JobEvent['type']>>()
-
+// Every component passed `wire<T>()`: the schema is exactly its protocol type (requests: schemas.ts, and the two below).
 const components = {
   Owner: owner,
   JobState: jobState,
@@ -238,9 +285,9 @@ const components = {
   HeartbeatRequest: heartbeatBody,
   ReleaseRequest: releaseBody,
   SignalsRequest: signalsBody,
-  TokenRequest: tokenBody,
-  CreateApiKeyRequest: keyBody,
-}
+  TokenRequest: wire<MintTokenRequest>()(tokenBody),
+  CreateApiKeyRequest: wire<CreateApiKeyRequest>()(keyBody),
+} satisfies Record<string, Checked>
 type ComponentName = keyof typeof components
 
 const ref = (name: ComponentName) => ({ $ref: `#/components/schemas/${name}` })

@@ -1,6 +1,29 @@
-import { jobStatuses, JobwireError, metadataProblem, producerEventTypes, stagePlanLimits, type EventDraft, type ItemStatus, type Metadata, type Owner } from '@jobwire/protocol'
+import {
+  jobStatuses,
+  JobwireError,
+  metadataProblem,
+  producerEventTypes,
+  stagePlanLimits,
+  type AppendEventsRequest,
+  type BulkWriteRequest,
+  type CancelRequest,
+  type ClaimRequest,
+  type CreateJobRequest,
+  type EventDraft,
+  type HeartbeatRequest,
+  type ItemStatus,
+  type ListJobsQuery,
+  type Metadata,
+  type Owner,
+  type ProducerEvent,
+  type ReleaseRequest,
+  type SignalsRequest,
+  type StageSpec,
+  type WriteMeta,
+} from '@jobwire/protocol'
 import { z } from 'zod'
 import { duration } from '../config.js'
+import { agrees, wire, type Same } from './wire-check.js'
 
 const text = (max: number) => z.string().max(max)
 const percent = z.number().min(0).max(100)
@@ -9,57 +32,60 @@ const present = z.unknown().refine((value) => value !== undefined, 'is required'
 const metadata = z.record(z.string(), z.unknown()).superRefine((value, ctx) => {
   const problem = metadataProblem(value as Metadata)
   if (problem !== null) ctx.addIssue({ code: 'custom', message: problem })
-}) as unknown as z.ZodType<Metadata>
+}) as unknown as z.ZodType<Metadata, Metadata>
 
 /** A stage plan as a create request (or the config) declares it; `normalizeStagePlan` checks the rest. */
-const stageSpecs = z
-  .array(
-    z.union([
-      text(stagePlanLimits.maxNameLength).min(1),
-      z
-        .object({
-          name: text(stagePlanLimits.maxNameLength).min(1),
-          weight: z.number().positive().finite().optional(),
-          from: percent.optional(),
-          to: percent.optional(),
-        })
-        .strict(),
-    ]),
-  )
-  .min(1)
-  .max(stagePlanLimits.maxStages)
+const stageSpecs = wire<StageSpec[]>()(
+  z
+    .array(
+      z.union([
+        text(stagePlanLimits.maxNameLength).min(1),
+        z
+          .object({
+            name: text(stagePlanLimits.maxNameLength).min(1),
+            weight: z.number().positive().finite().optional(),
+            from: percent.optional(),
+            to: percent.optional(),
+          })
+          .strict(),
+      ]),
+    )
+    .min(1)
+    .max(stagePlanLimits.maxStages),
+)
 
-const producerEvent = z.discriminatedUnion('type', [
-  z.object({ type: z.literal('started'), worker: text(200).optional() }).strict(),
-  z
-    .object({
-      type: z.literal('progress'),
-      stage: text(200).min(1).optional(),
-      percent: percent.optional(),
-      message: text(2000).optional(),
-      fraction: z.number().min(0).max(1).optional(),
-      metadata: metadata.optional(),
-    })
-    .strict(),
-  z
-    .object({
-      type: z.literal('item'),
-      id: text(200).min(1),
-      label: text(500).optional(),
-      status: z.enum(['pending', 'running', 'completed', 'failed', 'skipped'] satisfies ItemStatus[]).optional(),
-      percent: percent.optional(),
-      message: text(2000).optional(),
-      metadata: metadata.optional(),
-    })
-    .strict(),
-  z.object({ type: z.literal('chunk'), text: z.string().min(1) }).strict(),
-  z.object({ type: z.literal('checkpoint'), data: present }).strict(),
-  z.object({ type: z.literal('completed'), result: z.unknown().optional() }).strict(),
-  z
-    .object({ type: z.literal('failed'), code: text(100).min(1), message: text(2000), retryable: z.boolean().optional() })
-    .strict(),
-])
-type ProducerEvent = z.infer<typeof producerEvent>
+const producerEvent = wire<ProducerEvent>()(
+  z.discriminatedUnion('type', [
+    z.object({ type: z.literal('started'), worker: text(200).optional() }).strict(),
+    z
+      .object({
+        type: z.literal('progress'),
+        stage: text(200).min(1).optional(),
+        percent: percent.optional(),
+        message: text(2000).optional(),
+        fraction: z.number().min(0).max(1).optional(),
+        metadata: metadata.optional(),
+      })
+      .strict(),
+    z
+      .object({
+        type: z.literal('item'),
+        id: text(200).min(1),
+        label: text(500).optional(),
+        status: z.enum(['pending', 'running', 'completed', 'failed', 'skipped'] satisfies ItemStatus[]).optional(),
+        percent: percent.optional(),
+        message: text(2000).optional(),
+        metadata: metadata.optional(),
+      })
+      .strict(),
+    z.object({ type: z.literal('chunk'), text: z.string().min(1) }).strict(),
+    z.object({ type: z.literal('checkpoint'), data: present }).strict(),
+    z.object({ type: z.literal('completed'), result: z.unknown().optional() }).strict(),
+    z
+      .object({ type: z.literal('failed'), code: text(100).min(1), message: text(2000), retryable: z.boolean().optional() })
+      .strict(),
+  ]),
+)
 
 /**
  * A tenant or user name: no control characters; a tenant has no `:` either, so that `owner=tenant:user`
@@ -68,7 +94,7 @@ type ProducerEvent = z.infer<typeof producerEvent>
 export const tenantName = text(200).min(1).regex(/^[^\p{Cc}:]+$/u, 'no control characters or ":"')
 export const userName = text(200).min(1).regex(/^[^\p{Cc}]+$/u, 'no control characters')
 
-const owner = z.object({ tenant: tenantName, user: userName }).strict()
+const owner = wire<Owner>()(z.object({ tenant: tenantName, user: userName }).strict())
 
 const maxDeadlineMs = 366 * 86_400_000
 /** A job's deadline: milliseconds or a duration string (`500ms`, `10s`, `2m`, `24h`, `7d`), at most 366 days. */
@@ -77,50 +103,58 @@ const deadline = z
   .pipe(duration)
   .pipe(z.number().int().min(0).max(maxDeadlineMs))
 
-export const createJobBody = z
-  .object({
-    type: z.string().min(1).max(100).regex(/^[\w.:-]+$/, 'letters, digits, _ . : - only'),
-    input: z.unknown().optional(),
-    owner: owner.optional(),
-    idempotencyKey: text(200).min(1).optional(),
-    dispatch: z.boolean().optional(),
-    maxAttempts: z.number().int().min(1).max(100).optional(),
-    // Deadlines and retention (ms, or a duration such as "2m"); 0 turns off the type's or the default.
-    timeout: deadline.optional(),
-    timeoutPer: z.enum(['job', 'attempt']).optional(),
-    timeoutRetryable: z.boolean().optional(),
-    queueTimeout: deadline.optional(),
-    heartbeatTimeout: deadline.optional(),
-    cancelWhenUnwatched: deadline.optional(),
-    retention: deadline.optional(),
-    /** The job's stage plan; overrides its type's plan from the config. */
-    stages: stageSpecs.optional(),
-  })
-  .strict()
+export const createJobBody = wire<CreateJobRequest>()(
+  z
+    .object({
+      type: z.string().min(1).max(100).regex(/^[\w.:-]+$/, 'letters, digits, _ . : - only'),
+      input: z.unknown().optional(),
+      owner: owner.optional(),
+      idempotencyKey: text(200).min(1).optional(),
+      dispatch: z.boolean().optional(),
+      maxAttempts: z.number().int().min(1).max(100).optional(),
+      // Deadlines and retention (ms, or a duration such as "2m"); 0 turns off the type's or the default.
+      timeout: deadline.optional(),
+      timeoutPer: z.enum(['job', 'attempt']).optional(),
+      timeoutRetryable: z.boolean().optional(),
+      queueTimeout: deadline.optional(),
+      heartbeatTimeout: deadline.optional(),
+      cancelWhenUnwatched: deadline.optional(),
+      retention: deadline.optional(),
+      /** The job's stage plan; overrides its type's plan from the config. */
+      stages: stageSpecs.optional(),
+    })
+    .strict(),
+)
 
 const jobType = z.string().min(1).max(100)
 const leaseToken = z.string().min(1).max(200)
 
-export const claimBody = z
-  .object({
-    types: z.array(jobType).min(1).max(50),
-    worker: text(200).min(1).optional(),
-    leaseMs: z.number().int().min(1000).max(600_000).optional(),
-    wait: z.number().min(0).max(3600).optional(),
-  })
-  .strict()
+export const claimBody = wire<ClaimRequest>()(
+  z
+    .object({
+      types: z.array(jobType).min(1).max(50),
+      worker: text(200).min(1).optional(),
+      leaseMs: z.number().int().min(1000).max(600_000).optional(),
+      wait: z.number().min(0).max(3600).optional(),
+    })
+    .strict(),
+)
 
 /** Without `lease`: a self-run job's runner heartbeat. */
-export const heartbeatBody = z.object({ lease: leaseToken.optional(), leaseMs: z.number().int().min(1000).max(600_000).optional() }).strict()
-export const releaseBody = z.object({ lease: leaseToken, reason: text(200).optional() }).strict()
-export const signalsBody = z
-  .object({
-    jobs: z.array(z.object({ id: z.string().min(1).max(100), lease: leaseToken }).strict()).max(1000),
-    wait: z.number().min(0).max(3600).optional(),
-  })
-  .strict()
+export const heartbeatBody = wire<HeartbeatRequest>()(
+  z.object({ lease: leaseToken.optional(), leaseMs: z.number().int().min(1000).max(600_000).optional() }).strict(),
+)
+export const releaseBody = wire<ReleaseRequest>()(z.object({ lease: leaseToken, reason: text(200).optional() }).strict())
+export const signalsBody = wire<SignalsRequest>()(
+  z
+    .object({
+      jobs: z.array(z.object({ id: z.string().min(1).max(100), lease: leaseToken }).strict()).max(1000),
+      wait: z.number().min(0).max(3600).optional(),
+    })
+    .strict(),
+)
 
-export const cancelBody = z.object({ reason: text(500).optional() }).strict()
+export const cancelBody = wire<CancelRequest>()(z.object({ reason: text(500).optional() }).strict())
 
 export const listQuery = z
   .object({
@@ -135,6 +169,8 @@ export const listQuery = z
     access_token: z.string().optional(),
   })
   .strict()
+// A query arrives as text (`limit` is coerced), so its parsed form is what matches the wire type.
+agrees<Same<Omit<z.output<typeof listQuery>, 'access_token'>, ListJobsQuery & { limit: number }>>()
 
 /** Parses a body with a schema; the first issue becomes an `invalid_request` naming the field. */
 export function parseWith<T>(schema: z.ZodType<T>, value: unknown, prefix = ''): T {
@@ -164,8 +200,9 @@ export interface ProducerWrite {
   batch?: number
 }
 
-const writeMeta = z
-  .object({ lease: leaseToken.optional(), batch: z.number().int().min(1).max(Number.MAX_SAFE_INTEGER).optional() })
+const writeMeta = wire<WriteMeta>()(
+  z.object({ lease: leaseToken.optional(), batch: z.number().int().min(1).max(Number.MAX_SAFE_INTEGER).optional() }),
+)
 
 /*
  * The event-writing bodies as the OpenAPI document describes them. The routes read them step by
@@ -173,13 +210,17 @@ const writeMeta = z
  * check sizes before shapes; these say the same thing in one schema.
  */
 const withWriteMeta = producerEvent.options.map((event) => event.extend(writeMeta.shape))
-export const producerEventsBodyDoc = z.union([
-  z.discriminatedUnion('type', withWriteMeta as unknown as [(typeof withWriteMeta)[number], ...(typeof withWriteMeta)[number][]]),
-  z.object({ events: z.array(producerEvent).min(1), ...writeMeta.shape }).strict(),
-])
-export const bulkBodyDoc = z
-  .object({ writes: z.array(z.object({ jobId: z.string().min(1).max(100), events: z.array(producerEvent).min(1), ...writeMeta.shape }).strict()).min(1) })
-  .strict()
+export const producerEventsBodyDoc = wire<AppendEventsRequest>()(
+  z.union([
+    z.discriminatedUnion('type', withWriteMeta as unknown as [(typeof withWriteMeta)[number], ...(typeof withWriteMeta)[number][]]),
+    z.object({ events: z.array(producerEvent).min(1), ...writeMeta.shape }).strict(),
+  ]),
+)
+export const bulkBodyDoc = wire<BulkWriteRequest>()(
+  z
+    .object({ writes: z.array(z.object({ jobId: z.string().min(1).max(100), events: z.array(producerEvent).min(1), ...writeMeta.shape }).strict()).min(1) })
+    .strict(),
+)
 
 /**
  * Reads `POST /v1/jobs/:id/events`: one event (`{type, ...}`) or a batch (`{events: [...]}`), each

@@ -1,7 +1,11 @@
 import {
   JobwireError,
+  type ApiKey,
+  type ApiKeyList,
   type AppendResponse,
   type BulkWriteResponse,
+  type CreateApiKeyRequest,
+  type CreatedApiKey,
   type CreateJobRequest,
   type ErrorResponse,
   type HeartbeatResponse,
@@ -13,6 +17,7 @@ import {
   type ListJobsQuery,
   type MintTokenRequest,
   type ProducerEvent,
+  type RevokedApiKey,
   type SubscriptionToken,
 } from '@jobwire/protocol'
 
@@ -106,17 +111,17 @@ export class JobwireBackend {
   }
 
   /** Creates an API key (needs an admin key). The key itself is in this answer only: store it now. */
-  createKey(key: NewApiKey): Promise<ApiKeyInfo & { key: string }> {
+  createKey(key: NewApiKey): Promise<CreatedApiKey> {
     return this.#request('POST', '/v1/keys', key)
   }
 
   /** Every API key, revoked ones included, never their secrets (needs an admin key). */
-  listKeys(): Promise<{ keys: ApiKeyInfo[] }> {
+  listKeys(): Promise<ApiKeyList> {
     return this.#request('GET', '/v1/keys')
   }
 
   /** Revokes an API key at once: its open streams close on every node (needs an admin key). */
-  revokeKey(id: string): Promise<{ id: string; revoked: true }> {
+  revokeKey(id: string): Promise<RevokedApiKey> {
     return this.#request('DELETE', `/v1/keys/${encodeURIComponent(id)}`)
   }
 
@@ -137,20 +142,6 @@ export class JobwireBackend {
 }
 
 /** A new API key: `admin`, `backend` (optionally bound to a tenant) or `worker` (optionally limited to job types). */
-export interface NewApiKey {
-  name: string
-  role: 'admin' | 'backend' | 'worker'
-  tenant?: string
-  types?: string[]
-}
-
+export type NewApiKey = CreateApiKeyRequest
 /** An API key as the server shows it (never its secret). */
-export interface ApiKeyInfo {
-  id: string
-  name: string
-  role: 'admin' | 'backend' | 'worker'
-  tenant: string | null
-  types: string[] | null
-  createdAt: string
-  revokedAt: string | null
-}
+export type ApiKeyInfo = ApiKey

@@ -171,7 +171,8 @@ function checkTarballContents(specs) {
   for (const [name, spec] of Object.entries(specs)) {
     const listing = spawnSync('tar', ['-tzf', join(tarballs, spec.replace('file:../tarballs/', ''))], { encoding: 'utf8' }).stdout.split('\n')
     const want = ['package/package.json', 'package/README.md', 'package/LICENSE', 'package/dist/index.js', 'package/dist/index.d.ts']
-    if (name === '@jobwire/server') want.push('package/bin/jobwire.js', 'package/public/dashboard/index.html', 'package/dist/cli/main.js')
+    // The server's Lua scripts are read next to dist/stores/redis/scripts.js (npm run build copies them there).
+    if (name === '@jobwire/server') want.push('package/bin/jobwire.js', 'package/public/dashboard/index.html', 'package/dist/cli/main.js', 'package/dist/stores/redis/lua/commit.lua', 'package/dist/stores/redis/lua/lib/load.lua')
     const missing = want.filter((path) => !listing.includes(path))
     if (missing.length > 0) throw new Error(`${name}'s tarball lacks ${missing.join(', ')}`)
     const stray = listing.filter((path) => /(^package\/(test|node_modules)\/|\.tsbuildinfo$)/.test(path))

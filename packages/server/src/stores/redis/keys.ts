@@ -19,7 +19,7 @@ import type { JobStatus } from '@jobwire/protocol'
  *   P:deadlines           zset   unfinished jobs by their earliest deadline (timeout, queue timeout, runner heartbeat, unwatched)
  *   P:idem:K              string job id of idempotency key K
  *
- * Credentials and limits shared by the nodes (redis-credentials.ts):
+ * Credentials and limits shared by the nodes (credentials.ts):
  *   P:apikey:ID           hash   an API key's record (never the key itself: a hash of its secret)
  *   P:apikeys             zset   every API key id by creation time (ms)
  *   P:revoked             zset   revoked key ids by revocation time (Redis clock, ms)

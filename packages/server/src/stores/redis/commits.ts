@@ -1,0 +1,462 @@
+import { applyEvent, JobwireError, type JobEvent, type JobState, type JobStatus } from '@jobwire/protocol'
+import { applyPlan, createdEvent, decodeCursor, encodeCursor, expiryOf, initialTimers, isQueuedForDispatch, nextDeadline, noTimers } from '../../core/apply.js'
+import type {
+  AppendPlan,
+  AppendResult,
+  CreateResult,
+  JobPage,
+  JobQuery,
+  JobRecord,
+  JobTimers,
+  Lease,
+  LogRange,
+  NewJob,
+  Retention,
+  SweepResult,
+} from '../../core/store.js'
+import type { RedisConnection } from './connection.js'
+import { epochSeqGap, type RedisEpochs } from './epochs.js'
+import type { RedisKeys } from './keys.js'
+import type { RedisNotifications } from './notifications.js'
+
+/** A job as loaded for a compare-and-set: the state, and what the commit must find unchanged. */
+interface Loaded {
+  job: JobState
+  lease: Lease | null
+  ver: string
+  inc: string
+  ord: number
+  avail: number
+  timers: JobTimers
+}
+
+interface PendingAppend {
+  plan: AppendPlan
+  resolve: (result: AppendResult) => void
+  reject: (error: unknown) => void
+}
+
+export interface RedisCommitsOptions {
+  connection: RedisConnection
+  keys: RedisKeys
+  retention: Retention
+  epochs: RedisEpochs
+  notifications: RedisNotifications
+}
+
+/**
+ * The commit path: jobs read and written. Nothing is cached between calls but what this node
+ * committed itself (other nodes write too): an append loads the job, runs the plan here with the
+ * shared reducer, and commits with lua/commit.lua only if the job's version is unchanged, retrying
+ * otherwise. Appends to one job from this node are grouped into one commit. Every read or write of
+ * a job someone here watches waits until Redis confirmed the watch (notifications.ts).
+ */
+export class RedisCommits {
+  readonly #connection: RedisConnection
+  readonly #keys: RedisKeys
+  readonly #retention: Retention
+  readonly #epochs: RedisEpochs
+  readonly #notifications: RedisNotifications
+  readonly #appends = new Map<string, PendingAppend[]>()
+  /**
+   * Per job, the record as this node last committed it: the next write through this node starts
+   * from it instead of reading the job again, and the commit's compare-and-set catches a write made
+   * elsewhere (then it reloads). Oldest first, at most `#committedLimit`.
+   */
+  readonly #committed = new Map<string, Loaded>()
+  readonly #committedLimit = 10_000
+  #claims: Promise<unknown> = Promise.resolve()
+
+  constructor(options: RedisCommitsOptions) {
+    this.#connection = options.connection
+    this.#keys = options.keys
+    this.#retention = options.retention
+    this.#epochs = options.epochs
+    this.#notifications = options.notifications
+  }
+
+  /** Forgets what this node committed: the next write of each job reads it first. */
+  forget(): void {
+    this.#committed.clear()
+  }
+
+  async createJob(input: NewJob): Promise<CreateResult> {
+    this.#connection.usable()
+    const k = this.#keys
+    const ownerChannel = input.owner === null ? '' : k.ownerChannel(input.owner.tenant, input.owner.user)
+    await this.#notifications.listeningTo([k.jobChannel(input.id), ...(ownerChannel === '' ? [] : [ownerChannel])])
+    const event = createdEvent(input)
+    const job = applyEvent(null, event)
+    const key = input.idempotencyKey
+    const owner = job.owner
+    const timers = timerArgs(initialTimers(input.deadlines, input.dispatch, Date.parse(input.at)))
+    const reply = (await this.#connection.run(
+      'create',
+      [
+        k.job(input.id),
+        k.log(input.id),
+        k.idempotency(key ?? ''),
+        k.ordinal,
+        k.jobs,
+        k.status('queued'),
+        k.type(job.type),
+        k.tenant(owner?.tenant ?? ''),
+        k.user(owner?.user ?? ''),
+        k.queue(job.type),
+        k.generation,
+        k.deadlines,
+      ],
+      [
+        input.id,
+        JSON.stringify(job),
+        JSON.stringify(event),
+        this.#epochs.candidate(),
+        epochSeqGap,
+        key === null ? '0' : '1',
+        key ?? '',
+        job.type,
+        owner?.tenant ?? '',
+        owner?.user ?? '',
+        job.dispatch ? '1' : '0',
+        k.jobKeyStart,
+        k.jobChannel(input.id),
+        k.queueChannel(job.type),
+        ownerChannel,
+        owner === null ? '0' : '1',
+        ...timers,
+      ],
+    )) as [number, ...(string | null)[]]
+    if (reply[0] === 1) return { job, created: true }
+    const existing = parseRecord(reply.slice(1) as (string | null)[])
+    if (existing === null) throw new JobwireError('internal', { requestId: 'redis-create' })
+    return { job: existing.job, created: false }
+  }
+
+  async getJob(id: string): Promise<JobState | null> {
+    return (await this.#load(id))?.job ?? null
+  }
+
+  async getRecord(id: string): Promise<JobRecord | null> {
+    const loaded = await this.#load(id)
+    return loaded === null ? null : { job: loaded.job, lease: loaded.lease, timers: loaded.timers }
+  }
+
+  async listJobs(query: JobQuery): Promise<JobPage> {
+    this.#connection.usable()
+    const k = this.#keys
+    const client = this.#connection.client
+    // Walk the most selective index newest first; the other filters are checked on each job.
+    const index =
+      query.user !== undefined
+        ? k.user(query.user)
+        : query.tenant !== undefined
+          ? k.tenant(query.tenant)
+          : query.type !== undefined
+            ? k.type(query.type)
+            : query.status !== undefined
+              ? k.status(query.status)
+              : k.jobs
+    const filtered = [query.status, query.type, query.tenant, query.user].filter((v) => v !== undefined).length > 1
+    const batchSize = filtered ? 200 : Math.min(query.limit + 1, 1000)
+    /** Jobs looked at per call when filters are checked here: a page may come back short, with a cursor. */
+    const scanLimit = Math.max(5000, query.limit * 10)
+    const before = decodeCursor(query.cursor)
+    let max = before === null ? '+inf' : `(${before}`
+    const matches: { ord: number; job: JobState }[] = []
+    let scanned = 0
+    let lastOrd: number | null = null
+    let exhausted = false
+    try {
+      while (matches.length <= query.limit) {
+        if (scanned >= scanLimit) break
+        const batch = await client.zrevrangebyscore(index, max, '-inf', 'WITHSCORES', 'LIMIT', 0, batchSize)
+        const ids: string[] = []
+        const ords: number[] = []
+        for (let i = 0; i + 1 < batch.length; i += 2) {
+          ids.push(batch[i] as string)
+          ords.push(Number(batch[i + 1]))
+        }
+        const records = await Promise.all(ids.map((id) => client.hmget(k.job(id), 'state', 'seq', 'status')))
+        for (let i = 0; i < ids.length && matches.length <= query.limit; i++) {
+          scanned++
+          lastOrd = ords[i] as number
+          const [state, seq] = records[i] ?? []
+          if (state === null || state === undefined) continue // swept meanwhile
+          const job = withSeq(JSON.parse(state) as JobState, seq)
+          if (query.status !== undefined && job.status !== query.status) continue
+          if (query.type !== undefined && job.type !== query.type) continue
+          if (query.tenant !== undefined && job.owner?.tenant !== query.tenant) continue
+          if (query.user !== undefined && job.owner?.user !== query.user) continue
+          matches.push({ ord: lastOrd, job })
+        }
+        if (ids.length < batchSize) {
+          exhausted = true
+          break
+        }
+        max = `(${lastOrd}`
+      }
+    } catch (error) {
+      throw this.#connection.translate(error)
+    }
+    const page = matches.slice(0, query.limit)
+    const last = page.at(-1)
+    let nextCursor: string | null = null
+    if (matches.length > query.limit && last !== undefined) nextCursor = encodeCursor(last.ord)
+    else if (!exhausted && matches.length <= query.limit && lastOrd !== null) nextCursor = encodeCursor(lastOrd)
+    return { jobs: page.map((m) => m.job), nextCursor }
+  }
+
+  append(jobId: string, plan: AppendPlan): Promise<AppendResult> {
+    return new Promise((resolve, reject) => {
+      this.#connection.usable()
+      const entry = { plan, resolve, reject }
+      const queue = this.#appends.get(jobId)
+      if (queue !== undefined) {
+        queue.push(entry)
+        return
+      }
+      const fresh = [entry]
+      this.#appends.set(jobId, fresh)
+      void this.#drainAppends(jobId, fresh)
+    })
+  }
+
+  async readLog(jobId: string, after: number, limit: number): Promise<LogRange | null> {
+    this.#connection.usable()
+    await this.#notifications.listening(jobId)
+    const reply = (await this.#connection.run(
+      'readLog',
+      [this.#keys.job(jobId), this.#keys.log(jobId), this.#keys.generation],
+      [this.#epochs.candidate(), epochSeqGap, after + 1, limit],
+    )) as [string, string, number, string[]] | null
+    if (reply === null) return null
+    const [head, status, firstSeq, events] = reply
+    return { events: events.map((body) => JSON.parse(body) as JobEvent), firstSeq: Number(firstSeq), head: Number(head), status: status as JobStatus }
+  }
+
+  async claim(types: readonly string[], now: number, plan: AppendPlan): Promise<AppendResult | null> {
+    this.#connection.usable()
+    if (types.length === 0) return null
+    await this.#notifications.listeningTo(types.map((type) => this.#keys.queueChannel(type)))
+    // One claim at a time from this node: its claimers would only race each other for the same
+    // oldest job. Across nodes the compare-and-set decides.
+    const run = this.#claims.then(() => this.#claimNow(types, now, plan))
+    this.#claims = run.catch(() => undefined)
+    return run
+  }
+
+  async expiredLeases(now: number, limit: number): Promise<string[]> {
+    return this.#connection.guard(() => this.#connection.client.zrangebyscore(this.#keys.leases, '-inf', `(${now}`, 'LIMIT', 0, limit))
+  }
+
+  async dueDeadlines(now: number, limit: number): Promise<string[]> {
+    return (await this.#connection.run('due', [this.#keys.deadlines], [now, limit, this.#keys.jobKeyStart])) as string[]
+  }
+
+  async queuePosition(jobId: string): Promise<number | null> {
+    const reply = (await this.#connection.run('position', [this.#keys.job(jobId)], [this.#keys.prefix, jobId])) as number | null
+    return reply === null ? null : Number(reply)
+  }
+
+  async putValue(jobId: string, ref: string, json: string): Promise<void> {
+    await this.#connection.guard(() => this.#connection.client.hset(this.#keys.values(jobId), ref, json))
+  }
+
+  async getValue(jobId: string, ref: string): Promise<string | null> {
+    return this.#connection.guard(() => this.#connection.client.hget(this.#keys.values(jobId), ref))
+  }
+
+  async deleteValue(jobId: string, ref: string): Promise<void> {
+    await this.#connection.guard(() => this.#connection.client.hdel(this.#keys.values(jobId), ref))
+  }
+
+  async sweep(now: number): Promise<SweepResult> {
+    this.#connection.usable()
+    const k = this.#keys
+    let expiredJobs = 0
+    for (let round = 0; round < 100; round++) {
+      const ids = await this.#connection.guard(() => this.#connection.client.zrangebyscore(k.expiry, '-inf', now, 'LIMIT', 0, 200))
+      if (ids.length === 0) break
+      const deleted = await Promise.all(
+        ids.map((id) => this.#connection.run('sweep', [k.job(id), k.log(id), k.expiry, k.jobs, k.leases, k.deadlines, k.values(id)], [id, now, k.prefix])),
+      )
+      expiredJobs += deleted.filter((reply) => reply === 1).length
+      if (ids.length < 200) break
+    }
+    return { expiredJobs }
+  }
+
+  async #drainAppends(jobId: string, queue: PendingAppend[]): Promise<void> {
+    while (queue.length > 0) await this.#commitGroup(jobId, queue.splice(0, 500))
+    this.#appends.delete(jobId)
+  }
+
+  /**
+   * Runs a group of plans one after the other against the job's current state and commits all
+   * their events at once, as if they had been appended in turn. A conflict with another node
+   * reruns the whole group on the newer state. Each caller gets the state after its own plan.
+   */
+  async #commitGroup(jobId: string, group: PendingAppend[]): Promise<void> {
+    try {
+      for (let attempt = 0; ; attempt++) {
+        const kept = attempt === 0 ? this.#committed.get(jobId) : undefined
+        if (kept !== undefined) await this.#notifications.listening(jobId)
+        const loaded = kept ?? (await this.#load(jobId))
+        if (loaded === null) {
+          for (const item of group) item.reject(new JobwireError('job_not_found', { jobId }))
+          return
+        }
+        const at = new Date().toISOString()
+        let { job, lease, timers } = loaded
+        let avail = loaded.avail
+        let changed = false
+        const events: JobEvent[] = []
+        const outcomes: ({ ok: true; result: AppendResult } | { ok: false; error: unknown })[] = []
+        for (const item of group) {
+          try {
+            const applied = applyPlan(job, lease, item.plan, at, timers)
+            if (applied.events.length > 0 || applied.leaseChanged || applied.timersChanged) {
+              changed = true
+              job = applied.job
+              lease = applied.lease
+              timers = applied.timers
+              if (applied.availableAt !== undefined) avail = applied.availableAt
+              events.push(...applied.events)
+            }
+            outcomes.push({ ok: true, result: { job: applied.job, events: applied.events, lease: applied.lease } })
+          } catch (error) {
+            outcomes.push({ ok: false, error })
+          }
+        }
+        if (!changed || (await this.#commit(loaded, job, lease, avail, events, timers))) {
+          outcomes.forEach((outcome, i) => {
+            const item = group[i] as PendingAppend
+            if (outcome.ok) item.resolve(outcome.result)
+            else item.reject(outcome.error)
+          })
+          return
+        }
+        await this.#backOff(attempt)
+      }
+    } catch (error) {
+      const failure = this.#connection.translate(error)
+      for (const item of group) item.reject(failure)
+    }
+  }
+
+  async #claimNow(types: readonly string[], now: number, plan: AppendPlan): Promise<AppendResult | null> {
+    const k = this.#keys
+    const keys = types.flatMap((type) => [k.queue(type), k.delayed(type)])
+    for (let attempt = 0; ; attempt++) {
+      const reply = (await this.#connection.run('pick', keys, [now, k.jobKeyStart, this.#epochs.candidate(), epochSeqGap, k.generation])) as
+        | [string, ...(string | null)[]]
+        | null
+      if (reply === null) return null
+      const loaded = parseRecord(reply.slice(1) as (string | null)[])
+      if (loaded !== null && isQueuedForDispatch(loaded.job)) {
+        await this.#notifications.listening(loaded.job.id)
+        const applied = applyPlan(loaded.job, loaded.lease, plan, new Date(now).toISOString(), loaded.timers)
+        const result = { job: applied.job, events: applied.events, lease: applied.lease }
+        if (applied.events.length === 0 && !applied.leaseChanged && !applied.timersChanged) return result
+        if (await this.#commit(loaded, applied.job, applied.lease, applied.availableAt ?? loaded.avail, applied.events, applied.timers)) return result
+      }
+      await this.#backOff(attempt)
+    }
+  }
+
+  /** Commits `job` computed from `before`; false when another writer got there first. */
+  async #commit(before: Loaded, job: JobState, lease: Lease | null, avail: number, events: readonly JobEvent[], timers: JobTimers): Promise<boolean> {
+    const k = this.#keys
+    const id = job.id
+    // Forgotten until this commit is known to have landed: a write that fails or times out may or may not have.
+    this.#committed.delete(id)
+    const expiresAt = expiryOf(job, this.#retention, timers)
+    const bodies = events.map((event) => JSON.stringify(event))
+    const ver = String(1 + Math.floor(Math.random() * 2 ** 52))
+    const reply = await this.#connection.run(
+      'commit',
+      [
+        k.job(id),
+        k.log(id),
+        k.status(before.job.status),
+        k.status(job.status),
+        k.queue(job.type),
+        k.delayed(job.type),
+        k.leases,
+        k.expiry,
+        k.generation,
+        k.deadlines,
+      ],
+      [
+        before.ver,
+        before.inc,
+        JSON.stringify(job),
+        job.seq,
+        job.status,
+        lease === null ? '' : JSON.stringify(lease),
+        lease === null || lease.ended === true ? '' : lease.expiresAt,
+        avail,
+        isQueuedForDispatch(job) ? '1' : '0',
+        isQueuedForDispatch(before.job) ? '1' : '0',
+        before.ord,
+        id,
+        expiresAt === null ? '' : expiresAt,
+        job.seq - this.#retention.maxEventsPerJob + 1,
+        k.jobChannel(id),
+        k.queueChannel(job.type),
+        `[${bodies.join(',')}]`,
+        events.length,
+        ver,
+        ...timerArgs(timers),
+        ...events.flatMap((event, i) => [event.seq, bodies[i] as string]),
+      ],
+    )
+    if (reply !== 1) return false
+    this.#committed.set(id, { job, lease, ver, inc: before.inc, ord: before.ord, avail, timers })
+    if (this.#committed.size > this.#committedLimit) this.#committed.delete(this.#committed.keys().next().value as string)
+    return true
+  }
+
+  /** Waits a little after a lost compare-and-set, more as conflicts repeat; gives up after 100. */
+  async #backOff(attempt: number): Promise<void> {
+    if (attempt >= 100) throw new JobwireError('unavailable', { reason: 'too many concurrent writers on one job' })
+    if (attempt < 2) return
+    await new Promise((resolve) => setTimeout(resolve, Math.random() * Math.min(50, 2 ** attempt)))
+  }
+
+  async #load(id: string): Promise<Loaded | null> {
+    this.#connection.usable()
+    await this.#notifications.listening(id)
+    const reply = (await this.#connection.run('load', [this.#keys.job(id), this.#keys.generation], [this.#epochs.candidate(), epochSeqGap])) as
+      | (string | null)[]
+      | null
+    return reply === null ? null : parseRecord(reply)
+  }
+}
+
+/** Record fields in the scripts' order: state, seq, ver, lease, avail, inc, ord, status, timers. */
+function parseRecord(fields: readonly (string | null | undefined)[]): Loaded | null {
+  const [state, seq, ver, lease, avail, inc, ord, , timers] = fields
+  if (state === null || state === undefined) return null
+  return {
+    timers: timers === null || timers === undefined ? noTimers : (JSON.parse(timers) as JobTimers),
+    job: withSeq(JSON.parse(state) as JobState, seq),
+    lease: lease === null || lease === undefined ? null : (JSON.parse(lease) as Lease),
+    ver: ver ?? '0',
+    inc: inc ?? '',
+    ord: Number(ord),
+    avail: Number(avail ?? 0),
+  }
+}
+
+/** A job's timers as script arguments: their JSON and the earliest deadline ('' for none). */
+function timerArgs(timers: JobTimers): [string, string | number] {
+  if (Object.keys(timers.settings).length === 0) return ['', '']
+  return [JSON.stringify(timers), nextDeadline(timers) ?? '']
+}
+
+/** The hash's seq is the head; it is ahead of the stored state only after an epoch change. */
+function withSeq(job: JobState, seq: string | null | undefined): JobState {
+  const head = Number(seq)
+  return seq === null || seq === undefined || head === job.seq ? job : { ...job, seq: head }
+}

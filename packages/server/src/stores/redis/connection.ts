@@ -1,0 +1,165 @@
+import { Redis, type RedisOptions } from 'ioredis'
+import { JobwireError } from '@jobwire/protocol'
+import { luaScripts, type ScriptName } from './scripts.js'
+
+/**
+ * Fail fast while Redis is away (no offline queue, no retries of a command whose connection
+ * dropped: it may or may not have run, so the caller gets 503, never a late 2xx), and keep
+ * reconnecting in the background so everything recovers by itself.
+ */
+function failFastConnection(commandTimeoutMs: number): RedisOptions {
+  return {
+    enableOfflineQueue: false,
+    maxRetriesPerRequest: 0,
+    autoResendUnfulfilledCommands: false,
+    autoResubscribe: false,
+    commandTimeout: commandTimeoutMs,
+    connectTimeout: Math.max(1000, commandTimeoutMs),
+    retryStrategy: (times) => Math.min(100 * times, 1000),
+  }
+}
+
+/** Redis errors that mean "not now" rather than "wrong". */
+const transientReplies = /^(BUSY|LOADING|READONLY|MASTERDOWN|TRYAGAIN|CLUSTERDOWN|NOREPLICAS|OOM|NOSCRIPT)/
+
+/**
+ * What a failed Redis call means to callers: a script's own refusal (a ReplyError that is not
+ * transient) passes through; connection trouble and transient replies become `unavailable` (503).
+ */
+function redisFailure(error: unknown, closed: boolean): unknown {
+  if (error instanceof JobwireError) return error
+  if (error instanceof Error && error.name === 'ReplyError' && !transientReplies.test(error.message)) return error
+  if (closed) return new JobwireError('unavailable', { reason: 'the store is closed' })
+  return new JobwireError('unavailable', { reason: `Redis: ${error instanceof Error ? error.message : String(error)}` })
+}
+
+export type Warn = (message: string, details?: Record<string, unknown>) => void
+
+export interface RedisConnectionOptions {
+  url: string
+  /** A command unanswered this long fails with `unavailable`. */
+  commandTimeoutMs: number
+  /** The connections' names in CLIENT LIST: `<name>` (commands) and `<name>:<subscriberSuffix>`. */
+  name: string
+  subscriberSuffix: string
+  /** Commands issued in one turn leave in one write (the store's hot path). */
+  autoPipelining?: boolean
+  /** What the warnings call each connection, e.g. ` (credentials)`. */
+  clientLabel?: string
+  subscriberLabel?: string
+  onWarning: Warn
+}
+
+type ScriptCall = (numberOfKeys: number, ...keysAndArgs: (string | number)[]) => Promise<unknown>
+
+/**
+ * The one owner of a component's Redis connections: a command connection with every Lua script
+ * registered on it (ioredis `defineCommand`: EVAL the first time a socket runs a script, EVALSHA
+ * after, EVAL again after a NOSCRIPT) and a pub/sub connection, both failing fast while Redis is
+ * away. Calls go through `guard` / `run`, which refuse while the component is not usable and turn
+ * connection trouble into `unavailable` (HTTP 503). It also wakes whoever waits for a change of
+ * state (`nextChange`), and reports each connection problem once until it changes.
+ */
+export class RedisConnection {
+  readonly client: Redis
+  readonly subscriber: Redis
+  #closed = false
+  #lastWarning = ''
+  readonly #onWarning: Warn
+  readonly #waiters = new Set<() => void>()
+  /** Whether commands may be sent now; the owner of this connection may set a stricter test. */
+  #usable: () => boolean
+
+  constructor(options: RedisConnectionOptions) {
+    this.#onWarning = options.onWarning
+    const connection = failFastConnection(options.commandTimeoutMs)
+    this.client = new Redis(options.url, { ...connection, connectionName: options.name, enableAutoPipelining: options.autoPipelining === true })
+    for (const [name, lua] of Object.entries(luaScripts)) this.client.defineCommand(commandName(name as ScriptName), { lua })
+    this.subscriber = new Redis(options.url, { ...connection, connectionName: `${options.name}:${options.subscriberSuffix}` })
+    this.client.on('error', (error: Error) => this.warn(`Redis connection error${options.clientLabel ?? ''}`, { error: error.message }))
+    this.subscriber.on('error', (error: Error) => this.warn(`Redis pub/sub connection error${options.subscriberLabel ?? ''}`, { error: error.message }))
+    this.#usable = () => this.client.status === 'ready'
+  }
+
+  get closed(): boolean {
+    return this.#closed
+  }
+
+  /** Replaces the test of whether commands may be sent (e.g. "and we know which Redis this is"). */
+  usableWhen(test: () => boolean): void {
+    this.#usable = test
+  }
+
+  /** Throws `unavailable` when closed or not usable. */
+  usable(): void {
+    if (this.#closed) throw new JobwireError('unavailable', { reason: 'the store is closed' })
+    if (!this.#usable()) throw new JobwireError('unavailable', { reason: 'Redis is unreachable' })
+  }
+
+  /** Runs a Redis call, turning connection trouble into `unavailable` (HTTP 503). */
+  async guard<T>(call: () => Promise<T>): Promise<T> {
+    this.usable()
+    try {
+      return await call()
+    } catch (error) {
+      throw this.translate(error)
+    }
+  }
+
+  /** Runs one of the Lua scripts (scripts.ts). */
+  run(script: ScriptName, keys: readonly string[], args: readonly (string | number)[]): Promise<unknown> {
+    return this.guard(() => this.script(script)(keys.length, ...keys, ...args))
+  }
+
+  /** A script as an ioredis command, for callers that do their own guarding. */
+  script(script: ScriptName): ScriptCall {
+    const call = (this.client as unknown as Record<string, ScriptCall>)[commandName(script)] as ScriptCall
+    return call.bind(this.client)
+  }
+
+  translate(error: unknown): unknown {
+    return redisFailure(error, this.#closed)
+  }
+
+  /** Reports a connection problem once until it changes, not on every reconnect attempt. */
+  warn(message: string, details: Record<string, unknown>): void {
+    const text = `${message} ${JSON.stringify(details)}`
+    if (text === this.#lastWarning || this.#closed) return
+    this.#lastWarning = text
+    this.#onWarning(message, details)
+  }
+
+  /** The next problem is reported again (call once things work). */
+  resetWarnings(): void {
+    this.#lastWarning = ''
+  }
+
+  /** Resolves at the next `changed()` or after `timeoutMs`. */
+  nextChange(timeoutMs: number): Promise<void> {
+    return new Promise((resolve) => {
+      const done = (): void => {
+        clearTimeout(timer)
+        this.#waiters.delete(done)
+        resolve()
+      }
+      const timer = setTimeout(done, timeoutMs)
+      this.#waiters.add(done)
+    })
+  }
+
+  changed(): void {
+    for (const waiter of [...this.#waiters]) waiter()
+  }
+
+  /** Marks the component closed (calls fail from now on), wakes the waiters, drops both connections. */
+  close(): void {
+    this.#closed = true
+    this.changed()
+    this.client.disconnect()
+    this.subscriber.disconnect()
+  }
+}
+
+function commandName(script: ScriptName): string {
+  return `jobwire_${script}`
+}

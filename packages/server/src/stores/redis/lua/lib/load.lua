@@ -1,0 +1,20 @@
+--! include lib/generation.lua
+-- Reads a job's record, first moving it to a new epoch when it was last written in another
+-- generation (Redis restarted, failed over, or lost our keys and got some back): that history
+-- may have lost its newest events, so its log is dropped and its seq jumps `gap` ahead. Every
+-- position handed out before is then behind the log's first seq, so resuming from it yields an
+-- explicit reset snapshot, and no new event can reuse a seq a client already saw.
+-- Fields: 1 state, 2 seq, 3 ver, 4 lease, 5 avail, 6 inc, 7 ord, 8 status, 9 timers.
+local function load(jobKey, genKey, candidate, gap)
+  local f = redis.call('HMGET', jobKey, 'state', 'seq', 'ver', 'lease', 'avail', 'inc', 'ord', 'status', 'timers')
+  if not f[1] then return nil end
+  local inc = generation(genKey, candidate)
+  if f[6] ~= inc then
+    redis.call('DEL', jobKey .. ':log')
+    f[2] = tostring(redis.call('HINCRBY', jobKey, 'seq', gap))
+    f[3] = tostring(redis.call('HINCRBY', jobKey, 'ver', 1))
+    redis.call('HSET', jobKey, 'inc', inc)
+    f[6] = inc
+  end
+  return f
+end

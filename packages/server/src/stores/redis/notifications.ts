@@ -1,0 +1,244 @@
+import { JobwireError, type JobEvent, type JobEventOf, type Owner } from '@jobwire/protocol'
+import { FanOut } from '../../core/fan-out.js'
+import type { EventListener, OwnerListener, Unsubscribe } from '../../core/store.js'
+import type { RedisConnection } from './connection.js'
+import type { RedisKeys } from './keys.js'
+
+interface Channel {
+  /** Bumped with every SUBSCRIBE sent, so only the newest reply confirms. */
+  token: number
+  confirmed: boolean
+  pending: boolean
+}
+
+export interface RedisNotificationsOptions {
+  connection: RedisConnection
+  keys: RedisKeys
+  /** This node's name on the probe channel. */
+  node: string
+  commandTimeoutMs: number
+  /** Whether the command connection works (a re-read while commands fail would only end the watchers). */
+  clientReady: () => boolean
+  /** A token this node published on its probe channel came back (epochs.ts). */
+  onProbe: (token: number) => void
+}
+
+/**
+ * Pub/sub: events reach every node over Redis channels, and each node subscribes only to the jobs,
+ * queues and owner feeds its own listeners need (one channel each, subscribed with the first
+ * listener and dropped with the last). A subscription counts only once Redis confirmed it, and a
+ * read or write of a watched job waits for that ("listen first, then look"). Whatever may have been
+ * missed (the pub/sub connection came back, Redis lost data) is healed by every local watcher
+ * re-reading the log from its own position (`resync`).
+ */
+export class RedisNotifications {
+  readonly #connection: RedisConnection
+  readonly #keys: RedisKeys
+  readonly #options: RedisNotificationsOptions
+  readonly #fanOut = new FanOut({
+    onFirst: (id) => this.#addChannel(this.#keys.jobChannel(id)),
+    onLast: (id) => this.#dropChannel(this.#keys.jobChannel(id)),
+    onFirstOwner: (owner) => this.#addChannel(this.#keys.ownerChannel(owner.tenant, owner.user)),
+    onLastOwner: (owner) => this.#dropChannel(this.#keys.ownerChannel(owner.tenant, owner.user)),
+  })
+  /** Channels this node's listeners need, and whether Redis confirmed each. */
+  readonly #channels = new Map<string, Channel>()
+  readonly #watchedJobs = new Set<string>()
+  readonly #queueListeners = new Map<string, number>()
+  readonly #ownerChannelStart: string
+  readonly #probeChannel: string
+  /** Watchers must re-read once both connections are up (after a reconnect or a generation change). */
+  #resyncPending = false
+  #subscriberReady = false
+
+  constructor(options: RedisNotificationsOptions) {
+    this.#options = options
+    this.#connection = options.connection
+    this.#keys = options.keys
+    this.#ownerChannelStart = `${this.#keys.prefix}:ch:owner:`
+    this.#probeChannel = this.#keys.probeChannel(options.node)
+    const subscriber = this.#connection.subscriber
+    subscriber.on('ready', () => void this.#subscriberConnected())
+    subscriber.on('close', () => {
+      this.#subscriberReady = false
+      for (const channel of this.#channels.values()) {
+        channel.confirmed = false
+        channel.pending = false
+      }
+    })
+    subscriber.on('message', (channel: string, message: string) => this.#onMessage(channel, message))
+  }
+
+  subscribe(jobId: string, listener: EventListener): Unsubscribe {
+    if (this.#connection.closed) return () => {}
+    return this.#fanOut.subscribe(jobId, listener)
+  }
+
+  subscribeQueue(type: string, listener: () => void): Unsubscribe {
+    if (this.#connection.closed) return () => {}
+    const count = this.#queueListeners.get(type) ?? 0
+    this.#queueListeners.set(type, count + 1)
+    if (count === 0) this.#addChannel(this.#keys.queueChannel(type))
+    const unsubscribe = this.#fanOut.subscribeQueue(type, listener)
+    let done = false
+    return () => {
+      if (done) return
+      done = true
+      unsubscribe()
+      const left = (this.#queueListeners.get(type) ?? 1) - 1
+      if (left > 0) {
+        this.#queueListeners.set(type, left)
+        return
+      }
+      this.#queueListeners.delete(type)
+      this.#dropChannel(this.#keys.queueChannel(type))
+    }
+  }
+
+  subscribeOwner(owner: Owner, listener: OwnerListener): Unsubscribe {
+    if (this.#connection.closed) return () => {}
+    return this.#fanOut.subscribeOwner(owner, listener)
+  }
+
+  /** The pub/sub connection is up and Redis confirmed this node's probe channel. */
+  get ready(): boolean {
+    return this.#subscriberReady && this.#confirmed(this.#probeChannel)
+  }
+
+  /** Before reading or writing a job someone here watches: Redis must have confirmed the watch. */
+  listening(jobId: string): Promise<void> {
+    const channel = this.#channels.get(this.#keys.jobChannel(jobId))
+    if (channel === undefined || channel.confirmed) return Promise.resolve()
+    return this.listeningTo([this.#keys.jobChannel(jobId)])
+  }
+
+  /**
+   * Listen first, then look: a subscription is only safe once Redis has confirmed it, else an
+   * event committed between our read and the SUBSCRIBE would be missed. Waits for that.
+   */
+  async listeningTo(channels: readonly string[]): Promise<void> {
+    const deadline = Date.now() + this.#options.commandTimeoutMs
+    for (;;) {
+      if (this.#connection.closed) throw new JobwireError('unavailable', { reason: 'the store is closed' })
+      if (channels.every((channel) => !this.#channels.has(channel) || this.#confirmed(channel))) return
+      const left = deadline - Date.now()
+      if (left <= 0) throw new JobwireError('unavailable', { reason: 'the pub/sub connection to Redis is not subscribed' })
+      await this.#connection.nextChange(left)
+    }
+  }
+
+  /** Every local watcher re-reads and every waiting claimer looks again, once both connections work. */
+  resync(): void {
+    this.#resyncPending = true
+    this.resyncWhenReady()
+  }
+
+  /**
+   * Has every local watcher re-read the log from its own position, and every waiting claimer
+   * look again, if that is pending and both connections work (a re-read while commands still
+   * fail would only end the watchers with `unavailable`).
+   */
+  resyncWhenReady(): void {
+    if (!this.#resyncPending || !this.#options.clientReady() || !this.#subscriberReady || this.#connection.closed) return
+    this.#resyncPending = false
+    for (const jobId of this.#watchedJobs) this.#fanOut.resync(jobId)
+    for (const type of this.#queueListeners.keys()) this.#fanOut.publishQueue(type)
+  }
+
+  /** Sends SUBSCRIBE again for each channel Redis has not confirmed and no reply is awaited for. */
+  resubscribeUnconfirmed(): void {
+    for (const [channel, entry] of this.#channels) if (!entry.confirmed && !entry.pending) void this.#subscribeChannel(channel)
+  }
+
+  /** Whether the pub/sub connection is up (its probe channel may still be unconfirmed). */
+  get subscriberReady(): boolean {
+    return this.#subscriberReady
+  }
+
+  /** Drops the pub/sub connection and makes it again (which resubscribes and resyncs). */
+  reconnect(): void {
+    this.#connection.subscriber.disconnect(true)
+  }
+
+  async #subscriberConnected(): Promise<void> {
+    if (this.#connection.closed) return
+    this.#subscriberReady = true
+    if (!this.#channels.has(this.#probeChannel)) this.#channels.set(this.#probeChannel, { token: 0, confirmed: false, pending: false })
+    const all = [...this.#channels.keys()]
+    await Promise.all(all.map((channel) => this.#subscribeChannel(channel)))
+    if (!this.#subscriberReady) return
+    // Whatever was published while this connection was down or being set up is lost.
+    this.resync()
+  }
+
+  #addChannel(channel: string): void {
+    if (this.#channels.has(channel)) return
+    this.#channels.set(channel, { token: 0, confirmed: false, pending: false })
+    const jobId = this.#jobOfChannel(channel)
+    if (jobId !== null) this.#watchedJobs.add(jobId)
+    void this.#subscribeChannel(channel)
+  }
+
+  #dropChannel(channel: string): void {
+    if (!this.#channels.delete(channel)) return
+    const jobId = this.#jobOfChannel(channel)
+    if (jobId !== null) this.#watchedJobs.delete(jobId)
+    if (this.#subscriberReady && !this.#connection.closed) this.#connection.subscriber.unsubscribe(channel).catch(() => undefined)
+  }
+
+  async #subscribeChannel(channel: string): Promise<void> {
+    const entry = this.#channels.get(channel)
+    if (entry === undefined || !this.#subscriberReady || this.#connection.closed) return
+    const token = ++entry.token
+    entry.confirmed = false
+    entry.pending = true
+    try {
+      await this.#connection.subscriber.subscribe(channel)
+      if (this.#channels.get(channel) === entry && entry.token === token && this.#subscriberReady) {
+        entry.confirmed = true
+        this.#connection.changed()
+      }
+    } catch {
+      // Left unconfirmed: the probe subscribes it again, or forces a reconnect.
+    } finally {
+      if (entry.token === token) entry.pending = false
+    }
+  }
+
+  #jobOfChannel(channel: string): string | null {
+    const start = this.#keys.jobChannel('')
+    return channel.startsWith(start) ? channel.slice(start.length) : null
+  }
+
+  #confirmed(channel: string): boolean {
+    return this.#channels.get(channel)?.confirmed === true
+  }
+
+  #onMessage(channel: string, message: string): void {
+    const jobId = this.#jobOfChannel(channel)
+    if (jobId !== null) {
+      let events: JobEvent[]
+      try {
+        events = JSON.parse(message) as JobEvent[]
+      } catch {
+        return
+      }
+      this.#fanOut.publish(jobId, events)
+      return
+    }
+    const queueStart = this.#keys.queueChannel('')
+    if (channel.startsWith(queueStart)) {
+      this.#fanOut.publishQueue(channel.slice(queueStart.length))
+      return
+    }
+    if (channel.startsWith(this.#ownerChannelStart)) {
+      try {
+        this.#fanOut.publishCreated(JSON.parse(message) as JobEventOf<'created'>)
+      } catch {
+        // not ours
+      }
+      return
+    }
+    if (channel === this.#probeChannel) this.#options.onProbe(Number(message))
+  }
+}

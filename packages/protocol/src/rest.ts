@@ -150,6 +150,8 @@ export interface ClaimRequest {
   /** 1,000–600,000; default the server's `--lease-ms`. */
   leaseMs?: number
   wait?: number
+  /** Several jobs in one claim (1–1,000): answered `ClaimList` instead of one `Claim` or 204. */
+  max?: number
 }
 
 /** The lease a claim grants: the token every write must carry, and when it lapses without a heartbeat. */
@@ -163,6 +165,11 @@ export interface Lease {
 export interface Claim {
   job: JobState
   lease: Lease
+}
+
+/** A claim with `max`: up to `max` jobs, oldest first, each under its own lease; empty when none came within `wait`. */
+export interface ClaimList {
+  claims: Claim[]
 }
 
 /** `POST /v1/jobs/:id/heartbeat`: a worker's lease, or without `lease` a self-run job's runner. */

@@ -190,6 +190,28 @@ describe('POST /v1/workers/claim', () => {
     expect(empty.body).toBeNull()
   })
 
+  it('with max: answers {claims} with up to max of the oldest jobs, each under its own lease, then {claims: []} when none came', async () => {
+    const type = uniqueType('batch')
+    const jobs: JobState[] = []
+    for (let i = 0; i < 5; i++) jobs.push(await create({ type, input: { n: i } }))
+    const first = await t.api.call<{ claims: Claimed[] }>('POST', '/v1/workers/claim', { types: [type], worker: 'w-b', leaseMs: 5_000, max: 3 })
+    expect(first.status).toBe(200)
+    expect(first.body.claims.map((c) => c.job.id)).toEqual(jobs.slice(0, 3).map((job) => job.id))
+    for (const claimed of first.body.claims) {
+      expect(claimed.job).toMatchObject({ status: 'running', attempt: 1, worker: 'w-b' })
+      expect(claimed.lease).toMatchObject({ token: expect.stringMatching(/^lease_/), leaseMs: 5_000 })
+    }
+    expect(new Set(first.body.claims.map((c) => c.lease.token)).size).toBe(3)
+    // A token writes only to its own job.
+    const [a, b] = first.body.claims as [Claimed, Claimed]
+    const crossed = await t.api.call('POST', `/v1/jobs/${a.job.id}/events`, { lease: b.lease.token, events: [{ type: 'completed' }] })
+    expect(crossed.status).toBe(409)
+    const rest = await t.api.call<{ claims: Claimed[] }>('POST', '/v1/workers/claim', { types: [type], max: 10 })
+    expect(rest.body.claims.map((c) => c.job.id)).toEqual(jobs.slice(3).map((job) => job.id))
+    const none = await t.api.call<{ claims: Claimed[] }>('POST', '/v1/workers/claim', { types: [type], max: 10 })
+    expect(none).toMatchObject({ status: 200, body: { claims: [] } })
+  })
+
   it('a long-poll claim waits, and wakes with the job as soon as one of its type is created', async () => {
     const type = uniqueType('wake')
     let settled = false
@@ -542,6 +564,9 @@ describe('validation of the dispatch routes', () => {
       ['/v1/workers/claim', { types: ['x'], wait: -1 }, 'wait'],
       ['/v1/workers/claim', { types: ['x'], worker: '' }, 'worker'],
       ['/v1/workers/claim', { types: ['x'], leaseMS: 5000 }, 'leaseMS'],
+      ['/v1/workers/claim', { types: ['x'], max: 0 }, 'max'],
+      ['/v1/workers/claim', { types: ['x'], max: 1001 }, 'max'],
+      ['/v1/workers/claim', { types: ['x'], max: 2.5 }, 'max'],
       [`/v1/jobs/${job.id}/heartbeat`, {}, 'lease'],
       [`/v1/jobs/${job.id}/heartbeat`, { lease: '' }, 'lease'],
       [`/v1/jobs/${job.id}/heartbeat`, { lease: 'lease_x', leaseMs: 10 }, 'leaseMs'],

@@ -17,6 +17,8 @@ import {
   Dispatcher,
   JobService,
   type AppendPlan,
+  type AppendResult,
+  type Claimed,
   type CoreLimits,
   type Lease,
   type NewJob,
@@ -1268,7 +1270,7 @@ export function describeStoreConformance(name: string, makeStore: MakeStore, cle
         const order: string[] = []
         for (let guard = 0; guard < 10; guard++) {
           const held = lease()
-          const result = await store.claim(['a', 'b'], Date.now(), startUnder(held))
+          const result = await claimOne(store, ['a', 'b'], Date.now(), startUnder(held))
           if (result === null) break
           expect(result.job).toMatchObject({ status: 'running', attempt: 1, worker: held.worker })
           expect(result.events.map((e) => [e.seq, e.type])).toEqual([[2, 'started']])
@@ -1277,7 +1279,7 @@ export function describeStoreConformance(name: string, makeStore: MakeStore, cle
         }
         expect(order).toEqual([ids.a1, ids.b1, ids.a2, ids.b2])
         expect((await store.getJob(ids.c1 as string))?.status).toBe('queued')
-        expect((await store.claim(['c'], Date.now(), startUnder(lease())))?.job.id).toBe(ids.c1)
+        expect((await claimOne(store, ['c'], Date.now(), startUnder(lease())))?.job.id).toBe(ids.c1)
       })
 
       it('claim commits its events like an append: logged, reduced and heard by subscribers', async () => {
@@ -1285,7 +1287,7 @@ export function describeStoreConformance(name: string, makeStore: MakeStore, cle
         const { job } = await store.createJob(newJob())
         const heard: JobEvent[] = []
         store.subscribe(job.id, (events) => heard.push(...events))
-        const result = await store.claim(['test'], Date.now(), startUnder(lease()))
+        const result = await claimOne(store, ['test'], Date.now(), startUnder(lease()))
         await vi.waitFor(() => expect(heard).toEqual(result?.events))
         expect((await store.readLog(job.id, 0, 10))?.events.slice(1)).toEqual(result?.events)
         expect(await store.getJob(job.id)).toEqual(result?.job)
@@ -1295,8 +1297,8 @@ export function describeStoreConformance(name: string, makeStore: MakeStore, cle
         const { store } = await open()
         const own = (await store.createJob(newJob({ dispatch: false }))).job.id
         const dispatched = (await store.createJob(newJob())).job.id
-        expect((await store.claim(['test'], Date.now(), startUnder(lease())))?.job.id).toBe(dispatched)
-        expect(await store.claim(['test'], Date.now(), startUnder(lease()))).toBeNull()
+        expect((await claimOne(store, ['test'], Date.now(), startUnder(lease())))?.job.id).toBe(dispatched)
+        expect(await claimOne(store, ['test'], Date.now(), startUnder(lease()))).toBeNull()
         expect((await store.getJob(own))?.status).toBe('queued')
       })
 
@@ -1305,31 +1307,31 @@ export function describeStoreConformance(name: string, makeStore: MakeStore, cle
         const now = Date.now()
         const backedOff = (await store.createJob(newJob())).job.id
         const younger = (await store.createJob(newJob())).job.id
-        expect((await store.claim(['test'], now, startUnder(lease())))?.job.id).toBe(backedOff)
+        expect((await claimOne(store, ['test'], now, startUnder(lease())))?.job.id).toBe(backedOff)
         await store.append(backedOff, (job) => ({ events: [requeued(job.attempt)], lease: null, availableAt: now + 5_000 }))
         // The older job waits out its backoff; the younger one is not held up behind it.
-        expect((await store.claim(['test'], now, startUnder(lease())))?.job.id).toBe(younger)
-        expect(await store.claim(['test'], now + 4_999, startUnder(lease()))).toBeNull()
-        expect((await store.claim(['test'], now + 5_000, startUnder(lease())))?.job).toMatchObject({ id: backedOff, attempt: 2 })
+        expect((await claimOne(store, ['test'], now, startUnder(lease())))?.job.id).toBe(younger)
+        expect(await claimOne(store, ['test'], now + 4_999, startUnder(lease()))).toBeNull()
+        expect((await claimOne(store, ['test'], now + 5_000, startUnder(lease())))?.job).toMatchObject({ id: backedOff, attempt: 2 })
       })
 
       it('a re-queued job goes ahead of younger queued jobs', async () => {
         const { store } = await open()
         const older = (await store.createJob(newJob())).job.id
         const younger = (await store.createJob(newJob())).job.id
-        await store.claim(['test'], Date.now(), startUnder(lease()))
+        await claimOne(store, ['test'], Date.now(), startUnder(lease()))
         await store.append(older, (job) => ({ events: [requeued(job.attempt)], lease: null, availableAt: 0 }))
-        expect((await store.claim(['test'], Date.now(), startUnder(lease())))?.job.id).toBe(older)
-        expect((await store.claim(['test'], Date.now(), startUnder(lease())))?.job.id).toBe(younger)
+        expect((await claimOne(store, ['test'], Date.now(), startUnder(lease())))?.job.id).toBe(older)
+        expect((await claimOne(store, ['test'], Date.now(), startUnder(lease())))?.job.id).toBe(younger)
       })
 
       it('claim answers null when nothing is claimable, and for no types at all', async () => {
         const { store } = await open()
         const plan = vi.fn(startUnder(lease()))
-        expect(await store.claim(['test'], Date.now(), plan)).toBeNull()
+        expect(await claimOne(store, ['test'], Date.now(), plan)).toBeNull()
         const { job } = await store.createJob(newJob({ type: 'other' }))
-        expect(await store.claim(['test', 'third'], Date.now(), plan)).toBeNull()
-        expect(await store.claim([], Date.now(), plan)).toBeNull()
+        expect(await claimOne(store, ['test', 'third'], Date.now(), plan)).toBeNull()
+        expect(await claimOne(store, [], Date.now(), plan)).toBeNull()
         expect(plan).not.toHaveBeenCalled()
         expect((await store.getJob(job.id))?.status).toBe('queued')
       })
@@ -1342,7 +1344,7 @@ export function describeStoreConformance(name: string, makeStore: MakeStore, cle
         for (let i = 0; i < 3; i++) {
           const { job } = await store.createJob(newJob())
           const held = lease({ worker: `w${i}` })
-          await store.claim(['test'], Date.now(), startUnder(held))
+          await claimOne(store, ['test'], Date.now(), startUnder(held))
           expect(await store.getRecord(job.id)).toEqual({ job: await store.getJob(job.id), lease: held, timers: { settings: {}, due: {} } })
           leases.push(held)
           ids.push(job.id)
@@ -1400,7 +1402,7 @@ export function describeStoreConformance(name: string, makeStore: MakeStore, cle
         const now = Date.now()
         const withLease = async (expiresAt: number) => {
           const { job } = await store.createJob(newJob())
-          await store.claim(['test'], now, startUnder(lease({ expiresAt })))
+          await claimOne(store, ['test'], now, startUnder(lease({ expiresAt })))
           return job.id
         }
         const longAgo = await withLease(now - 60_000)
@@ -1427,7 +1429,7 @@ export function describeStoreConformance(name: string, makeStore: MakeStore, cle
         const a3 = await create('a')
         const positions = async () => Promise.all([a1, a2, a3, b1, own].map((id) => store.queuePosition(id)))
         expect(await positions()).toEqual([1, 2, 3, 1, null])
-        await store.claim(['a'], Date.now(), startUnder(lease()))
+        await claimOne(store, ['a'], Date.now(), startUnder(lease()))
         expect(await positions()).toEqual([null, 1, 2, 1, null])
         await service.cancelJob(a2)
         expect(await positions()).toEqual([null, null, 1, 1, null])
@@ -1544,6 +1546,92 @@ export function describeStoreConformance(name: string, makeStore: MakeStore, cle
         expect((await store.listJobs({ type: 'live', status: 'queued', limit: 10 })).jobs).toEqual([])
         // More than one claimer took part.
         expect(new Set(owners.values()).size).toBeGreaterThan(1)
+      })
+
+      it('a claim of several jobs takes the oldest claimable ones, at most max, each under its own lease, in order', async () => {
+        const { store } = await open()
+        const now = Date.now()
+        const ids: string[] = []
+        for (let i = 0; i < 7; i++) ids.push((await store.createJob(newJob({ type: i % 2 === 0 ? 'a' : 'b' }))).job.id)
+        await store.createJob(newJob({ type: 'c' }))
+        const own = (await store.createJob(newJob({ type: 'a', dispatch: false }))).job.id
+        // The oldest job waits out a backoff: it is skipped, not the end of the claim.
+        await claimOne(store, ['a'], now, startUnder(lease()))
+        await store.append(ids[0] as string, (job) => ({ events: [requeued(job.attempt)], lease: null, availableAt: now + 5_000 }))
+        const leases: Lease[] = []
+        const plan: AppendPlan = (job, current, timers) => {
+          const held = lease({ worker: `w${leases.length}` })
+          leases.push(held)
+          return startUnder(held)(job, current, timers)
+        }
+        const first = await store.claim(['a', 'b'], now, 4, plan)
+        expect(first.map((result) => result.job.id)).toEqual(ids.slice(1, 5))
+        expect(first.map((result) => result.lease)).toEqual(leases)
+        for (const result of first) {
+          expect(result.job).toMatchObject({ status: 'running', attempt: 1 })
+          expect(result.events.map((e) => e.type)).toEqual(['started'])
+          expect((await store.getRecord(result.job.id))?.lease).toEqual(result.lease)
+        }
+        // Fewer left than max: what there is; then nothing until the backoff ends.
+        expect((await store.claim(['a', 'b'], now, 10, plan)).map((result) => result.job.id)).toEqual(ids.slice(5))
+        expect(await store.claim(['a', 'b'], now, 10, plan)).toEqual([])
+        const later = await store.claim(['a', 'b', 'c'], now + 5_000, 1, plan)
+        expect(later.map((result) => result.job)).toMatchObject([{ id: ids[0], attempt: 2 }])
+        expect(new Set(leases.map((held) => held.token)).size).toBe(leases.length)
+        expect((await store.getJob(own))?.status).toBe('queued')
+        expect(await store.claim([], now, 5, plan)).toEqual([])
+      })
+
+      it('8 concurrent batch claimers (max 1–7) over 300 jobs: every job is claimed exactly once, under the lease it was answered with', async () => {
+        const { store, service } = await open()
+        const dispatcher = new Dispatcher(service)
+        const ids: string[] = []
+        for (let i = 0; i < 300; i++) ids.push((await service.createJob({ type: i % 3 === 0 ? 'red' : 'blue' })).job.id)
+        const tokens = new Map<string, string>()
+        const twice: string[] = []
+        let tooMany = 0
+        const claimers = Array.from({ length: 8 }, async (_, w) => {
+          const max = (w % 7) + 1
+          for (;;) {
+            const claimed = await dispatcher.claimMany({ types: ['blue', 'red'], worker: `w${w}`, leaseMs: 60_000, waitMs: 0, max })
+            if (claimed.length === 0) return
+            if (claimed.length > max) tooMany++
+            for (const { job, lease: held } of claimed) {
+              if (tokens.has(job.id)) twice.push(job.id)
+              tokens.set(job.id, held.token)
+            }
+          }
+        })
+        await Promise.all(claimers)
+        expect(twice).toEqual([])
+        expect(tooMany).toBe(0)
+        expect([...tokens.keys()].sort()).toEqual([...ids].sort())
+        expect(new Set(tokens.values()).size).toBe(300)
+        for (const id of ids) {
+          const record = await store.getRecord(id)
+          expect(record?.job).toMatchObject({ status: 'running', attempt: 1 })
+          expect(record?.lease?.token).toBe(tokens.get(id))
+          expect((await store.readLog(id, 0, 10))?.events.map((e) => e.type)).toEqual(['created', 'started'])
+        }
+      })
+
+      it('leases of a batch claim are each their own: one job completed, one released, one lapsed, the rest untouched', async () => {
+        const { store, service, dispatcher, clock } = await openDispatch()
+        for (let i = 0; i < 4; i++) await service.createJob({ type: 'batch', maxAttempts: 1 })
+        const claimed = await dispatcher.claimMany({ types: ['batch'], worker: 'w', leaseMs: 10_000, waitMs: 0, max: 4 })
+        expect(claimed).toHaveLength(4)
+        const [done, released, lapsed, kept] = claimed as [Claimed, Claimed, Claimed, Claimed]
+        await expectCode(service.appendEvents(done.job.id, [{ type: 'completed', data: { result: 1 } }], { lease: released.lease.token, batch: 1 }), 'lease_lost')
+        await service.appendEvents(done.job.id, [{ type: 'completed', data: { result: 1 } }], { lease: done.lease.token, batch: 1 })
+        await dispatcher.release(released.job.id, released.lease.token, null)
+        await dispatcher.heartbeat(kept.job.id, kept.lease.token, 60_000)
+        clock.now += 20_000
+        expect(await dispatcher.reclaimLapsed()).toBe(1)
+        expect((await store.getJob(done.job.id))?.status).toBe('completed')
+        expect((await store.getJob(released.job.id))?.status).toBe('queued')
+        expect((await store.getJob(lapsed.job.id))?.status).toBe('failed')
+        expect((await store.getRecord(kept.job.id))?.lease?.token).toBe(kept.lease.token)
+        expect((await store.getJob(kept.job.id))?.status).toBe('running')
       })
 
       it('a waiting claim wakes when a job of its type is created', async () => {
@@ -2057,6 +2145,11 @@ function requeued(attempt: number): EventDraft {
 
 function lease(overrides: Partial<Lease> = {}): Lease {
   return { token: `lease_${randomBytes(12).toString('base64url')}`, worker: 'w', expiresAt: Date.now() + 60_000, lastBatch: 0, ...overrides }
+}
+
+/** A claim of one job: the job, or null when none was claimable. */
+async function claimOne(store: Store, types: readonly string[], now: number, plan: AppendPlan): Promise<AppendResult | null> {
+  return (await store.claim(types, now, 1, plan))[0] ?? null
 }
 
 /** The plan a claim runs: start the next attempt under `held`. */

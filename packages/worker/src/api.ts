@@ -5,6 +5,7 @@ import {
   type BulkWriteRequest,
   type BulkWriteResponse,
   type Claim,
+  type ClaimList,
   type ClaimRequest,
   type HeartbeatRequest,
   type HeartbeatResponse,
@@ -89,15 +90,34 @@ const requestTimeoutMs = 30_000
 export class WorkerApi {
   private readonly base: string
   #pending: PendingWrite[] = []
+  /** The server takes `max` on claims, until it says otherwise. */
+  #batchClaims = true
 
   constructor(private readonly options: ApiOptions) {
     this.base = options.url.replace(/\/+$/, '')
   }
 
-  /** A job and its lease, or `null` when none came within `wait` seconds. */
-  async claim(body: Required<ClaimRequest>, signal: AbortSignal): Promise<Claim | null> {
-    const answer = await this.post<Claim>('claim', '/v1/workers/claim', body, signal, body.wait * 1000 + longPollSlackMs)
-    return answer.status === 204 ? null : answer.body
+  /**
+   * Up to `max` jobs, each with its own lease (empty when none came within `wait` seconds), in one
+   * request. A server that predates `max` refuses the field: from then on this claims one job per
+   * request, as that server expects.
+   */
+  async claim(
+    body: Required<ClaimRequest>,
+    signal: AbortSignal,
+  ): Promise<Claim[]> {
+    const timeoutMs = body.wait * 1000 + longPollSlackMs
+    if (this.#batchClaims) {
+      try {
+        return (await this.post<ClaimList>('claim', '/v1/workers/claim', body, signal, timeoutMs)).body.claims
+      } catch (error) {
+        if (!(error instanceof WorkerRequestError && error.code === 'invalid_request' && error.details?.field === 'max')) throw error
+        this.#batchClaims = false
+      }
+    }
+    const { max: _, ...one } = body
+    const answer = await this.post<Claim>('claim', '/v1/workers/claim', one, signal, timeoutMs)
+    return answer.status === 204 ? [] : [answer.body]
   }
 
   /**

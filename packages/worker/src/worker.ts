@@ -208,8 +208,9 @@ class JobwireWorker implements Worker {
   }
 
   /**
-   * One claim at a time, only while a slot is free: a claimed job always has a slot to run in,
-   * and a worker holds one claim connection however large its concurrency.
+   * One claim at a time, only while a slot is free, asking for as many jobs as there are free
+   * slots: a claimed job always has a slot to run in, and a worker holds one claim connection
+   * however large its concurrency.
    */
   private async claimLoop(): Promise<void> {
     const { api, timers, random, backoff } = this.env
@@ -222,10 +223,12 @@ class JobwireWorker implements Worker {
       const request = new AbortController()
       this.claimRequest = request
       const sentAt = timers.now()
-      let claim: Claim | null
+      let claims: Claim[]
       try {
-        claim = await api.claim(
-          { types: [...this.handlers.keys()], worker: this.name, leaseMs: this.env.leaseMs, wait: this.waitSeconds },
+        // As many jobs as there are free slots, in one request.
+        const max = Math.min(this.concurrency - this.runs.size, maxClaim)
+        claims = await api.claim(
+          { types: [...this.handlers.keys()], worker: this.name, leaseMs: this.env.leaseMs, wait: this.waitSeconds, max },
           request.signal,
         )
         failures = 0
@@ -238,16 +241,16 @@ class JobwireWorker implements Worker {
       } finally {
         this.claimRequest = null
       }
-      if (claim === null) {
+      if (claims.length === 0) {
         // A server that does not hold the claim (a zero --poll-max-wait) must not be hammered.
         await sleep(timers, minPollMs - (timers.now() - sentAt), this.stopping.signal)
         continue
       }
       if (this.currentState !== 'running') {
-        await releaseLease(this.env, claim.job.id, claim.lease.token, 'worker stopping', 5_000)
+        await Promise.all(claims.map((claim) => releaseLease(this.env, claim.job.id, claim.lease.token, 'worker stopping', 5_000)))
         break
       }
-      this.run(claim)
+      for (const claim of claims) this.run(claim)
     }
   }
 
@@ -278,6 +281,9 @@ class JobwireWorker implements Worker {
     wake?.resolve()
   }
 }
+
+/** Most jobs one claim asks for (the server's limit on `max`). */
+const maxClaim = 1000
 
 function warn(error: unknown, context: ErrorContext): void {
   const message = error instanceof Error ? error.message : String(error)

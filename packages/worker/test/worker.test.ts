@@ -449,6 +449,72 @@ describe('concurrency and stopping', () => {
     expect(maxRunning).toBe(3)
   })
 
+  it('claims as many jobs as it has free slots in one request, never more', async () => {
+    const claims: { max: number; got: number }[] = []
+    const recordingFetch: typeof fetch = async (input, init) => {
+      const response = await fetch(input, init)
+      if (new URL(String(input)).pathname !== '/v1/workers/claim') return response
+      const text = await response.text()
+      const sent = JSON.parse(String(init?.body)) as { max: number }
+      claims.push({ max: sent.max, got: text === '' ? 0 : (JSON.parse(text) as { claims: unknown[] }).claims.length })
+      return new Response(text, { status: response.status, headers: response.headers })
+    }
+    const { worker } = startTestWorker(t, { concurrency: 5, fetch: recordingFetch })
+    const gate = signalled()
+    let running = 0
+    const fiveRunning = signalled()
+    worker.handle('batched', async () => {
+      if (++running === 5) fiveRunning.resolve()
+      await gate.promise
+      return 'ok'
+    })
+    const ids: string[] = []
+    for (let i = 0; i < 12; i++) ids.push((await t.createJob('batched')).id)
+    await withWorker(worker, async () => {
+      await fiveRunning.promise
+      // The first claim asked for all five slots and got five jobs at once.
+      expect(claims[0]).toEqual({ max: 5, got: 5 })
+      gate.resolve()
+      const jobs = await Promise.all(ids.map((id) => t.waitForJob(id, (j) => isTerminal(j.status))))
+      expect(jobs.map((j) => j.status)).toEqual(Array(12).fill('completed'))
+    })
+    for (const claim of claims) {
+      expect(claim.max).toBeGreaterThanOrEqual(1)
+      expect(claim.max).toBeLessThanOrEqual(5)
+      expect(claim.got).toBeLessThanOrEqual(claim.max)
+    }
+    // Twelve jobs in fewer claims than jobs.
+    expect(claims.filter((claim) => claim.got > 0).length).toBeLessThan(12)
+  })
+
+  it('claims one job per request from a server that refuses `max`, as servers before it did', async () => {
+    const sent: Record<string, unknown>[] = []
+    // What a server from before batch claims answers a body with `max`: its schema refuses the field.
+    const olderServer: typeof fetch = async (input, init) => {
+      if (new URL(String(input)).pathname === '/v1/workers/claim') {
+        const body = JSON.parse(String(init?.body)) as Record<string, unknown>
+        sent.push(body)
+        if ('max' in body) {
+          const error = { code: 'invalid_request', message: 'max: unknown field', details: { field: 'max', reason: 'max: unknown field' } }
+          return new Response(JSON.stringify({ error }), { status: 400, headers: { 'content-type': 'application/json' } })
+        }
+      }
+      return fetch(input, init)
+    }
+    const { worker, errors } = startTestWorker(t, { concurrency: 3, fetch: olderServer })
+    worker.handle('older', async () => 'ok')
+    const ids: string[] = []
+    for (let i = 0; i < 4; i++) ids.push((await t.createJob('older')).id)
+    await withWorker(worker, async () => {
+      const jobs = await Promise.all(ids.map((id) => t.waitForJob(id, (j) => isTerminal(j.status))))
+      expect(jobs.map((j) => j.status)).toEqual(Array(4).fill('completed'))
+    })
+    expect(sent[0]).toMatchObject({ max: 3 })
+    // Refused once, then never sent again.
+    expect(sent.slice(1).every((body) => !('max' in body))).toBe(true)
+    expect(errors).toEqual([])
+  })
+
   it('stop() lets a running handler finish and claims nothing more', async () => {
     const { worker } = startTestWorker(t)
     const running = signalled()

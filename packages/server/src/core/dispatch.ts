@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto'
 import { isTerminal, isTerminalEvent, JobwireError, needsRunning, type Claim, type EventType, type HeartbeatResponse, type JobEvent, type JobSignal } from '@jobwire/protocol'
 import { leaseProblem, waitFor, type JobService } from './jobs.js'
 import { textRewind } from './apply.js'
-import type { AppendResult, Lease, Store } from './store.js'
+import type { AppendResult, Store } from './store.js'
 
 export interface ClaimRequest {
   types: readonly string[]
@@ -10,6 +10,8 @@ export interface ClaimRequest {
   leaseMs: number
   /** Milliseconds to wait for a job when none is ready. */
   waitMs: number
+  /** Most jobs handed out by this claim (each under its own lease). Default 1. */
+  max?: number
   signal?: AbortSignal
 }
 
@@ -41,6 +43,14 @@ export class Dispatcher {
 
   /** Claims the oldest ready job of `types`, waiting up to `waitMs` for one; null if none came. */
   async claim(request: ClaimRequest): Promise<Claimed | null> {
+    return (await this.claimMany({ ...request, max: 1 }))[0] ?? null
+  }
+
+  /**
+   * Claims the oldest ready jobs of `types` (at most `max`, default 1), waiting up to `waitMs`
+   * for one; `[]` if none came. The jobs it hands out are committed together.
+   */
+  async claimMany(request: ClaimRequest): Promise<Claimed[]> {
     const deadline = this.now() + request.waitMs
     let wake: () => void = () => {}
     const unsubscribers = request.types.map((type) => this.store.subscribeQueue(type, () => wake()))
@@ -48,12 +58,12 @@ export class Dispatcher {
     try {
       for (;;) {
         // Checked before claiming too: an abort ends the wait, and a job claimed then would go to no one.
-        if (aborted()) return null
+        if (aborted()) return []
         const woken = new Promise<void>((resolve) => (wake = resolve))
         const claimed = await this.#claimOnce(request)
-        if (claimed !== null) return claimed
+        if (claimed.length > 0) return claimed
         const left = deadline - this.now()
-        if (left <= 0 || aborted()) return null
+        if (left <= 0 || aborted()) return []
         await waitFor(woken, Math.min(left, claimRecheckMs), request.signal)
       }
     } finally {
@@ -61,20 +71,18 @@ export class Dispatcher {
     }
   }
 
-  async #claimOnce(request: ClaimRequest): Promise<Claimed | null> {
+  async #claimOnce(request: ClaimRequest): Promise<Claimed[]> {
     const now = this.now()
-    const lease: Lease = {
-      token: `lease_${randomBytes(18).toString('base64url')}`,
-      worker: request.worker,
-      expiresAt: now + request.leaseMs,
-      lastBatch: 0,
-    }
-    const result = await this.store.claim(request.types, now, (job) => ({
+    const results = await this.store.claim(request.types, now, request.max ?? 1, (job) => ({
       events: [{ type: 'started', data: { attempt: job.attempt + 1, worker: request.worker } }],
-      lease,
+      // Each job its own lease: a token authorizes the writes of one job only.
+      lease: { token: `lease_${randomBytes(18).toString('base64url')}`, worker: request.worker, expiresAt: now + request.leaseMs, lastBatch: 0 },
     }))
-    if (result === null) return null
-    return { job: result.job, lease: { token: lease.token, expiresAt: new Date(lease.expiresAt).toISOString(), leaseMs: request.leaseMs } }
+    const claimed: Claimed[] = []
+    for (const { job, lease } of results) {
+      if (lease !== null) claimed.push({ job, lease: { token: lease.token, expiresAt: new Date(lease.expiresAt).toISOString(), leaseMs: request.leaseMs } })
+    }
+    return claimed
   }
 
   /** Extends a lease. A cancelled or finished job answers with its status instead of an error. */

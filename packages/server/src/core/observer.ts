@@ -59,10 +59,10 @@ export function observeStore(store: Store, observer: JobObserver): Store {
       return result
     }),
     readLog: timed('readLog', (jobId, after, limit) => store.readLog(jobId, after, limit)),
-    claim: timed('claim', async (types, now, plan) => {
-      const result = await store.claim(types, now, plan)
-      if (result !== null && result.events.length > 0) observer.committed?.(result.job, result.events)
-      return result
+    claim: timed('claim', async (types, now, max, plan) => {
+      const results = await store.claim(types, now, max, plan)
+      for (const result of results) if (result.events.length > 0) observer.committed?.(result.job, result.events)
+      return results
     }),
     getRecord: timed('getRecord', (id) => store.getRecord(id)),
     expiredLeases: timed('expiredLeases', (now, limit) => store.expiredLeases(now, limit)),

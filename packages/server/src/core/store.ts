@@ -164,11 +164,14 @@ export interface Store {
   /** Events with seq > `after`, at most `limit` of them; `null` when the job does not exist. */
   readLog(jobId: string, after: number, limit: number): Promise<LogRange | null>
   /**
-   * Atomically picks the oldest claimable job (queued, dispatched, one of `types`, available by
-   * `now`) and appends `plan`'s decision to it; `null` when there is none. FIFO by creation, so a
-   * re-queued job goes ahead of younger ones.
+   * Atomically picks the oldest claimable jobs (queued, dispatched, one of `types`, available by
+   * `now`), at most `max` of them, and appends `plan`'s decision to each (`plan` runs once per job,
+   * so each can get its own lease); `[]` when there is none. FIFO by creation, so a re-queued job
+   * goes ahead of younger ones. Each job goes to exactly one claimer, however many claim at once;
+   * the jobs of one call are committed together (one transaction, or one round of pipelined
+   * compare-and-sets), not one commit per job.
    */
-  claim(types: readonly string[], now: number, plan: AppendPlan): Promise<AppendResult | null>
+  claim(types: readonly string[], now: number, max: number, plan: AppendPlan): Promise<AppendResult[]>
   /** A job with its lease, for lease checks outside an append. */
   getRecord(id: string): Promise<JobRecord | null>
   /** Ids of running jobs whose lease expired before `now`. */

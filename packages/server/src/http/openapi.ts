@@ -10,6 +10,7 @@ import {
   type AppendResponse,
   type BulkWriteResponse,
   type Claim,
+  type ClaimList,
   type CreateApiKeyRequest,
   type CreatedApiKey,
   type ErrorBody,
@@ -207,6 +208,12 @@ const claimed = wire<Claim>()(
     .strict()
     .meta({ id: 'Claim' }),
 )
+const claimList = wire<ClaimList>()(
+  z
+    .object({ claims: z.array(claimed).meta({ description: 'oldest first, at most `max`; empty when none came within `wait`' }) })
+    .strict()
+    .meta({ id: 'ClaimList' }),
+)
 const heartbeat = wire<HeartbeatResponse>()(
   z
     .object({
@@ -265,6 +272,7 @@ const components = {
   BulkWriteResponse: bulkResponse,
   JobPage: page,
   Claim: claimed,
+  ClaimList: claimList,
   Heartbeat: heartbeat,
   Signals: signals,
   SubscriptionToken: token,
@@ -298,6 +306,7 @@ const idParam = { name: 'id', in: 'path', required: true, schema: { type: 'strin
 
 interface Operation {
   summary: string
+  description?: string
   operationId: string
   tags: string[]
   parameters?: unknown[]
@@ -425,11 +434,20 @@ const paths: Record<string, Record<string, Operation>> = {
   },
   '/v1/workers/claim': {
     post: {
-      summary: 'Claim the oldest ready job of some types (long-poll)',
+      summary: 'Claim the oldest ready jobs of some types (long-poll)',
+      description:
+        'Without `max`: one job and its lease (`Claim`), or 204 when none came within `wait`. With `max`: up to `max` jobs, each under its own lease, committed together (`ClaimList`, empty when none came).',
       operationId: 'claimJob',
       tags: ['workers'],
       requestBody: jsonBody('ClaimRequest'),
-      responses: { '200': json('Claim', 'The job and its lease'), '204': { description: 'Nothing came within wait' }, ...errors },
+      responses: {
+        '200': {
+          description: 'The job and its lease; with `max`, the list of jobs claimed',
+          content: { 'application/json': { schema: { oneOf: [ref('Claim'), ref('ClaimList')] } } },
+        },
+        '204': { description: 'Nothing came within wait (requests without `max`)' },
+        ...errors,
+      },
     },
   },
   '/v1/jobs/{id}/heartbeat': {

@@ -129,6 +129,9 @@ export const createJobBody = wire<CreateJobRequest>()(
 const jobType = z.string().min(1).max(100)
 const leaseToken = z.string().min(1).max(200)
 
+/** Most jobs one claim request may take (`max`). */
+const maxClaimJobs = 1000
+
 export const claimBody = wire<ClaimRequest>()(
   z
     .object({
@@ -136,6 +139,8 @@ export const claimBody = wire<ClaimRequest>()(
       worker: text(200).min(1).optional(),
       leaseMs: z.number().int().min(1000).max(600_000).optional(),
       wait: z.number().min(0).max(3600).optional(),
+      /** Several jobs in one claim: answered `{claims: [...]}` instead of one job or 204. */
+      max: z.number().int().min(1).max(maxClaimJobs).optional(),
     })
     .strict(),
 )

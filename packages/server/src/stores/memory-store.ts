@@ -124,8 +124,22 @@ export class MemoryStore implements Store {
     return this.#commit(entry, applyPlan(entry.job, entry.lease, plan, new Date().toISOString(), entry.timers))
   }
 
-  async claim(types: readonly string[], now: number, plan: AppendPlan): Promise<AppendResult | null> {
+  async claim(types: readonly string[], now: number, max: number, plan: AppendPlan): Promise<AppendResult[]> {
     this.#open()
+    const claimed: AppendResult[] = []
+    const at = new Date(now).toISOString()
+    // Each commit takes its job out of the queue, so the next look finds the next oldest.
+    while (claimed.length < max) {
+      const oldest = this.#oldestClaimable(types, now)
+      if (oldest === undefined) break
+      claimed.push(this.#commit(oldest, applyPlan(oldest.job, oldest.lease, plan, at, oldest.timers)))
+      // A plan that left the job queued took nothing: looking again would find it again.
+      if (isQueuedForDispatch(oldest.job)) break
+    }
+    return claimed
+  }
+
+  #oldestClaimable(types: readonly string[], now: number): Entry | undefined {
     let oldest: Entry | undefined
     for (const type of types) {
       // The first available one from the head: only jobs in a retry backoff are skipped.
@@ -138,8 +152,7 @@ export class MemoryStore implements Store {
         }
       }
     }
-    if (oldest === undefined) return null
-    return this.#commit(oldest, applyPlan(oldest.job, oldest.lease, plan, new Date(now).toISOString(), oldest.timers))
+    return oldest
   }
 
   async expiredLeases(now: number, limit: number): Promise<string[]> {

@@ -285,25 +285,28 @@ export class SqliteStore implements Store {
     })
 
     // One prepared statement per number of types asked for.
-    const claimStatements = new Map<number, Database.Statement<[number, ...string[]], { id: string }>>()
+    const claimStatements = new Map<number, Database.Statement<[number, ...(string | number)[]], { id: string }>>()
     const claimable = (types: readonly string[]) => {
       let statement = claimStatements.get(types.length)
       if (statement === undefined) {
-        statement = db.prepare<[number, ...string[]], { id: string }>(
+        statement = db.prepare<[number, ...(string | number)[]], { id: string }>(
           `SELECT id FROM jobs WHERE status = 'queued' AND dispatch = 1 AND available_at <= ?
-             AND type IN (${types.map(() => '?').join(', ')}) ORDER BY ordinal LIMIT 1`,
+             AND type IN (${types.map(() => '?').join(', ')}) ORDER BY ordinal LIMIT ?`,
         )
         claimStatements.set(types.length, statement)
       }
       return statement
     }
-    this.#claimTx = db.transaction((types: readonly string[], now: number, plan: AppendPlan) => {
-      const row = claimable(types).get(now, ...types)
-      if (row === undefined) return null
-      const current = this.#load(row.id)
-      if (current === null) return null
-      const applied = applyPlan(current.job, current.lease, plan, new Date(now).toISOString(), current.timers)
-      return { applied, before: current, after: write(current, applied) }
+    this.#claimTx = db.transaction((types: readonly string[], now: number, max: number, plan: AppendPlan) => {
+      const at = new Date(now).toISOString()
+      const outcomes: { applied: AppliedPlan; before: Cached; after: Cached }[] = []
+      for (const row of claimable(types).all(now, ...types, max)) {
+        const current = this.#load(row.id)
+        if (current === null) continue
+        const applied = applyPlan(current.job, current.lease, plan, at, current.timers)
+        outcomes.push({ applied, before: current, after: write(current, applied) })
+      }
+      return outcomes
     })
 
     this.#groupTx = db.transaction((writes: readonly GroupedWrite[]) =>
@@ -441,16 +444,18 @@ export class SqliteStore implements Store {
     })
   }
 
-  async claim(types: readonly string[], now: number, plan: AppendPlan): Promise<AppendResult | null> {
+  async claim(types: readonly string[], now: number, max: number, plan: AppendPlan): Promise<AppendResult[]> {
     this.#open()
-    if (types.length === 0) return null
+    if (types.length === 0 || max < 1) return []
+    // The claimed jobs commit in one savepoint of the group commit, beside the turn's other writes.
     return this.#grouped(
       () => {
-        const outcome = this.#claimTx(types, now, plan)
-        if (outcome?.after) this.#remember(outcome.after)
-        return outcome
+        const outcomes = this.#claimTx(types, now, max, plan)
+        // Later writes of this group to the same jobs must start from these.
+        for (const outcome of outcomes) this.#remember(outcome.after)
+        return outcomes
       },
-      (outcome) => (outcome === null ? null : this.#publish(outcome)),
+      (outcomes) => outcomes.map((outcome) => this.#publish(outcome)),
     )
   }
 

@@ -14,15 +14,19 @@ export function registerWorkerRoutes(v1: FastifyInstance, context: RouteContext)
     const body = parseWith(claimBody, request.body ?? {})
     const refused = body.types.find((type) => !canWork(principal, type))
     if (refused !== undefined) throw new JobwireError('forbidden', { action: `claim jobs of type "${refused}"` })
-    const claimed = await dispatcher.claim({
+    const claimed = await dispatcher.claimMany({
       types: body.types,
       worker: body.worker ?? 'worker',
       leaseMs: body.leaseMs ?? settings.defaultLeaseMs,
       waitMs: Math.min((body.wait ?? 0) * 1000, settings.pollMaxWaitMs),
       signal: abortOnClose(reply, context.shuttingDown),
+      ...(body.max === undefined ? {} : { max: body.max }),
     })
-    if (claimed === null) return reply.code(204).send()
-    return claimed
+    // A request with `max` is answered with a list (empty when none came); one without, as it always was.
+    if (body.max !== undefined) return { claims: claimed }
+    const [first] = claimed
+    if (first === undefined) return reply.code(204).send()
+    return first
   })
 
   v1.post<{ Params: { id: string } }>('/jobs/:id/heartbeat', async (request) => {

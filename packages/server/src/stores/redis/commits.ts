@@ -234,13 +234,13 @@ export class RedisCommits {
     return { events: events.map((body) => JSON.parse(body) as JobEvent), firstSeq: Number(firstSeq), head: Number(head), status: status as JobStatus }
   }
 
-  async claim(types: readonly string[], now: number, plan: AppendPlan): Promise<AppendResult | null> {
+  async claim(types: readonly string[], now: number, max: number, plan: AppendPlan): Promise<AppendResult[]> {
     this.#connection.usable()
-    if (types.length === 0) return null
+    if (types.length === 0 || max < 1) return []
     await this.#notifications.listeningTo(types.map((type) => this.#keys.queueChannel(type)))
     // One claim at a time from this node: its claimers would only race each other for the same
-    // oldest job. Across nodes the compare-and-set decides.
-    const run = this.#claims.then(() => this.#claimNow(types, now, plan))
+    // oldest jobs. Across nodes the compare-and-set decides.
+    const run = this.#claims.then(() => this.#claimNow(types, now, max, plan))
     this.#claims = run.catch(() => undefined)
     return run
   }
@@ -344,22 +344,34 @@ export class RedisCommits {
     }
   }
 
-  async #claimNow(types: readonly string[], now: number, plan: AppendPlan): Promise<AppendResult | null> {
+  /**
+   * Picks up to `max` jobs in one script, then commits each under its compare-and-set: the
+   * commits leave together (auto-pipelining), so a claim of many jobs costs two round trips. A
+   * job another node took meanwhile is left out; only when every pick was lost is it tried again.
+   */
+  async #claimNow(types: readonly string[], now: number, max: number, plan: AppendPlan): Promise<AppendResult[]> {
     const k = this.#keys
     const keys = types.flatMap((type) => [k.queue(type), k.delayed(type)])
+    const at = new Date(now).toISOString()
     for (let attempt = 0; ; attempt++) {
-      const reply = (await this.#connection.run('pick', keys, [now, k.jobKeyStart, this.#epochs.candidate(), epochSeqGap, k.generation])) as
-        | [string, ...(string | null)[]]
-        | null
-      if (reply === null) return null
-      const loaded = parseRecord(reply.slice(1) as (string | null)[])
-      if (loaded !== null && isQueuedForDispatch(loaded.job)) {
-        await this.#notifications.listening(loaded.job.id)
-        const applied = applyPlan(loaded.job, loaded.lease, plan, new Date(now).toISOString(), loaded.timers)
-        const result = { job: applied.job, events: applied.events, lease: applied.lease }
-        if (applied.events.length === 0 && !applied.leaseChanged && !applied.timersChanged) return result
-        if (await this.#commit(loaded, applied.job, applied.lease, applied.availableAt ?? loaded.avail, applied.events, applied.timers)) return result
-      }
+      const reply = (await this.#connection.run('pick', keys, [now, k.jobKeyStart, this.#epochs.candidate(), epochSeqGap, k.generation, max])) as [
+        string,
+        ...(string | null)[],
+      ][]
+      if (reply.length === 0) return []
+      const picked = reply.map((one) => parseRecord(one.slice(1) as (string | null)[])).filter((loaded) => loaded !== null && isQueuedForDispatch(loaded.job)) as Loaded[]
+      await this.#notifications.listeningTo(picked.map((loaded) => k.jobChannel(loaded.job.id)))
+      const committed = await Promise.all(
+        picked.map(async (loaded): Promise<AppendResult | null> => {
+          const applied = applyPlan(loaded.job, loaded.lease, plan, at, loaded.timers)
+          const result = { job: applied.job, events: applied.events, lease: applied.lease }
+          if (applied.events.length === 0 && !applied.leaseChanged && !applied.timersChanged) return result
+          const landed = await this.#commit(loaded, applied.job, applied.lease, applied.availableAt ?? loaded.avail, applied.events, applied.timers)
+          return landed ? result : null
+        }),
+      )
+      const claimed = committed.filter((result) => result !== null)
+      if (claimed.length > 0) return claimed
       await this.#backOff(attempt)
     }
   }

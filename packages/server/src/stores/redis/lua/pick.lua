@@ -1,34 +1,48 @@
--- Finds the oldest claimable job among the given types: the lowest ordinal in their queues that
--- is not waiting out a backoff at `now`. Returns nil, or {id, record fields...}.
--- KEYS: queue, delayed, for each type. ARGV: 1 now, 2 job key start, 3 candidate generation, 4 epoch gap, 5 generation key.
+-- Finds the oldest claimable jobs among the given types, at most `max`: the lowest ordinals in
+-- their queues that are not waiting out a backoff at `now` (a merge of the queues, each read from
+-- its head in slices). Returns {{id, record fields...}, ...}, oldest first, possibly empty.
+-- KEYS: queue, delayed, for each type. ARGV: 1 now, 2 job key start, 3 candidate generation,
+-- 4 epoch gap, 5 generation key, 6 max.
 --! include lib/load.lua
 local now = tonumber(ARGV[1])
-for round = 1, 10 do
-  local bestId, bestOrd, bestQueue
-  for i = 1, #KEYS, 2 do
-    local start = 0
-    local done = false
-    while not done do
-      local batch = redis.call('ZRANGE', KEYS[i], start, start + 49, 'WITHSCORES')
-      if #batch == 0 then break end
-      for j = 1, #batch, 2 do
-        local ord = tonumber(batch[j + 1])
-        if bestOrd and ord >= bestOrd then done = true break end
-        local avail = redis.call('ZSCORE', KEYS[i + 1], batch[j])
-        if not avail or tonumber(avail) <= now then
-          bestId, bestOrd, bestQueue = batch[j], ord, i
-          done = true
-          break
-        end
-      end
-      start = start + 50
+local max = tonumber(ARGV[6])
+local slices, at, from = {}, {}, {}
+-- The next available entry of queue i (KEYS[i]), or nil when it has none.
+local function nextOf(i)
+  while true do
+    local slice = slices[i]
+    if slice == nil or at[i] > #slice then
+      slice = redis.call('ZRANGE', KEYS[i], from[i] or 0, (from[i] or 0) + 49, 'WITHSCORES')
+      from[i] = (from[i] or 0) + 50
+      slices[i], at[i] = slice, 1
+      if #slice == 0 then return nil end
     end
+    local j = at[i]
+    at[i] = j + 2
+    local avail = redis.call('ZSCORE', KEYS[i + 1], slice[j])
+    if not avail or tonumber(avail) <= now then return {slice[j], tonumber(slice[j + 1])} end
   end
-  if not bestId then return nil end
-  local f = load(ARGV[2] .. bestId .. '}', ARGV[5], ARGV[3], tonumber(ARGV[4]))
-  if f then return {bestId, f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8], f[9]} end
-  -- The job is gone (deleted by hand, or evicted): drop the stale entry and look again.
-  redis.call('ZREM', KEYS[bestQueue], bestId)
-  redis.call('ZREM', KEYS[bestQueue + 1], bestId)
 end
-return nil
+local heads = {}
+for i = 1, #KEYS, 2 do heads[i] = nextOf(i) or false end
+local out = {}
+local looked = 0
+while #out < max and looked < max + 100 do
+  local best
+  for i = 1, #KEYS, 2 do
+    if heads[i] and (not best or heads[i][2] < heads[best][2]) then best = i end
+  end
+  if not best then break end
+  local id = heads[best][1]
+  heads[best] = nextOf(best) or false
+  looked = looked + 1
+  local f = load(ARGV[2] .. id .. '}', ARGV[5], ARGV[3], tonumber(ARGV[4]))
+  if f then
+    out[#out + 1] = {id, f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8], f[9]}
+  else
+    -- The job is gone (deleted by hand, or evicted): drop the stale entry.
+    redis.call('ZREM', KEYS[best], id)
+    redis.call('ZREM', KEYS[best + 1], id)
+  end
+end
+return out

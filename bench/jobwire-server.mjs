@@ -1,5 +1,6 @@
 // Jobwire under test, as a child of bench/run.mjs (IPC). argv: store ('sqlite' = the default,
-// synchronous=full; 'sqlite-normal'; 'memory'), dataDir, apiKey.
+// synchronous=full; 'sqlite-normal'; 'memory'; 'redis': REDIS_URL under the key prefix
+// BENCH_REDIS_PREFIX), dataDir, apiKey.
 // Answers {type:'ready', url}; on {type:'stop'} closes the server and exits.
 // BENCH_SERVER_DIST may point at another build's server.js (A/B experiments).
 const { startServer } = await import(process.env.BENCH_SERVER_DIST ?? '../packages/server/dist/server.js')
@@ -14,6 +15,7 @@ const server = await startServer({
     logLevel: 'silent',
     memory: store === 'memory',
     ...(store === 'sqlite-normal' ? { sqliteSync: 'normal' } : {}),
+    ...(store === 'redis' ? { redis: process.env.REDIS_URL ?? 'redis://127.0.0.1:6379', redisPrefix: process.env.BENCH_REDIS_PREFIX ?? 'jwbench' } : {}),
     // Extra options for one benchmark (e.g. the workers bench streams more text than the default cap).
     ...(process.env.BENCH_SERVER_CONFIG ? JSON.parse(process.env.BENCH_SERVER_CONFIG) : {}),
   },

@@ -1,16 +1,20 @@
-// Workers benchmark (issue 3), run by `npm run bench` (BENCH_ONLY=workers runs it alone) or directly:
-// `node bench/workers.mjs`. Needs a built tree (npm run build) and Redis at REDIS_URL for the peer.
+// Workers benchmark (issues 3 and 13), run by `npm run bench` (BENCH_ONLY=workers runs it alone) or
+// directly: `node bench/workers.mjs`. Needs a built tree (npm run build) and Redis at REDIS_URL.
 //
 //  1. claim → complete throughput of trivial jobs with 4 and 16 concurrent workers (one worker
-//     process each): Jobwire (SQLite, every claim and completion fsynced) vs BullMQ on Redis.
-//  2. worker → subscriber: a worker reports as fast as it can for BENCH_WORKER_SECONDS; one
+//     process, that concurrency): Jobwire on each store (SQLite: every claim and completion
+//     fsynced; Redis; memory) vs BullMQ on the same Redis, run twice around Jobwire's rows (the
+//     ratio is against the better BullMQ run). A Jobwire worker claims its free slots per request.
+//  2. worker → subscriber: a worker reports at an offered rate for BENCH_WORKER_SECONDS; one
 //     subscriber measures items/s and send→receive latency. Jobwire: ctx.chunk() (lossless,
 //     ordered, durable, replayable; the outbox batches many chunks into few events) read over SSE.
 //     BullMQ: job.updateProgress() read by a QueueEvents 'progress' listener (not durable, not
 //     replayable). Every chunk or progress call carries its send time, so each is counted.
+// BENCH_WORKER_STORES picks the stores (sqlite,redis,memory); BENCH_PROFILE=dir writes the
+// Jobwire server's CPU profiles there (node --cpu-prof; summarize with bench/profile-summary.mjs).
 import { execSync, fork, spawnSync } from 'node:child_process'
 import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { availableParallelism, loadavg, tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { request } from 'undici'
@@ -36,10 +40,12 @@ async function loadBullmq() {
 
 const here = dirname(fileURLToPath(import.meta.url))
 const num = (name, fallback) => (process.env[name] ? Number(process.env[name]) : fallback)
-const JOBS = num('BENCH_WORKER_JOBS', 2000)
+const JOBS = num('BENCH_WORKER_JOBS', 5000)
 const SECONDS = num('BENCH_WORKER_SECONDS', 5)
-/** Offered load of the worker → subscriber phase, the same for both systems (BullMQ's reference: about 60k/s). */
-const RATE = num('BENCH_WORKER_RATE', 60_000)
+/** Offered loads of the worker → subscriber phase, the same for both systems (BullMQ saturates near 60k/s here). */
+const RATES = (process.env.BENCH_WORKER_RATES ?? '60000,150000').split(',').map(Number)
+const STORES = (process.env.BENCH_WORKER_STORES ?? 'sqlite,redis,memory').split(',')
+const STORE_NAMES = { sqlite: 'Jobwire (SQLite)', redis: 'Jobwire (Redis)', memory: 'Jobwire (memory)' }
 const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379'
 const API_KEY = 'bench-admin-key-0123456789'
 const PARTS = (process.env.BENCH_WORKER_PARTS ?? 'throughput,stream').split(',')
@@ -85,14 +91,45 @@ async function api(url, method, path, body) {
   return text === '' ? null : JSON.parse(text)
 }
 
-async function startJobwire(dataDir) {
-  const server = fork(join(here, 'jobwire-server.mjs'), ['sqlite', dataDir, API_KEY], {
+async function startJobwire(store, dataDir, prefix) {
+  const profile = process.env.BENCH_PROFILE
+  const server = fork(join(here, 'jobwire-server.mjs'), [store, dataDir, API_KEY], {
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+    execArgv: profile ? ['--cpu-prof', `--cpu-prof-dir=${profile}`, `--cpu-prof-name=${store}-${process.pid}-${Date.now()}.cpuprofile`] : [],
     // The stream phase sends millions of characters of text to one job.
-    env: { ...process.env, BENCH_SERVER_CONFIG: JSON.stringify({ maxTextLength: 256 * 1024 * 1024 }) },
+    env: {
+      ...process.env,
+      BENCH_REDIS_PREFIX: prefix,
+      BENCH_SERVER_CONFIG: JSON.stringify({ maxTextLength: 256 * 1024 * 1024, createLimit: 1_000_000, ...(process.env.BENCH_SERVER_CONFIG ? JSON.parse(process.env.BENCH_SERVER_CONFIG) : {}) }),
+    },
   })
   const ready = await new Promise((resolve) => server.on('message', (m) => m.type === 'ready' && resolve(m)))
   return { url: ready.url, stop: () => new Promise((resolve) => { server.on('exit', resolve); server.send({ type: 'stop' }) }) }
+}
+
+/** Jobwire on `store` for the length of `run`, then its data (file or Redis keys) removed. */
+async function withJobwire(store, run) {
+  const dataDir = mkdtempSync(join(tmpdir(), 'jobwire-bench-workers-'))
+  const prefix = `jwbench-w-${process.pid}-${Date.now().toString(36)}`
+  const jobwire = await startJobwire(store, dataDir, prefix)
+  try {
+    return await run(jobwire.url)
+  } finally {
+    await jobwire.stop()
+    rmSync(dataDir, { recursive: true, force: true })
+    if (store === 'redis') await dropKeys(`${prefix}*`)
+  }
+}
+
+async function dropKeys(pattern) {
+  const redis = new Redis(REDIS_URL)
+  let cursor = '0'
+  do {
+    const [next, keys] = await redis.scan(cursor, 'MATCH', pattern, 'COUNT', 1000)
+    cursor = next
+    if (keys.length > 0) await redis.unlink(...keys)
+  } while (cursor !== '0')
+  await redis.quit()
 }
 
 async function jobwireThroughput(url, concurrency) {
@@ -100,18 +137,13 @@ async function jobwireThroughput(url, concurrency) {
     await Promise.all(Array.from({ length: Math.min(100, JOBS - i) }, () => api(url, 'POST', '/v1/jobs', { type: 'bench-trivial' })))
   }
   const start = now()
-  const worker = child('workers/jobwire-worker.mjs', [url, API_KEY, 'trivial', String(concurrency), '0', '0'])
-  await worker.next('ready')
-  for (;;) {
-    const [queued, running] = await Promise.all([
-      api(url, 'GET', '/v1/jobs?type=bench-trivial&status=queued&limit=1'),
-      api(url, 'GET', '/v1/jobs?type=bench-trivial&status=running&limit=1'),
-    ])
-    if (queued.jobs.length === 0 && running.jobs.length === 0) break
-    await new Promise((resolve) => setTimeout(resolve, 50))
-  }
+  // The worker says when it has handled `JOBS` jobs and holds none: every completion was answered.
+  const worker = child('workers/jobwire-worker.mjs', [url, API_KEY, 'trivial', String(concurrency), '0', '0', String(JOBS)])
+  await worker.next('all-done')
   const seconds = (now() - start) / 1000
   await worker.stop()
+  const left = await api(url, 'GET', '/v1/jobs?type=bench-trivial&status=completed&limit=1')
+  if (left.jobs.length === 0) throw new Error('bench: no job completed')
   return { jobsPerSec: JOBS / seconds, seconds }
 }
 
@@ -132,14 +164,14 @@ async function bullmqThroughput(prefix, concurrency) {
   return { jobsPerSec: JOBS / seconds, seconds }
 }
 
-async function jobwireStream(url) {
+async function jobwireStream(url, rate) {
   const job = await api(url, 'POST', '/v1/jobs', { type: 'bench-stream' })
   const latencies = []
   let received = 0
   let first = 0
   let last = 0
   const response = await request(`${url}/v1/jobs/${job.id}/stream`, { headers: { authorization: `Bearer ${API_KEY}` }, bodyTimeout: 0 })
-  const worker = child('workers/jobwire-worker.mjs', [url, API_KEY, 'stream', '1', String(SECONDS), String(RATE)])
+  const worker = child('workers/jobwire-worker.mjs', [url, API_KEY, 'stream', '1', String(SECONDS), String(rate)])
   let buffer = ''
   let partial = ''
   reading: for await (const data of response.body) {
@@ -167,7 +199,7 @@ async function jobwireStream(url) {
   return { itemsPerSec: received / ((last - first) / 1000), received, sent, p50: percentile(latencies, 50), p99: percentile(latencies, 99) }
 }
 
-async function bullmqStream(prefix) {
+async function bullmqStream(prefix, rate) {
   const connection = new Redis(REDIS_URL, { maxRetriesPerRequest: null })
   const queue = new Queue('bench-stream', { connection, prefix })
   const events = new QueueEvents('bench-stream', { connection: new Redis(REDIS_URL, { maxRetriesPerRequest: null }), prefix })
@@ -185,7 +217,7 @@ async function bullmqStream(prefix) {
     last = at
   })
   await queue.add('s', {}, { removeOnComplete: true })
-  const worker = child('workers/bullmq-worker.mjs', [REDIS_URL, prefix, 'stream', '1', String(SECONDS), '1', String(RATE)])
+  const worker = child('workers/bullmq-worker.mjs', [REDIS_URL, prefix, 'stream', '1', String(SECONDS), '1', String(rate)])
   await completed
   await new Promise((resolve) => setTimeout(resolve, 200))
   const { sent } = await worker.stop()
@@ -204,49 +236,53 @@ export async function runWorkersBench() {
   ;({ Queue, QueueEvents } = await loadBullmq())
   const redis = new Redis(REDIS_URL, { lazyConnect: true, maxRetriesPerRequest: 1 })
   await redis.connect().catch(() => {
-    throw new Error(`bench: the BullMQ peer needs Redis at ${REDIS_URL}`)
+    throw new Error(`bench: the BullMQ peer and the Redis store need Redis at ${REDIS_URL}`)
   })
   await redis.quit()
   const prefix = `jwbench-${process.pid}`
-  const results = { throughput: [], stream: [] }
+  const results = { throughput: [], stream: [], load: [] }
+  const load = () => results.load.push(loadavg()[0])
   for (const concurrency of PARTS.includes('throughput') ? [4, 16] : []) {
-    const dataDir = mkdtempSync(join(tmpdir(), 'jobwire-bench-workers-'))
-    const jobwire = await startJobwire(dataDir)
-    try {
-      results.throughput.push({ system: 'Jobwire (SQLite)', concurrency, ...(await jobwireThroughput(jobwire.url, concurrency)) })
-    } finally {
-      await jobwire.stop()
-      rmSync(dataDir, { recursive: true, force: true })
+    load()
+    // BullMQ before and after Jobwire's rows, so a drift in the machine's load shows.
+    results.throughput.push({ system: 'BullMQ', concurrency, ...(await bullmqThroughput(`${prefix}-t${concurrency}a`, concurrency)) })
+    for (const store of STORES) {
+      results.throughput.push({ system: STORE_NAMES[store], store, concurrency, ...(await withJobwire(store, (url) => jobwireThroughput(url, concurrency))) })
     }
-    results.throughput.push({ system: 'BullMQ', concurrency, ...(await bullmqThroughput(`${prefix}-t${concurrency}`, concurrency)) })
+    results.throughput.push({ system: 'BullMQ', concurrency, ...(await bullmqThroughput(`${prefix}-t${concurrency}b`, concurrency)) })
+    load()
   }
-  if (!PARTS.includes('stream')) return results
-  const dataDir = mkdtempSync(join(tmpdir(), 'jobwire-bench-workers-'))
-  const jobwire = await startJobwire(dataDir)
-  try {
-    results.stream.push({ system: 'Jobwire chunks → SSE', offered: RATE, ...(await jobwireStream(jobwire.url)) })
-  } finally {
-    await jobwire.stop()
-    rmSync(dataDir, { recursive: true, force: true })
+  for (const rate of PARTS.includes('stream') ? RATES : []) {
+    load()
+    results.stream.push({ system: 'BullMQ updateProgress → QueueEvents', offered: rate, ...(await bullmqStream(`${prefix}-s${rate}`, rate)) })
+    for (const store of STORES) {
+      results.stream.push({ system: `${STORE_NAMES[store]} chunks → SSE`, store, offered: rate, ...(await withJobwire(store, (url) => jobwireStream(url, rate))) })
+    }
   }
-  results.stream.push({ system: 'BullMQ updateProgress → QueueEvents', offered: RATE, ...(await bullmqStream(`${prefix}-s`)) })
+  load()
   return results
 }
 
 export function workersTable(results) {
-  if (results.throughput.length === 0 || results.stream.length === 0) return JSON.stringify(results, null, 2)
   const f = (n, d = 0) => (Number.isFinite(n) ? n.toLocaleString('en-US', { maximumFractionDigits: d, minimumFractionDigits: d }) : '—')
-  const lines = ['', '### Workers: claim → complete, trivial jobs', '', '| system | workers | jobs/s | ratio Jobwire/BullMQ |', '|---|---|---|---|']
-  for (const concurrency of [4, 16]) {
-    const jw = results.throughput.find((r) => r.concurrency === concurrency && r.system.startsWith('Jobwire'))
-    const bq = results.throughput.find((r) => r.concurrency === concurrency && r.system === 'BullMQ')
-    lines.push(`| ${jw.system} | ${concurrency} | ${f(jw.jobsPerSec)} | ${f(jw.jobsPerSec / bq.jobsPerSec, 2)} |`)
-    lines.push(`| ${bq.system} | ${concurrency} | ${f(bq.jobsPerSec)} | |`)
+  const lines = []
+  if (results.throughput.length > 0) {
+    lines.push('', '### Workers: claim → complete, trivial jobs', '', '| system | workers | jobs/s | vs BullMQ (better of its two runs) |', '|---|---:|---:|---:|')
+    for (const concurrency of [4, 16]) {
+      const rows = results.throughput.filter((r) => r.concurrency === concurrency)
+      const best = Math.max(...rows.filter((r) => r.system === 'BullMQ').map((r) => r.jobsPerSec))
+      for (const r of rows) lines.push(`| ${r.system} | ${concurrency} | ${f(r.jobsPerSec)} | ${r.system === 'BullMQ' ? '' : `${f(r.jobsPerSec / best, 2)}×`} |`)
+    }
   }
-  lines.push('', '### Worker → subscriber: reports per second and latency', '', '| path | offered/s | delivered/s | p50 ms | p99 ms | delivered / sent |', '|---|---|---|---|---|---|')
-  for (const r of results.stream) lines.push(`| ${r.system} | ${f(r.offered)} | ${f(r.itemsPerSec)} | ${f(r.p50, 1)} | ${f(r.p99, 1)} | ${f(r.received)} / ${f(r.sent)} |`)
-  const [jw, bq] = results.stream
-  lines.push('', `Jobwire/BullMQ items/s: ${f(jw.itemsPerSec / bq.itemsPerSec, 2)} (target ≥ 1: chunks are durable and replayable; BullMQ progress events are neither)`)
+  if (results.stream.length > 0) {
+    lines.push('', '### Worker → subscriber: reports per second and latency', '', '| path | offered/s | delivered/s | p50 ms | p99 ms | delivered / sent | items/s vs BullMQ |', '|---|---:|---:|---:|---:|---:|---:|')
+    for (const r of results.stream) {
+      const bq = results.stream.find((b) => b.offered === r.offered && b.system.startsWith('BullMQ'))
+      const ratio = r === bq || bq === undefined ? '' : `${f(r.itemsPerSec / bq.itemsPerSec, 2)}×`
+      lines.push(`| ${r.system} | ${f(r.offered)} | ${f(r.itemsPerSec)} | ${f(r.p50, 1)} | ${f(r.p99, 1)} | ${f(r.received)} / ${f(r.sent)} | ${ratio} |`)
+    }
+  }
+  lines.push('', `Load average (1 min) during the run: ${results.load.map((l) => f(l, 2)).join(', ')} (${availableParallelism()} cores).`)
   return lines.join('\n')
 }
 

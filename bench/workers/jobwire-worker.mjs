@@ -1,13 +1,24 @@
 // A Jobwire worker process for bench/workers.mjs. argv: url, apiKey, mode ('trivial' | 'stream'),
-// concurrency, seconds. 'trivial': completes each job at once. 'stream': one job that calls
-// ctx.chunk() with its send time as fast as it can for `seconds`, then completes.
+// concurrency, seconds, rate, total. 'trivial': completes each job at once and reports 'all-done'
+// once `total` were handled and none is held (every completion answered). 'stream': one job that
+// calls ctx.chunk() with its send time at `rate` per second for `seconds`, then completes.
 import { createWorker } from '../../packages/worker/dist/index.js'
 
-const [url, apiKey, mode, concurrency, seconds, rate] = process.argv.slice(2)
+const [url, apiKey, mode, concurrency, seconds, rate, total] = process.argv.slice(2)
 const worker = createWorker({ url, apiKey, concurrency: Number(concurrency), pollWaitSeconds: 1, name: `bench-${process.pid}`, onError: () => {} })
 let sent = 0
 
-worker.handle('bench-trivial', async () => ({ ok: true }))
+let handled = 0
+worker.handle('bench-trivial', async () => {
+  if (++handled === Number(total)) {
+    const check = setInterval(() => {
+      if (worker.activeJobs > 0) return
+      clearInterval(check)
+      process.send({ type: 'all-done' })
+    }, 1)
+  }
+  return { ok: true }
+})
 worker.handle('bench-stream', async (_job, ctx) => {
   // An offered load of `rate` chunks/s, in 100 ticks a second, each chunk stamped with its send time.
   const start = performance.now()

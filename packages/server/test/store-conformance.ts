@@ -1872,6 +1872,28 @@ export function describeStoreConformance(name: string, makeStore: MakeStore, cle
         ])
       })
 
+      it('a waiting signals call sleeps through a job its own lease completed, lists it when something else ends the wait', async () => {
+        const { service, dispatcher, claim } = await openDispatch()
+        const ids: string[] = []
+        const tokens: string[] = []
+        for (let i = 0; i < 2; i++) {
+          ids.push((await service.createJob({ type: 'own' })).job.id)
+          tokens.push((await claim(['own']))?.lease.token ?? '')
+        }
+        const held = ids.map((id, i) => ({ id, lease: tokens[i] as string }))
+        let answered = false
+        const waiting = dispatcher.signals(held, 600_000).finally(() => (answered = true))
+        await settle()
+        await service.appendEvents(ids[0] as string, [{ type: 'completed', data: { result: null } }], { lease: tokens[0], batch: 1 })
+        await settle()
+        expect(answered).toBe(false)
+        await service.cancelJob(ids[1] as string)
+        expect(await waiting).toEqual([
+          { jobId: ids[0], reason: 'finished' },
+          { jobId: ids[1], reason: 'cancelled' },
+        ])
+      })
+
       it('a waiting signals call sleeps through its job\'s own progress writes and answers the cancel that follows (it used to answer empty on the first write)', async () => {
         const { service, dispatcher, store, claim } = await openDispatch()
         const { job } = await service.createJob({ type: 'busy' })

@@ -44,8 +44,10 @@ export class JobRun implements Watched {
   private lostLease = false
   /** Resolves when the job is no longer this worker's business: outcome delivered, lost, or released. */
   readonly finished = this.ended.promise
-  /** Resolves when, in addition, the handler has returned: the run's concurrency slot is free. */
+  /** Resolves when, in addition, the handler has returned. */
   readonly done: Promise<void>
+  /** Resolves when the handler has returned (or thrown): the run's concurrency slot is free. */
+  readonly handlerReturned: Promise<void>
 
   constructor(
     private readonly claim: Claim,
@@ -54,6 +56,7 @@ export class JobRun implements Watched {
     this.id = claim.job.id
     this.lease = claim.lease
     this.done = Promise.all([this.finished, this.handlerSettled.promise]).then(() => undefined)
+    this.handlerReturned = this.handlerSettled.promise
     this.outbox = new Outbox({
       throttleMs: env.throttleMs,
       stage: claim.job.progress.stage,

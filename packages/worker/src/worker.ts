@@ -105,6 +105,8 @@ export function createWorker(options: WorkerOptions): Worker {
 class JobwireWorker implements Worker {
   private readonly handlers = new Map<string, JobHandler>()
   private readonly runs = new Set<JobRun>()
+  /** Runs whose handler has not returned yet: the slots in use. */
+  private handling = 0
   private readonly env: RunEnvironment
   private readonly name: string
   private readonly concurrency: number
@@ -216,7 +218,10 @@ class JobwireWorker implements Worker {
     const { api, timers, random, backoff } = this.env
     let failures = 0
     while (this.currentState === 'running') {
-      if (this.runs.size >= this.concurrency) {
+      // A slot frees when its handler returns: the next job is claimed while the outcome of the
+      // last one is being delivered. Jobs still delivering count too, up to as many again.
+      const free = Math.min(this.concurrency - this.handling, 2 * this.concurrency - this.runs.size)
+      if (free <= 0) {
         await this.sleepUntilNotified()
         continue
       }
@@ -226,7 +231,7 @@ class JobwireWorker implements Worker {
       let claims: Claim[]
       try {
         // As many jobs as there are free slots, in one request.
-        const max = Math.min(this.concurrency - this.runs.size, maxClaim)
+        const max = Math.min(free, maxClaim)
         claims = await api.claim(
           { types: [...this.handlers.keys()], worker: this.name, leaseMs: this.env.leaseMs, wait: this.waitSeconds, max },
           request.signal,
@@ -263,6 +268,11 @@ class JobwireWorker implements Worker {
       })
     const run = new JobRun(claim, this.env)
     this.runs.add(run)
+    this.handling++
+    void run.handlerReturned.then(() => {
+      this.handling--
+      this.notify()
+    })
     void run.done.then(() => {
       this.runs.delete(run)
       this.notify()

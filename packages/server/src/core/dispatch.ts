@@ -121,7 +121,8 @@ export class Dispatcher {
 
   /**
    * Long-poll for a worker: answers as soon as one of its jobs is cancelled, finished or taken
-   * from it, or after `waitMs` with nothing. This is how a cancel reaches a handler at once. The
+   * from it, or after `waitMs` with nothing (a job that its worker's own write ended is listed
+   * when the poll answers, but does not end the wait: the worker knows). This is how a cancel reaches a handler at once. The
    * job's own work events (its worker's progress, text, items, checkpoints) neither wake nor end
    * the wait: a job that writes every few ms would otherwise turn the long-poll into a busy loop
    * answered empty, and the worker would wait out its minimum poll interval before hearing a cancel.
@@ -137,9 +138,9 @@ export class Dispatcher {
     try {
       const deadline = Date.now() + waitMs
       for (;;) {
-        const found = await this.#check(jobs)
+        const { found, news } = await this.#check(jobs)
         const left = deadline - Date.now()
-        if (found.length > 0 || left <= 0 || signal?.aborted === true) return found
+        if (news || left <= 0 || signal?.aborted === true) return found
         await waitFor(woken, left, signal)
         woken = new Promise<void>((resolve) => (wake = resolve))
       }
@@ -148,18 +149,30 @@ export class Dispatcher {
     }
   }
 
-  async #check(jobs: readonly { id: string; lease: string }[]): Promise<WorkerSignal[]> {
+  /**
+   * The signals of `jobs`, and whether any is news to the worker: a job its own lease ended (its
+   * worker's terminal write or retryable failure) is listed but is no news, so it does not end a
+   * waiting poll by itself — a busy worker's jobs end all the time, and each would otherwise cost
+   * it one more signals request.
+   */
+  async #check(jobs: readonly { id: string; lease: string }[]): Promise<{ found: WorkerSignal[]; news: boolean }> {
     const now = this.now()
-    const out: WorkerSignal[] = []
+    const found: WorkerSignal[] = []
+    let news = false
     for (const { id, lease } of jobs) {
       const record = await this.store.getRecord(id)
-      if (record === null) out.push({ jobId: id, reason: 'lease_lost' })
-      else if (record.job.status === 'cancelled') out.push({ jobId: id, reason: 'cancelled' })
-      else if (record.job.error?.code === 'timed_out' && (record.job.status === 'failed' || record.lease === null)) out.push({ jobId: id, reason: 'timed_out' })
-      else if (isTerminal(record.job.status)) out.push({ jobId: id, reason: 'finished' })
-      else if (leaseProblem(record.lease, lease, now) !== null) out.push({ jobId: id, reason: 'lease_lost' })
+      let reason: SignalReason | null = null
+      if (record === null) reason = 'lease_lost'
+      else if (record.job.status === 'cancelled') reason = 'cancelled'
+      else if (record.job.error?.code === 'timed_out' && (record.job.status === 'failed' || record.lease === null)) reason = 'timed_out'
+      else if (isTerminal(record.job.status)) reason = 'finished'
+      else if (leaseProblem(record.lease, lease, now) !== null) reason = 'lease_lost'
+      if (reason === null) continue
+      found.push({ jobId: id, reason })
+      const endedByItsWorker = reason !== 'cancelled' && reason !== 'timed_out' && record?.lease?.ended === true && record.lease.token === lease
+      if (!endedByItsWorker) news = true
     }
-    return out
+    return { found, news }
   }
 
   /**

@@ -242,21 +242,26 @@ export async function runWorkersBench() {
   const prefix = `jwbench-${process.pid}`
   const results = { throughput: [], stream: [], load: [] }
   const load = () => results.load.push(loadavg()[0])
+  // Each row as it comes (the table is printed at the end).
+  const row = (list, r) => {
+    list.push(r)
+    console.error(`bench workers: ${JSON.stringify(r)}`)
+  }
   for (const concurrency of PARTS.includes('throughput') ? [4, 16] : []) {
     load()
     // BullMQ before and after Jobwire's rows, so a drift in the machine's load shows.
-    results.throughput.push({ system: 'BullMQ', concurrency, ...(await bullmqThroughput(`${prefix}-t${concurrency}a`, concurrency)) })
+    row(results.throughput, { system: 'BullMQ', concurrency, ...(await bullmqThroughput(`${prefix}-t${concurrency}a`, concurrency)) })
     for (const store of STORES) {
-      results.throughput.push({ system: STORE_NAMES[store], store, concurrency, ...(await withJobwire(store, (url) => jobwireThroughput(url, concurrency))) })
+      row(results.throughput, { system: STORE_NAMES[store], store, concurrency, ...(await withJobwire(store, (url) => jobwireThroughput(url, concurrency))) })
     }
-    results.throughput.push({ system: 'BullMQ', concurrency, ...(await bullmqThroughput(`${prefix}-t${concurrency}b`, concurrency)) })
+    row(results.throughput, { system: 'BullMQ', concurrency, ...(await bullmqThroughput(`${prefix}-t${concurrency}b`, concurrency)) })
     load()
   }
   for (const rate of PARTS.includes('stream') ? RATES : []) {
     load()
-    results.stream.push({ system: 'BullMQ updateProgress → QueueEvents', offered: rate, ...(await bullmqStream(`${prefix}-s${rate}`, rate)) })
+    row(results.stream, { system: 'BullMQ updateProgress → QueueEvents', offered: rate, ...(await bullmqStream(`${prefix}-s${rate}`, rate)) })
     for (const store of STORES) {
-      results.stream.push({ system: `${STORE_NAMES[store]} chunks → SSE`, store, offered: rate, ...(await withJobwire(store, (url) => jobwireStream(url, rate))) })
+      row(results.stream, { system: `${STORE_NAMES[store]} chunks → SSE`, store, offered: rate, ...(await withJobwire(store, (url) => jobwireStream(url, rate))) })
     }
   }
   load()

@@ -161,7 +161,7 @@ export class Dispatcher {
     let news = false
     for (const { id, lease } of jobs) {
       const record = await this.store.getRecord(id)
-      let reason: SignalReason | null = null
+      let reason: WorkerSignal['reason'] | null = null
       if (record === null) reason = 'lease_lost'
       else if (record.job.status === 'cancelled') reason = 'cancelled'
       else if (record.job.error?.code === 'timed_out' && (record.job.status === 'failed' || record.lease === null)) reason = 'timed_out'

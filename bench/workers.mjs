@@ -12,31 +12,14 @@
 //     replayable). Every chunk or progress call carries its send time, so each is counted.
 // BENCH_WORKER_STORES picks the stores (sqlite,redis,memory); BENCH_PROFILE=dir writes the
 // Jobwire server's CPU profiles there (node --cpu-prof; summarize with bench/profile-summary.mjs).
-import { execSync, fork, spawnSync } from 'node:child_process'
+import { fork } from 'node:child_process'
+import { loadBullmq } from './lib/bullmq.mjs'
 import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs'
 import { availableParallelism, loadavg, tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { request } from 'undici'
 import { Redis } from 'ioredis'
-
-/**
- * BullMQ is the peer, used by this benchmark only. It is not a devDependency: one of its optional
- * native dependencies has platform packages this project's registry does not serve, which would
- * break `npm ci`. It is installed here, without touching package.json or the lockfile.
- */
-async function loadBullmq() {
-  try {
-    return await import('bullmq')
-  } catch {
-    console.error('bench: installing the BullMQ peer (npm install --no-save bullmq@6) …')
-    execSync('npm install --no-save --ignore-scripts bullmq@6', { cwd: join(here, '..'), stdio: 'inherit' })
-    // This process already failed to resolve 'bullmq' once, and Node's resolver remembers that:
-    // run the bench again in a fresh process, which finds it.
-    const again = spawnSync(process.execPath, [fileURLToPath(import.meta.url), ...process.argv.slice(2)], { stdio: 'inherit' })
-    process.exit(again.status ?? 1)
-  }
-}
 
 const here = dirname(fileURLToPath(import.meta.url))
 const num = (name, fallback) => (process.env[name] ? Number(process.env[name]) : fallback)
@@ -233,7 +216,7 @@ let Queue
 let QueueEvents
 
 export async function runWorkersBench() {
-  ;({ Queue, QueueEvents } = await loadBullmq())
+  ;({ Queue, QueueEvents } = await loadBullmq(import.meta.url))
   const redis = new Redis(REDIS_URL, { lazyConnect: true, maxRetriesPerRequest: 1 })
   await redis.connect().catch(() => {
     throw new Error(`bench: the BullMQ peer and the Redis store need Redis at ${REDIS_URL}`)

@@ -199,6 +199,9 @@ if (redisReachable('Redis store: Redis restarts and outages') && redisServerAvai
       const producers = older.map((jobId, j) => produce(nodes, jobId, j, () => stopping, random))
       const watchers = watchAll(nodes, older, 30)
       while (producers.some(({ producer }) => producer.acked.size < 8)) await sleep(20)
+      // Each job's text just before the dump: what survives starts with it.
+      const textAtSave = new Map<string, string>()
+      for (const jobId of older) textAtSave.set(jobId, (await jobNow(nodes[0] as Node, jobId))?.text ?? '')
       expect(await redis.admin.call('SAVE')).toBe('OK')
       // Created after the dump: Redis will forget them entirely.
       const newer = await createJobs(nodes[1] as Node, 2, 'rolled-back')
@@ -227,8 +230,9 @@ if (redisReachable('Redis store: Redis restarts and outages') && redisServerAvai
           expect(watcher.gone).toBe(true)
           continue
         }
-        // A surviving job: one explicit reset into the new epoch, to a snapshot of what survived
-        // (the dump's text, which agrees with what the watcher had seen up to where either stops).
+        // A surviving job: one explicit reset into the new epoch, to a snapshot of what survived:
+        // the dump's text, then whatever was written after the restart before the watcher came
+        // back. Both it and what the watcher had seen agree with the text at the dump.
         expect(watcher.gone).toBe(false)
         const resets = watcher.seen.filter((s) => s.kind === 'snapshot')
         expect(resets.length).toBeGreaterThanOrEqual(1)
@@ -236,7 +240,9 @@ if (redisReachable('Redis store: Redis restarts and outages') && redisServerAvai
           if (reset.kind !== 'snapshot') continue
           expect(reset.reset).toBe(true)
           expect(reset.seq).toBeGreaterThan(epochSeqGap)
-          expect(reset.text.startsWith(reset.textBefore) || reset.textBefore.startsWith(reset.text)).toBe(true)
+          const saved = textAtSave.get(watcher.jobId) ?? ''
+          expect(reset.text.startsWith(saved), `${reset.text} starts with ${saved}`).toBe(true)
+          expect(reset.textBefore.startsWith(saved) || saved.startsWith(reset.textBefore), `${reset.textBefore} agrees with ${saved}`).toBe(true)
         }
         const final = await jobNow(nodes[1] as Node, watcher.jobId)
         expect(final?.status).toBe('completed')

@@ -49,3 +49,20 @@ export async function stop(child) {
   await exited
   clearTimeout(timer)
 }
+
+/**
+ * In a server child: answers {type:'stats'} with its CPU time and how long its event loop stalled
+ * since the last stats (a GC pause, a long task), and {type:'stop'} by running `close` and exiting.
+ */
+export async function serveStats(close) {
+  const { monitorEventLoopDelay } = await import('node:perf_hooks')
+  const loopDelay = monitorEventLoopDelay({ resolution: 5 })
+  loopDelay.enable()
+  process.on('message', (message) => {
+    if (message.type === 'stats') {
+      process.send({ type: 'stats', cpu: process.cpuUsage(), loopP99Ms: loopDelay.percentile(99) / 1e6, loopMaxMs: loopDelay.max / 1e6 })
+      loopDelay.reset()
+    }
+    if (message.type === 'stop') close().then(() => process.exit(0), () => process.exit(1))
+  })
+}

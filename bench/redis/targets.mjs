@@ -8,7 +8,7 @@
 // IPC out: {type:'ready', url}; in: {type:'stats'} → {type:'stats', cpu, loopP99Ms, loopMaxMs} (event-loop
 // delay since the last stats); {type:'stop'}.
 import { createServer } from 'node:http'
-import { monitorEventLoopDelay } from 'node:perf_hooks'
+import { serveStats } from '../lib/children.mjs'
 import { startJobwire } from '../lib/jobwire.mjs'
 
 const [kind, apiKey, redisUrl, prefix] = process.argv.slice(2)
@@ -61,13 +61,4 @@ if (kind === 'jobwire') {
 }
 
 process.send({ type: 'ready', url })
-// How long the event loop stalled (a GC pause, a long task): read and reset with each stats request.
-const loopDelay = monitorEventLoopDelay({ resolution: 5 })
-loopDelay.enable()
-process.on('message', (message) => {
-  if (message.type === 'stats') {
-    process.send({ type: 'stats', cpu: process.cpuUsage(), loopP99Ms: loopDelay.percentile(99) / 1e6, loopMaxMs: loopDelay.max / 1e6 })
-    loopDelay.reset()
-  }
-  if (message.type === 'stop') close().then(() => process.exit(0), () => process.exit(1))
-})
+await serveStats(() => close())

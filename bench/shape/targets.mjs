@@ -13,8 +13,8 @@
 // Frames carry the event as Jobwire's WebSocket does ({"type":"event","event":{jobId, seq, type, at, data}}).
 // IPC out: {type:'ready', url}; in: {type:'stats'} → {type:'stats', cpu, loopMaxMs}; {type:'stop'}.
 import { createServer } from 'node:http'
-import { monitorEventLoopDelay } from 'node:perf_hooks'
 import { setImmediate } from 'node:timers'
+import { serveStats } from '../lib/children.mjs'
 import { startJobwire } from '../lib/jobwire.mjs'
 
 const [kind, apiKey, redisUrl, prefix, dataDir] = process.argv.slice(2)
@@ -148,12 +148,4 @@ if (kind.startsWith('jobwire-')) {
 }
 
 process.send({ type: 'ready', url })
-const loopDelay = monitorEventLoopDelay({ resolution: 5 })
-loopDelay.enable()
-process.on('message', (message) => {
-  if (message.type === 'stats') {
-    process.send({ type: 'stats', cpu: process.cpuUsage(), loopMaxMs: loopDelay.max / 1e6 })
-    loopDelay.reset()
-  }
-  if (message.type === 'stop') close().then(() => process.exit(0), () => process.exit(1))
-})
+await serveStats(() => close())

@@ -222,7 +222,7 @@ export const configSchema = z.object({
   corsOrigins: z.string().default('').meta({ description: 'browser origins allowed to call the API, comma-separated' }),
   cookieName: z.string().regex(/^[\w-]+$/).default('jobwire_token').meta({ description: 'cookie that may carry a credential' }),
   requestTimeout: duration.pipe(z.number().min(1000).max(600_000)).default(30_000).meta({ description: 'time to receive a request\'s headers and body' }),
-  sqliteSync: z.enum(['full', 'normal']).default('full').meta({ description: '`full`: every commit fsynced (survives power loss); `normal`: survives `kill -9`, may lose the last commits on power loss, faster' }),
+  sqliteSync: z.enum(['full', 'normal']).default('full').meta({ description: '`full`: every group commit fsynced (off the event loop) before its writes are answered or published (survives power loss); `normal`: no fsync, survives `kill -9`, may lose the last commits on power loss' }),
   redis: z.string().regex(/^rediss?:\/\/\S+$/, 'expected redis://host:port or rediss://host:port').optional().meta({ description: '`redis://[user:password@]host:port[/db]`, or `rediss://` for TLS; replaces SQLite and memory (see [Scaling on Redis](scaling-redis.md))' }),
   webhooks: z
     .string()

@@ -159,7 +159,7 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
     metrics,
   )
   // The demo (and the worker SDK it runs on) loads only with --demo: the server itself imports no SDK.
-  const demo = config.demo ? (await import('./demo/demo.js')).createDemo(service, logger || undefined, { failureRate: config.demoFailureRate }) : null
+  const demo = config.demo ? (await import('./demo/demo.js')).createDemo(service, dispatcher, logger || undefined, { failureRate: config.demoFailureRate }) : null
   // When each sweep last finished without error; /readyz turns red when one falls behind.
   const lastSweep = { expiry: Date.now(), leases: Date.now(), deadlines: Date.now() }
   const { app, sse, endLongPolls } = await buildApp({

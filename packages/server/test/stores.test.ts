@@ -1,3 +1,4 @@
+import { existsSync, statSync } from 'node:fs'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -84,6 +85,58 @@ describe('SqliteStore: group commit', () => {
     await expect(store.append(id, () => [{ type: 'progress', data: { percent: 60 } }])).rejects.toMatchObject({ code: 'unavailable' })
     const reopened = new SqliteStore({ path })
     expect((await reopened.getJob(id))?.progress.percent).toBe(50)
+    await reopened.close()
+  })
+})
+
+describe('SqliteStore: the WAL is synced and checkpointed off the event loop', () => {
+  let dir = ''
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'jobwire-wal-'))
+  })
+  afterAll(() => rm(dir, { recursive: true, force: true }))
+
+  it('a steady stream of commits never lets the WAL outgrow its catch-up bound, and every event is in the file after reopen', async () => {
+    const path = join(dir, 'steady.db')
+    // A small bound, so a few thousand writes cross it many times.
+    const store = new SqliteStore({ path, checkpoint: { intervalMs: 0, catchUpPages: 64, catchUpCommits: 8 } })
+    const service = new JobService(store, defaultCoreLimits)
+    const ids = await Promise.all(Array.from({ length: 20 }, async () => (await service.createJob({ type: 'wal' })).job.id))
+    let largest = 0
+    // Every round is one group commit of 20 appends; nothing pauses between rounds.
+    for (let round = 0; round < 150; round++) {
+      await Promise.all(ids.map((id) => service.appendEvents(id, [{ type: 'chunk', data: { text: 'x'.repeat(200) } }, { type: 'progress', data: { percent: round % 100 } }])))
+      largest = Math.max(largest, statSync(`${path}-wal`).size)
+    }
+    // At most 64 uncopied pages plus 8 rounds' commits (each round writes the same rows): a
+    // fraction of the ~150 rounds' worth (tens of MiB) it would hold without checkpoints.
+    expect(largest).toBeLessThan(4 * 1024 * 1024)
+    await store.close()
+    // The store's connection was the last one open: SQLite checkpointed and removed the WAL.
+    expect(existsSync(`${path}-wal`)).toBe(false)
+    const reopened = new SqliteStore({ path })
+    for (const id of ids) {
+      const job = await reopened.getJob(id)
+      expect(job?.seq).toBe(2 + 150 * 2)
+      expect(job?.text.length).toBe(150 * 200)
+    }
+    await reopened.close()
+  })
+
+  it('with synchronous normal, writes commit and publish the same way (no fsync), and survive reopen', async () => {
+    const path = join(dir, 'normal.db')
+    const store = new SqliteStore({ path, synchronous: 'normal' })
+    const service = new JobService(store, defaultCoreLimits)
+    const id = (await service.createJob({ type: 'wal' })).job.id
+    const heard: number[] = []
+    store.subscribe(id, (events) => heard.push(...events.map((e) => e.seq)))
+    await service.appendEvents(id, [{ type: 'progress', data: { percent: 10 } }])
+    await service.appendEvents(id, [{ type: 'progress', data: { percent: 20 } }])
+    // 2: started (progress starts a queued job), 3 and 4: the progress.
+    expect(heard).toEqual([2, 3, 4])
+    await store.close()
+    const reopened = new SqliteStore({ path })
+    expect((await reopened.getJob(id))?.progress.percent).toBe(20)
     await reopened.close()
   })
 })

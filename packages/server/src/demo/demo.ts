@@ -3,6 +3,7 @@ import { activeStatuses, isTerminal, JobwireError } from '@jobwire/protocol'
 import { createWorker, type Worker } from '@jobwire/worker'
 import type { Logger } from 'pino'
 import { signSubscriptionToken } from '../auth/tokens.js'
+import type { Dispatcher } from '../core/dispatch.js'
 import type { JobService } from '../core/jobs.js'
 import type { Principal } from '../core/scopes.js'
 import { summarize, type RouteContext } from '../http/context.js'
@@ -10,6 +11,7 @@ import { serveJobStream } from '../http/stream-route.js'
 import { demoTypes, registerDemoHandlers, transcriptionPlan } from './handlers.js'
 
 const demoOwner = { tenant: 'demo', user: 'demo' }
+const demoWorkerName = 'demo-worker (in the server)'
 /** The /demo streams read as a backend of tenant "demo" would: demo jobs only. */
 const demoPrincipal: Principal = { kind: 'key', keyId: 'demo-page', role: 'backend', tenant: demoOwner.tenant, types: null }
 /** The trickle keeps about this many demo jobs queued or running, so there is always something moving. */
@@ -23,10 +25,25 @@ const maxActive = 40
  * everything under /v1 still needs the admin key. A separate `jobwire demo-worker` process
  * competes for the same jobs, so killing it shows a job resume on the in-process worker.
  */
-export function createDemo(service: JobService, logger?: Logger, options: { failureRate?: number } = {}) {
+export function createDemo(service: JobService, dispatcher: Dispatcher, logger?: Logger, options: { failureRate?: number } = {}) {
   let worker: Worker | null = null
   let trickle: NodeJS.Timeout | null = null
   let next = 0
+
+  /**
+   * Jobs still leased to the demo worker after it stopped: ones whose claim was being answered as
+   * it stopped (it abandoned the request, so it never heard of them). This node knows they are its
+   * own worker's, so they go back to the queue now instead of when their leases lapse.
+   */
+  async function handBack(): Promise<void> {
+    const running = await service.listJobs({ tenant: demoOwner.tenant, status: 'running', limit: maxActive })
+    for (const job of running.jobs) {
+      const lease = (await service.store.getRecord(job.id))?.lease
+      if (lease?.worker === demoWorkerName && lease.ended !== true) {
+        await dispatcher.release(job.id, lease.token, 'worker stopping').catch(() => undefined)
+      }
+    }
+  }
 
   async function active(): Promise<number> {
     let count = 0
@@ -96,7 +113,7 @@ export function createDemo(service: JobService, logger?: Logger, options: { fail
       worker = createWorker({
         url,
         apiKey,
-        name: 'demo-worker (in the server)',
+        name: demoWorkerName,
         concurrency: 3,
         onError: (error) => logger?.debug({ err: error }, 'demo worker request failed'),
       })
@@ -118,6 +135,7 @@ export function createDemo(service: JobService, logger?: Logger, options: { fail
     async stop(): Promise<void> {
       if (trickle !== null) clearInterval(trickle)
       await worker?.stop({ timeoutMs: 0, graceMs: 500 })
+      await handBack()
     },
   }
 }

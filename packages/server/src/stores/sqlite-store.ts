@@ -8,6 +8,7 @@ import { FanOut } from '../core/fan-out.js'
 import { defaultRetention } from '../options.js'
 import { runAtEndOfTurn } from '../core/turn.js'
 import { QueueOrder } from './queue-order.js'
+import { Checkpointer, WalSync, type CheckpointOptions } from './sqlite-wal.js'
 import {
   type AppendPlan,
   type AppendResult,
@@ -32,10 +33,13 @@ export interface SqliteStoreOptions {
   path: string
   retention?: Retention
   /**
-   * `full` (default) fsyncs the WAL on every commit: an acknowledged write survives a power cut.
+   * `full` (default) fsyncs the WAL after every group commit, off the event loop, and answers and
+   * publishes the group's writes only then: an acknowledged write survives a power cut.
    * `normal` survives a process crash (`kill -9`) but may lose the last commits on power loss.
    */
   synchronous?: 'full' | 'normal'
+  /** How the WAL is checkpointed off the loop (sqlite-wal.ts); the defaults suit every load. */
+  checkpoint?: CheckpointOptions
 }
 
 interface JobRow {
@@ -159,6 +163,19 @@ export class SqliteStore implements Store {
   readonly #groupTx
   #group: GroupedWrite[] = []
   #closed = false
+  /** Durability off the loop (sqlite-wal.ts): null for `:memory:` or with `synchronous: 'normal'`. */
+  readonly #walSync: WalSync | null
+  /** Checkpoints off the loop: null for `:memory:`. */
+  readonly #checkpointer: Checkpointer | null
+  /**
+   * Jobs with a commit whose fsync is still running, and the promise of that fsync: a read of such
+   * a job waits for it, so nobody sees a state a power cut could still take back.
+   */
+  readonly #unsynced = new Map<string, Promise<void>>()
+  /** The latest group's fsync (a list waits for it). */
+  #lastSync: Promise<void> | null = null
+  /** Jobs the group being committed wrote. */
+  #touched: string[] = []
 
   constructor(options: SqliteStoreOptions) {
     this.#retention = options.retention ?? defaultRetention
@@ -166,8 +183,12 @@ export class SqliteStore implements Store {
     const db = new Database(options.path)
     this.#db = db
     db.pragma('journal_mode = WAL')
-    db.pragma(`synchronous = ${options.synchronous === 'normal' ? 'NORMAL' : 'FULL'}`)
+    // Commits only write the WAL; its fsync (for `full`) and the checkpoints run off the loop.
+    db.pragma('synchronous = NORMAL')
     db.pragma('busy_timeout = 5000')
+    const onDisk = options.path !== ':memory:'
+    if (onDisk) db.pragma('wal_autocheckpoint = 0')
+    this.#walSync = onDisk && options.synchronous !== 'normal' ? new WalSync(options.path) : null
     const version = db.pragma('user_version', { simple: true }) as number
     if (version > schemaVersion) {
       db.close()
@@ -219,6 +240,7 @@ export class SqliteStore implements Store {
     }
     this.#statements = s
     for (const { id, type, ordinal } of s.queued.iterate()) this.#queue.add(type, ordinal, id)
+    this.#checkpointer = onDisk ? new Checkpointer(options.path, options.checkpoint) : null
 
     this.#createTx = db.transaction((input: NewJob): { result: CreateResult; ordinal: number; timers: JobTimers } => {
       if (input.idempotencyKey !== null) {
@@ -241,6 +263,7 @@ export class SqliteStore implements Store {
         ...timerColumns(timers),
       })
       s.insertEvent.run(job.id, 1, JSON.stringify(event))
+      this.#touched.push(job.id)
       return { result: { job, created: true }, ordinal: Number(inserted.lastInsertRowid), timers }
     })
 
@@ -273,6 +296,7 @@ export class SqliteStore implements Store {
         availableAt: applied.availableAt ?? null,
         ...timerColumns(timers),
       })
+      this.#touched.push(job.id)
       return { job, lease, timers, ordinal: current.ordinal, firstSeq }
     }
 
@@ -360,17 +384,20 @@ export class SqliteStore implements Store {
 
   async getJob(id: string): Promise<JobState | null> {
     this.#open()
+    await this.#synced(id)
     return this.#load(id)?.job ?? null
   }
 
   async getRecord(id: string): Promise<JobRecord | null> {
     this.#open()
+    await this.#synced(id)
     const cached = this.#load(id)
     return cached === null ? null : { job: cached.job, lease: cached.lease, timers: cached.timers }
   }
 
   async listJobs(query: JobQuery): Promise<JobPage> {
     this.#open()
+    await this.#lastSync?.catch(() => undefined)
     const params: Record<string, string | number> = { limit: query.limit + 1 }
     const before = decodeCursor(query.cursor)
     if (before !== null) params.before = before
@@ -412,16 +439,30 @@ export class SqliteStore implements Store {
       return Promise.reject(error)
     }
     return new Promise<R>((resolve, reject) => {
-      if (this.#group.length === 0) setImmediate(() => runAtEndOfTurn(() => this.#commitGroup()))
+      if (this.#group.length === 0) setImmediate(() => this.#startGroup())
       this.#group.push({ work, done: done as (value: unknown) => unknown, resolve: resolve as (value: unknown) => void, reject })
     })
+  }
+
+  /**
+   * Commits the turn's group — unless the WAL has outgrown its checkpoints: then the writes wait
+   * (queued, the loop free) until a checkpoint has caught up, and this commit starts the WAL over.
+   */
+  #startGroup(): void {
+    const checkpointer = this.#checkpointer
+    if (checkpointer?.behind === true && !this.#closed) {
+      void checkpointer.catchUp().then(() => setImmediate(() => runAtEndOfTurn(() => this.#commitGroup())))
+      return
+    }
+    runAtEndOfTurn(() => this.#commitGroup())
   }
 
   #commitGroup(): void {
     const writes = this.#group
     this.#group = []
     if (writes.length === 0) return
-    let outcomes
+    let outcomes: ({ ok: true; value: unknown } | { ok: false; error: unknown })[]
+    this.#touched = []
     try {
       if (this.#closed) throw new JobwireError('unavailable', { reason: 'the store is closed' })
       outcomes = this.#groupTx.immediate(writes)
@@ -431,6 +472,25 @@ export class SqliteStore implements Store {
       for (const write of writes) write.reject(error)
       return
     }
+    this.#checkpointer?.committed()
+    const settle = (): void => this.#settle(writes, outcomes)
+    if (this.#walSync === null || this.#touched.length === 0) return settle()
+    // Answered and published once on disk; reads of these jobs wait for it meanwhile.
+    const synced = this.#walSync.durable()
+    const touched = this.#touched
+    for (const id of touched) this.#unsynced.set(id, synced)
+    this.#lastSync = synced
+    synced.then(settle, (error: unknown) => {
+      const failure = new JobwireError('unavailable', { reason: `the database could not be synced to disk: ${String(error)}` })
+      for (const write of writes) write.reject(failure)
+    }).finally(() => {
+      for (const id of touched) if (this.#unsynced.get(id) === synced) this.#unsynced.delete(id)
+      if (this.#lastSync === synced) this.#lastSync = null
+    })
+  }
+
+  /** Answers a committed group's writes (and runs their `done`: queue order, fan-out). */
+  #settle(writes: readonly GroupedWrite[], outcomes: readonly ({ ok: true; value: unknown } | { ok: false; error: unknown })[]): void {
     outcomes.forEach((outcome, i) => {
       const write = writes[i] as GroupedWrite
       if (!outcome.ok) write.reject(outcome.error)
@@ -471,6 +531,7 @@ export class SqliteStore implements Store {
 
   async queuePosition(jobId: string): Promise<number | null> {
     this.#open()
+    await this.#synced(jobId)
     const current = this.#load(jobId)
     if (current === null || !isQueuedForDispatch(current.job)) return null
     return this.#queue.position(current.job.type, current.ordinal)
@@ -478,6 +539,7 @@ export class SqliteStore implements Store {
 
   async readLog(jobId: string, after: number, limit: number): Promise<LogRange | null> {
     this.#open()
+    await this.#synced(jobId)
     const current = this.#load(jobId)
     if (current === null) return null
     const events = this.#statements.readEvents.all(jobId, after, limit).map((r) => JSON.parse(r.body) as JobEvent)
@@ -496,7 +558,7 @@ export class SqliteStore implements Store {
     return this.#fanOut.subscribeOwner(owner, listener)
   }
 
-  // Values are written on their own, before the append that refers to them, each committed (and fsynced) at once.
+  // Values are written on their own, before the append that refers to them (whose fsync covers them too).
   async putValue(jobId: string, ref: string, json: string): Promise<void> {
     this.#open()
     this.#statements.insertValue.run(jobId, ref, json)
@@ -528,6 +590,9 @@ export class SqliteStore implements Store {
     if (this.#closed) return
     this.#commitGroup()
     this.#closed = true
+    // The last fsync, then the checkpointer's connection, so this one is the last and checkpoints.
+    await this.#walSync?.close()
+    await this.#checkpointer?.close()
     this.#db.close()
   }
 
@@ -566,6 +631,12 @@ export class SqliteStore implements Store {
     this.#cache.set(entry.job.id, entry)
     if (this.#cache.size > cacheSize) this.#cache.delete(this.#cache.keys().next().value as string)
     return entry
+  }
+
+  /** Waits until the job's last commit is on disk (see #unsynced). */
+  async #synced(id: string): Promise<void> {
+    const pending = this.#unsynced.get(id)
+    if (pending !== undefined) await pending.catch(() => undefined)
   }
 
   #open(): void {

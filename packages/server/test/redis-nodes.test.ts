@@ -108,6 +108,26 @@ if (redisReachable('Redis store: several nodes')) {
       expect(subscription.closed).toBe(true)
     })
 
+    it("a node's own commits reach its watchers at once, each batch once (Redis's echo is skipped), interleaved in order with another node's", async () => {
+      const [a, b] = (await cluster(2)) as [Node, Node]
+      const { job } = await a.service.createJob({ type: 'fan' })
+      const batches: number[][] = []
+      a.store.subscribe(job.id, (events) => batches.push(events.map((e) => e.seq)))
+      await a.store.getJob(job.id) // listen first: resolves once Redis confirmed the channel
+      const heardWhenAnswered: number[] = []
+      for (let i = 0; i < 10; i++) {
+        const { events } = await node([a, a, b], i).service.appendEvents(job.id, [chunk(`${i},`)])
+        // A write through A is heard on A by the time it is answered: no wait for the echo.
+        if (i % 3 !== 2) heardWhenAnswered.push(batches.flat().includes((events[0] as JobEvent).seq) ? 1 : 0)
+      }
+      expect(heardWhenAnswered.every((heard) => heard === 1)).toBe(true)
+      // B's last write is published after every echo of A's: once it is heard, so are they.
+      const last = await b.service.appendEvents(job.id, [chunk('last')])
+      await vi.waitFor(() => expect(batches.flat()).toContain(last.job.seq))
+      // Seqs 2 (started) to 13: every batch heard once, none twice.
+      expect(batches.flat().sort((x, y) => x - y)).toEqual(Array.from({ length: 12 }, (_, i) => i + 2))
+    })
+
     it('each node subscribes only to the jobs its own watchers follow', async () => {
       const [a, b] = (await cluster(2)) as [Node, Node]
       const watched = (await a.service.createJob({ type: 'fan' })).job.id

@@ -21,11 +21,17 @@ import type { Store } from './store.js'
 export type JobAction = 'read' | 'cancel' | 'resume' | 'write' | 'write-leased' | 'heartbeat' | 'mint-token'
 
 /**
+ * All that authorization reads of a job: its id, type and owner, fixed when it is created — so a
+ * node may keep them (`JobService.facts`) and authorize a write without reading the job again.
+ */
+export type JobFacts = Pick<JobState, 'id' | 'type' | 'owner'>
+
+/**
  * May `principal` (or any of several, e.g. a WebSocket stream's own credential and the socket's)
  * do `action` to the job with id `jobId` (`job`: null when it does not exist)? Null when allowed;
  * otherwise the error to answer.
  */
-export function authorize(principal: Principal | readonly Principal[], action: JobAction, job: JobState | null, jobId: string): JobwireError | null {
+export function authorize(principal: Principal | readonly Principal[], action: JobAction, job: JobFacts | null, jobId: string): JobwireError | null {
   if (Array.isArray(principal)) {
     let refused: JobwireError | null = null
     for (const one of principal as readonly Principal[]) {
@@ -74,6 +80,19 @@ export async function jobFor(
   return error === null && job !== null ? { job, error: null } : { job: null, error: error ?? notFound(jobId) }
 }
 
+/** The job's facts if `principal` may do `action` to it (from `source`, e.g. a cache); throws the refusal otherwise. */
+export async function authorizedFacts(
+  source: { facts(jobId: string): Promise<JobFacts | null> },
+  principal: Principal | readonly Principal[],
+  action: JobAction,
+  jobId: string,
+): Promise<JobFacts> {
+  const job = await source.facts(jobId)
+  const error = authorize(principal, action, job, jobId)
+  if (error !== null || job === null) throw error ?? notFound(jobId)
+  return job
+}
+
 /** The job if `principal` may do `action` to it; throws the refusal otherwise. */
 export async function authorizedJob(store: Pick<Store, 'getJob'>, principal: Principal | readonly Principal[], action: JobAction, jobId: string): Promise<JobState> {
   const { job, error } = await jobFor(store, principal, action, jobId)
@@ -82,7 +101,7 @@ export async function authorizedJob(store: Pick<Store, 'getJob'>, principal: Pri
 }
 
 /** May `principal` see this job (snapshot, stream, poll, list)? */
-export function canRead(principal: Principal, job: JobState): boolean {
+export function canRead(principal: Principal, job: JobFacts): boolean {
   switch (principal.kind) {
     case 'key':
       if (principal.role === 'worker') return principal.types === null || principal.types.includes(job.type)
@@ -97,7 +116,7 @@ export function canRead(principal: Principal, job: JobState): boolean {
 }
 
 /** May `principal` cancel this job? (It must also be able to read it.) */
-function canCancel(principal: Principal, job: JobState): boolean {
+function canCancel(principal: Principal, job: JobFacts): boolean {
   if (!canRead(principal, job)) return false
   switch (principal.kind) {
     case 'key':
@@ -111,7 +130,7 @@ function canCancel(principal: Principal, job: JobState): boolean {
 }
 
 /** Backends (and admins) manage jobs: create, resume, append as a non-worker runner. */
-function canManage(principal: Principal, job: JobState): boolean {
+function canManage(principal: Principal, job: JobFacts): boolean {
   if (principal.kind !== 'key' || principal.role === 'worker') return false
   return principal.role === 'admin' || principal.tenant === null || job.owner?.tenant === principal.tenant
 }
@@ -123,7 +142,7 @@ export function canWork(principal: Principal, type: string): boolean {
   return principal.role === 'worker' && (principal.types === null || principal.types.includes(type))
 }
 
-function ownerMatches(job: JobState, tenant: string | null, user: string | null): boolean {
+function ownerMatches(job: JobFacts, tenant: string | null, user: string | null): boolean {
   if (tenant !== null && job.owner?.tenant !== tenant) return false
   if (user !== null && job.owner?.user !== user) return false
   return true
@@ -139,7 +158,7 @@ function personalOwner(principal: Principal, type: string): Owner | null {
 }
 
 /** The person `job` belongs to when it is `principal`'s own and they may create (and so resume) its type; else null. */
-export function ownJob(principal: Principal, job: JobState): Owner | null {
+export function ownJob(principal: Principal, job: JobFacts): Owner | null {
   const own = personalOwner(principal, job.type)
   return own !== null && job.owner?.tenant === own.tenant && job.owner.user === own.user ? own : null
 }

@@ -1,6 +1,6 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import { JobwireError, type AppendResponse, type BulkWriteResponse, type BulkWriteResult } from '@jobwire/protocol'
-import { authorizedJob } from '../../core/access.js'
+import { authorizedFacts } from '../../core/access.js'
 import type { Principal } from '../../core/scopes.js'
 import { principalOf, type RouteContext } from '../context.js'
 import { parseBulkWrites, parseProducerEvents, type ProducerWrite } from '../schemas.js'
@@ -18,7 +18,7 @@ export function registerEventRoutes(v1: FastifyInstance, context: RouteContext):
   /** Checks the principal may write this job, then appends; throws a registry error if not. */
   async function write(principal: Principal, jobId: string, write: ProducerWrite): Promise<{ jobId: string } & AppendResponse> {
     // Workers write the jobs they hold (the lease is checked in the append); backends write the rest.
-    const job = await authorizedJob(service.store, principal, write.lease !== undefined ? 'write-leased' : 'write', jobId)
+    const job = await authorizedFacts(service, principal, write.lease !== undefined ? 'write-leased' : 'write', jobId)
     const { job: after, events, duplicate } = await service.appendEvents(job.id, write.events, { ...write, storeLargeValues: true })
     const answer: { jobId: string } & AppendResponse = { jobId: job.id, events: events.map((e) => ({ seq: e.seq, type: e.type })), seq: after.seq, status: after.status }
     return duplicate ? { ...answer, duplicate: true } : answer

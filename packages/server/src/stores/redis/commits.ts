@@ -384,6 +384,7 @@ export class RedisCommits {
     this.#committed.delete(id)
     const expiresAt = expiryOf(job, this.#retention, timers)
     const bodies = events.map((event) => JSON.stringify(event))
+    const message = `[${bodies.join(',')}]`
     const ver = String(1 + Math.floor(Math.random() * 2 ** 52))
     const reply = await this.#connection.run(
       'commit',
@@ -416,7 +417,7 @@ export class RedisCommits {
         job.seq - this.#retention.maxEventsPerJob + 1,
         k.jobChannel(id),
         k.queueChannel(job.type),
-        `[${bodies.join(',')}]`,
+        message,
         events.length,
         ver,
         ...timerArgs(timers),
@@ -425,6 +426,7 @@ export class RedisCommits {
     )
     if (reply !== 1) return false
     this.#committed.set(id, { job, lease, ver, inc: before.inc, ord: before.ord, avail, timers })
+    if (events.length > 0) this.#notifications.delivered(id, events, message)
     if (this.#committed.size > this.#committedLimit) this.#committed.delete(this.#committed.keys().next().value as string)
     return true
   }

@@ -11,6 +11,9 @@ interface Channel {
   pending: boolean
 }
 
+/** Own commits remembered per job until Redis echoes them (more means echoes were lost). */
+const maxEchoes = 256
+
 export interface RedisNotificationsOptions {
   connection: RedisConnection
   keys: RedisKeys
@@ -44,6 +47,11 @@ export class RedisNotifications {
   /** Channels this node's listeners need, and whether Redis confirmed each. */
   readonly #channels = new Map<string, Channel>()
   readonly #watchedJobs = new Set<string>()
+  /**
+   * Per watched job, what this node committed, published on the job's channel and delivered to its
+   * own watchers at once (`delivered`), oldest first: when Redis echoes it back, it is skipped.
+   */
+  readonly #echoes = new Map<string, string[]>()
   readonly #queueListeners = new Map<string, number>()
   readonly #ownerChannelStart: string
   readonly #probeChannel: string
@@ -61,6 +69,7 @@ export class RedisNotifications {
     subscriber.on('ready', () => void this.#subscriberConnected())
     subscriber.on('close', () => {
       this.#subscriberReady = false
+      this.#echoes.clear()
       for (const channel of this.#channels.values()) {
         channel.confirmed = false
         channel.pending = false
@@ -100,6 +109,35 @@ export class RedisNotifications {
     return this.#fanOut.subscribeOwner(owner, listener)
   }
 
+  /**
+   * This node committed `events` and published them as `message`: its own watchers get them now,
+   * without waiting for Redis to echo them back (the echo is then skipped). Another node's commit
+   * that overtakes this one on the way is no problem: a watcher that sees a seq skip ahead reads
+   * the log for what is missing, and drops what it already has.
+   */
+  delivered(jobId: string, events: readonly JobEvent[], message: string): void {
+    if (!this.#watchedJobs.has(jobId)) return
+    // Only a confirmed subscription is sure to echo; anything else is dropped as old by the watchers.
+    if (this.#confirmed(this.#keys.jobChannel(jobId))) {
+      const echoes = this.#echoes.get(jobId)
+      if (echoes === undefined) this.#echoes.set(jobId, [message])
+      else if (echoes.push(message) > maxEchoes) echoes.shift()
+    }
+    this.#fanOut.publish(jobId, events)
+  }
+
+  /** Whether `message` on the job's channel is this node's own commit, already delivered (then forgotten). */
+  #isEcho(jobId: string, message: string): boolean {
+    const echoes = this.#echoes.get(jobId)
+    if (echoes === undefined) return false
+    const at = echoes.indexOf(message)
+    if (at < 0) return false
+    // Echoes come in the order they were published; any before this one were lost.
+    if (at === echoes.length - 1) this.#echoes.delete(jobId)
+    else echoes.splice(0, at + 1)
+    return true
+  }
+
   /** The pub/sub connection is up and Redis confirmed this node's probe channel. */
   get ready(): boolean {
     return this.#subscriberReady && this.#confirmed(this.#probeChannel)
@@ -130,6 +168,7 @@ export class RedisNotifications {
   /** Every local watcher re-reads and every waiting claimer looks again, once both connections work. */
   resync(): void {
     this.#resyncPending = true
+    this.#echoes.clear()
     this.resyncWhenReady()
   }
 
@@ -182,7 +221,10 @@ export class RedisNotifications {
   #dropChannel(channel: string): void {
     if (!this.#channels.delete(channel)) return
     const jobId = this.#jobOfChannel(channel)
-    if (jobId !== null) this.#watchedJobs.delete(jobId)
+    if (jobId !== null) {
+      this.#watchedJobs.delete(jobId)
+      this.#echoes.delete(jobId)
+    }
     if (this.#subscriberReady && !this.#connection.closed) this.#connection.subscriber.unsubscribe(channel).catch(() => undefined)
   }
 
@@ -217,6 +259,7 @@ export class RedisNotifications {
   #onMessage(channel: string, message: string): void {
     const jobId = this.#jobOfChannel(channel)
     if (jobId !== null) {
+      if (this.#isEcho(jobId, message)) return
       let events: JobEvent[]
       try {
         events = JSON.parse(message) as JobEvent[]

@@ -1,8 +1,7 @@
 import { createSseParser, decodeSseMessage, isTerminal, JobwireError, sseEventNames, type StreamMessage } from '@jobwire/protocol'
-import { asJobwireError, authHeaders, decide, errorOf, Retry, type ClientCore } from './core.js'
-import type { RetryState } from './connection.js'
+import { asJobwireError, authHeaders, errorOf } from './core.js'
+import { HttpCarrier } from './http-carrier.js'
 import type { TimerHandle } from './environment.js'
-import type { Carrier, JobFeed } from './job-feed.js'
 
 /**
  * One job over Server-Sent Events, read with `fetch` (so the credential goes in a header and
@@ -10,9 +9,8 @@ import type { Carrier, JobFeed } from './job-feed.js'
  * nothing — not its first message within `firstMessageTimeoutMs`, or only silence after it, twice —
  * is held back by something in between (a buffering proxy): the client falls back to polling.
  */
-export class SseCarrier implements Carrier {
+export class SseCarrier extends HttpCarrier {
   readonly kind = 'sse'
-  #stopped = false
   #attempt: object | null = null
   #abort: (() => void) | null = null
   #everLive = false
@@ -22,56 +20,25 @@ export class SseCarrier implements Carrier {
   #disconnectedAt = -Infinity
   #firstTimer: TimerHandle | null = null
   #watchdog: TimerHandle | null = null
-  readonly #retry: Retry
-  readonly #stopOnline: () => void
-
-  constructor(
-    private readonly feed: JobFeed,
-    private readonly core: ClientCore,
-  ) {
-    this.#retry = new Retry(core, () => void this.#connect(), (attempts) => this.feed.connection.set('offline', `gave up after ${attempts} failed attempts`))
-    this.#stopOnline = core.onOnline((online) => {
-      if (online || this.#stopped) return
-      this.#drop()
-      this.feed.connection.set('reconnecting', 'offline')
-      this.#retry.schedule()
-    })
-  }
 
   start(): void {
-    void this.#connect()
+    void this.open()
   }
 
-  resync(): void {
-    if (this.#stopped) return
-    this.#drop()
-    void this.#connect()
-  }
-
-  get retryState(): RetryState {
-    return this.#retry.state
-  }
-
-  /** Tries again now, forgetting the attempts so far. */
-  reconnect(): void {
-    if (this.#stopped) return
-    this.#retry.reset()
-    this.resync()
-  }
-
-  stop(): void {
-    this.#stopped = true
-    this.#drop()
-    this.#retry.cancel()
-    this.#stopOnline()
-  }
-
-  /** Ends the current attempt, if any, without scheduling another. */
-  #drop(): void {
+  protected drop(): void {
     this.#attempt = null
     this.#abort?.()
     this.#abort = null
     this.#clearTimers()
+  }
+
+  protected limited(): void {
+    this.core.pollFeed(this.feed)
+  }
+
+  protected override onError(error: JobwireError, freshToken: boolean, token: string | null): void {
+    this.#disconnectedAt = this.core.env.now()
+    super.onError(error, freshToken, token)
   }
 
   #clearTimers(): void {
@@ -82,9 +49,9 @@ export class SseCarrier implements Carrier {
     this.#watchdog = null
   }
 
-  async #connect(): Promise<void> {
-    if (this.#stopped || this.feed.done) return
-    this.#drop()
+  protected async open(): Promise<void> {
+    if (this.stopped || this.feed.done) return
+    this.drop()
     const attempt = {}
     this.#attempt = attempt
     this.#messagesThisAttempt = 0
@@ -93,7 +60,7 @@ export class SseCarrier implements Carrier {
     try {
       credential = await this.core.tokens.get({ scope: 'jobs', jobIds: [this.feed.jobId] }, this.#disconnectedAt)
     } catch (error) {
-      if (this.#attempt === attempt) this.#onError(asJobwireError(error), true, null)
+      if (this.#attempt === attempt) this.onError(asJobwireError(error), true, null)
       return
     }
     if (this.#attempt !== attempt) return
@@ -128,7 +95,7 @@ export class SseCarrier implements Carrier {
     }
     if (!response.ok || response.body === null) {
       const error = response.ok ? new JobwireError('unavailable', { reason: 'the stream has no body' }) : await errorOf(response)
-      if (this.#attempt === attempt) this.#onError(error, credential.fresh, credential.token)
+      if (this.#attempt === attempt) this.onError(error, credential.fresh, credential.token)
       return
     }
     const parser = createSseParser(
@@ -197,14 +164,14 @@ export class SseCarrier implements Carrier {
 
   /** Answered 204: the job ended at our position. Its final state, if we lack it, comes with one snapshot. */
   #ended(): void {
-    this.#drop()
-    if (this.#stopped || this.feed.done) return
+    this.drop()
+    if (this.stopped || this.feed.done) return
     if (this.feed.state !== null && isTerminal(this.feed.state.status)) {
       this.feed.finish()
       return
     }
     this.feed.wantSnapshot()
-    void this.#connect()
+    void this.open()
   }
 
   #onMessage(attempt: object, message: StreamMessage, credential: { token: string | null; fresh: boolean }): void {
@@ -214,13 +181,13 @@ export class SseCarrier implements Carrier {
     }
     this.#alive(attempt)
     if (message.type === 'error') {
-      this.#onError(JobwireError.fromBody(message.error), credential.fresh, credential.token)
+      this.onError(JobwireError.fromBody(message.error), credential.fresh, credential.token)
       return
     }
     if (++this.#messagesThisAttempt > 1) this.#stalls = 0
     if (message.type !== 'queue') {
       this.#everLive = true
-      this.#retry.succeeded()
+      this.retry.succeeded()
       this.feed.connection.set('live', 'SSE stream open')
     }
     this.feed.receive(message)
@@ -231,7 +198,7 @@ export class SseCarrier implements Carrier {
     this.#firstTimer = timers.setTimeout(() => {
       this.#firstTimer = null
       if (this.#attempt !== attempt) return
-      this.#drop()
+      this.drop()
       this.core.transportFailed('sse', `no SSE message within ${this.core.settings.firstMessageTimeoutMs} ms (a buffering proxy?)`)
     }, this.core.settings.firstMessageTimeoutMs)
   }
@@ -246,7 +213,7 @@ export class SseCarrier implements Carrier {
       if (this.#attempt !== attempt) return
       // Silence right after a good start, twice: heartbeats are being held back, not just a blip.
       if (++this.#stalls >= 2) {
-        this.#drop()
+        this.drop()
         this.core.transportFailed('sse', 'no SSE heartbeat arrived (a buffering proxy?)')
         return
       }
@@ -255,46 +222,11 @@ export class SseCarrier implements Carrier {
   }
 
   #lost(attempt: object, reason: string): void {
-    if (this.#attempt !== attempt || this.#stopped) return
-    this.#drop()
+    if (this.#attempt !== attempt || this.stopped) return
+    this.drop()
     this.#disconnectedAt = this.core.env.now()
     if (this.feed.done) return
     this.feed.connection.set('reconnecting', reason)
-    this.#retry.schedule()
+    this.retry.schedule()
   }
-
-  #onError(error: JobwireError, freshToken: boolean, token: string | null): void {
-    this.#drop()
-    this.#disconnectedAt = this.core.env.now()
-    if (this.#stopped || this.feed.done) return
-    const decision = decide(error, freshToken)
-    switch (decision.kind) {
-      case 'retry':
-        if (error.code === 'token_expired' || error.code === 'unauthorized' || error.code === 'invalid_token') this.core.tokens.invalidate(token)
-        this.feed.connection.set('reconnecting', decision.reason)
-        this.#retry.schedule(decision.delayMs)
-        return
-      case 'snapshot':
-        this.feed.wantSnapshot()
-        void this.#connect()
-        return
-      case 'poll':
-        this.core.pollFeed(this.feed)
-        return
-      case 'fatal':
-        // With per-job tokens, a refused one ends this job's watch only.
-        if (this.core.tokens.perJob) this.feed.fail(error)
-        else this.core.fatal(error)
-        return
-      case 'fail':
-        this.feed.fail(error)
-        return
-      default:
-        return assertNever(decision)
-    }
-  }
-}
-
-function assertNever(value: never): never {
-  throw new Error(`unhandled decision ${JSON.stringify(value)}`)
 }

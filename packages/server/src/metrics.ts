@@ -10,6 +10,16 @@ const storeBuckets = [0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0
 /** Publish→deliver: well under a millisecond on an idle node, seconds for a reader far behind. */
 const deliveryBuckets = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]
 
+/** A counter on `registry`, by `labelNames`. */
+function counter<L extends string>(registry: Registry, name: string, help: string, labelNames: readonly L[]): Counter<L> {
+  return new Counter({ name, help, labelNames, registers: [registry] })
+}
+
+/** A histogram on `registry`, by `labelNames`. */
+function histogram<L extends string>(registry: Registry, name: string, help: string, labelNames: readonly L[], buckets: number[]): Histogram<L> {
+  return new Histogram({ name, help, labelNames, buckets, registers: [registry] })
+}
+
 const seconds = (from: string, to: string): number => Math.max(0, (Date.parse(to) - Date.parse(from)) / 1000)
 
 /**
@@ -19,110 +29,39 @@ const seconds = (from: string, to: string): number => Math.max(0, (Date.parse(to
  */
 export class Metrics {
   readonly registry = new Registry()
-  readonly limitRejections = new Counter({
-    name: 'jobwire_limit_rejections_total',
-    help: 'Requests refused by a limit, by limit',
-    labelNames: ['limit'] as const,
-    registers: [this.registry],
-  })
-  readonly jobsCreated = new Counter({
-    name: 'jobwire_jobs_created_total',
-    help: 'Jobs created (idempotent repeats not counted), by type',
-    labelNames: ['type'] as const,
-    registers: [this.registry],
-  })
-  readonly jobsStarted = new Counter({
-    name: 'jobwire_jobs_started_total',
-    help: 'Attempts started, by type',
-    labelNames: ['type'] as const,
-    registers: [this.registry],
-  })
-  readonly jobsFinished = new Counter({
-    name: 'jobwire_jobs_finished_total',
-    help: 'Jobs that reached a terminal status (completed, failed, cancelled), by type and status',
-    labelNames: ['type', 'status'] as const,
-    registers: [this.registry],
-  })
-  readonly jobsRequeued = new Counter({
-    name: 'jobwire_jobs_requeued_total',
-    help: 'Jobs put back in the queue (retryable failure, lost worker, release, resume), by type and reason',
-    labelNames: ['type', 'reason'] as const,
-    registers: [this.registry],
-  })
-  readonly jobDuration = new Histogram({
-    name: 'jobwire_job_duration_seconds',
-    help: 'From a job first starting to its terminal event, by type and status',
-    labelNames: ['type', 'status'] as const,
-    buckets: jobBuckets,
-    registers: [this.registry],
-  })
-  readonly queueWait = new Histogram({
-    name: 'jobwire_job_queue_wait_seconds',
-    help: 'From a job being created to its first start, by type',
-    labelNames: ['type'] as const,
-    buckets: jobBuckets,
-    registers: [this.registry],
-  })
-  readonly deadlinesFired = new Counter({
-    name: 'jobwire_deadlines_fired_total',
-    help: 'Jobs ended (or re-queued) by a deadline, by type and code: timed_out, queue_timeout, runner_lost, unwatched',
-    labelNames: ['type', 'code'] as const,
-    registers: [this.registry],
-  })
-  readonly jobsExpired = new Counter({
-    name: 'jobwire_jobs_expired_total',
-    help: 'Finished jobs deleted with their logs once their retention passed (counted by the node that swept them)',
-    registers: [this.registry],
-  })
-  readonly subscriptionStarts = new Counter({
-    name: 'jobwire_subscription_starts_total',
-    help: 'Stream and long-poll starts: initial snapshot, recovered (exact replay after a seq) or reset (snapshot: the log was trimmed), by transport',
-    labelNames: ['start', 'transport'] as const,
-    registers: [this.registry],
-  })
-  readonly deliveryLatency = new Histogram({
-    name: 'jobwire_delivery_latency_seconds',
-    help: "From a live event reaching this node's fan-out to its transport writing it to the socket, by transport (SSE and WebSocket: once per flush, its oldest event; poll: once per answer woken by an event)",
-    labelNames: ['transport'] as const,
-    buckets: deliveryBuckets,
-    registers: [this.registry],
-  })
-  readonly slowConsumerCloses = new Counter({
-    name: 'jobwire_slow_consumer_closes_total',
-    help: 'Streams closed because the reader fell too far behind, by transport',
-    labelNames: ['transport'] as const,
-    registers: [this.registry],
-  })
-  readonly storeOperations = new Histogram({
-    name: 'jobwire_store_operation_seconds',
-    help: 'Latency of store calls, by operation',
-    labelNames: ['operation'] as const,
-    buckets: storeBuckets,
-    registers: [this.registry],
-  })
-  readonly storeErrors = new Counter({
-    name: 'jobwire_store_errors_total',
-    help: 'Store calls that failed in the store (not refused by a rule), by operation',
-    labelNames: ['operation'] as const,
-    registers: [this.registry],
-  })
-  readonly webhookDeliveries = new Counter({
-    name: 'jobwire_webhook_deliveries_total',
-    help: 'Webhook attempts by outcome: delivered (2xx), retried (will try again), failed (attempts used up)',
-    labelNames: ['outcome'] as const,
-    registers: [this.registry],
-  })
+  readonly limitRejections = counter(this.registry, 'jobwire_limit_rejections_total', 'Requests refused by a limit, by limit', ['limit'])
+  readonly jobsCreated = counter(this.registry, 'jobwire_jobs_created_total', 'Jobs created (idempotent repeats not counted), by type', ['type'])
+  readonly jobsStarted = counter(this.registry, 'jobwire_jobs_started_total', 'Attempts started, by type', ['type'])
+  readonly jobsFinished = counter(this.registry, 'jobwire_jobs_finished_total', 'Jobs that reached a terminal status (completed, failed, cancelled), by type and status', ['type', 'status'])
+  readonly jobsRequeued = counter(this.registry, 'jobwire_jobs_requeued_total', 'Jobs put back in the queue (retryable failure, lost worker, release, resume), by type and reason', ['type', 'reason'])
+  readonly jobDuration = histogram(this.registry, 'jobwire_job_duration_seconds', 'From a job first starting to its terminal event, by type and status', ['type', 'status'], jobBuckets)
+  readonly queueWait = histogram(this.registry, 'jobwire_job_queue_wait_seconds', 'From a job being created to its first start, by type', ['type'], jobBuckets)
+  readonly deadlinesFired = counter(this.registry, 'jobwire_deadlines_fired_total', 'Jobs ended (or re-queued) by a deadline, by type and code: timed_out, queue_timeout, runner_lost, unwatched', ['type', 'code'])
+  readonly jobsExpired = counter(this.registry, 'jobwire_jobs_expired_total', 'Finished jobs deleted with their logs once their retention passed (counted by the node that swept them)', [])
+  readonly subscriptionStarts = counter(this.registry, 'jobwire_subscription_starts_total', 'Stream and long-poll starts: initial snapshot, recovered (exact replay after a seq) or reset (snapshot: the log was trimmed), by transport', ['start', 'transport'])
+  readonly deliveryLatency = histogram(this.registry, 'jobwire_delivery_latency_seconds', "From a live event reaching this node's fan-out to its transport writing it to the socket, by transport (SSE and WebSocket: once per flush, its oldest event; poll: once per answer woken by an event)", ['transport'], deliveryBuckets)
+  readonly slowConsumerCloses = counter(this.registry, 'jobwire_slow_consumer_closes_total', 'Streams closed because the reader fell too far behind, by transport', ['transport'])
+  readonly storeOperations = histogram(this.registry, 'jobwire_store_operation_seconds', 'Latency of store calls, by operation', ['operation'], storeBuckets)
+  readonly storeErrors = counter(this.registry, 'jobwire_store_errors_total', 'Store calls that failed in the store (not refused by a rule), by operation', ['operation'])
+  readonly webhookDeliveries = counter(this.registry, 'jobwire_webhook_deliveries_total', 'Webhook attempts by outcome: delivered (2xx), retried (will try again), failed (attempts used up)', ['outcome'])
   readonly #transports = new Map<TransportName, TransportCounts>()
 
   constructor() {
     const transports = this.#transports
+    /** Sets a per-transport value read at each scrape; a transport that does not count it is left out. */
+    const readEach = (read: (counts: TransportCounts) => (() => number) | undefined, set: (transport: TransportName, value: number) => void): void => {
+      for (const [transport, counts] of transports) {
+        const value = read(counts)
+        if (value !== undefined) set(transport, value())
+      }
+    }
     new Gauge({
       name: 'jobwire_open_connections',
       help: 'Open streaming connections on this node, by transport (a WebSocket counts once, however many jobs it follows)',
       labelNames: ['transport'] as const,
       registers: [this.registry],
       collect() {
-        for (const [transport, counts] of transports) if (counts.connections !== undefined) this.set({ transport }, counts.connections())
+        readEach((counts) => counts.connections, (transport, value) => this.set({ transport }, value))
       },
     })
     new Gauge({
@@ -131,7 +70,7 @@ export class Metrics {
       labelNames: ['transport'] as const,
       registers: [this.registry],
       collect() {
-        for (const [transport, counts] of transports) this.set({ transport }, counts.subscriptions())
+        readEach((counts) => counts.subscriptions, (transport, value) => this.set({ transport }, value))
       },
     })
     new Counter({
@@ -141,7 +80,7 @@ export class Metrics {
       registers: [this.registry],
       collect() {
         this.reset()
-        for (const [transport, counts] of transports) if (counts.coalesced !== undefined) this.inc({ transport }, counts.coalesced())
+        readEach((counts) => counts.coalesced, (transport, value) => this.inc({ transport }, value))
       },
     })
     // Every transport shows from the first scrape, with a count of 0 until it delivers.

@@ -34,8 +34,17 @@ afterEach(async () => {
   server = null
 })
 
+/** Starts this test's server (closed after it). */
+async function serve(options?: Parameters<typeof startTestServer>[0]): Promise<TestServer> {
+  server = await startTestServer(options)
+  return server
+}
+
 const fast = { backoff: { minMs: 10, maxMs: 100 } }
 const secret = 'client-test-token-secret-0123456789abcdef'
+const ann = { tenant: 'acme', user: 'ann' }
+/** A user token for ann, minted as her app's backend would. */
+const annToken = (): string => mintSubscriptionToken({ secret, ...ann, ttlSeconds: 600 }).token
 
 async function createJob(s: TestServer, body: Record<string, unknown> = {}): Promise<JobState> {
   const answer = await s.api.call<JobState>('POST', '/v1/jobs', { type: 'test', dispatch: false, ...body })
@@ -76,18 +85,29 @@ function recorder() {
   }
 }
 
+/** A client for ann's jobs over one transport, polling every 100 ms. */
+function annClient(s: TestServer, transport: 'ws' | 'sse' | 'poll', options: { backoff?: { minMs: number; maxMs: number } } = {}): JobwireClient {
+  return createJobwireClient({ url: s.url, transports: [transport], pollIntervalMs: 100, getToken: annToken, WebSocket: recordingWebSocket().WebSocket, ...options })
+}
+
+/** A server, a client on the server's key, and a new job watched until it is live with its snapshot. */
+async function watchNewJob(options?: Parameters<typeof startTestServer>[0]) {
+  const s = await serve(options)
+  const ws = recordingWebSocket()
+  const c = createJobwireClient({ url: s.url, getToken: () => s.key, WebSocket: ws.WebSocket })
+  client = c
+  const job = await createJob(s)
+  const record = recorder()
+  const watch = c.watchJob(job.id, record.options)
+  await until(() => watch.state !== null && watch.connection === 'live', 'a live watch with its snapshot')
+  return { s, ws, client: c, job, record, watch }
+}
+
 const range = (from: number, to: number): number[] => Array.from({ length: to - from + 1 }, (_, i) => from + i)
 
 describe('watchJob over WebSocket', () => {
   it('shows a snapshot, then every event live, and stops at the terminal event with the server state', async () => {
-    server = await startTestServer()
-    const s = server
-    const ws = recordingWebSocket()
-    client = createJobwireClient({ url: s.url, getToken: () => s.key, WebSocket: ws.WebSocket })
-    const job = await createJob(s)
-    const record = recorder()
-    const watch = client.watchJob(job.id, record.options)
-    await until(() => watch.state !== null && watch.connection === 'live', 'the first snapshot')
+    const { s, ws, job, record, watch, client: c } = await watchNewJob()
     await append(s, job.id, [{ type: 'progress', stage: 'a', percent: 10 }, { type: 'chunk', text: 'hello ' }])
     await append(s, job.id, [{ type: 'item', id: 'f1', status: 'running' }, { type: 'chunk', text: 'world' }])
     await append(s, job.id, [{ type: 'completed', result: { ok: true } }])
@@ -96,13 +116,12 @@ describe('watchJob over WebSocket', () => {
     expect(watch.state?.text).toBe('hello world')
     expect(watch.connection).toBe('closed')
     expect(record.applied).toEqual(range(2, 7))
-    expect(client.transport).toBe('ws')
+    expect(c.transport).toBe('ws')
     expect(ws.sockets).toHaveLength(1)
   })
 
   it('delivers every seq exactly once and in order while the socket is dropped at random points', async () => {
-    server = await startTestServer()
-    const s = server
+    const s = await serve()
     const ws = recordingWebSocket()
     client = createJobwireClient({ url: s.url, getToken: () => s.key, WebSocket: ws.WebSocket, ...fast })
     const job = await createJob(s)
@@ -159,8 +178,7 @@ describe('watchJob over WebSocket', () => {
   })
 
   it('yields each new state to a for-await loop and ends after the terminal one', async () => {
-    server = await startTestServer()
-    const s = server
+    const s = await serve()
     client = createJobwireClient({ url: s.url, getToken: () => s.key, WebSocket: recordingWebSocket().WebSocket })
     const job = await createJob(s)
     const seen: string[] = []
@@ -176,8 +194,7 @@ describe('watchJob over WebSocket', () => {
   })
 
   it('carries 500 subscriptions on one socket', async () => {
-    server = await startTestServer()
-    const s = server
+    const s = await serve()
     const ws = recordingWebSocket()
     client = createJobwireClient({ url: s.url, getToken: () => s.key, WebSocket: ws.WebSocket })
     const jobs: JobState[] = []
@@ -193,15 +210,8 @@ describe('watchJob over WebSocket', () => {
 
 describe('transport fallback', () => {
   it('falls back to SSE when the server refuses WebSockets, with the same states', async () => {
-    server = await startTestServer({ websocket: false })
-    const s = server
-    const ws = recordingWebSocket()
-    client = createJobwireClient({ url: s.url, getToken: () => s.key, WebSocket: ws.WebSocket })
-    const job = await createJob(s)
-    const record = recorder()
-    const watch = client.watchJob(job.id, record.options)
-    await until(() => watch.connection === 'live' && watch.state !== null, 'a live SSE stream')
-    expect(client.transport).toBe('sse')
+    const { s, ws, job, record, watch, client: c } = await watchNewJob({ websocket: false })
+    expect(c.transport).toBe('sse')
     await append(s, job.id, [{ type: 'chunk', text: 'over SSE' }, { type: 'completed' }])
     await until(() => record.ended, 'the terminal event')
     expect(record.applied).toEqual(range(2, 4))
@@ -210,8 +220,7 @@ describe('transport fallback', () => {
   })
 
   it('moves back to WebSocket once it gets through again, without losing or repeating an event', async () => {
-    server = await startTestServer()
-    const s = server
+    const s = await serve()
     const ws = recordingWebSocket()
     let blocked = true
     const Flaky = class extends (ws.WebSocket as unknown as new (url: string) => object) {
@@ -237,8 +246,7 @@ describe('transport fallback', () => {
   })
 
   it('falls back to polling when a buffering proxy holds SSE back, and never polls after the end', async () => {
-    server = await startTestServer()
-    const s = server
+    const s = await serve()
     const proxy = await startBufferingProxy(s.url)
     cleanups.push(() => proxy.close())
     const ws = recordingWebSocket()
@@ -279,8 +287,7 @@ describe('transport fallback', () => {
 
 describe('SSE through an EventSource (platforms without streaming fetch)', () => {
   it('listens for every name a stream sends — each event type of the protocol — and follows a job to its end', async () => {
-    server = await startTestServer({ tokenSecret: secret, websocket: false })
-    const s = server
+    const s = await serve({ tokenSecret: secret, websocket: false })
     const heard = new Set<string>()
     let opened = 0
     class Recording extends EventSource {
@@ -329,8 +336,7 @@ describe('SSE through an EventSource (platforms without streaming fetch)', () =>
 
 describe('SSE after the end', () => {
   it('takes a 204 for a finished job as its end: one snapshot request for the final state, no retry loop', async () => {
-    server = await startTestServer({ websocket: false, sseRetry: 10 })
-    const s = server
+    const s = await serve({ websocket: false, sseRetry: 10 })
     const job = await createJob(s)
     await append(s, job.id, [{ type: 'chunk', text: 'done' }, { type: 'completed' }])
     const final = await serverState(s, job.id)
@@ -356,10 +362,27 @@ describe('SSE after the end', () => {
   })
 })
 
+/** Watches a job with `getToken`, until the watch ends unauthorized; checks nothing retried an hour later. */
+async function watchUntilRefused(getToken: () => string) {
+  const s = await serve()
+  const job = await createJob(s)
+  let calls = 0
+  const ws = recordingWebSocket()
+  const clock = new ManualTimers(Date.now())
+  const c = createJobwireClient({ url: s.url, getToken: () => (calls++, getToken()), WebSocket: ws.WebSocket, timers: clock, now: () => clock.now() })
+  client = c
+  const record = recorder()
+  c.watchJob(job.id, record.options)
+  await until(() => record.ended, 'the watch to end')
+  expect(record.error?.code).toBe('unauthorized')
+  await clock.advance(60 * 60_000) // nothing retries, however long
+  expect(calls).toBe(1)
+  return { ws, client: c }
+}
+
 describe('credentials', () => {
   it('refreshes an expiring token in band over WebSocket without reconnecting or losing position', async () => {
-    server = await startTestServer({ tokenSecret: secret, tokenNotice: '2s' })
-    const s = server
+    const s = await serve({ tokenSecret: secret, tokenNotice: '2s' })
     const job = await createJob(s, { owner: { tenant: 'acme', user: 'ann' } })
     let calls = 0
     const ws = recordingWebSocket()
@@ -391,8 +414,7 @@ describe('credentials', () => {
   })
 
   it('reconnects an SSE stream that ended with token_expired with a fresh token, from its position', async () => {
-    server = await startTestServer({ tokenSecret: secret })
-    const s = server
+    const s = await serve({ tokenSecret: secret })
     const job = await createJob(s, { owner: { tenant: 'acme', user: 'ann' } })
     let calls = 0
     client = createJobwireClient({
@@ -418,52 +440,22 @@ describe('credentials', () => {
   })
 
   it('stops retrying with unauthorized when getToken refuses', async () => {
-    server = await startTestServer()
-    const job = await createJob(server)
-    let calls = 0
-    const ws = recordingWebSocket()
-    const clock = new ManualTimers(Date.now())
-    client = createJobwireClient({
-      url: server.url,
-      getToken: () => {
-        calls++
-        throw new JobwireError('unauthorized')
-      },
-      WebSocket: ws.WebSocket,
-      timers: clock,
-      now: () => clock.now(),
+    const { ws, client: c } = await watchUntilRefused(() => {
+      throw new JobwireError('unauthorized')
     })
-    const record = recorder()
-    client.watchJob(job.id, record.options)
-    await until(() => record.ended, 'the watch to end')
-    expect(record.error?.code).toBe('unauthorized')
-    await clock.advance(60 * 60_000) // nothing retries, however long
-    expect(calls).toBe(1)
     expect(ws.sockets).toHaveLength(0)
-    expect(client.connection.state).toBe('closed')
+    expect(c.connection.state).toBe('closed')
   })
 
   it('stops with unauthorized when the server refuses a token fresh from getToken', async () => {
-    server = await startTestServer()
-    const job = await createJob(server)
-    let calls = 0
-    const ws = recordingWebSocket()
-    const clock = new ManualTimers(Date.now())
-    client = createJobwireClient({ url: server.url, getToken: () => (calls++, 'not-a-credential'), WebSocket: ws.WebSocket, timers: clock, now: () => clock.now() })
-    const record = recorder()
-    client.watchJob(job.id, record.options)
-    await until(() => record.ended, 'the watch to end')
-    expect(record.error?.code).toBe('unauthorized')
-    await clock.advance(60 * 60_000) // nothing retries, however long
-    expect(calls).toBe(1)
+    const { ws } = await watchUntilRefused(() => 'not-a-credential')
     expect(ws.sockets).toHaveLength(1)
   })
 })
 
 describe('online and offline', () => {
   it('waits while offline and catches up once online again', async () => {
-    server = await startTestServer()
-    const s = server
+    const s = await serve()
     const net = onlineSwitch()
     const ws = recordingWebSocket()
     const clock = new ManualTimers(Date.now())
@@ -488,25 +480,17 @@ describe('online and offline', () => {
 
 describe('watchMyJobs', () => {
   it.for(['ws', 'sse', 'poll'] as const)('shows the same jobs over %s: unfinished ones, then new ones as they are created', async (transport) => {
-    server = await startTestServer({ tokenSecret: secret })
-    const s = server
-    const owner = { tenant: 'acme', user: 'ann' }
-    const running = await createJob(s, { owner })
-    const finished = await createJob(s, { owner })
+    const s = await serve({ tokenSecret: secret })
+    const running = await createJob(s, { owner: ann })
+    const finished = await createJob(s, { owner: ann })
     await append(s, finished.id, [{ type: 'completed' }])
     await createJob(s, { owner: { tenant: 'acme', user: 'bob' } })
-    client = createJobwireClient({
-      url: s.url,
-      transports: [transport],
-      pollIntervalMs: 100,
-      getToken: () => mintSubscriptionToken({ secret, tenant: 'acme', user: 'ann', ttlSeconds: 600 }).token,
-      WebSocket: recordingWebSocket().WebSocket,
-    })
+    client = annClient(s, transport)
     const lists: string[][] = []
     const watch = client.watchMyJobs({ onUpdate: (jobs) => lists.push(jobs.map((job) => job.id)) })
     await until(() => watch.loaded && watch.jobs.length === 1, 'the unfinished job')
     expect(watch.jobs.map((job) => job.id)).toEqual([running.id])
-    const later = await createJob(s, { owner })
+    const later = await createJob(s, { owner: ann })
     await until(() => watch.jobs.length === 2, 'the job created later')
     expect(watch.jobs.map((job) => job.id)).toEqual([later.id, running.id])
     await append(s, later.id, [{ type: 'chunk', text: 'x' }, { type: 'completed', result: 1 }])
@@ -519,8 +503,7 @@ describe('watchMyJobs', () => {
 
 describe('watchMyJobs owners', () => {
   it('switches to another owner at once when the previous owner’s watch just stopped (a filter changed)', async () => {
-    server = await startTestServer()
-    const s = server
+    const s = await serve()
     const ann = await createJob(s, { owner: { tenant: 'acme', user: 'ann' } })
     const bob = await createJob(s, { owner: { tenant: 'acme', user: 'bob' } })
     client = createJobwireClient({ url: s.url, getToken: () => s.key, WebSocket: recordingWebSocket().WebSocket, lingerMs: 5_000 })
@@ -539,8 +522,7 @@ describe('watchMyJobs owners', () => {
 
 describe('listJobs', () => {
   it('pages through every job newest first with status, type and owner filters', async () => {
-    server = await startTestServer()
-    const s = server
+    const s = await serve()
     const created: JobState[] = []
     for (let i = 0; i < 7; i++) {
       created.push(await createJob(s, { type: i % 2 === 0 ? 'even' : 'odd', owner: { tenant: i < 4 ? 'acme' : 'umbrella', user: `u${i % 3}` } }))
@@ -567,15 +549,14 @@ describe('listJobs', () => {
   })
 
   it("lists only the token's own jobs, renewing an expired token once through getToken", async () => {
-    server = await startTestServer({ tokenSecret: secret })
-    const s = server
+    const s = await serve({ tokenSecret: secret })
     const mine = await createJob(s, { owner: { tenant: 'acme', user: 'ann' } })
     await createJob(s, { owner: { tenant: 'acme', user: 'bob' } })
     const tokens = [mintSubscriptionToken({ secret, tenant: 'acme', user: 'ann', ttlSeconds: -10 }).token]
     let asked = 0
     client = createJobwireClient({
       url: s.url,
-      getToken: () => tokens[asked++] ?? mintSubscriptionToken({ secret, tenant: 'acme', user: 'ann', ttlSeconds: 600 }).token,
+      getToken: () => tokens[asked++] ?? annToken(),
       WebSocket: recordingWebSocket().WebSocket,
     })
     const page = await client.listJobs({ owner: { tenant: 'acme', user: 'bob' } })
@@ -585,8 +566,7 @@ describe('listJobs', () => {
   })
 
   it('rejects with the server’s error code', async () => {
-    server = await startTestServer()
-    const s = server
+    const s = await serve()
     client = createJobwireClient({ url: s.url, getToken: () => s.key, WebSocket: recordingWebSocket().WebSocket })
     await expect(client.listJobs({ limit: 500 })).rejects.toMatchObject({ code: 'invalid_request' })
   })
@@ -594,8 +574,7 @@ describe('listJobs', () => {
 
 describe('refollow: a resumed job is followed again', () => {
   it.for(['ws', 'sse', 'poll'] as const)('the same watch goes on over %s after cancel → resume, through to the result', async (transport) => {
-    server = await startTestServer()
-    const s = server
+    const s = await serve()
     client = createJobwireClient({ url: s.url, getToken: () => s.key, transports: [transport], pollIntervalMs: 100, WebSocket: recordingWebSocket().WebSocket, lingerMs: 20, ...fast })
     const job = await createJob(s)
     const statuses: string[] = []
@@ -623,8 +602,7 @@ describe('refollow: a resumed job is followed again', () => {
   })
 
   it('ends again, without reconnecting in a loop, when the job did not move on after all', async () => {
-    server = await startTestServer()
-    const s = server
+    const s = await serve()
     const ws = recordingWebSocket()
     const clock = new ManualTimers(Date.now())
     client = createJobwireClient({ url: s.url, getToken: () => s.key, WebSocket: ws.WebSocket, timers: clock, now: () => clock.now() })
@@ -650,18 +628,9 @@ describe('refollow: a resumed job is followed again', () => {
   })
 
   it.for(['ws', 'poll'] as const)('brings a resumed job back to life in watchMyJobs over %s', async (transport) => {
-    server = await startTestServer({ tokenSecret: secret })
-    const s = server
-    const owner = { tenant: 'acme', user: 'ann' }
-    const job = await createJob(s, { owner })
-    client = createJobwireClient({
-      url: s.url,
-      transports: [transport],
-      pollIntervalMs: 100,
-      getToken: () => mintSubscriptionToken({ secret, tenant: 'acme', user: 'ann', ttlSeconds: 600 }).token,
-      WebSocket: recordingWebSocket().WebSocket,
-      ...fast,
-    })
+    const s = await serve({ tokenSecret: secret })
+    const job = await createJob(s, { owner: ann })
+    client = annClient(s, transport, fast)
     const mine = client.watchMyJobs()
     await until(() => mine.jobs[0]?.status === 'queued', 'the queued job')
     await append(s, job.id, [{ type: 'failed', code: 'boom', message: 'it broke' }])
@@ -678,15 +647,13 @@ describe('refollow: a resumed job is followed again', () => {
 
 describe('watchMyJobs on a socket that is already open', () => {
   it('is live at once (regression: it stayed "connecting" when a job watch had opened the socket first)', async () => {
-    server = await startTestServer()
-    const s = server
-    const owner = { tenant: 'acme', user: 'ann' }
-    const job = await createJob(s, { owner })
+    const s = await serve()
+    const job = await createJob(s, { owner: ann })
     const ws = recordingWebSocket()
     client = createJobwireClient({ url: s.url, getToken: () => s.key, WebSocket: ws.WebSocket })
     const watch = client.watchJob(job.id)
     await until(() => watch.connection === 'live', 'the job watch')
-    const mine = client.watchMyJobs({ owner })
+    const mine = client.watchMyJobs({ owner: ann })
     await until(() => mine.loaded, 'the user feed')
     expect(mine.connection).toBe('live')
     expect(ws.sockets).toHaveLength(1)
@@ -697,9 +664,7 @@ describe('watchMyJobs on a socket that is already open', () => {
 
 describe('watchMyJobs and a job watched as it is created', () => {
   it('counts the job among my jobs when a watch subscribed to it before the user feed announced it', async () => {
-    server = await startTestServer()
-    const s = server
-    const owner = { tenant: 'acme', user: 'ann' }
+    const s = await serve()
     // Holds back the user feed's announcements, so the watch below gets there first.
     const held: (() => void)[] = []
     let holding = false
@@ -724,10 +689,10 @@ describe('watchMyJobs and a job watched as it is created', () => {
       }
     }
     client = createJobwireClient({ url: s.url, getToken: () => s.key, WebSocket: Gated as unknown as WebSocketConstructor })
-    const mine = client.watchMyJobs({ owner })
+    const mine = client.watchMyJobs({ owner: ann })
     await until(() => mine.loaded, 'the user feed')
     holding = true
-    const job = await createJob(s, { owner })
+    const job = await createJob(s, { owner: ann })
     const watch = client.watchJob(job.id)
     await until(() => watch.connection === 'live' && watch.state !== null, 'the job watch')
     await until(() => held.length > 0, 'the user feed to announce the job')

@@ -1,14 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import {
-  applyEvent,
-  isTerminalEvent,
-  type ErrorBody,
-  type ErrorCode,
-  type JobEvent,
-  type JobState,
-  type PollResponse,
-  type StreamMessage,
-} from '@jobwire/protocol'
+import { applyEvent, isTerminalEvent, type ErrorBody, type ErrorCode, type JobEvent, type JobState, type PollResponse, type StreamMessage } from '@jobwire/protocol'
 import {
   collect,
   createJsonClient,
@@ -20,6 +11,7 @@ import {
   type SseConnection,
   type TestServer,
 } from './fixtures.js'
+import { within } from '../../../test/support/wait.js'
 
 /**
  * Dispatch over real HTTP: claims, leases, heartbeats, signals, lapsed-lease recovery, retries,
@@ -136,14 +128,6 @@ async function openStream(jobId: string, query = ''): Promise<SseConnection> {
 }
 
 /** Guards a wait that would otherwise hang the test on a regression (not a speed check). */
-function within<T>(promise: Promise<T>, what: string, ms = 15_000): Promise<T> {
-  let timer: NodeJS.Timeout | undefined
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`gave up waiting for ${what}`)), ms)
-  })
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer))
-}
-
 const progress = (percent: number) => ({ type: 'progress', percent })
 const checkpoint = (step: number) => ({ type: 'checkpoint', data: { step } })
 

@@ -17,6 +17,7 @@ import { startServer } from '../src/server.js'
 import { collect, openSse, readSse, startTestServer, testApiKey, type SseConnection, type TestServer } from './fixtures.js'
 import { openWs, wsUrl } from './ws-client.js'
 import { expectDocumentedAnswer } from './openapi-check.js'
+import { within } from '../../../test/support/wait.js'
 
 /** Small limits, so every "too large" answer is cheap to provoke. */
 const limits = {
@@ -123,14 +124,6 @@ async function openStream(jobId: string, headers: Record<string, string> = {}, q
 }
 
 /** Guards a wait that would otherwise hang the test on a regression (not a speed check). */
-function within<T>(promise: Promise<T>, what: string, ms = 10_000): Promise<T> {
-  let timer: NodeJS.Timeout | undefined
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`gave up waiting for ${what}`)), ms)
-  })
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer))
-}
-
 const seqsOf = (messages: StreamMessage[]): number[] =>
   messages.flatMap((m) => (m.type === 'event' ? [m.event.seq] : []))
 

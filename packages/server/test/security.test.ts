@@ -29,6 +29,7 @@ import {
   type SseConnection,
   type TestServer,
 } from './fixtures.js'
+import { within } from '../../../test/support/wait.js'
 
 // ---------------------------------------------------------------------------------------------
 // The ledger
@@ -139,16 +140,20 @@ function allowed(what: string, answer: Answer, status = 200): void {
 }
 
 /** Guards a wait that would otherwise hang on a regression (not a speed check). */
-function within<T>(promise: Promise<T>, what: string, ms = 10_000): Promise<T> {
-  let timer: NodeJS.Timeout | undefined
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`gave up waiting for ${what}`)), ms)
-  })
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer))
-}
-
 // ---------------------------------------------------------------------------------------------
 // Streams over real sockets
+
+/** Runs `body` on a server of its own; closes what it pushed onto `open`, then the server. */
+async function withStreams(options: Parameters<typeof startTestServer>[0], body: (server: TestServer, open: { close(): void }[]) => Promise<void>): Promise<void> {
+  const server = await startTestServer(options)
+  const open: { close(): void }[] = []
+  try {
+    await body(server, open)
+  } finally {
+    for (const connection of open) connection.close()
+    await server.close()
+  }
+}
 
 const streamPath = (base: string, jobId: string): string => `${base}/v1/jobs/${jobId}/stream`
 
@@ -238,6 +243,11 @@ async function signSubscription(claims: JWTPayload, expiresAt: number, secret = 
     .setExpirationTime(expiresAt)
     .setJti(randomBytes(9).toString('base64url'))
     .sign(new TextEncoder().encode(secret))
+}
+
+/** Ann's JWT as the app's own identity provider signs it (issuer and audience the main server trusts, 5 min). */
+async function signAppJwt(claims: JWTPayload): Promise<string> {
+  return new SignJWT(claims).setProtectedHeader({ alg: 'HS256' }).setSubject('ann').setIssuer(appIssuer).setAudience(appAudience).setExpirationTime('5m').sign(new TextEncoder().encode(appJwtSecret))
 }
 
 const nowSeconds = (): number => Math.floor(Date.now() / 1000)
@@ -416,13 +426,7 @@ describe('tenants and users', () => {
     const bobJob = await createJob(base, { tenant: 'acme', user: 'bob' }, type)
     const annElsewhere = await createJob(base, { tenant: 'globex', user: 'ann' }, type)
     const userToken = await mint(base, { tenant: 'acme', user: 'ann', rights: ['read', 'cancel'] })
-    const appJwt = await new SignJWT({ tenant: 'acme' })
-      .setProtectedHeader({ alg: 'HS256' })
-      .setSubject('ann')
-      .setIssuer(appIssuer)
-      .setAudience(appAudience)
-      .setExpirationTime('5m')
-      .sign(new TextEncoder().encode(appJwtSecret))
+    const appJwt = await signAppJwt({ tenant: 'acme' })
     for (const [kind, credential] of [['user token', userToken], ['app JWT', appJwt]] as const) {
       allowed(`${kind} reads ann's job`, await send('GET', `${base}/v1/jobs/${annJob.id}`, { credential }))
       for (const foreign of [bobJob, annElsewhere]) {
@@ -454,13 +458,7 @@ describe('tenants and users', () => {
     const bobJob = await createJob(base, { tenant: 'acme', user: 'bob' }, type)
     const elsewhere = await createJob(base, { tenant: 'globex', user: 'ann' }, type)
     const teamToken = await mint(base, { tenant: 'acme', tenantWide: true })
-    const teamJwt = await new SignJWT({ tenant: 'acme', jobwire_tenant_read: true })
-      .setProtectedHeader({ alg: 'HS256' })
-      .setSubject('ann')
-      .setIssuer(appIssuer)
-      .setAudience(appAudience)
-      .setExpirationTime('5m')
-      .sign(new TextEncoder().encode(appJwtSecret))
+    const teamJwt = await signAppJwt({ tenant: 'acme', jobwire_tenant_read: true })
     for (const [kind, credential] of [['tenant-wide token', teamToken], ['tenant-read app JWT', teamJwt]] as const) {
       for (const job of [annJob, bobJob]) allowed(`${kind} reads ${job.owner?.user}'s job`, await send('GET', `${base}/v1/jobs/${job.id}`, { credential }))
       refused(`${kind} reads globex's job`, await send('GET', `${base}/v1/jobs/${elsewhere.id}`, { credential }), 'job_not_found')
@@ -855,9 +853,7 @@ describe('limits', () => {
   })
 
   it('the 6th stream of one user gets 429 too_many_streams; closing one frees a slot', async () => {
-    const server = await startTestServer({ tokenSecret })
-    const open: SseConnection[] = []
-    try {
+    await withStreams({ tokenSecret }, async (server, open) => {
       const job = await createJob(server.url, { tenant: 'acme', user: 'ann' })
       const annToken = await mint(server.url, { tenant: 'acme', user: 'ann' })
       for (let i = 0; i < 5; i++) open.push(await openStream(streamPath(server.url, job.id), annToken, 'query'))
@@ -885,16 +881,11 @@ describe('limits', () => {
       open.push(reopened as SseConnection)
       const metrics = await send('GET', `${server.url}/metrics`, { credential: testApiKey })
       expect(metrics.text).toMatch(/jobwire_limit_rejections_total\{limit="streams_per_user"\} [1-9]/)
-    } finally {
-      for (const connection of open) connection.close()
-      await server.close()
-    }
+    })
   })
 
   it('streams per IP trip across users from one address; API keys are not counted per IP', async () => {
-    const server = await startTestServer({ tokenSecret, streamsPerIp: 3 })
-    const open: SseConnection[] = []
-    try {
+    await withStreams({ tokenSecret, streamsPerIp: 3 }, async (server, open) => {
       const users = ['u1', 'u2', 'u3', 'u4']
       const jobs = await Promise.all(users.map((user) => createJob(server.url, { tenant: 'acme', user })))
       const tokens = await Promise.all(users.map((user) => mint(server.url, { tenant: 'acme', user })))
@@ -905,16 +896,11 @@ describe('limits', () => {
       open.push(await openStream(streamPath(server.url, (jobs[3] as JobState).id), testApiKey, 'header'))
       const metrics = await send('GET', `${server.url}/metrics`, { credential: testApiKey })
       expect(metrics.text).toMatch(/jobwire_limit_rejections_total\{limit="streams_per_ip"\} 1\b/)
-    } finally {
-      for (const connection of open) connection.close()
-      await server.close()
-    }
+    })
   })
 
   it('the connection cap answers 503 server_busy with Retry-After, whoever asks', async () => {
-    const server = await startTestServer({ maxConnections: 2 })
-    const open: SseConnection[] = []
-    try {
+    await withStreams({ maxConnections: 2 }, async (server, open) => {
       const job = await createJob(server.url, null)
       for (let i = 0; i < 2; i++) open.push(await openStream(streamPath(server.url, job.id), testApiKey))
       const busy = await refusedStream('a 3rd stream on a full node', streamPath(server.url, job.id), testApiKey, 'header', 'server_busy')
@@ -924,10 +910,7 @@ describe('limits', () => {
       allowed('plain requests still work', await send('GET', `${server.url}/v1/jobs/${job.id}`, { credential: testApiKey }))
       const metrics = await send('GET', `${server.url}/metrics`, { credential: testApiKey })
       expect(metrics.text).toMatch(/jobwire_limit_rejections_total\{limit="connections"\} 2\b/)
-    } finally {
-      for (const connection of open) connection.close()
-      await server.close()
-    }
+    })
   })
 
   it('oversized bodies, events, batches and text get 413 and append nothing', async () => {
@@ -999,9 +982,7 @@ describe('bounded input and exact stream limits', () => {
   })
 
   it('one person holding 8 per-job tokens minted for them gets 5 streams, with long-polls counted among them', async () => {
-    const server = await startTestServer({ tokenSecret })
-    const open: SseConnection[] = []
-    try {
+    await withStreams({ tokenSecret }, async (server, open) => {
       const ann = { tenant: 'acme', user: 'ann' }
       const jobs = await Promise.all(Array.from({ length: 8 }, () => createJob(server.url, ann)))
       const tokens = await Promise.all(jobs.map((job) => mint(server.url, { jobIds: [job.id], ...ann })))
@@ -1012,16 +993,11 @@ describe('bounded input and exact stream limits', () => {
       expect(admitted).toBe(5)
       const poll = await send('GET', `${server.url}/v1/jobs/${(jobs[0] as JobState).id}/events?after=1&wait=5`, { credential: tokens[0] as string })
       refused('a long-poll past the stream limit', poll, 'too_many_streams')
-    } finally {
-      for (const connection of open) connection.close()
-      await server.close()
-    }
+    })
   })
 
   it('a WebSocket refresh_token cannot move a socket onto a person who has no streams left', async () => {
-    const server = await startTestServer({ tokenSecret, streamsPerUser: 1 })
-    const open: { close(): void }[] = []
-    try {
+    await withStreams({ tokenSecret, streamsPerUser: 1 }, async (server, open) => {
       const bob = { tenant: 'acme', user: 'bob' }
       const bobJob = await createJob(server.url, bob)
       const bobToken = await mint(server.url, bob)
@@ -1037,16 +1013,11 @@ describe('bounded input and exact stream limits', () => {
       socket.send({ type: 'subscribe', jobId: bobJob.id })
       const refusedSubscribe = await socket.next((m) => m.type === 'error' && m.jobId === bobJob.id)
       attempt("bob's job through the refused refresh", refusedSubscribe.type !== 'error', JSON.stringify(refusedSubscribe).slice(0, 160))
-    } finally {
-      for (const connection of open) connection.close()
-      await server.close()
-    }
+    })
   })
 
   it('the connection cap admits exactly its number of streams opened at once', async () => {
-    const server = await startTestServer({ tokenSecret, maxConnections: 10 })
-    const open: SseConnection[] = []
-    try {
+    await withStreams({ tokenSecret, maxConnections: 10 }, async (server, open) => {
       const owners = Array.from({ length: 20 }, (_, i) => ({ tenant: 'acme', user: `p${i}` }))
       const jobs = await Promise.all(owners.map((owner) => createJob(server.url, owner)))
       const tokens = await Promise.all(owners.map((owner) => mint(server.url, owner)))
@@ -1055,10 +1026,7 @@ describe('bounded input and exact stream limits', () => {
       const admitted = answers.filter((a) => a.status === 200).length
       attempt('more streams than --max-connections', admitted > 10, `${admitted} admitted`)
       expect(admitted).toBe(10)
-    } finally {
-      for (const connection of open) connection.close()
-      await server.close()
-    }
+    })
   })
 })
 

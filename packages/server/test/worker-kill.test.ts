@@ -3,6 +3,7 @@ import { fileURLToPath } from 'node:url'
 import { afterEach, describe, expect, it } from 'vitest'
 import { applyEvent, isTerminalEvent, type JobEvent, type JobState, type StreamMessage } from '@jobwire/protocol'
 import { collect, createJsonClient, makeTempDir, readSse, spawnServer, type ChildExit } from './fixtures.js'
+import { within } from '../../../test/support/wait.js'
 
 /**
  * Real processes: a `jobwire serve` on SQLite (it imports dist, so `tsc -b` must have run) and
@@ -108,14 +109,6 @@ function startWorker(url: string, type: string, name: string): WorkerProcess {
 }
 
 /** Guards a wait that would otherwise hang the test on a regression (not a speed check). */
-function within<T>(promise: Promise<T>, what: string, ms = 20_000): Promise<T> {
-  let timer: NodeJS.Timeout | undefined
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`gave up waiting for ${what}`)), ms)
-  })
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer))
-}
-
 describe('a worker killed with SIGKILL mid-job', () => {
   it('is detected by its lapsed lease; a second worker process resumes from the checkpoint and completes; a watcher sees one gapless history', async () => {
     const dir = await makeTempDir('jobwire-worker-kill-')
@@ -136,23 +129,23 @@ describe('a worker killed with SIGKILL mid-job', () => {
     // The watcher connects before any worker exists and stays connected to the end.
     const watcher = readSse(`${server.url}/v1/jobs/${jobId}/stream?after=0`, { headers: { authorization: `Bearer ${apiKey}` } })
     cleanups.push(async () => void (await watcher.return(undefined)))
-    expect((await within(watcher.next(), 'the watcher to connect')).value).toEqual({ type: 'recovered', after: 0 })
+    expect((await within(watcher.next(), 'the watcher to connect', 20_000)).value).toEqual({ type: 'recovered', after: 0 })
     const watched = collect(watcher, (m) => m.type === 'event' && isTerminalEvent(m.event.type))
 
     const first = startWorker(server.url, type, 'first')
-    expect(await within(first.waitFor((l) => l.event === 'claimed'), 'the first claim')).toMatchObject({
+    expect(await within(first.waitFor((l) => l.event === 'claimed'), 'the first claim', 20_000)).toMatchObject({
       jobId,
       attempt: 1,
       checkpoint: null,
       from: 0,
     })
-    await within(first.waitFor((l) => l.event === 'step' && l.step === killAfterStep), `step ${killAfterStep}`)
+    await within(first.waitFor((l) => l.event === 'step' && l.step === killAfterStep), `step ${killAfterStep}`, 20_000)
     expect(await first.kill('SIGKILL')).toEqual({ code: null, signal: 'SIGKILL' })
     const stepsBeforeKill = first.lines.flatMap((l) => (l.event === 'step' ? [l.step] : []))
     expect(stepsBeforeKill).toEqual(Array.from({ length: stepsBeforeKill.length }, (_, i) => i + 1))
 
     const second = startWorker(server.url, type, 'second')
-    const resumed = await within(second.waitFor((l) => l.event === 'claimed'), 'the second claim')
+    const resumed = await within(second.waitFor((l) => l.event === 'claimed'), 'the second claim', 20_000)
     expect(resumed).toMatchObject({ jobId, attempt: 2 })
     // The checkpoint is the last step the server took: every step the first worker was told was
     // written, and perhaps one more whose answer the kill cut off.
@@ -160,13 +153,13 @@ describe('a worker killed with SIGKILL mid-job', () => {
     expect(resumed.checkpoint).toEqual({ step: resumedFrom })
     expect(resumedFrom).toBeGreaterThanOrEqual(stepsBeforeKill.length)
     expect(resumedFrom).toBeLessThanOrEqual(stepsBeforeKill.length + 1)
-    await within(second.waitFor((l) => l.event === 'completed'), 'the second worker to complete')
-    expect(await within(second.exited, 'the second worker to exit')).toEqual({ code: 0, signal: null })
+    await within(second.waitFor((l) => l.event === 'completed'), 'the second worker to complete', 20_000)
+    expect(await within(second.exited, 'the second worker to exit', 20_000)).toEqual({ code: 0, signal: null })
     expect(second.lines.flatMap((l) => (l.event === 'step' ? [l.step] : []))).toEqual(
       Array.from({ length: steps - resumedFrom }, (_, i) => resumedFrom + 1 + i),
     )
 
-    const messages: StreamMessage[] = await within(watched, 'the watcher to see the end')
+    const messages: StreamMessage[] = await within(watched, 'the watcher to see the end', 20_000)
     const events: JobEvent[] = messages.flatMap((m) => (m.type === 'event' ? [m.event] : []))
     // Besides events, only queue positions may appear (while the job waited for the second worker).
     expect(messages.every((m) => m.type === 'event' || m.type === 'queue')).toBe(true)

@@ -468,14 +468,20 @@ describe('the user feed', () => {
   })
 })
 
+/** A new job and a socket subscribed to it that has its snapshot and then stops reading. */
+async function stalledReader(server: TestServer) {
+  const job = await createJob(server)
+  const client = await connect(server)
+  client.send({ type: 'subscribe', jobId: job.id })
+  await client.next(isType('snapshot', job.id))
+  client.pause()
+  return { job, client }
+}
+
 describe('backpressure', () => {
   it('coalesces latest-wins events for a stalled reader, keeping its buffer bounded, with a state equal to the server\'s', async () => {
     const server = await start({ wsCoalesceAfter: 16 * 1024, wsMaxBuffer: 256 * 1024, maxBodyBytes: 8 * 1024 * 1024, maxEventsPerJob: 100 })
-    const job = await createJob(server)
-    const client = await connect(server)
-    client.send({ type: 'subscribe', jobId: job.id })
-    await client.next(isType('snapshot', job.id))
-    client.pause()
+    const { job, client } = await stalledReader(server)
     // ~20 MB of progress and item updates, far more than the 256 KiB the reader may lag.
     for (let batch = 0; batch < 10; batch++) {
       const events = Array.from({ length: 1000 }, (_, i) =>
@@ -497,11 +503,7 @@ describe('backpressure', () => {
 
   it('cuts off a stalled reader of lossless events past wsMaxBuffer with slow_consumer (4503), which it resumes from', async () => {
     const server = await start({ wsCoalesceAfter: 16 * 1024, wsMaxBuffer: 256 * 1024, maxBodyBytes: 8 * 1024 * 1024, maxEventsPerJob: 100_000, maxTextLength: 64 * 1024 * 1024 })
-    const job = await createJob(server)
-    const client = await connect(server)
-    client.send({ type: 'subscribe', jobId: job.id })
-    await client.next(isType('snapshot', job.id))
-    client.pause()
+    const { job, client } = await stalledReader(server)
     for (let batch = 0; batch < 10; batch++) {
       await append(server, job.id, Array.from({ length: 1000 }, () => ({ type: 'chunk', text: 'c'.repeat(1900) })))
     }

@@ -1,6 +1,6 @@
-import { afterAll, afterEach, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import { RedisCredentials, type RedisCredentialsOptions } from '@jobwire/server'
-import { adminClient, deleteKeys, redisReachable, redisUrl, testPrefix } from './redis-fixtures/redis.js'
+import { deleteKeys, redisReachable, redisTestRun, redisUrl } from './redis-fixtures/redis.js'
 import { startTcpProxy } from './redis-fixtures/tcp-proxy.js'
 import { sleep } from './fixtures.js'
 
@@ -11,20 +11,10 @@ import { sleep } from './fixtures.js'
  * lost, a revocation message that never arrives.
  */
 if (redisReachable('Redis credentials and limits')) {
-  const base = testPrefix('credentials')
-  const admin = adminClient()
-  let runs = 0
-  const cleanups: (() => Promise<unknown>)[] = []
-  afterEach(async () => {
-    for (const cleanup of cleanups.splice(0).reverse()) await cleanup().catch(() => undefined)
-  })
-  afterAll(async () => {
-    await deleteKeys(admin, base)
-    await admin.quit()
-  })
+  const { admin, cleanups, nextPrefix } = redisTestRun('credentials')
 
   async function nodes(count: number, options: Partial<RedisCredentialsOptions> = {}): Promise<RedisCredentials[]> {
-    const prefix = options.prefix ?? `${base}:${++runs}`
+    const prefix = options.prefix ?? nextPrefix()
     const out: RedisCredentials[] = []
     for (let i = 0; i < count; i++) {
       const node = new RedisCredentials({ url: redisUrl, ...options, prefix })
@@ -81,7 +71,7 @@ if (redisReachable('Redis credentials and limits')) {
     })
 
     it('a revocation whose pub/sub message is lost (a silently dead connection) is still heard, by the periodic check', async () => {
-      const prefix = `${base}:${++runs}`
+      const prefix = nextPrefix()
       const proxy = await startTcpProxy(redisUrl)
       cleanups.push(() => proxy.close())
       const [a] = (await nodes(1, { prefix, url: proxy.url, revocationCheckMs: 200 })) as [RedisCredentials]
@@ -125,7 +115,7 @@ if (redisReachable('Redis credentials and limits')) {
     })
 
     it('a node that stops renewing (as one killed -9 would) loses its slots after its lease; the others can open streams again', async () => {
-      const prefix = `${base}:${++runs}`
+      const prefix = nextPrefix()
       const proxy = await startTcpProxy(redisUrl)
       cleanups.push(() => proxy.close())
       const [doomed] = (await nodes(1, { prefix, url: proxy.url, streamLeaseMs: 600 })) as [RedisCredentials]
@@ -139,7 +129,7 @@ if (redisReachable('Redis credentials and limits')) {
     })
 
     it('when Redis loses a node\'s slots, the node writes them back from memory on its next renewal', async () => {
-      const prefix = `${base}:${++runs}`
+      const prefix = nextPrefix()
       const [a, b] = (await nodes(2, { prefix, streamLeaseMs: 600 })) as [RedisCredentials, RedisCredentials]
       expect(await a.acquire('streams:eve', 5)).not.toBeNull()
       expect(await a.acquire('streams:eve', 5)).not.toBeNull()
@@ -150,7 +140,7 @@ if (redisReachable('Redis credentials and limits')) {
     })
 
     it('while Redis is unreachable every call fails fast with unavailable; it recovers by itself', async () => {
-      const prefix = `${base}:${++runs}`
+      const prefix = nextPrefix()
       const proxy = await startTcpProxy(redisUrl)
       cleanups.push(() => proxy.close())
       const [node] = (await nodes(1, { prefix, url: proxy.url })) as [RedisCredentials]

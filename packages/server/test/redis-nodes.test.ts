@@ -1,8 +1,8 @@
 import { createHash } from 'node:crypto'
-import { afterAll, afterEach, describe, expect, it, vi } from 'vitest'
+import { afterEach, describe, expect, it, vi } from 'vitest'
 import { JobwireError, type ErrorCode, type JobEvent, type StreamMessage } from '@jobwire/protocol'
 import { defaultCoreLimits, Dispatcher, epochSeqGap, JobService, type RedisStore, type StreamSink } from '@jobwire/server'
-import { adminClient, deleteKeys, openRedisStore, redisReachable, redisUrl, testPrefix } from './redis-fixtures/redis.js'
+import { deleteKeys, openRedisStore, redisReachable, redisTestRun, redisUrl } from './redis-fixtures/redis.js'
 import { startTcpProxy, type TcpProxy } from './redis-fixtures/tcp-proxy.js'
 import { luaScripts } from '../src/stores/redis/scripts.js'
 
@@ -12,17 +12,7 @@ import { luaScripts } from '../src/stores/redis/scripts.js'
  * pub/sub connection that dies silently, Redis going away and coming back, Redis losing data.
  */
 if (redisReachable('Redis store: several nodes')) {
-  const base = testPrefix('nodes')
-  const admin = adminClient()
-  let runs = 0
-  const cleanups: (() => Promise<unknown>)[] = []
-  afterEach(async () => {
-    for (const cleanup of cleanups.splice(0).reverse()) await cleanup()
-  })
-  afterAll(async () => {
-    await deleteKeys(admin, base)
-    await admin.quit()
-  })
+  const { base, admin, cleanups, nextPrefix } = redisTestRun('nodes', { strict: true })
 
   interface Node {
     store: RedisStore
@@ -33,7 +23,7 @@ if (redisReachable('Redis store: several nodes')) {
 
   /** `count` nodes on one fresh prefix (through `url`, default the real Redis). */
   async function cluster(count: number, options: { url?: string; prefix?: string; probeIntervalMs?: number } = {}): Promise<Node[]> {
-    const prefix = options.prefix ?? `${base}:${++runs}`
+    const prefix = options.prefix ?? nextPrefix()
     const nodes: Node[] = []
     for (let i = 0; i < count; i++) {
       const warnings: string[] = []
@@ -81,12 +71,12 @@ if (redisReachable('Redis store: several nodes')) {
 
   describe('Redis store: several nodes on one Redis', () => {
     it('a job gone from Redis (deleted by hand) leaves the deadline index instead of coming due on every sweep', async () => {
-      const [a] = (await cluster(1)) as [Node]
+      const prefix = nextPrefix()
+      const [a] = (await cluster(1, { prefix })) as [Node]
       const clock = Date.now()
       const service = new JobService(a.store, defaultCoreLimits, () => new Date(clock))
       const gone = (await service.createJob({ type: 'evicted', deadlines: { queueTimeoutMs: 1_000 } })).job.id
       const kept = (await service.createJob({ type: 'evicted', deadlines: { queueTimeoutMs: 1_000 } })).job.id
-      const prefix = `${base}:${runs}`
       expect(await admin.del(`${prefix}:job:{${gone}}`)).toBe(1)
       expect(await a.store.dueDeadlines(clock + 2_000, 10)).toEqual([kept])
       expect(await admin.zrange(`${prefix}:deadlines`, '0', '-1')).toEqual([kept])
@@ -158,7 +148,7 @@ if (redisReachable('Redis store: several nodes')) {
     it('a node writes a job it wrote last without reading it first, and a write made through another node meanwhile is caught by the compare-and-set', async () => {
       const proxy = await startTcpProxy(redisUrl)
       cleanups.push(() => proxy.close())
-      const prefix = `${base}:${++runs}`
+      const prefix = nextPrefix()
       const [a] = await cluster(1, { url: proxy.url, prefix })
       const [b] = await cluster(1, { prefix })
       if (a === undefined || b === undefined) throw new Error('two nodes expected')
@@ -226,7 +216,7 @@ if (redisReachable('Redis store: several nodes')) {
     })
 
     it('a sweep on any node deletes each expired job once and leaves none of its keys or index entries behind', async () => {
-      const prefix = `${base}:${++runs}`
+      const prefix = nextPrefix()
       const [a, b] = (await cluster(2, { prefix })) as [Node, Node]
       const done = await a.service.createJob({ type: 'tidy', owner: { tenant: 't', user: 'u' }, idempotencyKey: 'once' })
       const claimed = await a.dispatcher.claim({ types: ['tidy'], worker: 'w', leaseMs: 60_000, waitMs: 0 })
@@ -277,7 +267,7 @@ if (redisReachable('Redis store: several nodes')) {
 
     it('a pub/sub connection that silently stops delivering is detected by the probe and remade, and the watcher misses nothing', async () => {
       proxy = await startTcpProxy(redisUrl)
-      const prefix = `${base}:${++runs}`
+      const prefix = nextPrefix()
       const [writer] = (await cluster(1, { prefix })) as [Node]
       const [reader] = (await cluster(1, { prefix, url: proxy.url })) as [Node]
       const { job } = await writer.service.createJob({ type: 'silent' })
@@ -298,7 +288,7 @@ if (redisReachable('Redis store: several nodes')) {
 
     it('while Redis is unreachable calls fail fast with unavailable and ping fails; when it returns everything recovers by itself', async () => {
       proxy = await startTcpProxy(redisUrl)
-      const prefix = `${base}:${++runs}`
+      const prefix = nextPrefix()
       const [writer] = (await cluster(1, { prefix })) as [Node]
       const [cut] = (await cluster(1, { prefix, url: proxy.url })) as [Node]
       const { job } = await cut.service.createJob({ type: 'outage' })
@@ -327,7 +317,7 @@ if (redisReachable('Redis store: several nodes')) {
 
   describe('Redis store: Redis loses data', () => {
     it('keys deleted under the nodes: watchers and resumers get job_not_found, never a silent gap, and new jobs work', async () => {
-      const prefix = `${base}:${++runs}`
+      const prefix = nextPrefix()
       const [a, b] = (await cluster(2, { prefix })) as [Node, Node]
       const { job } = await a.service.createJob({ type: 'gone' })
       await a.service.appendEvents(job.id, [chunk('1'), chunk('2')])
@@ -351,7 +341,7 @@ if (redisReachable('Redis store: several nodes')) {
     })
 
     it('a job whose newest events were lost (rolled back) starts a new epoch: every old position gets a reset snapshot, no seq is reused', async () => {
-      const prefix = `${base}:${++runs}`
+      const prefix = nextPrefix()
       const [a, b] = (await cluster(2, { prefix })) as [Node, Node]
       const { job } = await a.service.createJob({ type: 'rollback' })
       for (let i = 0; i < 9; i++) await a.service.appendEvents(job.id, [chunk(`${i},`)])

@@ -1,7 +1,7 @@
-import { afterAll, afterEach, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import type { JobEvent, JobState, StreamMessage } from '@jobwire/protocol'
 import { openSse, seededRandom, sleep } from './fixtures.js'
-import { adminClient, deleteKeys, redisReachable, redisUrl, testPrefix } from './redis-fixtures/redis.js'
+import { deleteKeys, redisReachable, redisTestRun, redisUrl } from './redis-fixtures/redis.js'
 import {
   checkDeliveries,
   clusterAuth as auth,
@@ -25,17 +25,7 @@ import {
  * redis-private.test.ts, on a redis-server of its own.)
  */
 if (redisReachable('Redis store: real processes')) {
-  const base = testPrefix('processes')
-  const admin = adminClient()
-  let runs = 0
-  const cleanups: (() => Promise<unknown>)[] = []
-  afterEach(async () => {
-    for (const cleanup of cleanups.splice(0).reverse()) await cleanup().catch(() => undefined)
-  })
-  afterAll(async () => {
-    await deleteKeys(admin, base)
-    await admin.quit()
-  })
+  const { admin, cleanups, nextPrefix } = redisTestRun('processes')
 
   /** Nodes on the shared Redis, killed after the test whatever happens (replacements too: see `track`). */
   async function startNodes(count: number, prefix: string, args: string[] = []): Promise<Node[]> {
@@ -95,7 +85,7 @@ if (redisReachable('Redis store: real processes')) {
     it('3 nodes, 300 subscribers on SSE and WebSocket, producers on every node, one node killed -9 mid-stream: every subscriber gets every seq once, in order', { timeout: 180_000 }, async () => {
       const seed = Number(process.env.JOBWIRE_TEST_SEED ?? Math.floor(Math.random() * 2 ** 31))
       const random = seededRandom(seed)
-      const nodes = await startNodes(3, `${base}:${++runs}`)
+      const nodes = await startNodes(3, nextPrefix())
       const jobs = await createJobs(nodes, 10, 'fanout')
       const watchers = watchAll(nodes, jobs, 300)
 
@@ -137,7 +127,7 @@ if (redisReachable('Redis store: real processes')) {
     it('rolling restart under load (each node stopped with SIGTERM and replaced in turn): every subscriber gets every seq once, in order', { timeout: 180_000 }, async () => {
       const seed = Number(process.env.JOBWIRE_TEST_SEED ?? Math.floor(Math.random() * 2 ** 31))
       const random = seededRandom(seed)
-      const prefix = `${base}:${++runs}`
+      const prefix = nextPrefix()
       const nodes = await startNodes(3, prefix)
       const jobs = await createJobs(nodes, 8, 'rolling')
       const watchers = watchAll(nodes, jobs, 120)
@@ -182,7 +172,7 @@ if (redisReachable('Redis store: real processes')) {
     })
 
     it('Redis loses our keys under running nodes: live streams end with job_not_found, resumes get 404, new jobs work', async () => {
-      const prefix = `${base}:${++runs}`
+      const prefix = nextPrefix()
       const [a, b] = (await startNodes(2, prefix)) as [Node, Node]
       const created = await a.client.call<JobState>('POST', '/v1/jobs', { type: 'lossy', dispatch: false })
       const jobId = created.body.id
@@ -213,7 +203,7 @@ if (redisReachable('Redis store: real processes')) {
     })
 
     it('deadlines outlive the node that was up when they were set: killed -9, the nodes started after it fire each exactly once', async () => {
-      const prefix = `${base}:${++runs}`
+      const prefix = nextPrefix()
       const sweep = ['--deadline-sweep-interval', '50']
       const [a] = track([await startNode({ redisUrl, prefix, args: sweep })]) as [Node]
       const deadline = 2_000
@@ -249,7 +239,7 @@ if (redisReachable('Redis store: real processes')) {
     })
 
     it('Redis pauses writes (CLIENT PAUSE 1500 WRITE) under load: no acknowledged write lost, no process crashes', async () => {
-      const nodes = await startNodes(2, `${base}:${++runs}`)
+      const nodes = await startNodes(2, nextPrefix())
       const created = await (nodes[0] as Node).client.call<JobState>('POST', '/v1/jobs', { type: 'paused', dispatch: false })
       const jobId = created.body.id
       const acked = new Map<number, string>()

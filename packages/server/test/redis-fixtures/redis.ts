@@ -4,7 +4,7 @@
  * never flush or restart the shared Redis: other test files use it at the same time.
  */
 import { randomBytes } from 'node:crypto'
-import { describe, it } from 'vitest'
+import { afterAll, afterEach, describe, it } from 'vitest'
 import { Redis } from 'ioredis'
 import { RedisStore, type RedisStoreOptions } from '@jobwire/server'
 
@@ -87,4 +87,40 @@ export async function openRedisStore(options: Omit<RedisStoreOptions, 'url'> & {
     throw new Error(`RedisStore could not connect to ${options.url ?? redisUrl}`)
   }
   return store
+}
+
+/** One Redis test file's keys and teardown (see `redisTestRun`). */
+export interface RedisTestRun {
+  /** The file's own prefix: every key a test writes is under it. */
+  base: string
+  /** A plain client for inspecting and damaging keys. */
+  admin: Redis
+  /** Run after each test, newest first. */
+  cleanups: (() => Promise<unknown>)[]
+  /** A fresh prefix under `base` for one test. */
+  nextPrefix(): string
+}
+
+/**
+ * Sets up a Redis test file: a prefix of its own, an admin client, cleanups after each test (a
+ * failing one fails the test only when `strict`), and after all of them the prefix's keys deleted.
+ */
+export function redisTestRun(name: string, { strict = false } = {}): RedisTestRun {
+  const base = testPrefix(name)
+  const admin = adminClient()
+  const cleanups: (() => Promise<unknown>)[] = []
+  let runs = 0
+  afterEach(async () => {
+    for (const cleanup of cleanups.splice(0).reverse()) await (strict ? cleanup() : cleanup().catch(() => undefined))
+  })
+  afterAll(async () => {
+    await deleteKeys(admin, base)
+    await admin.quit()
+  })
+  return {
+    base,
+    admin,
+    cleanups,
+    nextPrefix: () => `${base}:${++runs}`,
+  }
 }

@@ -1,7 +1,7 @@
 import { isTerminal } from '@jobwire/protocol'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { RetryableError, type Worker } from '../src/index.js'
-import { apiKey, startTestServer, startTestWorker, type TestServer } from './harness.js'
+import { RetryableError } from '../src/index.js'
+import { apiKey, startTestServer, startTestWorker, withWorker, type TestServer } from './harness.js'
 
 let t: TestServer
 
@@ -16,15 +16,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await t.close()
 })
-
-async function withWorker(worker: Worker, body: () => Promise<void>): Promise<void> {
-  await worker.start()
-  try {
-    await body()
-  } finally {
-    await worker.stop({ timeoutMs: 5_000 })
-  }
-}
 
 describe('metadata and stage plans from a handler', () => {
   it('ctx.stage reports fractions of the plan and metadata reaches the snapshot merged', async () => {

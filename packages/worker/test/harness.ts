@@ -96,6 +96,16 @@ export function startTestWorker(server: TestServer, options: Partial<WorkerOptio
   return { worker, errors }
 }
 
+/** Runs `body` with a started worker and always stops it. */
+export async function withWorker(worker: Worker, body: () => Promise<void>): Promise<void> {
+  await worker.start()
+  try {
+    await body()
+  } finally {
+    await worker.stop({ timeoutMs: 5_000 })
+  }
+}
+
 /** The job's state rebuilt from its log with the shared reducer: what any watcher shows. */
 export function reduceLog(events: JobEvent[]): JobState {
   let state: JobState | null = null

@@ -1,7 +1,7 @@
 import { isTerminal, type JobEvent, type JobState } from '@jobwire/protocol'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { JobAbortedError, JobFailure, RetryableError, type AbortReason, type Worker } from '../src/index.js'
-import { codeOf, ManualTimers, reduceLog, startTestServer, startTestWorker, until, type TestServer } from './harness.js'
+import { JobAbortedError, JobFailure, RetryableError, type AbortReason } from '../src/index.js'
+import { codeOf, ManualTimers, reduceLog, startTestServer, startTestWorker, until, withWorker, type TestServer } from './harness.js'
 
 let t: TestServer
 
@@ -13,16 +13,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await t.close()
 })
-
-/** Runs `body` with a started worker and always stops it. */
-async function withWorker(worker: Worker, body: () => Promise<void>): Promise<void> {
-  await worker.start()
-  try {
-    await body()
-  } finally {
-    await worker.stop({ timeoutMs: 5_000 })
-  }
-}
 
 function signalled<T = void>(): { promise: Promise<T>; resolve(value: T): void } {
   let resolve!: (value: T) => void

@@ -346,17 +346,8 @@ process.once('exit', () => {
  * kept quiet (`JOBWIRE_LOG_LEVEL=warn`) unless `env` says otherwise.
  */
 export async function spawnServer(args: string[], env: Record<string, string | undefined> = {}, cwd?: string): Promise<SpawnedServer> {
-  const child = spawn(process.execPath, [cliPath, 'serve', ...args], {
-    cwd,
-    env: cleanEnv({ JOBWIRE_LOG_LEVEL: 'warn', ...env }),
-    stdio: ['ignore', 'pipe', 'pipe'],
-  })
-  running.add(child)
-  let stdout = ''
-  let stderr = ''
-  child.stdout.setEncoding('utf8')
-  child.stderr.setEncoding('utf8')
-  child.stderr.on('data', (chunk: string) => (stderr += chunk))
+  let onStdout: (all: string) => void = () => undefined
+  const { child, output } = spawnCli(['serve', ...args], env, cwd, (all) => onStdout(all))
   const exited = new Promise<ChildExit>((resolve) => {
     child.once('exit', (code, signal) => {
       running.delete(child)
@@ -364,19 +355,18 @@ export async function spawnServer(args: string[], env: Record<string, string | u
     })
   })
   const banner = new Promise<RegExpExecArray>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`jobwire serve printed no banner in 20 s:\n${stdout}\n${stderr}`)), 20_000)
-    child.stdout.on('data', (chunk: string) => {
-      stdout += chunk
+    const timer = setTimeout(() => reject(new Error(`jobwire serve printed no banner in 20 s:\n${output.stdout}\n${output.stderr}`)), 20_000)
+    onStdout = (all) => {
       // The banner is one console.log ending in a blank line; wait for all of it.
-      const match = /listening on (http:\/\/\S+)\n([\s\S]*?)\n\n/.exec(stdout)
+      const match = /listening on (http:\/\/\S+)\n([\s\S]*?)\n\n/.exec(all)
       if (match !== null) {
         clearTimeout(timer)
         resolve(match)
       }
-    })
+    }
     void exited.then(({ code, signal }) => {
       clearTimeout(timer)
-      reject(new Error(`jobwire serve exited (${code ?? signal}) before listening:\n${stdout}\n${stderr}`))
+      reject(new Error(`jobwire serve exited (${code ?? signal}) before listening:\n${output.stdout}\n${output.stderr}`))
     })
   })
   const kill = async (signal: NodeJS.Signals = 'SIGTERM'): Promise<ChildExit> => {
@@ -396,10 +386,10 @@ export async function spawnServer(args: string[], env: Record<string, string | u
     key: printedKey ?? env.JOBWIRE_API_KEY ?? null,
     child,
     get stdout() {
-      return stdout
+      return output.stdout
     },
     get stderr() {
-      return stderr
+      return output.stderr
     },
     kill,
     exited,
@@ -419,30 +409,38 @@ export function runCli(
   args: string[],
   options: { env?: Record<string, string | undefined>; cwd?: string; timeoutMs?: number; onStdout?: (all: string) => void } = {},
 ): Promise<CliResult> {
-  const child = spawn(process.execPath, [cliPath, ...args], {
-    cwd: options.cwd,
-    env: cleanEnv({ JOBWIRE_LOG_LEVEL: 'warn', ...options.env }),
-    stdio: ['ignore', 'pipe', 'pipe'],
-  })
-  running.add(child)
-  let stdout = ''
-  let stderr = ''
-  child.stdout.setEncoding('utf8')
-  child.stderr.setEncoding('utf8')
-  child.stdout.on('data', (chunk: string) => {
-    stdout += chunk
-    options.onStdout?.(stdout)
-  })
-  child.stderr.on('data', (chunk: string) => (stderr += chunk))
+  const { child, output } = spawnCli(args, options.env ?? {}, options.cwd, options.onStdout)
   const timer = setTimeout(() => child.kill('SIGKILL'), options.timeoutMs ?? 20_000)
   return new Promise((resolve, reject) => {
     child.once('error', reject)
     child.once('close', (code, signal) => {
       clearTimeout(timer)
       running.delete(child)
-      resolve({ code, signal, stdout, stderr })
+      resolve({ code, signal, ...output })
     })
   })
+}
+
+/**
+ * Spawns `jobwire <args>` (killed if the test process exits first) and gathers its output as it
+ * arrives; `onStdout` sees all of stdout so far at each chunk.
+ */
+function spawnCli(args: string[], env: Record<string, string | undefined>, cwd: string | undefined, onStdout?: (all: string) => void) {
+  const child = spawn(process.execPath, [cliPath, ...args], {
+    cwd,
+    env: cleanEnv({ JOBWIRE_LOG_LEVEL: 'warn', ...env }),
+    stdio: ['ignore', 'pipe', 'pipe'],
+  })
+  running.add(child)
+  const output = { stdout: '', stderr: '' }
+  child.stdout.setEncoding('utf8')
+  child.stderr.setEncoding('utf8')
+  child.stdout.on('data', (chunk: string) => {
+    output.stdout += chunk
+    onStdout?.(output.stdout)
+  })
+  child.stderr.on('data', (chunk: string) => (output.stderr += chunk))
+  return { child, output }
 }
 
 /** The parent's environment without any JOBWIRE_* variable, plus `extra` (undefined removes). */
@@ -456,16 +454,6 @@ function cleanEnv(extra: Record<string, string | undefined>): NodeJS.ProcessEnv 
   return env
 }
 
-/** A small seeded PRNG (mulberry32), so a random schedule can be replayed from its seed. */
-export function seededRandom(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
+export { seededRandom } from '../../../test/support/random.js'
 
 export const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))

@@ -26,6 +26,7 @@ import {
   type Store,
   type StreamSink,
 } from '@jobwire/server'
+import { seededRandom } from '../../../test/support/random.js'
 
 export type MakeStore = (opts: { retention?: Retention }) => Promise<Store> | Store
 
@@ -1073,7 +1074,7 @@ export function describeStoreConformance(name: string, makeStore: MakeStore, cle
       for (const seed of [1, 2, 3]) {
         it(`subscriptions opened at random points and positions while 2,000 events are appended each see every seq once, in order (seed ${seed})`, async () => {
           const { store, service } = await open({ retention: { maxEventsPerJob: 150 } })
-          const random = mulberry32(seed)
+          const random = seededRandom(seed)
           const { job } = await service.createJob({ type: 'stress' })
           const committed: JobEvent[] = [((await store.readLog(job.id, 0, 1))?.events ?? [])[0] as JobEvent]
           let head = 1
@@ -2211,16 +2212,4 @@ async function expectCode(promise: Promise<unknown>, code: ErrorCode): Promise<v
 /** Lets pending I/O callbacks and timers of zero delay run, so a waiter is really waiting. */
 function settle(): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, 10))
-}
-
-/** A small seeded PRNG, so a failing interleaving can be replayed. */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
 }

@@ -90,18 +90,16 @@ function KnownJob({ view, job, now, actions, canCancel }: { view: JobView; job: 
       {job.plan !== undefined && <StagePlanTimeline plan={job.plan} />}
 
       {job.error !== null && (
-        <section className="card failed" aria-labelledby="error-title">
-          <h3 id="error-title">Error</h3>
+        <Card id="error" title="Error" tone="failed">
           <p>
             <code data-testid="error-code">{job.error.code}</code> {job.error.message}
             {job.error.retryable ? ' (retryable)' : ''}
           </p>
-        </section>
+        </Card>
       )}
 
       {job.stages.length > 0 && (
-        <section className="card" aria-labelledby="stages-title">
-          <h3 id="stages-title">Stages</h3>
+        <Card id="stages" title="Stages">
           <ol className="timeline">
             {job.stages.map((entry, index) => {
               const next = job.stages[index + 1]
@@ -115,12 +113,11 @@ function KnownJob({ view, job, now, actions, canCancel }: { view: JobView; job: 
               )
             })}
           </ol>
-        </section>
+        </Card>
       )}
 
       {job.items.length > 0 && (
-        <section className="card" aria-labelledby="items-title">
-          <h3 id="items-title">Items</h3>
+        <Card id="items" title="Items">
           <ul className="items">
             {job.items.map((item) => (
               <li key={item.id} data-item-status={item.status}>
@@ -135,22 +132,20 @@ function KnownJob({ view, job, now, actions, canCancel }: { view: JobView; job: 
               </li>
             ))}
           </ul>
-        </section>
+        </Card>
       )}
 
       {(job.text !== '' || streaming) && (
-        <section className="card" aria-labelledby="text-title">
-          <h3 id="text-title">Output</h3>
+        <Card id="text" title="Output">
           <pre className={`stream ${streaming ? 'streaming' : ''}`} aria-live="off" data-testid="job-text">
             {job.text}
           </pre>
-        </section>
+        </Card>
       )}
 
       {job.status === 'completed' && ((job.result !== undefined && job.result !== null) || job.resultRef !== undefined) && <ResultCard job={job} />}
 
-      <section className="card" aria-labelledby="details-title">
-        <h3 id="details-title">Details</h3>
+      <Card id="details" title="Details">
         <dl className="details">
           <dt>Attempt</dt>
           <dd data-testid="attempts">
@@ -181,7 +176,7 @@ function KnownJob({ view, job, now, actions, canCancel }: { view: JobView; job: 
             <JsonView value={job.checkpoint} label="Checkpoint" />
           </>
         )}
-      </section>
+      </Card>
     </>
   )
 }
@@ -190,8 +185,7 @@ function KnownJob({ view, job, now, actions, canCancel }: { view: JobView; job: 
 function ResultCard({ job }: { job: JobState }): ReactNode {
   const view = useJobResult(job.id)
   return (
-    <section className="card" aria-labelledby="result-title">
-      <h3 id="result-title">Result</h3>
+    <Card id="result" title="Result">
       {job.resultRef !== undefined && <p className="muted small">{job.resultRef.size.toLocaleString()} bytes, stored apart</p>}
       {view.status === 'ready' && <JsonView value={view.result} label="Result" />}
       {view.status === 'pending' && <p className="muted">Loading…</p>}
@@ -200,7 +194,7 @@ function ResultCard({ job }: { job: JobState }): ReactNode {
           <code>{view.error.code}</code> {view.error.message}
         </p>
       )}
-    </section>
+    </Card>
   )
 }
 
@@ -244,5 +238,15 @@ function Controls({ view, job, actions, canCancel }: { view: JobView; job: JobSt
         </span>
       )}
     </div>
+  )
+}
+
+/** A titled card of the job page; its heading labels it for assistive technology. */
+function Card({ id, title, tone, children }: { id: string; title: string; tone?: 'failed'; children: ReactNode }): ReactNode {
+  return (
+    <section className={tone === undefined ? 'card' : `card ${tone}`} aria-labelledby={`${id}-title`}>
+      <h3 id={`${id}-title`}>{title}</h3>
+      {children}
+    </section>
   )
 }

@@ -108,45 +108,9 @@ export function JobsList({ list, filters, onFilters, scope, ownerFilter, knownTy
             ))}
           </select>
         </div>
-        <div className="field">
-          <label htmlFor="filter-type">Type</label>
-          <input
-            id="filter-type"
-            name="type"
-            value={draft.type}
-            onChange={(event) => setDraft({ ...draft, type: event.target.value })}
-            list="job-types" placeholder="any" autoComplete="off" spellCheck={false} />
-        </div>
-        <datalist id="job-types">
-          {types.map((name) => (
-            <option key={name} value={name} />
-          ))}
-        </datalist>
+        <SuggestField field="type" label="Type" value={draft.type} onChange={(type) => setDraft({ ...draft, type })} suggestions={types} placeholder="any" />
         {ownerFilter && (
-          <>
-            <div className="field">
-              <label htmlFor="filter-owner">Owner</label>
-              <input
-                id="filter-owner"
-                name="owner"
-                value={draft.owner}
-                onChange={(event) => setDraft({ ...draft, owner: event.target.value })}
-                list="job-owners"
-                placeholder="all owners"
-                aria-describedby="owner-hint"
-                autoComplete="off"
-                spellCheck={false}
-              />
-              <span id="owner-hint" className="hint">
-                tenant or tenant:user
-              </span>
-            </div>
-            <datalist id="job-owners">
-              {owners.map((name) => (
-                <option key={name} value={name} />
-              ))}
-            </datalist>
-          </>
+          <SuggestField field="owner" label="Owner" value={draft.owner} onChange={(owner) => setDraft({ ...draft, owner })} suggestions={owners} placeholder="all owners" hint="tenant or tenant:user" />
         )}
         <div className="filter-buttons">
           <button type="submit">Apply</button>
@@ -192,6 +156,39 @@ export function JobsList({ list, filters, onFilters, scope, ownerFilter, knownTy
         {announcement}
       </p>
     </section>
+  )
+}
+
+/** A text filter with a datalist of suggestions (what the list has shown). */
+function SuggestField(props: { field: 'type' | 'owner'; label: string; value: string; onChange: (value: string) => void; suggestions: readonly string[]; placeholder: string; hint?: string }): ReactNode {
+  const { field, hint } = props
+  return (
+    <>
+      <div className="field">
+        <label htmlFor={`filter-${field}`}>{props.label}</label>
+        <input
+          id={`filter-${field}`}
+          name={field}
+          value={props.value}
+          onChange={(event) => props.onChange(event.target.value)}
+          list={`job-${field}s`}
+          placeholder={props.placeholder}
+          aria-describedby={hint === undefined ? undefined : `${field}-hint`}
+          autoComplete="off"
+          spellCheck={false}
+        />
+        {hint !== undefined && (
+          <span id={`${field}-hint`} className="hint">
+            {hint}
+          </span>
+        )}
+      </div>
+      <datalist id={`job-${field}s`}>
+        {props.suggestions.map((name) => (
+          <option key={name} value={name} />
+        ))}
+      </datalist>
+    </>
   )
 }
 

@@ -30,7 +30,7 @@ module.exports = {
     rule('react-on-client', '@jobwire/react builds on @jobwire/client and @jobwire/protocol.',
       { path: '^packages/react/src/' },
       { path: pkg('backend|worker|server|dashboard') }),
-    rule('dashboard-on-react', 'The dashboard is an app of @jobwire/react and @jobwire/client: it imports no server or worker code.',
+    rule('dashboard-on-react', 'The dashboard is an app of @jobwire/react and @jobwire/client (its REST types from @jobwire/protocol): it imports no server or worker code.',
       { path: '^apps/dashboard/src/' },
       { path: pkg('backend|worker|server') }),
     rule('server-uses-sdks-only-in-cli-and-demo', 'The server imports the SDKs (@jobwire/worker, backend, client) only for its CLI and its demo.',

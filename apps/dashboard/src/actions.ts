@@ -1,4 +1,4 @@
-import type { JobState } from '@jobwire/react'
+import type { CreateJobRequest, ErrorResponse, JobState } from '@jobwire/protocol'
 import type { Session } from './session.js'
 
 /**
@@ -28,19 +28,19 @@ export function jobActions(session: Session): JobActions {
       return send<JobState>(path, {}, demo ? {} : auth)
     },
     async retry(job) {
-      if (demo) return (await send<{ id: string }>('/demo/jobs', { type: job.type }, {})).id
-      const body = { type: job.type, input: job.input, ...(job.owner === null ? {} : { owner: job.owner }) }
-      return (await send<{ id: string }>('/v1/jobs', body, auth)).id
+      if (demo) return (await send<JobState>('/demo/jobs', { type: job.type }, {})).id
+      const body: CreateJobRequest = { type: job.type, input: job.input, ...(job.owner === null ? {} : { owner: job.owner }) }
+      return (await send<JobState>('/v1/jobs', body, auth)).id
     },
     async createDemo(type) {
-      return (await send<{ id: string }>('/demo/jobs', { type }, {})).id
+      return (await send<JobState>('/demo/jobs', { type }, {})).id
     },
   }
 }
 
 async function send<T>(path: string, body: unknown, headers: Record<string, string>): Promise<T> {
   const response = await fetch(path, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: JSON.stringify(body) })
-  const parsed = (await response.json().catch(() => null)) as { error?: { code: string; message: string } } | null
+  const parsed = (await response.json().catch(() => null)) as Partial<ErrorResponse> | null
   if (!response.ok) {
     const error = parsed?.error
     throw new Error(error === undefined ? `HTTP ${response.status}` : `${error.code}: ${error.message}`)

@@ -1,3 +1,5 @@
+import type { SubscriptionToken } from '@jobwire/protocol'
+
 /**
  * The dashboard's credential: kept in session storage (gone with the tab, never in the URL).
  * A demo session re-mints its short-lived token from the demo server when asked for a new one.
@@ -35,7 +37,7 @@ export function sessionFromPaste(value: string): Session {
 export async function startDemoSession(): Promise<Session & { kind: 'demo' }> {
   const response = await fetch('/demo/session', { method: 'POST' })
   if (!response.ok) throw new Error(response.status === 404 ? 'This server is not in demo mode.' : `Demo sign-in failed (HTTP ${response.status}).`)
-  const body = (await response.json()) as { token: string; types: string[] }
+  const body = (await response.json()) as SubscriptionToken & { types: string[] }
   return { kind: 'demo', token: body.token, types: body.types }
 }
 

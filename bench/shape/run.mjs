@@ -9,6 +9,8 @@
 //   relay            the limit: a bare node:http relay (no auth, no validation, no store; each
 //                    event encoded once, everything a watcher gets in a tick written at once)
 //   jobwire-memory | jobwire-sqlite | jobwire-redis   Jobwire on each store (one node)
+//   jobwire-redis2   two Jobwire nodes on one Redis: producers write through node A, every
+//                    watcher is on node B (each event crosses Redis pub/sub)
 //   socketio         Socket.IO 4 rooms, fed per job over HTTP
 //   socketio-redis   Socket.IO 4 + @socket.io/redis-adapter, producers emitting through
 //                    @socket.io/redis-emitter (nothing stored)
@@ -55,7 +57,7 @@ const FLEET_CADENCE = env('BENCH_SHAPE_FLEET_CADENCE', 100)
 const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379'
 const API_KEY = 'bench-shape-admin-key-0123456789'
 const DEFAULT_ROWS =
-  'relay:sse:1,relay:ws:1,jobwire-memory:sse:1,jobwire-memory:ws:1,jobwire-sqlite:sse:1,jobwire-sqlite:ws:1,jobwire-redis:sse:1,jobwire-redis:ws:1,' +
+  'relay:sse:1,relay:ws:1,jobwire-memory:sse:1,jobwire-memory:ws:1,jobwire-sqlite:sse:1,jobwire-sqlite:ws:1,jobwire-redis:sse:1,jobwire-redis:ws:1,jobwire-redis2:ws:1,' +
   'socketio:ws:1,socketio-redis:ws:1,bullmq:-:1,relay:ws:3,jobwire-memory:ws:3,jobwire-redis:ws:3,socketio:ws:3'
 /** BENCH_SHAPE_ROWS: kind:transport:watchers,… (see DEFAULT_ROWS). */
 const ROWS = (process.env.BENCH_SHAPE_ROWS ?? DEFAULT_ROWS).split(',').map((row) => {
@@ -69,12 +71,13 @@ const NAMES = {
   'jobwire-memory': 'Jobwire, memory',
   'jobwire-sqlite': 'Jobwire, SQLite',
   'jobwire-redis': 'Jobwire, Redis',
+  'jobwire-redis2': 'Jobwire, Redis, two nodes (write on A, watch on B)',
   socketio: 'Socket.IO 4',
   'socketio-redis': 'Socket.IO 4 + redis-adapter + emitter',
   bullmq: 'BullMQ updateProgress → QueueEvents',
 }
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
-const usesRedis = (kind) => kind === 'jobwire-redis' || kind === 'socketio-redis' || kind === 'bullmq'
+const usesRedis = (kind) => kind.startsWith('jobwire-redis') || kind === 'socketio-redis' || kind === 'bullmq'
 
 /** Watcher kind in bench/ws/subscribers.mjs for a row. */
 function watcherKind({ kind, transport }) {
@@ -91,8 +94,10 @@ async function deploy(row) {
   const prefix = `jwbench:${randomBytes(4).toString('hex')}`
   const dataDir = mkdtempSync(join(tmpdir(), 'jobwire-shape-'))
   let server = null
+  let server2 = null
   let jobs
   let url
+  let watcherUrl
   if (row.kind === 'bullmq') {
     const { Queue } = await loadBullmq(import.meta.url)
     const connection = new Redis(REDIS_URL, { maxRetriesPerRequest: null })
@@ -103,8 +108,15 @@ async function deploy(row) {
     url = 'shape'
   } else {
     const profile = CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${join(here, '../results/profiles')}`, `--cpu-prof-name=shape-${row.kind}-${row.transport}-${Date.now()}.cpuprofile`] : []
-    server = start(join(here, 'targets.mjs'), [row.kind, API_KEY, REDIS_URL, prefix, dataDir], profile)
+    const kind = row.kind === 'jobwire-redis2' ? 'jobwire-redis' : row.kind
+    server = start(join(here, 'targets.mjs'), [kind, API_KEY, REDIS_URL, prefix, dataDir], profile)
     ;({ url } = await next(server, 'ready'))
+    watcherUrl = url
+    if (row.kind === 'jobwire-redis2') {
+      // Node B: the same Redis and prefix; the watchers connect here, the producers to node A.
+      server2 = start(join(here, 'targets.mjs'), [kind, API_KEY, REDIS_URL, prefix, dataDir])
+      ;({ url: watcherUrl } = await next(server2, 'ready'))
+    }
     if (row.kind.startsWith('jobwire')) {
       const pool = new Pool(url, { connections: 8 })
       jobs = []
@@ -118,7 +130,7 @@ async function deploy(row) {
     }
   }
   // Watcher process p watches its share of jobs, `watchers` times each.
-  const watcherUrl = row.kind === 'bullmq' ? REDIS_URL : url
+  if (row.kind === 'bullmq') watcherUrl = REDIS_URL
   const watcherKey = row.kind === 'bullmq' ? `shape|${prefix}` : API_KEY
   const watchers = []
   for (const share of split(jobs, WATCHER_PROCESSES)) {
@@ -128,12 +140,13 @@ async function deploy(row) {
   await Promise.all(watchers.map((w) => next(w, 'ready')))
   const producers = split(jobs, PRODUCERS).map((share) => start(join(here, 'producers.mjs'), [row.kind, url, API_KEY, REDIS_URL, prefix, share.join(',')]))
   await Promise.all(producers.map((p) => next(p, 'ready')))
-  return { ...row, prefix, dataDir, server, jobs, watcherProcs: watchers, producers }
+  return { ...row, prefix, dataDir, server, server2, jobs, watcherProcs: watchers, producers }
 }
 
 async function undeploy(target) {
   for (const child of [...target.producers, ...target.watcherProcs]) await stop(child)
   if (target.server !== null) await stop(target.server)
+  if (target.server2 !== null) await stop(target.server2)
   rmSync(target.dataDir, { recursive: true, force: true })
   if (usesRedis(target.kind)) await unlinkPrefix(target.prefix)
 }
@@ -157,23 +170,27 @@ async function delivered(target) {
 
 /** One measurement at `eventsPerSecond` offered (over all producers) for `seconds` after `warmup`. */
 async function measure(target, eventsPerSecond, batch, seconds, warmup, seed) {
-  const { producers, watcherProcs: watchers, server } = target
+  const { producers, watcherProcs: watchers, server, server2 } = target
+  const deliveredBefore = await delivered(target)
   for (const [p, producer] of producers.entries()) producer.send({ type: 'run', eventsPerSecond: eventsPerSecond / producers.length, batch, seed: seed * 100 + p })
   await sleep(warmup * 1000)
-  const cpu0 = server ? await ask(server, { type: 'stats' }, 'stats') : null
+  const cpu0 = server ? await cpuOf(server, server2) : null
   const starts = await Promise.all(watchers.map((w) => ask(w, { type: 'mark', name: 'start' }, 'marked')))
   const t0 = performance.now()
   await sleep(seconds * 1000)
   const ends = await Promise.all(watchers.map((w) => ask(w, { type: 'mark', name: 'end' }, 'marked')))
   const elapsed = (performance.now() - t0) / 1000
-  const cpu1 = server ? await ask(server, { type: 'stats' }, 'stats') : null
+  const cpu1 = server ? await cpuOf(server, server2) : null
   const halted = await Promise.all(producers.map((p) => ask(p, { type: 'halt' }, 'halted')))
   // Let the queues drain before the next measurement: until the watchers' count stops moving.
-  for (let last = -1, now = await delivered(target); now !== last; ) {
+  let deliveredAfter = await delivered(target)
+  for (let last = -1; deliveredAfter !== last; ) {
     await sleep(300)
-    last = now
-    now = await delivered(target)
+    last = deliveredAfter
+    deliveredAfter = await delivered(target)
   }
+  // Every event sent in this run, to every watcher of its job, once the queues drained.
+  const lost = halted.reduce((sum, h) => sum + h.events, 0) * target.watchers - (deliveredAfter - deliveredBefore)
   const merged = new Map()
   for (const end of ends) for (const [bucket, n] of end.histogram) merged.set(bucket, (merged.get(bucket) ?? 0) + n)
   const histogram = [...merged.entries()].sort((a, b) => a[0] - b[0])
@@ -186,6 +203,7 @@ async function measure(target, eventsPerSecond, batch, seconds, warmup, seed) {
     p50Ms: percentile(histogram, ends[0].bucketUs, 50),
     p99Ms: percentile(histogram, ends[0].bucketUs, 99),
     skipped: halted.reduce((sum, h) => sum + h.skipped, 0),
+    lost,
     failed: halted.reduce((sum, h) => sum + h.failed, 0),
     error,
     serverCores: cpu0 ? (cpu1.cpu.user + cpu1.cpu.system - cpu0.cpu.user - cpu0.cpu.system) / 1e6 / elapsed : NaN,
@@ -193,10 +211,16 @@ async function measure(target, eventsPerSecond, batch, seconds, warmup, seed) {
   }
 }
 
+/** CPU used so far by the server (both nodes of a two-node row). */
+async function cpuOf(server, server2) {
+  const stats = await Promise.all([server, server2].filter(Boolean).map((s) => ask(s, { type: 'stats' }, 'stats')))
+  return { cpu: { user: stats.reduce((sum, s) => sum + s.cpu.user, 0), system: stats.reduce((sum, s) => sum + s.cpu.system, 0) }, loopMaxMs: Math.max(...stats.map((s) => s.loopMaxMs)) }
+}
+
 const fmt = (n, digits = 1) => (Number.isFinite(n) ? n.toFixed(digits) : 'n/a')
 const int = (n) => (Number.isFinite(n) ? Math.round(n).toLocaleString('en-US') : 'n/a')
 const label = (r) => `${NAMES[r.kind] ?? r.kind}${r.transport === '-' ? '' : `, ${r.transport === 'ws' ? 'WebSocket' : 'SSE'}`}`
-const passes = (m) => m.eventsPerSecond >= 0.98 * m.offered && m.skipped === 0 && m.failed === 0 && m.p99Ms < 50
+const passes = (m) => m.eventsPerSecond >= 0.98 * m.offered && m.skipped === 0 && m.failed === 0 && m.lost <= 0 && m.p99Ms < 50
 
 const results = []
 for (const row of ROWS) {
@@ -207,13 +231,15 @@ for (const row of ROWS) {
   // A first pass opens every producer's connection and warms the code up; the light load is measured after it.
   await measure(target, LIGHT, 'one', 2, 1, seed++)
   const light = await measure(target, LIGHT, 'one', SECONDS, 2, seed++)
-  process.stderr.write(`  light ${int(LIGHT)}/s: p50 ${fmt(light.p50Ms)} ms, p99 ${fmt(light.p99Ms)} ms, delivered ${int(light.eventsPerSecond)} events/s${light.error ? `, error: ${light.error}` : ''}\n`)
+  process.stderr.write(`  light ${int(LIGHT)}/s: p50 ${fmt(light.p50Ms)} ms, p99 ${fmt(light.p99Ms)} ms, delivered ${int(light.eventsPerSecond)} events/s, lost ${light.lost}${light.error ? `, error: ${light.error}` : ''}\n`)
   let kept = null
   let failedAt = null
+  target.lost = Math.max(0, light.lost)
   const tryRate = async (rate) => {
     for (let attempt = 1; attempt <= 2; attempt++) {
       const step = await measure(target, rate, 'small', STEP_SECONDS, 1, seed++)
-      process.stderr.write(`  ${int(rate)}/s${attempt > 1 ? ' (again)' : ''}: delivered ${int(step.eventsPerSecond)} events/s, p50 ${fmt(step.p50Ms)} ms, p99 ${fmt(step.p99Ms)} ms, skipped ${step.skipped}, server ${fmt(step.serverCores, 2)} cores${step.error ? `, error: ${step.error}` : ''}\n`)
+      target.lost += Math.max(0, step.lost)
+      process.stderr.write(`  ${int(rate)}/s${attempt > 1 ? ' (again)' : ''}: delivered ${int(step.eventsPerSecond)} events/s, p50 ${fmt(step.p50Ms)} ms, p99 ${fmt(step.p99Ms)} ms, skipped ${step.skipped}, lost ${step.lost}, server ${fmt(step.serverCores, 2)} cores${step.error ? `, error: ${step.error}` : ''}\n`)
       if (passes(step)) {
         kept = step
         return true
@@ -231,7 +257,7 @@ for (const row of ROWS) {
     const middle = Math.sqrt(kept.offered * failedAt)
     if (!(await tryRate(middle))) failedAt = middle
   }
-  results.push({ ...row, load, light, capacity: kept })
+  results.push({ ...row, load, light, capacity: kept, lost: target.lost })
   await undeploy(target)
 }
 
@@ -293,14 +319,14 @@ for (const store of FLEET) fleetResults.push(await fleet(store))
 const relayOf = (r) => results.find((x) => x.kind === 'relay' && x.watchers === r.watchers && (x.transport === r.transport || (r.transport !== 'sse' && x.transport === 'ws')))
 const socketioOf = (r) => results.find((x) => x.kind === (usesRedis(r.kind) ? 'socketio-redis' : 'socketio') && x.watchers === r.watchers)
 console.log(`\n### The users' shape: ${int(JOBS)} jobs, a producer connection per job (1–3 events per request), watchers per job as shown\n`)
-console.log('| server | watchers/job | load avg | light load p50 / p99 ms | server µs per event, light | capacity events/s (p99 < 50 ms) | deliveries/s there | p50 / p99 ms there | server cores | vs relay | vs Socket.IO |')
-console.log('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|')
+console.log('| server | watchers/job | load avg | light load p50 / p99 ms | server µs per event, light | capacity events/s (p99 < 50 ms) | deliveries/s there | p50 / p99 ms there | server cores | lost (all steps) | vs relay | vs Socket.IO |')
+console.log('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|')
 for (const r of results) {
   const capacity = r.capacity?.offered ?? 0
   const relay = relayOf(r)?.capacity?.offered
   const sio = socketioOf(r)?.capacity?.offered
   console.log(
-    `| ${label(r)} | ${r.watchers} | ${fmt(r.load, 2)} | ${fmt(r.light.p50Ms)} / ${fmt(r.light.p99Ms)} | ${fmt((r.light.serverCores * 1e6) / r.light.eventsPerSecond, 0)} | ${int(capacity)} | ${int(r.capacity?.deliveriesPerSecond)} | ${fmt(r.capacity?.p50Ms)} / ${fmt(r.capacity?.p99Ms)} | ${fmt(r.capacity?.serverCores, 2)} | ${relay ? `${fmt(capacity / relay, 2)}×` : 'n/a'} | ${sio ? `${fmt(capacity / sio, 2)}×` : 'n/a'} |`,
+    `| ${label(r)} | ${r.watchers} | ${fmt(r.load, 2)} | ${fmt(r.light.p50Ms)} / ${fmt(r.light.p99Ms)} | ${fmt((r.light.serverCores * 1e6) / r.light.eventsPerSecond, 0)} | ${int(capacity)} | ${int(r.capacity?.deliveriesPerSecond)} | ${fmt(r.capacity?.p50Ms)} / ${fmt(r.capacity?.p99Ms)} | ${fmt(r.capacity?.serverCores, 2)} | ${int(r.lost)} | ${relay ? `${fmt(capacity / relay, 2)}×` : 'n/a'} | ${sio ? `${fmt(capacity / sio, 2)}×` : 'n/a'} |`,
   )
 }
 console.log(`\n(light load: ${int(LIGHT)} events/s, one event per request; capacity: highest offered rate on the ladder delivered ≥ 98 % with nothing skipped at p99 < 50 ms. "vs relay" compares with the relay on the same transport; "vs Socket.IO" with Socket.IO + redis-adapter for the Redis rows and BullMQ, plain Socket.IO for the rest.)`)

@@ -282,6 +282,7 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
         // Requests in flight finish (see the preClose hook), then the sockets left are closed.
         await app.close()
         webhooks?.close()
+        dispatcher.close()
         await store.close()
         await keys.close()
       })()

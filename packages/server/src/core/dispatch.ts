@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto'
 import { isTerminal, isTerminalEvent, JobwireError, needsRunning, type Claim, type EventType, type HeartbeatResponse, type JobEvent, type JobSignal } from '@jobwire/protocol'
 import { leaseProblem, waitFor, type JobService } from './jobs.js'
 import { textRewind } from './apply.js'
-import type { AppendResult, Store } from './store.js'
+import type { AppendResult, Store, Unsubscribe } from './store.js'
 
 export interface ClaimRequest {
   types: readonly string[]
@@ -27,15 +27,31 @@ const isWorkEvent = (type: EventType): boolean => needsRunning(type) && !isTermi
 const claimRecheckMs = 1000
 
 /**
+ * How long a job type's queue stays subscribed after its last claim ended. A busy worker claims
+ * again within a round trip, and on Redis each new subscription is a SUBSCRIBE that the claim
+ * must see confirmed (and an UNSUBSCRIBE after): without the linger, every claim paid for both.
+ */
+const queueLingerMs = 30_000
+
+/**
  * Hands queued jobs to workers under leases and takes them back when workers go quiet. Exactly
  * one worker gets a job: the claim is one atomic store operation. Every write of a claimed job
  * is checked against its lease (JobService.appendEvents), so a zombie worker changes nothing.
  */
 export class Dispatcher {
+  readonly #queues: QueueWatch
+
   constructor(
     private readonly service: JobService,
     private readonly now: () => number = Date.now,
-  ) {}
+  ) {
+    this.#queues = new QueueWatch(() => this.store)
+  }
+
+  /** Drops the queue subscriptions kept for the next claims. */
+  close(): void {
+    this.#queues.close()
+  }
 
   private get store(): Store {
     return this.service.store
@@ -53,7 +69,7 @@ export class Dispatcher {
   async claimMany(request: ClaimRequest): Promise<Claimed[]> {
     const deadline = this.now() + request.waitMs
     let wake: () => void = () => {}
-    const unsubscribers = request.types.map((type) => this.store.subscribeQueue(type, () => wake()))
+    const unsubscribers = request.types.map((type) => this.#queues.listen(type, () => wake()))
     const aborted = (): boolean => request.signal?.aborted === true
     try {
       for (;;) {
@@ -211,5 +227,48 @@ export class Dispatcher {
       if (result !== null && result.events.length > 0) reclaimed++
     }
     return reclaimed
+  }
+}
+
+/**
+ * The queue subscriptions of waiting claims, one per job type on this node, kept for
+ * `queueLingerMs` after the last claim of the type ended so that the next one finds it open.
+ */
+class QueueWatch {
+  readonly #types = new Map<string, { listeners: Set<{ wake: () => void }>; unsubscribe: Unsubscribe; idle: ReturnType<typeof setTimeout> | null }>()
+
+  constructor(private readonly store: () => Store) {}
+
+  /** Calls `wake` when a job of `type` may be ready; listening from now on (listen first, then look). */
+  listen(type: string, wake: () => void): Unsubscribe {
+    let entry = this.#types.get(type)
+    if (entry === undefined) {
+      const listeners = new Set<{ wake: () => void }>()
+      const unsubscribe = this.store().subscribeQueue(type, () => {
+        for (const listener of [...listeners]) listener.wake()
+      })
+      entry = { listeners, unsubscribe, idle: null }
+      this.#types.set(type, entry)
+    }
+    if (entry.idle !== null) clearTimeout(entry.idle)
+    entry.idle = null
+    const listener = { wake }
+    const held = entry
+    held.listeners.add(listener)
+    return () => {
+      if (!held.listeners.delete(listener) || held.listeners.size > 0) return
+      held.idle = setTimeout(() => this.#drop(type, held), queueLingerMs)
+      held.idle.unref()
+    }
+  }
+
+  close(): void {
+    for (const [type, entry] of this.#types) this.#drop(type, entry)
+  }
+
+  #drop(type: string, entry: { unsubscribe: Unsubscribe; idle: ReturnType<typeof setTimeout> | null }): void {
+    if (entry.idle !== null) clearTimeout(entry.idle)
+    if (this.#types.get(type) === entry) this.#types.delete(type)
+    entry.unsubscribe()
   }
 }

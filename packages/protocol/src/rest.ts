@@ -152,6 +152,14 @@ export interface ClaimRequest {
   wait?: number
   /** Several jobs in one claim (1–1,000): answered `ClaimList` instead of one `Claim` or 204. */
   max?: number
+  /**
+   * The last write of jobs this worker held and has finished, carried in its next claim: each
+   * write's events end with `completed` or `failed` and carry the job's `lease` (and `batch`).
+   * Each is applied, or refused, on its own, as in `POST /v1/events`; a refused one refuses
+   * neither the others nor the claim. A claim that carries writes waits for no job (`wait` is not
+   * held) and is answered `ClaimList` with `done`.
+   */
+  done?: JobWrite[]
 }
 
 /** The lease a claim grants: the token every write must carry, and when it lapses without a heartbeat. */
@@ -170,6 +178,8 @@ export interface Claim {
 /** A claim with `max`: up to `max` jobs, oldest first, each under its own lease; empty when none came within `wait`. */
 export interface ClaimList {
   claims: Claim[]
+  /** The answers to the request's `done` writes, one per write in request order (present when it carried `done`). */
+  done?: BulkWriteResult[]
 }
 
 /** `POST /v1/jobs/:id/heartbeat`: a worker's lease, or without `lease` a self-run job's runner. */

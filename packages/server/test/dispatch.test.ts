@@ -196,6 +196,56 @@ describe('POST /v1/workers/claim', () => {
     expect(none).toMatchObject({ status: 200, body: { claims: [] } })
   })
 
+  it('with done: completes the finished jobs and claims the next in one request; a refused completion refuses neither the others nor the claim', async () => {
+    const type = uniqueType('done')
+    const jobs: JobState[] = []
+    for (let i = 0; i < 4; i++) jobs.push(await create({ type, input: { n: i } }))
+    const stranger = await create({ type: uniqueType('done-other') })
+    const first = await t.api.call<{ claims: Claimed[] }>('POST', '/v1/workers/claim', { types: [type], worker: 'w-d', max: 2 })
+    const [a, b] = first.body.claims as [Claimed, Claimed]
+    expect(await post(`/v1/jobs/${b.job.id}/cancel`, {})).toMatchObject({ status: 200 })
+    const done = [
+      { jobId: a.job.id, lease: a.lease.token, batch: 1, events: [progress(90), { type: 'completed', result: { n: 0 } }] },
+      { jobId: b.job.id, lease: b.lease.token, batch: 1, events: [{ type: 'completed', result: { n: 1 } }] },
+      { jobId: stranger.id, lease: a.lease.token, batch: 1, events: [{ type: 'failed', code: 'boom', message: 'no' }] },
+    ]
+    const answer = await t.api.call<{ claims: Claimed[]; done: (WriteAnswer & { jobId: string; error?: ErrorBody })[] }>('POST', '/v1/workers/claim', {
+      types: [type],
+      worker: 'w-d',
+      max: 2,
+      done,
+    })
+    expect(answer.status, JSON.stringify(answer.body)).toBe(200)
+    expect(answer.body.claims.map((c) => c.job.id)).toEqual([jobs[2]?.id, jobs[3]?.id])
+    expect(answer.body.done).toHaveLength(3)
+    expect(answer.body.done[0]).toMatchObject({ jobId: a.job.id, status: 'completed', events: [{ type: 'progress' }, { type: 'completed' }] })
+    expect(answer.body.done[1]).toMatchObject({ jobId: b.job.id, error: { code: 'job_finished' } })
+    expect(answer.body.done[2]).toMatchObject({ jobId: stranger.id, error: { code: 'lease_lost' } })
+    expect(await getJob(a.job.id)).toMatchObject({ status: 'completed', result: { n: 0 } })
+    expect(await getJob(b.job.id)).toMatchObject({ status: 'cancelled' })
+    expect(await getJob(stranger.id)).toMatchObject({ status: 'queued' })
+
+    // The same write again (a worker that did not hear the answer) is recognized, not applied twice.
+    const again = await t.api.call<{ claims: Claimed[]; done: WriteAnswer[] }>('POST', '/v1/workers/claim', { types: [type], done: done.slice(0, 1) })
+    expect(again.body).toMatchObject({ claims: [], done: [{ jobId: a.job.id, duplicate: true, status: 'completed' }] })
+  })
+
+  it('with done: answers at once when no job is ready, instead of holding the claim for wait', async () => {
+    const type = uniqueType('done-wait')
+    const job = await create({ type })
+    const claimed = await claimJob([type])
+    const answer = await within(
+      t.api.call<{ claims: Claimed[]; done: WriteAnswer[] }>('POST', '/v1/workers/claim', {
+        types: [type],
+        wait: 30,
+        done: [{ jobId: job.id, lease: claimed.lease.token, events: [{ type: 'completed' }] }],
+      }),
+      'the claim that carried a completion',
+      5_000,
+    )
+    expect(answer.body).toMatchObject({ claims: [], done: [{ jobId: job.id, status: 'completed' }] })
+  })
+
   it('a long-poll claim waits, and wakes with the job as soon as one of its type is created', async () => {
     const type = uniqueType('wake')
     let settled = false
@@ -551,6 +601,12 @@ describe('validation of the dispatch routes', () => {
       ['/v1/workers/claim', { types: ['x'], max: 0 }, 'max'],
       ['/v1/workers/claim', { types: ['x'], max: 1001 }, 'max'],
       ['/v1/workers/claim', { types: ['x'], max: 2.5 }, 'max'],
+      ['/v1/workers/claim', { types: ['x'], done: 'all' }, 'done'],
+      ['/v1/workers/claim', { types: ['x'], done: [{ jobId: job.id, lease: 'lease_x', events: [] }] }, 'done.0.events'],
+      ['/v1/workers/claim', { types: ['x'], done: [{ jobId: job.id, lease: 'lease_x', events: [progress(5)] }] }, 'done.0.events'],
+      ['/v1/workers/claim', { types: ['x'], done: [{ jobId: job.id, events: [{ type: 'completed' }] }] }, 'done.0.lease'],
+      ['/v1/workers/claim', { types: ['x'], done: [{ jobId: job.id, lease: 'lease_x', events: [progress(101), { type: 'completed' }] }] }, 'done.0.events.0.percent'],
+      ['/v1/workers/claim', { types: ['x'], done: [{ jobId: job.id, lease: 'lease_x', events: [{ type: 'completed' }], extra: 1 }] }, 'done.0.extra'],
       [`/v1/jobs/${job.id}/heartbeat`, {}, 'lease'],
       [`/v1/jobs/${job.id}/heartbeat`, { lease: '' }, 'lease'],
       [`/v1/jobs/${job.id}/heartbeat`, { lease: 'lease_x', leaseMs: 10 }, 'leaseMs'],

@@ -491,6 +491,10 @@ describe('API key roles', () => {
     refused('write events without a lease', await send('POST', `${base}/v1/jobs/${render.id}/events`, { credential: worker, body: { type: 'progress' } }), 'forbidden')
     refused('read a job of another type', await send('GET', `${base}/v1/jobs/${email.id}`, { credential: worker }), 'job_not_found')
     refused('write events to a job of another type', await send('POST', `${base}/v1/jobs/${email.id}/events`, { credential: worker, body: { lease: 'lease_x', type: 'progress' } }), 'job_not_found')
+    // Carried in a claim, a write is checked like any other: per write, without refusing the claim.
+    const carried = await send('POST', `${base}/v1/workers/claim`, { credential: worker, body: { types: ['render'], done: [{ jobId: email.id, lease: 'lease_x', events: [{ type: 'completed' }] }] } })
+    expect(carried.status, carried.text).toBe(200)
+    expect(carried.body).toMatchObject({ done: [{ jobId: email.id, error: { code: 'job_not_found' } }] })
     await refusedStream('stream a job of another type', streamPath(base, email.id), worker, 'header', 'job_not_found')
     refused('create a key', await send('POST', `${base}/v1/keys`, { credential: worker, body: { name: 'root', role: 'admin' } }), 'forbidden')
     refused('list keys', await send('GET', `${base}/v1/keys`, { credential: worker }), 'forbidden')

@@ -103,7 +103,7 @@ export class WorkerApi {
    * request, as that server expects.
    */
   async claim(
-    body: Required<ClaimRequest>,
+    body: Required<Omit<ClaimRequest, 'done'>>,
     signal: AbortSignal,
   ): Promise<Claim[]> {
     const timeoutMs = body.wait * 1000 + longPollSlackMs

@@ -192,14 +192,8 @@ const appended = {
   duplicate: z.literal(true).optional().meta({ description: 'a worker batch number seen before: nothing was appended' }),
 }
 const appendResponse = wire<AppendResponse>()(z.object(appended).strict().meta({ id: 'AppendResponse' }))
-const bulkResponse = wire<BulkWriteResponse>()(
-  z
-    .object({
-      results: z.array(z.union([z.object({ jobId: z.string(), ...appended }).strict(), z.object({ jobId: z.string(), error: errorBody }).strict()])),
-    })
-    .strict()
-    .meta({ id: 'BulkWriteResponse' }),
-)
+const bulkResult = z.union([z.object({ jobId: z.string(), ...appended }).strict(), z.object({ jobId: z.string(), error: errorBody }).strict()])
+const bulkResponse = wire<BulkWriteResponse>()(z.object({ results: z.array(bulkResult) }).strict().meta({ id: 'BulkWriteResponse' }))
 
 const page = wire<JobPage>()(z.object({ jobs: z.array(jobSummary), nextCursor: z.string().nullable() }).strict().meta({ id: 'JobPage' }))
 const claimed = wire<Claim>()(
@@ -210,7 +204,10 @@ const claimed = wire<Claim>()(
 )
 const claimList = wire<ClaimList>()(
   z
-    .object({ claims: z.array(claimed).meta({ description: 'oldest first, at most `max`; empty when none came within `wait`' }) })
+    .object({
+      claims: z.array(claimed).meta({ description: 'oldest first, at most `max`; empty when none came within `wait`' }),
+      done: z.array(bulkResult).optional().meta({ description: "the answers to the request's `done` writes, in order: what each appended, or why it was refused" }),
+    })
     .strict()
     .meta({ id: 'ClaimList' }),
 )
@@ -436,7 +433,7 @@ const paths: Record<string, Record<string, Operation>> = {
     post: {
       summary: 'Claim the oldest ready jobs of some types (long-poll)',
       description:
-        'Without `max`: one job and its lease (`Claim`), or 204 when none came within `wait`. With `max`: up to `max` jobs, each under its own lease, committed together (`ClaimList`, empty when none came).',
+        'Without `max`: one job and its lease (`Claim`), or 204 when none came within `wait`. With `max`: up to `max` jobs, each under its own lease, committed together (`ClaimList`, empty when none came). With `done`: the last writes of jobs the worker finished (each ending with `completed` or `failed`, under its lease) are applied with the claim (one commit), each answered on its own in `done` like `POST /v1/events`; such a claim waits for no job.',
       operationId: 'claimJob',
       tags: ['workers'],
       requestBody: jsonBody('ClaimRequest'),
@@ -445,7 +442,7 @@ const paths: Record<string, Record<string, Operation>> = {
           description: 'The job and its lease; with `max`, the list of jobs claimed',
           content: { 'application/json': { schema: { oneOf: [ref('Claim'), ref('ClaimList')] } } },
         },
-        '204': { description: 'Nothing came within wait (requests without `max`)' },
+        '204': { description: 'Nothing came within wait (requests without `max` or `done`)' },
         ...errors,
       },
     },

@@ -11,6 +11,7 @@ import {
   type CreateJobRequest,
   type EventDraft,
   type HeartbeatRequest,
+  type JobWrite,
   type ItemStatus,
   type ListJobsQuery,
   type Metadata,
@@ -129,22 +130,6 @@ export const createJobBody = wire<CreateJobRequest>()(
 const jobType = z.string().min(1).max(100)
 const leaseToken = z.string().min(1).max(200)
 
-/** Most jobs one claim request may take (`max`). */
-const maxClaimJobs = 1000
-
-export const claimBody = wire<ClaimRequest>()(
-  z
-    .object({
-      types: z.array(jobType).min(1).max(50),
-      worker: text(200).min(1).optional(),
-      leaseMs: z.number().int().min(1000).max(600_000).optional(),
-      wait: z.number().min(0).max(3600).optional(),
-      /** Several jobs in one claim: answered `{claims: [...]}` instead of one job or 204. */
-      max: z.number().int().min(1).max(maxClaimJobs).optional(),
-    })
-    .strict(),
-)
-
 /** Without `lease`: a self-run job's runner heartbeat. */
 export const heartbeatBody = wire<HeartbeatRequest>()(
   z.object({ lease: leaseToken.optional(), leaseMs: z.number().int().min(1000).max(600_000).optional() }).strict(),
@@ -221,11 +206,8 @@ export const producerEventsBodyDoc = wire<AppendEventsRequest>()(
     z.object({ events: z.array(producerEvent).min(1), ...writeMeta.shape }).strict(),
   ]),
 )
-export const bulkBodyDoc = wire<BulkWriteRequest>()(
-  z
-    .object({ writes: z.array(z.object({ jobId: z.string().min(1).max(100), events: z.array(producerEvent).min(1), ...writeMeta.shape }).strict()).min(1) })
-    .strict(),
-)
+const jobWriteDoc = wire<JobWrite>()(z.object({ jobId: z.string().min(1).max(100), events: z.array(producerEvent).min(1), ...writeMeta.shape }).strict())
+export const bulkBodyDoc = wire<BulkWriteRequest>()(z.object({ writes: z.array(jobWriteDoc).min(1) }).strict())
 
 /**
  * Reads `POST /v1/jobs/:id/events`: one event (`{type, ...}`) or a batch (`{events: [...]}`), each
@@ -263,9 +245,14 @@ const bulkBody = z.object({ writes: z.array(z.unknown()).min(1) }).strict()
  */
 export function parseBulkWrites(input: unknown, limits: EventLimits): BulkWrite[] {
   const { writes } = parseWith(bulkBody, input)
+  return parseWrites(writes, limits, 'writes')
+}
+
+/** The writes of a bulk request (under `field`): each checked, and all their events within one batch's limit. */
+function parseWrites(writes: readonly unknown[], limits: EventLimits, field: string): BulkWrite[] {
   let total = 0
   return writes.map((raw, index) => {
-    const prefix = `writes.${index}`
+    const prefix = `${field}.${index}`
     const { jobId, events, lease, batch } = parseWith(bulkWrite, raw, prefix)
     total += events.length
     if (total > limits.maxBatchEvents) throw new JobwireError('batch_too_large', { limit: limits.maxBatchEvents })
@@ -281,6 +268,48 @@ export function parseBulkWrites(input: unknown, limits: EventLimits): BulkWrite[
       throw error
     }
   })
+}
+
+/** Most jobs one claim request may take (`max`), and most finished jobs' writes it may carry (`done`). */
+const maxClaimJobs = 1000
+
+const claimFields = {
+  types: z.array(jobType).min(1).max(50),
+  worker: text(200).min(1).optional(),
+  leaseMs: z.number().int().min(1000).max(600_000).optional(),
+  wait: z.number().min(0).max(3600).optional(),
+  /** Several jobs in one claim: answered `{claims: [...]}` instead of one job or 204. */
+  max: z.number().int().min(1).max(maxClaimJobs).optional(),
+}
+
+/** `POST /v1/workers/claim` as the OpenAPI document describes it; the route reads it with `parseClaimBody`. */
+export const claimBody = wire<ClaimRequest>()(z.object({ ...claimFields, done: z.array(jobWriteDoc).max(maxClaimJobs).optional() }).strict())
+const claimEnvelope = z.object({ ...claimFields, done: z.array(z.unknown()).max(maxClaimJobs).optional() }).strict()
+
+/** A claim as the route reads it: its `done` writes checked like a bulk request's, each under a lease and ending its job. */
+export interface ClaimBody extends Omit<ClaimRequest, 'done'> {
+  done?: (BulkWrite & { lease: string })[]
+}
+
+/**
+ * Reads `POST /v1/workers/claim`. Its `done` writes are checked like `POST /v1/events`' (one
+ * batch's limits over all of them, every one before any is applied), and each must be a held
+ * job's last write: under its `lease`, its events ending with `completed` or `failed`.
+ */
+export function parseClaimBody(input: unknown, limits: EventLimits): ClaimBody {
+  const { done, ...claim } = parseWith(claimEnvelope, input)
+  if (done === undefined) return claim
+  return {
+    ...claim,
+    done: parseWrites(done, limits, 'done').map((write, index) => {
+      const last = write.events.at(-1)?.type
+      if (last !== 'completed' && last !== 'failed') {
+        throw new JobwireError('invalid_request', { field: `done.${index}.events`, reason: `done.${index}.events: must end with a completed or failed event (a finished job's last write)` })
+      }
+      if (write.lease === undefined) throw new JobwireError('invalid_request', { field: `done.${index}.lease`, reason: `done.${index}.lease: is required (the write of a held job)` })
+      return { ...write, lease: write.lease }
+    }),
+  }
 }
 
 function parseEventList(body: Record<string, unknown>, limits: EventLimits): EventDraft[] {

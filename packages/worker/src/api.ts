@@ -4,9 +4,11 @@ import {
   type AppendResponse,
   type BulkWriteRequest,
   type BulkWriteResponse,
+  type BulkWriteResult,
   type Claim,
   type ClaimList,
   type ClaimRequest,
+  type JobWrite,
   type HeartbeatRequest,
   type HeartbeatResponse,
   type JobCheckpoint,
@@ -18,6 +20,7 @@ import {
   type WriteMeta,
 } from '@jobwire/protocol'
 import type { Timers } from './timing.js'
+import type { Transport } from './transport.js'
 
 /** What the worker was doing when a request failed. */
 export type WorkerOperation = 'claim' | 'heartbeat' | 'signals' | 'events' | 'release' | 'checkpoint'
@@ -58,7 +61,7 @@ export class WorkerRequestError extends Error {
 export interface ApiOptions {
   url: string
   apiKey: string
-  fetch: typeof globalThis.fetch
+  transport: Transport
   timers: Timers
   /**
    * Writes of several jobs issued together go out as one `POST /v1/events`, within these limits
@@ -92,6 +95,8 @@ export class WorkerApi {
   #pending: PendingWrite[] = []
   /** The server takes `max` on claims, until it says otherwise. */
   #batchClaims = true
+  /** The server takes finished jobs' last writes in claims (`done`), until it says otherwise. */
+  #carryDone = true
 
   constructor(private readonly options: ApiOptions) {
     this.base = options.url.replace(/\/+$/, '')
@@ -99,25 +104,77 @@ export class WorkerApi {
 
   /**
    * Up to `max` jobs, each with its own lease (empty when none came within `wait` seconds), in one
-   * request. A server that predates `max` refuses the field: from then on this claims one job per
-   * request, as that server expects.
+   * request. The last writes of jobs that just finished, waiting to be sent, go in the same
+   * request (`done`): one request per cycle of a busy worker, and such a claim is answered at once
+   * (`carried`), job or not. A server that predates `done` or `max` refuses the field: from then
+   * on this sends what that server expects.
    */
-  async claim(
-    body: Required<Omit<ClaimRequest, 'done'>>,
-    signal: AbortSignal,
-  ): Promise<Claim[]> {
+  async claim(body: Required<Omit<ClaimRequest, 'done'>>, signal: AbortSignal): Promise<{ claims: Claim[]; carried: boolean }> {
     const timeoutMs = body.wait * 1000 + longPollSlackMs
-    if (this.#batchClaims) {
+    while (this.#batchClaims) {
+      const carried = this.#carryDone ? this.#takeFinalWrites() : []
+      let answer: ClaimList
       try {
-        return (await this.post<ClaimList>('claim', '/v1/workers/claim', body, signal, timeoutMs)).body.claims
+        const request: ClaimRequest = carried.length === 0 ? body : { ...body, done: carried.map(jobWriteOf) }
+        answer = (await this.post<ClaimList>('claim', '/v1/workers/claim', request, signal, timeoutMs)).body
       } catch (error) {
-        if (!(error instanceof WorkerRequestError && error.code === 'invalid_request' && error.details?.field === 'max')) throw error
-        this.#batchClaims = false
+        // Whether the writes were applied is unknown: they go again on their own (a repeated batch
+        // number is a retry the server recognizes).
+        this.#requeue(carried)
+        const field = error instanceof WorkerRequestError && error.code === 'invalid_request' ? error.details?.field : undefined
+        if (field !== 'max' && field !== 'done') throw error
+        this.#carryDone = false
+        if (field === 'max') this.#batchClaims = false
+        continue
       }
+      if (carried.length > 0) {
+        if (answer.done === undefined) {
+          // A server that ignored the field: the writes go on their own, now and from now on.
+          this.#carryDone = false
+          this.#requeue(carried)
+        } else this.#answerWrites(carried, answer.done)
+      }
+      return { claims: answer.claims, carried: carried.length > 0 }
     }
     const { max: _, ...one } = body
     const answer = await this.post<Claim>('claim', '/v1/workers/claim', one, signal, timeoutMs)
-    return answer.status === 204 ? [] : [answer.body]
+    return { claims: answer.status === 204 ? [] : [answer.body], carried: false }
+  }
+
+  /**
+   * The waiting writes that end their job (the last batch of a finished job), within one bulk
+   * request's limits, taken off the queue to ride in a claim.
+   */
+  #takeFinalWrites(): PendingWrite[] {
+    const limits = this.options.bulk
+    if (limits === null || this.#pending.length === 0) return []
+    const taken: PendingWrite[] = []
+    const left: PendingWrite[] = []
+    let events = 0
+    let bytes = 0
+    for (const write of this.#pending) {
+      if (write.settled) continue
+      const last = write.body.events.at(-1)?.type
+      const fits = taken.length < maxCarried && events + write.body.events.length <= limits.maxEvents && bytes + write.bytes <= limits.maxBytes
+      if ((last === 'completed' || last === 'failed') && fits) {
+        taken.push(write)
+        events += write.body.events.length
+        bytes += write.bytes + write.jobId.length + 16
+      } else left.push(write)
+    }
+    this.#pending = left
+    return taken
+  }
+
+  /** Writes back to the queue, for the next bulk request. */
+  #requeue(writes: PendingWrite[]): void {
+    for (const write of writes) if (!write.settled) this.#enqueue(write)
+  }
+
+  #enqueue(write: PendingWrite): void {
+    // A turn's writes go together: a claim issued in this turn takes the final ones, the rest go in one bulk request.
+    if (this.#pending.length === 0) this.options.timers.setTimeout(() => void this.#flushWrites(), 0)
+    this.#pending.push(write)
   }
 
   /**
@@ -135,8 +192,7 @@ export class WorkerApi {
       signal.addEventListener('abort', onAbort, { once: true })
       write.resolve = (answer) => settle(write, () => resolve(answer), () => signal.removeEventListener('abort', onAbort))
       write.reject = (error) => settle(write, () => reject(error), () => signal.removeEventListener('abort', onAbort))
-      if (this.#pending.length === 0) this.options.timers.setTimeout(() => void this.#flushWrites(), 0)
-      this.#pending.push(write)
+      this.#enqueue(write)
     })
   }
 
@@ -187,8 +243,13 @@ export class WorkerApi {
       } else for (const write of writes) write.reject(error)
       return
     }
+    this.#answerWrites(writes, answer.results)
+  }
+
+  /** Each write settled with its own result of a bulk answer: appended, or refused with the server's error. */
+  #answerWrites(writes: readonly PendingWrite[], results: readonly BulkWriteResult[]): void {
     writes.forEach((write, i) => {
-      const result = answer.results[i]
+      const result = results[i]
       if (result === undefined) write.reject(new WorkerRequestError('events', null, 'invalid_response', 'events: the bulk answer is missing a result'))
       else if ('error' in result) {
         const status = isErrorCode(result.error.code) ? errorRegistry[result.error.code].status : 500
@@ -240,16 +301,15 @@ export class WorkerApi {
     signal.addEventListener('abort', onAbort, { once: true })
     const timer = timers.setTimeout(() => timeout.abort(new Error('timeout')), timeoutMs)
     try {
-      let response: Response
+      let status: number
       let text: string
       try {
-        response = await this.options.fetch(`${this.base}${path}`, {
+        ;({ status, text } = await this.options.transport.send(`${this.base}${path}`, {
           method,
           headers: { authorization: `Bearer ${this.options.apiKey}`, ...(method === 'POST' ? { 'content-type': 'application/json' } : {}) },
           ...(method === 'POST' ? { body: JSON.stringify(body) } : {}),
           signal: timeout.signal,
-        })
-        text = await response.text()
+        }))
       } catch (error) {
         if (signal.aborted) throw error
         if (timeout.signal.aborted) {
@@ -257,9 +317,9 @@ export class WorkerApi {
         }
         throw new WorkerRequestError(operation, null, 'network_error', `${operation}: ${describe(error)}`, undefined, { cause: error })
       }
-      if (!response.ok) throw errorOf(operation, response.status, text)
+      if (status < 200 || status > 299) throw errorOf(operation, status, text)
       try {
-        return { status: response.status, body: (text === '' ? null : JSON.parse(text)) as T }
+        return { status, body: (text === '' ? null : JSON.parse(text)) as T }
       } catch (error) {
         // A truncated answer: whether it was applied is unknown, so it is retried like no answer.
         throw new WorkerRequestError(operation, null, 'invalid_response', `${operation}: the answer is not JSON`, undefined, { cause: error })
@@ -269,6 +329,13 @@ export class WorkerApi {
       signal.removeEventListener('abort', onAbort)
     }
   }
+}
+
+/** Most finished jobs' writes one claim carries (the server's limit on `done`). */
+const maxCarried = 1000
+
+function jobWriteOf(write: PendingWrite): JobWrite {
+  return { jobId: write.jobId, ...write.body }
 }
 
 function settle(write: PendingWrite, answer: () => void, cleanup?: () => void): void {

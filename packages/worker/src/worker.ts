@@ -5,6 +5,7 @@ import { JobFailure } from './errors.js'
 import { JobRun, releaseLease, type JobHandler, type RunEnvironment } from './job-run.js'
 import { defaultLimits, type BatchLimits } from './outbox.js'
 import { minPollMs, SignalWatch } from './signal-watch.js'
+import { fetchTransport, nodeTransport, type Transport } from './transport.js'
 import { backoffDelay, defaultBackoff, deferred, sleep, systemTimers, type Deferred, type Timers } from './timing.js'
 
 export interface WorkerOptions {
@@ -32,7 +33,7 @@ export interface WorkerOptions {
    * job's batch still atomic and answered on its own), instead of one request per job. Default true.
    */
   bulkWrites?: boolean
-  /** Default `globalThis.fetch`. */
+  /** How requests are sent (tests and custom stacks pass their own). Default: Node's `http`/`https` over kept-alive connections. */
   fetch?: typeof globalThis.fetch
   /** Default the system's timers (tests inject their own). */
   timers?: Timers
@@ -87,7 +88,8 @@ export interface Worker {
 
 /**
  * A worker: claims jobs of the types it handles (one long-poll claim at a time, while a
- * concurrency slot is free), runs their handlers, and streams their reports to the server.
+ * concurrency slot is free), runs their handlers, and streams their reports to the server. The
+ * outcomes of jobs that finish go in the next claim, so a busy worker sends one request per cycle.
  *
  * @example
  * const worker = createWorker({ url, apiKey, concurrency: 4 })
@@ -108,6 +110,7 @@ class JobwireWorker implements Worker {
   /** Runs whose handler has not returned yet: the slots in use. */
   private handling = 0
   private readonly env: RunEnvironment
+  private readonly transport: Transport
   private readonly name: string
   private readonly concurrency: number
   private readonly waitSeconds: number
@@ -128,10 +131,11 @@ class JobwireWorker implements Worker {
     const leaseMs = inRange('leaseMs', options.leaseMs ?? 30_000, 1_000, 600_000)
     this.onError = options.onError ?? warn
     const limits = batchLimits(options.limits ?? {})
+    this.transport = options.fetch === undefined ? nodeTransport() : fetchTransport(options.fetch)
     const api = new WorkerApi({
       url: options.url,
       apiKey: options.apiKey,
-      fetch: options.fetch ?? globalThis.fetch.bind(globalThis),
+      transport: this.transport,
       timers,
       bulk: options.bulkWrites === false ? null : { maxEvents: limits.maxBatchEvents, maxBytes: limits.maxBatchBytes },
     })
@@ -206,6 +210,7 @@ class JobwireWorker implements Worker {
     timers.clearTimeout(timer)
     await Promise.all([...this.runs].map((run) => run.interrupt(graceMs)))
     await this.env.watch.close()
+    this.transport.close()
     this.currentState = 'stopped'
   }
 
@@ -229,13 +234,15 @@ class JobwireWorker implements Worker {
       this.claimRequest = request
       const sentAt = timers.now()
       let claims: Claim[]
+      let carried: boolean
       try {
-        // As many jobs as there are free slots, in one request.
+        // As many jobs as there are free slots, in one request that also carries the outcomes of
+        // the jobs that just finished.
         const max = Math.min(free, maxClaim)
-        claims = await api.claim(
+        ;({ claims, carried } = await api.claim(
           { types: [...this.handlers.keys()], worker: this.name, leaseMs: this.env.leaseMs, wait: this.waitSeconds, max },
           request.signal,
-        )
+        ))
         failures = 0
       } catch (error) {
         if (this.currentState !== 'running') break
@@ -247,8 +254,9 @@ class JobwireWorker implements Worker {
         this.claimRequest = null
       }
       if (claims.length === 0) {
-        // A server that does not hold the claim (a zero --poll-max-wait) must not be hammered.
-        await sleep(timers, minPollMs - (timers.now() - sentAt), this.stopping.signal)
+        // A server that does not hold the claim (a zero --poll-max-wait) must not be hammered. A
+        // claim that carried outcomes was answered without waiting: the next one waits.
+        if (!carried) await sleep(timers, minPollMs - (timers.now() - sentAt), this.stopping.signal)
         continue
       }
       if (this.currentState !== 'running') {

@@ -505,6 +505,57 @@ describe('concurrency and stopping', () => {
     expect(errors).toEqual([])
   })
 
+  it("carries each finished job's outcome in its next claim: one request per job, no write of its own", async () => {
+    const sent: { path: string; body: Record<string, unknown> }[] = []
+    const recordingFetch: typeof fetch = async (input, init) => {
+      const path = new URL(String(input)).pathname
+      if (path !== '/v1/workers/signals') sent.push({ path, body: JSON.parse(String(init?.body ?? '{}')) as Record<string, unknown> })
+      return fetch(input, init)
+    }
+    const { worker, errors } = startTestWorker(t, { concurrency: 1, fetch: recordingFetch })
+    worker.handle('carried', async (job) => ({ doubled: (job.input as number) * 2 }))
+    const ids: string[] = []
+    for (let i = 0; i < 4; i++) ids.push((await t.createJob('carried', i)).id)
+    await withWorker(worker, async () => {
+      const jobs = await Promise.all(ids.map((id) => t.waitForJob(id, (j) => isTerminal(j.status))))
+      expect(jobs.map((j) => j.result)).toEqual([0, 2, 4, 6].map((doubled) => ({ doubled })))
+      // The last outcome rode a claim that found no job and was answered at once; the next one waits.
+      await until(() => sent.length >= 6, 'the claim after the last outcome')
+    })
+    expect(sent.filter((request) => request.path !== '/v1/workers/claim')).toEqual([])
+    const carried = sent.map((request) => ((request.body.done ?? []) as { jobId: string; lease: string; batch: number; events: { type: string }[] }[]))
+    expect(carried.slice(0, 5).map((done) => done.map((write) => write.jobId))).toEqual([[], ...ids.map((id) => [id])])
+    for (const write of carried.flat()) expect(write).toMatchObject({ lease: expect.stringMatching(/^lease_/), batch: 1, events: [{ type: 'completed' }] })
+    expect(errors).toEqual([])
+  })
+
+  it('sends outcomes on their own to a server that refuses `done` in a claim, as servers before it did', async () => {
+    const claims: Record<string, unknown>[] = []
+    const olderServer: typeof fetch = async (input, init) => {
+      if (new URL(String(input)).pathname === '/v1/workers/claim') {
+        const body = JSON.parse(String(init?.body)) as Record<string, unknown>
+        claims.push(body)
+        if ('done' in body) {
+          const error = { code: 'invalid_request', message: 'done: unknown field', details: { field: 'done', reason: 'done: unknown field' } }
+          return new Response(JSON.stringify({ error }), { status: 400, headers: { 'content-type': 'application/json' } })
+        }
+      }
+      return fetch(input, init)
+    }
+    const { worker, errors } = startTestWorker(t, { concurrency: 1, fetch: olderServer })
+    worker.handle('older-done', async () => 'ok')
+    const ids: string[] = []
+    for (let i = 0; i < 3; i++) ids.push((await t.createJob('older-done')).id)
+    await withWorker(worker, async () => {
+      const jobs = await Promise.all(ids.map((id) => t.waitForJob(id, (j) => isTerminal(j.status))))
+      expect(jobs.map((j) => [j.status, j.result])).toEqual(Array(3).fill(['completed', 'ok']))
+    })
+    // Refused once, then never sent again; every claim still asked for `max`.
+    expect(claims.filter((body) => 'done' in body)).toHaveLength(1)
+    expect(claims.every((body) => body.max === 1)).toBe(true)
+    expect(errors).toEqual([])
+  })
+
   it('stop() lets a running handler finish and claims nothing more', async () => {
     const { worker } = startTestWorker(t)
     const running = signalled()

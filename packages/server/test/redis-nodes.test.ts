@@ -118,6 +118,45 @@ if (redisReachable('Redis store: several nodes')) {
       expect(batches.flat().sort((x, y) => x - y)).toEqual(Array.from({ length: 12 }, (_, i) => i + 2))
     })
 
+    it('streamed text lives in its own key: a commit appends what its chunks add, the state stays small, a rewind sets it whole', async () => {
+      const prefix = nextPrefix()
+      const [a, b] = (await cluster(2, { prefix })) as [Node, Node]
+      const { job } = await a.service.createJob({ type: 'text' })
+      const jobKey = `${prefix}:job:{${job.id}}`
+      const sizes: number[] = []
+      for (let i = 0; i < 30; i++) {
+        await node([a, b], i).service.appendEvents(job.id, [chunk('x'.repeat(100)), { type: 'checkpoint', data: { data: { i } } }])
+        sizes.push(((await admin.hget(jobKey, 'state')) as string).length)
+      }
+      // 3,000 characters of text, and the state written last is no bigger than the first.
+      expect(await admin.get(`${jobKey}:text`)).toBe('x'.repeat(3000))
+      expect(sizes.at(-1)).toBeLessThan(1000)
+      expect((await b.service.getJob(job.id)).text).toBe('x'.repeat(3000))
+      expect((await a.store.listJobs({ limit: 5 })).jobs[0]?.text.length).toBe(3000)
+      // A requeue back to the checkpoint after 10 chunks rewinds the text (written whole).
+      await a.store.append(job.id, () => ({ events: [{ type: 'requeued', data: { reason: 'test', attempt: 1, retryAt: null, textLength: 1000 } }], lease: null, availableAt: 0 }))
+      expect(await admin.get(`${jobKey}:text`)).toBe('x'.repeat(1000))
+      await b.service.appendEvents(job.id, [chunk('y')])
+      expect((await a.service.getJob(job.id)).text).toBe(`${'x'.repeat(1000)}y`)
+    })
+
+    it('a job written before the text had its own key (text inside the state) reads the same, and its next commit moves the text out', async () => {
+      const prefix = nextPrefix()
+      const [a] = (await cluster(1, { prefix })) as [Node]
+      const { job } = await a.service.createJob({ type: 'text' })
+      await a.service.appendEvents(job.id, [chunk('old text, ')])
+      const jobKey = `${prefix}:job:{${job.id}}`
+      // What an older version stored: the whole state, text included, and no text key.
+      const state = JSON.parse((await admin.hget(jobKey, 'state')) as string) as { text: string }
+      await admin.multi().hset(jobKey, 'state', JSON.stringify({ ...state, text: 'old text, ' }), 'ver', '7').del(`${jobKey}:text`).exec()
+      const [fresh] = (await cluster(1, { prefix })) as [Node]
+      expect((await fresh.service.getJob(job.id)).text).toBe('old text, ')
+      await fresh.service.appendEvents(job.id, [chunk('new')])
+      expect(await admin.get(`${jobKey}:text`)).toBe('old text, new')
+      expect((JSON.parse((await admin.hget(jobKey, 'state')) as string) as { text: string }).text).toBe('')
+      expect((await fresh.service.getJob(job.id)).text).toBe('old text, new')
+    })
+
     it('each node subscribes only to the jobs its own watchers follow', async () => {
       const [a, b] = (await cluster(2)) as [Node, Node]
       const watched = (await a.service.createJob({ type: 'fan' })).job.id
@@ -346,7 +385,7 @@ if (redisReachable('Redis store: several nodes')) {
       const { job } = await a.service.createJob({ type: 'rollback' })
       for (let i = 0; i < 9; i++) await a.service.appendEvents(job.id, [chunk(`${i},`)])
       // What a replica (or an older RDB file) would still hold: the job at seq 11.
-      const keys = [`${prefix}:job:{${job.id}}`, `${prefix}:job:{${job.id}}:log`]
+      const keys = [`${prefix}:job:{${job.id}}`, `${prefix}:job:{${job.id}}:log`, `${prefix}:job:{${job.id}}:text`]
       const dumps = await Promise.all(keys.map((key) => admin.dumpBuffer(key)))
       expect((await a.service.getJob(job.id)).seq).toBe(11)
       for (let i = 9; i < 19; i++) await a.service.appendEvents(job.id, [chunk(`${i},`)])
@@ -359,6 +398,7 @@ if (redisReachable('Redis store: several nodes')) {
         .multi()
         .restore(keys[0] as string, 0, dumps[0] as Buffer, 'REPLACE')
         .restore(keys[1] as string, 0, dumps[1] as Buffer, 'REPLACE')
+        .restore(keys[2] as string, 0, dumps[2] as Buffer, 'REPLACE')
         .del(`${prefix}:gen`)
         .exec()
       const head = 11 + epochSeqGap

@@ -22,6 +22,8 @@ import type { RedisNotifications } from './notifications.js'
 /** A job as loaded for a compare-and-set: the state, and what the commit must find unchanged. */
 interface Loaded {
   job: JobState
+  /** Whether the stored state still carries the text (written before the text had a key of its own). */
+  textInState: boolean
   lease: Lease | null
   ver: string
   inc: string
@@ -176,13 +178,16 @@ export class RedisCommits {
           ids.push(batch[i] as string)
           ords.push(Number(batch[i + 1]))
         }
-        const records = await Promise.all(ids.map((id) => client.hmget(k.job(id), 'state', 'seq', 'status')))
+        const [records, texts] = await Promise.all([
+          Promise.all(ids.map((id) => client.hmget(k.job(id), 'state', 'seq', 'status'))),
+          Promise.all(ids.map((id) => client.get(k.text(id)))),
+        ])
         for (let i = 0; i < ids.length && matches.length <= query.limit; i++) {
           scanned++
           lastOrd = ords[i] as number
           const [state, seq] = records[i] ?? []
           if (state === null || state === undefined) continue // swept meanwhile
-          const job = withSeq(JSON.parse(state) as JobState, seq)
+          const job = withText(withSeq(JSON.parse(state) as JobState, seq), texts[i])
           if (query.status !== undefined && job.status !== query.status) continue
           if (query.type !== undefined && job.type !== query.type) continue
           if (query.tenant !== undefined && job.owner?.tenant !== query.tenant) continue
@@ -278,7 +283,7 @@ export class RedisCommits {
       const ids = await this.#connection.guard(() => this.#connection.client.zrangebyscore(k.expiry, '-inf', now, 'LIMIT', 0, 200))
       if (ids.length === 0) break
       const deleted = await Promise.all(
-        ids.map((id) => this.#connection.run('sweep', [k.job(id), k.log(id), k.expiry, k.jobs, k.leases, k.deadlines, k.values(id)], [id, now, k.prefix])),
+        ids.map((id) => this.#connection.run('sweep', [k.job(id), k.log(id), k.expiry, k.jobs, k.leases, k.deadlines, k.values(id), k.text(id)], [id, now, k.prefix])),
       )
       expiredJobs += deleted.filter((reply) => reply === 1).length
       if (ids.length < 200) break
@@ -399,11 +404,13 @@ export class RedisCommits {
         k.expiry,
         k.generation,
         k.deadlines,
+        k.text(id),
       ],
       [
         before.ver,
         before.inc,
-        JSON.stringify(job),
+        // The text lives in its own key: a commit sends what it appends, not the whole text again.
+        JSON.stringify(job.text === '' ? job : { ...job, text: '' }),
         job.seq,
         job.status,
         lease === null ? '' : JSON.stringify(lease),
@@ -421,11 +428,12 @@ export class RedisCommits {
         events.length,
         ver,
         ...timerArgs(timers),
+        ...textChange(before, job, events),
         ...events.flatMap((event, i) => [event.seq, bodies[i] as string]),
       ],
     )
     if (reply !== 1) return false
-    this.#committed.set(id, { job, lease, ver, inc: before.inc, ord: before.ord, avail, timers })
+    this.#committed.set(id, { job, textInState: false, lease, ver, inc: before.inc, ord: before.ord, avail, timers })
     if (events.length > 0) this.#notifications.delivered(id, events, message)
     if (this.#committed.size > this.#committedLimit) this.#committed.delete(this.#committed.keys().next().value as string)
     return true
@@ -448,19 +456,41 @@ export class RedisCommits {
   }
 }
 
-/** Record fields in the scripts' order: state, seq, ver, lease, avail, inc, ord, status, timers. */
+/** Record fields in the scripts' order: state, seq, ver, lease, avail, inc, ord, status, timers, text. */
 function parseRecord(fields: readonly (string | null | undefined)[]): Loaded | null {
-  const [state, seq, ver, lease, avail, inc, ord, , timers] = fields
+  const [state, seq, ver, lease, avail, inc, ord, , timers, text] = fields
   if (state === null || state === undefined) return null
+  const job = withText(withSeq(JSON.parse(state) as JobState, seq), text)
   return {
     timers: timers === null || timers === undefined ? noTimers : (JSON.parse(timers) as JobTimers),
-    job: withSeq(JSON.parse(state) as JobState, seq),
+    job,
+    textInState: job.text !== '' && (text === null || text === undefined),
     lease: lease === null || lease === undefined ? null : (JSON.parse(lease) as Lease),
     ver: ver ?? '0',
     inc: inc ?? '',
     ord: Number(ord),
     avail: Number(avail ?? 0),
   }
+}
+
+/** A stored state (kept without its text, unless written before the text had its own key) with its text. */
+function withText(job: JobState, text: string | null | undefined): JobState {
+  return job.text === '' && text !== null && text !== undefined && text !== '' ? { ...job, text } : job
+}
+
+/**
+ * How a commit changes the text key (lua/commit.lua): append what the batch's chunks add; set it
+ * whole after a rewind (a requeue back to a checkpoint) or when the loaded state still carried
+ * the text itself (written by an older version), which moves it to its key.
+ */
+function textChange(before: Loaded, job: JobState, events: readonly JobEvent[]): ['' | 'a' | 's', string] {
+  if (before.textInState) return ['s', job.text]
+  let appended = ''
+  for (const event of events) {
+    if (event.type === 'chunk') appended += event.data.text
+    else if (event.type === 'requeued' && event.data.textLength !== undefined) return ['s', job.text]
+  }
+  return appended === '' ? ['', ''] : ['a', appended]
 }
 
 /** A job's timers as script arguments: their JSON and the earliest deadline ('' for none). */

@@ -62,6 +62,11 @@ export class RedisKeys {
     return `${this.jobKeyStart}${id}}:log`
   }
 
+  /** A job's streamed text (appended to by each commit with chunks), apart from its state. */
+  text(id: string): string {
+    return `${this.jobKeyStart}${id}}:text`
+  }
+
   values(id: string): string {
     return `${this.jobKeyStart}${id}}:values`
   }

@@ -2,7 +2,7 @@
 -- Returns nil, or {head, status, firstSeq, {event JSON...}}. firstSeq is the log's oldest entry,
 -- or head + 1 when it holds nothing (trimmed away, or lost).
 --! include lib/load.lua
-local f = load(KEYS[1], KEYS[3], ARGV[1], tonumber(ARGV[2]))
+local f = load(KEYS[1], KEYS[3], ARGV[1], tonumber(ARGV[2]), false)
 if not f then return nil end
 local firstSeq = tonumber(f[2]) + 1
 local oldest = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)

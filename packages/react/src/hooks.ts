@@ -1,5 +1,5 @@
 import { useEffect, useMemo, useState, useSyncExternalStore } from 'react'
-import type { ConnectionState, JobState, JobStatus, JobWatch, JobwireClient, MyJobsWatch, JobwireError, Owner } from '@jobwire/client'
+import type { ConnectionState, JobState, JobStatus, JobWatch, JobwireClient, MyJobsWatch, JobwireError, Owner, StateChange } from '@jobwire/client'
 import { useJobwireClient } from './context.js'
 import { connectionOf, viewOf, type JobConnection, type JobView } from './job-view.js'
 
@@ -45,10 +45,25 @@ function createStore<T, W>(initial: T, start: (update: () => void) => W, stop: (
   }
 }
 
-/** Turns a watch's connection into what a component shows, remembering the last one for finished jobs. */
-function connectionTracker(client: JobwireClient): (state: ConnectionState, reason: string) => JobConnection {
+/**
+ * What a store's watch reports to: `handlers` re-read the view on every change and keep the last
+ * connection change's reason; `connection` turns the watch's state into what a component shows,
+ * remembering the last one for finished jobs.
+ */
+function watchReporting(client: JobwireClient) {
   let last: JobConnection = 'reconnecting'
-  return (state, reason) => (last = connectionOf(state, reason, client.online, last))
+  let reason = 'connecting'
+  return {
+    handlers: (update: () => void) => ({
+      onUpdate: update,
+      onConnection: (change: StateChange) => {
+        reason = change.reason
+        update()
+      },
+      onEnd: update,
+    }),
+    connection: (state: ConnectionState): JobConnection => (last = connectionOf(state, reason, client.online, last)),
+  }
 }
 
 function jobStore(client: JobwireClient, jobId: string | null | undefined): Store<JobView> {
@@ -57,21 +72,12 @@ function jobStore(client: JobwireClient, jobId: string | null | undefined): Stor
     return { subscribe: () => () => {}, getSnapshot: () => idle }
   }
   const cancel = (reason?: string): Promise<void> => client.cancel(jobId, reason)
-  const connection = connectionTracker(client)
-  let reason = 'connecting'
+  const reporting = watchReporting(client)
   return createStore<JobView, JobWatch>(
     viewOf(jobId, null, null, 'reconnecting', cancel),
-    (update) =>
-      client.watchJob(jobId, {
-        onUpdate: update,
-        onConnection: (change) => {
-          reason = change.reason
-          update()
-        },
-        onEnd: update,
-      }),
+    (update) => client.watchJob(jobId, reporting.handlers(update)),
     (watch) => watch.stop(),
-    (watch) => viewOf(jobId, watch.state, watch.error, connection(watch.connection, reason), cancel),
+    (watch) => viewOf(jobId, watch.state, watch.error, reporting.connection(watch.connection), cancel),
   )
 }
 
@@ -166,24 +172,14 @@ export function useMyJobs(filter: MyJobsFilter = {}, options: UseMyJobsOptions =
   const ownerKey = options.owner === undefined ? '' : `${options.owner.tenant}\u0000${options.owner.user}`
   const store = useMemo(() => {
     const owner = options.owner
-    const connection = connectionTracker(client)
-    let reason = 'connecting'
+    const reporting = watchReporting(client)
     const initial: MyJobsView = { status: 'loading', jobs: [], connection: 'reconnecting' }
     return createStore<MyJobsView, MyJobsWatch>(
       initial,
-      (update) =>
-        client.watchMyJobs({
-          ...(owner === undefined ? {} : { owner }),
-          onUpdate: update,
-          onConnection: (change) => {
-            reason = change.reason
-            update()
-          },
-          onEnd: update,
-        }),
+      (update) => client.watchMyJobs({ ...(owner === undefined ? {} : { owner }), ...reporting.handlers(update) }),
       (watch) => watch.stop(),
       (watch): MyJobsView => {
-        const shown = connection(watch.connection, reason)
+        const shown = reporting.connection(watch.connection)
         if (watch.error !== null) return { status: 'error', jobs: watch.jobs, connection: shown, error: watch.error }
         return { status: watch.loaded ? 'ready' : 'loading', jobs: watch.jobs, connection: shown }
       },

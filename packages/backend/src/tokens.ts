@@ -1,4 +1,4 @@
-import type { SubscriptionToken, TokenRight } from '@jobwire/protocol'
+import { defaultTokenTtlSeconds, maxTokenTtlSeconds, type SubscriptionToken, type TokenRight } from '@jobwire/protocol'
 import { createHmac, randomBytes } from 'node:crypto'
 
 export type Right = TokenRight
@@ -41,7 +41,7 @@ export function mintSubscriptionToken(options: MintOptions): SubscriptionToken {
     if (options.jobIds === undefined && options.user === undefined) throw new TypeError('mintSubscriptionToken: give jobIds, tenant and user, or tenant and tenantWide')
     if (options.user !== undefined && options.tenant === undefined) throw new TypeError('mintSubscriptionToken: user needs tenant')
   }
-  const ttl = Math.min(options.ttlSeconds ?? 900, 86_400)
+  const ttl = Math.min(options.ttlSeconds ?? defaultTokenTtlSeconds, maxTokenTtlSeconds)
   const iat = Math.floor((options.now ?? Date.now()) / 1000)
   const payload: Record<string, unknown> = {
     iss: 'jobwire',

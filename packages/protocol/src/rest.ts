@@ -225,6 +225,12 @@ export interface SignalsResponse {
 
 export type TokenRight = 'read' | 'cancel'
 
+/** A minted subscription token's lifetime when none is asked for, in seconds (15 minutes): the server's `tokenTtl` default and `mintSubscriptionToken`'s. */
+export const defaultTokenTtlSeconds = 900
+
+/** The longest lifetime of a subscription token, in seconds (24 hours): the server's `tokenTtl`, a mint request's `ttl` and `mintSubscriptionToken` are capped to it. */
+export const maxTokenTtlSeconds = 86_400
+
 /** `POST /v1/tokens`: a subscription token for `jobIds`, for one `user` of a `tenant`, or `tenantWide`. */
 export interface MintTokenRequest {
   jobIds?: string[]

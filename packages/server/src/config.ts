@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs'
-import { normalizeStagePlan, type PlannedStage } from '@jobwire/protocol'
+import { defaultTokenTtlSeconds, maxTokenTtlSeconds, normalizeStagePlan, type PlannedStage } from '@jobwire/protocol'
 import { z } from 'zod'
 import type { DeadlineSettings } from './core/store.js'
 
@@ -16,7 +16,7 @@ export const duration = z.union([z.number(), z.string()]).transform((value, ctx)
 })
 
 /** Longest lifetime of a minted subscription token (`--token-ttl` and a mint request's `ttl` are capped to it). */
-export const maxTokenTtlMs = 24 * 3_600_000
+export const maxTokenTtlMs = maxTokenTtlSeconds * 1000
 
 const int = (min: number, max: number) => z.coerce.number().int().min(min).max(max)
 /** `name=N,name=N` pairs (job types, tiers or tenants) with N from `min` to `max`. */
@@ -169,7 +169,7 @@ export const configSchema = z.object({
     })
     .meta({ description: 'stage plans by job type, JSON: `{"transcription": [{"name": "validating", "to": 10}, …]}` (percent ranges) or `{"export": ["query", {"name": "render", "weight": 3}]}` (weights); a job\'s own `stages` override its type\'s (see [App features](app-features.md#stage-plans))', defaultText: 'none' }),
   tokenSecret: z.string().min(32, 'must be at least 32 characters').optional().meta({ description: 'signs subscription tokens (≥ 32 characters); generated into `<data-dir>/token.secret` when unset; the same on every node', defaultText: 'generated' }),
-  tokenTtl: duration.pipe(z.number().min(10_000).max(maxTokenTtlMs)).default(15 * 60_000).meta({ description: 'default lifetime of minted tokens (10 s – 24 h)' }),
+  tokenTtl: duration.pipe(z.number().min(10_000).max(maxTokenTtlMs)).default(defaultTokenTtlSeconds * 1000).meta({ description: 'default lifetime of minted tokens (10 s – 24 h)' }),
   jwtSecret: z.string().min(16, 'must be at least 16 characters').optional().meta({ description: 'app JWTs: HS shared secret' }),
   jwtPublicKeyFile: z.string().min(1).optional().meta({ description: 'app JWTs: PEM public key' }),
   jwksUrl: z.string().url().optional().meta({ description: 'app JWTs: JWKS URL (cached 10 min)' }),

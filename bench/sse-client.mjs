@@ -7,6 +7,7 @@
 // IPC out: ready, min (slowest subscriber's count, while feedback is on), marked, kept, done.
 import { performance } from 'node:perf_hooks'
 import { Pool } from 'undici'
+import { BUCKET_US, BUCKETS, readStamp, recordLatency } from './lib/measure.mjs'
 
 const [url, path, apiKey, countArg] = process.argv.slice(2)
 const count = Number(countArg)
@@ -15,8 +16,6 @@ const pool = new Pool(url, { connections: count, pipelining: 1, bodyTimeout: 0, 
 const MARKER = Buffer.from('"message":"@')
 const FRAME_END = Buffer.from('\n\n')
 const ERROR_EVENT = Buffer.from('event: error')
-const BUCKET_US = 20 // latency histogram resolution
-const BUCKETS = 500_000 // 10 s; the last one counts everything above
 const histogram = new Uint32Array(BUCKETS + 1) // slices kept
 const slice = new Uint32Array(BUCKETS + 1) // the slice being measured
 const timeOrigin = performance.timeOrigin
@@ -49,16 +48,7 @@ class Subscriber {
     const nowUs = (timeOrigin + performance.now()) * 1000
     let n = 0
     for (let i = data.indexOf(MARKER); i !== -1 && i < end; i = data.indexOf(MARKER, i + 12)) {
-      let sentUs = 0
-      for (let j = i + 12; ; j++) {
-        const c = data[j]
-        if (c < 48 || c > 57) break
-        sentUs = sentUs * 10 + (c - 48)
-      }
-      if (measuring) {
-        const bucket = Math.floor((nowUs - sentUs) / BUCKET_US)
-        slice[bucket < 0 ? 0 : bucket > BUCKETS ? BUCKETS : bucket]++
-      }
+      if (measuring) recordLatency(slice, nowUs, readStamp(data, i + 12))
       n++
     }
     this.received += n

@@ -42,3 +42,28 @@ export function median(values) {
   const sorted = [...values].sort((a, b) => a - b)
   return sorted[Math.floor(sorted.length / 2)]
 }
+
+/** The subscribers' latency histograms: 20 µs buckets up to 10 s; the last one counts everything above. */
+export const BUCKET_US = 20
+export const BUCKETS = 500_000
+
+/**
+ * The send time stamped at `data[start…]` (decimal µs since the epoch), or -1 with fewer than
+ * `minDigits` digits there. On the subscribers' hot path: no allocation.
+ */
+export function readStamp(data, start, minDigits = 0) {
+  let value = 0
+  let digits = 0
+  for (let j = start; ; j++, digits++) {
+    const c = data[j]
+    if (c === undefined || c < 48 || c > 57) break
+    value = value * 10 + (c - 48)
+  }
+  return digits < minDigits ? -1 : value
+}
+
+/** Counts one delivery sent at `sentUs` and received at `nowUs` (µs) in `histogram` (BUCKETS + 1 counts). */
+export function recordLatency(histogram, nowUs, sentUs) {
+  const bucket = Math.floor((nowUs - sentUs) / BUCKET_US)
+  histogram[bucket < 0 ? 0 : bucket > BUCKETS ? BUCKETS : bucket]++
+}

@@ -11,13 +11,12 @@
 import { performance } from 'node:perf_hooks'
 import { setImmediate } from 'node:timers'
 import WebSocket from 'ws'
+import { BUCKET_US, BUCKETS, readStamp, recordLatency } from '../lib/measure.mjs'
 
 const [kind, url, apiKey, countArg, jobsArg] = process.argv.slice(2)
 const count = Number(countArg)
 const jobs = jobsArg.split(',')
 const MARKER = 0x40 // '@'
-const BUCKET_US = 20
-const BUCKETS = 500_000
 const slice = new Uint32Array(BUCKETS + 1)
 const timeOrigin = performance.timeOrigin
 let measuring = false
@@ -29,18 +28,9 @@ function countMarkers(sub, data) {
   const nowUs = (timeOrigin + performance.now()) * 1000
   let n = 0
   for (let i = data.indexOf(MARKER); i !== -1; i = data.indexOf(MARKER, i + 1)) {
-    let sentUs = 0
-    let digits = 0
-    for (let j = i + 1; ; j++, digits++) {
-      const c = data[j]
-      if (c < 48 || c > 57) break
-      sentUs = sentUs * 10 + (c - 48)
-    }
-    if (digits < 10) continue // an '@' that is not a stamp
-    if (measuring) {
-      const bucket = Math.floor((nowUs - sentUs) / BUCKET_US)
-      slice[bucket < 0 ? 0 : bucket > BUCKETS ? BUCKETS : bucket]++
-    }
+    const sentUs = readStamp(data, i + 1, 10)
+    if (sentUs === -1) continue // an '@' that is not a stamp
+    if (measuring) recordLatency(slice, nowUs, sentUs)
     n++
   }
   sub.received += n

@@ -1,7 +1,7 @@
 // @vitest-environment happy-dom
 /**
  * The worked example of docs/react.md, run as written as far as a test can: the backend routes (on node:http
- * instead of Express), the client with its getToken, and the Analysis component, against a real
+ * instead of Express), the client with its getToken, and the Analysis component (the runnable example's own file), against a real
  * Jobwire server. Differences: absolute URLs and Node's fetch and ws, which a browser has built in.
  */
 import { createServer, type IncomingMessage, type Server } from 'node:http'
@@ -12,8 +12,9 @@ import { cleanup, render, screen, waitFor } from '@testing-library/react'
 import { fetch as nodeFetch } from 'undici'
 import WebSocket from 'ws'
 import { JobwireBackend, mintSubscriptionToken } from '@jobwire/backend'
-import { createJobwireClient, JobwireError, JobwireProvider, useJob, type JobwireClient } from '@jobwire/react'
+import { createJobwireClient, JobwireError, JobwireProvider, type JobwireClient } from '@jobwire/react'
 import type { WebSocketConstructor } from '@jobwire/client'
+import { Analysis } from '../../../examples/analysis-react/Analysis.js'
 import { spawnJobwire, type ServerProcess } from './server-process.js'
 
 const fetch = nodeFetch as unknown as typeof globalThis.fetch
@@ -65,7 +66,7 @@ const asAnn = { 'x-user': 'ann' }
 let tokenCalls = 0
 
 it('creates a job through the backend route and shows it live with useJob until its result', async () => {
-  // ---- Analysis.tsx of the example
+  // ---- App.tsx of the example (Analysis is examples/analysis-react/Analysis.tsx)
   let latest: string | null = null
   jobwire = createJobwireClient({
     url: server.url,
@@ -85,14 +86,13 @@ it('creates a job through the backend route and shows it live with useJob until 
   function App() {
     return (
       <JobwireProvider client={jobwire}>
-        <Analysis documentId="doc-1" />
+        <StartAnalysis documentId="doc-1" />
       </JobwireProvider>
     )
   }
 
-  function Analysis({ documentId }: { documentId: string }) {
+  function StartAnalysis({ documentId }: { documentId: string }) {
     const [jobId, setJobId] = useState<string | null>(null)
-    const job = useJob(jobId)
     const start = async () => {
       const response = await fetch(`${backendUrl}/api/analyses`, {
         method: 'POST',
@@ -103,39 +103,18 @@ it('creates a job through the backend route and shows it live with useJob until 
       latest = token
       setJobId(jobId)
     }
-    switch (job.status) {
-      case 'idle':
-        return <button onClick={start}>Analyze</button>
-      case 'loading':
-        return <p>Starting…</p>
-      case 'queued':
-        return <p>Queued ({job.queuePosition} ahead)</p>
-      case 'running':
-        return (
-          <p>
-            {job.progress.stage}: {job.progress.percent ?? 0}% <button onClick={() => job.cancel()}>Cancel</button>
-          </p>
-        )
-      case 'completed':
-        return <pre>{JSON.stringify(job.result, null, 2)}</pre>
-      case 'failed':
-        return <p>Failed: {job.error.message}</p>
-      case 'cancelled':
-        return <p>Cancelled.</p>
-      case 'error':
-        return <p>Cannot show this analysis ({job.error.code}).</p>
-    }
+    return jobId === null ? <button onClick={start}>Analyze</button> : <Analysis jobId={jobId} />
   }
 
   render(<App />)
   screen.getByText('Analyze').click()
-  await screen.findByText('Queued (1 ahead)')
+  await screen.findByText('Queued, 1 ahead')
   const jobs = await server.call<{ jobs: { id: string }[] }>('GET', '/v1/jobs?owner=acme:ann')
   const jobId = jobs.body.jobs[0]?.id as string
   await server.call('POST', `/v1/jobs/${jobId}/events`, { events: [{ type: 'progress', stage: 'reading', percent: 30 }] })
   await screen.findByText(/reading: 30%/)
-  await server.call('POST', `/v1/jobs/${jobId}/events`, { events: [{ type: 'completed', result: { pages: 3 } }] })
-  await waitFor(() => expect(screen.getByText(/"pages": 3/)).toBeTruthy())
+  await server.call('POST', `/v1/jobs/${jobId}/events`, { events: [{ type: 'completed', result: { risk: 'low', clauses: 12, flagged: [4] } }] })
+  await waitFor(() => expect(screen.getByText(/Risk low: 12 clauses, 1 flagged/)).toBeTruthy())
   // The token that came with the answer was used first; no second one was needed.
   expect(tokenCalls).toBe(1)
   expect(jobwire.transport).toBe('ws')

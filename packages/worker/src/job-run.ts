@@ -27,6 +27,9 @@ export interface RunEnvironment {
 
 type Phase = 'running' | 'reporting' | 'stopping' | 'done'
 
+/** Why a run's heartbeats stop (nothing reads it). */
+const runEnded = 'the run ended'
+
 /**
  * One claimed job, from claim to its end: runs the handler, heartbeats the lease, reports the
  * outcome, reacts to cancel and lease loss, and on a forced stop releases the lease.
@@ -192,7 +195,8 @@ export class JobRun implements Watched {
   private end(): void {
     if (this.phase === 'done') return
     this.phase = 'done'
-    this.heartbeats.abort()
+    // A reason of our own: the default one is a DOMException, whose stack trace a busy worker pays for per job.
+    this.heartbeats.abort(runEnded)
     this.env.watch.remove(this)
     this.ended.resolve()
   }

@@ -58,6 +58,11 @@ function child(script, args) {
   }
 }
 
+/** A worker child's CPU time (µs) between two of its reports: its work, without its start-up. */
+function cpuSince(from, to) {
+  return to.user + to.system - from.user - from.system
+}
+
 function percentile(sorted, p) {
   if (sorted.length === 0) return NaN
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]
@@ -87,7 +92,18 @@ async function startJobwire(store, dataDir, prefix) {
     },
   })
   const ready = await new Promise((resolve) => server.on('message', (m) => m.type === 'ready' && resolve(m)))
-  return { url: ready.url, stop: () => new Promise((resolve) => { server.on('exit', resolve); server.send({ type: 'stop' }) }) }
+  /** The server's CPU time so far, in µs. */
+  const cpu = () =>
+    new Promise((resolve) => {
+      const onStats = (m) => {
+        if (m.type !== 'stats') return
+        server.off('message', onStats)
+        resolve(m.cpu.user + m.cpu.system)
+      }
+      server.on('message', onStats)
+      server.send({ type: 'stats' })
+    })
+  return { url: ready.url, cpu, stop: () => new Promise((resolve) => { server.on('exit', resolve); server.send({ type: 'stop' }) }) }
 }
 
 /** Jobwire on `store` for the length of `run`, then its data (file or Redis keys) removed. */
@@ -96,7 +112,7 @@ async function withJobwire(store, run) {
   const prefix = `jwbench-w-${process.pid}-${Date.now().toString(36)}`
   const jobwire = await startJobwire(store, dataDir, prefix)
   try {
-    return await run(jobwire.url)
+    return await run(jobwire.url, jobwire.cpu)
   } finally {
     await jobwire.stop()
     rmSync(dataDir, { recursive: true, force: true })
@@ -115,19 +131,22 @@ async function dropKeys(pattern) {
   await redis.quit()
 }
 
-async function jobwireThroughput(url, concurrency) {
+async function jobwireThroughput(url, serverCpu, concurrency) {
   for (let i = 0; i < JOBS; i += 100) {
     await Promise.all(Array.from({ length: Math.min(100, JOBS - i) }, () => api(url, 'POST', '/v1/jobs', { type: 'bench-trivial' })))
   }
+  const cpuBefore = await serverCpu()
   const start = now()
   // The worker says when it has handled `JOBS` jobs and holds none: every completion was answered.
   const worker = child('workers/jobwire-worker.mjs', [url, API_KEY, 'trivial', String(concurrency), '0', '0', String(JOBS)])
-  await worker.next('all-done')
+  const ready = await worker.next('ready')
+  const done = await worker.next('all-done')
   const seconds = (now() - start) / 1000
+  const serverUs = (await serverCpu()) - cpuBefore
   await worker.stop()
   const left = await api(url, 'GET', '/v1/jobs?type=bench-trivial&status=completed&limit=1')
   if (left.jobs.length === 0) throw new Error('bench: no job completed')
-  return { jobsPerSec: JOBS / seconds, seconds }
+  return { jobsPerSec: JOBS / seconds, seconds, cpuUsPerJob: (serverUs + cpuSince(ready.cpu, done.cpu)) / JOBS }
 }
 
 async function bullmqThroughput(prefix, concurrency) {
@@ -138,13 +157,15 @@ async function bullmqThroughput(prefix, concurrency) {
   }
   const start = now()
   const worker = child('workers/bullmq-worker.mjs', [REDIS_URL, prefix, 'trivial', String(concurrency), '0', String(JOBS), '0'])
-  await worker.next('all-done')
+  const ready = await worker.next('ready')
+  const done = await worker.next('all-done')
   const seconds = (now() - start) / 1000
   await worker.stop()
   await queue.obliterate({ force: true })
   await queue.close()
   await connection.quit()
-  return { jobsPerSec: JOBS / seconds, seconds }
+  // Redis's own CPU is not counted, for either system: the Redis is shared.
+  return { jobsPerSec: JOBS / seconds, seconds, cpuUsPerJob: cpuSince(ready.cpu, done.cpu) / JOBS }
 }
 
 async function jobwireStream(url, rate) {
@@ -235,7 +256,7 @@ export async function runWorkersBench() {
     // BullMQ before and after Jobwire's rows, so a drift in the machine's load shows.
     row(results.throughput, { system: 'BullMQ', concurrency, ...(await bullmqThroughput(`${prefix}-t${concurrency}a`, concurrency)) })
     for (const store of STORES) {
-      row(results.throughput, { system: STORE_NAMES[store], store, concurrency, ...(await withJobwire(store, (url) => jobwireThroughput(url, concurrency))) })
+      row(results.throughput, { system: STORE_NAMES[store], store, concurrency, ...(await withJobwire(store, (url, cpu) => jobwireThroughput(url, cpu, concurrency))) })
     }
     row(results.throughput, { system: 'BullMQ', concurrency, ...(await bullmqThroughput(`${prefix}-t${concurrency}b`, concurrency)) })
     load()
@@ -255,11 +276,17 @@ export function workersTable(results) {
   const f = (n, d = 0) => (Number.isFinite(n) ? n.toLocaleString('en-US', { maximumFractionDigits: d, minimumFractionDigits: d }) : '—')
   const lines = []
   if (results.throughput.length > 0) {
-    lines.push('', '### Workers: claim → complete, trivial jobs', '', '| system | workers | jobs/s | vs BullMQ (better of its two runs) |', '|---|---:|---:|---:|')
+    lines.push(
+      '',
+      '### Workers: claim → complete, trivial jobs',
+      '',
+      '| system | workers | jobs/s | vs BullMQ (better of its two runs) | CPU µs per job (worker + server processes, while it works; Redis not counted) |',
+      '|---|---:|---:|---:|---:|',
+    )
     for (const concurrency of [4, 16]) {
       const rows = results.throughput.filter((r) => r.concurrency === concurrency)
       const best = Math.max(...rows.filter((r) => r.system === 'BullMQ').map((r) => r.jobsPerSec))
-      for (const r of rows) lines.push(`| ${r.system} | ${concurrency} | ${f(r.jobsPerSec)} | ${r.system === 'BullMQ' ? '' : `${f(r.jobsPerSec / best, 2)}×`} |`)
+      for (const r of rows) lines.push(`| ${r.system} | ${concurrency} | ${f(r.jobsPerSec)} | ${r.system === 'BullMQ' ? '' : `${f(r.jobsPerSec / best, 2)}×`} | ${f(r.cpuUsPerJob)} |`)
     }
   }
   if (results.stream.length > 0) {

@@ -28,10 +28,10 @@ const worker = new Worker(
 )
 worker.on('completed', () => {
   done++
-  if (mode === 'trivial' && done === Number(total)) process.send({ type: 'all-done' })
+  if (mode === 'trivial' && done === Number(total)) process.send({ type: 'all-done', cpu: process.cpuUsage() })
 })
 await worker.waitUntilReady()
-process.send({ type: 'ready', mode })
+process.send({ type: 'ready', mode, cpu: process.cpuUsage() })
 process.on('message', async (message) => {
   if (message.type === 'stop') {
     await worker.close()

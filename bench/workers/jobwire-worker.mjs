@@ -14,7 +14,7 @@ worker.handle('bench-trivial', async () => {
     const check = setInterval(() => {
       if (worker.activeJobs > 0) return
       clearInterval(check)
-      process.send({ type: 'all-done' })
+      process.send({ type: 'all-done', cpu: process.cpuUsage() })
     }, 1)
   }
   return { ok: true }
@@ -33,7 +33,7 @@ worker.handle('bench-stream', async (_job, ctx) => {
 })
 
 await worker.start()
-process.send({ type: 'ready', mode })
+process.send({ type: 'ready', mode, cpu: process.cpuUsage() })
 process.on('message', async (message) => {
   if (message.type === 'stop') {
     await worker.stop({ timeoutMs: 1000 })

@@ -147,6 +147,14 @@ export function describeCredentialsConformance(name: string, backend: Credential
         expect(await keys.list()).toEqual(made)
       })
 
+      it('key ids never start with - or _ (a CLI argument such as `keys revoke <id>` would be read as an option)', async () => {
+        const { keys } = await (await deployment()).node()
+        const auth = new Authenticator({ adminKey: 'conformance-admin-key-0123456789', keys, tokenSecret: new TextEncoder().encode('s'.repeat(32)), appJwt: null })
+        // Without the rule, 200 ids would start with one of the two about six times.
+        const made = await Promise.all(Array.from({ length: 200 }, (_, i) => auth.createKey({ name: `k${i}`, role: 'worker' })))
+        expect(made.filter(({ record }) => !/^[A-Za-z0-9]/.test(record.id))).toEqual([])
+      })
+
       it('rotates a key through the Authenticator: both work until the old one is revoked, then only the new one', async () => {
         const { keys } = await (await deployment()).node()
         const auth = new Authenticator({ adminKey: 'conformance-admin-key-0123456789', keys, tokenSecret: new TextEncoder().encode('s'.repeat(32)), appJwt: null })

@@ -18,6 +18,14 @@ function matchesDigest(candidate: string, digest: Buffer): boolean {
   return timingSafeEqual(createHash('sha256').update(candidate).digest(), digest)
 }
 
+/** A key id: 12 base64url characters, never starting with `-` or `_` (a CLI would take `-h…` for an option). */
+function newKeyId(): string {
+  for (;;) {
+    const id = randomBytes(9).toString('base64url')
+    if (/^[A-Za-z0-9]/.test(id)) return id
+  }
+}
+
 export interface NewApiKey {
   name: string
   role: Role
@@ -88,7 +96,7 @@ export class Authenticator {
   }
 
   async createKey(input: NewApiKey): Promise<{ key: string; record: Omit<ApiKeyRecord, 'hash'> }> {
-    const id = randomBytes(9).toString('base64url')
+    const id = newKeyId()
     const secret = randomBytes(24).toString('base64url')
     const record: ApiKeyRecord = {
       id,

@@ -13,6 +13,29 @@ interface Channel {
 
 /** Own commits remembered per job until Redis echoes them (more means echoes were lost). */
 const maxEchoes = 256
+/** Messages heard per job, for an own commit whose echo beats its reply (a handful is plenty). */
+const maxHeard = 16
+
+/** Adds `message` to the job's list, dropping the oldest past `max`. */
+function remember(lists: Map<string, string[]>, jobId: string, message: string, max: number): void {
+  const list = lists.get(jobId)
+  if (list === undefined) lists.set(jobId, [message])
+  else if (list.push(message) > max) list.shift()
+}
+
+/**
+ * Whether the job's list holds `message`; if so it is taken out, with the entries before it (the
+ * lists are in publish order: those will not come any more).
+ */
+function takeFrom(lists: Map<string, string[]>, jobId: string, message: string): boolean {
+  const list = lists.get(jobId)
+  if (list === undefined) return false
+  const at = list.indexOf(message)
+  if (at < 0) return false
+  if (at === list.length - 1) lists.delete(jobId)
+  else list.splice(0, at + 1)
+  return true
+}
 
 export interface RedisNotificationsOptions {
   connection: RedisConnection
@@ -52,6 +75,12 @@ export class RedisNotifications {
    * own watchers at once (`delivered`), oldest first: when Redis echoes it back, it is skipped.
    */
   readonly #echoes = new Map<string, string[]>()
+  /**
+   * Per watched job, the last messages heard on its channel and published here: this node's own
+   * commit can arrive over pub/sub before the commit's own reply (two connections), and is then
+   * not published a second time when the reply comes (`delivered`).
+   */
+  readonly #heard = new Map<string, string[]>()
   readonly #queueListeners = new Map<string, number>()
   readonly #ownerChannelStart: string
   readonly #probeChannel: string
@@ -70,6 +99,7 @@ export class RedisNotifications {
     subscriber.on('close', () => {
       this.#subscriberReady = false
       this.#echoes.clear()
+      this.#heard.clear()
       for (const channel of this.#channels.values()) {
         channel.confirmed = false
         channel.pending = false
@@ -117,25 +147,12 @@ export class RedisNotifications {
    */
   delivered(jobId: string, events: readonly JobEvent[], message: string): void {
     if (!this.#watchedJobs.has(jobId)) return
-    // Only a confirmed subscription is sure to echo; anything else is dropped as old by the watchers.
-    if (this.#confirmed(this.#keys.jobChannel(jobId))) {
-      const echoes = this.#echoes.get(jobId)
-      if (echoes === undefined) this.#echoes.set(jobId, [message])
-      else if (echoes.push(message) > maxEchoes) echoes.shift()
-    }
+    // The echo came first: already published.
+    if (takeFrom(this.#heard, jobId, message)) return
+    // Expected back on the channel (a subscription still being confirmed included: an entry that
+    // never comes back is dropped by the next one that does, or with the channel).
+    remember(this.#echoes, jobId, message, maxEchoes)
     this.#fanOut.publish(jobId, events)
-  }
-
-  /** Whether `message` on the job's channel is this node's own commit, already delivered (then forgotten). */
-  #isEcho(jobId: string, message: string): boolean {
-    const echoes = this.#echoes.get(jobId)
-    if (echoes === undefined) return false
-    const at = echoes.indexOf(message)
-    if (at < 0) return false
-    // Echoes come in the order they were published; any before this one were lost.
-    if (at === echoes.length - 1) this.#echoes.delete(jobId)
-    else echoes.splice(0, at + 1)
-    return true
   }
 
   /** The pub/sub connection is up and Redis confirmed this node's probe channel. */
@@ -169,6 +186,7 @@ export class RedisNotifications {
   resync(): void {
     this.#resyncPending = true
     this.#echoes.clear()
+    this.#heard.clear()
     this.resyncWhenReady()
   }
 
@@ -224,6 +242,7 @@ export class RedisNotifications {
     if (jobId !== null) {
       this.#watchedJobs.delete(jobId)
       this.#echoes.delete(jobId)
+      this.#heard.delete(jobId)
     }
     if (this.#subscriberReady && !this.#connection.closed) this.#connection.subscriber.unsubscribe(channel).catch(() => undefined)
   }
@@ -259,13 +278,15 @@ export class RedisNotifications {
   #onMessage(channel: string, message: string): void {
     const jobId = this.#jobOfChannel(channel)
     if (jobId !== null) {
-      if (this.#isEcho(jobId, message)) return
+      // This node's own commit, already delivered when its reply came.
+      if (takeFrom(this.#echoes, jobId, message)) return
       let events: JobEvent[]
       try {
         events = JSON.parse(message) as JobEvent[]
       } catch {
         return
       }
+      remember(this.#heard, jobId, message, maxHeard)
       this.#fanOut.publish(jobId, events)
       return
     }

@@ -4,10 +4,12 @@ cancel reaching a handler, retries, SIGKILL and SIGTERM of a worker process."""
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import threading
 from typing import Any, Awaitable, Callable
 
+import httpx
 import pytest
 
 from conftest import Server, spawn_worker, wait_for_line
@@ -174,6 +176,49 @@ def test_runs_jobs_concurrently_claiming_several_at_once_where_the_server_allows
 
     run(scenario)
     # A server without `max` on claims is asked for one job at a time, without an error.
+    assert errors == []
+
+
+def test_carries_finished_jobs_outcomes_in_its_next_claims(memory_server: Server) -> None:
+    server = memory_server
+    sent: list[tuple[str, dict[str, Any]]] = []
+    errors: list[tuple[str, str]] = []
+
+    async def scenario() -> None:
+        worker = Worker(server.url, server.api_key, poll_wait=2, on_error=lambda error, operation, job_id: errors.append((operation, str(error))))
+
+        @worker.handle("carried")
+        async def carried(job: dict[str, Any], ctx: JobContext) -> int:
+            return int(job["input"]["n"]) * 2
+
+        async def record(request: httpx.Request) -> None:
+            if request.url.path != "/v1/workers/signals":
+                sent.append((request.url.path, json.loads(request.content or b"{}")))
+
+        async with AsyncBackend(server.url, server.api_key) as backend:
+            jobs = [await backend.create_job("carried", input={"n": n}) for n in range(3)]
+            await worker.start()
+            # Before the first claim goes out (the claim loop has not run yet).
+            assert worker._env is not None
+            worker._env.api._client.event_hooks["request"].append(record)
+            try:
+                finals = [await until(server, job["id"], lambda state: state["status"] == "completed") for job in jobs]
+            finally:
+                await worker.stop()
+        assert [final["result"] for final in finals] == [0, 2, 4]
+        # Each outcome went exactly once, and they rode the claims rather than requests of their own.
+        written: list[str] = []
+        for path, body in sent:
+            if path == "/v1/workers/claim":
+                written += [write["jobId"] for write in body.get("done", [])]
+            elif path == "/v1/events":
+                written += [write["jobId"] for write in body["writes"] if write["events"][-1]["type"] == "completed"]
+            elif body["events"][-1]["type"] == "completed":
+                written.append(path.split("/")[3])
+        assert sorted(written) == sorted(job["id"] for job in jobs)
+        assert any(body.get("done") for path, body in sent if path == "/v1/workers/claim")
+
+    run(scenario)
     assert errors == []
 
 

@@ -19,6 +19,11 @@ T = TypeVar("T")
 # Seconds a long-poll may take beyond its `wait` before the worker gives up on the connection.
 _LONG_POLL_SLACK = 15.0
 _REQUEST_TIMEOUT = 30.0
+# Most finished jobs' writes one claim carries (the server's limit on `done`).
+_MAX_CARRIED = 1_000
+# The longest finished jobs' writes wait for a claim that is about to go out (the worker sends
+# them itself when it will not claim): a safety net, not the usual path.
+_CLAIM_WINDOW = 0.05
 
 
 class WorkerRequestError(JobwireError):
@@ -61,32 +66,97 @@ class WorkerApi:
         self._client = client or httpx.AsyncClient(timeout=_REQUEST_TIMEOUT, limits=httpx.Limits(max_connections=64, max_keepalive_connections=32))
         # Whether the server takes `max` on claims (several jobs per request); learnt on first use.
         self.batch_claims: bool | None = None
+        # Whether the server takes finished jobs' last writes in claims (`done`); until it says otherwise.
+        self.carry_done = True
+        # Set by the worker while a claim is about to go out: finished jobs' writes wait for it.
+        self.claim_coming = False
 
     async def aclose(self) -> None:
         await self._client.aclose()
 
-    async def claim(self, types: list[str], worker: str, lease_ms: int, wait: float, max_jobs: int) -> list[Claim]:
-        """Jobs and their leases; an empty list when none came within ``wait`` seconds."""
+    async def claim(self, types: list[str], worker: str, lease_ms: int, wait: float, max_jobs: int) -> tuple[list[Claim], bool]:
+        """Jobs and their leases (an empty list when none came within ``wait`` seconds), and whether the
+        request carried the last writes of jobs that just finished (``done``): such a claim is answered
+        at once, job or not. A server that refuses ``done`` or ``max`` is sent what it expects from then on."""
+        self.claim_coming = False
         body: dict[str, Any] = {"types": types, "worker": worker, "leaseMs": lease_ms, "wait": wait}
-        if max_jobs > 1 and self.batch_claims is not False:
+        if self.batch_claims is not False:
             body["max"] = max_jobs
+        carried = self._take_final_writes() if self.carry_done and self.batch_claims is not False else []
+        if carried:
+            body["done"] = [{"jobId": write.job_id, **write.body} for write in carried]
         try:
             answer = await self._post("claim", "/v1/workers/claim", body, wait + _LONG_POLL_SLACK)
-        except WorkerRequestError as error:
-            # An older server refuses the unknown field: claim one at a time from now on.
-            if "max" in body and error.code == "invalid_request" and (error.details or {}).get("field") == "max":
-                self.batch_claims = False
-                return await self.claim(types, worker, lease_ms, wait, 1)
+        except BaseException as error:
+            # Whether the writes were applied is unknown: they go again on their own (a repeated
+            # batch number is a retry the server recognizes).
+            self._requeue(carried)
+            field = (error.details or {}).get("field") if isinstance(error, WorkerRequestError) and error.code == "invalid_request" else None
+            if field == "done" or (field == "max" and "max" in body):
+                # An older server refuses the unknown field.
+                self.carry_done = False
+                if field == "max":
+                    self.batch_claims = False
+                return await self.claim(types, worker, lease_ms, wait, max_jobs)
             raise
         if "max" in body:
             self.batch_claims = True
+        if carried:
+            if isinstance(answer, dict) and isinstance(answer.get("done"), list):
+                self._answer_writes(carried, answer["done"])
+            else:
+                self.carry_done = False
+                self._requeue(carried)
         if answer is None:
-            return []
+            return [], bool(carried)
         if isinstance(answer, dict) and isinstance(answer.get("claims"), list):
-            return [Claim(one["job"], one["lease"]) for one in answer["claims"]]
-        if isinstance(answer, list):
-            return [Claim(one["job"], one["lease"]) for one in answer]
-        return [Claim(answer["job"], answer["lease"])]
+            return [Claim(one["job"], one["lease"]) for one in answer["claims"]], bool(carried)
+        return [Claim(answer["job"], answer["lease"])], False
+
+    def _take_final_writes(self) -> list[_PendingWrite]:
+        """The waiting writes that end their job, within one bulk request's limits, taken to ride in a claim."""
+        if self._bulk is None or not self._pending:
+            return []
+        max_events, max_bytes = self._bulk
+        taken: list[_PendingWrite] = []
+        left: list[_PendingWrite] = []
+        events = size = 0
+        for write in self._pending:
+            if write.future.done():
+                continue
+            count = len(write.body["events"])
+            last = write.body["events"][-1]["type"] if count else None
+            fits = len(taken) < _MAX_CARRIED and events + count <= max_events and size + write.size <= max_bytes
+            if last in ("completed", "failed") and fits:
+                taken.append(write)
+                events += count
+                size += write.size + len(write.job_id) + 16
+            else:
+                left.append(write)
+        self._pending = left
+        return taken
+
+    def _requeue(self, writes: list[_PendingWrite]) -> None:
+        for write in writes:
+            if not write.future.done():
+                self._enqueue(write)
+
+    def _enqueue(self, write: _PendingWrite) -> None:
+        if not self._pending:
+            loop = asyncio.get_running_loop()
+            flush = lambda: _http.spawn(self._flush_writes())  # noqa: E731
+            # While a claim is about to go out, the finished jobs' writes wait a moment for it to take them.
+            if self.claim_coming:
+                loop.call_later(_CLAIM_WINDOW, flush)
+            else:
+                loop.call_soon(flush)
+        self._pending.append(write)
+
+    def send_held(self) -> None:
+        """No claim is coming after all: the writes waiting for one go on their own, now."""
+        self.claim_coming = False
+        if self._pending:
+            asyncio.get_running_loop().call_soon(lambda: _http.spawn(self._flush_writes()))
 
     def append_events(self, job_id: str, body: dict[str, Any]) -> asyncio.Future[dict[str, Any]]:
         """Appends one job's batch. Batches of several jobs issued in the same loop turn share one
@@ -97,9 +167,7 @@ class WorkerApi:
             task = _http.spawn(self._append_one(job_id, body))
             _chain(task, future)
             return future
-        if not self._pending:
-            loop.call_soon(lambda: _http.spawn(self._flush_writes()))
-        self._pending.append(_PendingWrite(job_id, body, len(_http.encode(body)), future))
+        self._enqueue(_PendingWrite(job_id, body, len(_http.encode(body)), future))
         return future
 
     async def _append_one(self, job_id: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -142,7 +210,10 @@ class WorkerApi:
                 for write in writes:
                     _resolve(write.future, error=error)
             return
-        results = answer.get("results", []) if isinstance(answer, dict) else []
+        self._answer_writes(writes, answer.get("results", []) if isinstance(answer, dict) else [])
+
+    def _answer_writes(self, writes: list[_PendingWrite], results: list[dict[str, Any]]) -> None:
+        """Each write settled with its own result of a bulk answer: appended, or refused with the server's error."""
         for index, write in enumerate(writes):
             result = results[index] if index < len(results) else None
             if result is None:

@@ -32,7 +32,8 @@ _log = logging.getLogger("jobwire.worker")
 
 class Worker:
     """Claims jobs of the types it handles (one long-poll claim at a time, several jobs per claim when
-    the server supports it), runs their handlers and streams their reports to the server.
+    the server supports it), runs their handlers and streams their reports to the server. The
+    outcomes of jobs that finish ride the next claim, so a busy worker sends one request per cycle.
 
     >>> worker = Worker("http://127.0.0.1:7070", api_key, concurrency=4)
     >>> @worker.handle("transcription")
@@ -91,7 +92,9 @@ class Worker:
         self._runs: set[JobRun] = set()
         self._state: WorkerState = "idle"
         self._env: RunEnvironment | None = None
-        self._claim_task: asyncio.Task[list[Claim]] | None = None
+        self._claim_task: asyncio.Task[tuple[list[Claim], bool]] | None = None
+        # Runs whose handler has not returned yet: the slots in use.
+        self._handling = 0
         self._claiming: asyncio.Task[None] | None = None
         self._wake: asyncio.Event | None = None
         self._stopped: asyncio.Task[None] | None = None
@@ -201,15 +204,29 @@ class Worker:
         self._state = "stopped"
 
     async def _claim_loop(self) -> None:
-        """One claim at a time, only while a slot is free: a claimed job always has a slot to run in."""
+        """One claim at a time, only while a slot is free: a claimed job always has a slot to run in.
+        The outcomes of jobs that just finished ride the next claim (``done``)."""
         env = self._env
-        assert env is not None and self._wake is not None
+        assert env is not None
+        try:
+            await self._claims(env)
+        finally:
+            env.api.send_held()
+
+    async def _claims(self, env: RunEnvironment) -> None:
+        assert self._wake is not None
         loop = asyncio.get_running_loop()
         failures = 0
         while self._state == "running":
-            free = self.concurrency - len(self._runs)
+            # A slot frees when its handler returns: the next claim goes out at once and carries the
+            # outcomes of the jobs that just finished. Jobs still delivering count too, up to as many again.
+            free = min(self.concurrency - self._handling, 2 * self.concurrency - len(self._runs))
             if free <= 0:
+                # No claim now: what waited for one goes on its own; a job whose handler returns
+                # meanwhile frees a slot, wakes this loop, and its outcome rides the claim.
+                env.api.send_held()
                 self._wake.clear()
+                env.api.claim_coming = True
                 await self._wake.wait()
                 continue
             sent_at = loop.time()
@@ -228,10 +245,12 @@ class Worker:
                 await self._sleep(self.backoff.delay(failures))
                 continue
             failures = 0
-            claims = task.result()
+            claims, carried = task.result()
             if not claims:
-                # A server that does not hold the claim (a zero --poll-max-wait) must not be hammered.
-                await self._sleep(MIN_POLL - (loop.time() - sent_at))
+                # A server that does not hold the claim (a zero --poll-max-wait) must not be hammered. A
+                # claim that carried outcomes was answered without waiting: the next one waits.
+                if not carried:
+                    await self._sleep(MIN_POLL - (loop.time() - sent_at))
                 continue
             for claim in claims:
                 if self._state != "running":
@@ -257,13 +276,20 @@ class Worker:
         handler = self._handlers.get(job_type) or _no_handler(self.name, job_type)
         run = JobRun(claim, env)
         self._runs.add(run)
+        self._handling += 1
         wake = self._wake
+
+        async def handler_returned() -> None:
+            await asyncio.wait({run.handler_settled})
+            self._handling -= 1
+            wake.set()
 
         async def free_slot() -> None:
             await run.done()
             self._runs.discard(run)
             wake.set()
 
+        spawn(handler_returned())
         spawn(free_slot())
         run.start(handler)
 

@@ -1,42 +1,25 @@
-import { applyEvent, JobwireError, type JobEvent, type JobState, type Owner } from '@jobwire/protocol'
+import { applyEvent, JobwireError, type JobEvent, type JobState } from '@jobwire/protocol'
 import { applyPlan, createdEvent, decodeCursor, encodeCursor, expiryOf, initialTimers, isQueuedForDispatch, nextDeadline, type AppliedPlan } from '../core/apply.js'
-import { FanOut } from '../core/fan-out.js'
 import { defaultRetention } from '../options.js'
+import { InProcessStore } from './in-process.js'
 import { QueueOrder } from './queue-order.js'
-import {
-  type AppendPlan,
-  type AppendResult,
-  type CreateResult,
-  type EventListener,
-  type JobPage,
-  type JobQuery,
-  type JobRecord,
-  type JobTimers,
-  type Lease,
-  type LogRange,
-  type NewJob,
-  type OwnerListener,
-  type Retention,
-  type Store,
-  type SweepResult,
-  type Unsubscribe,
-} from '../core/store.js'
+import type * as core from '../core/store.js'
 
 interface Entry {
   ordinal: number
   job: JobState
-  lease: Lease | null
+  lease: core.Lease | null
   availableAt: number
   /** The log from `logStart` on; what is before it was trimmed, and is dropped now and then. */
   log: JobEvent[]
   logStart: number
   expiresAt: number | null
   idempotencyKey: string | null
-  timers: JobTimers
+  timers: core.JobTimers
 }
 
 /** Everything in process memory: for tests, demos and `jobwire serve --memory`. Lost on exit. */
-export class MemoryStore implements Store {
+export class MemoryStore extends InProcessStore implements core.Store {
   readonly kind = 'memory'
   readonly #jobs = new Map<string, Entry>()
   readonly #byKey = new Map<string, string>()
@@ -44,18 +27,18 @@ export class MemoryStore implements Store {
   readonly #values = new Map<string, Map<string, string>>()
   /** Queued dispatched jobs per type, oldest first. */
   readonly #queue = new QueueOrder()
-  readonly #fanOut = new FanOut()
   /** Earliest deadline of each job that has one. */
   readonly #deadlines = new Map<string, number>()
-  readonly #retention: Retention
+  readonly #retention: core.Retention
   #ordinal = 0
   #closed = false
 
-  constructor(options: { retention?: Retention } = {}) {
+  constructor(options: { retention?: core.Retention } = {}) {
+    super()
     this.#retention = options.retention ?? defaultRetention
   }
 
-  async createJob(input: NewJob): Promise<CreateResult> {
+  async createJob(input: core.NewJob): Promise<core.CreateResult> {
     this.#open()
     if (input.idempotencyKey !== null) {
       const existing = this.#byKey.get(input.idempotencyKey)
@@ -79,8 +62,8 @@ export class MemoryStore implements Store {
     this.#indexDeadline(entry)
     if (input.idempotencyKey !== null) this.#byKey.set(input.idempotencyKey, input.id)
     this.#syncQueue(entry, false)
-    this.#fanOut.publish(input.id, [event])
-    this.#fanOut.publishCreated(event)
+    this.fanOut.publish(input.id, [event])
+    this.fanOut.publishCreated(event)
     return { job, created: true }
   }
 
@@ -89,13 +72,13 @@ export class MemoryStore implements Store {
     return this.#jobs.get(id)?.job ?? null
   }
 
-  async getRecord(id: string): Promise<JobRecord | null> {
+  async getRecord(id: string): Promise<core.JobRecord | null> {
     this.#open()
     const entry = this.#jobs.get(id)
     return entry === undefined ? null : { job: entry.job, lease: entry.lease, timers: entry.timers }
   }
 
-  async listJobs(query: JobQuery): Promise<JobPage> {
+  async listJobs(query: core.JobQuery): Promise<core.JobPage> {
     this.#open()
     const before = decodeCursor(query.cursor) ?? Infinity
     const matches: Entry[] = []
@@ -117,16 +100,16 @@ export class MemoryStore implements Store {
     }
   }
 
-  async append(jobId: string, plan: AppendPlan): Promise<AppendResult> {
+  async append(jobId: string, plan: core.AppendPlan): Promise<core.AppendResult> {
     this.#open()
     const entry = this.#jobs.get(jobId)
     if (entry === undefined) throw new JobwireError('job_not_found', { jobId })
     return this.#commit(entry, applyPlan(entry.job, entry.lease, plan, new Date().toISOString(), entry.timers))
   }
 
-  async claim(types: readonly string[], now: number, max: number, plan: AppendPlan): Promise<AppendResult[]> {
+  async claim(types: readonly string[], now: number, max: number, plan: core.AppendPlan): Promise<core.AppendResult[]> {
     this.#open()
-    const claimed: AppendResult[] = []
+    const claimed: core.AppendResult[] = []
     const at = new Date(now).toISOString()
     // Each commit takes its job out of the queue, so the next look finds the next oldest.
     while (claimed.length < max) {
@@ -182,7 +165,7 @@ export class MemoryStore implements Store {
     return this.#queue.position(entry.job.type, entry.ordinal)
   }
 
-  async readLog(jobId: string, after: number, limit: number): Promise<LogRange | null> {
+  async readLog(jobId: string, after: number, limit: number): Promise<core.LogRange | null> {
     this.#open()
     const entry = this.#jobs.get(jobId)
     if (entry === undefined) return null
@@ -191,17 +174,6 @@ export class MemoryStore implements Store {
     return { events: entry.log.slice(start, start + limit), firstSeq, head: entry.job.seq, status: entry.job.status }
   }
 
-  subscribe(jobId: string, listener: EventListener): Unsubscribe {
-    return this.#fanOut.subscribe(jobId, listener)
-  }
-
-  subscribeQueue(type: string, listener: () => void): Unsubscribe {
-    return this.#fanOut.subscribeQueue(type, listener)
-  }
-
-  subscribeOwner(owner: Owner, listener: OwnerListener): Unsubscribe {
-    return this.#fanOut.subscribeOwner(owner, listener)
-  }
 
   async putValue(jobId: string, ref: string, json: string): Promise<void> {
     this.#open()
@@ -220,7 +192,7 @@ export class MemoryStore implements Store {
     this.#values.get(jobId)?.delete(ref)
   }
 
-  async sweep(now: number): Promise<SweepResult> {
+  async sweep(now: number): Promise<core.SweepResult> {
     let expiredJobs = 0
     for (const [id, entry] of this.#jobs) {
       if (entry.expiresAt === null || entry.expiresAt > now) continue
@@ -241,7 +213,7 @@ export class MemoryStore implements Store {
     this.#closed = true
   }
 
-  #commit(entry: Entry, applied: AppliedPlan): AppendResult {
+  #commit(entry: Entry, applied: AppliedPlan): core.AppendResult {
     const { job, events, lease } = applied
     if (events.length === 0 && !applied.leaseChanged && !applied.timersChanged) return { job, events, lease }
     const wasQueued = isQueuedForDispatch(entry.job)
@@ -265,7 +237,7 @@ export class MemoryStore implements Store {
       entry.expiresAt = expiryOf(job, this.#retention, entry.timers)
     }
     this.#syncQueue(entry, wasQueued)
-    this.#fanOut.publish(job.id, events)
+    this.fanOut.publish(job.id, events)
     return { job, events, lease }
   }
 
@@ -280,7 +252,7 @@ export class MemoryStore implements Store {
     const queued = isQueuedForDispatch(entry.job)
     if (queued === wasQueued) return
     this.#queue.sync(entry.job.type, entry.ordinal, entry.job.id, queued)
-    this.#fanOut.publishQueue(entry.job.type)
+    this.fanOut.publishQueue(entry.job.type)
   }
 
   #open(): void {

@@ -2,36 +2,19 @@ import { mkdirSync } from 'node:fs'
 import { dirname } from 'node:path'
 import { setImmediate } from 'node:timers'
 import Database from 'better-sqlite3'
-import { applyEvent, JobwireError, type JobEvent, type JobState, type Owner } from '@jobwire/protocol'
+import { applyEvent, JobwireError, type JobEvent, type JobState } from '@jobwire/protocol'
 import { applyPlan, createdEvent, decodeCursor, encodeCursor, expiryOf, initialTimers, isQueuedForDispatch, nextDeadline, noTimers, type AppliedPlan } from '../core/apply.js'
-import { FanOut } from '../core/fan-out.js'
 import { defaultRetention } from '../options.js'
 import { runAtEndOfTurn } from '../core/turn.js'
+import { InProcessStore } from './in-process.js'
 import { QueueOrder } from './queue-order.js'
 import { Checkpointer, WalSync, type CheckpointOptions } from './sqlite-wal.js'
-import {
-  type AppendPlan,
-  type AppendResult,
-  type CreateResult,
-  type EventListener,
-  type JobPage,
-  type JobQuery,
-  type JobRecord,
-  type JobTimers,
-  type Lease,
-  type LogRange,
-  type NewJob,
-  type OwnerListener,
-  type Retention,
-  type Store,
-  type SweepResult,
-  type Unsubscribe,
-} from '../core/store.js'
+import type * as core from '../core/store.js'
 
 export interface SqliteStoreOptions {
   /** Path of the database file; created with its folder if missing. */
   path: string
-  retention?: Retention
+  retention?: core.Retention
   /**
    * `full` (default) fsyncs the WAL after every group commit, off the event loop, and answers and
    * publishes the group's writes only then: an acknowledged write survives a power cut.
@@ -50,7 +33,7 @@ interface JobRow {
   timers: string | null
 }
 
-interface Cached extends JobRecord {
+interface Cached extends core.JobRecord {
   ordinal: number
   firstSeq: number
 }
@@ -68,7 +51,7 @@ interface GroupedWrite {
 }
 
 /** The `timers` and `deadline_at` columns of a job. */
-function timerColumns(timers: JobTimers): { timers: string | null; deadlineAt: number | null } {
+function timerColumns(timers: core.JobTimers): { timers: string | null; deadlineAt: number | null } {
   return { timers: Object.keys(timers.settings).length === 0 ? null : JSON.stringify(timers), deadlineAt: nextDeadline(timers) }
 }
 
@@ -143,11 +126,10 @@ CREATE TABLE IF NOT EXISTS events (
  * own savepoint so that a refused write (a lost lease, a finished job) undoes only itself. Under
  * load this turns N fsyncs into one; alone, a write waits only for the end of the current turn.
  */
-export class SqliteStore implements Store {
+export class SqliteStore extends InProcessStore implements core.Store {
   readonly kind = 'sqlite'
   readonly #db: Database.Database
-  readonly #fanOut = new FanOut()
-  readonly #retention: Retention
+  readonly #retention: core.Retention
   readonly #statements
   readonly #appendTx
   readonly #claimTx
@@ -178,6 +160,7 @@ export class SqliteStore implements Store {
   #touched: string[] = []
 
   constructor(options: SqliteStoreOptions) {
+    super()
     this.#retention = options.retention ?? defaultRetention
     if (options.path !== ':memory:') mkdirSync(dirname(options.path), { recursive: true })
     const db = new Database(options.path)
@@ -242,7 +225,7 @@ export class SqliteStore implements Store {
     for (const { id, type, ordinal } of s.queued.iterate()) this.#queue.add(type, ordinal, id)
     this.#checkpointer = onDisk ? new Checkpointer(options.path, options.checkpoint) : null
 
-    this.#createTx = db.transaction((input: NewJob): { result: CreateResult; ordinal: number; timers: JobTimers } => {
+    this.#createTx = db.transaction((input: core.NewJob): { result: core.CreateResult; ordinal: number; timers: core.JobTimers } => {
       if (input.idempotencyKey !== null) {
         const existing = s.jobByKey.get(input.idempotencyKey)
         if (existing !== undefined) return { result: { job: this.#withText(existing.state), created: false }, ordinal: existing.ordinal, timers: noTimers }
@@ -300,7 +283,7 @@ export class SqliteStore implements Store {
       return { job, lease, timers, ordinal: current.ordinal, firstSeq }
     }
 
-    this.#appendTx = db.transaction((jobId: string, plan: AppendPlan, at: string) => {
+    this.#appendTx = db.transaction((jobId: string, plan: core.AppendPlan, at: string) => {
       const current = this.#load(jobId)
       if (current === null) throw new JobwireError('job_not_found', { jobId })
       const applied = applyPlan(current.job, current.lease, plan, at, current.timers)
@@ -321,7 +304,7 @@ export class SqliteStore implements Store {
       }
       return statement
     }
-    this.#claimTx = db.transaction((types: readonly string[], now: number, max: number, plan: AppendPlan) => {
+    this.#claimTx = db.transaction((types: readonly string[], now: number, max: number, plan: core.AppendPlan) => {
       const at = new Date(now).toISOString()
       const outcomes: { applied: AppliedPlan; before: Cached; after: Cached }[] = []
       for (const row of claimable(types).all(now, ...types, max)) {
@@ -356,7 +339,7 @@ export class SqliteStore implements Store {
     })
   }
 
-  createJob(input: NewJob): Promise<CreateResult> {
+  createJob(input: core.NewJob): Promise<core.CreateResult> {
     return this.#grouped(
       () => {
         const created = this.#createTx(input)
@@ -369,15 +352,15 @@ export class SqliteStore implements Store {
 
   /** After the commit: queue order and subscribers (the cache was updated in the transaction). */
 
-  #created(input: NewJob, { result, ordinal }: { result: CreateResult; ordinal: number; timers: JobTimers }): CreateResult {
+  #created(input: core.NewJob, { result, ordinal }: { result: core.CreateResult; ordinal: number; timers: core.JobTimers }): core.CreateResult {
     if (result.created) {
       if (isQueuedForDispatch(result.job)) {
         this.#queue.add(result.job.type, ordinal, result.job.id)
-        this.#fanOut.publishQueue(result.job.type)
+        this.fanOut.publishQueue(result.job.type)
       }
       const created = createdEvent(input)
-      this.#fanOut.publish(input.id, [created])
-      this.#fanOut.publishCreated(created)
+      this.fanOut.publish(input.id, [created])
+      this.fanOut.publishCreated(created)
     }
     return result
   }
@@ -388,14 +371,14 @@ export class SqliteStore implements Store {
     return this.#load(id)?.job ?? null
   }
 
-  async getRecord(id: string): Promise<JobRecord | null> {
+  async getRecord(id: string): Promise<core.JobRecord | null> {
     this.#open()
     await this.#synced(id)
     const cached = this.#load(id)
     return cached === null ? null : { job: cached.job, lease: cached.lease, timers: cached.timers }
   }
 
-  async listJobs(query: JobQuery): Promise<JobPage> {
+  async listJobs(query: core.JobQuery): Promise<core.JobPage> {
     this.#open()
     await this.#lastSync?.catch(() => undefined)
     const params: Record<string, string | number> = { limit: query.limit + 1 }
@@ -419,7 +402,7 @@ export class SqliteStore implements Store {
     }
   }
 
-  append(jobId: string, plan: AppendPlan): Promise<AppendResult> {
+  append(jobId: string, plan: core.AppendPlan): Promise<core.AppendResult> {
     return this.#grouped(
       () => {
         const outcome = this.#appendTx(jobId, plan, new Date().toISOString())
@@ -504,7 +487,7 @@ export class SqliteStore implements Store {
     })
   }
 
-  async claim(types: readonly string[], now: number, max: number, plan: AppendPlan): Promise<AppendResult[]> {
+  async claim(types: readonly string[], now: number, max: number, plan: core.AppendPlan): Promise<core.AppendResult[]> {
     this.#open()
     if (types.length === 0 || max < 1) return []
     // The claimed jobs commit in one savepoint of the group commit, beside the turn's other writes.
@@ -537,7 +520,7 @@ export class SqliteStore implements Store {
     return this.#queue.position(current.job.type, current.ordinal)
   }
 
-  async readLog(jobId: string, after: number, limit: number): Promise<LogRange | null> {
+  async readLog(jobId: string, after: number, limit: number): Promise<core.LogRange | null> {
     this.#open()
     await this.#synced(jobId)
     const current = this.#load(jobId)
@@ -546,17 +529,6 @@ export class SqliteStore implements Store {
     return { events, firstSeq: current.firstSeq, head: current.job.seq, status: current.job.status }
   }
 
-  subscribe(jobId: string, listener: EventListener): Unsubscribe {
-    return this.#fanOut.subscribe(jobId, listener)
-  }
-
-  subscribeQueue(type: string, listener: () => void): Unsubscribe {
-    return this.#fanOut.subscribeQueue(type, listener)
-  }
-
-  subscribeOwner(owner: Owner, listener: OwnerListener): Unsubscribe {
-    return this.#fanOut.subscribeOwner(owner, listener)
-  }
 
   // Values are written on their own, before the append that refers to them (whose fsync covers them too).
   async putValue(jobId: string, ref: string, json: string): Promise<void> {
@@ -574,7 +546,7 @@ export class SqliteStore implements Store {
     this.#statements.deleteValue.run(jobId, ref)
   }
 
-  async sweep(now: number): Promise<SweepResult> {
+  async sweep(now: number): Promise<core.SweepResult> {
     this.#open()
     let expiredJobs = 0
     for (let batch = this.#sweepTx.immediate(now); batch > 0; batch = this.#sweepTx.immediate(now)) expiredJobs += batch
@@ -597,11 +569,11 @@ export class SqliteStore implements Store {
   }
 
   /** After the commit only (the cache was updated in the transaction): queue order and subscribers. */
-  #publish(outcome: { applied: AppliedPlan; before: Cached; after: Cached | null }): AppendResult {
+  #publish(outcome: { applied: AppliedPlan; before: Cached; after: Cached | null }): core.AppendResult {
     const { applied, after } = outcome
     if (after !== null) {
-      if (this.#queue.sync(after.job.type, after.ordinal, after.job.id, isQueuedForDispatch(after.job))) this.#fanOut.publishQueue(after.job.type)
-      this.#fanOut.publish(after.job.id, applied.events)
+      if (this.#queue.sync(after.job.type, after.ordinal, after.job.id, isQueuedForDispatch(after.job))) this.fanOut.publishQueue(after.job.type)
+      this.fanOut.publish(after.job.id, applied.events)
     }
     return { job: applied.job, events: applied.events, lease: applied.lease }
   }
@@ -619,8 +591,8 @@ export class SqliteStore implements Store {
     if (row === undefined) return null
     return this.#remember({
       job: this.#withText(row.state),
-      lease: row.lease === null ? null : (JSON.parse(row.lease) as Lease),
-      timers: row.timers === null ? noTimers : (JSON.parse(row.timers) as JobTimers),
+      lease: row.lease === null ? null : (JSON.parse(row.lease) as core.Lease),
+      timers: row.timers === null ? noTimers : (JSON.parse(row.timers) as core.JobTimers),
       ordinal: row.ordinal,
       firstSeq: row.first_seq,
     })

@@ -81,12 +81,6 @@ export interface WriteContext {
    * in its event (writes over HTTP do). In-process callers that leave it out append values inline.
    */
   storeLargeValues?: boolean
-  /**
-   * Whether the writer may write this job, asked of the state the append sees (the refusal to
-   * throw, or null), so a write needs no read of its own before it: a worker's completions
-   * carried in its claim are checked this way.
-   */
-  allowed?: (job: JobState) => JobwireError | null
 }
 
 export interface AppendOutcome extends AppendResult {
@@ -182,7 +176,7 @@ export class JobService {
    * attempts left re-queues the job (with backoff) instead of failing it.
    */
   async appendEvents(jobId: string, input: EventDraft[], context: WriteContext = {}): Promise<AppendOutcome> {
-    const { drafts, refs } = context.storeLargeValues === true ? await this.#storeLargeValues(jobId, input, context) : { drafts: input, refs: [] }
+    const { drafts, refs } = context.storeLargeValues === true ? await this.#storeLargeValues(jobId, input) : { drafts: input, refs: [] }
     let replaced: string | undefined
     let result: AppendOutcome
     try {
@@ -201,7 +195,7 @@ export class JobService {
    * Stores each result or checkpoint larger than `inlineValueBytes` apart from the log, and
    * returns the drafts with a ref in its place (the value itself null).
    */
-  async #storeLargeValues(jobId: string, drafts: EventDraft[], context: WriteContext): Promise<{ drafts: EventDraft[]; refs: string[] }> {
+  async #storeLargeValues(jobId: string, drafts: EventDraft[]): Promise<{ drafts: EventDraft[]; refs: string[] }> {
     let out = drafts
     const refs: string[] = []
     for (const [index, draft] of drafts.entries()) {
@@ -211,10 +205,7 @@ export class JobService {
       if (size <= this.limits.inlineValueBytes) continue
       if (refs.length === 0) {
         // A value is never stored for a job that does not exist: nothing would ever sweep it.
-        const job = await this.store.getJob(jobId)
-        if (job === null) throw new JobwireError('job_not_found', { jobId })
-        const refused = context.allowed?.(job) ?? null
-        if (refused !== null) throw refused
+        if ((await this.store.getJob(jobId)) === null) throw new JobwireError('job_not_found', { jobId })
         out = drafts.slice()
       }
       const ref: ValueRef = { ref: `v_${randomBytes(12).toString('base64url')}`, size }
@@ -252,8 +243,6 @@ export class JobService {
     const now = this.now().getTime()
     let duplicate = false
     const result = await this.store.append(jobId, (job, lease): AppendDecision => {
-      const refused = context.allowed?.(job) ?? null
-      if (refused !== null) throw refused
       seen(job)
       // A compare-and-set store may run the plan again on a newer state.
       duplicate = false

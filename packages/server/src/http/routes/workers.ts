@@ -1,40 +1,13 @@
-import type { FastifyInstance, FastifyRequest } from 'fastify'
-import { JobwireError, type BulkWriteResult } from '@jobwire/protocol'
+import type { FastifyInstance } from 'fastify'
+import { JobwireError } from '@jobwire/protocol'
 import { authorize, canWork, requireKeyRole } from '../../core/access.js'
-import type { Principal } from '../../core/scopes.js'
 import { abortOnClose, principalOf, type RouteContext } from '../context.js'
-import { heartbeatBody, parseClaimBody, parseWith, releaseBody, signalsBody, type ClaimBody } from '../schemas.js'
+import { heartbeatBody, parseClaimBody, parseWith, releaseBody, signalsBody } from '../schemas.js'
+import { writeEach } from '../writes.js'
 
 /** Workers: claim, heartbeat, release, signals. Only `worker` (and `admin`) keys; a self-run job's heartbeat takes a `backend` key. */
 export function registerWorkerRoutes(v1: FastifyInstance, context: RouteContext): void {
   const { service, dispatcher, settings } = context
-
-  /**
-   * A worker's finished jobs' last writes (`done`), each applied or refused on its own like a bulk
-   * write; the lease is checked in the append, and so is the right to write the job (no read first).
-   */
-  function finish(request: FastifyRequest, principal: Principal, done: NonNullable<ClaimBody['done']>): Promise<BulkWriteResult[]> {
-    // Writes to one job in order, to different jobs together.
-    const chains = new Map<string, Promise<unknown>>()
-    return Promise.all(
-      done.map(({ jobId, events, lease, batch }) => {
-        const context = { lease, storeLargeValues: true, allowed: (job: Parameters<typeof authorize>[2]) => authorize(principal, 'write-leased', job, jobId), ...(batch === undefined ? {} : { batch }) }
-        const previous = chains.get(jobId) ?? Promise.resolve()
-        const answer = previous
-          .then(() => service.appendEvents(jobId, events, context))
-          .then(({ job, events: appended, duplicate }): BulkWriteResult => ({
-            jobId,
-            events: appended.map((e) => ({ seq: e.seq, type: e.type })),
-            seq: job.seq,
-            status: job.status,
-            ...(duplicate ? { duplicate: true as const } : {}),
-          }))
-          .catch((error: unknown) => refusedWrite(request, jobId, error))
-        chains.set(jobId, answer)
-        return answer
-      }),
-    )
-  }
 
   v1.post('/workers/claim', async (request, reply) => {
     const principal = principalOf(request)
@@ -46,7 +19,7 @@ export function registerWorkerRoutes(v1: FastifyInstance, context: RouteContext)
     // The completions and the claim start in the same turn: one group commit on SQLite, one
     // pipeline of round trips on Redis. A claim that carries completions waits for no job, so
     // the worker hears about them at once.
-    const done = body.done === undefined ? undefined : finish(request, principal, body.done)
+    const done = body.done === undefined ? undefined : writeEach(request, service, principal, body.done)
     const claiming = dispatcher.claimMany({
       types: body.types,
       worker: body.worker ?? 'worker',
@@ -93,11 +66,4 @@ export function registerWorkerRoutes(v1: FastifyInstance, context: RouteContext)
     const waitMs = Math.min((body.wait ?? 0) * 1000, settings.pollMaxWaitMs)
     return { signals: await dispatcher.signals(body.jobs, waitMs, abortOnClose(reply, context.shuttingDown)) }
   })
-}
-
-/** A refused write's answer: its registry error; an unknown throw becomes `internal`, logged with the request id. */
-function refusedWrite(request: FastifyRequest, jobId: string, error: unknown): BulkWriteResult {
-  const known = error instanceof JobwireError ? error : new JobwireError('internal', { requestId: request.id })
-  if (known.code === 'internal') request.log.error({ err: error, jobId }, 'a carried write failed')
-  return { jobId, error: known.toBody() }
 }

@@ -1,0 +1,43 @@
+import type { FastifyRequest } from 'fastify'
+import { JobwireError, type AppendResponse, type BulkWriteResult } from '@jobwire/protocol'
+import { authorizedFacts } from '../core/access.js'
+import type { JobService } from '../core/jobs.js'
+import type { Principal } from '../core/scopes.js'
+import type { BulkWrite, ProducerWrite } from './schemas.js'
+
+/**
+ * A producer's write to one job: authorized from the job's facts (no read of the job first),
+ * appended atomically, answered with what it appended. Throws a registry error when refused.
+ */
+export async function writeJob(service: JobService, principal: Principal, jobId: string, write: ProducerWrite): Promise<{ jobId: string } & AppendResponse> {
+  // Workers write the jobs they hold (the lease is checked in the append); backends write the rest.
+  const job = await authorizedFacts(service, principal, write.lease !== undefined ? 'write-leased' : 'write', jobId)
+  const { job: after, events, duplicate } = await service.appendEvents(job.id, write.events, { ...write, storeLargeValues: true })
+  const answer: { jobId: string } & AppendResponse = { jobId: job.id, events: events.map((e) => ({ seq: e.seq, type: e.type })), seq: after.seq, status: after.status }
+  return duplicate ? { ...answer, duplicate: true } : answer
+}
+
+/**
+ * Writes to many jobs (`POST /v1/events`, a claim's `done`), each atomic and answered on its own,
+ * like a bulk API: one refused write (a lost lease, a finished job) leaves the others standing.
+ * Writes to different jobs go out together (one group commit on SQLite, one pipeline on Redis);
+ * to one job, in order.
+ */
+export function writeEach(request: FastifyRequest, service: JobService, principal: Principal, writes: readonly BulkWrite[]): Promise<BulkWriteResult[]> {
+  const chains = new Map<string, Promise<unknown>>()
+  return Promise.all(
+    writes.map(({ jobId, ...one }) => {
+      const previous = chains.get(jobId) ?? Promise.resolve()
+      const answer = previous.then(() => writeJob(service, principal, jobId, one)).catch((error: unknown) => refused(request, jobId, error))
+      chains.set(jobId, answer)
+      return answer
+    }),
+  )
+}
+
+/** A refused write's answer: its registry error; an unknown throw becomes `internal`, logged with the request id. */
+function refused(request: FastifyRequest, jobId: string, error: unknown): BulkWriteResult {
+  const known = error instanceof JobwireError ? error : new JobwireError('internal', { requestId: request.id })
+  if (known.code === 'internal') request.log.error({ err: error, jobId }, 'bulk write failed')
+  return { jobId, error: known.toBody() }
+}

@@ -176,18 +176,23 @@ export class JobService {
    * attempts left re-queues the job (with backoff) instead of failing it.
    */
   async appendEvents(jobId: string, input: EventDraft[], context: WriteContext = {}): Promise<AppendOutcome> {
-    const { drafts, refs } = context.storeLargeValues === true ? await this.#storeLargeValues(jobId, input) : { drafts: input, refs: [] }
+    // Only a result or a checkpoint can be large: most writes (a delta, a tick) skip the step and its await.
+    const { drafts, refs } =
+      context.storeLargeValues === true && input.some(holdsValue) ? await this.#storeLargeValues(jobId, input) : { drafts: input, refs: [] }
     let replaced: string | undefined
     let result: AppendOutcome
     try {
       result = await this.#append(jobId, drafts, context, (job) => (replaced = job.checkpointRef?.ref))
     } catch (error) {
-      await this.#dropValues(jobId, refs)
+      if (refs.length > 0) await this.#dropValues(jobId, refs)
       throw error
     }
     // Values no event of the job's state points to any more: a replaced checkpoint, a retried batch's copies.
-    const kept = new Set([result.job.checkpointRef?.ref, result.job.resultRef?.ref])
-    await this.#dropValues(jobId, [...refs, ...(replaced === undefined ? [] : [replaced])].filter((ref) => !kept.has(ref)))
+    if (refs.length > 0 || replaced !== undefined) {
+      const kept = new Set([result.job.checkpointRef?.ref, result.job.resultRef?.ref])
+      const dropped = [...refs, ...(replaced === undefined ? [] : [replaced])].filter((ref) => !kept.has(ref))
+      if (dropped.length > 0) await this.#dropValues(jobId, dropped)
+    }
     return result
   }
 
@@ -199,7 +204,7 @@ export class JobService {
     let out = drafts
     const refs: string[] = []
     for (const [index, draft] of drafts.entries()) {
-      if (draft.type !== 'completed' && draft.type !== 'checkpoint') continue
+      if (!holdsValue(draft)) continue
       const json = JSON.stringify((draft.type === 'completed' ? draft.data.result : draft.data.data) ?? null)
       const size = Buffer.byteLength(json)
       if (size <= this.limits.inlineValueBytes) continue
@@ -507,4 +512,9 @@ export function waitFor(woken: Promise<void>, ms: number, signal: AbortSignal | 
     signal?.addEventListener('abort', done, { once: true })
     void woken.then(done)
   })
+}
+
+/** Whether a draft carries a value that may be stored apart from the log (a result or a checkpoint). */
+function holdsValue(draft: EventDraft): draft is Extract<EventDraft, { type: 'completed' | 'checkpoint' }> {
+  return draft.type === 'completed' || draft.type === 'checkpoint'
 }

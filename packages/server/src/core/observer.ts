@@ -28,19 +28,28 @@ type TimedOperation = 'createJob' | 'getJob' | 'listJobs' | 'append' | 'readLog'
  * store catches every commit in one place: JobService's, the Dispatcher's claims and lease sweeps.
  */
 export function observeStore(store: Store, observer: JobObserver): Store {
+  // Plain promise chains, not async wrappers: every append of every request passes through here.
   const timed = <A extends unknown[], R>(operation: TimedOperation, call: (...args: A) => Promise<R>) =>
-    async (...args: A): Promise<R> => {
+    (...args: A): Promise<R> => {
       const started = performance.now()
-      let failed = false
+      let pending: Promise<R>
       try {
-        return await call(...args)
+        pending = call(...args)
       } catch (error) {
-        // A plan refusing (lease_lost, job_finished…) is the store working as asked.
-        failed = !(error instanceof JobwireError) || error.code === 'unavailable' || error.code === 'internal'
-        throw error
-      } finally {
-        observer.storeOperation?.(operation, (performance.now() - started) / 1000, failed)
+        pending = Promise.reject(error as Error)
       }
+      return pending.then(
+        (value) => {
+          observer.storeOperation?.(operation, (performance.now() - started) / 1000, false)
+          return value
+        },
+        (error: unknown) => {
+          // A plan refusing (lease_lost, job_finished…) is the store working as asked.
+          const failed = !(error instanceof JobwireError) || error.code === 'unavailable' || error.code === 'internal'
+          observer.storeOperation?.(operation, (performance.now() - started) / 1000, failed)
+          throw error
+        },
+      )
     }
   const observed: Store = {
     get kind() {
@@ -53,11 +62,12 @@ export function observeStore(store: Store, observer: JobObserver): Store {
     }),
     getJob: timed('getJob', (id) => store.getJob(id)),
     listJobs: timed('listJobs', (query) => store.listJobs(query)),
-    append: timed('append', async (jobId, plan) => {
-      const result = await store.append(jobId, plan)
-      if (result.events.length > 0) observer.committed?.(result.job, result.events)
-      return result
-    }),
+    append: timed('append', (jobId, plan) =>
+      store.append(jobId, plan).then((result) => {
+        if (result.events.length > 0) observer.committed?.(result.job, result.events)
+        return result
+      }),
+    ),
     readLog: timed('readLog', (jobId, after, limit) => store.readLog(jobId, after, limit)),
     claim: timed('claim', async (types, now, max, plan) => {
       const results = await store.claim(types, now, max, plan)

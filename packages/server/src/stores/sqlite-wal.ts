@@ -1,4 +1,4 @@
-import { closeSync, fsync, openSync } from 'node:fs'
+import { closeSync, fdatasync, openSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { Worker } from 'node:worker_threads'
 
@@ -59,14 +59,16 @@ export class WalSync {
     // The WAL exists once the database is open in WAL mode and has been written.
     this.#fd ??= openSync(this.#path, 'r+')
     const fd = this.#fd
-    return new Promise((resolve, reject) => fsync(fd, (error) => (error === null ? resolve() : reject(error))))
+    // fdatasync, as SQLite itself syncs: the WAL's data and its size, not its times (once the WAL has
+    // reached its size, a sync then writes no file-system journal entry for the inode).
+    return new Promise((resolve, reject) => fdatasync(fd, (error) => (error === null ? resolve() : reject(error))))
   }
 }
 
 export interface CheckpointOptions {
   /** A checkpoint at most this often (ms), after a commit; 100. */
   intervalMs?: number
-  /** WAL size in pages that makes the next commit wait for a checkpoint and start it over (1,000 = 4 MiB). */
+  /** WAL size in pages that makes the next commit wait for a checkpoint and start it over (4,096 = 16 MiB). */
   catchUpPages?: number
   /** Commits since a checkpoint started that make the next commit wait for one (1,000). */
   catchUpCommits?: number
@@ -120,7 +122,7 @@ export class Checkpointer {
 
   constructor(databasePath: string, options: CheckpointOptions = {}) {
     this.#intervalMs = options.intervalMs ?? 100
-    this.#catchUpPages = options.catchUpPages ?? 1000
+    this.#catchUpPages = options.catchUpPages ?? 4096
     this.#catchUpCommits = options.catchUpCommits ?? 1000
     this.#worker = new Worker(checkpointerSource, {
       eval: true,

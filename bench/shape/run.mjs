@@ -59,13 +59,15 @@ const API_KEY = 'bench-shape-admin-key-0123456789'
 const DEFAULT_ROWS =
   'relay:sse:1,relay:ws:1,jobwire-memory:sse:1,jobwire-memory:ws:1,jobwire-sqlite:sse:1,jobwire-sqlite:ws:1,jobwire-redis:sse:1,jobwire-redis:ws:1,jobwire-redis2:ws:1,' +
   'socketio:ws:1,socketio-redis:ws:1,bullmq:-:1,relay:ws:3,jobwire-memory:ws:3,jobwire-redis:ws:3,socketio:ws:3'
-/** BENCH_SHAPE_ROWS: kind:transport:watchers,… (see DEFAULT_ROWS). */
-const ROWS = (process.env.BENCH_SHAPE_ROWS ?? DEFAULT_ROWS).split(',').map((row) => {
+/** BENCH_SHAPE_ROWS: kind:transport:watchers,… (see DEFAULT_ROWS); empty runs the fleet only. */
+const ROWS = (process.env.BENCH_SHAPE_ROWS ?? DEFAULT_ROWS).split(',').filter(Boolean).map((row) => {
   const [kind, transport, watchers] = row.split(':')
   return { kind, transport, watchers: Number(watchers ?? 1) }
 })
 /** BENCH_CPU_PROF=1: the servers run under --cpu-prof (bench/results/profiles/; node bench/profile-summary.mjs FILE). */
 const CPU_PROF = process.env.BENCH_CPU_PROF === '1'
+/** BENCH_SERVER_NODE_ARGS: Node options for the servers under test only (e.g. `--max-semi-space-size=32`), space-separated. */
+const SERVER_NODE_ARGS = (process.env.BENCH_SERVER_NODE_ARGS ?? '').split(' ').filter(Boolean)
 const NAMES = {
   relay: 'bare relay (the limit)',
   'jobwire-memory': 'Jobwire, memory',
@@ -107,7 +109,10 @@ async function deploy(row) {
     connection.disconnect()
     url = 'shape'
   } else {
-    const profile = CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${join(here, '../results/profiles')}`, `--cpu-prof-name=shape-${row.kind}-${row.transport}-${Date.now()}.cpuprofile`] : []
+    const profile = [
+      ...(CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${join(here, '../results/profiles')}`, `--cpu-prof-name=shape-${row.kind}-${row.transport}-${Date.now()}.cpuprofile`] : []),
+      ...SERVER_NODE_ARGS,
+    ]
     const kind = row.kind === 'jobwire-redis2' ? 'jobwire-redis' : row.kind
     server = start(join(here, 'targets.mjs'), [kind, API_KEY, REDIS_URL, prefix, dataDir], profile)
     ;({ url } = await next(server, 'ready'))
@@ -273,7 +278,11 @@ async function fleet(store) {
   process.stderr.write(`bench shape: fleet on ${store} (load average ${fmt(load, 2)})…\n`)
   const prefix = `jwbench:${randomBytes(4).toString('hex')}`
   const dataDir = mkdtempSync(join(tmpdir(), 'jobwire-shape-'))
-  const server = start(join(here, 'targets.mjs'), [row.kind, API_KEY, REDIS_URL, prefix, dataDir])
+  const profile = [
+    ...(CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${join(here, '../results/profiles')}`, `--cpu-prof-name=shape-fleet-${store}-${Date.now()}.cpuprofile`] : []),
+    ...SERVER_NODE_ARGS,
+  ]
+  const server = start(join(here, 'targets.mjs'), [row.kind, API_KEY, REDIS_URL, prefix, dataDir], profile)
   const { url } = await next(server, 'ready')
   const pool = new Pool(url, { connections: 8 })
   const jobs = []

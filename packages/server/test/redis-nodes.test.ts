@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto'
+import { Redis } from 'ioredis'
 import { afterEach, describe, expect, it, vi } from 'vitest'
 import { JobwireError, type ErrorCode, type JobEvent, type StreamMessage } from '@jobwire/protocol'
 import { defaultCoreLimits, Dispatcher, epochSeqGap, JobService, type RedisStore, type StreamSink } from '@jobwire/server'
@@ -207,6 +208,56 @@ if (redisReachable('Redis store: several nodes')) {
       expect(log?.events.map((e) => e.seq)).toEqual(Array.from({ length: 9 }, (_, i) => i + 1))
       expect((await b.service.getJob(job.id)).text).toBe('a0a1a2a3a4ba5')
       expect((await a.service.getJob(job.id)).seq).toBe(9)
+    })
+
+    it("a turn's commits leave in one script call, each checked on its own: the one another node made stale is refused and retried alone, the others land once", async () => {
+      const proxy = await startTcpProxy(redisUrl)
+      cleanups.push(() => proxy.close())
+      const prefix = nextPrefix()
+      const [a] = await cluster(1, { url: proxy.url, prefix })
+      const [b] = await cluster(1, { prefix })
+      if (a === undefined || b === undefined) throw new Error('two nodes expected')
+      const jobs = []
+      // Self-run jobs (their first chunk starts them): created, started, a1, then the writes below.
+      for (const name of ['x', 'y', 'z']) jobs.push((await a.service.createJob({ type: 'batched', input: name, dispatch: false })).job)
+      const [x, y, z] = jobs.map((job) => job.id) as [string, string, string]
+      for (const id of [x, y, z]) await a.service.appendEvents(id, [chunk('a1')])
+      const calls = (script: string): (() => number) => {
+        const bySha = proxy.watch(createHash('sha1').update(script).digest('hex'))
+        const byText = proxy.watch(script)
+        return () => bySha() + byText()
+      }
+      const commits = calls(luaScripts.commit)
+      const loads = calls(luaScripts.load)
+      // Node B writes y: node A's copy of y is stale, its copies of x and z are not.
+      await b.service.appendEvents(y, [chunk('b')])
+      await Promise.all([x, y, z].map((id) => a.service.appendEvents(id, [chunk('a2')])))
+      // One call for the three; y's refusal made node A read y again and commit it alone.
+      expect(commits()).toBe(2)
+      expect(loads()).toBe(1)
+      for (const id of [x, z]) {
+        expect((await b.store.readLog(id, 0, 100))?.events.map((e) => e.seq)).toEqual([1, 2, 3, 4])
+        expect((await b.service.getJob(id)).text).toBe('a1a2')
+      }
+      expect((await b.store.readLog(y, 0, 100))?.events.map((e) => e.seq)).toEqual([1, 2, 3, 4, 5])
+      expect((await b.service.getJob(y)).text).toBe('a1ba2')
+
+      // A claim of several jobs: one call commits them all, and their queue hears of it once.
+      const queued = []
+      for (let i = 0; i < 3; i++) queued.push((await b.service.createJob({ type: 'batched-claim' })).job.id)
+      const subscriber = new Redis(redisUrl)
+      cleanups.push(() => subscriber.quit())
+      let queueMessages = 0
+      subscriber.on('message', () => queueMessages++)
+      await subscriber.subscribe(`${prefix}:ch:queue:batched-claim`)
+      const before = commits()
+      const claimed = await a.dispatcher.claimMany({ types: ['batched-claim'], worker: 'w', leaseMs: 60_000, waitMs: 0, max: 3 })
+      expect(claimed.map((one) => one.job.id)).toEqual(queued)
+      expect(commits() - before).toBe(1)
+      // A message published before the reply is read by the subscriber within moments.
+      await vi.waitFor(() => expect(queueMessages).toBeGreaterThan(0))
+      await new Promise((resolve) => setTimeout(resolve, 50))
+      expect(queueMessages).toBe(1)
     })
 
     it('8 claimers on 3 nodes over 200 jobs: every job claimed exactly once, none left queued', async () => {

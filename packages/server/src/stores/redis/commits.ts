@@ -38,6 +38,20 @@ interface PendingAppend {
   reject: (error: unknown) => void
 }
 
+/** A commit waiting to leave with the others of its turn. */
+interface PendingCommit {
+  /** lua/lib/commit.lua's KEYS and ARGV for this job. */
+  keys: string[]
+  args: (string | number)[]
+  /** Runs once the commit landed, before the caller hears of it. */
+  landed: () => void
+  resolve: (landed: boolean) => void
+  reject: (error: unknown) => void
+}
+
+/** Most commits one script call carries (a long script holds up every other Redis client). */
+const commitsPerCall = 64
+
 export interface RedisCommitsOptions {
   connection: RedisConnection
   keys: RedisKeys
@@ -68,6 +82,8 @@ export class RedisCommits {
   readonly #committed = new Map<string, Loaded>()
   readonly #committedLimit = 10_000
   #claims: Promise<unknown> = Promise.resolve()
+  /** Commits issued in this turn, sent together at its end (#sendBatch). */
+  #batch: PendingCommit[] = []
 
   constructor(options: RedisCommitsOptions) {
     this.#connection = options.connection
@@ -381,8 +397,12 @@ export class RedisCommits {
     }
   }
 
-  /** Commits `job` computed from `before`; false when another writer got there first. */
-  async #commit(before: Loaded, job: JobState, lease: Lease | null, avail: number, events: readonly JobEvent[], timers: JobTimers): Promise<boolean> {
+  /**
+   * Commits `job` computed from `before`; false when another writer got there first. The commits
+   * this node issues in one turn (a claim's jobs, the writes of one request, or of several) leave
+   * together, in one call of lua/commit.lua, each still checked and committed (or refused) on its own.
+   */
+  #commit(before: Loaded, job: JobState, lease: Lease | null, avail: number, events: readonly JobEvent[], timers: JobTimers): Promise<boolean> {
     const k = this.#keys
     const id = job.id
     // Forgotten until this commit is known to have landed: a write that fails or times out may or may not have.
@@ -391,52 +411,69 @@ export class RedisCommits {
     const bodies = events.map((event) => JSON.stringify(event))
     const message = `[${bodies.join(',')}]`
     const ver = String(1 + Math.floor(Math.random() * 2 ** 52))
-    const reply = await this.#connection.run(
-      'commit',
-      [
-        k.job(id),
-        k.log(id),
-        k.status(before.job.status),
-        k.status(job.status),
-        k.queue(job.type),
-        k.delayed(job.type),
-        k.leases,
-        k.expiry,
-        k.generation,
-        k.deadlines,
-        k.text(id),
-      ],
-      [
-        before.ver,
-        before.inc,
-        // The text lives in its own key: a commit sends what it appends, not the whole text again.
-        JSON.stringify(job.text === '' ? job : { ...job, text: '' }),
-        job.seq,
-        job.status,
-        lease === null ? '' : JSON.stringify(lease),
-        lease === null || lease.ended === true ? '' : lease.expiresAt,
-        avail,
-        isQueuedForDispatch(job) ? '1' : '0',
-        isQueuedForDispatch(before.job) ? '1' : '0',
-        before.ord,
-        id,
-        expiresAt === null ? '' : expiresAt,
-        job.seq - this.#retention.maxEventsPerJob + 1,
-        k.jobChannel(id),
-        k.queueChannel(job.type),
-        message,
-        events.length,
-        ver,
-        ...timerArgs(timers),
-        ...textChange(before, job, events),
-        ...events.flatMap((event, i) => [event.seq, bodies[i] as string]),
-      ],
-    )
-    if (reply !== 1) return false
-    this.#committed.set(id, { job, textInState: false, lease, ver, inc: before.inc, ord: before.ord, avail, timers })
-    if (events.length > 0) this.#notifications.delivered(id, events, message)
-    if (this.#committed.size > this.#committedLimit) this.#committed.delete(this.#committed.keys().next().value as string)
-    return true
+    const keys = [k.job(id), k.log(id), k.status(before.job.status), k.status(job.status), k.queue(job.type), k.delayed(job.type), k.leases, k.expiry, k.generation, k.deadlines, k.text(id)]
+    const args = [
+      before.ver,
+      before.inc,
+      // The text lives in its own key: a commit sends what it appends, not the whole text again.
+      JSON.stringify(job.text === '' ? job : { ...job, text: '' }),
+      job.seq,
+      job.status,
+      lease === null ? '' : JSON.stringify(lease),
+      lease === null || lease.ended === true ? '' : lease.expiresAt,
+      avail,
+      isQueuedForDispatch(job) ? '1' : '0',
+      isQueuedForDispatch(before.job) ? '1' : '0',
+      before.ord,
+      id,
+      expiresAt === null ? '' : expiresAt,
+      job.seq - this.#retention.maxEventsPerJob + 1,
+      k.jobChannel(id),
+      k.queueChannel(job.type),
+      message,
+      events.length,
+      ver,
+      ...timerArgs(timers),
+      ...textChange(before, job, events),
+    ]
+    for (let i = 0; i < events.length; i++) args.push((events[i] as JobEvent).seq, bodies[i] as string)
+    return new Promise<boolean>((resolve, reject) => {
+      const landed = (): void => {
+        this.#committed.set(id, { job, textInState: false, lease, ver, inc: before.inc, ord: before.ord, avail, timers })
+        if (events.length > 0) this.#notifications.delivered(id, events, message)
+        if (this.#committed.size > this.#committedLimit) this.#committed.delete(this.#committed.keys().next().value as string)
+      }
+      if (this.#batch.length === 0) process.nextTick(() => this.#sendBatch())
+      this.#batch.push({ keys, args, landed, resolve, reject })
+    })
+  }
+
+  /** Sends the commits issued in this turn, at most `commitsPerCall` per script call. */
+  #sendBatch(): void {
+    const batch = this.#batch
+    this.#batch = []
+    for (let from = 0; from < batch.length; from += commitsPerCall) {
+      const part = batch.slice(from, from + commitsPerCall)
+      const keys: string[] = []
+      const args: (string | number)[] = [part.length]
+      for (const one of part) {
+        keys.push(...one.keys)
+        args.push(one.args.length, ...one.args)
+      }
+      this.#connection.run('commit', keys, args).then(
+        (reply) => {
+          const landed = reply as number[]
+          part.forEach((one, i) => {
+            if (landed[i] !== 1) return one.resolve(false)
+            one.landed()
+            one.resolve(true)
+          })
+        },
+        (error: unknown) => {
+          for (const one of part) one.reject(error)
+        },
+      )
+    }
   }
 
   /** Waits a little after a lost compare-and-set, more as conflicts repeat; gives up after 100. */

@@ -176,6 +176,10 @@ export class SqliteStore extends InProcessStore implements core.Store {
     // Commits only write the WAL; its fsync (for `full`) and the checkpoints run off the loop.
     db.pragma('synchronous = NORMAL')
     db.pragma('busy_timeout = 5000')
+    // Each write of a group commit runs in its own savepoint, and a group's statement journal
+    // (the pages its savepoints may roll back) soon outgrows SQLite's 64 KiB in-memory default:
+    // spilled, it cost a temp file (create, writes, unlink) per group and ~4 writes per job.
+    db.pragma('temp_store = MEMORY')
     const onDisk = options.path !== ':memory:'
     if (onDisk) db.pragma('wal_autocheckpoint = 0')
     this.#walSync = onDisk && options.synchronous !== 'normal' ? new WalSync(options.path) : null

@@ -3,6 +3,8 @@
 // BENCH_REDIS_PREFIX), dataDir, apiKey.
 // Answers {type:'ready', url}; on {type:'stop'} closes the server and exits.
 // BENCH_SERVER_DIST may point at another build's server.js (A/B experiments).
+import { writeFileSync } from 'node:fs'
+
 const { startServer } = await import(process.env.BENCH_SERVER_DIST ?? '../packages/server/dist/server.js')
 
 const [store, dataDir, apiKey] = process.argv.slice(2)
@@ -22,8 +24,24 @@ const server = await startServer({
   logger: false,
 })
 process.send({ type: 'ready', url: server.url, databasePath: server.databasePath })
+let session = null
 process.on('message', (message) => {
   if (message.type === 'stats') process.send({ type: 'stats', cpu: process.cpuUsage() })
+  // A CPU profile of one phase of a benchmark (bench/workers.mjs with BENCH_PROFILE), written to `message.file`.
+  if (message.type === 'profile-start') {
+    void import('node:inspector').then(({ Session }) => {
+      session = new Session()
+      session.connect()
+      session.post('Profiler.enable', () => session.post('Profiler.start', () => process.send({ type: 'profile-started' })))
+    })
+  }
+  if (message.type === 'profile-stop') {
+    session.post('Profiler.stop', (error, result) => {
+      if (error === null) writeFileSync(message.file, JSON.stringify(result.profile))
+      session.disconnect()
+      process.send({ type: 'profile-stopped' })
+    })
+  }
   if (message.type === 'stop') {
     server.close().then(
       () => process.exit(0),

@@ -10,8 +10,13 @@
 //     ordered, durable, replayable; the outbox batches many chunks into few events) read over SSE.
 //     BullMQ: job.updateProgress() read by a QueueEvents 'progress' listener (not durable, not
 //     replayable). Every chunk or progress call carries its send time, so each is counted.
-// BENCH_WORKER_STORES picks the stores (sqlite,redis,memory); BENCH_PROFILE=dir writes the
-// Jobwire server's CPU profiles there (node --cpu-prof; summarize with bench/profile-summary.mjs).
+// BENCH_WORKER_STORES picks the stores (sqlite,redis,memory), BENCH_WORKER_CONCURRENCY the rows
+// (4,16), BENCH_WORKER_PARTS the phases (throughput,stream); BENCH_WORKER_BULLMQ=0 leaves BullMQ
+// out (A/B runs of Jobwire builds). BENCH_SERVER_DIST and BENCH_WORKER_DIST may point at another
+// build's packages/server/dist/server.js and packages/worker/dist/index.js (A/B experiments).
+// BENCH_PROFILE=dir writes CPU profiles of the throughput phase there, the Jobwire server's (from
+// the worker's start to its last job) and the worker's (node --cpu-prof, its whole life);
+// summarize with bench/profile-summary.mjs.
 import { fork } from 'node:child_process'
 import { loadBullmq } from './lib/bullmq.mjs'
 import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs'
@@ -32,10 +37,12 @@ const STORE_NAMES = { sqlite: 'Jobwire (SQLite)', redis: 'Jobwire (Redis)', memo
 const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379'
 const API_KEY = 'bench-admin-key-0123456789'
 const PARTS = (process.env.BENCH_WORKER_PARTS ?? 'throughput,stream').split(',')
+const CONCURRENCY = (process.env.BENCH_WORKER_CONCURRENCY ?? '4,16').split(',').map(Number)
+const BULLMQ = process.env.BENCH_WORKER_BULLMQ !== '0'
 const now = () => performance.timeOrigin + performance.now()
 
-function child(script, args) {
-  const proc = fork(join(here, script), args, { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
+function child(script, args, execArgv = []) {
+  const proc = fork(join(here, script), args, { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], execArgv })
   const messages = []
   const waiters = []
   proc.on('message', (message) => {
@@ -83,7 +90,6 @@ async function startJobwire(store, dataDir, prefix) {
   const profile = process.env.BENCH_PROFILE
   const server = fork(join(here, 'jobwire-server.mjs'), [store, dataDir, API_KEY], {
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-    execArgv: profile ? ['--cpu-prof', `--cpu-prof-dir=${profile}`, `--cpu-prof-name=${store}-${process.pid}-${Date.now()}.cpuprofile`] : [],
     // The stream phase sends millions of characters of text to one job.
     env: {
       ...process.env,
@@ -103,7 +109,19 @@ async function startJobwire(store, dataDir, prefix) {
       server.on('message', onStats)
       server.send({ type: 'stats' })
     })
-  return { url: ready.url, cpu, stop: () => new Promise((resolve) => { server.on('exit', resolve); server.send({ type: 'stop' }) }) }
+  /** With BENCH_PROFILE, profiles the server from now until the returned function is called. */
+  const profiling = async (name) => {
+    if (!profile) return async () => {}
+    const ask = (message, answer) =>
+      new Promise((resolve) => {
+        const on = (m) => m.type === answer && (server.off('message', on), resolve())
+        server.on('message', on)
+        server.send(message)
+      })
+    await ask({ type: 'profile-start' }, 'profile-started')
+    return () => ask({ type: 'profile-stop', file: join(profile, `${store}-${name}-${process.pid}-${Date.now()}.cpuprofile`) }, 'profile-stopped')
+  }
+  return { url: ready.url, cpu, profiling, stop: () => new Promise((resolve) => { server.on('exit', resolve); server.send({ type: 'stop' }) }) }
 }
 
 /** Jobwire on `store` for the length of `run`, then its data (file or Redis keys) removed. */
@@ -112,7 +130,7 @@ async function withJobwire(store, run) {
   const prefix = `jwbench-w-${process.pid}-${Date.now().toString(36)}`
   const jobwire = await startJobwire(store, dataDir, prefix)
   try {
-    return await run(jobwire.url, jobwire.cpu)
+    return await run(jobwire.url, jobwire.cpu, jobwire.profiling)
   } finally {
     await jobwire.stop()
     rmSync(dataDir, { recursive: true, force: true })
@@ -131,22 +149,27 @@ async function dropKeys(pattern) {
   await redis.quit()
 }
 
-async function jobwireThroughput(url, serverCpu, concurrency) {
+async function jobwireThroughput(url, serverCpu, profiling, concurrency) {
   for (let i = 0; i < JOBS; i += 100) {
     await Promise.all(Array.from({ length: Math.min(100, JOBS - i) }, () => api(url, 'POST', '/v1/jobs', { type: 'bench-trivial' })))
   }
+  const stopProfile = await profiling(`w${concurrency}`)
   const cpuBefore = await serverCpu()
   const start = now()
   // The worker says when it has handled `JOBS` jobs and holds none: every completion was answered.
-  const worker = child('workers/jobwire-worker.mjs', [url, API_KEY, 'trivial', String(concurrency), '0', '0', String(JOBS)])
+  const profile = process.env.BENCH_PROFILE
+  const execArgv = profile ? ['--cpu-prof', `--cpu-prof-dir=${profile}`, `--cpu-prof-name=worker-${concurrency}-${process.pid}-${Date.now()}.cpuprofile`] : []
+  const worker = child('workers/jobwire-worker.mjs', [url, API_KEY, 'trivial', String(concurrency), '0', '0', String(JOBS)], execArgv)
   const ready = await worker.next('ready')
   const done = await worker.next('all-done')
   const seconds = (now() - start) / 1000
   const serverUs = (await serverCpu()) - cpuBefore
+  await stopProfile()
   await worker.stop()
   const left = await api(url, 'GET', '/v1/jobs?type=bench-trivial&status=completed&limit=1')
   if (left.jobs.length === 0) throw new Error('bench: no job completed')
-  return { jobsPerSec: JOBS / seconds, seconds, cpuUsPerJob: (serverUs + cpuSince(ready.cpu, done.cpu)) / JOBS }
+  const workerUs = cpuSince(ready.cpu, done.cpu)
+  return { jobsPerSec: JOBS / seconds, seconds, cpuUsPerJob: (serverUs + workerUs) / JOBS, serverUsPerJob: serverUs / JOBS, workerUsPerJob: workerUs / JOBS }
 }
 
 async function bullmqThroughput(prefix, concurrency) {
@@ -251,19 +274,19 @@ export async function runWorkersBench() {
     list.push(r)
     console.error(`bench workers: ${JSON.stringify(r)}`)
   }
-  for (const concurrency of PARTS.includes('throughput') ? [4, 16] : []) {
+  for (const concurrency of PARTS.includes('throughput') ? CONCURRENCY : []) {
     load()
     // BullMQ before and after Jobwire's rows, so a drift in the machine's load shows.
-    row(results.throughput, { system: 'BullMQ', concurrency, ...(await bullmqThroughput(`${prefix}-t${concurrency}a`, concurrency)) })
+    if (BULLMQ) row(results.throughput, { system: 'BullMQ', concurrency, ...(await bullmqThroughput(`${prefix}-t${concurrency}a`, concurrency)) })
     for (const store of STORES) {
-      row(results.throughput, { system: STORE_NAMES[store], store, concurrency, ...(await withJobwire(store, (url, cpu) => jobwireThroughput(url, cpu, concurrency))) })
+      row(results.throughput, { system: STORE_NAMES[store], store, concurrency, ...(await withJobwire(store, (url, cpu, profiling) => jobwireThroughput(url, cpu, profiling, concurrency))) })
     }
-    row(results.throughput, { system: 'BullMQ', concurrency, ...(await bullmqThroughput(`${prefix}-t${concurrency}b`, concurrency)) })
+    if (BULLMQ) row(results.throughput, { system: 'BullMQ', concurrency, ...(await bullmqThroughput(`${prefix}-t${concurrency}b`, concurrency)) })
     load()
   }
   for (const rate of PARTS.includes('stream') ? RATES : []) {
     load()
-    row(results.stream, { system: 'BullMQ updateProgress → QueueEvents', offered: rate, ...(await bullmqStream(`${prefix}-s${rate}`, rate)) })
+    if (BULLMQ) row(results.stream, { system: 'BullMQ updateProgress → QueueEvents', offered: rate, ...(await bullmqStream(`${prefix}-s${rate}`, rate)) })
     for (const store of STORES) {
       row(results.stream, { system: `${STORE_NAMES[store]} chunks → SSE`, store, offered: rate, ...(await withJobwire(store, (url) => jobwireStream(url, rate))) })
     }
@@ -283,7 +306,7 @@ export function workersTable(results) {
       '| system | workers | jobs/s | vs BullMQ (better of its two runs) | CPU µs per job (worker + server processes, while it works; Redis not counted) |',
       '|---|---:|---:|---:|---:|',
     )
-    for (const concurrency of [4, 16]) {
+    for (const concurrency of CONCURRENCY) {
       const rows = results.throughput.filter((r) => r.concurrency === concurrency)
       const best = Math.max(...rows.filter((r) => r.system === 'BullMQ').map((r) => r.jobsPerSec))
       for (const r of rows) lines.push(`| ${r.system} | ${concurrency} | ${f(r.jobsPerSec)} | ${r.system === 'BullMQ' ? '' : `${f(r.jobsPerSec / best, 2)}×`} | ${f(r.cpuUsPerJob)} |`)

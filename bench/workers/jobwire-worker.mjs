@@ -2,7 +2,10 @@
 // concurrency, seconds, rate, total. 'trivial': completes each job at once and reports 'all-done'
 // once `total` were handled and none is held (every completion answered). 'stream': one job that
 // calls ctx.chunk() with its send time at `rate` per second for `seconds`, then completes.
-import { createWorker } from '../../packages/worker/dist/index.js'
+// BENCH_WORKER_DIST may point at another build's packages/worker/dist/index.js (A/B experiments).
+import { pathToFileURL } from 'node:url'
+
+const { createWorker } = await import(process.env.BENCH_WORKER_DIST ? pathToFileURL(process.env.BENCH_WORKER_DIST).href : '../../packages/worker/dist/index.js')
 
 const [url, apiKey, mode, concurrency, seconds, rate, total] = process.argv.slice(2)
 const worker = createWorker({ url, apiKey, concurrency: Number(concurrency), pollWaitSeconds: 1, name: `bench-${process.pid}`, onError: () => {} })

@@ -62,7 +62,8 @@ const maxMessage = 2_000
 /** The context of one run: checks arguments at the call, so the server never refuses a batch for them. */
 export function createContext<Checkpoint>(
   outbox: Outbox,
-  signal: AbortSignal,
+  /** The run's signal, asked for only when the handler reads `ctx.signal`. */
+  signal: () => AbortSignal,
   maxValueBytes: number,
   job?: Pick<JobState, 'plan' | 'progress' | 'items'>,
 ): JobContext<Checkpoint> {
@@ -71,7 +72,9 @@ export function createContext<Checkpoint>(
   const itemMetadata = new Map<string, Metadata | undefined>(job?.items.map((item) => [item.id, item.metadata]))
   let currentStage = job?.progress.stage ?? null
   const context: JobContext<Checkpoint> = {
-    signal,
+    get signal() {
+      return signal()
+    },
     progress(update) {
       if (typeof update !== 'object' || update === null) throw new TypeError('progress(): expected {stage?, percent?, message?, fraction?, metadata?}')
       const clean: ProgressUpdate = {}

@@ -4,7 +4,7 @@ import { createContext, type ClaimedJob, type JobContext } from './context.js'
 import { failureOf, JobAbortedError, type AbortReason } from './errors.js'
 import { Outbox, type BatchLimits } from './outbox.js'
 import type { SignalWatch, Watched } from './signal-watch.js'
-import { backoffDelay, deferred, sleep, type Backoff, type Timers } from './timing.js'
+import { backoffDelay, deferred, LazyAbort, sleep, type Backoff, type Timers } from './timing.js'
 
 /** A handler: its return value becomes the job's `result`; a throw fails the job. */
 export type JobHandler<Input = unknown, Checkpoint = unknown> = (
@@ -38,8 +38,13 @@ export class JobRun implements Watched {
   readonly id: string
   readonly lease: Lease
   private phase: Phase = 'running'
-  private readonly controller = new AbortController()
-  private readonly heartbeats = new AbortController()
+  /** The handler's `ctx.signal`. */
+  private readonly controller = new LazyAbort()
+  /** The next heartbeat's timer, while one is due. */
+  private heartbeatTimer: unknown = null
+  /** The heartbeat request in flight, if any: aborted when the run ends. */
+  private heartbeatRequest: AbortController | null = null
+  private heartbeatFailures = 0
   private readonly outbox: Outbox
   private readonly handlerSettled = deferred<void>()
   private readonly ended = deferred<void>()
@@ -80,7 +85,7 @@ export class JobRun implements Watched {
   /** Starts the handler, the heartbeats and the watch; `finished` and `done` tell how it goes. */
   start(handler: JobHandler): void {
     this.env.watch.add(this)
-    void this.heartbeat()
+    this.scheduleHeartbeat()
     void this.execute(handler)
   }
 
@@ -136,7 +141,7 @@ export class JobRun implements Watched {
   }
 
   private async execute(handler: JobHandler): Promise<void> {
-    const ctx = createContext(this.outbox, this.controller.signal, this.env.limits.maxValueBytes, this.claim.job)
+    const ctx = createContext(this.outbox, () => this.controller.signal, this.env.limits.maxValueBytes, this.claim.job)
     let terminal: Extract<ProducerEvent, { type: 'completed' | 'failed' }>
     try {
       const job = await this.claimedJob()
@@ -145,13 +150,13 @@ export class JobRun implements Watched {
       // Refused here, before any request: the server would refuse it after the upload.
       if (terminal.type === 'failed') this.env.report(new RangeError(terminal.message), 'handler', this.id)
     } catch (error) {
-      if (!this.controller.signal.aborted) this.env.report(error, 'handler', this.id)
+      if (!this.controller.aborted) this.env.report(error, 'handler', this.id)
       terminal = { type: 'failed', ...failureOf(error) }
     }
     this.handlerSettled.resolve()
     // Cancelled, lost or stopping: the outcome is not reported (the job is already settled, or
     // `interrupt` releases it).
-    if (this.phase !== 'running' || this.controller.signal.aborted) return
+    if (this.phase !== 'running' || this.controller.aborted) return
     this.phase = 'reporting'
     this.env.watch.remove(this)
     await this.outbox.finish(terminal)
@@ -167,7 +172,7 @@ export class JobRun implements Watched {
       try {
         return { ...job, checkpoint: await api.checkpoint(job.id, this.controller.signal) }
       } catch (error) {
-        if (this.controller.signal.aborted || !(error instanceof WorkerRequestError && error.transient) || attempt >= 5) throw error
+        if (this.controller.aborted || !(error instanceof WorkerRequestError && error.transient) || attempt >= 5) throw error
         await sleep(timers, backoffDelay(backoff, attempt, random), this.controller.signal)
       }
     }
@@ -195,36 +200,54 @@ export class JobRun implements Watched {
   private end(): void {
     if (this.phase === 'done') return
     this.phase = 'done'
+    if (this.heartbeatTimer !== null) this.env.timers.clearTimeout(this.heartbeatTimer)
+    this.heartbeatTimer = null
     // A reason of our own: the default one is a DOMException, whose stack trace a busy worker pays for per job.
-    this.heartbeats.abort(runEnded)
+    this.heartbeatRequest?.abort(runEnded)
     this.env.watch.remove(this)
     this.ended.resolve()
   }
 
-  /** Extends the lease every `leaseMs / 3`; retries sooner (with backoff) after a failure. */
-  private async heartbeat(): Promise<void> {
-    const { api, timers, backoff, random, leaseMs } = this.env
+  /**
+   * Extends the lease every `leaseMs / 3`; retries sooner (with backoff) after a failure. A plain
+   * timer until a heartbeat is due (most jobs end before): no abort signal or listener per job.
+   */
+  private scheduleHeartbeat(): void {
+    if (this.phase === 'done') return
+    const { timers, backoff, random } = this.env
     const interval = Math.max(1, Math.floor(this.lease.leaseMs / 3))
-    let failures = 0
-    const signal = this.heartbeats.signal
-    while (await sleep(timers, failures === 0 ? interval : Math.min(interval, backoffDelay(backoff, failures, random)), signal)) {
-      try {
-        const answer = await api.heartbeat(this.id, { lease: this.lease.token, leaseMs }, signal)
-        failures = 0
-        if (answer.cancelled) this.signalled('cancelled')
-        else if (answer.timedOut === true) this.signalled('timed_out')
-        else if (answer.status !== 'running') this.signalled('finished')
-      } catch (error) {
-        if (signal.aborted) return
-        if (error instanceof WorkerRequestError && !error.transient) {
-          this.signalled(error.code === 'job_finished' ? 'finished' : 'lease_lost', { operation: 'heartbeat', error })
-          return
-        }
-        failures += 1
-        // While the outcome is being delivered the lease may go with it (a retryable failure re-queues the job).
-        if (this.phase !== 'reporting') this.env.report(error, 'heartbeat', this.id)
+    const failures = this.heartbeatFailures
+    const delay = failures === 0 ? interval : Math.min(interval, backoffDelay(backoff, failures, random))
+    this.heartbeatTimer = timers.setTimeout(() => {
+      this.heartbeatTimer = null
+      void this.heartbeat()
+    }, delay)
+  }
+
+  private async heartbeat(): Promise<void> {
+    if (this.phase === 'done') return
+    const { api, leaseMs } = this.env
+    const request = new AbortController()
+    this.heartbeatRequest = request
+    try {
+      const answer = await api.heartbeat(this.id, { lease: this.lease.token, leaseMs }, request.signal)
+      this.heartbeatFailures = 0
+      if (answer.cancelled) this.signalled('cancelled')
+      else if (answer.timedOut === true) this.signalled('timed_out')
+      else if (answer.status !== 'running') this.signalled('finished')
+    } catch (error) {
+      if (request.signal.aborted) return
+      if (error instanceof WorkerRequestError && !error.transient) {
+        this.signalled(error.code === 'job_finished' ? 'finished' : 'lease_lost', { operation: 'heartbeat', error })
+        return
       }
+      this.heartbeatFailures += 1
+      // While the outcome is being delivered the lease may go with it (a retryable failure re-queues the job).
+      if (this.phase !== 'reporting') this.env.report(error, 'heartbeat', this.id)
+    } finally {
+      if (this.heartbeatRequest === request) this.heartbeatRequest = null
     }
+    this.scheduleHeartbeat()
   }
 }
 

@@ -61,3 +61,33 @@ export function deferred<T>(): Deferred<T> {
   })
   return { promise, resolve, reject }
 }
+
+/**
+ * An AbortController made when its signal is first asked for: a handler that never looks at
+ * `ctx.signal` costs none (creating one is among the dearest things a worker does per job).
+ */
+export class LazyAbort {
+  #controller: AbortController | null = null
+  #aborted = false
+  #reason: unknown
+
+  get aborted(): boolean {
+    return this.#aborted
+  }
+
+  get signal(): AbortSignal {
+    if (this.#controller === null) {
+      this.#controller = new AbortController()
+      if (this.#aborted) this.#controller.abort(this.#reason)
+    }
+    return this.#controller.signal
+  }
+
+  /** Aborts with `reason`; the first reason stays, as with an AbortController. */
+  abort(reason: unknown): void {
+    if (this.#aborted) return
+    this.#aborted = true
+    this.#reason = reason
+    this.#controller?.abort(reason)
+  }
+}

@@ -4,6 +4,7 @@ import { WorkerRequestError } from '../src/api.js'
 import { failureOf, JobAbortedError, JobFailure, RetryableError } from '../src/errors.js'
 import { defaultLimits, fitText, Outbox, type BatchLimits, type OutboxOptions } from '../src/outbox.js'
 import { ManualTimers, settle } from './harness.js'
+import { LazyAbort } from '../src/timing.js'
 
 interface Sent {
   batch: number
@@ -266,5 +267,28 @@ describe('what a throw becomes', () => {
     expect(failureOf(new RetryableError('rate limited', { code: 'rate_limited' })).code).toBe('rate_limited')
     expect(failureOf('a string')).toEqual({ code: 'handler_error', message: 'a string', retryable: false })
     expect(failureOf(new Error('x'.repeat(5_000))).message).toHaveLength(2_000)
+  })
+})
+
+describe('LazyAbort (the signal of a run, made when first asked for)', () => {
+  it('asked for after the abort: already aborted, with the first reason', () => {
+    const abort = new LazyAbort()
+    expect(abort.aborted).toBe(false)
+    abort.abort('first')
+    abort.abort('second')
+    expect(abort.aborted).toBe(true)
+    expect(abort.signal.aborted).toBe(true)
+    expect(abort.signal.reason).toBe('first')
+  })
+
+  it('asked for before: the same live signal, aborted later once', () => {
+    const abort = new LazyAbort()
+    const signal = abort.signal
+    expect(abort.signal).toBe(signal)
+    const heard: unknown[] = []
+    signal.addEventListener('abort', () => heard.push(signal.reason))
+    abort.abort('cancelled')
+    abort.abort('again')
+    expect(heard).toEqual(['cancelled'])
   })
 })

@@ -384,6 +384,30 @@ describe('cancel, failures and retries', () => {
     }
   })
 
+  it('heartbeats a job that runs past a third of its lease, and sends none for a job that ends before', async () => {
+    const heartbeats = new Map<string, number>()
+    const counting: typeof fetch = async (input, init) => {
+      const match = /\/v1\/jobs\/([^/]+)\/heartbeat$/.exec(String(input))
+      if (match !== null) heartbeats.set(match[1] as string, (heartbeats.get(match[1] as string) ?? 0) + 1)
+      return fetch(input, init)
+    }
+    const { worker } = startTestWorker(t, { fetch: counting, leaseMs: 1_000, concurrency: 2 })
+    worker.handle('beats', async (job) => {
+      if (job.input === 'quick') return 'quick'
+      // More than the lease (1 s): it lapses unless heartbeats extend it.
+      await new Promise((resolve) => setTimeout(resolve, 1_200))
+      return 'long'
+    })
+    await withWorker(worker, async () => {
+      const long = await t.createJob('beats', 'long')
+      const quick = await t.createJob('beats', 'quick')
+      expect(await t.waitForJob(quick.id, (j) => isTerminal(j.status))).toMatchObject({ status: 'completed', result: 'quick' })
+      expect(await t.waitForJob(long.id, (j) => isTerminal(j.status))).toMatchObject({ status: 'completed', result: 'long', attempt: 1 })
+      expect(heartbeats.get(quick.id)).toBeUndefined()
+      expect(heartbeats.get(long.id) ?? 0).toBeGreaterThanOrEqual(2)
+    })
+  })
+
   it('aborts with lease_lost when heartbeats cannot get through, and the job is run again', async () => {
     const blockHeartbeats: typeof fetch = async (input, init) => {
       if (String(input).endsWith('/heartbeat')) throw new TypeError('fetch failed (heartbeat blocked)')

@@ -19,7 +19,7 @@ import {
   type SignalsResponse,
   type WriteMeta,
 } from '@jobwire/protocol'
-import type { Timers } from './timing.js'
+import type { LazyAbort, Timers } from './timing.js'
 import type { Transport } from './transport.js'
 
 /** What the worker was doing when a request failed. */
@@ -79,7 +79,7 @@ interface PendingWrite {
   jobId: string
   body: WriteBody
   bytes: number
-  signal: AbortSignal
+  abort: LazyAbort
   resolve(answer: AppendResponse): void
   reject(error: unknown): void
   settled: boolean
@@ -182,16 +182,15 @@ export class WorkerApi {
    * many jobs flushes them together) share one `POST /v1/events`; each is still answered, or
    * refused, on its own, exactly as its own request would be.
    */
-  appendEvents(jobId: string, body: WriteBody, signal: AbortSignal): Promise<AppendResponse> {
-    if (this.options.bulk === null) return this.#appendOne(jobId, body, signal)
-    if (signal.aborted) return Promise.reject(signal.reason)
+  appendEvents(jobId: string, body: WriteBody, abort: LazyAbort): Promise<AppendResponse> {
+    if (this.options.bulk === null) return this.#appendOne(jobId, body, abort.signal)
+    if (abort.aborted) return Promise.reject(abort.reason)
     return new Promise<AppendResponse>((resolve, reject) => {
-      const write: PendingWrite = { jobId, body, bytes: JSON.stringify(body).length, signal, resolve, reject, settled: false }
+      const write: PendingWrite = { jobId, body, bytes: JSON.stringify(body).length, abort, resolve, reject, settled: false }
       // An aborted write is answered at once; the shared request goes on for the others.
-      const onAbort = (): void => settle(write, () => reject(signal.reason))
-      signal.addEventListener('abort', onAbort, { once: true })
-      write.resolve = (answer) => settle(write, () => resolve(answer), () => signal.removeEventListener('abort', onAbort))
-      write.reject = (error) => settle(write, () => reject(error), () => signal.removeEventListener('abort', onAbort))
+      const off = abort.onAbort(() => settle(write, () => reject(abort.reason)))
+      write.resolve = (answer) => settle(write, () => resolve(answer), off)
+      write.reject = (error) => settle(write, () => reject(error), off)
       this.#enqueue(write)
     })
   }
@@ -227,7 +226,7 @@ export class WorkerApi {
   async #sendGroup(writes: PendingWrite[]): Promise<void> {
     const single = writes.length === 1 ? writes[0] : undefined
     if (single !== undefined) {
-      await this.#appendOne(single.jobId, single.body, single.signal).then(single.resolve, single.reject)
+      await this.#appendOne(single.jobId, single.body, single.abort.signal).then(single.resolve, single.reject)
       return
     }
     const never = new AbortController().signal
@@ -239,7 +238,7 @@ export class WorkerApi {
       // Refused as a whole for one write's sake (a malformed event, say): send each on its own,
       // so the others are not held hostage. Anything else (no answer, 5xx, 401): each retries.
       if (error instanceof WorkerRequestError && error.status !== null && error.status >= 400 && error.status < 500 && ![401, 403, 408, 429].includes(error.status)) {
-        await Promise.all(writes.map((write) => this.#appendOne(write.jobId, write.body, write.signal).then(write.resolve, write.reject)))
+        await Promise.all(writes.map((write) => this.#appendOne(write.jobId, write.body, write.abort.signal).then(write.resolve, write.reject)))
       } else for (const write of writes) write.reject(error)
       return
     }

@@ -72,7 +72,7 @@ export class JobRun implements Watched {
       timers: env.timers,
       random: env.random,
       backoff: env.backoff,
-      send: (batch, events, signal) => env.api.appendEvents(this.id, { lease: this.lease.token, batch, events }, signal),
+      send: (batch, events, abort) => env.api.appendEvents(this.id, { lease: this.lease.token, batch, events }, abort),
       onRetry: (error) => env.report(error, 'events', this.id),
       onEnd: (reason, error) => this.outboxEnded(reason, error),
     })

@@ -1,7 +1,7 @@
 import type { ItemStatus, Metadata, ProducerEvent } from '@jobwire/protocol'
 import { WorkerRequestError } from './api.js'
 import { JobAbortedError, type AbortReason } from './errors.js'
-import { backoffDelay, deferred, sleep, type Backoff, type Deferred, type Timers } from './timing.js'
+import { backoffDelay, deferred, LazyAbort, sleep, type Backoff, type Deferred, type Timers } from './timing.js'
 
 /** What one request may carry. The server's defaults are 1,000 events, 64 KiB per event, 1 MiB per body. */
 export interface BatchLimits {
@@ -47,8 +47,8 @@ export interface OutboxOptions {
   timers: Timers
   random: () => number
   backoff: Backoff
-  /** One attempt to append batch number `batch` (1, 2, 3… per lease). */
-  send(batch: number, events: ProducerEvent[], signal: AbortSignal): Promise<unknown>
+  /** One attempt to append batch number `batch` (1, 2, 3… per lease); `abort` fires when the outbox is killed. */
+  send(batch: number, events: ProducerEvent[], abort: LazyAbort): Promise<unknown>
   /** A transient failure; the same batch is sent again after a backoff. */
   onRetry(error: unknown): void
   /**
@@ -93,7 +93,7 @@ export class Outbox {
   private open = true
   private replacedOnce = false
   private ended: JobAbortedError | null = null
-  private readonly controller = new AbortController()
+  private readonly controller = new LazyAbort()
 
   constructor(private readonly options: OutboxOptions) {
     this.stage = options.stage
@@ -322,10 +322,10 @@ export class Outbox {
     const { timers, backoff, random } = this.options
     for (let attempt = 1; ; attempt++) {
       try {
-        await this.options.send(batch, events, this.controller.signal)
+        await this.options.send(batch, events, this.controller)
         return 'sent'
       } catch (error) {
-        if (this.controller.signal.aborted) return 'killed'
+        if (this.controller.aborted) return 'killed'
         if (error instanceof WorkerRequestError && !error.transient) return error
         this.options.onRetry(error)
         if (!(await sleep(timers, backoffDelay(backoff, attempt, random), this.controller.signal))) return 'killed'

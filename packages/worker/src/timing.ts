@@ -64,15 +64,34 @@ export function deferred<T>(): Deferred<T> {
 
 /**
  * An AbortController made when its signal is first asked for: a handler that never looks at
- * `ctx.signal` costs none (creating one is among the dearest things a worker does per job).
+ * `ctx.signal`, or a job's writes that are never retried, cost none (creating one is among the
+ * dearest things a worker did per job). Internal parts listen with `onAbort`.
  */
 export class LazyAbort {
   #controller: AbortController | null = null
   #aborted = false
   #reason: unknown
+  #listeners: (() => void)[] = []
 
   get aborted(): boolean {
     return this.#aborted
+  }
+
+  get reason(): unknown {
+    return this.#reason
+  }
+
+  /**
+   * Calls `listener` once at the abort (never when already aborted: check `aborted` first), as a
+   * plain callback rather than an event listener; returns what takes it off again.
+   */
+  onAbort(listener: () => void): () => void {
+    if (this.#aborted) return () => {}
+    this.#listeners.push(listener)
+    return () => {
+      const at = this.#listeners.indexOf(listener)
+      if (at >= 0) this.#listeners.splice(at, 1)
+    }
   }
 
   get signal(): AbortSignal {
@@ -89,5 +108,8 @@ export class LazyAbort {
     this.#aborted = true
     this.#reason = reason
     this.#controller?.abort(reason)
+    const listeners = this.#listeners
+    this.#listeners = []
+    for (const listener of listeners) listener()
   }
 }

@@ -260,6 +260,47 @@ if (redisReachable('Redis store: several nodes')) {
       expect(queueMessages).toBe(1)
     })
 
+    it('spare claims: the next claims from a node take the jobs its last pick read beyond its own, without a pick; a job released back through the node comes first; one another node took is skipped, never claimed twice', async () => {
+      const proxy = await startTcpProxy(redisUrl)
+      cleanups.push(() => proxy.close())
+      const prefix = nextPrefix()
+      const [a] = await cluster(1, { url: proxy.url, prefix })
+      const [b] = await cluster(1, { prefix })
+      if (a === undefined || b === undefined) throw new Error('two nodes expected')
+      const ids: string[] = []
+      for (let i = 0; i < 8; i++) ids.push((await b.service.createJob({ type: 'spares' })).job.id)
+      const pickSha = createHash('sha1').update(luaScripts.pick).digest('hex')
+      const bySha = proxy.watch(pickSha)
+      const byText = proxy.watch(luaScripts.pick)
+      const picks = (): number => bySha() + byText()
+      let clock = Date.now()
+      const claimA = async (max: number) =>
+        (await a.store.claim(['spares'], clock, max, (job) => ({ events: [{ type: 'started', data: { attempt: job.attempt + 1, worker: 'a' } }], lease: { token: `t-${job.id}`, worker: 'a', expiresAt: clock + 60_000, lastBatch: 0 } }))).map((r) => r.job.id)
+      // One pick reads the first claim's 2 jobs and up to 3 claims' worth more.
+      expect(await claimA(2)).toEqual(ids.slice(0, 2))
+      expect(picks()).toBe(1)
+      expect(await claimA(2)).toEqual(ids.slice(2, 4))
+      expect(picks()).toBe(1)
+      // Node B takes the next spare of node A's: A's compare-and-set refuses it, A takes the one after.
+      const taken = await b.store.claim(['spares'], clock, 1, () => ({ events: [{ type: 'started', data: { attempt: 1, worker: 'b' } }], lease: { token: 'b', worker: 'b', expiresAt: clock + 60_000, lastBatch: 0 } }))
+      expect(taken.map((r) => r.job.id)).toEqual([ids[4]])
+      expect(await claimA(1)).toEqual([ids[5]])
+      // A job given back through node A is older than the spares left: it comes first, by a pick.
+      const released = ids[0] as string
+      await a.store.append(released, () => ({ events: [{ type: 'requeued', data: { reason: 'released', attempt: 1, retryAt: null } }], lease: null, availableAt: 0 }))
+      const before = picks()
+      expect(await claimA(1)).toEqual([released])
+      expect(picks()).toBe(before + 1)
+      // Spares are used only shortly after their pick, on the claim's own clock.
+      clock += 1_000
+      expect(await claimA(1)).toEqual([ids[6]])
+      expect(picks()).toBe(before + 2)
+      expect(await claimA(5)).toEqual([ids[7]])
+      expect(await claimA(5)).toEqual([])
+      const leases = await Promise.all(ids.map(async (id) => (await b.store.getRecord(id))?.lease?.worker))
+      expect(leases).toEqual(['a', 'a', 'a', 'a', 'b', 'a', 'a', 'a'])
+    })
+
     it('8 claimers on 3 nodes over 200 jobs: every job claimed exactly once, none left queued', async () => {
       const nodes = await cluster(3)
       const ids: string[] = []

@@ -49,6 +49,11 @@ interface PendingCommit {
   reject: (error: unknown) => void
 }
 
+/** How many claims' worth of jobs beyond its own a claim's pick reads, for the next claims from this node. */
+const spareClaims = 3
+/** How long those spare jobs are used (ms): a job that became ready meanwhile waits at most this long for a pick. */
+const spareMs = 50
+
 /** Most commits one script call carries (a long script holds up every other Redis client). */
 const commitsPerCall = 64
 
@@ -82,6 +87,8 @@ export class RedisCommits {
   readonly #committed = new Map<string, Loaded>()
   readonly #committedLimit = 10_000
   #claims: Promise<unknown> = Promise.resolve()
+  /** Per set of job types, jobs the last pick read beyond its claim (and that claim's time), for the next claims (#claimNow). */
+  readonly #spares = new Map<string, { records: Loaded[]; at: number }>()
   /** Commits issued in this turn, sent together at its end (#sendBatch). */
   #batch: PendingCommit[] = []
 
@@ -96,6 +103,7 @@ export class RedisCommits {
   /** Forgets what this node committed: the next write of each job reads it first. */
   forget(): void {
     this.#committed.clear()
+    this.#spares.clear()
   }
 
   async createJob(input: NewJob): Promise<CreateResult> {
@@ -366,35 +374,60 @@ export class RedisCommits {
   }
 
   /**
-   * Picks up to `max` jobs in one script, then commits each under its compare-and-set: the
-   * commits leave together (auto-pipelining), so a claim of many jobs costs two round trips. A
-   * job another node took meanwhile is left out; only when every pick was lost is it tried again.
+   * Picks the oldest ready jobs in one script, then commits up to `max` of them, each under its
+   * compare-and-set (the commits leave together, in one script call). The pick reads a few more
+   * (`spareClaims`): the next claims of the same types from this node start from those, without a
+   * pick of their own, while they are fresh (`spareMs`) — then a busy worker's claim is committed in
+   * the same call as the outcomes it carries, one round trip. The compare-and-set catches a spare
+   * another node took or changed meanwhile; a job that re-enters a queue through this node drops
+   * them all, so it is not passed over. A job another node took is left out; only when every job
+   * was lost is a pick tried (again).
    */
   async #claimNow(types: readonly string[], now: number, max: number, plan: AppendPlan): Promise<AppendResult[]> {
     const k = this.#keys
     const keys = types.flatMap((type) => [k.queue(type), k.delayed(type)])
     const at = new Date(now).toISOString()
+    const spareKey = types.join('\n')
+    const spare = this.#spares.get(spareKey)
+    if (spare !== undefined) {
+      this.#spares.delete(spareKey)
+      // Fresh on the claim's own clock: a job whose backoff ended since the pick must not wait longer.
+      if (now >= spare.at && now - spare.at <= spareMs) {
+        if (spare.records.length > max) this.#spares.set(spareKey, { records: spare.records.slice(max), at: spare.at })
+        const claimed = await this.#claimLoaded(spare.records.slice(0, max), plan, at)
+        if (claimed.length > 0) return claimed
+        // Every one was taken meanwhile: the rest likely too.
+        this.#spares.delete(spareKey)
+      }
+    }
     for (let attempt = 0; ; attempt++) {
-      const reply = (await this.#connection.run('pick', keys, [now, k.jobKeyStart, this.#epochs.candidate(), epochSeqGap, k.generation, max])) as [
+      const wanted = Math.min(max * (1 + spareClaims), max + 1000)
+      const reply = (await this.#connection.run('pick', keys, [now, k.jobKeyStart, this.#epochs.candidate(), epochSeqGap, k.generation, wanted])) as [
         string,
         ...(string | null)[],
       ][]
       if (reply.length === 0) return []
       const picked = reply.map((one) => parseRecord(one.slice(1) as (string | null)[])).filter((loaded) => loaded !== null && isQueuedForDispatch(loaded.job)) as Loaded[]
-      await this.#notifications.listeningTo(picked.map((loaded) => k.jobChannel(loaded.job.id)))
-      const committed = await Promise.all(
-        picked.map(async (loaded): Promise<AppendResult | null> => {
-          const applied = applyPlan(loaded.job, loaded.lease, plan, at, loaded.timers)
-          const result = { job: applied.job, events: applied.events, lease: applied.lease }
-          if (applied.events.length === 0 && !applied.leaseChanged && !applied.timersChanged) return result
-          const landed = await this.#commit(loaded, applied.job, applied.lease, applied.availableAt ?? loaded.avail, applied.events, applied.timers)
-          return landed ? result : null
-        }),
-      )
-      const claimed = committed.filter((result) => result !== null)
+      if (picked.length > max) this.#spares.set(spareKey, { records: picked.slice(max), at: now })
+      const claimed = await this.#claimLoaded(picked.slice(0, max), plan, at)
       if (claimed.length > 0) return claimed
       await this.#backOff(attempt)
     }
+  }
+
+  /** Claims jobs as loaded (picked): each committed under its compare-and-set; the ones that landed. */
+  async #claimLoaded(records: readonly Loaded[], plan: AppendPlan, at: string): Promise<AppendResult[]> {
+    await this.#notifications.listeningTo(records.map((loaded) => this.#keys.jobChannel(loaded.job.id)))
+    const committed = await Promise.all(
+      records.map(async (loaded): Promise<AppendResult | null> => {
+        const applied = applyPlan(loaded.job, loaded.lease, plan, at, loaded.timers)
+        const result = { job: applied.job, events: applied.events, lease: applied.lease }
+        if (applied.events.length === 0 && !applied.leaseChanged && !applied.timersChanged) return result
+        const landed = await this.#commit(loaded, applied.job, applied.lease, applied.availableAt ?? loaded.avail, applied.events, applied.timers)
+        return landed ? result : null
+      }),
+    )
+    return committed.filter((result) => result !== null)
   }
 
   /**
@@ -407,6 +440,8 @@ export class RedisCommits {
     const id = job.id
     // Forgotten until this commit is known to have landed: a write that fails or times out may or may not have.
     this.#committed.delete(id)
+    // A job back in its queue may be older than the spare claims: they must not pass it over.
+    if (this.#spares.size > 0 && isQueuedForDispatch(job) && !isQueuedForDispatch(before.job)) this.#spares.clear()
     const expiresAt = expiryOf(job, this.#retention, timers)
     const bodies = events.map((event) => JSON.stringify(event))
     const message = `[${bodies.join(',')}]`

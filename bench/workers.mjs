@@ -32,7 +32,7 @@ const JOBS = num('BENCH_WORKER_JOBS', 5000)
 const SECONDS = num('BENCH_WORKER_SECONDS', 5)
 /** Offered loads of the worker → subscriber phase, the same for both systems (BullMQ saturates near 60k/s here). */
 const RATES = (process.env.BENCH_WORKER_RATES ?? '60000,150000').split(',').map(Number)
-const STORES = (process.env.BENCH_WORKER_STORES ?? 'sqlite,redis,memory').split(',')
+const STORES = (process.env.BENCH_WORKER_STORES ?? 'sqlite,redis,memory').split(',').filter(Boolean)
 const STORE_NAMES = { sqlite: 'Jobwire (SQLite)', redis: 'Jobwire (Redis)', memory: 'Jobwire (memory)' }
 const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379'
 const API_KEY = 'bench-admin-key-0123456789'

@@ -301,6 +301,22 @@ if (redisReachable('Redis store: several nodes')) {
       expect(leases).toEqual(['a', 'a', 'a', 'a', 'b', 'a', 'a', 'a'])
     })
 
+    it("a node that hands out a job created through another node keeps its facts: the worker's writes are authorized without reading the job", async () => {
+      const proxy = await startTcpProxy(redisUrl)
+      cleanups.push(() => proxy.close())
+      const prefix = nextPrefix()
+      const [a] = await cluster(1, { url: proxy.url, prefix })
+      const [b] = await cluster(1, { prefix })
+      if (a === undefined || b === undefined) throw new Error('two nodes expected')
+      const { job } = await b.service.createJob({ type: 'facts', owner: { tenant: 't1', user: 'u1' } })
+      const bySha = proxy.watch(createHash('sha1').update(luaScripts.load).digest('hex'))
+      const byText = proxy.watch(luaScripts.load)
+      const claimed = await a.dispatcher.claim({ types: ['facts'], worker: 'w', leaseMs: 60_000, waitMs: 0 })
+      expect(claimed?.job.id).toBe(job.id)
+      expect(await a.service.facts(job.id)).toEqual({ id: job.id, type: 'facts', owner: { tenant: 't1', user: 'u1' } })
+      expect(bySha() + byText()).toBe(0)
+    })
+
     it('8 claimers on 3 nodes over 200 jobs: every job claimed exactly once, none left queued', async () => {
       const nodes = await cluster(3)
       const ids: string[] = []

@@ -23,6 +23,20 @@ export type WorkerSignal = JobSignal
 /** Events that keep a running job running under its lease (they need it running and do not end it): they never concern its worker's signals. */
 const isWorkEvent = (type: EventType): boolean => needsRunning(type) && !isTerminalEvent(type)
 
+/** Lease tokens' random bytes, drawn 64 tokens at a time (one call to the CSPRNG instead of one per job). */
+let tokenBytes = Buffer.alloc(0)
+let tokenAt = 0
+
+/** A new lease token: `lease_` and 18 random bytes, base64url. */
+function leaseToken(): string {
+  if (tokenAt + 18 > tokenBytes.length) {
+    tokenBytes = randomBytes(18 * 64)
+    tokenAt = 0
+  }
+  tokenAt += 18
+  return `lease_${tokenBytes.toString('base64url', tokenAt - 18, tokenAt)}`
+}
+
 /** Re-checks waiting claims now and then: a job whose retry backoff ends signals no one. */
 const claimRecheckMs = 1000
 
@@ -92,11 +106,14 @@ export class Dispatcher {
     const results = await this.store.claim(request.types, now, request.max ?? 1, (job) => ({
       events: [{ type: 'started', data: { attempt: job.attempt + 1, worker: request.worker } }],
       // Each job its own lease: a token authorizes the writes of one job only.
-      lease: { token: `lease_${randomBytes(18).toString('base64url')}`, worker: request.worker, expiresAt: now + request.leaseMs, lastBatch: 0 },
+      lease: { token: leaseToken(), worker: request.worker, expiresAt: now + request.leaseMs, lastBatch: 0 },
     }))
     const claimed: Claimed[] = []
     for (const { job, lease } of results) {
-      if (lease !== null) claimed.push({ job, lease: { token: lease.token, expiresAt: new Date(lease.expiresAt).toISOString(), leaseMs: request.leaseMs } })
+      if (lease === null) continue
+      // The worker's writes to it come next: authorized from these, without reading the job (it may have been created through another node).
+      this.service.rememberFacts(job)
+      claimed.push({ job, lease: { token: lease.token, expiresAt: new Date(lease.expiresAt).toISOString(), leaseMs: request.leaseMs } })
     }
     return claimed
   }

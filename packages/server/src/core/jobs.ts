@@ -130,7 +130,7 @@ export class JobService {
     if (!result.created && result.job.type !== input.type) {
       throw new JobwireError('idempotency_conflict', { key: input.idempotencyKey, jobId: result.job.id })
     }
-    this.#remember(result.job)
+    this.rememberFacts(result.job)
     return result
   }
 
@@ -144,10 +144,11 @@ export class JobService {
     const known = this.#facts.get(jobId)
     if (known !== undefined) return known
     const job = await this.store.getJob(jobId)
-    return job === null ? null : this.#remember(job)
+    return job === null ? null : this.rememberFacts(job)
   }
 
-  #remember(job: JobState): JobFacts {
+  /** Keeps a job's facts seen elsewhere (a claim hands its jobs out): its next write is authorized without a read. */
+  rememberFacts(job: JobState): JobFacts {
     const facts: JobFacts = { id: job.id, type: job.type, owner: job.owner }
     this.#facts.set(job.id, facts)
     if (this.#facts.size > factsKept) this.#facts.delete(this.#facts.keys().next().value as string)

@@ -1,6 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { encodeSseEvent, encodeSseMessage, JobwireError, sseHeartbeat, type JobEvent, type StreamMessage } from '@jobwire/protocol'
 import type { JobSubscription, StreamSink } from '../core/subscription.js'
+import { SpreadTicker } from './spread-ticker.js'
 import { destroyWhenStalled, PendingRun, PerBatch, stallTimeoutMs, TickFlusher, type DeliveryObserver } from './tick-flush.js'
 
 export interface SseOptions {
@@ -181,15 +182,13 @@ export interface SseStream {
  */
 export class SseTransport {
   readonly #connections = new Set<SseConnection>()
-  readonly #timer: NodeJS.Timeout
+  /** Heartbeats, spread over the interval (a few streams per slice, not all at once). */
+  readonly #heartbeats: SpreadTicker<SseConnection>
   /** Set by shutdown(): the `retry:` a stream that finishes opening afterwards is handed off with. */
   #handOffRetryMs: number | null = null
 
   constructor(private readonly options: SseOptions) {
-    this.#timer = setInterval(() => {
-      for (const connection of this.#connections) connection.heartbeat()
-    }, options.heartbeatMs)
-    this.#timer.unref()
+    this.#heartbeats = new SpreadTicker(options.heartbeatMs, (connection) => connection.heartbeat())
   }
 
   get connections(): number {
@@ -202,7 +201,7 @@ export class SseTransport {
    * answer is what stops an EventSource from reconnecting.
    */
   async serve(req: IncomingMessage, res: ServerResponse, open: (sink: StreamSink) => Promise<JobSubscription>): Promise<SseStream> {
-    const connection = new SseConnection(res, this.options, () => this.#connections.delete(connection))
+    const connection = new SseConnection(res, this.options, () => this.#forget(connection))
     const closed = new Promise<void>((resolve) => res.once('close', () => resolve()))
     const stream: SseStream = { fail: (error) => connection.fail(error), closed }
     const subscription = await open(connection)
@@ -213,9 +212,10 @@ export class SseTransport {
     }
     res.on('close', () => {
       subscription.close(false)
-      this.#connections.delete(connection)
+      this.#forget(connection)
     })
     this.#connections.add(connection)
+    this.#heartbeats.add(connection)
     connection.activate()
     // It was still opening when the node began shutting down: it goes the way of the others.
     if (this.#handOffRetryMs !== null) connection.handOff(this.#handOffRetryMs)
@@ -229,6 +229,11 @@ export class SseTransport {
   }
 
   close(): void {
-    clearInterval(this.#timer)
+    this.#heartbeats.close()
+  }
+
+  #forget(connection: SseConnection): void {
+    this.#connections.delete(connection)
+    this.#heartbeats.delete(connection)
   }
 }

@@ -8,6 +8,7 @@ import type { Principal } from '../core/scopes.js'
 import type { JsonShapeLimits } from '../core/json-shape.js'
 import type { StreamSlot } from '../core/keys.js'
 import { WsConnection, type WsFlowSettings } from './ws-connection.js'
+import { SpreadTicker } from './spread-ticker.js'
 import { WsSession } from './ws-session.js'
 
 export interface WsOptions extends WsFlowSettings {
@@ -52,7 +53,8 @@ export interface WsEndpointContext {
 export class WsEndpoint {
   readonly #wss: WebSocketServer
   readonly #live = new Map<WsConnection, WsSession | null>()
-  readonly #timer: NodeJS.Timeout
+  /** Pings and heartbeats, spread over the interval (a few sockets per slice, not all at once). */
+  readonly #ticks: SpreadTicker<WsConnection>
   readonly #onUpgrade: (request: IncomingMessage, socket: Duplex, head: Buffer) => void
   #closing = false
   /** Events coalesced on sockets that have since closed. */
@@ -76,10 +78,7 @@ export class WsEndpoint {
       void this.#accept(request, socket, head)
     }
     server.on('upgrade', this.#onUpgrade)
-    this.#timer = setInterval(() => {
-      for (const connection of this.#live.keys()) connection.tick()
-    }, options.heartbeatMs)
-    this.#timer.unref()
+    this.#ticks = new SpreadTicker(options.heartbeatMs, (connection) => connection.tick())
   }
 
   get connections(): number {
@@ -109,7 +108,7 @@ export class WsEndpoint {
   close(): void {
     if (this.#closing) return
     this.#closing = true
-    clearInterval(this.#timer)
+    this.#ticks.close()
     this.server.off('upgrade', this.#onUpgrade)
     for (const connection of this.#live.keys()) connection.close(wsCloseCodes.goingAway, 'server shutting down', 1_000)
     this.#wss.close()
@@ -137,9 +136,11 @@ export class WsEndpoint {
       let session: WsSession | null = null
       const connection = new WsConnection(ws, this.options, (line) => session?.handleLine(line))
       this.#live.set(connection, null)
+      this.#ticks.add(connection)
       void connection.closedPromise.then(() => {
         session?.close()
         this.#live.delete(connection)
+        this.#ticks.delete(connection)
         this.#coalescedBefore += connection.coalesced
         release()
       })

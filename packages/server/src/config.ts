@@ -84,7 +84,7 @@ export const configSchema = z.object({
   apiKey: z.string().min(16, 'must be at least 16 characters').optional().meta({ description: 'the admin key (≥ 16 characters); when unset one is generated into `<data-dir>/admin.key` (mode 0600) and printed once', defaultText: 'generated' }),
   demo: bool.default(false).meta({ description: 'demo jobs of four types, one-click demo sign-in to the dashboard (see [Demo mode](getting-started.md#demo-mode))' }),
   demoFailureRate: z.coerce.number().min(0).max(1).default(0.1).meta({ description: 'share of demo transcriptions that fail on purpose, 0 to 1; `0` makes the demo\'s outcomes deterministic (the dashboard\'s tests run it so)' }),
-  heartbeat: duration.pipe(z.number().min(100)).default(15_000).meta({ description: 'SSE heartbeat comment interval' }),
+  heartbeat: duration.pipe(z.number().min(100)).default(15_000).meta({ description: "heartbeat interval of every stream: SSE `: heartbeat` comments, WebSocket pings and `heartbeat` messages (each stream's on its own slot of the interval, not all at once)" }),
   sseRetry: duration.pipe(z.number().min(0)).default(2_000).meta({ description: 'the `retry:` reconnect hint' }),
   sseMaxBuffer: int(64 * 1024, 1024 ** 3).default(8 * 1024 * 1024).meta({ description: 'bytes an SSE reader may fall behind before `slow_consumer`' }),
   websocket: bool.default(true).meta({ description: 'serve the WebSocket transport at `/v1/ws` (`false` refuses upgrades; clients fall back to SSE)' }),

@@ -81,6 +81,8 @@ export class Dispatcher {
    * for one; `[]` if none came. The jobs it hands out are committed together.
    */
   async claimMany(request: ClaimRequest): Promise<Claimed[]> {
+    // A claim that waits for nothing (a busy worker's, carrying outcomes) looks once: no queue to listen to first.
+    if (request.waitMs <= 0) return request.signal?.aborted === true ? [] : this.#claimOnce(request)
     const deadline = this.now() + request.waitMs
     let wake: () => void = () => {}
     const unsubscribers = request.types.map((type) => this.#queues.listen(type, () => wake()))

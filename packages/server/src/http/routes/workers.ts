@@ -25,7 +25,8 @@ export function registerWorkerRoutes(v1: FastifyInstance, context: RouteContext)
       worker: body.worker ?? 'worker',
       leaseMs: body.leaseMs ?? settings.defaultLeaseMs,
       waitMs: carries ? 0 : Math.min((body.wait ?? 0) * 1000, settings.pollMaxWaitMs),
-      signal: abortOnClose(reply, context.shuttingDown),
+      // A claim that does not wait is made in this turn: a client gone meanwhile could not be heard of before it.
+      signal: carries ? context.shuttingDown : abortOnClose(reply, context.shuttingDown),
       ...(body.max === undefined ? {} : { max: body.max }),
     })
     // The writes never throw (each is answered); a claim that fails must not leave them unanswered.

@@ -32,6 +32,7 @@ export function redisConnection(config: Config): { url: string; prefix: string }
 export function coreLimits(config: Config): CoreLimits {
   return {
     maxTextLength: config.maxTextLength,
+    maxItemsPerJob: config.maxItemsPerJob,
     inlineValueBytes: config.maxEventBytes,
     maxAttempts: config.maxAttempts,
     maxAttemptsByType: config.maxAttemptsByType,

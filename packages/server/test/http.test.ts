@@ -29,6 +29,7 @@ const limits = {
   maxEventBytes: 1024,
   maxBatchEvents: 50,
   maxTextLength: 100,
+  maxItemsPerJob: 5,
   maxEventsPerJob: 10,
 }
 
@@ -687,6 +688,11 @@ const triggers: Record<ErrorCode, Trigger> = {
     inject('POST', `/v1/jobs/${(await createJob()).id}/events`, {
       body: { events: Array.from({ length: limits.maxBatchEvents + 1 }, () => ({ type: 'progress' })) },
     }),
+  item_limit_exceeded: async () => {
+    const job = await createJob()
+    await append(job.id, { events: Array.from({ length: limits.maxItemsPerJob }, (_, i) => ({ type: 'item', id: `file-${i}` })) })
+    return inject('POST', `/v1/jobs/${job.id}/events`, { body: { type: 'item', id: 'one-too-many' } })
+  },
   text_limit_exceeded: async () => {
     const job = await createJob()
     await append(job.id, { type: 'chunk', text: 'a'.repeat(60) })

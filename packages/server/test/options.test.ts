@@ -30,6 +30,7 @@ describe('config → component options (options.ts)', () => {
     })
     expect(defaultCoreLimits).toMatchObject({
       maxTextLength: configDefaults.maxTextLength,
+      maxItemsPerJob: configDefaults.maxItemsPerJob,
       maxAttempts: configDefaults.maxAttempts,
       retryBackoffMs: configDefaults.retryBackoff,
       inlineValueBytes: configDefaults.maxEventBytes,

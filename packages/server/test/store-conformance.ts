@@ -918,6 +918,22 @@ export function describeStoreConformance(name: string, makeStore: MakeStore, cle
         await expectCode(service.appendEvents(job.id, [chunk('k')]), 'text_limit_exceeded')
       })
 
+      it('items beyond maxItemsPerJob are refused with item_limit_exceeded, nothing of the batch appended; known items still update', async () => {
+        const { service } = await open({ limits: { maxItemsPerJob: 3 } })
+        const { job } = await service.createJob({ type: 'files' })
+        const item = (id: string, percent: number) => ({ type: 'item' as const, data: { id, percent } })
+        await service.appendEvents(job.id, [item('a', 10), item('b', 10)])
+        // A batch that adds two new ids (one more than the room left) is refused whole, at the draft past the limit.
+        const refused = await service.appendEvents(job.id, [item('a', 20), item('c', 10), item('d', 10)]).catch((error: unknown) => error)
+        expect(refused).toMatchObject({ code: 'item_limit_exceeded', details: { jobId: job.id, limit: 3, index: 2 } })
+        expect((await service.getJob(job.id)).items.map((i) => [i.id, i.percent])).toEqual([['a', 10], ['b', 10]])
+        // Up to the limit, and updates of known items past it, are fine; the same new id twice counts once.
+        await service.appendEvents(job.id, [item('c', 5), item('c', 50)])
+        await service.appendEvents(job.id, [item('a', 100), item('b', 100), item('c', 100)])
+        expect((await service.getJob(job.id)).items.map((i) => [i.id, i.percent])).toEqual([['a', 100], ['b', 100], ['c', 100]])
+        await expectCode(service.appendEvents(job.id, [item('d', 1)]), 'item_limit_exceeded')
+      })
+
       it('text_limit_exceeded counts every chunk of one batch', async () => {
         const { service } = await open({ limits: { maxTextLength: 10 } })
         const { job } = await service.createJob({ type: 'chat' })

@@ -32,6 +32,8 @@ const factsKept = 50_000
 export interface CoreLimits {
   /** Most characters of streamed text one job may hold. */
   maxTextLength: number
+  /** Most items (distinct ids of `item` events) one job may hold. */
+  maxItemsPerJob: number
   /** Events read from the log per round trip when replaying. Default `replayPageSize`. */
   replayPageSize?: number
   /** Attempts a dispatched job gets unless its type or the job says otherwise. */
@@ -245,7 +247,7 @@ export class JobService {
   }
 
   async #append(jobId: string, drafts: EventDraft[], context: WriteContext, seen: (job: JobState) => void): Promise<AppendOutcome> {
-    const { maxTextLength } = this.limits
+    const { maxTextLength, maxItemsPerJob } = this.limits
     const now = this.now().getTime()
     let duplicate = false
     const result = await this.store.append(jobId, (job, lease): AppendDecision => {
@@ -267,6 +269,7 @@ export class JobService {
       const out: EventDraft[] = []
       let status = job.status
       let textLength = job.text.length
+      checkItemLimit(job, drafts, maxItemsPerJob)
       const merged = new MetadataCheck(job)
       // The text and checkpoint as they stand after each draft, for a retry's rewind.
       let checkpointed: Pick<JobState, 'checkpoint' | 'checkpointTextLength' | 'checkpointRef'> = job
@@ -518,4 +521,21 @@ export function waitFor(woken: Promise<void>, ms: number, signal: AbortSignal | 
 /** Whether a draft carries a value that may be stored apart from the log (a result or a checkpoint). */
 function holdsValue(draft: EventDraft): draft is Extract<EventDraft, { type: 'completed' | 'checkpoint' }> {
   return draft.type === 'completed' || draft.type === 'checkpoint'
+}
+
+/**
+ * Refuses a batch whose `item` events would give the job more than `limit` distinct items: a
+ * job's items live in its state, which every write carries (and every snapshot sends), so they are
+ * bounded like its text. Batches well under the limit are not looked at item by item.
+ */
+function checkItemLimit(job: JobState, drafts: readonly EventDraft[], limit: number): void {
+  let items = 0
+  for (const draft of drafts) if (draft.type === 'item') items++
+  if (items === 0 || job.items.length + items <= limit) return
+  const known = new Set(job.items.map((item) => item.id))
+  drafts.forEach((draft, index) => {
+    if (draft.type !== 'item' || known.has(draft.data.id)) return
+    known.add(draft.data.id)
+    if (known.size > limit) throw new JobwireError('item_limit_exceeded', { jobId: job.id, limit, index })
+  })
 }

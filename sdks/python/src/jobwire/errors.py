@@ -38,6 +38,7 @@ ERROR_REGISTRY: dict[str, ErrorSpec] = {
     "value_too_large": ErrorSpec(413, False, "The {value} of event {index} is {size} bytes of JSON; the limit is {limit}"),
     "batch_too_large": ErrorSpec(413, False, "A batch holds at most {limit} events"),
     "text_limit_exceeded": ErrorSpec(413, False, "Job {jobId} text would exceed {limit} characters"),
+    "item_limit_exceeded": ErrorSpec(413, False, "Job {jobId} would have more than {limit} items"),
     "rate_limited": ErrorSpec(429, True, "Too many {limit}: at most {max} per {window}; retry in {retryAfter} s"),
     "too_many_streams": ErrorSpec(429, True, "Too many open streams for {scope}: at most {max}"),
     "key_not_found": ErrorSpec(404, False, "No API key {keyId}"),

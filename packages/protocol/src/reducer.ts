@@ -4,6 +4,9 @@ import { nextStatus } from './lifecycle.js'
 import { mergeMetadata } from './metadata.js'
 import { advancePlan, finishPlan, planPercent, startPlan, stopPlan } from './stage-plan.js'
 
+/** How many stage changes a job's `stages` timeline keeps: the most recent ones. */
+export const stageHistoryLimit = 100
+
 /**
  * The reducer: a job's state is a pure function of its events. The server, the clients and the
  * tests all run this one function, so a watcher's state is the job's true state.
@@ -125,7 +128,12 @@ function applyTo(next: JobState, status: JobState['status'], event: Exclude<JobE
       }
       if (metadata !== undefined) next.progress.metadata = mergeMetadata(before.metadata, metadata)
       else if (before.metadata !== undefined) next.progress.metadata = before.metadata
-      if (stageChanged) next.stages = [...next.stages, { stage, at: event.at }]
+      if (stageChanged) {
+        // The timeline keeps the last `stageHistoryLimit` changes: a job cycling through stages for
+        // hours must not grow a state every write and every snapshot carries.
+        const kept = next.stages.length >= stageHistoryLimit ? next.stages.slice(next.stages.length - stageHistoryLimit + 1) : next.stages
+        next.stages = [...kept, { stage, at: event.at }]
+      }
       return
     }
     case 'item':

@@ -8,6 +8,7 @@ import {
   normalizeStagePlan,
   nextStatus,
   reduceEvents,
+  stageHistoryLimit,
   type EventDraft,
   type EventType,
   type JobEvent,
@@ -236,6 +237,15 @@ describe('applyEvent: stage timeline', () => {
       { stage: 'transcribing', at: at(6) },
     ])
     expect(state.progress).toEqual({ stage: 'transcribing', percent: 5, message: 'still transcribing' })
+  })
+
+  it('the timeline keeps the last stageHistoryLimit stage changes', () => {
+    const changes = Array.from({ length: stageHistoryLimit + 30 }, (_, i) => ({ type: 'progress' as const, data: { stage: `s${i}` } }))
+    const state = reduce([created, started, ...changes])
+    expect(state.stages).toHaveLength(stageHistoryLimit)
+    expect(state.stages[0]?.stage).toBe('s30')
+    expect(state.stages.at(-1)?.stage).toBe(`s${stageHistoryLimit + 29}`)
+    expect(state.progress.stage).toBe(`s${stageHistoryLimit + 29}`)
   })
 
   it('returning to an earlier stage is a new timeline entry', () => {

@@ -40,6 +40,13 @@ class Log:
         return self
 
 
+def _stage_cycle(changes: int) -> list[dict[str, Any]]:
+    log = Log().created().add("started", attempt=1, worker="w1")
+    for i in range(changes):
+        log = log.add("progress", stage=f"s{i % 7}-{i}")
+    return log.events
+
+
 def fixture_logs() -> list[list[dict[str, Any]]]:
     return [
         # Stages, a percent and message kept until the stage changes, items merged field by field, text, a result.
@@ -56,6 +63,8 @@ def fixture_logs() -> list[list[dict[str, Any]]]:
         .add("chunk", text="wörld ✓ 🎉")
         .add("checkpoint", data={"done": ["a.mp3"], "offset": 12})
         .add("completed", result={"words": 2}).events,
+        # More stage changes than the timeline keeps: the oldest go.
+        _stage_cycle(130),
         # A lost worker, a retry with an error, then a failure for good.
         Log().created().add("started", attempt=1, worker="w1")
         .add("checkpoint", data={"i": 3})

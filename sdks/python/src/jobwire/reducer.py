@@ -43,6 +43,9 @@ class ReducerError(ValueError):
     """An event that does not belong: another job's, a seq that is not the next, a refused transition."""
 
 
+STAGE_HISTORY_LIMIT = 100
+"""How many stage changes a job's ``stages`` timeline keeps: the most recent ones."""
+
 def is_terminal(status: str) -> bool:
     return status in TERMINAL_STATUSES
 
@@ -155,7 +158,9 @@ def _apply_to(nxt: JobState, status: str, event: JobEvent) -> None:
             progress["metadata"] = before["metadata"]
         nxt["progress"] = progress
         if stage_changed:
-            nxt["stages"] = [*nxt["stages"], {"stage": stage, "at": event["at"]}]
+            # The timeline keeps the last STAGE_HISTORY_LIMIT changes, as the server's reducer does.
+            kept = nxt["stages"][len(nxt["stages"]) - STAGE_HISTORY_LIMIT + 1 :] if len(nxt["stages"]) >= STAGE_HISTORY_LIMIT else nxt["stages"]
+            nxt["stages"] = [*kept, {"stage": stage, "at": event["at"]}]
     elif kind == "item":
         nxt["items"] = _upsert_item(nxt["items"], data, event["at"])
     elif kind == "chunk":

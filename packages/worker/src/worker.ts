@@ -116,7 +116,6 @@ class JobwireWorker implements Worker {
   private readonly waitSeconds: number
   private readonly onError: (error: unknown, context: ErrorContext) => void
   private currentState: WorkerState = 'idle'
-  private claimRequest: AbortController | null = null
   private claiming: Promise<void> | null = null
   private readonly stopping = new AbortController()
   private stopped: Promise<void> | null = null
@@ -200,8 +199,8 @@ class JobwireWorker implements Worker {
       return
     }
     this.currentState = 'stopping'
+    // Also ends the claim in flight (it listens to the same signal).
     this.stopping.abort()
-    this.claimRequest?.abort()
     this.notify()
     await this.claiming
     let timer: unknown
@@ -230,8 +229,6 @@ class JobwireWorker implements Worker {
         await this.sleepUntilNotified()
         continue
       }
-      const request = new AbortController()
-      this.claimRequest = request
       const sentAt = timers.now()
       let claims: Claim[]
       let carried: boolean
@@ -241,7 +238,7 @@ class JobwireWorker implements Worker {
         const max = Math.min(free, maxClaim)
         ;({ claims, carried } = await api.claim(
           { types: [...this.handlers.keys()], worker: this.name, leaseMs: this.env.leaseMs, wait: this.waitSeconds, max },
-          request.signal,
+          this.stopping.signal,
         ))
         failures = 0
       } catch (error) {
@@ -250,8 +247,6 @@ class JobwireWorker implements Worker {
         this.env.report(error, 'claim')
         await sleep(timers, backoffDelay(backoff, failures, random), this.stopping.signal)
         continue
-      } finally {
-        this.claimRequest = null
       }
       if (claims.length === 0) {
         // A server that does not hold the claim (a zero --poll-max-wait) must not be hammered. A

@@ -321,4 +321,35 @@ describe('SqliteStore: deadlines on disk', () => {
     expect((await reopened.getJob(old))?.status).toBe('queued')
     await reopened.close()
   })
+
+  it('a file from schema 2 (the log keyed by job id) is upgraded in place: each log reads the same and takes new events', async () => {
+    const path = join(dir, 'log-v2.db')
+    const first = new SqliteStore({ path })
+    const service = new JobService(first, defaultCoreLimits)
+    const ids: string[] = []
+    for (let i = 0; i < 3; i++) {
+      const { job } = await service.createJob({ type: 'log', dispatch: false })
+      await service.appendEvents(job.id, [{ type: 'chunk', data: { text: `a${i}` } }, { type: 'progress', data: { percent: 10 * i } }])
+      ids.push(job.id)
+    }
+    const before = await Promise.all(ids.map((id) => first.readLog(id, 0, 100)))
+    await first.close()
+    // Back to schema 2's log, keyed by the job's id, as a file written by an older Jobwire is.
+    const raw = new Database(path)
+    raw.exec(`CREATE TABLE events (job_id TEXT NOT NULL, seq INTEGER NOT NULL, body TEXT NOT NULL, PRIMARY KEY (job_id, seq)) WITHOUT ROWID;
+      INSERT INTO events SELECT jobs.id, job_log.seq, job_log.body FROM job_log JOIN jobs ON jobs.ordinal = job_log.ordinal;
+      DROP TABLE job_log; PRAGMA user_version = 2`)
+    raw.close()
+    const upgraded = new SqliteStore({ path })
+    expect(await Promise.all(ids.map((id) => upgraded.readLog(id, 0, 100)))).toEqual(before)
+    const later = new JobService(upgraded, defaultCoreLimits)
+    await later.appendEvents(ids[1] as string, [{ type: 'chunk', data: { text: '!' } }])
+    expect((await upgraded.readLog(ids[1] as string, 0, 100))?.events.map((e) => e.seq)).toEqual([1, 2, 3, 4, 5])
+    expect((await later.getJob(ids[1] as string)).text).toBe('a1!')
+    await upgraded.close()
+    const check = new Database(path)
+    expect(check.pragma('user_version', { simple: true })).toBe(3)
+    expect(check.prepare("SELECT name FROM sqlite_master WHERE name = 'events'").get()).toBeUndefined()
+    check.close()
+  })
 })

@@ -67,12 +67,21 @@ function stateJson(job: JobState): string {
   return job.text === '' ? JSON.stringify(job) : JSON.stringify({ ...job, text: '' })
 }
 /** Bumped with every schema change; a newer file than this code knows is refused. */
-const schemaVersion = 2
+const schemaVersion = 3
 
 /** Version 2: each job's deadlines (JSON) and the earliest of them, indexed for the deadline sweep. */
 const deadlineColumns = `
 ALTER TABLE jobs ADD COLUMN timers TEXT;
 ALTER TABLE jobs ADD COLUMN deadline_at INTEGER;
+`
+/**
+ * Version 3: the log keyed by the job's ordinal (`job_log`) instead of its random id (`events`): a
+ * group commit's events then share leaf pages (jobs are claimed and finished in ordinal order)
+ * where each job's used to dirty a page of its own — most of the WAL a worker's cycle wrote.
+ */
+const logByOrdinal = `
+INSERT INTO job_log (ordinal, seq, body) SELECT jobs.ordinal, events.seq, events.body FROM events JOIN jobs ON jobs.id = events.job_id;
+DROP TABLE events;
 `
 const deadlineIndex = 'CREATE INDEX IF NOT EXISTS jobs_by_deadline ON jobs (deadline_at) WHERE deadline_at IS NOT NULL'
 
@@ -114,11 +123,12 @@ CREATE TABLE IF NOT EXISTS job_values (
   json TEXT NOT NULL,
   PRIMARY KEY (job_id, ref)
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS events (
-  job_id TEXT NOT NULL,
+-- Each job's log, by the job's ordinal (never reused: AUTOINCREMENT) and seq.
+CREATE TABLE IF NOT EXISTS job_log (
+  ordinal INTEGER NOT NULL,
   seq INTEGER NOT NULL,
   body TEXT NOT NULL,
-  PRIMARY KEY (job_id, seq)
+  PRIMARY KEY (ordinal, seq)
 ) WITHOUT ROWID;
 `
 
@@ -188,11 +198,15 @@ export class SqliteStore extends InProcessStore implements core.Store {
       db.close()
       throw new Error(`${options.path} was written by a newer Jobwire (schema ${version}; this one knows ${schemaVersion})`)
     }
-    db.exec(schema)
-    const columns = db.prepare<[], { name: string }>('PRAGMA table_info(jobs)').all()
-    if (!columns.some((column) => column.name === 'deadline_at')) db.exec(deadlineColumns)
-    db.exec(deadlineIndex)
-    db.pragma(`user_version = ${schemaVersion}`)
+    db.transaction(() => {
+      db.exec(schema)
+      const columns = db.prepare<[], { name: string }>('PRAGMA table_info(jobs)').all()
+      if (!columns.some((column) => column.name === 'deadline_at')) db.exec(deadlineColumns)
+      db.exec(deadlineIndex)
+      const oldLog = db.prepare<[], { name: string }>("SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'events'").get()
+      if (oldLog !== undefined) db.exec(logByOrdinal)
+      db.pragma(`user_version = ${schemaVersion}`)
+    }).immediate()
 
     const s = {
       jobById: db.prepare<[string], JobRow>('SELECT ordinal, state, first_seq, lease, timers FROM jobs WHERE id = ?'),
@@ -204,19 +218,19 @@ export class SqliteStore extends InProcessStore implements core.Store {
       dueDeadlines: db.prepare<[number, number], { id: string }>(
         'SELECT id FROM jobs WHERE deadline_at <= ? ORDER BY deadline_at LIMIT ?',
       ),
-      insertEvent: db.prepare('INSERT INTO events (job_id, seq, body) VALUES (?, ?, ?)'),
-      trimEvents: db.prepare('DELETE FROM events WHERE job_id = ? AND seq < ?'),
-      readEvents: db.prepare<[string, number, number], { body: string }>(
-        'SELECT body FROM events WHERE job_id = ? AND seq > ? ORDER BY seq LIMIT ?',
+      insertEvent: db.prepare<[number, number, string]>('INSERT INTO job_log (ordinal, seq, body) VALUES (?, ?, ?)'),
+      trimEvents: db.prepare<[number, number]>('DELETE FROM job_log WHERE ordinal = ? AND seq < ?'),
+      readEvents: db.prepare<[number, number, number], { body: string }>(
+        'SELECT body FROM job_log WHERE ordinal = ? AND seq > ? ORDER BY seq LIMIT ?',
       ),
-      expired: db.prepare<[number], { id: string }>('SELECT id FROM jobs WHERE expires_at <= ? LIMIT 500'),
+      expired: db.prepare<[number], { id: string; ordinal: number }>('SELECT id, ordinal FROM jobs WHERE expires_at <= ? LIMIT 500'),
       expiredLeases: db.prepare<[number, number], { id: string }>(
         'SELECT id FROM jobs WHERE lease_expires_at < ? ORDER BY lease_expires_at LIMIT ?',
       ),
       queued: db.prepare<[], { id: string; type: string; ordinal: number }>(
         `SELECT id, type, ordinal FROM jobs WHERE status = 'queued' AND dispatch = 1 ORDER BY ordinal`,
       ),
-      deleteEvents: db.prepare('DELETE FROM events WHERE job_id = ?'),
+      deleteEvents: db.prepare<[number]>('DELETE FROM job_log WHERE ordinal = ?'),
       insertText: db.prepare('INSERT INTO texts (job_id, seq, text) VALUES (?, ?, ?)'),
       readText: db.prepare<[string], { text: string | null }>('SELECT group_concat(text, \'\') AS text FROM (SELECT text FROM texts WHERE job_id = ? ORDER BY seq)'),
       deleteTexts: db.prepare('DELETE FROM texts WHERE job_id = ?'),
@@ -250,9 +264,10 @@ export class SqliteStore extends InProcessStore implements core.Store {
         dispatch: job.dispatch ? 1 : 0,
         ...timerColumns(timers),
       })
-      s.insertEvent.run(job.id, 1, JSON.stringify(event))
+      const ordinal = Number(inserted.lastInsertRowid)
+      s.insertEvent.run(ordinal, 1, JSON.stringify(event))
       this.#touched.push(job.id)
-      return { result: { job, created: true }, ordinal: Number(inserted.lastInsertRowid), timers }
+      return { result: { job, created: true }, ordinal, timers }
     })
 
     // The job row's UPDATE for each set of changed columns (see `write`), prepared when first needed.
@@ -275,7 +290,7 @@ export class SqliteStore extends InProcessStore implements core.Store {
     const write = (current: Cached, applied: AppliedPlan): Cached => {
       const { job, events, lease, timers } = applied
       for (const event of events) {
-        s.insertEvent.run(job.id, event.seq, JSON.stringify(event))
+        s.insertEvent.run(current.ordinal, event.seq, JSON.stringify(event))
         if (event.type === 'chunk') s.insertText.run(job.id, event.seq, event.data.text)
         // A requeue that rolls the text back to its checkpoint: the kept text becomes one row.
         if (event.type === 'requeued' && event.data.textLength !== undefined) {
@@ -286,7 +301,7 @@ export class SqliteStore extends InProcessStore implements core.Store {
       let firstSeq = current.firstSeq
       const keepFrom = job.seq - this.#retention.maxEventsPerJob + 1
       if (keepFrom > firstSeq) {
-        s.trimEvents.run(job.id, keepFrom)
+        s.trimEvents.run(current.ordinal, keepFrom)
         firstSeq = keepFrom
       }
       // Only the columns this write changed: SQLite rewrites every index over a column an UPDATE
@@ -366,8 +381,8 @@ export class SqliteStore extends InProcessStore implements core.Store {
 
     this.#sweepTx = db.transaction((now: number): number => {
       const ids = s.expired.all(now)
-      for (const { id } of ids) {
-        s.deleteEvents.run(id)
+      for (const { id, ordinal } of ids) {
+        s.deleteEvents.run(ordinal)
         s.deleteTexts.run(id)
         s.deleteValues.run(id)
         s.deleteJob.run(id)
@@ -563,7 +578,7 @@ export class SqliteStore extends InProcessStore implements core.Store {
     await this.#synced(jobId)
     const current = this.#load(jobId)
     if (current === null) return null
-    const events = this.#statements.readEvents.all(jobId, after, limit).map((r) => JSON.parse(r.body) as JobEvent)
+    const events = this.#statements.readEvents.all(current.ordinal, after, limit).map((r) => JSON.parse(r.body) as JobEvent)
     return { events, firstSeq: current.firstSeq, head: current.job.seq, status: current.job.status }
   }
 

@@ -51,6 +51,10 @@ interface PendingCommit {
 
 /** How many claims' worth of jobs beyond its own a claim's pick reads, for the next claims from this node. */
 const spareClaims = 3
+/** At most this many spare jobs per set of types (a claim of many jobs reads fewer spares than three claims' worth). */
+const maxSpares = 100
+/** Sets of job types with spare jobs kept at once. */
+const maxSpareSets = 64
 /** How long those spare jobs are used (ms): a job that became ready meanwhile waits at most this long for a pick. */
 const spareMs = 50
 
@@ -401,14 +405,18 @@ export class RedisCommits {
       }
     }
     for (let attempt = 0; ; attempt++) {
-      const wanted = Math.min(max * (1 + spareClaims), max + 1000)
+      const wanted = max + Math.min(max * spareClaims, maxSpares)
       const reply = (await this.#connection.run('pick', keys, [now, k.jobKeyStart, this.#epochs.candidate(), epochSeqGap, k.generation, wanted])) as [
         string,
         ...(string | null)[],
       ][]
       if (reply.length === 0) return []
       const picked = reply.map((one) => parseRecord(one.slice(1) as (string | null)[])).filter((loaded) => loaded !== null && isQueuedForDispatch(loaded.job)) as Loaded[]
-      if (picked.length > max) this.#spares.set(spareKey, { records: picked.slice(max), at: now })
+      if (picked.length > max) {
+        this.#spares.set(spareKey, { records: picked.slice(max), at: now })
+        // Sets of types no longer claimed are dropped, oldest first.
+        if (this.#spares.size > maxSpareSets) this.#spares.delete(this.#spares.keys().next().value as string)
+      }
       const claimed = await this.#claimLoaded(picked.slice(0, max), plan, at)
       if (claimed.length > 0) return claimed
       await this.#backOff(attempt)

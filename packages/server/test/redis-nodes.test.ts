@@ -41,6 +41,17 @@ if (redisReachable('Redis store: several nodes')) {
     return nodes
   }
 
+  /** Two nodes on one prefix: A talks to Redis through a TCP proxy that counts what it sends, B directly. */
+  async function proxiedPair(): Promise<{ proxy: Awaited<ReturnType<typeof startTcpProxy>>; prefix: string; a: Node; b: Node }> {
+    const proxy = await startTcpProxy(redisUrl)
+    cleanups.push(() => proxy.close())
+    const prefix = nextPrefix()
+    const [a] = await cluster(1, { url: proxy.url, prefix })
+    const [b] = await cluster(1, { prefix })
+    if (a === undefined || b === undefined) throw new Error('two nodes expected')
+    return { proxy, prefix, a, b }
+  }
+
   function node(nodes: Node[], i: number): Node {
     return nodes[i % nodes.length] as Node
   }
@@ -186,12 +197,7 @@ if (redisReachable('Redis store: several nodes')) {
     })
 
     it('a node writes a job it wrote last without reading it first, and a write made through another node meanwhile is caught by the compare-and-set', async () => {
-      const proxy = await startTcpProxy(redisUrl)
-      cleanups.push(() => proxy.close())
-      const prefix = nextPrefix()
-      const [a] = await cluster(1, { url: proxy.url, prefix })
-      const [b] = await cluster(1, { prefix })
-      if (a === undefined || b === undefined) throw new Error('two nodes expected')
+      const { proxy, a, b } = await proxiedPair()
       const { job } = await a.service.createJob({ type: 'cached' })
       // ioredis sends a script's text the first time a connection runs it, and its SHA after that.
       const bySha = proxy.watch(createHash('sha1').update(luaScripts.load).digest('hex'))
@@ -211,12 +217,7 @@ if (redisReachable('Redis store: several nodes')) {
     })
 
     it("a turn's commits leave in one script call, each checked on its own: the one another node made stale is refused and retried alone, the others land once", async () => {
-      const proxy = await startTcpProxy(redisUrl)
-      cleanups.push(() => proxy.close())
-      const prefix = nextPrefix()
-      const [a] = await cluster(1, { url: proxy.url, prefix })
-      const [b] = await cluster(1, { prefix })
-      if (a === undefined || b === undefined) throw new Error('two nodes expected')
+      const { proxy, prefix, a, b } = await proxiedPair()
       const jobs = []
       // Self-run jobs (their first chunk starts them): created, started, a1, then the writes below.
       for (const name of ['x', 'y', 'z']) jobs.push((await a.service.createJob({ type: 'batched', input: name, dispatch: false })).job)
@@ -261,12 +262,7 @@ if (redisReachable('Redis store: several nodes')) {
     })
 
     it('spare claims: the next claims from a node take the jobs its last pick read beyond its own, without a pick; a job released back through the node comes first; one another node took is skipped, never claimed twice', async () => {
-      const proxy = await startTcpProxy(redisUrl)
-      cleanups.push(() => proxy.close())
-      const prefix = nextPrefix()
-      const [a] = await cluster(1, { url: proxy.url, prefix })
-      const [b] = await cluster(1, { prefix })
-      if (a === undefined || b === undefined) throw new Error('two nodes expected')
+      const { proxy, a, b } = await proxiedPair()
       const ids: string[] = []
       for (let i = 0; i < 8; i++) ids.push((await b.service.createJob({ type: 'spares' })).job.id)
       const pickSha = createHash('sha1').update(luaScripts.pick).digest('hex')
@@ -302,12 +298,7 @@ if (redisReachable('Redis store: several nodes')) {
     })
 
     it("a node that hands out a job created through another node keeps its facts: the worker's writes are authorized without reading the job", async () => {
-      const proxy = await startTcpProxy(redisUrl)
-      cleanups.push(() => proxy.close())
-      const prefix = nextPrefix()
-      const [a] = await cluster(1, { url: proxy.url, prefix })
-      const [b] = await cluster(1, { prefix })
-      if (a === undefined || b === undefined) throw new Error('two nodes expected')
+      const { proxy, a, b } = await proxiedPair()
       const { job } = await b.service.createJob({ type: 'facts', owner: { tenant: 't1', user: 'u1' } })
       const bySha = proxy.watch(createHash('sha1').update(luaScripts.load).digest('hex'))
       const byText = proxy.watch(luaScripts.load)

@@ -25,6 +25,7 @@ import { SseTransport } from '../transports/sse.js'
 import { WsEndpoint } from '../transports/ws.js'
 import type { HttpSettings, SseSettings, WsSettings } from '../options.js'
 import { principalOf, type RouteContext } from './context.js'
+import { LazyLogger } from './lazy-logger.js'
 import type { Limits } from './limits.js'
 import { registerDashboard } from './dashboard.js'
 import { openApiDocument } from './openapi.js'
@@ -96,7 +97,14 @@ export async function buildApp(options: AppOptions): Promise<{ app: FastifyInsta
     clientErrorHandler: (error: NodeJS.ErrnoException, socket: Duplex) => answerClientError(error, socket),
   }
   const app: FastifyInstance =
-    options.logger === false ? Fastify({ ...common, logger: false }) : Fastify({ ...common, loggerInstance: options.logger as FastifyBaseLogger })
+    options.logger === false
+      ? Fastify({ ...common, logger: false })
+      : Fastify({
+          ...common,
+          loggerInstance: options.logger as FastifyBaseLogger,
+          // A request's child logger is made only when something logs through it (lazy-logger.ts).
+          childLoggerFactory: (logger, bindings, childOptions) => new LazyLogger(logger, bindings, childOptions),
+        })
   // Headers must arrive within the request timeout too (slowloris sends them one byte at a time).
   app.server.headersTimeout = Math.min(settings.requestTimeoutMs, 60_000)
   const sse = new SseTransport({
@@ -342,6 +350,8 @@ function bindJobLog(request: FastifyRequest, reply: FastifyReply): void {
   const bindings: { jobId?: string; tenant?: string } = {}
   if (typeof jobId === 'string') bindings.jobId = jobId
   if (tenant !== null) bindings.tenant = tenant
+  // Into the request's logger before it is made, if it is not yet (nothing logged so far).
+  if (request.log instanceof LazyLogger && request.log.bind(bindings)) return
   request.log = request.log.child(bindings)
   reply.log = request.log
 }

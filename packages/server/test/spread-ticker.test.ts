@@ -37,6 +37,7 @@ describe('SpreadTicker: heartbeats spread over their interval', () => {
     ticker.add('b')
     expect(ticker.size).toBe(2)
     ticker.delete('a')
+    expect([...ticker]).toEqual(['b'])
     vi.advanceTimersByTime(1_000)
     expect(ticked).toEqual(['b', 'b'])
     ticker.close()

@@ -174,7 +174,6 @@ export class MemoryStore extends InProcessStore implements core.Store {
     return { events: entry.log.slice(start, start + limit), firstSeq, head: entry.job.seq, status: entry.job.status }
   }
 
-
   async putValue(jobId: string, ref: string, json: string): Promise<void> {
     this.#open()
     let values = this.#values.get(jobId)

@@ -109,7 +109,6 @@ export class Checkpointer {
   readonly #catchUpPages: number
   #busy = false
   #lastEnded = 0
-  /** Pages in the WAL after the last checkpoint. */
   /** Frames in the WAL when the last checkpoint ended. */
   #log = 0
   readonly #catchUpCommits: number

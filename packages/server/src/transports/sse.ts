@@ -181,14 +181,13 @@ export interface SseStream {
  * It owns no job logic; `open` creates the subscription and may reject before any byte is sent.
  */
 export class SseTransport {
-  readonly #connections = new Set<SseConnection>()
-  /** Heartbeats, spread over the interval (a few streams per slice, not all at once). */
-  readonly #heartbeats: SpreadTicker<SseConnection>
+  /** The open streams, each heartbeated in its own slot of the interval (not all at once). */
+  readonly #connections: SpreadTicker<SseConnection>
   /** Set by shutdown(): the `retry:` a stream that finishes opening afterwards is handed off with. */
   #handOffRetryMs: number | null = null
 
   constructor(private readonly options: SseOptions) {
-    this.#heartbeats = new SpreadTicker(options.heartbeatMs, (connection) => connection.heartbeat())
+    this.#connections = new SpreadTicker(options.heartbeatMs, (connection) => connection.heartbeat())
   }
 
   get connections(): number {
@@ -201,7 +200,7 @@ export class SseTransport {
    * answer is what stops an EventSource from reconnecting.
    */
   async serve(req: IncomingMessage, res: ServerResponse, open: (sink: StreamSink) => Promise<JobSubscription>): Promise<SseStream> {
-    const connection = new SseConnection(res, this.options, () => this.#forget(connection))
+    const connection = new SseConnection(res, this.options, () => this.#connections.delete(connection))
     const closed = new Promise<void>((resolve) => res.once('close', () => resolve()))
     const stream: SseStream = { fail: (error) => connection.fail(error), closed }
     const subscription = await open(connection)
@@ -212,10 +211,9 @@ export class SseTransport {
     }
     res.on('close', () => {
       subscription.close(false)
-      this.#forget(connection)
+      this.#connections.delete(connection)
     })
     this.#connections.add(connection)
-    this.#heartbeats.add(connection)
     connection.activate()
     // It was still opening when the node began shutting down: it goes the way of the others.
     if (this.#handOffRetryMs !== null) connection.handOff(this.#handOffRetryMs)
@@ -229,11 +227,6 @@ export class SseTransport {
   }
 
   close(): void {
-    this.#heartbeats.close()
-  }
-
-  #forget(connection: SseConnection): void {
-    this.#connections.delete(connection)
-    this.#heartbeats.delete(connection)
+    this.#connections.close()
   }
 }

@@ -486,8 +486,23 @@ export class RedisCommits {
         if (events.length > 0) this.#notifications.delivered(id, events, message)
         if (this.#committed.size > this.#committedLimit) this.#committed.delete(this.#committed.keys().next().value as string)
       }
+      // Until it is answered, what the job's channel says may be this commit's echo (notifications.ts).
+      this.#notifications.committing(id)
+      const settle = (): void => this.#notifications.settled(id)
       if (this.#batch.length === 0) process.nextTick(() => this.#sendBatch())
-      this.#batch.push({ keys, args, landed, resolve, reject })
+      this.#batch.push({
+        keys,
+        args,
+        landed,
+        resolve: (ok) => {
+          settle()
+          resolve(ok)
+        },
+        reject: (error) => {
+          settle()
+          reject(error)
+        },
+      })
     })
   }
 

@@ -76,11 +76,14 @@ export class RedisNotifications {
    */
   readonly #echoes = new Map<string, string[]>()
   /**
-   * Per watched job, the last messages heard on its channel and published here: this node's own
-   * commit can arrive over pub/sub before the commit's own reply (two connections), and is then
-   * not published a second time when the reply comes (`delivered`).
+   * Per watched job with a commit of this node in flight, the last messages heard on its channel
+   * and published here: that commit can arrive over pub/sub before its own reply (two
+   * connections), and is then not published a second time when the reply comes (`delivered`).
+   * Nothing is kept for a job with no commit in flight: no message heard then can be one.
    */
   readonly #heard = new Map<string, string[]>()
+  /** This node's commits sent and not yet answered, per job (`committing` … `settled`). */
+  readonly #inFlight = new Map<string, number>()
   readonly #queueListeners = new Map<string, number>()
   readonly #ownerChannelStart: string
   readonly #probeChannel: string
@@ -145,6 +148,22 @@ export class RedisNotifications {
    * that overtakes this one on the way is no problem: a watcher that sees a seq skip ahead reads
    * the log for what is missing, and drops what it already has.
    */
+  /** A commit of this job leaves this node: what its channel says until it is answered may be its echo. */
+  committing(jobId: string): void {
+    this.#inFlight.set(jobId, (this.#inFlight.get(jobId) ?? 0) + 1)
+  }
+
+  /** That commit was answered (after `delivered`, if it landed). */
+  settled(jobId: string): void {
+    const left = (this.#inFlight.get(jobId) ?? 1) - 1
+    if (left > 0) {
+      this.#inFlight.set(jobId, left)
+      return
+    }
+    this.#inFlight.delete(jobId)
+    this.#heard.delete(jobId)
+  }
+
   delivered(jobId: string, events: readonly JobEvent[], message: string): void {
     if (!this.#watchedJobs.has(jobId)) return
     // The echo came first: already published.
@@ -286,7 +305,7 @@ export class RedisNotifications {
       } catch {
         return
       }
-      remember(this.#heard, jobId, message, maxHeard)
+      if (this.#inFlight.has(jobId)) remember(this.#heard, jobId, message, maxHeard)
       this.#fanOut.publish(jobId, events)
       return
     }

@@ -212,6 +212,7 @@ async function measure(target, eventsPerSecond, batch, seconds, warmup, seed) {
     failed: halted.reduce((sum, h) => sum + h.failed, 0),
     error,
     serverCores: cpu0 ? (cpu1.cpu.user + cpu1.cpu.system - cpu0.cpu.user - cpu0.cpu.system) / 1e6 / elapsed : NaN,
+    loopP99Ms: cpu1 ? cpu1.loopP99Ms : NaN,
     loopMaxMs: cpu1 ? cpu1.loopMaxMs : NaN,
   }
 }
@@ -219,7 +220,7 @@ async function measure(target, eventsPerSecond, batch, seconds, warmup, seed) {
 /** CPU used so far by the server (both nodes of a two-node row). */
 async function cpuOf(server, server2) {
   const stats = await Promise.all([server, server2].filter(Boolean).map((s) => ask(s, { type: 'stats' }, 'stats')))
-  return { cpu: { user: stats.reduce((sum, s) => sum + s.cpu.user, 0), system: stats.reduce((sum, s) => sum + s.cpu.system, 0) }, loopMaxMs: Math.max(...stats.map((s) => s.loopMaxMs)) }
+  return { cpu: { user: stats.reduce((sum, s) => sum + s.cpu.user, 0), system: stats.reduce((sum, s) => sum + s.cpu.system, 0) }, loopP99Ms: Math.max(...stats.map((s) => s.loopP99Ms)), loopMaxMs: Math.max(...stats.map((s) => s.loopMaxMs)) }
 }
 
 const fmt = (n, digits = 1) => (Number.isFinite(n) ? n.toFixed(digits) : 'n/a')
@@ -236,7 +237,7 @@ for (const row of ROWS) {
   // A first pass opens every producer's connection and warms the code up; the light load is measured after it.
   await measure(target, LIGHT, 'one', 2, 1, seed++)
   const light = await measure(target, LIGHT, 'one', SECONDS, 2, seed++)
-  process.stderr.write(`  light ${int(LIGHT)}/s: p50 ${fmt(light.p50Ms)} ms, p99 ${fmt(light.p99Ms)} ms, delivered ${int(light.eventsPerSecond)} events/s, lost ${light.lost}${light.error ? `, error: ${light.error}` : ''}\n`)
+  process.stderr.write(`  light ${int(LIGHT)}/s: p50 ${fmt(light.p50Ms)} ms, p99 ${fmt(light.p99Ms)} ms, delivered ${int(light.eventsPerSecond)} events/s, lost ${light.lost}, server loop delay p99 ${fmt(light.loopP99Ms)} ms / max ${fmt(light.loopMaxMs)} ms${light.error ? `, error: ${light.error}` : ''}\n`)
   let kept = null
   let failedAt = null
   target.lost = Math.max(0, light.lost)

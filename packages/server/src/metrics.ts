@@ -45,6 +45,8 @@ export class Metrics {
   readonly storeErrors = counter(this.registry, 'jobwire_store_errors_total', 'Store calls that failed in the store (not refused by a rule), by operation', ['operation'])
   readonly webhookDeliveries = counter(this.registry, 'jobwire_webhook_deliveries_total', 'Webhook attempts by outcome: delivered (2xx), retried (will try again), failed (attempts used up)', ['outcome'])
   readonly #transports = new Map<TransportName, TransportCounts>()
+  /** `storeOperations` bound to each operation: observed on every store call, without hashing its labels each time. */
+  readonly #storeOperations = new Map<string, Histogram.Internal<'operation'>>()
 
   constructor() {
     const transports = this.#transports
@@ -144,7 +146,9 @@ export class Metrics {
     },
     subscriptionStarted: (start: SubscriptionStart, via: string) => this.subscriptionStarts.inc({ start, transport: via }),
     storeOperation: (operation: string, took: number, failed: boolean) => {
-      this.storeOperations.observe({ operation }, took)
+      let histogram = this.#storeOperations.get(operation)
+      if (histogram === undefined) this.#storeOperations.set(operation, (histogram = this.storeOperations.labels(operation)))
+      histogram.observe(took)
       if (failed) this.storeErrors.inc({ operation })
     },
   }

@@ -219,7 +219,8 @@ export function parseProducerEvents(input: unknown, limits: EventLimits): Produc
     throw new JobwireError('invalid_request', { reason: 'body must be an event object or {events: [...]}' })
   }
   const { lease, batch: batchNumber, ...body } = input as Record<string, unknown>
-  const meta = parseWith(writeMeta, { lease, batch: batchNumber })
+  // Most writes carry neither (a backend's, a browser's): no schema run for them.
+  const meta = lease === undefined && batchNumber === undefined ? {} : parseWith(writeMeta, { lease, batch: batchNumber })
   return { ...meta, events: parseEventList(body, limits) }
 }
 

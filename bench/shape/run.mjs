@@ -29,6 +29,7 @@
 import { ask, next, start, stop } from '../lib/children.mjs'
 import { percentile, postJson } from '../lib/measure.mjs'
 import { loadBullmq } from '../lib/bullmq.mjs'
+import { unlinkPrefix } from '../lib/redis-keys.mjs'
 import { randomBytes } from 'node:crypto'
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { loadavg, tmpdir } from 'node:os'
@@ -153,18 +154,7 @@ async function undeploy(target) {
   if (target.server !== null) await stop(target.server)
   if (target.server2 !== null) await stop(target.server2)
   rmSync(target.dataDir, { recursive: true, force: true })
-  if (usesRedis(target.kind)) await unlinkPrefix(target.prefix)
-}
-
-async function unlinkPrefix(prefix) {
-  const redis = new Redis(REDIS_URL)
-  let cursor = '0'
-  do {
-    const [nextCursor, keys] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000)
-    cursor = nextCursor
-    if (keys.length > 0) await redis.unlink(...keys)
-  } while (cursor !== '0')
-  redis.disconnect()
+  if (usesRedis(target.kind)) await unlinkPrefix(REDIS_URL, target.prefix)
 }
 
 /** Total deliveries so far, over every watcher process. */

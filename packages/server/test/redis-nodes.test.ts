@@ -169,6 +169,38 @@ if (redisReachable('Redis store: several nodes')) {
       expect((await fresh.service.getJob(job.id)).text).toBe('old text, new')
     })
 
+    it('a large input lives in its own key, written once: commits leave it out of the state, and claims, reads, lists and re-creates on any node see it whole; an older state holding its input reads and commits the same', async () => {
+      const prefix = nextPrefix()
+      const [a, b] = (await cluster(2, { prefix })) as [Node, Node]
+      const document = { title: 'report', body: 'lorem ipsum '.repeat(20_000) }
+      const { job } = await a.service.createJob({ type: 'analyze', input: document, idempotencyKey: 'doc-1' })
+      const small = await a.service.createJob({ type: 'other', input: { page: 3 }, dispatch: false })
+      const jobKey = `${prefix}:job:{${job.id}}`
+      expect(JSON.parse((await admin.get(`${jobKey}:input`)) as string)).toEqual(document)
+      const claimed = await b.dispatcher.claim({ types: ['analyze'], worker: 'w', leaseMs: 60_000, waitMs: 0 })
+      expect(claimed?.job).toMatchObject({ id: job.id, input: document })
+      for (let i = 1; i <= 10; i++) await node([a, b], i).service.appendEvents(job.id, [{ type: 'progress', data: { percent: 10 * i } }], { lease: claimed?.lease.token, batch: i })
+      const state = (await admin.hget(jobKey, 'state')) as string
+      expect(state.length).toBeLessThan(2000)
+      expect(JSON.parse(state)).toMatchObject({ input: null, progress: { percent: 100 } })
+      const [fresh] = (await cluster(1, { prefix })) as [Node]
+      expect(await fresh.service.getJob(job.id)).toMatchObject({ input: document, progress: { percent: 100 } })
+      expect((await fresh.service.createJob({ type: 'analyze', input: document, idempotencyKey: 'doc-1' })).job).toMatchObject({ id: job.id, input: document })
+      const listed = (await fresh.store.listJobs({ limit: 10 })).jobs
+      expect(listed.find((one) => one.id === job.id)?.input).toEqual(document)
+      expect(listed.find((one) => one.id === small.job.id)?.input).toEqual({ page: 3 })
+      expect(await admin.exists(`${prefix}:job:{${small.job.id}}:input`)).toBe(0)
+
+      // What an older version stored: the input inside the state, and no input key.
+      await admin.multi().hset(jobKey, 'state', JSON.stringify({ ...JSON.parse(state), input: document }), 'ver', '7').del(`${jobKey}:input`).exec()
+      const [older] = (await cluster(1, { prefix })) as [Node]
+      expect(await older.service.getJob(job.id)).toMatchObject({ input: document })
+      await older.service.appendEvents(job.id, [{ type: 'progress', data: { percent: 100, message: 'nearly' } }], { lease: claimed?.lease.token, batch: 11 })
+      expect(JSON.parse((await admin.hget(jobKey, 'state')) as string).input).toEqual(document)
+      const [last] = (await cluster(1, { prefix })) as [Node]
+      expect(await last.service.getJob(job.id)).toMatchObject({ input: document, progress: { message: 'nearly' } })
+    })
+
     it('each node subscribes only to the jobs its own watchers follow', async () => {
       const [a, b] = (await cluster(2)) as [Node, Node]
       const watched = (await a.service.createJob({ type: 'fan' })).job.id
@@ -356,7 +388,9 @@ if (redisReachable('Redis store: several nodes')) {
     it('a sweep on any node deletes each expired job once and leaves none of its keys or index entries behind', async () => {
       const prefix = nextPrefix()
       const [a, b] = (await cluster(2, { prefix })) as [Node, Node]
-      const done = await a.service.createJob({ type: 'tidy', owner: { tenant: 't', user: 'u' }, idempotencyKey: 'once' })
+      // With an input large enough to be kept in its own key, which goes too.
+      const done = await a.service.createJob({ type: 'tidy', owner: { tenant: 't', user: 'u' }, idempotencyKey: 'once', input: { document: 'd'.repeat(2000) } })
+      expect(await admin.exists(`${prefix}:job:{${done.job.id}}:input`)).toBe(1)
       const claimed = await a.dispatcher.claim({ types: ['tidy'], worker: 'w', leaseMs: 60_000, waitMs: 0 })
       await b.service.appendEvents(done.job.id, [chunk('x'), { type: 'completed', data: { result: 1 } }], { lease: claimed?.lease.token, batch: 1 })
       const cancelled = await b.service.createJob({ type: 'tidy', owner: { tenant: 't', user: 'v' } })

@@ -348,8 +348,59 @@ describe('SqliteStore: deadlines on disk', () => {
     expect((await later.getJob(ids[1] as string)).text).toBe('a1!')
     await upgraded.close()
     const check = new Database(path)
-    expect(check.pragma('user_version', { simple: true })).toBe(3)
+    expect(check.pragma('user_version', { simple: true })).toBe(4)
     expect(check.prepare("SELECT name FROM sqlite_master WHERE name = 'events'").get()).toBeUndefined()
     check.close()
+  })
+
+  it('a large input is stored once, apart from the state every write rewrites; reads, lists, claims, re-creates and a reopen see it whole; a file from schema 3 keeps its inputs where they were', async () => {
+    const path = join(dir, 'inputs.db')
+    const document = { title: 'report', body: 'lorem ipsum '.repeat(20_000) }
+    const small = { page: 3 }
+    const first = new SqliteStore({ path })
+    const service = new JobService(first, defaultCoreLimits)
+    const big = (await service.createJob({ type: 'analyze', input: document, idempotencyKey: 'doc-1' })).job.id
+    const little = (await service.createJob({ type: 'analyze', input: small })).job.id
+    const claimed = await new Dispatcher(service).claim({ types: ['analyze'], worker: 'w', leaseMs: 30_000, waitMs: 0 })
+    expect(claimed?.job).toMatchObject({ id: big, input: document })
+    for (let i = 1; i <= 20; i++) await service.appendEvents(big, [{ type: 'progress', data: { percent: 5 * i } }], { lease: claimed?.lease.token as string, batch: i })
+    const rowsOf = () => {
+      const raw = new Database(path, { readonly: true })
+      const rows = raw.prepare<[], { id: string; state: string; input: string | null }>('SELECT id, state, input FROM jobs').all()
+      raw.close()
+      return new Map(rows.map((row) => [row.id, row]))
+    }
+    // The row keeps the document once, in its own column; the state written twenty-one times since holds none of it.
+    const bigRow = rowsOf().get(big)
+    expect(JSON.parse(bigRow?.input as string)).toEqual(document)
+    expect(JSON.parse(bigRow?.state as string)).toMatchObject({ input: null, progress: { percent: 100 } })
+    expect((bigRow?.state as string).length).toBeLessThan(2_000)
+    // A small input stays in the state.
+    expect(rowsOf().get(little)?.input).toBeNull()
+    expect(JSON.parse(rowsOf().get(little)?.state as string).input).toEqual(small)
+    await first.close()
+
+    const second = new SqliteStore({ path })
+    const again = new JobService(second, defaultCoreLimits)
+    expect(await second.getJob(big)).toMatchObject({ input: document, progress: { percent: 100 } })
+    expect((await again.createJob({ type: 'analyze', input: document, idempotencyKey: 'doc-1' })).job).toMatchObject({ id: big, input: document })
+    const listed = await second.listJobs({ limit: 10 })
+    expect(listed.jobs.find((job) => job.id === big)?.input).toEqual(document)
+    expect(listed.jobs.find((job) => job.id === little)?.input).toEqual(small)
+    await second.close()
+
+    // Back to schema 3, where every input lived in the state (as a file written by an older Jobwire).
+    const raw = new Database(path)
+    raw.prepare("UPDATE jobs SET state = json_set(state, '$.input', json(input)) WHERE input IS NOT NULL").run()
+    raw.exec('ALTER TABLE jobs DROP COLUMN input; PRAGMA user_version = 3')
+    raw.close()
+    const upgraded = new SqliteStore({ path })
+    const later = new JobService(upgraded, defaultCoreLimits)
+    expect(await upgraded.getJob(big)).toMatchObject({ input: document })
+    await later.appendEvents(big, [{ type: 'progress', data: { percent: 100, message: 'done soon' } }], { lease: claimed?.lease.token as string, batch: 21 })
+    await upgraded.close()
+    const reopened = new SqliteStore({ path })
+    expect(await reopened.getJob(big)).toMatchObject({ input: document, progress: { message: 'done soon' } })
+    await reopened.close()
   })
 })

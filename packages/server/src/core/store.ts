@@ -20,6 +20,18 @@ export interface NewJob {
  * A job's deadline settings, in milliseconds; an absent one does not apply. Stored beside the job
  * (not in its state), so they survive restarts and every node fires them the same way.
  */
+/**
+ * The JSON of a job's input when a durable store keeps it once, apart from the state it rewrites on
+ * every write; null when the input is small enough to ride in the state. A job created with a
+ * 500 KB document cost 3–4 times the CPU per progress tick of one without, and sent or wrote the
+ * document again each time, while the input never changes after the job is created.
+ */
+export function inputKeptApart(input: unknown): string | null {
+  if (input === null || input === undefined) return null
+  const json = JSON.stringify(input)
+  return json.length >= 1024 ? json : null
+}
+
 export interface DeadlineSettings {
   /** Longest the job may run: `timeoutPer` says from its first start (`job`) or from each start (`attempt`). */
   timeoutMs?: number

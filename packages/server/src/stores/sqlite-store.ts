@@ -9,6 +9,7 @@ import { runAtEndOfTurn } from '../core/turn.js'
 import { InProcessStore } from './in-process.js'
 import { QueueOrder } from './queue-order.js'
 import { Checkpointer, WalSync, type CheckpointOptions } from './sqlite-wal.js'
+import { inputKeptApart } from '../core/store.js'
 import type * as core from '../core/store.js'
 
 export interface SqliteStoreOptions {
@@ -28,6 +29,7 @@ export interface SqliteStoreOptions {
 interface JobRow {
   ordinal: number
   state: string
+  input: string | null
   first_seq: number
   lease: string | null
   timers: string | null
@@ -36,9 +38,19 @@ interface JobRow {
 interface Cached extends core.JobRecord {
   ordinal: number
   firstSeq: number
+  /** The job's input lives in the row's `input` column, not in its state (core.inputKeptApart). */
+  inputApart: boolean
 }
 
 const cacheSize = 10_000
+
+/** What a create's transaction hands to its commit. */
+interface CreateOutcome {
+  result: core.CreateResult
+  ordinal: number
+  timers: core.JobTimers
+  inputApart: boolean
+}
 
 /** A create or append waiting for the next group commit. */
 interface GroupedWrite {
@@ -62,12 +74,13 @@ const updateLease = 4
 const updateAvailable = 8
 const updateTimers = 16
 
-/** The job row keeps the state without its text, which lives in `texts` (see there). */
-function stateJson(job: JobState): string {
-  return job.text === '' ? JSON.stringify(job) : JSON.stringify({ ...job, text: '' })
+/** The job row keeps the state without its text, which lives in `texts` (see there), and without an input kept apart. */
+function stateJson(job: JobState, inputApart: boolean): string {
+  if (job.text === '' && !inputApart) return JSON.stringify(job)
+  return JSON.stringify({ ...job, text: '', ...(inputApart ? { input: null } : {}) })
 }
 /** Bumped with every schema change; a newer file than this code knows is refused. */
-const schemaVersion = 3
+const schemaVersion = 4
 
 /** Version 2: each job's deadlines (JSON) and the earliest of them, indexed for the deadline sweep. */
 const deadlineColumns = `
@@ -83,6 +96,8 @@ const logByOrdinal = `
 INSERT INTO job_log (ordinal, seq, body) SELECT jobs.ordinal, events.seq, events.body FROM events JOIN jobs ON jobs.id = events.job_id;
 DROP TABLE events;
 `
+/** Version 4: a large input kept once, apart from the state that every write rewrites (core.inputKeptApart); NULL where the state holds it. */
+const inputColumn = 'ALTER TABLE jobs ADD COLUMN input TEXT'
 const deadlineIndex = 'CREATE INDEX IF NOT EXISTS jobs_by_deadline ON jobs (deadline_at) WHERE deadline_at IS NOT NULL'
 
 const schema = `
@@ -202,6 +217,7 @@ export class SqliteStore extends InProcessStore implements core.Store {
       db.exec(schema)
       const columns = db.prepare<[], { name: string }>('PRAGMA table_info(jobs)').all()
       if (!columns.some((column) => column.name === 'deadline_at')) db.exec(deadlineColumns)
+      if (!columns.some((column) => column.name === 'input')) db.exec(inputColumn)
       db.exec(deadlineIndex)
       const oldLog = db.prepare<[], { name: string }>("SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'events'").get()
       if (oldLog !== undefined) db.exec(logByOrdinal)
@@ -209,11 +225,11 @@ export class SqliteStore extends InProcessStore implements core.Store {
     }).immediate()
 
     const s = {
-      jobById: db.prepare<[string], JobRow>('SELECT ordinal, state, first_seq, lease, timers FROM jobs WHERE id = ?'),
-      jobByKey: db.prepare<[string], JobRow>('SELECT ordinal, state, first_seq, lease, timers FROM jobs WHERE idempotency_key = ?'),
+      jobById: db.prepare<[string], JobRow>('SELECT ordinal, state, input, first_seq, lease, timers FROM jobs WHERE id = ?'),
+      jobByKey: db.prepare<[string], JobRow>('SELECT ordinal, state, input, first_seq, lease, timers FROM jobs WHERE idempotency_key = ?'),
       insertJob: db.prepare(
-        `INSERT INTO jobs (id, type, status, tenant, user, idempotency_key, seq, first_seq, state, dispatch, timers, deadline_at)
-         VALUES (@id, @type, @status, @tenant, @user, @key, @seq, 1, @state, @dispatch, @timers, @deadlineAt)`,
+        `INSERT INTO jobs (id, type, status, tenant, user, idempotency_key, seq, first_seq, state, input, dispatch, timers, deadline_at)
+         VALUES (@id, @type, @status, @tenant, @user, @key, @seq, 1, @state, @input, @dispatch, @timers, @deadlineAt)`,
       ),
       dueDeadlines: db.prepare<[number, number], { id: string }>(
         'SELECT id FROM jobs WHERE deadline_at <= ? ORDER BY deadline_at LIMIT ?',
@@ -244,14 +260,16 @@ export class SqliteStore extends InProcessStore implements core.Store {
     for (const { id, type, ordinal } of s.queued.iterate()) this.#queue.add(type, ordinal, id)
     this.#checkpointer = onDisk ? new Checkpointer(options.path, options.checkpoint) : null
 
-    this.#createTx = db.transaction((input: core.NewJob): { result: core.CreateResult; ordinal: number; timers: core.JobTimers } => {
+    this.#createTx = db.transaction((input: core.NewJob): CreateOutcome => {
       if (input.idempotencyKey !== null) {
         const existing = s.jobByKey.get(input.idempotencyKey)
-        if (existing !== undefined) return { result: { job: this.#withText(existing.state), created: false }, ordinal: existing.ordinal, timers: noTimers }
+        if (existing !== undefined) return { result: { job: this.#restore(existing), created: false }, ordinal: existing.ordinal, timers: noTimers, inputApart: existing.input !== null }
       }
       const event = createdEvent(input)
       const job = applyEvent(null, event)
       const timers = initialTimers(input.deadlines, input.dispatch, Date.parse(input.at))
+      const inputJson = inputKeptApart(job.input)
+      const inputApart = inputJson !== null
       const inserted = s.insertJob.run({
         id: job.id,
         type: job.type,
@@ -260,14 +278,15 @@ export class SqliteStore extends InProcessStore implements core.Store {
         user: job.owner?.user ?? null,
         key: input.idempotencyKey,
         seq: job.seq,
-        state: stateJson(job),
+        state: stateJson(job, inputApart),
+        input: inputJson,
         dispatch: job.dispatch ? 1 : 0,
         ...timerColumns(timers),
       })
       const ordinal = Number(inserted.lastInsertRowid)
       s.insertEvent.run(ordinal, 1, JSON.stringify(event))
       this.#touched.push(job.id)
-      return { result: { job, created: true }, ordinal, timers }
+      return { result: { job, created: true }, ordinal, timers, inputApart }
     })
 
     // The job row's UPDATE for each set of changed columns (see `write`), prepared when first needed.
@@ -307,7 +326,7 @@ export class SqliteStore extends InProcessStore implements core.Store {
       // Only the columns this write changed: SQLite rewrites every index over a column an UPDATE
       // sets, changed or not, so setting them all dirtied 3–4 times the pages (and WAL frames) a
       // progress tick needs (seq and state).
-      const row: Record<string, unknown> = { id: job.id, seq: job.seq, firstSeq, state: stateJson(job) }
+      const row: Record<string, unknown> = { id: job.id, seq: job.seq, firstSeq, state: stateJson(job, current.inputApart) }
       let changed = 0
       if (job.status !== current.job.status) {
         changed |= updateStatus
@@ -333,7 +352,7 @@ export class SqliteStore extends InProcessStore implements core.Store {
       }
       updateJob(changed).run(row)
       this.#touched.push(job.id)
-      return { job, lease, timers, ordinal: current.ordinal, firstSeq }
+      return { job, lease, timers, ordinal: current.ordinal, firstSeq, inputApart: current.inputApart }
     }
 
     this.#appendTx = db.transaction((jobId: string, plan: core.AppendPlan, at: string) => {
@@ -396,7 +415,7 @@ export class SqliteStore extends InProcessStore implements core.Store {
     return this.#grouped(
       () => {
         const created = this.#createTx(input)
-        if (created.result.created) this.#remember({ job: created.result.job, lease: null, timers: created.timers, ordinal: created.ordinal, firstSeq: 1 })
+        if (created.result.created) this.#remember({ job: created.result.job, lease: null, timers: created.timers, ordinal: created.ordinal, firstSeq: 1, inputApart: created.inputApart })
         return created
       },
       (created) => this.#created(input, created),
@@ -405,7 +424,7 @@ export class SqliteStore extends InProcessStore implements core.Store {
 
   /** After the commit: queue order and subscribers (the cache was updated in the transaction). */
 
-  #created(input: core.NewJob, { result, ordinal }: { result: core.CreateResult; ordinal: number; timers: core.JobTimers }): core.CreateResult {
+  #created(input: core.NewJob, { result, ordinal }: CreateOutcome): core.CreateResult {
     if (result.created) {
       if (isQueuedForDispatch(result.job)) {
         this.#queue.add(result.job.type, ordinal, result.job.id)
@@ -444,13 +463,13 @@ export class SqliteStore extends InProcessStore implements core.Store {
     const where = Object.keys(params)
       .filter((key) => key !== 'limit')
       .map((key) => (key === 'before' ? 'ordinal < @before' : `${key} = @${key}`))
-    const sql = `SELECT ordinal, id, state FROM jobs ${where.length > 0 ? `WHERE ${where.join(' AND ')}` : ''}
+    const sql = `SELECT ordinal, id, state, input FROM jobs ${where.length > 0 ? `WHERE ${where.join(' AND ')}` : ''}
       ORDER BY ordinal DESC LIMIT @limit`
-    const rows = this.#db.prepare<[Record<string, string | number>], { ordinal: number; id: string; state: string }>(sql).all(params)
+    const rows = this.#db.prepare<[Record<string, string | number>], { ordinal: number; id: string; state: string; input: string | null }>(sql).all(params)
     const page = rows.slice(0, query.limit)
     const last = page.at(-1)
     return {
-      jobs: page.map((row) => this.#cache.get(row.id)?.job ?? this.#withText(row.state)),
+      jobs: page.map((row) => this.#cache.get(row.id)?.job ?? this.#restore(row)),
       nextCursor: rows.length > query.limit && last !== undefined ? encodeCursor(last.ordinal) : null,
     }
   }
@@ -631,9 +650,10 @@ export class SqliteStore extends InProcessStore implements core.Store {
     return { job: applied.job, events: applied.events, lease: applied.lease }
   }
 
-  /** A stored state (kept without its text) with the text put back. */
-  #withText(state: string): JobState {
-    const job = JSON.parse(state) as JobState
+  /** A stored state (kept without its text, and without an input kept apart) with both put back. */
+  #restore(row: { state: string; input: string | null }): JobState {
+    const job = JSON.parse(row.state) as JobState
+    if (row.input !== null) job.input = JSON.parse(row.input) as JobState['input']
     return job.text === '' ? { ...job, text: this.#statements.readText.get(job.id)?.text ?? '' } : job
   }
 
@@ -643,11 +663,12 @@ export class SqliteStore extends InProcessStore implements core.Store {
     const row = this.#statements.jobById.get(id)
     if (row === undefined) return null
     return this.#remember({
-      job: this.#withText(row.state),
+      job: this.#restore(row),
       lease: row.lease === null ? null : (JSON.parse(row.lease) as core.Lease),
       timers: row.timers === null ? noTimers : (JSON.parse(row.timers) as core.JobTimers),
       ordinal: row.ordinal,
       firstSeq: row.first_seq,
+      inputApart: row.input !== null,
     })
   }
 

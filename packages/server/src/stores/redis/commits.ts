@@ -14,6 +14,7 @@ import type {
   Retention,
   SweepResult,
 } from '../../core/store.js'
+import { inputKeptApart } from '../../core/store.js'
 import type { RedisConnection } from './connection.js'
 import { epochSeqGap, type RedisEpochs } from './epochs.js'
 import type { RedisKeys } from './keys.js'
@@ -24,6 +25,8 @@ interface Loaded {
   job: JobState
   /** Whether the stored state still carries the text (written before the text had a key of its own). */
   textInState: boolean
+  /** Its input lives in its own key (core.inputKeptApart): commits leave it out of the state. */
+  inputApart: boolean
   lease: Lease | null
   ver: string
   inc: string
@@ -120,6 +123,7 @@ export class RedisCommits {
     const key = input.idempotencyKey
     const owner = job.owner
     const timers = timerArgs(initialTimers(input.deadlines, input.dispatch, Date.parse(input.at)))
+    const inputJson = inputKeptApart(job.input)
     const reply = (await this.#connection.run(
       'create',
       [
@@ -135,10 +139,11 @@ export class RedisCommits {
         k.queue(job.type),
         k.generation,
         k.deadlines,
+        k.input(input.id),
       ],
       [
         input.id,
-        JSON.stringify(job),
+        stateJson(job, inputJson !== null),
         JSON.stringify(event),
         this.#epochs.candidate(),
         epochSeqGap,
@@ -154,6 +159,7 @@ export class RedisCommits {
         ownerChannel,
         owner === null ? '0' : '1',
         ...timers,
+        inputJson ?? '',
       ],
     )) as [number, ...(string | null)[]]
     if (reply[0] === 1) return { job, created: true }
@@ -206,16 +212,17 @@ export class RedisCommits {
           ids.push(batch[i] as string)
           ords.push(Number(batch[i + 1]))
         }
-        const [records, texts] = await Promise.all([
+        const [records, texts, inputs] = await Promise.all([
           Promise.all(ids.map((id) => client.hmget(k.job(id), 'state', 'seq', 'status'))),
           Promise.all(ids.map((id) => client.get(k.text(id)))),
+          Promise.all(ids.map((id) => client.get(k.input(id)))),
         ])
         for (let i = 0; i < ids.length && matches.length <= query.limit; i++) {
           scanned++
           lastOrd = ords[i] as number
           const [state, seq] = records[i] ?? []
           if (state === null || state === undefined) continue // swept meanwhile
-          const job = withText(withSeq(JSON.parse(state) as JobState, seq), texts[i])
+          const job = withText(withInput(withSeq(JSON.parse(state) as JobState, seq), inputs[i]), texts[i])
           if (query.status !== undefined && job.status !== query.status) continue
           if (query.type !== undefined && job.type !== query.type) continue
           if (query.tenant !== undefined && job.owner?.tenant !== query.tenant) continue
@@ -311,7 +318,7 @@ export class RedisCommits {
       const ids = await this.#connection.guard(() => this.#connection.client.zrangebyscore(k.expiry, '-inf', now, 'LIMIT', 0, 200))
       if (ids.length === 0) break
       const deleted = await Promise.all(
-        ids.map((id) => this.#connection.run('sweep', [k.job(id), k.log(id), k.expiry, k.jobs, k.leases, k.deadlines, k.values(id), k.text(id)], [id, now, k.prefix])),
+        ids.map((id) => this.#connection.run('sweep', [k.job(id), k.log(id), k.expiry, k.jobs, k.leases, k.deadlines, k.values(id), k.text(id), k.input(id)], [id, now, k.prefix])),
       )
       expiredJobs += deleted.filter((reply) => reply === 1).length
       if (ids.length < 200) break
@@ -458,8 +465,8 @@ export class RedisCommits {
     const args = [
       before.ver,
       before.inc,
-      // The text lives in its own key: a commit sends what it appends, not the whole text again.
-      JSON.stringify(job.text === '' ? job : { ...job, text: '' }),
+      // The text lives in its own key (a commit sends what it appends, not the whole text again), and a large input in its own.
+      stateJson(job, before.inputApart),
       job.seq,
       job.status,
       lease === null ? '' : JSON.stringify(lease),
@@ -482,7 +489,7 @@ export class RedisCommits {
     for (let i = 0; i < events.length; i++) args.push((events[i] as JobEvent).seq, bodies[i] as string)
     return new Promise<boolean>((resolve, reject) => {
       const landed = (): void => {
-        this.#committed.set(id, { job, textInState: false, lease, ver, inc: before.inc, ord: before.ord, avail, timers })
+        this.#committed.set(id, { job, textInState: false, inputApart: before.inputApart, lease, ver, inc: before.inc, ord: before.ord, avail, timers })
         if (events.length > 0) this.#notifications.delivered(id, events, message)
         if (this.#committed.size > this.#committedLimit) this.#committed.delete(this.#committed.keys().next().value as string)
       }
@@ -551,21 +558,35 @@ export class RedisCommits {
   }
 }
 
-/** Record fields in the scripts' order: state, seq, ver, lease, avail, inc, ord, status, timers, text. */
+/** Record fields in the scripts' order: state, seq, ver, lease, avail, inc, ord, status, timers, text, input. */
 function parseRecord(fields: readonly (string | null | undefined)[]): Loaded | null {
-  const [state, seq, ver, lease, avail, inc, ord, , timers, text] = fields
+  const [state, seq, ver, lease, avail, inc, ord, , timers, text, input] = fields
   if (state === null || state === undefined) return null
-  const job = withText(withSeq(JSON.parse(state) as JobState, seq), text)
+  const job = withText(withInput(withSeq(JSON.parse(state) as JobState, seq), input), text)
   return {
     timers: timers === null || timers === undefined ? noTimers : (JSON.parse(timers) as JobTimers),
     job,
     textInState: job.text !== '' && (text === null || text === undefined),
+    inputApart: input !== null && input !== undefined,
     lease: lease === null || lease === undefined ? null : (JSON.parse(lease) as Lease),
     ver: ver ?? '0',
     inc: inc ?? '',
     ord: Number(ord),
     avail: Number(avail ?? 0),
   }
+}
+
+/** The state a job's hash keeps: without its text (in its own key), and without an input kept apart (in its own key too). */
+function stateJson(job: JobState, inputApart: boolean): string {
+  if (job.text === '' && !inputApart) return JSON.stringify(job)
+  return JSON.stringify({ ...job, text: '', ...(inputApart ? { input: null } : {}) })
+}
+
+/** A stored state with its input put back, when the input is kept apart (core.inputKeptApart). */
+function withInput(job: JobState, input: string | null | undefined): JobState {
+  if (input === null || input === undefined) return job
+  job.input = JSON.parse(input) as JobState['input']
+  return job
 }
 
 /** A stored state (kept without its text, unless written before the text had its own key) with its text. */

@@ -67,6 +67,11 @@ export class RedisKeys {
     return `${this.jobKeyStart}${id}}:text`
   }
 
+  /** A job's input when it is kept apart from its state (core.inputKeptApart): written once, at its creation. */
+  input(id: string): string {
+    return `${this.jobKeyStart}${id}}:input`
+  }
+
   values(id: string): string {
     return `${this.jobKeyStart}${id}}:values`
   }

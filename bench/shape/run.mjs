@@ -299,7 +299,7 @@ async function fleet(store) {
   for (const child of [...workers, ...watchers]) await stop(child)
   await stop(server)
   rmSync(dataDir, { recursive: true, force: true })
-  if (store === 'redis') await unlinkPrefix(prefix)
+  if (store === 'redis') await unlinkPrefix(REDIS_URL, prefix)
   const merged = new Map()
   for (const end of ends) for (const [bucket, n] of end.histogram) merged.set(bucket, (merged.get(bucket) ?? 0) + n)
   const histogram = [...merged.entries()].sort((a, b) => a[0] - b[0])

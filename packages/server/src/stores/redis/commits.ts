@@ -461,7 +461,8 @@ export class RedisCommits {
     const bodies = events.map((event) => JSON.stringify(event))
     const message = `[${bodies.join(',')}]`
     const ver = String(1 + Math.floor(Math.random() * 2 ** 52))
-    const keys = [k.job(id), k.log(id), k.status(before.job.status), k.status(job.status), k.queue(job.type), k.delayed(job.type), k.leases, k.expiry, k.generation, k.deadlines, k.text(id)]
+    // The job's own keys; the shared ones (leases, expiry, generation, deadlines) go once per script call (#sendBatch).
+    const keys = [k.job(id), k.log(id), k.status(before.job.status), k.status(job.status), k.queue(job.type), k.delayed(job.type), k.text(id)]
     const args = [
       before.ver,
       before.inc,
@@ -480,7 +481,7 @@ export class RedisCommits {
       job.seq - this.#retention.maxEventsPerJob + 1,
       k.jobChannel(id),
       k.queueChannel(job.type),
-      message,
+      // The script publishes the events as `message` (built there from their JSON): sent once, not twice.
       events.length,
       ver,
       ...timerArgs(timers),
@@ -519,7 +520,8 @@ export class RedisCommits {
     this.#batch = []
     for (let from = 0; from < batch.length; from += commitsPerCall) {
       const part = batch.slice(from, from + commitsPerCall)
-      const keys: string[] = []
+      const k = this.#keys
+      const keys: string[] = [k.leases, k.expiry, k.generation, k.deadlines]
       const args: (string | number)[] = [part.length]
       for (const one of part) {
         keys.push(...one.keys)

@@ -5,39 +5,43 @@
 -- with it and commit its next write without reloading: a version is never reached twice (after
 -- Redis rolls a job back to an older dump, writes through other nodes cannot count their way back
 -- to a version a node still holds, as they could with a counter).
--- KEYS (from k + 1): 1 job, 2 log, 3 old status index, 4 new status index, 5 queue, 6 delayed, 7 leases, 8 expiry, 9 generation,
---       10 deadlines, 11 text.
+-- KEYS 1 leases, 2 expiry, 3 generation, 4 deadlines (shared by every job of a call), then from
+--       k + 1: 1 job, 2 log, 3 old status index, 4 new status index, 5 queue, 6 delayed, 7 text.
 -- ARGV (from a + 1): 1 ver, 2 the job's generation as loaded, 3 state JSON, 4 seq, 5 status, 6 lease JSON ('' none), 7 lease
 --       expiry ('' when it cannot lapse), 8 availableAt, 9 queued after (1/0), 10 queued before,
 --       11 ordinal, 12 id, 13 expiresAt ('' never), 14 keep log entries from this seq, 15 job
---       channel, 16 queue channel, 17 events JSON array, 18 event count, 19 the new version,
---       20 timers JSON ('' none), 21 earliest deadline ('' none), 22 text change ('' none, 'a' append
---       ARGV[23], 's' set to ARGV[23]: a rewind, or text moved out of a state written before it had
---       a key of its own), 23 that text, then seq, JSON per event. The state JSON carries no text.
+--       channel, 16 queue channel, 17 event count, 18 the new version, 19 timers JSON ('' none),
+--       20 earliest deadline ('' none), 21 text change ('' none, 'a' append ARGV[22], 's' set to
+--       ARGV[22]: a rewind, or text moved out of a state written before it had a key of its own),
+--       22 that text, then seq, JSON per event. The state JSON carries no text. The job's channel
+--       gets the events as one JSON array, `[e1,e2,…]`, built here from their JSON (the caller
+--       knows it by that exact text: notifications.ts).
 -- A job's queue channel is not published here but added to `queues` (a list, and a set of the
 -- same names), which the caller publishes once each.
 local function commitJob(k, a, queues)
   local current = redis.call('HMGET', KEYS[k + 1], 'ver', 'inc')
-  if current[1] ~= ARGV[a + 1] or current[2] ~= ARGV[a + 2] or redis.call('GET', KEYS[k + 9]) ~= ARGV[a + 2] then return 0 end
-  local n = tonumber(ARGV[a + 18])
+  if current[1] ~= ARGV[a + 1] or current[2] ~= ARGV[a + 2] or redis.call('GET', KEYS[3]) ~= ARGV[a + 2] then return 0 end
+  local n = tonumber(ARGV[a + 17])
+  local bodies = {}
   if n > 0 then
     -- A log that runs past the job's head (it outlived a rollback of the hash) cannot be continued.
     local newest = redis.call('XREVRANGE', KEYS[k + 2], '+', '-', 'COUNT', 1)
-    if newest[1] and tonumber(string.match(newest[1][1], '^(%d+)')) >= tonumber(ARGV[a + 24]) then redis.call('DEL', KEYS[k + 2]) end
+    if newest[1] and tonumber(string.match(newest[1][1], '^(%d+)')) >= tonumber(ARGV[a + 23]) then redis.call('DEL', KEYS[k + 2]) end
     for i = 0, n - 1 do
-      redis.call('XADD', KEYS[k + 2], ARGV[a + 24 + 2 * i] .. '-0', 'e', ARGV[a + 25 + 2 * i])
+      bodies[i + 1] = ARGV[a + 24 + 2 * i]
+      redis.call('XADD', KEYS[k + 2], ARGV[a + 23 + 2 * i] .. '-0', 'e', bodies[i + 1])
     end
     if tonumber(ARGV[a + 14]) > 1 then redis.call('XTRIM', KEYS[k + 2], 'MINID', ARGV[a + 14]) end
   end
   redis.call('HSET', KEYS[k + 1], 'state', ARGV[a + 3], 'seq', ARGV[a + 4], 'status', ARGV[a + 5], 'avail', ARGV[a + 8])
-  if ARGV[a + 22] == 'a' then
-    redis.call('APPEND', KEYS[k + 11], ARGV[a + 23])
-  elseif ARGV[a + 22] == 's' then
-    if ARGV[a + 23] == '' then redis.call('DEL', KEYS[k + 11]) else redis.call('SET', KEYS[k + 11], ARGV[a + 23]) end
+  if ARGV[a + 21] == 'a' then
+    redis.call('APPEND', KEYS[k + 7], ARGV[a + 22])
+  elseif ARGV[a + 21] == 's' then
+    if ARGV[a + 22] == '' then redis.call('DEL', KEYS[k + 7]) else redis.call('SET', KEYS[k + 7], ARGV[a + 22]) end
   end
-  redis.call('HSET', KEYS[k + 1], 'ver', ARGV[a + 19])
+  redis.call('HSET', KEYS[k + 1], 'ver', ARGV[a + 18])
   if ARGV[a + 6] == '' then redis.call('HDEL', KEYS[k + 1], 'lease') else redis.call('HSET', KEYS[k + 1], 'lease', ARGV[a + 6]) end
-  if ARGV[a + 7] == '' then redis.call('ZREM', KEYS[k + 7], ARGV[a + 12]) else redis.call('ZADD', KEYS[k + 7], ARGV[a + 7], ARGV[a + 12]) end
+  if ARGV[a + 7] == '' then redis.call('ZREM', KEYS[1], ARGV[a + 12]) else redis.call('ZADD', KEYS[1], ARGV[a + 7], ARGV[a + 12]) end
   if KEYS[k + 3] ~= KEYS[k + 4] then
     redis.call('ZREM', KEYS[k + 3], ARGV[a + 12])
     redis.call('ZADD', KEYS[k + 4], ARGV[a + 11], ARGV[a + 12])
@@ -50,15 +54,15 @@ local function commitJob(k, a, queues)
     redis.call('ZREM', KEYS[k + 6], ARGV[a + 12])
   end
   if ARGV[a + 13] == '' then
-    redis.call('ZREM', KEYS[k + 8], ARGV[a + 12])
+    redis.call('ZREM', KEYS[2], ARGV[a + 12])
     redis.call('HDEL', KEYS[k + 1], 'exp')
   else
-    redis.call('ZADD', KEYS[k + 8], ARGV[a + 13], ARGV[a + 12])
+    redis.call('ZADD', KEYS[2], ARGV[a + 13], ARGV[a + 12])
     redis.call('HSET', KEYS[k + 1], 'exp', ARGV[a + 13])
   end
-  if ARGV[a + 20] == '' then redis.call('HDEL', KEYS[k + 1], 'timers') else redis.call('HSET', KEYS[k + 1], 'timers', ARGV[a + 20]) end
-  if ARGV[a + 21] == '' then redis.call('ZREM', KEYS[k + 10], ARGV[a + 12]) else redis.call('ZADD', KEYS[k + 10], ARGV[a + 21], ARGV[a + 12]) end
-  if n > 0 then redis.call('PUBLISH', ARGV[a + 15], ARGV[a + 17]) end
+  if ARGV[a + 19] == '' then redis.call('HDEL', KEYS[k + 1], 'timers') else redis.call('HSET', KEYS[k + 1], 'timers', ARGV[a + 19]) end
+  if ARGV[a + 20] == '' then redis.call('ZREM', KEYS[4], ARGV[a + 12]) else redis.call('ZADD', KEYS[4], ARGV[a + 20], ARGV[a + 12]) end
+  if n > 0 then redis.call('PUBLISH', ARGV[a + 15], '[' .. table.concat(bodies, ',') .. ']') end
   if ARGV[a + 9] ~= ARGV[a + 10] and not queues[ARGV[a + 16]] then
     queues[ARGV[a + 16]] = true
     queues[#queues + 1] = ARGV[a + 16]

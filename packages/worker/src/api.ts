@@ -20,7 +20,7 @@ import {
   type WriteMeta,
 } from '@jobwire/protocol'
 import type { LazyAbort, Timers } from './timing.js'
-import type { Transport } from './transport.js'
+import { TransportTimeout, type Transport } from './transport.js'
 
 /** What the worker was doing when a request failed. */
 export type WorkerOperation = 'claim' | 'heartbeat' | 'signals' | 'events' | 'release' | 'checkpoint'
@@ -59,8 +59,6 @@ export class WorkerRequestError extends Error {
 }
 
 export interface ApiOptions {
-  url: string
-  apiKey: string
   transport: Transport
   timers: Timers
   /**
@@ -91,16 +89,13 @@ const requestTimeoutMs = 30_000
 
 /** The worker's half of the HTTP API: one method per endpoint, one attempt per call (callers retry). */
 export class WorkerApi {
-  private readonly base: string
   #pending: PendingWrite[] = []
   /** The server takes `max` on claims, until it says otherwise. */
   #batchClaims = true
   /** The server takes finished jobs' last writes in claims (`done`), until it says otherwise. */
   #carryDone = true
 
-  constructor(private readonly options: ApiOptions) {
-    this.base = options.url.replace(/\/+$/, '')
-  }
+  constructor(private readonly options: ApiOptions) {}
 
   /**
    * Up to `max` jobs, each with its own lease (empty when none came within `wait` seconds), in one
@@ -294,38 +289,29 @@ export class WorkerApi {
     timeoutMs = requestTimeoutMs,
     method: 'POST' | 'GET' = 'POST',
   ): Promise<{ status: number; body: T }> {
-    const { timers } = this.options
-    const timeout = new AbortController()
-    const onAbort = (): void => timeout.abort(signal.reason)
-    signal.addEventListener('abort', onAbort, { once: true })
-    const timer = timers.setTimeout(() => timeout.abort(new Error('timeout')), timeoutMs)
+    let status: number
+    let text: string
     try {
-      let status: number
-      let text: string
-      try {
-        ;({ status, text } = await this.options.transport.send(`${this.base}${path}`, {
-          method,
-          headers: { authorization: `Bearer ${this.options.apiKey}`, ...(method === 'POST' ? { 'content-type': 'application/json' } : {}) },
-          ...(method === 'POST' ? { body: JSON.stringify(body) } : {}),
-          signal: timeout.signal,
-        }))
-      } catch (error) {
-        if (signal.aborted) throw error
-        if (timeout.signal.aborted) {
-          throw new WorkerRequestError(operation, null, 'timeout', `${operation}: no answer within ${timeoutMs} ms`, undefined, { cause: error })
-        }
-        throw new WorkerRequestError(operation, null, 'network_error', `${operation}: ${describe(error)}`, undefined, { cause: error })
+      ;({ status, text } = await this.options.transport.send({
+        method,
+        path,
+        ...(method === 'POST' ? { body: JSON.stringify(body) } : {}),
+        signal,
+        timeoutMs,
+      }))
+    } catch (error) {
+      if (signal.aborted) throw error
+      if (error instanceof TransportTimeout) {
+        throw new WorkerRequestError(operation, null, 'timeout', `${operation}: no answer within ${timeoutMs} ms`, undefined, { cause: error })
       }
-      if (status < 200 || status > 299) throw errorOf(operation, status, text)
-      try {
-        return { status, body: (text === '' ? null : JSON.parse(text)) as T }
-      } catch (error) {
-        // A truncated answer: whether it was applied is unknown, so it is retried like no answer.
-        throw new WorkerRequestError(operation, null, 'invalid_response', `${operation}: the answer is not JSON`, undefined, { cause: error })
-      }
-    } finally {
-      timers.clearTimeout(timer)
-      signal.removeEventListener('abort', onAbort)
+      throw new WorkerRequestError(operation, null, 'network_error', `${operation}: ${describe(error)}`, undefined, { cause: error })
+    }
+    if (status < 200 || status > 299) throw errorOf(operation, status, text)
+    try {
+      return { status, body: (text === '' ? null : JSON.parse(text)) as T }
+    } catch (error) {
+      // A truncated answer: whether it was applied is unknown, so it is retried like no answer.
+      throw new WorkerRequestError(operation, null, 'invalid_response', `${operation}: the answer is not JSON`, undefined, { cause: error })
     }
   }
 }

@@ -1,12 +1,19 @@
-import { Agent as HttpAgent, request as httpRequest, type IncomingMessage } from 'node:http'
+import { Agent as HttpAgent, request as httpRequest, type IncomingMessage, type OutgoingHttpHeaders, type RequestOptions } from 'node:http'
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https'
+import { urlToHttpOptions } from 'node:url'
+import type { Timers } from './timing.js'
 
-/** One HTTP request as the worker sends it. */
+/** One HTTP request as the worker sends it, to a path under the server's URL. */
 export interface HttpRequest {
   method: 'GET' | 'POST'
-  headers: Record<string, string>
+  /** `/v1/…`, appended to the server URL's path. */
+  path: string
+  /** JSON; a POST without one sends none. */
   body?: string
+  /** The caller's: aborting it ends the request (rejected with an `AbortError`). */
   signal: AbortSignal
+  /** No full answer within this many ms ends the request (rejected with a `TransportTimeout`). */
+  timeoutMs: number
 }
 
 /** Its answer, read in full. */
@@ -15,22 +22,61 @@ export interface HttpAnswer {
   text: string
 }
 
+/** No full answer came within the request's `timeoutMs`. */
+export class TransportTimeout extends Error {
+  constructor(timeoutMs: number) {
+    super(`no answer within ${timeoutMs} ms`)
+    this.name = 'TransportTimeout'
+  }
+}
+
 /**
  * How the worker reaches the server: one request, answered in full; rejects when no answer came
- * (the signal aborted, the connection failed).
+ * (the signal aborted, the timeout passed, the connection failed).
  */
 export interface Transport {
-  send(url: string, request: HttpRequest): Promise<HttpAnswer>
+  send(request: HttpRequest): Promise<HttpAnswer>
   /** Lets go of kept-alive connections. */
   close(): void
 }
 
+export interface TransportOptions {
+  /** The server, e.g. `http://127.0.0.1:7070` (a path, if any, prefixes every request's). */
+  url: string
+  apiKey: string
+  timers: Timers
+}
+
+/** The error a request ends with when its caller's signal aborts (as `fetch` and Node's own `signal` option reject). */
+function abortError(signal: AbortSignal): Error {
+  const error = new Error('The operation was aborted', { cause: signal.reason })
+  error.name = 'AbortError'
+  return error
+}
+
 /** A `fetch` (the `fetch` option, for tests and custom stacks) as a transport. */
-export function fetchTransport(fetch: typeof globalThis.fetch): Transport {
+export function fetchTransport(fetch: typeof globalThis.fetch, { url, apiKey, timers }: TransportOptions): Transport {
+  const base = url.replace(/\/+$/, '')
+  const authorization = `Bearer ${apiKey}`
   return {
-    async send(url, { method, headers, body, signal }) {
-      const response = await fetch(url, { method, headers, ...(body === undefined ? {} : { body }), signal })
-      return { status: response.status, text: await response.text() }
+    async send({ method, path, body, signal, timeoutMs }) {
+      const controller = new AbortController()
+      const onAbort = (): void => controller.abort(signal.reason)
+      if (signal.aborted) onAbort()
+      else signal.addEventListener('abort', onAbort, { once: true })
+      const timeout = new TransportTimeout(timeoutMs)
+      const timer = timers.setTimeout(() => controller.abort(timeout), timeoutMs)
+      try {
+        const headers: Record<string, string> = body === undefined ? { authorization } : { authorization, 'content-type': 'application/json' }
+        const response = await fetch(`${base}${path}`, { method, headers, ...(body === undefined ? {} : { body }), signal: controller.signal })
+        return { status: response.status, text: await response.text() }
+      } catch (error) {
+        if (controller.signal.reason === timeout && !signal.aborted) throw timeout
+        throw error
+      } finally {
+        timers.clearTimeout(timer)
+        signal.removeEventListener('abort', onAbort)
+      }
     },
     close() {},
   }
@@ -38,41 +84,62 @@ export function fetchTransport(fetch: typeof globalThis.fetch): Transport {
 
 /**
  * Node's own HTTP client over kept-alive connections: the default. A busy worker sends a
- * request per cycle, and `fetch`'s web streams cost several times what the request itself does.
+ * request per cycle, so what each costs counts: the server's URL is parsed once, the headers are
+ * made once, and the caller's signal and the timeout end the request directly (no
+ * AbortController, and no `signal` option, per request). `fetch`'s web streams cost several
+ * times what the request itself does.
  */
-export function nodeTransport(): Transport {
-  const agents = { http: new HttpAgent({ keepAlive: true }), https: new HttpsAgent({ keepAlive: true }) }
+export function nodeTransport({ url, apiKey, timers }: TransportOptions): Transport {
+  const parsed = new URL(url)
+  const target = urlToHttpOptions(parsed)
+  const secure = target.protocol === 'https:'
+  const send = secure ? httpsRequest : httpRequest
+  const agent = secure ? new HttpsAgent({ keepAlive: true }) : new HttpAgent({ keepAlive: true })
+  const prefix = parsed.pathname.replace(/\/+$/, '')
+  const base: RequestOptions = { protocol: target.protocol, hostname: target.hostname, port: target.port, agent, ...(target.auth === undefined ? {} : { auth: target.auth }) }
+  const authorization = `Bearer ${apiKey}`
   return {
-    send(url, { method, headers, body, signal }) {
-      const secure = url.startsWith('https:')
-      const send = secure ? httpsRequest : httpRequest
+    send({ method, path, body, signal, timeoutMs }) {
+      if (signal.aborted) return Promise.reject(abortError(signal))
       return new Promise<HttpAnswer>((resolve, reject) => {
-        const request = send(
-          url,
-          {
-            method,
-            agent: secure ? agents.https : agents.http,
-            headers: body === undefined ? headers : { ...headers, 'content-length': String(Buffer.byteLength(body)) },
-            signal,
-          },
-          (response: IncomingMessage) => {
-            const chunks: Buffer[] = []
-            response.on('data', (chunk: Buffer) => chunks.push(chunk))
-            response.on('end', () => resolve({ status: response.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') }))
-            response.on('error', reject)
-            // A cut connection closes the response without 'end'.
-            response.on('close', () => {
-              if (!response.complete) reject(new Error('the connection closed before the answer was complete'))
-            })
-          },
-        )
-        request.on('error', reject)
+        const headers: OutgoingHttpHeaders =
+          body === undefined ? { authorization } : { authorization, 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) }
+        let settled = false
+        const finish = (error: Error | null, answer?: HttpAnswer): void => {
+          if (settled) return
+          settled = true
+          timers.clearTimeout(timer)
+          signal.removeEventListener('abort', onAbort)
+          if (error !== null) reject(error)
+          else resolve(answer as HttpAnswer)
+        }
+        const request = send({ ...base, method, path: `${prefix}${path}`, headers }, (response: IncomingMessage) => {
+          const chunks: Buffer[] = []
+          response.on('data', (chunk: Buffer) => chunks.push(chunk))
+          response.on('end', () => finish(null, { status: response.statusCode ?? 0, text: (chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks)).toString('utf8') }))
+          response.on('error', finish)
+          // A cut connection closes the response without 'end'.
+          response.on('close', () => {
+            if (!response.complete) finish(new Error('the connection closed before the answer was complete'))
+          })
+        })
+        const onAbort = (): void => {
+          const error = abortError(signal)
+          request.destroy(error)
+          finish(error)
+        }
+        const timer = timers.setTimeout(() => {
+          const error = new TransportTimeout(timeoutMs)
+          request.destroy(error)
+          finish(error)
+        }, timeoutMs)
+        signal.addEventListener('abort', onAbort, { once: true })
+        request.on('error', finish)
         request.end(body)
       })
     },
     close() {
-      agents.http.destroy()
-      agents.https.destroy()
+      agent.destroy()
     },
   }
 }

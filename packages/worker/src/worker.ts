@@ -130,10 +130,9 @@ class JobwireWorker implements Worker {
     const leaseMs = inRange('leaseMs', options.leaseMs ?? 30_000, 1_000, 600_000)
     this.onError = options.onError ?? warn
     const limits = batchLimits(options.limits ?? {})
-    this.transport = options.fetch === undefined ? nodeTransport() : fetchTransport(options.fetch)
+    const target = { url: options.url, apiKey: options.apiKey, timers }
+    this.transport = options.fetch === undefined ? nodeTransport(target) : fetchTransport(options.fetch, target)
     const api = new WorkerApi({
-      url: options.url,
-      apiKey: options.apiKey,
       transport: this.transport,
       timers,
       bulk: options.bulkWrites === false ? null : { maxEvents: limits.maxBatchEvents, maxBytes: limits.maxBatchBytes },

@@ -46,13 +46,19 @@ export class QueueOrder {
   }
 }
 
-/** Parallel sorted arrays; new jobs have the highest ordinal, so adding is almost always a push. */
+/**
+ * Parallel sorted arrays; new jobs have the highest ordinal, so adding is almost always a push.
+ * The queue starts at `#head`: taking the oldest job (what claims do) moves it on instead of
+ * shifting both arrays (past ~16,000 entries V8 copies them on every shift: 45 µs per claimed job
+ * with 100,000 queued); the space before it is given back once it is most of the arrays.
+ */
 class QueueOfType {
-  readonly #ordinals: number[] = []
-  readonly #ids: string[] = []
+  #ordinals: number[] = []
+  #ids: string[] = []
+  #head = 0
 
   get size(): number {
-    return this.#ordinals.length
+    return this.#ordinals.length - this.#head
   }
 
   add(ordinal: number, id: string): void {
@@ -61,6 +67,11 @@ class QueueOfType {
     if (at === this.#ordinals.length) {
       this.#ordinals.push(ordinal)
       this.#ids.push(id)
+    } else if (at === this.#head && this.#head > 0) {
+      // Back in front of the oldest (a job re-queued ahead of the rest): into the free space.
+      this.#head -= 1
+      this.#ordinals[this.#head] = ordinal
+      this.#ids[this.#head] = id
     } else {
       this.#ordinals.splice(at, 0, ordinal)
       this.#ids.splice(at, 0, id)
@@ -70,9 +81,17 @@ class QueueOfType {
   remove(ordinal: number): void {
     const at = this.#lowerBound(ordinal)
     if (this.#ordinals[at] !== ordinal) return
-    if (at === 0) {
-      this.#ordinals.shift()
-      this.#ids.shift()
+    if (at === this.#head) {
+      this.#head += 1
+      if (this.#head === this.#ordinals.length) {
+        this.#ordinals = []
+        this.#ids = []
+        this.#head = 0
+      } else if (this.#head >= 1024 && this.#head * 2 >= this.#ordinals.length) {
+        this.#ordinals = this.#ordinals.slice(this.#head)
+        this.#ids = this.#ids.slice(this.#head)
+        this.#head = 0
+      }
     } else {
       this.#ordinals.splice(at, 1)
       this.#ids.splice(at, 1)
@@ -85,16 +104,16 @@ class QueueOfType {
 
   position(ordinal: number): number | null {
     const at = this.#lowerBound(ordinal)
-    return this.#ordinals[at] === ordinal ? at + 1 : null
+    return this.#ordinals[at] === ordinal ? at - this.#head + 1 : null
   }
 
   *entries(): IterableIterator<{ ordinal: number; id: string }> {
-    for (let i = 0; i < this.#ordinals.length; i++) yield { ordinal: this.#ordinals[i] as number, id: this.#ids[i] as string }
+    for (let i = this.#head; i < this.#ordinals.length; i++) yield { ordinal: this.#ordinals[i] as number, id: this.#ids[i] as string }
   }
 
-  /** The first index whose ordinal is >= `ordinal`. */
+  /** The first index (from the head) whose ordinal is >= `ordinal`. */
   #lowerBound(ordinal: number): number {
-    let low = 0
+    let low = this.#head
     let high = this.#ordinals.length
     while (low < high) {
       const mid = (low + high) >>> 1

@@ -333,8 +333,11 @@ function parseEventList(body: Record<string, unknown>, limits: EventLimits): Eve
     const size = Buffer.byteLength(JSON.stringify(raw))
     // A result or a checkpoint may exceed an event (it is stored apart); the rest of its event may not.
     const field = type === 'completed' ? 'result' : type === 'checkpoint' ? 'data' : null
-    const valueSize = field === null ? 0 : Buffer.byteLength(JSON.stringify((raw as Record<string, unknown>)[field] ?? null))
     const maxValueBytes = limits.maxValueBytes ?? limits.maxEventBytes
+    // The value is part of the event: an event within both limits holds no value past either, and
+    // its value is not encoded a second time (every worker's completion carries one).
+    const valueSize =
+      field === null || (size <= maxValueBytes && size <= limits.maxEventBytes) ? 0 : Buffer.byteLength(JSON.stringify((raw as Record<string, unknown>)[field] ?? null))
     if (valueSize > maxValueBytes) {
       throw new JobwireError('value_too_large', { value: field === 'result' ? 'result' : 'checkpoint', index, size: valueSize, limit: maxValueBytes })
     }

@@ -36,16 +36,38 @@ export function principalOf(request: FastifyRequest): Principal {
   return request.principal
 }
 
+/** Per shutdown signal, what its open long-polls do when it aborts: one listener on it, however many wait. */
+const waitingOn = new WeakMap<AbortSignal, Set<() => void>>()
+
 /**
- * Aborts when the client goes away, so a long-poll stops waiting for no one. It watches the
- * response: a request's own 'close' fires as soon as its body has been read.
+ * Aborts when the client goes away, so a long-poll stops waiting for no one, or when the node
+ * shuts down. It watches the response: a request's own 'close' fires as soon as its body has been
+ * read. When the response closes the long-poll leaves the shutdown's list: every answered
+ * long-poll used to leave a listener on the node's shutdown signal for good (a leak that also made
+ * each new long-poll's `addEventListener` walk all of them).
  */
 export function abortOnClose(reply: FastifyReply, shuttingDown: AbortSignal): AbortSignal {
   const controller = new AbortController()
   // A node shutting down answers its long-polls at once (empty), so in-flight requests can finish.
-  if (shuttingDown.aborted) controller.abort()
-  else shuttingDown.addEventListener('abort', () => controller.abort(), { once: true, signal: controller.signal })
+  if (shuttingDown.aborted) {
+    controller.abort()
+    return controller.signal
+  }
+  let waiting = waitingOn.get(shuttingDown)
+  if (waiting === undefined) {
+    const all = new Set<() => void>()
+    waiting = all
+    waitingOn.set(shuttingDown, all)
+    shuttingDown.addEventListener('abort', () => {
+      for (const abort of [...all]) abort()
+      all.clear()
+    }, { once: true })
+  }
+  const abort = (): void => controller.abort()
+  waiting.add(abort)
+  const list = waiting
   reply.raw.on('close', () => {
+    list.delete(abort)
     if (!reply.raw.writableFinished) controller.abort()
   })
   return controller.signal

@@ -91,4 +91,24 @@ describe('abortOnClose', () => {
     expect(await get(port, false)).toBe('late')
     expect(late[0]?.aborted).toBe(true)
   })
+
+  it('aborts at once a long-poll whose client was gone before it began to wait', async () => {
+    const shutdown = new AbortController()
+    const signals: AbortSignal[] = []
+    server = createServer((req, response) => {
+      req.resume()
+      // The wait begins only after the client went away (a slow handler before it, say).
+      response.on('close', () => signals.push(abortOnClose({ raw: response } as unknown as FastifyReply, shutdown.signal)))
+    })
+    await new Promise<void>((resolve) => server?.listen(0, '127.0.0.1', resolve))
+    const port = (server.address() as AddressInfo).port
+    const gone = request({ host: '127.0.0.1', port, path: '/', agent: false })
+    gone.on('error', () => {})
+    gone.end()
+    await new Promise((resolve) => setTimeout(resolve, 50))
+    gone.destroy()
+    while (signals.length < 1) await new Promise((resolve) => setTimeout(resolve, 5))
+    expect(signals[0]?.aborted).toBe(true)
+    expect(getEventListeners(shutdown.signal, 'abort').length).toBe(0)
+  })
 })

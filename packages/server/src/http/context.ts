@@ -49,7 +49,8 @@ const waitingOn = new WeakMap<AbortSignal, Set<() => void>>()
 export function abortOnClose(reply: FastifyReply, shuttingDown: AbortSignal): AbortSignal {
   const controller = new AbortController()
   // A node shutting down answers its long-polls at once (empty), so in-flight requests can finish.
-  if (shuttingDown.aborted) {
+  // A client already gone (its response closed before the wait began) is waited for by no one either.
+  if (shuttingDown.aborted || reply.raw.destroyed) {
     controller.abort()
     return controller.signal
   }

@@ -84,10 +84,10 @@ export function fetchTransport(fetch: typeof globalThis.fetch, { url, apiKey, ti
 
 /**
  * Node's own HTTP client over kept-alive connections: the default. A busy worker sends a
- * request per cycle, so what each costs counts: the server's URL is parsed once, the headers are
- * made once, and the caller's signal and the timeout end the request directly (no
- * AbortController, and no `signal` option, per request). `fetch`'s web streams cost several
- * times what the request itself does.
+ * request per cycle, so what each costs counts: the server's URL is parsed once, the
+ * authorization header made once, and the caller's signal and the timeout end the request
+ * directly (no AbortController, and no `signal` option, per request). `fetch`'s web streams cost
+ * several times what the request itself does.
  */
 export function nodeTransport({ url, apiKey, timers }: TransportOptions): Transport {
   const parsed = new URL(url)

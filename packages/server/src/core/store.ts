@@ -17,10 +17,6 @@ export interface NewJob {
 }
 
 /**
- * A job's deadline settings, in milliseconds; an absent one does not apply. Stored beside the job
- * (not in its state), so they survive restarts and every node fires them the same way.
- */
-/**
  * The JSON of a job's input when a durable store keeps it once, apart from the state it rewrites on
  * every write; null when the input is small enough to ride in the state. A job created with a
  * 500 KB document cost 3–4 times the CPU per progress tick of one without, and sent or wrote the
@@ -32,6 +28,19 @@ export function inputKeptApart(input: unknown): string | null {
   return json.length >= 1024 ? json : null
 }
 
+/**
+ * The state a durable store writes for `job`: without its text (kept in rows or a key of its own,
+ * appended to) and, when `inputApart`, without its input (kept once, see inputKeptApart).
+ */
+export function storedStateJson(job: JobState, inputApart: boolean): string {
+  if (job.text === '' && !inputApart) return JSON.stringify(job)
+  return JSON.stringify({ ...job, text: '', ...(inputApart ? { input: null } : {}) })
+}
+
+/**
+ * A job's deadline settings, in milliseconds; an absent one does not apply. Stored beside the job
+ * (not in its state), so they survive restarts and every node fires them the same way.
+ */
 export interface DeadlineSettings {
   /** Longest the job may run: `timeoutPer` says from its first start (`job`) or from each start (`attempt`). */
   timeoutMs?: number

@@ -39,6 +39,20 @@ export function principalOf(request: FastifyRequest): Principal {
 /** Per shutdown signal, what its open long-polls do when it aborts: one listener on it, however many wait. */
 const waitingOn = new WeakMap<AbortSignal, Set<() => void>>()
 
+function waitersOf(shuttingDown: AbortSignal): Set<() => void> {
+  let waiting = waitingOn.get(shuttingDown)
+  if (waiting === undefined) {
+    const all = new Set<() => void>()
+    waitingOn.set(shuttingDown, all)
+    shuttingDown.addEventListener('abort', () => {
+      for (const abort of [...all]) abort()
+      all.clear()
+    }, { once: true })
+    waiting = all
+  }
+  return waiting
+}
+
 /**
  * Aborts when the client goes away, so a long-poll stops waiting for no one, or when the node
  * shuts down. It watches the response: a request's own 'close' fires as soon as its body has been
@@ -54,21 +68,11 @@ export function abortOnClose(reply: FastifyReply, shuttingDown: AbortSignal): Ab
     controller.abort()
     return controller.signal
   }
-  let waiting = waitingOn.get(shuttingDown)
-  if (waiting === undefined) {
-    const all = new Set<() => void>()
-    waiting = all
-    waitingOn.set(shuttingDown, all)
-    shuttingDown.addEventListener('abort', () => {
-      for (const abort of [...all]) abort()
-      all.clear()
-    }, { once: true })
-  }
+  const waiting = waitersOf(shuttingDown)
   const abort = (): void => controller.abort()
   waiting.add(abort)
-  const list = waiting
   reply.raw.on('close', () => {
-    list.delete(abort)
+    waiting.delete(abort)
     if (!reply.raw.writableFinished) controller.abort()
   })
   return controller.signal

@@ -9,7 +9,7 @@ import { runAtEndOfTurn } from '../core/turn.js'
 import { InProcessStore } from './in-process.js'
 import { QueueOrder } from './queue-order.js'
 import { Checkpointer, WalSync, type CheckpointOptions } from './sqlite-wal.js'
-import { inputKeptApart } from '../core/store.js'
+import { inputKeptApart, storedStateJson } from '../core/store.js'
 import type * as core from '../core/store.js'
 
 export interface SqliteStoreOptions {
@@ -74,11 +74,6 @@ const updateLease = 4
 const updateAvailable = 8
 const updateTimers = 16
 
-/** The job row keeps the state without its text, which lives in `texts` (see there), and without an input kept apart. */
-function stateJson(job: JobState, inputApart: boolean): string {
-  if (job.text === '' && !inputApart) return JSON.stringify(job)
-  return JSON.stringify({ ...job, text: '', ...(inputApart ? { input: null } : {}) })
-}
 /** Bumped with every schema change; a newer file than this code knows is refused. */
 const schemaVersion = 4
 
@@ -278,7 +273,7 @@ export class SqliteStore extends InProcessStore implements core.Store {
         user: job.owner?.user ?? null,
         key: input.idempotencyKey,
         seq: job.seq,
-        state: stateJson(job, inputApart),
+        state: storedStateJson(job, inputApart),
         input: inputJson,
         dispatch: job.dispatch ? 1 : 0,
         ...timerColumns(timers),
@@ -326,7 +321,7 @@ export class SqliteStore extends InProcessStore implements core.Store {
       // Only the columns this write changed: SQLite rewrites every index over a column an UPDATE
       // sets, changed or not, so setting them all dirtied 3–4 times the pages (and WAL frames) a
       // progress tick needs (seq and state).
-      const row: Record<string, unknown> = { id: job.id, seq: job.seq, firstSeq, state: stateJson(job, current.inputApart) }
+      const row: Record<string, unknown> = { id: job.id, seq: job.seq, firstSeq, state: storedStateJson(job, current.inputApart) }
       let changed = 0
       if (job.status !== current.job.status) {
         changed |= updateStatus

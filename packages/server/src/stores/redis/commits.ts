@@ -14,7 +14,7 @@ import type {
   Retention,
   SweepResult,
 } from '../../core/store.js'
-import { inputKeptApart } from '../../core/store.js'
+import { inputKeptApart, storedStateJson } from '../../core/store.js'
 import type { RedisConnection } from './connection.js'
 import { epochSeqGap, type RedisEpochs } from './epochs.js'
 import type { RedisKeys } from './keys.js'
@@ -143,7 +143,7 @@ export class RedisCommits {
       ],
       [
         input.id,
-        stateJson(job, inputJson !== null),
+        storedStateJson(job, inputJson !== null),
         JSON.stringify(event),
         this.#epochs.candidate(),
         epochSeqGap,
@@ -467,7 +467,7 @@ export class RedisCommits {
       before.ver,
       before.inc,
       // The text lives in its own key (a commit sends what it appends, not the whole text again), and a large input in its own.
-      stateJson(job, before.inputApart),
+      storedStateJson(job, before.inputApart),
       job.seq,
       job.status,
       lease === null ? '' : JSON.stringify(lease),
@@ -576,12 +576,6 @@ function parseRecord(fields: readonly (string | null | undefined)[]): Loaded | n
     ord: Number(ord),
     avail: Number(avail ?? 0),
   }
-}
-
-/** The state a job's hash keeps: without its text (in its own key), and without an input kept apart (in its own key too). */
-function stateJson(job: JobState, inputApart: boolean): string {
-  if (job.text === '' && !inputApart) return JSON.stringify(job)
-  return JSON.stringify({ ...job, text: '', ...(inputApart ? { input: null } : {}) })
 }
 
 /** A stored state with its input put back, when the input is kept apart (core.inputKeptApart). */

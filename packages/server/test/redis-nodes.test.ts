@@ -5,6 +5,7 @@ import { JobwireError, type ErrorCode, type JobEvent, type StreamMessage } from 
 import { defaultCoreLimits, Dispatcher, epochSeqGap, JobService, type RedisStore, type StreamSink } from '@jobwire/server'
 import { deleteKeys, openRedisStore, redisReachable, redisTestRun, redisUrl } from './redis-fixtures/redis.js'
 import { startTcpProxy, type TcpProxy } from './redis-fixtures/tcp-proxy.js'
+import { sleep } from './fixtures.js'
 import { luaScripts } from '../src/stores/redis/scripts.js'
 
 /**
@@ -246,6 +247,21 @@ if (redisReachable('Redis store: several nodes')) {
       expect(log?.events.map((e) => e.seq)).toEqual(Array.from({ length: 9 }, (_, i) => i + 1))
       expect((await b.service.getJob(job.id)).text).toBe('a0a1a2a3a4ba5')
       expect((await a.service.getJob(job.id)).seq).toBe(9)
+    })
+
+    it('what a node keeps of the jobs it wrote outlives its probes: writes spaced over many probes of the same Redis never read the job again', async () => {
+      const { proxy, a } = await proxiedPair()
+      const { job } = await a.service.createJob({ type: 'cached' })
+      const bySha = proxy.watch(createHash('sha1').update(luaScripts.load).digest('hex'))
+      const byText = proxy.watch(luaScripts.load)
+      const loads = (): number => bySha() + byText()
+      // Node A probes every 200 ms; eight writes 150 ms apart span five or six probes.
+      for (let i = 0; i < 8; i++) {
+        await a.service.appendEvents(job.id, [chunk(`a${i}`)])
+        await sleep(150)
+      }
+      expect(loads()).toBe(1)
+      expect((await a.service.getJob(job.id)).text).toBe('a0a1a2a3a4a5a6a7')
     })
 
     it("a turn's commits leave in one script call, each checked on its own: the one another node made stale is refused and retried alone, the others land once", async () => {

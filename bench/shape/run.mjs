@@ -18,8 +18,9 @@
 //                    process (no browser transport: what BullMQ gives an app to build one on)
 // For each row:
 //  1. light load: 2,000 events/s (BENCH_SHAPE_LIGHT), one event per request (each job every 0.5 s):
-//     publish→deliver p50/p99 over BENCH_SHAPE_SECONDS (5), after a 3 s pass that opens every
-//     producer's connection (not measured) and 2 s of warm-up;
+//     publish→deliver p50/p99 over BENCH_SHAPE_SECONDS (5), once the machine has settled (at most
+//     0.3 cores busy over a second, or 20 s waited: bench/lib/quiet.mjs), after a 3 s pass that
+//     opens every producer's connection (not measured) and 2 s of warm-up;
 //  2. capacity: the highest offered rate that reaches every watcher (≥ 98 % delivered in the window,
 //     nothing skipped) at p99 < 50 ms, on a ladder from BENCH_SHAPE_LADDER_START (1,000) events/s up
 //     by 1.5× (a step missed twice in a row ends the climb), then two halvings; 3 s steps.
@@ -30,6 +31,7 @@ import { ask, next, start, stop } from '../lib/children.mjs'
 import { percentile, postJson } from '../lib/measure.mjs'
 import { loadBullmq } from '../lib/bullmq.mjs'
 import { unlinkPrefix } from '../lib/redis-keys.mjs'
+import { waitForQuiet } from '../lib/quiet.mjs'
 import { randomBytes } from 'node:crypto'
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { loadavg, tmpdir } from 'node:os'
@@ -224,10 +226,14 @@ for (const row of ROWS) {
   process.stderr.write(`bench shape: ${label(row)}, ${row.watchers} watcher(s) per job (load average ${fmt(load, 2)})…\n`)
   const target = await deploy(row)
   let seed = 1
+  // The light load is measured on a settled machine: what the row before left behind (its
+  // processes exiting, its store's data deleted, thousands of sockets closing) and this row's
+  // deployment run down first, so every row's light load starts alike.
+  const quiet = await waitForQuiet()
   // A first pass opens every producer's connection and warms the code up; the light load is measured after it.
   await measure(target, LIGHT, 'one', 2, 1, seed++)
   const light = await measure(target, LIGHT, 'one', SECONDS, 2, seed++)
-  process.stderr.write(`  light ${int(LIGHT)}/s: p50 ${fmt(light.p50Ms)} ms, p99 ${fmt(light.p99Ms)} ms, delivered ${int(light.eventsPerSecond)} events/s, lost ${light.lost}, server loop delay p99 ${fmt(light.loopP99Ms)} ms / max ${fmt(light.loopMaxMs)} ms${light.error ? `, error: ${light.error}` : ''}\n`)
+  process.stderr.write(`  light ${int(LIGHT)}/s: p50 ${fmt(light.p50Ms)} ms, p99 ${fmt(light.p99Ms)} ms, delivered ${int(light.eventsPerSecond)} events/s, lost ${light.lost}, server loop delay p99 ${fmt(light.loopP99Ms)} ms / max ${fmt(light.loopMaxMs)} ms (after ${fmt(quiet.waitedMs / 1000)} s for the machine to settle to ${fmt(quiet.cores, 2)} cores)${light.error ? `, error: ${light.error}` : ''}\n`)
   let kept = null
   let failedAt = null
   target.lost = Math.max(0, light.lost)

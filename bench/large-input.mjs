@@ -7,17 +7,12 @@
 // shows its CPU per write for each input. The input never changes after the job is created, so a
 // store that keeps it out of the state it rewrites on every write shows the same cost for both.
 // BENCH_SERVER_DIST points at another build's packages/server/dist/server.js (A/B runs).
-import { ask, next, start, stop } from './lib/children.mjs'
+import { ask } from './lib/children.mjs'
 import { postJson } from './lib/measure.mjs'
-import { unlinkPrefix } from './lib/redis-keys.mjs'
-import { randomBytes } from 'node:crypto'
-import { mkdtempSync, rmSync } from 'node:fs'
-import { loadavg, tmpdir } from 'node:os'
-import { dirname, join } from 'node:path'
-import { fileURLToPath } from 'node:url'
+import { startTarget } from './lib/target.mjs'
+import { loadavg } from 'node:os'
 import { Pool } from 'undici'
 
-const here = dirname(fileURLToPath(import.meta.url))
 const num = (name, fallback) => (process.env[name] ? Number(process.env[name]) : fallback)
 const BYTES = num('BENCH_INPUT_BYTES', 500_000)
 const WRITES = num('BENCH_INPUT_WRITES', 300)
@@ -42,12 +37,10 @@ async function perWrite(server, pool, input) {
 
 const rows = []
 for (const store of STORES) {
-  const prefix = `jwbench:${randomBytes(4).toString('hex')}`
-  const dataDir = mkdtempSync(join(tmpdir(), 'jobwire-input-'))
   const load = loadavg()[0]
-  const server = start(join(here, 'shape/targets.mjs'), [`jobwire-${store}`, API_KEY, REDIS_URL, prefix, dataDir])
-  const { url } = await next(server, 'ready')
-  const pool = new Pool(url, { connections: 1 })
+  const target = await startTarget(store, API_KEY, REDIS_URL)
+  const { server } = target
+  const pool = new Pool(target.url, { connections: 1 })
   const document = { title: 'source', body: 'lorem ipsum dolor sit amet '.repeat(Math.ceil(BYTES / 27)).slice(0, BYTES) }
   // Alternated, twice each: the machine's background load moves between runs.
   const none = [await perWrite(server, pool, null)]
@@ -55,9 +48,7 @@ for (const store of STORES) {
   none.push(await perWrite(server, pool, null))
   large.push(await perWrite(server, pool, document))
   await pool.close()
-  await stop(server)
-  rmSync(dataDir, { recursive: true, force: true })
-  if (store === 'redis') await unlinkPrefix(REDIS_URL, prefix)
+  await target.close()
   rows.push({ store, load, none, large })
   process.stderr.write(`bench large-input: ${store} done\n`)
 }

@@ -212,17 +212,21 @@ export class RedisCommits {
           ids.push(batch[i] as string)
           ords.push(Number(batch[i + 1]))
         }
-        const [records, texts, inputs] = await Promise.all([
-          Promise.all(ids.map((id) => client.hmget(k.job(id), 'state', 'seq', 'status'))),
-          Promise.all(ids.map((id) => client.get(k.text(id)))),
-          Promise.all(ids.map((id) => client.get(k.input(id)))),
-        ])
+        // One explicit pipeline, written to the socket at once: each job's fields, text and input.
+        const reads = client.pipeline()
+        for (const id of ids) reads.hmget(k.job(id), 'state', 'seq', 'status').get(k.text(id)).get(k.input(id))
+        const replies = (await reads.exec()) ?? []
+        const reply = (n: number): unknown => {
+          const [error, value] = replies[n] ?? [new Error('a pipelined read got no reply'), null]
+          if (error !== null) throw error
+          return value
+        }
         for (let i = 0; i < ids.length && matches.length <= query.limit; i++) {
           scanned++
           lastOrd = ords[i] as number
-          const [state, seq] = records[i] ?? []
+          const [state, seq] = (reply(3 * i) as (string | null)[] | null) ?? []
           if (state === null || state === undefined) continue // swept meanwhile
-          const job = withText(withInput(withSeq(JSON.parse(state) as JobState, seq), inputs[i]), texts[i])
+          const job = withText(withInput(withSeq(JSON.parse(state) as JobState, seq), reply(3 * i + 2) as string | null), reply(3 * i + 1) as string | null)
           if (query.status !== undefined && job.status !== query.status) continue
           if (query.type !== undefined && job.type !== query.type) continue
           if (query.tenant !== undefined && job.owner?.tenant !== query.tenant) continue

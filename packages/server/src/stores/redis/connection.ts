@@ -42,8 +42,6 @@ export interface RedisConnectionOptions {
   /** The connections' names in CLIENT LIST: `<name>` (commands) and `<name>:<subscriberSuffix>`. */
   name: string
   subscriberSuffix: string
-  /** Commands issued in one turn leave in one write (the store's hot path). */
-  autoPipelining?: boolean
   /** What the warnings call each connection, e.g. ` (credentials)`. */
   clientLabel?: string
   subscriberLabel?: string
@@ -73,7 +71,13 @@ export class RedisConnection {
   constructor(options: RedisConnectionOptions) {
     this.#onWarning = options.onWarning
     const connection = failFastConnection(options.commandTimeoutMs)
-    this.client = new Redis(options.url, { ...connection, connectionName: options.name, enableAutoPipelining: options.autoPipelining === true })
+    // No auto-pipelining: it keeps one pipeline in flight at a time and answers its commands only
+    // when all of them are answered, so each command waited for the round trip before it, and the
+    // commands kept waiting were caught alive by young-generation GCs and promoted (at 2,000
+    // events/s on the Redis store: 9–11 MB/s promoted with it, about 2 without; scavenges of 6.5–8.5
+    // ms against 3.3–5). The store's commits of a turn already leave in one script call, and reads
+    // of many keys at once go as an explicit pipeline (a page of the job list).
+    this.client = new Redis(options.url, { ...connection, connectionName: options.name, enableAutoPipelining: false })
     for (const [name, lua] of Object.entries(luaScripts)) this.client.defineCommand(commandName(name as ScriptName), { lua })
     this.subscriber = new Redis(options.url, { ...connection, connectionName: `${options.name}:${options.subscriberSuffix}` })
     this.client.on('error', (error: Error) => this.warn(`Redis connection error${options.clientLabel ?? ''}`, { error: error.message }))

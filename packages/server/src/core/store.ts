@@ -28,6 +28,12 @@ export function inputKeptApart(input: unknown): string | null {
   return json.length >= 1024 ? json : null
 }
 
+/** A state as a durable store read it back, with its input put back when it was kept apart (`inputJson`). */
+export function withInputKeptApart(job: JobState, inputJson: string | null | undefined): JobState {
+  if (inputJson !== null && inputJson !== undefined) job.input = JSON.parse(inputJson) as JobState['input']
+  return job
+}
+
 /**
  * The state a durable store writes for `job`: without its text (kept in rows or a key of its own,
  * appended to) and, when `inputApart`, without its input (kept once, see inputKeptApart).

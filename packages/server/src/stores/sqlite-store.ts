@@ -9,7 +9,7 @@ import { runAtEndOfTurn } from '../core/turn.js'
 import { InProcessStore } from './in-process.js'
 import { QueueOrder } from './queue-order.js'
 import { Checkpointer, WalSync, type CheckpointOptions } from './sqlite-wal.js'
-import { inputKeptApart, storedStateJson } from '../core/store.js'
+import { inputKeptApart, storedStateJson, withInputKeptApart } from '../core/store.js'
 import type * as core from '../core/store.js'
 
 export interface SqliteStoreOptions {
@@ -647,8 +647,7 @@ export class SqliteStore extends InProcessStore implements core.Store {
 
   /** A stored state (kept without its text, and without an input kept apart) with both put back. */
   #restore(row: { state: string; input: string | null }): JobState {
-    const job = JSON.parse(row.state) as JobState
-    if (row.input !== null) job.input = JSON.parse(row.input) as JobState['input']
+    const job = withInputKeptApart(JSON.parse(row.state) as JobState, row.input)
     return job.text === '' ? { ...job, text: this.#statements.readText.get(job.id)?.text ?? '' } : job
   }
 

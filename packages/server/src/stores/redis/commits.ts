@@ -14,7 +14,7 @@ import type {
   Retention,
   SweepResult,
 } from '../../core/store.js'
-import { inputKeptApart, storedStateJson } from '../../core/store.js'
+import { inputKeptApart, storedStateJson, withInputKeptApart } from '../../core/store.js'
 import type { RedisConnection } from './connection.js'
 import { epochSeqGap, type RedisEpochs } from './epochs.js'
 import type { RedisKeys } from './keys.js'
@@ -226,7 +226,7 @@ export class RedisCommits {
           lastOrd = ords[i] as number
           const [state, seq] = (reply(3 * i) as (string | null)[] | null) ?? []
           if (state === null || state === undefined) continue // swept meanwhile
-          const job = withText(withInput(withSeq(JSON.parse(state) as JobState, seq), reply(3 * i + 2) as string | null), reply(3 * i + 1) as string | null)
+          const job = withText(withInputKeptApart(withSeq(JSON.parse(state) as JobState, seq), reply(3 * i + 2) as string | null), reply(3 * i + 1) as string | null)
           if (query.status !== undefined && job.status !== query.status) continue
           if (query.type !== undefined && job.type !== query.type) continue
           if (query.tenant !== undefined && job.owner?.tenant !== query.tenant) continue
@@ -522,9 +522,9 @@ export class RedisCommits {
   #sendBatch(): void {
     const batch = this.#batch
     this.#batch = []
+    const k = this.#keys
     for (let from = 0; from < batch.length; from += commitsPerCall) {
       const part = batch.slice(from, from + commitsPerCall)
-      const k = this.#keys
       const keys: string[] = [k.leases, k.expiry, k.generation, k.deadlines]
       const args: (string | number)[] = [part.length]
       for (const one of part) {
@@ -568,7 +568,7 @@ export class RedisCommits {
 function parseRecord(fields: readonly (string | null | undefined)[]): Loaded | null {
   const [state, seq, ver, lease, avail, inc, ord, , timers, text, input] = fields
   if (state === null || state === undefined) return null
-  const job = withText(withInput(withSeq(JSON.parse(state) as JobState, seq), input), text)
+  const job = withText(withInputKeptApart(withSeq(JSON.parse(state) as JobState, seq), input), text)
   return {
     timers: timers === null || timers === undefined ? noTimers : (JSON.parse(timers) as JobTimers),
     job,
@@ -580,13 +580,6 @@ function parseRecord(fields: readonly (string | null | undefined)[]): Loaded | n
     ord: Number(ord),
     avail: Number(avail ?? 0),
   }
-}
-
-/** A stored state with its input put back, when the input is kept apart (core.inputKeptApart). */
-function withInput(job: JobState, input: string | null | undefined): JobState {
-  if (input === null || input === undefined) return job
-  job.input = JSON.parse(input) as JobState['input']
-  return job
 }
 
 /** A stored state (kept without its text, unless written before the text had its own key) with its text. */

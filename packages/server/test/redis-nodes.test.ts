@@ -264,6 +264,16 @@ if (redisReachable('Redis store: several nodes')) {
       expect((await a.service.getJob(job.id)).text).toBe('a0a1a2a3a4a5a6a7')
     })
 
+    it('a queue listener whose subscription Redis has not confirmed yet still hears a job created through its node enter the queue', async () => {
+      const { proxy, a } = await proxiedPair()
+      // Node A's SUBSCRIBEs reach Redis 300 ms late; the create must not publish before its queue's.
+      expect(proxy.delay(':sub', 300)).toBe(1)
+      let heard = 0
+      a.store.subscribeQueue('late', () => heard++)
+      await a.service.createJob({ type: 'late' })
+      await vi.waitFor(() => expect(heard).toBe(1), { timeout: 3000 })
+    })
+
     it("a turn's commits leave in one script call, each checked on its own: the one another node made stale is refused and retried alone, the others land once", async () => {
       const { proxy, prefix, a, b } = await proxiedPair()
       const jobs = []

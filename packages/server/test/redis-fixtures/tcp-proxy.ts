@@ -1,7 +1,8 @@
 /**
  * A TCP proxy between a store and the shared Redis, so a test can break one node's connections
  * without touching Redis itself: take Redis "away" (refuse and drop connections), bring it back,
- * or blackhole some connections (they stay open but nothing gets through: a silent death).
+ * blackhole some connections (they stay open but nothing gets through: a silent death), or slow
+ * some down (what they send reaches Redis late, in order).
  */
 import { createServer, connect, type Server, type Socket } from 'node:net'
 
@@ -10,6 +11,8 @@ export interface TcpProxy {
   readonly url: string
   /** Connections whose first bytes contain `marker` stop passing data both ways, but stay open. */
   blackhole(marker: string): number
+  /** What connections whose first bytes contain `marker` send from now on reaches Redis `ms` later, in order. */
+  delay(marker: string, ms: number): number
   /** How many times `text` went from the clients to Redis since `watch(text)` (e.g. a script's SHA). */
   watch(text: string): () => number
   /** Drops every connection and refuses new ones: Redis is unreachable. */
@@ -25,6 +28,8 @@ interface Link {
   /** The first bytes the client sent (its handshake: CLIENT SETNAME tells connections apart). */
   hello: string
   dead: boolean
+  /** Delay of what the client sends (ms); 0: passed on at once. */
+  lagMs: number
 }
 
 export async function startTcpProxy(upstreamUrl: string): Promise<TcpProxy> {
@@ -37,7 +42,7 @@ export async function startTcpProxy(upstreamUrl: string): Promise<TcpProxy> {
 
   const accept = (client: Socket): void => {
     const upstream = connect(Number(target.port || 6379), target.hostname)
-    const link: Link = { client, upstream, hello: '', dead: false }
+    const link: Link = { client, upstream, hello: '', dead: false, lagMs: 0 }
     links.add(link)
     client.on('data', (chunk: Buffer) => {
       if (link.hello.length < 4096) link.hello += chunk.toString('latin1')
@@ -46,7 +51,8 @@ export async function startTcpProxy(upstreamUrl: string): Promise<TcpProxy> {
         for (let at = stream.indexOf(text); at !== -1; at = stream.indexOf(text, at + text.length)) seen.count++
         seen.tails.set(link, stream.slice(-(text.length - 1)))
       }
-      if (!link.dead) upstream.write(chunk)
+      if (link.lagMs > 0) setTimeout(() => link.dead || upstream.write(chunk), link.lagMs)
+      else if (!link.dead) upstream.write(chunk)
     })
     upstream.on('data', (chunk: Buffer) => {
       if (!link.dead) client.write(chunk)
@@ -93,6 +99,16 @@ export async function startTcpProxy(upstreamUrl: string): Promise<TcpProxy> {
       for (const link of links) {
         if (link.hello.includes(marker)) {
           link.dead = true
+          count++
+        }
+      }
+      return count
+    },
+    delay(marker, ms) {
+      let count = 0
+      for (const link of links) {
+        if (link.hello.includes(marker)) {
+          link.lagMs = ms
           count++
         }
       }

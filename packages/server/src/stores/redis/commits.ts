@@ -117,7 +117,9 @@ export class RedisCommits {
     this.#connection.usable()
     const k = this.#keys
     const ownerChannel = input.owner === null ? '' : k.ownerChannel(input.owner.tenant, input.owner.user)
-    await this.#notifications.listeningTo([k.jobChannel(input.id), ...(ownerChannel === '' ? [] : [ownerChannel])])
+    // Listen first: a queue listener of this type on this node (subscribed, not yet confirmed by
+    // Redis) must hear this job enter its queue, as it would on the in-process stores.
+    await this.#notifications.listeningTo([k.jobChannel(input.id), k.queueChannel(input.type), ...(ownerChannel === '' ? [] : [ownerChannel])])
     const event = createdEvent(input)
     const job = applyEvent(null, event)
     const key = input.idempotencyKey

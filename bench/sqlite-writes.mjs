@@ -2,8 +2,11 @@
 // build`; BENCH_SERVER_DIST=…/server.js measures another build). BENCH_SQLITE_JOBS (1,000) running
 // jobs get BENCH_SQLITE_WRITES (20,000) writes of one progress tick each, spread over the jobs,
 // BENCH_SQLITE_PER_TURN (2) writes per turn of the event loop (a group commit), as producers'
-// requests arrive; with `--sqlite-sync full`. Reported from /proc/self/io (this process: the store,
-// its fsyncs and its checkpointer thread): bytes written to storage per write, and CPU per write.
+// requests arrive; with `--sqlite-sync full`. BENCH_SQLITE_SHAPE=fleet makes each write what a
+// busy @jobwire/worker job sends per throttle period (a token-delta chunk and a progress tick;
+// use it with BENCH_SQLITE_PER_TURN=250, a bulk request of the shape bench's fleet). Reported from
+// /proc/self/io (this process: the store, its fsyncs and its checkpointer thread): bytes written to
+// storage per write, and CPU per write.
 import { mkdtempSync, rmSync } from 'node:fs'
 import { readFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -13,6 +16,7 @@ const env = (name, fallback) => (process.env[name] === undefined || process.env[
 const JOBS = env('BENCH_SQLITE_JOBS', 1000)
 const WRITES = env('BENCH_SQLITE_WRITES', 20_000)
 const PER_TURN = env('BENCH_SQLITE_PER_TURN', 2)
+const FLEET = process.env.BENCH_SQLITE_SHAPE === 'fleet'
 const dist = process.env.BENCH_SERVER_DIST ?? new URL('../packages/server/dist/server.js', import.meta.url).pathname
 const { JobService, SqliteStore, defaultCoreLimits } = await import(join(dirname(dist), 'index.js'))
 
@@ -30,14 +34,20 @@ const bytes0 = writtenBytes()
 const cpu0 = process.cpuUsage()
 const t0 = performance.now()
 for (let n = 0; n < WRITES; n += PER_TURN) {
-  await Promise.all(Array.from({ length: PER_TURN }, (_, i) => service.appendEvents(ids[(n + i) * 7919 % ids.length], [{ type: 'progress', data: { percent: (n + i) % 100, message: `tick ${n + i}` } }])))
+  await Promise.all(
+    Array.from({ length: PER_TURN }, (_, i) => {
+      const progress = { type: 'progress', data: { percent: (n + i) % 100, message: `tick ${n + i}` } }
+      const events = FLEET ? [{ type: 'chunk', data: { text: `@${n + i} and a few tokens ` } }, progress] : [progress]
+      return service.appendEvents(ids[((n + i) * 7919) % ids.length], events)
+    }),
+  )
 }
 const seconds = (performance.now() - t0) / 1000
 const cpu = process.cpuUsage(cpu0)
 await store.close()
 const bytes = writtenBytes() - bytes0
 rmSync(dir, { recursive: true, force: true })
-console.log(`\n### SQLite: ${WRITES.toLocaleString('en-US')} single-event writes to ${JOBS.toLocaleString('en-US')} running jobs, ${PER_TURN} per group commit\n`)
+console.log(`\n### SQLite: ${WRITES.toLocaleString('en-US')} ${FLEET ? 'chunk + progress' : 'single-event'} writes to ${JOBS.toLocaleString('en-US')} running jobs, ${PER_TURN} per group commit\n`)
 console.log('| bytes written to storage per write | CPU µs per write | writes/s |')
 console.log('|---:|---:|---:|')
 console.log(`| ${Math.round(bytes / WRITES).toLocaleString('en-US')} | ${Math.round((cpu.user + cpu.system) / WRITES)} | ${Math.round(WRITES / seconds).toLocaleString('en-US')} |`)

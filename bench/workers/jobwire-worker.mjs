@@ -8,6 +8,8 @@ import { pathToFileURL } from 'node:url'
 const { createWorker } = await import(process.env.BENCH_WORKER_DIST ? pathToFileURL(process.env.BENCH_WORKER_DIST).href : '../../packages/worker/dist/index.js')
 
 const [url, apiKey, mode, concurrency, seconds, rate, total] = process.argv.slice(2)
+// The throughput is timed from here: the process has started and loaded its modules (not work).
+process.send({ type: 'loaded', at: performance.timeOrigin + performance.now(), cpu: process.cpuUsage() })
 const worker = createWorker({ url, apiKey, concurrency: Number(concurrency), pollWaitSeconds: 1, name: `bench-${process.pid}`, onError: () => {} })
 let sent = 0
 
@@ -17,7 +19,7 @@ worker.handle('bench-trivial', async () => {
     const check = setInterval(() => {
       if (worker.activeJobs > 0) return
       clearInterval(check)
-      process.send({ type: 'all-done', cpu: process.cpuUsage() })
+      process.send({ type: 'all-done', at: performance.timeOrigin + performance.now(), cpu: process.cpuUsage() })
     }, 1)
   }
   return { ok: true }

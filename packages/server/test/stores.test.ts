@@ -1,7 +1,9 @@
+import { spawn } from 'node:child_process'
 import { existsSync, statSync } from 'node:fs'
-import { mkdtemp, rm } from 'node:fs/promises'
+import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import type { StreamMessage } from '@jobwire/protocol'
 import { defaultCoreLimits, defaultRetention, Dispatcher, JobService, MemoryStore, SqliteStore, type Retention } from '@jobwire/server'
@@ -71,6 +73,46 @@ describe('SqliteStore: group commit', () => {
     const reopened = new SqliteStore({ path })
     expect(await Promise.all([a, b, 'job_grouped00000000000'].map((id) => reopened.getJob(id)))).toEqual(live)
     expect((await reopened.readLog(a, 0, 100))?.events.map((e) => e.seq)).toEqual([1, 2, 3, 4, 5])
+    await reopened.close()
+  })
+
+  it('a write that fails part-way (a statement after it began changing the file) undoes only itself; its group commits the rest', async () => {
+    const path = join(dir, 'part-way.db')
+    const store = new SqliteStore({ path })
+    const service = new JobService(store, defaultCoreLimits)
+    const a = (await service.createJob({ type: 'group' })).job.id
+    const b = (await service.createJob({ type: 'group' })).job.id
+    const started = [{ type: 'started' as const, data: { attempt: 1, worker: null } }]
+    await Promise.all([store.append(a, () => started), store.append(b, () => started)])
+    // A failure inside SQLite after the write's first statements ran: its events are in the log
+    // when the job row's UPDATE is refused (the store runs a group's writes without savepoints).
+    const other = new Database(path)
+    other.exec(`CREATE TRIGGER refuse_boom BEFORE UPDATE ON jobs WHEN NEW.state LIKE '%boom%' BEGIN SELECT RAISE(ABORT, 'boom refused'); END`)
+    other.close()
+    const heard: { jobId: string; seq: number; message: unknown }[] = []
+    for (const id of [a, b]) store.subscribe(id, (events) => heard.push(...events.map((e) => ({ jobId: e.jobId, seq: e.seq, message: (e.data as { message?: unknown }).message }))))
+    const progress = (percent: number, message: string) => () => [{ type: 'progress' as const, data: { percent, message } }]
+    const settled = await Promise.allSettled([
+      store.append(a, progress(10, 'a1')),
+      store.append(b, progress(10, 'boom')),
+      store.append(a, progress(20, 'a2')),
+      store.append(b, progress(30, 'b2')),
+    ])
+    expect(settled.map((r) => r.status)).toEqual(['fulfilled', 'rejected', 'fulfilled', 'fulfilled'])
+    expect(String((settled[1] as PromiseRejectedResult).reason)).toContain('boom refused')
+    expect(heard).toEqual([
+      { jobId: a, seq: 3, message: 'a1' },
+      { jobId: a, seq: 4, message: 'a2' },
+      { jobId: b, seq: 3, message: 'b2' },
+    ])
+    // Nothing of the failed write is left: the log goes on without a hole or a stray event.
+    expect((await store.readLog(b, 0, 100))?.events.map((e) => [e.seq, e.type])).toEqual([[1, 'created'], [2, 'started'], [3, 'progress']])
+    await expect(store.append(b, progress(40, 'b3'))).resolves.toMatchObject({ job: { seq: 4 } })
+    const live = await Promise.all([a, b].map((id) => store.getJob(id)))
+    await store.close()
+    const reopened = new SqliteStore({ path })
+    expect(await Promise.all([a, b].map((id) => reopened.getJob(id)))).toEqual(live)
+    expect((await reopened.readLog(b, 0, 100))?.events.map((e) => e.seq)).toEqual([1, 2, 3, 4])
     await reopened.close()
   })
 
@@ -402,5 +444,48 @@ describe('SqliteStore: deadlines on disk', () => {
     const reopened = new SqliteStore({ path })
     expect(await reopened.getJob(big)).toMatchObject({ input: document, progress: { message: 'done soon' } })
     await reopened.close()
+  })
+})
+
+describe('SqliteStore: close', () => {
+  // A module of its own (Node keeps an `--eval` script's process alive until it settles, which
+  // would hide the bug), with nothing else keeping the process alive: writes queued, then close()
+  // at once, which commits them and so starts a checkpoint on the thread; close() must resolve.
+  const script = `
+const { SqliteStore } = await import(process.argv[2])
+const store = new SqliteStore({ path: process.argv[3], synchronous: 'normal' })
+const at = new Date().toISOString()
+const created = Array.from({ length: 20 }, (_, i) =>
+  store.createJob({ id: 'job_closerace' + String(i).padStart(12, '0'), type: 'close', input: null, owner: null, idempotencyKey: null, dispatch: true, maxAttempts: 1, at }))
+await store.close()
+await Promise.all(created)
+process.stdout.write('closed')
+`
+  const dist = fileURLToPath(new URL('../dist/index.js', import.meta.url))
+
+  function closeInChild(file: string, path: string): Promise<{ code: number | null; stdout: string; stderr: string }> {
+    return new Promise((resolve) => {
+      const child = spawn(process.execPath, [file, dist, path], { stdio: ['ignore', 'pipe', 'pipe'] })
+      let stdout = ''
+      let stderr = ''
+      child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()))
+      child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()))
+      child.on('exit', (code) => resolve({ code, stdout, stderr }))
+    })
+  }
+
+  it('resolves when a checkpoint is running: the thread keeps the process alive until it has exited', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'jobwire-close-'))
+    try {
+      const file = join(dir, 'close.mjs')
+      await writeFile(file, script)
+      // A checkpoint that ended after close() began used to unref the thread: the loop ran dry and
+      // the process exited (code 13, an unsettled await) with close() pending, most of the time.
+      const runs = []
+      for (let i = 0; i < 8; i++) runs.push(await closeInChild(file, join(dir, `close-${i}.db`)))
+      expect(runs.map((run) => [run.code, run.stdout, run.stderr])).toEqual(runs.map(() => [0, 'closed', '']))
+    } finally {
+      await rm(dir, { recursive: true, force: true })
+    }
   })
 })

@@ -54,12 +54,38 @@ interface CreateOutcome {
 
 /** A create or append waiting for the next group commit. */
 interface GroupedWrite {
-  /** Runs inside the group's transaction, itself in a savepoint: a throw undoes only this write. */
-  work(): unknown
+  /**
+   * Runs inside the group's transaction. `guarded`: in a savepoint of its own, so that a throw
+   * undoes only this write; otherwise bare (see #commitGroup).
+   */
+  work(guarded: boolean): unknown
   /** Runs after the group committed, with what `work` returned; its result answers the caller. */
   done(value: unknown): unknown
   resolve(value: unknown): void
   reject(error: unknown): void
+}
+
+/**
+ * A unit of a group commit, two ways: `plain` runs its statements in the group's transaction as
+ * they are, `guarded` in a savepoint of its own (a nested better-sqlite3 transaction).
+ */
+interface TwoWays<A extends unknown[], R> {
+  plain: (...args: A) => R
+  guarded: (...args: A) => R
+}
+
+function twoWays<A extends unknown[], R>(db: Database.Database, body: (...args: A) => R): TwoWays<A, R> {
+  return { plain: body, guarded: db.transaction(body) }
+}
+
+/**
+ * Thrown out of a group's bare run when a write failed after it had changed the database: the
+ * whole group is rolled back and run again with each write in its own savepoint.
+ */
+class PartlyWritten extends Error {
+  constructor(cause: unknown) {
+    super('a write failed part-way', { cause })
+  }
 }
 
 /** The `timers` and `deadline_at` columns of a job. */
@@ -149,18 +175,19 @@ CREATE TABLE IF NOT EXISTS job_log (
  * several nodes need the Redis store.
  *
  * Group commit: creates, appends and claims that arrive in the same turn of the event loop (every request
- * read in one poll phase) are committed together in one transaction with one fsync, each in its
- * own savepoint so that a refused write (a lost lease, a finished job) undoes only itself. Under
- * load this turns N fsyncs into one; alone, a write waits only for the end of the current turn.
+ * read in one poll phase) are committed together in one transaction with one fsync; a refused
+ * write (a lost lease, a finished job) changes nothing, and one that fails part-way undoes only
+ * itself (#runGroup). Under load this turns N fsyncs into one; alone, a write waits only for the
+ * end of the current turn.
  */
 export class SqliteStore extends InProcessStore implements core.Store {
   readonly kind = 'sqlite'
   readonly #db: Database.Database
   readonly #retention: core.Retention
   readonly #statements
-  readonly #appendTx
-  readonly #claimTx
-  readonly #createTx
+  readonly #appendTx: TwoWays<[string, core.AppendPlan, string], { applied: AppliedPlan; before: Cached; after: Cached | null }>
+  readonly #claimTx: TwoWays<[readonly string[], number, number, core.AppendPlan], { applied: AppliedPlan; before: Cached; after: Cached }[]>
+  readonly #createTx: TwoWays<[core.NewJob], CreateOutcome>
   readonly #sweepTx
   /**
    * Recently touched jobs, parsed. This process is the file's only writer, so the cache is
@@ -185,6 +212,8 @@ export class SqliteStore extends InProcessStore implements core.Store {
   #lastSync: Promise<void> | null = null
   /** Jobs the group being committed wrote. */
   #touched: string[] = []
+  /** Counts the writes' first changing statements: a failure after one needs its savepoint. */
+  #changes = 0
 
   constructor(options: SqliteStoreOptions) {
     super()
@@ -196,9 +225,9 @@ export class SqliteStore extends InProcessStore implements core.Store {
     // Commits only write the WAL; its fsync (for `full`) and the checkpoints run off the loop.
     db.pragma('synchronous = NORMAL')
     db.pragma('busy_timeout = 5000')
-    // Each write of a group commit runs in its own savepoint, and a group's statement journal
-    // (the pages its savepoints may roll back) soon outgrows SQLite's 64 KiB in-memory default:
-    // spilled, it cost a temp file (create, writes, unlink) per group and ~4 writes per job.
+    // When a group's writes run in savepoints (#runGroup), its statement journal (the pages they
+    // may roll back) soon outgrows SQLite's 64 KiB in-memory default: spilled, it cost a temp file
+    // (create, writes, unlink) per group and ~4 writes per job.
     db.pragma('temp_store = MEMORY')
     const onDisk = options.path !== ':memory:'
     if (onDisk) db.pragma('wal_autocheckpoint = 0')
@@ -255,7 +284,7 @@ export class SqliteStore extends InProcessStore implements core.Store {
     for (const { id, type, ordinal } of s.queued.iterate()) this.#queue.add(type, ordinal, id)
     this.#checkpointer = onDisk ? new Checkpointer(options.path, options.checkpoint) : null
 
-    this.#createTx = db.transaction((input: core.NewJob): CreateOutcome => {
+    this.#createTx = twoWays(db, (input: core.NewJob): CreateOutcome => {
       if (input.idempotencyKey !== null) {
         const existing = s.jobByKey.get(input.idempotencyKey)
         if (existing !== undefined) return { result: { job: this.#restore(existing), created: false }, ordinal: existing.ordinal, timers: noTimers, inputApart: existing.input !== null }
@@ -265,6 +294,7 @@ export class SqliteStore extends InProcessStore implements core.Store {
       const timers = initialTimers(input.deadlines, input.dispatch, Date.parse(input.at))
       const inputJson = inputKeptApart(job.input)
       const inputApart = inputJson !== null
+      this.#changes++
       const inserted = s.insertJob.run({
         id: job.id,
         type: job.type,
@@ -303,6 +333,7 @@ export class SqliteStore extends InProcessStore implements core.Store {
 
     const write = (current: Cached, applied: AppliedPlan): Cached => {
       const { job, events, lease, timers } = applied
+      this.#changes++
       for (const event of events) {
         s.insertEvent.run(current.ordinal, event.seq, JSON.stringify(event))
         if (event.type === 'chunk') s.insertText.run(job.id, event.seq, event.data.text)
@@ -350,7 +381,7 @@ export class SqliteStore extends InProcessStore implements core.Store {
       return { job, lease, timers, ordinal: current.ordinal, firstSeq, inputApart: current.inputApart }
     }
 
-    this.#appendTx = db.transaction((jobId: string, plan: core.AppendPlan, at: string) => {
+    this.#appendTx = twoWays(db, (jobId: string, plan: core.AppendPlan, at: string) => {
       const current = this.#load(jobId)
       if (current === null) throw new JobwireError('job_not_found', { jobId })
       const applied = applyPlan(current.job, current.lease, plan, at, current.timers)
@@ -371,7 +402,7 @@ export class SqliteStore extends InProcessStore implements core.Store {
       }
       return statement
     }
-    this.#claimTx = db.transaction((types: readonly string[], now: number, max: number, plan: core.AppendPlan) => {
+    this.#claimTx = twoWays(db, (types: readonly string[], now: number, max: number, plan: core.AppendPlan) => {
       const at = new Date(now).toISOString()
       const outcomes: { applied: AppliedPlan; before: Cached; after: Cached }[] = []
       for (const row of claimable(types).all(now, ...types, max)) {
@@ -383,11 +414,15 @@ export class SqliteStore extends InProcessStore implements core.Store {
       return outcomes
     })
 
-    this.#groupTx = db.transaction((writes: readonly GroupedWrite[]) =>
+    this.#groupTx = db.transaction((writes: readonly GroupedWrite[], guarded: boolean) =>
       writes.map((write): { ok: true; value: unknown } | { ok: false; error: unknown } => {
+        const changes = this.#changes
         try {
-          return { ok: true, value: write.work() }
+          return { ok: true, value: write.work(guarded) }
         } catch (error) {
+          // Bare, a write refused before it changed anything (a lost lease, a finished job: what
+          // refuses writes) has nothing to undo; one that failed after must not stay half-done.
+          if (!guarded && this.#changes !== changes) throw new PartlyWritten(error)
           return { ok: false, error }
         }
       }),
@@ -408,8 +443,8 @@ export class SqliteStore extends InProcessStore implements core.Store {
 
   createJob(input: core.NewJob): Promise<core.CreateResult> {
     return this.#grouped(
-      () => {
-        const created = this.#createTx(input)
+      (guarded) => {
+        const created = (guarded ? this.#createTx.guarded : this.#createTx.plain)(input)
         if (created.result.created) this.#remember({ job: created.result.job, lease: null, timers: created.timers, ordinal: created.ordinal, firstSeq: 1, inputApart: created.inputApart })
         return created
       },
@@ -471,8 +506,8 @@ export class SqliteStore extends InProcessStore implements core.Store {
 
   append(jobId: string, plan: core.AppendPlan): Promise<core.AppendResult> {
     return this.#grouped(
-      () => {
-        const outcome = this.#appendTx(jobId, plan, new Date().toISOString())
+      (guarded) => {
+        const outcome = (guarded ? this.#appendTx.guarded : this.#appendTx.plain)(jobId, plan, new Date().toISOString())
         // Later writes of this group to the same job must start from this one.
         if (outcome.after !== null) this.#remember(outcome.after)
         return outcome
@@ -482,7 +517,7 @@ export class SqliteStore extends InProcessStore implements core.Store {
   }
 
   /** Queues a write for the group commit at the end of this turn of the event loop. */
-  #grouped<W, R>(work: () => W, done: (value: W) => R): Promise<R> {
+  #grouped<W, R>(work: (guarded: boolean) => W, done: (value: W) => R): Promise<R> {
     try {
       this.#open()
     } catch (error) {
@@ -512,10 +547,9 @@ export class SqliteStore extends InProcessStore implements core.Store {
     this.#group = []
     if (writes.length === 0) return
     let outcomes: ({ ok: true; value: unknown } | { ok: false; error: unknown })[]
-    this.#touched = []
     try {
       if (this.#closed) throw new JobwireError('unavailable', { reason: 'the store is closed' })
-      outcomes = this.#groupTx.immediate(writes)
+      outcomes = this.#runGroup(writes)
     } catch (error) {
       // Nothing of the group was committed; the cache may hold what its writes did.
       this.#cache.clear()
@@ -539,6 +573,28 @@ export class SqliteStore extends InProcessStore implements core.Store {
     })
   }
 
+  /**
+   * Runs a group's writes in one transaction, bare: a savepoint per write (SAVEPOINT, RELEASE, and
+   * SQLite keeping each page's first version in the statement journal) cost 4–8 % of a write's
+   * CPU (`bench/sqlite-writes.mjs`).
+   * Writes are refused (a lost lease, a finished job) before they change anything, so bare is
+   * right for them; only a statement failing after a write began changing the database (an I/O
+   * or constraint error) needs its savepoint. Then the whole group is rolled back and run again,
+   * each write in its own savepoint, so that the failure undoes only its own write.
+   */
+  #runGroup(writes: readonly GroupedWrite[]): ({ ok: true; value: unknown } | { ok: false; error: unknown })[] {
+    this.#touched = []
+    try {
+      return this.#groupTx.immediate(writes, false)
+    } catch (error) {
+      if (!(error instanceof PartlyWritten)) throw error
+    }
+    // What the bare run remembered of its writes was rolled back with them.
+    this.#cache.clear()
+    this.#touched = []
+    return this.#groupTx.immediate(writes, true)
+  }
+
   /** Answers a committed group's writes (and runs their `done`: queue order, fan-out). */
   #settle(writes: readonly GroupedWrite[], outcomes: readonly ({ ok: true; value: unknown } | { ok: false; error: unknown })[]): void {
     outcomes.forEach((outcome, i) => {
@@ -557,10 +613,10 @@ export class SqliteStore extends InProcessStore implements core.Store {
   async claim(types: readonly string[], now: number, max: number, plan: core.AppendPlan): Promise<core.AppendResult[]> {
     this.#open()
     if (types.length === 0 || max < 1) return []
-    // The claimed jobs commit in one savepoint of the group commit, beside the turn's other writes.
+    // The claimed jobs commit together in the group commit, beside the turn's other writes.
     return this.#grouped(
-      () => {
-        const outcomes = this.#claimTx(types, now, max, plan)
+      (guarded) => {
+        const outcomes = (guarded ? this.#claimTx.guarded : this.#claimTx.plain)(types, now, max, plan)
         // Later writes of this group to the same jobs must start from these.
         for (const outcome of outcomes) this.#remember(outcome.after)
         return outcomes

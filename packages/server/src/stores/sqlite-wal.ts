@@ -130,7 +130,10 @@ export class Checkpointer {
     this.#worker.on('message', (message: { log?: number; checkpointed?: number; closed?: true }) => {
       if (message.log === undefined) return
       this.#busy = false
-      this.#worker.unref()
+      // Idle, the thread must not keep the process alive; closing, it must until it has exited
+      // (close() waits for that): a checkpoint that ends after close() began would otherwise let
+      // the loop run dry, and the process exit with close() unresolved and the database open.
+      if (this.#closed === null) this.#worker.unref()
       this.#lastEnded = Date.now()
       this.#log = message.log
       this.#commits -= this.#commitsAtStart

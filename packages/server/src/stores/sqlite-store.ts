@@ -56,7 +56,7 @@ interface CreateOutcome {
 interface GroupedWrite {
   /**
    * Runs inside the group's transaction. `guarded`: in a savepoint of its own, so that a throw
-   * undoes only this write; otherwise bare (see #commitGroup).
+   * undoes only this write; otherwise bare (see #runGroup).
    */
   work(guarded: boolean): unknown
   /** Runs after the group committed, with what `work` returned; its result answers the caller. */

@@ -1,6 +1,7 @@
 import { createHmac, randomInt } from 'node:crypto'
 import type { JobEvent, JobState } from '@jobwire/protocol'
 import type { JobObserver } from './core/observer.js'
+import { byName } from './core/by-name.js'
 
 export interface WebhookSettings {
   /** Receiver URL by job type; `*` for every type without its own. */
@@ -51,7 +52,7 @@ export class Webhooks {
     committed: (job, events) => {
       for (const event of events) {
         if (event.type !== 'completed' && event.type !== 'failed' && event.type !== 'cancelled') continue
-        const url = this.settings.urls[job.type] ?? this.settings.urls['*']
+        const url = byName(this.settings.urls, job.type) ?? this.settings.urls['*']
         if (url === undefined) continue
         const payload: WebhookPayload = { id: `${job.id}:${event.seq}`, type: `job.${event.type}`, job, event }
         this.#attempt(url, payload.id, JSON.stringify(payload), 1)

@@ -191,6 +191,52 @@ describe('people starting their own jobs', () => {
   })
 })
 
+describe("names Object.prototype has, as job types and tenants", () => {
+  // `constructor`, `__proto__`, `toString`, … are valid job types and tenant names. The per-type and
+  // per-tier tables were plain objects read with `table[name]`: a job of type `constructor` got
+  // Object's constructor as its stage plan (500 stages.map is not a function), as its attempts
+  // (stored as nothing: the state had no maxAttempts) and as its own create limit (never reached;
+  // on Redis a 500 from the rate script).
+  let p: TestServer
+  beforeAll(async () => {
+    p = await startTestServer({
+      createLimit: 2,
+      createLimitByType: 'report=5',
+      maxAttemptsByType: 'report=7',
+      streamsPerUserByType: 'report=1',
+      tenantTiers: 'acme=free',
+      createLimitByTier: 'free=5',
+      stagePlans: JSON.stringify({ report: ['a', 'b'] }),
+    })
+  })
+  afterAll(async () => {
+    await p.close()
+  })
+
+  it('creates, reads, limits and resumes them like any other name (500 or a job without maxAttempts before)', async () => {
+    for (const name of ['constructor', '__proto__', 'toString', 'hasOwnProperty', 'valueOf']) {
+      const owner = { tenant: name, user: name }
+      const created = await p.api.call<JobState>('POST', '/v1/jobs', { type: name, owner, dispatch: false })
+      expect(created.status, name).toBe(201)
+      expect(created.body).toMatchObject({ type: name, owner, maxAttempts: 3 })
+      expect(created.body.plan, name).toBeUndefined()
+      expect((await p.api.call<JobState>('GET', `/v1/jobs/${created.body.id}`)).body).toEqual(created.body)
+      // The global limit (2 per person) applies: the type has no bucket of its own, the tenant no tier.
+      expect((await p.api.call('POST', '/v1/jobs', { type: name, owner, dispatch: false })).status, name).toBe(201)
+      expect((await p.api.call<{ error: ErrorBody }>('POST', '/v1/jobs', { type: name, owner, dispatch: false })).body.error?.code, name).toBe('rate_limited')
+      // A resume gives the default attempt budget, a number.
+      expect((await p.api.call('POST', `/v1/jobs/${created.body.id}/events`, { type: 'failed', code: 'x', message: 'm' })).status).toBe(200)
+      const resumed = await p.api.call<JobState>('POST', `/v1/jobs/${created.body.id}/resume`)
+      expect(resumed.status, name).toBe(200)
+      expect(resumed.body.maxAttempts, name).toBe(resumed.body.attempt + 3)
+    }
+    // The configured type still gets its own plan, attempts and bucket.
+    const report = await p.api.call<JobState>('POST', '/v1/jobs', { type: 'report', owner: { tenant: 'acme', user: 'ann' } })
+    expect(report.body.maxAttempts).toBe(7)
+    expect(report.body.plan?.map((stage) => stage.name)).toEqual(['a', 'b'])
+  })
+})
+
 describe('per-tier and per-type stream limits', () => {
   let p: TestServer
   beforeAll(async () => {

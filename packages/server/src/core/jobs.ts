@@ -18,6 +18,7 @@ import {
   type ValueRef,
 } from '@jobwire/protocol'
 import { textRewind } from './apply.js'
+import { byName } from './by-name.js'
 import { newJobId } from './ids.js'
 import type { AppendDecision, AppendResult, CreateResult, DeadlineSettings, JobPage, JobQuery, Lease, Store } from './store.js'
 import { JobSubscription, openAt, withQueuePosition, type Opening, type StreamSink } from './subscription.js'
@@ -116,7 +117,7 @@ export class JobService {
   }
 
   async createJob(input: CreateJobInput): Promise<CreateResult> {
-    const plan = input.stages === undefined ? this.limits.stagePlans[input.type] : planOf(input.stages)
+    const plan = input.stages === undefined ? byName(this.limits.stagePlans, input.type) : planOf(input.stages)
     const result = await this.store.createJob({
       id: newJobId(),
       type: input.type,
@@ -124,10 +125,10 @@ export class JobService {
       owner: input.owner ?? null,
       idempotencyKey: input.idempotencyKey ?? null,
       dispatch: input.dispatch ?? true,
-      maxAttempts: input.maxAttempts ?? this.limits.maxAttemptsByType[input.type] ?? this.limits.maxAttempts,
+      maxAttempts: input.maxAttempts ?? byName(this.limits.maxAttemptsByType, input.type) ?? this.limits.maxAttempts,
       ...(plan === undefined ? {} : { plan }),
       at: this.now().toISOString(),
-      deadlines: resolveDeadlines(input.deadlines, this.limits.deadlinesByType[input.type], this.limits.deadlines),
+      deadlines: resolveDeadlines(input.deadlines, byName(this.limits.deadlinesByType, input.type), this.limits.deadlines),
     })
     if (!result.created && result.job.type !== input.type) {
       throw new JobwireError('idempotency_conflict', { key: input.idempotencyKey, jobId: result.job.id })
@@ -344,7 +345,7 @@ export class JobService {
           type: 'requeued',
         })
       }
-      const budget = this.limits.maxAttemptsByType[job.type] ?? this.limits.maxAttempts
+      const budget = byName(this.limits.maxAttemptsByType, job.type) ?? this.limits.maxAttempts
       return {
         events: [{ type: 'requeued', data: { reason: 'resumed', attempt: job.attempt, retryAt: null, maxAttempts: job.attempt + budget, ...textRewind(job, job.text.length) } }],
         lease: null,

@@ -1,5 +1,6 @@
 import { JobwireError } from '@jobwire/protocol'
 import type { RateCounter, StreamCounter, StreamSlot } from '../core/keys.js'
+import { byName } from '../core/by-name.js'
 import { limitSubject, personKey, type Principal } from '../core/scopes.js'
 import type { Metrics } from '../metrics.js'
 
@@ -50,7 +51,7 @@ export class Limits {
   /** The value `byTier` sets for `tenant`'s tier, if any. */
   #forTier(byTier: Record<string, number> | undefined, tenant: string | null): number | undefined {
     if (byTier === undefined || tenant === null) return undefined
-    return byTier[this.settings.tenantTiers?.[tenant] ?? tenant]
+    return byName(byTier, byName(this.settings.tenantTiers, tenant) ?? tenant)
   }
 
   /**
@@ -60,7 +61,7 @@ export class Limits {
   async countCreation(owner: { tenant: string; user: string } | null, type?: string): Promise<void> {
     if (owner === null) return
     const { createWindowMs } = this.settings
-    const byType = type === undefined ? undefined : this.settings.createLimitByType?.[type]
+    const byType = type === undefined ? undefined : byName(this.settings.createLimitByType, type)
     const createLimit = byType ?? this.#forTier(this.settings.createLimitByTier, owner.tenant) ?? this.settings.createLimit
     const person = personKey(owner.tenant, owner.user)
     const result = await this.rate.hit(byType === undefined ? `create:${person}` : `create:${person}:type:${type}`, createLimit, createWindowMs)
@@ -84,7 +85,7 @@ export class Limits {
    */
   async openStream(principal: Principal | null, ip: string, type?: string): Promise<StreamSlot> {
     const { maxConnections, streamsPerIp } = this.settings
-    const perType = type === undefined ? undefined : this.settings.streamsPerUserByType?.[type]
+    const perType = type === undefined ? undefined : byName(this.settings.streamsPerUserByType, type)
     if (this.#connections >= maxConnections) {
       this.metrics.limitRejections.inc({ limit: 'connections' })
       throw new JobwireError('server_busy', { max: maxConnections, retryAfter: 1 })

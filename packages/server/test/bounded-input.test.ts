@@ -6,8 +6,10 @@
  */
 import { connect } from 'node:net'
 import { Writable } from 'node:stream'
+import { SignJWT } from 'jose'
 import pino from 'pino'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { mintSubscriptionToken } from '@jobwire/backend'
 import { errorRegistry, type ErrorBody, type JobState, type StreamMessage, type WsServerMessage } from '@jobwire/protocol'
 import { checkJsonShape } from '../src/core/json-shape.js'
 import { startServer } from '../src/server.js'
@@ -140,6 +142,37 @@ describe.each(stores)('bounded JSON on %s', (_store, start) => {
     expect(events.body.events.length).toBe(3)
   })
 
+  it('a lone surrogate in a name or streamed text answers 400 naming the field and stores nothing (500, or text and names changed by the store, before)', async () => {
+    // JSON carries "\ud800" (half of a UTF-16 pair, alone); SQLite and Redis keep text as UTF-8, which cannot hold it.
+    const refused = async (method: string, path: string, body: unknown, field: string) => {
+      const answer = await t.api.call<{ error: ErrorBody }>(method, path, body)
+      expect(answer.status, `${path} ${field}`).toBe(400)
+      expect(answer.body.error).toMatchObject({ code: 'invalid_request', details: { field } })
+      expect(answer.body.error.message).toContain('lone surrogate')
+    }
+    const before = await t.api.call<{ jobs: unknown[] }>('GET', '/v1/jobs?limit=200')
+    await refused('POST', '/v1/jobs', { type: 'lone', owner: { tenant: 'acme', user: 'ann\ud800' } }, 'owner.user')
+    await refused('POST', '/v1/jobs', { type: 'lone', owner: { tenant: '\udc00acme', user: 'ann' } }, 'owner.tenant')
+    await refused('POST', '/v1/jobs', { type: 'lone', idempotencyKey: 'key\ud800' }, 'idempotencyKey')
+    expect((await t.api.call<{ jobs: unknown[] }>('GET', '/v1/jobs?limit=200')).body.jobs.length).toBe(before.body.jobs.length)
+    await refused('POST', '/v1/tokens', { tenant: 'acme', user: 'ann\ud800' }, 'user')
+    await refused('POST', '/v1/keys', { name: 'key\ud800', role: 'worker' }, 'name')
+
+    const id = (await t.api.call<JobState>('POST', '/v1/jobs', { type: 'lone', dispatch: false })).body.id
+    await t.api.call('POST', `/v1/jobs/${id}/events`, { type: 'chunk', text: 'A😀' })
+    // A pair split over two chunks is two lone halves: both refused, on both write routes.
+    await refused('POST', `/v1/jobs/${id}/events`, { type: 'chunk', text: 'B\ud83d' }, 'text')
+    await refused('POST', `/v1/jobs/${id}/events`, { events: [{ type: 'progress', percent: 1 }, { type: 'chunk', text: '\ude00C' }] }, 'events.1.text')
+    await refused('POST', '/v1/events', { writes: [{ jobId: id, events: [{ type: 'progress', stage: 's\ud800' }] }] }, 'writes.0.events.0.stage')
+    await refused('POST', `/v1/jobs/${id}/events`, { type: 'item', id: 'i\udfff' }, 'id')
+    // JSON values are stored as JSON and kept as sent, lone surrogates and all.
+    expect((await t.api.call('POST', `/v1/jobs/${id}/events`, { type: 'checkpoint', data: { path: 'x\udc80' } })).status).toBe(200)
+    const job = (await t.api.call<JobState>('GET', `/v1/jobs/${id}`)).body
+    expect(job.text).toBe('A😀')
+    expect(job.checkpoint).toEqual({ path: 'x\udc80' })
+    expect(job.seq).toBe(4)
+  })
+
   it('repeated query parameters answer 400 invalid_request naming the parameter, credentials included', async () => {
     const created = await t.api.call<JobState>('POST', '/v1/jobs', { type: 'query', dispatch: false })
     for (const path of [`/v1/jobs/${created.body.id}/events?after=1&after=2`, `/v1/jobs/${created.body.id}/stream?after=0&after=0`, '/v1/jobs?status=queued&status=running']) {
@@ -185,6 +218,49 @@ describe('WebSocket messages', () => {
       client.send({ type: 'ping', ref: 'still here' })
       expect(await client.next((m) => m.type === 'pong')).toMatchObject({ ref: 'still here' })
       client.close()
+    } finally {
+      await t.close()
+    }
+  })
+})
+
+describe('credentials and feeds naming a person with a lone surrogate', () => {
+  const tokenSecret = 'bounded-input-token-secret-0123456789abcdef'
+  const jwtSecret = 'bounded-input-jwt-secret-0123456789'
+
+  it('are refused 401 invalid_token, on HTTP streams and WebSockets (500 internal before), and a feed for one is invalid_request', async () => {
+    const t = await startTestServer({ tokenSecret, jwtSecret })
+    try {
+      const job = (await t.api.call<JobState>('POST', '/v1/jobs', { type: 'lone', owner: { tenant: 'acme', user: 'ann' } })).body
+      const token = mintSubscriptionToken({ secret: tokenSecret, jobIds: [job.id], tenant: 'acme', user: 'ann\ud800', ttlSeconds: 600 }).token
+      const appJwt = await new SignJWT({ tenant: 'acme' }).setProtectedHeader({ alg: 'HS256' }).setSubject('\udc00ann').setExpirationTime('10m').sign(new TextEncoder().encode(jwtSecret))
+      for (const credential of [token, appJwt]) {
+        const client = createJsonClient(t.url, credential)
+        try {
+          for (const path of [`/v1/jobs/${job.id}/stream`, `/v1/jobs/${job.id}/events?after=1&wait=1`, `/v1/jobs/${job.id}`]) {
+            const answer = await client.call<{ error: ErrorBody }>('GET', path)
+            expect(answer.status, path).toBe(401)
+            expect(answer.body.error.code).toBe('invalid_token')
+            expect(answer.body.error.message).toContain('lone surrogate')
+          }
+        } finally {
+          await client.close()
+        }
+        const socket = await openWs(wsUrl(t.url), { token: credential })
+        expect(await socket.closed).toMatchObject({ code: 4401 })
+        expect(socket.received.find((m) => m.type === 'error')).toMatchObject({ error: { code: 'invalid_token' } })
+      }
+      // A per-job token on a socket opened without a credential: that subscription alone is refused.
+      const open = await openWs(wsUrl(t.url))
+      open.send({ type: 'subscribe', jobId: job.id, token })
+      expect(await open.next((m) => m.type === 'error')).toMatchObject({ jobId: job.id, error: { code: 'invalid_token' } })
+      open.close()
+      const admin = await openWs(wsUrl(t.url), { token: t.key })
+      admin.send({ type: 'subscribe_user', owner: { tenant: 'acme', user: 'ann\ud800' } })
+      expect(await admin.next((m) => m.type === 'error')).toMatchObject({ error: { code: 'invalid_request', details: { field: 'owner' } } })
+      admin.send({ type: 'ping', ref: 'still here' })
+      expect(await admin.next((m) => m.type === 'pong')).toMatchObject({ ref: 'still here' })
+      admin.close()
     } finally {
       await t.close()
     }

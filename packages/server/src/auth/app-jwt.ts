@@ -11,6 +11,7 @@ import {
 } from 'jose'
 import { JobwireError } from '@jobwire/protocol'
 import type { Principal, Right } from '../core/scopes.js'
+import { isWellFormed } from '../core/well-formed.js'
 import { clockToleranceSeconds, tokenError } from './tokens.js'
 
 export interface AppJwtOptions {
@@ -79,6 +80,8 @@ export class AppJwtVerifier {
     const tenant = payload[this.options.tenantClaim] ?? this.options.defaultTenant
     if (typeof user !== 'string' || user === '') throw new JobwireError('invalid_token', { reason: `no "${this.options.userClaim}" claim` })
     if (typeof tenant !== 'string' || tenant === '') throw new JobwireError('invalid_token', { reason: `no "${this.options.tenantClaim}" claim` })
+    // A person is their tenant and user, kept as UTF-8 (owner indexes, limit counters): both must be well-formed.
+    if (!isWellFormed(user) || !isWellFormed(tenant)) throw new JobwireError('invalid_token', { reason: 'its tenant or user claim holds a lone surrogate (not well-formed Unicode)' })
     const create = this.options.createTypes ?? []
     const principal: Principal = { kind: 'user', tenant, user, rights: new Set(this.options.rights), expiresAt: (payload.exp ?? 0) * 1000, ...(create.length === 0 ? {} : { create }) }
     if (payload[tenantReadClaim] === true) principal.tenantWide = true

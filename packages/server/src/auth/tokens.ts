@@ -3,6 +3,7 @@ import { errors as joseErrors, jwtVerify, SignJWT } from 'jose'
 import { z } from 'zod'
 import { JobwireError } from '@jobwire/protocol'
 import type { Principal, Right } from '../core/scopes.js'
+import { isWellFormed } from '../core/well-formed.js'
 
 /**
  * Subscription tokens: short-lived HS256 JWTs that a backend mints for a browser, scoped to jobs
@@ -75,6 +76,7 @@ export async function verifySubscriptionToken(secret: Uint8Array, token: string)
   if (jobs === undefined && tenant === undefined && user === undefined) {
     throw new JobwireError('invalid_token', { reason: 'the token names no jobs and no user' })
   }
+  if (!isWellFormed(tenant ?? '') || !isWellFormed(user ?? '')) throw new JobwireError('invalid_token', { reason: 'its tenant or user holds a lone surrogate (not well-formed Unicode)' })
   if (create !== undefined && (tenant === undefined || user === undefined)) {
     throw new JobwireError('invalid_token', { reason: 'a create right needs the tenant and user who will own the jobs' })
   }

@@ -24,9 +24,11 @@ import {
 } from '@jobwire/protocol'
 import { z } from 'zod'
 import { duration } from '../config.js'
+import { isWellFormed, notWellFormed } from '../core/well-formed.js'
 import { agrees, wire, type Same } from './wire-check.js'
 
-const text = (max: number) => z.string().max(max)
+/** A name or text field: at most `max` characters of well-formed Unicode (see core/well-formed.ts). */
+const text = (max: number) => z.string().max(max).refine(isWellFormed, notWellFormed)
 const percent = z.number().min(0).max(100)
 const present = z.unknown().refine((value) => value !== undefined, 'is required')
 /** App metadata: a JSON object within `metadataLimits` (checked again once merged into the job). */
@@ -79,7 +81,7 @@ const producerEvent = wire<ProducerEvent>()(
         metadata: metadata.optional(),
       })
       .strict(),
-    z.object({ type: z.literal('chunk'), text: z.string().min(1) }).strict(),
+    z.object({ type: z.literal('chunk'), text: z.string().min(1).refine(isWellFormed, notWellFormed) }).strict(),
     z.object({ type: z.literal('checkpoint'), data: present }).strict(),
     z.object({ type: z.literal('completed'), result: z.unknown().optional() }).strict(),
     z

@@ -1,6 +1,7 @@
 import { z } from 'zod'
 import { JobwireError, wsClientMessageTypes, type WsClientMessage, type WsClientMessageType } from '@jobwire/protocol'
 import { checkJsonShape, type JsonShapeLimits } from '../core/json-shape.js'
+import { isWellFormed, notWellFormed } from '../core/well-formed.js'
 
 /** Where an answer to a refused message goes: the request's `ref`, or the job it named. */
 export interface MessageTarget {
@@ -29,7 +30,7 @@ const ref = text(100).optional()
 const seq = z.number().int().min(0)
 const ownerPart = (name: string) => {
   const error = `${name}: expected 1 to 200 characters`
-  return z.string({ error }).min(1, { error }).max(200, { error })
+  return z.string({ error }).min(1, { error }).max(200, { error }).refine(isWellFormed, `${name}: ${notWellFormed}`)
 }
 
 /**
@@ -56,7 +57,7 @@ function messageSchemas(maxPositions: number) {
         .optional(),
     }),
     unsubscribe_user: z.strictObject({ type: z.literal('unsubscribe_user') }),
-    cancel: z.strictObject({ type: z.literal('cancel'), ref, jobId, reason: text(2000).optional() }),
+    cancel: z.strictObject({ type: z.literal('cancel'), ref, jobId, reason: text(2000).refine(isWellFormed, notWellFormed).optional() }),
     refresh_token: z.strictObject({ type: z.literal('refresh_token'), ref, token: text(16_384), jobId: jobId.optional() }),
     ping: z.strictObject({ type: z.literal('ping'), ref }),
   } satisfies Record<WsClientMessageType, z.ZodType>

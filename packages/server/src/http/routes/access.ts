@@ -4,6 +4,7 @@ import { z } from 'zod'
 import { authorizedJob, notFound, requireKeyRole, tenantOf } from '../../core/access.js'
 import { roles, type Role } from '../../core/scopes.js'
 import { signSubscriptionToken } from '../../auth/tokens.js'
+import { isWellFormed, notWellFormed } from '../../core/well-formed.js'
 import { principalOf, type RouteContext } from '../context.js'
 import { parseWith, tenantName, userName } from '../schemas.js'
 
@@ -25,10 +26,10 @@ export const tokenBody = z
 
 export const keyBody = z
   .object({
-    name: z.string().min(1).max(100),
+    name: z.string().min(1).max(100).refine(isWellFormed, notWellFormed),
     role: z.enum(roles as [Role, ...Role[]]),
     tenant: tenantName.optional(),
-    types: z.array(z.string().min(1).max(100)).min(1).max(50).optional(),
+    types: z.array(z.string().min(1).max(100).refine(isWellFormed, notWellFormed)).min(1).max(50).optional(),
   })
   .strict()
 

@@ -224,6 +224,39 @@ describe('WebSocket messages', () => {
   })
 })
 
+describe('WebSocket handshakes ws refuses', () => {
+  it("answer in Jobwire's error body with a registry code and status (text/html, and 405 for a method, before), and give their stream slot back", async () => {
+    const t = await startTestServer({ maxConnections: 1 })
+    try {
+      const upgrade = (method: string, headers: string) =>
+        rawExchange(t.url, `${method} /v1/ws HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${t.key}\r\nConnection: Upgrade\r\n${headers}\r\n`)
+      const key = 'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n'
+      const cases: [method: string, headers: string, status: number, code: string][] = [
+        ['POST', `Upgrade: websocket\r\n${key}Sec-WebSocket-Version: 13\r\nContent-Length: 0\r\n`, 404, 'route_not_found'],
+        ['GET', 'Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n', 400, 'invalid_request'],
+        ['GET', `Upgrade: websocket\r\nSec-WebSocket-Key: short\r\nSec-WebSocket-Version: 13\r\n`, 400, 'invalid_request'],
+        ['GET', `Upgrade: websocket\r\n${key}Sec-WebSocket-Version: 99\r\n`, 400, 'invalid_request'],
+        ['GET', `Upgrade: h2c\r\n${key}Sec-WebSocket-Version: 13\r\n`, 400, 'invalid_request'],
+        ['GET', `Upgrade: websocket\r\n${key}Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: a,,b\r\n`, 400, 'invalid_request'],
+      ]
+      for (const [method, headers, status, code] of cases) {
+        const answer = await upgrade(method, headers)
+        expect(answer, headers).toMatch(/content-type: application\/json/i)
+        const { status: got, error } = bodyOf(answer)
+        expect([got, error?.code], headers).toEqual([status, code])
+        expect(errorRegistry[code as keyof typeof errorRegistry].status).toBe(status)
+        if (headers.includes('Version: 99')) expect(answer).toMatch(/sec-websocket-version: 13, 8/i)
+      }
+      // The node holds one stream at most: the refused handshakes gave theirs back.
+      const client = await openWs(wsUrl(t.url), { token: t.key })
+      expect(await client.next((m) => m.type === 'welcome')).toMatchObject({ protocol: 1 })
+      client.close()
+    } finally {
+      await t.close()
+    }
+  })
+})
+
 describe('credentials and feeds naming a person with a lone surrogate', () => {
   const tokenSecret = 'bounded-input-token-secret-0123456789abcdef'
   const jwtSecret = 'bounded-input-jwt-secret-0123456789'

@@ -67,6 +67,21 @@ export class WsEndpoint {
   ) {
     // Messages up to 4× the limit are read and answered `message_too_large`; beyond that ws closes with 1009 unread.
     this.#wss = new WebSocketServer({ noServer: true, maxPayload: options.maxMessageBytes * 4, perMessageDeflate: false, clientTracking: false })
+    // An invalid handshake (not a GET, no or a bad Sec-WebSocket-Key, an unknown version): ws answers
+    // it itself, in text/html and with 405 for a method, unless someone listens here. Answer it as
+    // every other refusal, in Jobwire's error body with a registry code and status.
+    this.#wss.on('wsClientError', (error: Error, socket: Duplex, request: IncomingMessage) => {
+      const refusal =
+        request.method === 'GET'
+          ? new JobwireError('invalid_request', { reason: `not a valid WebSocket handshake: ${error.message}` })
+          : new JobwireError('route_not_found', { method: request.method ?? '', url: wsPath })
+      const version = request.headers['sec-websocket-version']
+      // RFC 6455 4.4: a refused version is answered with the versions the server speaks (as ws does).
+      const extra = version === '13' || version === '8' ? '' : 'Sec-WebSocket-Version: 13, 8\r\n'
+      // Closed once written, as ws does, so the stream slot #accept took comes back even if the client stays.
+      socket.once('finish', () => socket.destroy())
+      socket.end(httpAnswer(refusal.status, JSON.stringify({ error: refusal.toBody() }), extra))
+    })
     this.#onUpgrade = (request, socket, head) => {
       socket.on('error', () => undefined)
       const path = (request.url ?? '').split('?')[0]
@@ -178,7 +193,7 @@ export class WsEndpoint {
   }
 }
 
-function httpAnswer(status: number, body: string): string {
+function httpAnswer(status: number, body: string, extraHeaders = ''): string {
   const reason = status === 404 ? 'Not Found' : 'Error'
-  return `HTTP/1.1 ${status} ${reason}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`
+  return `HTTP/1.1 ${status} ${reason}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\n${extraHeaders}Connection: close\r\n\r\n${body}`
 }

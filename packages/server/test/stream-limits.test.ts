@@ -86,6 +86,41 @@ describe('stream limits on one node', () => {
     await expect.poll(async () => (await stream(t, (jobs[0] as JobState).id, userToken)).status).toBe(200)
   })
 
+  it('an SSE request whose client goes away while the stream opens gives its slots back (held for good before: the node, the person and the address ran out)', async () => {
+    const t = await startTestServer({ tokenSecret, maxConnections: 3, streamsPerUser: 3, streamsPerIp: 3 })
+    servers.push(t)
+    const ann = { tenant: 'acme', user: 'ann' }
+    const job = await createJob(t, ann)
+    const token = await tokenFor(t, ann)
+    // Reads take 100 ms here (a store under load, a Redis far away): each client below goes away
+    // while its stream is still opening, before its response had a 'close' listener.
+    const store = t.server.service.store
+    const getJob = store.getJob.bind(store)
+    store.getJob = async (id) => {
+      await new Promise((resolve) => setTimeout(resolve, 100))
+      return getJob(id)
+    }
+    try {
+      await Promise.all(
+        Array.from({ length: 6 }, async () => {
+          const gone = new AbortController()
+          const answer = request(`${t.url}/v1/jobs/${job.id}/stream?access_token=${encodeURIComponent(token)}`, { signal: gone.signal }).catch(() => null)
+          await new Promise((resolve) => setTimeout(resolve, 30))
+          gone.abort()
+          await answer
+        }),
+      )
+      await new Promise((resolve) => setTimeout(resolve, 300))
+    } finally {
+      store.getJob = getJob
+    }
+    // All three slots of the node, of ann and of the address are free again.
+    const answers = await Promise.all(Array.from({ length: 3 }, () => stream(t, job.id, token)))
+    open.push(...answers)
+    expect(answers.map((answer) => answer.status === 200 ? 200 : errorCodeOf(answer))).toEqual([200, 200, 200])
+    for (const answer of answers) answer.close()
+  })
+
   it("a person's app JWT, user token and per-job tokens share one count", async () => {
     const jwtSecret = 'stream-limits-app-jwt-secret-0123456789'
     const t = await startTestServer({ tokenSecret, jwtSecret, jwtAlgorithms: 'HS256' })

@@ -201,7 +201,9 @@ export class SseTransport {
    */
   async serve(req: IncomingMessage, res: ServerResponse, open: (sink: StreamSink) => Promise<JobSubscription>): Promise<SseStream> {
     const connection = new SseConnection(res, this.options, () => this.#connections.delete(connection))
-    const closed = new Promise<void>((resolve) => res.once('close', () => resolve()))
+    // A client that went away before this (while its job was read, its stream slots taken) closed its
+    // response already, and no 'close' comes again: waited for, that stream's slots were never given back.
+    const closed = req.destroyed || res.destroyed ? Promise.resolve() : new Promise<void>((resolve) => res.once('close', () => resolve()))
     const stream: SseStream = { fail: (error) => connection.fail(error), closed }
     const subscription = await open(connection)
     connection.subscription = subscription

@@ -121,6 +121,39 @@ describe('stream limits on one node', () => {
     for (const answer of answers) answer.close()
   })
 
+  it('a long-poll whose client goes away before its wait begins gives its slot back at once (held for its whole wait before)', async () => {
+    const t = await startTestServer({ tokenSecret, streamsPerUser: 3 })
+    servers.push(t)
+    const ann = { tenant: 'acme', user: 'ann' }
+    const job = await createJob(t, ann)
+    const token = await tokenFor(t, ann)
+    const store = t.server.service.store
+    const getJob = store.getJob.bind(store)
+    store.getJob = async (id) => {
+      await new Promise((resolve) => setTimeout(resolve, 100))
+      return getJob(id)
+    }
+    try {
+      await Promise.all(
+        Array.from({ length: 3 }, async () => {
+          const gone = new AbortController()
+          const answer = request(`${t.url}/v1/jobs/${job.id}/events?after=1&wait=30&access_token=${encodeURIComponent(token)}`, { signal: gone.signal }).catch(() => null)
+          await new Promise((resolve) => setTimeout(resolve, 30))
+          gone.abort()
+          await answer
+        }),
+      )
+      await new Promise((resolve) => setTimeout(resolve, 500))
+    } finally {
+      store.getJob = getJob
+    }
+    expect(t.server.service.openPolls).toBe(0)
+    const answer = await stream(t, job.id, token)
+    open.push(answer)
+    expect(answer.status === 200 ? 200 : errorCodeOf(answer)).toBe(200)
+    answer.close()
+  })
+
   it("a person's app JWT, user token and per-job tokens share one count", async () => {
     const jwtSecret = 'stream-limits-app-jwt-secret-0123456789'
     const t = await startTestServer({ tokenSecret, jwtSecret, jwtAlgorithms: 'HS256' })

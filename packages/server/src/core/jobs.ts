@@ -507,6 +507,9 @@ export function leaseProblem(lease: Lease | null, token: string | undefined, now
 }
 
 export function waitFor(woken: Promise<void>, ms: number, signal: AbortSignal | undefined): Promise<void> {
+  // Aborted already (a client gone while its long-poll read the job): its 'abort' came and goes no
+  // more, and the poll held its stream slot for its whole wait.
+  if (signal?.aborted === true) return Promise.resolve()
   return new Promise((resolve) => {
     const timer = setTimeout(done, ms)
     function done(): void {

@@ -142,7 +142,7 @@ describe.each(stores)('bounded JSON on %s', (_store, start) => {
     expect(events.body.events.length).toBe(3)
   })
 
-  it('a lone surrogate in a name or streamed text answers 400 naming the field and stores nothing (500, or text and names changed by the store, before)', async () => {
+  it('a lone surrogate in a name answers 400 naming the field and stores nothing; in free text it becomes U+FFFD, stored as sent to watchers (500, or text and names changed by the store, before)', async () => {
     // JSON carries "\ud800" (half of a UTF-16 pair, alone); SQLite and Redis keep text as UTF-8, which cannot hold it.
     const refused = async (method: string, path: string, body: unknown, field: string) => {
       const answer = await t.api.call<{ error: ErrorBody }>(method, path, body)
@@ -159,18 +159,24 @@ describe.each(stores)('bounded JSON on %s', (_store, start) => {
     await refused('POST', '/v1/keys', { name: 'key\ud800', role: 'worker' }, 'name')
 
     const id = (await t.api.call<JobState>('POST', '/v1/jobs', { type: 'lone', dispatch: false })).body.id
-    await t.api.call('POST', `/v1/jobs/${id}/events`, { type: 'chunk', text: 'A😀' })
-    // A pair split over two chunks is two lone halves: both refused, on both write routes.
-    await refused('POST', `/v1/jobs/${id}/events`, { type: 'chunk', text: 'B\ud83d' }, 'text')
-    await refused('POST', `/v1/jobs/${id}/events`, { events: [{ type: 'progress', percent: 1 }, { type: 'chunk', text: '\ude00C' }] }, 'events.1.text')
+    // Names: refused, on both write routes.
     await refused('POST', '/v1/events', { writes: [{ jobId: id, events: [{ type: 'progress', stage: 's\ud800' }] }] }, 'writes.0.events.0.stage')
     await refused('POST', `/v1/jobs/${id}/events`, { type: 'item', id: 'i\udfff' }, 'id')
+    await t.api.call('POST', `/v1/jobs/${id}/events`, { type: 'chunk', text: 'A😀' })
+    // Free text: a pair split over two chunks (a producer slicing a string mid-pair) is two lone
+    // halves, each U+FFFD, as a browser or TextEncoder makes them; the job goes on.
+    expect((await t.api.call('POST', `/v1/jobs/${id}/events`, { type: 'chunk', text: 'B\ud83d' })).status).toBe(200)
+    expect((await t.api.call('POST', '/v1/events', { writes: [{ jobId: id, events: [{ type: 'progress', percent: 1, message: 'm\udc00' }, { type: 'chunk', text: '\ude00C' }] }] })).status).toBe(200)
     // JSON values are stored as JSON and kept as sent, lone surrogates and all.
     expect((await t.api.call('POST', `/v1/jobs/${id}/events`, { type: 'checkpoint', data: { path: 'x\udc80' } })).status).toBe(200)
     const job = (await t.api.call<JobState>('GET', `/v1/jobs/${id}`)).body
-    expect(job.text).toBe('A😀')
+    expect(job.text).toBe('A😀B\ufffd\ufffdC')
+    expect(job.progress.message).toBe('m\ufffd')
     expect(job.checkpoint).toEqual({ path: 'x\udc80' })
-    expect(job.seq).toBe(4)
+    expect(job.seq).toBe(7)
+    // What watchers replay is what was stored.
+    const log = await t.api.call<{ events: { type: string; data: { text?: string } }[] }>('GET', `/v1/jobs/${id}/events?after=0`)
+    expect(log.body.events.filter((e) => e.type === 'chunk').map((e) => e.data.text).join('')).toBe(job.text)
   })
 
   it('repeated query parameters answer 400 invalid_request naming the parameter, credentials included', async () => {

@@ -13,5 +13,15 @@ export function isWellFormed(text: string): boolean {
   return (text as unknown as { isWellFormed(): boolean }).isWellFormed()
 }
 
-/** The reason a name or text with a lone surrogate is refused. */
+/**
+ * Free text (a message, a label, streamed text, a reason) with each lone surrogate replaced by
+ * U+FFFD, as a browser converts a string to a USVString and TextEncoder encodes it: a producer that
+ * splits a pair between two chunks, or slices a string in the middle of one, keeps its job, and
+ * what is stored is what watchers are sent. The same string when it is well-formed (most are).
+ */
+export function wellFormed(text: string): string {
+  return isWellFormed(text) ? text : (text as unknown as { toWellFormed(): string }).toWellFormed()
+}
+
+/** The reason a name with a lone surrogate is refused. */
 export const notWellFormed = 'a lone surrogate (half of a UTF-16 pair): text must be well-formed Unicode'

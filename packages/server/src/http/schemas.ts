@@ -24,11 +24,13 @@ import {
 } from '@jobwire/protocol'
 import { z } from 'zod'
 import { duration } from '../config.js'
-import { isWellFormed, notWellFormed } from '../core/well-formed.js'
+import { isWellFormed, notWellFormed, wellFormed } from '../core/well-formed.js'
 import { agrees, wire, type Same } from './wire-check.js'
 
 /** A name or text field: at most `max` characters of well-formed Unicode (see core/well-formed.ts). */
 const text = (max: number) => z.string().max(max).refine(isWellFormed, notWellFormed)
+/** Free text: at most `max` characters, each lone surrogate replaced by U+FFFD (see core/well-formed.ts). */
+const prose = (max: number) => z.string().max(max).transform(wellFormed)
 const percent = z.number().min(0).max(100)
 const present = z.unknown().refine((value) => value !== undefined, 'is required')
 /** App metadata: a JSON object within `metadataLimits` (checked again once merged into the job). */
@@ -65,7 +67,7 @@ const producerEvent = wire<ProducerEvent>()(
         type: z.literal('progress'),
         stage: text(200).min(1).optional(),
         percent: percent.optional(),
-        message: text(2000).optional(),
+        message: prose(2000).optional(),
         fraction: z.number().min(0).max(1).optional(),
         metadata: metadata.optional(),
       })
@@ -74,18 +76,18 @@ const producerEvent = wire<ProducerEvent>()(
       .object({
         type: z.literal('item'),
         id: text(200).min(1),
-        label: text(500).optional(),
+        label: prose(500).optional(),
         status: z.enum(['pending', 'running', 'completed', 'failed', 'skipped'] satisfies ItemStatus[]).optional(),
         percent: percent.optional(),
-        message: text(2000).optional(),
+        message: prose(2000).optional(),
         metadata: metadata.optional(),
       })
       .strict(),
-    z.object({ type: z.literal('chunk'), text: z.string().min(1).refine(isWellFormed, notWellFormed) }).strict(),
+    z.object({ type: z.literal('chunk'), text: z.string().min(1).transform(wellFormed) }).strict(),
     z.object({ type: z.literal('checkpoint'), data: present }).strict(),
     z.object({ type: z.literal('completed'), result: z.unknown().optional() }).strict(),
     z
-      .object({ type: z.literal('failed'), code: text(100).min(1), message: text(2000), retryable: z.boolean().optional() })
+      .object({ type: z.literal('failed'), code: text(100).min(1), message: prose(2000), retryable: z.boolean().optional() })
       .strict(),
   ]),
 )
@@ -136,7 +138,7 @@ const leaseToken = z.string().min(1).max(200)
 export const heartbeatBody = wire<HeartbeatRequest>()(
   z.object({ lease: leaseToken.optional(), leaseMs: z.number().int().min(1000).max(600_000).optional() }).strict(),
 )
-export const releaseBody = wire<ReleaseRequest>()(z.object({ lease: leaseToken, reason: text(200).optional() }).strict())
+export const releaseBody = wire<ReleaseRequest>()(z.object({ lease: leaseToken, reason: prose(200).optional() }).strict())
 export const signalsBody = wire<SignalsRequest>()(
   z
     .object({
@@ -146,7 +148,7 @@ export const signalsBody = wire<SignalsRequest>()(
     .strict(),
 )
 
-export const cancelBody = wire<CancelRequest>()(z.object({ reason: text(500).optional() }).strict())
+export const cancelBody = wire<CancelRequest>()(z.object({ reason: prose(500).optional() }).strict())
 
 export const listQuery = z
   .object({

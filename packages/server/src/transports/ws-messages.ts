@@ -1,7 +1,7 @@
 import { z } from 'zod'
 import { JobwireError, wsClientMessageTypes, type WsClientMessage, type WsClientMessageType } from '@jobwire/protocol'
 import { checkJsonShape, type JsonShapeLimits } from '../core/json-shape.js'
-import { isWellFormed, notWellFormed } from '../core/well-formed.js'
+import { isWellFormed, notWellFormed, wellFormed } from '../core/well-formed.js'
 
 /** Where an answer to a refused message goes: the request's `ref`, or the job it named. */
 export interface MessageTarget {
@@ -57,7 +57,7 @@ function messageSchemas(maxPositions: number) {
         .optional(),
     }),
     unsubscribe_user: z.strictObject({ type: z.literal('unsubscribe_user') }),
-    cancel: z.strictObject({ type: z.literal('cancel'), ref, jobId, reason: text(2000).refine(isWellFormed, notWellFormed).optional() }),
+    cancel: z.strictObject({ type: z.literal('cancel'), ref, jobId, reason: text(2000).transform(wellFormed).optional() }),
     refresh_token: z.strictObject({ type: z.literal('refresh_token'), ref, token: text(16_384), jobId: jobId.optional() }),
     ping: z.strictObject({ type: z.literal('ping'), ref }),
   } satisfies Record<WsClientMessageType, z.ZodType>

@@ -102,6 +102,9 @@ describe('WebSocket client messages: what is refused, and how', () => {
       [{ type: 'subscribe_user', owner: { tenant: '', user: 'b' } }, field('owner', 'tenant: expected 1 to 200 characters'), {}],
       [{ type: 'subscribe_user', owner: { tenant: 'a' } }, field('owner', 'user: expected 1 to 200 characters'), {}],
       [{ type: 'subscribe_user', owner: { tenant: 'a', user: 'u'.repeat(201) } }, field('owner', 'user: expected 1 to 200 characters'), {}],
+      // As HTTP takes owners: an owner key is tenant:user, so a tenant holds no ":" (and neither holds a control character).
+      [{ type: 'subscribe_user', owner: { tenant: 'acme:ann', user: 'b' } }, field('owner', 'tenant: no control characters or ":"'), {}],
+      [{ type: 'subscribe_user', owner: { tenant: 'acme', user: 'ann\nbob' } }, field('owner', 'user: no control characters'), {}],
       [{ type: 'subscribe_user', owner: 'me', positions: 'all' }, field('owner', 'expected {tenant, user}'), {}],
       [{ type: 'subscribe_user', positions: 'all' }, field('positions', 'expected {jobId: seq}'), {}],
       [{ type: 'subscribe_user', positions: [1, 2] }, field('positions', 'expected {jobId: seq}'), {}],

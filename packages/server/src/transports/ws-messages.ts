@@ -28,9 +28,16 @@ const jobId = text(100)
 const ref = text(100).optional()
 /** A stream position (`after`, a `positions` seq). */
 const seq = z.number().int().min(0)
-const ownerPart = (name: string) => {
+/** An owner's tenant or user, as HTTP takes them: no control characters, and no ":" in a tenant (owner keys are `tenant:user`). */
+const ownerPart = (name: 'tenant' | 'user') => {
   const error = `${name}: expected 1 to 200 characters`
-  return z.string({ error }).min(1, { error }).max(200, { error }).refine(isWellFormed, `${name}: ${notWellFormed}`)
+  const allowed = name === 'tenant' ? /^[^\p{Cc}:]+$/u : /^[^\p{Cc}]+$/u
+  return z
+    .string({ error })
+    .min(1, { error })
+    .max(200, { error })
+    .refine(isWellFormed, `${name}: ${notWellFormed}`)
+    .regex(allowed, `${name}: ${name === 'tenant' ? 'no control characters or ":"' : 'no control characters'}`)
 }
 
 /**

@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import type { JobState, PollResponse, WsServerMessage } from '@jobwire/protocol'
 import { collect, openSse, readSse, sleep, startTestServer, type SseConnection, type TestServer } from './fixtures.js'
 import { openWs, wsUrl } from './ws-client.js'
-import { redisReachable, redisUrl, testPrefix } from './redis-fixtures/redis.js'
+import { adminClient, deleteKeys, redisReachable, redisUrl, testPrefix } from './redis-fixtures/redis.js'
 import { startTcpProxy } from './redis-fixtures/tcp-proxy.js'
 
 /**
@@ -287,7 +287,8 @@ if (redisReachable('metrics: Redis liveness')) {
   describe('metrics on Redis', () => {
     it('jobwire_redis_up is 1 while the pub/sub probe comes back, 0 while Redis is away, and 1 again after', async () => {
       const proxy = await startTcpProxy(redisUrl)
-      const node = await startTestServer({ redis: proxy.url, redisPrefix: testPrefix('metrics') })
+      const prefix = testPrefix('metrics')
+      const node = await startTestServer({ redis: proxy.url, redisPrefix: prefix })
       try {
         /** Scrapes until the gauge reads `expected` (it follows the connections, not a timer here). */
         const until = async (expected: number): Promise<number | undefined> => {
@@ -306,6 +307,10 @@ if (redisReachable('metrics: Redis liveness')) {
       } finally {
         await node.close()
         await proxy.close()
+        // Its keys go with it (the node's generation key, at least).
+        const admin = adminClient()
+        await deleteKeys(admin, prefix)
+        await admin.quit()
       }
     })
   })

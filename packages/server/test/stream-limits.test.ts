@@ -30,6 +30,34 @@ function stream(t: TestServer, jobId: string, token: string): Promise<SseConnect
   return openSse(`${t.url}/v1/jobs/${jobId}/stream?access_token=${encodeURIComponent(token)}`)
 }
 
+/**
+ * `count` clients that go away while their request to `path` opens: the store's reads take 100 ms
+ * here (a store under load, a Redis far away), and each client aborts after 30 ms, before its
+ * response had a 'close' listener. Waits `settleMs` for the server to see them go.
+ */
+async function abortWhileOpening(t: TestServer, path: string, count: number, settleMs: number): Promise<void> {
+  const store = t.server.service.store
+  const getJob = store.getJob.bind(store)
+  store.getJob = async (id) => {
+    await new Promise((resolve) => setTimeout(resolve, 100))
+    return getJob(id)
+  }
+  try {
+    await Promise.all(
+      Array.from({ length: count }, async () => {
+        const gone = new AbortController()
+        const answer = request(`${t.url}${path}`, { signal: gone.signal }).catch(() => null)
+        await new Promise((resolve) => setTimeout(resolve, 30))
+        gone.abort()
+        await answer
+      }),
+    )
+    await new Promise((resolve) => setTimeout(resolve, settleMs))
+  } finally {
+    store.getJob = getJob
+  }
+}
+
 function errorCodeOf(connection: SseConnection): string | undefined {
   return connection.status === 200 ? undefined : (JSON.parse(connection.body) as { error: ErrorBody }).error.code
 }
@@ -92,28 +120,7 @@ describe('stream limits on one node', () => {
     const ann = { tenant: 'acme', user: 'ann' }
     const job = await createJob(t, ann)
     const token = await tokenFor(t, ann)
-    // Reads take 100 ms here (a store under load, a Redis far away): each client below goes away
-    // while its stream is still opening, before its response had a 'close' listener.
-    const store = t.server.service.store
-    const getJob = store.getJob.bind(store)
-    store.getJob = async (id) => {
-      await new Promise((resolve) => setTimeout(resolve, 100))
-      return getJob(id)
-    }
-    try {
-      await Promise.all(
-        Array.from({ length: 6 }, async () => {
-          const gone = new AbortController()
-          const answer = request(`${t.url}/v1/jobs/${job.id}/stream?access_token=${encodeURIComponent(token)}`, { signal: gone.signal }).catch(() => null)
-          await new Promise((resolve) => setTimeout(resolve, 30))
-          gone.abort()
-          await answer
-        }),
-      )
-      await new Promise((resolve) => setTimeout(resolve, 300))
-    } finally {
-      store.getJob = getJob
-    }
+    await abortWhileOpening(t, `/v1/jobs/${job.id}/stream?access_token=${encodeURIComponent(token)}`, 6, 300)
     // All three slots of the node, of ann and of the address are free again.
     const answers = await Promise.all(Array.from({ length: 3 }, () => stream(t, job.id, token)))
     open.push(...answers)
@@ -127,26 +134,7 @@ describe('stream limits on one node', () => {
     const ann = { tenant: 'acme', user: 'ann' }
     const job = await createJob(t, ann)
     const token = await tokenFor(t, ann)
-    const store = t.server.service.store
-    const getJob = store.getJob.bind(store)
-    store.getJob = async (id) => {
-      await new Promise((resolve) => setTimeout(resolve, 100))
-      return getJob(id)
-    }
-    try {
-      await Promise.all(
-        Array.from({ length: 3 }, async () => {
-          const gone = new AbortController()
-          const answer = request(`${t.url}/v1/jobs/${job.id}/events?after=1&wait=30&access_token=${encodeURIComponent(token)}`, { signal: gone.signal }).catch(() => null)
-          await new Promise((resolve) => setTimeout(resolve, 30))
-          gone.abort()
-          await answer
-        }),
-      )
-      await new Promise((resolve) => setTimeout(resolve, 500))
-    } finally {
-      store.getJob = getJob
-    }
+    await abortWhileOpening(t, `/v1/jobs/${job.id}/events?after=1&wait=30&access_token=${encodeURIComponent(token)}`, 3, 500)
     expect(t.server.service.openPolls).toBe(0)
     const answer = await stream(t, job.id, token)
     open.push(answer)

@@ -46,6 +46,14 @@ export function limitSubject(principal: Principal): string {
   }
 }
 
+/**
+ * What an owner's tenant and user may hold, wherever one is named (HTTP bodies and queries, a
+ * WebSocket `subscribe_user`): no control characters, and no ":" in a tenant, so that
+ * `owner=tenant:user` splits at the first one.
+ */
+export const ownerNamePatterns = { tenant: /^[^\p{Cc}:]+$/u, user: /^[^\p{Cc}]+$/u } as const
+export const ownerNameRules = { tenant: 'no control characters or ":"', user: 'no control characters' } as const
+
 /** A person as one counter key: escaped, so that no tenant or user with a `:` in it can pass for another person. */
 export function personKey(tenant: string, user: string): string {
   return `${encodeURIComponent(tenant)}:${encodeURIComponent(user)}`

@@ -24,6 +24,7 @@ import {
 } from '@jobwire/protocol'
 import { z } from 'zod'
 import { duration } from '../config.js'
+import { ownerNamePatterns, ownerNameRules } from '../core/scopes.js'
 import { isWellFormed, notWellFormed, wellFormed } from '../core/well-formed.js'
 import { agrees, wire, type Same } from './wire-check.js'
 
@@ -96,8 +97,8 @@ const producerEvent = wire<ProducerEvent>()(
  * A tenant or user name: no control characters; a tenant has no `:` either, so that `owner=tenant:user`
  * (split at the first colon) addresses every owner, users with a colon in their name included.
  */
-export const tenantName = text(200).min(1).regex(/^[^\p{Cc}:]+$/u, 'no control characters or ":"')
-export const userName = text(200).min(1).regex(/^[^\p{Cc}]+$/u, 'no control characters')
+export const tenantName = text(200).min(1).regex(ownerNamePatterns.tenant, ownerNameRules.tenant)
+export const userName = text(200).min(1).regex(ownerNamePatterns.user, ownerNameRules.user)
 
 const owner = wire<Owner>()(z.object({ tenant: tenantName, user: userName }).strict())
 

@@ -65,17 +65,12 @@ interface GroupedWrite {
   reject(error: unknown): void
 }
 
-/**
- * A unit of a group commit, two ways: `plain` runs its statements in the group's transaction as
- * they are, `guarded` in a savepoint of its own (a nested better-sqlite3 transaction).
- */
-interface TwoWays<A extends unknown[], R> {
-  plain: (...args: A) => R
-  guarded: (...args: A) => R
-}
+/** A unit of a group commit, run as it is or (`guarded`) in a savepoint of its own (a nested better-sqlite3 transaction). */
+type TwoWays<A extends unknown[], R> = (guarded: boolean, ...args: A) => R
 
 function twoWays<A extends unknown[], R>(db: Database.Database, body: (...args: A) => R): TwoWays<A, R> {
-  return { plain: body, guarded: db.transaction(body) }
+  const inSavepoint = db.transaction(body)
+  return (guarded, ...args) => (guarded ? inSavepoint(...args) : body(...args))
 }
 
 /**
@@ -444,7 +439,7 @@ export class SqliteStore extends InProcessStore implements core.Store {
   createJob(input: core.NewJob): Promise<core.CreateResult> {
     return this.#grouped(
       (guarded) => {
-        const created = (guarded ? this.#createTx.guarded : this.#createTx.plain)(input)
+        const created = this.#createTx(guarded, input)
         if (created.result.created) this.#remember({ job: created.result.job, lease: null, timers: created.timers, ordinal: created.ordinal, firstSeq: 1, inputApart: created.inputApart })
         return created
       },
@@ -507,7 +502,7 @@ export class SqliteStore extends InProcessStore implements core.Store {
   append(jobId: string, plan: core.AppendPlan): Promise<core.AppendResult> {
     return this.#grouped(
       (guarded) => {
-        const outcome = (guarded ? this.#appendTx.guarded : this.#appendTx.plain)(jobId, plan, new Date().toISOString())
+        const outcome = this.#appendTx(guarded, jobId, plan, new Date().toISOString())
         // Later writes of this group to the same job must start from this one.
         if (outcome.after !== null) this.#remember(outcome.after)
         return outcome
@@ -616,7 +611,7 @@ export class SqliteStore extends InProcessStore implements core.Store {
     // The claimed jobs commit together in the group commit, beside the turn's other writes.
     return this.#grouped(
       (guarded) => {
-        const outcomes = (guarded ? this.#claimTx.guarded : this.#claimTx.plain)(types, now, max, plan)
+        const outcomes = this.#claimTx(guarded, types, now, max, plan)
         // Later writes of this group to the same jobs must start from these.
         for (const outcome of outcomes) this.#remember(outcome.after)
         return outcomes

@@ -1,6 +1,7 @@
 import { z } from 'zod'
 import { JobwireError, wsClientMessageTypes, type WsClientMessage, type WsClientMessageType } from '@jobwire/protocol'
 import { checkJsonShape, type JsonShapeLimits } from '../core/json-shape.js'
+import { ownerNamePatterns, ownerNameRules } from '../core/scopes.js'
 import { isWellFormed, notWellFormed, wellFormed } from '../core/well-formed.js'
 
 /** Where an answer to a refused message goes: the request's `ref`, or the job it named. */
@@ -28,16 +29,15 @@ const jobId = text(100)
 const ref = text(100).optional()
 /** A stream position (`after`, a `positions` seq). */
 const seq = z.number().int().min(0)
-/** An owner's tenant or user, as HTTP takes them: no control characters, and no ":" in a tenant (owner keys are `tenant:user`). */
+/** An owner's tenant or user, as HTTP takes them (core/scopes.ts). */
 const ownerPart = (name: 'tenant' | 'user') => {
   const error = `${name}: expected 1 to 200 characters`
-  const allowed = name === 'tenant' ? /^[^\p{Cc}:]+$/u : /^[^\p{Cc}]+$/u
   return z
     .string({ error })
     .min(1, { error })
     .max(200, { error })
     .refine(isWellFormed, `${name}: ${notWellFormed}`)
-    .regex(allowed, `${name}: ${name === 'tenant' ? 'no control characters or ":"' : 'no control characters'}`)
+    .regex(ownerNamePatterns[name], `${name}: ${ownerNameRules[name]}`)
 }
 
 /**

@@ -91,28 +91,26 @@ export async function startTcpProxy(upstreamUrl: string): Promise<TcpProxy> {
     if (current !== null) await new Promise<void>((resolve) => current.close(() => resolve()))
   }
 
+  /** Applies `change` to every link whose connection announced itself with `marker`; how many. */
+  function linksOf(marker: string, change: (link: Link) => void): number {
+    let count = 0
+    for (const link of links) {
+      if (link.hello.includes(marker)) {
+        change(link)
+        count++
+      }
+    }
+    return count
+  }
+
   await listen()
   return {
     url: `redis://127.0.0.1:${port}${target.pathname}`,
     blackhole(marker) {
-      let count = 0
-      for (const link of links) {
-        if (link.hello.includes(marker)) {
-          link.dead = true
-          count++
-        }
-      }
-      return count
+      return linksOf(marker, (link) => (link.dead = true))
     },
     delay(marker, ms) {
-      let count = 0
-      for (const link of links) {
-        if (link.hello.includes(marker)) {
-          link.lagMs = ms
-          count++
-        }
-      }
-      return count
+      return linksOf(marker, (link) => (link.lagMs = ms))
     },
     watch(text) {
       const seen = { count: 0, tails: new WeakMap<Link, string>() }

@@ -3,14 +3,15 @@
 //
 //  1. claim → complete throughput of trivial jobs with 4 and 16 concurrent workers (one worker
 //     process, that concurrency): Jobwire on each store (SQLite: every claim and completion
-//     fsynced; Redis; memory) vs BullMQ on the same Redis, run twice around Jobwire's rows (the
-//     ratio is against the better BullMQ run). A Jobwire worker claims its free slots per request.
+//     fsynced; SQLite with --sqlite-sync normal; Redis; memory) vs BullMQ on the same Redis, run
+//     twice around Jobwire's rows (the ratio is against the better BullMQ run). A Jobwire worker
+//     claims its free slots per request.
 //  2. worker → subscriber: a worker reports at an offered rate for BENCH_WORKER_SECONDS; one
 //     subscriber measures items/s and send→receive latency. Jobwire: ctx.chunk() (lossless,
 //     ordered, durable, replayable; the outbox batches many chunks into few events) read over SSE.
 //     BullMQ: job.updateProgress() read by a QueueEvents 'progress' listener (not durable, not
 //     replayable). Every chunk or progress call carries its send time, so each is counted.
-// BENCH_WORKER_STORES picks the stores (sqlite,redis,memory), BENCH_WORKER_CONCURRENCY the rows
+// BENCH_WORKER_STORES picks the stores (sqlite,sqlite-normal,redis,memory), BENCH_WORKER_CONCURRENCY the rows
 // (4,16), BENCH_WORKER_PARTS the phases (throughput,stream); BENCH_WORKER_BULLMQ=0 leaves BullMQ
 // out (A/B runs of Jobwire builds). BENCH_SERVER_DIST and BENCH_WORKER_DIST may point at another
 // build's packages/server/dist/server.js and packages/worker/dist/index.js (A/B experiments).
@@ -32,8 +33,13 @@ const JOBS = num('BENCH_WORKER_JOBS', 10000)
 const SECONDS = num('BENCH_WORKER_SECONDS', 5)
 /** Offered loads of the worker → subscriber phase, the same for both systems (BullMQ saturates near 60k/s here). */
 const RATES = (process.env.BENCH_WORKER_RATES ?? '60000,150000').split(',').map(Number)
-const STORES = (process.env.BENCH_WORKER_STORES ?? 'sqlite,redis,memory').split(',').filter(Boolean)
-const STORE_NAMES = { sqlite: 'Jobwire (SQLite)', redis: 'Jobwire (Redis)', memory: 'Jobwire (memory)' }
+const STORES = (process.env.BENCH_WORKER_STORES ?? 'sqlite,sqlite-normal,redis,memory').split(',').filter(Boolean)
+/**
+ * `sqlite-normal` (`--sqlite-sync normal`: no fsync; survives `kill -9`, not a power cut) is the
+ * durability BullMQ has on this Redis (no AOF, no snapshots): how much of SQLite's gap is the disk.
+ * The stream phase leaves it out (its latency is fsync's alone).
+ */
+const STORE_NAMES = { sqlite: 'Jobwire (SQLite)', 'sqlite-normal': 'Jobwire (SQLite, --sqlite-sync normal)', redis: 'Jobwire (Redis)', memory: 'Jobwire (memory)' }
 const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379'
 const API_KEY = 'bench-admin-key-0123456789'
 const PARTS = (process.env.BENCH_WORKER_PARTS ?? 'throughput,stream').split(',')
@@ -288,7 +294,7 @@ export async function runWorkersBench() {
   for (const rate of PARTS.includes('stream') ? RATES : []) {
     load()
     if (BULLMQ) row(results.stream, { system: 'BullMQ updateProgress → QueueEvents', offered: rate, ...(await bullmqStream(`${prefix}-s${rate}`, rate)) })
-    for (const store of STORES) {
+    for (const store of STORES.filter((one) => one !== 'sqlite-normal' || process.env.BENCH_WORKER_STORES !== undefined)) {
       row(results.stream, { system: `${STORE_NAMES[store]} chunks → SSE`, store, offered: rate, ...(await withJobwire(store, (url) => jobwireStream(url, rate))) })
     }
   }

@@ -1,4 +1,5 @@
-import { afterAll } from 'vitest'
+import { afterAll, describe, expect, it } from 'vitest'
+import { defaultCoreLimits, defaultRetention, Dispatcher, JobService } from '@jobwire/server'
 import { describeStoreConformance } from './store-conformance.js'
 import { adminClient, deleteKeys, openRedisStore, redisReachable, testPrefix } from './redis-fixtures/redis.js'
 
@@ -15,4 +16,77 @@ if (redisReachable('Store conformance: redis')) {
       await deleteKeys(admin, base)
     },
   )
+
+  describe('Redis store: the shared indexes follow every commit', () => {
+    // A commit leaves a lease, an expiry or timers that did not change alone (lua/lib/commit.lua's
+    // '='): the leases, expiry and deadlines sets must still say what the job's hash says.
+    it('leases, expiry and deadlines entries through claim, progress, heartbeat, failure and resume', async () => {
+      const prefix = `${base}:indexes`
+      const store = await openRedisStore({ prefix })
+      try {
+        const clock = { now: Date.parse('2026-12-05T12:00:00Z') }
+        const service = new JobService(store, defaultCoreLimits, () => new Date(clock.now))
+        const dispatcher = new Dispatcher(service, () => clock.now)
+        const minute = 60_000
+        const { job } = await service.createJob({ type: 'indexed', deadlines: { timeoutMs: 10 * minute } })
+        const score = async (set: string) => {
+          const value = await admin.zscore(`${prefix}:${set}`, job.id)
+          return value === null ? null : Number(value)
+        }
+        const hash = () => admin.hmget(`${prefix}:job:{${job.id}}`, 'lease', 'exp', 'timers')
+        expect(await score('leases')).toBeNull()
+        expect(await score('expiry')).toBeNull()
+        const createdTimers = (await hash())[2]
+        expect(createdTimers).not.toBeNull()
+
+        const claimed = await dispatcher.claim({ types: ['indexed'], worker: 'w', leaseMs: minute, waitMs: 0 })
+        if (claimed === null) throw new Error('no job claimed')
+        const lease = claimed.lease.token
+        expect(await score('leases')).toBe(clock.now + minute)
+        const deadline = await score('deadlines')
+        expect(deadline).toBe(clock.now + 10 * minute)
+        const [leaseAtClaim, , timersAtClaim] = await hash()
+
+        // Writes that change none of the three, twice: every entry stays as it was.
+        for (const percent of [10, 20]) {
+          clock.now += 1000
+          await service.appendEvents(job.id, [{ type: 'progress', data: { percent } }], { lease, batch: percent / 10 })
+          expect(await score('leases')).toBe(Date.parse('2026-12-05T12:00:00Z') + minute)
+          expect(await score('deadlines')).toBe(deadline)
+          expect(await score('expiry')).toBeNull()
+          const [leaseNow, expiry, timersNow] = await hash()
+          // The lease is renumbered (lastBatch), not moved.
+          expect(JSON.parse(leaseNow ?? 'null')).toEqual({ ...JSON.parse(leaseAtClaim ?? 'null'), lastBatch: percent / 10 })
+          expect([expiry, timersNow]).toEqual([null, timersAtClaim])
+        }
+
+        // A heartbeat moves the lease's expiry, and only that.
+        clock.now += 1000
+        await dispatcher.heartbeat(job.id, lease, 2 * minute)
+        expect(await score('leases')).toBe(clock.now + 2 * minute)
+        expect(await score('deadlines')).toBe(deadline)
+        expect(JSON.parse((await hash())[0] ?? 'null')).toMatchObject({ token: lease, expiresAt: clock.now + 2 * minute })
+
+        // Finished (failed for good): no lease to lapse, no deadline left, an expiry.
+        clock.now += 1000
+        await service.appendEvents(job.id, [{ type: 'failed', data: { code: 'broken', message: 'broken', retryable: false } }], { lease, batch: 3 })
+        expect(await score('leases')).toBeNull()
+        expect(await score('deadlines')).toBeNull()
+        const finished = await store.getJob(job.id)
+        const expiresAt = Date.parse(finished?.finishedAt ?? '') + defaultRetention.ttlMs.failed
+        expect(await score('expiry')).toBe(expiresAt)
+        expect((await hash())[1]).toBe(String(expiresAt))
+
+        // Resumed: queued again, so it no longer expires.
+        clock.now += 1000
+        await service.resumeJob(job.id)
+        expect(await score('expiry')).toBeNull()
+        expect((await hash())[1]).toBeNull()
+        expect(await admin.zscore(`${prefix}:queue:indexed`, job.id)).not.toBeNull()
+      } finally {
+        await store.close()
+        await deleteKeys(admin, prefix)
+      }
+    })
+  })
 }

@@ -1,4 +1,4 @@
-import { applyEvent, JobwireError, type JobEvent, type JobState, type JobStatus } from '@jobwire/protocol'
+import { applyEvent, isTerminal, JobwireError, type JobEvent, type JobState, type JobStatus } from '@jobwire/protocol'
 import { applyPlan, createdEvent, decodeCursor, encodeCursor, expiryOf, initialTimers, isQueuedForDispatch, nextDeadline, noTimers } from '../../core/apply.js'
 import type {
   AppendPlan,
@@ -60,6 +60,9 @@ const maxSpares = 100
 const maxSpareSets = 64
 /** How long those spare jobs are used (ms): a job that became ready meanwhile waits at most this long for a pick. */
 const spareMs = 50
+
+/** lua/lib/commit.lua's argument for a lease, expiry or timers the same as the version it compares holds. */
+const unchanged = '='
 
 /** Most commits one script call carries (a long script holds up every other Redis client). */
 const commitsPerCall = 64
@@ -467,6 +470,13 @@ export class RedisCommits {
     const bodies = events.map((event) => JSON.stringify(event))
     const message = `[${bodies.join(',')}]`
     const ver = String(1 + Math.floor(Math.random() * 2 ** 52))
+    // What the compare-and-set finds stored is `before`'s: values the same as it are sent as
+    // `unchanged`, and the script leaves them and their index entries alone.
+    const leaseJson = lease === null ? '' : JSON.stringify(lease)
+    const leaseArg = lease === before.lease || leaseJson === (before.lease === null ? '' : JSON.stringify(before.lease)) ? unchanged : leaseJson
+    const leaseExpiry = leaseExpiryOf(lease)
+    const [timersJson, timersNext] = timerArgs(timers)
+    const timerArgsNow = timers === before.timers || timersJson === timerArgs(before.timers)[0] ? [unchanged, ''] : [timersJson, timersNext]
     // The job's own keys; the shared ones (leases, expiry, generation, deadlines) go once per script call (#sendBatch).
     const keys = [k.job(id), k.log(id), k.status(before.job.status), k.status(job.status), k.queue(job.type), k.delayed(job.type), k.text(id)]
     const args = [
@@ -476,21 +486,23 @@ export class RedisCommits {
       storedStateJson(job, before.inputApart),
       job.seq,
       job.status,
-      lease === null ? '' : JSON.stringify(lease),
-      lease === null || lease.ended === true ? '' : lease.expiresAt,
+      leaseArg,
+      // A worker's write renumbers its lease (lastBatch) without moving its expiry.
+      leaseExpiry === leaseExpiryOf(before.lease) ? (leaseExpiry === '' ? '' : unchanged) : leaseExpiry,
       avail,
       isQueuedForDispatch(job) ? '1' : '0',
       isQueuedForDispatch(before.job) ? '1' : '0',
       before.ord,
       id,
-      expiresAt === null ? '' : expiresAt,
+      // A job that is not finished never expires (core.expiryOf), before or after: nothing to change.
+      expiresAt === null ? (isTerminal(before.job.status) ? '' : unchanged) : expiresAt,
       job.seq - this.#retention.maxEventsPerJob + 1,
       k.jobChannel(id),
       k.queueChannel(job.type),
       // The script publishes the events as `message` (built there from their JSON): sent once, not twice.
       events.length,
       ver,
-      ...timerArgs(timers),
+      ...timerArgsNow,
       ...textChange(before, job, events),
     ]
     for (let i = 0; i < events.length; i++) args.push((events[i] as JobEvent).seq, bodies[i] as string)
@@ -602,6 +614,11 @@ function textChange(before: Loaded, job: JobState, events: readonly JobEvent[]):
     else if (event.type === 'requeued' && event.data.textLength !== undefined) return ['s', job.text]
   }
   return appended === '' ? ['', ''] : ['a', appended]
+}
+
+/** When a lease lapses, as a script argument: '' when it cannot (none, or ended). */
+function leaseExpiryOf(lease: Lease | null): number | '' {
+  return lease === null || lease.ended === true ? '' : lease.expiresAt
 }
 
 /** A job's timers as script arguments: their JSON and the earliest deadline ('' for none). */

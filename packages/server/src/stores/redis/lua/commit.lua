@@ -8,9 +8,11 @@
 local n = tonumber(ARGV[1])
 local out, queues = {}, {}
 local a = 1
+-- Read once: nothing in this call changes it.
+local generation = redis.call('GET', KEYS[3])
 for j = 0, n - 1 do
   local count = tonumber(ARGV[a + 1])
-  out[j + 1] = commitJob(4 + 7 * j, a + 1, queues)
+  out[j + 1] = commitJob(4 + 7 * j, a + 1, queues, generation)
   a = a + 1 + count
 end
 for _, channel in ipairs(queues) do redis.call('PUBLISH', channel, '') end

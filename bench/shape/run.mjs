@@ -9,6 +9,8 @@
 //   relay            the limit: a bare node:http relay (no auth, no validation, no store; each
 //                    event encoded once, everything a watcher gets in a tick written at once)
 //   jobwire-memory | jobwire-sqlite | jobwire-redis   Jobwire on each store (one node)
+//   jobwire-sqlite-normal   SQLite with --sqlite-sync normal: no fsync (survives kill -9, not a
+//                    power cut; what a Redis without persistence gives the Redis rows' peers)
 //   jobwire-redis2   two Jobwire nodes on one Redis: producers write through node A, every
 //                    watcher is on node B (each event crosses Redis pub/sub)
 //   socketio         Socket.IO 4 rooms, fed per job over HTTP
@@ -60,7 +62,7 @@ const FLEET_CADENCE = env('BENCH_SHAPE_FLEET_CADENCE', 100)
 const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379'
 const API_KEY = 'bench-shape-admin-key-0123456789'
 const DEFAULT_ROWS =
-  'relay:sse:1,relay:ws:1,jobwire-memory:sse:1,jobwire-memory:ws:1,jobwire-sqlite:sse:1,jobwire-sqlite:ws:1,jobwire-redis:sse:1,jobwire-redis:ws:1,jobwire-redis2:ws:1,' +
+  'relay:sse:1,relay:ws:1,jobwire-memory:sse:1,jobwire-memory:ws:1,jobwire-sqlite:sse:1,jobwire-sqlite:ws:1,jobwire-sqlite-normal:sse:1,jobwire-redis:sse:1,jobwire-redis:ws:1,jobwire-redis2:ws:1,' +
   'socketio:ws:1,socketio-redis:ws:1,bullmq:-:1,relay:ws:3,jobwire-memory:ws:3,jobwire-redis:ws:3,socketio:ws:3'
 /** BENCH_SHAPE_ROWS: kind:transport:watchers,… (see DEFAULT_ROWS); empty runs the fleet only. */
 const ROWS = (process.env.BENCH_SHAPE_ROWS ?? DEFAULT_ROWS).split(',').filter(Boolean).map((row) => {
@@ -75,6 +77,7 @@ const NAMES = {
   relay: 'bare relay (the limit)',
   'jobwire-memory': 'Jobwire, memory',
   'jobwire-sqlite': 'Jobwire, SQLite',
+  'jobwire-sqlite-normal': 'Jobwire, SQLite, --sqlite-sync normal (no fsync)',
   'jobwire-redis': 'Jobwire, Redis',
   'jobwire-redis2': 'Jobwire, Redis, two nodes (write on A, watch on B)',
   socketio: 'Socket.IO 4',

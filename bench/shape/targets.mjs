@@ -1,7 +1,7 @@
 // A server under test for the users'-shape bench, as a child of bench/shape/run.mjs (IPC).
 // argv: kind apiKey redisUrl prefix dataDir, kind one of:
-//   jobwire-memory | jobwire-sqlite | jobwire-redis
-//             Jobwire (dist build) on that store: POST /v1/jobs/:id/events, SSE
+//   jobwire-memory | jobwire-sqlite | jobwire-sqlite-normal | jobwire-redis
+//             Jobwire (dist build) on that store (sqlite-normal: --sqlite-sync normal, no fsync): POST /v1/jobs/:id/events, SSE
 //             /v1/jobs/:id/stream, WebSocket /v1/ws
 //   relay     the limit: a bare node:http relay fed the same POST /v1/jobs/:id/events — no auth,
 //             no validation, no store; each event encoded once per transport, everything a
@@ -42,7 +42,14 @@ async function listen(http) {
 
 if (kind.startsWith('jobwire-')) {
   const store = kind.slice('jobwire-'.length)
-  const config = store === 'redis' ? { redis: redisUrl, redisPrefix: prefix } : store === 'sqlite' ? { memory: false, dataDir } : {}
+  const config =
+    store === 'redis'
+      ? { redis: redisUrl, redisPrefix: prefix }
+      : store === 'sqlite'
+        ? { memory: false, dataDir }
+        : store === 'sqlite-normal'
+          ? { memory: false, dataDir, sqliteSync: 'normal' }
+          : {}
   const server = await startJobwire(apiKey, { ...config, streamsPerUser: 100_000, wsMessageRate: 1_000_000 })
   url = server.url
   close = () => server.close()

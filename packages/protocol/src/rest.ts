@@ -205,6 +205,7 @@ export interface ReleaseRequest {
 
 /** `POST /v1/workers/signals`: a long-poll over the jobs a worker holds. */
 export interface SignalsRequest {
+  /** 1–1,000 jobs; an empty list is refused (`400 invalid_request`). */
   jobs: { id: string; lease: string }[]
   wait?: number
 }

@@ -391,6 +391,14 @@ describe('leases guard a claimed job', () => {
     // Asked again, it answers at once.
     expect((await post('/v1/workers/signals', { ...held, wait: 10 })).body).toEqual({ signals: [{ jobId: job.id, reason: 'cancelled' }] })
   })
+
+  it('a signals request listing no jobs is refused with 400 invalid_request, not held for its wait', async () => {
+    // Before: answered 200 {signals: []} after holding the connection for the whole wait.
+    const answer = await post('/v1/workers/signals', { jobs: [], wait: 1 })
+    const error = expectError(answer, 'invalid_request', 400)
+    expect(error.details).toMatchObject({ field: 'jobs' })
+    expect(error.message).toMatch(/jobs: list at least one job/)
+  })
 })
 
 describe('lapsed leases', () => {
@@ -616,7 +624,8 @@ describe('validation of the dispatch routes', () => {
       ['/v1/workers/signals', {}, 'jobs'],
       ['/v1/workers/signals', { jobs: 'all' }, 'jobs'],
       ['/v1/workers/signals', { jobs: [{ id: job.id }] }, 'jobs.0.lease'],
-      ['/v1/workers/signals', { jobs: [], wait: -1 }, 'wait'],
+      ['/v1/workers/signals', { jobs: [] }, 'jobs'],
+      ['/v1/workers/signals', { jobs: [{ id: job.id, lease: 'lease_x' }], wait: -1 }, 'wait'],
       [`/v1/jobs/${job.id}/events`, { lease: '', events: [progress(1)] }, 'lease'],
       [`/v1/jobs/${job.id}/events`, { batch: 0, events: [progress(1)] }, 'batch'],
       [`/v1/jobs/${job.id}/events`, { batch: 1.5, events: [progress(1)] }, 'batch'],

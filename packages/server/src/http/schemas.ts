@@ -143,7 +143,11 @@ export const releaseBody = wire<ReleaseRequest>()(z.object({ lease: leaseToken, 
 export const signalsBody = wire<SignalsRequest>()(
   z
     .object({
-      jobs: z.array(z.object({ id: z.string().min(1).max(100), lease: leaseToken }).strict()).max(1000),
+      // An empty list would hold the connection for the whole wait with nothing to report.
+      jobs: z
+        .array(z.object({ id: z.string().min(1).max(100), lease: leaseToken }).strict())
+        .min(1, 'list at least one job you hold: a signals poll over no jobs has nothing to wait for')
+        .max(1000),
       wait: z.number().min(0).max(3600).optional(),
     })
     .strict(),

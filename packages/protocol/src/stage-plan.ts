@@ -52,11 +52,17 @@ export function normalizeStagePlan(specs: readonly StageSpec[]): PlannedStage[] 
   if (ranged.length === 0) {
     const weights = entries.map((entry) => entry.weight ?? 1)
     if (weights.some((w) => typeof w !== 'number' || !Number.isFinite(w) || w <= 0)) throw new RangeError('stage weights are positive numbers')
-    const total = weights.reduce((sum, w) => sum + w, 0)
+    // Each weight as a share of the largest, so every share is at most 1 and their total at most
+    // maxStages: summed as given, two weights of 1e308 overflowed to Infinity and gave the first
+    // stage 0–0 and the next a NaN start. Every partial sum is at most the total (the same positive
+    // numbers added in the same order), so the ranges stay within 0–100 and in order.
+    const largest = Math.max(...weights)
+    const shares = weights.map((w) => w / largest)
+    const total = shares.reduce((sum, share) => sum + share, 0)
     let sum = 0
     return entries.map((entry, index) => {
       const from = round((sum / total) * 100)
-      sum += weights[index] as number
+      sum += shares[index] as number
       return { name: entry.name, from, to: index === entries.length - 1 ? 100 : round((sum / total) * 100) }
     })
   }

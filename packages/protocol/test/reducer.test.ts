@@ -16,6 +16,7 @@ import {
   type JobStatus,
   type TransitionRefusal,
 } from '@jobwire/protocol'
+import { seededRandom } from '../../../test/support/random.js'
 
 const jobId = 'job_AAAAAAAAAAAAAAAAAAAAAA'
 
@@ -651,6 +652,45 @@ describe('normalizeStagePlan', () => {
       { name: 'b', from: 25, to: 75 },
       { name: 'c', from: 75, to: 100 },
     ])
+  })
+
+  it('spreads weights whose sum overflows a double: two stages of 1e308 get 0–50 and 50–100 (0–0 and NaN–100 before)', () => {
+    expect(normalizeStagePlan([{ name: 'a', weight: 1e308 }, { name: 'b', weight: 1e308 }])).toEqual([
+      { name: 'a', from: 0, to: 50 },
+      { name: 'b', from: 50, to: 100 },
+    ])
+    expect(normalizeStagePlan([{ name: 'a', weight: Number.MAX_VALUE }, 'b', { name: 'c', weight: Number.MAX_VALUE }])).toEqual([
+      { name: 'a', from: 0, to: 50 },
+      { name: 'b', from: 50, to: 50 },
+      { name: 'c', from: 50, to: 100 },
+    ])
+  })
+
+  it('gives any plan of positive finite weights ranges that are finite, in order, contiguous, from 0 to 100 and proportional (seeded)', () => {
+    const random = seededRandom(20261205)
+    for (let round = 0; round < 2000; round++) {
+      const count = 1 + Math.floor(random() * 50)
+      // Weights from the smallest subnormal to the largest double, often several huge ones together.
+      const weights = Array.from({ length: count }, () => {
+        const pick = random()
+        if (pick < 0.2) return Number.MAX_VALUE * (0.5 + random() / 2)
+        if (pick < 0.25) return Number.MIN_VALUE
+        return Math.max(Number.MIN_VALUE, 10 ** (random() * 630 - 322))
+      })
+      const plan = normalizeStagePlan(weights.map((weight, i) => ({ name: `s${i}`, weight })))
+      const context = `seed round ${round}: ${JSON.stringify(weights)}`
+      expect(plan[0]?.from, context).toBe(0)
+      expect(plan[plan.length - 1]?.to, context).toBe(100)
+      const largest = Math.max(...weights)
+      const total = weights.reduce((sum, w) => sum + w / largest, 0)
+      plan.forEach((stage, i) => {
+        expect(Number.isFinite(stage.from) && Number.isFinite(stage.to), context).toBe(true)
+        expect(stage.from <= stage.to, context).toBe(true)
+        if (i > 0) expect(stage.from, context).toBe(plan[i - 1]?.to)
+        // Each endpoint is rounded to 0.001, so a width is off its share by at most that (and a hair of float error).
+        expect(Math.abs(stage.to - stage.from - ((weights[i] as number) / largest / total) * 100), context).toBeLessThanOrEqual(0.0011)
+      })
+    }
   })
 
   it('keeps percent ranges, each starting where the previous ended unless it says', () => {

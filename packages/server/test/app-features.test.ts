@@ -90,6 +90,17 @@ describe('stage plans', () => {
     ])
   })
 
+  it('a plan whose weights overflow a double when summed gets correct ranges, and its percent follows them (0–0 and a null start before)', async () => {
+    const job = await create({ type: 'x', stages: [{ name: 'a', weight: 1e308 }, { name: 'b', weight: 1e308 }, { name: 'c', weight: 1e-300 }] })
+    expect(job.plan?.map((stage) => [stage.name, stage.from, stage.to])).toEqual([
+      ['a', 0, 50],
+      ['b', 50, 100],
+      ['c', 100, 100],
+    ])
+    await append(job.id, { type: 'progress', stage: 'b', fraction: 0.5 })
+    expect((await get(job.id)).progress.percent).toBe(75)
+  })
+
   it('refuses a bad plan at create, and a fraction outside the plan at append', async () => {
     const bad = await t.api.call<{ error: ErrorBody }>('POST', '/v1/jobs', { type: 'x', stages: [{ name: 'a', to: 60 }, { name: 'b', from: 50, to: 100 }] })
     expect(bad.status).toBe(400)

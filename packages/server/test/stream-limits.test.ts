@@ -3,8 +3,10 @@
  * long-poll) per person, whatever credential carries the person: user tokens, per-job tokens
  * minted for a user, refreshed sockets — on one node and across two nodes sharing Redis.
  */
+import { createServer, type Server } from 'node:http'
+import { connect, type AddressInfo, type Socket } from 'node:net'
 import { afterAll, describe, expect, it } from 'vitest'
-import { SignJWT } from 'jose'
+import { exportJWK, generateKeyPair, SignJWT } from 'jose'
 import { request } from 'undici'
 import { mintSubscriptionToken } from '@jobwire/backend'
 import type { ErrorBody, JobState, WsServerMessage } from '@jobwire/protocol'
@@ -320,5 +322,101 @@ if (redisReachable('stream limits across two Redis nodes')) {
       // Ending the long-polls (an event) frees their slots on every node.
       await a.api.call('POST', `/v1/jobs/${job.id}/events`, { type: 'started' })
     }, 60_000)
+  })
+}
+
+if (redisReachable('clients gone before their stream is counted')) {
+  describe('clients gone before their stream is counted', () => {
+    const prefix = testPrefix('gone-clients')
+    const closers: (() => Promise<unknown> | void)[] = []
+    afterAll(async () => {
+      for (const close of closers.reverse()) await close()
+      const admin = adminClient()
+      await deleteKeys(admin, prefix)
+      await admin.quit()
+    })
+
+    /** Sends `head` (a request without a body) on a socket of its own, then keeps it open. */
+    async function sendOn(url: string, head: string): Promise<Socket> {
+      const { hostname, port } = new URL(url)
+      const socket = connect(Number(port), hostname)
+      socket.on('error', () => undefined)
+      await new Promise<void>((resolve) => socket.once('connect', resolve))
+      socket.write(head)
+      return socket
+    }
+
+    it('an SSE stream, a long-poll and a WebSocket whose clients reset while their app JWT was checked take no slot (counted under the address "undefined" and "" before)', async () => {
+      // The app's key set is served by a JWKS endpoint that answers only when told: every request
+      // below waits on it in authentication, as behind a slow identity provider.
+      const signing = await generateKeyPair('RS256', { extractable: true })
+      const jwk = { ...(await exportJWK(signing.publicKey)), kid: 'gone-1', alg: 'RS256', use: 'sig' }
+      let answerJwks: () => void = () => {}
+      const jwksReleased = new Promise<void>((resolve) => (answerJwks = resolve))
+      let jwksAsked = 0
+      const jwks: Server = createServer((_request, response) => {
+        jwksAsked++
+        void jwksReleased.then(() => response.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ keys: [jwk] })))
+      })
+      await new Promise<void>((resolve) => jwks.listen(0, '127.0.0.1', resolve))
+      closers.push(() => {
+        answerJwks()
+        jwks.closeAllConnections()
+        return new Promise((resolve) => jwks.close(resolve))
+      })
+      const t = await startTestServer({
+        redis: redisUrl,
+        redisPrefix: prefix,
+        jwksUrl: `http://127.0.0.1:${(jwks.address() as AddressInfo).port}/jwks.json`,
+        jwtAlgorithms: 'RS256',
+      })
+      closers.push(() => t.close())
+      const job = await createJob(t, { tenant: 'acme', user: 'ann' })
+      const jwt = await new SignJWT({ sub: 'ann', tenant: 'acme' })
+        .setProtectedHeader({ alg: 'RS256', kid: 'gone-1' })
+        .setIssuedAt()
+        .setExpirationTime('5m')
+        .sign(signing.privateKey)
+
+      // Every stream slot the node takes, as Redis runs it: the subject of each acquire script
+      // (KEYS: the nodes and this node's hash; ARGV: node, subject, want, max, lease, node hash start).
+      const monitor = await adminClient().monitor()
+      closers.push(() => monitor.disconnect())
+      const acquired: string[] = []
+      monitor.on('monitor', (_time: string, args: string[]) => {
+        const command = String(args[0]).toLowerCase()
+        if ((command === 'evalsha' || command === 'eval') && args.length === 11 && args[10] === `${prefix}:streams:node:`) acquired.push(String(args[6]))
+      })
+
+      const auth = `Authorization: Bearer ${jwt}\r\nHost: 127.0.0.1\r\n`
+      const heads = [
+        `GET /v1/jobs/${job.id}/stream HTTP/1.1\r\n${auth}Accept: text/event-stream\r\n\r\n`,
+        `GET /v1/jobs/${job.id}/events?after=1&wait=30 HTTP/1.1\r\n${auth}\r\n`,
+        `GET /v1/ws HTTP/1.1\r\n${auth}Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n`,
+      ]
+      const sockets = await Promise.all([...heads, ...heads].map((head) => sendOn(t.url, head)))
+      // Each request has reached authentication once a request sent after them all is answered.
+      const health = await request(`${t.url}/healthz`, { reset: true })
+      await health.body.dump()
+      await expect.poll(() => jwksAsked).toBe(1)
+      // The clients go away with a reset: the server's sockets have no address from then on.
+      await Promise.all(
+        sockets.map((socket) => {
+          const closed = new Promise((resolve) => socket.once('close', resolve))
+          socket.resetAndDestroy()
+          return closed
+        }),
+      )
+      await expect.poll(() => new Promise((resolve) => t.server.app.server.getConnections((_, count) => resolve(count)))).toBeLessThanOrEqual(2)
+      answerJwks()
+
+      // A live stream of the same person after them takes its slots, under its own address.
+      const live = await stream(t, job.id, jwt)
+      closers.push(() => live.close())
+      expect(live.status).toBe(200)
+      await expect.poll(() => acquired.filter((subject) => subject.startsWith('streams-ip:')).length).toBeGreaterThanOrEqual(1)
+      // Nothing else was counted: not the gone clients' address ("undefined", or "" on WebSocket), nor their person.
+      expect(acquired.sort()).toEqual(['streams-ip:127.0.0.1', 'streams:user:acme:ann'])
+    })
   })
 }

@@ -54,6 +54,17 @@ export function limitSubject(principal: Principal): string {
 export const ownerNamePatterns = { tenant: /^[^\p{Cc}:]+$/u, user: /^[^\p{Cc}]+$/u } as const
 export const ownerNameRules = { tenant: 'no control characters or ":"', user: 'no control characters' } as const
 
+/**
+ * The address a client's stream counts against (`--streams-per-ip`), or null when the client is
+ * gone: a destroyed or reset socket has no address any more (Node answers undefined), and streams
+ * counted it under "undefined" (or '', on WebSocket), one bucket for every gone client of every
+ * address. A caller gives up such a request before counting it.
+ */
+export function clientAddress(socket: { readonly destroyed: boolean; readonly remoteAddress?: string | undefined }): string | null {
+  const address = socket.remoteAddress
+  return socket.destroyed || address === undefined || address === '' ? null : address
+}
+
 /** A person as one counter key: escaped, so that no tenant or user with a `:` in it can pass for another person. */
 export function personKey(tenant: string, user: string): string {
   return `${encodeURIComponent(tenant)}:${encodeURIComponent(user)}`

@@ -3,7 +3,7 @@ import { JobwireError } from '@jobwire/protocol'
 import type { JobService } from '../core/jobs.js'
 import { endsAt } from '../core/subscription.js'
 import { authorizedJob, requireUnexpired, watchExpiry } from '../core/access.js'
-import type { Principal } from '../core/scopes.js'
+import { clientAddress, type Principal } from '../core/scopes.js'
 import type { SseTransport } from '../transports/sse.js'
 import type { Limits } from './limits.js'
 import { parsePosition } from './schemas.js'
@@ -41,7 +41,14 @@ export async function serveJobStream(
     await reply.code(204).header('cache-control', 'no-store').send()
     return
   }
-  const slot = await limits.openStream(principal, request.ip, job.type)
+  // Gone while its credential and job were read: nothing to stream to, and no slot to take.
+  const address = clientAddress(request.raw.socket)
+  if (address === null) {
+    reply.hijack()
+    reply.raw.destroy()
+    return
+  }
+  const slot = await limits.openStream(principal, address, job.type)
   const release = slot.release
   reply.hijack()
   try {

@@ -4,7 +4,7 @@ import { WebSocketServer } from 'ws'
 import { JobwireError, protocolVersion, wsCloseCodes, wsPath, type WsServerMessage } from '@jobwire/protocol'
 import type { JobService } from '../core/jobs.js'
 import { expiryOf } from '../core/access.js'
-import type { Principal } from '../core/scopes.js'
+import { clientAddress, type Principal } from '../core/scopes.js'
 import type { JsonShapeLimits } from '../core/json-shape.js'
 import type { StreamSlot } from '../core/keys.js'
 import { WsConnection, type WsFlowSettings } from './ws-connection.js'
@@ -136,7 +136,13 @@ export class WsEndpoint {
     const release = (): void => slot?.release()
     try {
       principal = await this.context.authenticateUpgrade(request)
-      slot = await this.context.openStream(principal, request.socket.remoteAddress ?? '')
+      // Gone (reset, or closed) while its credential was checked: no address to count against.
+      const address = clientAddress(request.socket)
+      if (address === null) {
+        socket.destroy()
+        return
+      }
+      slot = await this.context.openStream(principal, address)
     } catch (error) {
       refusal = error instanceof JobwireError ? error : new JobwireError('internal', { requestId: this.context.logInternal(error, 'upgrade') })
     }

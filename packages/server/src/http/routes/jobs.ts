@@ -2,6 +2,7 @@ import type { FastifyInstance } from 'fastify'
 import type { z } from 'zod'
 import { JobwireError, type JobState, type Owner } from '@jobwire/protocol'
 import { authorizeCreate, authorizedJob, canRead, listScope, ownJob, requireKeyRole } from '../../core/access.js'
+import { clientAddress } from '../../core/scopes.js'
 import { abortOnClose, principalOf, summarize, type RouteContext } from '../context.js'
 import { serveJobStream } from '../stream-route.js'
 import { deadlineSettings } from '../../config.js'
@@ -118,9 +119,11 @@ export function registerJobRoutes(v1: FastifyInstance, context: RouteContext): v
     if (!Number.isFinite(waitSeconds) || waitSeconds < 0) {
       throw new JobwireError('invalid_request', { field: 'wait', reason: 'wait: expected seconds >= 0' })
     }
-    const waitMs = Math.min(waitSeconds * 1000, settings.pollMaxWaitMs)
-    // A long-poll holds a connection like a stream does, and counts as one while it waits.
-    const slot = waitMs > 0 && after !== undefined ? await limits.openStream(principal, request.ip) : null
+    // A long-poll holds a connection like a stream does, and counts as one while it waits; a client
+    // already gone (it has no address any more) is answered at once, to no one, and not counted.
+    const address = clientAddress(request.raw.socket)
+    const waitMs = address === null ? 0 : Math.min(waitSeconds * 1000, settings.pollMaxWaitMs)
+    const slot = waitMs > 0 && after !== undefined && address !== null ? await limits.openStream(principal, address) : null
     try {
       return await service.poll(request.params.id, after, waitMs, abortOnClose(reply, context.shuttingDown), (publishedAt) =>
         reply.raw.once('finish', () => context.pollDelivered((performance.now() - publishedAt) / 1000)),

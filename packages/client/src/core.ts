@@ -48,12 +48,18 @@ export type ErrorDecision =
 
 /**
  * The retry policy, in one place. `freshToken`: the credential came from getToken for this very
- * attempt, so a refusal of it will not change by asking again.
+ * attempt and was refused before it carried anything, so a refusal of it will not change by
+ * asking again at once.
  */
 export function decide(error: JobwireError, freshToken: boolean): ErrorDecision {
   switch (error.code) {
     case 'token_expired':
-      return { kind: 'retry', delayMs: 0, reason: 'token expired' }
+      // Expired in use: renewed at once. Expired as getToken handed it over (a token it keeps in a
+      // cache, a clock behind the server's): asking again at once spun, a request and a getToken
+      // call per round trip for good, so that one backs off like any failure.
+      return freshToken
+        ? { kind: 'retry', delayMs: null, reason: 'token expired: getToken returned a token the server says has expired' }
+        : { kind: 'retry', delayMs: 0, reason: 'token expired' }
     case 'unauthorized':
     case 'invalid_token':
       return freshToken ? { kind: 'fatal' } : { kind: 'retry', delayMs: 0, reason: `${error.code}: asking getToken again` }

@@ -181,7 +181,9 @@ export class SseCarrier extends HttpCarrier {
     }
     this.#alive(attempt)
     if (message.type === 'error') {
-      this.onError(JobwireError.fromBody(message.error), credential.fresh, credential.token)
+      const error = JobwireError.fromBody(message.error)
+      // A token that expires after the stream delivered worked until then: renewed at once.
+      this.onError(error, credential.fresh && !(error.code === 'token_expired' && this.#messagesThisAttempt > 0), credential.token)
       return
     }
     if (++this.#messagesThisAttempt > 1) this.#stalls = 0

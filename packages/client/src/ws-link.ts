@@ -654,7 +654,8 @@ export class WsLink {
     }
     const errorCode = errorCodeOfClose(code, reason)
     if (errorCode !== null) {
-      this.#onError(new JobwireError(errorCode), this.#credential.fresh)
+      // A credential that expired after the socket was welcomed worked until then: renewed at once.
+      this.#onError(new JobwireError(errorCode), this.#credential.fresh && !(errorCode === 'token_expired' && wasWelcomed))
       return
     }
     this.#setState('reconnecting', description)

@@ -362,6 +362,36 @@ describe('SSE after the end', () => {
   })
 })
 
+describe('a getToken that hands out a token already expired', () => {
+  for (const transport of ['ws', 'sse', 'poll'] as const) {
+    it(`${transport}: backs off and goes offline after maxRetries (before: asked getToken and the server again at once, hundreds of times a second, for good)`, async () => {
+      const s = await serve({ tokenSecret: secret })
+      const job = await createJob(s, { owner: ann })
+      // Minted an hour ago for a minute, as a getToken that returns a cached token would hand it over.
+      const stale = mintSubscriptionToken({ secret, ...ann, now: Date.now() - 3_600_000, ttlSeconds: 60 }).token
+      let calls = 0
+      const clock = new ManualTimers(Date.now())
+      const c = createJobwireClient({
+        url: s.url,
+        transports: [transport],
+        getToken: () => (calls++, stale),
+        WebSocket: recordingWebSocket().WebSocket,
+        timers: clock,
+        now: () => clock.now(),
+        random: seededRandom(11),
+        maxRetries: 3,
+      })
+      client = c
+      const watch = c.watchJob(job.id)
+      await advanceUntil(clock, 100, () => watch.connection === 'offline', 'offline')
+      // The first attempt and three backoff retries, each with the token getToken gave.
+      expect(calls).toBe(4)
+      await clock.advance(60 * 60_000) // nothing retries, however long
+      expect(calls).toBe(4)
+    })
+  }
+})
+
 /** Watches a job with `getToken`, until the watch ends unauthorized; checks nothing retried an hour later. */
 async function watchUntilRefused(getToken: () => string) {
   const s = await serve()

@@ -397,10 +397,12 @@ export class JobwireClient {
     this.#stopUpgrades()
     this.#link?.shutdown()
     this.#myJobs?.stop()
-    for (const feed of this.#feeds.values()) feed.detach()
+    const feeds = [...this.#feeds.values()]
     for (const timer of this.#lingering.values()) this.#core.env.timers.clearTimeout(timer)
     this.#lingering.clear()
     this.#feeds.clear()
+    // Watches being iterated end with the client (a `for await` on one waited for good before).
+    for (const feed of feeds) feed.close()
     this.connection.set('closed', 'client closed')
   }
 
@@ -607,6 +609,8 @@ export class JobwireClient {
 class Watch implements JobWatch {
   #stopped = false
   readonly #listener: FeedListener
+  /** Wakes each iteration waiting in `next()`, so that `stop()` (or the client closing) ends it. */
+  readonly #wakers = new Set<() => void>()
 
   constructor(
     private readonly client: JobwireClient,
@@ -618,6 +622,7 @@ class Watch implements JobWatch {
       connection: (change) => options.onConnection?.(change),
       // The watch keeps its (now idle) feed until stopped, so a resumed job can be followed again (`refollow`).
       end: (error) => options.onEnd?.(error),
+      closed: () => this.#halt(),
     }
     feed.listeners.add(this.#listener)
     // A feed another watch opened already has a state: hand it over, after the caller has its watch.
@@ -657,10 +662,16 @@ class Watch implements JobWatch {
 
   stop(): void {
     if (this.#stopped) return
-    this.#stopped = true
     this.feed.listeners.delete(this.#listener)
     this.feed.holders--
     this.client.release(this.feed)
+    this.#halt()
+  }
+
+  /** Nothing more comes to this watch: iterations waiting for a state end. */
+  #halt(): void {
+    this.#stopped = true
+    for (const wake of [...this.#wakers]) wake()
   }
 
   /** Each new state (latest-wins if the loop body is slow), ending after the terminal one; throws a watching error. */
@@ -670,6 +681,7 @@ class Watch implements JobWatch {
     let ended = feed.done
     let failure: JobwireError | null = feed.error
     let wake: (() => void) | null = null
+    const poke = (): void => wake?.()
     const listener: FeedListener = {
       update: (state) => {
         pending = state
@@ -682,8 +694,10 @@ class Watch implements JobWatch {
       },
     }
     feed.listeners.add(listener)
+    this.#wakers.add(poke)
     const finish = (): void => {
       feed.listeners.delete(listener)
+      this.#wakers.delete(poke)
       this.stop()
     }
     return {

@@ -26,6 +26,8 @@ export interface FeedListener {
   connection?(change: StateChange): void
   /** The feed is over: the job reached a terminal status (`error` null), or it cannot be watched. */
   end?(error: JobwireError | null): void
+  /** The client was closed: nothing more comes, though the job did not end. */
+  closed?(): void
 }
 
 /** Delivers one job's messages to its feed over some transport. */
@@ -186,6 +188,13 @@ export class JobFeed {
   detach(): void {
     this.carrier?.stop()
     this.carrier = null
+  }
+
+  /** The client closed: delivery stops, and its watches hear that nothing more will come. */
+  close(): void {
+    this.detach()
+    if (!this.done) this.connection.set('closed', 'client closed')
+    for (const listener of [...this.listeners]) listener.closed?.()
   }
 
   #end(error: JobwireError | null, reason: string): void {

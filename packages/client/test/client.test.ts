@@ -362,6 +362,34 @@ describe('SSE after the end', () => {
   })
 })
 
+describe('a for await loop over a watch', () => {
+  for (const transport of ['ws', 'sse', 'poll'] as const) {
+    for (const how of ['watch.stop()', 'client.close()'] as const) {
+      it(`${transport}: ends when ${how} is called while it waits for the next state (it waited for good before)`, async () => {
+        const s = await serve()
+        const job = await createJob(s)
+        const c = createJobwireClient({ url: s.url, transports: [transport], getToken: () => s.key, WebSocket: recordingWebSocket().WebSocket })
+        client = c
+        const watch = c.watchJob(job.id)
+        const seen: string[] = []
+        const loop = (async () => {
+          for await (const state of watch) seen.push(state.status)
+          return 'ended'
+        })()
+        await until(() => seen.length === 1, 'the first state')
+        if (how === 'watch.stop()') watch.stop()
+        else c.close()
+        let timer: ReturnType<typeof setTimeout> | undefined
+        const outcome = await Promise.race([loop, new Promise((resolve) => (timer = setTimeout(() => resolve('still waiting after 10 s'), 10_000)))])
+        clearTimeout(timer)
+        expect(outcome).toBe('ended')
+        expect(seen).toEqual(['queued'])
+        if (how === 'client.close()') expect(watch.connection).toBe('closed')
+      })
+    }
+  }
+})
+
 describe('a getToken that hands out a token already expired', () => {
   for (const transport of ['ws', 'sse', 'poll'] as const) {
     it(`${transport}: backs off and goes offline after maxRetries (before: asked getToken and the server again at once, hundreds of times a second, for good)`, async () => {

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx
 import pytest
 
-from conftest import TOKEN_SECRET, Server
+from conftest import TOKEN_SECRET, Server, start_server, stop_server
 from jobwire import AsyncBackend, Backend, NotFoundError, Update, follow_job, mint_subscription_token, watch_job
 
 GUARD = 60.0
@@ -200,3 +202,40 @@ def test_a_watch_from_the_last_seq_of_a_finished_job_ends_at_once(memory_server:
 
     # The server answers 204 (nothing after the end): no update, no reconnect loop.
     assert asyncio.run(asyncio.wait_for(scenario(), GUARD)) == []
+
+
+def test_a_server_that_does_not_hold_long_polls_is_asked_at_most_once_a_second(tmp_path: Path) -> None:
+    """With ``--poll-max-wait 0`` every poll is answered at once; the watcher asked again at once,
+    hundreds of times a second, for as long as the job ran. An empty answer now waits out a second."""
+    server = start_server("memory", tmp_path, "--poll-max-wait", "0")
+    requests = 0
+
+    async def count(_request: httpx.Request) -> None:
+        nonlocal requests
+        requests += 1
+
+    async def scenario() -> tuple[int, float]:
+        async with AsyncBackend(server.url, server.api_key) as backend, httpx.AsyncClient(event_hooks={"request": [count]}, timeout=httpx.Timeout(30.0, read=None)) as http:
+            job = await backend.create_job("quiet", dispatch=False)
+            subscribed = asyncio.Event()
+
+            async def follow() -> None:
+                async for _ in watch_job(server.url, job["id"], server.api_key, transport="poll", client=http):
+                    subscribed.set()
+
+            loop = asyncio.get_running_loop()
+            following = asyncio.ensure_future(asyncio.wait_for(follow(), GUARD))
+            await asyncio.wait_for(subscribed.wait(), GUARD)
+            first, started = requests, loop.time()
+            await asyncio.sleep(2.5)
+            polls, elapsed = requests - first, loop.time() - started
+            await backend.report(job["id"], [{"type": "completed"}])
+            await following
+            return polls, elapsed
+
+    try:
+        polls, elapsed = asyncio.run(scenario())
+    finally:
+        stop_server(server)
+    # Polls that found nothing go out at least a second apart (a little less, for the event loop's clock).
+    assert polls <= elapsed / 0.99 + 1, f"{polls} polls in {elapsed:.2f} s"

@@ -7,6 +7,11 @@ from dataclasses import dataclass
 from typing import Callable
 
 
+# The shortest round of an empty poll: a server that answers at once (a zero --poll-max-wait, a
+# proxy that cuts long requests) is asked again after this, not at once.
+MIN_POLL = 1.0
+
+
 @dataclass(frozen=True)
 class Backoff:
     """Retry delays: exponential from ``base`` seconds, capped at ``max``, with full jitter."""

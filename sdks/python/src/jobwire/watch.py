@@ -11,7 +11,7 @@ from typing import Any, AsyncGenerator, AsyncIterator, Iterator, Literal
 import httpx
 
 from . import _http
-from ._retry import Backoff
+from ._retry import MIN_POLL, Backoff
 from .errors import ConnectionFailedError, JobwireError, error_from_stream
 from .reducer import JobEvent, JobState, apply_event, is_terminal
 
@@ -212,10 +212,12 @@ class _Follower:
         return self._event(body)
 
     async def poll(self) -> AsyncIterator[Update]:
+        loop = asyncio.get_running_loop()
         while not self.done:
             params = {"wait": str(self.poll_wait)}
             if self.position is not None:
                 params["after"] = str(self.position)
+            sent_at = loop.time()
             answer: dict[str, Any] = await self.endpoint.send_async(self.http, _http.Call("GET", f"{self.path}/events", params=params, timeout=self.poll_wait + 15, what="poll"))
             self.failures = 0
             snapshot = answer.get("snapshot")
@@ -228,3 +230,7 @@ class _Follower:
             self.position = answer.get("next", self.position)
             if answer.get("done"):
                 self.done = True
+            elif snapshot is None and not answer.get("events"):
+                # Nothing came: a server that does not hold the poll (a zero --poll-max-wait) or a proxy
+                # that cuts it short must not be asked again at once (it was, hundreds of times a second).
+                await asyncio.sleep(max(0.0, MIN_POLL - (loop.time() - sent_at)))

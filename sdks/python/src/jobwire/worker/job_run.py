@@ -13,13 +13,10 @@ from .._http import encode, spawn
 from .api import Claim, WorkerApi, WorkerRequestError
 from .context import JobContext, SyncJobContext, _Abort
 from .errors import AbortReason, JobAborted, failure_of
-from .._retry import Backoff
+from .._retry import MIN_POLL, Backoff
 from .outbox import BatchLimits, Outbox
 
 Report = Callable[[BaseException, str, "str | None"], None]
-
-# The shortest round of an empty poll: a server that answers at once is asked again after this.
-MIN_POLL = 1.0
 # How long newly claimed jobs wait to be added to the signals long-poll (they are batched).
 _RESTART_DELAY = 0.05
 

@@ -15,8 +15,8 @@ from typing import Any, Awaitable, Callable, Literal, TypeVar, Union
 from .._http import spawn
 from .api import Claim, WorkerApi
 from .errors import JobFailure
-from .job_run import MIN_POLL, JobRun, RunEnvironment, SignalWatch, release_lease
-from .._retry import Backoff
+from .job_run import JobRun, RunEnvironment, SignalWatch, release_lease
+from .._retry import MIN_POLL, Backoff
 from .outbox import BatchLimits
 
 Handler = Callable[[dict[str, Any], Any], Union[Any, Awaitable[Any]]]

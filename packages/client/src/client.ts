@@ -517,12 +517,14 @@ export class JobwireClient {
     void timer
   }
 
-  #transportFailed(kind: TransportName, reason: string): void {
-    if (this.#closed || kind !== this.#mode) return
+  #transportFailed(kind: TransportName, reason: string): boolean {
+    if (this.#closed || kind !== this.#mode) return true
     const next = this.#order[this.#order.indexOf(kind) + 1]
-    if (next === undefined) return
+    // The last transport allowed: it keeps trying (a watch stopped for good here before, "connecting").
+    if (next === undefined) return false
     this.#switchTo(next, reason)
     this.#scheduleUpgrade()
+    return true
   }
 
   #switchTo(mode: TransportName, reason: string): void {

@@ -25,8 +25,12 @@ export interface ClientCore {
   readonly settings: Settings
   /** `path` on the server, e.g. `/v1/jobs/x/stream`. */
   url(path: string): string
-  /** A transport cannot work from here (refused, held back by a proxy): the client moves on to the next. */
-  transportFailed(kind: TransportName, reason: string): void
+  /**
+   * A transport cannot work from here (refused, held back by a proxy): the client moves on to the
+   * next. False when there is none to move on to (the last one allowed): the caller keeps trying
+   * its own with backoff.
+   */
+  transportFailed(kind: TransportName, reason: string): boolean
   /** Moves one feed to polling (its own SSE stream was refused for lack of stream slots). */
   pollFeed(feed: JobFeed): void
   /** The credential was refused for good: every watch ends with `error`. */

@@ -200,8 +200,7 @@ export class SseCarrier extends HttpCarrier {
     this.#firstTimer = timers.setTimeout(() => {
       this.#firstTimer = null
       if (this.#attempt !== attempt) return
-      this.drop()
-      this.core.transportFailed('sse', `no SSE message within ${this.core.settings.firstMessageTimeoutMs} ms (a buffering proxy?)`)
+      this.#blocked(`no SSE message within ${this.core.settings.firstMessageTimeoutMs} ms (a buffering proxy?)`)
     }, this.core.settings.firstMessageTimeoutMs)
   }
 
@@ -215,12 +214,20 @@ export class SseCarrier extends HttpCarrier {
       if (this.#attempt !== attempt) return
       // Silence right after a good start, twice: heartbeats are being held back, not just a blip.
       if (++this.#stalls >= 2) {
-        this.drop()
-        this.core.transportFailed('sse', 'no SSE heartbeat arrived (a buffering proxy?)')
+        this.#blocked('no SSE heartbeat arrived (a buffering proxy?)')
         return
       }
       this.#lost(attempt, 'no heartbeat')
     }, timeout)
+  }
+
+  /** SSE does not get through: the client moves on to the next transport, or, when SSE is the last one allowed, it is tried again with backoff. */
+  #blocked(reason: string): void {
+    this.drop()
+    if (this.core.transportFailed('sse', reason) || this.stopped || this.feed.done) return
+    this.#disconnectedAt = this.core.env.now()
+    this.feed.connection.set('reconnecting', reason)
+    this.retry.schedule()
   }
 
   #lost(attempt: object, reason: string): void {

@@ -707,9 +707,12 @@ export class WsLink {
     }
   }
 
+  /** WebSockets do not get through: the client moves on to the next transport, or, when this is the last one allowed, tries again with backoff. */
   #failed(reason: string): void {
     this.#retry.cancel()
-    this.core.transportFailed('ws', reason)
+    if (this.core.transportFailed('ws', reason) || this.#shut) return
+    this.#setState('reconnecting', reason)
+    this.#retry.schedule()
   }
 
   #setState(state: ConnectionState, reason: string): void {

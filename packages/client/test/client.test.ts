@@ -362,6 +362,34 @@ describe('SSE after the end', () => {
   })
 })
 
+describe('the last transport allowed keeps trying when it does not get through', () => {
+  it('SSE only, its streams held by a buffering proxy: tried again with backoff after each first-message timeout (it stopped for good, "connecting")', async () => {
+    const s = await serve()
+    const proxy = await startBufferingProxy(s.url)
+    cleanups.push(() => proxy.close())
+    const clock = new ManualTimers(Date.now())
+    const c = createJobwireClient({ url: proxy.url, transports: ['sse'], getToken: () => s.key, firstMessageTimeoutMs: 500, timers: clock, now: () => clock.now(), random: seededRandom(3) })
+    client = c
+    const watch = c.watchJob((await createJob(s)).id)
+    await advanceUntil(clock, 100, () => proxy.heldStreams() >= 3, 'three held SSE streams')
+    expect(watch.connection === 'reconnecting' || watch.connection === 'connecting').toBe(true)
+    expect(c.transport).toBe('sse')
+  })
+
+  it('WebSocket only, upgrades refused by a proxy that passes plain HTTP: tried again with backoff (it stopped for good after the first)', async () => {
+    const s = await serve()
+    const proxy = await startBufferingProxy(s.url)
+    cleanups.push(() => proxy.close())
+    const ws = recordingWebSocket()
+    const clock = new ManualTimers(Date.now())
+    const c = createJobwireClient({ url: proxy.url, transports: ['ws'], getToken: () => s.key, WebSocket: ws.WebSocket, firstMessageTimeoutMs: 500, timers: clock, now: () => clock.now(), random: seededRandom(5) })
+    client = c
+    const watch = c.watchJob((await createJob(s)).id)
+    await advanceUntil(clock, 100, () => ws.sockets.length >= 3, 'three WebSocket attempts')
+    expect(watch.connection === 'reconnecting' || watch.connection === 'connecting').toBe(true)
+  })
+})
+
 describe('a for await loop over a watch', () => {
   for (const transport of ['ws', 'sse', 'poll'] as const) {
     for (const how of ['watch.stop()', 'client.close()'] as const) {

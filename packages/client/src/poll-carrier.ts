@@ -50,6 +50,17 @@ export class PollCarrier extends HttpCarrier {
     const path = `/v1/jobs/${encodeURIComponent(this.feed.jobId)}/events${after === undefined ? '' : `?after=${after}`}`
     const controller = new AbortController()
     this.#abort = controller
+    // A poll is answered at once: one that is not within the first-message timeout (a server that
+    // accepted the connection and hangs, a proxy that holds it) is given up and tried again, as a
+    // stream would be. Without this it waited as long as the platform let it: minutes in Node,
+    // with no limit at all in a browser.
+    const { timers } = this.core.env
+    const timeoutMs = this.core.settings.firstMessageTimeoutMs
+    let timedOut = false
+    const timer = timers.setTimeout(() => {
+      timedOut = true
+      controller.abort()
+    }, timeoutMs)
     let body: PollResponse
     try {
       const response = await this.core.env.fetch(this.core.url(path), {
@@ -67,9 +78,11 @@ export class PollCarrier extends HttpCarrier {
     } catch (error) {
       if (this.#round !== round) return
       this.#abort = null
-      this.feed.connection.set('reconnecting', `network: ${asJobwireError(error).message}`)
+      this.feed.connection.set('reconnecting', timedOut ? `no answer to a poll within ${timeoutMs} ms` : `network: ${asJobwireError(error).message}`)
       this.retry.schedule()
       return
+    } finally {
+      timers.clearTimeout(timer)
     }
     if (this.#round !== round) return
     this.#abort = null

@@ -1,3 +1,4 @@
+import { createServer as createTcpServer, type Socket as TcpSocket } from 'node:net'
 import { afterEach, describe, expect, it, vi } from 'vitest'
 import { mintSubscriptionToken } from '@jobwire/backend'
 import { eventTypes, sseEventNames } from '@jobwire/protocol'
@@ -387,6 +388,36 @@ describe('the last transport allowed keeps trying when it does not get through',
     const watch = c.watchJob((await createJob(s)).id)
     await advanceUntil(clock, 100, () => ws.sockets.length >= 3, 'three WebSocket attempts')
     expect(watch.connection === 'reconnecting' || watch.connection === 'connecting').toBe(true)
+  })
+
+  it('polling a server that accepts connections and never answers: each poll is given up after the first-message timeout and tried again (it waited as long as fetch did)', async () => {
+    const held = new Set<TcpSocket>()
+    const silent = createTcpServer((socket) => {
+      held.add(socket)
+      socket.on('close', () => held.delete(socket))
+    })
+    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve))
+    cleanups.push(() => {
+      for (const socket of held) socket.destroy()
+      return new Promise<void>((resolve) => silent.close(() => resolve()))
+    })
+    const { port } = silent.address() as { port: number }
+    let polls = 0
+    const clock = new ManualTimers(Date.now())
+    const c = createJobwireClient({
+      url: `http://127.0.0.1:${port}`,
+      transports: ['poll'],
+      getToken: () => 'any',
+      fetch: (input, init) => (polls++, fetch(input, init)),
+      firstMessageTimeoutMs: 500,
+      timers: clock,
+      now: () => clock.now(),
+      random: seededRandom(9),
+    })
+    client = c
+    const watch = c.watchJob('job_AAAAAAAAAAAAAAAAAAAAAA')
+    await advanceUntil(clock, 100, () => polls >= 3, 'three polls')
+    expect(watch.connection).toBe('reconnecting')
   })
 })
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import signal
 import threading
+from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
 import httpx
@@ -15,6 +17,7 @@ import pytest
 from conftest import Server, spawn_worker, wait_for_line
 from jobwire import AsyncBackend, Backend, BatchLimits, JobContext, JobFailure, RetryableError, SyncJobContext, Worker, watch_job
 from jobwire.reducer import JobState
+from jobwire.worker import Backoff
 
 # A hang guard for waits on conditions, never a timing assertion: a healthy run takes a fraction of it.
 GUARD = 60.0
@@ -408,3 +411,45 @@ def test_sigterm_stops_gracefully_and_releases_the_lease_with_the_last_checkpoin
     # Released, not lost: back in the queue at once, with what the handler saved in its grace period.
     assert after["status"] == "queued"
     assert after["checkpoint"] == {"step": 2, "stoppedBy": "SIGTERM"}
+
+
+@dataclass(frozen=True)
+class TenMinutes(Backoff):
+    """Every retry waits ten minutes: a pause no stop may wait out."""
+
+    def delay(self, attempt: int, rand: Callable[[], float] = random.random) -> float:
+        return 600.0
+
+
+def test_stop_ends_the_signals_pause_of_a_worker_whose_server_is_gone(memory_server: Server) -> None:
+    """With the server gone, the signals long-poll pauses for its backoff between failures; stop()
+    waited for that pause to end (here ten minutes; up to ``Backoff.max``, 10 s by default) before it
+    resolved. The pause ends with the stop now."""
+    server = memory_server
+
+    async def scenario() -> None:
+        errors: list[str] = []
+        worker = Worker(server.url, server.api_key, poll_wait=1, backoff=TenMinutes(), on_error=lambda _error, operation, _job: errors.append(operation))
+        started = asyncio.Event()
+
+        @worker.handle("stuck")
+        async def stuck(job: Any, ctx: JobContext) -> None:
+            started.set()
+            await asyncio.sleep(3600)
+
+        await worker.start()
+        async with AsyncBackend(server.url, server.api_key) as backend:
+            await backend.create_job("stuck")
+        await asyncio.wait_for(started.wait(), GUARD)
+        server.process.kill()
+        server.process.wait()
+
+        async def signals_failed() -> None:
+            while "signals" not in errors:
+                await asyncio.sleep(0.05)
+
+        await asyncio.wait_for(signals_failed(), GUARD)
+        await asyncio.wait_for(worker.stop(timeout=0.5, grace=0.5), GUARD)
+        assert worker.state == "stopped"
+
+    asyncio.run(scenario())

@@ -257,6 +257,8 @@ class SignalWatch:
         self._loop_task: asyncio.Task[None] | None = None
         self._restart_queued = False
         self._closed = False
+        # Set by close(): ends a pause between polls at once (stop() waited out a backoff of up to its max).
+        self._closing = asyncio.Event()
 
     def add(self, run: JobRun) -> None:
         self._watched[run.id] = run
@@ -279,6 +281,7 @@ class SignalWatch:
 
     async def close(self) -> None:
         self._closed = True
+        self._closing.set()
         if self._request is not None:
             self._request[0].cancel()
         if self._loop_task is not None:
@@ -321,7 +324,7 @@ class SignalWatch:
             if error is not None:
                 failures += 1
                 self._on_error(error)
-                await asyncio.sleep(self._backoff.delay(failures))
+                await self._pause(self._backoff.delay(failures))
                 continue
             failures = 0
             signals = task.result()
@@ -335,7 +338,16 @@ class SignalWatch:
                     run.signalled(reason if reason in _SIGNAL_REASONS else "finished")
             # A server that does not hold the poll (a zero --poll-max-wait) must not be hammered.
             if not signals:
-                await asyncio.sleep(max(0.0, MIN_POLL - (loop.time() - sent_at)))
+                await self._pause(MIN_POLL - (loop.time() - sent_at))
+
+    async def _pause(self, seconds: float) -> None:
+        """Waits ``seconds``, or less when the watch closes meanwhile."""
+        if seconds <= 0:
+            return
+        try:
+            await asyncio.wait_for(self._closing.wait(), seconds)
+        except asyncio.TimeoutError:
+            pass
 
 
 def _completed_event(result: Any, max_value_bytes: int) -> dict[str, Any]:

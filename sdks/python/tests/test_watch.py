@@ -239,3 +239,44 @@ def test_a_server_that_does_not_hold_long_polls_is_asked_at_most_once_a_second(t
         stop_server(server)
     # Polls that found nothing go out at least a second apart (a little less, for the event loop's clock).
     assert polls <= elapsed / 0.99 + 1, f"{polls} polls in {elapsed:.2f} s"
+
+
+def test_a_server_that_accepts_and_never_answers_does_not_hold_the_watch() -> None:
+    """The SSE request's answer was awaited without a timeout (the client reads without one), so a
+    server that accepted the connection and hung held the watch for good on its first request. The
+    answer's head now counts against ``first_message_timeout``: SSE is tried again, then polling."""
+
+    async def scenario() -> list[str]:
+        held: list[asyncio.StreamWriter] = []
+
+        async def accept(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            held.append(writer)  # never answered
+
+        silent = await asyncio.start_server(accept, "127.0.0.1", 0)
+        port = silent.sockets[0].getsockname()[1]
+        paths: list[str] = []
+
+        async def record(request: httpx.Request) -> None:
+            paths.append(request.url.path)
+
+        async def follow(http: httpx.AsyncClient) -> None:
+            async for _ in watch_job(f"http://127.0.0.1:{port}", "job_AAAAAAAAAAAAAAAAAAAAAA", "any", first_message_timeout=0.5, max_retry_delay=0.5, client=http):
+                pass
+
+        try:
+            async with httpx.AsyncClient(event_hooks={"request": [record]}, timeout=httpx.Timeout(30.0, read=None)) as http:
+                following = asyncio.ensure_future(follow(http))
+                try:
+                    while not any(path.endswith("/events") for path in paths):
+                        assert not following.done(), following
+                        await asyncio.sleep(0.05)
+                finally:
+                    following.cancel()
+        finally:
+            for writer in held:
+                writer.transport.abort()
+            silent.close()
+        return paths
+
+    paths = asyncio.run(asyncio.wait_for(scenario(), GUARD))
+    assert [path.rsplit("/", 1)[-1] for path in paths[:3]] == ["stream", "stream", "events"]

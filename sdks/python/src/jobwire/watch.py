@@ -4,6 +4,7 @@ long-polling, folding events into the job's state with the same reducer as every
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from dataclasses import dataclass
 from typing import Any, AsyncGenerator, AsyncIterator, Iterator, Literal
@@ -143,11 +144,25 @@ class _Follower:
         self.done = is_terminal(self.state["status"])
         return Update("event", self.state, event)
 
+    def _silent(self, reason: str) -> Exception:
+        """Nothing at all within the first-message timeout: once, a failure to retry; twice in a row,
+        something holds the stream back (a buffering proxy): polling takes over."""
+        self.silent_streams += 1
+        if self.silent_streams >= 2:
+            return _Fallback()
+        return ConnectionFailedError("timeout", reason)
+
     async def sse(self) -> AsyncIterator[Update]:
         headers = {**_http.headers(self.endpoint.credential), "accept": "text/event-stream"}
         if self.position is not None:
             headers["last-event-id"] = str(self.position)
-        async with self.http.stream("GET", f"{self.endpoint.base}{self.path}/stream", headers=headers) as response:
+        async with contextlib.AsyncExitStack() as stack:
+            # The answer's head counts against the first-message timeout too: a server that accepted
+            # the connection and never answers held the watch for good (the client reads without a timeout).
+            try:
+                response = await asyncio.wait_for(stack.enter_async_context(self.http.stream("GET", f"{self.endpoint.base}{self.path}/stream", headers=headers)), self.first_timeout)
+            except asyncio.TimeoutError:
+                raise self._silent("the SSE stream was not answered") from None
             if not response.is_success:
                 await response.aread()
                 _http.answer_of(response)
@@ -168,11 +183,7 @@ class _Follower:
                     if got_message:
                         # Not even a heartbeat (the server sends one every 15 s): the connection is dead.
                         raise ConnectionFailedError("timeout", "the SSE stream went silent") from None
-                    # Nothing at all within the first-message timeout, twice: something buffers the stream.
-                    self.silent_streams += 1
-                    if self.silent_streams >= 2:
-                        raise _Fallback() from None
-                    raise ConnectionFailedError("timeout", "the SSE stream delivered nothing") from None
+                    raise self._silent("the SSE stream delivered nothing") from None
                 except StopAsyncIteration:
                     if self.done:
                         return

@@ -24,6 +24,13 @@ export interface ClientOptions extends EnvironmentOptions {
   heartbeatTimeoutMs?: number
   /** Time a new WebSocket or SSE stream has to deliver its first message, else it counts as blocked. Default 10 s. */
   firstMessageTimeoutMs?: number
+  /**
+   * Longest a one-shot request — `cancel` over HTTP, `listJobs`, `fetchResult`, `fetchCheckpoint` —
+   * waits for its whole answer before it rejects with `unavailable`: a server that accepted the
+   * connection and never answers would otherwise hold it as long as `fetch` waits (minutes in Node,
+   * without limit in a browser). Default 30 s.
+   */
+  requestTimeoutMs?: number
   /** While on a fallback, how often to try the preferred transport again. Default 60 s. */
   upgradeIntervalMs?: number
   /** How long an unwatched job (and an idle socket) is kept, so a quick re-watch (a remount) reuses it. Default 1 s. */
@@ -140,6 +147,7 @@ export class JobwireClient {
       heartbeatTimeoutMs: options.heartbeatTimeoutMs ?? null,
       sseHeartbeatTimeoutMs: 35_000,
       firstMessageTimeoutMs: options.firstMessageTimeoutMs ?? 10_000,
+      requestTimeoutMs: options.requestTimeoutMs ?? 30_000,
       upgradeIntervalMs: options.upgradeIntervalMs ?? 60_000,
       lingerMs: options.lingerMs ?? 1_000,
       maxRetries: options.maxRetries ?? Infinity,
@@ -285,8 +293,11 @@ export class JobwireClient {
     return watch
   }
 
-  /** Cancels a job: over the WebSocket when it is open, else `POST /v1/jobs/:id/cancel`. */
-  async cancel(jobId: string, reason?: string): Promise<void> {
+  /**
+   * Cancels a job: over the WebSocket when it is open, else `POST /v1/jobs/:id/cancel` (within
+   * `requestTimeoutMs`, and until `options.signal` aborts).
+   */
+  async cancel(jobId: string, reason?: string, options: { signal?: AbortSignal } = {}): Promise<void> {
     if (this.#link?.open === true && this.#mode === 'ws') {
       try {
         await this.#link.cancel(jobId, reason)
@@ -296,12 +307,44 @@ export class JobwireClient {
       }
     }
     const { token } = await this.#core.tokens.get({ scope: 'jobs', jobIds: [jobId] })
-    const response = await this.#core.env.fetch(this.#core.url(`/v1/jobs/${encodeURIComponent(jobId)}/cancel`), {
-      method: 'POST',
-      headers: { 'content-type': 'application/json', ...authHeaders(token) },
-      body: JSON.stringify((reason === undefined ? {} : { reason }) satisfies CancelRequest),
-    })
-    if (!response.ok) throw await errorOf(response)
+    const refused = await this.#oneShot(
+      this.#core.url(`/v1/jobs/${encodeURIComponent(jobId)}/cancel`),
+      {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', ...authHeaders(token) },
+        body: JSON.stringify((reason === undefined ? {} : { reason }) satisfies CancelRequest),
+      },
+      options.signal,
+      async (response) => (response.ok ? null : await errorOf(response)),
+    )
+    if (refused !== null) throw refused
+  }
+
+  /**
+   * One request and its whole answer (read by `read`), given up after `requestTimeoutMs` or when
+   * `signal` aborts: either rejects with a JobwireError (`unavailable` for no answer).
+   */
+  async #oneShot<T>(url: string, init: RequestInit, signal: AbortSignal | undefined, read: (response: Response) => Promise<T>): Promise<T> {
+    const { timers } = this.#core.env
+    const timeoutMs = this.#core.settings.requestTimeoutMs
+    const controller = new AbortController()
+    let timedOut = false
+    const timer = timers.setTimeout(() => {
+      timedOut = true
+      controller.abort()
+    }, timeoutMs)
+    const onAbort = (): void => controller.abort(signal?.reason)
+    if (signal?.aborted === true) onAbort()
+    else signal?.addEventListener('abort', onAbort, { once: true })
+    try {
+      return await read(await this.#core.env.fetch(url, { ...init, signal: controller.signal }))
+    } catch (error) {
+      if (timedOut) throw new JobwireError('unavailable', { reason: `no answer within ${timeoutMs} ms (requestTimeoutMs)` })
+      throw asJobwireError(error)
+    } finally {
+      timers.clearTimeout(timer)
+      signal?.removeEventListener('abort', onAbort)
+    }
   }
 
   /**
@@ -342,15 +385,14 @@ export class JobwireClient {
     const search = params.size > 0 ? `?${params}` : ''
     for (let attempt = 0; ; attempt++) {
       const credential = await this.#core.tokens.get(query.owner?.user === undefined ? { scope: 'user' } : { scope: 'user', owner: { tenant: query.owner.tenant, user: query.owner.user } })
-      const response = await this.#core.env
-        .fetch(this.#core.url(`/v1/jobs${search}`), {
-          headers: { accept: 'application/json', ...authHeaders(credential.token) },
-          cache: 'no-store',
-          ...(query.signal === undefined ? {} : { signal: query.signal }),
-        })
-        .catch((error: unknown) => Promise.reject(asJobwireError(error)))
-      if (response.ok) return (await response.json()) as JobListPage
-      const error = await errorOf(response)
+      const answer = await this.#oneShot(
+        this.#core.url(`/v1/jobs${search}`),
+        { headers: { accept: 'application/json', ...authHeaders(credential.token) }, cache: 'no-store' },
+        query.signal,
+        async (response) => (response.ok ? { page: (await response.json()) as JobListPage } : { error: await errorOf(response) }),
+      )
+      if (answer.error === undefined) return answer.page
+      const error = answer.error
       // The same policy as the streams: an expired token is renewed; a refused one only if it was not fresh.
       const renew = error.code === 'token_expired' || (!credential.fresh && (error.code === 'unauthorized' || error.code === 'invalid_token'))
       if (attempt > 0 || !renew) throw error
@@ -375,15 +417,14 @@ export class JobwireClient {
   async #fetchValue(jobId: string, which: 'result' | 'checkpoint', signal: AbortSignal | undefined): Promise<unknown> {
     for (let attempt = 0; ; attempt++) {
       const credential = await this.#core.tokens.get({ scope: 'jobs', jobIds: [jobId] })
-      const response = await this.#core.env
-        .fetch(this.#core.url(`/v1/jobs/${encodeURIComponent(jobId)}/${which}`), {
-          headers: { accept: 'application/json', ...authHeaders(credential.token) },
-          cache: 'no-store',
-          ...(signal === undefined ? {} : { signal }),
-        })
-        .catch((error: unknown) => Promise.reject(asJobwireError(error)))
-      if (response.ok) return ((await response.json()) as Partial<JobResult & JobCheckpoint>)[which] ?? null
-      const error = await errorOf(response)
+      const answer = await this.#oneShot(
+        this.#core.url(`/v1/jobs/${encodeURIComponent(jobId)}/${which}`),
+        { headers: { accept: 'application/json', ...authHeaders(credential.token) }, cache: 'no-store' },
+        signal,
+        async (response) => (response.ok ? { value: ((await response.json()) as Partial<JobResult & JobCheckpoint>)[which] ?? null } : { error: await errorOf(response) }),
+      )
+      if (answer.error === undefined) return answer.value
+      const error = answer.error
       const renew = error.code === 'token_expired' || (!credential.fresh && (error.code === 'unauthorized' || error.code === 'invalid_token'))
       if (attempt > 0 || !renew) throw error
       this.#core.tokens.invalidate(credential.token)

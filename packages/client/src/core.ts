@@ -12,6 +12,8 @@ export interface Settings {
   /** SSE with no heartbeat override: 2 × the server's default 15 s heartbeat + 5 s. */
   sseHeartbeatTimeoutMs: number
   firstMessageTimeoutMs: number
+  /** Longest a one-shot request (cancel, a list page, a result or checkpoint) waits for its whole answer. */
+  requestTimeoutMs: number
   upgradeIntervalMs: number
   lingerMs: number
   /** Failed attempts in a row after which a link stops retrying (`offline`); Infinity: never. */

@@ -8,7 +8,7 @@ import {
   type WsClientMessage,
   type WsServerMessage,
 } from '@jobwire/protocol'
-import { ConnectionStateMachine, type ConnectionState, type RetryState } from './connection.js'
+import { backoffDelay, ConnectionStateMachine, type ConnectionState, type RetryState } from './connection.js'
 import { asJobwireError, decide, Retry, type ClientCore } from './core.js'
 import type { TimerHandle, WebSocketLike } from './environment.js'
 import type { Carrier, JobFeed } from './job-feed.js'
@@ -45,6 +45,12 @@ export class WsLink {
   readonly connection = new ConnectionStateMachine()
   readonly #feeds = new Map<string, JobFeed>()
   readonly #resubscribeTimers = new Map<string, TimerHandle>()
+  /**
+   * Refused subscriptions in a row per job (none once one is accepted): the attempt of its
+   * backoff, so that a job whose token the server keeps refusing as expired is asked about less
+   * and less often, not every 0.5–2.5 s for good.
+   */
+  readonly #refusedInARow = new Map<string, number>()
   #user: UserFeedPeer | null = null
   #socket: WebSocketLike | null = null
   #connecting = false
@@ -177,6 +183,7 @@ export class WsLink {
     this.#retry.cancel()
     for (const timer of this.#resubscribeTimers.values()) this.core.env.timers.clearTimeout(timer)
     this.#resubscribeTimers.clear()
+    this.#refusedInARow.clear()
     this.#closeSocket(1000, 'client closed')
     this.#stopOnline()
   }
@@ -217,6 +224,7 @@ export class WsLink {
     const timer = this.#resubscribeTimers.get(feed.jobId)
     if (timer !== undefined) this.core.env.timers.clearTimeout(timer)
     this.#resubscribeTimers.delete(feed.jobId)
+    this.#refusedInARow.delete(feed.jobId)
     this.#jobCredentials.delete(feed.jobId)
     if (this.#welcomed && !feed.done) this.#send([{ type: 'unsubscribe', jobId: feed.jobId }])
     this.#idleCheck()
@@ -334,6 +342,7 @@ export class WsLink {
           return
         }
         feed.connection.set('live', 'over WebSocket')
+        this.#refusedInARow.delete(message.jobId)
         // Its token worked: a later refusal of it is worth one more getToken.
         const own = this.#jobCredentials.get(message.jobId)
         if (own?.fresh === true) this.#jobCredentials.set(message.jobId, { ...own, fresh: false })
@@ -488,7 +497,9 @@ export class WsLink {
         return
       case 'retry': {
         feed.connection.set('reconnecting', decision.reason)
-        const delay = decision.delayMs ?? this.core.settings.backoff.minMs + this.core.env.random() * this.core.settings.backoff.minMs * 4
+        const refused = this.#refusedInARow.get(feed.jobId) ?? 0
+        this.#refusedInARow.set(feed.jobId, refused + 1)
+        const delay = decision.delayMs ?? backoffDelay(refused, this.core.settings.backoff, this.core.env.random)
         const timer = this.core.env.timers.setTimeout(() => {
           this.#resubscribeTimers.delete(feed.jobId)
           if (this.#feeds.get(feed.jobId) === feed && this.#welcomed) this.#subscribe(feed)

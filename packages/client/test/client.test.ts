@@ -391,17 +391,7 @@ describe('the last transport allowed keeps trying when it does not get through',
   })
 
   it('polling a server that accepts connections and never answers: each poll is given up after the first-message timeout and tried again (it waited as long as fetch did)', async () => {
-    const held = new Set<TcpSocket>()
-    const silent = createTcpServer((socket) => {
-      held.add(socket)
-      socket.on('close', () => held.delete(socket))
-    })
-    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve))
-    cleanups.push(() => {
-      for (const socket of held) socket.destroy()
-      return new Promise<void>((resolve) => silent.close(() => resolve()))
-    })
-    const { port } = silent.address() as { port: number }
+    const { port } = await silentServer()
     let polls = 0
     const clock = new ManualTimers(Date.now())
     const c = createJobwireClient({
@@ -418,6 +408,44 @@ describe('the last transport allowed keeps trying when it does not get through',
     const watch = c.watchJob('job_AAAAAAAAAAAAAAAAAAAAAA')
     await advanceUntil(clock, 100, () => polls >= 3, 'three polls')
     expect(watch.connection).toBe('reconnecting')
+  })
+})
+
+/** A server that accepts connections and never answers (a stopped process, a half-open connection); closed after the test. */
+async function silentServer(): Promise<{ port: number; held: Set<TcpSocket> }> {
+  const held = new Set<TcpSocket>()
+  const silent = createTcpServer((socket) => {
+    held.add(socket)
+    socket.on('close', () => held.delete(socket))
+  })
+  await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve))
+  cleanups.push(() => {
+    for (const socket of held) socket.destroy()
+    return new Promise<void>((resolve) => silent.close(() => resolve()))
+  })
+  return { port: (silent.address() as { port: number }).port, held }
+}
+
+describe('one-shot requests to a server that accepts connections and never answers', () => {
+  it('cancel, listJobs, fetchResult and fetchCheckpoint reject with unavailable after requestTimeoutMs, and cancel when its signal aborts (they waited as long as fetch did)', async () => {
+    const { port, held } = await silentServer()
+    const c = createJobwireClient({ url: `http://127.0.0.1:${port}`, transports: ['poll'], getToken: () => 'any', requestTimeoutMs: 200 })
+    client = c
+    const jobId = 'job_AAAAAAAAAAAAAAAAAAAAAA'
+    const failure = (promise: Promise<unknown>): Promise<unknown> => promise.then(() => null, (error: unknown) => error)
+    for (const call of [() => c.cancel(jobId), () => c.listJobs(), () => c.fetchResult(jobId), () => c.fetchCheckpoint(jobId)]) {
+      const error = await failure(call())
+      expect(error).toBeInstanceOf(JobwireError)
+      expect(error).toMatchObject({ code: 'unavailable', details: { reason: 'no answer within 200 ms (requestTimeoutMs)' } })
+    }
+    // The caller's signal ends a cancel too, long before the timeout.
+    const patient = createJobwireClient({ url: `http://127.0.0.1:${port}`, transports: ['poll'], getToken: () => 'any', requestTimeoutMs: 600_000 })
+    cleanups.push(() => patient.close())
+    const aborting = new AbortController()
+    const cancelling = failure(patient.cancel(jobId, 'no longer needed', { signal: aborting.signal }))
+    await until(() => held.size >= 1, 'the cancel request to arrive')
+    aborting.abort()
+    expect(await cancelling).toMatchObject({ code: 'unavailable' })
   })
 })
 

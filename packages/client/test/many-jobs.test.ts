@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest'
 import { mintSubscriptionToken } from '@jobwire/backend'
 import { createJobwireClient, JobwireError, type JobState, type JobwireClient, type TokenRequest, type TransportName } from '@jobwire/client'
-import { recordingWebSocket, startTestServer, until, type TestServer } from './harness.js'
+import { advanceUntil, ManualTimers, recordingWebSocket, seededRandom, startTestServer, until, type TestServer } from './harness.js'
 
 /**
  * One client, many jobs, a credential per job: getToken is told which job a token is for, each
@@ -46,6 +46,50 @@ function perJobTokens(ttlSeconds: (jobId: string) => number = () => 600) {
     },
   }
 }
+
+describe('a job whose token the server keeps refusing as expired', () => {
+  it('over WebSocket: its resubscribes back off exponentially while the other job stays live (before: one every 0.5–2.5 s, for good)', async () => {
+    server = await startTestServer({ tokenSecret: secret })
+    const s = server
+    const stale = await createJob(s)
+    const fine = await createJob(s)
+    const asked = new Map<string, number>()
+    const getToken = (request: TokenRequest): string => {
+      if (request.scope !== 'jobs') throw new JobwireError('unauthorized')
+      const jobId = request.jobIds[0] as string
+      asked.set(jobId, (asked.get(jobId) ?? 0) + 1)
+      // For the one job, a cached token: minted an hour ago for a minute.
+      return jobId === stale.id ? mintSubscriptionToken({ secret, jobIds: [jobId], now: Date.now() - 3_600_000, ttlSeconds: 60 }).token : mintSubscriptionToken({ secret, jobIds: [jobId] }).token
+    }
+    const clock = new ManualTimers(Date.now())
+    client = createJobwireClient({
+      url: s.url,
+      transports: ['ws'],
+      getToken,
+      WebSocket: recordingWebSocket().WebSocket,
+      timers: clock,
+      now: () => clock.now(),
+      random: seededRandom(3),
+      // The server's heartbeats come in real time: the simulated minutes below must not count as its silence.
+      heartbeatTimeoutMs: 3_600_000,
+    })
+    const watch = client.watchJobs([stale.id, fine.id])
+    await advanceUntil(clock, 100, () => watch.states.has(fine.id) && (asked.get(stale.id) ?? 0) >= 2, 'the fine job watched and the stale one refused')
+    const before = asked.get(stale.id) ?? 0
+    // Two simulated minutes. Backoff from 0.5 s doubling to 20 s (full jitter) asks some 15 more
+    // times; a resubscribe every 0.5–2.5 s asked at least 48.
+    for (let step = 0; step < 240; step++) {
+      await clock.advance(500)
+      await new Promise((resolve) => setTimeout(resolve, 5))
+    }
+    const more = (asked.get(stale.id) ?? 0) - before
+    expect(more).toBeGreaterThan(3)
+    expect(more).toBeLessThan(30)
+    expect(watch.watches.find((one) => one.jobId === fine.id)?.connection).toBe('live')
+    expect(watch.watches.find((one) => one.jobId === stale.id)?.connection).toBe('reconnecting')
+    watch.stop()
+  })
+})
 
 describe('per-job tokens over one WebSocket', () => {
   it('watches 50 jobs under 50 per-job tokens on one socket; getToken is asked once per job, with its id', async () => {

@@ -12,6 +12,7 @@ import pytest
 
 from conftest import TOKEN_SECRET, Server, start_server, stop_server
 from jobwire import AsyncBackend, Backend, NotFoundError, Update, follow_job, mint_subscription_token, watch_job
+from jobwire import watch as watch_module
 
 GUARD = 60.0
 
@@ -76,6 +77,19 @@ class CuttableProxy:
             self._server.close()
 
 
+async def follow_over_sse(url: str, job_id: str, credential: str) -> tuple[asyncio.Queue[Update], asyncio.Future[None]]:
+    """Watches a job over SSE in the background, each update put on the queue; returns once the snapshot came."""
+    seen = asyncio.Queue[Update]()
+
+    async def follow() -> None:
+        async for update in watch_job(url, job_id, credential, transport="sse"):
+            seen.put_nowait(update)
+
+    following = asyncio.ensure_future(asyncio.wait_for(follow(), GUARD))
+    await asyncio.wait_for(seen.get(), GUARD)  # the snapshot
+    return seen, following
+
+
 @pytest.mark.parametrize("transport", ["sse", "poll"])
 def test_a_1000_event_chunk_stream_arrives_in_order(server: Server, transport: str) -> None:
     async def scenario() -> None:
@@ -112,14 +126,7 @@ def test_resumes_exactly_after_a_dropped_connection_with_last_event_id(memory_se
         via = await proxy.start()
         async with AsyncBackend(server.url, server.api_key) as backend:
             job = await backend.create_job("dictation", dispatch=False)
-            seen = asyncio.Queue[Update]()
-
-            async def follow() -> None:
-                async for update in watch_job(via, job["id"], server.api_key, transport="sse"):
-                    seen.put_nowait(update)
-
-            following = asyncio.ensure_future(asyncio.wait_for(follow(), GUARD))
-            await asyncio.wait_for(seen.get(), GUARD)  # the snapshot
+            seen, following = await follow_over_sse(via, job["id"], server.api_key)
             await backend.report(job["id"], [{"type": "chunk", "text": f"a{i} "} for i in range(5)])
             before = [await asyncio.wait_for(seen.get(), GUARD) for _ in range(6)]  # started + 5 chunks
             last_seq = before[-1].state["seq"]
@@ -138,6 +145,40 @@ def test_resumes_exactly_after_a_dropped_connection_with_last_event_id(memory_se
         assert [update.state["seq"] for update in after] == list(range(last_seq + 1, last_seq + 7))
         assert after[-1].state["text"] == "".join(f"a{i} " for i in range(5)) + "".join(f"b{i} " for i in range(5))
         assert after[-1].state["result"] == "ok" and after[-1].state["seq"] == final["seq"]
+
+    asyncio.run(scenario())
+
+
+def test_each_drop_after_a_working_stream_backs_off_as_a_first_failure(memory_server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A long watch whose stream works and drops now and then: every reconnect waits a first retry's
+    delay, not one growing with every drop of the watch's life (up to max_retry_delay each)."""
+    server = memory_server
+    attempts: list[int] = []
+    original = watch_module._Follower.backoff
+
+    async def recording(self: Any, error: BaseException) -> None:
+        attempts.append(self.failures + 1)
+        await original(self, error)
+
+    monkeypatch.setattr(watch_module._Follower, "backoff", recording)
+
+    async def scenario() -> None:
+        proxy = CuttableProxy(server.url)
+        via = await proxy.start()
+        async with AsyncBackend(server.url, server.api_key) as backend:
+            job = await backend.create_job("dictation", dispatch=False)
+            seen, following = await follow_over_sse(via, job["id"], server.api_key)
+            for drop in range(4):
+                await backend.report(job["id"], [{"type": "chunk", "text": f"{drop} "}])
+                await asyncio.wait_for(seen.get(), GUARD)  # the stream delivered: it works
+                if drop == 0:
+                    await asyncio.wait_for(seen.get(), GUARD)  # the implicit start came first
+                proxy.cut()
+            await backend.report(job["id"], [{"type": "completed", "result": "ok"}])
+            await following
+        await proxy.close()
+        assert len(attempts) >= 4
+        assert attempts == [1] * len(attempts)
 
     asyncio.run(scenario())
 

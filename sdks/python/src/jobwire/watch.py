@@ -192,6 +192,9 @@ class _Follower:
                     if data:
                         got_message = True
                         self.silent_streams = 0
+                        # The stream works: a drop after this is a first failure again, not one more
+                        # in a row (each reconnect of a long watch waited the longest delay before).
+                        self.failures = 0
                         update = self._frame(event_name, "\n".join(data))
                         if update is not None:
                             yield update
@@ -199,6 +202,7 @@ class _Follower:
                     continue
                 if line.startswith(":"):
                     got_message = True  # a heartbeat: the stream is live
+                    self.failures = 0
                     continue
                 field, _, value = line.partition(":")
                 value = value[1:] if value.startswith(" ") else value

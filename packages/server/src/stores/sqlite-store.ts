@@ -220,12 +220,11 @@ export class SqliteStore extends InProcessStore implements core.Store {
     // Commits only write the WAL; its fsync (for `full`) and the checkpoints run off the loop.
     db.pragma('synchronous = NORMAL')
     db.pragma('busy_timeout = 5000')
-    // A 4 MiB page cache (better-sqlite3 builds SQLite with 16 MiB). B-tree balancing renumbers
-    // pages through the lock-byte page's number, which leaves the cache's highest key there, so a
-    // commit after a page split walks the whole cache to drop pages past the file's end: 3.6 % of
-    // the server's CPU with 16 MiB at 16 workers, 0.9 % with 4 MiB (perf), and 4 MiB still holds
-    // what 1,000 jobs' writes touch (bench/sqlite-writes.mjs, fleet shape: no more reads, no more CPU).
-    db.pragma('cache_size = -4096')
+    // The page cache stays better-sqlite3's 16 MiB. A commit after a b-tree split walks all of it
+    // (SQLite's balancing renumbers pages through the lock-byte page's number, which leaves the
+    // cache's highest key there): 3.6 % of the server's CPU for trivial jobs at 16 workers, 0.9 %
+    // with 4 MiB. But the fleet's working set (a log and a text page per running job: ~2,200 pages
+    // for 1,000 jobs) no longer fits in 4 MiB, and its latency rose (docs/benchmarks.md).
     // When a group's writes run in savepoints (#runGroup), its statement journal (the pages they
     // may roll back) soon outgrows SQLite's 64 KiB in-memory default: spilled, it cost a temp file
     // (create, writes, unlink) per group and ~4 writes per job.

@@ -1,6 +1,6 @@
 import { JobwireError, type CancelRequest, type JobCheckpoint, type JobPage, type JobResult, type JobState, type JobStatus, type JobSummary, type Owner } from '@jobwire/protocol'
 import { ConnectionStateMachine, type BackoffOptions, type ConnectionState, type RetryState, type StateChange } from './connection.js'
-import { asJobwireError, authHeaders, errorOf, type ClientCore, type Settings } from './core.js'
+import { asJobwireError, authHeaders, errorOf, timeBox, type ClientCore, type Settings } from './core.js'
 import { resolveEnvironment, type EnvironmentOptions, type TimerHandle } from './environment.js'
 import { JobFeed, type FeedListener, type JobUpdate, type TransportName } from './job-feed.js'
 import { MyJobsFeed, type MyJobsListener } from './my-jobs.js'
@@ -162,15 +162,14 @@ export class JobwireClient {
       fatal: (error) => this.#fatal(error),
       online: () => env.online.isOnline(),
       reachable: async () => {
-        const controller = new AbortController()
-        const timer = env.timers.setTimeout(() => controller.abort(), settings.firstMessageTimeoutMs)
+        const box = timeBox(env.timers, settings.firstMessageTimeoutMs)
         try {
-          await env.fetch(`${base}/healthz`, { signal: controller.signal, cache: 'no-store' })
+          await env.fetch(`${base}/healthz`, { signal: box.controller.signal, cache: 'no-store' })
           return true
         } catch {
           return false
         } finally {
-          env.timers.clearTimeout(timer)
+          box.clear()
         }
       },
       onOnline: (listener) => env.online.subscribe(listener),
@@ -325,25 +324,15 @@ export class JobwireClient {
    * `signal` aborts: either rejects with a JobwireError (`unavailable` for no answer).
    */
   async #oneShot<T>(url: string, init: RequestInit, signal: AbortSignal | undefined, read: (response: Response) => Promise<T>): Promise<T> {
-    const { timers } = this.#core.env
     const timeoutMs = this.#core.settings.requestTimeoutMs
-    const controller = new AbortController()
-    let timedOut = false
-    const timer = timers.setTimeout(() => {
-      timedOut = true
-      controller.abort()
-    }, timeoutMs)
-    const onAbort = (): void => controller.abort(signal?.reason)
-    if (signal?.aborted === true) onAbort()
-    else signal?.addEventListener('abort', onAbort, { once: true })
+    const box = timeBox(this.#core.env.timers, timeoutMs, signal)
     try {
-      return await read(await this.#core.env.fetch(url, { ...init, signal: controller.signal }))
+      return await read(await this.#core.env.fetch(url, { ...init, signal: box.controller.signal }))
     } catch (error) {
-      if (timedOut) throw new JobwireError('unavailable', { reason: `no answer within ${timeoutMs} ms (requestTimeoutMs)` })
+      if (box.timedOut()) throw new JobwireError('unavailable', { reason: `no answer within ${timeoutMs} ms (requestTimeoutMs)` })
       throw asJobwireError(error)
     } finally {
-      timers.clearTimeout(timer)
-      signal?.removeEventListener('abort', onAbort)
+      box.clear()
     }
   }
 

@@ -1,6 +1,6 @@
 import { JobwireError, type ErrorResponse } from '@jobwire/protocol'
 import { backoffDelay, type BackoffOptions, type RetryState } from './connection.js'
-import type { Environment, TimerHandle } from './environment.js'
+import type { Environment, TimerHandle, Timers } from './environment.js'
 import type { JobFeed, TransportName } from './job-feed.js'
 import type { TokenSource } from './tokens.js'
 
@@ -92,6 +92,32 @@ export async function errorOf(response: Response): Promise<JobwireError> {
   if (response.status === 401) return new JobwireError('unauthorized')
   if (response.status === 404) return new JobwireError('route_not_found', { method: 'GET', url: response.url })
   return new JobwireError('unavailable', { reason: `HTTP ${response.status}` })
+}
+
+/**
+ * An abort controller for one request that also aborts after `timeoutMs` (and when `signal`, the
+ * caller's, does): a server that accepted the connection and never answers holds a `fetch` for
+ * minutes in Node and without limit in a browser. `timedOut()` says whether the time ran out;
+ * `clear()` once the answer is read.
+ */
+export function timeBox(timers: Timers, timeoutMs: number, signal?: AbortSignal): { controller: AbortController; timedOut(): boolean; clear(): void } {
+  const controller = new AbortController()
+  let timedOut = false
+  const timer = timers.setTimeout(() => {
+    timedOut = true
+    controller.abort()
+  }, timeoutMs)
+  const onAbort = (): void => controller.abort(signal?.reason)
+  if (signal?.aborted === true) onAbort()
+  else signal?.addEventListener('abort', onAbort, { once: true })
+  return {
+    controller,
+    timedOut: () => timedOut,
+    clear: () => {
+      timers.clearTimeout(timer)
+      signal?.removeEventListener('abort', onAbort)
+    },
+  }
 }
 
 export function asJobwireError(error: unknown): JobwireError {

@@ -1,5 +1,5 @@
 import type { JobwireError, PollResponse } from '@jobwire/protocol'
-import { asJobwireError, authHeaders, errorOf } from './core.js'
+import { asJobwireError, authHeaders, errorOf, timeBox } from './core.js'
 import { HttpCarrier } from './http-carrier.js'
 import type { TimerHandle } from './environment.js'
 
@@ -48,24 +48,17 @@ export class PollCarrier extends HttpCarrier {
     if (this.#round !== round) return
     const after = this.feed.position
     const path = `/v1/jobs/${encodeURIComponent(this.feed.jobId)}/events${after === undefined ? '' : `?after=${after}`}`
-    const controller = new AbortController()
-    this.#abort = controller
     // A poll is answered at once: one that is not within the first-message timeout (a server that
     // accepted the connection and hangs, a proxy that holds it) is given up and tried again, as a
-    // stream would be. Without this it waited as long as the platform let it: minutes in Node,
-    // with no limit at all in a browser.
-    const { timers } = this.core.env
+    // stream would be.
     const timeoutMs = this.core.settings.firstMessageTimeoutMs
-    let timedOut = false
-    const timer = timers.setTimeout(() => {
-      timedOut = true
-      controller.abort()
-    }, timeoutMs)
+    const box = timeBox(this.core.env.timers, timeoutMs)
+    this.#abort = box.controller
     let body: PollResponse
     try {
       const response = await this.core.env.fetch(this.core.url(path), {
         headers: { accept: 'application/json', ...authHeaders(credential.token) },
-        signal: controller.signal,
+        signal: box.controller.signal,
         cache: 'no-store',
       })
       if (this.#round !== round) return
@@ -78,11 +71,11 @@ export class PollCarrier extends HttpCarrier {
     } catch (error) {
       if (this.#round !== round) return
       this.#abort = null
-      this.feed.connection.set('reconnecting', timedOut ? `no answer to a poll within ${timeoutMs} ms` : `network: ${asJobwireError(error).message}`)
+      this.feed.connection.set('reconnecting', box.timedOut() ? `no answer to a poll within ${timeoutMs} ms` : `network: ${asJobwireError(error).message}`)
       this.retry.schedule()
       return
     } finally {
-      timers.clearTimeout(timer)
+      box.clear()
     }
     if (this.#round !== round) return
     this.#abort = null

@@ -470,10 +470,11 @@ export class RedisCommits {
     const bodies = events.map((event) => JSON.stringify(event))
     const message = `[${bodies.join(',')}]`
     const ver = String(1 + Math.floor(Math.random() * 2 ** 52))
-    // What the compare-and-set finds stored is `before`'s: values the same as it are sent as
-    // `unchanged`, and the script leaves them and their index entries alone.
-    const leaseJson = lease === null ? '' : JSON.stringify(lease)
-    const leaseArg = lease === before.lease || leaseJson === (before.lease === null ? '' : JSON.stringify(before.lease)) ? unchanged : leaseJson
+    // What the compare-and-set finds stored is `before`'s: what is the same as it is sent as
+    // `unchanged`, and the script leaves it and its index entries alone. A lease the plan left as it
+    // was is the same object (core.applyPlan); timers are compared by their JSON, since every event
+    // of a job with deadlines makes a new (often equal) timers object.
+    const leaseArg = lease === before.lease ? unchanged : lease === null ? '' : JSON.stringify(lease)
     const leaseExpiry = leaseExpiryOf(lease)
     const [timersJson, timersNext] = timerArgs(timers)
     const timerArgsNow = timers === before.timers || timersJson === timerArgs(before.timers)[0] ? [unchanged, ''] : [timersJson, timersNext]

@@ -249,9 +249,10 @@ export class JobwireClient {
     )
     for (const watch of watches) if (watch.state !== null) states.set(watch.jobId, watch.state)
     const stop = (): void => {
+      stopOnAbort()
       for (const watch of watches) watch.stop()
     }
-    options.signal?.addEventListener('abort', stop, { once: true })
+    const stopOnAbort = onAbort(options.signal, stop)
     return { jobIds: unique, states, watches, stop }
   }
 
@@ -283,12 +284,13 @@ export class JobwireClient {
       stop() {
         if (stopped) return
         stopped = true
+        stopOnAbort()
         feed.listeners.delete(listener)
         stopConnection()
         release()
       },
     }
-    options.signal?.addEventListener('abort', () => watch.stop(), { once: true })
+    const stopOnAbort = onAbort(options.signal, () => watch.stop())
     return watch
   }
 
@@ -643,6 +645,8 @@ class Watch implements JobWatch {
   readonly #listener: FeedListener
   /** Wakes each iteration waiting in `next()`, so that `stop()` (or the client closing) ends it. */
   readonly #wakers = new Set<() => void>()
+  /** Takes the watch's listener off the caller's signal. */
+  readonly #stopOnAbort: () => void
 
   constructor(
     private readonly client: JobwireClient,
@@ -665,7 +669,7 @@ class Watch implements JobWatch {
         if (feed.done) options.onEnd?.(feed.error)
       })
     }
-    options.signal?.addEventListener('abort', () => this.stop(), { once: true })
+    this.#stopOnAbort = onAbort(options.signal, () => this.stop())
   }
 
   get jobId(): string {
@@ -703,6 +707,7 @@ class Watch implements JobWatch {
   /** Nothing more comes to this watch: iterations waiting for a state end. */
   #halt(): void {
     this.#stopped = true
+    this.#stopOnAbort()
     for (const wake of [...this.#wakers]) wake()
   }
 
@@ -755,6 +760,22 @@ class Watch implements JobWatch {
       },
     }
   }
+}
+
+/**
+ * Calls `stop` when `signal` aborts (at once if it has), and returns what takes the listener off
+ * again. A watch that stops takes it off: an app that gives every watch one long-lived signal (its
+ * own shutdown, a page's) left a listener on it per job watched, and with it the watch and its
+ * job's last state, for as long as the signal lived.
+ */
+function onAbort(signal: AbortSignal | undefined, stop: () => void): () => void {
+  if (signal === undefined) return () => {}
+  if (signal.aborted) {
+    queueMicrotask(stop)
+    return () => {}
+  }
+  signal.addEventListener('abort', stop, { once: true })
+  return () => signal.removeEventListener('abort', stop)
 }
 
 function sameOwner(a: Owner | undefined, b: Owner | undefined): boolean {

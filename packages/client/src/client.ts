@@ -352,6 +352,7 @@ export class JobwireClient {
       // Only lingering: forget it, so the next watch starts from the server's state.
       this.#unlinger(feed)
       this.#feeds.delete(jobId)
+      this.#core.tokens.forget(jobId)
       return false
     }
     feed.reopen()
@@ -471,7 +472,9 @@ export class JobwireClient {
       this.#lingering.delete(feed)
       if (feed.holders > 0 || feed.inMyJobs) return
       feed.detach()
-      if (this.#feeds.get(feed.jobId) === feed) this.#feeds.delete(feed.jobId)
+      if (this.#feeds.get(feed.jobId) !== feed) return
+      this.#feeds.delete(feed.jobId)
+      this.#core.tokens.forget(feed.jobId)
     }, this.#core.settings.lingerMs)
     this.#lingering.set(feed, timer)
   }

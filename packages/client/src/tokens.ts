@@ -31,6 +31,9 @@ function isRefusal(error: unknown): boolean {
 /** Seconds of `exp` margin: a token this close to expiry is not used for a new connection. */
 const expiryMarginMs = 5_000
 
+/** Per-job tokens cached before the first sweep of expired ones; after, twice what a sweep left. */
+const firstSweepAt = 256
+
 /** A credential as the client uses it. `fresh`: it came from getToken for this very request, so a refusal of it is final. */
 export interface Credential {
   token: string | null
@@ -55,6 +58,8 @@ interface Cached {
 export class TokenSource {
   #general: Cached | null = null
   readonly #perJob = new Map<string, Cached>()
+  /** The size of `#perJob` at which expired tokens are swept out next. */
+  #sweepAt = firstSweepAt
   #perJobSeen = false
   readonly #pending = new Map<string, Promise<Cached>>()
 
@@ -95,6 +100,20 @@ export class TokenSource {
     }
   }
 
+  /**
+   * Forgets the per-job token of `jobId`: the client no longer follows the job. The cache holds
+   * the jobs in use, not every job this client ever watched (a dashboard's thousands, one after
+   * another); watching the job again asks getToken again.
+   */
+  forget(jobId: string): void {
+    this.#perJob.delete(jobId)
+  }
+
+  /** Jobs with a per-job token cached (tests). */
+  get cachedJobs(): number {
+    return this.#perJob.size
+  }
+
   /** Forgets `token` (the server refused it or said it expires), so the next `get` asks again. */
   invalidate(token: string | null): void {
     if (token === null) return
@@ -127,8 +146,20 @@ export class TokenSource {
     else {
       this.#perJobSeen = true
       for (const jobId of jobIds) this.#perJob.set(jobId, cached)
+      if (this.#perJob.size >= this.#sweepAt) this.#sweepExpired()
     }
     return cached
+  }
+
+  /**
+   * Drops the per-job tokens too close to expiry to be used again. Tokens asked for one request
+   * (a cancel, a result) of a job that is not watched are never forgotten otherwise; swept each
+   * time the cache has doubled, the work stays proportional to what is added.
+   */
+  #sweepExpired(): void {
+    const now = this.env.now()
+    for (const [jobId, cached] of this.#perJob) if (cached.expiresAt !== null && cached.expiresAt - expiryMarginMs <= now) this.#perJob.delete(jobId)
+    this.#sweepAt = Math.max(firstSweepAt, 2 * this.#perJob.size)
   }
 }
 

@@ -306,5 +306,12 @@ function runAt(deadline: number, fn: () => void): () => void {
     timer.unref()
   }
   arm()
-  return () => clearTimeout(timer)
+  return () => {
+    // Ref'd as it is cleared: Node drops the list of a timer's duration when its last timer goes
+    // only for ref'd timers. Each of these has a duration of its own (to the ms of its `exp`), so
+    // every stream that closed left an empty list (~180 bytes) until its token would have expired,
+    // hours or days on: a node serving many streams under long-lived tokens grew for as long.
+    timer.ref()
+    clearTimeout(timer)
+  }
 }

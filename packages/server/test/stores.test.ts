@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process'
-import { existsSync, statSync } from 'node:fs'
+import { closeSync, existsSync, openSync, readSync, statSync } from 'node:fs'
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import type { StreamMessage } from '@jobwire/protocol'
 import { defaultCoreLimits, defaultRetention, Dispatcher, JobService, MemoryStore, SqliteStore, type Retention } from '@jobwire/server'
 import Database from 'better-sqlite3'
+import { Checkpointer } from '../src/stores/sqlite-wal.js'
 import { describeStoreConformance } from './store-conformance.js'
 
 describeStoreConformance('memory', ({ retention }) => new MemoryStore(retention === undefined ? {} : { retention }))
@@ -163,6 +164,36 @@ describe('SqliteStore: the WAL is synced and checkpointed off the event loop', (
       expect(job?.text.length).toBe(150 * 200)
     }
     await reopened.close()
+  })
+
+  it('the commit a catch-up held starts the WAL over, so the one after it is not held again for the old size', async () => {
+    const path = join(dir, 'held.db')
+    const db = new Database(path)
+    db.pragma('journal_mode = WAL')
+    db.pragma('wal_autocheckpoint = 0')
+    db.exec('CREATE TABLE t (x TEXT)')
+    // One commit of some 60 pages: over a bound of 16.
+    db.prepare('INSERT INTO t SELECT ? FROM (WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 60) SELECT i FROM n)').run('x'.repeat(3000))
+    const checkpointer = new Checkpointer(path, { intervalMs: 60_000, catchUpPages: 16, catchUpCommits: 1_000 })
+    try {
+      // A checkpoint after the commit (none ran before), then the hold: the first reports the WAL over its bound.
+      checkpointer.committed()
+      await checkpointer.catchUp()
+      // The held commit, made now, starts the WAL over (SQLite does when the WAL was copied in full).
+      db.prepare('INSERT INTO t VALUES (?)').run('y')
+      checkpointer.committed()
+      const walHeader = Buffer.alloc(16)
+      const fd = openSync(`${path}-wal`, 'r')
+      readSync(fd, walHeader, 0, 16, 0)
+      closeSync(fd)
+      expect(walHeader.readUInt32BE(12)).toBe(1) // the WAL's checkpoint sequence: started over once
+      // The next commit goes ahead. It used to be held again, for the size the WAL had before (a
+      // second wait for every catch-up).
+      expect(checkpointer.behind).toBe(false)
+    } finally {
+      await checkpointer.close()
+      db.close()
+    }
   })
 
   it('with synchronous normal, writes commit and publish the same way (no fsync), and survive reopen', async () => {

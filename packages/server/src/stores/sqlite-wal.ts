@@ -122,6 +122,8 @@ export class Checkpointer {
   #commits = 0
   #commitsAtStart = 0
   #waiting: (() => void)[] = []
+  /** A held commit waits for the checkpoint now running: nothing is committed while it runs. */
+  #holding = false
   #closed: Promise<void> | null = null
   #exited = false
 
@@ -141,7 +143,10 @@ export class Checkpointer {
       // the loop run dry, and the process exit with close() unresolved and the database open.
       if (this.#closed === null) this.#worker.unref()
       this.#lastEnded = Date.now()
-      this.#log = message.log
+      // A held commit's checkpoint copied the whole WAL with nothing committed meanwhile: that
+      // commit starts the WAL over, so the old size must not hold the commit after it too.
+      this.#log = this.#holding ? 0 : message.log
+      this.#holding = false
       this.#commits -= this.#commitsAtStart
       const waiting = this.#waiting
       this.#waiting = []
@@ -170,16 +175,14 @@ export class Checkpointer {
   /** Resolves when a checkpoint that started after this call has ended (nothing was committed meanwhile). */
   catchUp(): Promise<void> {
     return new Promise((resolve) => {
-      if (this.#busy) {
-        // The running one started before: wait for it, then one more.
-        this.#waiting.push(() => {
-          this.#waiting.push(resolve)
-          this.#run()
-        })
-      } else {
+      const hold = (): void => {
         this.#waiting.push(resolve)
+        this.#holding = true
         this.#run()
       }
+      // The running one started before: wait for it, then one more.
+      if (this.#busy) this.#waiting.push(hold)
+      else hold()
     })
   }
 

@@ -8,6 +8,7 @@ import { createJobwireClient, JobwireError, type ConnectionState, type JobState,
 import {
   advanceUntil,
   comparable,
+  createJob,
   createJsonClient,
   makeTempDir,
   ManualTimers,
@@ -46,12 +47,6 @@ const secret = 'client-test-token-secret-0123456789abcdef'
 const ann = { tenant: 'acme', user: 'ann' }
 /** A user token for ann, minted as her app's backend would. */
 const annToken = (): string => mintSubscriptionToken({ secret, ...ann, ttlSeconds: 600 }).token
-
-async function createJob(s: TestServer, body: Record<string, unknown> = {}): Promise<JobState> {
-  const answer = await s.api.call<JobState>('POST', '/v1/jobs', { type: 'test', dispatch: false, ...body })
-  expect(answer.status).toBe(201)
-  return answer.body
-}
 
 async function append(s: { api: TestServer['api'] }, jobId: string, events: unknown[]): Promise<void> {
   const answer = await s.api.call('POST', `/v1/jobs/${jobId}/events`, { events })

@@ -5,9 +5,11 @@
 import { createServer, request } from 'node:http'
 import type { AddressInfo, Socket } from 'node:net'
 import WebSocket from 'ws'
+import { expect } from 'vitest'
 import type { JobState } from '@jobwire/protocol'
 import type { OnlineSource, WebSocketConstructor } from '@jobwire/client'
 import type { ManualTimers } from '../../../test/support/manual-timers.js'
+import type { TestServer } from '../../server/test/fixtures.js'
 
 export { createJsonClient, makeTempDir, seededRandom, sleep, startTestServer, testApiKey, type TestServer } from '../../server/test/fixtures.js'
 export { startServer } from '../../server/src/server.js'
@@ -46,6 +48,13 @@ export async function advanceUntil(clock: ManualTimers, stepMs: number, predicat
     await clock.advance(stepMs)
     await new Promise((resolve) => setTimeout(resolve, 10))
   }
+}
+
+/** A job of type `test` that no worker claims (`body` adds to or overrides that), created over the API. */
+export async function createJob(server: TestServer, body: Record<string, unknown> = {}): Promise<JobState> {
+  const answer = await server.api.call<JobState>('POST', '/v1/jobs', { type: 'test', dispatch: false, ...body })
+  expect(answer.status).toBe(201)
+  return answer.body
 }
 
 /** The job as the server sees it (its own reducer's state). */

@@ -4,7 +4,7 @@ import { mintSubscriptionToken } from '@jobwire/backend'
 import { createJobwireClient, type JobState, type JobwireClient, type TokenRequest, type TransportName } from '@jobwire/client'
 import { TokenSource } from '../src/tokens.js'
 import type { Environment } from '../src/environment.js'
-import { recordingWebSocket, startTestServer, until, type TestServer } from './harness.js'
+import { createJob, recordingWebSocket, startTestServer, until, type TestServer } from './harness.js'
 import { within } from '../../../test/support/wait.js'
 
 /**
@@ -21,12 +21,6 @@ afterEach(async () => {
   await server?.close()
   server = null
 })
-
-async function createJob(s: TestServer, body: Record<string, unknown> = {}): Promise<JobState> {
-  const answer = await s.api.call<JobState>('POST', '/v1/jobs', { type: 'test', dispatch: false, ...body })
-  expect(answer.status).toBe(201)
-  return answer.body
-}
 
 async function complete(s: TestServer, jobId: string): Promise<void> {
   const answer = await s.api.call('POST', `/v1/jobs/${jobId}/events`, { events: [{ type: 'progress', percent: 50 }, { type: 'completed', result: 1 }] })

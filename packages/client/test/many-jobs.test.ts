@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest'
 import { mintSubscriptionToken } from '@jobwire/backend'
 import { createJobwireClient, JobwireError, type JobState, type JobwireClient, type TokenRequest, type TransportName } from '@jobwire/client'
-import { advanceUntil, ManualTimers, recordingWebSocket, seededRandom, startTestServer, until, type TestServer } from './harness.js'
+import { advanceUntil, createJob, ManualTimers, recordingWebSocket, seededRandom, startTestServer, until, type TestServer } from './harness.js'
 
 /**
  * One client, many jobs, a credential per job: getToken is told which job a token is for, each
@@ -18,12 +18,6 @@ afterEach(async () => {
   await server?.close()
   server = null
 })
-
-async function createJob(s: TestServer, body: Record<string, unknown> = {}): Promise<JobState> {
-  const answer = await s.api.call<JobState>('POST', '/v1/jobs', { type: 'test', dispatch: false, ...body })
-  expect(answer.status).toBe(201)
-  return answer.body
-}
 
 async function append(s: TestServer, jobId: string, events: unknown[]): Promise<void> {
   const answer = await s.api.call('POST', `/v1/jobs/${jobId}/events`, { events })

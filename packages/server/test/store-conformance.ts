@@ -1565,6 +1565,98 @@ export function describeStoreConformance(name: string, makeStore: MakeStore, cle
         expect(new Set(owners.values()).size).toBeGreaterThan(1)
       })
 
+      /** `store`, counting the claims it has answered (each one a transaction on SQLite, a script on Redis). */
+      function countingClaims(store: Store): { store: Store; claims: () => number } {
+        let claims = 0
+        const counted = new Proxy(store, {
+          get(target, key) {
+            if (key === 'claim') {
+              return (...args: Parameters<Store['claim']>) =>
+                target.claim(...args).finally(() => {
+                  claims++
+                })
+            }
+            const value: unknown = Reflect.get(target, key, target)
+            return typeof value === 'function' ? (value as (...args: unknown[]) => unknown).bind(target) : value
+          },
+        })
+        return { store: counted, claims: () => claims }
+      }
+
+      it('a job entering the queue goes to the claim that has waited longest, and wakes one more at most — not every waiting claim', async () => {
+        const { store: inner } = await open()
+        const { store, claims } = countingClaims(inner)
+        // No periodic look during the test: every look counted is a signal's.
+        const dispatcher = new Dispatcher(new JobService(store, defaultCoreLimits), Date.now, { claimRecheckMs: 3_600_000 })
+        const stops = Array.from({ length: 12 }, () => new AbortController())
+        const waiting: Promise<Claimed[]>[] = []
+        for (const [w, stop] of stops.entries()) {
+          waiting.push(dispatcher.claimMany({ types: ['herd'], worker: `w${w}`, leaseMs: 60_000, waitMs: 60_000, signal: stop.signal }))
+          // One at a time, so the order they wait in is known: each has looked once before the next comes.
+          await vi.waitFor(() => expect(claims()).toBe(w + 1))
+        }
+        const before = claims()
+        const { job } = await new JobService(inner, defaultCoreLimits).createJob({ type: 'herd' })
+        const first = await Promise.race(waiting.map((claim, w) => claim.then((claimed) => ({ w, claimed }))))
+        expect(first.w).toBe(0)
+        expect(first.claimed.map((c) => c.job.id)).toEqual([job.id])
+        // The woken claim's own look, and the next claim's (the job left the queue, and the woken
+        // claim took all it asked for): on Redis the two signals may each wake one.
+        await vi.waitFor(() => expect(claims() - before).toBeGreaterThanOrEqual(2))
+        await new Promise((resolve) => setTimeout(resolve, 200))
+        expect(claims() - before).toBeLessThanOrEqual(3)
+        for (const stop of stops) stop.abort()
+        const rest = await Promise.all(waiting.slice(1))
+        expect(rest.every((claimed) => claimed.length === 0)).toBe(true)
+      })
+
+      it('a woken claim that goes away before it looks passes the signal on: the next waiting claim takes the job', async () => {
+        const { store: inner, service } = await open()
+        const { store, claims } = countingClaims(inner)
+        const dispatcher = new Dispatcher(new JobService(store, defaultCoreLimits), Date.now, { claimRecheckMs: 3_600_000 })
+        const gone = new AbortController()
+        const first = dispatcher.claimMany({ types: ['pass'], worker: 'gone', leaseMs: 60_000, waitMs: 60_000, signal: gone.signal })
+        await vi.waitFor(() => expect(claims()).toBe(1))
+        const stop = new AbortController()
+        const second = dispatcher.claimMany({ types: ['pass'], worker: 'next', leaseMs: 60_000, waitMs: 60_000, signal: stop.signal })
+        await vi.waitFor(() => expect(claims()).toBe(2))
+        // Heard after the dispatcher's own listener, which has just handed the signal to `first`.
+        const off = store.subscribeQueue('pass', () => gone.abort())
+        try {
+          const { job } = await service.createJob({ type: 'pass' })
+          expect(await first).toEqual([])
+          const claimed = await second
+          expect(claimed.map((c) => c.job.id)).toEqual([job.id])
+          expect(claimed[0]?.lease.leaseMs).toBe(60_000)
+        } finally {
+          off()
+          stop.abort()
+        }
+      })
+
+      it('jobs that become claimable without a signal (backoffs ending) are found by the periodic look, and each waiting claim takes one', async () => {
+        const { store } = await open()
+        const clock = { now: Date.now() }
+        const service = new JobService(store, { ...defaultCoreLimits, retryBackoffMs: 1_000 }, () => new Date(clock.now))
+        const dispatcher = new Dispatcher(service, () => clock.now, { claimRecheckMs: 20 })
+        const flaky = { type: 'failed', data: { code: 'busy', message: 'later', retryable: true } } as const
+        const ids: string[] = []
+        for (let i = 0; i < 3; i++) {
+          const { job } = await service.createJob({ type: 'backoff', maxAttempts: 2 })
+          const claimed = await dispatcher.claim({ types: ['backoff'], worker: 'first', leaseMs: 60_000, waitMs: 0 })
+          expect(claimed?.job.id).toBe(job.id)
+          await service.appendEvents(job.id, [flaky], { lease: claimed?.lease.token, batch: 1 })
+          ids.push(job.id)
+        }
+        const waiting = Array.from({ length: 3 }, (_, w) => dispatcher.claimMany({ types: ['backoff'], worker: `w${w}`, leaseMs: 60_000, waitMs: 30_000 }))
+        // Nothing is claimable yet; then every backoff ends, and no store event says so.
+        await new Promise((resolve) => setTimeout(resolve, 100))
+        clock.now += 1_000
+        const claimed = (await Promise.all(waiting)).map((list) => list.map((c) => c.job.id))
+        expect(claimed.every((list) => list.length === 1)).toBe(true)
+        expect(claimed.flat().sort()).toEqual([...ids].sort())
+      })
+
       it('a claim of several jobs takes the oldest claimable ones, at most max, each under its own lease, in order', async () => {
         const { store } = await open()
         const now = Date.now()

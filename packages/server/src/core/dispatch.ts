@@ -15,6 +15,11 @@ export interface ClaimRequest {
   signal?: AbortSignal
 }
 
+export interface DispatcherOptions {
+  /** How often one waiting claim of each job type looks at the queue unsignalled (ms). Default 1,000. */
+  claimRecheckMs?: number
+}
+
 // The answers of the worker routes, as the protocol defines them (`@jobwire/protocol` rest.ts).
 export type Claimed = Claim
 export type HeartbeatResult = HeartbeatResponse
@@ -37,7 +42,7 @@ function leaseToken(): string {
   return `lease_${tokenBytes.toString('base64url', tokenAt - 18, tokenAt)}`
 }
 
-/** Re-checks waiting claims now and then: a job whose retry backoff ends signals no one. */
+/** How often a job type's waiting claims look again unsignalled: a job whose retry backoff ends signals no one. */
 const claimRecheckMs = 1000
 
 /**
@@ -58,8 +63,9 @@ export class Dispatcher {
   constructor(
     private readonly service: JobService,
     private readonly now: () => number = Date.now,
+    options: DispatcherOptions = {},
   ) {
-    this.#queues = new QueueWatch(() => this.store)
+    this.#queues = new QueueWatch(() => this.store, options.claimRecheckMs ?? claimRecheckMs)
   }
 
   /** Drops the queue subscriptions kept for the next claims. */
@@ -85,21 +91,39 @@ export class Dispatcher {
     if (request.waitMs <= 0) return request.signal?.aborted === true ? [] : this.#claimOnce(request)
     const deadline = this.now() + request.waitMs
     let wake: () => void = () => {}
-    const unsubscribers = request.types.map((type) => this.#queues.listen(type, () => wake()))
+    // Signals handed to this claim, and how many of them its last look came after.
+    let signals = 0
+    let looked = 0
+    const waiter: QueueWaiter = {
+      armed: false,
+      wake: () => {
+        signals++
+        wake()
+      },
+    }
+    const unsubscribers = request.types.map((type) => this.#queues.listen(type, waiter))
     const aborted = (): boolean => request.signal?.aborted === true
+    const max = request.max ?? 1
+    let claimed: Claimed[] = []
     try {
       for (;;) {
         // Checked before claiming too: an abort ends the wait, and a job claimed then would go to no one.
         if (aborted()) return []
         const woken = new Promise<void>((resolve) => (wake = resolve))
-        const claimed = await this.#claimOnce(request)
+        waiter.armed = true
+        looked = signals
+        claimed = await this.#claimOnce(request)
         if (claimed.length > 0) return claimed
         const left = deadline - this.now()
         if (left <= 0 || aborted()) return []
-        await waitFor(woken, Math.min(left, claimRecheckMs), request.signal)
+        await waitFor(woken, left, request.signal)
       }
     } finally {
+      waiter.armed = false
       for (const unsubscribe of unsubscribers) unsubscribe()
+      // A signal came since this claim last looked (it may have been for a job this claim did not
+      // take), or it took all it asked for (more may be ready): the next waiting claim looks.
+      if (signals > looked || (claimed.length > 0 && claimed.length >= max)) this.#queues.pass(request.types)
     }
   }
 
@@ -250,34 +274,66 @@ export class Dispatcher {
 }
 
 /**
+ * A waiting claim, as its job types' queues see it. `armed` while it will look at the queue after
+ * a signal it is handed (it is waiting, or looking and would look again); `wake` hands it one.
+ */
+interface QueueWaiter {
+  armed: boolean
+  wake(): void
+}
+
+/**
  * The queue subscriptions of waiting claims, one per job type on this node, kept for
  * `queueLingerMs` after the last claim of the type ended so that the next one finds it open.
+ *
+ * A signal (a job of the type entered or left the queue) wakes one waiting claim, the one waiting
+ * longest, not all of them: a hundred idle workers would otherwise each run a claim for every job
+ * created, and all but one find nothing. A woken claim that ends without looking again, or that
+ * took as many jobs as it asked for, passes the signal on (`pass`), so no ready job is left with
+ * claims waiting; a job that becomes ready without a signal (a retry's backoff ending) is found by
+ * each claim's periodic re-check.
  */
 class QueueWatch {
-  readonly #types = new Map<string, { listeners: Set<{ wake: () => void }>; unsubscribe: Unsubscribe; idle: ReturnType<typeof setTimeout> | null }>()
+  readonly #types = new Map<string, QueueEntry>()
 
-  constructor(private readonly store: () => Store) {}
+  constructor(
+    private readonly store: () => Store,
+    private readonly recheckMs: number,
+  ) {}
 
-  /** Calls `wake` when a job of `type` may be ready; listening from now on (listen first, then look). */
-  listen(type: string, wake: () => void): Unsubscribe {
+  /** Hands `waiter` signals of `type` from now on (listen first, then look). */
+  listen(type: string, waiter: QueueWaiter): Unsubscribe {
     let entry = this.#types.get(type)
     if (entry === undefined) {
-      const listeners = new Set<{ wake: () => void }>()
-      const unsubscribe = this.store().subscribeQueue(type, () => {
-        for (const listener of [...listeners]) listener.wake()
-      })
-      entry = { listeners, unsubscribe, idle: null }
+      const waiters = new Set<QueueWaiter>()
+      const unsubscribe = this.store().subscribeQueue(type, () => wakeOne(waiters))
+      entry = { waiters, unsubscribe, idle: null, recheck: null }
       this.#types.set(type, entry)
     }
     if (entry.idle !== null) clearTimeout(entry.idle)
     entry.idle = null
-    const listener = { wake }
     const held = entry
-    held.listeners.add(listener)
+    held.waiters.add(waiter)
+    // One claim of the type looks again every so often, not each of them: what it finds it takes,
+    // and passes on when there may be more.
+    if (held.recheck === null) {
+      held.recheck = setInterval(() => wakeOne(held.waiters), this.recheckMs)
+      held.recheck.unref()
+    }
     return () => {
-      if (!held.listeners.delete(listener) || held.listeners.size > 0) return
+      if (!held.waiters.delete(waiter) || held.waiters.size > 0) return
+      if (held.recheck !== null) clearInterval(held.recheck)
+      held.recheck = null
       held.idle = setTimeout(() => this.#drop(type, held), queueLingerMs)
       held.idle.unref()
+    }
+  }
+
+  /** Wakes the next waiting claim of each of `types` (one claim at most once). */
+  pass(types: readonly string[]): void {
+    for (const type of types) {
+      const entry = this.#types.get(type)
+      if (entry !== undefined) wakeOne(entry.waiters)
     }
   }
 
@@ -285,9 +341,30 @@ class QueueWatch {
     for (const [type, entry] of this.#types) this.#drop(type, entry)
   }
 
-  #drop(type: string, entry: { unsubscribe: Unsubscribe; idle: ReturnType<typeof setTimeout> | null }): void {
+  #drop(type: string, entry: QueueEntry): void {
     if (entry.idle !== null) clearTimeout(entry.idle)
+    if (entry.recheck !== null) clearInterval(entry.recheck)
+    entry.recheck = null
     if (this.#types.get(type) === entry) this.#types.delete(type)
     entry.unsubscribe()
+  }
+}
+
+interface QueueEntry {
+  waiters: Set<QueueWaiter>
+  unsubscribe: Unsubscribe
+  /** Ends the subscription once no claim has waited for `queueLingerMs`. */
+  idle: ReturnType<typeof setTimeout> | null
+  /** Wakes one waiting claim every `recheckMs`, while any waits. */
+  recheck: ReturnType<typeof setInterval> | null
+}
+
+/** Wakes the armed waiter that has waited longest (a Set keeps the order waiters came in). */
+function wakeOne(waiters: ReadonlySet<QueueWaiter>): void {
+  for (const waiter of waiters) {
+    if (!waiter.armed) continue
+    waiter.armed = false
+    waiter.wake()
+    return
   }
 }

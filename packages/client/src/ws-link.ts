@@ -424,6 +424,8 @@ export class WsLink {
       this.#onFeedError(feed, asJobwireError(error), true)
       return null
     }
+    // Stopped while getToken ran: its credential must not be kept for a feed that is gone.
+    if (this.#feeds.get(feed.jobId) !== feed) return null
     if (!credential.perJob || credential.token === this.#credential.token) {
       this.#jobCredentials.delete(feed.jobId)
       return subscription(feed, null)

@@ -10,7 +10,8 @@
 // (INFO cpu, for the Redis rows and BullMQ) while the jobs are created and handed out, and for
 // Jobwire the store claims made per job (from /metrics: each one a transaction on SQLite, a script
 // on Redis). BENCH_IDLE_SYSTEMS picks the rows (sqlite,redis,memory,bullmq).
-// BENCH_SERVER_DIST may point at another build's server.js (A/B runs).
+// BENCH_SERVER_DIST may point at another build's server.js (A/B runs); BENCH_SERVER_NODE_ARGS adds
+// Node flags to the Jobwire server's process (e.g. `--cpu-prof --cpu-prof-dir=DIR`).
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { availableParallelism, loadavg, tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
@@ -29,6 +30,7 @@ const RATE = num('BENCH_IDLE_RATE', 100)
 const SYSTEMS = (process.env.BENCH_IDLE_SYSTEMS ?? 'sqlite,redis,memory,bullmq').split(',').filter(Boolean)
 const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379'
 const API_KEY = 'bench-admin-key-0123456789'
+const SERVER_NODE_ARGS = (process.env.BENCH_SERVER_NODE_ARGS ?? '').split(' ').filter(Boolean)
 const NAMES = { sqlite: 'Jobwire (SQLite)', redis: 'Jobwire (Redis)', memory: 'Jobwire (memory)', bullmq: 'BullMQ' }
 const now = () => performance.timeOrigin + performance.now()
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
@@ -80,7 +82,7 @@ async function jobwireRow(store, count, redis) {
   const prefix = `jwbench-idle-${process.pid}-${Date.now().toString(36)}`
   // The server child reads its Redis key prefix from the environment it is forked with.
   process.env.BENCH_REDIS_PREFIX = prefix
-  const server = start(join(here, 'jobwire-server.mjs'), [store, dataDir, API_KEY])
+  const server = start(join(here, 'jobwire-server.mjs'), [store, dataDir, API_KEY], SERVER_NODE_ARGS)
   const { url } = await next(server, 'ready')
   const pool = new Pool(url, { connections: 8 })
   const fleet = start(join(here, 'workers/idle-fleet.mjs'), ['jobwire', url, API_KEY, String(count)])

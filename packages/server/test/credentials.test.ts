@@ -1,5 +1,5 @@
 import { join } from 'node:path'
-import { afterAll } from 'vitest'
+import { afterAll, describe, expect, it, vi } from 'vitest'
 import { RedisCredentials } from '@jobwire/server'
 import { MemoryKeyStore, MemoryRateCounter, MemoryStreamCounter } from '../src/stores/memory-keys.js'
 import { SqliteKeyStore } from '../src/stores/sqlite-keys.js'
@@ -92,3 +92,30 @@ if (redisReachable('Credentials conformance: redis')) {
     },
   })
 }
+
+describe('MemoryRateCounter', () => {
+  it('with more than 100,000 live windows, a new key does not scan them all: one sweep per doubling, and ended windows are still swept', async () => {
+    let now = 0
+    const rate = new MemoryRateCounter(() => now)
+    // Counts full scans of a large map (the sweep of ended windows is one).
+    const iterate = Map.prototype[Symbol.iterator]
+    let scans = 0
+    const spy = vi.spyOn(Map.prototype, Symbol.iterator).mockImplementation(function (this: Map<unknown, unknown>) {
+      if (this.size > 100_000) scans++
+      return iterate.call(this)
+    })
+    try {
+      for (let i = 0; i < 150_000; i++) expect((await rate.hit(`create:person-${i}`, 5, 60_000)).ok).toBe(true)
+      expect(scans).toBe(1)
+      // The window of the first keys ends: their counts start over (as before), and a sweep drops them.
+      now = 60_000
+      for (let i = 0; i < 150_000; i++) await rate.hit(`create:later-${i}`, 5, 60_000)
+      expect(scans).toBeLessThanOrEqual(3)
+      for (let i = 0; i < 5; i++) expect((await rate.hit('create:person-0', 5, 60_000)).ok).toBe(true)
+      expect(await rate.hit('create:person-0', 5, 60_000)).toEqual({ ok: false, retryAfterMs: 60_000 })
+    } finally {
+      spy.mockRestore()
+    }
+  })
+})
+

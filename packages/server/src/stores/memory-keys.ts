@@ -32,6 +32,12 @@ export class MemoryKeyStore implements KeyStore {
 /** Fixed-window counters in this process (one node). RedisCredentials shares them across nodes. */
 export class MemoryRateCounter implements RateCounter {
   readonly #windows = new Map<string, { start: number; count: number }>()
+  /**
+   * Size at which the next new window first sweeps out the ended ones. After a sweep it is twice
+   * what is left (at least 100,000), so live keys past it cost one sweep per doubling, not one
+   * scan of them all per new key.
+   */
+  #sweepAt = 100_000
 
   constructor(private readonly now: () => number = Date.now) {}
 
@@ -41,7 +47,10 @@ export class MemoryRateCounter implements RateCounter {
     if (window === undefined || now - window.start >= windowMs) {
       window = { start: now, count: 0 }
       this.#windows.set(key, window)
-      if (this.#windows.size > 100_000) this.#prune(now, windowMs)
+      if (this.#windows.size > this.#sweepAt) {
+        this.#prune(now, windowMs)
+        this.#sweepAt = Math.max(100_000, 2 * this.#windows.size)
+      }
     }
     if (window.count >= max) return { ok: false, retryAfterMs: window.start + windowMs - now }
     window.count++

@@ -36,6 +36,12 @@ export interface ClientOptions extends EnvironmentOptions {
   /** How long an unwatched job (and an idle socket) is kept, so a quick re-watch (a remount) reuses it. Default 1 s. */
   lingerMs?: number
   /**
+   * Finished jobs `watchMyJobs` keeps in its list: the newest this many (by creation); older
+   * finished ones leave it, and the client lets go of them. Unfinished jobs always stay. Default
+   * 1,000, so a list left open for weeks does not grow with every job its owner ever ran.
+   */
+  myJobsKeepFinished?: number
+  /**
    * Failed attempts in a row after which the client stops retrying and says `offline` (e.g. 3 for
    * "3 retries, then CONNECTION LOST"). A new watch, the device coming back online, or
    * `client.reconnect()` tries again. Default: retry for ever.
@@ -151,6 +157,7 @@ export class JobwireClient {
       upgradeIntervalMs: options.upgradeIntervalMs ?? 60_000,
       lingerMs: options.lingerMs ?? 1_000,
       maxRetries: options.maxRetries ?? Infinity,
+      myJobsKeepFinished: options.myJobsKeepFinished ?? 1_000,
     }
     this.#core = {
       env,

@@ -18,6 +18,8 @@ export interface Settings {
   lingerMs: number
   /** Failed attempts in a row after which a link stops retrying (`offline`); Infinity: never. */
   maxRetries: number
+  /** Finished jobs the user feed keeps, the newest. */
+  myJobsKeepFinished: number
 }
 
 /** What links and carriers share with the client that owns them. */

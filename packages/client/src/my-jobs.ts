@@ -41,14 +41,20 @@ export class MyJobsFeed implements UserFeedPeer {
     readonly owner: Owner | undefined,
     private readonly host: MyJobsHost,
   ) {
-    this.#memberListener = { update: () => this.#notify(), end: () => this.#notify() }
+    this.#memberListener = {
+      update: () => this.#notify(),
+      end: () => {
+        this.#keepNewestFinished()
+        this.#notify()
+      },
+    }
   }
 
   /** The members' states, newest first. */
   get jobs(): JobState[] {
     const out: JobState[] = []
     for (const feed of this.members.values()) if (feed.state !== null) out.push(feed.state)
-    return out.sort((a, b) => (a.createdAt < b.createdAt ? 1 : a.createdAt > b.createdAt ? -1 : 0))
+    return out.sort(newestFirst)
   }
 
   useTransport(mode: TransportName): void {
@@ -128,10 +134,29 @@ export class MyJobsFeed implements UserFeedPeer {
     }
   }
 
+  /** Past `myJobsKeepFinished` finished members, the oldest leave the list, and their feeds are let go. */
+  #keepNewestFinished(): void {
+    const finished: JobFeed[] = []
+    for (const feed of this.members.values()) if (feed.state !== null && isTerminal(feed.state.status)) finished.push(feed)
+    const keep = this.host.core.settings.myJobsKeepFinished
+    if (finished.length <= keep) return
+    finished.sort((a, b) => newestFirst(a.state as JobState, b.state as JobState))
+    for (const feed of finished.slice(keep)) {
+      this.members.delete(feed.jobId)
+      feed.listeners.delete(this.#memberListener)
+      feed.inMyJobs = false
+      this.host.release(feed)
+    }
+  }
+
   #notify(): void {
     const jobs = this.jobs
     for (const listener of [...this.listeners]) listener.update?.(jobs)
   }
+}
+
+function newestFirst(a: JobState, b: JobState): number {
+  return a.createdAt < b.createdAt ? 1 : a.createdAt > b.createdAt ? -1 : 0
 }
 
 /**
@@ -139,7 +164,10 @@ export class MyJobsFeed implements UserFeedPeer {
  * jobs every poll interval; a job not seen before was created since and joins.
  */
 class ListPoller {
-  readonly #seen = new Set<string>()
+  /** Jobs not to add again: the feed's members and what the last listing showed (a newer job is new). */
+  #seen = new Set<string>()
+  /** What this round's listing showed. */
+  #listed: string[] = []
   #first = true
   #stopped = false
   #timer: TimerHandle | null = null
@@ -167,12 +195,13 @@ class ListPoller {
   async #round(): Promise<void> {
     if (this.#stopped) return
     let token: { token: string | null; fresh: boolean } = { token: null, fresh: false }
+    this.#listed = []
     try {
       token = await this.core.tokens.get(this.feed.owner === undefined ? { scope: 'user' } : { scope: 'user', owner: this.feed.owner })
       if (this.#first) {
         // Unfinished jobs join; the newest finished ones are only marked seen, so they never count as new.
         for (const status of activeStatuses) for (const job of await this.#list(token.token, status, 200)) this.#join(job, true)
-        for (const job of await this.#list(token.token, undefined, 50)) this.#seen.add(job.id)
+        for (const job of await this.#list(token.token, undefined, 50)) this.#join(job, false)
         this.#first = false
       } else {
         for (const job of await this.#list(token.token, undefined, 50)) this.#join(job, true)
@@ -192,6 +221,9 @@ class ListPoller {
       return
     }
     if (this.#stopped) return
+    // Only the newest jobs are listed: one older than all of them can never be new, so the set
+    // need not grow with every job the owner runs.
+    this.#seen = new Set([...this.feed.members.keys(), ...this.#listed])
     this.#retry.succeeded()
     this.feed.connection.set('polling', 'listed jobs')
     this.feed.listed()
@@ -199,6 +231,7 @@ class ListPoller {
   }
 
   #join(job: { id: string; status: JobStatus }, add: boolean): void {
+    this.#listed.push(job.id)
     if (this.#seen.has(job.id)) return
     this.#seen.add(job.id)
     if (add && (!this.#first || !isTerminal(job.status))) this.feed.adopt(job.id, true)

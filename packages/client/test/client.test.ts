@@ -82,7 +82,7 @@ function recorder() {
 }
 
 /** A client for ann's jobs over one transport, polling every 100 ms. */
-function annClient(s: TestServer, transport: 'ws' | 'sse' | 'poll', options: { backoff?: { minMs: number; maxMs: number } } = {}): JobwireClient {
+function annClient(s: TestServer, transport: 'ws' | 'sse' | 'poll', options: { backoff?: { minMs: number; maxMs: number }; myJobsKeepFinished?: number } = {}): JobwireClient {
   return createJobwireClient({ url: s.url, transports: [transport], pollIntervalMs: 100, getToken: annToken, WebSocket: recordingWebSocket().WebSocket, ...options })
 }
 
@@ -637,6 +637,34 @@ describe('watchMyJobs', () => {
     await until(() => watch.jobs[0]?.status === 'completed', 'the new job to finish')
     expect(watch.jobs[0]?.result).toBe(1)
     expect(lists.flat()).not.toContain(finished.id)
+    watch.stop()
+  })
+})
+
+describe('watchMyJobs keeps the newest finished jobs', () => {
+  it.for(['ws', 'sse', 'poll'] as const)('over %s: past myJobsKeepFinished, the oldest finished jobs leave the list; unfinished ones stay', async (transport) => {
+    const s = await serve({ tokenSecret: secret })
+    client = annClient(s, transport, { myJobsKeepFinished: 2 })
+    const watch = client.watchMyJobs()
+    await until(() => watch.loaded, 'the list')
+    const ids: string[] = []
+    for (let i = 0; i < 5; i++) {
+      ids.push((await createJob(s, { owner: ann })).id)
+      // Distinct creation times, so "newest" is one order.
+      await new Promise((resolve) => setTimeout(resolve, 3))
+    }
+    await until(() => watch.jobs.length === 5, 'the five jobs')
+    const [first, second, running, fourth, fifth] = ids as [string, string, string, string, string]
+    for (const id of [fifth, first, second, fourth]) await append(s, id, [{ type: 'completed', result: id }])
+    await until(() => watch.jobs.filter((job) => job.status === 'completed').length === 2 && watch.jobs.length === 3, 'two finished jobs kept')
+    expect(watch.jobs.map((job) => job.id)).toEqual([fifth, fourth, running])
+    expect(watch.jobs.map((job) => job.status)).toEqual(['completed', 'completed', 'queued'])
+    // A job created later still joins, and pushes the oldest finished one out when it finishes.
+    const sixth = (await createJob(s, { owner: ann })).id
+    await until(() => watch.jobs[0]?.id === sixth, 'the sixth job')
+    await append(s, sixth, [{ type: 'completed', result: sixth }])
+    await until(() => watch.jobs.length === 3 && watch.jobs[0]?.status === 'completed', 'the sixth job finished')
+    expect(watch.jobs.map((job) => job.id)).toEqual([sixth, fifth, running])
     watch.stop()
   })
 })

@@ -291,7 +291,7 @@ interface QueueWaiter {
  * created, and all but one find nothing. A woken claim that ends without looking again, or that
  * took as many jobs as it asked for, passes the signal on (`pass`), so no ready job is left with
  * claims waiting; a job that becomes ready without a signal (a retry's backoff ending) is found by
- * each claim's periodic re-check.
+ * the type's periodic re-check, which wakes one waiting claim every `recheckMs`.
  */
 class QueueWatch {
   readonly #types = new Map<string, QueueEntry>()

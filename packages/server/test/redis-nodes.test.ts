@@ -111,6 +111,23 @@ if (redisReachable('Redis store: several nodes')) {
       expect(subscription.closed).toBe(true)
     })
 
+    it('jobs created through node A wake claims waiting on node B (no periodic look), each job going to one of them', async () => {
+      const [a, b] = (await cluster(2)) as [Node, Node]
+      // No periodic look: only the queue's messages from A can wake B's claims.
+      const dispatcher = new Dispatcher(b.service, Date.now, { claimRecheckMs: 3_600_000 })
+      const stops = Array.from({ length: 4 }, () => new AbortController())
+      const waiting = stops.map((stop, w) => dispatcher.claimMany({ types: ['cross'], worker: `b${w}`, leaseMs: 60_000, waitMs: 30_000, signal: stop.signal }))
+      // Each has looked and found nothing once its queue's subscription is confirmed.
+      await sleep(300)
+      const created = [(await a.service.createJob({ type: 'cross' })).job.id, (await a.service.createJob({ type: 'cross' })).job.id]
+      const first = await Promise.race(waiting.map((claim, w) => claim.then((claimed) => ({ w, claimed }))))
+      const second = await Promise.race(waiting.filter((_, w) => w !== first.w).map((claim) => claim))
+      expect([...first.claimed, ...second].map((one) => one.job.id).sort()).toEqual([...created].sort())
+      for (const stop of stops) stop.abort()
+      const all = await Promise.all(waiting)
+      expect(all.flat().map((one) => one.job.id).sort()).toEqual([...created].sort())
+    })
+
     it("a node's own commits reach its watchers at once, each batch once (Redis's echo is skipped), interleaved in order with another node's", async () => {
       const [a, b] = (await cluster(2)) as [Node, Node]
       const { job } = await a.service.createJob({ type: 'fan' })

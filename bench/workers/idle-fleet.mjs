@@ -28,17 +28,18 @@ if (system === 'jobwire') {
 } else {
   const { Worker } = await import('bullmq')
   const connection = new Redis(url, { maxRetriesPerRequest: null })
-  const workers = Array.from({ length: count }, () => {
-    const worker = new Worker(
-      'idle-bench',
-      async (job) => {
-        started(job.data.at)
-        return null
-      },
-      { connection, prefix: keyOrPrefix, concurrency: 1 },
-    )
-    return worker
-  })
+  const workers = Array.from(
+    { length: count },
+    () =>
+      new Worker(
+        'idle-bench',
+        async (job) => {
+          started(job.data.at)
+          return null
+        },
+        { connection, prefix: keyOrPrefix, concurrency: 1 },
+      ),
+  )
   await Promise.all(workers.map((worker) => worker.waitUntilReady()))
   stop = async () => {
     await Promise.all(workers.map((worker) => worker.close()))

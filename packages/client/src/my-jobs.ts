@@ -127,11 +127,7 @@ export class MyJobsFeed implements UserFeedPeer {
     if (this.#mode === 'ws') this.host.link?.detachUser(this)
     this.#poller?.stop()
     this.#poller = null
-    for (const feed of this.members.values()) {
-      feed.listeners.delete(this.#memberListener)
-      feed.inMyJobs = false
-      this.host.release(feed)
-    }
+    for (const feed of this.members.values()) this.#letGo(feed)
   }
 
   /** Past `myJobsKeepFinished` finished members, the oldest leave the list, and their feeds are let go. */
@@ -143,10 +139,15 @@ export class MyJobsFeed implements UserFeedPeer {
     finished.sort((a, b) => newestFirst(a.state as JobState, b.state as JobState))
     for (const feed of finished.slice(keep)) {
       this.members.delete(feed.jobId)
-      feed.listeners.delete(this.#memberListener)
-      feed.inMyJobs = false
-      this.host.release(feed)
+      this.#letGo(feed)
     }
+  }
+
+  /** The feed no longer serves this list: its client may release it. */
+  #letGo(feed: JobFeed): void {
+    feed.listeners.delete(this.#memberListener)
+    feed.inMyJobs = false
+    this.host.release(feed)
   }
 
   #notify(): void {

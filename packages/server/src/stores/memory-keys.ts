@@ -29,15 +29,18 @@ export class MemoryKeyStore implements KeyStore {
   async close(): Promise<void> {}
 }
 
+/** Live windows at which new ones first sweep out the ended ones. */
+const firstSweepAt = 100_000
+
 /** Fixed-window counters in this process (one node). RedisCredentials shares them across nodes. */
 export class MemoryRateCounter implements RateCounter {
   readonly #windows = new Map<string, { start: number; count: number }>()
   /**
    * Size at which the next new window first sweeps out the ended ones. After a sweep it is twice
-   * what is left (at least 100,000), so live keys past it cost one sweep per doubling, not one
-   * scan of them all per new key.
+   * what is left (at least `firstSweepAt`), so live keys past it cost one sweep per doubling, not
+   * one scan of them all per new key.
    */
-  #sweepAt = 100_000
+  #sweepAt = firstSweepAt
 
   constructor(private readonly now: () => number = Date.now) {}
 
@@ -49,7 +52,7 @@ export class MemoryRateCounter implements RateCounter {
       this.#windows.set(key, window)
       if (this.#windows.size > this.#sweepAt) {
         this.#prune(now, windowMs)
-        this.#sweepAt = Math.max(100_000, 2 * this.#windows.size)
+        this.#sweepAt = Math.max(firstSweepAt, 2 * this.#windows.size)
       }
     }
     if (window.count >= max) return { ok: false, retryAfterMs: window.start + windowMs - now }

@@ -321,3 +321,48 @@ def test_a_server_that_accepts_and_never_answers_does_not_hold_the_watch() -> No
 
     paths = asyncio.run(asyncio.wait_for(scenario(), GUARD))
     assert [path.rsplit("/", 1)[-1] for path in paths[:3]] == ["stream", "stream", "events"]
+
+
+def test_a_stream_that_got_heartbeats_was_not_silent() -> None:
+    """Two silent streams in a row mean something holds the stream back (a buffering proxy), and
+    polling takes over. A stream that got a heartbeat before it dropped was not silent: it resets
+    that count as a message does, so one silent stream after it is a first one, and SSE is tried
+    again (a heartbeat used to leave the count alone, and the next silent stream switched to polling)."""
+
+    async def scenario() -> list[str]:
+        paths: list[str] = []
+        held: list[asyncio.StreamWriter] = []
+
+        async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            head = (await reader.readuntil(b"\r\n\r\n")).decode()
+            paths.append(head.split(" ", 2)[1].split("?")[0])
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n")
+            if len(paths) == 2:
+                writer.write(b": heartbeat\n\n")  # the second stream is live, then drops
+                await writer.drain()
+                writer.close()
+            else:
+                held.append(writer)  # the others say nothing at all
+
+        server = await asyncio.start_server(accept, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+
+        async def follow() -> None:
+            async for _ in watch_job(f"http://127.0.0.1:{port}", "job_AAAAAAAAAAAAAAAAAAAAAA", "any", first_message_timeout=0.5, max_retry_delay=0.5):
+                pass
+
+        following = asyncio.ensure_future(follow())
+        try:
+            while len(paths) < 4:
+                assert not following.done(), following
+                await asyncio.sleep(0.05)
+        finally:
+            following.cancel()
+            for writer in held:
+                writer.transport.abort()
+            server.close()
+        return paths
+
+    paths = asyncio.run(asyncio.wait_for(scenario(), GUARD))
+    # Silent, live then dropped, silent (a first one again), and SSE once more: not the poll route.
+    assert [path.rsplit("/", 1)[-1] for path in paths[:4]] == ["stream", "stream", "stream", "stream"]

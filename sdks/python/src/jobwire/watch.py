@@ -190,19 +190,14 @@ class _Follower:
                     raise ConnectionFailedError("network_error", "the SSE stream ended before the job did") from None
                 if line == "":
                     if data:
-                        got_message = True
-                        self.silent_streams = 0
-                        # The stream works: a drop after this is a first failure again, not one more
-                        # in a row (each reconnect of a long watch waited the longest delay before).
-                        self.failures = 0
+                        got_message = self._live()
                         update = self._frame(event_name, "\n".join(data))
                         if update is not None:
                             yield update
                     event_name, data = None, []
                     continue
                 if line.startswith(":"):
-                    got_message = True  # a heartbeat: the stream is live
-                    self.failures = 0
+                    got_message = self._live()  # a heartbeat
                     continue
                 field, _, value = line.partition(":")
                 value = value[1:] if value.startswith(" ") else value
@@ -210,6 +205,14 @@ class _Follower:
                     data.append(value)
                 elif field == "event":
                     event_name = value
+
+    def _live(self) -> bool:
+        """A message or a heartbeat came: the stream works. A drop after this is a first failure again,
+        not one more in a row (each reconnect of a long watch waited the longest delay before), and
+        the stream was not silent."""
+        self.silent_streams = 0
+        self.failures = 0
+        return True
 
     def _frame(self, name: str | None, data: str) -> Update | None:
         if name in (None, "message", "recovered"):

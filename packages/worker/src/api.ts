@@ -72,16 +72,43 @@ export interface ApiOptions {
 /** What the worker sends for one job's write: always under its lease, always numbered. */
 type WriteBody = Required<WriteMeta> & { events: ProducerEvent[] }
 
-/** One job's write waiting for the next bulk request. */
-interface PendingWrite {
-  jobId: string
-  body: WriteBody
-  bytes: number
-  abort: LazyAbort
-  resolve(answer: AppendResponse): void
-  reject(error: unknown): void
-  settled: boolean
+/**
+ * One job's write waiting for the next bulk request, answered once: by its result, or at once when
+ * its job's writes are aborted. A class, not a promise executor's closures: those closures shared
+ * one context with the executor's arguments, and in a busy worker that kept each job's objects
+ * alive through young-generation collections until a full one (docs/benchmarks.md).
+ */
+class PendingWrite {
+  settled = false
+  /** Takes the abort listener off again. */
+  off: () => void = noop
+
+  constructor(
+    readonly jobId: string,
+    readonly body: WriteBody,
+    readonly bytes: number,
+    readonly abort: LazyAbort,
+    private readonly answer: (answer: AppendResponse) => void,
+    private readonly refuse: (error: unknown) => void,
+  ) {}
+
+  resolve(answer: AppendResponse): void {
+    if (this.#settle()) this.answer(answer)
+  }
+
+  reject(error: unknown): void {
+    if (this.#settle()) this.refuse(error)
+  }
+
+  #settle(): boolean {
+    if (this.settled) return false
+    this.settled = true
+    this.off()
+    return true
+  }
 }
+
+function noop(): void {}
 
 /** Seconds a long-poll may take beyond its `wait` before the worker gives up on the connection. */
 const longPollSlackMs = 15_000
@@ -180,14 +207,17 @@ export class WorkerApi {
   appendEvents(jobId: string, body: WriteBody, abort: LazyAbort): Promise<AppendResponse> {
     if (this.options.bulk === null) return this.#appendOne(jobId, body, abort.signal)
     if (abort.aborted) return Promise.reject(abort.reason)
-    return new Promise<AppendResponse>((resolve, reject) => {
-      const write: PendingWrite = { jobId, body, bytes: JSON.stringify(body).length, abort, resolve, reject, settled: false }
-      // An aborted write is answered at once; the shared request goes on for the others.
-      const off = abort.onAbort(() => settle(write, () => reject(abort.reason)))
-      write.resolve = (answer) => settle(write, () => resolve(answer), off)
-      write.reject = (error) => settle(write, () => reject(error), off)
-      this.#enqueue(write)
+    let answer!: (answer: AppendResponse) => void
+    let refuse!: (error: unknown) => void
+    const promise = new Promise<AppendResponse>((resolve, reject) => {
+      answer = resolve
+      refuse = reject
     })
+    const write = new PendingWrite(jobId, body, JSON.stringify(body).length, abort, answer, refuse)
+    // An aborted write is answered at once; the shared request goes on for the others.
+    write.off = abort.onAbort(() => write.reject(abort.reason))
+    this.#enqueue(write)
+    return promise
   }
 
   async #appendOne(jobId: string, body: WriteBody, signal: AbortSignal): Promise<AppendResponse> {
@@ -221,7 +251,7 @@ export class WorkerApi {
   async #sendGroup(writes: PendingWrite[]): Promise<void> {
     const single = writes.length === 1 ? writes[0] : undefined
     if (single !== undefined) {
-      await this.#appendOne(single.jobId, single.body, single.abort.signal).then(single.resolve, single.reject)
+      await this.#appendOne(single.jobId, single.body, single.abort.signal).then((answer) => single.resolve(answer), (error: unknown) => single.reject(error))
       return
     }
     const never = new AbortController().signal
@@ -233,7 +263,7 @@ export class WorkerApi {
       // Refused as a whole for one write's sake (a malformed event, say): send each on its own,
       // so the others are not held hostage. Anything else (no answer, 5xx, 401): each retries.
       if (error instanceof WorkerRequestError && error.status !== null && error.status >= 400 && error.status < 500 && ![401, 403, 408, 429].includes(error.status)) {
-        await Promise.all(writes.map((write) => this.#appendOne(write.jobId, write.body, write.abort.signal).then(write.resolve, write.reject)))
+        await Promise.all(writes.map((write) => this.#appendOne(write.jobId, write.body, write.abort.signal).then((answer) => write.resolve(answer), (error: unknown) => write.reject(error))))
       } else for (const write of writes) write.reject(error)
       return
     }
@@ -321,13 +351,6 @@ const maxCarried = 1000
 
 function jobWriteOf(write: PendingWrite): JobWrite {
   return { jobId: write.jobId, ...write.body }
-}
-
-function settle(write: PendingWrite, answer: () => void, cleanup?: () => void): void {
-  if (write.settled) return
-  write.settled = true
-  cleanup?.()
-  answer()
 }
 
 function errorOf(operation: WorkerOperation, status: number, text: string): WorkerRequestError {

@@ -69,7 +69,8 @@ export function createContext<Checkpoint>(
 ): JobContext<Checkpoint> {
   // Metadata as the server will hold it, so an update past the merged limits throws here, not in a refused batch.
   let progressMetadata = job?.progress.metadata
-  const itemMetadata = new Map<string, Metadata | undefined>(job?.items.map((item) => [item.id, item.metadata]))
+  // Made at the first item() (most jobs report none): a Map per job is among what a busy worker pays.
+  let itemMetadata: Map<string, Metadata | undefined> | null = null
   let currentStage = job?.progress.stage ?? null
   const context: JobContext<Checkpoint> = {
     get signal() {
@@ -114,6 +115,7 @@ export function createContext<Checkpoint>(
       if (update.percent !== undefined) clean.percent = percentOf('item(): percent', update.percent)
       if (update.message !== undefined) clean.message = humanText('item(): message', update.message, maxMessage)
       if (update.metadata !== undefined) {
+        itemMetadata ??= new Map(job?.items.map((item) => [item.id, item.metadata]))
         itemMetadata.set(id, checkedMetadata('item()', itemMetadata.get(id), update.metadata))
         clean.metadata = update.metadata
       }

@@ -37,6 +37,9 @@ const runEnded = 'the run ended'
 export class JobRun implements Watched {
   readonly id: string
   readonly lease: Lease
+  /** Its index in the worker's list of runs in progress, and in the signal watch's (slot-list.ts); -1 when not in it. */
+  slot = -1
+  watchSlot = -1
   private phase: Phase = 'running'
   /** The handler's `ctx.signal`. */
   private readonly controller = new LazyAbort()

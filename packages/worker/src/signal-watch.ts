@@ -1,5 +1,6 @@
 import type { SignalReason } from '@jobwire/protocol'
 import type { WorkerApi } from './api.js'
+import { SlotList } from './slot-list.js'
 import { backoffDelay, sleep, type Backoff, type Timers } from './timing.js'
 
 /** The shortest round of an empty poll: a server that answers at once is asked again after this. */
@@ -9,6 +10,8 @@ export const minPollMs = 1_000
 export interface Watched {
   readonly id: string
   readonly leaseToken: string
+  /** Its index in the watch's list; -1 when not watched (the watch keeps it). */
+  watchSlot: number
   signalled(reason: SignalReason): void
 }
 
@@ -31,7 +34,11 @@ export interface SignalWatchOptions {
  * no longer running under its lease.
  */
 export class SignalWatch {
-  private readonly watched = new Map<string, Watched>()
+  /** At most one run per job id: the newest (a job claimed again replaces its old run). */
+  private readonly watched = new SlotList<Watched>(
+    (job) => job.watchSlot,
+    (job, slot) => (job.watchSlot = slot),
+  )
   private request: { controller: AbortController; jobs: readonly Watched[] } | null = null
   private loop: Promise<void> | null = null
   private restartQueued = false
@@ -40,7 +47,10 @@ export class SignalWatch {
   constructor(private readonly options: SignalWatchOptions) {}
 
   add(job: Watched): void {
-    this.watched.set(job.id, job)
+    // A scan of the running jobs, once per claimed job: no hash table to churn (slot-list.ts).
+    const older = this.watched.find((other) => other.id === job.id)
+    if (older !== undefined) this.watched.delete(older)
+    this.watched.add(job)
     this.added()
   }
 
@@ -49,7 +59,7 @@ export class SignalWatch {
    * ends or is released, so the server answers for it at once and the next poll leaves it out.
    */
   remove(job: Watched): void {
-    if (this.watched.get(job.id) === job) this.watched.delete(job.id)
+    this.watched.delete(job)
   }
 
   /** Ends the poll; resolves when it has stopped. */
@@ -72,7 +82,7 @@ export class SignalWatch {
     this.options.timers.setTimeout(() => {
       this.restartQueued = false
       const request = this.request
-      if (request !== null && [...this.watched.values()].some((job) => !request.jobs.includes(job))) request.controller.abort()
+      if (request !== null && this.watched.find((job) => !request.jobs.includes(job)) !== undefined) request.controller.abort()
     }, restartDelayMs)
   }
 
@@ -89,7 +99,7 @@ export class SignalWatch {
     const { api, waitSeconds, timers, backoff, random } = this.options
     let failures = 0
     while (this.watched.size > 0 && !this.closed.signal.aborted) {
-      const jobs = [...this.watched.values()]
+      const jobs = this.watched.values()
       const request = { controller: new AbortController(), jobs }
       this.request = request
       const sentAt = timers.now()
@@ -103,10 +113,7 @@ export class SignalWatch {
         for (const signal of signals) {
           // The same job may have been claimed again since (a retry): only the run that was asked about counts.
           const job = jobs.find((candidate) => candidate.id === signal.jobId)
-          if (job !== undefined && this.watched.get(job.id) === job) {
-            this.watched.delete(job.id)
-            job.signalled(signal.reason)
-          }
+          if (job !== undefined && this.watched.delete(job)) job.signalled(signal.reason)
         }
         // A server that does not hold the poll (a zero --poll-max-wait) must not be hammered.
         if (signals.length === 0) await sleep(timers, minPollMs - (timers.now() - sentAt), request.controller.signal)

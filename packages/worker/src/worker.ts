@@ -5,6 +5,7 @@ import { JobFailure } from './errors.js'
 import { JobRun, releaseLease, type JobHandler, type RunEnvironment } from './job-run.js'
 import { defaultLimits, type BatchLimits } from './outbox.js'
 import { minPollMs, SignalWatch } from './signal-watch.js'
+import { SlotList } from './slot-list.js'
 import { fetchTransport, nodeTransport, type Transport } from './transport.js'
 import { backoffDelay, defaultBackoff, deferred, sleep, systemTimers, type Deferred, type Timers } from './timing.js'
 
@@ -106,7 +107,10 @@ export function createWorker(options: WorkerOptions): Worker {
 
 class JobwireWorker implements Worker {
   private readonly handlers = new Map<string, JobHandler>()
-  private readonly runs = new Set<JobRun>()
+  private readonly runs = new SlotList<JobRun>(
+    (run) => run.slot,
+    (run, slot) => (run.slot = slot),
+  )
   /** Runs whose handler has not returned yet: the slots in use. */
   private handling = 0
   private readonly env: RunEnvironment
@@ -204,9 +208,9 @@ class JobwireWorker implements Worker {
     await this.claiming
     let timer: unknown
     const timeout = new Promise<void>((resolve) => (timer = timers.setTimeout(resolve, timeoutMs)))
-    await Promise.race([Promise.all([...this.runs].map((run) => run.finished)), timeout])
+    await Promise.race([Promise.all(this.runs.values().map((run) => run.finished)), timeout])
     timers.clearTimeout(timer)
-    await Promise.all([...this.runs].map((run) => run.interrupt(graceMs)))
+    await Promise.all(this.runs.values().map((run) => run.interrupt(graceMs)))
     await this.env.watch.close()
     this.transport.close()
     this.currentState = 'stopped'

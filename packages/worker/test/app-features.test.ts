@@ -45,6 +45,27 @@ describe('metadata and stage plans from a handler', () => {
     expect(errors).toEqual([])
   })
 
+  it('a handler may take the reports and the signal out of ctx: they do not need ctx as `this`', async () => {
+    const { worker, errors } = startTestWorker(t)
+    worker.handle('destructured', async (_job, { progress, item, chunk, flush, signal }) => {
+      expect(signal.aborted).toBe(false)
+      progress({ stage: 'reading', percent: 40 })
+      item('page-1', { status: 'completed' })
+      chunk('hello')
+      await flush()
+      return 'ok'
+    })
+    await withWorker(worker, async () => {
+      const { id } = await t.createJob('destructured')
+      const job = await t.waitForJob(id, (j) => isTerminal(j.status))
+      expect(job.status).toBe('completed')
+      expect(job.progress.stage).toBe('reading')
+      expect(job.items.map((one) => [one.id, one.status])).toEqual([['page-1', 'completed']])
+      expect(job.text).toBe('hello')
+    })
+    expect(errors).toEqual([])
+  })
+
   it('throws at the call for a fraction outside the plan or metadata past the merged limits, and the job goes on', async () => {
     const { worker, errors } = startTestWorker(t)
     const thrown: string[] = []

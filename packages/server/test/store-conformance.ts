@@ -1634,6 +1634,42 @@ export function describeStoreConformance(name: string, makeStore: MakeStore, cle
         }
       })
 
+      it('a claim whose worker goes away while the store hands it a job gives the job back at once: the next waiting claim takes it', async () => {
+        const { store: inner, service } = await open()
+        const gone = new AbortController()
+        // The worker goes away after the store took the job for its claim, before the claim is answered.
+        const store = new Proxy(inner, {
+          get(target, key) {
+            if (key === 'claim') {
+              return (...args: Parameters<Store['claim']>) =>
+                target.claim(...args).then((results) => {
+                  if (results.length > 0) gone.abort()
+                  return results
+                })
+            }
+            const value: unknown = Reflect.get(target, key, target)
+            return typeof value === 'function' ? (value as (...args: unknown[]) => unknown).bind(target) : value
+          },
+        })
+        // No periodic look: only the job given back can wake the next claim, within the test's time.
+        const dispatcher = new Dispatcher(new JobService(store, defaultCoreLimits), Date.now, { claimRecheckMs: 3_600_000 })
+        const first = dispatcher.claimMany({ types: ['abandoned'], worker: 'gone', leaseMs: 60_000, waitMs: 60_000, signal: gone.signal })
+        const stop = new AbortController()
+        const second = dispatcher.claimMany({ types: ['abandoned'], worker: 'next', leaseMs: 60_000, waitMs: 60_000, signal: stop.signal })
+        try {
+          await new Promise((resolve) => setTimeout(resolve, 50))
+          const { job } = await service.createJob({ type: 'abandoned' })
+          expect(await first).toEqual([])
+          const claimed = await second
+          expect(claimed.map((c) => c.job.id)).toEqual([job.id])
+          const log = (await service.store.readLog(job.id, 0, 100))?.events ?? []
+          expect(log.map((event) => event.type)).toEqual(['created', 'started', 'requeued', 'started'])
+        } finally {
+          stop.abort()
+          gone.abort()
+        }
+      })
+
       it('jobs that become claimable without a signal (backoffs ending) are found by the periodic look, and each waiting claim takes one', async () => {
         const { store } = await open()
         const clock = { now: Date.now() }

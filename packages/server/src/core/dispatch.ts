@@ -113,7 +113,14 @@ export class Dispatcher {
         waiter.armed = true
         looked = signals
         claimed = await this.#claimOnce(request)
-        if (claimed.length > 0) return claimed
+        if (claimed.length > 0) {
+          if (!aborted()) return claimed
+          // The worker went away while the store handed it these (its answer would go nowhere):
+          // they go back to the queue now, not when their leases lapse.
+          await this.#giveBack(claimed)
+          claimed = []
+          return []
+        }
         const left = deadline - this.now()
         if (left <= 0 || aborted()) return []
         await waitFor(woken, left, request.signal)
@@ -125,6 +132,11 @@ export class Dispatcher {
       // take), or it took all it asked for (more may be ready): the next waiting claim looks.
       if (signals > looked || (claimed.length > 0 && claimed.length >= max)) this.#queues.pass(request.types)
     }
+  }
+
+  /** Releases jobs claimed for a worker that is gone; one that cannot be (its lease moved on) is left to its lease. */
+  async #giveBack(claimed: readonly Claimed[]): Promise<void> {
+    await Promise.all(claimed.map((c) => this.release(c.job.id, c.lease.token, 'the claiming worker went away before the answer').catch(() => undefined)))
   }
 
   async #claimOnce(request: ClaimRequest): Promise<Claimed[]> {

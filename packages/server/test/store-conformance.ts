@@ -1565,22 +1565,27 @@ export function describeStoreConformance(name: string, makeStore: MakeStore, cle
         expect(new Set(owners.values()).size).toBeGreaterThan(1)
       })
 
-      /** `store`, counting the claims it has answered (each one a transaction on SQLite, a script on Redis). */
-      function countingClaims(store: Store): { store: Store; claims: () => number } {
-        let claims = 0
-        const counted = new Proxy(store, {
+      /** `store`, calling `answered` with each claim's results before the claimer hears them. */
+      function watchingClaims(store: Store, answered: (results: AppendResult[]) => void): Store {
+        return new Proxy(store, {
           get(target, key) {
             if (key === 'claim') {
               return (...args: Parameters<Store['claim']>) =>
-                target.claim(...args).finally(() => {
-                  claims++
+                target.claim(...args).then((results) => {
+                  answered(results)
+                  return results
                 })
             }
             const value: unknown = Reflect.get(target, key, target)
             return typeof value === 'function' ? (value as (...args: unknown[]) => unknown).bind(target) : value
           },
         })
-        return { store: counted, claims: () => claims }
+      }
+
+      /** `store`, counting the claims it has answered (each one a transaction on SQLite, a script on Redis). */
+      function countingClaims(store: Store): { store: Store; claims: () => number } {
+        let claims = 0
+        return { store: watchingClaims(store, () => claims++), claims: () => claims }
       }
 
       it('a job entering the queue goes to the claim that has waited longest, and wakes one more at most — not every waiting claim', async () => {
@@ -1638,18 +1643,8 @@ export function describeStoreConformance(name: string, makeStore: MakeStore, cle
         const { store: inner, service } = await open()
         const gone = new AbortController()
         // The worker goes away after the store took the job for its claim, before the claim is answered.
-        const store = new Proxy(inner, {
-          get(target, key) {
-            if (key === 'claim') {
-              return (...args: Parameters<Store['claim']>) =>
-                target.claim(...args).then((results) => {
-                  if (results.length > 0) gone.abort()
-                  return results
-                })
-            }
-            const value: unknown = Reflect.get(target, key, target)
-            return typeof value === 'function' ? (value as (...args: unknown[]) => unknown).bind(target) : value
-          },
+        const store = watchingClaims(inner, (results) => {
+          if (results.length > 0) gone.abort()
         })
         // No periodic look: only the job given back can wake the next claim, within the test's time.
         const dispatcher = new Dispatcher(new JobService(store, defaultCoreLimits), Date.now, { claimRecheckMs: 3_600_000 })

@@ -100,6 +100,14 @@ class PendingWrite {
     if (this.#settle()) this.refuse(error)
   }
 
+  /** Settles with what `sent` (this write sent on its own) comes to. */
+  follow(sent: Promise<AppendResponse>): Promise<void> {
+    return sent.then(
+      (answer) => this.resolve(answer),
+      (error: unknown) => this.reject(error),
+    )
+  }
+
   #settle(): boolean {
     if (this.settled) return false
     this.settled = true
@@ -251,7 +259,7 @@ export class WorkerApi {
   async #sendGroup(writes: PendingWrite[]): Promise<void> {
     const single = writes.length === 1 ? writes[0] : undefined
     if (single !== undefined) {
-      await this.#appendOne(single.jobId, single.body, single.abort.signal).then((answer) => single.resolve(answer), (error: unknown) => single.reject(error))
+      await single.follow(this.#appendOne(single.jobId, single.body, single.abort.signal))
       return
     }
     const never = new AbortController().signal
@@ -263,7 +271,7 @@ export class WorkerApi {
       // Refused as a whole for one write's sake (a malformed event, say): send each on its own,
       // so the others are not held hostage. Anything else (no answer, 5xx, 401): each retries.
       if (error instanceof WorkerRequestError && error.status !== null && error.status >= 400 && error.status < 500 && ![401, 403, 408, 429].includes(error.status)) {
-        await Promise.all(writes.map((write) => this.#appendOne(write.jobId, write.body, write.abort.signal).then((answer) => write.resolve(answer), (error: unknown) => write.reject(error))))
+        await Promise.all(writes.map((write) => write.follow(this.#appendOne(write.jobId, write.body, write.abort.signal))))
       } else for (const write of writes) write.reject(error)
       return
     }

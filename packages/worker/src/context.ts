@@ -143,22 +143,17 @@ export function createContext<Checkpoint>(
  * one, and the collector took a fifth of the worker's time (docs/benchmarks.md).
  */
 class RunContext<Checkpoint> implements JobContext<Checkpoint> {
+  declare readonly progress: JobContext<Checkpoint>['progress']
+  declare readonly stage: JobContext<Checkpoint>['stage']
+  declare readonly item: JobContext<Checkpoint>['item']
+  declare readonly chunk: JobContext<Checkpoint>['chunk']
+  declare readonly checkpoint: JobContext<Checkpoint>['checkpoint']
+  declare readonly flush: JobContext<Checkpoint>['flush']
   readonly #signal: () => AbortSignal
-  readonly progress: JobContext<Checkpoint>['progress']
-  readonly stage: JobContext<Checkpoint>['stage']
-  readonly item: JobContext<Checkpoint>['item']
-  readonly chunk: JobContext<Checkpoint>['chunk']
-  readonly checkpoint: JobContext<Checkpoint>['checkpoint']
-  readonly flush: JobContext<Checkpoint>['flush']
 
   constructor(signal: () => AbortSignal, reports: Omit<JobContext<Checkpoint>, 'signal'>) {
     this.#signal = signal
-    this.progress = reports.progress
-    this.stage = reports.stage
-    this.item = reports.item
-    this.chunk = reports.chunk
-    this.checkpoint = reports.checkpoint
-    this.flush = reports.flush
+    Object.assign(this, reports)
   }
 
   get signal(): AbortSignal {

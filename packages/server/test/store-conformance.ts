@@ -1643,7 +1643,9 @@ export function describeStoreConformance(name: string, makeStore: MakeStore, cle
         const { store: inner, service } = await open()
         const gone = new AbortController()
         // The worker goes away after the store took the job for its claim, before the claim is answered.
+        let looks = 0
         const store = watchingClaims(inner, (results) => {
+          looks++
           if (results.length > 0) gone.abort()
         })
         // No periodic look: only the job given back can wake the next claim, within the test's time.
@@ -1652,7 +1654,8 @@ export function describeStoreConformance(name: string, makeStore: MakeStore, cle
         const stop = new AbortController()
         const second = dispatcher.claimMany({ types: ['abandoned'], worker: 'next', leaseMs: 60_000, waitMs: 60_000, signal: stop.signal })
         try {
-          await new Promise((resolve) => setTimeout(resolve, 50))
+          // Both have looked once and wait, the first longest: the job's signal goes to it.
+          await vi.waitFor(() => expect(looks).toBe(2))
           const { job } = await service.createJob({ type: 'abandoned' })
           expect(await first).toEqual([])
           const claimed = await second

@@ -5,7 +5,10 @@
 // variant with three): BENCH_SHAPE_JOBS (1,000) jobs; producers in BENCH_SHAPE_PRODUCERS (2)
 // processes give every job its own keep-alive connection, one request at a time, 1–3 events per
 // request (mean 2: a token delta, a progress tick, an item — seeded), requests due evenly spread;
-// watchers in BENCH_SHAPE_WATCHER_PROCESSES (2) processes, over SSE or WebSocket. Side by side:
+// watchers in BENCH_SHAPE_WATCHER_PROCESSES (2) processes, over SSE or WebSocket — raw (`sse`,
+// `ws`: the bench reads the frames) or through the SDK an app uses (`client`: one
+// `@jobwire/client` per process, a `watchJob` per watcher, every event folded into the job's
+// state; the table shows the watcher processes' CPU). Side by side:
 //   relay            the limit: a bare node:http relay (no auth, no validation, no store; each
 //                    event encoded once, everything a watcher gets in a tick written at once)
 //   jobwire-memory | jobwire-sqlite | jobwire-redis   Jobwire on each store (one node)
@@ -62,7 +65,7 @@ const FLEET_CADENCE = env('BENCH_SHAPE_FLEET_CADENCE', 100)
 const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379'
 const API_KEY = 'bench-shape-admin-key-0123456789'
 const DEFAULT_ROWS =
-  'relay:sse:1,relay:ws:1,jobwire-memory:sse:1,jobwire-memory:ws:1,jobwire-sqlite:sse:1,jobwire-sqlite:ws:1,jobwire-sqlite-normal:sse:1,jobwire-redis:sse:1,jobwire-redis:ws:1,jobwire-redis2:ws:1,' +
+  'relay:sse:1,relay:ws:1,jobwire-memory:sse:1,jobwire-memory:ws:1,jobwire-sqlite:sse:1,jobwire-sqlite:ws:1,jobwire-sqlite:client:1,jobwire-sqlite-normal:sse:1,jobwire-redis:sse:1,jobwire-redis:ws:1,jobwire-redis2:ws:1,' +
   'socketio:ws:1,socketio-redis:ws:1,bullmq:-:1,relay:ws:3,jobwire-memory:ws:3,jobwire-redis:ws:3,socketio:ws:3'
 /** BENCH_SHAPE_ROWS: kind:transport:watchers,… (see DEFAULT_ROWS); empty runs the fleet only. */
 const ROWS = (process.env.BENCH_SHAPE_ROWS ?? DEFAULT_ROWS).split(',').filter(Boolean).map((row) => {
@@ -92,6 +95,7 @@ function watcherKind({ kind, transport }) {
   if (kind === 'bullmq') return 'bullmq'
   if (kind.startsWith('socketio')) return 'socketio'
   if (transport === 'sse') return 'jobwire-sse' // the relay serves the same SSE path
+  if (transport === 'client') return 'jobwire-client'
   return kind === 'relay' ? 'bare-corked' : 'jobwire'
 }
 
@@ -207,6 +211,7 @@ async function measure(target, eventsPerSecond, batch, seconds, warmup, seed) {
     failed: halted.reduce((sum, h) => sum + h.failed, 0),
     error,
     serverCores: cpu0 ? (cpu1.cpu.user + cpu1.cpu.system - cpu0.cpu.user - cpu0.cpu.system) / 1e6 / elapsed : NaN,
+    watcherCores: ends.reduce((sum, end, i) => sum + end.cpu.user + end.cpu.system - starts[i].cpu.user - starts[i].cpu.system, 0) / 1e6 / elapsed,
     loopP99Ms: cpu1 ? cpu1.loopP99Ms : NaN,
     loopMaxMs: cpu1 ? cpu1.loopMaxMs : NaN,
   }
@@ -220,7 +225,8 @@ async function cpuOf(server, server2) {
 
 const fmt = (n, digits = 1) => (Number.isFinite(n) ? n.toFixed(digits) : 'n/a')
 const int = (n) => (Number.isFinite(n) ? Math.round(n).toLocaleString('en-US') : 'n/a')
-const label = (r) => `${NAMES[r.kind] ?? r.kind}${r.transport === '-' ? '' : `, ${r.transport === 'ws' ? 'WebSocket' : 'SSE'}`}`
+const TRANSPORTS = { ws: 'WebSocket', sse: 'SSE', client: 'WebSocket, watched through @jobwire/client' }
+const label = (r) => `${NAMES[r.kind] ?? r.kind}${r.transport === '-' ? '' : `, ${TRANSPORTS[r.transport]}`}`
 const passes = (m) => m.eventsPerSecond >= 0.98 * m.offered && m.skipped === 0 && m.failed === 0 && m.lost <= 0 && m.p99Ms < 50
 
 const results = []
@@ -236,7 +242,7 @@ for (const row of ROWS) {
   // A first pass opens every producer's connection and warms the code up; the light load is measured after it.
   await measure(target, LIGHT, 'one', 2, 1, seed++)
   const light = await measure(target, LIGHT, 'one', SECONDS, 2, seed++)
-  process.stderr.write(`  light ${int(LIGHT)}/s: p50 ${fmt(light.p50Ms)} ms, p99 ${fmt(light.p99Ms)} ms, delivered ${int(light.eventsPerSecond)} events/s, lost ${light.lost}, server loop delay p99 ${fmt(light.loopP99Ms)} ms / max ${fmt(light.loopMaxMs)} ms (after ${fmt(quiet.waitedMs / 1000)} s for the machine to settle to ${fmt(quiet.cores, 2)} cores)${light.error ? `, error: ${light.error}` : ''}\n`)
+  process.stderr.write(`  light ${int(LIGHT)}/s: p50 ${fmt(light.p50Ms)} ms, p99 ${fmt(light.p99Ms)} ms, delivered ${int(light.eventsPerSecond)} events/s, lost ${light.lost}, watchers ${fmt(light.watcherCores, 2)} cores, server loop delay p99 ${fmt(light.loopP99Ms)} ms / max ${fmt(light.loopMaxMs)} ms (after ${fmt(quiet.waitedMs / 1000)} s for the machine to settle to ${fmt(quiet.cores, 2)} cores)${light.error ? `, error: ${light.error}` : ''}\n`)
   let kept = null
   let failedAt = null
   target.lost = Math.max(0, light.lost)
@@ -244,7 +250,7 @@ for (const row of ROWS) {
     for (let attempt = 1; attempt <= 2; attempt++) {
       const step = await measure(target, rate, 'small', STEP_SECONDS, 1, seed++)
       target.lost += Math.max(0, step.lost)
-      process.stderr.write(`  ${int(rate)}/s${attempt > 1 ? ' (again)' : ''}: delivered ${int(step.eventsPerSecond)} events/s, p50 ${fmt(step.p50Ms)} ms, p99 ${fmt(step.p99Ms)} ms, skipped ${step.skipped}, lost ${step.lost}, server ${fmt(step.serverCores, 2)} cores${step.error ? `, error: ${step.error}` : ''}\n`)
+      process.stderr.write(`  ${int(rate)}/s${attempt > 1 ? ' (again)' : ''}: delivered ${int(step.eventsPerSecond)} events/s, p50 ${fmt(step.p50Ms)} ms, p99 ${fmt(step.p99Ms)} ms, skipped ${step.skipped}, lost ${step.lost}, server ${fmt(step.serverCores, 2)} cores, watchers ${fmt(step.watcherCores, 2)} cores${step.error ? `, error: ${step.error}` : ''}\n`)
       if (passes(step)) {
         kept = step
         return true
@@ -328,14 +334,14 @@ for (const store of FLEET) fleetResults.push(await fleet(store))
 const relayOf = (r) => results.find((x) => x.kind === 'relay' && x.watchers === r.watchers && (x.transport === r.transport || (r.transport !== 'sse' && x.transport === 'ws')))
 const socketioOf = (r) => results.find((x) => x.kind === (usesRedis(r.kind) ? 'socketio-redis' : 'socketio') && x.watchers === r.watchers)
 console.log(`\n### The users' shape: ${int(JOBS)} jobs, a producer connection per job (1–3 events per request), watchers per job as shown\n`)
-console.log('| server | watchers/job | load avg | light load p50 / p99 ms | server µs per event, light | capacity events/s (p99 < 50 ms) | deliveries/s there | p50 / p99 ms there | server cores | lost (all steps) | vs relay | vs Socket.IO |')
-console.log('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|')
+console.log('| server | watchers/job | load avg | light load p50 / p99 ms | server µs per event, light | capacity events/s (p99 < 50 ms) | deliveries/s there | p50 / p99 ms there | server cores | cores of the watcher processes | lost (all steps) | vs relay | vs Socket.IO |')
+console.log('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|')
 for (const r of results) {
   const capacity = r.capacity?.offered ?? 0
   const relay = relayOf(r)?.capacity?.offered
   const sio = socketioOf(r)?.capacity?.offered
   console.log(
-    `| ${label(r)} | ${r.watchers} | ${fmt(r.load, 2)} | ${fmt(r.light.p50Ms)} / ${fmt(r.light.p99Ms)} | ${fmt((r.light.serverCores * 1e6) / r.light.eventsPerSecond, 0)} | ${int(capacity)} | ${int(r.capacity?.deliveriesPerSecond)} | ${fmt(r.capacity?.p50Ms)} / ${fmt(r.capacity?.p99Ms)} | ${fmt(r.capacity?.serverCores, 2)} | ${int(r.lost)} | ${relay ? `${fmt(capacity / relay, 2)}×` : 'n/a'} | ${sio ? `${fmt(capacity / sio, 2)}×` : 'n/a'} |`,
+    `| ${label(r)} | ${r.watchers} | ${fmt(r.load, 2)} | ${fmt(r.light.p50Ms)} / ${fmt(r.light.p99Ms)} | ${fmt((r.light.serverCores * 1e6) / r.light.eventsPerSecond, 0)} | ${int(capacity)} | ${int(r.capacity?.deliveriesPerSecond)} | ${fmt(r.capacity?.p50Ms)} / ${fmt(r.capacity?.p99Ms)} | ${fmt(r.capacity?.serverCores, 2)} | ${fmt(r.capacity?.watcherCores, 2)} | ${int(r.lost)} | ${relay ? `${fmt(capacity / relay, 2)}×` : 'n/a'} | ${sio ? `${fmt(capacity / sio, 2)}×` : 'n/a'} |`,
   )
 }
 console.log(`\n(light load: ${int(LIGHT)} events/s, one event per request; capacity: highest offered rate on the ladder delivered ≥ 98 % with nothing skipped at p99 < 50 ms. "vs relay" compares with the relay on the same transport; "vs Socket.IO" with Socket.IO + redis-adapter for the Redis rows and BullMQ, plain Socket.IO for the rest.)`)

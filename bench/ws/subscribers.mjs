@@ -1,8 +1,11 @@
 // WebSocket (or SSE, for the idle-memory phase) subscribers, a child of bench/ws/run.mjs (IPC).
 // argv: kind url apiKey count jobs(comma-separated). Subscriber i watches jobs[i % jobs.length].
-// kind: jobwire | bare | bare-corked | socketio (WebSocket), jobwire-sse (SSE streams), or bullmq
+// kind: jobwire | bare | bare-corked | socketio (WebSocket), jobwire-sse (SSE streams), bullmq
 // (url: the Redis URL, apiKey: "queue|prefix"; one QueueEvents reader per process, its `progress`
-// events counted for every subscriber of the job).
+// events counted for every subscriber of the job), or jobwire-client: what an app runs, one
+// `@jobwire/client` per process (one WebSocket) and a `watchJob` per subscriber, each event folded
+// into the job's state by the SDK (counted by the seqs the state advances; latency from the stamp
+// of the event each update carries — for a slow reader's coalesced run, its last).
 // Counts the producer's events by the stamp each carries — `@<µs since the epoch>` in a string
 // field (`"message":"@…"`, or in streamed text, where a worker's outbox may join several) — and records
 // publish→receive latency of every one on every subscriber (µs since the epoch on both sides).
@@ -82,6 +85,35 @@ async function openSse(i) {
   })
 }
 
+/** `@jobwire/client` (WebSocket): one client for the process, a watch per subscriber. */
+async function openClient(i) {
+  const sub = { received: 0, ready: false }
+  subscribers.push(sub)
+  if (openClient.client === undefined) {
+    const { createJobwireClient } = await import('@jobwire/client')
+    openClient.client = createJobwireClient({ url, getToken: () => apiKey, transports: ['ws'], WebSocket })
+  }
+  let seq = null
+  openClient.client.watchJob(jobs[i % jobs.length], {
+    onUpdate: (state, update) => {
+      if (seq === null || update.cause !== 'event') {
+        seq = state.seq
+        markReady(sub)
+        return
+      }
+      const n = state.seq - seq
+      seq = state.seq
+      sub.received += n
+      total += n
+      const data = update.event?.data
+      const text = data === undefined ? undefined : typeof data.text === 'string' ? data.text : data.message
+      const at = typeof text === 'string' ? text.indexOf('@') : -1
+      if (measuring && at !== -1) recordLatency(slice, (timeOrigin + performance.now()) * 1000, Number.parseInt(text.slice(at + 1, at + 17), 10))
+    },
+    onEnd: (error) => error && console.error(`subscriber ${i}: ${error.code}`),
+  })
+}
+
 /** BullMQ: one QueueEvents reader per process; a job's `progress` counts once for each of its subscribers. */
 async function openBullmq(i) {
   const sub = { received: 0, ready: false }
@@ -105,7 +137,7 @@ async function openBullmq(i) {
   markReady(sub)
 }
 
-const open = kind === 'jobwire-sse' ? openSse : kind === 'bullmq' ? openBullmq : openWs
+const open = { 'jobwire-sse': openSse, bullmq: openBullmq, 'jobwire-client': openClient }[kind] ?? openWs
 for (let i = 0; i < count; i++) {
   await open(i)
   if (i % 100 === 99) await new Promise((resolve) => setImmediate(resolve))
@@ -127,13 +159,13 @@ process.on('message', (message) => {
     if (message.name === 'start') {
       slice.fill(0)
       measuring = true
-      process.send({ type: 'marked', name: 'start', total })
+      process.send({ type: 'marked', name: 'start', total, cpu: process.cpuUsage() })
     } else {
       measuring = false
       // Sparse histogram: [bucket, count] pairs.
       const histogram = []
       for (let b = 0; b <= BUCKETS; b++) if (slice[b] !== 0) histogram.push([b, slice[b]])
-      process.send({ type: 'marked', name: 'end', total, histogram, bucketUs: BUCKET_US })
+      process.send({ type: 'marked', name: 'end', total, histogram, bucketUs: BUCKET_US, cpu: process.cpuUsage() })
     }
   }
   if (message.type === 'stop') process.exit(0)

@@ -128,7 +128,7 @@ describe('jobwire serve', () => {
     { args: ['help'], shows: 'jobwire serve [options]' },
     { args: ['jobs', '--help'], shows: 'jobwire jobs create <type>' },
     { args: ['jobs', 'create', '--help'], shows: 'jobwire jobs list' },
-    { args: ['watch', '--help'], shows: 'Exit code: 0 completed, 1 failed, 2 cancelled' },
+    { args: ['watch', '--help'], shows: 'Exit code: 0 completed, 1 failed (or no server, key or job to watch), 2 cancelled' },
     { args: ['watch', '-h'], shows: 'jobwire watch <id> [--json]' },
     { args: ['keys', '--help'], shows: 'jobwire keys revoke <id>' },
     { args: ['token', '--help'], shows: '--rights read,cancel' },
@@ -311,5 +311,33 @@ describe('jobwire jobs and watch against a running server', () => {
     const result = await cli(['watch', 'job_missing'])
     expect(result.code).toBe(1)
     expect(result.stderr).toContain('Job job_missing does not exist')
+  })
+
+  it('watch exits 1 at once, saying so, when nothing answers at --url (no retries in silence)', async () => {
+    // Port 9 (discard) refuses on this machine; the old watch retried 30 times, for minutes, printing nothing.
+    const result = await runCli(['watch', 'job_anything', '--url', 'http://127.0.0.1:9', '--key', server.key], { cwd: workDir.path })
+    expect(result.code).toBe(1)
+    expect(result.stderr).toContain('Cannot reach Jobwire at http://127.0.0.1:9')
+    expect(result.stdout).toBe('')
+  })
+
+  it('watch says on stderr that it is reconnecting, and why, when its server goes away', async () => {
+    const own = await startTestServer({ heartbeat: 1000 })
+    const job = (await own.api.call<JobState>('POST', '/v1/jobs', { type: 'cli-watch' })).body
+    let connected!: () => void
+    const watching = new Promise<void>((resolve) => (connected = resolve))
+    let reconnecting!: () => void
+    const noticed = new Promise<void>((resolve) => (reconnecting = resolve))
+    const result = runCli(['watch', job.id, '--url', own.url, '--key', own.key], {
+      cwd: workDir.path,
+      onStdout: () => connected(),
+      onStderr: (all) => all.includes('reconnecting') && reconnecting(),
+      until: noticed,
+    })
+    await watching
+    await own.close()
+    const { stdout, stderr } = await result
+    expect(stdout).toContain('queued')
+    expect(stderr).toMatch(new RegExp(`^reconnecting to ${own.url.replace(/[.]/g, '\\.')}: \\S`, 'm'))
   })
 })

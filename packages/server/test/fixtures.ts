@@ -407,10 +407,19 @@ export interface CliResult extends ChildExit {
  */
 export function runCli(
   args: string[],
-  options: { env?: Record<string, string | undefined>; cwd?: string; timeoutMs?: number; onStdout?: (all: string) => void } = {},
+  options: {
+    env?: Record<string, string | undefined>
+    cwd?: string
+    timeoutMs?: number
+    onStdout?: (all: string) => void
+    onStderr?: (all: string) => void
+    /** Stops the command (SIGTERM) when it resolves. */
+    until?: Promise<unknown>
+  } = {},
 ): Promise<CliResult> {
-  const { child, output } = spawnCli(args, options.env ?? {}, options.cwd, options.onStdout)
+  const { child, output } = spawnCli(args, options.env ?? {}, options.cwd, options.onStdout, options.onStderr)
   const timer = setTimeout(() => child.kill('SIGKILL'), options.timeoutMs ?? 20_000)
+  void options.until?.then(() => child.kill('SIGTERM'))
   return new Promise((resolve, reject) => {
     child.once('error', reject)
     child.once('close', (code, signal) => {
@@ -423,9 +432,9 @@ export function runCli(
 
 /**
  * Spawns `jobwire <args>` (killed if the test process exits first) and gathers its output as it
- * arrives; `onStdout` sees all of stdout so far at each chunk.
+ * arrives; `onStdout` and `onStderr` see all of their stream so far at each chunk.
  */
-function spawnCli(args: string[], env: Record<string, string | undefined>, cwd: string | undefined, onStdout?: (all: string) => void) {
+function spawnCli(args: string[], env: Record<string, string | undefined>, cwd: string | undefined, onStdout?: (all: string) => void, onStderr?: (all: string) => void) {
   const child = spawn(process.execPath, [cliPath, ...args], {
     cwd,
     env: cleanEnv({ JOBWIRE_LOG_LEVEL: 'warn', ...env }),
@@ -439,7 +448,10 @@ function spawnCli(args: string[], env: Record<string, string | undefined>, cwd: 
     output.stdout += chunk
     onStdout?.(output.stdout)
   })
-  child.stderr.on('data', (chunk: string) => (output.stderr += chunk))
+  child.stderr.on('data', (chunk: string) => {
+    output.stderr += chunk
+    onStderr?.(output.stderr)
+  })
   return { child, output }
 }
 

@@ -835,6 +835,16 @@ describe('every registry error code', () => {
     expectError(await inject('POST', '/v1/jobs', { payload: '', headers: { 'content-type': 'application/json' } }), 'malformed_json')
   })
 
+  it('answers invalid_request, not malformed_json, for JSON with a prototype-polluting key, creating nothing', async () => {
+    for (const payload of ['{"type":"polluted","input":{"__proto__":{"admin":true}}}', '{"type":"polluted","input":{"constructor":{"prototype":{"admin":true}}}}']) {
+      const error = expectError(await inject('POST', '/v1/jobs', { payload, headers: { 'content-type': 'application/json' } }), 'invalid_request')
+      expect(error.details?.reason).toContain('__proto__')
+    }
+    expect((await inject<{ jobs: unknown[] }>('GET', '/v1/jobs?type=polluted')).body.jobs).toEqual([])
+    // A key that only names a constructor is data like any other.
+    expect((await inject('POST', '/v1/jobs', { body: { type: 'named', input: { constructor: 'Ada' } } })).status).toBe(201)
+  })
+
   it('answers unsupported_media_type for a text/plain body', async () => {
     expectError(await inject('POST', '/v1/jobs', { payload: '{"type":"x"}', headers: { 'content-type': 'text/plain' } }), 'unsupported_media_type')
   })

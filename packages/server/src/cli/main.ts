@@ -48,10 +48,11 @@ const commandHelp: Record<string, string> = {
 
 ${clientHelp}`,
   watch: `Usage:
-  jobwire watch <id> [--json]    follow a job live until it ends (resumes after a dropped connection)
+  jobwire watch <id> [--json]    follow a job live until it ends (resumes after a dropped connection,
+                                 saying why on stderr; gives up after 30 failed attempts in a row)
 
   --json           print the stream messages (snapshot, event, queue), one JSON line each
-  Exit code: 0 completed, 1 failed, 2 cancelled.
+  Exit code: 0 completed, 1 failed (or no server, key or job to watch), 2 cancelled.
 
 ${clientHelp}`,
   keys: `Usage:
@@ -309,10 +310,15 @@ async function watch(argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({ args: argv, allowPositionals: true, options: { ...clientOptions, json: { type: 'boolean' } } })
   const jobId = positionals[0]
   if (jobId === undefined) throw new Error('jobwire watch needs a job id')
-  const job = await watchJob(resolveTarget(values), jobId, {
+  const target = resolveTarget(values)
+  // A server that is not there, a wrong key or an unknown job is said at once, as `jobs get` says
+  // it: the watch's retries (up to 30, backing off to 20 s) are for a connection that drops.
+  await backendFor(target).getJob(jobId)
+  const job = await watchJob(target, jobId, {
     plain: process.stdout.isTTY !== true,
     json: values.json === true,
     write: (text) => process.stdout.write(text),
+    notice: (text) => process.stderr.write(text),
   })
   if (values.json !== true && job.status === 'completed' && job.result !== null) console.log(`result: ${JSON.stringify(job.result)}`)
   return watchExitCodes[job.status as keyof typeof watchExitCodes] ?? 1

@@ -9,6 +9,8 @@ export interface WatchOptions {
   write: (text: string) => void
   /** Emits the job's stream messages, as the client applied them, as JSON lines instead of a bar. */
   json?: boolean
+  /** Where a line about the connection goes (stderr), when there is no bar to show it in. */
+  notice: (text: string) => void
 }
 
 /** Exit codes of `jobwire watch`: the job's outcome. */
@@ -46,7 +48,11 @@ export function watchJob(target: Target, jobId: string, options: WatchOptions): 
         else render(state)
       },
       onConnection: (change: StateChange) => {
-        if (change.to === 'reconnecting' && bar) options.write(`\r\x1b[2K(reconnecting…) ${lastLine}`)
+        if (change.to === 'reconnecting') {
+          if (bar) options.write(`\r\x1b[2K(reconnecting: ${change.reason}) ${lastLine}`)
+          else options.notice(`reconnecting to ${target.url}: ${change.reason}\n`)
+        }
+        if (change.to === 'live' && change.from === 'reconnecting' && !bar) options.notice(`reconnected to ${target.url}\n`)
         if (change.to === 'offline') {
           watch.stop()
           reject(new Error(`Lost the connection to Jobwire at ${target.url}: ${change.reason}`))

@@ -135,7 +135,7 @@ export async function buildApp(options: AppOptions): Promise<{ app: FastifyInsta
       done(error as Error, undefined)
       return
     }
-    parseJson(request, text, done)
+    parseJson(request, text, (error, value) => done(error === null ? null : (refusedKeys(text) ?? error), value))
   })
   app.decorateRequest('principal', null)
 
@@ -404,6 +404,20 @@ function toJobwireError(error: unknown, requestId: string, bodyLimit?: number): 
     return new JobwireError('invalid_request', { reason: fastifyError.message ?? 'refused' })
   }
   return new JobwireError('internal', { requestId })
+}
+
+/**
+ * Fastify's parser refuses a `__proto__` key, or a `constructor` key holding `prototype` (what
+ * pollutes prototypes when merged), with the same error as broken JSON. A body that is JSON is
+ * told why instead; the check runs only on that error path.
+ */
+function refusedKeys(text: string): JobwireError | null {
+  try {
+    JSON.parse(text)
+  } catch {
+    return null
+  }
+  return new JobwireError('invalid_request', { reason: 'a key named "__proto__", or "constructor" holding "prototype", is not accepted anywhere in a body' })
 }
 
 function repeatedParameter(name: string): JobwireError {

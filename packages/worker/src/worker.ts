@@ -301,9 +301,13 @@ class JobwireWorker implements Worker {
 /** Most jobs one claim asks for (the server's limit on `max`). */
 const maxClaim = 1000
 
+/** The default `onError`: one line, `jobwire worker: claim: connect ECONNREFUSED 127.0.0.1:7070`. */
 function warn(error: unknown, context: ErrorContext): void {
   const message = error instanceof Error ? error.message : String(error)
-  console.warn(`jobwire worker: ${context.operation}${context.jobId === undefined ? '' : ` ${context.jobId}`}: ${message}`)
+  const where = `${context.operation}${context.jobId === undefined ? '' : ` ${context.jobId}`}`
+  // A request's error already starts with its operation ("claim: …"): said once, not twice.
+  const said = message.startsWith(`${context.operation}: `) ? message.slice(context.operation.length + 2) : message
+  console.warn(`jobwire worker: ${where}: ${said}`)
 }
 
 function batchLimits(given: Partial<BatchLimits>): BatchLimits {

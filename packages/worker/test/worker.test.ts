@@ -1,6 +1,6 @@
 import { isTerminal, type JobEvent, type JobState } from '@jobwire/protocol'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { JobAbortedError, JobFailure, RetryableError, type AbortReason } from '../src/index.js'
+import { createWorker, JobAbortedError, JobFailure, RetryableError, type AbortReason } from '../src/index.js'
 import { codeOf, ManualTimers, reduceLog, startTestServer, startTestWorker, until, withWorker, type TestServer } from './harness.js'
 
 let t: TestServer
@@ -224,6 +224,25 @@ describe('many jobs in one worker: bulkWrites false', () => {
 })
 
 describe('a flaky network', () => {
+  it('says a server that is not there in one line per attempt, by default, naming the operation once', async () => {
+    const lines: string[] = []
+    const said = signalled()
+    const original = console.warn
+    console.warn = (line: string) => {
+      lines.push(line)
+      said.resolve()
+    }
+    try {
+      // Port 9 (discard) refuses connections here.
+      const worker = createWorker({ url: 'http://127.0.0.1:9', apiKey: 'jw_not_a_key_at_all', pollWaitSeconds: 1 })
+      worker.handle('nowhere', async () => null)
+      await withWorker(worker, () => said.promise)
+    } finally {
+      console.warn = original
+    }
+    expect(lines[0]).toMatch(/^jobwire worker: claim: connect ECONNREFUSED 127\.0\.0\.1:9$/)
+  })
+
   it('loses, duplicates and reorders nothing when requests fail before or after the server applied them', async () => {
     // Per endpoint, the 2nd of every 5 requests is lost on the way and the 4th's answer is lost
     // on the way back (after the server applied it). Claims only ever lose the request.

@@ -178,5 +178,6 @@ def test_an_unreachable_server_is_a_connection_error() -> None:
     with Backend("http://127.0.0.1:9", "k" * 20, timeout=5) as backend, pytest.raises(JobwireError) as failed:
         backend.get_job("x")
     assert failed.value.code == "network_error" and failed.value.retryable
+    assert "(http://127.0.0.1:9)" in str(failed.value)  # where it could not get to
     assert isinstance(failed.value.__cause__, httpx.HTTPError)
     assert json.dumps(failed.value.code)

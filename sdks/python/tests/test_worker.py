@@ -53,6 +53,34 @@ def run(scenario: Callable[[], Awaitable[None]]) -> None:
     asyncio.run(scenario())
 
 
+def test_a_server_that_is_not_there_is_said_in_one_line_naming_it(caplog: pytest.LogCaptureFixture) -> None:
+    # Port 9 (discard) refuses connections here. The line used to read "claim: claim: claim: All
+    # connection attempts failed", without the server.
+    worker = Worker("http://127.0.0.1:9", "jw_not_a_key_at_all", poll_wait=1)
+
+    @worker.handle("nowhere")
+    async def nowhere(job: dict[str, Any], ctx: JobContext) -> None:
+        return None
+
+    async def main() -> None:
+        await worker.start()
+        try:
+            await asyncio.wait_for(_logged(caplog, "jobwire worker: claim"), GUARD)
+        finally:
+            await worker.stop()
+
+    with caplog.at_level("WARNING", logger="jobwire.worker"):
+        asyncio.run(main())
+    line = next(record.getMessage() for record in caplog.records if record.getMessage().startswith("jobwire worker: claim"))
+    assert line.startswith("jobwire worker: claim: ") and "claim: claim" not in line
+    assert line.endswith("(http://127.0.0.1:9)")
+
+
+async def _logged(caplog: pytest.LogCaptureFixture, prefix: str) -> None:
+    while not any(record.getMessage().startswith(prefix) for record in caplog.records):
+        await asyncio.sleep(0.01)
+
+
 def test_an_async_handler_reports_stages_items_text_and_its_result(server: Server) -> None:
     async def scenario() -> None:
         worker = Worker(server.url, server.api_key, name="py-test", poll_wait=2)

@@ -132,9 +132,20 @@ def result_error(result: Mapping[str, Any]) -> JobwireError:
 
 
 def connection_error(error: httpx.HTTPError, what: str) -> JobwireError:
+    where = _origin(error)
     if isinstance(error, httpx.TimeoutException):
-        return ConnectionFailedError("timeout", f"{what}: no answer in time ({type(error).__name__})")
-    return ConnectionFailedError("network_error", f"{what}: {error}")
+        return ConnectionFailedError("timeout", f"{what}: no answer in time from {where} ({type(error).__name__})")
+    # httpx says "All connection attempts failed" without saying where to: the server is named.
+    return ConnectionFailedError("network_error", f"{what}: {error} ({where})")
+
+
+def _origin(error: httpx.HTTPError) -> str:
+    """The server a failed request went to (``http://host:port``)."""
+    try:
+        url = error.request.url
+    except RuntimeError:  # an error raised before a request was built
+        return "the server"
+    return f"{url.scheme}://{url.netloc.decode('ascii')}"
 
 
 _background: set["asyncio.Task[Any]"] = set()

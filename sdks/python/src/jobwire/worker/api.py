@@ -33,7 +33,9 @@ class WorkerRequestError(JobwireError):
     operation: str
 
     def __init__(self, operation: str, error: JobwireError) -> None:
-        super().__init__(error.code, f"{operation}: {error}", error.details, error.status)
+        message = str(error)
+        # A connection error already names the request ("claim: …"): named once.
+        super().__init__(error.code, message if message.startswith(f"{operation}: ") else f"{operation}: {message}", error.details, error.status)
         self.operation = operation
 
     @property

@@ -308,4 +308,8 @@ def _no_handler(name: str, job_type: str) -> Handler:
 
 
 def _warn(error: BaseException, operation: str, job_id: str | None) -> None:
-    _log.warning("jobwire worker: %s%s: %s", operation, "" if job_id is None else f" {job_id}", error)
+    """The default ``on_error``: one line, ``jobwire worker: claim: All connection attempts failed (http://…)``."""
+    message = str(error)
+    # A request's error already starts with its operation ("claim: …"): said once, not twice.
+    said = message[len(operation) + 2 :] if message.startswith(f"{operation}: ") else message
+    _log.warning("jobwire worker: %s%s: %s", operation, "" if job_id is None else f" {job_id}", said)

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from conftest import TOKEN_SECRET, Server, start_server, stop_server
-from jobwire import AsyncBackend, Backend, NotFoundError, Update, follow_job, mint_subscription_token, watch_job
+from jobwire import AsyncBackend, Backend, ConnectionFailedError, NotFoundError, Update, follow_job, mint_subscription_token, watch_job
 from jobwire import watch as watch_module
 
 GUARD = 60.0
@@ -230,6 +230,23 @@ def test_watching_a_job_that_does_not_exist_raises_not_found(memory_server: Serv
         assert missing.value.code == "job_not_found"
 
     asyncio.run(scenario())
+
+
+def test_a_server_that_is_not_there_is_logged_each_attempt_and_max_retries_ends_the_watch(caplog: pytest.LogCaptureFixture) -> None:
+    # Port 9 (discard) refuses connections here. Before max_retries, the watch tried for ever, silently.
+    async def scenario() -> None:
+        with pytest.raises(ConnectionFailedError) as failed:
+            async for _ in watch_job("http://127.0.0.1:9", "job_anything", "jw_not_a_key_at_all", max_retries=2, max_retry_delay=0.05):
+                pass
+        assert failed.value.code == "network_error" and "(http://127.0.0.1:9)" in str(failed.value)
+
+    with caplog.at_level("WARNING", logger="jobwire.watch"):
+        asyncio.run(asyncio.wait_for(scenario(), GUARD))
+    lines = [record.getMessage() for record in caplog.records if record.name == "jobwire.watch"]
+    assert len(lines) == 2 and "; attempt 1 failed, the next in " in lines[0] and "; attempt 2 failed, the next in " in lines[1]
+    assert all(line.startswith("jobwire watch job_anything: ") and "watch job_anything: watch" not in line and "(http://127.0.0.1:9)" in line for line in lines)
+    with pytest.raises(ValueError, match="max_retries"):
+        asyncio.run(anext(watch_job("http://127.0.0.1:9", "job_anything", "k" * 20, max_retries=-1)))
 
 
 def test_a_watch_from_the_last_seq_of_a_finished_job_ends_at_once(memory_server: Server) -> None:

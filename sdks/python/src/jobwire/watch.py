@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 from dataclasses import dataclass
 from typing import Any, AsyncGenerator, AsyncIterator, Iterator, Literal
 
@@ -15,6 +16,8 @@ from . import _http
 from ._retry import MIN_POLL, Backoff
 from .errors import ConnectionFailedError, JobwireError, error_from_stream
 from .reducer import JobEvent, JobState, apply_event, is_terminal
+
+_log = logging.getLogger("jobwire.watch")
 
 # Longest silence of a live stream before it is taken for dead: three of the server's default heartbeats.
 _IDLE_TIMEOUT = 45.0
@@ -52,6 +55,7 @@ async def watch_job(
     poll_wait: float = 25.0,
     first_message_timeout: float = 10.0,
     max_retry_delay: float = 10.0,
+    max_retries: int | None = None,
     client: httpx.AsyncClient | None = None,
 ) -> AsyncIterator[Update]:
     """Yields the job's updates until it ends (completed, failed or cancelled, every event delivered).
@@ -63,11 +67,15 @@ async def watch_job(
     within ``first_message_timeout`` seconds or is refused as a stream; ``"sse"`` and ``"poll"`` force
     one. Raises a :class:`~jobwire.errors.JobwireError` for an answer retrying cannot fix
     (``job_not_found``, ``token_expired``…); transient failures are retried with backoff (at most
-    ``max_retry_delay`` seconds apart).
+    ``max_retry_delay`` seconds apart), each logged as a warning on the ``jobwire.watch`` logger;
+    ``max_retries`` failed attempts in a row (default: no limit) raise the last one's error
+    (:class:`~jobwire.errors.ConnectionFailedError` when no answer came).
     """
+    if max_retries is not None and (isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0):
+        raise ValueError(f"max_retries must be a whole number ≥ 0 or None, not {max_retries!r}")
     owned = client is None
     http = client or httpx.AsyncClient(timeout=httpx.Timeout(30.0, read=None))
-    follower = _Follower(http, _http.base_url(url), job_id, credential, after, poll_wait, first_message_timeout, max_retry_delay)
+    follower = _Follower(http, _http.base_url(url), job_id, credential, after, poll_wait, first_message_timeout, max_retry_delay, max_retries)
     try:
         mode: Transport = "poll" if transport == "poll" else "sse"
         while not follower.done:
@@ -113,8 +121,12 @@ def follow_job(url: str, job_id: str, credential: str, **options: Any) -> Iterat
 
 
 class _Follower:
-    def __init__(self, http: httpx.AsyncClient, base: str, job_id: str, credential: str, after: int | None, poll_wait: float, first_timeout: float, max_delay: float) -> None:
+    def __init__(
+        self, http: httpx.AsyncClient, base: str, job_id: str, credential: str, after: int | None, poll_wait: float, first_timeout: float, max_delay: float, max_retries: int | None
+    ) -> None:
         self.http = http
+        self.job_id = job_id
+        self.max_retries = max_retries
         self.endpoint = _http.Endpoint(base, credential)
         self.path = _http.job_path(job_id)
         self.state: JobState | None = None
@@ -127,8 +139,19 @@ class _Follower:
         self.done = False
 
     async def backoff(self, error: BaseException) -> None:
+        """Waits before the next attempt; raises ``error`` (as a JobwireError) when ``max_retries`` ran out."""
         self.failures += 1
-        await asyncio.sleep(self.delays.delay(self.failures))
+        name = f"watch {self.job_id}"
+        known = _http.connection_error(error, name) if isinstance(error, httpx.HTTPError) else error
+        if self.max_retries is not None and self.failures > self.max_retries:
+            if known is error:
+                raise known
+            raise known from error
+        delay = self.delays.delay(self.failures)
+        message = str(known)
+        said = message if message.startswith(f"{name}: ") else f"{name}: {message}"
+        _log.warning("jobwire %s; attempt %d failed, the next in %.1f s", said, self.failures, delay)
+        await asyncio.sleep(delay)
 
     def _snapshot(self, job: JobState, reset: bool) -> Update:
         self.state = job

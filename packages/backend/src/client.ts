@@ -27,6 +27,12 @@ export interface BackendOptions {
   /** A `backend` (or `admin`) API key. */
   apiKey: string
   fetch?: typeof fetch
+  /**
+   * Longest a call waits for its whole answer (ms) before it rejects with `unavailable`: a server
+   * that accepted the connection and never answers would otherwise hold it as long as `fetch` waits
+   * (five minutes in Node). Default 30,000.
+   */
+  timeoutMs?: number
 }
 
 // The wire types live in @jobwire/protocol; these are their names in this package's API.
@@ -36,16 +42,24 @@ export type CreateJob = CreateJobRequest
 export type ReportResult = AppendResponse
 export type { JobSummary, ProducerEvent }
 
-/** A typed client of the REST API for backends; errors are JobwireErrors with the registry's codes. */
+/**
+ * A typed client of the REST API for backends. Every failed call rejects with a JobwireError of the
+ * registry: the server's own, or `unavailable` when no usable answer came (the server unreachable,
+ * no answer within `timeoutMs`, an answer that is not JSON), its reason naming the server.
+ */
 export class JobwireBackend {
   readonly #url: string
   readonly #key: string
   readonly #fetch: typeof fetch
+  readonly #timeoutMs: number
 
   constructor(options: BackendOptions) {
     this.#url = options.url.replace(/\/+$/, '')
     this.#key = options.apiKey
     this.#fetch = options.fetch ?? fetch
+    const timeoutMs = options.timeoutMs ?? 30_000
+    if (!Number.isInteger(timeoutMs) || timeoutMs < 1) throw new TypeError(`timeoutMs must be a whole number of milliseconds ≥ 1, not ${String(timeoutMs)}`)
+    this.#timeoutMs = timeoutMs
   }
 
   createJob(job: CreateJob): Promise<JobState> {
@@ -126,13 +140,29 @@ export class JobwireBackend {
   }
 
   async #request<T>(method: string, path: string, body?: unknown): Promise<T> {
-    const response = await this.#fetch(`${this.#url}${path}`, {
-      method,
-      headers: { authorization: `Bearer ${this.#key}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
-      body: body === undefined ? undefined : JSON.stringify(body),
-    })
-    const text = await response.text()
-    const parsed: unknown = text === '' ? null : JSON.parse(text)
+    const signal = AbortSignal.timeout(this.#timeoutMs)
+    let response: Response
+    let text: string
+    try {
+      response = await this.#fetch(`${this.#url}${path}`, {
+        method,
+        headers: { authorization: `Bearer ${this.#key}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+        body: body === undefined ? undefined : JSON.stringify(body),
+        signal,
+      })
+      text = await response.text()
+    } catch (error) {
+      const cause = (error as { cause?: { message?: unknown } }).cause?.message
+      const reason = signal.aborted ? `no answer from ${this.#url} within ${this.#timeoutMs} ms` : `cannot reach ${this.#url}: ${typeof cause === 'string' ? cause : (error as Error).message}`
+      throw Object.assign(new JobwireError('unavailable', { reason }), { cause: error })
+    }
+    let parsed: unknown = null
+    try {
+      if (text !== '') parsed = JSON.parse(text)
+    } catch (error) {
+      const reason = `the answer from ${this.#url} (HTTP ${response.status}) is not JSON: is it a Jobwire server?`
+      throw Object.assign(new JobwireError('unavailable', { reason }), { cause: error })
+    }
     if (!response.ok) {
       const error = (parsed as Partial<ErrorResponse> | null)?.error
       throw error === undefined ? new JobwireError('internal', { requestId: response.headers.get('x-request-id') ?? '?' }) : JobwireError.fromBody(error)

@@ -25,18 +25,8 @@ export function resolveTarget(flags: { url?: string; key?: string; 'data-dir'?: 
 
 /**
  * The CLI's REST client: @jobwire/backend on the target. Error answers are JobwireErrors with the
- * server's code; a server that cannot be reached is named in the error.
+ * server's code; a server that cannot be reached is `unavailable`, naming it ("cannot reach …").
  */
 export function backendFor(target: Target): JobwireBackend {
-  return new JobwireBackend({
-    url: target.url,
-    apiKey: target.key,
-    fetch: async (input, init) => {
-      try {
-        return await fetch(input, init)
-      } catch (error) {
-        throw new Error(`Cannot reach Jobwire at ${target.url}: ${(error as Error & { cause?: Error }).cause?.message ?? (error as Error).message}`, { cause: error })
-      }
-    },
-  })
+  return new JobwireBackend({ url: target.url, apiKey: target.key })
 }

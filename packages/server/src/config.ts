@@ -78,7 +78,7 @@ export function deadlineSettings(settings: Partial<JobTypeSettings>): DeadlineSe
 export const configSchema = z.object({
   port: int(0, 65535).default(7070).meta({ description: 'TCP port (`0` picks a free one)' }),
   host: z.string().min(1).default('127.0.0.1').meta({ description: 'interface to listen on; `0.0.0.0` to accept other machines' }),
-  dataDir: z.string().min(1).default('.jobwire').meta({ description: 'folder of `jobwire.db` (SQLite) and `admin.key`; beside the database, its write-ahead log `jobwire.db-wal` grows to at most about 128 MiB under a steady stream of writes and is then reused from its start; a clean stop checkpoints it into the database and removes it' }),
+  dataDir: z.string().min(1).default('.jobwire').meta({ description: 'folder of `jobwire.db` (SQLite) and `admin.key`; beside the database, its write-ahead log `jobwire.db-wal` grows to at most about 128 MiB under a steady stream of writes and is then reused from its start; a clean stop checkpoints it into the database and removes it; one process uses a data directory at a time (`jobwire.db-lock`, held while it runs and released by the system if it dies: a second `jobwire serve` on it is refused)' }),
   memory: bool.default(false).meta({ description: 'keep everything in memory; nothing survives a restart' }),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info').meta({ description: '`fatal`, `error`, `warn`, `info`, `debug`, `trace`, `silent`; JSON logs, pretty in a terminal' }),
   apiKey: z.string().min(16, 'must be at least 16 characters').optional().meta({ description: 'the admin key (≥ 16 characters); when unset one is generated into `<data-dir>/admin.key` (mode 0600) and printed once', defaultText: 'generated' }),

@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest'
 import { reduceEvents, type JobEvent, type JobState, type PollResponse } from '@jobwire/protocol'
-import { createJsonClient, makeTempDir, seededRandom, spawnServer, type JsonClient, type SpawnedServer } from './fixtures.js'
+import { createJsonClient, makeTempDir, runCli, seededRandom, spawnServer, type JsonClient, type SpawnedServer } from './fixtures.js'
 
 /**
  * A real `jobwire serve` on SQLite, killed with SIGKILL while producers publish as fast as they
@@ -124,4 +124,26 @@ describe('durability of acknowledged events across kill -9', () => {
       expect(await second.server.kill('SIGTERM')).toEqual({ code: 0, signal: null })
     },
   )
+})
+
+describe('one process owns a SQLite data directory', () => {
+  it('refuses a second `jobwire serve` on the same directory at once, naming it, and lets the next one in after a kill -9', async () => {
+    const dir = await makeTempDir('jobwire-owner-')
+    cleanups.push(() => dir.remove())
+    const first = await serve(dir.path, 'full')
+    const created = await first.client.call<JobState>('POST', '/v1/jobs', { type: 'owned' })
+    expect(created.status).toBe(201)
+
+    // Two processes on one file each keep their own cache, queue and fan-out: the second must not start.
+    const second = await runCli(['serve', '--port', '0', '--data-dir', dir.path], { env: { JOBWIRE_API_KEY: apiKey } })
+    expect(second.code).toBe(1)
+    expect(second.stderr).toContain(`${dir.path}/jobwire.db is in use by another Jobwire process`)
+    // The first is untouched by the attempt.
+    expect((await first.client.call<JobState>('GET', `/v1/jobs/${created.body.id}`)).status).toBe(200)
+
+    // The operating system releases the lock with the process: no stale lock after kill -9.
+    await first.server.kill('SIGKILL')
+    const third = await serve(dir.path, 'full')
+    expect((await third.client.call<JobState>('GET', `/v1/jobs/${created.body.id}`)).body.type).toBe('owned')
+  })
 })

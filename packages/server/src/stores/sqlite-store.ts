@@ -116,6 +116,31 @@ DROP TABLE events;
 const inputColumn = 'ALTER TABLE jobs ADD COLUMN input TEXT'
 const deadlineIndex = 'CREATE INDEX IF NOT EXISTS jobs_by_deadline ON jobs (deadline_at) WHERE deadline_at IS NOT NULL'
 
+/**
+ * Makes this process the only one using the database at `path`: several processes on one file
+ * would each keep their own cache, queue order and fan-out, and so answer and publish from states
+ * the other changed (or collide on a seq). The lock is an exclusive SQLite transaction on a file of
+ * its own beside the database (`<path>-lock`, left in place), held until the store closes; the
+ * operating system releases it when the process dies, even by `kill -9`, so it never goes stale.
+ * A second process is refused at once, naming the file.
+ */
+function ownerLock(path: string): Database.Database {
+  const lock = new Database(`${path}-lock`, { timeout: 0 })
+  try {
+    lock.pragma('locking_mode = EXCLUSIVE')
+    // Nothing is ever written in it: no journal file beside it.
+    lock.pragma('journal_mode = MEMORY')
+    lock.exec('BEGIN EXCLUSIVE')
+  } catch (error) {
+    lock.close()
+    if ((error as { code?: unknown }).code === 'SQLITE_BUSY') {
+      throw new Error(`${path} is in use by another Jobwire process: one process owns a SQLite store (stop the other one, or use another --data-dir; several nodes share --redis)`, { cause: error })
+    }
+    throw error
+  }
+  return lock
+}
+
 const schema = `
 CREATE TABLE IF NOT EXISTS jobs (
   ordinal INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -178,6 +203,8 @@ CREATE TABLE IF NOT EXISTS job_log (
 export class SqliteStore extends InProcessStore implements core.Store {
   readonly kind = 'sqlite'
   readonly #db: Database.Database
+  /** The lock that makes this process the file's only owner (see ownerLock); null in memory. */
+  readonly #lock: Database.Database | null
   readonly #retention: core.Retention
   readonly #statements
   readonly #appendTx: TwoWays<[string, core.AppendPlan, string], { applied: AppliedPlan; before: Cached; after: Cached | null }>
@@ -214,7 +241,14 @@ export class SqliteStore extends InProcessStore implements core.Store {
     super()
     this.#retention = options.retention ?? defaultRetention
     if (options.path !== ':memory:') mkdirSync(dirname(options.path), { recursive: true })
-    const db = new Database(options.path)
+    this.#lock = options.path === ':memory:' ? null : ownerLock(options.path)
+    let db: Database.Database
+    try {
+      db = new Database(options.path)
+    } catch (error) {
+      this.#lock?.close()
+      throw error
+    }
     this.#db = db
     db.pragma('journal_mode = WAL')
     // Commits only write the WAL; its fsync (for `full`) and the checkpoints run off the loop.
@@ -235,6 +269,7 @@ export class SqliteStore extends InProcessStore implements core.Store {
     const version = db.pragma('user_version', { simple: true }) as number
     if (version > schemaVersion) {
       db.close()
+      this.#lock?.close()
       throw new Error(`${options.path} was written by a newer Jobwire (schema ${version}; this one knows ${schemaVersion})`)
     }
     db.transaction(() => {
@@ -689,6 +724,8 @@ export class SqliteStore extends InProcessStore implements core.Store {
     await this.#walSync?.close()
     await this.#checkpointer?.close()
     this.#db.close()
+    // Released last: the next owner finds the WAL checkpointed and gone.
+    this.#lock?.close()
   }
 
   /** After the commit only (the cache was updated in the transaction): queue order and subscribers. */

@@ -1,4 +1,4 @@
-import { readFile } from 'node:fs/promises'
+import { readFile, writeFile } from 'node:fs/promises'
 import { createServer as createNetServer, type AddressInfo } from 'node:net'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -106,6 +106,15 @@ describe('jobwire serve', () => {
     expect(result.code, result.stdout).not.toBe(0)
     expect(result.code).not.toBeNull()
     expect(result.stderr).toContain(names)
+    expect(result.stdout).not.toContain('listening on')
+  })
+
+  it('refuses a --data-dir that is a file, saying so in those words', async () => {
+    const file = join(workDir.path, 'not-a-folder')
+    await writeFile(file, 'x')
+    const result = await runCli(['serve', '--port', '0', '--data-dir', file], { cwd: workDir.path })
+    expect(result.code).toBe(1)
+    expect(result.stderr).toContain(`Cannot use --data-dir ${file}: it is a file, not a folder (EEXIST`)
     expect(result.stdout).not.toContain('listening on')
   })
 

@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs'
-import { relative } from 'node:path'
+import { relative, resolve } from 'node:path'
 import { parseArgs } from 'node:util'
 import type { CreateJob, JobwireBackend, NewApiKey } from '@jobwire/backend'
 import type { JobStatus } from '@jobwire/protocol'
@@ -176,12 +176,26 @@ async function configCommand(argv: string[]): Promise<number> {
   return 0
 }
 
+/** What a file-system error at start means for the data directory, said in the user's terms. */
+const dataDirProblems: Record<string, string> = {
+  EEXIST: 'it is a file, not a folder',
+  ENOTDIR: 'a part of its path is a file, not a folder',
+  EACCES: 'this user may not write there (pass another --data-dir, or run as a user who may)',
+  EPERM: 'this user may not write there (pass another --data-dir, or run as a user who may)',
+  EROFS: 'it is on a read-only file system',
+  ENOSPC: 'its disk is full',
+}
+
 async function serve(argv: string[]): Promise<number> {
   const config = parseServerConfig(argv)
   if (typeof config === 'number') return config
   const logger = createLogger(config.logLevel, process.stdout.isTTY === true)
-  const server = await startServer({ config, logger }).catch((error: Error & { code?: string }) => {
+  const server = await startServer({ config, logger }).catch((error: Error & { code?: string; path?: string }) => {
     if (error.code === 'EADDRINUSE') throw new Error(`Port ${config.port} is in use: pass --port or set JOBWIRE_PORT`)
+    const why = dataDirProblems[error.code ?? '']
+    if (why !== undefined && config.redis === undefined && !config.memory && typeof error.path === 'string' && !relative(resolve(config.dataDir), resolve(error.path)).startsWith('..')) {
+      throw new Error(`Cannot use --data-dir ${config.dataDir}: ${why} (${error.message})`, { cause: error })
+    }
     throw error
   })
   const store =

@@ -107,8 +107,10 @@ async function openClient(i) {
       total += n
       const data = update.event?.data
       const text = data === undefined ? undefined : typeof data.text === 'string' ? data.text : data.message
+      // The stamp after the '@' (16 digits of µs since the epoch); an '@' without one is not counted.
       const at = typeof text === 'string' ? text.indexOf('@') : -1
-      if (measuring && at !== -1) recordLatency(slice, (timeOrigin + performance.now()) * 1000, Number.parseInt(text.slice(at + 1, at + 17), 10))
+      const sentUs = at === -1 ? Number.NaN : Number.parseInt(text.slice(at + 1, at + 17), 10)
+      if (measuring && Number.isFinite(sentUs)) recordLatency(slice, (timeOrigin + performance.now()) * 1000, sentUs)
     },
     onEnd: (error) => error && console.error(`subscriber ${i}: ${error.code}`),
   })

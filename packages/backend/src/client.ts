@@ -154,14 +154,13 @@ export class JobwireBackend {
     } catch (error) {
       const cause = (error as { cause?: { message?: unknown } }).cause?.message
       const reason = signal.aborted ? `no answer from ${this.#url} within ${this.#timeoutMs} ms` : `cannot reach ${this.#url}: ${typeof cause === 'string' ? cause : (error as Error).message}`
-      throw Object.assign(new JobwireError('unavailable', { reason }), { cause: error })
+      throw unavailable(reason, error)
     }
     let parsed: unknown = null
     try {
       if (text !== '') parsed = JSON.parse(text)
     } catch (error) {
-      const reason = `the answer from ${this.#url} (HTTP ${response.status}) is not JSON: is it a Jobwire server?`
-      throw Object.assign(new JobwireError('unavailable', { reason }), { cause: error })
+      throw unavailable(`the answer from ${this.#url} (HTTP ${response.status}) is not JSON: is it a Jobwire server?`, error)
     }
     if (!response.ok) {
       const error = (parsed as Partial<ErrorResponse> | null)?.error
@@ -169,6 +168,11 @@ export class JobwireBackend {
     }
     return parsed as T
   }
+}
+
+/** No usable answer came: `unavailable` (503, retryable) saying why, with what failed as its `cause`. */
+function unavailable(reason: string, cause: unknown): JobwireError {
+  return Object.assign(new JobwireError('unavailable', { reason }), { cause })
 }
 
 /** A new API key: `admin`, `backend` (optionally bound to a tenant) or `worker` (optionally limited to job types). */

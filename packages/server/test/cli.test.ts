@@ -1,11 +1,11 @@
 import { readFile, writeFile } from 'node:fs/promises'
-import { createServer as createNetServer, type AddressInfo } from 'node:net'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import type { JobState, StreamMessage } from '@jobwire/protocol'
 import { describeConfig } from '../src/config.js'
 import {
   createJsonClient,
+  freePort,
   makeTempDir,
   runCli,
   sleep,
@@ -325,10 +325,7 @@ describe('jobwire jobs and watch against a running server', () => {
 
   it('watch exits 1 at once, saying so, when nothing answers at --url (no retries in silence)', async () => {
     // A port nothing listens on (the old watch retried 30 times there, for minutes, printing nothing).
-    const gone = createNetServer()
-    await new Promise<void>((resolve) => gone.listen(0, '127.0.0.1', resolve))
-    const url = `http://127.0.0.1:${(gone.address() as AddressInfo).port}`
-    await new Promise((resolve) => gone.close(resolve))
+    const url = `http://127.0.0.1:${await freePort()}`
     const result = await runCli(['watch', 'job_anything', '--url', url, '--key', server.key], { cwd: workDir.path })
     expect(result.code).toBe(1)
     expect(result.stderr).toContain(`The server is not available: cannot reach ${url}: `)

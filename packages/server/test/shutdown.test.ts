@@ -1,4 +1,4 @@
-import { connect, createServer } from 'node:net'
+import { connect } from 'node:net'
 import { join } from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
 import WebSocket from 'ws'
@@ -6,7 +6,7 @@ import { decodeWsFrame, isTerminalEvent, type JobState, type PollResponse } from
 import type { AppendPlan, Store } from '../src/core/store.js'
 import { startServer } from '../src/server.js'
 import { SqliteStore } from '../src/stores/sqlite-store.js'
-import { makeTempDir, openSse, sleep, spawnServer, testApiKey, type SpawnedServer } from './fixtures.js'
+import { freePort, makeTempDir, openSse, sleep, spawnServer, testApiKey, type SpawnedServer } from './fixtures.js'
 
 /**
  * Graceful shutdown of a real `jobwire serve` process on SQLite: SIGTERM while SSE, WebSocket and
@@ -22,18 +22,6 @@ const cleanups: (() => Promise<unknown> | void)[] = []
 afterEach(async () => {
   for (const cleanup of cleanups.splice(0).reverse()) await cleanup()
 })
-
-/** A port free right now, so that the restarted node can listen where the first one did. */
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const probe = createServer()
-    probe.once('error', reject)
-    probe.listen(0, '127.0.0.1', () => {
-      const address = probe.address()
-      probe.close(() => resolve(typeof address === 'object' && address !== null ? address.port : 0))
-    })
-  })
-}
 
 async function call<T>(base: string, method: string, path: string, body?: unknown): Promise<{ status: number; body: T }> {
   const response = await fetch(`${base}${path}`, {

@@ -7,14 +7,13 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { existsSync } from 'node:fs'
 import { mkdtemp, rm } from 'node:fs/promises'
-import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { describe, it } from 'vitest'
 import WebSocket from 'ws'
 import { Redis } from 'ioredis'
 import { decodeWsFrame, isTerminalEvent, type JobEvent, type PollResponse } from '@jobwire/protocol'
-import { createJsonClient, openSse, sleep, spawnServer, type JsonClient, type SpawnedServer } from '../fixtures.js'
+import { createJsonClient, freePort, openSse, sleep, spawnServer, type JsonClient, type SpawnedServer } from '../fixtures.js'
 
 const clusterApiKey = 'redis-processes-test-key-0123456789'
 const clusterTokenSecret = 'redis-processes-token-secret-0123456789abcdef'
@@ -309,19 +308,6 @@ export async function readWholeLog(client: JsonClient, jobId: string): Promise<J
     if (!page.body.more) return events
     after = page.body.next
   }
-}
-
-/** A port nobody listens on right now. */
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer()
-    server.once('error', reject)
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address()
-      const port = typeof address === 'object' && address !== null ? address.port : 0
-      server.close(() => resolve(port))
-    })
-  })
 }
 
 export interface PrivateRedis {

@@ -316,7 +316,9 @@ export function workersTable(results) {
     for (const concurrency of CONCURRENCY) {
       const rows = results.throughput.filter((r) => r.concurrency === concurrency)
       const best = Math.max(...rows.filter((r) => r.system === 'BullMQ').map((r) => r.jobsPerSec))
-      for (const r of rows) lines.push(`| ${r.system} | ${concurrency} | ${f(r.jobsPerSec)} | ${r.system === 'BullMQ' ? '' : `${f(r.jobsPerSec / best, 2)}×`} | ${f(r.cpuUsPerJob)} |`)
+      // Without BullMQ's rows (BENCH_WORKER_BULLMQ=0) there is no ratio to give.
+      const ratio = (r) => (r.system === 'BullMQ' || !Number.isFinite(best) ? '' : `${f(r.jobsPerSec / best, 2)}×`)
+      for (const r of rows) lines.push(`| ${r.system} | ${concurrency} | ${f(r.jobsPerSec)} | ${ratio(r)} | ${f(r.cpuUsPerJob)} |`)
     }
   }
   if (results.stream.length > 0) {

@@ -1,5 +1,8 @@
 import { afterEach, describe, expect, it } from 'vitest'
 import { reduceEvents, type JobEvent, type JobState, type PollResponse } from '@jobwire/protocol'
+import { rm, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { SqliteStore } from '../src/stores/sqlite-store.js'
 import { createJsonClient, makeTempDir, runCli, seededRandom, spawnServer, type JsonClient, type SpawnedServer } from './fixtures.js'
 
 /**
@@ -145,5 +148,19 @@ describe('one process owns a SQLite data directory', () => {
     await first.server.kill('SIGKILL')
     const third = await serve(dir.path, 'full')
     expect((await third.client.call<JobState>('GET', `/v1/jobs/${created.body.id}`)).body.type).toBe('owned')
+  })
+
+  it('lets the same process open the file again after a store that failed to open (the lock goes with the failure)', async () => {
+    const dir = await makeTempDir('jobwire-owner-')
+    cleanups.push(() => dir.remove())
+    const path = join(dir.path, 'jobwire.db')
+    // Not a database: the store takes the lock, then fails on the file.
+    await writeFile(path, 'not a database, '.repeat(512))
+    expect(() => new SqliteStore({ path })).toThrow(/not a database/)
+    await rm(path)
+    // An app that fixes the file and retries is not told that another process has it.
+    const store = new SqliteStore({ path })
+    cleanups.push(() => store.close())
+    expect(await store.getJob('job_none')).toBeNull()
   })
 })

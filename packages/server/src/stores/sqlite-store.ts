@@ -242,238 +242,241 @@ export class SqliteStore extends InProcessStore implements core.Store {
     this.#retention = options.retention ?? defaultRetention
     if (options.path !== ':memory:') mkdirSync(dirname(options.path), { recursive: true })
     this.#lock = options.path === ':memory:' ? null : ownerLock(options.path)
-    let db: Database.Database
+    // Anything that fails from here on (a file that is not a database, a schema from a newer
+    // Jobwire) closes what was opened: the lock above all, or this process would refuse itself the
+    // file until it exits.
+    const opened: { db?: Database.Database; checkpointer?: Checkpointer | null } = {}
     try {
-      db = new Database(options.path)
+      const db = new Database(options.path)
+      this.#db = opened.db = db
+      db.pragma('journal_mode = WAL')
+      // Commits only write the WAL; its fsync (for `full`) and the checkpoints run off the loop.
+      db.pragma('synchronous = NORMAL')
+      db.pragma('busy_timeout = 5000')
+      // The page cache stays better-sqlite3's 16 MiB. A commit after a b-tree split walks all of it
+      // (SQLite's balancing renumbers pages through the lock-byte page's number, which leaves the
+      // cache's highest key there): 3.6 % of the server's CPU for trivial jobs at 16 workers, 0.9 %
+      // with 4 MiB. But the fleet's working set (a log and a text page per running job: ~2,200 pages
+      // for 1,000 jobs) no longer fits in 4 MiB, and its latency rose (docs/benchmarks.md).
+      // When a group's writes run in savepoints (#runGroup), its statement journal (the pages they
+      // may roll back) soon outgrows SQLite's 64 KiB in-memory default: spilled, it cost a temp file
+      // (create, writes, unlink) per group and ~4 writes per job.
+      db.pragma('temp_store = MEMORY')
+      const onDisk = options.path !== ':memory:'
+      if (onDisk) db.pragma('wal_autocheckpoint = 0')
+      this.#walSync = onDisk && options.synchronous !== 'normal' ? new WalSync(options.path) : null
+      const version = db.pragma('user_version', { simple: true }) as number
+      if (version > schemaVersion) {
+        throw new Error(`${options.path} was written by a newer Jobwire (schema ${version}; this one knows ${schemaVersion})`)
+      }
+      db.transaction(() => {
+        db.exec(schema)
+        const columns = db.prepare<[], { name: string }>('PRAGMA table_info(jobs)').all()
+        if (!columns.some((column) => column.name === 'deadline_at')) db.exec(deadlineColumns)
+        if (!columns.some((column) => column.name === 'input')) db.exec(inputColumn)
+        db.exec(deadlineIndex)
+        const oldLog = db.prepare<[], { name: string }>("SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'events'").get()
+        if (oldLog !== undefined) db.exec(logByOrdinal)
+        db.pragma(`user_version = ${schemaVersion}`)
+      }).immediate()
+
+      const s = {
+        jobById: db.prepare<[string], JobRow>('SELECT ordinal, state, input, first_seq, lease, timers FROM jobs WHERE id = ?'),
+        jobByKey: db.prepare<[string], JobRow>('SELECT ordinal, state, input, first_seq, lease, timers FROM jobs WHERE idempotency_key = ?'),
+        insertJob: db.prepare(
+          `INSERT INTO jobs (id, type, status, tenant, user, idempotency_key, seq, first_seq, state, input, dispatch, timers, deadline_at)
+           VALUES (@id, @type, @status, @tenant, @user, @key, @seq, 1, @state, @input, @dispatch, @timers, @deadlineAt)`,
+        ),
+        dueDeadlines: db.prepare<[number, number], { id: string }>(
+          'SELECT id FROM jobs WHERE deadline_at <= ? ORDER BY deadline_at LIMIT ?',
+        ),
+        insertEvent: db.prepare<[number, number, string]>('INSERT INTO job_log (ordinal, seq, body) VALUES (?, ?, ?)'),
+        trimEvents: db.prepare<[number, number]>('DELETE FROM job_log WHERE ordinal = ? AND seq < ?'),
+        readEvents: db.prepare<[number, number, number], { body: string }>(
+          'SELECT body FROM job_log WHERE ordinal = ? AND seq > ? ORDER BY seq LIMIT ?',
+        ),
+        expired: db.prepare<[number], { id: string; ordinal: number }>('SELECT id, ordinal FROM jobs WHERE expires_at <= ? LIMIT 500'),
+        expiredLeases: db.prepare<[number, number], { id: string }>(
+          'SELECT id FROM jobs WHERE lease_expires_at < ? ORDER BY lease_expires_at LIMIT ?',
+        ),
+        queued: db.prepare<[], { id: string; type: string; ordinal: number }>(
+          `SELECT id, type, ordinal FROM jobs WHERE status = 'queued' AND dispatch = 1 ORDER BY ordinal`,
+        ),
+        deleteEvents: db.prepare<[number]>('DELETE FROM job_log WHERE ordinal = ?'),
+        insertText: db.prepare('INSERT INTO texts (job_id, seq, text) VALUES (?, ?, ?)'),
+        readText: db.prepare<[string], { text: string | null }>('SELECT group_concat(text, \'\') AS text FROM (SELECT text FROM texts WHERE job_id = ? ORDER BY seq)'),
+        deleteTexts: db.prepare('DELETE FROM texts WHERE job_id = ?'),
+        deleteJob: db.prepare('DELETE FROM jobs WHERE id = ?'),
+        insertValue: db.prepare('INSERT OR REPLACE INTO job_values (job_id, ref, json) VALUES (?, ?, ?)'),
+        readValue: db.prepare<[string, string], { json: string }>('SELECT json FROM job_values WHERE job_id = ? AND ref = ?'),
+        deleteValue: db.prepare('DELETE FROM job_values WHERE job_id = ? AND ref = ?'),
+        deleteValues: db.prepare('DELETE FROM job_values WHERE job_id = ?'),
+      }
+      this.#statements = s
+      for (const { id, type, ordinal } of s.queued.iterate()) this.#queue.add(type, ordinal, id)
+      this.#checkpointer = opened.checkpointer = onDisk ? new Checkpointer(options.path, options.checkpoint) : null
+
+      this.#createTx = twoWays(db, (input: core.NewJob): CreateOutcome => {
+        if (input.idempotencyKey !== null) {
+          const existing = s.jobByKey.get(input.idempotencyKey)
+          if (existing !== undefined) return { result: { job: this.#restore(existing), created: false }, ordinal: existing.ordinal, timers: noTimers, inputApart: existing.input !== null }
+        }
+        const event = createdEvent(input)
+        const job = applyEvent(null, event)
+        const timers = initialTimers(input.deadlines, input.dispatch, Date.parse(input.at))
+        const inputJson = inputKeptApart(job.input)
+        const inputApart = inputJson !== null
+        this.#changes++
+        const inserted = s.insertJob.run({
+          id: job.id,
+          type: job.type,
+          status: job.status,
+          tenant: job.owner?.tenant ?? null,
+          user: job.owner?.user ?? null,
+          key: input.idempotencyKey,
+          seq: job.seq,
+          state: storedStateJson(job, inputApart),
+          input: inputJson,
+          dispatch: job.dispatch ? 1 : 0,
+          ...timerColumns(timers),
+        })
+        const ordinal = Number(inserted.lastInsertRowid)
+        s.insertEvent.run(ordinal, 1, JSON.stringify(event))
+        this.#touched.push(job.id)
+        return { result: { job, created: true }, ordinal, timers, inputApart }
+      })
+
+      // The job row's UPDATE for each set of changed columns (see `write`), prepared when first needed.
+      const updateStatements = new Map<number, Database.Statement<[Record<string, unknown>]>>()
+      const updateJob = (changed: number) => {
+        let statement = updateStatements.get(changed)
+        if (statement === undefined) {
+          const sets = ['seq = @seq', 'first_seq = @firstSeq', 'state = @state']
+          if (changed & updateStatus) sets.push('status = @status')
+          if (changed & updateExpiry) sets.push('expires_at = @expiresAt')
+          if (changed & updateLease) sets.push('lease = @lease', 'lease_expires_at = @leaseExpiresAt')
+          if (changed & updateAvailable) sets.push('available_at = @availableAt')
+          if (changed & updateTimers) sets.push('timers = @timers', 'deadline_at = @deadlineAt')
+          statement = db.prepare<[Record<string, unknown>]>(`UPDATE jobs SET ${sets.join(', ')} WHERE id = @id`)
+          updateStatements.set(changed, statement)
+        }
+        return statement
+      }
+
+      const write = (current: Cached, applied: AppliedPlan): Cached => {
+        const { job, events, lease, timers } = applied
+        this.#changes++
+        for (const event of events) {
+          s.insertEvent.run(current.ordinal, event.seq, JSON.stringify(event))
+          if (event.type === 'chunk') s.insertText.run(job.id, event.seq, event.data.text)
+          // A requeue that rolls the text back to its checkpoint: the kept text becomes one row.
+          if (event.type === 'requeued' && event.data.textLength !== undefined) {
+            s.deleteTexts.run(job.id)
+            if (event.data.textLength > 0) s.insertText.run(job.id, event.seq, job.text.slice(0, event.data.textLength))
+          }
+        }
+        let firstSeq = current.firstSeq
+        const keepFrom = job.seq - this.#retention.maxEventsPerJob + 1
+        if (keepFrom > firstSeq) {
+          s.trimEvents.run(current.ordinal, keepFrom)
+          firstSeq = keepFrom
+        }
+        // Only the columns this write changed: SQLite rewrites every index over a column an UPDATE
+        // sets, changed or not, so setting them all dirtied 3–4 times the pages (and WAL frames) a
+        // progress tick needs (seq and state).
+        const row: Record<string, unknown> = { id: job.id, seq: job.seq, firstSeq, state: storedStateJson(job, current.inputApart) }
+        let changed = 0
+        if (job.status !== current.job.status) {
+          changed |= updateStatus
+          row.status = job.status
+        }
+        const expiresAt = expiryOf(job, this.#retention, timers)
+        if (expiresAt !== expiryOf(current.job, this.#retention, current.timers)) {
+          changed |= updateExpiry
+          row.expiresAt = expiresAt
+        }
+        if (applied.leaseChanged) {
+          changed |= updateLease
+          row.lease = lease === null ? null : JSON.stringify(lease)
+          row.leaseExpiresAt = lease === null || lease.ended === true ? null : lease.expiresAt
+        }
+        if (applied.availableAt !== undefined) {
+          changed |= updateAvailable
+          row.availableAt = applied.availableAt
+        }
+        if (applied.timersChanged) {
+          changed |= updateTimers
+          Object.assign(row, timerColumns(timers))
+        }
+        updateJob(changed).run(row)
+        this.#touched.push(job.id)
+        return { job, lease, timers, ordinal: current.ordinal, firstSeq, inputApart: current.inputApart }
+      }
+
+      this.#appendTx = twoWays(db, (jobId: string, plan: core.AppendPlan, at: string) => {
+        const current = this.#load(jobId)
+        if (current === null) throw new JobwireError('job_not_found', { jobId })
+        const applied = applyPlan(current.job, current.lease, plan, at, current.timers)
+        const changed = applied.events.length > 0 || applied.leaseChanged || applied.timersChanged
+        return { applied, before: current, after: changed ? write(current, applied) : null }
+      })
+
+      // One prepared statement per number of types asked for.
+      const claimStatements = new Map<number, Database.Statement<[number, ...(string | number)[]], { id: string }>>()
+      const claimable = (types: readonly string[]) => {
+        let statement = claimStatements.get(types.length)
+        if (statement === undefined) {
+          statement = db.prepare<[number, ...(string | number)[]], { id: string }>(
+            `SELECT id FROM jobs WHERE status = 'queued' AND dispatch = 1 AND available_at <= ?
+               AND type IN (${types.map(() => '?').join(', ')}) ORDER BY ordinal LIMIT ?`,
+          )
+          claimStatements.set(types.length, statement)
+        }
+        return statement
+      }
+      this.#claimTx = twoWays(db, (types: readonly string[], now: number, max: number, plan: core.AppendPlan) => {
+        const at = new Date(now).toISOString()
+        const outcomes: { applied: AppliedPlan; before: Cached; after: Cached }[] = []
+        for (const row of claimable(types).all(now, ...types, max)) {
+          const current = this.#load(row.id)
+          if (current === null) continue
+          const applied = applyPlan(current.job, current.lease, plan, at, current.timers)
+          outcomes.push({ applied, before: current, after: write(current, applied) })
+        }
+        return outcomes
+      })
+
+      this.#groupTx = db.transaction((writes: readonly GroupedWrite[], guarded: boolean) =>
+        writes.map((write): { ok: true; value: unknown } | { ok: false; error: unknown } => {
+          const changes = this.#changes
+          try {
+            return { ok: true, value: write.work(guarded) }
+          } catch (error) {
+            // Bare, a write refused before it changed anything (a lost lease, a finished job: what
+            // refuses writes) has nothing to undo; one that failed after must not stay half-done.
+            if (!guarded && this.#changes !== changes) throw new PartlyWritten(error)
+            return { ok: false, error }
+          }
+        }),
+      )
+
+      this.#sweepTx = db.transaction((now: number): number => {
+        const ids = s.expired.all(now)
+        for (const { id, ordinal } of ids) {
+          s.deleteEvents.run(ordinal)
+          s.deleteTexts.run(id)
+          s.deleteValues.run(id)
+          s.deleteJob.run(id)
+          this.#cache.delete(id)
+        }
+        return ids.length
+      })
     } catch (error) {
+      void opened.checkpointer?.close()
+      opened.db?.close()
       this.#lock?.close()
       throw error
     }
-    this.#db = db
-    db.pragma('journal_mode = WAL')
-    // Commits only write the WAL; its fsync (for `full`) and the checkpoints run off the loop.
-    db.pragma('synchronous = NORMAL')
-    db.pragma('busy_timeout = 5000')
-    // The page cache stays better-sqlite3's 16 MiB. A commit after a b-tree split walks all of it
-    // (SQLite's balancing renumbers pages through the lock-byte page's number, which leaves the
-    // cache's highest key there): 3.6 % of the server's CPU for trivial jobs at 16 workers, 0.9 %
-    // with 4 MiB. But the fleet's working set (a log and a text page per running job: ~2,200 pages
-    // for 1,000 jobs) no longer fits in 4 MiB, and its latency rose (docs/benchmarks.md).
-    // When a group's writes run in savepoints (#runGroup), its statement journal (the pages they
-    // may roll back) soon outgrows SQLite's 64 KiB in-memory default: spilled, it cost a temp file
-    // (create, writes, unlink) per group and ~4 writes per job.
-    db.pragma('temp_store = MEMORY')
-    const onDisk = options.path !== ':memory:'
-    if (onDisk) db.pragma('wal_autocheckpoint = 0')
-    this.#walSync = onDisk && options.synchronous !== 'normal' ? new WalSync(options.path) : null
-    const version = db.pragma('user_version', { simple: true }) as number
-    if (version > schemaVersion) {
-      db.close()
-      this.#lock?.close()
-      throw new Error(`${options.path} was written by a newer Jobwire (schema ${version}; this one knows ${schemaVersion})`)
-    }
-    db.transaction(() => {
-      db.exec(schema)
-      const columns = db.prepare<[], { name: string }>('PRAGMA table_info(jobs)').all()
-      if (!columns.some((column) => column.name === 'deadline_at')) db.exec(deadlineColumns)
-      if (!columns.some((column) => column.name === 'input')) db.exec(inputColumn)
-      db.exec(deadlineIndex)
-      const oldLog = db.prepare<[], { name: string }>("SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'events'").get()
-      if (oldLog !== undefined) db.exec(logByOrdinal)
-      db.pragma(`user_version = ${schemaVersion}`)
-    }).immediate()
-
-    const s = {
-      jobById: db.prepare<[string], JobRow>('SELECT ordinal, state, input, first_seq, lease, timers FROM jobs WHERE id = ?'),
-      jobByKey: db.prepare<[string], JobRow>('SELECT ordinal, state, input, first_seq, lease, timers FROM jobs WHERE idempotency_key = ?'),
-      insertJob: db.prepare(
-        `INSERT INTO jobs (id, type, status, tenant, user, idempotency_key, seq, first_seq, state, input, dispatch, timers, deadline_at)
-         VALUES (@id, @type, @status, @tenant, @user, @key, @seq, 1, @state, @input, @dispatch, @timers, @deadlineAt)`,
-      ),
-      dueDeadlines: db.prepare<[number, number], { id: string }>(
-        'SELECT id FROM jobs WHERE deadline_at <= ? ORDER BY deadline_at LIMIT ?',
-      ),
-      insertEvent: db.prepare<[number, number, string]>('INSERT INTO job_log (ordinal, seq, body) VALUES (?, ?, ?)'),
-      trimEvents: db.prepare<[number, number]>('DELETE FROM job_log WHERE ordinal = ? AND seq < ?'),
-      readEvents: db.prepare<[number, number, number], { body: string }>(
-        'SELECT body FROM job_log WHERE ordinal = ? AND seq > ? ORDER BY seq LIMIT ?',
-      ),
-      expired: db.prepare<[number], { id: string; ordinal: number }>('SELECT id, ordinal FROM jobs WHERE expires_at <= ? LIMIT 500'),
-      expiredLeases: db.prepare<[number, number], { id: string }>(
-        'SELECT id FROM jobs WHERE lease_expires_at < ? ORDER BY lease_expires_at LIMIT ?',
-      ),
-      queued: db.prepare<[], { id: string; type: string; ordinal: number }>(
-        `SELECT id, type, ordinal FROM jobs WHERE status = 'queued' AND dispatch = 1 ORDER BY ordinal`,
-      ),
-      deleteEvents: db.prepare<[number]>('DELETE FROM job_log WHERE ordinal = ?'),
-      insertText: db.prepare('INSERT INTO texts (job_id, seq, text) VALUES (?, ?, ?)'),
-      readText: db.prepare<[string], { text: string | null }>('SELECT group_concat(text, \'\') AS text FROM (SELECT text FROM texts WHERE job_id = ? ORDER BY seq)'),
-      deleteTexts: db.prepare('DELETE FROM texts WHERE job_id = ?'),
-      deleteJob: db.prepare('DELETE FROM jobs WHERE id = ?'),
-      insertValue: db.prepare('INSERT OR REPLACE INTO job_values (job_id, ref, json) VALUES (?, ?, ?)'),
-      readValue: db.prepare<[string, string], { json: string }>('SELECT json FROM job_values WHERE job_id = ? AND ref = ?'),
-      deleteValue: db.prepare('DELETE FROM job_values WHERE job_id = ? AND ref = ?'),
-      deleteValues: db.prepare('DELETE FROM job_values WHERE job_id = ?'),
-    }
-    this.#statements = s
-    for (const { id, type, ordinal } of s.queued.iterate()) this.#queue.add(type, ordinal, id)
-    this.#checkpointer = onDisk ? new Checkpointer(options.path, options.checkpoint) : null
-
-    this.#createTx = twoWays(db, (input: core.NewJob): CreateOutcome => {
-      if (input.idempotencyKey !== null) {
-        const existing = s.jobByKey.get(input.idempotencyKey)
-        if (existing !== undefined) return { result: { job: this.#restore(existing), created: false }, ordinal: existing.ordinal, timers: noTimers, inputApart: existing.input !== null }
-      }
-      const event = createdEvent(input)
-      const job = applyEvent(null, event)
-      const timers = initialTimers(input.deadlines, input.dispatch, Date.parse(input.at))
-      const inputJson = inputKeptApart(job.input)
-      const inputApart = inputJson !== null
-      this.#changes++
-      const inserted = s.insertJob.run({
-        id: job.id,
-        type: job.type,
-        status: job.status,
-        tenant: job.owner?.tenant ?? null,
-        user: job.owner?.user ?? null,
-        key: input.idempotencyKey,
-        seq: job.seq,
-        state: storedStateJson(job, inputApart),
-        input: inputJson,
-        dispatch: job.dispatch ? 1 : 0,
-        ...timerColumns(timers),
-      })
-      const ordinal = Number(inserted.lastInsertRowid)
-      s.insertEvent.run(ordinal, 1, JSON.stringify(event))
-      this.#touched.push(job.id)
-      return { result: { job, created: true }, ordinal, timers, inputApart }
-    })
-
-    // The job row's UPDATE for each set of changed columns (see `write`), prepared when first needed.
-    const updateStatements = new Map<number, Database.Statement<[Record<string, unknown>]>>()
-    const updateJob = (changed: number) => {
-      let statement = updateStatements.get(changed)
-      if (statement === undefined) {
-        const sets = ['seq = @seq', 'first_seq = @firstSeq', 'state = @state']
-        if (changed & updateStatus) sets.push('status = @status')
-        if (changed & updateExpiry) sets.push('expires_at = @expiresAt')
-        if (changed & updateLease) sets.push('lease = @lease', 'lease_expires_at = @leaseExpiresAt')
-        if (changed & updateAvailable) sets.push('available_at = @availableAt')
-        if (changed & updateTimers) sets.push('timers = @timers', 'deadline_at = @deadlineAt')
-        statement = db.prepare<[Record<string, unknown>]>(`UPDATE jobs SET ${sets.join(', ')} WHERE id = @id`)
-        updateStatements.set(changed, statement)
-      }
-      return statement
-    }
-
-    const write = (current: Cached, applied: AppliedPlan): Cached => {
-      const { job, events, lease, timers } = applied
-      this.#changes++
-      for (const event of events) {
-        s.insertEvent.run(current.ordinal, event.seq, JSON.stringify(event))
-        if (event.type === 'chunk') s.insertText.run(job.id, event.seq, event.data.text)
-        // A requeue that rolls the text back to its checkpoint: the kept text becomes one row.
-        if (event.type === 'requeued' && event.data.textLength !== undefined) {
-          s.deleteTexts.run(job.id)
-          if (event.data.textLength > 0) s.insertText.run(job.id, event.seq, job.text.slice(0, event.data.textLength))
-        }
-      }
-      let firstSeq = current.firstSeq
-      const keepFrom = job.seq - this.#retention.maxEventsPerJob + 1
-      if (keepFrom > firstSeq) {
-        s.trimEvents.run(current.ordinal, keepFrom)
-        firstSeq = keepFrom
-      }
-      // Only the columns this write changed: SQLite rewrites every index over a column an UPDATE
-      // sets, changed or not, so setting them all dirtied 3–4 times the pages (and WAL frames) a
-      // progress tick needs (seq and state).
-      const row: Record<string, unknown> = { id: job.id, seq: job.seq, firstSeq, state: storedStateJson(job, current.inputApart) }
-      let changed = 0
-      if (job.status !== current.job.status) {
-        changed |= updateStatus
-        row.status = job.status
-      }
-      const expiresAt = expiryOf(job, this.#retention, timers)
-      if (expiresAt !== expiryOf(current.job, this.#retention, current.timers)) {
-        changed |= updateExpiry
-        row.expiresAt = expiresAt
-      }
-      if (applied.leaseChanged) {
-        changed |= updateLease
-        row.lease = lease === null ? null : JSON.stringify(lease)
-        row.leaseExpiresAt = lease === null || lease.ended === true ? null : lease.expiresAt
-      }
-      if (applied.availableAt !== undefined) {
-        changed |= updateAvailable
-        row.availableAt = applied.availableAt
-      }
-      if (applied.timersChanged) {
-        changed |= updateTimers
-        Object.assign(row, timerColumns(timers))
-      }
-      updateJob(changed).run(row)
-      this.#touched.push(job.id)
-      return { job, lease, timers, ordinal: current.ordinal, firstSeq, inputApart: current.inputApart }
-    }
-
-    this.#appendTx = twoWays(db, (jobId: string, plan: core.AppendPlan, at: string) => {
-      const current = this.#load(jobId)
-      if (current === null) throw new JobwireError('job_not_found', { jobId })
-      const applied = applyPlan(current.job, current.lease, plan, at, current.timers)
-      const changed = applied.events.length > 0 || applied.leaseChanged || applied.timersChanged
-      return { applied, before: current, after: changed ? write(current, applied) : null }
-    })
-
-    // One prepared statement per number of types asked for.
-    const claimStatements = new Map<number, Database.Statement<[number, ...(string | number)[]], { id: string }>>()
-    const claimable = (types: readonly string[]) => {
-      let statement = claimStatements.get(types.length)
-      if (statement === undefined) {
-        statement = db.prepare<[number, ...(string | number)[]], { id: string }>(
-          `SELECT id FROM jobs WHERE status = 'queued' AND dispatch = 1 AND available_at <= ?
-             AND type IN (${types.map(() => '?').join(', ')}) ORDER BY ordinal LIMIT ?`,
-        )
-        claimStatements.set(types.length, statement)
-      }
-      return statement
-    }
-    this.#claimTx = twoWays(db, (types: readonly string[], now: number, max: number, plan: core.AppendPlan) => {
-      const at = new Date(now).toISOString()
-      const outcomes: { applied: AppliedPlan; before: Cached; after: Cached }[] = []
-      for (const row of claimable(types).all(now, ...types, max)) {
-        const current = this.#load(row.id)
-        if (current === null) continue
-        const applied = applyPlan(current.job, current.lease, plan, at, current.timers)
-        outcomes.push({ applied, before: current, after: write(current, applied) })
-      }
-      return outcomes
-    })
-
-    this.#groupTx = db.transaction((writes: readonly GroupedWrite[], guarded: boolean) =>
-      writes.map((write): { ok: true; value: unknown } | { ok: false; error: unknown } => {
-        const changes = this.#changes
-        try {
-          return { ok: true, value: write.work(guarded) }
-        } catch (error) {
-          // Bare, a write refused before it changed anything (a lost lease, a finished job: what
-          // refuses writes) has nothing to undo; one that failed after must not stay half-done.
-          if (!guarded && this.#changes !== changes) throw new PartlyWritten(error)
-          return { ok: false, error }
-        }
-      }),
-    )
-
-    this.#sweepTx = db.transaction((now: number): number => {
-      const ids = s.expired.all(now)
-      for (const { id, ordinal } of ids) {
-        s.deleteEvents.run(ordinal)
-        s.deleteTexts.run(id)
-        s.deleteValues.run(id)
-        s.deleteJob.run(id)
-        this.#cache.delete(id)
-      }
-      return ids.length
-    })
   }
 
   createJob(input: core.NewJob): Promise<core.CreateResult> {

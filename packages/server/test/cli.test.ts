@@ -231,6 +231,12 @@ describe('jobwire jobs and watch against a running server', () => {
     expect(noKey.stderr).toContain('No API key')
   })
 
+  it('demo-worker exits 1 with the server message when its key is refused, instead of retrying it for ever', async () => {
+    const refused = await runCli(['demo-worker', '--url', server.url, '--key', 'wrong-wrong-wrong'], { cwd: workDir.path })
+    expect(refused.code).toBe(1)
+    expect(refused.stderr).toMatch(/: claim: A valid API key or token is required .*\n.*: the worker has stopped\n$/)
+  })
+
   it('creates, lists and revokes an API key, and mints a token, through @jobwire/backend', async () => {
     const created = json<{ id: string; key: string; role: string; tenant: string }>(await cli(['keys', 'create', '--name', 'cli-backend', '--role', 'backend', '--tenant', 'acme']))
     expect(created).toMatchObject({ role: 'backend', tenant: 'acme' })

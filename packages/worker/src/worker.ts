@@ -1,6 +1,6 @@
 import type { Claim } from '@jobwire/protocol'
 import { hostname } from 'node:os'
-import { WorkerApi, type WorkerOperation } from './api.js'
+import { WorkerApi, WorkerRequestError, type WorkerOperation } from './api.js'
 import { JobFailure } from './errors.js'
 import { JobRun, releaseLease, type JobHandler, type RunEnvironment } from './job-run.js'
 import { defaultLimits, type BatchLimits } from './outbox.js'
@@ -42,8 +42,9 @@ export interface WorkerOptions {
   random?: () => number
   /**
    * Called for every failure the worker handles itself: a request retried with backoff
-   * (`WorkerRequestError`), a lost lease, a refused batch, and a handler's throw (which fails the
-   * job). Never throw from it. Default: a `console.warn` line.
+   * (`WorkerRequestError`), a lost lease, a refused batch, a handler's throw (which fails the
+   * job), and a claim the server refused for good, which stops the worker (see `done`). Never
+   * throw from it. Default: a `console.warn` line.
    */
   onError?: (error: unknown, context: ErrorContext) => void
 }
@@ -82,6 +83,16 @@ export interface Worker {
    * released; a handler that ignores its signal may still be running then.
    */
   stop(options?: StopOptions): Promise<void>
+  /**
+   * Resolves once `stop()` has stopped the worker. Rejects with the `WorkerRequestError` that
+   * stopped it on its own: a claim the server refused for good (not `transient`: a wrong or
+   * revoked key, 401; a key that may not claim, 403; a URL that is no Jobwire server, 404), said
+   * once through `onError`. Running handlers are then aborted at once (`stopped`) and their leases
+   * released where the server still allows it. A worker process should `worker.done.catch(...)`
+   * and exit non-zero; an app that never reads `done` is not taken down by its rejection.
+   * `stop()` after such a stop resolves.
+   */
+  readonly done: Promise<void>
   readonly state: WorkerState
   /** Jobs held now (claimed and not yet ended, or whose handler has not yet returned). */
   readonly activeJobs: number
@@ -100,6 +111,7 @@ export interface Worker {
  * })
  * await worker.start()
  * process.on('SIGTERM', () => void worker.stop({ timeoutMs: 10_000 }))
+ * worker.done.catch(() => (process.exitCode = 1)) // the server refused its claims for good
  */
 export function createWorker(options: WorkerOptions): Worker {
   return new JobwireWorker(options)
@@ -123,9 +135,15 @@ class JobwireWorker implements Worker {
   private claiming: Promise<void> | null = null
   private readonly stopping = new AbortController()
   private stopped: Promise<void> | null = null
+  /** What stopped the worker on its own (a claim refused for good), if anything did. */
+  private failure: WorkerRequestError | null = null
+  private readonly ended = deferred<void>()
+  readonly done = this.ended.promise
   private wake: Deferred<void> | null = null
 
   constructor(options: WorkerOptions) {
+    // Handled here: an app that never reads `done` must not die of its rejection.
+    this.done.catch(() => undefined)
     const timers = options.timers ?? systemTimers
     const random = options.random ?? Math.random
     this.name = options.name ?? `${hostname()}:${process.pid}`
@@ -199,6 +217,7 @@ class JobwireWorker implements Worker {
     const { timers } = this.env
     if (this.currentState === 'idle') {
       this.currentState = 'stopped'
+      this.ended.resolve()
       return
     }
     this.currentState = 'stopping'
@@ -214,6 +233,8 @@ class JobwireWorker implements Worker {
     await this.env.watch.close()
     this.transport.close()
     this.currentState = 'stopped'
+    if (this.failure === null) this.ended.resolve()
+    else this.ended.reject(this.failure)
   }
 
   /**
@@ -246,6 +267,13 @@ class JobwireWorker implements Worker {
         failures = 0
       } catch (error) {
         if (this.currentState !== 'running') break
+        if (refusedForGood(error)) {
+          // It will never succeed (a wrong key, say): the worker stops, and `done` rejects with it.
+          this.env.report(error, 'claim')
+          this.failure = error
+          void this.stop({ timeoutMs: 0 })
+          break
+        }
         failures += 1
         this.env.report(error, 'claim')
         await sleep(timers, backoffDelay(backoff, failures, random), this.stopping.signal)
@@ -301,13 +329,25 @@ class JobwireWorker implements Worker {
 /** Most jobs one claim asks for (the server's limit on `max`). */
 const maxClaim = 1000
 
-/** The default `onError`: one line, `jobwire worker: claim: connect ECONNREFUSED 127.0.0.1:7070`. */
+/**
+ * A claim the server refused for good (not `transient`): retrying cannot help, so the worker
+ * stops. `WorkerApi.claim` has already dealt with an older server's refusal of `max` or `done`.
+ */
+function refusedForGood(error: unknown): error is WorkerRequestError {
+  return error instanceof WorkerRequestError && !error.transient
+}
+
+/**
+ * The default `onError`: one line, `jobwire worker: claim: connect ECONNREFUSED 127.0.0.1:7070`,
+ * or for a claim refused for good `jobwire worker: claim: <the server's message> — the worker has stopped`.
+ */
 function warn(error: unknown, context: ErrorContext): void {
   const message = error instanceof Error ? error.message : String(error)
   const where = `${context.operation}${context.jobId === undefined ? '' : ` ${context.jobId}`}`
   // A request's error already starts with its operation ("claim: …"): said once, not twice.
   const said = message.startsWith(`${context.operation}: `) ? message.slice(context.operation.length + 2) : message
-  console.warn(`jobwire worker: ${where}: ${said}`)
+  const stopped = context.operation === 'claim' && refusedForGood(error) ? ' — the worker has stopped' : ''
+  console.warn(`jobwire worker: ${where}: ${said}${stopped}`)
 }
 
 function batchLimits(given: Partial<BatchLimits>): BatchLimits {

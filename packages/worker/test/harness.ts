@@ -17,6 +17,9 @@ export interface TestServer {
   /** The job's whole log, read the way a polling watcher reads it (`?after=0`, then `after=next`). */
   events(id: string): Promise<JobEvent[]>
   cancel(id: string): Promise<number>
+  /** A new API key of `role` (admin's `POST /v1/keys`): its id and the key itself. */
+  createKey(role: 'admin' | 'backend' | 'worker'): Promise<{ id: string; key: string }>
+  revokeKey(id: string): Promise<void>
   /** Polls the job until `until` holds (bounded by the test's timeout). */
   waitForJob(id: string, until: (job: JobState) => boolean): Promise<JobState>
   close(): Promise<void>
@@ -65,6 +68,15 @@ export async function startTestServer(config: Record<string, unknown> = {}): Pro
     },
     async cancel(id) {
       return (await call('POST', `/v1/jobs/${id}/cancel`, {})).status
+    },
+    async createKey(role) {
+      const answer = await call<{ id: string; key: string }>('POST', '/v1/keys', { name: `test ${role} key`, role })
+      if (answer.status !== 201) throw new Error(`create key: ${answer.status} ${JSON.stringify(answer.body)}`)
+      return answer.body
+    },
+    async revokeKey(id) {
+      const answer = await call('DELETE', `/v1/keys/${id}`)
+      if (answer.status !== 200) throw new Error(`revoke key: ${answer.status} ${JSON.stringify(answer.body)}`)
     },
     async waitForJob(id, until) {
       for (;;) {

@@ -1,7 +1,7 @@
 import { isTerminal, type JobEvent, type JobState } from '@jobwire/protocol'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { createWorker, JobAbortedError, JobFailure, RetryableError, type AbortReason } from '../src/index.js'
-import { codeOf, ManualTimers, reduceLog, startTestServer, startTestWorker, until, withWorker, type TestServer } from './harness.js'
+import { createWorker, JobAbortedError, JobFailure, RetryableError, WorkerRequestError, type AbortReason } from '../src/index.js'
+import { codeOf, ManualTimers, reduceLog, settle, startTestServer, startTestWorker, until, withWorker, type TestServer } from './harness.js'
 
 let t: TestServer
 
@@ -676,5 +676,140 @@ describe('concurrency and stopping', () => {
     await worker.stop()
     expect(errors.every((e) => e.context.operation === 'claim' && codeOf(e.error) === 'network_error')).toBe(true)
     expect(worker.state).toBe('stopped')
+    await expect(worker.done).resolves.toBeUndefined()
+  })
+
+  it('done resolves once stop() has stopped the worker, and at the stop of a worker never started', async () => {
+    const idle = startTestWorker(t).worker
+    idle.handle('never-started', () => null)
+    await idle.stop()
+    await expect(idle.done).resolves.toBeUndefined()
+
+    const { worker, errors } = startTestWorker(t)
+    worker.handle('stopped-by-stop', () => null)
+    let settled = false
+    void worker.done.finally(() => (settled = true))
+    await worker.start()
+    await settle()
+    expect(settled).toBe(false)
+    await worker.stop()
+    await expect(worker.done).resolves.toBeUndefined()
+    expect(errors).toEqual([])
+  })
+})
+
+describe('a claim the server refuses for good', () => {
+  /** A fetch that counts every request the worker sends. */
+  function counting(): { fetch: typeof fetch; sent: () => number } {
+    let sent = 0
+    return {
+      fetch: (input, init) => {
+        sent++
+        return fetch(input, init)
+      },
+      sent: () => sent,
+    }
+  }
+
+  const rejection = (promise: Promise<unknown>): Promise<unknown> =>
+    promise.then(
+      () => null,
+      (error: unknown) => error,
+    )
+
+  it('a wrong key (401): the worker stops on its own, done rejects with the error, onError says it once, and no claim follows', async () => {
+    const timers = new ManualTimers()
+    const requests = counting()
+    const { worker, errors } = startTestWorker(t, { apiKey: 'jw_not_a_key_at_all', timers, random: () => 0.5, fetch: requests.fetch })
+    worker.handle('refused', () => 'never')
+    await worker.start()
+    const error = await rejection(worker.done)
+    expect(error).toBeInstanceOf(WorkerRequestError)
+    expect(error).toMatchObject({ operation: 'claim', status: 401, code: 'unauthorized', transient: false })
+    expect(worker.state).toBe('stopped')
+    expect(errors).toEqual([{ error, context: { operation: 'claim' } }])
+    // Far past every backoff a retry would have waited: nothing was sent again, nothing is due.
+    await timers.advance(60_000)
+    expect(requests.sent()).toBe(1)
+    expect(timers.scheduled).toBe(0)
+    expect(errors).toHaveLength(1)
+    // stop() after it resolves; done still says why the worker stopped.
+    await worker.stop()
+    expect(await rejection(worker.done)).toBe(error)
+  })
+
+  it('says so in one line by default, naming the operation once and saying the worker has stopped', async () => {
+    const lines: string[] = []
+    const original = console.warn
+    console.warn = (line: string) => lines.push(line)
+    try {
+      const worker = createWorker({ url: t.url, apiKey: 'jw_not_a_key_at_all', pollWaitSeconds: 1 })
+      worker.handle('refused-default', () => 'never')
+      await worker.start()
+      await rejection(worker.done)
+    } finally {
+      console.warn = original
+    }
+    expect(lines).toEqual(['jobwire worker: claim: A valid API key or token is required (Authorization: Bearer <credential>) — the worker has stopped'])
+  })
+
+  it('a key that may not claim jobs (a backend key, 403): the worker stops on its own with forbidden', async () => {
+    const { key } = await t.createKey('backend')
+    const requests = counting()
+    const { worker, errors } = startTestWorker(t, { apiKey: key, timers: new ManualTimers(), fetch: requests.fetch })
+    worker.handle('forbidden', () => 'never')
+    await worker.start()
+    const error = await rejection(worker.done)
+    expect(error).toMatchObject({ operation: 'claim', status: 403, code: 'forbidden' })
+    expect(worker.state).toBe('stopped')
+    expect(errors).toEqual([{ error, context: { operation: 'claim' } }])
+    expect(requests.sent()).toBe(1)
+  })
+
+  it('a key revoked while a job runs: the handler is aborted at once with stopped, and done rejects with unauthorized', async () => {
+    const { id: keyId, key } = await t.createKey('worker')
+    // A free slot keeps a claim going out while the job runs; a short poll brings the next one soon.
+    const { worker, errors } = startTestWorker(t, { apiKey: key, concurrency: 2, pollWaitSeconds: 1 })
+    const running = signalled()
+    let abortReason: AbortReason | undefined
+    worker.handle('revoked', async (_job, ctx) => {
+      running.resolve()
+      await new Promise((resolve) => ctx.signal.addEventListener('abort', resolve, { once: true }))
+      abortReason = (ctx.signal.reason as JobAbortedError).reason
+      throw ctx.signal.reason
+    })
+    await worker.start()
+    await t.createJob('revoked')
+    await running.promise
+    await t.revokeKey(keyId)
+    const error = await rejection(worker.done)
+    expect(error).toMatchObject({ operation: 'claim', status: 401, code: 'unauthorized' })
+    expect(abortReason).toBe('stopped')
+    expect(worker.state).toBe('stopped')
+    expect(worker.activeJobs).toBe(0)
+    // The signals long-poll and the lease's release were refused too; the claim is said once.
+    expect(errors.filter((e) => e.context.operation === 'claim')).toEqual([{ error, context: { operation: 'claim' } }])
+  })
+
+  it('keeps retrying claims answered with a 5xx (a proxy while the server restarts), then runs the job; done resolves at stop()', async () => {
+    let refused = 0
+    // Three claims meet a proxy's 503 page, then the server answers.
+    const restarting: typeof fetch = async (input, init) => {
+      if (new URL(String(input)).pathname === '/v1/workers/claim' && refused < 3) {
+        refused++
+        return new Response('<html>503 Service Unavailable</html>', { status: 503, headers: { 'content-type': 'text/html' } })
+      }
+      return fetch(input, init)
+    }
+    // No jitter delay: retries go at once.
+    const { worker, errors } = startTestWorker(t, { fetch: restarting, random: () => 0 })
+    worker.handle('after-5xx', () => 'ran')
+    const { id } = await t.createJob('after-5xx')
+    await withWorker(worker, async () => {
+      expect(await t.waitForJob(id, (j) => isTerminal(j.status))).toMatchObject({ status: 'completed', result: 'ran' })
+      expect(worker.state).toBe('running')
+    })
+    expect(errors.map((e) => [e.context.operation, codeOf(e.error)])).toEqual(Array(3).fill(['claim', 'http_503']))
+    await expect(worker.done).resolves.toBeUndefined()
   })
 })

@@ -1,9 +1,10 @@
 """The worker against a real server: handlers sync and async, reports, checkpoints and resume,
-cancel reaching a handler, retries, SIGKILL and SIGTERM of a worker process."""
+cancel reaching a handler, retries, SIGKILL and SIGTERM of a worker process, claims refused for good."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import random
 import signal
@@ -15,7 +16,7 @@ import httpx
 import pytest
 
 from conftest import Server, spawn_worker, wait_for_line
-from jobwire import AsyncBackend, Backend, BatchLimits, JobContext, JobFailure, RetryableError, SyncJobContext, Worker, watch_job
+from jobwire import AsyncBackend, Backend, BatchLimits, JobContext, JobFailure, RetryableError, SyncJobContext, Worker, WorkerRequestError, watch_job
 from jobwire.reducer import JobState
 from jobwire.worker import Backoff
 
@@ -65,7 +66,9 @@ def test_a_server_that_is_not_there_is_said_in_one_line_naming_it(caplog: pytest
     async def main() -> None:
         await worker.start()
         try:
-            await asyncio.wait_for(_logged(caplog, "jobwire worker: claim"), GUARD)
+            # No answer is worth retrying: the worker claims again (a line each), and is still running.
+            await asyncio.wait_for(_logged(caplog, "jobwire worker: claim", 2), GUARD)
+            assert worker.state == "running"
         finally:
             await worker.stop()
 
@@ -76,8 +79,8 @@ def test_a_server_that_is_not_there_is_said_in_one_line_naming_it(caplog: pytest
     assert line.endswith("(http://127.0.0.1:9)")
 
 
-async def _logged(caplog: pytest.LogCaptureFixture, prefix: str) -> None:
-    while not any(record.getMessage().startswith(prefix) for record in caplog.records):
+async def _logged(caplog: pytest.LogCaptureFixture, prefix: str, times: int = 1) -> None:
+    while sum(record.getMessage().startswith(prefix) for record in caplog.records) < times:
         await asyncio.sleep(0.01)
 
 
@@ -481,3 +484,135 @@ def test_stop_ends_the_signals_pause_of_a_worker_whose_server_is_gone(memory_ser
         assert worker.state == "stopped"
 
     asyncio.run(scenario())
+
+
+async def _new_key(server: Server, role: str) -> dict[str, Any]:
+    """A new API key of ``role`` (the admin's ``POST /v1/keys``): ``{"id", "key", …}``."""
+    async with httpx.AsyncClient(headers={"authorization": f"Bearer {server.api_key}"}) as http:
+        answer = await http.post(f"{server.url}/v1/keys", json={"name": f"python {role} key", "role": role})
+        assert answer.status_code == 201, answer.text
+        created: dict[str, Any] = answer.json()
+        return created
+
+
+def _count_claims(monkeypatch: pytest.MonkeyPatch) -> Callable[[], int]:
+    """Counts the claims the worker sends (to the real server)."""
+    sent = 0
+    send = httpx.AsyncClient.send
+
+    async def counting(self: httpx.AsyncClient, request: httpx.Request, **kwargs: Any) -> httpx.Response:
+        nonlocal sent
+        if request.url.path == "/v1/workers/claim":
+            sent += 1
+        return await send(self, request, **kwargs)
+
+    monkeypatch.setattr(httpx.AsyncClient, "send", counting)
+    return lambda: sent
+
+
+def test_a_wrong_key_stops_the_worker_and_serve_raises_the_servers_error(memory_server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 401 will never succeed: the worker used to retry it for ever, a warning per attempt."""
+    server = memory_server
+    claims = _count_claims(monkeypatch)
+    errors: list[tuple[BaseException, str, str | None]] = []
+    # No pause between retries: a worker that retried would claim again and again within the window below.
+    worker = Worker(server.url, "jw_not_a_key_at_all", poll_wait=1, backoff=Backoff(0.0, 0.0), on_error=lambda *reported: errors.append(reported))
+    worker.handle("refused", lambda job, ctx: None)
+
+    async def scenario() -> None:
+        serving = asyncio.ensure_future(worker.serve(signals=False))
+        while not errors:
+            await asyncio.sleep(0.01)
+        # A window, not a speed: no claim follows the refused one, however long it is.
+        await asyncio.sleep(0.3)
+        assert claims() == 1
+        with pytest.raises(WorkerRequestError) as raised:
+            await asyncio.wait_for(serving, GUARD)
+        error = raised.value
+        assert (error.code, error.status, error.operation, error.transient) == ("unauthorized", 401, "claim", False)
+        assert str(error) == "claim: A valid API key or token is required (Authorization: Bearer <credential>)"
+        assert errors == [(error, "claim", None)]
+        assert worker.state == "stopped"
+        # stop() after it is a no-op that returns.
+        await asyncio.wait_for(worker.stop(), GUARD)
+        assert worker.state == "stopped" and claims() == 1
+
+    asyncio.run(asyncio.wait_for(scenario(), GUARD))
+
+
+def test_a_claim_refused_for_good_is_said_in_one_line_saying_the_worker_stopped(memory_server: Server, caplog: pytest.LogCaptureFixture) -> None:
+    server = memory_server
+    worker = Worker(server.url, "jw_not_a_key_at_all", poll_wait=1)
+    worker.handle("refused", lambda job, ctx: None)
+    with caplog.at_level("WARNING", logger="jobwire.worker"), pytest.raises(WorkerRequestError):
+        asyncio.run(asyncio.wait_for(worker.serve(signals=False), GUARD))
+    assert [record.getMessage() for record in caplog.records if record.name == "jobwire.worker"] == [
+        "jobwire worker: claim: A valid API key or token is required (Authorization: Bearer <credential>) — the worker has stopped"
+    ]
+
+
+def test_a_key_that_may_not_claim_stops_the_worker_with_forbidden(memory_server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    server = memory_server
+    claims = _count_claims(monkeypatch)
+    errors: list[str] = []
+
+    async def scenario() -> None:
+        backend_key = await _new_key(server, "backend")
+        worker = Worker(server.url, backend_key["key"], poll_wait=1, on_error=lambda _error, operation, _job: errors.append(operation))
+        worker.handle("forbidden", lambda job, ctx: None)
+        with pytest.raises(WorkerRequestError) as raised:
+            await asyncio.wait_for(worker.serve(signals=False), GUARD)
+        assert (raised.value.code, raised.value.status) == ("forbidden", 403)
+        assert worker.state == "stopped"
+
+    run(scenario)
+    assert errors == ["claim"] and claims() == 1
+
+
+def test_a_key_revoked_while_a_job_runs_aborts_its_handler_at_once_and_serve_raises(memory_server: Server) -> None:
+    server = memory_server
+    errors: list[str] = []
+
+    async def scenario() -> None:
+        worker_key = await _new_key(server, "worker")
+        # A free slot keeps a claim going out while the job runs; a short poll brings the next one soon.
+        worker = Worker(server.url, worker_key["key"], concurrency=2, poll_wait=1, on_error=lambda _error, operation, _job: errors.append(operation))
+        running = asyncio.Event()
+        aborted: list[str | None] = []
+
+        @worker.handle("revoked")
+        async def revoked(job: dict[str, Any], ctx: JobContext) -> None:
+            running.set()
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                aborted.append(ctx.abort_reason)
+                raise
+
+        serving = asyncio.ensure_future(worker.serve(signals=False))
+        async with AsyncBackend(server.url, server.api_key) as backend, httpx.AsyncClient(headers={"authorization": f"Bearer {server.api_key}"}) as http:
+            await backend.create_job("revoked")
+            await asyncio.wait_for(running.wait(), GUARD)
+            assert (await http.delete(f"{server.url}/v1/keys/{worker_key['id']}")).status_code == 200
+        with pytest.raises(WorkerRequestError) as raised:
+            await asyncio.wait_for(serving, GUARD)
+        assert (raised.value.code, raised.value.status) == ("unauthorized", 401)
+        assert aborted == ["stopped"]
+        assert worker.state == "stopped" and worker.active_jobs == 0
+
+    run(scenario)
+    # The signals long-poll and the lease's release may be refused too; the claim is said once.
+    assert errors.count("claim") == 1
+
+
+def test_a_worker_process_with_a_wrong_key_exits_non_zero_with_the_servers_message(memory_server: Server) -> None:
+    process = spawn_worker(dataclasses.replace(memory_server, api_key="jw_not_a_key_at_all"), "stubborn")
+    try:
+        output = process.communicate(timeout=GUARD)[0]
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 1, output
+    assert "jobwire worker: claim: A valid API key or token is required (Authorization: Bearer <credential>) — the worker has stopped" in output
+    assert "WorkerRequestError: claim: A valid API key or token is required" in output
+    assert "stopped\n" not in output.splitlines(keepends=True)

@@ -359,7 +359,7 @@ async function demoWorker(argv: string[]): Promise<number> {
   registerDemoHandlers(worker)
   await worker.start()
   console.log(`${name} working on ${demoTypes.join(', ')} jobs from ${target.url} (Ctrl-C stops and hands its jobs back)`)
-  await new Promise<void>((resolve) => {
+  const stopped = new Promise<void>((resolve) => {
     const stop = (): void => {
       console.log(`${name}: stopping, releasing running jobs`)
       void worker.stop({ timeoutMs: 0 }).then(resolve)
@@ -367,6 +367,13 @@ async function demoWorker(argv: string[]): Promise<number> {
     process.once('SIGINT', stop)
     process.once('SIGTERM', stop)
   })
+  try {
+    await Promise.race([stopped, worker.done])
+  } catch {
+    // The server refused its claims for good (a wrong key, say): onError has printed why.
+    console.error(`${name}: the worker has stopped`)
+    return 1
+  }
   return 0
 }
 

@@ -10,10 +10,10 @@ import re
 import signal
 import socket
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Awaitable, Callable, Literal, TypeVar, Union
+from typing import Any, Awaitable, Callable, Literal, TypeGuard, TypeVar, Union
 
 from .._http import spawn
-from .api import Claim, WorkerApi
+from .api import Claim, WorkerApi, WorkerRequestError
 from .errors import JobFailure
 from .job_run import JobRun, RunEnvironment, SignalWatch, release_lease
 from .._retry import MIN_POLL, Backoff
@@ -50,6 +50,12 @@ class Worker:
     several jobs due together share one ``POST /v1/events``), ``cancel_tasks`` (True: an ``async``
     handler's task is cancelled when its job is), ``on_error`` (called with ``(error, operation,
     job_id)`` for every failure the worker handles itself; default a log warning).
+
+    A claim the server refuses for good (a :class:`WorkerRequestError` that is not ``transient``: a
+    wrong or revoked key, 401; a key that may not claim, 403; a URL that is no Jobwire server, 404)
+    stops the worker: ``on_error`` is told once, running handlers are aborted at once (``stopped``)
+    and their leases released where the server still allows it, and :meth:`serve` (so :meth:`run`)
+    raises that error.
     """
 
     def __init__(
@@ -98,6 +104,8 @@ class Worker:
         self._claiming: asyncio.Task[None] | None = None
         self._wake: asyncio.Event | None = None
         self._stopped: asyncio.Task[None] | None = None
+        # What stopped the worker on its own (a claim refused for good), if anything did.
+        self._failure: WorkerRequestError | None = None
 
     @property
     def state(self) -> WorkerState:
@@ -122,11 +130,14 @@ class Worker:
         return register if handler is None else register(handler)
 
     def run(self, *, stop_timeout: float = 30.0, grace: float = 2.0) -> None:
-        """Runs the worker in a new event loop until SIGTERM or SIGINT, then stops gracefully."""
+        """Runs the worker in a new event loop until SIGTERM or SIGINT, then stops gracefully. Raises
+        the :class:`WorkerRequestError` of a claim the server refused for good, once stopped."""
         asyncio.run(self.serve(stop_timeout=stop_timeout, grace=grace))
 
     async def serve(self, *, stop_timeout: float = 30.0, grace: float = 2.0, signals: bool = True) -> None:
-        """Starts, then waits until SIGTERM/SIGINT (when ``signals``) or :meth:`stop`, and stops gracefully."""
+        """Starts, then waits until SIGTERM/SIGINT (when ``signals``) or :meth:`stop`, and stops gracefully.
+        A claim the server refused for good stops the worker at once; then this raises its
+        :class:`WorkerRequestError`, so a worker script exits non-zero with the server's message."""
         loop = asyncio.get_running_loop()
         await self.start()
         installed: list[signal.Signals] = []
@@ -144,6 +155,8 @@ class Worker:
         finally:
             for sig in installed:
                 loop.remove_signal_handler(sig)
+        if self._failure is not None:
+            raise self._failure
 
     async def start(self) -> None:
         """Starts claiming jobs of the handled types (in the running event loop)."""
@@ -240,6 +253,13 @@ class Worker:
             if error is not None:
                 if self._state != "running":
                     break
+                if _refused_for_good(error):
+                    # It will never succeed (a wrong key, say): the worker stops, handlers aborted at
+                    # once (default grace), and serve() raises it.
+                    self._report(error, "claim", None)
+                    self._failure = error
+                    self._request_stop(0.0, 2.0)
+                    break
                 failures += 1
                 self._report(error, "claim", None)
                 await self._sleep(self.backoff.delay(failures))
@@ -307,9 +327,17 @@ def _no_handler(name: str, job_type: str) -> Handler:
     return fail
 
 
+def _refused_for_good(error: BaseException) -> TypeGuard[WorkerRequestError]:
+    """A claim the server refused for good (not ``transient``): retrying cannot help, so the worker
+    stops. ``WorkerApi.claim`` has already dealt with an older server's refusal of ``max`` or ``done``."""
+    return isinstance(error, WorkerRequestError) and not error.transient
+
+
 def _warn(error: BaseException, operation: str, job_id: str | None) -> None:
-    """The default ``on_error``: one line, ``jobwire worker: claim: All connection attempts failed (http://…)``."""
+    """The default ``on_error``: one line, ``jobwire worker: claim: All connection attempts failed (http://…)``,
+    or for a claim refused for good ``jobwire worker: claim: <the server's message> — the worker has stopped``."""
     message = str(error)
     # A request's error already starts with its operation ("claim: …"): said once, not twice.
     said = message[len(operation) + 2 :] if message.startswith(f"{operation}: ") else message
-    _log.warning("jobwire worker: %s%s: %s", operation, "" if job_id is None else f" {job_id}", said)
+    stopped = " — the worker has stopped" if operation == "claim" and _refused_for_good(error) else ""
+    _log.warning("jobwire worker: %s%s: %s%s", operation, "" if job_id is None else f" {job_id}", said, stopped)

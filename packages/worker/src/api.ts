@@ -141,8 +141,10 @@ export class WorkerApi {
    */
   async claim(body: Required<Omit<ClaimRequest, 'done'>>, signal: AbortSignal): Promise<{ claims: Claim[]; carried: boolean }> {
     const timeoutMs = body.wait * 1000 + longPollSlackMs
+    // Cleared when the writes this claim carried may be why it was refused.
+    let carry = true
     while (this.#batchClaims) {
-      const carried = this.#carryDone ? this.#takeFinalWrites() : []
+      const carried = this.#carryDone && carry ? this.#takeFinalWrites() : []
       let answer: ClaimList
       try {
         const request: ClaimRequest = carried.length === 0 ? body : { ...body, done: carried.map(jobWriteOf) }
@@ -152,7 +154,16 @@ export class WorkerApi {
         // number is a retry the server recognizes).
         this.#requeue(carried)
         const field = error instanceof WorkerRequestError && error.code === 'invalid_request' ? error.details?.field : undefined
-        if (field !== 'max' && field !== 'done') throw error
+        if (field !== 'max' && field !== 'done') {
+          // Refused as a whole (too large, say) while it carried writes: they go on their own,
+          // each answered for itself, and the claim again without them. A refused key is no
+          // matter of what the claim carried.
+          if (carried.length > 0 && error instanceof WorkerRequestError && (error.status === 400 || error.status === 413)) {
+            carry = false
+            continue
+          }
+          throw error
+        }
         this.#carryDone = false
         if (field === 'max') this.#batchClaims = false
         continue

@@ -791,6 +791,39 @@ describe('a claim the server refuses for good', () => {
     expect(errors.filter((e) => e.context.operation === 'claim')).toEqual([{ error, context: { operation: 'claim' } }])
   })
 
+  it('a claim refused as too large for the outcomes it carried is no refusal of the worker: they go on their own, and it claims again', async () => {
+    // The worker's limits above the server's body limit: four outcomes of ~6 KB together exceed it, each alone fits.
+    const small = await startTestServer({ maxBodyBytes: 16 * 1024 })
+    try {
+      const refused: number[] = []
+      const watching: typeof fetch = async (input, init) => {
+        const answer = await fetch(input, init)
+        if (answer.status === 413) refused.push(answer.status)
+        return answer
+      }
+      const { worker, errors } = startTestWorker(small, { concurrency: 4, fetch: watching })
+      const gate = signalled()
+      worker.handle('bulky', async (job) => {
+        await gate.promise
+        return { index: job.input, padding: 'x'.repeat(6_000) }
+      })
+      const ids: string[] = []
+      for (let i = 0; i < 4; i++) ids.push((await small.createJob('bulky', i)).id)
+      await withWorker(worker, async () => {
+        await until(() => worker.activeJobs === 4, 'four jobs running')
+        gate.resolve()
+        const jobs = await Promise.all(ids.map((id) => small.waitForJob(id, (j) => isTerminal(j.status))))
+        expect(jobs.map((j) => [j.status, (j.result as { index: number }).index])).toEqual([0, 1, 2, 3].map((i) => ['completed', i]))
+      })
+      expect(refused.length).toBeGreaterThan(0)
+      expect(worker.state).toBe('stopped')
+      await expect(worker.done).resolves.toBeUndefined()
+      expect(errors).toEqual([])
+    } finally {
+      await small.close()
+    }
+  })
+
   it('keeps retrying claims answered with a 5xx (a proxy while the server restarts), then runs the job; done resolves at stop()', async () => {
     let refused = 0
     // Three claims meet a proxy's 503 page, then the server answers.

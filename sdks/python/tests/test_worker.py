@@ -10,12 +10,13 @@ import random
 import signal
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Awaitable, Callable
 
 import httpx
 import pytest
 
-from conftest import Server, spawn_worker, wait_for_line
+from conftest import Server, spawn_worker, start_server, stop_server, wait_for_line
 from jobwire import AsyncBackend, Backend, BatchLimits, JobContext, JobFailure, RetryableError, SyncJobContext, Worker, WorkerRequestError, watch_job
 from jobwire.reducer import JobState
 from jobwire.worker import Backoff
@@ -256,6 +257,49 @@ def test_carries_finished_jobs_outcomes_in_its_next_claims(memory_server: Server
     assert errors == []
 
 
+def test_a_claim_refused_as_too_large_for_the_outcomes_it_carried_sends_them_on_their_own(tmp_path: Path) -> None:
+    """The worker's limits above the server's body limit: four outcomes of ~6 KB together exceed it,
+    each alone fits. Such a refusal is about what the claim carried, not about the worker."""
+    server = start_server("memory", tmp_path, "--max-body-bytes", "16384")
+    refused: list[int] = []
+    errors: list[tuple[str, str]] = []
+
+    async def scenario() -> None:
+        worker = Worker(server.url, server.api_key, concurrency=4, poll_wait=2, on_error=lambda error, operation, job_id: errors.append((operation, str(error))))
+        gate = asyncio.Event()
+
+        @worker.handle("bulky")
+        async def bulky(job: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
+            await gate.wait()
+            return {"index": job["input"]["n"], "padding": "x" * 6_000}
+
+        async def record(response: httpx.Response) -> None:
+            if response.status_code == 413:
+                refused.append(response.status_code)
+
+        async with AsyncBackend(server.url, server.api_key) as backend:
+            jobs = [await backend.create_job("bulky", input={"n": n}) for n in range(4)]
+            serving = asyncio.ensure_future(worker.serve(signals=False))
+            while worker._env is None:
+                await asyncio.sleep(0.01)
+            worker._env.api._client.event_hooks["response"].append(record)
+            while worker.active_jobs < 4:
+                await asyncio.sleep(0.01)
+            gate.set()
+            finals = [await until(server, job["id"], lambda state: state["status"] == "completed") for job in jobs]
+            assert worker.state == "running"
+            await worker.stop()
+            await asyncio.wait_for(serving, GUARD)
+        assert [final["result"]["index"] for final in finals] == [0, 1, 2, 3]
+
+    try:
+        run(scenario)
+    finally:
+        stop_server(server)
+    assert refused
+    assert errors == []
+
+
 def test_a_timeout_reaches_the_handler_and_fails_the_job(memory_server: Server) -> None:
     server = memory_server
 
@@ -424,24 +468,44 @@ def test_a_worker_killed_mid_job_is_resumed_from_its_checkpoint_by_another(serve
     assert final["worker"] == "py-counter" and final["checkpoint"] == {"i": 8}
 
 
+def _sigterm_when_working(server: Server, scenario: str) -> tuple[int, str]:
+    """A worker process of ``scenario``, sent SIGTERM once its handler prints "working": its exit code and output."""
+    process = spawn_worker(server, scenario)
+    try:
+        wait_for_line(process, "working")
+        process.send_signal(signal.SIGTERM)
+        rest = process.communicate(timeout=GUARD)[0]
+    finally:
+        if process.poll() is None:
+            process.kill()
+    return process.returncode, rest
+
+
 def test_sigterm_stops_gracefully_and_releases_the_lease_with_the_last_checkpoint(memory_server: Server) -> None:
     server = memory_server
     with Backend(server.url, server.api_key) as backend:
         job = backend.create_job("stubborn")
-        process = spawn_worker(server, "stubborn")
-        try:
-            wait_for_line(process, "working")
-            process.send_signal(signal.SIGTERM)
-            rest = process.communicate(timeout=GUARD)[0]
-        finally:
-            if process.poll() is None:
-                process.kill()
-        assert process.returncode == 0, rest
+        code, rest = _sigterm_when_working(server, "stubborn")
+        assert code == 0, rest
         assert "stopped" in rest, rest
         after = backend.get_job(job["id"])
     # Released, not lost: back in the queue at once, with what the handler saved in its grace period.
     assert after["status"] == "queued"
     assert after["checkpoint"] == {"step": 2, "stoppedBy": "SIGTERM"}
+
+
+def test_sigterm_ends_the_process_even_when_a_plain_def_handler_never_returns(memory_server: Server) -> None:
+    """A plain ``def`` handler deaf to its cancel (one long library call) ran in a pool thread that the
+    interpreter joins at exit: run() returned and the process then waited for that call for ever."""
+    server = memory_server
+    with Backend(server.url, server.api_key) as backend:
+        job = backend.create_job("deaf")
+        code, rest = _sigterm_when_working(server, "deaf")
+        assert code == 0, rest
+        assert "1 handler still running after the stop" in rest, rest
+        assert "stopped" in rest, rest
+        # Released at the stop: back in the queue for another worker.
+        assert backend.get_job(job["id"])["status"] == "queued"
 
 
 @dataclass(frozen=True)

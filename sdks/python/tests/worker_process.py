@@ -5,15 +5,18 @@ Scenarios:
   checkpoint. On attempt 1 it stops after ``input.hangAfter`` steps and hangs (the test kills it).
 - ``stubborn``: checkpoints, then works until it is told to stop; on ``stopped`` it checkpoints
   where it got to (the test sends SIGTERM).
+- ``deaf``: a plain ``def`` handler that never checks ``ctx.cancelled`` (one long library call);
+  the test sends SIGTERM and the process must still exit.
 """
 
 from __future__ import annotations
 
 import asyncio
 import sys
+import threading
 from typing import Any
 
-from jobwire import JobContext, Worker
+from jobwire import JobContext, SyncJobContext, Worker
 
 url, api_key, scenario = sys.argv[1:4]
 lease_ms = int(sys.argv[4]) if len(sys.argv) > 4 else 30_000
@@ -48,7 +51,14 @@ async def stubborn(job: dict[str, Any], ctx: JobContext) -> None:
         raise
 
 
+@worker.handle("deaf")
+def deaf(job: dict[str, Any], ctx: SyncJobContext) -> None:
+    print("working", flush=True)
+    threading.Event().wait()
+
+
 if __name__ == "__main__":
     print("ready", flush=True)
-    worker.run(stop_timeout=0.2, grace=20)
+    # A deaf handler never settles: its grace is short (the stubborn one checkpoints within it).
+    worker.run(stop_timeout=0.2, grace=0.5 if scenario == "deaf" else 20)
     print("stopped", flush=True)

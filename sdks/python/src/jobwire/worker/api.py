@@ -76,7 +76,7 @@ class WorkerApi:
     async def aclose(self) -> None:
         await self._client.aclose()
 
-    async def claim(self, types: list[str], worker: str, lease_ms: int, wait: float, max_jobs: int) -> tuple[list[Claim], bool]:
+    async def claim(self, types: list[str], worker: str, lease_ms: int, wait: float, max_jobs: int, *, carry: bool = True) -> tuple[list[Claim], bool]:
         """Jobs and their leases (an empty list when none came within ``wait`` seconds), and whether the
         request carried the last writes of jobs that just finished (``done``): such a claim is answered
         at once, job or not. A server that refuses ``done`` or ``max`` is sent what it expects from then on."""
@@ -84,7 +84,7 @@ class WorkerApi:
         body: dict[str, Any] = {"types": types, "worker": worker, "leaseMs": lease_ms, "wait": wait}
         if self.batch_claims is not False:
             body["max"] = max_jobs
-        carried = self._take_final_writes() if self.carry_done and self.batch_claims is not False else []
+        carried = self._take_final_writes() if carry and self.carry_done and self.batch_claims is not False else []
         if carried:
             body["done"] = [{"jobId": write.job_id, **write.body} for write in carried]
         try:
@@ -100,6 +100,11 @@ class WorkerApi:
                 if field == "max":
                     self.batch_claims = False
                 return await self.claim(types, worker, lease_ms, wait, max_jobs)
+            if carried and isinstance(error, WorkerRequestError) and error.status in (400, 413):
+                # Refused as a whole (too large, say) while it carried writes: they go on their own,
+                # each answered for itself, and the claim again without them. A refused key is no
+                # matter of what the claim carried.
+                return await self.claim(types, worker, lease_ms, wait, max_jobs, carry=False)
             raise
         if "max" in body:
             self.batch_claims = True

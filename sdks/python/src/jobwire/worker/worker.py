@@ -9,12 +9,12 @@ import os
 import re
 import signal
 import socket
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Awaitable, Callable, Literal, TypeGuard, TypeVar, Union
 
 from .._http import spawn
 from .api import Claim, WorkerApi, WorkerRequestError
 from .errors import JobFailure
+from .handler_threads import HandlerThreads
 from .job_run import JobRun, RunEnvironment, SignalWatch, release_lease
 from .._retry import MIN_POLL, Backoff
 from .outbox import BatchLimits
@@ -104,6 +104,7 @@ class Worker:
         self._claiming: asyncio.Task[None] | None = None
         self._wake: asyncio.Event | None = None
         self._stopped: asyncio.Task[None] | None = None
+        self._threads = HandlerThreads("jobwire-handler")
         # What stopped the worker on its own (a claim refused for good), if anything did.
         self._failure: WorkerRequestError | None = None
 
@@ -173,7 +174,7 @@ class Worker:
             throttle=self.throttle,
             lease_ms=self.lease_ms,
             limits=self.limits,
-            executor=ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="jobwire-handler"),
+            executor=self._threads,
             cancel_tasks=self.cancel_tasks,
             report=report,
         )
@@ -214,6 +215,14 @@ class Worker:
         await env.watch.close()
         await env.api.aclose()
         env.executor.shutdown(wait=False)
+        left = self._threads.running
+        if left:
+            # Their jobs are released (another worker runs them again); the process need not wait for them.
+            _log.warning(
+                "jobwire worker: %d handler%s still running after the stop (a plain def that does not check ctx.cancelled); left to end with the process",
+                left,
+                "" if left == 1 else "s",
+            )
         self._state = "stopped"
 
     async def _claim_loop(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -116,6 +117,56 @@ def test_a_1000_event_chunk_stream_arrives_in_order(server: Server, transport: s
         assert updates[-1].state == {**final, "queuePosition": updates[-1].state["queuePosition"]}
 
     asyncio.run(scenario())
+
+
+def test_clients_share_one_tls_setup_so_watching_many_jobs_costs_no_ca_bundle_each(memory_server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each new httpx client read the CA bundle again (about 20 ms of CPU): a watch makes a client of
+    its own, so watching a thousand jobs spent some 20 s before the first snapshot, and a backend made
+    per request paid it on every call. The SDK's clients now share one TLS setup."""
+    server = memory_server
+    loads: list[object] = []
+    real = ssl.SSLContext.load_verify_locations
+
+    def counted(self: ssl.SSLContext, *args: Any, **kwargs: Any) -> None:
+        loads.append(args or kwargs)
+        real(self, *args, **kwargs)
+
+    monkeypatch.setattr(ssl.SSLContext, "load_verify_locations", counted)
+
+    async def scenario() -> None:
+        async with AsyncBackend(server.url, server.api_key) as backend:
+            jobs = [await backend.create_job("shared-tls", dispatch=False) for _ in range(5)]
+            for job in jobs:
+                await backend.report(job["id"], [{"type": "completed", "result": None}])
+        for job in jobs:
+            states = [update.state["status"] async for update in watch_job(server.url, job["id"], server.api_key)]
+            assert states[-1] == "completed"
+        for _ in range(5):
+            with Backend(server.url, server.api_key) as one:
+                assert one.get_job(jobs[0]["id"])["status"] == "completed"
+
+    asyncio.run(asyncio.wait_for(scenario(), 60))
+    # Read once for the whole process (none at all here if an earlier test already made it).
+    assert len(loads) <= 1, loads
+
+
+def test_a_shared_client_with_every_connection_streaming_says_so(memory_server: Server) -> None:
+    """Each watch holds one connection of its client while it streams: a client shared by more
+    watches than its pool allows (httpx's default is 100) left the rest waiting, said only as a timeout."""
+    server = memory_server
+
+    async def scenario() -> None:
+        async with AsyncBackend(server.url, server.api_key) as backend:
+            first, second = [await backend.create_job("pool", dispatch=False) for _ in range(2)]
+        async with httpx.AsyncClient(limits=httpx.Limits(max_connections=1), timeout=httpx.Timeout(30.0, read=None, pool=0.2)) as client:
+            holding = watch_job(server.url, first["id"], server.api_key, client=client)
+            assert (await holding.__anext__()).kind == "snapshot"
+            with pytest.raises(ConnectionFailedError, match="every connection of the HTTP client .* is in use"):
+                async for _ in watch_job(server.url, second["id"], server.api_key, client=client, max_retries=0):
+                    pass
+            await holding.aclose()
+
+    asyncio.run(asyncio.wait_for(scenario(), 60))
 
 
 def test_resumes_exactly_after_a_dropped_connection_with_last_event_id(memory_server: Server) -> None:

@@ -5,7 +5,9 @@ httpx client. Shared by the backend, the worker and the watcher."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
+import ssl
 from dataclasses import dataclass
 from typing import Any, Callable, Coroutine, Generic, Mapping, TypeVar
 from urllib.parse import quote
@@ -17,6 +19,13 @@ from .errors import ERROR_REGISTRY, ConnectionFailedError, JobwireError, error_f
 USER_AGENT = "jobwire-python/0.1.0"
 
 T = TypeVar("T")
+
+
+@functools.cache
+def tls() -> ssl.SSLContext:
+    """httpx's default TLS settings, made once: building them (reading the CA bundle) took about
+    20 ms of CPU per client, and a watch makes a client of its own: seconds for a few hundred jobs."""
+    return httpx.create_ssl_context()
 
 
 def base_url(url: str) -> str:
@@ -133,6 +142,13 @@ def result_error(result: Mapping[str, Any]) -> JobwireError:
 
 def connection_error(error: httpx.HTTPError, what: str) -> JobwireError:
     where = _origin(error)
+    if isinstance(error, httpx.PoolTimeout):
+        # Nothing was sent: the client's own connections were all in use (each watch's stream holds one).
+        return ConnectionFailedError(
+            "timeout",
+            f"{what}: every connection of the HTTP client to {where} is in use (httpx's limits.max_connections, "
+            "100 by default; each watch holds one while it streams)",
+        )
     if isinstance(error, httpx.TimeoutException):
         return ConnectionFailedError("timeout", f"{what}: no answer in time from {where} ({type(error).__name__})")
     # httpx says "All connection attempts failed" without saying where to: the server is named.

@@ -16,7 +16,7 @@ import httpx
 
 from . import _backend_calls as calls
 from ._backend_calls import JobStatus
-from ._http import Call, Endpoint, base_url
+from ._http import Call, Endpoint, base_url, tls
 
 __all__ = ["AsyncBackend", "Backend", "JobStatus"]
 
@@ -68,7 +68,7 @@ class Backend(_BackendApi):
 
     def __init__(self, url: str, api_key: str, *, timeout: float = 30.0, client: httpx.Client | None = None) -> None:
         self._endpoint = Endpoint(base_url(url), api_key)
-        self._client = client or httpx.Client(timeout=timeout)
+        self._client = client or httpx.Client(timeout=timeout, verify=tls())
 
     def __enter__(self) -> Backend:
         return self
@@ -92,7 +92,7 @@ class AsyncBackend(_BackendApi):
 
     def __init__(self, url: str, api_key: str, *, timeout: float = 30.0, client: httpx.AsyncClient | None = None) -> None:
         self._endpoint = Endpoint(base_url(url), api_key)
-        self._client = client or httpx.AsyncClient(timeout=timeout)
+        self._client = client or httpx.AsyncClient(timeout=timeout, verify=tls())
 
     async def __aenter__(self) -> AsyncBackend:
         return self

@@ -69,12 +69,14 @@ async def watch_job(
     (``job_not_found``, ``token_expired``…); transient failures are retried with backoff (at most
     ``max_retry_delay`` seconds apart), each logged as a warning on the ``jobwire.watch`` logger;
     ``max_retries`` failed attempts in a row (default: no limit) raise the last one's error
-    (:class:`~jobwire.errors.ConnectionFailedError` when no answer came).
+    (:class:`~jobwire.errors.ConnectionFailedError` when no answer came). The watch holds one
+    connection of ``client`` while it streams: a client shared by many watches needs
+    ``limits=httpx.Limits(max_connections=None)`` (httpx allows 100 by default).
     """
     if max_retries is not None and (isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0):
         raise ValueError(f"max_retries must be a whole number ≥ 0 or None, not {max_retries!r}")
     owned = client is None
-    http = client or httpx.AsyncClient(timeout=httpx.Timeout(30.0, read=None))
+    http = client or httpx.AsyncClient(timeout=httpx.Timeout(30.0, read=None), verify=_http.tls())
     follower = _Follower(http, _http.base_url(url), job_id, credential, after, poll_wait, first_message_timeout, max_retry_delay, max_retries)
     try:
         mode: Transport = "poll" if transport == "poll" else "sse"

@@ -65,7 +65,7 @@ class WorkerApi:
         # Writes of several jobs issued together go out as one `POST /v1/events` within (events, bytes).
         self._bulk = bulk
         self._pending: list[_PendingWrite] = []
-        self._client = client or httpx.AsyncClient(timeout=_REQUEST_TIMEOUT, limits=httpx.Limits(max_connections=64, max_keepalive_connections=32))
+        self._client = client or httpx.AsyncClient(timeout=_REQUEST_TIMEOUT, limits=httpx.Limits(max_connections=64, max_keepalive_connections=32), verify=_http.tls())
         # Whether the server takes `max` on claims (several jobs per request); learnt on first use.
         self.batch_claims: bool | None = None
         # Whether the server takes finished jobs' last writes in claims (`done`); until it says otherwise.

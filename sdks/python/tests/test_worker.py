@@ -508,6 +508,28 @@ def test_sigterm_ends_the_process_even_when_a_plain_def_handler_never_returns(me
         assert backend.get_job(job["id"])["status"] == "queued"
 
 
+def test_a_second_sigterm_during_the_stop_stops_now_and_still_releases_the_job(memory_server: Server) -> None:
+    """The first signal waits for running jobs (here up to ten minutes) and says so; a second one (an
+    impatient Ctrl-C) was ignored, so only a kill -9 ended the wait, leaving the job to its lease."""
+    server = memory_server
+    with Backend(server.url, server.api_key) as backend:
+        job = backend.create_job("slow")
+        process = spawn_worker(server, "slow")
+        try:
+            wait_for_line(process, "working")
+            process.send_signal(signal.SIGTERM)
+            wait_for_line(process, "jobwire worker: stopping: 1 running job may finish within 600 s (signal again to stop now)")
+            process.send_signal(signal.SIGTERM)
+            rest = process.communicate(timeout=GUARD)[0]
+        finally:
+            if process.poll() is None:
+                process.kill()
+        assert process.returncode == 0, rest
+        assert "jobwire worker: stopping now" in rest and "stopped" in rest, rest
+        # Released, not left to its lease: back in the queue at once.
+        assert backend.get_job(job["id"])["status"] == "queued"
+
+
 @dataclass(frozen=True)
 class TenMinutes(Backoff):
     """Every retry waits ten minutes: a pause no stop may wait out."""

@@ -5,6 +5,8 @@ Scenarios:
   checkpoint. On attempt 1 it stops after ``input.hangAfter`` steps and hangs (the test kills it).
 - ``stubborn``: checkpoints, then works until it is told to stop; on ``stopped`` it checkpoints
   where it got to (the test sends SIGTERM).
+- ``slow``: an ``async`` handler that never ends by itself, in a worker whose stop waits ten
+  minutes for running jobs (the test sends SIGTERM twice).
 - ``deaf``: a plain ``def`` handler that never checks ``ctx.cancelled`` (one long library call);
   the test sends SIGTERM and the process must still exit.
 """
@@ -51,6 +53,12 @@ async def stubborn(job: dict[str, Any], ctx: JobContext) -> None:
         raise
 
 
+@worker.handle("slow")
+async def slow(job: dict[str, Any], ctx: JobContext) -> None:
+    print("working", flush=True)
+    await asyncio.Event().wait()
+
+
 @worker.handle("deaf")
 def deaf(job: dict[str, Any], ctx: SyncJobContext) -> None:
     print("working", flush=True)
@@ -60,5 +68,5 @@ def deaf(job: dict[str, Any], ctx: SyncJobContext) -> None:
 if __name__ == "__main__":
     print("ready", flush=True)
     # A deaf handler never settles: its grace is short (the stubborn one checkpoints within it).
-    worker.run(stop_timeout=0.2, grace=0.5 if scenario == "deaf" else 20)
+    worker.run(stop_timeout=600 if scenario == "slow" else 0.2, grace=0.5 if scenario == "deaf" else 20)
     print("stopped", flush=True)

@@ -105,6 +105,8 @@ class Worker:
         self._wake: asyncio.Event | None = None
         self._stopped: asyncio.Task[None] | None = None
         self._threads = HandlerThreads("jobwire-handler")
+        # Set by a second SIGTERM / SIGINT during a graceful stop: stop now.
+        self._hurry = asyncio.Event()
         # What stopped the worker on its own (a claim refused for good), if anything did.
         self._failure: WorkerRequestError | None = None
 
@@ -145,7 +147,7 @@ class Worker:
         if signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 try:
-                    loop.add_signal_handler(sig, lambda: self._request_stop(stop_timeout, grace))
+                    loop.add_signal_handler(sig, lambda: self._on_signal(stop_timeout, grace))
                     installed.append(sig)
                 except (NotImplementedError, RuntimeError):
                     pass  # Windows, or not the main thread: call stop() yourself
@@ -192,6 +194,23 @@ class Worker:
             self._stopped = asyncio.get_running_loop().create_task(self._shutdown(timeout, grace))
         await asyncio.shield(self._stopped)
 
+    def _on_signal(self, timeout: float, grace: float) -> None:
+        """SIGTERM or SIGINT: the first stops gracefully; another during that stop (a second Ctrl-C)
+        stops now: running handlers are aborted and their jobs released without waiting out ``timeout``."""
+        if self._stopped is None:
+            running = len(self._runs)
+            if running and timeout > 0:
+                _log.warning(
+                    "jobwire worker: stopping: %d running job%s may finish within %g s (signal again to stop now)",
+                    running,
+                    "" if running == 1 else "s",
+                    timeout,
+                )
+            self._request_stop(timeout, grace)
+        elif not self._hurry.is_set():
+            _log.warning("jobwire worker: stopping now: running handlers are aborted and their jobs released")
+            self._hurry.set()
+
     def _request_stop(self, timeout: float, grace: float) -> None:
         if self._stopped is None:
             self._stopped = asyncio.get_running_loop().create_task(self._shutdown(timeout, grace))
@@ -210,7 +229,12 @@ class Worker:
             await asyncio.wait({self._claiming})
         runs = list(self._runs)
         if runs:
-            await asyncio.wait({run.finished for run in runs}, timeout=timeout)
+            # Until they finish, the timeout, or a second signal (a stop in a hurry).
+            finishing = asyncio.ensure_future(asyncio.wait({run.finished for run in runs}))
+            hurried = asyncio.ensure_future(self._hurry.wait())
+            await asyncio.wait({finishing, hurried}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            finishing.cancel()
+            hurried.cancel()
         await asyncio.gather(*(run.interrupt(grace) for run in list(self._runs)))
         await env.watch.close()
         await env.api.aclose()

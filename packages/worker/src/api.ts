@@ -52,14 +52,19 @@ export class WorkerRequestError extends Error {
     this.details = details
   }
 
-  /** No answer, a 5xx, a 408 or a 429: the same request may succeed later. */
+  /**
+   * No answer, a 5xx, a 408 or a 429: the same request may succeed later. Not a 501: the server
+   * does not implement the request at all (one that is not a Jobwire server, say).
+   */
   get transient(): boolean {
-    return this.status === null || this.status >= 500 || this.status === 408 || this.status === 429
+    return this.status === null || (this.status >= 500 && this.status !== 501) || this.status === 408 || this.status === 429
   }
 }
 
 export interface ApiOptions {
   transport: Transport
+  /** The server's address, named in errors that do not come from a Jobwire server. */
+  url: string
   timers: Timers
   /**
    * Writes of several jobs issued together go out as one `POST /v1/events`, within these limits
@@ -355,7 +360,7 @@ export class WorkerApi {
       }
       throw new WorkerRequestError(operation, null, 'network_error', `${operation}: ${describe(error)}`, undefined, { cause: error })
     }
-    if (status < 200 || status > 299) throw errorOf(operation, status, text)
+    if (status < 200 || status > 299) throw errorOf(operation, status, text, this.options.url)
     try {
       return { status, body: (text === '' ? null : JSON.parse(text)) as T }
     } catch (error) {
@@ -372,7 +377,7 @@ function jobWriteOf(write: PendingWrite): JobWrite {
   return { jobId: write.jobId, ...write.body }
 }
 
-function errorOf(operation: WorkerOperation, status: number, text: string): WorkerRequestError {
+function errorOf(operation: WorkerOperation, status: number, text: string, url: string): WorkerRequestError {
   let error: { code?: unknown; message?: unknown; details?: unknown } | undefined
   try {
     error = (JSON.parse(text) as { error?: typeof error }).error
@@ -380,7 +385,8 @@ function errorOf(operation: WorkerOperation, status: number, text: string): Work
     // A proxy's HTML error page, say: keep the status, which is what decides a retry.
   }
   const code = typeof error?.code === 'string' ? error.code : `http_${status}`
-  const message = typeof error?.message === 'string' ? error.message : `HTTP ${status}`
+  // No Jobwire error in it: a proxy's page, or a server that is not Jobwire at all.
+  const message = typeof error?.message === 'string' ? error.message : `HTTP ${status} from ${url}, without a Jobwire error: is it a Jobwire server?`
   const details = typeof error?.details === 'object' && error.details !== null ? (error.details as Record<string, unknown>) : undefined
   return new WorkerRequestError(operation, status, code, `${operation}: ${message}`, details)
 }

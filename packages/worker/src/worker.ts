@@ -156,6 +156,7 @@ class JobwireWorker implements Worker {
     this.transport = options.fetch === undefined ? nodeTransport(target) : fetchTransport(options.fetch, target)
     const api = new WorkerApi({
       transport: this.transport,
+      url: options.url,
       timers,
       bulk: options.bulkWrites === false ? null : { maxEvents: limits.maxBatchEvents, maxBytes: limits.maxBatchBytes },
     })

@@ -1,4 +1,6 @@
 import { isTerminal, type JobEvent, type JobState } from '@jobwire/protocol'
+import { createServer } from 'node:http'
+import type { AddressInfo } from 'node:net'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { createWorker, JobAbortedError, JobFailure, RetryableError, WorkerRequestError, type AbortReason } from '../src/index.js'
 import { codeOf, ManualTimers, reduceLog, settle, startTestServer, startTestWorker, until, withWorker, type TestServer } from './harness.js'
@@ -751,6 +753,26 @@ describe('a claim the server refuses for good', () => {
       console.warn = original
     }
     expect(lines).toEqual(['jobwire worker: claim: A valid API key or token is required (Authorization: Bearer <credential>) — the worker has stopped'])
+  })
+
+  it('a url that is no Jobwire server (an HTTP server answering 501 without a Jobwire error): stops, naming the server', async () => {
+    // What Python's http.server answers a POST: 501 is no outage that a retry outlives.
+    const other = createServer((_request, response) => response.writeHead(501, { 'content-type': 'text/html' }).end('<h1>Unsupported method</h1>'))
+    await new Promise<void>((resolve) => other.listen(0, '127.0.0.1', resolve))
+    try {
+      const url = `http://127.0.0.1:${(other.address() as AddressInfo).port}`
+      const { worker, errors } = startTestWorker(t, { url, timers: new ManualTimers() })
+      worker.handle('elsewhere', () => 'never')
+      await worker.start()
+      const error = await rejection(worker.done)
+      expect(error).toBeInstanceOf(WorkerRequestError)
+      expect(error).toMatchObject({ status: 501, code: 'http_501', transient: false })
+      expect((error as Error).message).toBe(`claim: HTTP 501 from ${url}, without a Jobwire error: is it a Jobwire server?`)
+      expect(errors).toHaveLength(1)
+      expect(worker.state).toBe('stopped')
+    } finally {
+      other.close()
+    }
   })
 
   it('a key that may not claim jobs (a backend key, 403): the worker stops on its own with forbidden', async () => {

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import http.server
 import json
 import random
 import signal
@@ -635,6 +636,24 @@ def test_a_claim_refused_for_good_is_said_in_one_line_saying_the_worker_stopped(
     assert [record.getMessage() for record in caplog.records if record.name == "jobwire.worker"] == [
         "jobwire worker: claim: A valid API key or token is required (Authorization: Bearer <credential>) — the worker has stopped"
     ]
+
+
+def test_a_url_that_is_no_jobwire_server_stops_the_worker_naming_it() -> None:
+    """An HTTP server that is not Jobwire answers a POST 501 (Python's own http.server does): no outage
+    a retry outlives. It was retried for ever as a 5xx, said only as ``HTTP 501``."""
+    other = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
+    threading.Thread(target=other.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{other.server_address[1]}"
+    try:
+        worker = Worker(url, "any-key", poll_wait=1)
+        worker.handle("elsewhere", lambda job, ctx: None)
+        with pytest.raises(WorkerRequestError) as raised:
+            asyncio.run(asyncio.wait_for(worker.serve(signals=False), GUARD))
+    finally:
+        other.shutdown()
+        other.server_close()
+    assert (raised.value.status, raised.value.transient) == (501, False)
+    assert str(raised.value) == f"claim: HTTP 501 from {url}, without a Jobwire error: is it a Jobwire server?"
 
 
 def test_a_key_that_may_not_claim_stops_the_worker_with_forbidden(memory_server: Server, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -123,7 +123,7 @@ def answer_of(response: httpx.Response) -> Any:
             parsed: Any = json.loads(text) if text else None
         except ValueError:
             parsed = None  # a proxy's HTML error page: the status is what decides a retry
-        raise error_from_body(parsed, response.status_code)
+        raise error_from_body(parsed, response.status_code, _origin_of(response.request.url))
     if response.status_code == 204 or text == "":
         return None
     try:
@@ -153,6 +153,11 @@ def connection_error(error: httpx.HTTPError, what: str) -> JobwireError:
         return ConnectionFailedError("timeout", f"{what}: no answer in time from {where} ({type(error).__name__})")
     # httpx says "All connection attempts failed" without saying where to: the server is named.
     return ConnectionFailedError("network_error", f"{what}: {error} ({where})")
+
+
+def _origin_of(url: httpx.URL) -> str:
+    """``http://host:port`` of a request's URL."""
+    return f"{url.scheme}://{url.netloc.decode()}"
 
 
 def _origin(error: httpx.HTTPError) -> str:

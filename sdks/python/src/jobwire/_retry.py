@@ -24,5 +24,6 @@ class Backoff:
 
 
 def transient_status(status: int) -> bool:
-    """No answer (status 0), a 5xx, a 408 or a 429: the same request may succeed later."""
-    return status == 0 or status >= 500 or status in (408, 429)
+    """No answer (status 0), a 5xx, a 408 or a 429: the same request may succeed later. Not a 501:
+    the server does not implement the request at all (one that is not a Jobwire server, say)."""
+    return status == 0 or (status >= 500 and status != 501) or status in (408, 429)

@@ -94,7 +94,8 @@ class JobwireError(Exception):
         super().__init__(message if message is not None else format_error_message(code, details))
         self.code = code
         self.status = status if status is not None else (spec.status if spec is not None else 500)
-        self.retryable = spec.retryable if spec is not None else self.status >= 500 or self.status == 429
+        # Not a 501: the server does not implement the request at all (one that is not Jobwire, say).
+        self.retryable = spec.retryable if spec is not None else (self.status >= 500 and self.status != 501) or self.status == 429
         self.details = dict(details) if details is not None else None
 
     @property
@@ -157,11 +158,14 @@ _by_status: dict[int, type[JobwireError]] = {
 }
 
 
-def error_from_body(body: object, status: int) -> JobwireError:
-    """The typed exception for an error answer (``{"error": {...}}``) with HTTP ``status``."""
+def error_from_body(body: object, status: int, origin: str | None = None) -> JobwireError:
+    """The typed exception for an error answer (``{"error": {...}}``) with HTTP ``status`` from the
+    server at ``origin``."""
     error = body.get("error") if isinstance(body, dict) else None
     if not isinstance(error, dict) or not isinstance(error.get("code"), str):
-        return _class_for(status)("internal", f"HTTP {status}", None, status)
+        # A proxy's page, or a server that is not Jobwire at all.
+        said = f"HTTP {status}" if origin is None else f"HTTP {status} from {origin}, without a Jobwire error: is it a Jobwire server?"
+        return _class_for(status)("internal", said, None, status)
     code: str = error["code"]
     message = error.get("message")
     details = error.get("details")

@@ -627,6 +627,35 @@ def test_a_wrong_key_stops_the_worker_and_serve_raises_the_servers_error(memory_
     asyncio.run(asyncio.wait_for(scenario(), GUARD))
 
 
+def test_done_tells_a_worker_driven_by_start_and_stop_why_it_stopped(memory_server: Server) -> None:
+    """serve() raises the refusal itself; an app that runs the worker with start() (in its own
+    lifespan, say) had only on_error and state to learn of it."""
+    server = memory_server
+
+    async def scenario() -> None:
+        refused = Worker(server.url, "jw_not_a_key_at_all", poll_wait=1, on_error=lambda *reported: None)
+        refused.handle("refused", lambda job, ctx: None)
+        await refused.done()  # never started: nothing to wait for
+        await refused.start()
+        with pytest.raises(WorkerRequestError) as raised:
+            await asyncio.wait_for(refused.done(), GUARD)
+        assert (raised.value.code, raised.value.status, refused.state) == ("unauthorized", 401, "stopped")
+        # Asked again, after the stop: the same answer.
+        with pytest.raises(WorkerRequestError):
+            await refused.done()
+
+        fine = Worker(server.url, server.api_key, poll_wait=1)
+        fine.handle("fine", lambda job, ctx: None)
+        await fine.start()
+        waiting = asyncio.ensure_future(fine.done())
+        await asyncio.sleep(0.05)
+        assert not waiting.done()
+        await fine.stop()
+        await asyncio.wait_for(waiting, GUARD)
+
+    asyncio.run(asyncio.wait_for(scenario(), GUARD))
+
+
 def test_a_claim_refused_for_good_is_said_in_one_line_saying_the_worker_stopped(memory_server: Server, caplog: pytest.LogCaptureFixture) -> None:
     server = memory_server
     worker = Worker(server.url, "jw_not_a_key_at_all", poll_wait=1)

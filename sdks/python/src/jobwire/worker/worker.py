@@ -109,6 +109,10 @@ class Worker:
         self._hurry = asyncio.Event()
         # What stopped the worker on its own (a claim refused for good), if anything did.
         self._failure: WorkerRequestError | None = None
+        # Settled once the worker has stopped (see done()); made when first needed, in the running loop.
+        self._ended: asyncio.Future[None] | None = None
+        # The grace a stop on its own gives running handlers: serve()'s, else the default.
+        self._grace = 2.0
 
     @property
     def state(self) -> WorkerState:
@@ -142,6 +146,7 @@ class Worker:
         A claim the server refused for good stops the worker at once; then this raises its
         :class:`WorkerRequestError`, so a worker script exits non-zero with the server's message."""
         loop = asyncio.get_running_loop()
+        self._grace = grace
         await self.start()
         installed: list[signal.Signals] = []
         if signals:
@@ -193,6 +198,32 @@ class Worker:
         if self._stopped is None:
             self._stopped = asyncio.get_running_loop().create_task(self._shutdown(timeout, grace))
         await asyncio.shield(self._stopped)
+
+    async def done(self) -> None:
+        """Returns once the worker has stopped (after :meth:`stop`; at once for one never started);
+        raises the :class:`WorkerRequestError` that stopped it on its own (a claim the server refused
+        for good). For a worker driven by :meth:`start` and :meth:`stop`: :meth:`serve` raises it
+        itself."""
+        if self._state == "idle":
+            return
+        await asyncio.shield(self._end_future())
+
+    def _end_future(self) -> asyncio.Future[None]:
+        if self._ended is None:
+            self._ended = asyncio.get_running_loop().create_future()
+            if self._state == "stopped":
+                self._settle_end()
+        return self._ended
+
+    def _settle_end(self) -> None:
+        ended = self._ended
+        if ended is None or ended.done():
+            return
+        if self._failure is None:
+            ended.set_result(None)
+        else:
+            ended.set_exception(self._failure)
+            ended.exception()  # retrieved here: no "never retrieved" warning for an app that does not ask
 
     def _on_signal(self, timeout: float, grace: float) -> None:
         """SIGTERM or SIGINT: the first stops gracefully; another during that stop (a second Ctrl-C)
@@ -248,6 +279,7 @@ class Worker:
                 "" if left == 1 else "s",
             )
         self._state = "stopped"
+        self._settle_end()
 
     async def _claim_loop(self) -> None:
         """One claim at a time, only while a slot is free: a claimed job always has a slot to run in.
@@ -288,10 +320,10 @@ class Worker:
                     break
                 if _refused_for_good(error):
                     # It will never succeed (a wrong key, say): the worker stops, handlers aborted at
-                    # once (default grace), and serve() raises it.
+                    # once (with serve()'s grace), and serve() and done() raise it.
                     self._report(error, "claim", None)
                     self._failure = error
-                    self._request_stop(0.0, 2.0)
+                    self._request_stop(0.0, self._grace)
                     break
                 failures += 1
                 self._report(error, "claim", None)

@@ -1,12 +1,12 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { createRequire } from 'node:module'
-import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { chromium, type Browser, type Page } from 'playwright-core'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { freePort } from '../../../test/support/free-port.js'
 
 /**
  * The dashboard in a real browser (Debian's Chromium, driven by playwright-core) against a real
@@ -22,17 +22,6 @@ const cli = join(repo, 'packages/server/bin/jobwire.js')
 const builtDashboard = join(repo, 'packages/server/public/dashboard/index.html')
 const shots = join(repo, 'test-output/dashboard')
 const axePath = createRequire(import.meta.url).resolve('axe-core/axe.min.js')
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const probe = createServer()
-    probe.once('error', reject)
-    probe.listen(0, '127.0.0.1', () => {
-      const address = probe.address()
-      probe.close(() => (typeof address === 'object' && address !== null ? resolve(address.port) : reject(new Error('no port'))))
-    })
-  })
-}
 
 /** One `jobwire serve --demo` process; the data dir survives restarts, so jobs and the token secret do. */
 class DemoServer {

@@ -469,12 +469,14 @@ def test_a_worker_killed_mid_job_is_resumed_from_its_checkpoint_by_another(serve
     assert final["worker"] == "py-counter" and final["checkpoint"] == {"i": 8}
 
 
-def _sigterm_when_working(server: Server, scenario: str) -> tuple[int, str]:
-    """A worker process of ``scenario``, sent SIGTERM once its handler prints "working": its exit code and output."""
+def _sigterm_when_working(server: Server, scenario: str, *again_after: str) -> tuple[int, str]:
+    """A worker process of ``scenario``, sent SIGTERM once its handler prints "working", and again
+    after each line of ``again_after``: its exit code and output."""
     process = spawn_worker(server, scenario)
     try:
-        wait_for_line(process, "working")
-        process.send_signal(signal.SIGTERM)
+        for line in ("working", *again_after):
+            wait_for_line(process, line)
+            process.send_signal(signal.SIGTERM)
         rest = process.communicate(timeout=GUARD)[0]
     finally:
         if process.poll() is None:
@@ -515,17 +517,8 @@ def test_a_second_sigterm_during_the_stop_stops_now_and_still_releases_the_job(m
     server = memory_server
     with Backend(server.url, server.api_key) as backend:
         job = backend.create_job("slow")
-        process = spawn_worker(server, "slow")
-        try:
-            wait_for_line(process, "working")
-            process.send_signal(signal.SIGTERM)
-            wait_for_line(process, "jobwire worker: stopping: 1 running job may finish within 600 s (signal again to stop now)")
-            process.send_signal(signal.SIGTERM)
-            rest = process.communicate(timeout=GUARD)[0]
-        finally:
-            if process.poll() is None:
-                process.kill()
-        assert process.returncode == 0, rest
+        code, rest = _sigterm_when_working(server, "slow", "jobwire worker: stopping: 1 running job may finish within 600 s (signal again to stop now)")
+        assert code == 0, rest
         assert "jobwire worker: stopping now" in rest and "stopped" in rest, rest
         # Released, not left to its lease: back in the queue at once.
         assert backend.get_job(job["id"])["status"] == "queued"

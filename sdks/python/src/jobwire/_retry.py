@@ -23,7 +23,12 @@ class Backoff:
         return rand() * min(self.max, self.base * 2.0 ** min(attempt - 1, 30))
 
 
+def server_outage(status: int) -> bool:
+    """A 5xx, but not a 501: the server does not implement the request at all (one that is not a
+    Jobwire server, say), which no retry outlives."""
+    return status >= 500 and status != 501
+
+
 def transient_status(status: int) -> bool:
-    """No answer (status 0), a 5xx, a 408 or a 429: the same request may succeed later. Not a 501:
-    the server does not implement the request at all (one that is not a Jobwire server, say)."""
-    return status == 0 or (status >= 500 and status != 501) or status in (408, 429)
+    """No answer (status 0), a 5xx but a 501 (:func:`server_outage`), a 408 or a 429: the same request may succeed later."""
+    return status == 0 or server_outage(status) or status in (408, 429)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 from typing import Any, Mapping, NamedTuple
 
+from ._retry import server_outage
+
 
 class ErrorSpec(NamedTuple):
     status: int
@@ -94,8 +96,7 @@ class JobwireError(Exception):
         super().__init__(message if message is not None else format_error_message(code, details))
         self.code = code
         self.status = status if status is not None else (spec.status if spec is not None else 500)
-        # Not a 501: the server does not implement the request at all (one that is not Jobwire, say).
-        self.retryable = spec.retryable if spec is not None else (self.status >= 500 and self.status != 501) or self.status == 429
+        self.retryable = spec.retryable if spec is not None else server_outage(self.status) or self.status == 429
         self.details = dict(details) if details is not None else None
 
     @property

@@ -62,6 +62,9 @@ const FLEET = (process.env.BENCH_SHAPE_FLEET ?? 'memory,sqlite,redis').split(','
 const FLEET_WORKERS = env('BENCH_SHAPE_FLEET_WORKERS', 4)
 const FLEET_JOBS = env('BENCH_SHAPE_FLEET_JOBS', 1000)
 const FLEET_CADENCE = env('BENCH_SHAPE_FLEET_CADENCE', 100)
+/** Jobs of the fleet cancelled during its window (BENCH_SHAPE_FLEET_CANCELS), each given CANCEL_WAIT_MS after it to reach its handler. */
+const FLEET_CANCELS = env('BENCH_SHAPE_FLEET_CANCELS', 20)
+const CANCEL_WAIT_MS = 20_000
 const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379'
 const API_KEY = 'bench-shape-admin-key-0123456789'
 const DEFAULT_ROWS =
@@ -292,9 +295,17 @@ async function fleet(store) {
   const { url } = await next(server, 'ready')
   const pool = new Pool(url, { connections: 8 })
   const jobs = []
+  // Every FLEET_JOBS / FLEET_CANCELS-th job is quiet (reports nothing), and is cancelled during the window.
+  const quietEvery = Math.max(1, Math.floor(FLEET_JOBS / FLEET_CANCELS))
+  const quiet = []
   for (let i = 0; i < FLEET_JOBS; i += 50) {
-    const batch = await Promise.all(Array.from({ length: Math.min(50, FLEET_JOBS - i) }, () => postJson(pool, API_KEY, '/v1/jobs', { type: 'fleet' })))
-    jobs.push(...batch.map((job) => job.id))
+    const batch = await Promise.all(
+      Array.from({ length: Math.min(50, FLEET_JOBS - i) }, (_, j) => postJson(pool, API_KEY, '/v1/jobs', { type: 'fleet', input: { quiet: FLEET_CANCELS > 0 && (i + j) % quietEvery === 0 && quiet.length < FLEET_CANCELS } })),
+    )
+    for (const job of batch) {
+      jobs.push(job.id)
+      if (job.input.quiet === true) quiet.push(job.id)
+    }
   }
   await pool.close()
   const watchers = split(jobs, WATCHER_PROCESSES).map((share) => start(join(here, '../ws/subscribers.mjs'), ['jobwire', url, API_KEY, String(share.length), share.join(',')]))
@@ -306,8 +317,28 @@ async function fleet(store) {
   const cpu0 = await ask(server, { type: 'stats' }, 'stats')
   const starts = await Promise.all(watchers.map((w) => ask(w, { type: 'mark', name: 'start' }, 'marked')))
   const t0 = performance.now()
+  // Meanwhile the quiet jobs are cancelled, spread over the window: how long a cancel takes to reach
+  // its handler (`ctx.signal`) through the signals long-poll alone (a quiet job has no write to be
+  // refused) while its worker runs its whole share and the server is busy.
+  const aborted = new Map()
+  for (const w of workers) w.on('message', (message) => message.type === 'aborted' && aborted.set(message.jobId, message))
+  const cancelPool = new Pool(url, { connections: 1 })
+  const cancelled = new Map()
+  const cancelling = (async () => {
+    for (const id of quiet) {
+      await sleep((SECONDS * 1000) / (quiet.length + 1))
+      cancelled.set(id, performance.timeOrigin + performance.now())
+      await postJson(cancelPool, API_KEY, `/v1/jobs/${id}/cancel`, {})
+    }
+  })()
   await sleep(SECONDS * 1000)
+  await cancelling
   const ends = await Promise.all(watchers.map((w) => ask(w, { type: 'mark', name: 'end' }, 'marked')))
+  // A cancel not heard by its handler within CANCEL_WAIT_MS counts as that long (and is reported as missed).
+  const cancelDeadline = performance.now() + CANCEL_WAIT_MS
+  while (aborted.size < cancelled.size && performance.now() < cancelDeadline) await sleep(50)
+  await cancelPool.close()
+  const cancelMs = [...cancelled].map(([id, at]) => (aborted.has(id) ? aborted.get(id).at - at : CANCEL_WAIT_MS)).sort((a, b) => a - b)
   const elapsed = (performance.now() - t0) / 1000
   const cpu1 = await ask(server, { type: 'stats' }, 'stats')
   await Promise.all(workers.map((w) => ask(w, { type: 'halt' }, 'halted')))
@@ -321,11 +352,15 @@ async function fleet(store) {
   return {
     store,
     load,
-    offered: (FLEET_JOBS * 1000) / FLEET_CADENCE,
+    offered: ((FLEET_JOBS - quiet.length) * 1000) / FLEET_CADENCE,
     eventsPerSecond: ends.reduce((sum, end, i) => sum + end.total - starts[i].total, 0) / elapsed,
     p50Ms: percentile(histogram, ends[0].bucketUs, 50),
     p99Ms: percentile(histogram, ends[0].bucketUs, 99),
     serverCores: (cpu1.cpu.user + cpu1.cpu.system - cpu0.cpu.user - cpu0.cpu.system) / 1e6 / elapsed,
+    cancels: cancelMs.length,
+    cancelsMissed: [...cancelled.keys()].filter((id) => !aborted.has(id) || aborted.get(id).reason !== 'cancelled').length,
+    cancelP50Ms: cancelMs[Math.floor((cancelMs.length - 1) / 2)] ?? NaN,
+    cancelMaxMs: cancelMs.at(-1) ?? NaN,
   }
 }
 const fleetResults = []
@@ -347,10 +382,10 @@ for (const r of results) {
 console.log(`\n(light load: ${int(LIGHT)} events/s, one event per request; capacity: highest offered rate on the ladder delivered ≥ 98 % with nothing skipped at p99 < 50 ms. "vs relay" compares with the relay on the same transport; "vs Socket.IO" with Socket.IO + redis-adapter for the Redis rows and BullMQ, plain Socket.IO for the rest.)`)
 if (fleetResults.length > 0) {
   console.log(`\n### Fleet: ${FLEET_WORKERS} processes of @jobwire/worker running ${int(FLEET_JOBS)} jobs at once, a token delta and a progress tick per job every ${FLEET_CADENCE} ms, one WebSocket watcher per job\n`)
-  console.log('| store | load avg | chunks offered/s | delivered/s | p50 ms | p99 ms | server cores |')
-  console.log('|---|---:|---:|---:|---:|---:|---:|')
-  for (const f of fleetResults) console.log(`| ${f.store} | ${fmt(f.load, 2)} | ${int(f.offered)} | ${int(f.eventsPerSecond)} | ${fmt(f.p50Ms)} | ${fmt(f.p99Ms)} | ${fmt(f.serverCores, 2)} |`)
-  console.log('\n(Latency includes the worker outbox\'s batching: a job\'s reports leave at most every 100 ms, by default.)')
+  console.log('| store | load avg | chunks offered/s | delivered/s | p50 ms | p99 ms | server cores | cancel → handler p50 / max ms | cancels missed |')
+  console.log('|---|---:|---:|---:|---:|---:|---:|---:|---:|')
+  for (const f of fleetResults) console.log(`| ${f.store} | ${fmt(f.load, 2)} | ${int(f.offered)} | ${int(f.eventsPerSecond)} | ${fmt(f.p50Ms)} | ${fmt(f.p99Ms)} | ${fmt(f.serverCores, 2)} | ${fmt(f.cancelP50Ms)} / ${fmt(f.cancelMaxMs)} | ${int(f.cancelsMissed)} of ${int(f.cancels)} |`)
+  console.log(`\n(Latency includes the worker outbox's batching: a job's reports leave at most every 100 ms, by default. Cancels: ${FLEET_CANCELS} of the jobs report nothing (a long call) and are cancelled during the window; from the cancel request to the handler's \`ctx.signal\` in the worker process, which only the signals long-poll can tell; one not heard within ${CANCEL_WAIT_MS / 1000} s counts as that long, and is missed.)`)
 }
 mkdirSync(join(here, '../results'), { recursive: true })
 writeFileSync(join(here, '../results/shape-latest.json'), JSON.stringify({ at: new Date().toISOString(), settings: { JOBS, PRODUCERS, WATCHER_PROCESSES, SECONDS, LIGHT, LADDER_START, LADDER_STEP, STEP_SECONDS, FLEET_WORKERS, FLEET_JOBS, FLEET_CADENCE }, results, fleet: fleetResults }, null, 2))

@@ -404,6 +404,9 @@ describe('tenants and users', () => {
       refused('mint a token for it', await send('POST', `${base}/v1/tokens`, { credential: acmeKey, body: { jobIds: [foreign.id] } }), 'job_not_found')
       refused('mint a token for it and its own job together', await send('POST', `${base}/v1/tokens`, { credential: acmeKey, body: { jobIds: [own.id, foreign.id] } }), 'job_not_found')
     }
+    // The jobs are checked together; the refusal names the first refused job of the list, whichever was read first.
+    const first = refused('mint a token for two foreign jobs among its own', await send('POST', `${base}/v1/tokens`, { credential: acmeKey, body: { jobIds: [own.id, ownerless.id, globex.id] } }), 'job_not_found')
+    expect(first.details?.jobId).toBe(ownerless.id)
     refused('mint a token for a user of another tenant', await send('POST', `${base}/v1/tokens`, { credential: acmeKey, body: { tenant: 'globex', user: 'gil' } }), 'forbidden')
     refused('mint naming another tenant with its own job', await send('POST', `${base}/v1/tokens`, { credential: acmeKey, body: { jobIds: [own.id], tenant: 'globex' } }), 'forbidden')
     refused('create a job for another tenant', await send('POST', `${base}/v1/jobs`, { credential: acmeKey, body: { type: 'x', owner: { tenant: 'globex', user: 'gil' } } }), 'forbidden')

@@ -140,24 +140,27 @@ export class DeadlineKeeper {
     const ids = new Set([...this.#watched.keys(), ...this.#polled])
     this.#polled = new Set()
     for (const id of this.#unwatched.keys()) if (!ids.has(id)) this.#unwatched.delete(id)
-    let touched = 0
-    for (const jobId of ids) {
-      let known = this.#unwatched.get(jobId)
-      if (known === undefined) {
-        const record = await store.getRecord(jobId)
-        known = { ms: record?.timers.settings.cancelWhenUnwatchedMs ?? null, touchedAt: -Infinity }
-        this.#unwatched.set(jobId, known)
-      }
-      if (known.ms === null || now - known.touchedAt < known.ms / 3) continue
-      const entry = known
-      const result = await store
-        .append(jobId, (job) => (isTerminal(job.status) ? [] : { events: [], touch: { kinds: ['unwatched'], at: now } }))
-        .catch(() => null)
-      entry.touchedAt = now
-      if (result !== null && isTerminal(result.job.status)) entry.ms = null
-      else if (result !== null) touched++
-    }
-    return touched
+    // Every job at once: one after another, a node watching 1,000 jobs on a busy Redis could take
+    // longer than a third of the deadline to go round, and a watched job could be cancelled.
+    const touched = await Promise.all(
+      [...ids].map(async (jobId) => {
+        let known = this.#unwatched.get(jobId)
+        if (known === undefined) {
+          const record = await store.getRecord(jobId)
+          known = { ms: record?.timers.settings.cancelWhenUnwatchedMs ?? null, touchedAt: -Infinity }
+          this.#unwatched.set(jobId, known)
+        }
+        if (known.ms === null || now - known.touchedAt < known.ms / 3) return false
+        const entry = known
+        const result = await store
+          .append(jobId, (job) => (isTerminal(job.status) ? [] : { events: [], touch: { kinds: ['unwatched'], at: now } }))
+          .catch(() => null)
+        entry.touchedAt = now
+        if (result !== null && isTerminal(result.job.status)) entry.ms = null
+        return result !== null && !isTerminal(result.job.status)
+      }),
+    )
+    return touched.filter(Boolean).length
   }
 }
 

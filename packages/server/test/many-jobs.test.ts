@@ -1,0 +1,86 @@
+import { describe, expect, it } from 'vitest'
+import { defaultCoreLimits, Dispatcher, JobService, MemoryStore } from '@jobwire/server'
+import type { AppendPlan, AppendResult, JobRecord } from '../src/core/store.js'
+
+/**
+ * The server's work over many jobs at once — a worker's signals poll over every job it runs, the
+ * sweep that takes back a dead worker's jobs, the refresh of watched jobs' unwatched deadlines —
+ * reads and writes those jobs together, not one after another: on Redis each is a round trip, and
+ * one after another a signals poll over 250 jobs took 13 s on a busy node (so did a cancel reaching a
+ * quiet job). A real memory store that counts the calls it has in flight shows which.
+ */
+class OverlapStore extends MemoryStore {
+  inFlight = 0
+  most = 0
+
+  async #counted<T>(call: () => Promise<T>): Promise<T> {
+    this.inFlight++
+    this.most = Math.max(this.most, this.inFlight)
+    // A turn of the event loop, as a store that talks to another process takes at least.
+    await new Promise((resolve) => setImmediate(resolve))
+    try {
+      return await call()
+    } finally {
+      this.inFlight--
+    }
+  }
+
+  override getRecord(id: string): Promise<JobRecord | null> {
+    return this.#counted(() => super.getRecord(id))
+  }
+
+  override append(jobId: string, plan: AppendPlan): Promise<AppendResult> {
+    return this.#counted(() => super.append(jobId, plan))
+  }
+
+  reset(): void {
+    this.most = 0
+  }
+}
+
+const worker = 'worker-1'
+
+/** `count` jobs of `type`, claimed by one worker; `now` is the dispatcher's clock. */
+async function claimed(count: number, options: { now?: () => number; unwatchedMs?: number } = {}) {
+  const store = new OverlapStore()
+  const service = new JobService(store, defaultCoreLimits)
+  const dispatcher = new Dispatcher(service, options.now)
+  const type = 'transcribe'
+  for (let i = 0; i < count; i++) {
+    await service.createJob({ type, ...(options.unwatchedMs === undefined ? {} : { deadlines: { cancelWhenUnwatchedMs: options.unwatchedMs } }) })
+  }
+  const jobs = await dispatcher.claimMany({ types: [type], worker, leaseMs: 10_000, waitMs: 0, max: count })
+  expect(jobs).toHaveLength(count)
+  store.reset()
+  return { store, service, dispatcher, jobs: jobs.map(({ job, lease }) => ({ id: job.id, lease: lease.token })) }
+}
+
+describe('work over many jobs at once', () => {
+  it("a signals poll over a worker's 300 jobs reads them together, and names the one cancelled among them", async () => {
+    const { store, service, dispatcher, jobs } = await claimed(300)
+    const quiet = jobs[137]
+    if (quiet === undefined) throw new Error('300 jobs expected')
+    await service.cancelJob(quiet.id, 'the user closed the tab')
+    store.reset()
+    await expect(dispatcher.signals(jobs, 0)).resolves.toEqual([{ jobId: quiet.id, reason: 'cancelled' }])
+    expect(store.most).toBe(300)
+  })
+
+  it('the lease sweep takes back the 200 jobs of a worker that died at once (its most per tick), each re-queued for another worker', async () => {
+    let now = Date.now()
+    const { store, service, dispatcher, jobs } = await claimed(200, { now: () => now })
+    now += 60_000
+    await expect(dispatcher.reclaimLapsed()).resolves.toBe(200)
+    expect(store.most).toBe(200)
+    for (const { id } of jobs) expect((await service.getJob(id)).status).toBe('queued')
+  })
+
+  it('the refresh of watched jobs pushes back the unwatched deadline of all 200 at once', async () => {
+    const { store, service, jobs } = await claimed(200, { unwatchedMs: 60_000 })
+    const stop = jobs.map(({ id }) => service.deadlines.watching(id))
+    await expect(service.deadlines.refreshWatched()).resolves.toBe(200)
+    // First its deadline setting is read, then the touch is written: each of both together.
+    expect(store.most).toBe(200)
+    for (const done of stop) done()
+  })
+})

@@ -1,6 +1,10 @@
-import { describe, expect, it } from 'vitest'
-import { defaultCoreLimits, Dispatcher, JobService, MemoryStore } from '@jobwire/server'
-import type { AppendPlan, AppendResult, JobRecord } from '../src/core/store.js'
+import { afterEach, describe, expect, it } from 'vitest'
+import type { JobState } from '@jobwire/protocol'
+import { mintSubscriptionToken } from '@jobwire/backend'
+import { defaultCoreLimits, Dispatcher, JobService, MemoryStore, startServer, type RunningServer } from '@jobwire/server'
+import type { AppendPlan, AppendResult, JobRecord, LogRange } from '../src/core/store.js'
+import { createJsonClient } from './fixtures.js'
+import { openWs, wsUrl, type WsTestClient } from './ws-client.js'
 
 /**
  * The server's work over many jobs at once — a worker's signals poll over every job it runs, the
@@ -31,6 +35,14 @@ class OverlapStore extends MemoryStore {
 
   override append(jobId: string, plan: AppendPlan): Promise<AppendResult> {
     return this.#counted(() => super.append(jobId, plan))
+  }
+
+  override getJob(id: string): Promise<JobState | null> {
+    return this.#counted(() => super.getJob(id))
+  }
+
+  override readLog(jobId: string, after: number, limit: number): Promise<LogRange | null> {
+    return this.#counted(() => super.readLog(jobId, after, limit))
   }
 
   reset(): void {
@@ -82,5 +94,48 @@ describe('work over many jobs at once', () => {
     // First its deadline setting is read, then the touch is written: each of both together.
     expect(store.most).toBe(200)
     for (const done of stop) done()
+  })
+})
+
+describe('a WebSocket watching many jobs of one person', () => {
+  const secret = 'many-jobs-suite-token-secret-0123456789'
+  const servers: RunningServer[] = []
+  const clients: WsTestClient[] = []
+  afterEach(async () => {
+    for (const client of clients.splice(0)) client.close()
+    for (const server of servers.splice(0)) await server.close()
+  })
+
+  it("opens all 150 of a person's unfinished jobs together on subscribe_user, and checks them all together against a refreshed token", async () => {
+    const store = new OverlapStore()
+    const server = await startServer({ store, logger: false, config: { port: 0, host: '127.0.0.1', memory: true, tokenSecret: secret, createLimit: 1000 } })
+    servers.push(server)
+    const owner = { tenant: 'acme', user: 'ann' }
+    const api = createJsonClient(server.url, server.adminKey.key)
+    const ids: string[] = []
+    for (let i = 0; i < 150; i++) {
+      const made = await api.call<JobState>('POST', '/v1/jobs', { type: 'transcribe', owner })
+      expect(made.status).toBe(201)
+      ids.push(made.body.id)
+    }
+    await api.close()
+    const client = await openWs(wsUrl(server.url), { token: mintSubscriptionToken({ secret, ...owner }).token })
+    clients.push(client)
+    store.reset()
+    client.send({ type: 'subscribe_user' })
+    await client.next((m) => m.type === 'user_synced')
+    const snapshots = client.received.flatMap((m) => (m.type === 'snapshot' ? [m.jobId] : []))
+    expect(snapshots.sort()).toEqual([...ids].sort())
+    expect(store.most).toBeGreaterThanOrEqual(150)
+
+    // A token for one of the jobs only: the other 149 streams end, each with its error, all checked together.
+    store.reset()
+    const mark = client.received.length
+    const [kept, ...ended] = ids as [string, ...string[]]
+    client.send({ type: 'refresh_token', token: mintSubscriptionToken({ secret, jobIds: [kept] }).token })
+    await client.next((m) => m.type === 'token_refreshed', mark)
+    for (const jobId of ended) await client.next((m) => m.type === 'error' && m.jobId === jobId, mark)
+    expect(client.received.slice(mark).flatMap((m) => (m.type === 'error' && m.jobId !== undefined ? [m.error.code] : []))).toEqual(ended.map(() => 'job_not_found'))
+    expect(store.most).toBeGreaterThanOrEqual(149)
   })
 })

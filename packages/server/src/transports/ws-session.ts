@@ -356,10 +356,10 @@ export class WsSession {
         return room()
       })
     }
-    for (const [jobId, { after, quiet }] of wanted) {
-      if (feed.closed) return
-      await this.#open(jobId, after, 'user', quiet)
-    }
+    // Every job at once (each open counts its stream before its first await, so the limit holds):
+    // one after another, a person with 200 jobs waited 200 rounds of reads on a busy Redis node.
+    if (feed.closed) return
+    await Promise.all([...wanted].map(([jobId, { after, quiet }]) => this.#open(jobId, after, 'user', quiet)))
     if (feed.closed) return
     feed.syncing = false
     for (const jobId of feed.created.splice(0)) this.#openFromFeed(jobId)
@@ -435,15 +435,15 @@ export class WsSession {
     const expiresAt = expiryOf(principal)
     const answer: WsServerMessage = { type: 'token_refreshed', expiresAt: expiresAt === null ? null : new Date(expiresAt).toISOString() }
     this.#send(message.ref === undefined ? answer : { ...answer, ref: message.ref })
-    for (const stream of [...this.#streams.values()]) {
-      if (stream.credential !== null) continue
-      const { error } = await jobFor(this.context.service.store, principal, 'read', stream.jobId)
-      if (stream.closed || stream.credential !== null || this.#principal !== principal) continue
-      if (error !== null) {
-        this.#drop(stream)
-        this.#sendError(error, { jobId: stream.jobId })
-      }
-    }
+    // The streams the socket's credential reads, checked against the new one all at once.
+    const streams = [...this.#streams.values()].filter((stream) => stream.credential === null)
+    const checked = await Promise.all(streams.map((stream) => jobFor(this.context.service.store, principal, 'read', stream.jobId)))
+    streams.forEach((stream, index) => {
+      const error = checked[index]?.error ?? null
+      if (stream.closed || stream.credential !== null || this.#principal !== principal || error === null) return
+      this.#drop(stream)
+      this.#sendError(error, { jobId: stream.jobId })
+    })
     const feed = this.#feed
     if (feed !== null && this.#principal === principal) {
       try {

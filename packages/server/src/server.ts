@@ -33,6 +33,7 @@ import { RedisCredentials } from './stores/redis/credentials.js'
 import { combineObservers } from './core/observer.js'
 import { Webhooks } from './webhooks.js'
 import { jobLifecycleLog } from './job-log.js'
+import { FailureLog } from './failure-log.js'
 
 /** How long a shutdown waits for requests in flight (writes, creates, claims) before closing their sockets. */
 const inFlightGraceMs = 10_000
@@ -176,14 +177,17 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
     plugins: demo === null ? [] : [demo.register],
   })
 
+  // A sweep that keeps failing (the store is down) is logged once, then reminded every minute, then its recovery.
+  const failures = new FailureLog(logger)
   const sweep = setInterval(() => {
     service.sweep().then(
       ({ expiredJobs }) => {
         lastSweep.expiry = Date.now()
+        failures.succeeded('sweep')
         if (expiredJobs > 0) metrics.jobsExpired.inc(expiredJobs)
         if (expiredJobs > 0 && logger) logger.debug({ expiredJobs }, 'swept expired jobs')
       },
-      (error: unknown) => logger && logger.warn({ err: error }, 'sweep failed'),
+      (error: unknown) => failures.failed('sweep', error),
     )
   }, config.sweepInterval)
   sweep.unref()
@@ -196,9 +200,10 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
       .then(
         (reclaimed) => {
           lastSweep.leases = Date.now()
+          failures.succeeded('lease sweep')
           if (reclaimed > 0 && logger) logger.info({ reclaimed }, 'took back jobs from workers that stopped heartbeating')
         },
-        (error: unknown) => logger && logger.warn({ err: error }, 'lease sweep failed'),
+        (error: unknown) => failures.failed('lease sweep', error),
       )
       .finally(() => (reclaiming = false))
   }, config.leaseSweepInterval)
@@ -214,9 +219,10 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
         .then(
           (fired) => {
             lastSweep.deadlines = Date.now()
+            failures.succeeded('deadline sweep')
             if (fired > 0 && logger) logger.debug({ fired }, 'fired job deadlines')
           },
-          (error: unknown) => logger && logger.warn({ err: error }, 'deadline sweep failed'),
+          (error: unknown) => failures.failed('deadline sweep', error),
         )
         .finally(() => (firing = false))
     }
@@ -224,7 +230,10 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
       refreshing = true
       service.deadlines
         .refreshWatched()
-        .catch((error: unknown) => logger && logger.warn({ err: error }, 'marking watched jobs failed'))
+        .then(
+          () => failures.succeeded('marking watched jobs'),
+          (error: unknown) => failures.failed('marking watched jobs', error),
+        )
         .finally(() => (refreshing = false))
     }
   }, config.deadlineSweepInterval)

@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import type { JobState, PollResponse, WsServerMessage } from '@jobwire/protocol'
 import { collect, openSse, readSse, sleep, startTestServer, type SseConnection, type TestServer } from './fixtures.js'
 import { openWs, wsUrl } from './ws-client.js'
-import { adminClient, deleteKeys, redisReachable, redisUrl, testPrefix } from './redis-fixtures/redis.js'
+import { deletePrefix, redisReachable, redisUrl, testPrefix } from './redis-fixtures/redis.js'
 import { startTcpProxy } from './redis-fixtures/tcp-proxy.js'
 
 /**
@@ -308,9 +308,7 @@ if (redisReachable('metrics: Redis liveness')) {
         await node.close()
         await proxy.close()
         // Its keys go with it (the node's generation key, at least).
-        const admin = adminClient()
-        await deleteKeys(admin, prefix)
-        await admin.quit()
+        await deletePrefix(prefix)
       }
     })
   })

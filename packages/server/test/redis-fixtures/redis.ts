@@ -62,6 +62,13 @@ export function adminClient(): Redis {
   return client
 }
 
+/** Deletes every key under `prefix` through a client of its own (for a test that made no `redisTestRun`). */
+export async function deletePrefix(prefix: string): Promise<void> {
+  const admin = adminClient()
+  await deleteKeys(admin, prefix)
+  await admin.quit()
+}
+
 /** Deletes every key under `prefix` at once (in one MULTI, as a FLUSHDB would), and says how many. */
 export async function deleteKeys(client: Redis, prefix: string): Promise<number> {
   const keys = new Set<string>()

@@ -62,7 +62,8 @@ export class RedisConnection {
   readonly client: Redis
   readonly subscriber: Redis
   #closed = false
-  #lastWarning = ''
+  /** The last warning of each kind (its message), with what it said: a kind is reported again only when that changes. */
+  readonly #lastWarnings = new Map<string, string>()
   readonly #onWarning: Warn
   readonly #waiters = new Set<() => void>()
   /** Whether commands may be sent now; the owner of this connection may set a stricter test. */
@@ -128,14 +129,16 @@ export class RedisConnection {
   /** Reports a connection problem once until it changes, not on every reconnect attempt. */
   warn(message: string, details: Record<string, unknown>): void {
     const text = `${message} ${JSON.stringify(details)}`
-    if (text === this.#lastWarning || this.#closed) return
-    this.#lastWarning = text
+    // Per kind: the command and pub/sub connections fail in turn while Redis is down, and one
+    // shared "last warning" let them alternate, two lines a reconnect attempt for as long as it lasted.
+    if (this.#lastWarnings.get(message) === text || this.#closed) return
+    this.#lastWarnings.set(message, text)
     this.#onWarning(message, details)
   }
 
   /** The next problem is reported again (call once things work). */
   resetWarnings(): void {
-    this.#lastWarning = ''
+    this.#lastWarnings.clear()
   }
 
   /** Resolves at the next `changed()` or after `timeoutMs`. */

@@ -268,15 +268,14 @@ class JobwireWorker implements Worker {
         failures = 0
       } catch (error) {
         if (this.currentState !== 'running') break
+        this.env.report(error, 'claim')
         if (refusedForGood(error)) {
           // It will never succeed (a wrong key, say): the worker stops, and `done` rejects with it.
-          this.env.report(error, 'claim')
           this.failure = error
           void this.stop({ timeoutMs: 0 })
           break
         }
         failures += 1
-        this.env.report(error, 'claim')
         await sleep(timers, backoffDelay(backoff, failures, random), this.stopping.signal)
         continue
       }

@@ -484,14 +484,19 @@ def _sigterm_when_working(server: Server, scenario: str, *again_after: str) -> t
     return process.returncode, rest
 
 
-def test_sigterm_stops_gracefully_and_releases_the_lease_with_the_last_checkpoint(memory_server: Server) -> None:
-    server = memory_server
+def _stopped_by_sigterm(server: Server, scenario: str, *again_after: str) -> tuple[str, dict[str, Any]]:
+    """A job of ``scenario`` run by a worker process stopped by SIGTERM (see _sigterm_when_working):
+    the process exits 0 saying it stopped; its output from the first signal on, and the job after."""
     with Backend(server.url, server.api_key) as backend:
-        job = backend.create_job("stubborn")
-        code, rest = _sigterm_when_working(server, "stubborn")
+        job = backend.create_job(scenario)
+        code, rest = _sigterm_when_working(server, scenario, *again_after)
         assert code == 0, rest
         assert "stopped" in rest, rest
-        after = backend.get_job(job["id"])
+        return rest, backend.get_job(job["id"])
+
+
+def test_sigterm_stops_gracefully_and_releases_the_lease_with_the_last_checkpoint(memory_server: Server) -> None:
+    _, after = _stopped_by_sigterm(memory_server, "stubborn")
     # Released, not lost: back in the queue at once, with what the handler saved in its grace period.
     assert after["status"] == "queued"
     assert after["checkpoint"] == {"step": 2, "stoppedBy": "SIGTERM"}
@@ -500,28 +505,19 @@ def test_sigterm_stops_gracefully_and_releases_the_lease_with_the_last_checkpoin
 def test_sigterm_ends_the_process_even_when_a_plain_def_handler_never_returns(memory_server: Server) -> None:
     """A plain ``def`` handler deaf to its cancel (one long library call) ran in a pool thread that the
     interpreter joins at exit: run() returned and the process then waited for that call for ever."""
-    server = memory_server
-    with Backend(server.url, server.api_key) as backend:
-        job = backend.create_job("deaf")
-        code, rest = _sigterm_when_working(server, "deaf")
-        assert code == 0, rest
-        assert "1 handler still running after the stop" in rest, rest
-        assert "stopped" in rest, rest
-        # Released at the stop: back in the queue for another worker.
-        assert backend.get_job(job["id"])["status"] == "queued"
+    rest, after = _stopped_by_sigterm(memory_server, "deaf")
+    assert "1 handler still running after the stop" in rest, rest
+    # Released at the stop: back in the queue for another worker.
+    assert after["status"] == "queued"
 
 
 def test_a_second_sigterm_during_the_stop_stops_now_and_still_releases_the_job(memory_server: Server) -> None:
     """The first signal waits for running jobs (here up to ten minutes) and says so; a second one (an
     impatient Ctrl-C) was ignored, so only a kill -9 ended the wait, leaving the job to its lease."""
-    server = memory_server
-    with Backend(server.url, server.api_key) as backend:
-        job = backend.create_job("slow")
-        code, rest = _sigterm_when_working(server, "slow", "jobwire worker: stopping: 1 running job may finish within 600 s (signal again to stop now)")
-        assert code == 0, rest
-        assert "jobwire worker: stopping now" in rest and "stopped" in rest, rest
-        # Released, not left to its lease: back in the queue at once.
-        assert backend.get_job(job["id"])["status"] == "queued"
+    rest, after = _stopped_by_sigterm(memory_server, "slow", "jobwire worker: stopping: 1 running job may finish within 600 s (signal again to stop now)")
+    assert "jobwire worker: stopping now" in rest, rest
+    # Released, not left to its lease: back in the queue at once.
+    assert after["status"] == "queued"
 
 
 @dataclass(frozen=True)

@@ -318,15 +318,14 @@ class Worker:
             if error is not None:
                 if self._state != "running":
                     break
+                self._report(error, "claim", None)
                 if _refused_for_good(error):
                     # It will never succeed (a wrong key, say): the worker stops, handlers aborted at
                     # once (with serve()'s grace), and serve() and done() raise it.
-                    self._report(error, "claim", None)
                     self._failure = error
                     self._request_stop(0.0, self._grace)
                     break
                 failures += 1
-                self._report(error, "claim", None)
                 await self._sleep(self.backoff.delay(failures))
                 continue
             failures = 0

@@ -6,7 +6,7 @@ import { SqliteKeyStore } from '../src/stores/sqlite-keys.js'
 import { describeCredentialsConformance, type CredentialsNode } from './credentials-conformance.js'
 import { makeTempDir } from './fixtures.js'
 import { adminClient, deleteKeys, redisReachable, redisUrl, testPrefix } from './redis-fixtures/redis.js'
-import { startTcpProxy, type TcpProxy } from './redis-fixtures/tcp-proxy.js'
+import { startTcpProxy, type TcpProxy } from '../../../test/support/tcp-proxy.js'
 
 /**
  * The key store and limit counters of each backend, as `startServer` puts them together: memory

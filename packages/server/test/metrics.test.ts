@@ -4,7 +4,7 @@ import type { JobState, PollResponse, WsServerMessage } from '@jobwire/protocol'
 import { collect, openSse, readSse, sleep, startTestServer, type SseConnection, type TestServer } from './fixtures.js'
 import { openWs, wsUrl } from './ws-client.js'
 import { deletePrefix, redisReachable, redisUrl, testPrefix } from './redis-fixtures/redis.js'
-import { startTcpProxy } from './redis-fixtures/tcp-proxy.js'
+import { startTcpProxy } from '../../../test/support/tcp-proxy.js'
 
 /**
  * /metrics after a scripted run of jobs through the HTTP API: every counter has the exact value

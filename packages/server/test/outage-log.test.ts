@@ -4,7 +4,7 @@ import { startServer } from '../src/server.js'
 import { FailureLog } from '../src/failure-log.js'
 import { sleep, testApiKey } from './fixtures.js'
 import { deletePrefix, redisReachable, redisUrl, testPrefix } from './redis-fixtures/redis.js'
-import { startTcpProxy } from './redis-fixtures/tcp-proxy.js'
+import { startTcpProxy } from '../../../test/support/tcp-proxy.js'
 import { until } from '../../../test/support/wait.js'
 
 /** What an operator reads while the store is down: each problem once, a reminder now and then, and its end. */

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest'
 import { RedisCredentials, type RedisCredentialsOptions } from '@jobwire/server'
 import { deleteKeys, redisReachable, redisTestRun, redisUrl } from './redis-fixtures/redis.js'
-import { startTcpProxy } from './redis-fixtures/tcp-proxy.js'
+import { startTcpProxy } from '../../../test/support/tcp-proxy.js'
 import { sleep } from './fixtures.js'
 
 /**

@@ -3,8 +3,8 @@ import { Redis } from 'ioredis'
 import { afterEach, describe, expect, it, vi } from 'vitest'
 import { JobwireError, type ErrorCode, type JobEvent, type StreamMessage } from '@jobwire/protocol'
 import { defaultCoreLimits, Dispatcher, epochSeqGap, JobService, type RedisStore, type StreamSink } from '@jobwire/server'
-import { deleteKeys, openRedisStore, redisReachable, redisTestRun, redisUrl } from './redis-fixtures/redis.js'
-import { startTcpProxy, type TcpProxy } from './redis-fixtures/tcp-proxy.js'
+import { deleteKeys, keysUnder, openRedisStore, redisReachable, redisTestRun, redisUrl } from './redis-fixtures/redis.js'
+import { startTcpProxy, type TcpProxy } from '../../../test/support/tcp-proxy.js'
 import { sleep } from './fixtures.js'
 import { luaScripts } from '../src/stores/redis/scripts.js'
 
@@ -443,8 +443,7 @@ if (redisReachable('Redis store: several nodes')) {
       const later = Date.now() + 3 * 24 * 3_600_000
       const swept = await Promise.all([a.store.sweep(later), b.store.sweep(later)])
       expect(swept[0].expiredJobs + swept[1].expiredJobs).toBe(3)
-      const [, keys] = await admin.scan('0', 'MATCH', `${prefix}:*`, 'COUNT', 10_000)
-      expect(keys.sort()).toEqual([`${prefix}:gen`, `${prefix}:ordinal`])
+      expect(await keysUnder(admin, prefix)).toEqual([`${prefix}:gen`, `${prefix}:ordinal`])
       expect((await a.service.createJob({ type: 'tidy', idempotencyKey: 'once' })).created).toBe(true)
     })
 

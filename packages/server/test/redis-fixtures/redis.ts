@@ -69,8 +69,12 @@ export async function deletePrefix(prefix: string): Promise<void> {
   await admin.quit()
 }
 
-/** Deletes every key under `prefix` at once (in one MULTI, as a FLUSHDB would), and says how many. */
-export async function deleteKeys(client: Redis, prefix: string): Promise<number> {
+/**
+ * Every key under `prefix`, sorted: a whole SCAN, cursor to cursor. One call is not enough, however
+ * large its COUNT: it covers that many slots of the whole keyspace, which other tests (and
+ * benchmarks) on the shared Redis fill too.
+ */
+export async function keysUnder(client: Redis, prefix: string): Promise<string[]> {
   const keys = new Set<string>()
   let cursor = '0'
   do {
@@ -78,8 +82,13 @@ export async function deleteKeys(client: Redis, prefix: string): Promise<number>
     cursor = next
     for (const key of batch) keys.add(key)
   } while (cursor !== '0')
-  if (keys.size === 0) return 0
-  const all = [...keys]
+  return [...keys].sort()
+}
+
+/** Deletes every key under `prefix` at once (in one MULTI, as a FLUSHDB would), and says how many. */
+export async function deleteKeys(client: Redis, prefix: string): Promise<number> {
+  const all = await keysUnder(client, prefix)
+  if (all.length === 0) return 0
   const multi = client.multi()
   for (let i = 0; i < all.length; i += 1000) multi.unlink(...all.slice(i, i + 1000))
   const replies = (await multi.exec()) ?? []

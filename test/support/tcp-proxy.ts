@@ -1,21 +1,21 @@
 /**
- * A TCP proxy between a store and the shared Redis, so a test can break one node's connections
- * without touching Redis itself: take Redis "away" (refuse and drop connections), bring it back,
- * blackhole some connections (they stay open but nothing gets through: a silent death), or slow
- * some down (what they send reaches Redis late, in order).
+ * A TCP proxy in front of a real server (the shared Redis, a Jobwire server), so a test can break
+ * one client's connections without touching the server itself: take the server "away" (refuse and
+ * drop connections), bring it back, blackhole some connections (they stay open but nothing gets
+ * through: a silent death), or slow some down (what they send arrives late, in order).
  */
 import { createServer, connect, type Server, type Socket } from 'node:net'
 
 export interface TcpProxy {
-  /** `redis://127.0.0.1:<port>` (with the upstream's path, if any). */
+  /** The upstream's URL with the proxy's address: `redis://127.0.0.1:<port>`, `http://127.0.0.1:<port>` (with its path, if any). */
   readonly url: string
   /** Connections whose first bytes contain `marker` stop passing data both ways, but stay open. */
   blackhole(marker: string): number
-  /** What connections whose first bytes contain `marker` send from now on reaches Redis `ms` later, in order. */
+  /** What connections whose first bytes contain `marker` send from now on reaches the server `ms` later, in order. */
   delay(marker: string, ms: number): number
-  /** How many times `text` went from the clients to Redis since `watch(text)` (e.g. a script's SHA). */
+  /** How many times `text` went from the clients to the server since `watch(text)` (e.g. a script's SHA). */
   watch(text: string): () => number
-  /** Drops every connection and refuses new ones: Redis is unreachable. */
+  /** Drops every connection and refuses new ones: the server is unreachable. */
   down(): Promise<void>
   /** Accepts connections again on the same port. */
   up(): Promise<void>
@@ -32,6 +32,8 @@ interface Link {
   lagMs: number
 }
 
+const defaultPorts: Record<string, number> = { 'redis:': 6379, 'http:': 80 }
+
 export async function startTcpProxy(upstreamUrl: string): Promise<TcpProxy> {
   const target = new URL(upstreamUrl)
   const links = new Set<Link>()
@@ -41,7 +43,7 @@ export async function startTcpProxy(upstreamUrl: string): Promise<TcpProxy> {
   let port = 0
 
   const accept = (client: Socket): void => {
-    const upstream = connect(Number(target.port || 6379), target.hostname)
+    const upstream = connect(Number(target.port || defaultPorts[target.protocol] || 0), target.hostname)
     const link: Link = { client, upstream, hello: '', dead: false, lagMs: 0 }
     links.add(link)
     client.on('data', (chunk: Buffer) => {
@@ -105,7 +107,7 @@ export async function startTcpProxy(upstreamUrl: string): Promise<TcpProxy> {
 
   await listen()
   return {
-    url: `redis://127.0.0.1:${port}${target.pathname}`,
+    url: `${target.protocol}//127.0.0.1:${port}${target.pathname === '/' ? '' : target.pathname}`,
     blackhole(marker) {
       return linksOf(marker, (link) => (link.dead = true))
     },

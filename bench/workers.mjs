@@ -5,7 +5,10 @@
 //     process, that concurrency): Jobwire on each store (SQLite: every claim and completion
 //     fsynced; SQLite with --sqlite-sync normal; Redis; memory) vs BullMQ on the same Redis, run
 //     twice around Jobwire's rows (the ratio is against the better BullMQ run). A Jobwire worker
-//     claims its free slots per request.
+//     claims its free slots per request; with `prefetch` (rows per BENCH_WORKER_PREFETCH, default
+//     0 and 256) it also claims that many jobs ahead of a free slot. The Python SDK's worker runs
+//     the same rows on BENCH_WORKER_PYTHON_STORES (sqlite,redis), in sdks/python/.venv's Python
+//     (or PYTHON); BENCH_WORKER_PYTHON=0 leaves it out, and without it the rows are skipped, said.
 //  2. worker → subscriber: a worker reports at an offered rate for BENCH_WORKER_SECONDS; one
 //     subscriber measures items/s and send→receive latency. Jobwire: ctx.chunk() (lossless,
 //     ordered, durable, replayable; the outbox batches many chunks into few events) read over SSE.
@@ -18,9 +21,9 @@
 // BENCH_PROFILE=dir writes CPU profiles of the throughput phase there, the Jobwire server's (from
 // the worker's start to its last job) and the worker's (node --cpu-prof, its whole life);
 // summarize with bench/profile-summary.mjs.
-import { fork } from 'node:child_process'
+import { fork, spawn, spawnSync } from 'node:child_process'
 import { loadBullmq } from './lib/bullmq.mjs'
-import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs'
 import { availableParallelism, loadavg, tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -44,7 +47,13 @@ const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379'
 const API_KEY = 'bench-admin-key-0123456789'
 const PARTS = (process.env.BENCH_WORKER_PARTS ?? 'throughput,stream').split(',')
 const CONCURRENCY = (process.env.BENCH_WORKER_CONCURRENCY ?? '4,16').split(',').map(Number)
+const PREFETCH = (process.env.BENCH_WORKER_PREFETCH ?? '0,256').split(',').map(Number)
 const BULLMQ = process.env.BENCH_WORKER_BULLMQ !== '0'
+// The Python SDK's worker on the same jobs (BENCH_WORKER_PYTHON=0 leaves it out), on these stores.
+const PYTHON_ROWS = process.env.BENCH_WORKER_PYTHON !== '0'
+const PYTHON_STORES = (process.env.BENCH_WORKER_PYTHON_STORES ?? 'sqlite,redis').split(',').filter(Boolean)
+const venvPython = join(here, '..', 'sdks', 'python', '.venv', 'bin', 'python')
+const PYTHON = process.env.PYTHON ?? (existsSync(venvPython) ? venvPython : 'python3')
 const now = () => performance.timeOrigin + performance.now()
 
 function child(script, args, execArgv = []) {
@@ -69,6 +78,53 @@ function child(script, args, execArgv = []) {
       return stopped
     },
   }
+}
+
+/**
+ * The Python worker (bench/workers/python-worker.py) as a child with `child()`'s interface: its
+ * reports come as JSON lines on stdout, and `stop` goes as a line on stdin.
+ */
+function pythonChild(args) {
+  const proc = spawn(PYTHON, [join(here, 'workers', 'python-worker.py'), ...args], { stdio: ['pipe', 'pipe', 'inherit'] })
+  const messages = []
+  const waiters = []
+  let buffered = ''
+  proc.stdout.on('data', (data) => {
+    buffered += data
+    for (let end = buffered.indexOf('\n'); end !== -1; end = buffered.indexOf('\n')) {
+      const message = JSON.parse(buffered.slice(0, end))
+      buffered = buffered.slice(end + 1)
+      const i = waiters.findIndex((w) => w.type === message.type)
+      if (i >= 0) waiters.splice(i, 1)[0].resolve(message)
+      else messages.push(message)
+    }
+  })
+  const exited = new Promise((resolve) => proc.on('exit', resolve))
+  const next = (type) => {
+    const i = messages.findIndex((m) => m.type === type)
+    if (i >= 0) return Promise.resolve(messages.splice(i, 1)[0])
+    return Promise.race([
+      new Promise((resolve) => waiters.push({ type, resolve })),
+      exited.then((code) => Promise.reject(new Error(`bench: the Python worker exited (${code}) before '${type}'`))),
+    ])
+  }
+  return {
+    next,
+    async stop() {
+      proc.stdin.end('stop\n')
+      const stopped = await next('stopped')
+      await exited
+      return stopped
+    },
+  }
+}
+
+/** Why the Python rows cannot run here (no interpreter with the SDK importable), or null. */
+function pythonMissing() {
+  if (!PYTHON_ROWS) return 'BENCH_WORKER_PYTHON=0'
+  const probe = spawnSync(PYTHON, ['-c', 'import jobwire'], { encoding: 'utf8' })
+  if (probe.error !== undefined || probe.status !== 0) return `${PYTHON} cannot import jobwire (run npm run test:python once to make sdks/python/.venv, or set PYTHON)`
+  return null
 }
 
 /** A worker child's CPU time (µs) between two of its reports: its work, without its start-up. */
@@ -118,6 +174,8 @@ async function startJobwire(store, dataDir, prefix) {
   /** With BENCH_PROFILE, profiles the server from now until the returned function is called. */
   const profiling = async (name) => {
     if (!profile) return async () => {}
+    // The server writes its profile first: the folder may not exist yet.
+    mkdirSync(profile, { recursive: true })
     const ask = (message, answer) =>
       new Promise((resolve) => {
         const on = (m) => m.type === answer && (server.off('message', on), resolve())
@@ -155,7 +213,7 @@ async function dropKeys(pattern) {
   await redis.quit()
 }
 
-async function jobwireThroughput(url, serverCpu, profiling, concurrency) {
+async function jobwireThroughput(url, serverCpu, profiling, concurrency, prefetch, python = false) {
   for (let i = 0; i < JOBS; i += 100) {
     await Promise.all(Array.from({ length: Math.min(100, JOBS - i) }, () => api(url, 'POST', '/v1/jobs', { type: 'bench-trivial' })))
   }
@@ -163,10 +221,12 @@ async function jobwireThroughput(url, serverCpu, profiling, concurrency) {
   const cpuBefore = await serverCpu()
   // The worker says when it has handled `JOBS` jobs and holds none: every completion was answered.
   // Timed from its 'loaded' (its modules loaded, before it connects) to 'all-done', both stamped
-  // in the worker: starting Node and loading modules is not throughput.
+  // in the worker: starting a runtime and loading modules is not throughput.
   const profile = process.env.BENCH_PROFILE
   const execArgv = profile ? ['--cpu-prof', `--cpu-prof-dir=${profile}`, `--cpu-prof-name=worker-${concurrency}-${process.pid}-${Date.now()}.cpuprofile`] : []
-  const worker = child('workers/jobwire-worker.mjs', [url, API_KEY, 'trivial', String(concurrency), '0', '0', String(JOBS)], execArgv)
+  const worker = python
+    ? pythonChild([url, API_KEY, String(concurrency), String(prefetch), String(JOBS)])
+    : child('workers/jobwire-worker.mjs', [url, API_KEY, 'trivial', String(concurrency), '0', '0', String(JOBS), String(prefetch)], execArgv)
   const loaded = await worker.next('loaded')
   const done = await worker.next('all-done')
   const seconds = (done.at - loaded.at) / 1000
@@ -205,7 +265,7 @@ async function jobwireStream(url, rate) {
   let first = 0
   let last = 0
   const response = await request(`${url}/v1/jobs/${job.id}/stream`, { headers: { authorization: `Bearer ${API_KEY}` }, bodyTimeout: 0 })
-  const worker = child('workers/jobwire-worker.mjs', [url, API_KEY, 'stream', '1', String(SECONDS), String(rate)])
+  const worker = child('workers/jobwire-worker.mjs', [url, API_KEY, 'stream', '1', String(SECONDS), String(rate), '0', '0'])
   let buffer = ''
   let partial = ''
   reading: for await (const data of response.body) {
@@ -281,12 +341,24 @@ export async function runWorkersBench() {
     list.push(r)
     console.error(`bench workers: ${JSON.stringify(r)}`)
   }
+  const pythonSkipped = PARTS.includes('throughput') ? pythonMissing() : 'no throughput phase'
+  if (pythonSkipped !== null && PARTS.includes('throughput')) console.error(`bench workers: the Python worker's rows are SKIPPED: ${pythonSkipped}`)
   for (const concurrency of PARTS.includes('throughput') ? CONCURRENCY : []) {
     load()
     // BullMQ before and after Jobwire's rows, so a drift in the machine's load shows.
     if (BULLMQ) row(results.throughput, { system: 'BullMQ', concurrency, ...(await bullmqThroughput(`${prefix}-t${concurrency}a`, concurrency)) })
-    for (const store of STORES) {
-      row(results.throughput, { system: STORE_NAMES[store], store, concurrency, ...(await withJobwire(store, (url, cpu, profiling) => jobwireThroughput(url, cpu, profiling, concurrency))) })
+    for (const prefetch of PREFETCH) {
+      for (const store of STORES) {
+        const system = prefetch === 0 ? STORE_NAMES[store] : `${STORE_NAMES[store].slice(0, -1)}, prefetch ${prefetch})`
+        row(results.throughput, { system, store, concurrency, prefetch, ...(await withJobwire(store, (url, cpu, profiling) => jobwireThroughput(url, cpu, profiling, concurrency, prefetch))) })
+      }
+    }
+    // The same jobs handled by the Python SDK's worker (its own process, like the Node worker's).
+    for (const prefetch of pythonSkipped === null ? PREFETCH : []) {
+      for (const store of PYTHON_STORES) {
+        const system = `${STORE_NAMES[store].slice(0, -1)}, Python worker${prefetch === 0 ? '' : `, prefetch ${prefetch}`})`
+        row(results.throughput, { system, store, concurrency, prefetch, ...(await withJobwire(store, (url, cpu, profiling) => jobwireThroughput(url, cpu, profiling, concurrency, prefetch, true))) })
+      }
     }
     if (BULLMQ) row(results.throughput, { system: 'BullMQ', concurrency, ...(await bullmqThroughput(`${prefix}-t${concurrency}b`, concurrency)) })
     load()

@@ -1,5 +1,5 @@
 // A Jobwire worker process for bench/workers.mjs. argv: url, apiKey, mode ('trivial' | 'stream'),
-// concurrency, seconds, rate, total. 'trivial': completes each job at once and reports 'all-done'
+// concurrency, seconds, rate, total, prefetch. 'trivial': completes each job at once and reports 'all-done'
 // once `total` were handled and none is held (every completion answered). 'stream': one job that
 // calls ctx.chunk() with its send time at `rate` per second for `seconds`, then completes.
 // BENCH_WORKER_DIST may point at another build's packages/worker/dist/index.js (A/B experiments).
@@ -7,10 +7,10 @@ import { pathToFileURL } from 'node:url'
 
 const { createWorker } = await import(process.env.BENCH_WORKER_DIST ? pathToFileURL(process.env.BENCH_WORKER_DIST).href : '../../packages/worker/dist/index.js')
 
-const [url, apiKey, mode, concurrency, seconds, rate, total] = process.argv.slice(2)
+const [url, apiKey, mode, concurrency, seconds, rate, total, prefetch] = process.argv.slice(2)
 // The throughput is timed from here: the process has started and loaded its modules (not work).
 process.send({ type: 'loaded', at: performance.timeOrigin + performance.now(), cpu: process.cpuUsage() })
-const worker = createWorker({ url, apiKey, concurrency: Number(concurrency), pollWaitSeconds: 1, name: `bench-${process.pid}`, onError: () => {} })
+const worker = createWorker({ url, apiKey, concurrency: Number(concurrency), prefetch: Number(prefetch), pollWaitSeconds: 1, name: `bench-${process.pid}`, onError: () => {} })
 let sent = 0
 
 let handled = 0

@@ -72,6 +72,11 @@ export interface ApiOptions {
    * request per job.
    */
   bulk: { maxEvents: number; maxBytes: number } | null
+  /**
+   * Called after each request the server answered, but for an answer worth retrying (a 5xx, 408
+   * or 429): the server can be reached again.
+   */
+  onAnswer?: () => void
 }
 
 /** What the worker sends for one job's write: always under its lease, always numbered. */
@@ -360,7 +365,12 @@ export class WorkerApi {
       }
       throw new WorkerRequestError(operation, null, 'network_error', `${operation}: ${describe(error)}`, undefined, { cause: error })
     }
-    if (status < 200 || status > 299) throw errorOf(operation, status, text, this.options.url)
+    if (status < 200 || status > 299) {
+      const error = errorOf(operation, status, text, this.options.url)
+      if (!error.transient) this.options.onAnswer?.()
+      throw error
+    }
+    this.options.onAnswer?.()
     try {
       return { status, body: (text === '' ? null : JSON.parse(text)) as T }
     } catch (error) {

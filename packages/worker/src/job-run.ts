@@ -25,7 +25,7 @@ export interface RunEnvironment {
   report(error: unknown, operation: WorkerOperation | 'handler', jobId?: string): void
 }
 
-type Phase = 'running' | 'reporting' | 'stopping' | 'done'
+type Phase = 'waiting' | 'running' | 'reporting' | 'stopping' | 'done'
 
 /** Why a run's heartbeats stop (nothing reads it). */
 const runEnded = 'the run ended'
@@ -40,7 +40,9 @@ export class JobRun implements Watched {
   /** Its index in the worker's list of runs in progress, and in the signal watch's (slot-list.ts); -1 when not in it. */
   slot = -1
   watchSlot = -1
-  private phase: Phase = 'running'
+  private phase: Phase = 'waiting'
+  /** In the signal watch, with heartbeats going (`hold`). */
+  private held = false
   /** The handler's `ctx.signal`. */
   private readonly controller = new LazyAbort()
   /** The next heartbeat's timer, while one is due. */
@@ -85,10 +87,28 @@ export class JobRun implements Watched {
     return this.lease.token
   }
 
-  /** Starts the handler, the heartbeats and the watch; `finished` and `done` tell how it goes. */
-  start(handler: JobHandler): void {
+  /**
+   * Holds the job without running it yet (a prefetched job waiting for a slot): its lease is
+   * heartbeated and a cancel or a lost lease drops it, which settles `handlerReturned` with no
+   * handler run.
+   */
+  hold(): void {
+    if (this.held) return
+    this.held = true
     this.env.watch.add(this)
     this.scheduleHeartbeat()
+  }
+
+  /** Still held and not started: `start` would run it. */
+  get waiting(): boolean {
+    return this.phase === 'waiting'
+  }
+
+  /** Starts the handler (and holds the job, if `hold` did not); `finished` and `done` tell how it goes. */
+  start(handler: JobHandler): void {
+    if (this.phase !== 'waiting') return
+    this.hold()
+    this.phase = 'running'
     void this.execute(handler)
   }
 
@@ -98,10 +118,15 @@ export class JobRun implements Watched {
    */
   signalled(reason: SignalReason, cause: { operation: WorkerOperation; error: unknown } = { operation: 'signals', error: new JobAbortedError(reason) }): void {
     this.lostLease = true
-    if (reason === 'lease_lost' && (this.phase === 'running' || this.phase === 'stopping')) {
+    if (reason === 'lease_lost' && (this.phase === 'waiting' || this.phase === 'running' || this.phase === 'stopping')) {
       this.env.report(cause.error, cause.operation, this.id)
     }
-    if (this.phase === 'running') {
+    if (this.phase === 'waiting') {
+      // Never started: there is no handler to abort, and nothing was reported.
+      this.outbox.kill(reason)
+      this.handlerSettled.resolve()
+      this.end()
+    } else if (this.phase === 'running') {
       this.controller.abort(new JobAbortedError(reason))
       this.outbox.kill(reason)
       this.end()
@@ -127,6 +152,11 @@ export class JobRun implements Watched {
       if (this.phase === 'reporting') {
         await Promise.race([this.finished, graceOver])
         if (this.hasEnded()) return
+        this.outbox.kill('stopped')
+      } else if (this.phase === 'waiting') {
+        // Never started: released at once, so another worker can run it.
+        this.phase = 'stopping'
+        this.handlerSettled.resolve()
         this.outbox.kill('stopped')
       } else {
         this.phase = 'stopping'

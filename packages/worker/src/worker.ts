@@ -5,6 +5,7 @@ import { JobFailure } from './errors.js'
 import { JobRun, releaseLease, type JobHandler, type RunEnvironment } from './job-run.js'
 import { defaultLimits, type BatchLimits } from './outbox.js'
 import { minPollMs, SignalWatch } from './signal-watch.js'
+import { DefaultErrorLog } from './outage-log.js'
 import { SlotList } from './slot-list.js'
 import { fetchTransport, nodeTransport, type Transport } from './transport.js'
 import { backoffDelay, defaultBackoff, deferred, sleep, systemTimers, type Deferred, type Timers } from './timing.js'
@@ -21,6 +22,15 @@ export interface WorkerOptions {
    * ignores `ctx.signal` after a cancel keeps its slot until it does.
    */
   concurrency?: number
+  /**
+   * Jobs claimed ahead of a free slot, 0–1,000. Default 0. They wait in the worker, in claim
+   * order, and start the moment a slot frees; one claim then fetches many jobs, which is what
+   * many short jobs need (otherwise each slot waits a round trip per job). A waiting job is
+   * already claimed: its lease (heartbeated), its `started` event and its `timeout` run from the
+   * claim. A cancel drops it unrun; `stop()` releases it at once. Leave it 0 for long jobs: a
+   * prefetched job waits behind them while another worker may be idle.
+   */
+  prefetch?: number
   /** The lease asked for at claim and at each heartbeat, 1,000–600,000 ms. Default 30,000; heartbeats go every third of it. */
   leaseMs?: number
   /** Least time between two sends of a job's progress, item updates and text. Default 100 ms. */
@@ -44,7 +54,8 @@ export interface WorkerOptions {
    * Called for every failure the worker handles itself: a request retried with backoff
    * (`WorkerRequestError`), a lost lease, a refused batch, a handler's throw (which fails the
    * job), and a claim the server refused for good, which stops the worker (see `done`). Never
-   * throw from it. Default: a `console.warn` line.
+   * throw from it. Default: a `console.warn` line, except while the server cannot be reached:
+   * then the first failure, a reminder once a minute, and a line when a request succeeds again.
    */
   onError?: (error: unknown, context: ErrorContext) => void
 }
@@ -94,7 +105,7 @@ export interface Worker {
    */
   readonly done: Promise<void>
   readonly state: WorkerState
-  /** Jobs held now (claimed and not yet ended, or whose handler has not yet returned). */
+  /** Jobs held now (claimed and not yet ended, or whose handler has not yet returned), waiting ones included. */
   readonly activeJobs: number
 }
 
@@ -123,12 +134,17 @@ class JobwireWorker implements Worker {
     (run) => run.slot,
     (run, slot) => (run.slot = slot),
   )
-  /** Runs whose handler has not returned yet: the slots in use. */
-  private handling = 0
+  /** Runs whose handler has not returned yet, waiting ones included. */
+  private held = 0
+  /** Runs whose handler is running: the slots in use. */
+  private running = 0
+  /** Prefetched runs waiting for a slot, oldest first (some may have been dropped since: skipped). */
+  private waiting: { run: JobRun; begin: () => void }[] = []
   private readonly env: RunEnvironment
   private readonly transport: Transport
   private readonly name: string
   private readonly concurrency: number
+  private readonly prefetch: number
   private readonly waitSeconds: number
   private readonly onError: (error: unknown, context: ErrorContext) => void
   private currentState: WorkerState = 'idle'
@@ -148,9 +164,12 @@ class JobwireWorker implements Worker {
     const random = options.random ?? Math.random
     this.name = options.name ?? `${hostname()}:${process.pid}`
     this.concurrency = positiveInteger('concurrency', options.concurrency ?? 1)
+    this.prefetch = inRange('prefetch', options.prefetch ?? 0, 0, maxClaim)
+    if (!Number.isInteger(this.prefetch)) throw new RangeError(`prefetch must be an integer in 0–${maxClaim} (got ${this.prefetch})`)
     this.waitSeconds = inRange('pollWaitSeconds', options.pollWaitSeconds ?? 20, 1, 30)
     const leaseMs = inRange('leaseMs', options.leaseMs ?? 30_000, 1_000, 600_000)
-    this.onError = options.onError ?? warn
+    const defaultLog = options.onError === undefined ? new DefaultErrorLog(timers) : null
+    this.onError = options.onError ?? (defaultLog as DefaultErrorLog).report
     const limits = batchLimits(options.limits ?? {})
     const target = { url: options.url, apiKey: options.apiKey, timers }
     this.transport = options.fetch === undefined ? nodeTransport(target) : fetchTransport(options.fetch, target)
@@ -159,6 +178,7 @@ class JobwireWorker implements Worker {
       url: options.url,
       timers,
       bulk: options.bulkWrites === false ? null : { maxEvents: limits.maxBatchEvents, maxBytes: limits.maxBatchBytes },
+      ...(defaultLog === null ? {} : { onAnswer: defaultLog.answered }),
     })
     const report = (error: unknown, operation: WorkerOperation | 'handler', jobId?: string): void => {
       try {
@@ -225,7 +245,10 @@ class JobwireWorker implements Worker {
     // Also ends the claim in flight (it listens to the same signal).
     this.stopping.abort()
     this.notify()
+    // Prefetched jobs never start now: released at once, so other workers can run them.
+    const released = this.waiting.splice(0).map(({ run }) => run.interrupt(graceMs))
     await this.claiming
+    await Promise.all(released)
     let timer: unknown
     const timeout = new Promise<void>((resolve) => (timer = timers.setTimeout(resolve, timeoutMs)))
     await Promise.race([Promise.all(this.runs.values().map((run) => run.finished)), timeout])
@@ -239,18 +262,25 @@ class JobwireWorker implements Worker {
   }
 
   /**
-   * One claim at a time, only while a slot is free, asking for as many jobs as there are free
-   * slots: a claimed job always has a slot to run in, and a worker holds one claim connection
-   * however large its concurrency.
+   * One claim at a time, only while a slot (or, with `prefetch`, room to wait) is free, asking
+   * for as many jobs as there is room for: a claimed job always has a slot to run in or a place in
+   * line, and a worker holds one claim connection however large its concurrency.
    */
   private async claimLoop(): Promise<void> {
     const { api, timers, random, backoff } = this.env
     let failures = 0
     while (this.currentState === 'running') {
       // A slot frees when its handler returns: the next job is claimed while the outcome of the
-      // last one is being delivered. Jobs still delivering count too, up to as many again.
-      const free = Math.min(this.concurrency - this.handling, 2 * this.concurrency - this.runs.size)
-      if (free <= 0) {
+      // last one is being delivered. Jobs still delivering count too, up to `concurrency` more.
+      // With prefetch, handlers that return in this turn go first (a line of short jobs can
+      // drain in one turn): their outcomes ride this claim instead of a request of their own.
+      if (this.prefetch > 0) await new Promise((resolve) => setImmediate(resolve))
+      const room = this.concurrency + this.prefetch
+      const free = Math.min(room - this.held, room + this.concurrency - this.runs.size)
+      // While prefetched jobs wait, the next claim waits for room for half a prefetch: one
+      // request for many jobs, not one per slot that frees.
+      const refill = this.held > this.running ? Math.ceil(this.prefetch / 2) : 1
+      if (free < refill) {
         await this.sleepUntilNotified()
         continue
       }
@@ -302,16 +332,40 @@ class JobwireWorker implements Worker {
       })
     const run = new JobRun(claim, this.env)
     this.runs.add(run)
-    this.handling++
+    this.held++
+    let started = false
+    const begin = (): void => {
+      started = true
+      this.running++
+      run.start(handler)
+    }
     void run.handlerReturned.then(() => {
-      this.handling--
+      this.held--
+      // A waiting run dropped before it started (cancelled, say) held no slot.
+      if (started) {
+        this.running--
+        this.startWaiting()
+      }
       this.notify()
     })
     void run.done.then(() => {
       this.runs.delete(run)
       this.notify()
     })
-    run.start(handler)
+    if (this.running < this.concurrency) begin()
+    else {
+      this.waiting.push({ run, begin })
+      run.hold()
+    }
+  }
+
+  /** Starts waiting runs while slots are free, oldest first; none once the worker is stopping. */
+  private startWaiting(): void {
+    while (this.running < this.concurrency && this.currentState === 'running') {
+      const next = this.waiting.shift()
+      if (next === undefined) return
+      if (next.run.waiting) next.begin()
+    }
   }
 
   private sleepUntilNotified(): Promise<void> {
@@ -335,19 +389,6 @@ const maxClaim = 1000
  */
 function refusedForGood(error: unknown): error is WorkerRequestError {
   return error instanceof WorkerRequestError && !error.transient
-}
-
-/**
- * The default `onError`: one line, `jobwire worker: claim: connect ECONNREFUSED 127.0.0.1:7070`,
- * or for a claim refused for good `jobwire worker: claim: <the server's message> — the worker has stopped`.
- */
-function warn(error: unknown, context: ErrorContext): void {
-  const message = error instanceof Error ? error.message : String(error)
-  const where = `${context.operation}${context.jobId === undefined ? '' : ` ${context.jobId}`}`
-  // A request's error already starts with its operation ("claim: …"): said once, not twice.
-  const said = message.startsWith(`${context.operation}: `) ? message.slice(context.operation.length + 2) : message
-  const stopped = context.operation === 'claim' && refusedForGood(error) ? ' — the worker has stopped' : ''
-  console.warn(`jobwire worker: ${where}: ${said}${stopped}`)
 }
 
 function batchLimits(given: Partial<BatchLimits>): BatchLimits {

@@ -522,6 +522,112 @@ describe('concurrency and stopping', () => {
     expect(claims.filter((claim) => claim.got > 0).length).toBeLessThan(12)
   })
 
+  it('with `prefetch`, claims jobs ahead of a free slot and runs them one slot at a time, in claim order', async () => {
+    const { worker, errors } = startTestWorker(t, { concurrency: 1, prefetch: 3 })
+    const order: string[] = []
+    const gates = new Map<string, ReturnType<typeof signalled<void>>>()
+    const started = new Map<string, ReturnType<typeof signalled<void>>>()
+    let running = 0
+    let maxRunning = 0
+    worker.handle('prefetched', async (job) => {
+      running++
+      maxRunning = Math.max(maxRunning, running)
+      order.push(job.id)
+      started.get(job.id)?.resolve()
+      await gates.get(job.id)?.promise
+      running--
+      return 'ok'
+    })
+    const ids: string[] = []
+    for (let i = 0; i < 5; i++) {
+      const { id } = await t.createJob('prefetched')
+      ids.push(id)
+      gates.set(id, signalled())
+      started.set(id, signalled())
+    }
+    await withWorker(worker, async () => {
+      await started.get(ids[0] as string)?.promise
+      // Four held (one running, three waiting, all claimed on the server), the fifth still queued.
+      await Promise.all(ids.slice(0, 4).map((id) => t.waitForJob(id, (j) => j.status === 'running')))
+      expect((await t.getJob(ids[4] as string)).status).toBe('queued')
+      expect(worker.activeJobs).toBe(4)
+      expect(order).toEqual([ids[0]])
+      for (const id of ids) gates.get(id)?.resolve()
+      const jobs = await Promise.all(ids.map((id) => t.waitForJob(id, (j) => isTerminal(j.status))))
+      expect(jobs.map((j) => j.status)).toEqual(Array(5).fill('completed'))
+    })
+    expect(maxRunning).toBe(1)
+    expect(order).toEqual(ids)
+    expect(errors).toEqual([])
+  })
+
+  it('drops a prefetched job cancelled while it waits, unrun, and gives its place to the next', async () => {
+    const { worker, errors } = startTestWorker(t, { concurrency: 1, prefetch: 2 })
+    const ran: string[] = []
+    const gate = signalled()
+    const firstRunning = signalled()
+    worker.handle('prefetch-cancel', async (job) => {
+      ran.push(job.id)
+      if (ran.length === 1) {
+        firstRunning.resolve()
+        await gate.promise
+      }
+      return 'ok'
+    })
+    const ids: string[] = []
+    for (let i = 0; i < 4; i++) ids.push((await t.createJob('prefetch-cancel')).id)
+    const [first, waiting, next, last] = ids as [string, string, string, string]
+    await withWorker(worker, async () => {
+      await firstRunning.promise
+      await t.waitForJob(next, (j) => j.status === 'running')
+      expect(await t.cancel(waiting)).toBe(200)
+      // Its place goes to the fourth job, claimed while the first still runs.
+      await t.waitForJob(last, (j) => j.status === 'running')
+      expect(ran).toEqual([first])
+      gate.resolve()
+      await Promise.all([first, next, last].map((id) => t.waitForJob(id, (j) => j.status === 'completed')))
+    })
+    expect(ran).toEqual([first, next, last])
+    const log = await t.events(waiting)
+    expect(log.map((event) => event.type)).toEqual(['created', 'started', 'cancelled'])
+    expect(errors).toEqual([])
+  })
+
+  it('stop() releases prefetched jobs at once, unrun, while the running handler may finish', async () => {
+    const { worker, errors } = startTestWorker(t, { concurrency: 1, prefetch: 2 })
+    const ran: string[] = []
+    const gate = signalled()
+    const firstRunning = signalled()
+    worker.handle('prefetch-stop', async (job) => {
+      ran.push(job.id)
+      firstRunning.resolve()
+      await gate.promise
+      return 'ok'
+    })
+    const ids: string[] = []
+    for (let i = 0; i < 3; i++) ids.push((await t.createJob('prefetch-stop')).id)
+    const [first, ...waiting] = ids as [string, string, string]
+    await worker.start()
+    await firstRunning.promise
+    await Promise.all(waiting.map((id) => t.waitForJob(id, (j) => j.status === 'running')))
+    const stopped = worker.stop({ timeoutMs: 30_000 })
+    // Back in the queue while the first handler still runs.
+    const requeued = await Promise.all(waiting.map((id) => t.waitForJob(id, (j) => j.status === 'queued')))
+    expect(requeued.map((job) => job.attempt)).toEqual([1, 1])
+    expect(worker.state).toBe('stopping')
+    gate.resolve()
+    await stopped
+    expect(ran).toEqual([first])
+    expect((await t.getJob(first)).status).toBe('completed')
+    expect(errors).toEqual([])
+  })
+
+  it('refuses a `prefetch` out of 0–1,000', () => {
+    for (const prefetch of [-1, 1.5, 1001, Number.NaN]) {
+      expect(() => createWorker({ url: t.url, apiKey: 'k', prefetch })).toThrow(RangeError)
+    }
+  })
+
   it('claims one job per request from a server that refuses `max`, as servers before it did', async () => {
     const sent: Record<string, unknown>[] = []
     // What a server from before batch claims answers a body with `max`: its schema refuses the field.

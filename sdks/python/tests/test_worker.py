@@ -8,6 +8,7 @@ import dataclasses
 import http.server
 import json
 import random
+import re
 import signal
 import threading
 from dataclasses import dataclass
@@ -56,10 +57,15 @@ def run(scenario: Callable[[], Awaitable[None]]) -> None:
     asyncio.run(scenario())
 
 
-def test_a_server_that_is_not_there_is_said_in_one_line_naming_it(caplog: pytest.LogCaptureFixture) -> None:
+# Retries within a few milliseconds: many of them go by while a test waits for a few.
+FAST_RETRIES = Backoff(0.01, 0.01)
+
+
+def test_a_server_that_is_not_there_is_said_in_one_line_naming_it(caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
     # Port 9 (discard) refuses connections here. The line used to read "claim: claim: claim: All
-    # connection attempts failed", without the server.
-    worker = Worker("http://127.0.0.1:9", "jw_not_a_key_at_all", poll_wait=1)
+    # connection attempts failed", without the server, and came again at each retry.
+    claims = _count_claims(monkeypatch)
+    worker = Worker("http://127.0.0.1:9", "jw_not_a_key_at_all", poll_wait=1, backoff=FAST_RETRIES)
 
     @worker.handle("nowhere")
     async def nowhere(job: dict[str, Any], ctx: JobContext) -> None:
@@ -68,22 +74,133 @@ def test_a_server_that_is_not_there_is_said_in_one_line_naming_it(caplog: pytest
     async def main() -> None:
         await worker.start()
         try:
-            # No answer is worth retrying: the worker claims again (a line each), and is still running.
-            await asyncio.wait_for(_logged(caplog, "jobwire worker: claim", 2), GUARD)
+            # No answer is worth retrying: the worker claims again and again, and is still running.
+            await _eventually(lambda: claims() >= 5)
             assert worker.state == "running"
         finally:
             await worker.stop()
 
     with caplog.at_level("WARNING", logger="jobwire.worker"):
         asyncio.run(main())
-    line = next(record.getMessage() for record in caplog.records if record.getMessage().startswith("jobwire worker: claim"))
+    # Said once, not once a retry.
+    [line] = _messages(caplog, "jobwire worker: ")
     assert line.startswith("jobwire worker: claim: ") and "claim: claim" not in line
     assert line.endswith("(http://127.0.0.1:9)")
 
 
-async def _logged(caplog: pytest.LogCaptureFixture, prefix: str, times: int = 1) -> None:
-    while sum(record.getMessage().startswith(prefix) for record in caplog.records) < times:
-        await asyncio.sleep(0.01)
+def test_an_outage_that_goes_on_is_said_again_once_a_minute_with_its_count(caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The reminders' clock is the default log's, driven here: no test waits a minute."""
+    claims = _count_claims(monkeypatch)
+    now = 1_000.0
+    worker = Worker("http://127.0.0.1:9", "jw_not_a_key_at_all", poll_wait=1, backoff=FAST_RETRIES)
+    worker._error_log.clock = lambda: now
+    worker.handle("nowhere", lambda job, ctx: None)
+
+    async def more_claims() -> None:
+        """Until a few more claims failed (so at least one more was reported) at the clock's time."""
+        seen = claims()
+        await _eventually(lambda: claims() >= seen + 3)
+
+    async def main() -> None:
+        nonlocal now
+        await worker.start()
+        try:
+            await more_claims()
+            now += 59.0
+            await more_claims()
+            assert _messages(caplog, "jobwire worker: still failing") == []
+            now += 1.0
+            await _eventually(lambda: len(_messages(caplog, "jobwire worker: still failing")) == 1)
+            await more_claims()
+            now += 60.0
+            await _eventually(lambda: len(_messages(caplog, "jobwire worker: still failing")) == 2)
+            await more_claims()
+        finally:
+            await worker.stop()
+
+    with caplog.at_level("WARNING", logger="jobwire.worker"):
+        asyncio.run(main())
+    first, *reminders = _messages(caplog, "jobwire worker: ")
+    assert first == "jobwire worker: claim: All connection attempts failed (http://127.0.0.1:9)"
+    counts = []
+    for reminder, seconds in zip(reminders, ("60.0", "120.0"), strict=True):
+        said = re.fullmatch(rf"jobwire worker: still failing: (\d+) failed requests in the last {seconds} s: All connection attempts failed \(http://127\.0\.0\.1:9\)", reminder)
+        assert said is not None, reminder
+        counts.append(int(said.group(1)))
+    # Every failed claim counted, none twice: more than the claims before each reminder, at most all of them.
+    assert 6 <= counts[0] < counts[1] <= claims()
+
+
+def test_an_outage_is_said_once_and_its_end_once_when_the_server_answers_again(tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A real server on a port of its own: not there when the worker starts, then there; then gone
+    while the worker is connected (stopped as a deploy stops it), and back on the same port."""
+    gone = start_server("memory", tmp_path)
+    stop_server(gone)
+    port = gone.url.rsplit(":", 1)[1]
+    claims = _count_claims(monkeypatch)
+    now = 0.0
+    worker = Worker(gone.url, gone.api_key, poll_wait=1, backoff=FAST_RETRIES)
+    worker._error_log.clock = lambda: now
+    worker.handle("again", lambda job, ctx: "done")
+    servers: list[Server] = []
+
+    def answers() -> list[str]:
+        return _messages(caplog, "jobwire worker: the server answers again")
+
+    async def main() -> None:
+        nonlocal now
+        await worker.start()
+        try:
+            await _eventually(lambda: claims() >= 5)
+            now = 7.0
+            servers.append(await asyncio.to_thread(start_server, "memory", tmp_path, "--port", port))
+            await _eventually(lambda: len(answers()) == 1)
+            async with AsyncBackend(gone.url, gone.api_key) as backend:
+                job = await backend.create_job("again")
+            assert (await until(servers[-1], job["id"], lambda state: state["status"] == "completed"))["result"] == "done"
+
+            now = 10.0
+            await asyncio.to_thread(stop_server, servers[-1])
+            seen = claims()
+            await _eventually(lambda: claims() >= seen + 5)
+            now = 25.0
+            servers.append(await asyncio.to_thread(start_server, "memory", tmp_path, "--port", port))
+            await _eventually(lambda: len(answers()) == 2)
+            assert worker.state == "running"
+        finally:
+            await worker.stop()
+            for server in servers:
+                stop_server(server)
+
+    with caplog.at_level("WARNING", logger="jobwire.worker"):
+        asyncio.run(main())
+    lines = _messages(caplog, "jobwire worker: ")
+    first_end = lines.index(answers()[0])
+    # Not there yet: the claims all failed the same way, said once.
+    assert lines[:first_end] == [f"jobwire worker: claim: All connection attempts failed ({gone.url})"]
+    ended = re.fullmatch(r"jobwire worker: the server answers again \((\d+) failed requests over 7\.0 s\)", answers()[0])
+    # At least the claims that failed before the server came: five were sent, so four had failed.
+    assert ended is not None and int(ended.group(1)) >= 4, answers()[0]
+    # Gone while connected: a claim may be refused by the server on its way out, or cut, before
+    # the port refuses them all; each way is said once, whatever the count.
+    failures, [end] = lines[first_end + 1 : -1], lines[-1:]
+    assert failures and len(set(failures)) == len(failures), failures
+    assert all(line.startswith("jobwire worker: claim: ") for line in failures), failures
+    assert re.fullmatch(r"jobwire worker: the server answers again \((\d+) failed requests over 15\.0 s\)", end), end
+
+
+async def _eventually(condition: Callable[[], bool]) -> None:
+    """Returns once ``condition`` holds (polled; the GUARD is a hang guard, not a timing assertion)."""
+
+    async def poll() -> None:
+        while not condition():
+            await asyncio.sleep(0.01)
+
+    await asyncio.wait_for(poll(), GUARD)
+
+
+def _messages(caplog: pytest.LogCaptureFixture, prefix: str) -> list[str]:
+    return [record.getMessage() for record in caplog.records if record.getMessage().startswith(prefix)]
 
 
 def test_an_async_handler_reports_stages_items_text_and_its_result(server: Server) -> None:
@@ -213,6 +330,124 @@ def test_runs_jobs_concurrently_claiming_several_at_once_where_the_server_allows
     run(scenario)
     # A server without `max` on claims is asked for one job at a time, without an error.
     assert errors == []
+
+
+@dataclass
+class _Gated:
+    """A worker of one slot and ``prefetch`` more whose handler notes each job's ``n`` when it starts
+    and ends, and holds it until ``gate`` is set; every failure it reports goes to ``errors``."""
+
+    worker: Worker
+    gate: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+    started: list[int] = dataclasses.field(default_factory=list)
+    ended: list[int] = dataclasses.field(default_factory=list)
+    errors: list[str] = dataclasses.field(default_factory=list)
+
+
+def _gated(server: Server, prefetch: int) -> _Gated:
+    errors: list[str] = []
+    gated = _Gated(Worker(server.url, server.api_key, concurrency=1, prefetch=prefetch, poll_wait=1, on_error=lambda error, operation, _job: errors.append(f"{operation}: {error}")), errors=errors)
+
+    @gated.worker.handle("prefetched")
+    async def in_turn(job: dict[str, Any], ctx: JobContext) -> int:
+        gated.started.append(job["input"]["n"])
+        await gated.gate.wait()
+        gated.ended.append(job["input"]["n"])
+        return int(job["input"]["n"])
+
+    return gated
+
+
+def test_prefetched_jobs_are_claimed_at_once_and_run_one_at_a_time_in_claim_order(server: Server) -> None:
+    async def scenario() -> None:
+        gated = _gated(server, prefetch=3)
+        worker = gated.worker
+
+        async with AsyncBackend(server.url, server.api_key) as backend:
+            jobs = [await backend.create_job("prefetched", input={"n": n}) for n in range(4)]
+            await worker.start()
+            try:
+                # All four claimed (started, under the worker's leases); one handler runs, three wait.
+                for job in jobs:
+                    await until(server, job["id"], lambda state: state["status"] == "running")
+                await _eventually(lambda: bool(gated.started))
+                assert gated.started == [0] and worker.active_jobs == 4
+                gated.gate.set()
+                finals = [await until(server, job["id"], lambda state: state["status"] == "completed") for job in jobs]
+            finally:
+                await worker.stop()
+        assert [final["result"] for final in finals] == [0, 1, 2, 3]
+        # One at a time: each ended before the next started.
+        assert gated.started == gated.ended == [0, 1, 2, 3]
+        assert gated.errors == []
+
+    run(scenario)
+
+
+def test_a_prefetched_job_cancelled_while_it_waits_never_runs_and_frees_its_place(server: Server) -> None:
+    async def scenario() -> None:
+        gated = _gated(server, prefetch=1)
+        worker = gated.worker
+
+        async with AsyncBackend(server.url, server.api_key) as backend:
+            running, waiting = [await backend.create_job("prefetched", input={"n": n}) for n in range(2)]
+            await worker.start()
+            try:
+                for job in (running, waiting):
+                    await until(server, job["id"], lambda state: state["status"] == "running")
+                await backend.cancel_job(waiting["id"], reason="not needed any more")
+                await _eventually(lambda: worker.active_jobs == 1)
+                # Its place is taken again while the first job still runs.
+                later = await backend.create_job("prefetched", input={"n": 2})
+                await until(server, later["id"], lambda state: state["status"] == "running")
+                assert gated.started == [0]
+                gated.gate.set()
+                for job in (running, later):
+                    await until(server, job["id"], lambda state: state["status"] == "completed")
+                cancelled = await backend.get_job(waiting["id"])
+            finally:
+                await worker.stop()
+        assert gated.started == [0, 2]
+        assert cancelled["status"] == "cancelled"
+        # Nothing was reported for it, and nothing went wrong.
+        assert gated.errors == []
+
+    run(scenario)
+
+
+def test_stop_releases_prefetched_jobs_at_once_and_never_starts_them(server: Server) -> None:
+    async def scenario() -> None:
+        gated = _gated(server, prefetch=2)
+        worker = gated.worker
+
+        async with AsyncBackend(server.url, server.api_key) as backend:
+            running, *waiting = [await backend.create_job("prefetched", input={"n": n}) for n in range(3)]
+            await worker.start()
+            try:
+                for job in (running, *waiting):
+                    await until(server, job["id"], lambda state: state["status"] == "running")
+                stopping = asyncio.ensure_future(worker.stop(timeout=GUARD))
+                # Back in the queue for another worker, without waiting for the handler that runs.
+                for job in waiting:
+                    await until(server, job["id"], lambda state: state["status"] == "queued")
+                assert not stopping.done() and (await backend.get_job(running["id"]))["status"] == "running"
+                gated.gate.set()
+                await asyncio.wait_for(stopping, GUARD)
+            finally:
+                await worker.stop()
+            finals = [await backend.get_job(job["id"]) for job in (running, *waiting)]
+        assert gated.started == [0] and worker.state == "stopped"
+        assert gated.errors == []
+        assert [final["status"] for final in finals] == ["completed", "queued", "queued"]
+
+    run(scenario)
+
+
+@pytest.mark.parametrize("prefetch", [-1, 1_001, 2.5, "2"])
+def test_prefetch_out_of_range_is_refused(prefetch: Any) -> None:
+    with pytest.raises(ValueError, match=f"prefetch must be an integer in 0–1000 \\(got {prefetch}\\)"):
+        Worker("http://127.0.0.1:9", "key", prefetch=prefetch)
+    assert Worker("http://127.0.0.1:9", "key", prefetch=1_000).prefetch == 1_000
 
 
 def test_carries_finished_jobs_outcomes_in_its_next_claims(memory_server: Server) -> None:

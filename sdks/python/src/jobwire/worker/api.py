@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import Any, Literal, Mapping, TypeVar
+from typing import Any, Callable, Literal, Mapping, TypeVar
 
 import httpx
 
@@ -60,8 +60,17 @@ class _PendingWrite:
 
 
 class WorkerApi:
-    def __init__(self, url: str, api_key: str, bulk: tuple[int, int] | None, client: httpx.AsyncClient | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        api_key: str,
+        bulk: tuple[int, int] | None,
+        client: httpx.AsyncClient | None = None,
+        on_answer: Callable[[], None] = lambda: None,
+    ) -> None:
         self._endpoint = _http.Endpoint(_http.base_url(url), api_key)
+        # Told of every request the server answered (all but a transient failure): an outage is over.
+        self._on_answer = on_answer
         # Writes of several jobs issued together go out as one `POST /v1/events` within (events, bytes).
         self._bulk = bulk
         self._pending: list[_PendingWrite] = []
@@ -258,9 +267,15 @@ class WorkerApi:
 
     async def _send(self, operation: WorkerOperation, call: Call[T]) -> T:
         try:
-            return await self._endpoint.send_async(self._client, call)
+            answer = await self._endpoint.send_async(self._client, call)
         except JobwireError as error:
-            raise WorkerRequestError(operation, error) from error.__cause__
+            failed = WorkerRequestError(operation, error)
+            # A refusal is an answer too; a 503 or 429 is not: the outage, or the overload, goes on.
+            if not failed.transient:
+                self._on_answer()
+            raise failed from error.__cause__
+        self._on_answer()
+        return answer
 
 
 def _resolve(future: asyncio.Future[dict[str, Any]], result: dict[str, Any] | None = None, error: BaseException | None = None) -> None:

@@ -34,13 +34,13 @@ class RunEnvironment:
     report: Report
 
 
-Phase = Literal["running", "reporting", "stopping", "done"]
+Phase = Literal["waiting", "running", "reporting", "stopping", "done"]
 _SIGNAL_REASONS = frozenset({"cancelled", "finished", "lease_lost", "timed_out"})
 
 
 class JobRun:
-    """Runs the handler, heartbeats the lease, reports the outcome, reacts to cancel and lease loss,
-    and on a forced stop releases the lease."""
+    """Holds the lease from the claim (heartbeats, signals), runs the handler once started, reports
+    the outcome, reacts to cancel and lease loss, and on a forced stop releases the lease."""
 
     def __init__(self, claim: Claim, env: RunEnvironment) -> None:
         self.id: str = claim.job["id"]
@@ -48,7 +48,9 @@ class JobRun:
         self._claim = claim
         self._env = env
         self._loop = asyncio.get_running_loop()
-        self._phase: Phase = "running"
+        # "waiting" from the claim until start(): held (heartbeats, signals) while it waits for a slot.
+        self._phase: Phase = "waiting"
+        self._started = False
         self._abort = _Abort()
         self._lost_lease = False
         self._handler_task: asyncio.Future[Any] | None = None
@@ -56,6 +58,7 @@ class JobRun:
         self.finished: asyncio.Future[None] = self._loop.create_future()
         """Done when the job is no longer this worker's business: outcome delivered, lost, or released."""
         self.handler_settled: asyncio.Future[None] = self._loop.create_future()
+        """Done when the handler has returned, or when one never started will not (dropped or released while it waited)."""
         self.outbox = Outbox(
             throttle=env.throttle,
             stage=(claim.job.get("progress") or {}).get("stage"),
@@ -71,17 +74,32 @@ class JobRun:
         await asyncio.wait({self.finished, self.handler_settled})
         await self.finished
 
-    def start(self, handler: Callable[..., Any]) -> None:
+    @property
+    def waiting(self) -> bool:
+        """Held, its handler not started yet; not dropped, not released."""
+        return self._phase == "waiting"
+
+    def hold(self) -> None:
+        """From the claim on: the lease is heartbeated and the job watched for a cancel, started or not."""
         self._env.watch.add(self)
         self._heartbeat_task = self._loop.create_task(self._heartbeat())
+
+    def start(self, handler: Callable[..., Any]) -> None:
+        """Runs the handler of a waiting run."""
+        assert self._phase == "waiting"
+        self._phase = "running"
+        self._started = True
         spawn(self._execute(handler))
 
     def signalled(self, reason: AbortReason, operation: str = "signals", error: BaseException | None = None) -> None:
         """The signal watch (or a heartbeat) says the job is no longer running under this lease."""
         self._lost_lease = True
-        if reason == "lease_lost" and self._phase in ("running", "stopping"):
+        if reason == "lease_lost" and self._phase in ("waiting", "running", "stopping"):
             self._env.report(error or JobAborted(reason), operation, self.id)
-        if self._phase == "running":
+        if self._phase == "waiting":
+            # Dropped before its handler started: it never will, and nothing is reported for it.
+            self._end()
+        elif self._phase == "running":
             self._abort_handler(reason)
             self.outbox.kill(reason)
             self._end()
@@ -91,12 +109,15 @@ class JobRun:
     async def interrupt(self, grace: float) -> None:
         """A forced stop: aborts the handler with ``stopped``, gives it ``grace`` seconds to settle (it
         may checkpoint meanwhile), sends what it reported, and releases the lease so the job is
-        re-queued with its last checkpoint."""
+        re-queued with its last checkpoint. A run still waiting is released at once."""
         if self._phase == "done":
             return
         deadline = self._loop.time() + grace
         try:
-            if self._phase == "reporting":
+            if self._phase == "waiting":
+                # Never started: no handler to settle, nothing reported to deliver.
+                self._phase = "stopping"
+            elif self._phase == "reporting":
                 await asyncio.wait({self.finished}, timeout=grace)
                 if self.finished.done():
                     return
@@ -195,6 +216,9 @@ class JobRun:
         self._env.watch.remove(self)
         if not self.finished.done():
             self.finished.set_result(None)
+        if not self._started:
+            # No handler will settle it: the worker frees the job's place now.
+            self.handler_settled.set_result(None)
 
     async def _heartbeat(self) -> None:
         """Extends the lease every third of it; retries sooner (with backoff) after a failure."""

@@ -13,6 +13,7 @@ from typing import Any, Awaitable, Callable, Literal, TypeGuard, TypeVar, Union
 
 from .._http import spawn
 from .api import Claim, WorkerApi, WorkerRequestError
+from .error_log import ErrorLog
 from .errors import JobFailure
 from .handler_threads import HandlerThreads
 from .job_run import JobRun, RunEnvironment, SignalWatch, release_lease
@@ -28,6 +29,8 @@ WorkerState = Literal["idle", "running", "stopping", "stopped"]
 ErrorCallback = Callable[[BaseException, str, "str | None"], None]
 
 _log = logging.getLogger("jobwire.worker")
+# Most jobs one claim may take (the server's limit on `max`).
+_MAX_CLAIM = 1_000
 
 
 class Worker:
@@ -43,13 +46,20 @@ class Worker:
     >>> worker.run()  # until SIGTERM / SIGINT
 
     Options (defaults): ``name`` (``<hostname>:<pid>``, shown in each job's ``started`` event),
-    ``concurrency`` (1 job at once), ``lease_ms`` (30,000; heartbeats go every third of it),
+    ``concurrency`` (1 job at once), ``prefetch`` (0 jobs claimed ahead of a free slot, 0–1000),
+    ``lease_ms`` (30,000; heartbeats go every third of it),
     ``throttle`` (0.1 s between two sends of a job's progress, items and text), ``poll_wait``
     (20 s a claim and a signals long-poll wait on the server, 1–30), ``limits`` (:class:`BatchLimits`,
     lower them to match a server started with lower ``--max-*``), ``bulk_writes`` (True: reports of
     several jobs due together share one ``POST /v1/events``), ``cancel_tasks`` (True: an ``async``
     handler's task is cancelled when its job is), ``on_error`` (called with ``(error, operation,
-    job_id)`` for every failure the worker handles itself; default a log warning).
+    job_id)`` for every failure the worker handles itself; default a log warning, once per outage
+    for the failures a retry may outlive).
+
+    With ``prefetch``, up to ``concurrency + prefetch`` jobs are held: the ones without a slot wait
+    in the worker, under their lease (heartbeated, and dropped when cancelled meanwhile), and start
+    in claim order as slots free. One claim then takes many short jobs at once; for long jobs leave
+    it 0: a job waiting behind a long one might have run on another worker meanwhile.
 
     A claim the server refuses for good (a :class:`WorkerRequestError` that is not ``transient``: a
     wrong or revoked key, 401; a key that may not claim, 403; a URL that is no Jobwire server, 404)
@@ -65,6 +75,7 @@ class Worker:
         *,
         name: str | None = None,
         concurrency: int = 1,
+        prefetch: int = 0,
         lease_ms: int = 30_000,
         throttle: float = 0.1,
         poll_wait: float = 20,
@@ -76,6 +87,8 @@ class Worker:
     ) -> None:
         if not isinstance(concurrency, int) or concurrency < 1:
             raise ValueError(f"concurrency must be a positive integer (got {concurrency})")
+        if not isinstance(prefetch, int) or not 0 <= prefetch <= 1_000:
+            raise ValueError(f"prefetch must be an integer in 0–1000 (got {prefetch})")
         if not 1_000 <= lease_ms <= 600_000:
             raise ValueError(f"lease_ms must be in 1000–600000 (got {lease_ms})")
         if not 1 <= poll_wait <= 30:
@@ -86,6 +99,7 @@ class Worker:
         self.api_key = api_key
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
         self.concurrency = concurrency
+        self.prefetch = prefetch
         self.lease_ms = lease_ms
         self.throttle = throttle
         self.poll_wait = poll_wait
@@ -93,13 +107,17 @@ class Worker:
         self.bulk_writes = bulk_writes
         self.cancel_tasks = cancel_tasks
         self.backoff = backoff or Backoff()
-        self._on_error = on_error or _warn
+        # The default on_error, and told of every answer from the server (an outage is over).
+        self._error_log = ErrorLog()
+        self._on_error = on_error or self._error_log
         self._handlers: dict[str, Handler] = {}
         self._runs: set[JobRun] = set()
+        # Prefetched runs waiting for a slot, in claim order, with the handler each will run.
+        self._waiting: dict[JobRun, Handler] = {}
         self._state: WorkerState = "idle"
         self._env: RunEnvironment | None = None
         self._claim_task: asyncio.Task[tuple[list[Claim], bool]] | None = None
-        # Runs whose handler has not returned yet: the slots in use.
+        # Runs whose handler has not returned yet, waiting ones included: the jobs held.
         self._handling = 0
         self._claiming: asyncio.Task[None] | None = None
         self._wake: asyncio.Event | None = None
@@ -120,7 +138,7 @@ class Worker:
 
     @property
     def active_jobs(self) -> int:
-        """Jobs held now (claimed and not yet ended, or whose handler has not yet returned)."""
+        """Jobs held now (claimed and not yet ended, or whose handler has not yet returned), waiting ones included."""
         return len(self._runs)
 
     def handle(self, job_type: str, handler: Handler | None = None) -> Any:
@@ -172,7 +190,8 @@ class Worker:
             raise RuntimeError(f"start(): the worker is {self._state}")
         if not self._handlers:
             raise RuntimeError("start(): register a handler with handle() first")
-        api = WorkerApi(self.url, self.api_key, (self.limits.max_batch_events, self.limits.max_batch_bytes) if self.bulk_writes else None)
+        bulk = (self.limits.max_batch_events, self.limits.max_batch_bytes) if self.bulk_writes else None
+        api = WorkerApi(self.url, self.api_key, bulk, on_answer=self._error_log.answered)
         report = self._report
         self._env = RunEnvironment(
             api=api,
@@ -190,11 +209,12 @@ class Worker:
         self._claiming = asyncio.get_running_loop().create_task(self._claim_loop())
 
     async def stop(self, *, timeout: float = 30.0, grace: float = 2.0) -> None:
-        """Graceful stop: claims no more jobs, lets running handlers finish for up to ``timeout``
-        seconds, then aborts them (``ctx.abort_reason == "stopped"``; an async handler's task is
-        cancelled) and releases their leases, so the server re-queues them with their last
-        checkpoint. ``grace`` is how long a handler then has to settle (it may checkpoint), and
-        again to deliver its reports and release its lease."""
+        """Graceful stop: claims no more jobs, releases the ones waiting for a slot (``prefetch``) at
+        once, lets running handlers finish for up to ``timeout`` seconds, then aborts them
+        (``ctx.abort_reason == "stopped"``; an async handler's task is cancelled) and releases their
+        leases, so the server re-queues them with their last checkpoint. ``grace`` is how long a
+        handler then has to settle (it may checkpoint), and again to deliver its reports and release
+        its lease."""
         if self._stopped is None:
             self._stopped = asyncio.get_running_loop().create_task(self._shutdown(timeout, grace))
         await asyncio.shield(self._stopped)
@@ -229,7 +249,8 @@ class Worker:
         """SIGTERM or SIGINT: the first stops gracefully; another during that stop (a second Ctrl-C)
         stops now: running handlers are aborted and their jobs released without waiting out ``timeout``."""
         if self._stopped is None:
-            running = len(self._runs)
+            # Waiting jobs are released at once, not waited for.
+            running = len(self._runs) - len(self._waiting)
             if running and timeout > 0:
                 _log.warning(
                     "jobwire worker: stopping: %d running job%s may finish within %g s (signal again to stop now)",
@@ -253,6 +274,9 @@ class Worker:
         env = self._env
         assert env is not None and self._wake is not None
         self._state = "stopping"
+        # Jobs waiting for a slot go back to the queue now, for another worker: none starts any more.
+        waiting = set(self._waiting)
+        released = asyncio.gather(*(run.interrupt(grace) for run in waiting))
         if self._claim_task is not None:
             self._claim_task.cancel()
         self._wake.set()
@@ -266,7 +290,7 @@ class Worker:
             await asyncio.wait({finishing, hurried}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
             finishing.cancel()
             hurried.cancel()
-        await asyncio.gather(*(run.interrupt(grace) for run in list(self._runs)))
+        await asyncio.gather(released, *(run.interrupt(grace) for run in list(self._runs) if run not in waiting))
         await env.watch.close()
         await env.api.aclose()
         env.executor.shutdown(wait=False)
@@ -282,8 +306,8 @@ class Worker:
         self._settle_end()
 
     async def _claim_loop(self) -> None:
-        """One claim at a time, only while a slot is free: a claimed job always has a slot to run in.
-        The outcomes of jobs that just finished ride the next claim (``done``)."""
+        """One claim at a time, only while a slot is free (or a place among the ``prefetch`` jobs that
+        wait for one). The outcomes of jobs that just finished ride the next claim (``done``)."""
         env = self._env
         assert env is not None
         try:
@@ -297,12 +321,20 @@ class Worker:
         failures = 0
         while self._state == "running":
             # A slot frees when its handler returns: the next claim goes out at once and carries the
-            # outcomes of the jobs that just finished. Jobs still delivering count too, up to as many again.
-            free = min(self.concurrency - self._handling, 2 * self.concurrency - len(self._runs))
-            if free <= 0:
+            # outcomes of the jobs that just finished. At most `concurrency + prefetch` jobs are held
+            # (running or waiting); jobs still delivering count too, up to `concurrency` more.
+            most = self.concurrency + self.prefetch
+            free = min(most - self._handling, most + self.concurrency - len(self._runs), _MAX_CLAIM)
+            # While prefetched jobs wait, the next claim waits for room for half a prefetch: one
+            # request for many jobs, not one per slot that frees.
+            refill = -(-self.prefetch // 2) if self._waiting else 1
+            if free < refill:
                 # No claim now: what waited for one goes on its own; a job whose handler returns
-                # meanwhile frees a slot, wakes this loop, and its outcome rides the claim.
-                env.api.send_held()
+                # meanwhile frees a slot, wakes this loop, and its outcome rides the claim. While
+                # prefetched jobs run one after another, their outcomes wait for the refill's claim
+                # (at most the claim window), not a request each.
+                if free <= 0:
+                    env.api.send_held()
                 self._wake.clear()
                 env.api.claim_coming = True
                 await self._wake.wait()
@@ -364,8 +396,11 @@ class Worker:
         wake = self._wake
 
         async def handler_returned() -> None:
+            # Or, for a run that never started, dropped (cancelled, lost) or released while it waited.
             await asyncio.wait({run.handler_settled})
             self._handling -= 1
+            self._waiting.pop(run, None)
+            self._start_waiting()
             wake.set()
 
         async def free_slot() -> None:
@@ -375,7 +410,18 @@ class Worker:
 
         spawn(handler_returned())
         spawn(free_slot())
-        run.start(handler)
+        run.hold()
+        self._waiting[run] = handler
+        self._start_waiting()
+
+    def _start_waiting(self) -> None:
+        """Starts waiting runs in claim order while a slot is free; none once the worker is stopping."""
+        for run in list(self._waiting):
+            if self._state != "running" or self._handling - len(self._waiting) >= self.concurrency:
+                return
+            # One dropped meanwhile is left for its own handler_returned() to take out.
+            if run.waiting:
+                run.start(self._waiting.pop(run))
 
     def _report(self, error: BaseException, operation: str, job_id: str | None) -> None:
         try:
@@ -395,13 +441,3 @@ def _refused_for_good(error: BaseException) -> TypeGuard[WorkerRequestError]:
     """A claim the server refused for good (not ``transient``): retrying cannot help, so the worker
     stops. ``WorkerApi.claim`` has already dealt with an older server's refusal of ``max`` or ``done``."""
     return isinstance(error, WorkerRequestError) and not error.transient
-
-
-def _warn(error: BaseException, operation: str, job_id: str | None) -> None:
-    """The default ``on_error``: one line, ``jobwire worker: claim: All connection attempts failed (http://…)``,
-    or for a claim refused for good ``jobwire worker: claim: <the server's message> — the worker has stopped``."""
-    message = str(error)
-    # A request's error already starts with its operation ("claim: …"): said once, not twice.
-    said = message[len(operation) + 2 :] if message.startswith(f"{operation}: ") else message
-    stopped = " — the worker has stopped" if operation == "claim" and _refused_for_good(error) else ""
-    _log.warning("jobwire worker: %s%s: %s%s", operation, "" if job_id is None else f" {job_id}", said, stopped)

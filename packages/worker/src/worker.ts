@@ -55,7 +55,7 @@ export interface WorkerOptions {
    * (`WorkerRequestError`), a lost lease, a refused batch, a handler's throw (which fails the
    * job), and a claim the server refused for good, which stops the worker (see `done`). Never
    * throw from it. Default: a `console.warn` line, except while the server cannot be reached:
-   * then the first failure, a reminder once a minute, and a line when a request succeeds again.
+   * then the first failure, a reminder once a minute, and a line when the server answers again.
    */
   onError?: (error: unknown, context: ErrorContext) => void
 }

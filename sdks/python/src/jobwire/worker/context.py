@@ -18,19 +18,46 @@ _MAX_MESSAGE = 2_000
 
 
 class _Abort:
-    """The abort state of one run, readable from the loop and from a handler's thread."""
+    """The abort state of one run, readable from the loop and from a handler's thread. Its events are
+    made when first asked for: most runs never wait on one, and a ``threading.Event`` (a condition
+    and its lock) was a tenth of a short job's cost in the worker."""
 
     def __init__(self) -> None:
         self.reason: AbortReason | None = None
-        self.flag = threading.Event()
-        self.event = asyncio.Event()
+        self._flag: threading.Event | None = None
+        self._event: asyncio.Event | None = None
+        # The flag may be made in a handler's thread while the loop aborts: one of them sets it.
+        self._lock = threading.Lock()
+
+    @property
+    def flag(self) -> threading.Event:
+        """Set once aborted; for a handler's thread."""
+        with self._lock:
+            if self._flag is None:
+                self._flag = threading.Event()
+                if self.reason is not None:
+                    self._flag.set()
+            return self._flag
+
+    @property
+    def event(self) -> asyncio.Event:
+        """Set once aborted; for the worker's event loop only."""
+        if self._event is None:
+            self._event = asyncio.Event()
+            if self.reason is not None:
+                self._event.set()
+        return self._event
 
     def set(self, reason: AbortReason) -> None:
         if self.reason is not None:
             return
-        self.reason = reason
-        self.flag.set()
-        self.event.set()
+        with self._lock:
+            self.reason = reason
+            flag = self._flag
+        if flag is not None:
+            flag.set()
+        if self._event is not None:
+            self._event.set()
 
 
 class _Reports:

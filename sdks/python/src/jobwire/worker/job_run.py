@@ -69,11 +69,6 @@ class JobRun:
             on_end=self._outbox_ended,
         )
 
-    async def done(self) -> None:
-        """Returns when the job ended and its handler returned: its concurrency slot is free."""
-        await asyncio.wait({self.finished, self.handler_settled})
-        await self.finished
-
     @property
     def waiting(self) -> bool:
         """Held, its handler not started yet; not dropped, not released."""

@@ -26,7 +26,7 @@ stamp="$(cksum < pyproject.toml)"
 if [ "$(cat .venv/.jobwire-installed 2>/dev/null)" != "$stamp" ]; then
   # The package index first; where it cannot be reached (name lookups here fail now and then), a
   # local folder of wheels (JOBWIRE_PYTHON_WHEELS, default ~/.cache/jobwire/python-wheels), if one
-  # was filled earlier with: pip download -d DIR 'hatchling>=1.18' 'editables~=0.3' 'httpx>=0.27,<1' 'pytest>=8' 'mypy>=1.10'
+  # was filled earlier with: pip download -d DIR 'hatchling>=1.18' 'editables~=0.3' 'httpx>=0.27,<1' 'sniffio>=1.3' 'pytest>=8' 'mypy>=1.10'
   wheels="${JOBWIRE_PYTHON_WHEELS:-$HOME/.cache/jobwire/python-wheels}"
   pip=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
   if ! "${pip[@]}" -e '.[test]'; then

@@ -372,6 +372,23 @@ if (redisReachable('Redis store: several nodes')) {
       expect(leases).toEqual(['a', 'a', 'a', 'a', 'b', 'a', 'a', 'a'])
     })
 
+    it('spare claims cover whole claims only: a claim larger than the spares left picks afresh and gets all it asked for', async () => {
+      const { proxy, a, b } = await proxiedPair()
+      const ids: string[] = []
+      for (let i = 0; i < 12; i++) ids.push((await b.service.createJob({ type: 'spares-large' })).job.id)
+      const picks = ((bySha, byText) => () => bySha() + byText())(proxy.watch(createHash('sha1').update(luaScripts.pick).digest('hex')), proxy.watch(luaScripts.pick))
+      const clock = Date.now()
+      const claimA = async (max: number) =>
+        (await a.store.claim(['spares-large'], clock, max, (job) => ({ events: [{ type: 'started', data: { attempt: job.attempt + 1, worker: 'a' } }], lease: { token: `t-${job.id}`, worker: 'a', expiresAt: clock + 60_000, lastBatch: 0 } }))).map((r) => r.job.id)
+      // The first pick reads 2 jobs and 6 spares; a claim of 8 is more than they cover.
+      expect(await claimA(2)).toEqual(ids.slice(0, 2))
+      expect(await claimA(8)).toEqual(ids.slice(2, 10))
+      expect(picks()).toBe(2)
+      // One the spares cover still takes them without a pick.
+      expect(await claimA(2)).toEqual(ids.slice(10, 12))
+      expect(picks()).toBe(2)
+    })
+
     it("a node that hands out a job created through another node keeps its facts: the worker's writes are authorized without reading the job", async () => {
       const { proxy, a, b } = await proxiedPair()
       const { job } = await b.service.createJob({ type: 'facts', owner: { tenant: 't1', user: 'u1' } })

@@ -271,12 +271,13 @@ class JobwireWorker implements Worker {
     let failures = 0
     while (this.currentState === 'running') {
       // A slot frees when its handler returns: the next job is claimed while the outcome of the
-      // last one is being delivered. Jobs still delivering count too, up to `concurrency` more.
+      // last one is being delivered. Jobs still delivering count too, up to as many again (with
+      // prefetch, a whole line of short jobs ends in one turn, and its outcomes ride this claim).
       // With prefetch, handlers that return in this turn go first (a line of short jobs can
       // drain in one turn): their outcomes ride this claim instead of a request of their own.
       if (this.prefetch > 0) await new Promise((resolve) => setImmediate(resolve))
       const room = this.concurrency + this.prefetch
-      const free = Math.min(room - this.held, room + this.concurrency - this.runs.size)
+      const free = Math.min(room - this.held, 2 * room - this.runs.size)
       // While prefetched jobs wait, the next claim waits for room for half a prefetch: one
       // request for many jobs, not one per slot that frees.
       const refill = this.held > this.running ? Math.ceil(this.prefetch / 2) : 1

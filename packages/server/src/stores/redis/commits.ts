@@ -396,8 +396,8 @@ export class RedisCommits {
   /**
    * Picks the oldest ready jobs in one script, then commits up to `max` of them, each under its
    * compare-and-set (the commits leave together, in one script call). The pick reads a few more
-   * (`spareClaims`): the next claims of the same types from this node start from those, without a
-   * pick of their own, while they are fresh (`spareMs`) — then a busy worker's claim is committed in
+   * (`spareClaims`): the next claims of the same types from this node that they cover take those,
+   * without a pick of their own, while they are fresh (`spareMs`) — then a busy worker's claim is committed in
    * the same call as the outcomes it carries, one round trip. The compare-and-set catches a spare
    * another node took or changed meanwhile; a job that re-enters a queue through this node drops
    * them all, so it is not passed over. A job another node took is left out; only when every job
@@ -412,7 +412,9 @@ export class RedisCommits {
     if (spare !== undefined) {
       this.#spares.delete(spareKey)
       // Fresh on the claim's own clock: a job whose backoff ended since the pick must not wait longer.
-      if (now >= spare.at && now - spare.at <= spareMs) {
+      // Only when they cover the whole claim: a prefetching worker asks for hundreds, and taking
+      // the few left (at most `maxSpares`) sent it straight back for the rest, a claim request more.
+      if (now >= spare.at && now - spare.at <= spareMs && spare.records.length >= max) {
         if (spare.records.length > max) this.#spares.set(spareKey, { records: spare.records.slice(max), at: spare.at })
         const claimed = await this.#claimLoaded(spare.records.slice(0, max), plan, at)
         if (claimed.length > 0) return claimed

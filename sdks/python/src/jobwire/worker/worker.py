@@ -321,9 +321,10 @@ class Worker:
         while self._state == "running":
             # A slot frees when its handler returns: the next claim goes out at once and carries the
             # outcomes of the jobs that just finished. At most `concurrency + prefetch` jobs are held
-            # (running or waiting); jobs still delivering count too, up to `concurrency` more.
+            # (running or waiting); jobs still delivering count too, up to as many again (a line of
+            # short jobs ends at once, and its outcomes ride this claim).
             most = self.concurrency + self.prefetch
-            free = min(most - self._handling, most + self.concurrency - len(self._runs), _MAX_CLAIM)
+            free = min(most - self._handling, 2 * most - len(self._runs), _MAX_CLAIM)
             # While prefetched jobs wait, the next claim waits for room for half a prefetch: one
             # request for many jobs, not one per slot that frees.
             refill = -(-self.prefetch // 2) if self._waiting else 1

@@ -622,6 +622,39 @@ describe('concurrency and stopping', () => {
     expect(errors).toEqual([])
   })
 
+  it('drops a prefetched job whose lease lapses while it waits, unrun, says so, and runs it again when claimed again', async () => {
+    let waitingId = ''
+    // Heartbeats of the waiting job do not get through; the running job's do.
+    const blockOne: typeof fetch = async (input, init) => {
+      if (waitingId !== '' && String(input).endsWith(`/${waitingId}/heartbeat`)) throw new TypeError('fetch failed (heartbeat blocked)')
+      return fetch(input, init)
+    }
+    const { worker, errors } = startTestWorker(t, { concurrency: 1, prefetch: 1, leaseMs: 1_000, fetch: blockOne })
+    const gate = signalled()
+    const ran: { id: string; attempt: number }[] = []
+    worker.handle('prefetch-lapse', async (job) => {
+      ran.push({ id: job.id, attempt: job.attempt })
+      if (ran.length === 1) await gate.promise
+      return 'ok'
+    })
+    const running = (await t.createJob('prefetch-lapse')).id
+    waitingId = (await t.createJob('prefetch-lapse')).id
+    await withWorker(worker, async () => {
+      // Taken back from this worker (re-queued by the lease sweep), then claimed by it again: attempt 2.
+      await t.waitForJob(waitingId, (j) => j.attempt === 2 && j.status === 'running')
+      expect(ran).toEqual([{ id: running, attempt: 1 }])
+      gate.resolve()
+      await Promise.all([running, waitingId].map((id) => t.waitForJob(id, (j) => j.status === 'completed')))
+    })
+    expect(ran).toEqual([
+      { id: running, attempt: 1 },
+      { id: waitingId, attempt: 2 },
+    ])
+    expect(ofType(await t.events(waitingId), 'requeued').map((e) => e.data.reason)).toEqual(['worker_lost'])
+    expect(errors.some((e) => e.context.jobId === waitingId && e.error instanceof JobAbortedError && e.error.reason === 'lease_lost')).toBe(true)
+    expect(errors.every((e) => e.context.jobId === waitingId)).toBe(true)
+  })
+
   it('refuses a `prefetch` out of 0–1,000', () => {
     for (const prefetch of [-1, 1.5, 1001, Number.NaN]) {
       expect(() => createWorker({ url: t.url, apiKey: 'k', prefetch })).toThrow(RangeError)

@@ -56,26 +56,39 @@ const venvPython = join(here, '..', 'sdks', 'python', '.venv', 'bin', 'python')
 const PYTHON = process.env.PYTHON ?? (existsSync(venvPython) ? venvPython : 'python3')
 const now = () => performance.timeOrigin + performance.now()
 
-function child(script, args, execArgv = []) {
-  const proc = fork(join(here, script), args, { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], execArgv })
+/**
+ * A child's reports, by type: `deliver` each as it comes; `next(type)` resolves with the oldest not
+ * yet taken (or the next to come), and rejects once `exited` resolves first.
+ */
+function reports(exited) {
   const messages = []
   const waiters = []
-  proc.on('message', (message) => {
-    const i = waiters.findIndex((w) => w.type === message.type)
-    if (i >= 0) waiters.splice(i, 1)[0].resolve(message)
-    else messages.push(message)
-  })
   return {
-    proc,
+    deliver(message) {
+      const i = waiters.findIndex((w) => w.type === message.type)
+      if (i >= 0) waiters.splice(i, 1)[0].resolve(message)
+      else messages.push(message)
+    },
     next(type) {
       const i = messages.findIndex((m) => m.type === type)
       if (i >= 0) return Promise.resolve(messages.splice(i, 1)[0])
-      return new Promise((resolve) => waiters.push({ type, resolve }))
+      return Promise.race([
+        new Promise((resolve) => waiters.push({ type, resolve })),
+        exited.then((code) => Promise.reject(new Error(`bench: a worker exited (${code}) before '${type}'`))),
+      ])
     },
+  }
+}
+
+function child(script, args, execArgv = []) {
+  const proc = fork(join(here, script), args, { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], execArgv })
+  const { deliver, next } = reports(new Promise((resolve) => proc.on('exit', resolve)))
+  proc.on('message', deliver)
+  return {
+    next,
     async stop() {
       proc.send({ type: 'stop' })
-      const stopped = await this.next('stopped')
-      return stopped
+      return next('stopped')
     },
   }
 }
@@ -86,28 +99,16 @@ function child(script, args, execArgv = []) {
  */
 function pythonChild(args) {
   const proc = spawn(PYTHON, [join(here, 'workers', 'python-worker.py'), ...args], { stdio: ['pipe', 'pipe', 'inherit'] })
-  const messages = []
-  const waiters = []
+  const exited = new Promise((resolve) => proc.on('exit', resolve))
+  const { deliver, next } = reports(exited)
   let buffered = ''
   proc.stdout.on('data', (data) => {
     buffered += data
     for (let end = buffered.indexOf('\n'); end !== -1; end = buffered.indexOf('\n')) {
-      const message = JSON.parse(buffered.slice(0, end))
+      deliver(JSON.parse(buffered.slice(0, end)))
       buffered = buffered.slice(end + 1)
-      const i = waiters.findIndex((w) => w.type === message.type)
-      if (i >= 0) waiters.splice(i, 1)[0].resolve(message)
-      else messages.push(message)
     }
   })
-  const exited = new Promise((resolve) => proc.on('exit', resolve))
-  const next = (type) => {
-    const i = messages.findIndex((m) => m.type === type)
-    if (i >= 0) return Promise.resolve(messages.splice(i, 1)[0])
-    return Promise.race([
-      new Promise((resolve) => waiters.push({ type, resolve })),
-      exited.then((code) => Promise.reject(new Error(`bench: the Python worker exited (${code}) before '${type}'`))),
-    ])
-  }
   return {
     next,
     async stop() {

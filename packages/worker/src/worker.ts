@@ -5,7 +5,7 @@ import { JobFailure } from './errors.js'
 import { JobRun, releaseLease, type JobHandler, type RunEnvironment } from './job-run.js'
 import { defaultLimits, type BatchLimits } from './outbox.js'
 import { minPollMs, SignalWatch } from './signal-watch.js'
-import { DefaultErrorLog } from './outage-log.js'
+import { DefaultErrorLog } from './error-log.js'
 import { SlotList } from './slot-list.js'
 import { fetchTransport, nodeTransport, type Transport } from './transport.js'
 import { backoffDelay, defaultBackoff, deferred, sleep, systemTimers, type Deferred, type Timers } from './timing.js'
@@ -164,8 +164,10 @@ class JobwireWorker implements Worker {
     const random = options.random ?? Math.random
     this.name = options.name ?? `${hostname()}:${process.pid}`
     this.concurrency = positiveInteger('concurrency', options.concurrency ?? 1)
-    this.prefetch = inRange('prefetch', options.prefetch ?? 0, 0, maxClaim)
-    if (!Number.isInteger(this.prefetch)) throw new RangeError(`prefetch must be an integer in 0–${maxClaim} (got ${this.prefetch})`)
+    this.prefetch = options.prefetch ?? 0
+    if (!Number.isInteger(this.prefetch) || this.prefetch < 0 || this.prefetch > maxClaim) {
+      throw new RangeError(`prefetch must be an integer in 0–${maxClaim} (got ${this.prefetch})`)
+    }
     this.waitSeconds = inRange('pollWaitSeconds', options.pollWaitSeconds ?? 20, 1, 30)
     const leaseMs = inRange('leaseMs', options.leaseMs ?? 30_000, 1_000, 600_000)
     const defaultLog = options.onError === undefined ? new DefaultErrorLog(timers) : null

@@ -418,12 +418,13 @@ class Worker:
 
     def _start_waiting(self) -> None:
         """Starts waiting runs in claim order while a slot is free; none once the worker is stopping."""
-        for run in list(self._waiting):
-            if self._state != "running" or self._handling - len(self._waiting) >= self.concurrency:
-                return
-            # One dropped meanwhile is left for its own handler_returned() to take out.
+        # A run dropped meanwhile is taken out unstarted; until its handler_returned() it still
+        # counts as held, so this errs towards starting one run too few, never one too many.
+        while self._state == "running" and self._waiting and self._handling - len(self._waiting) < self.concurrency:
+            run = next(iter(self._waiting))
+            handler = self._waiting.pop(run)
             if run.waiting:
-                run.start(self._waiting.pop(run))
+                run.start(handler)
 
     def _report(self, error: BaseException, operation: str, job_id: str | None) -> None:
         try:

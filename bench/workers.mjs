@@ -20,7 +20,8 @@
 // build's packages/server/dist/server.js and packages/worker/dist/index.js (A/B experiments).
 // BENCH_PROFILE=dir writes CPU profiles of the throughput phase there, the Jobwire server's (from
 // the worker's start to its last job) and the worker's (node --cpu-prof, its whole life);
-// summarize with bench/profile-summary.mjs.
+// summarize with bench/profile-summary.mjs. BENCH_SERVER_NODE_ARGS: Node options for the Jobwire
+// server only (e.g. `--max-semi-space-size=64`), space-separated.
 import { fork, spawn, spawnSync } from 'node:child_process'
 import { loadBullmq } from './lib/bullmq.mjs'
 import { existsSync, mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs'
@@ -152,6 +153,7 @@ async function api(url, method, path, body) {
 async function startJobwire(store, dataDir, prefix) {
   const profile = process.env.BENCH_PROFILE
   const server = fork(join(here, 'jobwire-server.mjs'), [store, dataDir, API_KEY], {
+    execArgv: [...process.execArgv, ...(process.env.BENCH_SERVER_NODE_ARGS ?? '').split(' ').filter(Boolean)],
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
     // The stream phase sends millions of characters of text to one job.
     env: {

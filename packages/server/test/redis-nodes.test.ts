@@ -389,6 +389,22 @@ if (redisReachable('Redis store: several nodes')) {
       expect(picks()).toBe(2)
     })
 
+    it('spares are read in whole claims: a claim of more jobs than the spares kept reads none beyond its own', async () => {
+      const { proxy, a, b } = await proxiedPair()
+      const ids = (await Promise.all(Array.from({ length: 103 }, () => b.service.createJob({ type: 'spares-none' })))).map((created) => created.job.id)
+      const picks = ((bySha, byText) => () => bySha() + byText())(proxy.watch(createHash('sha1').update(luaScripts.pick).digest('hex')), proxy.watch(luaScripts.pick))
+      const clock = Date.now()
+      const claimA = async (max: number) =>
+        (await a.store.claim(['spares-none'], clock, max, (job) => ({ events: [{ type: 'started', data: { attempt: job.attempt + 1, worker: 'a' } }], lease: { token: `t-${job.id}`, worker: 'a', expiresAt: clock + 60_000, lastBatch: 0 } }))).map((r) => r.job.id)
+      expect(await claimA(101)).toHaveLength(101)
+      expect(picks()).toBe(1)
+      // Spares of fewer than 101 jobs could serve no claim of its size: none were read, so this one picks.
+      expect(await claimA(1)).toHaveLength(1)
+      expect(picks()).toBe(2)
+      const leases = await Promise.all(ids.map(async (id) => (await b.store.getRecord(id))?.lease?.worker))
+      expect(leases.filter((worker) => worker === 'a')).toHaveLength(102)
+    })
+
     it("a node that hands out a job created through another node keeps its facts: the worker's writes are authorized without reading the job", async () => {
       const { proxy, a, b } = await proxiedPair()
       const { job } = await b.service.createJob({ type: 'facts', owner: { tenant: 't1', user: 'u1' } })

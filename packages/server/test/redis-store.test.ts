@@ -89,4 +89,28 @@ if (redisReachable('Store conformance: redis')) {
       }
     })
   })
+
+  describe('Redis store: scripts', () => {
+    // The store sends its scripts by SHA once a connection has run them; a Redis that lost them
+    // (SCRIPT FLUSH, a restart without persistence, a failover) answers NOSCRIPT, and the write is
+    // sent again with the script's text instead of failing.
+    it('a write after Redis lost its scripts (SCRIPT FLUSH) loads them again and lands, once', async () => {
+      const prefix = `${base}:noscript`
+      const store = await openRedisStore({ prefix })
+      try {
+        const service = new JobService(store, defaultCoreLimits)
+        const { job } = await service.createJob({ type: 'noscript' })
+        await service.appendEvents(job.id, [{ type: 'progress', data: { percent: 10 } }])
+        await admin.script('FLUSH')
+        await service.appendEvents(job.id, [{ type: 'progress', data: { percent: 20 } }])
+        await service.appendEvents(job.id, [{ type: 'progress', data: { percent: 30 } }])
+        const log = await store.readLog(job.id, 0, 10)
+        expect(log?.events.map((event) => (event.type === 'progress' ? event.data.percent : event.type))).toEqual(['created', 'started', 10, 20, 30])
+        expect((await store.getRecord(job.id))?.job.progress?.percent).toBe(30)
+      } finally {
+        await store.close()
+        await deleteKeys(admin, prefix)
+      }
+    })
+  })
 }

@@ -54,7 +54,10 @@ interface PendingCommit {
 
 /** How many claims' worth of jobs beyond its own a claim's pick reads, for the next claims from this node. */
 const spareClaims = 3
-/** At most this many spare jobs per set of types (a claim of many jobs reads fewer spares than three claims' worth). */
+/**
+ * At most this many spare jobs per set of types. Spares are read in whole claims (they serve only a
+ * claim they cover): a claim of many jobs reads fewer claims' worth, one of more than this none.
+ */
 const maxSpares = 100
 /** Sets of job types with spare jobs kept at once. */
 const maxSpareSets = 64
@@ -423,7 +426,7 @@ export class RedisCommits {
       }
     }
     for (let attempt = 0; ; attempt++) {
-      const wanted = max + Math.min(max * spareClaims, maxSpares)
+      const wanted = max + max * Math.min(spareClaims, Math.floor(maxSpares / max))
       const reply = (await this.#connection.run('pick', keys, [now, k.jobKeyStart, this.#epochs.candidate(), epochSeqGap, k.generation, wanted])) as [
         string,
         ...(string | null)[],
@@ -511,9 +514,14 @@ export class RedisCommits {
     for (let i = 0; i < events.length; i++) args.push((events[i] as JobEvent).seq, bodies[i] as string)
     return new Promise<boolean>((resolve, reject) => {
       const landed = (): void => {
-        this.#committed.set(id, { job, textInState: false, inputApart: before.inputApart, lease, ver, inc: before.inc, ord: before.ord, avail, timers })
+        // A finished job is seldom written again (a retry or a restart reads it first): kept, it
+        // would only push out a job still being written, and in a busy node its record would live
+        // just long enough to be copied into the old generation and die there.
+        if (!isTerminal(job.status)) {
+          this.#committed.set(id, { job, textInState: false, inputApart: before.inputApart, lease, ver, inc: before.inc, ord: before.ord, avail, timers })
+          if (this.#committed.size > this.#committedLimit) this.#committed.delete(this.#committed.keys().next().value as string)
+        }
         if (events.length > 0) this.#notifications.delivered(id, events, message)
-        if (this.#committed.size > this.#committedLimit) this.#committed.delete(this.#committed.keys().next().value as string)
       }
       // Until it is answered, what the job's channel says may be this commit's echo (notifications.ts).
       this.#notifications.committing(id)

@@ -291,6 +291,22 @@ if (redisReachable('Redis store: several nodes')) {
       await vi.waitFor(() => expect(heard).toBe(1), { timeout: 3000 })
     })
 
+    it('writes issued in separate callbacks of one pass of the event loop (requests read in one poll) leave in one script call', async () => {
+      const { proxy, a, b } = await proxiedPair()
+      const ids: string[] = []
+      for (const name of ['p', 'q', 'r']) ids.push((await a.service.createJob({ type: 'one-pass', input: name, dispatch: false })).job.id)
+      // A first write each, so node A holds their state: the writes below need no read first.
+      for (const id of ids) await a.service.appendEvents(id, [chunk('1')])
+      const commitSha = createHash('sha1').update(luaScripts.commit).digest('hex')
+      const commits = ((bySha, byText) => () => bySha() + byText())(proxy.watch(commitSha), proxy.watch(luaScripts.commit))
+      // Three callbacks of one check phase, each like a request's own turn: their microtasks run
+      // between them, so a batch sent at the end of a turn would leave three times.
+      const written = ids.map((id) => new Promise((resolve, reject) => setImmediate(() => a.service.appendEvents(id, [chunk('2')]).then(resolve, reject))))
+      await Promise.all(written)
+      expect(commits()).toBe(1)
+      for (const id of ids) expect((await b.service.getJob(id)).text).toBe('12')
+    })
+
     it("a turn's commits leave in one script call, each checked on its own: the one another node made stale is refused and retried alone, the others land once", async () => {
       const { proxy, prefix, a, b } = await proxiedPair()
       const jobs = []

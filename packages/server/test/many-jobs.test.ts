@@ -1,4 +1,4 @@
-import { afterEach, describe, expect, it } from 'vitest'
+import { afterEach, describe, expect, it, vi } from 'vitest'
 import type { JobState } from '@jobwire/protocol'
 import { mintSubscriptionToken } from '@jobwire/backend'
 import { defaultCoreLimits, Dispatcher, JobService, MemoryStore, startServer, type RunningServer } from '@jobwire/server'
@@ -16,6 +16,7 @@ import { openWs, wsUrl, type WsTestClient } from './ws-client.js'
 class OverlapStore extends MemoryStore {
   inFlight = 0
   most = 0
+  reads = 0
 
   async #counted<T>(call: () => Promise<T>): Promise<T> {
     this.inFlight++
@@ -30,6 +31,7 @@ class OverlapStore extends MemoryStore {
   }
 
   override getRecord(id: string): Promise<JobRecord | null> {
+    this.reads++
     return this.#counted(() => super.getRecord(id))
   }
 
@@ -47,6 +49,7 @@ class OverlapStore extends MemoryStore {
 
   reset(): void {
     this.most = 0
+    this.reads = 0
   }
 }
 
@@ -76,6 +79,23 @@ describe('work over many jobs at once', () => {
     store.reset()
     await expect(dispatcher.signals(jobs, 0)).resolves.toEqual([{ jobId: quiet.id, reason: 'cancelled' }])
     expect(store.most).toBe(300)
+  })
+
+  it('a waiting signals poll reads again only the jobs whose events woke it: one its worker finished (300 → 1 read), then one cancelled, which ends it', async () => {
+    const { store, service, dispatcher, jobs } = await claimed(300)
+    const [finished, cancelled] = [jobs[5], jobs[9]]
+    if (finished === undefined || cancelled === undefined) throw new Error('300 jobs expected')
+    const waiting = dispatcher.signals(jobs, 30_000)
+    await vi.waitFor(() => expect(store.reads).toBe(300))
+    // Its own worker's end wakes the poll but is no news to that worker: it keeps waiting.
+    await service.appendEvents(finished.id, [{ type: 'completed', data: { result: null } }], { lease: finished.lease, batch: 1 })
+    await vi.waitFor(() => expect(store.reads).toBe(301))
+    await service.cancelJob(cancelled.id, 'the user closed the tab')
+    await expect(waiting).resolves.toEqual([
+      { jobId: finished.id, reason: 'finished' },
+      { jobId: cancelled.id, reason: 'cancelled' },
+    ])
+    expect(store.reads).toBe(302)
   })
 
   it('the lease sweep takes back the 200 jobs of a worker that died at once (its most per tick), each re-queued for another worker', async () => {

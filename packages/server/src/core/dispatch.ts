@@ -201,19 +201,31 @@ export class Dispatcher {
   async signals(jobs: readonly { id: string; lease: string }[], waitMs: number, signal?: AbortSignal): Promise<WorkerSignal[]> {
     let wake: () => void = () => {}
     let woken = new Promise<void>((resolve) => (wake = resolve))
-    const onEvents = (events: readonly JobEvent[]): void => {
-      if (events.some((event) => !isWorkEvent(event.type))) wake()
-    }
+    // The jobs whose events woke the poll since they were last read: only those are read again. A
+    // busy worker's jobs end all the time, and each end re-read all of its jobs (on Redis, a read
+    // each) only to find the one that ended.
+    let changed = new Map<string, { id: string; lease: string }>()
     // Listen first, then look: a change between the two still wakes us.
-    const unsubscribers = jobs.map((job) => this.store.subscribe(job.id, onEvents))
+    const unsubscribers = jobs.map((job) =>
+      this.store.subscribe(job.id, (events: readonly JobEvent[]) => {
+        if (!events.some((event) => !isWorkEvent(event.type))) return
+        changed.set(job.id, job)
+        wake()
+      }),
+    )
     try {
       const deadline = Date.now() + waitMs
-      for (;;) {
-        const { found, news } = await this.#check(jobs)
+      const signals = new Map<string, WorkerSignal>()
+      for (let toRead = jobs; ; ) {
+        const { found, news } = await this.#check(toRead)
+        for (const { id } of toRead) signals.delete(id)
+        for (const one of found) signals.set(one.jobId, one)
         const left = deadline - Date.now()
-        if (news || left <= 0 || signal?.aborted === true) return found
+        if (news || left <= 0 || signal?.aborted === true) return jobs.flatMap(({ id }) => signals.get(id) ?? [])
         await waitFor(woken, left, signal)
         woken = new Promise<void>((resolve) => (wake = resolve))
+        toRead = [...changed.values()]
+        changed = new Map()
       }
     } finally {
       for (const unsubscribe of unsubscribers) unsubscribe()

@@ -130,7 +130,10 @@ export class RedisConnection {
    */
   run(script: ScriptName, keys: readonly string[], args: readonly (string | number)[]): Promise<unknown> {
     return this.guard(() => {
-      const { Command, sha } = (this.client as unknown as ScriptRegistry).scriptsSet[commandName(script)] as RegisteredScript
+      // ioredis's `Script` (internal, not its public API): should a later version keep it elsewhere, its own call path.
+      const registered = (this.client as unknown as Partial<ScriptRegistry>).scriptsSet?.[commandName(script)]
+      if (typeof registered?.Command !== 'function' || typeof registered.sha !== 'string') return this.script(script)(keys.length, ...keys, ...args)
+      const { Command, sha } = registered
       const command = new Command('evalsha', [], { replyEncoding: 'utf8' })
       const all = [sha, String(keys.length), ...keys]
       for (const arg of args) all.push(typeof arg === 'string' ? arg : String(arg))

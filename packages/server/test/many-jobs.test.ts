@@ -98,6 +98,13 @@ describe('work over many jobs at once', () => {
     expect(store.reads).toBe(302)
   })
 
+  it('a job listed twice (an earlier run under an old lease, the current one) is answered for each entry on its own: one lease_lost, not two', async () => {
+    const { dispatcher, jobs } = await claimed(1)
+    const [held] = jobs
+    if (held === undefined) throw new Error('1 job expected')
+    await expect(dispatcher.signals([{ id: held.id, lease: 'an-earlier-lease' }, held], 0)).resolves.toEqual([{ jobId: held.id, reason: 'lease_lost' }])
+  })
+
   it('the lease sweep takes back the 200 jobs of a worker that died at once (its most per tick), each re-queued for another worker', async () => {
     let now = Date.now()
     const { store, service, dispatcher, jobs } = await claimed(200, { now: () => now })

@@ -201,31 +201,31 @@ export class Dispatcher {
   async signals(jobs: readonly { id: string; lease: string }[], waitMs: number, signal?: AbortSignal): Promise<WorkerSignal[]> {
     let wake: () => void = () => {}
     let woken = new Promise<void>((resolve) => (wake = resolve))
-    // The jobs whose events woke the poll since they were last read: only those are read again. A
-    // busy worker's jobs end all the time, and each end re-read all of its jobs (on Redis, a read
-    // each) only to find the one that ended.
-    let changed = new Map<string, { id: string; lease: string }>()
+    // The jobs whose events woke the poll since they were last read (their places in `jobs`): only
+    // those are read again. A busy worker's jobs end all the time, and each end re-read all of its
+    // jobs (on Redis, a read each) only to find the one that ended.
+    let changed = new Set<number>()
     // Listen first, then look: a change between the two still wakes us.
-    const unsubscribers = jobs.map((job) =>
+    const unsubscribers = jobs.map((job, index) =>
       this.store.subscribe(job.id, (events: readonly JobEvent[]) => {
         if (!events.some((event) => !isWorkEvent(event.type))) return
-        changed.set(job.id, job)
+        changed.add(index)
         wake()
       }),
     )
     try {
       const deadline = Date.now() + waitMs
-      const signals = new Map<string, WorkerSignal>()
-      for (let toRead = jobs; ; ) {
-        const { found, news } = await this.#check(toRead)
-        for (const { id } of toRead) signals.delete(id)
-        for (const one of found) signals.set(one.jobId, one)
+      // Each listed job's signal as last read, in the request's order.
+      const signals: (WorkerSignal | null)[] = jobs.map(() => null)
+      for (let toRead = jobs.map((_, index) => index); ; ) {
+        const { found, news } = await this.#check(toRead.map((index) => jobs[index] as { id: string; lease: string }))
+        toRead.forEach((index, i) => (signals[index] = found[i] ?? null))
         const left = deadline - Date.now()
-        if (news || left <= 0 || signal?.aborted === true) return jobs.flatMap(({ id }) => signals.get(id) ?? [])
+        if (news || left <= 0 || signal?.aborted === true) return signals.filter((one) => one !== null)
         await waitFor(woken, left, signal)
         woken = new Promise<void>((resolve) => (wake = resolve))
-        toRead = [...changed.values()]
-        changed = new Map()
+        toRead = [...changed]
+        changed = new Set()
       }
     } finally {
       for (const unsubscribe of unsubscribers) unsubscribe()
@@ -233,14 +233,14 @@ export class Dispatcher {
   }
 
   /**
-   * The signals of `jobs`, and whether any is news to the worker: a job its own lease ended (its
+   * The signal of each of `jobs` (null: none), and whether any is news to the worker: a job its own lease ended (its
    * worker's terminal write or retryable failure) is listed but is no news, so it does not end a
    * waiting poll by itself — a busy worker's jobs end all the time, and each would otherwise cost
    * it one more signals request.
    */
-  async #check(jobs: readonly { id: string; lease: string }[]): Promise<{ found: WorkerSignal[]; news: boolean }> {
+  async #check(jobs: readonly { id: string; lease: string }[]): Promise<{ found: (WorkerSignal | null)[]; news: boolean }> {
     const now = this.now()
-    const found: WorkerSignal[] = []
+    const found: (WorkerSignal | null)[] = []
     let news = false
     // All at once: one after another, a worker running 250 jobs on Redis waited 250 round trips
     // (13 s on a busy node) for every poll, and a cancel for as long.
@@ -253,8 +253,8 @@ export class Dispatcher {
       else if (record.job.error?.code === 'timed_out' && (record.job.status === 'failed' || record.lease === null)) reason = 'timed_out'
       else if (isTerminal(record.job.status)) reason = 'finished'
       else if (leaseProblem(record.lease, lease, now) !== null) reason = 'lease_lost'
+      found.push(reason === null ? null : { jobId: id, reason })
       if (reason === null) continue
-      found.push({ jobId: id, reason })
       const endedByItsWorker = reason !== 'cancelled' && reason !== 'timed_out' && record?.lease?.ended === true && record.lease.token === lease
       if (!endedByItsWorker) news = true
     }

@@ -273,10 +273,9 @@ class JobwireWorker implements Worker {
     let failures = 0
     while (this.currentState === 'running') {
       // A slot frees when its handler returns: the next job is claimed while the outcome of the
-      // last one is being delivered. Jobs still delivering count too, up to as many again (with
-      // prefetch, a whole line of short jobs ends in one turn, and its outcomes ride this claim).
-      // With prefetch, handlers that return in this turn go first (a line of short jobs can
-      // drain in one turn): their outcomes ride this claim instead of a request of their own.
+      // last one is being delivered. Jobs still delivering count too, up to as many again. With
+      // prefetch, handlers that return in this turn go first (a whole line of short jobs can end
+      // in one turn): their outcomes ride this claim instead of a request of their own.
       if (this.prefetch > 0) await new Promise((resolve) => setImmediate(resolve))
       const room = this.concurrency + this.prefetch
       const free = Math.min(room - this.held, 2 * room - this.runs.size)

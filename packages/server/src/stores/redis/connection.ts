@@ -129,10 +129,11 @@ export class RedisConnection {
    * scripts) is sent again through ioredis's path, which loads the script.
    */
   run(script: ScriptName, keys: readonly string[], args: readonly (string | number)[]): Promise<unknown> {
+    const viaIoredis = (): Promise<unknown> => this.script(script)(keys.length, ...keys, ...args)
     return this.guard(() => {
       // ioredis's `Script` (internal, not its public API): should a later version keep it elsewhere, its own call path.
       const registered = (this.client as unknown as Partial<ScriptRegistry>).scriptsSet?.[commandName(script)]
-      if (typeof registered?.Command !== 'function' || typeof registered.sha !== 'string') return this.script(script)(keys.length, ...keys, ...args)
+      if (typeof registered?.Command !== 'function' || typeof registered.sha !== 'string') return viaIoredis()
       const { Command, sha } = registered
       const command = new Command('evalsha', [], { replyEncoding: 'utf8' })
       const all = [sha, String(keys.length), ...keys]
@@ -140,7 +141,7 @@ export class RedisConnection {
       command.args = all
       return (this.client.sendCommand(command) as Promise<unknown>).catch((error: unknown) => {
         if (!(error instanceof Error) || !error.message.startsWith('NOSCRIPT')) throw error
-        return this.script(script)(keys.length, ...keys, ...args)
+        return viaIoredis()
       })
     })
   }

@@ -86,8 +86,8 @@ class Worker:
     ) -> None:
         if not isinstance(concurrency, int) or concurrency < 1:
             raise ValueError(f"concurrency must be a positive integer (got {concurrency})")
-        if not isinstance(prefetch, int) or not 0 <= prefetch <= 1_000:
-            raise ValueError(f"prefetch must be an integer in 0–1000 (got {prefetch})")
+        if not isinstance(prefetch, int) or not 0 <= prefetch <= _MAX_CLAIM:
+            raise ValueError(f"prefetch must be an integer in 0–{_MAX_CLAIM} (got {prefetch})")
         if not 1_000 <= lease_ms <= 600_000:
             raise ValueError(f"lease_ms must be in 1000–600000 (got {lease_ms})")
         if not 1 <= poll_wait <= 30:

@@ -25,6 +25,8 @@ const server = await startServer({
 })
 process.send({ type: 'ready', url: server.url, databasePath: server.databasePath })
 let session = null
+/** BENCH_PROFILE_HEAP=1: the phase's profile samples allocations (a .heapprofile) instead of CPU time. */
+const HEAP = process.env.BENCH_PROFILE_HEAP === '1'
 process.on('message', (message) => {
   if (message.type === 'stats') process.send({ type: 'stats', cpu: process.cpuUsage() })
   // A CPU profile of one phase of a benchmark (bench/workers.mjs with BENCH_PROFILE), written to `message.file`.
@@ -32,12 +34,16 @@ process.on('message', (message) => {
     void import('node:inspector').then(({ Session }) => {
       session = new Session()
       session.connect()
-      session.post('Profiler.enable', () => session.post('Profiler.start', () => process.send({ type: 'profile-started' })))
+      if (HEAP) {
+        // Every allocation sampled, including what the collector has freed since: what a phase allocates, not what it keeps.
+        const options = { samplingInterval: 4096, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: true }
+        session.post('HeapProfiler.startSampling', options, () => process.send({ type: 'profile-started' }))
+      } else session.post('Profiler.enable', () => session.post('Profiler.start', () => process.send({ type: 'profile-started' })))
     })
   }
   if (message.type === 'profile-stop') {
-    session.post('Profiler.stop', (error, result) => {
-      if (error === null) writeFileSync(message.file, JSON.stringify(result.profile))
+    session.post(HEAP ? 'HeapProfiler.stopSampling' : 'Profiler.stop', (error, result) => {
+      if (error === null) writeFileSync(HEAP ? message.file.replace(/\.cpuprofile$/, '.heapprofile') : message.file, JSON.stringify(result.profile))
       session.disconnect()
       process.send({ type: 'profile-stopped' })
     })

@@ -1,5 +1,6 @@
 // Summarizes a .cpuprofile (node --cpu-prof): self time by function, and total (inclusive) time of
-// the functions that matter for fan-out. Usage: node bench/profile-summary.mjs file.cpuprofile [top]
+// the functions that matter for fan-out; or a .heapprofile (BENCH_PROFILE_HEAP=1): bytes allocated
+// by function. Usage: node bench/profile-summary.mjs file.cpuprofile|file.heapprofile [top]
 import { readFileSync } from 'node:fs'
 
 const [file, topArg] = process.argv.slice(2)
@@ -9,6 +10,15 @@ if (file === undefined) {
 }
 const top = Number(topArg ?? 30)
 const profile = JSON.parse(readFileSync(file, 'utf8'))
+const label = (n) => {
+  const f = n.callFrame
+  const where = f.url ? `${f.url.replace(/^.*\/(node_modules|packages)\//, '$1/').replace(/^node:/, 'node:')}:${f.lineNumber + 1}` : ''
+  return `${f.functionName || '(anonymous)'} ${where}`.trim()
+}
+if (file.endsWith('.heapprofile')) {
+  summarizeAllocations(profile)
+  process.exit(0)
+}
 const nodes = new Map(profile.nodes.map((n) => [n.id, n]))
 const parent = new Map()
 for (const n of profile.nodes) for (const c of n.children ?? []) parent.set(c, n.id)
@@ -18,11 +28,6 @@ const dt = profile.timeDeltas
 for (let i = 0; i < profile.samples.length; i++) {
   const id = profile.samples[i]
   selfUs.set(id, (selfUs.get(id) ?? 0) + (dt[i] ?? 0))
-}
-const label = (n) => {
-  const f = n.callFrame
-  const where = f.url ? `${f.url.replace(/^.*\/(node_modules|packages)\//, '$1/').replace(/^node:/, 'node:')}:${f.lineNumber + 1}` : ''
-  return `${f.functionName || '(anonymous)'} ${where}`.trim()
 }
 let total = 0
 let idle = 0
@@ -50,3 +55,28 @@ console.log('self time:')
 for (const [k, us] of [...bySelf].filter(([k]) => !k.startsWith('(idle)')).sort((a, b) => b[1] - a[1]).slice(0, top)) console.log(`  ${pct(us)}  ${k}`)
 console.log('\ninclusive time:')
 for (const [k, us] of [...inclusive].filter(([k]) => !k.startsWith('(idle)') && !k.startsWith('(root)')).sort((a, b) => b[1] - a[1]).slice(0, top)) console.log(`  ${pct(us)}  ${k}`)
+
+/**
+ * A sampling heap profile (bench/jobwire-server.mjs with BENCH_PROFILE_HEAP=1, a .heapprofile):
+ * bytes allocated by function, self and inclusive, freed objects included.
+ */
+function summarizeAllocations(heap) {
+  const self = new Map()
+  const inclusive = new Map()
+  let bytes = 0
+  const walk = (node, stack) => {
+    const key = label(node)
+    bytes += node.selfSize
+    self.set(key, (self.get(key) ?? 0) + node.selfSize)
+    const below = new Set(stack).add(key)
+    if (node.selfSize > 0) for (const k of below) inclusive.set(k, (inclusive.get(k) ?? 0) + node.selfSize)
+    for (const child of node.children) walk(child, below)
+  }
+  walk(heap.head, new Set())
+  const share = (n) => `${((100 * n) / bytes).toFixed(1).padStart(5)} %`
+  console.log(`allocations ${file}: ${(bytes / 1e6).toFixed(1)} MB sampled (percentages of that)\n`)
+  console.log('self:')
+  for (const [k, n] of [...self].sort((a, b) => b[1] - a[1]).slice(0, top)) console.log(`  ${share(n)}  ${k}`)
+  console.log('\ninclusive:')
+  for (const [k, n] of [...inclusive].filter(([k]) => !k.startsWith('(root)')).sort((a, b) => b[1] - a[1]).slice(0, top)) console.log(`  ${share(n)}  ${k}`)
+}

@@ -20,7 +20,9 @@
 // build's packages/server/dist/server.js and packages/worker/dist/index.js (A/B experiments).
 // BENCH_PROFILE=dir writes CPU profiles of the throughput phase there, the Jobwire server's (from
 // the worker's start to its last job) and the worker's (node --cpu-prof, its whole life);
-// summarize with bench/profile-summary.mjs. BENCH_SERVER_NODE_ARGS: Node options for the Jobwire
+// summarize with bench/profile-summary.mjs; with BENCH_PROFILE_HEAP=1 the server's is a sampling
+// heap profile instead (.heapprofile: what the phase allocates, freed objects included).
+// BENCH_SERVER_NODE_ARGS: Node options for the Jobwire
 // server only (e.g. `--max-semi-space-size=64`), space-separated.
 import { fork, spawn, spawnSync } from 'node:child_process'
 import { loadBullmq } from './lib/bullmq.mjs'

@@ -140,6 +140,10 @@ class JobwireWorker implements Worker {
   private running = 0
   /** Prefetched runs waiting for a slot, oldest first (some may have been dropped since: skipped). */
   private waiting: { run: JobRun; begin: () => void }[] = []
+  /** The claim loop is between claims (waiting for room, or for its turn to send): see startWaiting. */
+  private claimIdle = false
+  /** The line waits for a due claim to leave (startWaiting). */
+  private linePaused = false
   private readonly env: RunEnvironment
   private readonly transport: Transport
   private readonly name: string
@@ -272,20 +276,17 @@ class JobwireWorker implements Worker {
     const { api, timers, random, backoff } = this.env
     let failures = 0
     while (this.currentState === 'running') {
-      // A slot frees when its handler returns: the next job is claimed while the outcome of the
-      // last one is being delivered. Jobs still delivering count too, up to as many again. With
-      // prefetch, handlers that return in this turn go first (a whole line of short jobs can end
-      // in one turn): their outcomes ride this claim instead of a request of their own.
+      // With prefetch, handlers that return in this turn go first: their outcomes ride this
+      // claim instead of a request of their own (claimable() says when a claim is due).
+      this.claimIdle = true
       if (this.prefetch > 0) await new Promise((resolve) => setImmediate(resolve))
-      const room = this.concurrency + this.prefetch
-      const free = Math.min(room - this.held, 2 * room - this.runs.size)
-      // While prefetched jobs wait, the next claim waits for room for half a prefetch: one
-      // request for many jobs, not one per slot that frees.
-      const refill = this.held > this.running ? Math.ceil(this.prefetch / 2) : 1
-      if (free < refill) {
+      const free = this.claimable()
+      if (free === 0) {
+        this.resumeLine()
         await this.sleepUntilNotified()
         continue
       }
+      this.claimIdle = false
       const sentAt = timers.now()
       let claims: Claim[]
       let carried: boolean
@@ -293,10 +294,14 @@ class JobwireWorker implements Worker {
         // As many jobs as there are free slots, in one request that also carries the outcomes of
         // the jobs that just finished.
         const max = Math.min(free, maxClaim)
-        ;({ claims, carried } = await api.claim(
+        const answer = api.claim(
           { types: [...this.handlers.keys()], worker: this.name, leaseMs: this.env.leaseMs, wait: this.waitSeconds, max },
           this.stopping.signal,
-        ))
+        )
+        // The claim has taken the outcomes ready now; once it is written to the connection (Node
+        // writes it on a later tick), the line goes on while the server answers.
+        if (this.linePaused) setImmediate(() => this.resumeLine())
+        ;({ claims, carried } = await answer)
         failures = 0
       } catch (error) {
         if (this.currentState !== 'running') break
@@ -363,11 +368,35 @@ class JobwireWorker implements Worker {
 
   /** Starts waiting runs while slots are free, oldest first; none once the worker is stopping. */
   private startWaiting(): void {
-    while (this.running < this.concurrency && this.currentState === 'running') {
+    // A line of short jobs would otherwise run to its end in this turn, and only then would the
+    // claim for the next line leave, carrying all their outcomes: worker and server taking turns,
+    // each idle while the other works. When a claim is due, the line waits for it to leave (the
+    // claim loop's next turn) and then goes on while the server answers.
+    if (this.prefetch > 0 && !this.linePaused && this.claimIdle && this.currentState === 'running' && this.claimable() > 0) this.linePaused = true
+    while (!this.linePaused && this.running < this.concurrency && this.currentState === 'running') {
       const next = this.waiting.shift()
       if (next === undefined) return
       if (next.run.waiting) next.begin()
     }
+  }
+
+  /**
+   * How many jobs the next claim may ask for now; 0 while it should wait. A slot frees when its
+   * handler returns: the next job is claimed while the outcome of the last one is being delivered.
+   * Jobs still delivering count too, up to as many again. While prefetched jobs wait, the next
+   * claim waits for room for half a prefetch: one request for many jobs, not one per slot that frees.
+   */
+  private claimable(): number {
+    const room = this.concurrency + this.prefetch
+    const free = Math.min(room - this.held, 2 * room - this.runs.size)
+    const refill = this.held > this.running ? Math.ceil(this.prefetch / 2) : 1
+    return free < refill ? 0 : free
+  }
+
+  private resumeLine(): void {
+    if (!this.linePaused) return
+    this.linePaused = false
+    this.startWaiting()
   }
 
   private sleepUntilNotified(): Promise<void> {

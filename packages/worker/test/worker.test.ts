@@ -655,6 +655,37 @@ describe('concurrency and stopping', () => {
     expect(errors.every((e) => e.context.jobId === waitingId)).toBe(true)
   })
 
+  it('with `prefetch`, the next claim leaves while a line of short jobs still runs, and the line goes on while the server answers it', async () => {
+    let handled = 0
+    const lineDone = signalled()
+    /** Jobs handled when each claim was sent. */
+    const claimedAt: number[] = []
+    const recording: typeof fetch = async (input, init) => {
+      if (String(input).endsWith('/v1/workers/claim')) {
+        claimedAt.push(handled)
+        // The second claim reaches the server only once the first line has run to its end: the line must not wait for its answer.
+        if (claimedAt.length === 2) await lineDone.promise
+      }
+      return fetch(input, init)
+    }
+    const { worker, errors } = startTestWorker(t, { concurrency: 1, prefetch: 8, fetch: recording })
+    worker.handle('line', async () => {
+      handled++
+      if (handled === 9) lineDone.resolve()
+      return 'ok'
+    })
+    const ids: string[] = []
+    for (let i = 0; i < 20; i++) ids.push((await t.createJob('line')).id)
+    await withWorker(worker, async () => {
+      await Promise.all(ids.map((id) => t.waitForJob(id, (j) => j.status === 'completed')))
+    })
+    // The first claim took nine jobs (a slot and eight in line). The second left once half the
+    // line had run (room for half a prefetch), not after the whole line.
+    expect(claimedAt[0]).toBe(0)
+    expect(claimedAt[1]).toBe(4)
+    expect(errors).toEqual([])
+  })
+
   it('refuses a `prefetch` out of 0–1,000', () => {
     for (const prefetch of [-1, 1.5, 1001, Number.NaN]) {
       expect(() => createWorker({ url: t.url, apiKey: 'k', prefetch })).toThrow(RangeError)

@@ -22,8 +22,8 @@
 // the worker's start to its last job) and the worker's (node --cpu-prof, its whole life);
 // summarize with bench/profile-summary.mjs; with BENCH_PROFILE_HEAP=1 the server's is a sampling
 // heap profile instead (.heapprofile: what the phase allocates, freed objects included).
-// BENCH_SERVER_NODE_ARGS: Node options for the Jobwire
-// server only (e.g. `--max-semi-space-size=64`), space-separated.
+// BENCH_SERVER_NODE_ARGS: Node options for the Jobwire server only (e.g.
+// `--max-semi-space-size=64`), space-separated.
 import { fork, spawn, spawnSync } from 'node:child_process'
 import { loadBullmq } from './lib/bullmq.mjs'
 import { existsSync, mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs'

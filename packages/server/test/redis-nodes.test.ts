@@ -43,7 +43,7 @@ if (redisReachable('Redis store: several nodes')) {
   }
 
   /** Two nodes on one prefix: A talks to Redis through a TCP proxy that counts what it sends, B directly. */
-  async function proxiedPair(): Promise<{ proxy: Awaited<ReturnType<typeof startTcpProxy>>; prefix: string; a: Node; b: Node }> {
+  async function proxiedPair(): Promise<{ proxy: TcpProxy; prefix: string; a: Node; b: Node }> {
     const proxy = await startTcpProxy(redisUrl)
     cleanups.push(() => proxy.close())
     const prefix = nextPrefix()
@@ -51,6 +51,22 @@ if (redisReachable('Redis store: several nodes')) {
     const [b] = await cluster(1, { prefix })
     if (a === undefined || b === undefined) throw new Error('two nodes expected')
     return { proxy, prefix, a, b }
+  }
+
+  /** How many times `script` has gone through `proxy` from now on: ioredis sends a script's text the first time a connection runs it, its SHA after that. */
+  function scriptCalls(proxy: TcpProxy, script: string): () => number {
+    const bySha = proxy.watch(createHash('sha1').update(script).digest('hex'))
+    const byText = proxy.watch(script)
+    return () => bySha() + byText()
+  }
+
+  /** Up to `max` jobs of `type` claimed through `on`'s store at `now` for worker 'a': their ids. */
+  async function claimIds(on: Node, type: string, now: number, max: number): Promise<string[]> {
+    const claimed = await on.store.claim([type], now, max, (job) => ({
+      events: [{ type: 'started', data: { attempt: job.attempt + 1, worker: 'a' } }],
+      lease: { token: `t-${job.id}`, worker: 'a', expiresAt: now + 60_000, lastBatch: 0 },
+    }))
+    return claimed.map((r) => r.job.id)
   }
 
   function node(nodes: Node[], i: number): Node {
@@ -249,10 +265,7 @@ if (redisReachable('Redis store: several nodes')) {
     it('a node writes a job it wrote last without reading it first, and a write made through another node meanwhile is caught by the compare-and-set', async () => {
       const { proxy, a, b } = await proxiedPair()
       const { job } = await a.service.createJob({ type: 'cached' })
-      // ioredis sends a script's text the first time a connection runs it, and its SHA after that.
-      const bySha = proxy.watch(createHash('sha1').update(luaScripts.load).digest('hex'))
-      const byText = proxy.watch(luaScripts.load)
-      const loads = (): number => bySha() + byText()
+      const loads = scriptCalls(proxy, luaScripts.load)
       for (let i = 0; i < 5; i++) await a.service.appendEvents(job.id, [chunk(`a${i}`)])
       // The first write reads the job; the next four start from what node A committed.
       expect(loads()).toBe(1)
@@ -269,9 +282,7 @@ if (redisReachable('Redis store: several nodes')) {
     it('what a node keeps of the jobs it wrote outlives its probes: writes spaced over many probes of the same Redis never read the job again', async () => {
       const { proxy, a } = await proxiedPair()
       const { job } = await a.service.createJob({ type: 'cached' })
-      const bySha = proxy.watch(createHash('sha1').update(luaScripts.load).digest('hex'))
-      const byText = proxy.watch(luaScripts.load)
-      const loads = (): number => bySha() + byText()
+      const loads = scriptCalls(proxy, luaScripts.load)
       // Node A probes every 200 ms; eight writes 150 ms apart span five or six probes.
       for (let i = 0; i < 8; i++) {
         await a.service.appendEvents(job.id, [chunk(`a${i}`)])
@@ -297,8 +308,7 @@ if (redisReachable('Redis store: several nodes')) {
       for (const name of ['p', 'q', 'r']) ids.push((await a.service.createJob({ type: 'one-pass', input: name, dispatch: false })).job.id)
       // A first write each, so node A holds their state: the writes below need no read first.
       for (const id of ids) await a.service.appendEvents(id, [chunk('1')])
-      const commitSha = createHash('sha1').update(luaScripts.commit).digest('hex')
-      const commits = ((bySha, byText) => () => bySha() + byText())(proxy.watch(commitSha), proxy.watch(luaScripts.commit))
+      const commits = scriptCalls(proxy, luaScripts.commit)
       // Three callbacks of one check phase, each like a request's own turn: their microtasks run
       // between them, so a batch sent at the end of a turn would leave three times.
       const written = ids.map((id) => new Promise((resolve, reject) => setImmediate(() => a.service.appendEvents(id, [chunk('2')]).then(resolve, reject))))
@@ -314,13 +324,8 @@ if (redisReachable('Redis store: several nodes')) {
       for (const name of ['x', 'y', 'z']) jobs.push((await a.service.createJob({ type: 'batched', input: name, dispatch: false })).job)
       const [x, y, z] = jobs.map((job) => job.id) as [string, string, string]
       for (const id of [x, y, z]) await a.service.appendEvents(id, [chunk('a1')])
-      const calls = (script: string): (() => number) => {
-        const bySha = proxy.watch(createHash('sha1').update(script).digest('hex'))
-        const byText = proxy.watch(script)
-        return () => bySha() + byText()
-      }
-      const commits = calls(luaScripts.commit)
-      const loads = calls(luaScripts.load)
+      const commits = scriptCalls(proxy, luaScripts.commit)
+      const loads = scriptCalls(proxy, luaScripts.load)
       // Node B writes y: node A's copy of y is stale, its copies of x and z are not.
       await b.service.appendEvents(y, [chunk('b')])
       await Promise.all([x, y, z].map((id) => a.service.appendEvents(id, [chunk('a2')])))
@@ -356,13 +361,9 @@ if (redisReachable('Redis store: several nodes')) {
       const { proxy, a, b } = await proxiedPair()
       const ids: string[] = []
       for (let i = 0; i < 8; i++) ids.push((await b.service.createJob({ type: 'spares' })).job.id)
-      const pickSha = createHash('sha1').update(luaScripts.pick).digest('hex')
-      const bySha = proxy.watch(pickSha)
-      const byText = proxy.watch(luaScripts.pick)
-      const picks = (): number => bySha() + byText()
+      const picks = scriptCalls(proxy, luaScripts.pick)
       let clock = Date.now()
-      const claimA = async (max: number) =>
-        (await a.store.claim(['spares'], clock, max, (job) => ({ events: [{ type: 'started', data: { attempt: job.attempt + 1, worker: 'a' } }], lease: { token: `t-${job.id}`, worker: 'a', expiresAt: clock + 60_000, lastBatch: 0 } }))).map((r) => r.job.id)
+      const claimA = (max: number) => claimIds(a, 'spares', clock, max)
       // One pick reads the first claim's 2 jobs and up to 3 claims' worth more.
       expect(await claimA(2)).toEqual(ids.slice(0, 2))
       expect(picks()).toBe(1)
@@ -392,10 +393,9 @@ if (redisReachable('Redis store: several nodes')) {
       const { proxy, a, b } = await proxiedPair()
       const ids: string[] = []
       for (let i = 0; i < 12; i++) ids.push((await b.service.createJob({ type: 'spares-large' })).job.id)
-      const picks = ((bySha, byText) => () => bySha() + byText())(proxy.watch(createHash('sha1').update(luaScripts.pick).digest('hex')), proxy.watch(luaScripts.pick))
+      const picks = scriptCalls(proxy, luaScripts.pick)
       const clock = Date.now()
-      const claimA = async (max: number) =>
-        (await a.store.claim(['spares-large'], clock, max, (job) => ({ events: [{ type: 'started', data: { attempt: job.attempt + 1, worker: 'a' } }], lease: { token: `t-${job.id}`, worker: 'a', expiresAt: clock + 60_000, lastBatch: 0 } }))).map((r) => r.job.id)
+      const claimA = (max: number) => claimIds(a, 'spares-large', clock, max)
       // The first pick reads 2 jobs and 6 spares; a claim of 8 is more than they cover.
       expect(await claimA(2)).toEqual(ids.slice(0, 2))
       expect(await claimA(8)).toEqual(ids.slice(2, 10))
@@ -408,10 +408,9 @@ if (redisReachable('Redis store: several nodes')) {
     it('spares are read in whole claims: a claim of more jobs than the spares kept reads none beyond its own', async () => {
       const { proxy, a, b } = await proxiedPair()
       const ids = (await Promise.all(Array.from({ length: 103 }, () => b.service.createJob({ type: 'spares-none' })))).map((created) => created.job.id)
-      const picks = ((bySha, byText) => () => bySha() + byText())(proxy.watch(createHash('sha1').update(luaScripts.pick).digest('hex')), proxy.watch(luaScripts.pick))
+      const picks = scriptCalls(proxy, luaScripts.pick)
       const clock = Date.now()
-      const claimA = async (max: number) =>
-        (await a.store.claim(['spares-none'], clock, max, (job) => ({ events: [{ type: 'started', data: { attempt: job.attempt + 1, worker: 'a' } }], lease: { token: `t-${job.id}`, worker: 'a', expiresAt: clock + 60_000, lastBatch: 0 } }))).map((r) => r.job.id)
+      const claimA = (max: number) => claimIds(a, 'spares-none', clock, max)
       expect(await claimA(101)).toHaveLength(101)
       expect(picks()).toBe(1)
       // Spares of fewer than 101 jobs could serve no claim of its size: none were read, so this one picks.
@@ -424,12 +423,11 @@ if (redisReachable('Redis store: several nodes')) {
     it("a node that hands out a job created through another node keeps its facts: the worker's writes are authorized without reading the job", async () => {
       const { proxy, a, b } = await proxiedPair()
       const { job } = await b.service.createJob({ type: 'facts', owner: { tenant: 't1', user: 'u1' } })
-      const bySha = proxy.watch(createHash('sha1').update(luaScripts.load).digest('hex'))
-      const byText = proxy.watch(luaScripts.load)
+      const loads = scriptCalls(proxy, luaScripts.load)
       const claimed = await a.dispatcher.claim({ types: ['facts'], worker: 'w', leaseMs: 60_000, waitMs: 0 })
       expect(claimed?.job.id).toBe(job.id)
       expect(await a.service.facts(job.id)).toEqual({ id: job.id, type: 'facts', owner: { tenant: 't1', user: 'u1' } })
-      expect(bySha() + byText()).toBe(0)
+      expect(loads()).toBe(0)
     })
 
     it('8 claimers on 3 nodes over 200 jobs: every job claimed exactly once, none left queued', async () => {

@@ -68,7 +68,12 @@ export type DeliveryObserver = (seconds: number) => void
  * Buffer goes to every connection that has it pending.
  */
 export class TickFlusher<C extends { flush(): void }> {
-  readonly #dirty = new Set<C>()
+  #dirty = new Set<C>()
+  /**
+   * The set a flush walks, swapped with #dirty so that the connections it flushes are not deleted
+   * from it one by one (each delete may shrink the set's table, garbage that outlives the turn).
+   */
+  #walking = new Set<C>()
   #scheduled = false
   #shared: { jobId: string; first: number; last: number; bytes: Buffer } | null = null
   #flushing = false
@@ -119,11 +124,19 @@ export class TickFlusher<C extends { flush(): void }> {
     this.#scheduled = false
     this.#shared = null
     this.#flushing = true
+    const walking = this.#dirty
+    this.#dirty = this.#walking
+    this.#walking = walking
+    let done = false
     try {
-      for (const connection of this.#dirty) connection.flush()
+      for (const connection of walking) connection.flush()
+      done = true
     } finally {
       this.#flushing = false
       this.#shared = null
+      // A flush that threw leaves the rest for the next turn (one with nothing pending returns at once).
+      if (!done) for (const connection of walking) this.schedule(connection)
+      walking.clear()
     }
     if (this.#oldest.size === 0) return
     const now = performance.now()

@@ -601,6 +601,25 @@ if (redisReachable('Redis store: several nodes')) {
       expect((await a.store.listJobs({ limit: 10 })).jobs.map((j) => j.id)).toEqual([fresh.job.id])
     })
 
+    it('a log that outlived a rollback of its job (the hash restored, the log not) starts over at the job\'s next seq instead of failing the write', async () => {
+      const prefix = nextPrefix()
+      const [a] = (await cluster(1, { prefix })) as [Node]
+      const { job } = await a.service.createJob({ type: 'rollback' })
+      for (let i = 0; i < 3; i++) await a.service.appendEvents(job.id, [chunk(`${i},`)])
+      const hashKey = `${prefix}:job:{${job.id}}`
+      const dump = await admin.dumpBuffer(hashKey)
+      for (let i = 3; i < 8; i++) await a.service.appendEvents(job.id, [chunk(`${i},`)])
+      expect((await a.service.getJob(job.id)).seq).toBe(10)
+      // Only the hash goes back (seq 5); the log still runs to seq 10, and the generation is the same.
+      await admin.restore(hashKey, 0, dump, 'REPLACE')
+      const next = await a.service.appendEvents(job.id, [chunk('new')])
+      expect(next.events.map((e) => e.seq)).toEqual([6])
+      // The log holds what follows the job's head now, nothing of the lost tail.
+      const log = await admin.xrange(`${prefix}:job:{${job.id}}:log`, '-', '+')
+      expect(log.map(([id]) => id)).toEqual(['6-0'])
+      expect((await a.service.getJob(job.id)).seq).toBe(6)
+    })
+
     it('a job whose newest events were lost (rolled back) starts a new epoch: every old position gets a reset snapshot, no seq is reused', async () => {
       const prefix = nextPrefix()
       const [a, b] = (await cluster(2, { prefix })) as [Node, Node]

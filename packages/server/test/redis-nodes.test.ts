@@ -317,28 +317,6 @@ if (redisReachable('Redis store: several nodes')) {
       for (const id of ids) expect((await b.service.getJob(id)).text).toBe('12')
     })
 
-    it('writes issued while a script call of commits is unanswered wait for its answer and leave together in one call', async () => {
-      const { proxy, a, b } = await proxiedPair()
-      const ids: string[] = []
-      for (const name of ['p', 'q', 'r', 's']) ids.push((await a.service.createJob({ type: 'in-flight', input: name, dispatch: false })).job.id)
-      for (const id of ids) await a.service.appendEvents(id, [chunk('1')])
-      const commits = scriptCalls(proxy, luaScripts.commit)
-      // Node A's commands reach Redis 1 s late: the first write's call stays unanswered while the
-      // others are issued, 20 ms apart (each in passes of the event loop of its own).
-      expect(proxy.delay('setname', 1000)).toBeGreaterThan(0)
-      const [first, ...rest] = ids as [string, ...string[]]
-      const written = [a.service.appendEvents(first, [chunk('2')])]
-      await vi.waitFor(() => expect(commits()).toBe(1))
-      for (const id of rest) {
-        written.push(a.service.appendEvents(id, [chunk('2')]))
-        await sleep(20)
-      }
-      await Promise.all(written)
-      // The first call, then one with the three that waited for it (not one each).
-      expect(commits()).toBe(2)
-      for (const id of ids) expect((await b.service.getJob(id)).text).toBe('12')
-    })
-
     it("a turn's commits leave in one script call, each checked on its own: the one another node made stale is refused and retried alone, the others land once", async () => {
       const { proxy, prefix, a, b } = await proxiedPair()
       const jobs = []

@@ -109,10 +109,6 @@ export class RedisCommits {
    * busy time in the users' shape, where those writes (`writeUtf8String`) were its largest cost.
    */
   #batch: PendingCommit[] = []
-  /** Script calls of commits sent and not answered yet. */
-  #inFlight = 0
-  /** Whether a #sendBatch is due at the end of this pass. */
-  #sendDue = false
 
   constructor(options: RedisCommitsOptions) {
     this.#connection = options.connection
@@ -535,7 +531,7 @@ export class RedisCommits {
       // Until it is answered, what the job's channel says may be this commit's echo (notifications.ts).
       this.#notifications.committing(id)
       const settle = (): void => this.#notifications.settled(id)
-      this.#scheduleSend()
+      if (this.#batch.length === 0) setImmediate(() => this.#sendBatch())
       this.#batch.push({
         keys,
         args,
@@ -552,24 +548,9 @@ export class RedisCommits {
     })
   }
 
-  /**
-   * Commits go out at the end of the pass that issued them — unless a call of commits is still
-   * unanswered: then they wait for its answer and go out together at the end of that pass. At light
-   * load nothing is in flight and nothing waits; under load each call carries what gathered
-   * meanwhile, so calls (and the system calls that wake Redis and read its answers) stop growing
-   * with the writes.
-   */
-  #scheduleSend(): void {
-    if (this.#sendDue || this.#inFlight > 0) return
-    this.#sendDue = true
-    setImmediate(() => this.#sendBatch())
-  }
-
-  /** Sends the commits gathered so far, at most `commitsPerCall` per script call. */
+  /** Sends the commits issued in this turn, at most `commitsPerCall` per script call. */
   #sendBatch(): void {
-    this.#sendDue = false
     const batch = this.#batch
-    if (batch.length === 0) return
     this.#batch = []
     const k = this.#keys
     for (let from = 0; from < batch.length; from += commitsPerCall) {
@@ -580,26 +561,19 @@ export class RedisCommits {
         keys.push(...one.keys)
         args.push(one.args.length, ...one.args)
       }
-      this.#inFlight++
-      this.#connection
-        .run('commit', keys, args)
-        .then(
-          (reply) => {
-            const landed = reply as number[]
-            part.forEach((one, i) => {
-              if (landed[i] !== 1) return one.resolve(false)
-              one.landed()
-              one.resolve(true)
-            })
-          },
-          (error: unknown) => {
-            for (const one of part) one.reject(error)
-          },
-        )
-        .finally(() => {
-          this.#inFlight--
-          if (this.#batch.length > 0) this.#scheduleSend()
-        })
+      this.#connection.run('commit', keys, args).then(
+        (reply) => {
+          const landed = reply as number[]
+          part.forEach((one, i) => {
+            if (landed[i] !== 1) return one.resolve(false)
+            one.landed()
+            one.resolve(true)
+          })
+        },
+        (error: unknown) => {
+          for (const one of part) one.reject(error)
+        },
+      )
     }
   }
 

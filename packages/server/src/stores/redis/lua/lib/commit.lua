@@ -25,13 +25,14 @@ local function commitJob(k, a, queues, generation)
   local n = tonumber(ARGV[a + 17])
   local bodies = {}
   if n > 0 then
+    local log, firstId = KEYS[k + 2], ARGV[a + 23] .. '-0'
     bodies[1] = ARGV[a + 24]
     -- XADD refuses an id at or below the log's newest: a log that runs past the job's head (it
     -- outlived a rollback of the hash) cannot be continued, and starts over. (Asking the log for its
     -- newest entry first cost a call on every commit.)
-    if redis.pcall('XADD', KEYS[k + 2], ARGV[a + 23] .. '-0', 'e', bodies[1]).err then
-      redis.call('DEL', KEYS[k + 2])
-      redis.call('XADD', KEYS[k + 2], ARGV[a + 23] .. '-0', 'e', bodies[1])
+    if redis.pcall('XADD', log, firstId, 'e', bodies[1]).err then
+      redis.call('DEL', log)
+      redis.call('XADD', log, firstId, 'e', bodies[1])
     end
     for i = 1, n - 1 do
       bodies[i + 1] = ARGV[a + 24 + 2 * i]

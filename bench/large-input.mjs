@@ -7,9 +7,8 @@
 // shows its CPU per write for each input. The input never changes after the job is created, so a
 // store that keeps it out of the state it rewrites on every write shows the same cost for both.
 // BENCH_SERVER_DIST points at another build's packages/server/dist/server.js (A/B runs).
-import { ask } from './lib/children.mjs'
 import { postJson } from './lib/measure.mjs'
-import { startTarget } from './lib/target.mjs'
+import { serverCpuUs, startTarget } from './lib/target.mjs'
 import { loadavg } from 'node:os'
 import { Pool } from 'undici'
 
@@ -20,19 +19,14 @@ const STORES = (process.env.BENCH_INPUT_STORES ?? 'memory,sqlite,redis').split('
 const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379'
 const API_KEY = 'bench-input-admin-key-0123456789'
 
-async function cpuUs(server) {
-  const { cpu } = await ask(server, { type: 'stats' }, 'stats')
-  return cpu.user + cpu.system
-}
-
 /** Server CPU µs per progress write to a job created with `input`. */
 async function perWrite(server, pool, input) {
   const job = await postJson(pool, API_KEY, '/v1/jobs', { type: 'analyze', dispatch: false, input })
   const write = (i) => postJson(pool, API_KEY, `/v1/jobs/${job.id}/events`, { type: 'progress', percent: i % 100 })
   for (let i = 0; i < 20; i++) await write(i) // warm-up
-  const before = await cpuUs(server)
+  const before = await serverCpuUs(server)
   for (let i = 0; i < WRITES; i++) await write(i)
-  return ((await cpuUs(server)) - before) / WRITES
+  return ((await serverCpuUs(server)) - before) / WRITES
 }
 
 const rows = []

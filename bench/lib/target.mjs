@@ -3,7 +3,7 @@ import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { next, start, stop } from './children.mjs'
+import { ask, next, start, stop } from './children.mjs'
 import { unlinkPrefix } from './redis-keys.mjs'
 
 const targets = join(dirname(fileURLToPath(import.meta.url)), '../shape/targets.mjs')
@@ -26,4 +26,10 @@ export async function startTarget(store, apiKey, redisUrl) {
       if (store === 'redis') await unlinkPrefix(redisUrl, prefix)
     },
   }
+}
+
+/** The CPU (user + system, µs) a target's server process has used so far. */
+export async function serverCpuUs(server) {
+  const { cpu } = await ask(server, { type: 'stats' }, 'stats')
+  return cpu.user + cpu.system
 }

@@ -103,7 +103,7 @@ export const configSchema = z.object({
   maxValueBytes: int(1024, 512 * 1024 ** 2).default(16 * 1024 ** 2).meta({ description: 'largest result or checkpoint (its JSON); one larger than `--max-event-bytes` is stored once apart from the log and fetched with `GET /v1/jobs/:id/result` (or `/checkpoint`); `POST /v1/jobs/:id/events` takes bodies up to this plus 64 KiB (see [App features](app-features.md#large-results-and-checkpoints))' }),
   maxBatchEvents: int(1, 100_000).default(1000).meta({ description: 'most events in one batch' }),
   maxTextLength: int(0, 256 * 1024 ** 2).default(4 * 1024 * 1024).meta({ description: 'most characters of streamed text per job' }),
-  maxItemsPerJob: int(1, 100_000).default(1000).meta({ description: 'most items (per-item progress, distinct ids) per job: every write carries the job\'s state, items included' }),
+  maxItemsPerJob: int(1, 100_000).default(1000).meta({ description: 'most items (per-item progress, distinct ids) per job: every snapshot carries them all (the durable stores write only the items a write changed)' }),
   maxEventsPerJob: int(10, 10_000_000).default(1000).meta({ description: 'events kept per job log; older ones are trimmed (a resume from before them gets a `reset` snapshot)' }),
   ttlCompleted: duration.pipe(z.number().min(0)).default(24 * 3_600_000).meta({ description: 'how long completed jobs are kept' }),
   ttlFailed: duration.pipe(z.number().min(0)).default(3_600_000).meta({ description: 'how long failed jobs are kept' }),

@@ -203,6 +203,53 @@ if (redisReachable('Redis store: several nodes')) {
       expect((await fresh.service.getJob(job.id)).text).toBe('old text, new')
     })
 
+    it('items live in their own key: a commit writes just the items it changed, the state stays small, and any node reads, lists and claims them whole, in order', async () => {
+      const prefix = nextPrefix()
+      const [a, b] = (await cluster(2, { prefix })) as [Node, Node]
+      const { job } = await a.service.createJob({ type: 'export' })
+      const jobKey = `${prefix}:job:{${job.id}}`
+      const item = (i: number, status: 'running' | 'completed') => ({ type: 'item' as const, data: { id: `file-${i}`, status, message: `${status} ${i}` } })
+      await a.service.appendEvents(job.id, Array.from({ length: 200 }, (_, i) => item(i, 'running')))
+      const sizes: number[] = []
+      for (let i = 0; i < 20; i++) {
+        // Each write changes one item (twice: the last wins) beside a progress tick.
+        await node([a, b], i).service.appendEvents(job.id, [item(i * 10, 'completed'), { type: 'progress', data: { percent: i } }, { type: 'item', data: { id: `file-${i * 10}`, percent: 100 } }])
+        sizes.push(((await admin.hget(jobKey, 'state')) as string).length)
+      }
+      expect(Math.max(...sizes)).toBeLessThan(1000)
+      expect(await admin.hlen(`${jobKey}:items`)).toBe(200)
+      const expected = (await a.service.getJob(job.id)).items
+      expect(expected.map((one) => one.id)).toEqual(Array.from({ length: 200 }, (_, i) => `file-${i}`))
+      expect(expected[30]).toMatchObject({ status: 'completed', percent: 100, message: 'completed 30' })
+      expect(expected[31]).toMatchObject({ status: 'running', percent: null, message: 'running 31' })
+      expect(JSON.parse((await admin.hget(`${jobKey}:items`, '30')) as string)).toEqual(expected[30])
+      const [fresh] = (await cluster(1, { prefix })) as [Node]
+      expect((await fresh.service.getJob(job.id)).items).toEqual(expected)
+      expect((await fresh.store.listJobs({ limit: 5 })).jobs[0]?.items).toEqual(expected)
+      // Back in the queue (a requeue keeps the items): the claim's pick reads them too.
+      await a.store.append(job.id, () => ({ events: [{ type: 'requeued', data: { reason: 'test', attempt: 1, retryAt: null } }], lease: null, availableAt: 0 }))
+      expect((await fresh.dispatcher.claim({ types: ['export'], worker: 'w', leaseMs: 60_000, waitMs: 0 }))?.job.items).toEqual(expected)
+    })
+
+    it('a job written before items had their own key (items inside the state) reads the same, and its next commit moves them out', async () => {
+      const prefix = nextPrefix()
+      const [a] = (await cluster(1, { prefix })) as [Node]
+      const { job } = await a.service.createJob({ type: 'export', dispatch: false })
+      await a.service.appendEvents(job.id, Array.from({ length: 3 }, (_, i) => ({ type: 'item' as const, data: { id: `file-${i}`, status: 'running' as const } })))
+      const items = (await a.service.getJob(job.id)).items
+      const jobKey = `${prefix}:job:{${job.id}}`
+      // What an older version stored: the items inside the state, and no items key.
+      const state = JSON.parse((await admin.hget(jobKey, 'state')) as string) as object
+      await admin.multi().hset(jobKey, 'state', JSON.stringify({ ...state, items }), 'ver', '7').del(`${jobKey}:items`).exec()
+      const [fresh] = (await cluster(1, { prefix })) as [Node]
+      expect((await fresh.service.getJob(job.id)).items).toEqual(items)
+      await fresh.service.appendEvents(job.id, [{ type: 'item', data: { id: 'file-1', status: 'completed' } }])
+      expect((JSON.parse((await admin.hget(jobKey, 'state')) as string) as { items: unknown[] }).items).toEqual([])
+      expect(await admin.hlen(`${jobKey}:items`)).toBe(3)
+      const [last] = (await cluster(1, { prefix })) as [Node]
+      expect((await last.service.getJob(job.id)).items.map((one) => `${one.id}:${one.status}`)).toEqual(['file-0:running', 'file-1:completed', 'file-2:running'])
+    })
+
     it('a large input lives in its own key, written once: commits leave it out of the state, and claims, reads, lists and re-creates on any node see it whole; an older state holding its input reads and commits the same', async () => {
       const prefix = nextPrefix()
       const [a, b] = (await cluster(2, { prefix })) as [Node, Node]
@@ -482,7 +529,9 @@ if (redisReachable('Redis store: several nodes')) {
       const done = await a.service.createJob({ type: 'tidy', owner: { tenant: 't', user: 'u' }, idempotencyKey: 'once', input: { document: 'd'.repeat(2000) } })
       expect(await admin.exists(`${prefix}:job:{${done.job.id}}:input`)).toBe(1)
       const claimed = await a.dispatcher.claim({ types: ['tidy'], worker: 'w', leaseMs: 60_000, waitMs: 0 })
-      await b.service.appendEvents(done.job.id, [chunk('x'), { type: 'completed', data: { result: 1 } }], { lease: claimed?.lease.token, batch: 1 })
+      // Its text and items live in keys of their own, which go too.
+      await b.service.appendEvents(done.job.id, [chunk('x'), { type: 'item', data: { id: 'a' } }, { type: 'completed', data: { result: 1 } }], { lease: claimed?.lease.token, batch: 1 })
+      expect(await admin.exists(`${prefix}:job:{${done.job.id}}:items`)).toBe(1)
       const cancelled = await b.service.createJob({ type: 'tidy', owner: { tenant: 't', user: 'v' } })
       await a.service.cancelJob(cancelled.job.id)
       const failed = await a.service.createJob({ type: 'other', dispatch: false })

@@ -421,7 +421,7 @@ describe('SqliteStore: deadlines on disk', () => {
     expect((await later.getJob(ids[1] as string)).text).toBe('a1!')
     await upgraded.close()
     const check = new Database(path)
-    expect(check.pragma('user_version', { simple: true })).toBe(4)
+    expect(check.pragma('user_version', { simple: true })).toBe(5)
     expect(check.prepare("SELECT name FROM sqlite_master WHERE name = 'events'").get()).toBeUndefined()
     check.close()
   })
@@ -475,6 +475,87 @@ describe('SqliteStore: deadlines on disk', () => {
     const reopened = new SqliteStore({ path })
     expect(await reopened.getJob(big)).toMatchObject({ input: document, progress: { message: 'done soon' } })
     await reopened.close()
+  })
+})
+
+describe('SqliteStore: items kept apart (schema 5)', () => {
+  let dir = ''
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'jobwire-items-'))
+  })
+  afterAll(() => rm(dir, { recursive: true, force: true }))
+
+  const itemsOf = (n: number, status: 'running' | 'completed', from = 0) =>
+    Array.from({ length: n }, (_, i) => ({ type: 'item' as const, data: { id: `file-${from + i}`, status, message: `${status} ${from + i}` } }))
+  const rowsOf = (path: string) => {
+    const raw = new Database(path, { readonly: true })
+    const state = raw.prepare<[], { state: string }>('SELECT state FROM jobs').all().map((row) => JSON.parse(row.state) as { items: unknown[] })
+    const items = raw.prepare<[], { ordinal: number; idx: number; item: string }>('SELECT ordinal, idx, item FROM job_items ORDER BY ordinal, idx').all()
+    raw.close()
+    return { state, items }
+  }
+
+  it('an item update rewrites its own row, not the state; reads, lists and a reopen see every item in order; the sweep deletes them', async () => {
+    const path = join(dir, 'items.db')
+    const retention = { ...defaultRetention, ttlMs: { completed: 60_000, failed: 60_000, cancelled: 60_000 } }
+    const first = new SqliteStore({ path, retention })
+    const service = new JobService(first, defaultCoreLimits)
+    const { job } = await service.createJob({ type: 'export', dispatch: false })
+    await service.appendEvents(job.id, itemsOf(40, 'running'))
+    // Two updates of one item and a new one in a single write: the item's last state wins.
+    await service.appendEvents(job.id, [...itemsOf(1, 'completed', 7), { type: 'progress', data: { percent: 20 } }, { type: 'item', data: { id: 'file-7', percent: 100 } }, ...itemsOf(1, 'running', 40)])
+    const expected = (await first.getJob(job.id))?.items
+    expect(expected?.map((item) => item.id)).toEqual(Array.from({ length: 41 }, (_, i) => `file-${i}`))
+    expect(expected?.[7]).toMatchObject({ id: 'file-7', status: 'completed', percent: 100, message: 'completed 7' })
+    // On disk: the state holds no items, each item is a row of its own in the job's order.
+    const stored = rowsOf(path)
+    expect(stored.state[0]?.items).toEqual([])
+    expect(stored.items.map((row) => row.idx)).toEqual(Array.from({ length: 41 }, (_, i) => i))
+    expect(stored.items.map((row) => JSON.parse(row.item))).toEqual(expected)
+    await first.close()
+
+    const second = new SqliteStore({ path, retention })
+    expect((await second.getJob(job.id))?.items).toEqual(expected)
+    expect((await second.listJobs({ limit: 10 })).jobs[0]?.items).toEqual(expected)
+    const again = new JobService(second, defaultCoreLimits)
+    await again.appendEvents(job.id, [{ type: 'item', data: { id: 'file-0', status: 'failed' } }, { type: 'completed', data: { result: null } }])
+    expect((await second.getJob(job.id))?.items[0]).toMatchObject({ id: 'file-0', status: 'failed', message: 'running 0' })
+    expect(rowsOf(path).items).toHaveLength(41)
+    expect(await second.sweep(Date.now() + 120_000)).toEqual({ expiredJobs: 1 })
+    expect(rowsOf(path).items).toEqual([])
+    await second.close()
+  })
+
+  it('a file from schema 4 (items in the state) is upgraded in place: each job reads the same and takes new items', async () => {
+    const path = join(dir, 'items-v4.db')
+    const first = new SqliteStore({ path })
+    const service = new JobService(first, defaultCoreLimits)
+    const ids: string[] = []
+    for (let n = 0; n < 3; n++) {
+      const { job } = await service.createJob({ type: 'export', dispatch: false })
+      if (n > 0) await service.appendEvents(job.id, [...itemsOf(5 * n, 'running'), { type: 'chunk', data: { text: `t${n}` } }])
+      ids.push(job.id)
+    }
+    const before = await Promise.all(ids.map((id) => first.getJob(id)))
+    await first.close()
+    // Back to schema 4, where the state held the items (as a file written by an older Jobwire).
+    const raw = new Database(path)
+    raw.exec(`UPDATE jobs SET state = json_set(state, '$.items', (SELECT json_group_array(json(item)) FROM (SELECT item FROM job_items WHERE job_items.ordinal = jobs.ordinal ORDER BY idx)));
+      DROP TABLE job_items; PRAGMA user_version = 4`)
+    expect(JSON.parse(raw.prepare<[string], { state: string }>('SELECT state FROM jobs WHERE id = ?').get(ids[2] as string)?.state as string).items).toHaveLength(10)
+    raw.close()
+    const upgraded = new SqliteStore({ path })
+    expect(await Promise.all(ids.map((id) => upgraded.getJob(id)))).toEqual(before)
+    expect(rowsOf(path).state.map((state) => state.items)).toEqual([[], [], []])
+    expect(rowsOf(path).items).toHaveLength(15)
+    await new JobService(upgraded, defaultCoreLimits).appendEvents(ids[1] as string, itemsOf(2, 'completed', 4))
+    expect((await upgraded.getJob(ids[1] as string))?.items.map((item) => `${item.id}:${item.status}`)).toEqual([
+      'file-0:running', 'file-1:running', 'file-2:running', 'file-3:running', 'file-4:completed', 'file-5:completed',
+    ])
+    await upgraded.close()
+    const check = new Database(path)
+    expect(check.pragma('user_version', { simple: true })).toBe(5)
+    check.close()
   })
 })
 

@@ -36,11 +36,24 @@ export function withInputKeptApart(job: JobState, inputJson: string | null | und
 
 /**
  * The state a durable store writes for `job`: without its text (kept in rows or a key of its own,
- * appended to) and, when `inputApart`, without its input (kept once, see inputKeptApart).
+ * appended to), when `inputApart` without its input (kept once, see inputKeptApart), and when
+ * `itemsApart` without its items (kept one by one: an item's update rewrites that item, not every
+ * item of the job with every write).
  */
-export function storedStateJson(job: JobState, inputApart: boolean): string {
-  if (job.text === '' && !inputApart) return JSON.stringify(job)
-  return JSON.stringify({ ...job, text: '', ...(inputApart ? { input: null } : {}) })
+export function storedStateJson(job: JobState, inputApart: boolean, itemsApart = false): string {
+  const dropItems = itemsApart && job.items.length > 0
+  if (job.text === '' && !inputApart && !dropItems) return JSON.stringify(job)
+  return JSON.stringify({ ...job, text: '', ...(inputApart ? { input: null } : {}), ...(dropItems ? { items: [] } : {}) })
+}
+
+/**
+ * The ids of the items `events` changed, in no order; null when they changed none (most writes:
+ * a delta, a tick). A store that keeps items apart rewrites just these.
+ */
+export function changedItems(events: readonly JobEvent[]): Set<string> | null {
+  let ids: Set<string> | null = null
+  for (const event of events) if (event.type === 'item') (ids ??= new Set()).add(event.data.id)
+  return ids
 }
 
 /**

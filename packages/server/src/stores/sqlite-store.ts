@@ -9,7 +9,7 @@ import { runAtEndOfTurn } from '../core/turn.js'
 import { InProcessStore } from './in-process.js'
 import { QueueOrder } from './queue-order.js'
 import { Checkpointer, WalSync, type CheckpointOptions } from './sqlite-wal.js'
-import { inputKeptApart, storedStateJson, withInputKeptApart } from '../core/store.js'
+import { changedItems, inputKeptApart, storedStateJson, withInputKeptApart } from '../core/store.js'
 import type * as core from '../core/store.js'
 
 export interface SqliteStoreOptions {
@@ -96,7 +96,7 @@ const updateAvailable = 8
 const updateTimers = 16
 
 /** Bumped with every schema change; a newer file than this code knows is refused. */
-const schemaVersion = 4
+const schemaVersion = 5
 
 /** Version 2: each job's deadlines (JSON) and the earliest of them, indexed for the deadline sweep. */
 const deadlineColumns = `
@@ -114,6 +114,14 @@ DROP TABLE events;
 `
 /** Version 4: a large input kept once, apart from the state that every write rewrites (core.inputKeptApart); NULL where the state holds it. */
 const inputColumn = 'ALTER TABLE jobs ADD COLUMN input TEXT'
+/**
+ * Version 5: each job's items in rows of their own (`job_items`), out of the state that every write
+ * rewrote whole: at 1,000 items that was ~100 KB of JSON per write, a progress tick's included.
+ */
+const itemsApart = `
+INSERT OR REPLACE INTO job_items (ordinal, idx, item) SELECT jobs.ordinal, items.key, items.value FROM jobs, json_each(jobs.state, '$.items') AS items;
+UPDATE jobs SET state = json_set(state, '$.items', json('[]')) WHERE json_array_length(state, '$.items') > 0;
+`
 const deadlineIndex = 'CREATE INDEX IF NOT EXISTS jobs_by_deadline ON jobs (deadline_at) WHERE deadline_at IS NOT NULL'
 
 /**
@@ -178,6 +186,14 @@ CREATE TABLE IF NOT EXISTS job_values (
   ref TEXT NOT NULL,
   json TEXT NOT NULL,
   PRIMARY KEY (job_id, ref)
+) WITHOUT ROWID;
+-- Each job's items (per-item progress) by the job's ordinal and the item's place in the job's list:
+-- an item's update rewrites its row, never the job's other items (the state holds none).
+CREATE TABLE IF NOT EXISTS job_items (
+  ordinal INTEGER NOT NULL,
+  idx INTEGER NOT NULL,
+  item TEXT NOT NULL,
+  PRIMARY KEY (ordinal, idx)
 ) WITHOUT ROWID;
 -- Each job's log, by the job's ordinal (never reused: AUTOINCREMENT) and seq.
 CREATE TABLE IF NOT EXISTS job_log (
@@ -277,6 +293,7 @@ export class SqliteStore extends InProcessStore implements core.Store {
         db.exec(deadlineIndex)
         const oldLog = db.prepare<[], { name: string }>("SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'events'").get()
         if (oldLog !== undefined) db.exec(logByOrdinal)
+        if (version < 5) db.exec(itemsApart)
         db.pragma(`user_version = ${schemaVersion}`)
       }).immediate()
 
@@ -306,6 +323,9 @@ export class SqliteStore extends InProcessStore implements core.Store {
         insertText: db.prepare('INSERT INTO texts (job_id, seq, text) VALUES (?, ?, ?)'),
         readText: db.prepare<[string], { text: string | null }>('SELECT group_concat(text, \'\') AS text FROM (SELECT text FROM texts WHERE job_id = ? ORDER BY seq)'),
         deleteTexts: db.prepare('DELETE FROM texts WHERE job_id = ?'),
+        upsertItem: db.prepare<[number, number, string]>('INSERT OR REPLACE INTO job_items (ordinal, idx, item) VALUES (?, ?, ?)'),
+        readItems: db.prepare<[number], { item: string }>('SELECT item FROM job_items WHERE ordinal = ? ORDER BY idx'),
+        deleteItems: db.prepare<[number]>('DELETE FROM job_items WHERE ordinal = ?'),
         deleteJob: db.prepare('DELETE FROM jobs WHERE id = ?'),
         insertValue: db.prepare('INSERT OR REPLACE INTO job_values (job_id, ref, json) VALUES (?, ?, ?)'),
         readValue: db.prepare<[string, string], { json: string }>('SELECT json FROM job_values WHERE job_id = ? AND ref = ?'),
@@ -335,7 +355,7 @@ export class SqliteStore extends InProcessStore implements core.Store {
           user: job.owner?.user ?? null,
           key: input.idempotencyKey,
           seq: job.seq,
-          state: storedStateJson(job, inputApart),
+          state: storedStateJson(job, inputApart, true),
           input: inputJson,
           dispatch: job.dispatch ? 1 : 0,
           ...timerColumns(timers),
@@ -375,6 +395,13 @@ export class SqliteStore extends InProcessStore implements core.Store {
             if (event.data.textLength > 0) s.insertText.run(job.id, event.seq, job.text.slice(0, event.data.textLength))
           }
         }
+        const items = changedItems(events)
+        if (items !== null) {
+          for (const id of items) {
+            const index = job.items.findIndex((item) => item.id === id)
+            s.upsertItem.run(current.ordinal, index, JSON.stringify(job.items[index]))
+          }
+        }
         let firstSeq = current.firstSeq
         const keepFrom = job.seq - this.#retention.maxEventsPerJob + 1
         if (keepFrom > firstSeq) {
@@ -384,7 +411,7 @@ export class SqliteStore extends InProcessStore implements core.Store {
         // Only the columns this write changed: SQLite rewrites every index over a column an UPDATE
         // sets, changed or not, so setting them all dirtied 3–4 times the pages (and WAL frames) a
         // progress tick needs (seq and state).
-        const row: Record<string, unknown> = { id: job.id, seq: job.seq, firstSeq, state: storedStateJson(job, current.inputApart) }
+        const row: Record<string, unknown> = { id: job.id, seq: job.seq, firstSeq, state: storedStateJson(job, current.inputApart, true) }
         let changed = 0
         if (job.status !== current.job.status) {
           changed |= updateStatus
@@ -464,6 +491,7 @@ export class SqliteStore extends InProcessStore implements core.Store {
         const ids = s.expired.all(now)
         for (const { id, ordinal } of ids) {
           s.deleteEvents.run(ordinal)
+          s.deleteItems.run(ordinal)
           s.deleteTexts.run(id)
           s.deleteValues.run(id)
           s.deleteJob.run(id)
@@ -741,10 +769,12 @@ export class SqliteStore extends InProcessStore implements core.Store {
     return { job: applied.job, events: applied.events, lease: applied.lease }
   }
 
-  /** A stored state (kept without its text, and without an input kept apart) with both put back. */
-  #restore(row: { state: string; input: string | null }): JobState {
+  /** A stored state (kept without its text, its items and an input kept apart) with all put back. */
+  #restore(row: { ordinal: number; state: string; input: string | null }): JobState {
     const job = withInputKeptApart(JSON.parse(row.state) as JobState, row.input)
-    return job.text === '' ? { ...job, text: this.#statements.readText.get(job.id)?.text ?? '' } : job
+    if (job.text === '') job.text = this.#statements.readText.get(job.id)?.text ?? ''
+    if (job.items.length === 0) job.items = this.#statements.readItems.all(row.ordinal).map((r) => JSON.parse(r.item) as JobState['items'][number])
+    return job
   }
 
   #load(id: string): Cached | null {

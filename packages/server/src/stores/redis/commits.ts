@@ -14,7 +14,7 @@ import type {
   Retention,
   SweepResult,
 } from '../../core/store.js'
-import { inputKeptApart, storedStateJson, withInputKeptApart } from '../../core/store.js'
+import { changedItems, inputKeptApart, storedStateJson, withInputKeptApart } from '../../core/store.js'
 import type { RedisConnection } from './connection.js'
 import { epochSeqGap, type RedisEpochs } from './epochs.js'
 import type { RedisKeys } from './keys.js'
@@ -25,6 +25,8 @@ interface Loaded {
   job: JobState
   /** Whether the stored state still carries the text (written before the text had a key of its own). */
   textInState: boolean
+  /** Whether the stored state still carries the items (written before they had a key of their own). */
+  itemsInState: boolean
   /** Its input lives in its own key (core.inputKeptApart): commits leave it out of the state. */
   inputApart: boolean
   lease: Lease | null
@@ -225,9 +227,9 @@ export class RedisCommits {
           ids.push(batch[i] as string)
           ords.push(Number(batch[i + 1]))
         }
-        // One explicit pipeline, written to the socket at once: each job's fields, text and input.
+        // One explicit pipeline, written to the socket at once: each job's fields, text, input and items.
         const reads = client.pipeline()
-        for (const id of ids) reads.hmget(k.job(id), 'state', 'seq', 'status').get(k.text(id)).get(k.input(id))
+        for (const id of ids) reads.hmget(k.job(id), 'state', 'seq', 'status').get(k.text(id)).get(k.input(id)).hgetall(k.items(id))
         const replies = (await reads.exec()) ?? []
         const reply = (n: number): unknown => {
           const [error, value] = replies[n] ?? [new Error('a pipelined read got no reply'), null]
@@ -237,9 +239,10 @@ export class RedisCommits {
         for (let i = 0; i < ids.length && matches.length <= query.limit; i++) {
           scanned++
           lastOrd = ords[i] as number
-          const [state, seq] = (reply(3 * i) as (string | null)[] | null) ?? []
+          const [state, seq] = (reply(4 * i) as (string | null)[] | null) ?? []
           if (state === null || state === undefined) continue // swept meanwhile
-          const job = withText(withInputKeptApart(withSeq(JSON.parse(state) as JobState, seq), reply(3 * i + 2) as string | null), reply(3 * i + 1) as string | null)
+          const stored = withInputKeptApart(withSeq(JSON.parse(state) as JobState, seq), reply(4 * i + 2) as string | null)
+          const job = withItems(withText(stored, reply(4 * i + 1) as string | null), Object.entries(reply(4 * i + 3) as Record<string, string>).flat())
           if (query.status !== undefined && job.status !== query.status) continue
           if (query.type !== undefined && job.type !== query.type) continue
           if (query.tenant !== undefined && job.owner?.tenant !== query.tenant) continue
@@ -335,7 +338,9 @@ export class RedisCommits {
       const ids = await this.#connection.guard(() => this.#connection.client.zrangebyscore(k.expiry, '-inf', now, 'LIMIT', 0, 200))
       if (ids.length === 0) break
       const deleted = await Promise.all(
-        ids.map((id) => this.#connection.run('sweep', [k.job(id), k.log(id), k.expiry, k.jobs, k.leases, k.deadlines, k.values(id), k.text(id), k.input(id)], [id, now, k.prefix])),
+        ids.map((id) =>
+          this.#connection.run('sweep', [k.job(id), k.log(id), k.expiry, k.jobs, k.leases, k.deadlines, k.values(id), k.text(id), k.input(id), k.items(id)], [id, now, k.prefix]),
+        ),
       )
       expiredJobs += deleted.filter((reply) => reply === 1).length
       if (ids.length < 200) break
@@ -489,12 +494,13 @@ export class RedisCommits {
     const [timersJson, timersNext] = timerArgs(timers)
     const timerArgsNow = timers === before.timers || timersJson === timerArgs(before.timers)[0] ? [unchanged, ''] : [timersJson, timersNext]
     // The job's own keys; the shared ones (leases, expiry, generation, deadlines) go once per script call (#sendBatch).
-    const keys = [k.job(id), k.log(id), k.status(before.job.status), k.status(job.status), k.queue(job.type), k.delayed(job.type), k.text(id)]
+    const keys = [k.job(id), k.log(id), k.status(before.job.status), k.status(job.status), k.queue(job.type), k.delayed(job.type), k.text(id), k.items(id)]
     const args = [
       before.ver,
       before.inc,
-      // The text lives in its own key (a commit sends what it appends, not the whole text again), and a large input in its own.
-      storedStateJson(job, before.inputApart),
+      // The text lives in its own key (a commit sends what it appends, not the whole text again),
+      // the items in theirs (a commit sends the ones it changed), and a large input in its own.
+      storedStateJson(job, before.inputApart, true),
       job.seq,
       job.status,
       leaseArg,
@@ -517,13 +523,14 @@ export class RedisCommits {
       ...textChange(before, job, events),
     ]
     for (let i = 0; i < events.length; i++) args.push((events[i] as JobEvent).seq, bodies[i] as string)
+    pushItemChanges(args, before, job, events)
     return new Promise<boolean>((resolve, reject) => {
       const landed = (): void => {
         // A finished job is seldom written again (a retry or a restart reads it first): kept, it
         // would only push out a job still being written, and in a busy node its record would live
         // just long enough to be copied into the old generation and die there.
         if (!isTerminal(job.status)) {
-          this.#committed.set(id, { job, textInState: false, inputApart: before.inputApart, lease, ver, inc: before.inc, ord: before.ord, avail, timers })
+          this.#committed.set(id, { job, textInState: false, itemsInState: false, inputApart: before.inputApart, lease, ver, inc: before.inc, ord: before.ord, avail, timers })
           if (this.#committed.size > this.#committedLimit) this.#committed.delete(this.#committed.keys().next().value as string)
         }
         if (events.length > 0) this.#notifications.delivered(id, events, message)
@@ -594,15 +601,17 @@ export class RedisCommits {
   }
 }
 
-/** Record fields in the scripts' order: state, seq, ver, lease, avail, inc, ord, status, timers, text, input. */
-function parseRecord(fields: readonly (string | null | undefined)[]): Loaded | null {
-  const [state, seq, ver, lease, avail, inc, ord, , timers, text, input] = fields
+/** Record fields in the scripts' order: state, seq, ver, lease, avail, inc, ord, status, timers, text, input, items (field, value, … pairs). */
+function parseRecord(fields: readonly (string | null | undefined | string[])[]): Loaded | null {
+  const [state, seq, ver, lease, avail, inc, ord, , timers, text, input] = fields as (string | null | undefined)[]
+  const items = (fields[11] ?? []) as string[]
   if (state === null || state === undefined) return null
-  const job = withText(withInputKeptApart(withSeq(JSON.parse(state) as JobState, seq), input), text)
+  const job = withItems(withText(withInputKeptApart(withSeq(JSON.parse(state) as JobState, seq), input), text), items)
   return {
     timers: timers === null || timers === undefined ? noTimers : (JSON.parse(timers) as JobTimers),
     job,
     textInState: job.text !== '' && (text === null || text === undefined),
+    itemsInState: job.items.length > 0 && items.length === 0,
     inputApart: input !== null && input !== undefined,
     lease: lease === null || lease === undefined ? null : (JSON.parse(lease) as Lease),
     ver: ver ?? '0',
@@ -615,6 +624,40 @@ function parseRecord(fields: readonly (string | null | undefined)[]): Loaded | n
 /** A stored state (kept without its text, unless written before the text had its own key) with its text. */
 function withText(job: JobState, text: string | null | undefined): JobState {
   return job.text === '' && text !== null && text !== undefined && text !== '' ? { ...job, text } : job
+}
+
+/**
+ * A stored state (kept without its items, unless written before they had their own key) with its
+ * items: `pairs` is the items hash as HGETALL gives it (place, JSON, …), in no order.
+ */
+function withItems(job: JobState, pairs: readonly string[]): JobState {
+  if (job.items.length > 0 || pairs.length === 0) return job
+  const items = new Array<JobState['items'][number]>(pairs.length / 2)
+  for (let i = 0; i < pairs.length; i += 2) items[Number(pairs[i])] = JSON.parse(pairs[i + 1] as string) as JobState['items'][number]
+  return { ...job, items }
+}
+
+/**
+ * The items a commit writes (lua/commit.lua: their number, then place and JSON of each): the ones
+ * its events changed, or all of them when the loaded state still carried them (written before the
+ * items had a key of their own), which moves them to their key.
+ */
+function pushItemChanges(args: (string | number)[], before: Loaded, job: JobState, events: readonly JobEvent[]): void {
+  if (before.itemsInState) {
+    args.push(job.items.length)
+    job.items.forEach((item, index) => args.push(index, JSON.stringify(item)))
+    return
+  }
+  const changed = changedItems(events)
+  if (changed === null) {
+    args.push(0)
+    return
+  }
+  args.push(changed.size)
+  for (const id of changed) {
+    const index = job.items.findIndex((item) => item.id === id)
+    args.push(index, JSON.stringify(job.items[index]))
+  }
 }
 
 /**

@@ -8,6 +8,9 @@ import type { JobStatus } from '@jobwire/protocol'
  *   P:job:{ID}            hash   state (JSON), seq, ver, status, type, ord, avail, lease, exp, inc, owned, tenant, user, idem, timers (JSON)
  *   P:job:{ID}:log        stream one entry per event, entry id = `<seq>-0`, field `e` = event JSON; trimmed to the cap
  *   P:job:{ID}:values     hash   large values (results, checkpoints) by ref, as JSON; deleted with the job
+ *   P:job:{ID}:text       string the job's streamed text (appended to), apart from its state
+ *   P:job:{ID}:items      hash   the job's items by their place in its list (0, 1, …), as JSON, apart from its state
+ *   P:job:{ID}:input      string a large input, apart from its state (written once)
  *   P:ordinal             string creation counter (FIFO order and list cursors)
  *   P:gen                 string this deployment's generation: a random token; if it vanishes, Redis lost data
  *   P:jobs                zset   every job by ordinal (listJobs)
@@ -65,6 +68,11 @@ export class RedisKeys {
   /** A job's streamed text (appended to by each commit with chunks), apart from its state. */
   text(id: string): string {
     return `${this.jobKeyStart}${id}}:text`
+  }
+
+  /** A job's items (per-item progress) by their place in its list, as JSON: a commit rewrites just the items it changed. */
+  items(id: string): string {
+    return `${this.jobKeyStart}${id}}:items`
   }
 
   /** A job's input when it is kept apart from its state (core.inputKeptApart): written once, at its creation. */

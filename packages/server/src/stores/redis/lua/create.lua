@@ -12,7 +12,7 @@ if ARGV[6] == '1' then
   local existing = redis.call('GET', KEYS[3])
   if existing then
     local f = load(ARGV[12] .. existing .. '}', KEYS[11], ARGV[4], tonumber(ARGV[5]), true)
-    if f then return {0, f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8], f[9], f[10], f[11]} end
+    if f then return {0, f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8], f[9], f[10], f[11], f[12]} end
   end
 end
 if redis.call('EXISTS', KEYS[1]) == 1 then return redis.error_reply('ERR jobwire: job id ' .. ARGV[1] .. ' exists') end

@@ -38,7 +38,7 @@ while #out < max and looked < max + 100 do
   looked = looked + 1
   local f = load(ARGV[2] .. id .. '}', ARGV[5], ARGV[3], tonumber(ARGV[4]), true)
   if f then
-    out[#out + 1] = {id, f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8], f[9], f[10], f[11]}
+    out[#out + 1] = {id, f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8], f[9], f[10], f[11], f[12]}
   else
     -- The job is gone (deleted by hand, or evicted): drop the stale entry.
     redis.call('ZREM', KEYS[best], id)

@@ -7,14 +7,15 @@
 -- Redis rolls a job back to an older dump, writes through other nodes cannot count their way back
 -- to a version a node still holds, as they could with a counter).
 -- KEYS 1 leases, 2 expiry, 3 generation, 4 deadlines (shared by every job of a call), then from
---       k + 1: 1 job, 2 log, 3 old status index, 4 new status index, 5 queue, 6 delayed, 7 text.
+--       k + 1: 1 job, 2 log, 3 old status index, 4 new status index, 5 queue, 6 delayed, 7 text, 8 items.
 -- ARGV (from a + 1): 1 ver, 2 the job's generation as loaded, 3 state JSON, 4 seq, 5 status, 6 lease JSON ('' none, '='
 --       unchanged), 7 lease expiry ('' when it cannot lapse, '=' unchanged), 8 availableAt, 9 queued after (1/0),
 --       10 queued before, 11 ordinal, 12 id, 13 expiresAt ('' never, '=' unchanged), 14 keep log
 --       entries from this seq, 15 job channel, 16 queue channel, 17 event count, 18 the new version,
 --       19 timers JSON ('' none, '=' unchanged), 20 earliest deadline ('' none), 21 text change ('' none, 'a' append ARGV[22], 's' set to
 --       ARGV[22]: a rewind, or text moved out of a state written before it had a key of its own),
---       22 that text, then seq, JSON per event. The state JSON carries no text. The job's channel
+--       22 that text, then seq, JSON per event, then the number of items changed and place, JSON
+--       per item (HSET into the items hash). The state JSON carries no text and no items. The job's channel
 --       gets the events as one JSON array, `[e1,e2,…]`, built here from their JSON (the caller
 --       knows it by that exact text: notifications.ts).
 -- A job's queue channel is not published here but added to `queues` (a list, and a set of the
@@ -39,6 +40,16 @@ local function commitJob(k, a, queues, generation)
       redis.call('XADD', KEYS[k + 2], ARGV[a + 23 + 2 * i] .. '-0', 'e', bodies[i + 1])
     end
     if tonumber(ARGV[a + 14]) > 1 then redis.call('XTRIM', KEYS[k + 2], 'MINID', ARGV[a + 14]) end
+  end
+  -- Items in HSETs of at most 500 (a state written before items had a key of its own moves all of them).
+  local from, m = a + 24 + 2 * n, tonumber(ARGV[a + 23 + 2 * n])
+  for first = 0, m - 1, 500 do
+    local fields = {}
+    for i = first, math.min(m, first + 500) - 1 do
+      fields[#fields + 1] = ARGV[from + 2 * i]
+      fields[#fields + 1] = ARGV[from + 2 * i + 1]
+    end
+    redis.call('HSET', KEYS[k + 8], unpack(fields))
   end
   -- The hash's fields in one HSET and at most one HDEL (each call from a script has its cost).
   local set = { 'state', ARGV[a + 3], 'seq', ARGV[a + 4], 'status', ARGV[a + 5], 'avail', ARGV[a + 8], 'ver', ARGV[a + 18] }

@@ -5,14 +5,16 @@
 -- position handed out before is then behind the log's first seq, so resuming from it yields an
 -- explicit reset snapshot, and no new event can reuse a seq a client already saw.
 -- Fields: 1 state, 2 seq, 3 ver, 4 lease, 5 avail, 6 inc, 7 ord, 8 status, 9 timers, and with
--- `withText` 10 the streamed text (kept apart from the state: commit.lua appends to it) and 11 a
--- large input (kept apart from the state, written once by create.lua).
+-- `withText` 10 the streamed text (kept apart from the state: commit.lua appends to it), 11 a
+-- large input (kept apart from the state, written once by create.lua) and 12 the items (kept apart
+-- from the state, by their place in the job's list: HGETALL's field, value pairs).
 local function load(jobKey, genKey, candidate, gap, withText)
   local f = redis.call('HMGET', jobKey, 'state', 'seq', 'ver', 'lease', 'avail', 'inc', 'ord', 'status', 'timers')
   if not f[1] then return nil end
   if withText then
     f[10] = redis.call('GET', jobKey .. ':text')
     f[11] = redis.call('GET', jobKey .. ':input')
+    f[12] = redis.call('HGETALL', jobKey .. ':items')
   end
   local inc = generation(genKey, candidate)
   if f[6] ~= inc then

@@ -932,6 +932,12 @@ export function describeStoreConformance(name: string, makeStore: MakeStore, cle
         await service.appendEvents(job.id, [item('a', 100), item('b', 100), item('c', 100)])
         expect((await service.getJob(job.id)).items.map((i) => [i.id, i.percent])).toEqual([['a', 100], ['b', 100], ['c', 100]])
         await expectCode(service.appendEvents(job.id, [item('d', 1)]), 'item_limit_exceeded')
+        // A longer batch (checked against a set of the job's ids rather than a scan): the same rules.
+        const known = Array.from({ length: 9 }, (_, i) => item('abc'[i % 3] as string, i))
+        await service.appendEvents(job.id, known)
+        expect((await service.getJob(job.id)).items.map((i) => [i.id, i.percent])).toEqual([['a', 6], ['b', 7], ['c', 8]])
+        const late = await service.appendEvents(job.id, [...known, item('d', 1)]).catch((error: unknown) => error)
+        expect(late).toMatchObject({ code: 'item_limit_exceeded', details: { limit: 3, index: 9 } })
       })
 
       it('text_limit_exceeded counts every chunk of one batch', async () => {

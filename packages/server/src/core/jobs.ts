@@ -536,10 +536,15 @@ function checkItemLimit(job: JobState, drafts: readonly EventDraft[], limit: num
   let items = 0
   for (const draft of drafts) if (draft.type === 'item') items++
   if (items === 0 || job.items.length + items <= limit) return
-  const known = new Set(job.items.map((item) => item.id))
+  // Near the limit only new ids count. A job at its limit takes every update of its items, each
+  // write checked against its list: for a few drafts a scan of it, for many a set of its ids.
+  const known = items <= 8 ? null : new Set(job.items.map((item) => item.id))
+  const added = new Set<string>()
   drafts.forEach((draft, index) => {
-    if (draft.type !== 'item' || known.has(draft.data.id)) return
-    known.add(draft.data.id)
-    if (known.size > limit) throw new JobwireError('item_limit_exceeded', { jobId: job.id, limit, index })
+    if (draft.type !== 'item') return
+    const { id } = draft.data
+    if (added.has(id) || (known === null ? job.items.some((item) => item.id === id) : known.has(id))) return
+    added.add(id)
+    if (job.items.length + added.size > limit) throw new JobwireError('item_limit_exceeded', { jobId: job.id, limit, index })
   })
 }

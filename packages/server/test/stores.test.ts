@@ -5,10 +5,11 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import type { StreamMessage } from '@jobwire/protocol'
+import type { JobState, StreamMessage } from '@jobwire/protocol'
 import { defaultCoreLimits, defaultRetention, Dispatcher, JobService, MemoryStore, SqliteStore, type Retention } from '@jobwire/server'
 import Database from 'better-sqlite3'
 import { Checkpointer } from '../src/stores/sqlite-wal.js'
+import { listedJob } from '../src/core/store.js'
 import { describeStoreConformance } from './store-conformance.js'
 
 describeStoreConformance('memory', ({ retention }) => new MemoryStore(retention === undefined ? {} : { retention }))
@@ -249,7 +250,7 @@ describe('SqliteStore: the file outlives the store that wrote it', () => {
 
     const second = openFile(path)
     const after = new JobService(second, defaultCoreLimits)
-    expect(await second.getJob(a.job.id)).toEqual(jobsBefore.jobs[1])
+    expect(listedJob((await second.getJob(a.job.id)) as JobState)).toEqual(jobsBefore.jobs[1])
     expect(await second.readLog(a.job.id, 0, 100)).toEqual(logBefore)
     expect(await second.listJobs({ limit: 10 })).toEqual(jobsBefore)
 
@@ -457,9 +458,10 @@ describe('SqliteStore: deadlines on disk', () => {
     const again = new JobService(second, defaultCoreLimits)
     expect(await second.getJob(big)).toMatchObject({ input: document, progress: { percent: 100 } })
     expect((await again.createJob({ type: 'analyze', input: document, idempotencyKey: 'doc-1' })).job).toMatchObject({ id: big, input: document })
+    // A list leaves inputs out, large or small.
     const listed = await second.listJobs({ limit: 10 })
-    expect(listed.jobs.find((job) => job.id === big)?.input).toEqual(document)
-    expect(listed.jobs.find((job) => job.id === little)?.input).toEqual(small)
+    expect(listed.jobs.find((job) => job.id === big)).not.toHaveProperty('input')
+    expect(listed.jobs.find((job) => job.id === little)).toMatchObject({ id: little, textLength: 0 })
     await second.close()
 
     // Back to schema 3, where every input lived in the state (as a file written by an older Jobwire).
@@ -524,6 +526,32 @@ describe('SqliteStore: items kept apart (schema 5)', () => {
     expect(await second.sweep(Date.now() + 120_000)).toEqual({ expiredJobs: 1 })
     expect(rowsOf(path).items).toEqual([])
     await second.close()
+  })
+
+  it('a list counts each job\'s text without reading it; a row written before its length was kept reads it', async () => {
+    const path = join(dir, 'text-length.db')
+    const first = new SqliteStore({ path })
+    const service = new JobService(first, defaultCoreLimits)
+    const { job } = await service.createJob({ type: 'transcribe', dispatch: false })
+    await service.appendEvents(job.id, [{ type: 'chunk', data: { text: 'héllo 🙂' } }, { type: 'chunk', data: { text: ' world' } }])
+    await first.close()
+    const lengthOnDisk = () => {
+      const raw = new Database(path, { readonly: true })
+      const row = raw.prepare<[], { text_length: number | null }>('SELECT text_length FROM jobs').get()
+      raw.close()
+      return row?.text_length
+    }
+    // In UTF-16 code units, as JavaScript counts: the emoji is two.
+    expect(lengthOnDisk()).toBe(14)
+    // As a row written before the length was kept.
+    const raw = new Database(path)
+    raw.exec('UPDATE jobs SET text_length = NULL')
+    raw.close()
+    const second = new SqliteStore({ path })
+    expect((await second.listJobs({ limit: 5 })).jobs).toEqual([expect.objectContaining({ id: job.id, textLength: 14 })])
+    await new JobService(second, defaultCoreLimits).appendEvents(job.id, [{ type: 'chunk', data: { text: '!' } }])
+    await second.close()
+    expect(lengthOnDisk()).toBe(15)
   })
 
   it('a file from schema 4 (items in the state) is upgraded in place: each job reads the same and takes new items', async () => {

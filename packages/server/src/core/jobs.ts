@@ -165,7 +165,7 @@ export class JobService {
     return this.withQueuePosition(job)
   }
 
-  withQueuePosition(job: JobState): Promise<JobState> {
+  withQueuePosition<J extends Pick<JobState, 'id' | 'status' | 'dispatch' | 'queuePosition'>>(job: J): Promise<J> {
     return withQueuePosition(this.store, job)
   }
 

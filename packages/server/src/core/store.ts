@@ -158,8 +158,21 @@ export interface JobQuery {
   limit: number
 }
 
+/**
+ * A job as a list reads it: its state without its text (only the text's length) and without its
+ * input. A list shows neither, and reading them cost a page every listed job's whole text (up to
+ * `--max-text-length` each) and any large input.
+ */
+export type ListedJob = Omit<JobState, 'text' | 'input'> & { textLength: number }
+
+/** `job` as a list shows it (stores that hold the whole state). */
+export function listedJob(job: JobState): ListedJob {
+  const { text, input: _input, ...rest } = job
+  return { ...rest, textLength: text.length }
+}
+
 export interface JobPage {
-  jobs: JobState[]
+  jobs: ListedJob[]
   nextCursor: string | null
 }
 

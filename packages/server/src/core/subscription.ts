@@ -75,7 +75,7 @@ async function snapshotOf(store: Store, jobId: string): Promise<JobState> {
 }
 
 /** The job, with its queue position filled in while it waits in a dispatch queue. */
-export async function withQueuePosition(store: Store, job: JobState): Promise<JobState> {
+export async function withQueuePosition<J extends Pick<JobState, 'id' | 'status' | 'dispatch' | 'queuePosition'>>(store: Store, job: J): Promise<J> {
   if (job.status !== 'queued' || !job.dispatch) return job
   return { ...job, queuePosition: await store.queuePosition(job.id) }
 }

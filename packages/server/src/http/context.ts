@@ -1,5 +1,5 @@
 import type { FastifyReply, FastifyRequest } from 'fastify'
-import { isTerminal, JobwireError, type JobState, type JobSummary } from '@jobwire/protocol'
+import { isTerminal, JobwireError, type JobSummary } from '@jobwire/protocol'
 import type { Dispatcher } from '../core/dispatch.js'
 import type { JobService } from '../core/jobs.js'
 import type { Principal } from '../core/scopes.js'
@@ -8,6 +8,7 @@ import type { SseTransport } from '../transports/sse.js'
 import type { RouteSettings } from '../options.js'
 import type { Limits } from './limits.js'
 import type { StreamContext } from './stream-route.js'
+import type { ListedJob } from '../core/store.js'
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -79,7 +80,7 @@ export function abortOnClose(reply: FastifyReply, shuttingDown: AbortSignal): Ab
 }
 
 /** What a list shows of a job: everything but the heavy parts (text, input, result, checkpoint). */
-export function summarize(job: JobState): JobSummary {
-  const { text, input: _input, result: _result, checkpoint: _checkpoint, ...rest } = job
-  return { ...rest, textLength: text.length, finished: isTerminal(job.status) }
+export function summarize(job: ListedJob): JobSummary {
+  const { result: _result, checkpoint: _checkpoint, ...rest } = job
+  return { ...rest, finished: isTerminal(job.status) }
 }

@@ -2,6 +2,7 @@ import { applyEvent, JobwireError, type JobEvent, type JobState } from '@jobwire
 import { applyPlan, createdEvent, decodeCursor, encodeCursor, expiryOf, initialTimers, isQueuedForDispatch, nextDeadline, type AppliedPlan } from '../core/apply.js'
 import { defaultRetention } from '../options.js'
 import { InProcessStore } from './in-process.js'
+import { listedJob } from '../core/store.js'
 import { QueueOrder } from './queue-order.js'
 import type * as core from '../core/store.js'
 
@@ -95,7 +96,7 @@ export class MemoryStore extends InProcessStore implements core.Store {
     const page = matches.slice(0, query.limit)
     const last = page.at(-1)
     return {
-      jobs: page.map((entry) => entry.job),
+      jobs: page.map((entry) => listedJob(entry.job)),
       nextCursor: matches.length > query.limit && last !== undefined ? encodeCursor(last.ordinal) : null,
     }
   }

@@ -9,7 +9,7 @@ import { runAtEndOfTurn } from '../core/turn.js'
 import { InProcessStore } from './in-process.js'
 import { QueueOrder } from './queue-order.js'
 import { Checkpointer, WalSync, type CheckpointOptions } from './sqlite-wal.js'
-import { changedItems, inputKeptApart, storedStateJson, withInputKeptApart } from '../core/store.js'
+import { changedItems, inputKeptApart, listedJob, storedStateJson, withInputKeptApart } from '../core/store.js'
 import type * as core from '../core/store.js'
 
 export interface SqliteStoreOptions {
@@ -94,6 +94,7 @@ const updateExpiry = 2
 const updateLease = 4
 const updateAvailable = 8
 const updateTimers = 16
+const updateTextLength = 32
 
 /** Bumped with every schema change; a newer file than this code knows is refused. */
 const schemaVersion = 5
@@ -114,6 +115,11 @@ DROP TABLE events;
 `
 /** Version 4: a large input kept once, apart from the state that every write rewrites (core.inputKeptApart); NULL where the state holds it. */
 const inputColumn = 'ALTER TABLE jobs ADD COLUMN input TEXT'
+/**
+ * Version 5 also: the length of each job's text (in UTF-16 code units, as JavaScript counts it), so
+ * that a list shows it without reading the text. NULL in rows written before, until their next chunk.
+ */
+const textLengthColumn = 'ALTER TABLE jobs ADD COLUMN text_length INTEGER'
 /**
  * Version 5: each job's items in rows of their own (`job_items`), out of the state that every write
  * rewrote whole: at 1,000 items that was ~100 KB of JSON per write, a progress tick's included.
@@ -290,6 +296,7 @@ export class SqliteStore extends InProcessStore implements core.Store {
         const columns = db.prepare<[], { name: string }>('PRAGMA table_info(jobs)').all()
         if (!columns.some((column) => column.name === 'deadline_at')) db.exec(deadlineColumns)
         if (!columns.some((column) => column.name === 'input')) db.exec(inputColumn)
+        if (!columns.some((column) => column.name === 'text_length')) db.exec(textLengthColumn)
         db.exec(deadlineIndex)
         const oldLog = db.prepare<[], { name: string }>("SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'events'").get()
         if (oldLog !== undefined) db.exec(logByOrdinal)
@@ -301,8 +308,8 @@ export class SqliteStore extends InProcessStore implements core.Store {
         jobById: db.prepare<[string], JobRow>('SELECT ordinal, state, input, first_seq, lease, timers FROM jobs WHERE id = ?'),
         jobByKey: db.prepare<[string], JobRow>('SELECT ordinal, state, input, first_seq, lease, timers FROM jobs WHERE idempotency_key = ?'),
         insertJob: db.prepare(
-          `INSERT INTO jobs (id, type, status, tenant, user, idempotency_key, seq, first_seq, state, input, dispatch, timers, deadline_at)
-           VALUES (@id, @type, @status, @tenant, @user, @key, @seq, 1, @state, @input, @dispatch, @timers, @deadlineAt)`,
+          `INSERT INTO jobs (id, type, status, tenant, user, idempotency_key, seq, first_seq, state, input, dispatch, timers, deadline_at, text_length)
+           VALUES (@id, @type, @status, @tenant, @user, @key, @seq, 1, @state, @input, @dispatch, @timers, @deadlineAt, 0)`,
         ),
         dueDeadlines: db.prepare<[number, number], { id: string }>(
           'SELECT id FROM jobs WHERE deadline_at <= ? ORDER BY deadline_at LIMIT ?',
@@ -377,6 +384,7 @@ export class SqliteStore extends InProcessStore implements core.Store {
           if (changed & updateLease) sets.push('lease = @lease', 'lease_expires_at = @leaseExpiresAt')
           if (changed & updateAvailable) sets.push('available_at = @availableAt')
           if (changed & updateTimers) sets.push('timers = @timers', 'deadline_at = @deadlineAt')
+          if (changed & updateTextLength) sets.push('text_length = @textLength')
           statement = db.prepare<[Record<string, unknown>]>(`UPDATE jobs SET ${sets.join(', ')} WHERE id = @id`)
           updateStatements.set(changed, statement)
         }
@@ -434,6 +442,10 @@ export class SqliteStore extends InProcessStore implements core.Store {
         if (applied.timersChanged) {
           changed |= updateTimers
           Object.assign(row, timerColumns(timers))
+        }
+        if (job.text.length !== current.job.text.length) {
+          changed |= updateTextLength
+          row.textLength = job.text.length
         }
         updateJob(changed).run(row)
         this.#touched.push(job.id)
@@ -559,13 +571,16 @@ export class SqliteStore extends InProcessStore implements core.Store {
     const where = Object.keys(params)
       .filter((key) => key !== 'limit')
       .map((key) => (key === 'before' ? 'ordinal < @before' : `${key} = @${key}`))
-    const sql = `SELECT ordinal, id, state, input FROM jobs ${where.length > 0 ? `WHERE ${where.join(' AND ')}` : ''}
+    const sql = `SELECT ordinal, id, state, text_length FROM jobs ${where.length > 0 ? `WHERE ${where.join(' AND ')}` : ''}
       ORDER BY ordinal DESC LIMIT @limit`
-    const rows = this.#db.prepare<[Record<string, string | number>], { ordinal: number; id: string; state: string; input: string | null }>(sql).all(params)
+    const rows = this.#db.prepare<[Record<string, string | number>], { ordinal: number; id: string; state: string; text_length: number | null }>(sql).all(params)
     const page = rows.slice(0, query.limit)
     const last = page.at(-1)
     return {
-      jobs: page.map((row) => this.#cache.get(row.id)?.job ?? this.#restore(row)),
+      jobs: page.map((row) => {
+        const cached = this.#cache.get(row.id)
+        return cached === undefined ? this.#listed(row) : listedJob(cached.job)
+      }),
       nextCursor: rows.length > query.limit && last !== undefined ? encodeCursor(last.ordinal) : null,
     }
   }
@@ -769,11 +784,23 @@ export class SqliteStore extends InProcessStore implements core.Store {
     return { job: applied.job, events: applied.events, lease: applied.lease }
   }
 
+  /** A stored state as a list shows it: its items put back, its text only counted (read only for a row written before its length was kept). */
+  #listed(row: { ordinal: number; state: string; text_length: number | null }): core.ListedJob {
+    const { text, input: _input, ...rest } = JSON.parse(row.state) as JobState
+    const textLength = row.text_length ?? (text !== '' ? text.length : (this.#statements.readText.get(rest.id)?.text ?? '').length)
+    if (rest.items.length === 0) rest.items = this.#readItems(row.ordinal)
+    return { ...rest, textLength }
+  }
+
+  #readItems(ordinal: number): JobState['items'] {
+    return this.#statements.readItems.all(ordinal).map((r) => JSON.parse(r.item) as JobState['items'][number])
+  }
+
   /** A stored state (kept without its text, its items and an input kept apart) with all put back. */
   #restore(row: { ordinal: number; state: string; input: string | null }): JobState {
     const job = withInputKeptApart(JSON.parse(row.state) as JobState, row.input)
     if (job.text === '') job.text = this.#statements.readText.get(job.id)?.text ?? ''
-    if (job.items.length === 0) job.items = this.#statements.readItems.all(row.ordinal).map((r) => JSON.parse(r.item) as JobState['items'][number])
+    if (job.items.length === 0) job.items = this.#readItems(row.ordinal)
     return job
   }
 

@@ -5,6 +5,7 @@ import { authorizeCreate, authorizedJob, canRead, listScope, ownJob, requireKeyR
 import { clientAddress } from '../../core/scopes.js'
 import { abortOnClose, principalOf, summarize, type RouteContext } from '../context.js'
 import { serveJobStream } from '../stream-route.js'
+import { listedJob } from '../../core/store.js'
 import { deadlineSettings } from '../../config.js'
 import { cancelBody, createJobBody, listQuery, parseOwnerFilter, parsePosition, parseWith } from '../schemas.js'
 
@@ -55,7 +56,7 @@ export function registerJobRoutes(v1: FastifyInstance, context: RouteContext): v
         .filter((job) => (query.status === undefined || job.status === query.status) && (query.type === undefined || job.type === query.type))
         .sort((a, b) => b.createdAt.localeCompare(a.createdAt))
         .slice(0, query.limit)
-      return { jobs: (await Promise.all(jobs.map((job) => service.withQueuePosition(job)))).map(summarize), nextCursor: null }
+      return { jobs: (await Promise.all(jobs.map((job) => service.withQueuePosition(listedJob(job))))).map(summarize), nextCursor: null }
     }
     const owner = parseOwnerFilter(query.owner)
     // People and bound keys see their own corner; the filters narrow it further, never widen it.

@@ -14,7 +14,8 @@ import type {
   Retention,
   SweepResult,
 } from '../../core/store.js'
-import { changedItems, inputKeptApart, storedStateJson, withInputKeptApart } from '../../core/store.js'
+import { changedItems, inputKeptApart, storedStateJson, withInputKeptApart, type ListedJob } from '../../core/store.js'
+import type { ChainableCommander } from 'ioredis'
 import type { RedisConnection } from './connection.js'
 import { epochSeqGap, type RedisEpochs } from './epochs.js'
 import type { RedisKeys } from './keys.js'
@@ -213,7 +214,7 @@ export class RedisCommits {
     const scanLimit = Math.max(5000, query.limit * 10)
     const before = decodeCursor(query.cursor)
     let max = before === null ? '+inf' : `(${before}`
-    const matches: { ord: number; job: JobState }[] = []
+    const matches: { ord: number; job: ListedJob }[] = []
     let scanned = 0
     let lastOrd: number | null = null
     let exhausted = false
@@ -227,27 +228,32 @@ export class RedisCommits {
           ids.push(batch[i] as string)
           ords.push(Number(batch[i + 1]))
         }
-        // One explicit pipeline, written to the socket at once: each job's fields, text, input and items.
+        // One explicit pipeline, written to the socket at once: each job's fields and items. Not its
+        // text (a list shows its length, kept beside the state) nor an input kept apart.
         const reads = client.pipeline()
-        for (const id of ids) reads.hmget(k.job(id), 'state', 'seq', 'status').get(k.text(id)).get(k.input(id)).hgetall(k.items(id))
-        const replies = (await reads.exec()) ?? []
-        const reply = (n: number): unknown => {
-          const [error, value] = replies[n] ?? [new Error('a pipelined read got no reply'), null]
-          if (error !== null) throw error
-          return value
-        }
+        for (const id of ids) reads.hmget(k.job(id), 'state', 'seq', 'tlen').hgetall(k.items(id))
+        const replies = await pipelined(reads)
+        // Jobs last written before the text's length was kept: their text is read, in one more pipeline.
+        const uncounted: ListedJob[] = []
         for (let i = 0; i < ids.length && matches.length <= query.limit; i++) {
           scanned++
           lastOrd = ords[i] as number
-          const [state, seq] = (reply(4 * i) as (string | null)[] | null) ?? []
+          const [state, seq, tlen] = (replies[2 * i] as (string | null)[] | null) ?? []
           if (state === null || state === undefined) continue // swept meanwhile
-          const stored = withInputKeptApart(withSeq(JSON.parse(state) as JobState, seq), reply(4 * i + 2) as string | null)
-          const job = withItems(withText(stored, reply(4 * i + 1) as string | null), Object.entries(reply(4 * i + 3) as Record<string, string>).flat())
+          const { text, input: _input, ...rest } = withItems(withSeq(JSON.parse(state) as JobState, seq), Object.entries(replies[2 * i + 1] as Record<string, string>).flat())
+          const job: ListedJob = { ...rest, textLength: tlen === null || tlen === undefined ? text.length : Number(tlen) }
           if (query.status !== undefined && job.status !== query.status) continue
           if (query.type !== undefined && job.type !== query.type) continue
           if (query.tenant !== undefined && job.owner?.tenant !== query.tenant) continue
           if (query.user !== undefined && job.owner?.user !== query.user) continue
+          if ((tlen === null || tlen === undefined) && text === '') uncounted.push(job)
           matches.push({ ord: lastOrd, job })
+        }
+        if (uncounted.length > 0) {
+          const texts = client.pipeline()
+          for (const job of uncounted) texts.get(k.text(job.id))
+          const read = await pipelined(texts)
+          uncounted.forEach((job, i) => (job.textLength = ((read[i] as string | null) ?? '').length))
         }
         if (ids.length < batchSize) {
           exhausted = true
@@ -524,6 +530,7 @@ export class RedisCommits {
     ]
     for (let i = 0; i < events.length; i++) args.push((events[i] as JobEvent).seq, bodies[i] as string)
     pushItemChanges(args, before, job, events)
+    args.push(job.text.length)
     return new Promise<boolean>((resolve, reject) => {
       const landed = (): void => {
         // A finished job is seldom written again (a retry or a restart reads it first): kept, it
@@ -599,6 +606,15 @@ export class RedisCommits {
       | null
     return reply === null ? null : parseRecord(reply)
   }
+}
+
+/** The replies of an explicit pipeline, in order; throws the first error among them. */
+async function pipelined(pipeline: ChainableCommander): Promise<unknown[]> {
+  const replies = (await pipeline.exec()) ?? []
+  return replies.map(([error, value]) => {
+    if (error !== null) throw error
+    return value
+  })
 }
 
 /** Record fields in the scripts' order: state, seq, ver, lease, avail, inc, ord, status, timers, text, input, items (field, value, … pairs). */

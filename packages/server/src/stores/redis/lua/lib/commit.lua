@@ -15,7 +15,8 @@
 --       19 timers JSON ('' none, '=' unchanged), 20 earliest deadline ('' none), 21 text change ('' none, 'a' append ARGV[22], 's' set to
 --       ARGV[22]: a rewind, or text moved out of a state written before it had a key of its own),
 --       22 that text, then seq, JSON per event, then the number of items changed and place, JSON
---       per item (HSET into the items hash). The state JSON carries no text and no items. The job's channel
+--       per item (HSET into the items hash), then the text's length (the hash's `tlen`: what a list
+--       shows without reading the text). The state JSON carries no text and no items. The job's channel
 --       gets the events as one JSON array, `[e1,e2,…]`, built here from their JSON (the caller
 --       knows it by that exact text: notifications.ts).
 -- A job's queue channel is not published here but added to `queues` (a list, and a set of the
@@ -52,7 +53,7 @@ local function commitJob(k, a, queues, generation)
     redis.call('HSET', KEYS[k + 8], unpack(fields))
   end
   -- The hash's fields in one HSET and at most one HDEL (each call from a script has its cost).
-  local set = { 'state', ARGV[a + 3], 'seq', ARGV[a + 4], 'status', ARGV[a + 5], 'avail', ARGV[a + 8], 'ver', ARGV[a + 18] }
+  local set = { 'state', ARGV[a + 3], 'seq', ARGV[a + 4], 'status', ARGV[a + 5], 'avail', ARGV[a + 8], 'ver', ARGV[a + 18], 'tlen', ARGV[from + 2 * m] }
   local unset = {}
   -- '=' (lease, expiry, timers): the same as the version compared above holds, index entries too.
   if ARGV[a + 6] == '' then unset[#unset + 1] = 'lease' elseif ARGV[a + 6] ~= '=' then set[#set + 1] = 'lease'; set[#set + 1] = ARGV[a + 6] end

@@ -334,6 +334,47 @@ describe('cancel, failures and retries', () => {
     expect(errors).toEqual([])
   })
 
+  it('restarts its signals long-poll with a job it claims during one, so that job\'s cancel arrives without waiting out the poll', async () => {
+    const polls: { jobs: string[]; outcome: 'pending' | 'answered' | 'aborted' | 'failed' }[] = []
+    const recording: typeof fetch = async (input, init) => {
+      if (new URL(String(input)).pathname !== '/v1/workers/signals') return fetch(input, init)
+      const poll: (typeof polls)[number] = { jobs: (JSON.parse(String(init?.body)) as { jobs: { id: string }[] }).jobs.map((job) => job.id), outcome: 'pending' }
+      polls.push(poll)
+      try {
+        const response = await fetch(input, init)
+        poll.outcome = 'answered'
+        return response
+      } catch (error) {
+        poll.outcome = init?.signal?.aborted === true ? 'aborted' : 'failed'
+        throw error
+      }
+    }
+    // A poll the server holds for 30 s: only a restart lets the second job in before that.
+    const { worker, errors } = startTestWorker(t, { concurrency: 2, pollWaitSeconds: 30, fetch: recording })
+    const aborted = new Map<string, ReturnType<typeof signalled>>()
+    worker.handle('held', async (job, ctx) => {
+      await new Promise((resolve) => ctx.signal.addEventListener('abort', resolve, { once: true }))
+      aborted.get(job.id)?.resolve(undefined)
+      return null
+    })
+    await withWorker(worker, async () => {
+      const first = await t.createJob('held')
+      await until(() => polls.some((poll) => poll.jobs.includes(first.id)), 'a signals poll for the first job')
+      const second = await t.createJob('held')
+      aborted.set(second.id, signalled())
+      await until(() => polls.some((poll) => poll.jobs.includes(second.id)), 'a signals poll that lists the second job')
+      expect(await t.cancel(second.id)).toBe(200)
+      await aborted.get(second.id)?.promise
+      // The poll that listed the first job alone was cut by the worker, not answered after its 30 s.
+      expect(polls[0]).toEqual({ jobs: [first.id], outcome: 'aborted' })
+      expect(polls[1]?.jobs.sort()).toEqual([first.id, second.id].sort())
+      aborted.set(first.id, signalled())
+      expect(await t.cancel(first.id)).toBe(200)
+      await aborted.get(first.id)?.promise
+    })
+    expect(errors).toEqual([])
+  })
+
   it('fails the job with the code and message of what the handler threw', async () => {
     const { worker, errors } = startTestWorker(t)
     worker.handle<{ kind: string }>('throwing', (job) => {

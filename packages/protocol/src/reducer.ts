@@ -61,10 +61,13 @@ export function applyEvents(state: JobState | null, events: Iterable<JobEvent>):
   let current = state
   // Whether `current` is this call's own copy, free to change in place.
   let owned = false
+  // Its items likewise: copied once for the run, not once per item event (see ItemsRun).
+  let items: ItemsRun = { owned: false, index: null, lookups: 0 }
   for (const event of events) {
     if (current === null || event.type === 'created') {
       current = applyEvent(current, event)
       owned = true
+      items = { owned: false, index: null, lookups: 0 }
       continue
     }
     const status = admit(current, event)
@@ -72,9 +75,21 @@ export function applyEvents(state: JobState | null, events: Iterable<JobEvent>):
       current = { ...current }
       owned = true
     }
-    applyTo(current, status, event)
+    applyTo(current, status, event, items)
   }
   return current
+}
+
+/**
+ * What a run of events (applyEvents) knows of its state's items: whether `items` is the run's own
+ * copy (the copy of the state it starts from shares the caller's array), and, once a run has looked
+ * up more than a few ids, an index of them. A batch of N item events on a job of M items then
+ * costs O(N + M), not O(N × M): at 100,000 items, filling a job 500 at a time took minutes.
+ */
+interface ItemsRun {
+  owned: boolean
+  index: Map<string, number> | null
+  lookups: number
 }
 
 /** The status `event` leads `state` to, or throws when the event does not belong there. */
@@ -93,7 +108,7 @@ function admit(state: JobState, event: JobEvent): JobState['status'] {
  * top-level fields only, and replaces (never changes) the objects and arrays they hold, which the
  * state it was copied from still shares.
  */
-function applyTo(next: JobState, status: JobState['status'], event: Exclude<JobEvent, { type: 'created' }>): void {
+function applyTo(next: JobState, status: JobState['status'], event: Exclude<JobEvent, { type: 'created' }>, run?: ItemsRun): void {
   next.status = status
   next.seq = event.seq
   next.updatedAt = event.at
@@ -137,7 +152,8 @@ function applyTo(next: JobState, status: JobState['status'], event: Exclude<JobE
       return
     }
     case 'item':
-      next.items = upsertItem(next.items, event.data, event.at)
+      if (run === undefined) next.items = upsertItem(next.items, event.data, event.at)
+      else upsertItemInRun(next, run, event.data, event.at)
       return
     case 'chunk':
       next.text += event.data.text
@@ -186,9 +202,36 @@ export function reduceEvents(events: Iterable<JobEvent>, from: JobState | null =
   return applyEvents(from, events)
 }
 
-function upsertItem(items: ItemState[], data: Extract<JobEvent, { type: 'item' }>['data'], at: string): ItemState[] {
+type ItemData = Extract<JobEvent, { type: 'item' }>['data']
+
+function upsertItem(items: ItemState[], data: ItemData, at: string): ItemState[] {
   const index = items.findIndex((item) => item.id === data.id)
-  const previous = index === -1 ? undefined : items[index]
+  const next = itemAfter(index === -1 ? undefined : items[index], data, at)
+  if (index === -1) return [...items, next]
+  const copy = items.slice()
+  copy[index] = next
+  return copy
+}
+
+/** upsertItem on a run's own copy of the items (made at its first item event), in place. */
+function upsertItemInRun(next: JobState, run: ItemsRun, data: ItemData, at: string): void {
+  if (!run.owned) {
+    next.items = next.items.slice()
+    run.owned = true
+  }
+  const items = next.items
+  if (run.index === null && ++run.lookups > 8) run.index = new Map(items.map((item, i) => [item.id, i]))
+  const index = run.index === null ? items.findIndex((item) => item.id === data.id) : (run.index.get(data.id) ?? -1)
+  const item = itemAfter(index === -1 ? undefined : items[index], data, at)
+  if (index !== -1) {
+    items[index] = item
+    return
+  }
+  run.index?.set(data.id, items.length)
+  items.push(item)
+}
+
+function itemAfter(previous: ItemState | undefined, data: ItemData, at: string): ItemState {
   const next: ItemState = {
     id: data.id,
     label: data.label ?? previous?.label ?? null,
@@ -199,10 +242,7 @@ function upsertItem(items: ItemState[], data: Extract<JobEvent, { type: 'item' }
   }
   if (data.metadata !== undefined) next.metadata = mergeMetadata(previous?.metadata, data.metadata)
   else if (previous?.metadata !== undefined) next.metadata = previous.metadata
-  if (index === -1) return [...items, next]
-  const copy = items.slice()
-  copy[index] = next
-  return copy
+  return next
 }
 
 function assertNever(value: never): never {

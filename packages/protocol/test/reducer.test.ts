@@ -369,6 +369,25 @@ describe('applyEvents: a run of events with one copy of the state', () => {
     }
   })
 
+  it('a long run of item events (looked up through an index once there are more than a few) gives the same items, in the same order', () => {
+    const random = seededRandom(7)
+    const statuses = ['pending', 'running', 'completed', 'failed', 'skipped'] as const
+    const items: EventDraft[] = Array.from({ length: 80 }, (_, n) => ({
+      type: 'item',
+      data: { id: `file-${Math.floor(random() * 30)}`, status: statuses[n % 5], ...(n % 3 === 0 ? { percent: n } : {}), ...(n % 7 === 0 ? { metadata: { n } } : {}) },
+    }))
+    const log = logOf([created, started, ...items, { type: 'completed', data: { result: null } }])
+    let oneByOne: JobState | null = null
+    for (const event of log) oneByOne = applyEvent(oneByOne, event)
+    for (const cut of [2, 3, 12, 40, 81]) {
+      const before = deepFreeze(reduceEvents(log.slice(0, cut)) as JobState)
+      const itemsBefore = structuredClone(before.items)
+      expect(applyEvents(before, deepFreeze(log.slice(cut)))).toEqual(oneByOne)
+      expect(before.items).toEqual(itemsBefore)
+    }
+    expect(oneByOne?.items.length).toBeGreaterThan(20)
+  })
+
   it('returns the state itself for no events, and throws at the first event that does not belong', () => {
     const state = reduce([created, started])
     expect(applyEvents(state, [])).toBe(state)

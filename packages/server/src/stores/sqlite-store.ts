@@ -9,7 +9,7 @@ import { runAtEndOfTurn } from '../core/turn.js'
 import { InProcessStore } from './in-process.js'
 import { QueueOrder } from './queue-order.js'
 import { Checkpointer, WalSync, type CheckpointOptions } from './sqlite-wal.js'
-import { changedItems, inputKeptApart, listedJob, storedStateJson, withInputKeptApart } from '../core/store.js'
+import { changedItemPlaces, inputKeptApart, listedJob, storedStateJson, withInputKeptApart } from '../core/store.js'
 import type * as core from '../core/store.js'
 
 export interface SqliteStoreOptions {
@@ -403,13 +403,7 @@ export class SqliteStore extends InProcessStore implements core.Store {
             if (event.data.textLength > 0) s.insertText.run(job.id, event.seq, job.text.slice(0, event.data.textLength))
           }
         }
-        const items = changedItems(events)
-        if (items !== null) {
-          for (const id of items) {
-            const index = job.items.findIndex((item) => item.id === id)
-            s.upsertItem.run(current.ordinal, index, JSON.stringify(job.items[index]))
-          }
-        }
+        for (const index of changedItemPlaces(job, events) ?? []) s.upsertItem.run(current.ordinal, index, JSON.stringify(job.items[index]))
         let firstSeq = current.firstSeq
         const keepFrom = job.seq - this.#retention.maxEventsPerJob + 1
         if (keepFrom > firstSeq) {

@@ -14,7 +14,7 @@ import type {
   Retention,
   SweepResult,
 } from '../../core/store.js'
-import { changedItems, inputKeptApart, storedStateJson, withInputKeptApart, type ListedJob } from '../../core/store.js'
+import { changedItemPlaces, inputKeptApart, storedStateJson, withInputKeptApart, type ListedJob } from '../../core/store.js'
 import type { ChainableCommander } from 'ioredis'
 import type { RedisConnection } from './connection.js'
 import { epochSeqGap, type RedisEpochs } from './epochs.js'
@@ -664,16 +664,9 @@ function pushItemChanges(args: (string | number)[], before: Loaded, job: JobStat
     job.items.forEach((item, index) => args.push(index, JSON.stringify(item)))
     return
   }
-  const changed = changedItems(events)
-  if (changed === null) {
-    args.push(0)
-    return
-  }
-  args.push(changed.size)
-  for (const id of changed) {
-    const index = job.items.findIndex((item) => item.id === id)
-    args.push(index, JSON.stringify(job.items[index]))
-  }
+  const places = changedItemPlaces(job, events) ?? []
+  args.push(places.length)
+  for (const index of places) args.push(index, JSON.stringify(job.items[index]))
 }
 
 /**

@@ -62,12 +62,12 @@ export function applyEvents(state: JobState | null, events: Iterable<JobEvent>):
   // Whether `current` is this call's own copy, free to change in place.
   let owned = false
   // Its items likewise: copied once for the run, not once per item event (see ItemsRun).
-  let items: ItemsRun = { owned: false, index: null, lookups: 0 }
+  let itemsRun: ItemsRun = { owned: false, index: null, lookups: 0 }
   for (const event of events) {
     if (current === null || event.type === 'created') {
       current = applyEvent(current, event)
       owned = true
-      items = { owned: false, index: null, lookups: 0 }
+      itemsRun = { owned: false, index: null, lookups: 0 }
       continue
     }
     const status = admit(current, event)
@@ -75,7 +75,7 @@ export function applyEvents(state: JobState | null, events: Iterable<JobEvent>):
       current = { ...current }
       owned = true
     }
-    applyTo(current, status, event, items)
+    applyTo(current, status, event, itemsRun)
   }
   return current
 }

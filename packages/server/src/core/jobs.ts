@@ -21,6 +21,7 @@ import { textRewind } from './apply.js'
 import { byName } from './by-name.js'
 import { newJobId } from './ids.js'
 import type { AppendDecision, AppendResult, CreateResult, DeadlineSettings, JobPage, JobQuery, Lease, Store } from './store.js'
+import { itemScanLimit } from './store.js'
 import { JobSubscription, openAt, withQueuePosition, type Opening, type StreamSink } from './subscription.js'
 import { observeStore, type JobObserver } from './observer.js'
 import { DeadlineKeeper, resolveDeadlines } from './deadlines.js'
@@ -538,7 +539,7 @@ function checkItemLimit(job: JobState, drafts: readonly EventDraft[], limit: num
   if (items === 0 || job.items.length + items <= limit) return
   // Near the limit only new ids count. A job at its limit takes every update of its items, each
   // write checked against its list: for a few drafts a scan of it, for many a set of its ids.
-  const known = items <= 8 ? null : new Set(job.items.map((item) => item.id))
+  const known = items <= itemScanLimit ? null : new Set(job.items.map((item) => item.id))
   const added = new Set<string>()
   drafts.forEach((draft, index) => {
     if (draft.type !== 'item') return

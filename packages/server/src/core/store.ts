@@ -46,6 +46,9 @@ export function storedStateJson(job: JobState, inputApart: boolean, itemsApart =
   return JSON.stringify({ ...job, text: '', ...(inputApart ? { input: null } : {}), ...(dropItems ? { items: [] } : {}) })
 }
 
+/** Up to this many ids are looked up in a job's item list one by one; more, through one pass or set of it. */
+export const itemScanLimit = 8
+
 /**
  * The places in `job.items` of the items `events` changed (`job`: the state after them); null when
  * they changed none (most writes: a delta, a tick). A store that keeps items apart rewrites just
@@ -55,7 +58,7 @@ export function changedItemPlaces(job: JobState, events: readonly JobEvent[]): n
   let ids: Set<string> | null = null
   for (const event of events) if (event.type === 'item') (ids ??= new Set()).add(event.data.id)
   if (ids === null) return null
-  if (ids.size <= 8) return [...ids].map((id) => job.items.findIndex((item) => item.id === id))
+  if (ids.size <= itemScanLimit) return [...ids].map((id) => job.items.findIndex((item) => item.id === id))
   const places: number[] = []
   job.items.forEach((item, index) => {
     if ((ids as Set<string>).has(item.id)) places.push(index)

@@ -64,6 +64,32 @@ describe('progress and item metadata', () => {
     expect((merged.body as { error: ErrorBody }).error.message).toContain('merged holds 40 keys')
     expect(await append(job.id, { type: 'progress', metadata: ['not', 'an', 'object'] })).toMatchObject({ status: 400 })
   })
+
+  it("merges a batch's item metadata with each item's stored metadata, also when the batch touches many items", async () => {
+    const job = await create({ type: 'metadata' })
+    const ids = Array.from({ length: 40 }, (_, i) => `file-${i}`)
+    const stored = Object.fromEntries(Array.from({ length: 20 }, (_, i) => [`a${i}`, i]))
+    const first = await append(job.id, { events: ids.map((id) => ({ type: 'item', id, metadata: { ...stored, id } })) })
+    expect(first.status).toBe(200)
+    // 40 updates (more than a scan is used for): each merges with its own item's stored metadata.
+    const second = await append(job.id, { events: ids.map((id, i) => ({ type: 'item', id, metadata: { a0: null, seen: i } })) })
+    expect(second.status).toBe(200)
+    const state = await get(job.id)
+    expect(state.items).toHaveLength(40)
+    state.items.forEach((item, i) => {
+      const { a0: _dropped, ...rest } = stored
+      expect(item.metadata).toEqual({ ...rest, id: `file-${i}`, seen: i })
+    })
+    // The merge is checked against what is stored: 19 + id + seen + 12 new keys = 33, one over the limit, at its index.
+    const extra = Object.fromEntries(Array.from({ length: 12 }, (_, i) => [`c${i}`, i]))
+    const events = ids.map((id) => ({ type: 'item', id, status: 'completed' }))
+    events[30] = { type: 'item', id: 'file-30', status: 'completed', metadata: extra } as (typeof events)[number]
+    const refused = await append(job.id, { events: [...ids.slice(0, 10).map((id) => ({ type: 'item', id, metadata: { more: 1 } })), ...events] })
+    expect(refused.status).toBe(400)
+    expect((refused.body as { error: ErrorBody }).error).toMatchObject({ code: 'invalid_request', details: { field: 'metadata', index: 40 } })
+    expect((refused.body as { error: ErrorBody }).error.message).toContain('item "file-30" metadata merged holds 33 keys')
+    expect((await get(job.id)).seq).toBe(state.seq)
+  })
 })
 
 describe('stage plans', () => {

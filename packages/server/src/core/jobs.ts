@@ -466,7 +466,11 @@ function planOf(specs: StageSpec[]): PlannedStage[] {
 class MetadataCheck {
   #stage: string | null
   #progress: Metadata | undefined
+  /** Each item's metadata as this batch leaves it, for the items it touched. */
   readonly #items = new Map<string, Metadata | undefined>()
+  /** The job's items' metadata by id, made once a batch looks up more than a few (scanning per draft was O(drafts × items)). */
+  #stored: Map<string, Metadata | undefined> | null = null
+  #lookups = 0
 
   constructor(private readonly job: JobState) {
     this.#stage = job.progress.stage
@@ -486,8 +490,13 @@ class MetadataCheck {
     }
     if (draft.data.metadata === undefined) return
     const { id } = draft.data
-    const current = this.#items.has(id) ? this.#items.get(id) : this.job.items.find((item) => item.id === id)?.metadata
+    const current = this.#items.has(id) ? this.#items.get(id) : this.#storedMetadata(id)
     this.#items.set(id, this.#check(current, draft.data.metadata, index, `item "${id}"`))
+  }
+
+  #storedMetadata(id: string): Metadata | undefined {
+    if (this.#stored === null && ++this.#lookups > itemScanLimit) this.#stored = new Map(this.job.items.map((item) => [item.id, item.metadata]))
+    return this.#stored === null ? this.job.items.find((item) => item.id === id)?.metadata : this.#stored.get(id)
   }
 
   #check(current: Metadata | undefined, update: Metadata, index: number, what: string): Metadata {

@@ -21,6 +21,7 @@ import { textRewind } from './apply.js'
 import { byName } from './by-name.js'
 import { newJobId } from './ids.js'
 import type { AppendDecision, AppendResult, CreateResult, DeadlineSettings, JobPage, JobQuery, Lease, Store } from './store.js'
+import { RecentMap } from './recent-map.js'
 import { itemScanLimit } from './store.js'
 import { JobSubscription, openAt, withQueuePosition, type Opening, type StreamSink } from './subscription.js'
 import { observeStore, type JobObserver } from './observer.js'
@@ -103,8 +104,8 @@ export class JobService {
   /** Fires due deadlines and keeps watched jobs from counting as unwatched. */
   readonly deadlines: DeadlineKeeper
   #openPolls = 0
-  /** Recently seen jobs' facts (id, type, owner: they never change), oldest first, at most `factsKept`. */
-  readonly #facts = new Map<string, JobFacts>()
+  /** Recently seen jobs' facts (id, type, owner: they never change): the last `factsKept` seen, at least half of them. */
+  readonly #facts = new RecentMap<string, JobFacts>(factsKept)
 
   constructor(
     store: Store,
@@ -155,7 +156,6 @@ export class JobService {
   rememberFacts(job: JobState): JobFacts {
     const facts: JobFacts = { id: job.id, type: job.type, owner: job.owner }
     this.#facts.set(job.id, facts)
-    if (this.#facts.size > factsKept) this.#facts.delete(this.#facts.keys().next().value as string)
     return facts
   }
 

@@ -5,6 +5,7 @@ import Database from 'better-sqlite3'
 import { applyEvent, JobwireError, type JobEvent, type JobState } from '@jobwire/protocol'
 import { applyPlan, createdEvent, decodeCursor, encodeCursor, expiryOf, initialTimers, isQueuedForDispatch, nextDeadline, noTimers, type AppliedPlan } from '../core/apply.js'
 import { defaultRetention } from '../options.js'
+import { RecentMap } from '../core/recent-map.js'
 import { runAtEndOfTurn } from '../core/turn.js'
 import { InProcessStore } from './in-process.js'
 import { QueueOrder } from './queue-order.js'
@@ -234,10 +235,10 @@ export class SqliteStore extends InProcessStore implements core.Store {
   readonly #createTx: TwoWays<[core.NewJob], CreateOutcome>
   readonly #sweepTx
   /**
-   * Recently touched jobs, parsed. This process is the file's only writer, so the cache is
+   * Recently touched jobs, parsed (the last `cacheSize` remembered, at least half of them). This process is the file's only writer, so the cache is
    * coherent; it spares a JSON parse of the whole state (text included) on every append.
    */
-  readonly #cache = new Map<string, Cached>()
+  readonly #cache = new RecentMap<string, Cached>(cacheSize)
   /** Queue positions without counting rows: rebuilt at open, updated after each commit. */
   readonly #queue = new QueueOrder()
   readonly #groupTx
@@ -814,9 +815,7 @@ export class SqliteStore extends InProcessStore implements core.Store {
   }
 
   #remember(entry: Cached): Cached {
-    this.#cache.delete(entry.job.id)
     this.#cache.set(entry.job.id, entry)
-    if (this.#cache.size > cacheSize) this.#cache.delete(this.#cache.keys().next().value as string)
     return entry
   }
 

@@ -16,6 +16,7 @@ import type {
 } from '../../core/store.js'
 import { changedItemPlaces, inputKeptApart, storedStateJson, withInputKeptApart, type ListedJob } from '../../core/store.js'
 import type { ChainableCommander } from 'ioredis'
+import { RecentMap } from '../../core/recent-map.js'
 import type { RedisConnection } from './connection.js'
 import { epochSeqGap, type RedisEpochs } from './epochs.js'
 import type { RedisKeys } from './keys.js'
@@ -64,6 +65,8 @@ const spareClaims = 3
 const maxSpares = 100
 /** Sets of job types with spare jobs kept at once. */
 const maxSpareSets = 64
+/** How many jobs' last committed records a node keeps (#committed). */
+const committedKept = 10_000
 /** How long those spare jobs are used (ms): a job that became ready meanwhile waits at most this long for a pick. */
 const spareMs = 50
 
@@ -98,10 +101,9 @@ export class RedisCommits {
   /**
    * Per job, the record as this node last committed it: the next write through this node starts
    * from it instead of reading the job again, and the commit's compare-and-set catches a write made
-   * elsewhere (then it reloads). Oldest first, at most `#committedLimit`.
+   * elsewhere (then it reloads). The most recently committed, at most `committedKept`.
    */
-  readonly #committed = new Map<string, Loaded>()
-  readonly #committedLimit = 10_000
+  readonly #committed = new RecentMap<string, Loaded>(committedKept)
   #claims: Promise<unknown> = Promise.resolve()
   /** Per set of job types, jobs the last pick read beyond its claim (and that claim's time), for the next claims (#claimNow). */
   readonly #spares = new Map<string, { records: Loaded[]; at: number }>()
@@ -538,7 +540,6 @@ export class RedisCommits {
         // just long enough to be copied into the old generation and die there.
         if (!isTerminal(job.status)) {
           this.#committed.set(id, { job, textInState: false, itemsInState: false, inputApart: before.inputApart, lease, ver, inc: before.inc, ord: before.ord, avail, timers })
-          if (this.#committed.size > this.#committedLimit) this.#committed.delete(this.#committed.keys().next().value as string)
         }
         if (events.length > 0) this.#notifications.delivered(id, events, message)
       }

@@ -13,7 +13,7 @@ function seeded(seed: number): () => number {
 }
 
 describe('RecentMap', () => {
-  it('keeps the entries set most recently (at least half its limit), never a stale or deleted one, and never more than its limit', () => {
+  it('keeps the `limit` entries set most recently, never a stale or deleted one, and never more than twice its limit', () => {
     const limit = 40
     const map = new RecentMap<string, { value: number }>(limit)
     // The model: each key's latest value and when it was set (the number of sets before it), or deleted.
@@ -34,26 +34,31 @@ describe('RecentMap', () => {
         const model = latest.get(key)
         if (model === undefined || model === 'deleted') expect(found).toBeUndefined()
         else if (found !== undefined) expect(found.value).toBe(model.value)
-        // Set within the last limit / 2 sets: still there.
-        if (model !== undefined && model !== 'deleted' && sets - model.at <= limit / 2) expect(found?.value).toBe(model.value)
+        // Set within the last `limit` sets: still there.
+        if (model !== undefined && model !== 'deleted' && sets - model.at <= limit) expect(found?.value).toBe(model.value)
         expect(map.has(key)).toBe(found !== undefined)
       }
-      expect(map.size).toBeLessThanOrEqual(limit)
+      expect(map.size).toBeLessThanOrEqual(2 * limit)
     }
   })
 
-  it('forgets an entry once `limit` newer ones were set, and everything on clear', () => {
-    const map = new RecentMap<string, { n: number }>(4)
+  it('forgets an entry once twice `limit` newer ones were set, and everything on clear', () => {
+    const map = new RecentMap<string, { n: number }>(2)
     map.set('a', { n: 1 })
-    for (const key of ['b', 'c', 'd', 'e']) map.set(key, { n: 0 })
+    map.set('b', { n: 0 })
+    // `a` is among the last two: kept.
+    map.set('c', { n: 0 })
+    expect(map.get('a')).toEqual({ n: 1 })
+    map.set('d', { n: 0 })
     expect(map.get('a')).toBeUndefined()
-    expect(map.get('e')).toEqual({ n: 0 })
+    expect(map.get('c')).toEqual({ n: 0 })
     // Set again: the newer value, and it counts as recent.
-    map.set('d', { n: 2 })
+    map.set('c', { n: 2 })
+    map.set('e', { n: 0 })
     map.set('f', { n: 0 })
-    expect(map.get('d')).toEqual({ n: 2 })
+    expect(map.get('c')).toEqual({ n: 2 })
     map.clear()
     expect(map.size).toBe(0)
-    expect(map.get('d')).toBeUndefined()
+    expect(map.get('c')).toBeUndefined()
   })
 })

@@ -28,7 +28,7 @@ import { observeStore, type JobObserver } from './observer.js'
 import { DeadlineKeeper, resolveDeadlines } from './deadlines.js'
 import type { JobFacts } from './access.js'
 
-/** How many jobs' facts a node keeps (see JobService.facts): ~100 bytes each. */
+/** How many jobs' facts a node keeps at least (see JobService.facts). */
 const factsKept = 50_000
 
 /** JobService's options: what the config sets (mapped in options.ts), plus two internals tests may change. */
@@ -104,7 +104,7 @@ export class JobService {
   /** Fires due deadlines and keeps watched jobs from counting as unwatched. */
   readonly deadlines: DeadlineKeeper
   #openPolls = 0
-  /** Recently seen jobs' facts (id, type, owner: they never change): the last `factsKept` seen, at least half of them. */
+  /** Recently seen jobs' facts (id, type, owner: they never change): at least the last `factsKept` seen, at most twice as many (~100 bytes each). */
   readonly #facts = new RecentMap<string, JobFacts>(factsKept)
 
   constructor(

@@ -1,8 +1,10 @@
 /**
- * A map that keeps the entries set most recently — between `limit / 2` and `limit` of them — at a
+ * A map that keeps at least the `limit` entries set most recently, and at most as many again, at a
  * constant cost per operation. It holds two generations: new entries go into the young one, and
- * when that holds `limit / 2` it becomes the old one and the previous old generation is dropped
- * whole. A lookup reads the young generation, then the old.
+ * when that holds `limit` it becomes the old one and the previous old generation is dropped whole.
+ * A lookup reads the young generation, then the old. (Generations of half the limit would keep the
+ * same most, but then only the last half for sure: a node writing 8,000 jobs in turn would have
+ * found ~40 % of them in a cache of 10,000.)
  *
  * Why not one `Map` trimmed by deleting its first key: V8 leaves a deleted entry as a hole that an
  * iterator skips one by one until the table is rebuilt, so `map.keys().next()` after many such
@@ -16,7 +18,7 @@ export class RecentMap<K, V extends object> {
   readonly #generation: number
 
   constructor(limit: number) {
-    this.#generation = Math.max(1, Math.ceil(limit / 2))
+    this.#generation = Math.max(1, limit)
   }
 
   get(key: K): V | undefined {

@@ -235,8 +235,9 @@ export class SqliteStore extends InProcessStore implements core.Store {
   readonly #createTx: TwoWays<[core.NewJob], CreateOutcome>
   readonly #sweepTx
   /**
-   * Recently touched jobs, parsed (the last `cacheSize` remembered, at least half of them). This process is the file's only writer, so the cache is
-   * coherent; it spares a JSON parse of the whole state (text included) on every append.
+   * Recently touched jobs, parsed: at least the last `cacheSize` remembered, at most twice as many.
+   * This process is the file's only writer, so the cache is coherent; it spares a JSON parse of the
+   * whole state (text included) on every append.
    */
   readonly #cache = new RecentMap<string, Cached>(cacheSize)
   /** Queue positions without counting rows: rebuilt at open, updated after each commit. */

@@ -101,7 +101,7 @@ export class RedisCommits {
   /**
    * Per job, the record as this node last committed it: the next write through this node starts
    * from it instead of reading the job again, and the commit's compare-and-set catches a write made
-   * elsewhere (then it reloads). The most recently committed, at most `committedKept`.
+   * elsewhere (then it reloads). At least the last `committedKept` committed, at most twice as many.
    */
   readonly #committed = new RecentMap<string, Loaded>(committedKept)
   #claims: Promise<unknown> = Promise.resolve()

@@ -25,10 +25,6 @@ export class RecentMap<K, V extends object> {
     return this.#young.get(key) ?? this.#old.get(key)
   }
 
-  has(key: K): boolean {
-    return this.#young.has(key) || this.#old.has(key)
-  }
-
   /** Sets `key` as the most recent entry. */
   set(key: K, value: V): void {
     this.#old.delete(key)

@@ -65,7 +65,7 @@ const spareClaims = 3
 const maxSpares = 100
 /** Sets of job types with spare jobs kept at once. */
 const maxSpareSets = 64
-/** How many jobs' last committed records a node keeps (#committed). */
+/** How many jobs' last committed records a node keeps at least (#committed). */
 const committedKept = 10_000
 /** How long those spare jobs are used (ms): a job that became ready meanwhile waits at most this long for a pick. */
 const spareMs = 50

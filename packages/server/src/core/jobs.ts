@@ -22,7 +22,7 @@ import { byName } from './by-name.js'
 import { newJobId } from './ids.js'
 import type { AppendDecision, AppendResult, CreateResult, DeadlineSettings, JobPage, JobQuery, Lease, Store } from './store.js'
 import { RecentMap } from './recent-map.js'
-import { itemScanLimit } from './store.js'
+import { itemFinder, itemScanLimit } from './store.js'
 import { JobSubscription, openAt, withQueuePosition, type Opening, type StreamSink } from './subscription.js'
 import { observeStore, type JobObserver } from './observer.js'
 import { DeadlineKeeper, resolveDeadlines } from './deadlines.js'
@@ -468,13 +468,13 @@ class MetadataCheck {
   #progress: Metadata | undefined
   /** Each item's metadata as this batch leaves it, for the items it touched. */
   readonly #items = new Map<string, Metadata | undefined>()
-  /** The job's items' metadata by id, made once a batch looks up more than a few (scanning per draft was O(drafts × items)). */
-  #stored: Map<string, Metadata | undefined> | null = null
-  #lookups = 0
+  /** The job's stored items by id (a scan per draft was O(drafts × items)). */
+  readonly #stored: ReturnType<typeof itemFinder>
 
   constructor(private readonly job: JobState) {
     this.#stage = job.progress.stage
     this.#progress = job.progress.metadata
+    this.#stored = itemFinder(job.items)
   }
 
   add(draft: Extract<EventDraft, { type: 'progress' | 'item' }>, index: number): void {
@@ -490,13 +490,8 @@ class MetadataCheck {
     }
     if (draft.data.metadata === undefined) return
     const { id } = draft.data
-    const current = this.#items.has(id) ? this.#items.get(id) : this.#storedMetadata(id)
+    const current = this.#items.has(id) ? this.#items.get(id) : this.#stored(id)?.metadata
     this.#items.set(id, this.#check(current, draft.data.metadata, index, `item "${id}"`))
-  }
-
-  #storedMetadata(id: string): Metadata | undefined {
-    if (this.#stored === null && ++this.#lookups > itemScanLimit) this.#stored = new Map(this.job.items.map((item) => [item.id, item.metadata]))
-    return this.#stored === null ? this.job.items.find((item) => item.id === id)?.metadata : this.#stored.get(id)
   }
 
   #check(current: Metadata | undefined, update: Metadata, index: number, what: string): Metadata {

@@ -49,6 +49,16 @@ export function storedStateJson(job: JobState, inputApart: boolean, itemsApart =
 /** Up to this many ids are looked up in a job's item list one by one; more, through one pass or set of it. */
 export const itemScanLimit = 8
 
+/** Finds a job's items by id: by a scan for the first `itemScanLimit` lookups, then through an index made once. */
+export function itemFinder(items: JobState['items']): (id: string) => JobState['items'][number] | undefined {
+  let index: Map<string, JobState['items'][number]> | null = null
+  let lookups = 0
+  return (id) => {
+    if (index === null && ++lookups > itemScanLimit) index = new Map(items.map((item) => [item.id, item]))
+    return index === null ? items.find((item) => item.id === id) : index.get(id)
+  }
+}
+
 /**
  * The places in `job.items` of the items `events` changed (`job`: the state after them); null when
  * they changed none (most writes: a delta, a tick). A store that keeps items apart rewrites just

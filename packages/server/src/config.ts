@@ -104,6 +104,9 @@ export const configSchema = z.object({
   maxBatchEvents: int(1, 100_000).default(1000).meta({ description: 'most events in one batch' }),
   maxTextLength: int(0, 256 * 1024 ** 2).default(4 * 1024 * 1024).meta({ description: 'most characters of streamed text per job' }),
   maxItemsPerJob: int(1, 100_000).default(1000).meta({ description: 'most items (per-item progress, distinct ids) per job: every snapshot carries them all (the durable stores write only the items a write changed)' }),
+  stateCacheBytes: int(1024 ** 2, 64 * 1024 ** 3)
+    .default(256 * 1024 ** 2)
+    .meta({ description: 'SQLite and Redis: about how many bytes of recently written jobs\' states (text, items and input included) a node keeps parsed in memory, so that the next write of such a job need not read it first; it keeps at least the states last written that weigh this much (or its last 10,000 jobs, if those weigh less) and at most about twice this. The weight is an estimate (text at 2 bytes a character); see [operating.md](operating.md#what-a-node-keeps-in-memory-per-job)' }),
   maxEventsPerJob: int(10, 10_000_000).default(1000).meta({ description: 'events kept per job log; older ones are trimmed (a resume from before them gets a `reset` snapshot)' }),
   ttlCompleted: duration.pipe(z.number().min(0)).default(24 * 3_600_000).meta({ description: 'how long completed jobs are kept' }),
   ttlFailed: duration.pipe(z.number().min(0)).default(3_600_000).meta({ description: 'how long failed jobs are kept' }),

@@ -116,6 +116,30 @@ export class Metrics {
     })
   }
 
+  /**
+   * `jobwire_state_cache_jobs` and `jobwire_state_cache_bytes`: the parsed job states a SQLite or
+   * Redis node keeps in memory (`--state-cache-bytes`), read at each scrape. Bytes are the store's
+   * estimate (core/store.ts: stateWeight).
+   */
+  trackStateCache(read: () => { jobs: number; bytes: number }): void {
+    new Gauge({
+      name: 'jobwire_state_cache_jobs',
+      help: 'Job states this node keeps parsed in memory so that their next write need not read them first (SQLite, Redis)',
+      registers: [this.registry],
+      collect() {
+        this.set(read().jobs)
+      },
+    })
+    new Gauge({
+      name: 'jobwire_state_cache_bytes',
+      help: 'What those states weigh, estimated (text at 2 bytes a character); at most about twice --state-cache-bytes',
+      registers: [this.registry],
+      collect() {
+        this.set(read().bytes)
+      },
+    })
+  }
+
   /** The hooks core calls (see JobObserver). */
   readonly observer: JobObserver = {
     jobCreated: (job: JobState) => this.jobsCreated.inc({ type: job.type }),

@@ -103,11 +103,12 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
       ? new RedisStore({
           ...redis,
           retention,
+          cacheBytes: config.stateCacheBytes,
           onWarning: (message, details) => logger && logger.warn(details ?? {}, message),
         })
       : databasePath === null
         ? new MemoryStore({ retention })
-        : new SqliteStore({ path: databasePath, retention, synchronous: config.sqliteSync }))
+        : new SqliteStore({ path: databasePath, retention, synchronous: config.sqliteSync, cacheBytes: config.stateCacheBytes }))
   // On Redis, API keys, rate limits and stream limits are shared by every node too.
   const shared =
     redis !== null && store instanceof RedisStore
@@ -120,6 +121,7 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
   }
   const metrics = new Metrics()
   if (store instanceof RedisStore) metrics.trackRedis(() => store.live)
+  if (store instanceof RedisStore || store instanceof SqliteStore) metrics.trackStateCache(() => store.stateCache)
   const webhookOptions = webhookSettings(config)
   const webhooks =
     webhookOptions === null

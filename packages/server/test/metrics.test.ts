@@ -133,6 +133,9 @@ describe('metrics', () => {
     expect(value(text, 'jobwire_store_errors_total', { operation: 'append' }) ?? 0).toBe(0)
     // Not on Redis: no gauge, rather than a 0 that would page someone.
     expect(value(text, 'jobwire_redis_up')).toBeUndefined()
+    // The states this SQLite node keeps parsed: the six jobs it created and wrote, weighed (at least their stored JSON).
+    expect(value(text, 'jobwire_state_cache_jobs')).toBe(6)
+    expect(value(text, 'jobwire_state_cache_bytes')).toBeGreaterThan(6 * 200)
   })
 
   it('time live delivery on SSE, WebSocket and long-poll, count open subscriptions per transport, and count coalesced events exactly', async () => {

@@ -46,6 +46,26 @@ export function storedStateJson(job: JobState, inputApart: boolean, itemsApart =
   return JSON.stringify({ ...job, text: '', ...(inputApart ? { input: null } : {}), ...(dropItems ? { items: [] } : {}) })
 }
 
+/**
+ * The default byte budget of a durable store's cache of parsed states (`--state-cache-bytes`): it
+ * keeps at least the states last written that weigh this much (or its 10,000 last jobs, if those
+ * weigh less) and at most about twice as much (core/recent-map.ts).
+ */
+export const defaultStateCacheBytes = 256 * 1024 ** 2
+
+/** An item's weight in a cached state: items are kept apart, so their JSON is not at hand (most are 100–300 bytes; metadata and a message can make one ~8 KB). */
+const itemWeight = 512
+
+/**
+ * About how many bytes a job's parsed state holds in memory, for a store's byte-bounded cache: its
+ * stored JSON (`stateJsonLength`: without its text and items, see storedStateJson), an input kept
+ * apart (`inputBytes`), its text at two bytes a character, and its items at `itemWeight` each. An
+ * estimate, cheap enough for every write: the lengths are of strings the write makes anyway.
+ */
+export function stateWeight(job: JobState, stateJsonLength: number, inputBytes: number): number {
+  return stateJsonLength + inputBytes + 2 * job.text.length + itemWeight * job.items.length
+}
+
 /** Up to this many ids are looked up in a job's item list one by one; more, through one pass or set of it. */
 export const itemScanLimit = 8
 

@@ -10,7 +10,7 @@ import { runAtEndOfTurn } from '../core/turn.js'
 import { InProcessStore } from './in-process.js'
 import { QueueOrder } from './queue-order.js'
 import { Checkpointer, WalSync, type CheckpointOptions } from './sqlite-wal.js'
-import { changedItemPlaces, inputKeptApart, listedJob, storedStateJson, withInputKeptApart } from '../core/store.js'
+import { changedItemPlaces, defaultStateCacheBytes, inputKeptApart, listedJob, stateWeight, storedStateJson, withInputKeptApart } from '../core/store.js'
 import type * as core from '../core/store.js'
 
 export interface SqliteStoreOptions {
@@ -25,6 +25,8 @@ export interface SqliteStoreOptions {
   synchronous?: 'full' | 'normal'
   /** How the WAL is checkpointed off the loop (sqlite-wal.ts); the defaults suit every load. */
   checkpoint?: CheckpointOptions
+  /** The byte budget of the parsed states kept in memory (`--state-cache-bytes`; core/store.ts: defaultStateCacheBytes). */
+  cacheBytes?: number
 }
 
 interface JobRow {
@@ -39,8 +41,10 @@ interface JobRow {
 interface Cached extends core.JobRecord {
   ordinal: number
   firstSeq: number
-  /** The job's input lives in the row's `input` column, not in its state (core.inputKeptApart). */
-  inputApart: boolean
+  /** The JSON length of an input kept in the row's `input` column, not in its state (core.inputKeptApart); 0 when the state holds it. */
+  inputBytes: number
+  /** About what this entry holds in memory (core.stateWeight): what the cache's byte budget counts. */
+  bytes: number
 }
 
 const cacheSize = 10_000
@@ -50,7 +54,8 @@ interface CreateOutcome {
   result: core.CreateResult
   ordinal: number
   timers: core.JobTimers
-  inputApart: boolean
+  inputBytes: number
+  bytes: number
 }
 
 /** A create or append waiting for the next group commit. */
@@ -239,7 +244,7 @@ export class SqliteStore extends InProcessStore implements core.Store {
    * This process is the file's only writer, so the cache is coherent; it spares a JSON parse of the
    * whole state (text included) on every append.
    */
-  readonly #cache = new RecentMap<string, Cached>(cacheSize)
+  readonly #cache: RecentMap<string, Cached>
   /** Queue positions without counting rows: rebuilt at open, updated after each commit. */
   readonly #queue = new QueueOrder()
   readonly #groupTx
@@ -264,6 +269,7 @@ export class SqliteStore extends InProcessStore implements core.Store {
   constructor(options: SqliteStoreOptions) {
     super()
     this.#retention = options.retention ?? defaultRetention
+    this.#cache = new RecentMap(cacheSize, { bytes: options.cacheBytes ?? defaultStateCacheBytes, weigh: (entry) => entry.bytes })
     if (options.path !== ':memory:') mkdirSync(dirname(options.path), { recursive: true })
     this.#lock = options.path === ':memory:' ? null : ownerLock(options.path)
     // Anything that fails from here on (a file that is not a database, a schema from a newer
@@ -348,13 +354,14 @@ export class SqliteStore extends InProcessStore implements core.Store {
       this.#createTx = twoWays(db, (input: core.NewJob): CreateOutcome => {
         if (input.idempotencyKey !== null) {
           const existing = s.jobByKey.get(input.idempotencyKey)
-          if (existing !== undefined) return { result: { job: this.#restore(existing), created: false }, ordinal: existing.ordinal, timers: noTimers, inputApart: existing.input !== null }
+          if (existing !== undefined) return { result: { job: this.#restore(existing), created: false }, ordinal: existing.ordinal, timers: noTimers, inputBytes: 0, bytes: 0 }
         }
         const event = createdEvent(input)
         const job = applyEvent(null, event)
         const timers = initialTimers(input.deadlines, input.dispatch, Date.parse(input.at))
         const inputJson = inputKeptApart(job.input)
-        const inputApart = inputJson !== null
+        const inputBytes = inputJson?.length ?? 0
+        const state = storedStateJson(job, inputBytes > 0, true)
         this.#changes++
         const inserted = s.insertJob.run({
           id: job.id,
@@ -364,7 +371,7 @@ export class SqliteStore extends InProcessStore implements core.Store {
           user: job.owner?.user ?? null,
           key: input.idempotencyKey,
           seq: job.seq,
-          state: storedStateJson(job, inputApart, true),
+          state,
           input: inputJson,
           dispatch: job.dispatch ? 1 : 0,
           ...timerColumns(timers),
@@ -372,7 +379,7 @@ export class SqliteStore extends InProcessStore implements core.Store {
         const ordinal = Number(inserted.lastInsertRowid)
         s.insertEvent.run(ordinal, 1, JSON.stringify(event))
         this.#touched.push(job.id)
-        return { result: { job, created: true }, ordinal, timers, inputApart }
+        return { result: { job, created: true }, ordinal, timers, inputBytes, bytes: stateWeight(job, state.length, inputBytes) }
       })
 
       // The job row's UPDATE for each set of changed columns (see `write`), prepared when first needed.
@@ -415,7 +422,8 @@ export class SqliteStore extends InProcessStore implements core.Store {
         // Only the columns this write changed: SQLite rewrites every index over a column an UPDATE
         // sets, changed or not, so setting them all dirtied 3–4 times the pages (and WAL frames) a
         // progress tick needs (seq and state).
-        const row: Record<string, unknown> = { id: job.id, seq: job.seq, firstSeq, state: storedStateJson(job, current.inputApart, true) }
+        const state = storedStateJson(job, current.inputBytes > 0, true)
+        const row: Record<string, unknown> = { id: job.id, seq: job.seq, firstSeq, state }
         let changed = 0
         if (job.status !== current.job.status) {
           changed |= updateStatus
@@ -445,7 +453,7 @@ export class SqliteStore extends InProcessStore implements core.Store {
         }
         updateJob(changed).run(row)
         this.#touched.push(job.id)
-        return { job, lease, timers, ordinal: current.ordinal, firstSeq, inputApart: current.inputApart }
+        return { job, lease, timers, ordinal: current.ordinal, firstSeq, inputBytes: current.inputBytes, bytes: stateWeight(job, state.length, current.inputBytes) }
       }
 
       this.#appendTx = twoWays(db, (jobId: string, plan: core.AppendPlan, at: string) => {
@@ -519,7 +527,7 @@ export class SqliteStore extends InProcessStore implements core.Store {
     return this.#grouped(
       (guarded) => {
         const created = this.#createTx(guarded, input)
-        if (created.result.created) this.#remember({ job: created.result.job, lease: null, timers: created.timers, ordinal: created.ordinal, firstSeq: 1, inputApart: created.inputApart })
+        if (created.result.created) this.#remember({ job: created.result.job, lease: null, timers: created.timers, ordinal: created.ordinal, firstSeq: 1, inputBytes: created.inputBytes, bytes: created.bytes })
         return created
       },
       (created) => this.#created(input, created),
@@ -805,14 +813,21 @@ export class SqliteStore extends InProcessStore implements core.Store {
     if (cached !== undefined) return cached
     const row = this.#statements.jobById.get(id)
     if (row === undefined) return null
+    const job = this.#restore(row)
     return this.#remember({
-      job: this.#restore(row),
+      job,
       lease: row.lease === null ? null : (JSON.parse(row.lease) as core.Lease),
       timers: row.timers === null ? noTimers : (JSON.parse(row.timers) as core.JobTimers),
       ordinal: row.ordinal,
       firstSeq: row.first_seq,
-      inputApart: row.input !== null,
+      inputBytes: row.input?.length ?? 0,
+      bytes: stateWeight(job, row.state.length, row.input?.length ?? 0),
     })
+  }
+
+  /** The parsed states kept in memory (#cache): how many, and what they weigh (core.stateWeight). */
+  get stateCache(): { jobs: number; bytes: number } {
+    return { jobs: this.#cache.size, bytes: this.#cache.bytes }
   }
 
   #remember(entry: Cached): Cached {

@@ -14,7 +14,7 @@ import type {
   Retention,
   SweepResult,
 } from '../../core/store.js'
-import { changedItemPlaces, inputKeptApart, storedStateJson, withInputKeptApart, type ListedJob } from '../../core/store.js'
+import { changedItemPlaces, defaultStateCacheBytes, inputKeptApart, stateWeight, storedStateJson, withInputKeptApart, type ListedJob } from '../../core/store.js'
 import type { ChainableCommander } from 'ioredis'
 import { RecentMap } from '../../core/recent-map.js'
 import type { RedisConnection } from './connection.js'
@@ -29,8 +29,10 @@ interface Loaded {
   textInState: boolean
   /** Whether the stored state still carries the items (written before they had a key of their own). */
   itemsInState: boolean
-  /** Its input lives in its own key (core.inputKeptApart): commits leave it out of the state. */
-  inputApart: boolean
+  /** The JSON length of an input kept in its own key (core.inputKeptApart), left out of the state by commits; 0 when the state holds it. */
+  inputBytes: number
+  /** About what this record holds in memory (core.stateWeight): what #committed's byte budget counts. */
+  bytes: number
   lease: Lease | null
   ver: string
   inc: string
@@ -80,6 +82,8 @@ export interface RedisCommitsOptions {
   connection: RedisConnection
   keys: RedisKeys
   retention: Retention
+  /** The byte budget of #committed (core/store.ts: defaultStateCacheBytes). */
+  cacheBytes?: number | undefined
   epochs: RedisEpochs
   notifications: RedisNotifications
 }
@@ -101,9 +105,10 @@ export class RedisCommits {
   /**
    * Per job, the record as this node last committed it: the next write through this node starts
    * from it instead of reading the job again, and the commit's compare-and-set catches a write made
-   * elsewhere (then it reloads). At least the last `committedKept` committed, at most twice as many.
+   * elsewhere (then it reloads). At least the last `committedKept` committed (or those weighing the
+   * byte budget, if fewer), at most twice as many.
    */
-  readonly #committed = new RecentMap<string, Loaded>(committedKept)
+  readonly #committed: RecentMap<string, Loaded>
   #claims: Promise<unknown> = Promise.resolve()
   /** Per set of job types, jobs the last pick read beyond its claim (and that claim's time), for the next claims (#claimNow). */
   readonly #spares = new Map<string, { records: Loaded[]; at: number }>()
@@ -119,8 +124,14 @@ export class RedisCommits {
     this.#connection = options.connection
     this.#keys = options.keys
     this.#retention = options.retention
+    this.#committed = new RecentMap(committedKept, { bytes: options.cacheBytes ?? defaultStateCacheBytes, weigh: (record) => record.bytes })
     this.#epochs = options.epochs
     this.#notifications = options.notifications
+  }
+
+  /** The records kept from this node's commits (#committed): how many, and what they weigh (core.stateWeight). */
+  get stateCache(): { jobs: number; bytes: number } {
+    return { jobs: this.#committed.size, bytes: this.#committed.bytes }
   }
 
   /** Forgets what this node committed: the next write of each job reads it first. */
@@ -493,6 +504,7 @@ export class RedisCommits {
     const bodies = events.map((event) => JSON.stringify(event))
     const message = `[${bodies.join(',')}]`
     const ver = String(1 + Math.floor(Math.random() * 2 ** 52))
+    const state = storedStateJson(job, before.inputBytes > 0, true)
     // What the compare-and-set finds stored is `before`'s: what is the same as it is sent as
     // `unchanged`, and the script leaves it and its index entries alone. A lease the plan left as it
     // was is the same object (core.applyPlan); timers are compared by their JSON, since every event
@@ -508,7 +520,7 @@ export class RedisCommits {
       before.inc,
       // The text lives in its own key (a commit sends what it appends, not the whole text again),
       // the items in theirs (a commit sends the ones it changed), and a large input in its own.
-      storedStateJson(job, before.inputApart, true),
+      state,
       job.seq,
       job.status,
       leaseArg,
@@ -539,7 +551,8 @@ export class RedisCommits {
         // would only push out a job still being written, and in a busy node its record would live
         // just long enough to be copied into the old generation and die there.
         if (!isTerminal(job.status)) {
-          this.#committed.set(id, { job, textInState: false, itemsInState: false, inputApart: before.inputApart, lease, ver, inc: before.inc, ord: before.ord, avail, timers })
+          const bytes = stateWeight(job, state.length, before.inputBytes)
+          this.#committed.set(id, { job, textInState: false, itemsInState: false, inputBytes: before.inputBytes, bytes, lease, ver, inc: before.inc, ord: before.ord, avail, timers })
         }
         if (events.length > 0) this.#notifications.delivered(id, events, message)
       }
@@ -629,7 +642,8 @@ function parseRecord(fields: readonly (string | null | undefined | string[])[]):
     job,
     textInState: job.text !== '' && (text === null || text === undefined),
     itemsInState: job.items.length > 0 && items.length === 0,
-    inputApart: input !== null && input !== undefined,
+    inputBytes: input?.length ?? 0,
+    bytes: stateWeight(job, state.length, input?.length ?? 0),
     lease: lease === null || lease === undefined ? null : (JSON.parse(lease) as Lease),
     ver: ver ?? '0',
     inc: inc ?? '',

@@ -15,6 +15,8 @@ export interface RedisStoreOptions {
   /** Prefix of every key and channel, so several deployments share one Redis. Default `jobwire`. */
   prefix?: string
   retention?: Retention
+  /** The byte budget of the job records a node keeps from its own commits (`--state-cache-bytes`; core/store.ts: defaultStateCacheBytes). */
+  cacheBytes?: number
   /** A command unanswered this long fails with `unavailable` (default 3000 ms). */
   commandTimeoutMs?: number
   /** How often the node checks its pub/sub connection and which Redis it talks to (default 2000 ms). */
@@ -78,7 +80,7 @@ export class RedisStore implements Store {
       onWarning,
       forget: () => this.#commits.forget(),
     })
-    this.#commits = new RedisCommits({ connection, keys, retention: options.retention ?? defaultRetention, epochs: this.#epochs, notifications })
+    this.#commits = new RedisCommits({ connection, keys, retention: options.retention ?? defaultRetention, cacheBytes: options.cacheBytes, epochs: this.#epochs, notifications })
     this.#connection = connection
     this.#notifications = notifications
     const commits = this.#commits
@@ -121,6 +123,11 @@ export class RedisStore implements Store {
   /** Both connections up and this node's pub/sub probe coming back (no round trip: the `jobwire_redis_up` gauge). */
   get live(): boolean {
     return !this.#connection.closed && this.#epochs.ready && this.#notifications.ready && !this.#epochs.overdue
+  }
+
+  /** The job records this node keeps from its own commits (the `jobwire_state_cache_*` gauges). */
+  get stateCache(): { jobs: number; bytes: number } {
+    return this.#commits.stateCache
   }
 
   async close(): Promise<void> {

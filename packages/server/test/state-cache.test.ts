@@ -1,0 +1,115 @@
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import type { EventDraft } from '@jobwire/protocol'
+import { defaultCoreLimits, Dispatcher, JobService, SqliteStore, type Store } from '@jobwire/server'
+import { adminClient, deleteKeys, openRedisStore, redisReachable, testPrefix } from './redis-fixtures/redis.js'
+
+/** A durable store with its cache of parsed states in view (the `jobwire_state_cache_*` gauges read it). */
+type CachingStore = Store & { readonly stateCache: { jobs: number; bytes: number } }
+
+/** The byte budget the stores get here: a few of the jobs below weigh more than all of it. */
+const budget = 1024 ** 2
+const jobs = 12
+const rounds = 6
+/** Characters per chunk: each round adds 100,000 to a job (~200 KB of weight at 2 bytes a character). */
+const chunkLength = 50_000
+
+/**
+ * Long texts on many jobs, written in turn so that each write finds its job pushed out of the
+ * cache by the others' (a byte budget of 1 MiB against ~1.2 MB per job at the end): every write
+ * reads its job back first. What a watcher and a reader get must be exactly what was written —
+ * the text in order, the items, a checkpoint's text length, and a release that rolls the text back
+ * to it — and the cache must stay within about twice its budget plus one job.
+ */
+async function writeLongTexts(store: CachingStore): Promise<void> {
+  const service = new JobService(store, defaultCoreLimits)
+  const dispatcher = new Dispatcher(service)
+  const ids: string[] = []
+  for (let i = 0; i < jobs; i++) ids.push((await service.createJob({ type: 'long-text' })).job.id)
+  const claims = await dispatcher.claimMany({ types: ['long-text'], worker: 'w', leaseMs: 600_000, waitMs: 0, max: jobs })
+  expect(claims).toHaveLength(jobs)
+  const leases = new Map(claims.map((claim) => [claim.job.id, claim.lease.token]))
+  const expected = new Map(ids.map((id) => [id, '']))
+  const batches = new Map(ids.map((id) => [id, 0]))
+  const write = async (id: string, events: EventDraft[]) => {
+    const batch = (batches.get(id) ?? 0) + 1
+    batches.set(id, batch)
+    return service.appendEvents(id, events, { lease: leases.get(id), batch })
+  }
+  let heaviest = 0
+  for (let round = 0; round < rounds; round++) {
+    for (const [n, id] of ids.entries()) {
+      const letter = String.fromCharCode(97 + ((n + round) % 26))
+      const chunks = [letter.repeat(chunkLength), `${round}:${n}|`.padEnd(chunkLength, letter.toUpperCase())]
+      const events: EventDraft[] = [
+        ...chunks.map((text): EventDraft => ({ type: 'chunk', data: { text } })),
+        { type: 'item', data: { id: `part-${round}`, status: 'completed', label: `round ${round}` } },
+        { type: 'progress', data: { percent: Math.round(((round + 1) / rounds) * 100) } },
+      ]
+      // Halfway, a checkpoint: the release below rolls each job's text back to it.
+      if (round === rounds / 2 - 1) events.push({ type: 'checkpoint', data: { data: { round } } })
+      const result = await write(id, events)
+      expected.set(id, (expected.get(id) ?? '') + chunks.join(''))
+      expect(result.job.text.length).toBe((expected.get(id) ?? '').length)
+      heaviest = Math.max(heaviest, 2 * result.job.text.length + 64 * 1024)
+      expect(store.stateCache.bytes).toBeLessThanOrEqual(2 * (budget + heaviest))
+    }
+  }
+  // The cache let most jobs go: it is bounded by bytes, not by its 10,000 entries.
+  expect(store.stateCache.jobs).toBeLessThan(jobs)
+  for (const id of ids) {
+    const job = await service.getJob(id)
+    expect(job.text).toBe(expected.get(id))
+    expect(job.items.map((item) => item.id)).toEqual(Array.from({ length: rounds }, (_, round) => `part-${round}`))
+    expect(job.progress.percent).toBe(100)
+  }
+  // A release rolls each job's text back to its checkpoint, read back for a job the cache let go.
+  const atCheckpoint = (rounds / 2) * 2 * chunkLength
+  for (const id of ids) {
+    const released = await dispatcher.release(id, leases.get(id) ?? '', 'handing over')
+    expect(released.job).toMatchObject({ status: 'queued', checkpoint: { round: rounds / 2 - 1 } })
+    expect(released.job.text).toBe((expected.get(id) ?? '').slice(0, atCheckpoint))
+  }
+  for (const id of ids) expect((await service.getJob(id)).text).toBe((expected.get(id) ?? '').slice(0, atCheckpoint))
+  const log = await store.readLog(ids[0] ?? '', 0, 1000)
+  expect(log?.events.map((event) => event.seq)).toEqual(Array.from({ length: log?.head ?? 0 }, (_, i) => i + 1))
+}
+
+describe('The parsed states a durable node keeps are bounded by bytes (--state-cache-bytes)', () => {
+  let dir = ''
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'jobwire-state-cache-'))
+  })
+  afterAll(() => rm(dir, { recursive: true, force: true }))
+
+  it('SQLite: long texts on more jobs than the budget holds are written and read back exactly', async () => {
+    const store = new SqliteStore({ path: join(dir, 'long-texts.db'), cacheBytes: budget })
+    try {
+      await writeLongTexts(store)
+    } finally {
+      await store.close()
+    }
+  })
+})
+
+if (redisReachable('The parsed states a Redis node keeps are bounded by bytes')) {
+  describe('The parsed states a Redis node keeps are bounded by bytes (--state-cache-bytes)', () => {
+    const prefix = testPrefix('state-cache')
+    const admin = adminClient()
+    afterAll(async () => {
+      await deleteKeys(admin, prefix)
+      await admin.quit()
+    })
+
+    it('Redis: long texts on more jobs than the budget holds are written and read back exactly', async () => {
+      const store = await openRedisStore({ prefix, cacheBytes: budget })
+      try {
+        await writeLongTexts(store)
+      } finally {
+        await store.close()
+      }
+    })
+  })
+}

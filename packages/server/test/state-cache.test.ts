@@ -77,6 +77,34 @@ async function writeLongTexts(store: CachingStore): Promise<void> {
   expect(log?.events.map((event) => event.seq)).toEqual(Array.from({ length: log?.head ?? 0 }, (_, i) => i + 1))
 }
 
+/**
+ * Items are weighed too: 8 jobs of 200 items, each with a 2,000-character message and 3 KB of
+ * metadata (~2 MB of state a job, no text), do not fit a budget of 1 MiB. Counted at a flat size
+ * per item they would have (~0.8 MB in all), and the cache would have kept every one.
+ */
+async function writeHeavyItems(store: CachingStore): Promise<void> {
+  const service = new JobService(store, defaultCoreLimits)
+  const heavyJobs = 8
+  const ids: string[] = []
+  for (let i = 0; i < heavyJobs; i++) ids.push((await service.createJob({ type: 'heavy-items', dispatch: false })).job.id)
+  for (let round = 0; round < 4; round++) {
+    for (const [n, id] of ids.entries()) {
+      const events = Array.from({ length: 50 }, (_, i): EventDraft => ({
+        type: 'item',
+        data: { id: `page-${round * 50 + i}`, status: 'completed', message: `${n}:${round}:${i} `.padEnd(2_000, 'm'), metadata: { notes: 'n'.repeat(3_000) } },
+      }))
+      await service.appendEvents(id, events)
+    }
+  }
+  expect(store.stateCache.jobs).toBeLessThan(heavyJobs)
+  expect(store.stateCache.bytes).toBeGreaterThan(budget / 2)
+  for (const [n, id] of ids.entries()) {
+    const job = await service.getJob(id)
+    expect(job.items).toHaveLength(200)
+    expect(job.items[199]).toMatchObject({ id: 'page-199', message: `${n}:3:49 `.padEnd(2_000, 'm'), metadata: { notes: 'n'.repeat(3_000) } })
+  }
+}
+
 describe('The parsed states a durable node keeps are bounded by bytes (--state-cache-bytes)', () => {
   let dir = ''
   beforeAll(async () => {
@@ -88,6 +116,15 @@ describe('The parsed states a durable node keeps are bounded by bytes (--state-c
     const store = new SqliteStore({ path: join(dir, 'long-texts.db'), cacheBytes: budget })
     try {
       await writeLongTexts(store)
+    } finally {
+      await store.close()
+    }
+  })
+
+  it('SQLite: jobs with many heavy items are weighed by them', async () => {
+    const store = new SqliteStore({ path: join(dir, 'heavy-items.db'), cacheBytes: budget })
+    try {
+      await writeHeavyItems(store)
     } finally {
       await store.close()
     }
@@ -107,6 +144,15 @@ if (redisReachable('The parsed states a Redis node keeps are bounded by bytes'))
       const store = await openRedisStore({ prefix, cacheBytes: budget })
       try {
         await writeLongTexts(store)
+      } finally {
+        await store.close()
+      }
+    })
+
+    it('Redis: jobs with many heavy items are weighed by them', async () => {
+      const store = await openRedisStore({ prefix: `${prefix}:items`, cacheBytes: budget })
+      try {
+        await writeHeavyItems(store)
       } finally {
         await store.close()
       }

@@ -1,4 +1,4 @@
-import type { EventDraft, JobEvent, JobEventOf, JobState, JobStatus, Owner, PlannedStage } from '@jobwire/protocol'
+import type { EventDraft, JobEvent, JobEventOf, JobState, JobStatus, Metadata, Owner, PlannedStage } from '@jobwire/protocol'
 
 /** What a new job starts from. The store writes its `created` event as seq 1. */
 export interface NewJob {
@@ -53,17 +53,40 @@ export function storedStateJson(job: JobState, inputApart: boolean, itemsApart =
  */
 export const defaultStateCacheBytes = 256 * 1024 ** 2
 
-/** An item's weight in a cached state: items are kept apart, so their JSON is not at hand (most are 100–300 bytes; metadata and a message can make one ~8 KB). */
-const itemWeight = 512
-
 /**
  * About how many bytes a job's parsed state holds in memory, for a store's byte-bounded cache: its
  * stored JSON (`stateJsonLength`: without its text and items, see storedStateJson), an input kept
- * apart (`inputBytes`), its text at two bytes a character, and its items at `itemWeight` each. An
- * estimate, cheap enough for every write: the lengths are of strings the write makes anyway.
+ * apart (`inputBytes`), its text at two bytes a character, and its items (`itemsBytes`, see
+ * itemsWeight). An estimate, cheap enough for every write: the lengths are of strings the write
+ * makes anyway.
  */
-export function stateWeight(job: JobState, stateJsonLength: number, inputBytes: number): number {
-  return stateJsonLength + inputBytes + 2 * job.text.length + itemWeight * job.items.length
+export function stateWeight(job: JobState, stateJsonLength: number, inputBytes: number, itemsBytes: number): number {
+  return stateJsonLength + inputBytes + 2 * job.text.length + itemsBytes
+}
+
+/**
+ * What a job's items weigh (stateWeight): a fixed part each, their strings at two bytes a
+ * character and their metadata by its entries. `before` is the cached entry the write started
+ * from: a write without item events keeps the same list, and its weight, so only a write that
+ * changed items (and copied the list anyway) walks them.
+ */
+export function itemsWeight(items: JobState['items'], before?: { job: JobState; itemsBytes: number }): number {
+  if (before !== undefined && before.job.items === items) return before.itemsBytes
+  let bytes = 0
+  for (const item of items) {
+    bytes += 160 + 2 * (item.id.length + (item.label?.length ?? 0) + (item.message?.length ?? 0))
+    if (item.metadata !== undefined) bytes += metadataWeight(item.metadata)
+  }
+  return bytes
+}
+
+function metadataWeight(metadata: Metadata): number {
+  let bytes = 0
+  for (const key in metadata) {
+    const value = metadata[key]
+    bytes += 32 + 2 * key.length + (typeof value === 'string' ? 2 * value.length : typeof value === 'object' && value !== null ? 2 * JSON.stringify(value).length : 16)
+  }
+  return bytes
 }
 
 /** Up to this many ids are looked up in a job's item list one by one; more, through one pass or set of it. */

@@ -10,7 +10,7 @@ import { runAtEndOfTurn } from '../core/turn.js'
 import { InProcessStore } from './in-process.js'
 import { QueueOrder } from './queue-order.js'
 import { Checkpointer, WalSync, type CheckpointOptions } from './sqlite-wal.js'
-import { changedItemPlaces, defaultStateCacheBytes, inputKeptApart, listedJob, stateWeight, storedStateJson, withInputKeptApart } from '../core/store.js'
+import { changedItemPlaces, defaultStateCacheBytes, inputKeptApart, itemsWeight, listedJob, stateWeight, storedStateJson, withInputKeptApart } from '../core/store.js'
 import type * as core from '../core/store.js'
 
 export interface SqliteStoreOptions {
@@ -43,6 +43,8 @@ interface Cached extends core.JobRecord {
   firstSeq: number
   /** The JSON length of an input kept in the row's `input` column, not in its state (core.inputKeptApart); 0 when the state holds it. */
   inputBytes: number
+  /** What its items weigh (core.itemsWeight), kept for the next write that leaves them as they are. */
+  itemsBytes: number
   /** About what this entry holds in memory (core.stateWeight): what the cache's byte budget counts. */
   bytes: number
 }
@@ -379,7 +381,7 @@ export class SqliteStore extends InProcessStore implements core.Store {
         const ordinal = Number(inserted.lastInsertRowid)
         s.insertEvent.run(ordinal, 1, JSON.stringify(event))
         this.#touched.push(job.id)
-        return { result: { job, created: true }, ordinal, timers, inputBytes, bytes: stateWeight(job, state.length, inputBytes) }
+        return { result: { job, created: true }, ordinal, timers, inputBytes, bytes: stateWeight(job, state.length, inputBytes, 0) }
       })
 
       // The job row's UPDATE for each set of changed columns (see `write`), prepared when first needed.
@@ -453,7 +455,8 @@ export class SqliteStore extends InProcessStore implements core.Store {
         }
         updateJob(changed).run(row)
         this.#touched.push(job.id)
-        return { job, lease, timers, ordinal: current.ordinal, firstSeq, inputBytes: current.inputBytes, bytes: stateWeight(job, state.length, current.inputBytes) }
+        const itemsBytes = itemsWeight(job.items, current)
+        return { job, lease, timers, ordinal: current.ordinal, firstSeq, inputBytes: current.inputBytes, itemsBytes, bytes: stateWeight(job, state.length, current.inputBytes, itemsBytes) }
       }
 
       this.#appendTx = twoWays(db, (jobId: string, plan: core.AppendPlan, at: string) => {
@@ -527,7 +530,7 @@ export class SqliteStore extends InProcessStore implements core.Store {
     return this.#grouped(
       (guarded) => {
         const created = this.#createTx(guarded, input)
-        if (created.result.created) this.#remember({ job: created.result.job, lease: null, timers: created.timers, ordinal: created.ordinal, firstSeq: 1, inputBytes: created.inputBytes, bytes: created.bytes })
+        if (created.result.created) this.#remember({ job: created.result.job, lease: null, timers: created.timers, ordinal: created.ordinal, firstSeq: 1, inputBytes: created.inputBytes, itemsBytes: 0, bytes: created.bytes })
         return created
       },
       (created) => this.#created(input, created),
@@ -814,6 +817,7 @@ export class SqliteStore extends InProcessStore implements core.Store {
     const row = this.#statements.jobById.get(id)
     if (row === undefined) return null
     const job = this.#restore(row)
+    const itemsBytes = itemsWeight(job.items)
     return this.#remember({
       job,
       lease: row.lease === null ? null : (JSON.parse(row.lease) as core.Lease),
@@ -821,7 +825,8 @@ export class SqliteStore extends InProcessStore implements core.Store {
       ordinal: row.ordinal,
       firstSeq: row.first_seq,
       inputBytes: row.input?.length ?? 0,
-      bytes: stateWeight(job, row.state.length, row.input?.length ?? 0),
+      itemsBytes,
+      bytes: stateWeight(job, row.state.length, row.input?.length ?? 0, itemsBytes),
     })
   }
 

@@ -14,7 +14,7 @@ import type {
   Retention,
   SweepResult,
 } from '../../core/store.js'
-import { changedItemPlaces, defaultStateCacheBytes, inputKeptApart, stateWeight, storedStateJson, withInputKeptApart, type ListedJob } from '../../core/store.js'
+import { changedItemPlaces, defaultStateCacheBytes, inputKeptApart, itemsWeight, stateWeight, storedStateJson, withInputKeptApart, type ListedJob } from '../../core/store.js'
 import type { ChainableCommander } from 'ioredis'
 import { RecentMap } from '../../core/recent-map.js'
 import type { RedisConnection } from './connection.js'
@@ -31,6 +31,8 @@ interface Loaded {
   itemsInState: boolean
   /** The JSON length of an input kept in its own key (core.inputKeptApart), left out of the state by commits; 0 when the state holds it. */
   inputBytes: number
+  /** What its items weigh (core.itemsWeight), kept for the next commit that leaves them as they are. */
+  itemsBytes: number
   /** About what this record holds in memory (core.stateWeight): what #committed's byte budget counts. */
   bytes: number
   lease: Lease | null
@@ -551,8 +553,9 @@ export class RedisCommits {
         // would only push out a job still being written, and in a busy node its record would live
         // just long enough to be copied into the old generation and die there.
         if (!isTerminal(job.status)) {
-          const bytes = stateWeight(job, state.length, before.inputBytes)
-          this.#committed.set(id, { job, textInState: false, itemsInState: false, inputBytes: before.inputBytes, bytes, lease, ver, inc: before.inc, ord: before.ord, avail, timers })
+          const itemsBytes = itemsWeight(job.items, before)
+          const bytes = stateWeight(job, state.length, before.inputBytes, itemsBytes)
+          this.#committed.set(id, { job, textInState: false, itemsInState: false, inputBytes: before.inputBytes, itemsBytes, bytes, lease, ver, inc: before.inc, ord: before.ord, avail, timers })
         }
         if (events.length > 0) this.#notifications.delivered(id, events, message)
       }
@@ -637,13 +640,15 @@ function parseRecord(fields: readonly (string | null | undefined | string[])[]):
   const items = (fields[11] ?? []) as string[]
   if (state === null || state === undefined) return null
   const job = withItems(withText(withInputKeptApart(withSeq(JSON.parse(state) as JobState, seq), input), text), items)
+  const itemsBytes = itemsWeight(job.items)
   return {
     timers: timers === null || timers === undefined ? noTimers : (JSON.parse(timers) as JobTimers),
     job,
     textInState: job.text !== '' && (text === null || text === undefined),
     itemsInState: job.items.length > 0 && items.length === 0,
     inputBytes: input?.length ?? 0,
-    bytes: stateWeight(job, state.length, input?.length ?? 0),
+    itemsBytes,
+    bytes: stateWeight(job, state.length, input?.length ?? 0, itemsBytes),
     lease: lease === null || lease === undefined ? null : (JSON.parse(lease) as Lease),
     ver: ver ?? '0',
     inc: inc ?? '',

@@ -90,6 +90,42 @@ if (redisReachable('Store conformance: redis')) {
     })
   })
 
+  describe('Redis store: reads of one job made at once share one', () => {
+    it('concurrent reads share a state read after each began: never one older than a write acknowledged before the call', async () => {
+      const prefix = `${base}:shared-reads`
+      const store = await openRedisStore({ prefix })
+      try {
+        const service = new JobService(store, defaultCoreLimits)
+        const { job } = await service.createJob({ type: 'shared-reads', dispatch: false })
+        // Many at once: the first reads alone, the others share the read that follows it.
+        const together = await Promise.all(Array.from({ length: 50 }, () => store.getJob(job.id)))
+        expect(new Set(together.slice(1)).size).toBe(1)
+        expect(together[1]).toEqual(together[0])
+        // Reads racing writes: each sees at least every write acknowledged before it was called.
+        let acknowledged = 1
+        for (let round = 0; round < 30; round++) {
+          const writing = service.appendEvents(job.id, [{ type: 'chunk', data: { text: `${round} ` } }]).then((result) => {
+            acknowledged = result.job.seq
+          })
+          const reads = Array.from({ length: 5 }, async (_, i) => {
+            if (i > 2) await writing
+            const floor = acknowledged
+            const read = await store.getJob(job.id)
+            expect(read?.seq).toBeGreaterThanOrEqual(floor)
+          })
+          await Promise.all([writing, ...reads])
+        }
+        const final = await store.getJob(job.id)
+        // created, the `started` of the first write (the backend takes the job over), 30 chunks.
+        expect(final?.seq).toBe(32)
+        expect(final?.text).toBe(Array.from({ length: 30 }, (_, round) => `${round} `).join(''))
+      } finally {
+        await store.close()
+        await deleteKeys(admin, prefix)
+      }
+    })
+  })
+
   describe('Redis store: scripts', () => {
     // The store sends its scripts by SHA once a connection has run them; a Redis that lost them
     // (SCRIPT FLUSH, a restart without persistence, a failover) answers NOSCRIPT, and the write is

@@ -2,7 +2,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http'
 import { encodeSseEvent, encodeSseMessage, JobwireError, sseHeartbeat, type JobEvent, type StreamMessage } from '@jobwire/protocol'
 import type { JobSubscription, StreamSink } from '../core/subscription.js'
 import { SpreadTicker } from './spread-ticker.js'
-import { destroyWhenStalled, PendingRun, PerBatch, stallTimeoutMs, TickFlusher, type DeliveryObserver } from './tick-flush.js'
+import { destroyWhenStalled, PendingRun, PerBatch, stallTimeoutMs, stateJson, TickFlusher, type DeliveryObserver } from './tick-flush.js'
 
 export interface SseOptions {
   /** Interval of `: heartbeat` comments, which keep proxies from timing out and let clients detect a dead link. */
@@ -42,6 +42,14 @@ const batchFrames = new PerBatch<string>((batch) => (batch.length === 1 ? encode
 
 const flusher = new TickFlusher<SseConnection>()
 
+/**
+ * A snapshot's frame, as encodeSseMessage writes it, around the state's shared JSON (stateJson).
+ * JSON has no raw line breaks, so the data is one `data:` line.
+ */
+function snapshotFrame({ job, reset, reason }: Extract<StreamMessage, { type: 'snapshot' }>): string {
+  return `id: ${job.seq}\nevent: snapshot\ndata: {"job":${stateJson(job)},"reset":${reset},"reason":${JSON.stringify(reason)}}\n\n`
+}
+
 /** One open SSE response. Writes made in one turn of the event loop go out as one socket write. */
 class SseConnection implements StreamSink {
   #pending = ''
@@ -65,7 +73,7 @@ class SseConnection implements StreamSink {
     for (const message of messages) {
       if (message.type !== 'event') {
         this.#run.end()
-        this.#pending += encodeSseMessage(message)
+        this.#pending += message.type === 'snapshot' ? snapshotFrame(message) : encodeSseMessage(message)
         continue
       }
       const event = message.event

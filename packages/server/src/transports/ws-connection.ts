@@ -10,7 +10,7 @@ import {
   type WsServerMessage,
 } from '@jobwire/protocol'
 import { CoalescedRun } from './ws-coalesce.js'
-import { destroyWhenStalled, PendingRun, PerBatch, stallTimeoutMs, TickFlusher, type DeliveryObserver } from './tick-flush.js'
+import { destroyWhenStalled, PendingRun, PerBatch, stallTimeoutMs, stateJson, TickFlusher, type DeliveryObserver } from './tick-flush.js'
 
 /** What a connection needs to know about flow control (see config: `ws*`). */
 export interface WsFlowSettings {
@@ -162,7 +162,11 @@ export class WsConnection {
         default:
           break
       }
-      const text = JSON.stringify(message)
+      // A snapshot's state is encoded once however many sockets start from it (stateJson).
+      const text =
+        message.type === 'snapshot'
+          ? `{"type":"snapshot","jobId":${JSON.stringify(message.jobId)},"job":${stateJson(message.job)},"reset":${message.reset},"reason":${JSON.stringify(message.reason)}}`
+          : JSON.stringify(message)
       this.#push({ text, chars: text.length, latest: null, run: null })
     }
     this.#queued()

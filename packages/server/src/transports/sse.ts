@@ -2,7 +2,8 @@ import type { IncomingMessage, ServerResponse } from 'node:http'
 import { encodeSseEvent, encodeSseMessage, JobwireError, sseHeartbeat, type JobEvent, type StreamMessage } from '@jobwire/protocol'
 import type { JobSubscription, StreamSink } from '../core/subscription.js'
 import { SpreadTicker } from './spread-ticker.js'
-import { destroyWhenStalled, PendingRun, PerBatch, stallTimeoutMs, stateJson, TickFlusher, type DeliveryObserver } from './tick-flush.js'
+import { stateJson } from './state-json.js'
+import { destroyWhenStalled, PendingRun, PerBatch, stallTimeoutMs, TickFlusher, type DeliveryObserver } from './tick-flush.js'
 
 export interface SseOptions {
   /** Interval of `: heartbeat` comments, which keep proxies from timing out and let clients detect a dead link. */

@@ -1,4 +1,4 @@
-import type { JobEvent, JobState } from '@jobwire/protocol'
+import type { JobEvent } from '@jobwire/protocol'
 import { atEndOfTurn } from '../core/turn.js'
 
 /**
@@ -24,22 +24,6 @@ export class PerBatch<T> {
     this.#lastValue = value
     return value
   }
-}
-
-/**
- * A job state's JSON, made once per state object: every stream that starts from the same state
- * (late joiners of a popular job, on a store that hands out its cached state) shares it, instead of
- * encoding the whole state — a long text, many items — once per watcher. States are never changed
- * in place, so an object's JSON never goes stale; an entry lives as long as its state.
- */
-const stateJsonOf = new WeakMap<JobState, string>()
-export function stateJson(job: JobState): string {
-  let json = stateJsonOf.get(job)
-  if (json === undefined) {
-    json = JSON.stringify(job)
-    stateJsonOf.set(job, json)
-  }
-  return json
 }
 
 /**

@@ -10,7 +10,8 @@ import {
   type WsServerMessage,
 } from '@jobwire/protocol'
 import { CoalescedRun } from './ws-coalesce.js'
-import { destroyWhenStalled, PendingRun, PerBatch, stallTimeoutMs, stateJson, TickFlusher, type DeliveryObserver } from './tick-flush.js'
+import { stateJson } from './state-json.js'
+import { destroyWhenStalled, PendingRun, PerBatch, stallTimeoutMs, TickFlusher, type DeliveryObserver } from './tick-flush.js'
 
 /** What a connection needs to know about flow control (see config: `ws*`). */
 export interface WsFlowSettings {

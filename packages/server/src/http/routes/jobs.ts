@@ -5,6 +5,7 @@ import { authorizeCreate, authorizedJob, canRead, listScope, ownJob, requireKeyR
 import { clientAddress } from '../../core/scopes.js'
 import { abortOnClose, principalOf, summarize, type RouteContext } from '../context.js'
 import { serveJobStream } from '../stream-route.js'
+import { stateJson } from '../../transports/state-json.js'
 import { listedJob } from '../../core/store.js'
 import { deadlineSettings } from '../../config.js'
 import { cancelBody, createJobBody, listQuery, parseOwnerFilter, parsePosition, parseWith } from '../schemas.js'
@@ -78,9 +79,10 @@ export function registerJobRoutes(v1: FastifyInstance, context: RouteContext): v
     return { jobs: jobs.map(summarize), nextCursor: page.nextCursor }
   })
 
-  v1.get<{ Params: { id: string } }>('/jobs/:id', async (request) => {
+  v1.get<{ Params: { id: string } }>('/jobs/:id', async (request, reply) => {
     const job = await authorizedJob(service.store, principalOf(request), 'read', request.params.id)
-    return service.withQueuePosition(job)
+    // Encoded once per state (transports/state-json.ts): a job read often, or by many at once, is not re-encoded each time.
+    return reply.type('application/json; charset=utf-8').send(stateJson(await service.withQueuePosition(job)))
   })
 
   // A job's result and checkpoint in full, wherever they are kept: snapshots and live events carry

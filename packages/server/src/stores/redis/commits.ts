@@ -212,7 +212,7 @@ export class RedisCommits {
    * job at once each read its whole state (text and items) from Redis: 500 joining a job of 1.5 M
    * characters sent 750 MB through the node's connection, and the commands queued behind it — other
    * jobs' writes included — timed out (`unavailable`). Now two reads, and one state object whose JSON
-   * the streams share (transports/tick-flush.ts, stateJson).
+   * the streams share (transports/state-json.ts).
    */
   #sharedRead(id: string): Promise<Loaded | null> {
     const reads = this.#reads.get(id)

@@ -1,0 +1,24 @@
+import type { JobState } from '@jobwire/protocol'
+
+/** How many states' JSON are kept: enough for the jobs being joined at once, few enough to cost nothing. */
+const kept = 16
+const states: (JobState | null)[] = new Array<JobState | null>(kept).fill(null)
+const jsons: string[] = new Array<string>(kept).fill('')
+let nextSlot = 0
+
+/**
+ * A job state's JSON, made once per state object while it is among the last few encoded: the
+ * streams that start from the same state (late joiners of a popular job, on a store that hands out
+ * its cached state) share it, instead of encoding the whole state — a long text, many items — once
+ * per watcher; and so do reads of an unchanged job (`GET /v1/jobs/:id`). States are never changed
+ * in place, so an object's JSON never goes stale. Only the last `kept` are held (not one per
+ * state, as a WeakMap would: that would hold a second copy of every cached state that was read).
+ */
+export function stateJson(job: JobState): string {
+  for (let i = 0; i < kept; i++) if (states[i] === job) return jsons[i] as string
+  const json = JSON.stringify(job)
+  states[nextSlot] = job
+  jsons[nextSlot] = json
+  nextSlot = (nextSlot + 1) % kept
+  return json
+}

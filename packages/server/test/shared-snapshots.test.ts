@@ -2,6 +2,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { encodeSseMessage, type JobState, type WsServerMessage } from '@jobwire/protocol'
 import { openSse, startTestServer, type SseConnection, type TestServer } from './fixtures.js'
 import { openWs, wsUrl, type WsTestClient } from './ws-client.js'
+import { stateJson } from '../src/transports/state-json.js'
+import { seededRandom } from '../../../test/support/random.js'
 
 /**
  * A snapshot's state is encoded once and shared by every stream that starts from it (late joiners
@@ -58,3 +60,28 @@ function snapshotFrame(stream: SseConnection): string {
   const from = stream.raw.lastIndexOf('id: ', start)
   return stream.raw.slice(from, stream.raw.indexOf('\n\n', start) + 2)
 }
+
+describe('stateJson', () => {
+  const base = { id: 'job_x', seq: 1, status: 'running', text: '' } as unknown as JobState
+  const state = (seq: number, characters: number): JobState => ({ ...base, seq, text: String(seq % 10).repeat(characters) })
+
+  it('answers the JSON of the state asked for, again and again, after others turned it out by count', () => {
+    const random = seededRandom(41)
+    const states = Array.from({ length: 40 }, (_, i) => state(i + 1, 10 + Math.floor(random() * 1_000)))
+    for (let step = 0; step < 2_000; step++) {
+      const one = states[Math.floor(random() * states.length)] as JobState
+      expect(stateJson(one)).toBe(JSON.stringify(one))
+    }
+  })
+
+  it('turns out older states to stay within its character cap, and encodes them again when asked', () => {
+    const small = state(1, 10)
+    const first = state(2, 20_000_000)
+    const second = state(3, 20_000_000)
+    for (const one of [small, first, second]) expect(stateJson(one)).toBe(JSON.stringify(one))
+    // `second` did not fit beside `first` (32 M characters at most): both older ones were let go.
+    expect(stateJson(first)).toBe(JSON.stringify(first))
+    expect(stateJson(small)).toBe(JSON.stringify(small))
+    expect(stateJson(second)).toBe(JSON.stringify(second))
+  })
+})

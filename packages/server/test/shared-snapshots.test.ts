@@ -24,7 +24,7 @@ afterAll(async () => {
 })
 
 describe('snapshots shared by many watchers', () => {
-  it('SSE and WebSocket watchers joining at once each get the exact snapshot, long text, line breaks and all', async () => {
+  it('SSE, WebSocket and long-poll watchers joining at once each get the exact snapshot, long text, line breaks and all', async () => {
     const created = await server.api.call<JobState>('POST', '/v1/jobs', { type: 'shared', dispatch: false, input: { line: 'a\nb' } })
     const id = created.body.id
     const tricky = 'line one\nline two\r\nthree\rfour \u2028 five \u2029 "quoted" back\\slash \u00e9t\u00e9 \ud83d\ude80 '
@@ -48,6 +48,13 @@ describe('snapshots shared by many watchers', () => {
     const expected = encodeSseMessage({ type: 'snapshot', job, reset: false, reason: 'initial' })
     await Promise.all(sse.map((stream) => stream.waitFor((connection) => connection.raw.includes(expected))))
     for (const stream of sse) expect(snapshotFrame(stream)).toBe(expected)
+
+    // Long-poll without a position: the same snapshot, and the same bytes as the answer's own JSON.
+    const polls = await Promise.all(Array.from({ length: 3 }, () => fetch(`${server.url}/v1/jobs/${id}/events`, { headers: auth })))
+    for (const poll of polls) {
+      expect(poll.headers.get('content-type')).toBe('application/json; charset=utf-8')
+      expect(await poll.text()).toBe(JSON.stringify({ snapshot: { job, reset: false, reason: 'initial' }, events: [], next: job.seq, done: false, more: false }))
+    }
 
     const snapshots = await Promise.all(ws.map((client: WsTestClient) => client.next((m: WsServerMessage) => m.type === 'snapshot' && m.jobId === id)))
     for (const snapshot of snapshots) expect(snapshot).toEqual({ type: 'snapshot', jobId: id, job, reset: false, reason: 'initial' })

@@ -128,9 +128,14 @@ export function registerJobRoutes(v1: FastifyInstance, context: RouteContext): v
     const waitMs = address === null ? 0 : Math.min(waitSeconds * 1000, settings.pollMaxWaitMs)
     const slot = waitMs > 0 && after !== undefined && address !== null ? await limits.openStream(principal, address) : null
     try {
-      return await service.poll(request.params.id, after, waitMs, abortOnClose(reply, context.shuttingDown), (publishedAt) =>
+      const answer = await service.poll(request.params.id, after, waitMs, abortOnClose(reply, context.shuttingDown), (publishedAt) =>
         reply.raw.once('finish', () => context.pollDelivered((performance.now() - publishedAt) / 1000)),
       )
+      if (answer.snapshot === undefined) return answer
+      // A snapshot's state is encoded once however many polls (and streams) start from it (transports/state-json.ts).
+      const { snapshot, events, next, done, more } = answer
+      const json = `{"snapshot":{"job":${stateJson(snapshot.job)},"reset":${snapshot.reset},"reason":${JSON.stringify(snapshot.reason)}},"events":${JSON.stringify(events)},"next":${next},"done":${done},"more":${more}}`
+      return reply.type('application/json; charset=utf-8').send(json)
     } finally {
       slot?.release()
     }

@@ -122,22 +122,20 @@ export class Metrics {
    * estimate (core/store.ts: stateWeight).
    */
   trackStateCache(read: () => { jobs: number; bytes: number }): void {
-    new Gauge({
-      name: 'jobwire_state_cache_jobs',
-      help: 'Job states this node keeps parsed in memory so that their next write need not read them first (SQLite, Redis)',
-      registers: [this.registry],
-      collect() {
-        this.set(read().jobs)
-      },
-    })
-    new Gauge({
-      name: 'jobwire_state_cache_bytes',
-      help: 'What those states weigh, estimated (text at 2 bytes a character); at most about twice --state-cache-bytes',
-      registers: [this.registry],
-      collect() {
-        this.set(read().bytes)
-      },
-    })
+    const gauges = {
+      jobs: 'Job states this node keeps parsed in memory so that their next write need not read them first (SQLite, Redis)',
+      bytes: 'What those states weigh, estimated (text at 2 bytes a character); at most about twice --state-cache-bytes',
+    }
+    for (const [which, help] of Object.entries(gauges) as ['jobs' | 'bytes', string][]) {
+      new Gauge({
+        name: `jobwire_state_cache_${which}`,
+        help,
+        registers: [this.registry],
+        collect() {
+          this.set(read()[which])
+        },
+      })
+    }
   }
 
   /** The hooks core calls (see JobObserver). */

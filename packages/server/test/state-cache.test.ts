@@ -105,6 +105,22 @@ async function writeHeavyItems(store: CachingStore): Promise<void> {
   }
 }
 
+/** What both stores must do with a budget of 1 MiB. */
+const scenarios = [
+  ['long texts on more jobs than the budget holds are written and read back exactly', writeLongTexts],
+  ['jobs with many heavy items are weighed by them', writeHeavyItems],
+] as const
+
+/** Runs `scenario` on a store `open` makes, and closes it. */
+async function onStore(open: () => Promise<CachingStore> | CachingStore, scenario: (store: CachingStore) => Promise<void>): Promise<void> {
+  const store = await open()
+  try {
+    await scenario(store)
+  } finally {
+    await store.close()
+  }
+}
+
 describe('The parsed states a durable node keeps are bounded by bytes (--state-cache-bytes)', () => {
   let dir = ''
   beforeAll(async () => {
@@ -112,23 +128,9 @@ describe('The parsed states a durable node keeps are bounded by bytes (--state-c
   })
   afterAll(() => rm(dir, { recursive: true, force: true }))
 
-  it('SQLite: long texts on more jobs than the budget holds are written and read back exactly', async () => {
-    const store = new SqliteStore({ path: join(dir, 'long-texts.db'), cacheBytes: budget })
-    try {
-      await writeLongTexts(store)
-    } finally {
-      await store.close()
-    }
-  })
-
-  it('SQLite: jobs with many heavy items are weighed by them', async () => {
-    const store = new SqliteStore({ path: join(dir, 'heavy-items.db'), cacheBytes: budget })
-    try {
-      await writeHeavyItems(store)
-    } finally {
-      await store.close()
-    }
-  })
+  for (const [[what, scenario], n] of scenarios.map((one, n) => [one, n] as const)) {
+    it(`SQLite: ${what}`, () => onStore(() => new SqliteStore({ path: join(dir, `scenario-${n}.db`), cacheBytes: budget }), scenario))
+  }
 })
 
 if (redisReachable('The parsed states a Redis node keeps are bounded by bytes')) {
@@ -140,22 +142,8 @@ if (redisReachable('The parsed states a Redis node keeps are bounded by bytes'))
       await admin.quit()
     })
 
-    it('Redis: long texts on more jobs than the budget holds are written and read back exactly', async () => {
-      const store = await openRedisStore({ prefix, cacheBytes: budget })
-      try {
-        await writeLongTexts(store)
-      } finally {
-        await store.close()
-      }
-    })
-
-    it('Redis: jobs with many heavy items are weighed by them', async () => {
-      const store = await openRedisStore({ prefix: `${prefix}:items`, cacheBytes: budget })
-      try {
-        await writeHeavyItems(store)
-      } finally {
-        await store.close()
-      }
-    })
+    for (const [[what, scenario], n] of scenarios.map((one, n) => [one, n] as const)) {
+      it(`Redis: ${what}`, () => onStore(() => openRedisStore({ prefix: `${prefix}:${n}`, cacheBytes: budget }), scenario))
+    }
   })
 }

@@ -1,6 +1,7 @@
 import { closeSync, fdatasync, openSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { Worker } from 'node:worker_threads'
+import { SharedRun } from '../core/shared-run.js'
 
 /**
  * Keeps the SQLite store's disk work off the event loop. SQLite itself runs with
@@ -19,8 +20,7 @@ export class WalSync {
   readonly #path: string
   #fd: number | null = null
   /** The fsync running now, and the one after it that covers the commits made while it runs. */
-  #running: Promise<void> | null = null
-  #next: Promise<void> | null = null
+  readonly #sync = new SharedRun(() => this.#fsync())
 
   constructor(databasePath: string) {
     this.#path = `${databasePath}-wal`
@@ -28,29 +28,13 @@ export class WalSync {
 
   /** Resolves once every commit made before this call is on disk. */
   durable(): Promise<void> {
-    if (this.#running === null) {
-      const running = this.#fsync().finally(() => {
-        if (this.#running === running) this.#running = null
-      })
-      this.#running = running
-      return running
-    }
     // One more fsync, started when the running one ends, covers this commit and any made meanwhile.
-    this.#next ??= this.#running.then(
-      () => this.#startNext(),
-      () => this.#startNext(),
-    )
-    return this.#next
-  }
-
-  #startNext(): Promise<void> {
-    this.#next = null
-    return this.durable()
+    return this.#sync.run()
   }
 
   /** Waits for what is in flight, then closes the file. */
   async close(): Promise<void> {
-    await (this.#next ?? this.#running)?.catch(() => undefined)
+    await this.#sync.settled()
     if (this.#fd !== null) closeSync(this.#fd)
     this.#fd = null
   }

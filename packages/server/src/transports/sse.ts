@@ -1,8 +1,8 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
-import { encodeSseEvent, encodeSseMessage, JobwireError, sseHeartbeat, type JobEvent, type StreamMessage } from '@jobwire/protocol'
+import { encodeSseEvent, encodeSseFrame, encodeSseMessage, JobwireError, sseHeartbeat, type JobEvent, type StreamMessage } from '@jobwire/protocol'
 import type { JobSubscription, StreamSink } from '../core/subscription.js'
 import { SpreadTicker } from './spread-ticker.js'
-import { stateJson } from './state-json.js'
+import { snapshotJson } from './state-json.js'
 import { destroyWhenStalled, PendingRun, PerBatch, stallTimeoutMs, TickFlusher, type DeliveryObserver } from './tick-flush.js'
 
 export interface SseOptions {
@@ -43,14 +43,6 @@ const batchFrames = new PerBatch<string>((batch) => (batch.length === 1 ? encode
 
 const flusher = new TickFlusher<SseConnection>()
 
-/**
- * A snapshot's frame, as encodeSseMessage writes it, around the state's shared JSON (stateJson).
- * JSON has no raw line breaks, so the data is one `data:` line.
- */
-function snapshotFrame({ job, reset, reason }: Extract<StreamMessage, { type: 'snapshot' }>): string {
-  return `id: ${job.seq}\nevent: snapshot\ndata: {"job":${stateJson(job)},"reset":${reset},"reason":${JSON.stringify(reason)}}\n\n`
-}
-
 /** One open SSE response. Writes made in one turn of the event loop go out as one socket write. */
 class SseConnection implements StreamSink {
   #pending = ''
@@ -74,7 +66,11 @@ class SseConnection implements StreamSink {
     for (const message of messages) {
       if (message.type !== 'event') {
         this.#run.end()
-        this.#pending += message.type === 'snapshot' ? snapshotFrame(message) : encodeSseMessage(message)
+        // A snapshot as encodeSseMessage writes it, around the state's shared JSON (state-json.ts).
+        this.#pending +=
+          message.type === 'snapshot'
+            ? encodeSseFrame({ id: String(message.job.seq), event: 'snapshot', data: snapshotJson(message.job, message.reset, message.reason) })
+            : encodeSseMessage(message)
         continue
       }
       const event = message.event

@@ -1,4 +1,4 @@
-import type { JobState } from '@jobwire/protocol'
+import type { JobState, SnapshotReason } from '@jobwire/protocol'
 
 /** How many states' JSON are kept, and how many characters of it at most (a state's own can be ~10 MB). */
 const kept = 16
@@ -33,4 +33,13 @@ export function stateJson(job: JobState): string {
   held += json.length
   nextSlot = (nextSlot + 1) % kept
   return json
+}
+
+/**
+ * A snapshot's body, `{"job":…,"reset":…,"reason":…}` (what `JSON.stringify({job, reset, reason})`
+ * writes), around the state's shared JSON: what SSE sends as its data, a long-poll as its
+ * `snapshot` and a WebSocket after its `type` and `jobId`.
+ */
+export function snapshotJson(job: JobState, reset: boolean, reason: SnapshotReason): string {
+  return `{"job":${stateJson(job)},"reset":${reset},"reason":${JSON.stringify(reason)}}`
 }

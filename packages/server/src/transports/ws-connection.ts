@@ -10,7 +10,7 @@ import {
   type WsServerMessage,
 } from '@jobwire/protocol'
 import { CoalescedRun } from './ws-coalesce.js'
-import { stateJson } from './state-json.js'
+import { snapshotJson } from './state-json.js'
 import { destroyWhenStalled, PendingRun, PerBatch, stallTimeoutMs, TickFlusher, type DeliveryObserver } from './tick-flush.js'
 
 /** What a connection needs to know about flow control (see config: `ws*`). */
@@ -163,10 +163,10 @@ export class WsConnection {
         default:
           break
       }
-      // A snapshot's state is encoded once however many sockets start from it (stateJson).
+      // A snapshot's state is encoded once however many sockets start from it (state-json.ts).
       const text =
         message.type === 'snapshot'
-          ? `{"type":"snapshot","jobId":${JSON.stringify(message.jobId)},"job":${stateJson(message.job)},"reset":${message.reset},"reason":${JSON.stringify(message.reason)}}`
+          ? `{"type":"snapshot","jobId":${JSON.stringify(message.jobId)},${snapshotJson(message.job, message.reset, message.reason).slice(1)}`
           : JSON.stringify(message)
       this.#push({ text, chars: text.length, latest: null, run: null })
     }

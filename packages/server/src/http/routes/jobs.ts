@@ -5,7 +5,7 @@ import { authorizeCreate, authorizedJob, canRead, listScope, ownJob, requireKeyR
 import { clientAddress } from '../../core/scopes.js'
 import { abortOnClose, principalOf, summarize, type RouteContext } from '../context.js'
 import { serveJobStream } from '../stream-route.js'
-import { stateJson } from '../../transports/state-json.js'
+import { snapshotJson, stateJson } from '../../transports/state-json.js'
 import { listedJob } from '../../core/store.js'
 import { deadlineSettings } from '../../config.js'
 import { cancelBody, createJobBody, listQuery, parseOwnerFilter, parsePosition, parseWith } from '../schemas.js'
@@ -134,7 +134,7 @@ export function registerJobRoutes(v1: FastifyInstance, context: RouteContext): v
       if (answer.snapshot === undefined) return answer
       // A snapshot's state is encoded once however many polls (and streams) start from it (transports/state-json.ts).
       const { snapshot, events, next, done, more } = answer
-      const json = `{"snapshot":{"job":${stateJson(snapshot.job)},"reset":${snapshot.reset},"reason":${JSON.stringify(snapshot.reason)}},"events":${JSON.stringify(events)},"next":${next},"done":${done},"more":${more}}`
+      const json = `{"snapshot":${snapshotJson(snapshot.job, snapshot.reset, snapshot.reason)},"events":${JSON.stringify(events)},"next":${next},"done":${done},"more":${more}}`
       return reply.type('application/json; charset=utf-8').send(json)
     } finally {
       slot?.release()

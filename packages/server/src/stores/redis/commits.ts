@@ -17,6 +17,7 @@ import type {
 import { changedItemPlaces, defaultStateCacheBytes, inputKeptApart, itemsWeight, stateWeight, storedStateJson, withInputKeptApart, type ListedJob } from '../../core/store.js'
 import type { ChainableCommander } from 'ioredis'
 import { RecentMap } from '../../core/recent-map.js'
+import { SharedRun } from '../../core/shared-run.js'
 import type { RedisConnection } from './connection.js'
 import { epochSeqGap, type RedisEpochs } from './epochs.js'
 import type { RedisKeys } from './keys.js'
@@ -111,8 +112,8 @@ export class RedisCommits {
    * byte budget, if fewer), at most twice as many.
    */
   readonly #committed: RecentMap<string, Loaded>
-  /** Per job, the snapshot read running now and the one after it that the calls made meanwhile share (#sharedRead). */
-  readonly #reads = new Map<string, { running: Promise<Loaded | null>; next: Promise<Loaded | null> | null }>()
+  /** Per job being read, its read running now and the one after it that the calls made meanwhile share (#sharedRead). */
+  readonly #reads = new Map<string, SharedRun<Loaded | null>>()
   #claims: Promise<unknown> = Promise.resolve()
   /** Per set of job types, jobs the last pick read beyond its claim (and that claim's time), for the next claims (#claimNow). */
   readonly #spares = new Map<string, { records: Loaded[]; at: number }>()
@@ -208,30 +209,25 @@ export class RedisCommits {
   /**
    * A read of `id` shared by the calls made while another is running: they wait for it and share
    * the one read that starts when it ends, so each still sees every write acknowledged before its
-   * call began (as the SQLite store's fsync is shared, sqlite-wal.ts). Many watchers joining one
+   * call began (core/shared-run.ts, as the SQLite store's fsync is shared). Many watchers joining one
    * job at once each read its whole state (text and items) from Redis: 500 joining a job of 1.5 M
    * characters sent 750 MB through the node's connection, and the commands queued behind it — other
    * jobs' writes included — timed out (`unavailable`). Now two reads, and one state object whose JSON
    * the streams share (transports/state-json.ts).
    */
   #sharedRead(id: string): Promise<Loaded | null> {
-    const reads = this.#reads.get(id)
-    if (reads === undefined) return this.#startRead(id)
-    reads.next ??= reads.running.then(
-      () => this.#startRead(id),
-      () => this.#startRead(id),
-    )
-    return reads.next
-  }
-
-  #startRead(id: string): Promise<Loaded | null> {
-    const reads: { running: Promise<Loaded | null>; next: Promise<Loaded | null> | null } = { running: Promise.resolve(null), next: null }
-    reads.running = this.#load(id).finally(() => {
-      // Calls made meanwhile start the next read (#sharedRead), which takes this entry's place.
-      if (this.#reads.get(id) === reads && reads.next === null) this.#reads.delete(id)
-    })
-    this.#reads.set(id, reads)
-    return reads.running
+    let reads = this.#reads.get(id)
+    if (reads === undefined) {
+      const own: SharedRun<Loaded | null> = new SharedRun(
+        () => this.#load(id),
+        () => {
+          if (this.#reads.get(id) === own) this.#reads.delete(id)
+        },
+      )
+      reads = own
+      this.#reads.set(id, reads)
+    }
+    return reads.run()
   }
 
   async getRecord(id: string): Promise<JobRecord | null> {

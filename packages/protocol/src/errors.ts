@@ -36,6 +36,7 @@ export const errorRegistry = {
   slow_consumer: { status: 503, retryable: true, message: 'The stream fell {bytes} bytes behind; reconnect to resume' },
   unavailable: { status: 503, retryable: true, message: 'The server is not available: {reason}' },
   server_busy: { status: 503, retryable: true, message: 'The server holds its maximum of {max} connections; retry shortly' },
+  overloaded: { status: 503, retryable: true, message: 'The server is reading {bytes} bytes of request bodies, near its limit of {limit}; nothing was done, retry in {retryAfter} s' },
   internal: { status: 500, retryable: true, message: 'Internal error (request {requestId})' },
 } as const satisfies Record<string, { status: number; retryable: boolean; message: string }>
 
@@ -99,6 +100,7 @@ export const errorMeanings = {
   slow_consumer: '(stream only) the reader fell too far behind; resume from the last seq',
   unavailable: 'the store is closed or unreachable, or a demo capacity is reached',
   server_busy: 'the node holds `--max-connections` streams; `Retry-After` is set',
+  overloaded: 'the node is reading and handling `--max-body-bytes-in-flight` of request bodies (each counted by its `Content-Length`); the request was refused before its body was read, so retrying it is safe; `Retry-After` is set',
   internal: 'a bug; logged with the request id, which the message names',
 } as const satisfies Record<ErrorCode, string>
 

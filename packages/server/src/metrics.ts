@@ -116,6 +116,18 @@ export class Metrics {
     })
   }
 
+  /** `jobwire_http_body_bytes_in_flight`: request bodies admitted and not yet answered (`--max-body-bytes-in-flight`). */
+  trackBodies(read: () => number): void {
+    new Gauge({
+      name: 'jobwire_http_body_bytes_in_flight',
+      help: 'Bytes of request bodies this node is reading or handling, by their Content-Length; at --max-body-bytes-in-flight it answers 503 overloaded',
+      registers: [this.registry],
+      collect() {
+        this.set(read())
+      },
+    })
+  }
+
   /**
    * `jobwire_state_cache_jobs` and `jobwire_state_cache_bytes`: the parsed job states a SQLite or
    * Redis node keeps in memory (`--state-cache-bytes`), read at each scrape. Bytes are the store's

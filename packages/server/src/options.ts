@@ -58,6 +58,7 @@ export function limitSettings(config: Config): LimitSettings {
     streamsPerUser: config.streamsPerUser,
     streamsPerIp: config.streamsPerIp,
     maxConnections: config.maxConnections,
+    maxBodyBytesInFlight: config.maxBodyBytesInFlight,
     tenantTiers: config.tenantTiers,
     createLimitByTier: config.createLimitByTier,
     streamsPerUserByTier: config.streamsPerUserByTier,

@@ -16,6 +16,7 @@ import { startServer } from '../src/server.js'
 import { collect, createJsonClient, openSse, startTestServer, testApiKey, type TestServer } from './fixtures.js'
 import { adminClient, deleteKeys, redisReachable, redisUrl, testPrefix } from './redis-fixtures/redis.js'
 import { openWs, wsUrl } from './ws-client.js'
+import { bodyBytesInFlight, holdRequest, untilBodyBytesInFlight } from './held-body.js'
 
 const nested = (depth: number, leaf = '0'): string => '['.repeat(depth) + leaf + ']'.repeat(depth)
 
@@ -204,6 +205,66 @@ describe('request timeout', () => {
       expect(status).toBe(400)
       expect(error).toMatchObject({ code: 'invalid_request' })
       expect(performance.now() - started).toBeGreaterThanOrEqual(900)
+    } finally {
+      await t.close()
+    }
+  })
+})
+
+describe('request bodies in flight (--max-body-bytes-in-flight)', () => {
+  const budget = 256 * 1024
+  const body = (type: string): string => JSON.stringify({ type, input: { blob: 'x'.repeat(100_000) } })
+  const size = Buffer.byteLength(body('held'))
+
+  it('past the budget a request is refused 503 overloaded before its body is read, nothing is created, and the same request passes once the bodies in flight are answered', async () => {
+    const t = await startTestServer({ maxBodyBytesInFlight: budget })
+    try {
+      const held = [holdRequest(t.url, t.key, '/v1/jobs', body('held')), holdRequest(t.url, t.key, '/v1/jobs', body('held'))]
+      await untilBodyBytesInFlight(t.url, t.key, 2 * size)
+      const refused = await t.api.call<{ error: ErrorBody }>('POST', '/v1/jobs', JSON.parse(body('third')))
+      expect(refused.status).toBe(503)
+      expect(refused.headers['retry-after']).toBe('1')
+      expect(refused.body.error).toMatchObject({ code: 'overloaded', details: { bytes: 2 * size, limit: budget, retryAfter: 1 } })
+      expect((await t.api.call<{ jobs: unknown[] }>('GET', '/v1/jobs?type=third')).body.jobs).toEqual([])
+      for (const request of held) request.finish()
+      for (const answer of await Promise.all(held.map((request) => request.answer))) expect(answer).toMatch(/^HTTP\/1\.1 201 /)
+      await untilBodyBytesInFlight(t.url, t.key, 0)
+      expect((await t.api.call('POST', '/v1/jobs', JSON.parse(body('third')))).status).toBe(201)
+      expect((await t.api.call<{ jobs: unknown[] }>('GET', '/v1/jobs?type=held')).body.jobs).toHaveLength(2)
+      expect(await bodyBytesInFlight(t.url, t.key)).toBe(0)
+    } finally {
+      await t.close()
+    }
+  })
+
+  it('a body is admitted whatever its size when none is in flight; a chunked one counts its route\'s limit', async () => {
+    // 1 MiB bodies (the default --max-body-bytes) on a node whose budget is a quarter of that.
+    const t = await startTestServer({ maxBodyBytesInFlight: budget })
+    try {
+      const chunked = holdRequest(t.url, t.key, '/v1/jobs', body('chunked'), { chunked: true })
+      await untilBodyBytesInFlight(t.url, t.key, 1024 * 1024)
+      const small = await t.api.call<{ error: ErrorBody }>('POST', '/v1/jobs', { type: 'small' })
+      expect(small.body.error).toMatchObject({ code: 'overloaded', details: { bytes: 1024 * 1024 } })
+      chunked.finish()
+      expect(await chunked.answer).toMatch(/^HTTP\/1\.1 201 /)
+      await untilBodyBytesInFlight(t.url, t.key, 0)
+      expect((await t.api.call('POST', '/v1/jobs', { type: 'small' })).status).toBe(201)
+    } finally {
+      await t.close()
+    }
+  })
+
+  it('a client that goes away mid-body gives its bytes back; a request refused 401 never counted', async () => {
+    const t = await startTestServer({ maxBodyBytesInFlight: budget })
+    try {
+      const gone = holdRequest(t.url, t.key, '/v1/jobs', body('gone'))
+      await untilBodyBytesInFlight(t.url, t.key, size)
+      gone.abort()
+      await untilBodyBytesInFlight(t.url, t.key, 0)
+      const stranger = holdRequest(t.url, 'not-a-key-of-this-node', '/v1/jobs', body('stranger'))
+      expect(bodyOf(await stranger.answer)).toMatchObject({ status: 401, error: { code: 'unauthorized' } })
+      expect(await bodyBytesInFlight(t.url, t.key)).toBe(0)
+      expect((await t.api.call<{ jobs: unknown[] }>('GET', '/v1/jobs?type=gone')).body.jobs).toEqual([])
     } finally {
       await t.close()
     }

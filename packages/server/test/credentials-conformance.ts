@@ -63,6 +63,7 @@ const limitSettings = (overrides: Partial<LimitSettings> = {}): LimitSettings =>
   streamsPerUser: 2,
   streamsPerIp: 1_000,
   maxConnections: 1_000,
+  maxBodyBytesInFlight: 128 * 1024 ** 2,
   ...overrides,
 })
 

@@ -17,6 +17,7 @@ import { startServer } from '../src/server.js'
 import { collect, openSse, readSse, startTestServer, testApiKey, type SseConnection, type TestServer } from './fixtures.js'
 import { openWs, wsUrl } from './ws-client.js'
 import { expectDocumentedAnswer } from './openapi-check.js'
+import { holdRequest, untilBodyBytesInFlight } from './held-body.js'
 import { within } from '../../../test/support/wait.js'
 
 /** Small limits, so every "too large" answer is cheap to provoke. */
@@ -707,6 +708,7 @@ const triggers: Record<ErrorCode, Trigger> = {
   too_many_streams: () => triggerStreamLimit({ streamsPerUser: 1 }),
   key_not_found: () => inject('DELETE', '/v1/keys/no-such-key'),
   server_busy: () => triggerStreamLimit({ maxConnections: 1 }),
+  overloaded: triggerBodiesInFlight,
   unsupported_media_type: () => inject('POST', '/v1/jobs', { payload: '<job/>', headers: { 'content-type': 'application/xml' } }),
   slow_consumer: triggerSlowConsumer,
   unavailable: async () => {
@@ -788,6 +790,21 @@ async function triggerStreamLimit(limit: { streamsPerUser: 1 } | { maxConnection
     return { status: refused.status, headers: refused.headers, body: refused.body === '' ? null : JSON.parse(refused.body) }
   } finally {
     for (const connection of open) connection.close()
+    await server.close()
+  }
+}
+
+/** A node reading as many body bytes as `--max-body-bytes-in-flight` allows: the next request is refused before its body is read. */
+async function triggerBodiesInFlight(): Promise<Answer<unknown>> {
+  const server = await startTestServer({ maxBodyBytesInFlight: 64 * 1024 })
+  const held = holdRequest(server.url, server.key, '/v1/jobs', JSON.stringify({ type: 'held', input: { blob: 'x'.repeat(60_000) } }))
+  try {
+    await untilBodyBytesInFlight(server.url, server.key, 60_035)
+    const refused = await server.api.call('POST', '/v1/jobs', { type: 'refused', input: { blob: 'y'.repeat(10_000) } })
+    expect(refused.headers['retry-after']).toBe('1')
+    return refused
+  } finally {
+    held.abort()
     await server.close()
   }
 }

@@ -120,6 +120,7 @@ export async function buildApp(options: AppOptions): Promise<{ app: FastifyInsta
   // An SSE connection carries one job's stream.
   options.metrics.trackTransport('sse', { connections: () => sse.connections, subscriptions: () => sse.connections })
   options.metrics.trackTransport('poll', { subscriptions: () => options.service.openPolls })
+  options.metrics.trackBodies(() => options.limits.bodyBytesInFlight)
   app.addHook('onClose', async () => sse.close())
   // Fastify parses text/plain by default; the API takes JSON only, so it gets unsupported_media_type.
   app.removeContentTypeParser('text/plain')
@@ -196,6 +197,24 @@ export async function buildApp(options: AppOptions): Promise<{ app: FastifyInsta
     void reply.code(404).send({ error: error.toBody() })
   })
 
+  /**
+   * Counts an authenticated request's body against `--max-body-bytes-in-flight` until its answer is
+   * sent (or the client goes), before the body is read: its `Content-Length`, or its route's limit
+   * when it comes chunked. One declared larger than the route takes is left to Fastify's 413.
+   * Answers the refusal, if any.
+   */
+  const admitBody = (request: FastifyRequest, reply: FastifyReply): JobwireError | undefined => {
+    const length = request.headers['content-length']
+    const limit = request.routeOptions.bodyLimit ?? settings.maxBodyBytes
+    const bytes = length !== undefined ? Number(length) : request.headers['transfer-encoding'] !== undefined ? limit : 0
+    if (!(bytes > 0) || bytes > limit) return undefined
+    try {
+      reply.raw.once('close', options.limits.admitBody(bytes))
+      return undefined
+    } catch (error) {
+      return error as JobwireError
+    }
+  }
   const cors = corsPolicy(settings.corsOrigins)
   /** The /v1 credential check, shared by HTTP requests and WebSocket upgrades. */
   const authenticateRequest = (headers: IncomingHttpHeaders, accessToken: string | undefined): Principal | Promise<Principal> => {
@@ -286,14 +305,14 @@ export async function buildApp(options: AppOptions): Promise<{ app: FastifyInsta
           found.then(
             (principal) => {
               request.principal = principal
-              answer()
+              answer(admitBody(request, reply))
             },
             answer,
           )
           return
         }
         request.principal = found
-        answer()
+        answer(admitBody(request, reply))
       })
       registerJobRoutes(v1, context)
       registerEventRoutes(v1, context)

@@ -18,6 +18,8 @@ export interface LimitSettings {
   streamsPerIp: number
   /** Open streams on this node, whoever holds them. */
   maxConnections: number
+  /** Bytes of request bodies this node reads and handles at once (`admitBody`). */
+  maxBodyBytesInFlight: number
   /** Tenant → tier name. A tenant not listed is a tier of its own (its name), so tier limits may name tenants too. */
   tenantTiers?: Record<string, string>
   /** Per tier: replaces `createLimit` for people of its tenants. */
@@ -36,6 +38,7 @@ export interface LimitSettings {
  */
 export class Limits {
   #connections = 0
+  #bodyBytes = 0
 
   constructor(
     readonly settings: LimitSettings,
@@ -46,6 +49,32 @@ export class Limits {
 
   get connections(): number {
     return this.#connections
+  }
+
+  /** Bytes of request bodies admitted and not yet answered. */
+  get bodyBytesInFlight(): number {
+    return this.#bodyBytes
+  }
+
+  /**
+   * Admits a request body of `bytes` against `maxBodyBytesInFlight`, or refuses it with
+   * `overloaded` (before it is read, so nothing was done). A body is always admitted when no
+   * other is in flight, so one as large as its route allows still passes on an idle node. The
+   * release returned gives the bytes back; calling it again does nothing.
+   */
+  admitBody(bytes: number): () => void {
+    const limit = this.settings.maxBodyBytesInFlight
+    if (this.#bodyBytes > 0 && this.#bodyBytes + bytes > limit) {
+      this.metrics.limitRejections.inc({ limit: 'body_bytes_in_flight' })
+      throw new JobwireError('overloaded', { bytes: this.#bodyBytes, limit, retryAfter: 1 })
+    }
+    this.#bodyBytes += bytes
+    let held = true
+    return () => {
+      if (!held) return
+      held = false
+      this.#bodyBytes -= bytes
+    }
   }
 
   /** The value `byTier` sets for `tenant`'s tier, if any. */

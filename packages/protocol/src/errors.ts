@@ -100,7 +100,7 @@ export const errorMeanings = {
   slow_consumer: '(stream only) the reader fell too far behind; resume from the last seq',
   unavailable: 'the store is closed or unreachable, or a demo capacity is reached',
   server_busy: 'the node holds `--max-connections` streams; `Retry-After` is set',
-  overloaded: 'the node is reading and handling `--max-body-bytes-in-flight` of request bodies (each counted by its `Content-Length`); the request was refused before its body was read, so retrying it is safe; `Retry-After` is set',
+  overloaded: 'the node is reading and parsing `--max-body-bytes-in-flight` of request bodies (each counted by its `Content-Length`), and this body is 64 KiB or more; the request was refused before its body was read, so retrying it is safe; `Retry-After` is set',
   internal: 'a bug; logged with the request id, which the message names',
 } as const satisfies Record<ErrorCode, string>
 

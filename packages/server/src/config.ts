@@ -99,7 +99,7 @@ export const configSchema = z.object({
   maxBodyBytes: int(1024, 64 * 1024 ** 2).default(1024 * 1024).meta({ description: 'largest request body' }),
   maxBodyBytesInFlight: int(64 * 1024, 64 * 1024 ** 3)
     .default(128 * 1024 ** 2)
-    .meta({ description: 'bytes of request bodies a node reads and handles at once (each counted by its `Content-Length` from its headers to its answer; a chunked body counts its route\'s limit); a request that would pass it is refused before its body is read with `503 overloaded` and `Retry-After`, except when no other body is in flight. Bounds the memory many large bodies sent at once take (a body costs a few times its size while parsed)' }),
+    .meta({ description: 'bytes of request bodies a node reads and parses at once, each counted by its `Content-Length` from its headers until it is parsed (a chunked body counts its route\'s limit). A body of 64 KiB or more that would pass it is refused before it is read with `503 overloaded` and `Retry-After`, unless nothing else is in flight; smaller bodies count but are never refused. Bounds the memory many large bodies sent at once take (a body costs a few times its size while parsed)' }),
   maxEventBytes: int(256, 16 * 1024 ** 2).default(64 * 1024).meta({ description: 'largest single event (its JSON)' }),
   maxJsonDepth: int(2, 1000).default(64).meta({ description: 'deepest nesting of objects and arrays in a JSON body or WebSocket message (the outermost counts 1); deeper: `400 invalid_request` naming the path (see [limits.md](limits.md))' }),
   maxJsonWidth: int(10, 10_000_000).default(10_000).meta({ description: 'most entries in one JSON object or array of a body or WebSocket message; more: `400 invalid_request` naming the path' }),

@@ -116,11 +116,11 @@ export class Metrics {
     })
   }
 
-  /** `jobwire_http_body_bytes_in_flight`: request bodies admitted and not yet answered (`--max-body-bytes-in-flight`). */
+  /** `jobwire_http_body_bytes_in_flight`: request bodies admitted and not yet parsed (`--max-body-bytes-in-flight`). */
   trackBodies(read: () => number): void {
     new Gauge({
       name: 'jobwire_http_body_bytes_in_flight',
-      help: 'Bytes of request bodies this node is reading or handling, by their Content-Length; at --max-body-bytes-in-flight it answers 503 overloaded',
+      help: 'Bytes of request bodies this node is reading and parsing, by their Content-Length; past --max-body-bytes-in-flight it answers bodies of 64 KiB or more with 503 overloaded',
       registers: [this.registry],
       collect() {
         this.set(read())

@@ -237,18 +237,39 @@ describe('request bodies in flight (--max-body-bytes-in-flight)', () => {
     }
   })
 
-  it('a body is admitted whatever its size when none is in flight; a chunked one counts its route\'s limit', async () => {
+  it('a body is admitted whatever its size when none is in flight; a chunked one counts its route\'s limit; bodies under 64 KiB are never refused', async () => {
     // 1 MiB bodies (the default --max-body-bytes) on a node whose budget is a quarter of that.
     const t = await startTestServer({ maxBodyBytesInFlight: budget })
     try {
       const chunked = holdRequest(t.url, t.key, '/v1/jobs', body('chunked'), { chunked: true })
       await untilBodyBytesInFlight(t.url, t.key, 1024 * 1024)
-      const small = await t.api.call<{ error: ErrorBody }>('POST', '/v1/jobs', { type: 'small' })
-      expect(small.body.error).toMatchObject({ code: 'overloaded', details: { bytes: 1024 * 1024 } })
+      const large = await t.api.call<{ error: ErrorBody }>('POST', '/v1/jobs', JSON.parse(body('large')))
+      expect(large.body.error).toMatchObject({ code: 'overloaded', details: { bytes: 1024 * 1024 } })
+      // A progress tick, a claim, a small job: the budget is spent, and they pass.
+      expect((await t.api.call('POST', '/v1/jobs', { type: 'small', input: { note: 'x'.repeat(60_000) } })).status).toBe(201)
       chunked.finish()
       expect(await chunked.answer).toMatch(/^HTTP\/1\.1 201 /)
       await untilBodyBytesInFlight(t.url, t.key, 0)
-      expect((await t.api.call('POST', '/v1/jobs', { type: 'small' })).status).toBe(201)
+      expect((await t.api.call('POST', '/v1/jobs', JSON.parse(body('large')))).status).toBe(201)
+    } finally {
+      await t.close()
+    }
+  })
+
+  it('a body counts until it is parsed, not while its request waits: a long-poll does not hold the budget', async () => {
+    const t = await startTestServer({ maxBodyBytesInFlight: budget })
+    try {
+      // A claim long-polling an empty queue for 10 s: its body was parsed and given back.
+      const claim = t.api.call('POST', '/v1/workers/claim', { types: ['nothing-queued'], wait: 10 })
+      await new Promise((resolve) => setTimeout(resolve, 200))
+      expect(await bodyBytesInFlight(t.url, t.key)).toBe(0)
+      // So a body larger than the whole budget is still admitted alone.
+      const chunked = holdRequest(t.url, t.key, '/v1/jobs', body('alone'), { chunked: true })
+      await untilBodyBytesInFlight(t.url, t.key, 1024 * 1024)
+      chunked.finish()
+      expect(await chunked.answer).toMatch(/^HTTP\/1\.1 201 /)
+      await t.api.call('POST', '/v1/jobs', { type: 'nothing-queued' })
+      expect((await claim).status).toBe(200)
     } finally {
       await t.close()
     }

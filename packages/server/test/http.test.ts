@@ -797,10 +797,10 @@ async function triggerStreamLimit(limit: { streamsPerUser: 1 } | { maxConnection
 /** A node reading as many body bytes as `--max-body-bytes-in-flight` allows: the next request is refused before its body is read. */
 async function triggerBodiesInFlight(): Promise<Answer<unknown>> {
   const server = await startTestServer({ maxBodyBytesInFlight: 64 * 1024 })
-  const held = holdRequest(server.url, server.key, '/v1/jobs', JSON.stringify({ type: 'held', input: { blob: 'x'.repeat(60_000) } }))
+  const held = holdRequest(server.url, server.key, '/v1/jobs', JSON.stringify({ type: 'held', input: { blob: 'x'.repeat(70_000) } }))
   try {
-    await untilBodyBytesInFlight(server.url, server.key, 60_035)
-    const refused = await server.api.call('POST', '/v1/jobs', { type: 'refused', input: { blob: 'y'.repeat(10_000) } })
+    await untilBodyBytesInFlight(server.url, server.key, 70_035)
+    const refused = await server.api.call('POST', '/v1/jobs', { type: 'refused', input: { blob: 'y'.repeat(70_000) } })
     expect(refused.headers['retry-after']).toBe('1')
     return refused
   } finally {

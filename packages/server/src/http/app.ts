@@ -136,9 +136,14 @@ export async function buildApp(options: AppOptions): Promise<{ app: FastifyInsta
       done(error as Error, undefined)
       return
     }
-    parseJson(request, text, (error, value) => done(error === null ? null : (refusedKeys(text) ?? error), value))
+    parseJson(request, text, (error, value) => {
+      // Read and parsed: what many bodies at once cost is behind it (the answer's own work is not counted).
+      request.releaseBody?.()
+      done(error === null ? null : (refusedKeys(text) ?? error), value)
+    })
   })
   app.decorateRequest('principal', null)
+  app.decorateRequest('releaseBody', null)
 
   // Open streams by API key, so that revoking a key closes them at once.
   const streamsByKey = new Map<string, Set<(error: JobwireError) => void>>()
@@ -198,10 +203,10 @@ export async function buildApp(options: AppOptions): Promise<{ app: FastifyInsta
   })
 
   /**
-   * Counts an authenticated request's body against `--max-body-bytes-in-flight` until its answer is
-   * sent (or the client goes), before the body is read: its `Content-Length`, or its route's limit
-   * when it comes chunked. One declared larger than the route takes is left to Fastify's 413.
-   * Answers the refusal, if any.
+   * Counts an authenticated request's body against `--max-body-bytes-in-flight` from before it is
+   * read until it is parsed (or the answer is sent, or the client goes): its `Content-Length`, or
+   * its route's limit when it comes chunked. One declared larger than the route takes is left to
+   * Fastify's 413. Answers the refusal, if any.
    */
   const admitBody = (request: FastifyRequest, reply: FastifyReply): JobwireError | undefined => {
     const length = request.headers['content-length']
@@ -209,7 +214,9 @@ export async function buildApp(options: AppOptions): Promise<{ app: FastifyInsta
     const bytes = length !== undefined ? Number(length) : request.headers['transfer-encoding'] !== undefined ? limit : 0
     if (!(bytes > 0) || bytes > limit) return undefined
     try {
-      reply.raw.once('close', options.limits.admitBody(bytes))
+      const release = options.limits.admitBody(bytes)
+      request.releaseBody = release
+      reply.raw.once('close', release)
       return undefined
     } catch (error) {
       return error as JobwireError

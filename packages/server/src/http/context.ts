@@ -14,6 +14,8 @@ declare module 'fastify' {
   interface FastifyRequest {
     /** Set by the /v1 auth hook. */
     principal: Principal | null
+    /** Gives the body's bytes back to `--max-body-bytes-in-flight` once it is parsed (app.ts: admitBody). */
+    releaseBody: (() => void) | null
   }
 }
 

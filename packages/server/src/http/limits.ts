@@ -32,6 +32,9 @@ export interface LimitSettings {
   streamsPerUserByType?: Record<string, number>
 }
 
+/** Request bodies under this are never refused by `maxBodyBytesInFlight` (though they count toward it). */
+const smallBodyBytes = 64 * 1024
+
 /**
  * The resource limits, counted through RateCounter/StreamCounter so that the Redis backend can
  * count them across nodes. Each refusal is a 429 (with Retry-After) or 503 and a metric.
@@ -58,13 +61,14 @@ export class Limits {
 
   /**
    * Admits a request body of `bytes` against `maxBodyBytesInFlight`, or refuses it with
-   * `overloaded` (before it is read, so nothing was done). A body is always admitted when no
-   * other is in flight, so one as large as its route allows still passes on an idle node. The
-   * release returned gives the bytes back; calling it again does nothing.
+   * `overloaded` (before it is read, so nothing was done). Bodies under `smallBodyBytes` are
+   * counted but never refused (a progress tick, a claim: most requests, and cheap); a larger one
+   * is always admitted when nothing else is in flight, so one as large as its route allows still
+   * passes on an idle node. The release returned gives the bytes back; calling it again does nothing.
    */
   admitBody(bytes: number): () => void {
     const limit = this.settings.maxBodyBytesInFlight
-    if (this.#bodyBytes > 0 && this.#bodyBytes + bytes > limit) {
+    if (bytes >= smallBodyBytes && this.#bodyBytes > 0 && this.#bodyBytes + bytes > limit) {
       this.metrics.limitRejections.inc({ limit: 'body_bytes_in_flight' })
       throw new JobwireError('overloaded', { bytes: this.#bodyBytes, limit, retryAfter: 1 })
     }

@@ -36,7 +36,7 @@ export const errorRegistry = {
   slow_consumer: { status: 503, retryable: true, message: 'The stream fell {bytes} bytes behind; reconnect to resume' },
   unavailable: { status: 503, retryable: true, message: 'The server is not available: {reason}' },
   server_busy: { status: 503, retryable: true, message: 'The server holds its maximum of {max} connections; retry shortly' },
-  overloaded: { status: 503, retryable: true, message: 'The server is reading {bytes} bytes of request bodies, near its limit of {limit}; nothing was done, retry in {retryAfter} s' },
+  overloaded: { status: 503, retryable: true, message: 'The server is reading {bytes} bytes of request bodies: this body of {size} would pass its limit of {limit}; nothing was done, retry in {retryAfter} s' },
   internal: { status: 500, retryable: true, message: 'Internal error (request {requestId})' },
 } as const satisfies Record<string, { status: number; retryable: boolean; message: string }>
 

@@ -218,13 +218,13 @@ describe('request bodies in flight (--max-body-bytes-in-flight)', () => {
 
   it('past the budget a request is refused 503 overloaded before its body is read, nothing is created, and the same request passes once the bodies in flight are answered', async () => {
     const t = await startTestServer({ maxBodyBytesInFlight: budget })
+    const held = [holdRequest(t.url, t.key, '/v1/jobs', body('held')), holdRequest(t.url, t.key, '/v1/jobs', body('held'))]
     try {
-      const held = [holdRequest(t.url, t.key, '/v1/jobs', body('held')), holdRequest(t.url, t.key, '/v1/jobs', body('held'))]
       await untilBodyBytesInFlight(t.url, t.key, 2 * size)
       const refused = await t.api.call<{ error: ErrorBody }>('POST', '/v1/jobs', JSON.parse(body('third')))
       expect(refused.status).toBe(503)
       expect(refused.headers['retry-after']).toBe('1')
-      expect(refused.body.error).toMatchObject({ code: 'overloaded', details: { bytes: 2 * size, limit: budget, retryAfter: 1 } })
+      expect(refused.body.error).toMatchObject({ code: 'overloaded', details: { bytes: 2 * size, size: Buffer.byteLength(body('third')), limit: budget, retryAfter: 1 } })
       expect((await t.api.call<{ jobs: unknown[] }>('GET', '/v1/jobs?type=third')).body.jobs).toEqual([])
       for (const request of held) request.finish()
       for (const answer of await Promise.all(held.map((request) => request.answer))) expect(answer).toMatch(/^HTTP\/1\.1 201 /)
@@ -233,6 +233,7 @@ describe('request bodies in flight (--max-body-bytes-in-flight)', () => {
       expect((await t.api.call<{ jobs: unknown[] }>('GET', '/v1/jobs?type=held')).body.jobs).toHaveLength(2)
       expect(await bodyBytesInFlight(t.url, t.key)).toBe(0)
     } finally {
+      for (const request of held) request.abort()
       await t.close()
     }
   })
@@ -240,11 +241,11 @@ describe('request bodies in flight (--max-body-bytes-in-flight)', () => {
   it('a body is admitted whatever its size when none is in flight; a chunked one counts its route\'s limit; bodies under 64 KiB are never refused', async () => {
     // 1 MiB bodies (the default --max-body-bytes) on a node whose budget is a quarter of that.
     const t = await startTestServer({ maxBodyBytesInFlight: budget })
+    const chunked = holdRequest(t.url, t.key, '/v1/jobs', body('chunked'), { chunked: true })
     try {
-      const chunked = holdRequest(t.url, t.key, '/v1/jobs', body('chunked'), { chunked: true })
       await untilBodyBytesInFlight(t.url, t.key, 1024 * 1024)
       const large = await t.api.call<{ error: ErrorBody }>('POST', '/v1/jobs', JSON.parse(body('large')))
-      expect(large.body.error).toMatchObject({ code: 'overloaded', details: { bytes: 1024 * 1024 } })
+      expect(large.body.error).toMatchObject({ code: 'overloaded', details: { bytes: 1024 * 1024, size: Buffer.byteLength(body('large')) } })
       // A progress tick, a claim, a small job: the budget is spent, and they pass.
       expect((await t.api.call('POST', '/v1/jobs', { type: 'small', input: { note: 'x'.repeat(60_000) } })).status).toBe(201)
       chunked.finish()
@@ -252,25 +253,30 @@ describe('request bodies in flight (--max-body-bytes-in-flight)', () => {
       await untilBodyBytesInFlight(t.url, t.key, 0)
       expect((await t.api.call('POST', '/v1/jobs', JSON.parse(body('large')))).status).toBe(201)
     } finally {
+      chunked.abort()
       await t.close()
     }
   })
 
   it('a body counts until it is parsed, not while its request waits: a long-poll does not hold the budget', async () => {
     const t = await startTestServer({ maxBodyBytesInFlight: budget })
+    // A claim that will long-poll an empty queue for 10 s, its last byte held back: counted while it comes.
+    const claimBody = JSON.stringify({ types: ['nothing-queued'], wait: 10 })
+    const claim = holdRequest(t.url, t.key, '/v1/workers/claim', claimBody)
     try {
-      // A claim long-polling an empty queue for 10 s: its body was parsed and given back.
-      const claim = t.api.call('POST', '/v1/workers/claim', { types: ['nothing-queued'], wait: 10 })
-      await new Promise((resolve) => setTimeout(resolve, 200))
-      expect(await bodyBytesInFlight(t.url, t.key)).toBe(0)
-      // So a body larger than the whole budget is still admitted alone.
-      const chunked = holdRequest(t.url, t.key, '/v1/jobs', body('alone'), { chunked: true })
+      await untilBodyBytesInFlight(t.url, t.key, Buffer.byteLength(claimBody))
+      // Parsed, and waiting for a job: given back.
+      claim.finish()
+      await untilBodyBytesInFlight(t.url, t.key, 0)
+      // So a body larger than the whole budget is admitted alone while the claim waits.
+      const large = holdRequest(t.url, t.key, '/v1/jobs', body('large'), { chunked: true })
       await untilBodyBytesInFlight(t.url, t.key, 1024 * 1024)
-      chunked.finish()
-      expect(await chunked.answer).toMatch(/^HTTP\/1\.1 201 /)
-      await t.api.call('POST', '/v1/jobs', { type: 'nothing-queued' })
-      expect((await claim).status).toBe(200)
+      large.finish()
+      expect(await large.answer).toMatch(/^HTTP\/1\.1 201 /)
+      expect((await t.api.call('POST', '/v1/jobs', { type: 'nothing-queued' })).status).toBe(201)
+      expect(await claim.answer).toMatch(/^HTTP\/1\.1 200 /)
     } finally {
+      claim.abort()
       await t.close()
     }
   })

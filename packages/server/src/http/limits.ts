@@ -18,7 +18,7 @@ export interface LimitSettings {
   streamsPerIp: number
   /** Open streams on this node, whoever holds them. */
   maxConnections: number
-  /** Bytes of request bodies this node reads and handles at once (`admitBody`). */
+  /** Bytes of request bodies this node reads and parses at once (`admitBody`). */
   maxBodyBytesInFlight: number
   /** Tenant → tier name. A tenant not listed is a tier of its own (its name), so tier limits may name tenants too. */
   tenantTiers?: Record<string, string>
@@ -54,7 +54,7 @@ export class Limits {
     return this.#connections
   }
 
-  /** Bytes of request bodies admitted and not yet answered. */
+  /** Bytes of request bodies admitted and not yet parsed (or answered). */
   get bodyBytesInFlight(): number {
     return this.#bodyBytes
   }
@@ -70,7 +70,7 @@ export class Limits {
     const limit = this.settings.maxBodyBytesInFlight
     if (bytes >= smallBodyBytes && this.#bodyBytes > 0 && this.#bodyBytes + bytes > limit) {
       this.metrics.limitRejections.inc({ limit: 'body_bytes_in_flight' })
-      throw new JobwireError('overloaded', { bytes: this.#bodyBytes, limit, retryAfter: 1 })
+      throw new JobwireError('overloaded', { bytes: this.#bodyBytes, size: bytes, limit, retryAfter: 1 })
     }
     this.#bodyBytes += bytes
     let held = true

@@ -51,7 +51,7 @@ ERROR_REGISTRY: dict[str, ErrorSpec] = {
     "slow_consumer": ErrorSpec(503, True, "The stream fell {bytes} bytes behind; reconnect to resume"),
     "unavailable": ErrorSpec(503, True, "The server is not available: {reason}"),
     "server_busy": ErrorSpec(503, True, "The server holds its maximum of {max} connections; retry shortly"),
-    "overloaded": ErrorSpec(503, True, "The server is reading {bytes} bytes of request bodies, near its limit of {limit}; nothing was done, retry in {retryAfter} s"),
+    "overloaded": ErrorSpec(503, True, "The server is reading {bytes} bytes of request bodies: this body of {size} would pass its limit of {limit}; nothing was done, retry in {retryAfter} s"),
     "internal": ErrorSpec(500, True, "Internal error (request {requestId})"),
 }
 

@@ -206,7 +206,7 @@ export class JobRun implements Watched {
         return { ...job, checkpoint: await api.checkpoint(job.id, this.controller.signal) }
       } catch (error) {
         if (this.controller.aborted || !(error instanceof WorkerRequestError && error.transient) || attempt >= 5) throw error
-        await sleep(timers, backoffDelay(backoff, attempt, random), this.controller.signal)
+        await sleep(timers, backoffDelay(backoff, attempt, random, error), this.controller.signal)
       }
     }
   }
@@ -305,7 +305,7 @@ export async function releaseLease(
         // A lease that is gone or a job that ended needs no release.
         if (!(final && (error.code === 'lease_lost' || error.code === 'job_finished'))) env.report(error, 'release', jobId)
         if (final) return
-        await sleep(env.timers, backoffDelay(env.backoff, attempt, env.random), deadline.signal)
+        await sleep(env.timers, backoffDelay(env.backoff, attempt, env.random, error), deadline.signal)
       }
     }
   } finally {

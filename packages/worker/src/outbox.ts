@@ -328,7 +328,7 @@ export class Outbox {
         if (this.controller.aborted) return 'killed'
         if (error instanceof WorkerRequestError && !error.transient) return error
         this.options.onRetry(error)
-        if (!(await sleep(timers, backoffDelay(backoff, attempt, random), this.controller.signal))) return 'killed'
+        if (!(await sleep(timers, backoffDelay(backoff, attempt, random, error), this.controller.signal))) return 'killed'
       }
     }
   }

@@ -125,7 +125,7 @@ export class SignalWatch {
         if (request.controller.signal.aborted) continue
         failures += 1
         this.options.onError(error)
-        await sleep(timers, backoffDelay(backoff, failures, random), this.closed.signal)
+        await sleep(timers, backoffDelay(backoff, failures, random, error), this.closed.signal)
       } finally {
         if (this.request === request) this.request = null
       }

@@ -40,10 +40,24 @@ export interface Backoff {
 
 export const defaultBackoff: Backoff = { baseMs: 100, maxMs: 10_000 }
 
-/** The delay before retry number `attempt` (1, 2, 3…): uniform in [0, min(max, base·2^(attempt-1))]. */
-export function backoffDelay(backoff: Backoff, attempt: number, random: () => number): number {
+/** The longest wait a server's `Retry-After` can impose on one retry (a misconfigured one would stall the worker). */
+const maxRetryAfterMs = 60_000
+
+/**
+ * The delay before retry number `attempt` (1, 2, 3…): uniform in [0, min(max, base·2^(attempt-1))],
+ * and at least what the server asked for when `failure` says (`Retry-After`, which Jobwire's
+ * errors carry as `details.retryAfter` in seconds: a node `overloaded` or `server_busy`, a
+ * `rate_limited` person), up to a minute.
+ */
+export function backoffDelay(backoff: Backoff, attempt: number, random: () => number, failure?: unknown): number {
   const ceiling = Math.min(backoff.maxMs, backoff.baseMs * 2 ** Math.min(attempt - 1, 30))
-  return Math.floor(random() * ceiling)
+  return Math.max(Math.floor(random() * ceiling), retryAfterMs(failure))
+}
+
+/** The wait a failure's `details.retryAfter` (seconds) asks for, in ms; 0 when it asks none. */
+function retryAfterMs(failure: unknown): number {
+  const after = (failure as { details?: { retryAfter?: unknown } } | null | undefined)?.details?.retryAfter
+  return typeof after === 'number' && after > 0 ? Math.min(after * 1000, maxRetryAfterMs) : 0
 }
 
 export interface Deferred<T> {

@@ -313,7 +313,7 @@ class JobwireWorker implements Worker {
           break
         }
         failures += 1
-        await sleep(timers, backoffDelay(backoff, failures, random), this.stopping.signal)
+        await sleep(timers, backoffDelay(backoff, failures, random, error), this.stopping.signal)
         continue
       }
       if (claims.length === 0) {

@@ -206,6 +206,25 @@ describe('failures', () => {
     expect(retries).toHaveLength(2)
   })
 
+  it("waits at least the server's Retry-After before sending again (an overloaded node's 1 s, not its own 5 ms backoff); at most a minute", async () => {
+    for (const [retryAfter, waitMs] of [
+      [1, 1_000],
+      [3_600, 60_000],
+    ] as const) {
+      let calls = 0
+      const { outbox, sent, timers } = makeOutbox({
+        answer: () => (++calls === 1 ? Promise.reject(httpError(503, 'overloaded', { bytes: 1, size: 70_000, limit: 65_536, retryAfter })) : Promise.resolve({})),
+      })
+      outbox.chunk('abc')
+      const done = outbox.flush()
+      await timers.advance(waitMs - 1)
+      expect(sent, `Retry-After ${retryAfter} s`).toHaveLength(1)
+      await timers.advance(1)
+      await done
+      expect(sent, `Retry-After ${retryAfter} s`).toHaveLength(2)
+    }
+  })
+
   it('stops on lease_lost: drops what is queued and rejects waiting checkpoints', async () => {
     const { outbox, ends } = makeOutbox({ answer: () => Promise.reject(httpError(409, 'lease_lost')) })
     const checkpoint = outbox.checkpoint({ n: 1 }, 10)

@@ -109,3 +109,42 @@ def test_fraction_needs_a_stage_of_the_jobs_plan_and_metadata_keeps_its_limits()
             ctx.progress(fraction=0.5)
 
     assert run_outbox(unplanned) == []
+
+
+def test_a_retry_waits_at_least_what_the_server_asked_for_and_at_most_a_minute() -> None:
+    """An overloaded node answers ``503 overloaded`` with ``Retry-After: 1`` (``details["retryAfter"]``):
+    the worker's own backoff (here 50 ms) would ask again twenty times sooner."""
+    from jobwire._retry import retry_delay
+    from jobwire.errors import JobwireError
+    from jobwire.worker.api import WorkerRequestError
+
+    def refused(code: str, status: int, retry_after: float) -> WorkerRequestError:
+        return WorkerRequestError("events", JobwireError(code, details={"retryAfter": retry_after}, status=status))
+
+    class Half(Backoff):
+        def delay(self, attempt: int, rand: Any = None) -> float:
+            return super().delay(attempt, lambda: 0.5)
+
+    backoff = Half(0.1, 10.0)
+    assert retry_delay(backoff, 1, None) == pytest.approx(0.05)
+    assert retry_delay(backoff, 1, refused("overloaded", 503, 1)) == pytest.approx(1.0)
+    assert retry_delay(backoff, 1, refused("rate_limited", 429, 3600)) == pytest.approx(60.0)
+    # Its own backoff, when longer, still wins.
+    assert retry_delay(backoff, 10, refused("overloaded", 503, 1)) == pytest.approx(5.0)
+
+    # The outbox passes what refused the batch: the same batch goes again only after the asked-for wait.
+    sent_at: list[float] = []
+
+    async def scenario() -> None:
+        async def send(batch: int, events: list[dict[str, Any]]) -> None:
+            sent_at.append(asyncio.get_running_loop().time())
+            if len(sent_at) == 1:
+                raise refused("overloaded", 503, 0.3)
+
+        outbox = Outbox(throttle=0.0, stage=None, limits=BatchLimits(), backoff=Backoff(0.001, 0.001), send=send, on_retry=lambda _error: None, on_end=print)
+        outbox.chunk("abc")
+        await outbox.flush()
+
+    asyncio.run(scenario())
+    assert len(sent_at) == 2
+    assert sent_at[1] - sent_at[0] >= 0.3

@@ -13,7 +13,7 @@ from .._http import encode, spawn
 from .api import Claim, WorkerApi, WorkerRequestError
 from .context import JobContext, SyncJobContext, _Abort
 from .errors import AbortReason, JobAborted, failure_of
-from .._retry import MIN_POLL, Backoff
+from .._retry import MIN_POLL, Backoff, retry_delay
 from .outbox import BatchLimits, Outbox
 
 Report = Callable[[BaseException, str, "str | None"], None]
@@ -183,7 +183,7 @@ class JobRun:
             except WorkerRequestError as error:
                 if not error.transient or attempt == 5 or self._abort.reason is not None:
                     raise
-                await asyncio.sleep(self._env.backoff.delay(attempt))
+                await asyncio.sleep(retry_delay(self._env.backoff, attempt, error))
 
     def _outbox_ended(self, reason: AbortReason, error: BaseException) -> None:
         if reason not in ("cancelled", "finished"):
@@ -258,7 +258,7 @@ async def release_lease(env: RunEnvironment, job_id: str, token: str, reason: st
                 env.report(error, "release", job_id)
             if not error.transient:
                 return
-            await asyncio.sleep(min(env.backoff.delay(attempt), max(0.0, deadline - time.monotonic())))
+            await asyncio.sleep(min(retry_delay(env.backoff, attempt, error), max(0.0, deadline - time.monotonic())))
 
 
 class SignalWatch:
@@ -343,7 +343,7 @@ class SignalWatch:
             if error is not None:
                 failures += 1
                 self._on_error(error)
-                await self._pause(self._backoff.delay(failures))
+                await self._pause(retry_delay(self._backoff, failures, error))
                 continue
             failures = 0
             signals = task.result()

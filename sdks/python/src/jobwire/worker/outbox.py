@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
 from .._http import encode
-from .._retry import Backoff
+from .._retry import Backoff, retry_delay
 from .api import WorkerRequestError
 from .errors import AbortReason, JobAborted
 
@@ -318,7 +318,7 @@ class Outbox:
                 if not error.transient:
                     return error
                 self._on_retry(error)
-            await asyncio.sleep(self._backoff.delay(attempt))
+                await asyncio.sleep(retry_delay(self._backoff, attempt, error))
 
     def _take_batch(self) -> tuple[list[dict[str, Any]], int]:
         """The next batch within the limits, splitting long text. Of several checkpoints in one batch

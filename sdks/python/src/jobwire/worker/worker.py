@@ -16,7 +16,7 @@ from .error_log import ErrorLog
 from .errors import JobFailure
 from .handler_threads import HandlerThreads
 from .job_run import JobRun, RunEnvironment, SignalWatch, release_lease
-from .._retry import MIN_POLL, Backoff
+from .._retry import MIN_POLL, Backoff, retry_delay
 from .outbox import BatchLimits
 
 Handler = Callable[[dict[str, Any], Any], Union[Any, Awaitable[Any]]]
@@ -358,7 +358,7 @@ class Worker:
                     self._request_stop(0.0, self._grace)
                     break
                 failures += 1
-                await self._sleep(self.backoff.delay(failures))
+                await self._sleep(retry_delay(self.backoff, failures, error))
                 continue
             failures = 0
             claims, carried = task.result()

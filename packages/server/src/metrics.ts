@@ -106,26 +106,16 @@ export class Metrics {
    * back, else 0. Registered only on nodes that use Redis, so other nodes do not report a 0.
    */
   trackRedis(live: () => boolean): void {
-    new Gauge({
-      name: 'jobwire_redis_up',
-      help: "1 while this node's Redis connections are up and its pub/sub probe comes back, else 0",
-      registers: [this.registry],
-      collect() {
-        this.set(live() ? 1 : 0)
-      },
-    })
+    this.#readGauge('jobwire_redis_up', "1 while this node's Redis connections are up and its pub/sub probe comes back, else 0", () => (live() ? 1 : 0))
   }
 
   /** `jobwire_http_body_bytes_in_flight`: request bodies admitted and not yet parsed (`--max-body-bytes-in-flight`). */
   trackBodies(read: () => number): void {
-    new Gauge({
-      name: 'jobwire_http_body_bytes_in_flight',
-      help: 'Bytes of request bodies this node is reading and parsing, by their Content-Length; past --max-body-bytes-in-flight it answers bodies of 64 KiB or more with 503 overloaded',
-      registers: [this.registry],
-      collect() {
-        this.set(read())
-      },
-    })
+    this.#readGauge(
+      'jobwire_http_body_bytes_in_flight',
+      'Bytes of request bodies this node is reading and parsing, by their Content-Length; past --max-body-bytes-in-flight it answers bodies of 64 KiB or more with 503 overloaded',
+      read,
+    )
   }
 
   /**
@@ -138,16 +128,19 @@ export class Metrics {
       jobs: 'Job states this node keeps parsed in memory so that their next write need not read them first (SQLite, Redis)',
       bytes: 'What those states weigh, estimated (text at 2 bytes a character); at most about twice --state-cache-bytes',
     }
-    for (const [which, help] of Object.entries(gauges) as ['jobs' | 'bytes', string][]) {
-      new Gauge({
-        name: `jobwire_state_cache_${which}`,
-        help,
-        registers: [this.registry],
-        collect() {
-          this.set(read()[which])
-        },
-      })
-    }
+    for (const [which, help] of Object.entries(gauges) as ['jobs' | 'bytes', string][]) this.#readGauge(`jobwire_state_cache_${which}`, help, () => read()[which])
+  }
+
+  /** A gauge without labels whose value `read` gives at each scrape. */
+  #readGauge(name: string, help: string, read: () => number): void {
+    new Gauge({
+      name,
+      help,
+      registers: [this.registry],
+      collect() {
+        this.set(read())
+      },
+    })
   }
 
   /** The hooks core calls (see JobObserver). */

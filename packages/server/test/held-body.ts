@@ -3,6 +3,7 @@
  * the server has the headers (and all but the last byte of the body) and waits for the rest.
  */
 import { connect, type Socket } from 'node:net'
+import { until } from '../../../test/support/wait.js'
 
 export interface HeldRequest {
   /** Everything the server answered, once it closes the connection (`Connection: close` is sent). */
@@ -45,12 +46,6 @@ export async function bodyBytesInFlight(url: string, key: string): Promise<numbe
 }
 
 /** Resolves once the gauge reads `bytes` (the server has taken the held requests' headers); rejects after 10 s. */
-export async function untilBodyBytesInFlight(url: string, key: string, bytes: number): Promise<void> {
-  const deadline = Date.now() + 10_000
-  let seen = await bodyBytesInFlight(url, key)
-  while (seen !== bytes) {
-    if (Date.now() > deadline) throw new Error(`jobwire_http_body_bytes_in_flight stayed at ${seen}, not ${bytes}`)
-    await new Promise((resolve) => setTimeout(resolve, 10))
-    seen = await bodyBytesInFlight(url, key)
-  }
+export function untilBodyBytesInFlight(url: string, key: string, bytes: number): Promise<void> {
+  return until(async () => (await bodyBytesInFlight(url, key)) === bytes, `jobwire_http_body_bytes_in_flight to read ${bytes}`, 10_000)
 }

@@ -65,6 +65,20 @@ export function stateWeight(job: JobState, stateJsonLength: number, inputBytes: 
 }
 
 /**
+ * What a cache entry of `job` records of its weight: its input's and items' (the next write reuses
+ * them) and the whole (stateWeight). `before` is the entry the write started from, if any (itemsWeight).
+ */
+export function stateWeights(
+  job: JobState,
+  stateJsonLength: number,
+  inputBytes: number,
+  before?: { job: JobState; itemsBytes: number },
+): { inputBytes: number; itemsBytes: number; bytes: number } {
+  const itemsBytes = itemsWeight(job.items, before)
+  return { inputBytes, itemsBytes, bytes: stateWeight(job, stateJsonLength, inputBytes, itemsBytes) }
+}
+
+/**
  * What a job's items weigh (stateWeight): a fixed part each, their strings at two bytes a
  * character and their metadata by its entries. `before` is the cached entry the write started
  * from: a write without item events keeps the same list, and its weight, so only a write that

@@ -10,7 +10,7 @@ import { runAtEndOfTurn } from '../core/turn.js'
 import { InProcessStore } from './in-process.js'
 import { QueueOrder } from './queue-order.js'
 import { Checkpointer, WalSync, type CheckpointOptions } from './sqlite-wal.js'
-import { changedItemPlaces, defaultStateCacheBytes, inputKeptApart, itemsWeight, listedJob, stateWeight, storedStateJson, withInputKeptApart } from '../core/store.js'
+import { changedItemPlaces, defaultStateCacheBytes, inputKeptApart, listedJob, stateWeights, storedStateJson, withInputKeptApart } from '../core/store.js'
 import type * as core from '../core/store.js'
 
 export interface SqliteStoreOptions {
@@ -56,7 +56,9 @@ interface CreateOutcome {
   result: core.CreateResult
   ordinal: number
   timers: core.JobTimers
+  /** The new job's weights in the cache (core.stateWeights); 0 for an idempotent repeat, which is not cached. */
   inputBytes: number
+  itemsBytes: number
   bytes: number
 }
 
@@ -356,7 +358,7 @@ export class SqliteStore extends InProcessStore implements core.Store {
       this.#createTx = twoWays(db, (input: core.NewJob): CreateOutcome => {
         if (input.idempotencyKey !== null) {
           const existing = s.jobByKey.get(input.idempotencyKey)
-          if (existing !== undefined) return { result: { job: this.#restore(existing), created: false }, ordinal: existing.ordinal, timers: noTimers, inputBytes: 0, bytes: 0 }
+          if (existing !== undefined) return { result: { job: this.#restore(existing), created: false }, ordinal: existing.ordinal, timers: noTimers, inputBytes: 0, itemsBytes: 0, bytes: 0 }
         }
         const event = createdEvent(input)
         const job = applyEvent(null, event)
@@ -381,7 +383,7 @@ export class SqliteStore extends InProcessStore implements core.Store {
         const ordinal = Number(inserted.lastInsertRowid)
         s.insertEvent.run(ordinal, 1, JSON.stringify(event))
         this.#touched.push(job.id)
-        return { result: { job, created: true }, ordinal, timers, inputBytes, bytes: stateWeight(job, state.length, inputBytes, 0) }
+        return { result: { job, created: true }, ordinal, timers, ...stateWeights(job, state.length, inputBytes) }
       })
 
       // The job row's UPDATE for each set of changed columns (see `write`), prepared when first needed.
@@ -455,8 +457,7 @@ export class SqliteStore extends InProcessStore implements core.Store {
         }
         updateJob(changed).run(row)
         this.#touched.push(job.id)
-        const itemsBytes = itemsWeight(job.items, current)
-        return { job, lease, timers, ordinal: current.ordinal, firstSeq, inputBytes: current.inputBytes, itemsBytes, bytes: stateWeight(job, state.length, current.inputBytes, itemsBytes) }
+        return { job, lease, timers, ordinal: current.ordinal, firstSeq, ...stateWeights(job, state.length, current.inputBytes, current) }
       }
 
       this.#appendTx = twoWays(db, (jobId: string, plan: core.AppendPlan, at: string) => {
@@ -530,7 +531,7 @@ export class SqliteStore extends InProcessStore implements core.Store {
     return this.#grouped(
       (guarded) => {
         const created = this.#createTx(guarded, input)
-        if (created.result.created) this.#remember({ job: created.result.job, lease: null, timers: created.timers, ordinal: created.ordinal, firstSeq: 1, inputBytes: created.inputBytes, itemsBytes: 0, bytes: created.bytes })
+        if (created.result.created) this.#remember({ job: created.result.job, lease: null, timers: created.timers, ordinal: created.ordinal, firstSeq: 1, inputBytes: created.inputBytes, itemsBytes: created.itemsBytes, bytes: created.bytes })
         return created
       },
       (created) => this.#created(input, created),
@@ -817,16 +818,13 @@ export class SqliteStore extends InProcessStore implements core.Store {
     const row = this.#statements.jobById.get(id)
     if (row === undefined) return null
     const job = this.#restore(row)
-    const itemsBytes = itemsWeight(job.items)
     return this.#remember({
       job,
       lease: row.lease === null ? null : (JSON.parse(row.lease) as core.Lease),
       timers: row.timers === null ? noTimers : (JSON.parse(row.timers) as core.JobTimers),
       ordinal: row.ordinal,
       firstSeq: row.first_seq,
-      inputBytes: row.input?.length ?? 0,
-      itemsBytes,
-      bytes: stateWeight(job, row.state.length, row.input?.length ?? 0, itemsBytes),
+      ...stateWeights(job, row.state.length, row.input?.length ?? 0),
     })
   }
 

@@ -14,7 +14,7 @@ import type {
   Retention,
   SweepResult,
 } from '../../core/store.js'
-import { changedItemPlaces, defaultStateCacheBytes, inputKeptApart, itemsWeight, stateWeight, storedStateJson, withInputKeptApart, type ListedJob } from '../../core/store.js'
+import { changedItemPlaces, defaultStateCacheBytes, inputKeptApart, stateWeights, storedStateJson, withInputKeptApart, type ListedJob } from '../../core/store.js'
 import type { ChainableCommander } from 'ioredis'
 import { RecentMap } from '../../core/recent-map.js'
 import { SharedRun } from '../../core/shared-run.js'
@@ -580,9 +580,8 @@ export class RedisCommits {
         // would only push out a job still being written, and in a busy node its record would live
         // just long enough to be copied into the old generation and die there.
         if (!isTerminal(job.status)) {
-          const itemsBytes = itemsWeight(job.items, before)
-          const bytes = stateWeight(job, state.length, before.inputBytes, itemsBytes)
-          this.#committed.set(id, { job, textInState: false, itemsInState: false, inputBytes: before.inputBytes, itemsBytes, bytes, lease, ver, inc: before.inc, ord: before.ord, avail, timers })
+          const weights = stateWeights(job, state.length, before.inputBytes, before)
+          this.#committed.set(id, { job, textInState: false, itemsInState: false, ...weights, lease, ver, inc: before.inc, ord: before.ord, avail, timers })
         }
         if (events.length > 0) this.#notifications.delivered(id, events, message)
       }
@@ -667,15 +666,12 @@ function parseRecord(fields: readonly (string | null | undefined | string[])[]):
   const items = (fields[11] ?? []) as string[]
   if (state === null || state === undefined) return null
   const job = withItems(withText(withInputKeptApart(withSeq(JSON.parse(state) as JobState, seq), input), text), items)
-  const itemsBytes = itemsWeight(job.items)
   return {
     timers: timers === null || timers === undefined ? noTimers : (JSON.parse(timers) as JobTimers),
     job,
     textInState: job.text !== '' && (text === null || text === undefined),
     itemsInState: job.items.length > 0 && items.length === 0,
-    inputBytes: input?.length ?? 0,
-    itemsBytes,
-    bytes: stateWeight(job, state.length, input?.length ?? 0, itemsBytes),
+    ...stateWeights(job, state.length, input?.length ?? 0),
     lease: lease === null || lease === undefined ? null : (JSON.parse(lease) as Lease),
     ver: ver ?? '0',
     inc: inc ?? '',

@@ -7,6 +7,12 @@
 - WATCHES jobs watched at once with `watch_job` until each has its snapshot: the SDK as it is (a
   client per watch), a fresh default `httpx.AsyncClient` per watch (before), and one shared client
   with room for every stream. Failed attempts (logged on `jobwire.watch`, silenced here) are counted.
+- A long stream of text: one job of CHUNKS chunks of 10 characters (written beforehand, 100 per
+  request), followed from its first event (`after=0`: every event replayed) over SSE and over
+  long-polling to the end: the SDK as it is (an update's state built when read; read once, at the
+  end), and a loop that reads `update.state` at every update, which builds the whole text each time.
+  (The SDK before could not start from a seq at all; folding the same chunks into its states took
+  6.4 s for 50,000 and 31 s for 100,000, against 0.36 and 0.77 s now: docs/benchmarks.md.)
 """
 
 from __future__ import annotations
@@ -39,7 +45,7 @@ class Count(logging.Handler):
 failures = Count()
 logging.getLogger("jobwire.watch").addHandler(failures)
 logging.getLogger("jobwire.watch").propagate = False
-CALLS, WATCHES = int(sys.argv[3]), int(sys.argv[4])
+CALLS, WATCHES, CHUNKS = int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 
 
 def creates(open_backend: Callable[[], ContextManager[Backend]]) -> dict[str, float]:
@@ -88,6 +94,25 @@ async def watches(client_for: Callable[[], httpx.AsyncClient | None]) -> dict[st
     return {"wall": wall, "cpu": used, "failed": failures.failed}
 
 
+async def long_text(transport: str, read_every_state: bool) -> dict[str, float]:
+    async with AsyncBackend(url, api_key) as backend:
+        job = await backend.create_job("bench-python", dispatch=False)
+        for first in range(0, CHUNKS, 100):
+            await backend.report(job["id"], [{"type": "chunk", "text": f"{i % 1_000_000:09d} "} for i in range(first, min(CHUNKS, first + 100))])
+        await backend.report(job["id"], [{"type": "completed"}])
+    cpu = time.process_time()
+    started = time.perf_counter()
+    updates = 0
+    last = None
+    async for update in watch_job(url, job["id"], api_key, after=0, transport=transport, poll_wait=5):  # type: ignore[arg-type]
+        updates += 1
+        last = update
+        if read_every_state:
+            update.state["status"]
+    assert last is not None and len(last.state["text"]) == CHUNKS * 10, "the whole text arrived"
+    return {"wall": time.perf_counter() - started, "cpu": time.process_time() - cpu, "updates": updates}
+
+
 def main() -> None:
     one = Backend(url, api_key)
     rows: list[tuple[str, dict[str, float]]] = [
@@ -115,6 +140,17 @@ def main() -> None:
     print("|---|---:|---:|---:|---:|")
     for name, row in watched:
         print(f"| {name} | {row['wall']:.2f} | {row['cpu']:.2f} | {row['cpu'] / watched[0][1]['cpu']:.1f}× | {row['failed']:,} |")
+
+    streamed: list[tuple[str, dict[str, float]]] = []
+    for transport in ("sse", "poll"):
+        streamed.append((f"SDK: watch_job over {transport}, the state read at the end", asyncio.run(long_text(transport, False))))
+        streamed.append((f"watch_job over {transport}, update.state read at every update", asyncio.run(long_text(transport, True))))
+    print(f"\n### Python SDK: one job's {CHUNKS:,} chunks of 10 characters followed from its first event\n")
+    print("| how | updates | seconds | CPU seconds | CPU µs per update | CPU vs the SDK |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for index, (name, row) in enumerate(streamed):
+        sdk = streamed[index - index % 2][1]["cpu"]
+        print(f"| {name} | {row['updates']:,} | {row['wall']:.2f} | {row['cpu']:.2f} | {row['cpu'] * 1e6 / row['updates']:.0f} | {row['cpu'] / sdk:.1f}× |")
 
 
 main()

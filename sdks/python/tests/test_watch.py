@@ -13,6 +13,8 @@ import pytest
 
 from conftest import TOKEN_SECRET, Server, start_server, stop_server
 from jobwire import AsyncBackend, Backend, ConnectionFailedError, NotFoundError, Update, follow_job, mint_subscription_token, watch_job
+from jobwire import JobContext, RetryableError, Worker
+from jobwire.reducer import JobState, apply_event
 from jobwire import watch as watch_module
 
 GUARD = 60.0
@@ -434,3 +436,142 @@ def test_a_stream_that_got_heartbeats_was_not_silent() -> None:
     paths = asyncio.run(asyncio.wait_for(scenario(), GUARD))
     # Silent, live then dropped, silent (a first one again), and SSE once more: not the poll route.
     assert [path.rsplit("/", 1)[-1] for path in paths[:4]] == ["stream", "stream", "stream", "stream"]
+
+
+@pytest.mark.parametrize("transport", ["sse", "poll"])
+def test_each_update_keeps_the_state_after_it_text_and_rollback_included(memory_server: Server, transport: str) -> None:
+    """The watch keeps the streamed text apart (appending copied the whole text at each chunk: a
+    million characters in 10-character chunks took minutes) and builds an update's state when it is
+    read: every update, read only once the job has ended, still holds the state right after it —
+    the text at that moment, before and after a retry cut it back to the checkpoint — and the last
+    equals the server's."""
+    server = memory_server
+
+    async def scenario() -> tuple[list[Update], JobState]:
+        worker = Worker(server.url, server.api_key, poll_wait=2)
+
+        @worker.handle("dictation")
+        async def dictation(job: dict[str, Any], ctx: JobContext) -> None:
+            if job["attempt"] == 1:
+                ctx.chunk("Once ")
+                ctx.chunk("upon ")
+                await ctx.checkpoint({"words": 2})
+                ctx.chunk("a tim")
+                raise RetryableError("the model went away", code="upstream_timeout")
+            ctx.chunk("a ")
+            ctx.chunk("time.")
+
+        await worker.start()
+        try:
+            async with AsyncBackend(server.url, server.api_key) as backend:
+                job = await backend.create_job("dictation", max_attempts=2)
+                updates = [update async for update in watch_job(server.url, job["id"], server.api_key, transport=transport, poll_wait=5)]  # type: ignore[arg-type]
+                return updates, await backend.get_job(job["id"])
+        finally:
+            await worker.stop()
+
+    updates, final = asyncio.run(asyncio.wait_for(scenario(), GUARD))
+    assert updates[0].kind == "snapshot"
+    # The states the reducer reaches from the snapshot, event by event, read now.
+    expected = updates[0].state
+    for update in updates[1:]:
+        assert update.event is not None
+        expected = apply_event(expected, update.event)
+        assert update.state == expected
+    texts = [(update.event["type"], update.state["text"]) for update in updates[1:] if update.event is not None]
+    requeued = next(i for i, (kind, _) in enumerate(texts) if kind == "requeued")
+    assert texts[requeued - 1 : requeued + 1] == [("chunk", "Once upon a tim"), ("requeued", "Once upon ")]
+    assert texts[-1] == ("completed", "Once upon a time.")
+    assert updates[-1].state == {**final, "queuePosition": updates[-1].state["queuePosition"]}
+    with pytest.raises(AttributeError):
+        updates[-1].kind = "snapshot"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("transport", ["sse", "poll"])
+def test_a_watch_after_a_seq_yields_each_later_event_with_the_state_it_made(memory_server: Server, transport: str) -> None:
+    """``after=N``: the events after N, each update's state the log folded up to it. Before, with no
+    state to fold into, every event was dropped: polling ended having yielded nothing, and SSE
+    reconnected from N for good."""
+    server = memory_server
+    with Backend(server.url, server.api_key) as backend:
+        job = backend.create_job("dictation", dispatch=False)
+        backend.report(job["id"], [{"type": "chunk", "text": "Once "}, {"type": "progress", "percent": 40}])
+        backend.report(job["id"], [{"type": "chunk", "text": "upon "}, {"type": "chunk", "text": "a time."}])
+        backend.report(job["id"], [{"type": "completed", "result": {"words": 4}}])
+        final = backend.get_job(job["id"])
+    log = httpx.get(f"{server.url}/v1/jobs/{job['id']}/events", params={"after": "0"}, headers={"authorization": f"Bearer {server.api_key}"}).json()["events"]
+    states = [apply_event(None, log[0])]
+    for event in log[1:]:
+        states.append(apply_event(states[-1], event))
+
+    async def watch(after: int) -> list[Update]:
+        return [update async for update in watch_job(server.url, job["id"], server.api_key, after=after, transport=transport, poll_wait=5)]  # type: ignore[arg-type]
+
+    for after in (0, 1, 3, final["seq"] - 1):
+        updates = asyncio.run(asyncio.wait_for(watch(after), GUARD))
+        assert [update.event["seq"] for update in updates if update.event is not None] == list(range(after + 1, final["seq"] + 1))
+        assert [update.kind for update in updates] == ["event"] * len(updates)
+        assert [update.state for update in updates] == states[after:]
+    assert states[-1] == {**final, "queuePosition": states[-1]["queuePosition"]}
+
+
+@pytest.mark.parametrize("transport", ["sse", "poll"])
+def test_a_watch_after_a_seq_the_log_no_longer_holds_starts_from_a_reset_snapshot(tmp_path: Path, transport: str) -> None:
+    server = start_server("memory", tmp_path, "--max-events-per-job", "10")
+    try:
+        with Backend(server.url, server.api_key) as backend:
+            job = backend.create_job("dictation", dispatch=False)
+            for i in range(20):
+                backend.report(job["id"], [{"type": "chunk", "text": f"{i} "}])
+            backend.report(job["id"], [{"type": "completed"}])
+            final = backend.get_job(job["id"])
+
+        async def watch() -> list[Update]:
+            return [update async for update in watch_job(server.url, job["id"], server.api_key, after=5, transport=transport, poll_wait=5)]  # type: ignore[arg-type]
+
+        updates = asyncio.run(asyncio.wait_for(watch(), GUARD))
+    finally:
+        stop_server(server)
+    assert [(update.kind, update.reset) for update in updates] == [("snapshot", True)]
+    assert updates[0].state == final
+
+
+@pytest.mark.parametrize("transport", ["sse", "poll"])
+def test_text_with_unicode_line_separators_arrives_whole(memory_server: Server, transport: str) -> None:
+    """JSON leaves U+2028, U+2029 and U+0085 unescaped, and httpx's line reader split SSE lines at
+    them (as str.splitlines does): a chunk holding one cut its data line in two, and the watch
+    died with a JSONDecodeError. Lines end at CR, LF or CRLF only."""
+    server = memory_server
+    texts = ["model said:\u2028a line", " and\u2029a paragraph", " \x85 NEL \x0c \x1c\x1d\x1e \x0b", " \r\n\r end"]
+    with Backend(server.url, server.api_key) as backend:
+        job = backend.create_job("dictation", dispatch=False)
+
+    async def scenario() -> list[Update]:
+        updates: list[Update] = []
+        async with AsyncBackend(server.url, server.api_key) as writer:
+
+            async def follow() -> None:
+                async for update in watch_job(server.url, job["id"], server.api_key, transport=transport, poll_wait=5, max_retries=0):  # type: ignore[arg-type]
+                    updates.append(update)
+
+            following = asyncio.ensure_future(follow())
+            while not updates:
+                await asyncio.sleep(0.01)
+            for text in texts:
+                await writer.report(job["id"], [{"type": "chunk", "text": text}])
+            await writer.report(job["id"], [{"type": "completed"}])
+            await asyncio.wait_for(following, GUARD)
+        return updates
+
+    updates = asyncio.run(asyncio.wait_for(scenario(), GUARD))
+    assert [update.event["data"]["text"] for update in updates if update.event is not None and update.event["type"] == "chunk"] == texts
+    assert updates[-1].state["text"] == "".join(texts)
+
+
+def test_event_stream_lines_end_at_cr_lf_or_crlf_however_the_reads_cut_them() -> None:
+    stream = "data: a\u2028b\r\ndata: c\rdata: d\n\r\n: beat\r\r\nevent: x\ndata: {\"t\": \"\x85\"}\n\n"
+    expected = ["data: a\u2028b", "data: c", "data: d", "", ": beat", "", "event: x", 'data: {"t": "\x85"}', ""]
+    for size in (1, 2, 3, 5, len(stream)):
+        lines = watch_module._SseLines()
+        got = [line for start in range(0, len(stream), size) for line in lines.feed(stream[start : start + size])]
+        assert got == expected, size

@@ -7,8 +7,9 @@ import asyncio
 import contextlib
 import json
 import logging
-from dataclasses import dataclass
-from typing import Any, AsyncGenerator, AsyncIterator, Iterator, Literal
+import re
+import threading
+from typing import Any, AsyncGenerator, AsyncIterator, Callable, Iterator, Literal
 
 import httpx
 
@@ -26,19 +27,118 @@ UpdateKind = Literal["snapshot", "event", "queue"]
 Transport = Literal["auto", "sse", "poll"]
 
 
-@dataclass(frozen=True)
 class Update:
     """One change of a watched job: ``state`` is the job's state after it.
 
     ``kind`` is ``snapshot`` (the whole state, at the start or after the log was trimmed while
     disconnected: ``reset`` is then true, replace what you showed), ``event`` (``event`` applied), or
     ``queue`` (the job moved in its queue: ``state["queuePosition"]``).
+
+    ``state`` is built when first read (then kept): an update whose state nobody reads costs nothing
+    for the job's text, so following a long stream of text stays linear in its length. Reading it on
+    every update copies the text each time; for streamed text, ``event["data"]["text"]`` of a
+    ``chunk`` event is the new part alone.
     """
 
+    __slots__ = ("kind", "event", "reset", "_state", "_build")
+    __match_args__ = ("kind", "state", "event", "reset")
+
     kind: UpdateKind
-    state: JobState
-    event: JobEvent | None = None
-    reset: bool = False
+    event: JobEvent | None
+    reset: bool
+    _state: JobState | None
+    _build: Callable[[], JobState] | None
+
+    def __init__(self, kind: UpdateKind, state: JobState | Callable[[], JobState], event: JobEvent | None = None, reset: bool = False) -> None:
+        object.__setattr__(self, "kind", kind)
+        object.__setattr__(self, "event", event)
+        object.__setattr__(self, "reset", reset)
+        object.__setattr__(self, "_state", None if callable(state) else state)
+        object.__setattr__(self, "_build", state if callable(state) else None)
+
+    @property
+    def state(self) -> JobState:
+        state: JobState | None = self._state
+        if state is None:
+            assert self._build is not None
+            state = self._build()
+            object.__setattr__(self, "_state", state)
+            object.__setattr__(self, "_build", None)
+        return state
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"an Update cannot be changed ({name!r})")
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Update):
+            return NotImplemented
+        return (self.kind, self.event, self.reset, self.state) == (other.kind, other.event, other.reset, other.state)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Update(kind={self.kind!r}, state=…, event={self.event!r}, reset={self.reset!r})"
+
+
+class _Text:
+    """A job's streamed text as the parts it arrived in: appending costs the part, not the text (a
+    ``str`` is copied whole by every ``+``); joined once when read. Never shortened: a rewind starts
+    a new one, so the updates made before it keep theirs. An update may be read on another thread
+    while the watch appends: the lock keeps a join from dropping a part appended meanwhile."""
+
+    __slots__ = ("_parts", "length", "_lock")
+
+    def __init__(self, text: str) -> None:
+        self._parts = [text]
+        self.length = len(text)
+        self._lock = threading.Lock()
+
+    def append(self, part: str) -> None:
+        with self._lock:
+            self._parts.append(part)
+            self.length += len(part)
+
+    def value(self, length: int) -> str:
+        """The text when it was ``length`` characters long."""
+        with self._lock:
+            if len(self._parts) > 1:
+                self._parts = ["".join(self._parts)]
+            text = self._parts[0]
+        return text if length == len(text) else text[:length]
+
+
+class _SseLines:
+    """Splits an event stream's text into lines where the SSE format ends them: at CRLF, LF or CR,
+    and nowhere else. httpx's ``aiter_lines`` splits as ``str.splitlines`` does, also at U+2028,
+    U+2029, U+0085 and the like, which JSON leaves unescaped: a chunk of text holding one cut its
+    ``data:`` line in two, and the watch died on the half line's JSON."""
+
+    __slots__ = ("_tail", "_after_cr")
+
+    def __init__(self) -> None:
+        self._tail: list[str] = []
+        self._after_cr = False
+
+    def feed(self, text: str) -> list[str]:
+        """The lines ``text`` ends (the rest waits for the next text)."""
+        if self._after_cr and text.startswith("\n"):
+            text = text[1:]  # the LF of a CRLF cut between two reads
+        self._after_cr = text.endswith("\r")
+        parts = _EOL.split(text)
+        if len(parts) == 1:
+            if text:
+                self._tail.append(text)
+            return []
+        if self._tail:
+            self._tail.append(parts[0])
+            parts[0] = "".join(self._tail)
+            self._tail = []
+        if parts[-1]:
+            self._tail.append(parts[-1])
+        return parts[:-1]
+
+
+_EOL = re.compile(r"\r\n|\r|\n")
 
 
 class _Fallback(Exception):
@@ -62,7 +162,9 @@ async def watch_job(
 
     ``credential`` is an API key or a subscription token. Reconnects after a dropped connection from
     the last seq it applied (``Last-Event-ID``): the events that follow are exactly the missing ones,
-    or a ``reset`` snapshot when the log no longer holds them. ``transport="auto"`` (default) uses
+    or a ``reset`` snapshot when the log no longer holds them. ``after=N`` yields the events after
+    seq N, each with the state it made (the log folded up to N first; a ``reset`` snapshot when the
+    log no longer starts at the job's first event). ``transport="auto"`` (default) uses
     SSE and falls back to long-polling (``GET …/events?after=&wait=``) when a stream delivers nothing
     within ``first_message_timeout`` seconds or is refused as a stream; ``"sse"`` and ``"poll"`` force
     one. Raises a :class:`~jobwire.errors.JobwireError` for an answer retrying cannot fix
@@ -131,7 +233,9 @@ class _Follower:
         self.max_retries = max_retries
         self.endpoint = _http.Endpoint(base, credential)
         self.path = _http.job_path(job_id)
+        # The job's state with its text left out (""), and the text apart (see _event).
         self.state: JobState | None = None
+        self.text = _Text("")
         self.position = after
         self.poll_wait = poll_wait
         self.first_timeout = first_timeout
@@ -156,18 +260,76 @@ class _Follower:
         await asyncio.sleep(delay)
 
     def _snapshot(self, job: JobState, reset: bool) -> Update:
-        self.state = job
+        self.state = {**job, "text": ""}
+        self.text = _Text(job["text"])
         self.position = job["seq"]
         self.done = is_terminal(job["status"])
         return Update("snapshot", job, None, reset)
 
     def _event(self, event: JobEvent) -> Update | None:
-        if self.state is None or event["seq"] <= self.state["seq"]:
+        if self.state is None:
+            if event["seq"] != 1:
+                return None  # no state to apply it to (see catch_up)
+            self.state, self.text = apply_event(None, event), _Text("")
+            self.position = event["seq"]
+            return Update("event", self._later(), event)
+        if event["seq"] <= self.state["seq"]:
             return None  # already applied (a replay overlapping what we had)
-        self.state = apply_event(self.state, event)
+        # The reducer runs on the state without its text (self.state's is always ""): a chunk's
+        # text goes to self.text; only an event that rewinds the text (a requeue back to a
+        # checkpoint) is applied to the whole.
+        if event["type"] == "requeued" and event["data"].get("textLength") is not None:
+            applied = apply_event(self._whole(), event)
+            self.text = _Text(applied["text"])
+            applied["text"] = ""
+        else:
+            applied = apply_event(self.state, event)
+            if event["type"] == "chunk":
+                self.text.append(applied["text"])
+                applied["text"] = ""
+        self.state = applied
         self.position = event["seq"]
-        self.done = is_terminal(self.state["status"])
-        return Update("event", self.state, event)
+        self.done = is_terminal(applied["status"])
+        return Update("event", self._later(), event)
+
+    async def catch_up(self) -> AsyncIterator[Update]:
+        """``after=N`` (N ≥ 1) with no state yet: the events after N come, but each update's state
+        needs the state at N, which is the job's log folded up to N. Without it every event was
+        dropped, and the watch never ended (SSE reconnected from N for good). When the log no
+        longer starts at the job's first event, the state at N cannot be rebuilt: the job's state
+        now comes as a ``reset`` snapshot, as when a reconnect finds its position trimmed."""
+        target = self.position
+        if self.state is not None or target is None or target < 1:
+            return
+        state: JobState | None = None
+        after = 0
+        while state is None or state["seq"] < target:
+            answer: dict[str, Any] = await self.endpoint.send_async(self.http, _http.Call("GET", f"{self.path}/events", params={"after": str(after)}, what="poll"))
+            snapshot = answer.get("snapshot")
+            if snapshot is not None:
+                yield self._snapshot(snapshot["job"], True)
+                return
+            events: list[JobEvent] = answer.get("events", [])
+            for event in events:
+                if event["seq"] > target:
+                    break
+                state = apply_event(state, event)
+            if not events or not answer.get("more"):
+                break
+            after = answer.get("next", after)
+        if state is not None and state["seq"] == target:
+            self.state, self.text = {**state, "text": ""}, _Text(state["text"])
+        # Else N is past the job's last event: the stream or poll from N says so (position_ahead).
+
+    def _whole(self) -> JobState:
+        assert self.state is not None
+        return {**self.state, "text": self.text.value(self.text.length)}
+
+    def _later(self) -> Callable[[], JobState]:
+        """Builds the state as it is now, when an update's ``state`` is first read."""
+        state, text, length = self.state, self.text, self.text.length
+        assert state is not None
+        return lambda: {**state, "text": text.value(length)}
 
     def _silent(self, reason: str) -> Exception:
         """Nothing at all within the first-message timeout: once, a failure to retry; twice in a row,
@@ -178,6 +340,8 @@ class _Follower:
         return ConnectionFailedError("timeout", reason)
 
     async def sse(self) -> AsyncIterator[Update]:
+        async for caught_up in self.catch_up():
+            yield caught_up
         headers = {**_http.headers(self.endpoint.credential), "accept": "text/event-stream"}
         if self.position is not None:
             headers["last-event-id"] = str(self.position)
@@ -197,13 +361,16 @@ class _Follower:
                 return
             if not response.headers.get("content-type", "").startswith("text/event-stream"):
                 raise _Fallback()
-            lines = response.aiter_lines()
+            # Read as the text comes, each read under the timeout, not each line (asyncio.wait_for
+            # per line cost more than the rest of the watch), and split into lines by _SseLines.
+            chunks = response.aiter_text()
+            lines = _SseLines()
             got_message = False
             event_name: str | None = None
             data: list[str] = []
             while not self.done:
                 try:
-                    line = await asyncio.wait_for(lines.__anext__(), self.first_timeout if not got_message else _IDLE_TIMEOUT)
+                    text = await asyncio.wait_for(chunks.__anext__(), self.first_timeout if not got_message else _IDLE_TIMEOUT)
                 except asyncio.TimeoutError:
                     if got_message:
                         # Not even a heartbeat (the server sends one every 15 s): the connection is dead.
@@ -213,23 +380,26 @@ class _Follower:
                     if self.done:
                         return
                     raise ConnectionFailedError("network_error", "the SSE stream ended before the job did") from None
-                if line == "":
-                    if data:
-                        got_message = self._live()
-                        update = self._frame(event_name, "\n".join(data))
-                        if update is not None:
-                            yield update
-                    event_name, data = None, []
-                    continue
-                if line.startswith(":"):
-                    got_message = self._live()  # a heartbeat
-                    continue
-                field, _, value = line.partition(":")
-                value = value[1:] if value.startswith(" ") else value
-                if field == "data":
-                    data.append(value)
-                elif field == "event":
-                    event_name = value
+                for line in lines.feed(text):
+                    if self.done:
+                        return
+                    if line == "":
+                        if data:
+                            got_message = self._live()
+                            update = self._frame(event_name, "\n".join(data))
+                            if update is not None:
+                                yield update
+                        event_name, data = None, []
+                        continue
+                    if line.startswith(":"):
+                        got_message = self._live()  # a heartbeat
+                        continue
+                    field, _, value = line.partition(":")
+                    value = value[1:] if value.startswith(" ") else value
+                    if field == "data":
+                        data.append(value)
+                    elif field == "event":
+                        event_name = value
 
     def _live(self) -> bool:
         """A message or a heartbeat came: the stream works. A drop after this is a first failure again,
@@ -249,12 +419,14 @@ class _Follower:
             if self.state is None:
                 return None
             self.state = {**self.state, "queuePosition": body.get("position")}
-            return Update("queue", self.state)
+            return Update("queue", self._later())
         if name == "error":
             raise error_from_stream(body)
         return self._event(body)
 
     async def poll(self) -> AsyncIterator[Update]:
+        async for caught_up in self.catch_up():
+            yield caught_up
         loop = asyncio.get_running_loop()
         while not self.done:
             params = {"wait": str(self.poll_wait)}

@@ -11,7 +11,8 @@ import {
   type SseConnection,
   type TestServer,
 } from './fixtures.js'
-import { within } from '../../../test/support/wait.js'
+import { until, within } from '../../../test/support/wait.js'
+import { connect } from 'node:net'
 
 /**
  * Dispatch over real HTTP: claims, leases, heartbeats, signals, lapsed-lease recovery, retries,
@@ -259,6 +260,48 @@ describe('POST /v1/workers/claim', () => {
     const answer = await within(pending, 'the waiting claim')
     expect(answer.status).toBe(200)
     expect((answer.body as Claimed).job).toMatchObject({ id: job.id, attempt: 1 })
+  })
+
+  it('the jobs of a claim whose answer cannot reach its worker go back to the queue at once, not at lease expiry', async () => {
+    // A stopping worker aborts its waiting claim; a job created just then can be claimed for it
+    // before the node has read the connection's end, and then the answer cannot go out. Here the
+    // client ends its side right after the claim: the node mostly reads that end while the claim's
+    // commit is synced to disk, before the answer is written. Either way each claimed job must be
+    // delivered (the client, which can still read, got the answer) or given back.
+    const outcomes = { delivered: 0, givenBack: 0 }
+    for (let round = 0; round < 5; round++) {
+      const type = uniqueType('undelivered')
+      const jobs = [await create({ type }), await create({ type })]
+      const body = JSON.stringify({ types: [type], max: 2, wait: 0, leaseMs: 60_000, worker: 'gone' })
+      const socket = connect(Number(new URL(t.url).port), '127.0.0.1')
+      let received = ''
+      socket.on('data', (chunk: Buffer) => (received += chunk.toString()))
+      socket.on('error', () => {})
+      const closed = new Promise((resolve) => socket.once('close', resolve))
+      await new Promise((resolve) => socket.once('connect', resolve))
+      socket.end(`POST /v1/workers/claim HTTP/1.1\r\nhost: 127.0.0.1\r\nauthorization: Bearer ${t.key}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`)
+      await within(closed, 'the node to close the connection')
+      const logs = async (): Promise<JobEvent[][]> => Promise.all(jobs.map(async (job) => (await t.api.call<PollResponse>('GET', `/v1/jobs/${job.id}/events?after=0`)).body.events))
+      if (received.startsWith('HTTP/1.1 200')) {
+        outcomes.delivered++
+        expect((await logs()).map((log) => log.map((event) => event.type))).toEqual([
+          ['created', 'started'],
+          ['created', 'started'],
+        ])
+        continue
+      }
+      outcomes.givenBack++
+      expect(received).toBe('')
+      await until(async () => (await logs()).every((log) => log.at(-1)?.type === 'requeued'), 'the claimed jobs back in the queue')
+      for (const log of await logs()) {
+        expect(log.map((event) => event.type)).toEqual(['created', 'started', 'requeued'])
+        expect(log[2]?.data).toMatchObject({ reason: 'the claiming worker went away before the answer', attempt: 1 })
+      }
+      // The next worker gets them at once.
+      const next = await t.api.call<{ claims: Claimed[] }>('POST', '/v1/workers/claim', { types: [type], max: 2, wait: 0 })
+      expect(next.body.claims.map((one) => one.job.id).sort()).toEqual(jobs.map((job) => job.id).sort())
+    }
+    expect(outcomes.delivered + outcomes.givenBack).toBe(5)
   })
 
   it('a long-poll claim with nothing to take answers 204 when its wait runs out', async () => {

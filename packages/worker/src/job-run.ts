@@ -50,6 +50,8 @@ export class JobRun implements Watched {
   /** The heartbeat request in flight, if any: aborted when the run ends. */
   private heartbeatRequest: AbortController | null = null
   private heartbeatFailures = 0
+  /** The last heartbeat's failure: its `retryAfter`, if any, is waited (at most the interval). */
+  private heartbeatFailure: unknown = null
   private readonly outbox: Outbox
   private readonly handlerSettled = deferred<void>()
   private readonly ended = deferred<void>()
@@ -242,15 +244,16 @@ export class JobRun implements Watched {
   }
 
   /**
-   * Extends the lease every `leaseMs / 3`; retries sooner (with backoff) after a failure. A plain
-   * timer until a heartbeat is due (most jobs end before): no abort signal or listener per job.
+   * Extends the lease every `leaseMs / 3`; retries sooner (with backoff, or the server's
+   * `Retry-After` if longer, never later than the interval) after a failure. A plain timer until a
+   * heartbeat is due (most jobs end before): no abort signal or listener per job.
    */
   private scheduleHeartbeat(): void {
     if (this.phase === 'done') return
     const { timers, backoff, random } = this.env
     const interval = Math.max(1, Math.floor(this.lease.leaseMs / 3))
     const failures = this.heartbeatFailures
-    const delay = failures === 0 ? interval : Math.min(interval, backoffDelay(backoff, failures, random))
+    const delay = failures === 0 ? interval : Math.min(interval, backoffDelay(backoff, failures, random, this.heartbeatFailure))
     this.heartbeatTimer = timers.setTimeout(() => {
       this.heartbeatTimer = null
       void this.heartbeat()
@@ -275,6 +278,7 @@ export class JobRun implements Watched {
         return
       }
       this.heartbeatFailures += 1
+      this.heartbeatFailure = error
       // While the outcome is being delivered the lease may go with it (a retryable failure re-queues the job).
       if (this.phase !== 'reporting') this.env.report(error, 'heartbeat', this.id)
     } finally {

@@ -470,6 +470,34 @@ describe('cancel, failures and retries', () => {
     })
   })
 
+  it("retries a refused heartbeat after the server's Retry-After (not its own 100 ms backoff), and keeps the lease", async () => {
+    // The first heartbeat is answered as an overloaded node answers (503, Retry-After: 1); the
+    // worker's own backoff (from 100 ms) would ask again ten times sooner.
+    const sentAt: number[] = []
+    const refuseFirst: typeof fetch = async (input, init) => {
+      if (String(input).endsWith('/heartbeat')) {
+        sentAt.push(performance.now())
+        if (sentAt.length === 1) {
+          const body = { error: { code: 'overloaded', message: 'busy', details: { bytes: 1, size: 1, limit: 1, retryAfter: 1 } } }
+          return new Response(JSON.stringify(body), { status: 503, headers: { 'content-type': 'application/json', 'retry-after': '1' } })
+        }
+      }
+      return fetch(input, init)
+    }
+    const { worker, errors } = startTestWorker(t, { fetch: refuseFirst, leaseMs: 9_000 })
+    worker.handle('beats-refused', async () => {
+      // Past the first heartbeat (at 3 s) and its retry (at 4 s; the lease lasts until 9 s).
+      while (sentAt.length < 2) await new Promise((resolve) => setTimeout(resolve, 50))
+      return 'kept'
+    })
+    await withWorker(worker, async () => {
+      const { id } = await t.createJob('beats-refused')
+      expect(await t.waitForJob(id, (j) => isTerminal(j.status))).toMatchObject({ status: 'completed', result: 'kept', attempt: 1 })
+    })
+    expect((sentAt[1] as number) - (sentAt[0] as number)).toBeGreaterThanOrEqual(1_000)
+    expect(errors.map((e) => [e.context.operation, codeOf(e.error)])).toEqual([['heartbeat', 'overloaded']])
+  })
+
   it('aborts with lease_lost when heartbeats cannot get through, and the job is run again', async () => {
     const blockHeartbeats: typeof fetch = async (input, init) => {
       if (String(input).endsWith('/heartbeat')) throw new TypeError('fetch failed (heartbeat blocked)')

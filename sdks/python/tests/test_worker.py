@@ -11,6 +11,7 @@ import random
 import re
 import signal
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Awaitable, Callable
@@ -974,3 +975,71 @@ def test_a_worker_process_with_a_wrong_key_exits_non_zero_with_the_servers_messa
     assert "jobwire worker: claim: A valid API key or token is required (Authorization: Bearer <credential>) — the worker has stopped" in output
     assert "WorkerRequestError: claim: A valid API key or token is required" in output
     assert "stopped\n" not in output.splitlines(keepends=True)
+
+
+def test_a_refused_heartbeat_is_retried_after_the_servers_retry_after_and_the_lease_kept(memory_server: Server) -> None:
+    """A proxy in front of the server answers the first heartbeat as an overloaded node does (503,
+    ``Retry-After: 1``): the worker's own backoff (from 0.1 s) asked again ten times sooner."""
+    heartbeats: list[float] = []
+
+    class RefuseFirstHeartbeat(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def forward(self) -> None:
+            length = int(self.headers.get("content-length") or 0)
+            body = self.rfile.read(length) if length else b""
+            if self.path.endswith("/heartbeat"):
+                heartbeats.append(time.monotonic())
+                if len(heartbeats) == 1:
+                    refused = json.dumps({"error": {"code": "overloaded", "message": "busy", "details": {"bytes": 1, "size": 1, "limit": 1, "retryAfter": 1}}}).encode()
+                    self.send_response(503)
+                    self.send_header("content-type", "application/json")
+                    self.send_header("retry-after", "1")
+                    self.send_header("content-length", str(len(refused)))
+                    self.end_headers()
+                    self.wfile.write(refused)
+                    return
+            headers = {name: value for name, value in self.headers.items() if name.lower() not in ("host", "content-length", "connection")}
+            with httpx.Client(timeout=None) as upstream:
+                answer = upstream.request(self.command, f"{memory_server.url}{self.path}", content=body, headers=headers)
+            self.send_response(answer.status_code)
+            for name, value in answer.headers.items():
+                if name.lower() not in ("content-length", "transfer-encoding", "connection", "content-encoding"):
+                    self.send_header(name, value)
+            self.send_header("content-length", str(len(answer.content)))
+            self.end_headers()
+            self.wfile.write(answer.content)
+
+        do_GET = do_POST = forward
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    proxy = http.server.ThreadingHTTPServer(("127.0.0.1", 0), RefuseFirstHeartbeat)
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    errors: list[tuple[str, str]] = []
+
+    async def scenario() -> JobState:
+        worker = Worker(f"http://127.0.0.1:{proxy.server_address[1]}", memory_server.api_key, lease_ms=9_000, poll_wait=2, on_error=lambda error, operation, _job: errors.append((operation, getattr(error, "code", ""))))
+
+        @worker.handle("beats")
+        async def beats(job: dict[str, Any], ctx: JobContext) -> str:
+            while len(heartbeats) < 2:  # past the first heartbeat (at 3 s) and its retry (the lease lasts until 9 s)
+                await asyncio.sleep(0.05)
+            return "kept"
+
+        await worker.start()
+        try:
+            async with AsyncBackend(memory_server.url, memory_server.api_key) as backend:
+                job = await backend.create_job("beats")
+                return await until(memory_server, job["id"], lambda state: state["status"] == "completed")
+        finally:
+            await worker.stop()
+
+    try:
+        final = asyncio.run(asyncio.wait_for(scenario(), GUARD))
+    finally:
+        proxy.shutdown()
+    assert final["result"] == "kept" and final["attempt"] == 1
+    assert heartbeats[1] - heartbeats[0] >= 1.0
+    assert errors == [("heartbeat", "overloaded")]

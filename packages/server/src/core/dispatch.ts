@@ -117,7 +117,7 @@ export class Dispatcher {
           if (!aborted()) return claimed
           // The worker went away while the store handed it these (its answer would go nowhere):
           // they go back to the queue now, not when their leases lapse.
-          await this.#giveBack(claimed)
+          await this.giveBack(claimed)
           claimed = []
           return []
         }
@@ -135,7 +135,7 @@ export class Dispatcher {
   }
 
   /** Releases jobs claimed for a worker that is gone; one that cannot be (its lease moved on) is left to its lease. */
-  async #giveBack(claimed: readonly Claimed[]): Promise<void> {
+  async giveBack(claimed: readonly Claimed[]): Promise<void> {
     await Promise.all(claimed.map((c) => this.release(c.job.id, c.lease.token, 'the claiming worker went away before the answer').catch(() => undefined)))
   }
 

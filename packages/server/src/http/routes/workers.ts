@@ -1,6 +1,7 @@
-import type { FastifyInstance } from 'fastify'
+import type { FastifyInstance, FastifyReply } from 'fastify'
 import { JobwireError } from '@jobwire/protocol'
 import { authorize, canWork, requireKeyRole } from '../../core/access.js'
+import type { Claimed, Dispatcher } from '../../core/dispatch.js'
 import { abortOnClose, principalOf, type RouteContext } from '../context.js'
 import { heartbeatBody, parseClaimBody, parseWith, releaseBody, signalsBody } from '../schemas.js'
 import { writeEach } from '../writes.js'
@@ -31,6 +32,7 @@ export function registerWorkerRoutes(v1: FastifyInstance, context: RouteContext)
     })
     // The writes never throw (each is answered); a claim that fails must not leave them unanswered.
     const [claimed, results] = await Promise.all([claiming, done])
+    if (claimed.length > 0) giveBackIfUndelivered(reply, claimed, dispatcher)
     // A request with `max` or `done` is answered with a list (empty when none came); one without, as it always was.
     if (results !== undefined) return { claims: claimed, done: results }
     if (body.max !== undefined) return { claims: claimed }
@@ -66,5 +68,24 @@ export function registerWorkerRoutes(v1: FastifyInstance, context: RouteContext)
     const body = parseWith(signalsBody, request.body ?? {})
     const waitMs = Math.min((body.wait ?? 0) * 1000, settings.pollMaxWaitMs)
     return { signals: await dispatcher.signals(body.jobs, waitMs, abortOnClose(reply, context.shuttingDown)) }
+  })
+}
+
+/**
+ * A claim's jobs go back to the queue at once when its answer cannot reach the worker: a worker
+ * that stops aborts its waiting claim, and a job created just then can be claimed for it before
+ * this node has read the connection's end (the claim's own abort check then finds it open). The
+ * answer then fails to go out, and the jobs sat under a lease no one held until it lapsed (30 s
+ * by default, an attempt spent: `worker_lost`). An answer written whole to a connection the worker
+ * has dropped is not seen here; those jobs still wait for their leases.
+ */
+function giveBackIfUndelivered(reply: FastifyReply, claimed: readonly Claimed[], dispatcher: Dispatcher): void {
+  const response = reply.raw
+  if (response.destroyed) {
+    void dispatcher.giveBack(claimed)
+    return
+  }
+  response.once('close', () => {
+    if (!response.writableFinished) void dispatcher.giveBack(claimed)
   })
 }

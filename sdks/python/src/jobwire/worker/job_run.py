@@ -216,12 +216,14 @@ class JobRun:
             self.handler_settled.set_result(None)
 
     async def _heartbeat(self) -> None:
-        """Extends the lease every third of it; retries sooner (with backoff) after a failure."""
+        """Extends the lease every third of it; retries sooner (with backoff, or the server's
+        ``Retry-After`` if longer, never later than the interval) after a failure."""
         env = self._env
         interval = max(0.001, self._claim.lease["leaseMs"] / 3000)
         failures = 0
+        failure: WorkerRequestError | None = None
         while True:
-            await asyncio.sleep(interval if failures == 0 else min(interval, env.backoff.delay(failures)))
+            await asyncio.sleep(interval if failures == 0 else min(interval, retry_delay(env.backoff, failures, failure)))
             try:
                 answer = await env.api.heartbeat(self.id, self.lease_token, env.lease_ms)
                 failures = 0
@@ -236,6 +238,7 @@ class JobRun:
                     self.signalled("finished" if error.code == "job_finished" else "lease_lost", "heartbeat", error)
                     return
                 failures += 1
+                failure = error
                 # While the outcome is being delivered the lease may go with it (a retryable failure re-queues the job).
                 if self._phase != "reporting":
                     env.report(error, "heartbeat", self.id)

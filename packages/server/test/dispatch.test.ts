@@ -268,7 +268,6 @@ describe('POST /v1/workers/claim', () => {
     // client ends its side right after the claim: the node mostly reads that end while the claim's
     // commit is synced to disk, before the answer is written. Either way each claimed job must be
     // delivered (the client, which can still read, got the answer) or given back.
-    const outcomes = { delivered: 0, givenBack: 0 }
     for (let round = 0; round < 5; round++) {
       const type = uniqueType('undelivered')
       const jobs = [await create({ type }), await create({ type })]
@@ -283,14 +282,12 @@ describe('POST /v1/workers/claim', () => {
       await within(closed, 'the node to close the connection')
       const logs = async (): Promise<JobEvent[][]> => Promise.all(jobs.map(async (job) => (await t.api.call<PollResponse>('GET', `/v1/jobs/${job.id}/events?after=0`)).body.events))
       if (received.startsWith('HTTP/1.1 200')) {
-        outcomes.delivered++
         expect((await logs()).map((log) => log.map((event) => event.type))).toEqual([
           ['created', 'started'],
           ['created', 'started'],
         ])
         continue
       }
-      outcomes.givenBack++
       expect(received).toBe('')
       await until(async () => (await logs()).every((log) => log.at(-1)?.type === 'requeued'), 'the claimed jobs back in the queue')
       for (const log of await logs()) {
@@ -301,7 +298,6 @@ describe('POST /v1/workers/claim', () => {
       const next = await t.api.call<{ claims: Claimed[] }>('POST', '/v1/workers/claim', { types: [type], max: 2, wait: 0 })
       expect(next.body.claims.map((one) => one.job.id).sort()).toEqual(jobs.map((job) => job.id).sort())
     }
-    expect(outcomes.delivered + outcomes.givenBack).toBe(5)
   })
 
   it('a long-poll claim with nothing to take answers 204 when its wait runs out', async () => {

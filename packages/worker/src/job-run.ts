@@ -50,8 +50,6 @@ export class JobRun implements Watched {
   /** The heartbeat request in flight, if any: aborted when the run ends. */
   private heartbeatRequest: AbortController | null = null
   private heartbeatFailures = 0
-  /** The last heartbeat's failure: its `retryAfter`, if any, is waited (at most the interval). */
-  private heartbeatFailure: unknown = null
   private readonly outbox: Outbox
   private readonly handlerSettled = deferred<void>()
   private readonly ended = deferred<void>()
@@ -248,12 +246,12 @@ export class JobRun implements Watched {
    * `Retry-After` if longer, never later than the interval) after a failure. A plain timer until a
    * heartbeat is due (most jobs end before): no abort signal or listener per job.
    */
-  private scheduleHeartbeat(): void {
+  private scheduleHeartbeat(failure?: unknown): void {
     if (this.phase === 'done') return
     const { timers, backoff, random } = this.env
     const interval = Math.max(1, Math.floor(this.lease.leaseMs / 3))
     const failures = this.heartbeatFailures
-    const delay = failures === 0 ? interval : Math.min(interval, backoffDelay(backoff, failures, random, this.heartbeatFailure))
+    const delay = failures === 0 ? interval : Math.min(interval, backoffDelay(backoff, failures, random, failure))
     this.heartbeatTimer = timers.setTimeout(() => {
       this.heartbeatTimer = null
       void this.heartbeat()
@@ -265,6 +263,7 @@ export class JobRun implements Watched {
     const { api, leaseMs } = this.env
     const request = new AbortController()
     this.heartbeatRequest = request
+    let failure: unknown
     try {
       const answer = await api.heartbeat(this.id, { lease: this.lease.token, leaseMs }, request.signal)
       this.heartbeatFailures = 0
@@ -278,13 +277,13 @@ export class JobRun implements Watched {
         return
       }
       this.heartbeatFailures += 1
-      this.heartbeatFailure = error
+      failure = error
       // While the outcome is being delivered the lease may go with it (a retryable failure re-queues the job).
       if (this.phase !== 'reporting') this.env.report(error, 'heartbeat', this.id)
     } finally {
       if (this.heartbeatRequest === request) this.heartbeatRequest = null
     }
-    this.scheduleHeartbeat()
+    this.scheduleHeartbeat(failure)
   }
 }
 

@@ -441,7 +441,7 @@ def test_a_stream_that_got_heartbeats_was_not_silent() -> None:
 @pytest.mark.parametrize("transport", ["sse", "poll"])
 def test_each_update_keeps_the_state_after_it_text_and_rollback_included(memory_server: Server, transport: str) -> None:
     """The watch keeps the streamed text apart (appending copied the whole text at each chunk: a
-    million characters in 10-character chunks took minutes) and builds an update's state when it is
+    million characters in 10-character chunks took 31 s of CPU) and builds an update's state when it is
     read: every update, read only once the job has ended, still holds the state right after it —
     the text at that moment, before and after a retry cut it back to the checkpoint — and the last
     equals the server's."""

@@ -260,8 +260,7 @@ class _Follower:
         await asyncio.sleep(delay)
 
     def _snapshot(self, job: JobState, reset: bool) -> Update:
-        self.state = {**job, "text": ""}
-        self.text = _Text(job["text"])
+        self._hold(job)
         self.position = job["seq"]
         self.done = is_terminal(job["status"])
         return Update("snapshot", job, None, reset)
@@ -269,28 +268,28 @@ class _Follower:
     def _event(self, event: JobEvent) -> Update | None:
         if self.state is None:
             if event["seq"] != 1:
-                return None  # no state to apply it to (see catch_up)
-            self.state, self.text = apply_event(None, event), _Text("")
-            self.position = event["seq"]
-            return Update("event", self._later(), event)
-        if event["seq"] <= self.state["seq"]:
+                return None  # nothing to apply it to (see catch_up)
+        elif event["seq"] <= self.state["seq"]:
             return None  # already applied (a replay overlapping what we had)
         # The reducer runs on the state without its text (self.state's is always ""): a chunk's
-        # text goes to self.text; only an event that rewinds the text (a requeue back to a
-        # checkpoint) is applied to the whole.
-        if event["type"] == "requeued" and event["data"].get("textLength") is not None:
-            applied = apply_event(self._whole(), event)
-            self.text = _Text(applied["text"])
-            applied["text"] = ""
+        # text goes to self.text; only the first event and one that rewinds the text (a requeue
+        # back to a checkpoint) are applied to the whole.
+        if self.state is None or (event["type"] == "requeued" and event["data"].get("textLength") is not None):
+            state = self._hold(apply_event(None if self.state is None else self._whole(), event))
         else:
-            applied = apply_event(self.state, event)
+            state = apply_event(self.state, event)
             if event["type"] == "chunk":
-                self.text.append(applied["text"])
-                applied["text"] = ""
-        self.state = applied
+                self.text.append(state["text"])
+                state["text"] = ""
+            self.state = state
         self.position = event["seq"]
-        self.done = is_terminal(applied["status"])
+        self.done = is_terminal(state["status"])
         return Update("event", self._later(), event)
+
+    def _hold(self, whole: JobState) -> JobState:
+        """Keeps ``whole`` as the state without its text (returned), and the text apart."""
+        self.state, self.text = {**whole, "text": ""}, _Text(whole["text"])
+        return self.state
 
     async def catch_up(self) -> AsyncIterator[Update]:
         """``after=N`` (N ≥ 1) with no state yet: the events after N come, but each update's state
@@ -303,22 +302,21 @@ class _Follower:
             return
         state: JobState | None = None
         after = 0
-        while state is None or state["seq"] < target:
+        while True:
             answer: dict[str, Any] = await self.endpoint.send_async(self.http, _http.Call("GET", f"{self.path}/events", params={"after": str(after)}, what="poll"))
             snapshot = answer.get("snapshot")
             if snapshot is not None:
                 yield self._snapshot(snapshot["job"], True)
                 return
-            events: list[JobEvent] = answer.get("events", [])
-            for event in events:
+            for event in answer.get("events", []):
                 if event["seq"] > target:
                     break
                 state = apply_event(state, event)
-            if not events or not answer.get("more"):
+            if (state is not None and state["seq"] >= target) or not answer.get("more"):
                 break
-            after = answer.get("next", after)
+            after = answer["next"]
         if state is not None and state["seq"] == target:
-            self.state, self.text = {**state, "text": ""}, _Text(state["text"])
+            self._hold(state)
         # Else N is past the job's last event: the stream or poll from N says so (position_ahead).
 
     def _whole(self) -> JobState:

@@ -29,6 +29,10 @@ export interface EventDataMap {
    * retryable failure. `retryAt` delays the next claim (backoff); `maxAttempts` raises the limit (resume).
    * `textLength` rolls the streamed text back to that many characters — what the checkpoint the
    * next attempt resumes from held (0 without one) — so text streamed after it is not repeated.
+   * `attempt` is the attempt that ended. `counted: false` says it does not count: the job went back
+   * before any handler ran it (a worker stopping with jobs it had claimed ahead, a claim whose answer
+   * never reached its worker), so the job's `attempt` goes back to `attempt - 1` and the next start
+   * takes the same number again.
    */
   requeued: {
     reason: string
@@ -37,6 +41,7 @@ export interface EventDataMap {
     maxAttempts?: number
     error?: { code: string; message: string }
     textLength?: number
+    counted?: false
   }
 }
 

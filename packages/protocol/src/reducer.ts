@@ -190,6 +190,7 @@ function applyTo(next: JobState, status: JobState['status'], event: Exclude<JobE
       next.result = null
       next.error = event.data.error === undefined ? null : { ...event.data.error, retryable: true }
       next.maxAttempts = event.data.maxAttempts ?? next.maxAttempts
+      if (event.data.counted === false) next.attempt = Math.max(0, event.data.attempt - 1)
       if (event.data.textLength !== undefined) next.text = next.text.slice(0, event.data.textLength)
       return
     default:

@@ -201,6 +201,11 @@ export interface HeartbeatResponse {
 export interface ReleaseRequest {
   lease: string
   reason?: string
+  /**
+   * `false`: no handler ran the job (claimed ahead, given back unstarted), so the attempt does not
+   * count (`requeued` with `counted: false`). Default `true`.
+   */
+  ran?: boolean
 }
 
 /** `POST /v1/workers/signals`: a long-poll over the jobs a worker holds. */

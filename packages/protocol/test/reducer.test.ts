@@ -196,6 +196,19 @@ describe('applyEvent: one case per event type', () => {
     expect(state).toMatchObject({ status: 'running', attempt: 2, error: null, startedAt: at(3) })
   })
 
+  it('requeued with counted: false (no handler ran that attempt) takes the attempt back, so the next start reuses its number', () => {
+    const released = reduce([created, started, { type: 'requeued', data: { reason: 'worker stopping', attempt: 1, retryAt: null, counted: false } }])
+    expect(released).toMatchObject({ status: 'queued', attempt: 0, maxAttempts: 3 })
+    const again = reduce([
+      created,
+      started,
+      { type: 'requeued', data: { reason: 'worker stopping', attempt: 1, retryAt: null, counted: false } },
+      started,
+      { type: 'requeued', data: { reason: 'worker_lost', attempt: 1, retryAt: null } },
+    ])
+    expect(again).toMatchObject({ status: 'queued', attempt: 1 })
+  })
+
   it('every event type moves updatedAt and seq forward', () => {
     const drafts: EventDraft[] = [
       created,

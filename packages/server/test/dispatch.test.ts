@@ -292,11 +292,13 @@ describe('POST /v1/workers/claim', () => {
       await until(async () => (await logs()).every((log) => log.at(-1)?.type === 'requeued'), 'the claimed jobs back in the queue')
       for (const log of await logs()) {
         expect(log.map((event) => event.type)).toEqual(['created', 'started', 'requeued'])
-        expect(log[2]?.data).toMatchObject({ reason: 'the claiming worker went away before the answer', attempt: 1 })
+        // No handler ran it: the attempt does not count.
+        expect(log[2]?.data).toMatchObject({ reason: 'the claiming worker went away before the answer', attempt: 1, counted: false })
       }
-      // The next worker gets them at once.
+      // The next worker gets them at once, as their first attempt.
       const next = await t.api.call<{ claims: Claimed[] }>('POST', '/v1/workers/claim', { types: [type], max: 2, wait: 0 })
       expect(next.body.claims.map((one) => one.job.id).sort()).toEqual(jobs.map((job) => job.id).sort())
+      expect(next.body.claims.map((one) => one.job.attempt)).toEqual(jobs.map(() => 1))
     }
   })
 
@@ -555,6 +557,24 @@ describe('retries, release and resume', () => {
     expect((next.body as Claimed).job).toMatchObject({ id: job.id, attempt: 2, worker: 'arriving', checkpoint: { step: 4 } })
   })
 
+  it('a release of a job no handler ran (ran: false) gives its attempt back: the retries it had are still there', async () => {
+    const type = uniqueType('unrun')
+    const job = await create({ type, maxAttempts: 2 })
+    const first = await claimJob([type], { worker: 'prefetching' })
+    const released = await post<JobState>(`/v1/jobs/${job.id}/release`, { lease: first.lease.token, reason: 'worker stopping', ran: false })
+    expect(released.status).toBe(200)
+    expect(released.body).toMatchObject({ status: 'queued', attempt: 0, maxAttempts: 2 })
+    expect((await readLog(job.id)).at(-1)).toMatchObject({ type: 'requeued', data: { reason: 'worker stopping', attempt: 1, counted: false } })
+
+    // Attempt 1 again, and its retryable failure is retried (attempt 2 of 2 would have failed for good).
+    const second = await claimJob([type], { worker: 'arriving' })
+    expect(second.job).toMatchObject({ id: job.id, attempt: 1 })
+    const failure = { type: 'failed', code: 'flaky', message: 'try again', retryable: true } as const
+    await written(job.id, { lease: second.lease.token, batch: 1, events: [failure] })
+    expect((await readLog(job.id)).at(-1)).toMatchObject({ type: 'requeued', data: { reason: 'flaky', attempt: 1 } })
+    expect(await getJob(job.id)).toMatchObject({ status: 'queued', attempt: 1, maxAttempts: 2 })
+  })
+
   it('resume puts a failed job back in the queue with its checkpoint and a renewed attempt budget', async () => {
     const type = uniqueType('resume')
     const job = await create({ type, maxAttempts: 1 })
@@ -660,6 +680,7 @@ describe('validation of the dispatch routes', () => {
       [`/v1/jobs/${job.id}/heartbeat`, { lease: 'lease_x', leaseMs: 600_001 }, 'leaseMs'],
       [`/v1/jobs/${job.id}/release`, {}, 'lease'],
       [`/v1/jobs/${job.id}/release`, { lease: 'lease_x', reason: 'r'.repeat(201) }, 'reason'],
+      [`/v1/jobs/${job.id}/release`, { lease: 'lease_x', ran: 'no' }, 'ran'],
       ['/v1/workers/signals', {}, 'jobs'],
       ['/v1/workers/signals', { jobs: 'all' }, 'jobs'],
       ['/v1/workers/signals', { jobs: [{ id: job.id }] }, 'jobs.0.lease'],

@@ -139,6 +139,8 @@ export class WorkerApi {
   #batchClaims = true
   /** The server takes finished jobs' last writes in claims (`done`), until it says otherwise. */
   #carryDone = true
+  /** The server takes `ran` in a release, until it says otherwise. */
+  #releaseUnrun = true
 
   constructor(private readonly options: ApiOptions) {}
 
@@ -319,8 +321,23 @@ export class WorkerApi {
     return (await this.post<HeartbeatResponse>('heartbeat', `/v1/jobs/${encodeURIComponent(jobId)}/heartbeat`, body, signal)).body
   }
 
+  /**
+   * `ran: false` (no handler ran the job) is sent only then, so the attempt does not count; a server
+   * that predates the field refuses it, and the job is released without it.
+   */
   async release(jobId: string, body: Required<ReleaseRequest>, signal: AbortSignal): Promise<void> {
-    await this.post('release', `/v1/jobs/${encodeURIComponent(jobId)}/release`, body, signal)
+    const { ran, ...plain } = body
+    const path = `/v1/jobs/${encodeURIComponent(jobId)}/release`
+    if (!ran && this.#releaseUnrun) {
+      try {
+        await this.post('release', path, { ...plain, ran }, signal)
+        return
+      } catch (error) {
+        if (!(error instanceof WorkerRequestError && error.code === 'invalid_request' && error.details?.field === 'ran')) throw error
+        this.#releaseUnrun = false
+      }
+    }
+    await this.post('release', path, plain, signal)
   }
 
   /** A job's checkpoint in full (`GET /v1/jobs/:id/checkpoint`), for one too large to come with the claim. */

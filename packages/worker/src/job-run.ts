@@ -148,6 +148,8 @@ export class JobRun implements Watched {
     const grace = new AbortController()
     const graceTimer = timers.setTimeout(() => grace.abort(), graceMs)
     const graceOver = new Promise<void>((resolve) => grace.signal.addEventListener('abort', () => resolve(), { once: true }))
+    // A job still waiting for a slot never ran: its attempt does not count.
+    const ran = this.phase !== 'waiting'
     try {
       if (this.phase === 'reporting') {
         await Promise.race([this.finished, graceOver])
@@ -166,7 +168,7 @@ export class JobRun implements Watched {
         this.outbox.kill('stopped')
       }
       this.env.watch.remove(this)
-      if (!this.lostLease) await releaseLease(this.env, this.id, this.lease.token, 'worker stopping', graceMs)
+      if (!this.lostLease) await releaseLease(this.env, this.id, this.lease.token, 'worker stopping', graceMs, ran)
     } finally {
       timers.clearTimeout(graceTimer)
       this.end()
@@ -287,20 +289,21 @@ export class JobRun implements Watched {
   }
 }
 
-/** Releases a lease, retrying transient failures for up to `withinMs`; never throws. */
+/** Releases a lease, retrying transient failures for up to `withinMs`; never throws. `ran: false`: no handler ran the job. */
 export async function releaseLease(
   env: Pick<RunEnvironment, 'api' | 'timers' | 'random' | 'backoff' | 'report'>,
   jobId: string,
   token: string,
   reason: string,
   withinMs: number,
+  ran: boolean,
 ): Promise<void> {
   const deadline = new AbortController()
   const timer = env.timers.setTimeout(() => deadline.abort(), withinMs)
   try {
     for (let attempt = 1; !deadline.signal.aborted; attempt++) {
       try {
-        await env.api.release(jobId, { lease: token, reason }, deadline.signal)
+        await env.api.release(jobId, { lease: token, reason, ran }, deadline.signal)
         return
       } catch (error) {
         if (deadline.signal.aborted) return

@@ -323,7 +323,7 @@ class JobwireWorker implements Worker {
         continue
       }
       if (this.currentState !== 'running') {
-        await Promise.all(claims.map((claim) => releaseLease(this.env, claim.job.id, claim.lease.token, 'worker stopping', 5_000)))
+        await Promise.all(claims.map((claim) => releaseLease(this.env, claim.job.id, claim.lease.token, 'worker stopping', 5_000, false)))
         break
       }
       for (const claim of claims) this.run(claim)

@@ -681,9 +681,10 @@ describe('concurrency and stopping', () => {
     await firstRunning.promise
     await Promise.all(waiting.map((id) => t.waitForJob(id, (j) => j.status === 'running')))
     const stopped = worker.stop({ timeoutMs: 30_000 })
-    // Back in the queue while the first handler still runs.
+    // Back in the queue while the first handler still runs, their attempts not counted (no handler ran them).
     const requeued = await Promise.all(waiting.map((id) => t.waitForJob(id, (j) => j.status === 'queued')))
-    expect(requeued.map((job) => job.attempt)).toEqual([1, 1])
+    expect(requeued.map((job) => job.attempt)).toEqual([0, 0])
+    for (const id of waiting) expect(ofType(await t.events(id), 'requeued').map((e) => e.data)).toMatchObject([{ reason: 'worker stopping', attempt: 1, counted: false }])
     expect(worker.state).toBe('stopping')
     gate.resolve()
     await stopped
@@ -841,6 +842,45 @@ describe('concurrency and stopping', () => {
     expect(errors).toEqual([])
   })
 
+  it('releases unrun jobs without `ran` to a server that refuses the field, as servers before it did', async () => {
+    const releases: Record<string, unknown>[] = []
+    const olderServer: typeof fetch = async (input, init) => {
+      if (new URL(String(input)).pathname.endsWith('/release')) {
+        const body = JSON.parse(String(init?.body)) as Record<string, unknown>
+        releases.push(body)
+        if ('ran' in body) {
+          const error = { code: 'invalid_request', message: 'ran: unknown field', details: { field: 'ran', reason: 'ran: unknown field' } }
+          return new Response(JSON.stringify({ error }), { status: 400, headers: { 'content-type': 'application/json' } })
+        }
+      }
+      return fetch(input, init)
+    }
+    const { worker, errors } = startTestWorker(t, { concurrency: 1, prefetch: 2, fetch: olderServer })
+    const gate = signalled()
+    const running = signalled()
+    worker.handle('older-release', async () => {
+      running.resolve()
+      await gate.promise
+      return 'ok'
+    })
+    const ids: string[] = []
+    for (let i = 0; i < 3; i++) ids.push((await t.createJob('older-release')).id)
+    await worker.start()
+    await running.promise
+    await Promise.all(ids.map((id) => t.waitForJob(id, (j) => j.status === 'running')))
+    const stopped = worker.stop({ timeoutMs: 30_000 })
+    const requeued = await Promise.all(ids.slice(1).map((id) => t.waitForJob(id, (j) => j.status === 'queued')))
+    gate.resolve()
+    await stopped
+    // Back in the queue all the same (their attempts counted, as that server counts them): each release
+    // went again without `ran` (the two left together, so each may have tried it once).
+    expect(requeued.map((job) => job.attempt)).toEqual([1, 1])
+    expect(releases.filter((body) => !('ran' in body)).length).toBe(2)
+    expect(releases.filter((body) => 'ran' in body).length).toBeGreaterThanOrEqual(1)
+    expect(releases.length).toBeLessThanOrEqual(4)
+    expect(errors).toEqual([])
+  })
+
   it('stop() lets a running handler finish and claims nothing more', async () => {
     const { worker } = startTestWorker(t)
     const running = signalled()
@@ -884,7 +924,8 @@ describe('concurrency and stopping', () => {
     expect(abortReason).toBe('stopped')
     const released = await t.getJob(id)
     expect(released).toMatchObject({ status: 'queued', checkpoint: { step: 2 }, attempt: 1 })
-    expect(ofType(await t.events(id), 'requeued').map((e) => e.data.reason)).toEqual(['worker stopping'])
+    // Its handler ran: the attempt counts.
+    expect(ofType(await t.events(id), 'requeued').map((e) => e.data)).toEqual([{ reason: 'worker stopping', attempt: 1, retryAt: null }])
     expect(first.errors).toEqual([])
 
     const second = startTestWorker(t)

@@ -74,6 +74,13 @@ def fixture_logs() -> list[list[dict[str, Any]]]:
         .add("requeued", reason="upstream_timeout", attempt=2, retryAt="2026-12-04T10:01:00.000Z", error={"code": "upstream_timeout", "message": "timed out"})
         .add("started", attempt=3, worker=None)
         .add("failed", code="broken", message="for good", retryable=False).events,
+        # Given back unrun (the attempt does not count), started again as attempt 1, lost, then completed.
+        Log().created().add("started", attempt=1, worker="w1")
+        .add("requeued", reason="worker stopping", attempt=1, retryAt=None, counted=False)
+        .add("started", attempt=1, worker="w2")
+        .add("requeued", reason="worker_lost", attempt=1, retryAt=None)
+        .add("started", attempt=2, worker="w3")
+        .add("completed", result=None).events,
         # Cancelled while queued, resumed with more attempts, completed without a result.
         Log().created(dispatch=False, max_attempts=1)
         .add("cancelled", reason=None)

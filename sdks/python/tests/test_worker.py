@@ -437,9 +437,15 @@ def test_stop_releases_prefetched_jobs_at_once_and_never_starts_them(server: Ser
             finally:
                 await worker.stop()
             finals = [await backend.get_job(job["id"]) for job in (running, *waiting)]
+            async with httpx.AsyncClient(headers={"authorization": f"Bearer {server.api_key}"}) as http_client:
+                logs = [(await http_client.get(f"{server.url}/v1/jobs/{job['id']}/events?after=0")).json()["events"] for job in waiting]
+            released = [[event["data"] for event in log if event["type"] == "requeued"] for log in logs]
         assert gated.started == [0] and worker.state == "stopped"
         assert gated.errors == []
         assert [final["status"] for final in finals] == ["completed", "queued", "queued"]
+        # No handler ran the waiting ones: their attempts do not count.
+        assert [final["attempt"] for final in finals] == [1, 0, 0]
+        assert all(data == [{"reason": "worker stopping", "attempt": 1, "retryAt": None, "counted": False}] for data in released), released
 
     run(scenario)
 
@@ -734,7 +740,8 @@ def _stopped_by_sigterm(server: Server, scenario: str, *again_after: str) -> tup
 def test_sigterm_stops_gracefully_and_releases_the_lease_with_the_last_checkpoint(memory_server: Server) -> None:
     _, after = _stopped_by_sigterm(memory_server, "stubborn")
     # Released, not lost: back in the queue at once, with what the handler saved in its grace period.
-    assert after["status"] == "queued"
+    # Its handler ran, so the attempt counts.
+    assert after["status"] == "queued" and after["attempt"] == 1
     assert after["checkpoint"] == {"step": 2, "stoppedBy": "SIGTERM"}
 
 
@@ -977,31 +984,32 @@ def test_a_worker_process_with_a_wrong_key_exits_non_zero_with_the_servers_messa
     assert "stopped\n" not in output.splitlines(keepends=True)
 
 
-def test_a_refused_heartbeat_is_retried_after_the_servers_retry_after_and_the_lease_kept(memory_server: Server) -> None:
-    """A proxy in front of the server answers the first heartbeat as an overloaded node does (503,
-    ``Retry-After: 1``): the worker's own backoff (from 0.1 s) asked again ten times sooner."""
-    heartbeats: list[float] = []
+Intercept = Callable[[str, bytes], tuple[int, dict[str, str], bytes] | None]
 
-    class RefuseFirstHeartbeat(http.server.BaseHTTPRequestHandler):
+
+def _proxy(server: Server, intercept: Intercept) -> http.server.ThreadingHTTPServer:
+    """An HTTP proxy in front of ``server``: ``intercept(path, body)`` answers a request itself
+    (status, headers, body) or, with None, lets it through. Stop it with ``shutdown()``."""
+
+    class Forward(http.server.BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
         def forward(self) -> None:
             length = int(self.headers.get("content-length") or 0)
             body = self.rfile.read(length) if length else b""
-            if self.path.endswith("/heartbeat"):
-                heartbeats.append(time.monotonic())
-                if len(heartbeats) == 1:
-                    refused = json.dumps({"error": {"code": "overloaded", "message": "busy", "details": {"bytes": 1, "size": 1, "limit": 1, "retryAfter": 1}}}).encode()
-                    self.send_response(503)
-                    self.send_header("content-type", "application/json")
-                    self.send_header("retry-after", "1")
-                    self.send_header("content-length", str(len(refused)))
-                    self.end_headers()
-                    self.wfile.write(refused)
-                    return
+            own = intercept(self.path, body)
+            if own is not None:
+                status, own_headers, content = own
+                self.send_response(status)
+                for name, value in {"content-type": "application/json", **own_headers}.items():
+                    self.send_header(name, value)
+                self.send_header("content-length", str(len(content)))
+                self.end_headers()
+                self.wfile.write(content)
+                return
             headers = {name: value for name, value in self.headers.items() if name.lower() not in ("host", "content-length", "connection")}
             with httpx.Client(timeout=None) as upstream:
-                answer = upstream.request(self.command, f"{memory_server.url}{self.path}", content=body, headers=headers)
+                answer = upstream.request(self.command, f"{server.url}{self.path}", content=body, headers=headers)
             self.send_response(answer.status_code)
             for name, value in answer.headers.items():
                 if name.lower() not in ("content-length", "transfer-encoding", "connection", "content-encoding"):
@@ -1015,8 +1023,26 @@ def test_a_refused_heartbeat_is_retried_after_the_servers_retry_after_and_the_le
         def log_message(self, format: str, *args: Any) -> None:
             pass
 
-    proxy = http.server.ThreadingHTTPServer(("127.0.0.1", 0), RefuseFirstHeartbeat)
+    proxy = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Forward)
     threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    return proxy
+
+
+def test_a_refused_heartbeat_is_retried_after_the_servers_retry_after_and_the_lease_kept(memory_server: Server) -> None:
+    """A proxy in front of the server answers the first heartbeat as an overloaded node does (503,
+    ``Retry-After: 1``): the worker's own backoff (from 0.1 s) asked again ten times sooner."""
+    heartbeats: list[float] = []
+
+    def refuse_first_heartbeat(path: str, _body: bytes) -> tuple[int, dict[str, str], bytes] | None:
+        if not path.endswith("/heartbeat"):
+            return None
+        heartbeats.append(time.monotonic())
+        if len(heartbeats) > 1:
+            return None
+        refused = {"error": {"code": "overloaded", "message": "busy", "details": {"bytes": 1, "size": 1, "limit": 1, "retryAfter": 1}}}
+        return 503, {"retry-after": "1"}, json.dumps(refused).encode()
+
+    proxy = _proxy(memory_server, refuse_first_heartbeat)
     errors: list[tuple[str, str]] = []
 
     async def scenario() -> JobState:
@@ -1043,3 +1069,48 @@ def test_a_refused_heartbeat_is_retried_after_the_servers_retry_after_and_the_le
     assert final["result"] == "kept" and final["attempt"] == 1
     assert heartbeats[1] - heartbeats[0] >= 1.0
     assert errors == [("heartbeat", "overloaded")]
+
+
+def test_unrun_jobs_are_released_without_ran_to_a_server_that_refuses_the_field(memory_server: Server) -> None:
+    """A server before ``ran`` refuses the unknown field (as a proxy in front of this one does here):
+    the worker releases the jobs it never ran without it, and says nothing of the refusal."""
+    releases: list[dict[str, Any]] = []
+
+    def older_server(path: str, body: bytes) -> tuple[int, dict[str, str], bytes] | None:
+        if not path.endswith("/release"):
+            return None
+        sent = json.loads(body)
+        releases.append(sent)
+        if "ran" not in sent:
+            return None
+        refused = {"error": {"code": "invalid_request", "message": "The request is invalid: ran: unknown field", "details": {"field": "ran", "reason": "ran: unknown field"}}}
+        return 400, {}, json.dumps(refused).encode()
+
+    proxy = _proxy(memory_server, older_server)
+    proxied = dataclasses.replace(memory_server, url=f"http://127.0.0.1:{proxy.server_address[1]}")
+
+    async def scenario() -> list[JobState]:
+        gated = _gated(proxied, prefetch=2)
+        async with AsyncBackend(memory_server.url, memory_server.api_key) as backend:
+            jobs = [await backend.create_job("prefetched", input={"n": n}) for n in range(3)]
+            await gated.worker.start()
+            try:
+                for job in jobs:
+                    await until(memory_server, job["id"], lambda state: state["status"] == "running")
+                stopping = asyncio.ensure_future(gated.worker.stop(timeout=GUARD))
+                waiting = [await until(memory_server, job["id"], lambda state: state["status"] == "queued") for job in jobs[1:]]
+                gated.gate.set()
+                await asyncio.wait_for(stopping, GUARD)
+            finally:
+                await gated.worker.stop()
+        assert gated.errors == []
+        return waiting
+
+    try:
+        waiting = asyncio.run(asyncio.wait_for(scenario(), GUARD))
+    finally:
+        proxy.shutdown()
+    # Back in the queue all the same, their attempts counted as that server counts them.
+    assert [state["attempt"] for state in waiting] == [1, 1]
+    assert len([body for body in releases if "ran" not in body]) == 2
+    assert 1 <= len([body for body in releases if "ran" in body]) <= 2

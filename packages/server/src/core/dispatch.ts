@@ -136,7 +136,7 @@ export class Dispatcher {
 
   /** Releases jobs claimed for a worker that is gone; one that cannot be (its lease moved on) is left to its lease. */
   async giveBack(claimed: readonly Claimed[]): Promise<void> {
-    await Promise.all(claimed.map((c) => this.release(c.job.id, c.lease.token, 'the claiming worker went away before the answer').catch(() => undefined)))
+    await Promise.all(claimed.map((c) => this.release(c.job.id, c.lease.token, 'the claiming worker went away before the answer', false).catch(() => undefined)))
   }
 
   async #claimOnce(request: ClaimRequest): Promise<Claimed[]> {
@@ -173,8 +173,11 @@ export class Dispatcher {
     }
   }
 
-  /** Gives a job back (a worker stopping): re-queued at once with its checkpoint. */
-  async release(jobId: string, token: string, reason: string | null): Promise<AppendResult> {
+  /**
+   * Gives a job back (a worker stopping): re-queued at once with its checkpoint. `ran: false` (no
+   * handler ran it) gives its attempt back too: the next start takes the same number again.
+   */
+  async release(jobId: string, token: string, reason: string | null, ran = true): Promise<AppendResult> {
     const now = this.now()
     return this.store.append(jobId, (job, lease) => {
       const problem = leaseProblem(lease, token, now)
@@ -183,7 +186,12 @@ export class Dispatcher {
         throw new JobwireError('lease_lost', { jobId, reason: problem })
       }
       return {
-        events: [{ type: 'requeued', data: { reason: reason ?? 'released', attempt: job.attempt, retryAt: null, ...textRewind(job, job.text.length) } }],
+        events: [
+          {
+            type: 'requeued',
+            data: { reason: reason ?? 'released', attempt: job.attempt, retryAt: null, ...textRewind(job, job.text.length), ...(ran ? {} : { counted: false as const }) },
+          },
+        ],
         lease: null,
         availableAt: 0,
       }

@@ -40,7 +40,7 @@ export function createDemo(service: JobService, dispatcher: Dispatcher, logger?:
     for (const job of running.jobs) {
       const lease = (await service.store.getRecord(job.id))?.lease
       if (lease?.worker === demoWorkerName && lease.ended !== true) {
-        await dispatcher.release(job.id, lease.token, 'worker stopping').catch(() => undefined)
+        await dispatcher.release(job.id, lease.token, 'worker stopping', false).catch(() => undefined)
       }
     }
   }

@@ -151,6 +151,7 @@ const eventData = {
       maxAttempts: z.number().int().optional(),
       error: z.object({ code: z.string(), message: z.string() }).strict().optional(),
       textLength: z.number().int().optional().meta({ description: 'the text is rolled back to this many characters (what the checkpoint held)' }),
+      counted: z.literal(false).optional().meta({ description: 'the attempt does not count: no handler ran it; the job is back at attempt - 1' }),
     })
     .strict(),
 } satisfies Record<JobEvent['type'], z.ZodType>

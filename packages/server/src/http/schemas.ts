@@ -139,7 +139,7 @@ const leaseToken = z.string().min(1).max(200)
 export const heartbeatBody = wire<HeartbeatRequest>()(
   z.object({ lease: leaseToken.optional(), leaseMs: z.number().int().min(1000).max(600_000).optional() }).strict(),
 )
-export const releaseBody = wire<ReleaseRequest>()(z.object({ lease: leaseToken, reason: prose(200).optional() }).strict())
+export const releaseBody = wire<ReleaseRequest>()(z.object({ lease: leaseToken, reason: prose(200).optional(), ran: z.boolean().optional() }).strict())
 export const signalsBody = wire<SignalsRequest>()(
   z
     .object({

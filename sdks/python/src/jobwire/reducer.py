@@ -203,6 +203,9 @@ def _apply_to(nxt: JobState, status: str, event: JobEvent) -> None:
         max_attempts = data.get("maxAttempts")
         if max_attempts is not None:
             nxt["maxAttempts"] = max_attempts
+        if data.get("counted") is False:
+            # No handler ran that attempt: the next start takes its number again.
+            nxt["attempt"] = max(0, data["attempt"] - 1)
         if data.get("textLength") is not None:
             # Back to what the checkpoint the next attempt resumes from held, so text is not repeated.
             nxt["text"] = _utf16_prefix(nxt["text"], data["textLength"])

@@ -59,7 +59,7 @@ export function registerWorkerRoutes(v1: FastifyInstance, context: RouteContext)
   v1.post<{ Params: { id: string } }>('/jobs/:id/release', async (request) => {
     requireKeyRole(principalOf(request), ['admin', 'worker'], 'release jobs')
     const body = parseWith(releaseBody, request.body ?? {})
-    const { job } = await dispatcher.release(request.params.id, body.lease, body.reason ?? null)
+    const { job } = await dispatcher.release(request.params.id, body.lease, body.reason ?? null, body.ran ?? true)
     return service.withQueuePosition(job)
   })
 

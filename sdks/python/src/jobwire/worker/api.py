@@ -79,6 +79,8 @@ class WorkerApi:
         self.batch_claims: bool | None = None
         # Whether the server takes finished jobs' last writes in claims (`done`); until it says otherwise.
         self.carry_done = True
+        # Whether the server takes `ran` in a release; until it says otherwise.
+        self._release_unrun = True
         # Set by the worker while a claim is about to go out: finished jobs' writes wait for it.
         self.claim_coming = False
 
@@ -249,8 +251,20 @@ class WorkerApi:
         answer: dict[str, Any] = await self._post("heartbeat", job_path(job_id, "/heartbeat"), {"lease": lease, "leaseMs": lease_ms})
         return answer
 
-    async def release(self, job_id: str, lease: str, reason: str) -> None:
-        await self._post("release", job_path(job_id, "/release"), {"lease": lease, "reason": reason})
+    async def release(self, job_id: str, lease: str, reason: str, ran: bool = True) -> None:
+        """``ran=False`` (no handler ran the job) is sent only then, so the attempt does not count; a
+        server that predates the field refuses it, and the job is released without it."""
+        path = job_path(job_id, "/release")
+        body = {"lease": lease, "reason": reason}
+        if not ran and self._release_unrun:
+            try:
+                await self._post("release", path, {**body, "ran": False})
+                return
+            except WorkerRequestError as error:
+                if not (error.code == "invalid_request" and (error.details or {}).get("field") == "ran"):
+                    raise
+                self._release_unrun = False
+        await self._post("release", path, body)
 
     async def checkpoint(self, job_id: str) -> Any:
         """A job's checkpoint in full (``GET /v1/jobs/:id/checkpoint``), for one too large to come with the claim."""

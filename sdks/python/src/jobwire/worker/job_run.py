@@ -108,6 +108,8 @@ class JobRun:
         if self._phase == "done":
             return
         deadline = self._loop.time() + grace
+        # A run still waiting for a slot never ran: its attempt does not count.
+        ran = self._phase != "waiting"
         try:
             if self._phase == "waiting":
                 # Never started: no handler to settle, nothing reported to deliver.
@@ -126,7 +128,7 @@ class JobRun:
                 self.outbox.kill("stopped")
             self._env.watch.remove(self)
             if not self._lost_lease:
-                await release_lease(self._env, self.id, self.lease_token, "worker stopping", max(grace, 1.0))
+                await release_lease(self._env, self.id, self.lease_token, "worker stopping", max(grace, 1.0), ran=ran)
         finally:
             self._end()
 
@@ -244,14 +246,15 @@ class JobRun:
                     env.report(error, "heartbeat", self.id)
 
 
-async def release_lease(env: RunEnvironment, job_id: str, token: str, reason: str, within: float) -> None:
-    """Releases a lease, retrying transient failures for up to ``within`` seconds; never raises."""
+async def release_lease(env: RunEnvironment, job_id: str, token: str, reason: str, within: float, *, ran: bool) -> None:
+    """Releases a lease, retrying transient failures for up to ``within`` seconds; never raises.
+    ``ran=False``: no handler ran the job, so its attempt does not count."""
     deadline = time.monotonic() + within
     attempt = 0
     while time.monotonic() < deadline:
         attempt += 1
         try:
-            await asyncio.wait_for(env.api.release(job_id, token, reason), max(0.001, deadline - time.monotonic()))
+            await asyncio.wait_for(env.api.release(job_id, token, reason, ran), max(0.001, deadline - time.monotonic()))
             return
         except asyncio.TimeoutError:
             return

@@ -370,7 +370,7 @@ class Worker:
                 continue
             for claim in claims:
                 if self._state != "running":
-                    await release_lease(env, claim.job["id"], claim.lease["token"], "worker stopping", 5.0)
+                    await release_lease(env, claim.job["id"], claim.lease["token"], "worker stopping", 5.0, ran=False)
                 else:
                     self._run(claim)
 

@@ -302,6 +302,49 @@ describe('POST /v1/workers/claim', () => {
     }
   })
 
+  it('the jobs of a claim answered whole but never read (the worker closed the connection on it) go back to the queue at once', async () => {
+    // The answer reaches the worker's socket, which it then closes without reading (a stop that
+    // aborts the claim just as the answer lands): its system resets the connection, and the node,
+    // whose write had gone out, hears of it only then. The claim takes both jobs at once.
+    for (let round = 0; round < 3; round++) {
+      const type = uniqueType('unread')
+      const jobs = [await create({ type, input: 'x'.repeat(48_000) }), await create({ type, input: 'y'.repeat(48_000) })]
+      const body = JSON.stringify({ types: [type], max: 2, wait: 10, leaseMs: 60_000, worker: 'stopping' })
+      const socket = connect(Number(new URL(t.url).port), '127.0.0.1')
+      socket.on('error', () => {})
+      await new Promise((resolve) => socket.once('connect', resolve))
+      // Nothing is read from here on: the stream takes in its 16 KiB, then stops reading, and the
+      // rest of the answer (two jobs with 48 KB inputs) stays in the system's socket buffer.
+      socket.pause()
+      socket.write(`POST /v1/workers/claim HTTP/1.1\r\nhost: 127.0.0.1\r\nauthorization: Bearer ${t.key}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`)
+      const logs = async (): Promise<JobEvent[][]> => Promise.all(jobs.map(async (job) => (await t.api.call<PollResponse>('GET', `/v1/jobs/${job.id}/events?after=0`)).body.events))
+      await until(async () => (await logs()).every((log) => log.some((event) => event.type === 'started')), 'the claim to take the jobs')
+      // The answer is written in the turn after the claim's commit; let it reach the socket.
+      await sleep(200)
+      socket.destroy()
+      await until(async () => (await logs()).every((log) => log.at(-1)?.type === 'requeued'), 'the jobs back in the queue')
+      for (const log of await logs()) expect(log.at(-1)?.data).toMatchObject({ reason: 'the claiming worker never read the answer', attempt: 1, counted: false })
+      const next = await t.api.call<{ claims: Claimed[] }>('POST', '/v1/workers/claim', { types: [type], max: 2, wait: 0 })
+      expect(next.body.claims.map((one) => [one.job.id, one.job.attempt]).sort()).toEqual(jobs.map((job) => [job.id, 1]).sort())
+    }
+  })
+
+  it('a worker that reads its claim and closes the connection keeps its jobs (a close without a reset)', async () => {
+    const type = uniqueType('read')
+    const job = await create({ type })
+    const body = JSON.stringify({ types: [type], max: 1, wait: 0, leaseMs: 60_000, worker: 'reader' })
+    const socket = connect(Number(new URL(t.url).port), '127.0.0.1')
+    let received = ''
+    socket.on('data', (chunk: Buffer) => (received += chunk.toString()))
+    await new Promise((resolve) => socket.once('connect', resolve))
+    socket.write(`POST /v1/workers/claim HTTP/1.1\r\nhost: 127.0.0.1\r\nauthorization: Bearer ${t.key}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`)
+    await until(async () => received.includes('"claims"') && received.endsWith('}'), 'the answer')
+    socket.end()
+    await new Promise((resolve) => socket.once('close', resolve))
+    await sleep(300)
+    expect((await t.api.call<PollResponse>('GET', `/v1/jobs/${job.id}/events?after=0`)).body.events.map((event) => event.type)).toEqual(['created', 'started'])
+  })
+
   it('a long-poll claim with nothing to take answers 204 when its wait runs out', async () => {
     expect((await claim({ types: [uniqueType('idle')], wait: 0.2 })).status).toBe(204)
   })

@@ -134,9 +134,12 @@ export class Dispatcher {
     }
   }
 
-  /** Releases jobs claimed for a worker that is gone; one that cannot be (its lease moved on) is left to its lease. */
-  async giveBack(claimed: readonly Claimed[]): Promise<void> {
-    await Promise.all(claimed.map((c) => this.release(c.job.id, c.lease.token, 'the claiming worker went away before the answer', false).catch(() => undefined)))
+  /**
+   * Releases jobs claimed for a worker that is gone, their attempts not counted (no handler ran
+   * them); one that cannot be (its lease moved on) is left to its lease.
+   */
+  async giveBack(claimed: readonly Claimed[], reason = 'the claiming worker went away before the answer'): Promise<void> {
+    await Promise.all(claimed.map((c) => this.release(c.job.id, c.lease.token, reason, false).catch(() => undefined)))
   }
 
   async #claimOnce(request: ClaimRequest): Promise<Claimed[]> {

@@ -1,3 +1,5 @@
+import type { IncomingMessage, Server } from 'node:http'
+import type { Socket } from 'node:net'
 import type { FastifyInstance, FastifyReply } from 'fastify'
 import { JobwireError } from '@jobwire/protocol'
 import { authorize, canWork, requireKeyRole } from '../../core/access.js'
@@ -9,6 +11,7 @@ import { writeEach } from '../writes.js'
 /** Workers: claim, heartbeat, release, signals. Only `worker` (and `admin`) keys; a self-run job's heartbeat takes a `backend` key. */
 export function registerWorkerRoutes(v1: FastifyInstance, context: RouteContext): void {
   const { service, dispatcher, settings } = context
+  watchNextRequests(v1.server)
 
   v1.post('/workers/claim', async (request, reply) => {
     const principal = principalOf(request)
@@ -76,8 +79,16 @@ export function registerWorkerRoutes(v1: FastifyInstance, context: RouteContext)
  * that stops aborts its waiting claim, and a job created just then can be claimed for it before
  * this node has read the connection's end (the claim's own abort check then finds it open). The
  * answer then fails to go out, and the jobs sat under a lease no one held until it lapsed (30 s
- * by default, an attempt spent: `worker_lost`). An answer written whole to a connection the worker
- * has dropped is not seen here; those jobs still wait for their leases.
+ * by default, an attempt spent: `worker_lost`).
+ *
+ * An answer written whole may still never be read: it reached a connection the worker had just
+ * closed, or sat unread in the worker's socket when it closed it. Its system then resets the
+ * connection (TCP answers data for a closed socket, or a close with unread data, with a reset), and
+ * the node sees `ECONNRESET` (or `EPIPE`) after the answer went out. Until the worker sends its next
+ * request on that connection (it has read the answer by then) or `unreadWindowMs` passes, such a
+ * reset gives the jobs back too: a worker cannot be running jobs from an answer it never read. A
+ * close without a reset gives nothing back (the worker may have read it and left). Behind a proxy
+ * that reads the answer for the worker, the node sees no reset: those jobs wait for their leases.
  */
 function giveBackIfUndelivered(reply: FastifyReply, claimed: readonly Claimed[], dispatcher: Dispatcher): void {
   const response = reply.raw
@@ -85,7 +96,53 @@ function giveBackIfUndelivered(reply: FastifyReply, claimed: readonly Claimed[],
     void dispatcher.giveBack(claimed)
     return
   }
+  // Taken now: a finished answer lets go of its connection.
+  const socket = reply.request.raw.socket
   response.once('close', () => {
     if (!response.writableFinished) void dispatcher.giveBack(claimed)
+    else giveBackIfUnread(socket, claimed, dispatcher)
   })
+}
+
+/** How long after a claim's answer a reset of its connection still gives its jobs back (ms). */
+const unreadWindowMs = 10_000
+
+function giveBackIfUnread(socket: Socket, claimed: readonly Claimed[], dispatcher: Dispatcher): void {
+  const unread = (error: unknown): boolean => {
+    const code = (error as NodeJS.ErrnoException | null | undefined)?.code
+    return code === 'ECONNRESET' || code === 'EPIPE'
+  }
+  if (socket.destroyed) {
+    if (unread(socket.errored)) void dispatcher.giveBack(claimed, 'the claiming worker never read the answer')
+    return
+  }
+  const done = (): void => {
+    clearTimeout(timer)
+    unreadWatches.delete(socket)
+    socket.off('error', onError)
+    socket.off('close', done)
+  }
+  const onError = (error: Error): void => {
+    done()
+    if (unread(error)) void dispatcher.giveBack(claimed, 'the claiming worker never read the answer')
+  }
+  const timer = setTimeout(done, unreadWindowMs)
+  timer.unref()
+  // Ended by the worker's next request on this connection (it read the answer: see watchNextRequests).
+  unreadWatches.get(socket)?.()
+  unreadWatches.set(socket, done)
+  socket.once('error', onError)
+  socket.once('close', done)
+}
+
+/** Per connection, the end of its watch for a reset after a claim's answer (giveBackIfUnread). */
+const unreadWatches = new WeakMap<Socket, () => void>()
+
+/**
+ * Ends a connection's watch when its next request arrives: HTTP/1.1 clients send it only once they
+ * have read the answer before it. Listened for on the server itself (not a socket's `data`, which
+ * would take the connection's reads off the HTTP parser's fast path).
+ */
+function watchNextRequests(server: Server): void {
+  server.on('request', (request: IncomingMessage) => unreadWatches.get(request.socket)?.())
 }

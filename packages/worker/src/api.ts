@@ -160,7 +160,9 @@ export class WorkerApi {
       let answer: ClaimList
       try {
         const request: ClaimRequest = carried.length === 0 ? body : { ...body, done: carried.map(jobWriteOf) }
-        answer = (await this.post<ClaimList>('claim', '/v1/workers/claim', request, signal, timeoutMs)).body
+        // An answer that has begun is read whole even if the worker stops meanwhile: its jobs are
+        // the worker's, to run or to give back (Worker.claimLoop releases them).
+        answer = (await this.post<ClaimList>('claim', '/v1/workers/claim', request, signal, timeoutMs, 'POST', true)).body
       } catch (error) {
         // Whether the writes were applied is unknown: they go again on their own (a repeated batch
         // number is a retry the server recognizes).
@@ -190,7 +192,7 @@ export class WorkerApi {
       return { claims: answer.claims, carried: carried.length > 0 }
     }
     const { max: _, ...one } = body
-    const answer = await this.post<Claim>('claim', '/v1/workers/claim', one, signal, timeoutMs)
+    const answer = await this.post<Claim>('claim', '/v1/workers/claim', one, signal, timeoutMs, 'POST', true)
     return { claims: answer.status === 204 ? [] : [answer.body], carried: false }
   }
 
@@ -364,6 +366,7 @@ export class WorkerApi {
     signal: AbortSignal,
     timeoutMs = requestTimeoutMs,
     method: 'POST' | 'GET' = 'POST',
+    keepAnswer = false,
   ): Promise<{ status: number; body: T }> {
     let status: number
     let text: string
@@ -374,6 +377,7 @@ export class WorkerApi {
         ...(method === 'POST' ? { body: JSON.stringify(body) } : {}),
         signal,
         timeoutMs,
+        keepAnswer,
       }))
     } catch (error) {
       if (signal.aborted) throw error

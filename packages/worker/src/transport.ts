@@ -14,6 +14,16 @@ export interface HttpRequest {
   signal: AbortSignal
   /** No full answer within this many ms ends the request (rejected with a `TransportTimeout`). */
   timeoutMs: number
+  /**
+   * For answers that must not be dropped unread: a claim's jobs are the worker's once the server
+   * sent them, and only a worker that reads them can give them back. `signal` then ends the request
+   * gently: once the answer has begun it is read to its end; before, the request's connection is
+   * half-closed (its sending side ends), so the server either hears of it before it answers (and
+   * gives the claim's jobs back itself) or has answered, and the answer is read — within
+   * `gentleStopMs`, after which the connection is dropped. A `fetch` transport cannot half-close:
+   * there `signal` ends the request at once until the answer has begun.
+   */
+  keepAnswer?: boolean
 }
 
 /** Its answer, read in full. */
@@ -54,12 +64,15 @@ function abortError(signal: AbortSignal): Error {
   return error
 }
 
+/** How long a request ended gently (`keepAnswer`) waits for its answer or the server's close. */
+const gentleStopMs = 5_000
+
 /** A `fetch` (the `fetch` option, for tests and custom stacks) as a transport. */
 export function fetchTransport(fetch: typeof globalThis.fetch, { url, apiKey, timers }: TransportOptions): Transport {
   const base = url.replace(/\/+$/, '')
   const authorization = `Bearer ${apiKey}`
   return {
-    async send({ method, path, body, signal, timeoutMs }) {
+    async send({ method, path, body, signal, timeoutMs, keepAnswer }) {
       const controller = new AbortController()
       const onAbort = (): void => controller.abort(signal.reason)
       if (signal.aborted) onAbort()
@@ -69,6 +82,7 @@ export function fetchTransport(fetch: typeof globalThis.fetch, { url, apiKey, ti
       try {
         const headers: Record<string, string> = body === undefined ? { authorization } : { authorization, 'content-type': 'application/json' }
         const response = await fetch(`${base}${path}`, { method, headers, ...(body === undefined ? {} : { body }), signal: controller.signal })
+        if (keepAnswer === true) signal.removeEventListener('abort', onAbort)
         return { status: response.status, text: await response.text() }
       } catch (error) {
         if (controller.signal.reason === timeout && !signal.aborted) throw timeout
@@ -99,7 +113,7 @@ export function nodeTransport({ url, apiKey, timers }: TransportOptions): Transp
   const base: RequestOptions = { protocol: target.protocol, hostname: target.hostname, port: target.port, agent, ...(target.auth === undefined ? {} : { auth: target.auth }) }
   const authorization = `Bearer ${apiKey}`
   return {
-    send({ method, path, body, signal, timeoutMs }) {
+    send({ method, path, body, signal, timeoutMs, keepAnswer }) {
       if (signal.aborted) return Promise.reject(abortError(signal))
       return new Promise<HttpAnswer>((resolve, reject) => {
         const headers: OutgoingHttpHeaders =
@@ -114,6 +128,7 @@ export function nodeTransport({ url, apiKey, timers }: TransportOptions): Transp
           else resolve(answer as HttpAnswer)
         }
         const request = send({ ...base, method, path: `${prefix}${path}`, headers }, (response: IncomingMessage) => {
+          if (keepAnswer === true) signal.removeEventListener('abort', onAbort)
           const chunks: Buffer[] = []
           response.on('data', (chunk: Buffer) => chunks.push(chunk))
           response.on('end', () => finish(null, { status: response.statusCode ?? 0, text: (chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks)).toString('utf8') }))
@@ -125,10 +140,21 @@ export function nodeTransport({ url, apiKey, timers }: TransportOptions): Transp
         })
         const onAbort = (): void => {
           const error = abortError(signal)
+          const socket = request.socket
+          if (keepAnswer === true && socket !== null && !socket.connecting && !socket.destroyed) {
+            // Gently: the answer, or the server's close, comes within gentleStopMs.
+            socket.end()
+            timers.clearTimeout(timer)
+            timer = timers.setTimeout(() => {
+              request.destroy(error)
+              finish(error)
+            }, gentleStopMs)
+            return
+          }
           request.destroy(error)
           finish(error)
         }
-        const timer = timers.setTimeout(() => {
+        let timer = timers.setTimeout(() => {
           const error = new TransportTimeout(timeoutMs)
           request.destroy(error)
           finish(error)

@@ -478,7 +478,9 @@ def test_carries_finished_jobs_outcomes_in_its_next_claims(memory_server: Server
             await worker.start()
             # Before the first claim goes out (the claim loop has not run yet).
             assert worker._env is not None
+            # Claims go on a connection of their own (WorkerApi._claims).
             worker._env.api._client.event_hooks["request"].append(record)
+            worker._env.api._claims.event_hooks["request"].append(record)
             try:
                 finals = [await until(server, job["id"], lambda state: state["status"] == "completed") for job in jobs]
             finally:
@@ -526,6 +528,7 @@ def test_a_claim_refused_as_too_large_for_the_outcomes_it_carried_sends_them_on_
             while worker._env is None:
                 await asyncio.sleep(0.01)
             worker._env.api._client.event_hooks["response"].append(record)
+            worker._env.api._claims.event_hooks["response"].append(record)
             while worker.active_jobs < 4:
                 await asyncio.sleep(0.01)
             gate.set()
@@ -1114,3 +1117,45 @@ def test_unrun_jobs_are_released_without_ran_to_a_server_that_refuses_the_field(
     assert [state["attempt"] for state in waiting] == [1, 1]
     assert len([body for body in releases if "ran" not in body]) == 2
     assert 1 <= len([body for body in releases if "ran" in body]) <= 2
+
+
+def test_a_worker_stopped_just_as_a_job_is_created_never_strands_it(memory_server: Server) -> None:
+    """stop() ends the waiting claim, and a job created at that moment can be claimed for the worker
+    and answered before the node hears it go. The worker half-closes the claim's connection and reads
+    on: the node gives the job back, or the worker reads the answer and does. Cancelled outright (as
+    before), the answer was lost and the job stayed running under the stopped worker's lease (33 of
+    40 such stops in a script)."""
+    server = memory_server
+
+    async def scenario() -> None:
+        async with AsyncBackend(server.url, server.api_key) as backend, httpx.AsyncClient(headers={"authorization": f"Bearer {server.api_key}"}) as http_client:
+            for round_ in range(12):
+                kind = f"stop-race-{round_}"
+                errors: list[str] = []
+                worker = Worker(server.url, server.api_key, concurrency=1, lease_ms=60_000, poll_wait=5, on_error=lambda error, operation, _job: errors.append(f"{operation}: {error}"))
+
+                @worker.handle(kind)
+                async def quick(job: dict[str, Any], ctx: JobContext) -> str:
+                    return "ok"
+
+                await worker.start()
+                await asyncio.sleep(0.1)
+                created = asyncio.ensure_future(backend.create_job(kind))
+                await asyncio.sleep((round_ % 3) / 1000)
+                await worker.stop(timeout=2)
+                job = await created
+                state = await backend.get_job(job["id"])
+                for _ in range(1500):  # 15 s at most: run, or back in the queue, not left under the lease
+                    if state["status"] != "running":
+                        break
+                    await asyncio.sleep(0.01)
+                    state = await backend.get_job(job["id"])
+                assert state["status"] in ("completed", "queued"), (round_, state["status"])
+                if state["status"] == "queued":
+                    # Never claimed, or claimed and given back unrun: no attempt counted either way.
+                    log = (await http_client.get(f"{server.url}/v1/jobs/{job['id']}/events?after=0")).json()["events"]
+                    assert state["attempt"] == 0
+                    assert all(event["data"].get("counted") is False for event in log if event["type"] == "requeued"), log
+                assert errors == []
+
+    asyncio.run(asyncio.wait_for(scenario(), GUARD))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from dataclasses import dataclass, field
 from typing import Any, Callable, Literal, Mapping, TypeVar
 
@@ -75,6 +76,8 @@ class WorkerApi:
         self._bulk = bulk
         self._pending: list[_PendingWrite] = []
         self._client = client or httpx.AsyncClient(timeout=_REQUEST_TIMEOUT, limits=httpx.Limits(max_connections=64, max_keepalive_connections=32), verify=_http.tls())
+        # Claims go on a connection of their own, which stop() can half-close (end_claim_gently).
+        self._claims = client or httpx.AsyncClient(timeout=_REQUEST_TIMEOUT, limits=httpx.Limits(max_connections=1, max_keepalive_connections=1), verify=_http.tls())
         # Whether the server takes `max` on claims (several jobs per request); learnt on first use.
         self.batch_claims: bool | None = None
         # Whether the server takes finished jobs' last writes in claims (`done`); until it says otherwise.
@@ -86,6 +89,30 @@ class WorkerApi:
 
     async def aclose(self) -> None:
         await self._client.aclose()
+        if self._claims is not self._client:
+            await self._claims.aclose()
+
+    def end_claim_gently(self) -> bool:
+        """Half-closes the connection of the claim in flight (ends its sending side) and says whether it
+        could: the node then hears of it before it answers (and gives the claim's jobs back), or has
+        answered, and the answer is still read, so the worker can give them back. Dropped instead, an
+        answer the node had just sent was lost and its jobs waited for their leases. False when no
+        claim is in flight, or the HTTP stack is not the one this reaches into (httpx over httpcore):
+        then the claim is cancelled as before."""
+        if self._claims is self._client:
+            return False
+        try:
+            for connection in self._claims._transport._pool.connections:  # type: ignore[attr-defined]
+                if connection.is_idle():
+                    continue
+                # A socket.socket, or asyncio's TransportSocket around one (which has shutdown too).
+                raw = connection._connection._network_stream.get_extra_info("socket")
+                if raw is not None:
+                    raw.shutdown(socket.SHUT_WR)
+                    return True
+        except (AttributeError, OSError):
+            pass
+        return False
 
     async def claim(self, types: list[str], worker: str, lease_ms: int, wait: float, max_jobs: int, *, carry: bool = True) -> tuple[list[Claim], bool]:
         """Jobs and their leases (an empty list when none came within ``wait`` seconds), and whether the
@@ -99,7 +126,7 @@ class WorkerApi:
         if carried:
             body["done"] = [{"jobId": write.job_id, **write.body} for write in carried]
         try:
-            answer = await self._post("claim", "/v1/workers/claim", body, wait + _LONG_POLL_SLACK)
+            answer: Any = await self._send("claim", Call("POST", "/v1/workers/claim", body, timeout=wait + _LONG_POLL_SLACK, what="claim"), self._claims)
         except BaseException as error:
             # Whether the writes were applied is unknown: they go again on their own (a repeated
             # batch number is a retry the server recognizes).
@@ -279,9 +306,9 @@ class WorkerApi:
     async def _post(self, operation: WorkerOperation, path: str, body: Any, timeout: float = _REQUEST_TIMEOUT) -> Any:
         return await self._send(operation, Call("POST", path, body, timeout=timeout, what=operation))
 
-    async def _send(self, operation: WorkerOperation, call: Call[T]) -> T:
+    async def _send(self, operation: WorkerOperation, call: Call[T], client: httpx.AsyncClient | None = None) -> T:
         try:
-            answer = await self._endpoint.send_async(self._client, call)
+            answer = await self._endpoint.send_async(client or self._client, call)
         except JobwireError as error:
             failed = WorkerRequestError(operation, error)
             # A refusal is an answer too; a 503 or 429 is not: the outage, or the overload, goes on.

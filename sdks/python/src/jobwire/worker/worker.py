@@ -30,6 +30,8 @@ ErrorCallback = Callable[[BaseException, str, "str | None"], None]
 _log = logging.getLogger("jobwire.worker")
 # Most jobs one claim may take (the server's limit on `max`).
 _MAX_CLAIM = 1_000
+# How long stop() waits for a half-closed claim's answer (or the node's close) before it cancels the claim.
+_GENTLE_STOP = 5.0
 
 
 class Worker:
@@ -277,7 +279,13 @@ class Worker:
         waiting = set(self._waiting)
         released = asyncio.gather(*(run.interrupt(grace) for run in waiting))
         if self._claim_task is not None:
-            self._claim_task.cancel()
+            if env.api.end_claim_gently():
+                # The node hears of it before it answers, or has answered: the answer is read, and
+                # the claim loop gives its jobs back. At most _GENTLE_STOP for that (a proxy that
+                # ignores a half-close), then the claim is cancelled.
+                asyncio.get_running_loop().call_later(_GENTLE_STOP, self._claim_task.cancel)
+            else:
+                self._claim_task.cancel()
         self._wake.set()
         if self._claiming is not None:
             await asyncio.wait({self._claiming})

@@ -30,7 +30,7 @@ function logStep(logger: Logger, about: Record<string, unknown>, event: JobEvent
       logger.info({ ...about, seq: event.seq, attempt: event.data.attempt, worker: event.data.worker }, 'job started')
       return
     case 'requeued':
-      logger.info({ ...about, seq: event.seq, reason: event.data.reason, attempt: event.data.attempt, code: event.data.error?.code }, 'job re-queued')
+      logger.info({ ...about, seq: event.seq, reason: event.data.reason, attempt: event.data.attempt, code: event.data.error?.code, counted: event.data.counted }, 'job re-queued')
       return
     case 'completed':
       logger.info({ ...about, seq: event.seq }, 'job completed')

@@ -119,7 +119,11 @@ describe('logs', () => {
       expect(claim.body.job.id).toBe(dispatched.id)
       secrets.add(claim.body.lease.token)
       expect((await asWorker.call('POST', `/v1/jobs/${dispatched.id}/heartbeat`, { lease: claim.body.lease.token })).status).toBe(200)
-      expect((await asWorker.call('POST', `/v1/jobs/${dispatched.id}/events`, { lease: claim.body.lease.token, batch: 1, events: [{ type: 'completed', result: 1 }] })).status).toBe(200)
+      // Given back unrun (a worker stopping with it claimed ahead), then claimed again and run.
+      expect((await asWorker.call('POST', `/v1/jobs/${dispatched.id}/release`, { lease: claim.body.lease.token, reason: 'deploy', ran: false })).status).toBe(200)
+      const again = await asWorker.call<{ job: JobState; lease: { token: string } }>('POST', '/v1/workers/claim', { types: ['render'], worker: 'render-1', wait: 5 })
+      secrets.add(again.body.lease.token)
+      expect((await asWorker.call('POST', `/v1/jobs/${dispatched.id}/events`, { lease: again.body.lease.token, batch: 1, events: [{ type: 'completed', result: 1 }] })).status).toBe(200)
       expect((await asBackend.call('POST', `/v1/jobs/${failing.id}/events`, { type: 'failed', code: 'bad_input', message: 'no', retryable: false })).status).toBe(200)
       expect((await asBackend.call('POST', `/v1/jobs/${cancelled.id}/cancel`, {})).status).toBe(200)
       // A person reads a job; a store fault on another job's read is an internal error.
@@ -145,6 +149,7 @@ describe('logs', () => {
     expect(about(produced.id, 'job started')).toMatchObject({ tenant: 'acme', attempt: 1 })
     expect(about(produced.id, 'job completed')).toMatchObject({ tenant: 'acme', seq: 4 })
     expect(about(dispatched.id, 'job started')).toMatchObject({ tenant: 'globex', type: 'render', worker: 'render-1' })
+    expect(about(dispatched.id, 'job re-queued')).toMatchObject({ tenant: 'globex', reason: 'deploy', attempt: 1, counted: false })
     expect(about(dispatched.id, 'job completed')).toMatchObject({ tenant: 'globex' })
     expect(about(failing.id, 'job failed')).toMatchObject({ tenant: 'acme', code: 'bad_input', retryable: false })
     expect(about(cancelled.id, 'job cancelled')).toMatchObject({ tenant: 'acme' })

@@ -16,6 +16,24 @@ afterAll(async () => {
   await t.close()
 })
 
+/**
+ * A `fetch` that answers, as a server from before `field` does (its schema refuses the unknown
+ * field), the requests whose path `onPath` accepts and whose body has it; each such body goes in `sent`.
+ */
+function olderServer(onPath: (path: string) => boolean, field: string, sent: Record<string, unknown>[]): typeof fetch {
+  return async (input, init) => {
+    if (onPath(new URL(String(input)).pathname)) {
+      const body = JSON.parse(String(init?.body)) as Record<string, unknown>
+      sent.push(body)
+      if (field in body) {
+        const error = { code: 'invalid_request', message: `${field}: unknown field`, details: { field, reason: `${field}: unknown field` } }
+        return new Response(JSON.stringify({ error }), { status: 400, headers: { 'content-type': 'application/json' } })
+      }
+    }
+    return fetch(input, init)
+  }
+}
+
 function signalled<T = void>(): { promise: Promise<T>; resolve(value: T): void } {
   let resolve!: (value: T) => void
   const promise = new Promise<T>((r) => (resolve = r))
@@ -766,18 +784,7 @@ describe('concurrency and stopping', () => {
   it('claims one job per request from a server that refuses `max`, as servers before it did', async () => {
     const sent: Record<string, unknown>[] = []
     // What a server from before batch claims answers a body with `max`: its schema refuses the field.
-    const olderServer: typeof fetch = async (input, init) => {
-      if (new URL(String(input)).pathname === '/v1/workers/claim') {
-        const body = JSON.parse(String(init?.body)) as Record<string, unknown>
-        sent.push(body)
-        if ('max' in body) {
-          const error = { code: 'invalid_request', message: 'max: unknown field', details: { field: 'max', reason: 'max: unknown field' } }
-          return new Response(JSON.stringify({ error }), { status: 400, headers: { 'content-type': 'application/json' } })
-        }
-      }
-      return fetch(input, init)
-    }
-    const { worker, errors } = startTestWorker(t, { concurrency: 3, fetch: olderServer })
+    const { worker, errors } = startTestWorker(t, { concurrency: 3, fetch: olderServer((path) => path === '/v1/workers/claim', 'max', sent) })
     worker.handle('older', async () => 'ok')
     const ids: string[] = []
     for (let i = 0; i < 4; i++) ids.push((await t.createJob('older')).id)
@@ -817,18 +824,7 @@ describe('concurrency and stopping', () => {
 
   it('sends outcomes on their own to a server that refuses `done` in a claim, as servers before it did', async () => {
     const claims: Record<string, unknown>[] = []
-    const olderServer: typeof fetch = async (input, init) => {
-      if (new URL(String(input)).pathname === '/v1/workers/claim') {
-        const body = JSON.parse(String(init?.body)) as Record<string, unknown>
-        claims.push(body)
-        if ('done' in body) {
-          const error = { code: 'invalid_request', message: 'done: unknown field', details: { field: 'done', reason: 'done: unknown field' } }
-          return new Response(JSON.stringify({ error }), { status: 400, headers: { 'content-type': 'application/json' } })
-        }
-      }
-      return fetch(input, init)
-    }
-    const { worker, errors } = startTestWorker(t, { concurrency: 1, fetch: olderServer })
+    const { worker, errors } = startTestWorker(t, { concurrency: 1, fetch: olderServer((path) => path === '/v1/workers/claim', 'done', claims) })
     worker.handle('older-done', async () => 'ok')
     const ids: string[] = []
     for (let i = 0; i < 3; i++) ids.push((await t.createJob('older-done')).id)
@@ -844,18 +840,7 @@ describe('concurrency and stopping', () => {
 
   it('releases unrun jobs without `ran` to a server that refuses the field, as servers before it did', async () => {
     const releases: Record<string, unknown>[] = []
-    const olderServer: typeof fetch = async (input, init) => {
-      if (new URL(String(input)).pathname.endsWith('/release')) {
-        const body = JSON.parse(String(init?.body)) as Record<string, unknown>
-        releases.push(body)
-        if ('ran' in body) {
-          const error = { code: 'invalid_request', message: 'ran: unknown field', details: { field: 'ran', reason: 'ran: unknown field' } }
-          return new Response(JSON.stringify({ error }), { status: 400, headers: { 'content-type': 'application/json' } })
-        }
-      }
-      return fetch(input, init)
-    }
-    const { worker, errors } = startTestWorker(t, { concurrency: 1, prefetch: 2, fetch: olderServer })
+    const { worker, errors } = startTestWorker(t, { concurrency: 1, prefetch: 2, fetch: olderServer((path) => path.endsWith('/release'), 'ran', releases) })
     const gate = signalled()
     const running = signalled()
     worker.handle('older-release', async () => {

@@ -107,13 +107,17 @@ function giveBackIfUndelivered(reply: FastifyReply, claimed: readonly Claimed[],
 /** How long after a claim's answer a reset of its connection still gives its jobs back (ms). */
 const unreadWindowMs = 10_000
 
+/** A connection's end that says its last answer was never read: a reset (see giveBackIfUndelivered). */
+function unread(error: unknown): boolean {
+  const code = (error as NodeJS.ErrnoException | null | undefined)?.code
+  return code === 'ECONNRESET' || code === 'EPIPE'
+}
+
+const unreadReason = 'the claiming worker never read the answer'
+
 function giveBackIfUnread(socket: Socket, claimed: readonly Claimed[], dispatcher: Dispatcher): void {
-  const unread = (error: unknown): boolean => {
-    const code = (error as NodeJS.ErrnoException | null | undefined)?.code
-    return code === 'ECONNRESET' || code === 'EPIPE'
-  }
   if (socket.destroyed) {
-    if (unread(socket.errored)) void dispatcher.giveBack(claimed, 'the claiming worker never read the answer')
+    if (unread(socket.errored)) void dispatcher.giveBack(claimed, unreadReason)
     return
   }
   const done = (): void => {
@@ -124,7 +128,7 @@ function giveBackIfUnread(socket: Socket, claimed: readonly Claimed[], dispatche
   }
   const onError = (error: Error): void => {
     done()
-    if (unread(error)) void dispatcher.giveBack(claimed, 'the claiming worker never read the answer')
+    if (unread(error)) void dispatcher.giveBack(claimed, unreadReason)
   }
   const timer = setTimeout(done, unreadWindowMs)
   timer.unref()

@@ -75,9 +75,9 @@ class WorkerApi:
         # Writes of several jobs issued together go out as one `POST /v1/events` within (events, bytes).
         self._bulk = bulk
         self._pending: list[_PendingWrite] = []
-        self._client = client or httpx.AsyncClient(timeout=_REQUEST_TIMEOUT, limits=httpx.Limits(max_connections=64, max_keepalive_connections=32), verify=_http.tls())
+        self._client = client or _http_client(64, 32)
         # Claims go on a connection of their own, which stop() can half-close (end_claim_gently).
-        self._claims = client or httpx.AsyncClient(timeout=_REQUEST_TIMEOUT, limits=httpx.Limits(max_connections=1, max_keepalive_connections=1), verify=_http.tls())
+        self._claims = client or _http_client(1, 1)
         # Whether the server takes `max` on claims (several jobs per request); learnt on first use.
         self.batch_claims: bool | None = None
         # Whether the server takes finished jobs' last writes in claims (`done`); until it says otherwise.
@@ -126,7 +126,7 @@ class WorkerApi:
         if carried:
             body["done"] = [{"jobId": write.job_id, **write.body} for write in carried]
         try:
-            answer: Any = await self._send("claim", Call("POST", "/v1/workers/claim", body, timeout=wait + _LONG_POLL_SLACK, what="claim"), self._claims)
+            answer = await self._post("claim", "/v1/workers/claim", body, wait + _LONG_POLL_SLACK, client=self._claims)
         except BaseException as error:
             # Whether the writes were applied is unknown: they go again on their own (a repeated
             # batch number is a retry the server recognizes).
@@ -303,8 +303,8 @@ class WorkerApi:
         signals: list[dict[str, str]] = answer["signals"]
         return signals
 
-    async def _post(self, operation: WorkerOperation, path: str, body: Any, timeout: float = _REQUEST_TIMEOUT) -> Any:
-        return await self._send(operation, Call("POST", path, body, timeout=timeout, what=operation))
+    async def _post(self, operation: WorkerOperation, path: str, body: Any, timeout: float = _REQUEST_TIMEOUT, client: httpx.AsyncClient | None = None) -> Any:
+        return await self._send(operation, Call("POST", path, body, timeout=timeout, what=operation), client)
 
     async def _send(self, operation: WorkerOperation, call: Call[T], client: httpx.AsyncClient | None = None) -> T:
         try:
@@ -317,6 +317,10 @@ class WorkerApi:
             raise failed from error.__cause__
         self._on_answer()
         return answer
+
+
+def _http_client(connections: int, kept_alive: int) -> httpx.AsyncClient:
+    return httpx.AsyncClient(timeout=_REQUEST_TIMEOUT, limits=httpx.Limits(max_connections=connections, max_keepalive_connections=kept_alive), verify=_http.tls())
 
 
 def _resolve(future: asyncio.Future[dict[str, Any]], result: dict[str, Any] | None = None, error: BaseException | None = None) -> None:

@@ -190,6 +190,27 @@ export function describeStoreConformance(name: string, makeStore: MakeStore, cle
         expect(reduceEvents(log?.events ?? [])).toEqual(result.job)
       })
 
+      it('every character survives a commit and a fresh read: control characters, separators, astral ones', async () => {
+        const { store } = await open()
+        const { job: created } = await store.createJob(newJob())
+        // The Redis store sends a commit's fields as one string split at 0x1F, its text apart.
+        const odd = 'a\u0000b\u001fc\u001ed\n\r\te\u2028f\u{1F600}g"h\\i'
+        const result = await store.append(created.id, () => [
+          { type: 'started', data: { attempt: 1, worker: `w${odd}` } },
+          { type: 'progress', data: { stage: odd, percent: 10, message: odd } },
+          { type: 'item', data: { id: odd, label: odd, status: 'running', message: odd } },
+          { type: 'chunk', data: { text: odd } },
+          { type: 'checkpoint', data: { data: { at: odd } } },
+        ])
+        await store.append(created.id, () => [{ type: 'chunk', data: { text: '\u001f' } }])
+        const done = await store.append(created.id, () => [{ type: 'completed', data: { result: { text: odd } } }])
+        expect(done.job).toMatchObject({ text: `${odd}\u001f`, progress: { stage: odd, message: odd }, items: [{ id: odd, label: odd, message: odd }] })
+        expect(result.job.checkpoint).toEqual({ at: odd })
+        expect((await store.getRecord(created.id))?.job).toEqual(done.job)
+        const log = await store.readLog(created.id, 0, 100)
+        expect(reduceEvents(log?.events ?? [])).toEqual(done.job)
+      })
+
       it('the next batch continues from the head the previous one left', async () => {
         const { store } = await open()
         const { job } = await store.createJob(newJob())

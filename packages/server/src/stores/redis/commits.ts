@@ -52,9 +52,10 @@ interface PendingAppend {
 
 /** A commit waiting to leave with the others of its pass of the event loop. */
 interface PendingCommit {
-  /** lua/lib/commit.lua's KEYS and ARGV for this job. */
-  keys: string[]
-  args: (string | number)[]
+  /** lua/lib/commit.lua's fields for this job, joined at each `fieldSeparator`. */
+  fields: string
+  /** The text the commit appends or sets ('' for none): apart, since it may hold any character. */
+  text: string
   /** Runs once the commit landed, before the caller hears of it. */
   landed: () => void
   resolve: (landed: boolean) => void
@@ -77,6 +78,12 @@ const spareMs = 50
 
 /** lua/lib/commit.lua's argument for a lease, expiry or timers the same as the version it compares holds. */
 const unchanged = '='
+
+/**
+ * What separates a commit's fields in the one string lua/lib/commit.lua splits: a byte none of them
+ * holds (ids, types and statuses are checked where they enter; JSON escapes control characters).
+ */
+const fieldSeparator = '\x1f'
 
 /** Most commits one script call carries (a long script holds up every other Redis client). */
 const commitsPerCall = 64
@@ -523,7 +530,6 @@ export class RedisCommits {
    * together, in one call of lua/commit.lua, each still checked and committed (or refused) on its own.
    */
   #commit(before: Loaded, job: JobState, lease: Lease | null, avail: number, events: readonly JobEvent[], timers: JobTimers): Promise<boolean> {
-    const k = this.#keys
     const id = job.id
     // Forgotten until this commit is known to have landed: a write that fails or times out may or may not have.
     this.#committed.delete(id)
@@ -542,16 +548,19 @@ export class RedisCommits {
     const leaseExpiry = leaseExpiryOf(lease)
     const [timersJson, timersNext] = timerArgs(timers)
     const timerArgsNow = timers === before.timers || timersJson === timerArgs(before.timers)[0] ? [unchanged, ''] : [timersJson, timersNext]
-    // The job's own keys; the shared ones (leases, expiry, generation, deadlines) go once per script call (#sendBatch).
-    const keys = [k.job(id), k.log(id), k.status(before.job.status), k.status(job.status), k.queue(job.type), k.delayed(job.type), k.text(id), k.items(id)]
-    const args = [
+    const [textOp, text] = textChange(before, job, events)
+    // lua/lib/commit.lua's fields in its order, in one string; the script builds the job's keys from its id and type.
+    const fields: (string | number)[] = [
+      id,
+      job.type,
+      before.job.status,
+      job.status,
       before.ver,
       before.inc,
       // The text lives in its own key (a commit sends what it appends, not the whole text again),
       // the items in theirs (a commit sends the ones it changed), and a large input in its own.
       state,
       job.seq,
-      job.status,
       leaseArg,
       // A worker's write renumbers its lease (lastBatch) without moving its expiry.
       leaseExpiry === leaseExpiryOf(before.lease) ? (leaseExpiry === '' ? '' : unchanged) : leaseExpiry,
@@ -559,21 +568,19 @@ export class RedisCommits {
       isQueuedForDispatch(job) ? '1' : '0',
       isQueuedForDispatch(before.job) ? '1' : '0',
       before.ord,
-      id,
       // A job that is not finished never expires (core.expiryOf), before or after: nothing to change.
       expiresAt === null ? (isTerminal(before.job.status) ? '' : unchanged) : expiresAt,
       job.seq - this.#retention.maxEventsPerJob + 1,
-      k.jobChannel(id),
-      k.queueChannel(job.type),
-      // The script publishes the events as `message` (built there from their JSON): sent once, not twice.
-      events.length,
       ver,
       ...timerArgsNow,
-      ...textChange(before, job, events),
+      textOp,
+      job.text.length,
+      // The script publishes the events as `message` (built there from their JSON): sent once, not twice.
+      events.length,
     ]
-    for (let i = 0; i < events.length; i++) args.push((events[i] as JobEvent).seq, bodies[i] as string)
-    pushItemChanges(args, before, job, events)
-    args.push(job.text.length)
+    for (let i = 0; i < events.length; i++) fields.push((events[i] as JobEvent).seq, bodies[i] as string)
+    pushItemChanges(fields, before, job, events)
+    const packed = fields.join(fieldSeparator)
     return new Promise<boolean>((resolve, reject) => {
       const landed = (): void => {
         // A finished job is seldom written again (a retry or a restart reads it first): kept, it
@@ -590,8 +597,8 @@ export class RedisCommits {
       const settle = (): void => this.#notifications.settled(id)
       if (this.#batch.length === 0) setImmediate(() => this.#sendBatch())
       this.#batch.push({
-        keys,
-        args,
+        fields: packed,
+        text,
         landed,
         resolve: (ok) => {
           settle()
@@ -612,13 +619,9 @@ export class RedisCommits {
     const k = this.#keys
     for (let from = 0; from < batch.length; from += commitsPerCall) {
       const part = batch.slice(from, from + commitsPerCall)
-      const keys: string[] = [k.leases, k.expiry, k.generation, k.deadlines]
-      const args: (string | number)[] = [part.length]
-      for (const one of part) {
-        keys.push(...one.keys)
-        args.push(one.args.length, ...one.args)
-      }
-      this.#connection.run('commit', keys, args).then(
+      const args: (string | number)[] = [k.prefix, part.length]
+      for (const one of part) args.push(one.fields, one.text)
+      this.#connection.run('commit', [k.leases, k.expiry, k.generation, k.deadlines], args).then(
         (reply) => {
           const landed = reply as number[]
           part.forEach((one, i) => {

@@ -33,6 +33,10 @@ import type { JobStatus } from '@jobwire/protocol'
  * Pub/sub channels: P:ch:job:ID (committed events, JSON array), P:ch:queue:T (queue changed),
  * P:ch:owner:["T","U"] (created events of that owner's new jobs), P:ch:probe:NODE (a node's
  * liveness probe of its own subscriber connection), P:ch:revoked (ids of revoked API keys).
+ *
+ * Some scripts build these names themselves from the prefix (lua/lib/commit.lua a job's keys, its
+ * status index, queue, delayed set and channels; sweep.lua and position.lua; pick.lua and due.lua
+ * a job key from `jobKeyStart`): a name changed here must change there too.
  */
 export class RedisKeys {
   readonly ordinal: string

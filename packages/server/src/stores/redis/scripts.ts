@@ -6,9 +6,9 @@ import { readFileSync } from 'node:fs'
  * JSON: the job's state is computed in JavaScript (the same reducer as everywhere) and stored as a
  * string, and a commit only lands if the job's version is still the one that state was computed from.
  *
- * Key layout: see keys.ts. The scripts address a job's keys (declared) and the global indexes
- * (declared in the hot paths, built from the prefix in the rare ones), so they run on a single
- * Redis primary; on Redis Cluster they would be cross-slot (see docs/scaling-redis.md).
+ * Key layout: see keys.ts. The scripts address some keys declared and build others from the
+ * prefix (the commit script a job's keys, from its id and type: lua/lib/commit.lua), so they run on
+ * a single Redis primary; on Redis Cluster they would be cross-slot (see docs/scaling-redis.md).
  *
  * The files are read once, when this module loads (`npm run build` copies them next to the
  * compiled module), and registered on each command connection with ioredis `defineCommand`

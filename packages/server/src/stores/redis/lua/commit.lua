@@ -1,19 +1,15 @@
 -- Commits the writes of several jobs in one call (the commits of a claim, or of the writes this
 -- node issued in one turn): each is committed or refused (0) on its own exactly as lib/commit.lua
 -- says, and a queue that any of them entered or left is published once.
--- KEYS: the 4 shared ones, then 8 per job, in lib/commit.lua's order. ARGV: 1 the number of jobs,
--- then per job the number of its arguments and those arguments (lib/commit.lua's ARGV). Returns
--- {1 or 0, ...}.
+-- KEYS: the 4 shared ones (lib/commit.lua). ARGV: 1 the key prefix, 2 the number of jobs, then
+-- per job its fields (one string) and its text (lib/commit.lua). Returns {1 or 0, ...}.
 --! include lib/commit.lua
-local n = tonumber(ARGV[1])
+local p, n = ARGV[1], tonumber(ARGV[2])
 local out, queues = {}, {}
-local a = 1
 -- Read once: nothing in this call changes it.
 local generation = redis.call('GET', KEYS[3])
-for j = 0, n - 1 do
-  local count = tonumber(ARGV[a + 1])
-  out[j + 1] = commitJob(4 + 8 * j, a + 1, queues, generation)
-  a = a + 1 + count
+for j = 1, n do
+  out[j] = commitJob(fieldsOf(ARGV[1 + 2 * j]), ARGV[2 + 2 * j], p, queues, generation)
 end
 for _, channel in ipairs(queues) do redis.call('PUBLISH', channel, '') end
 return out

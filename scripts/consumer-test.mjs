@@ -8,7 +8,10 @@
 //   3. type-checks (strict) and builds a small React app on @jobwire/react with Vite,
 //   4. type-checks (strict) the code examples of every package's README, as shipped in its tarball,
 //   5. bundles @jobwire/client and @jobwire/react for browsers and fails if either is above its
-//      gzipped budget (sizeBudgets below).
+//      gzipped budget (sizeBudgets below),
+//   6. builds the Python SDK's wheel, installs it (and nothing else of the repository) into a fresh
+//      virtual environment, type-checks (mypy --strict) and runs a Python program there: a backend
+//      creates a job, a Python worker runs it, a watcher follows it over SSE to completion.
 // Usage: npm run test:consumer [-- --keep]   (--keep leaves the folder for a look)
 import { spawn, spawnSync } from 'node:child_process'
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
@@ -126,6 +129,8 @@ async function useInstalled(started) {
   run(join(app, 'node_modules/.bin/tsc'), ['-p', 'tsconfig.node.json'], { cwd: app })
   run(process.execPath, ['node-dist/flow.js'], { cwd: app, env: { ...process.env, JOBWIRE_URL: server.url, JOBWIRE_API_KEY: apiKey, JOBWIRE_TOKEN_SECRET: tokenSecret } })
 
+  usePythonWheel({ JOBWIRE_URL: server.url, JOBWIRE_API_KEY: apiKey, JOBWIRE_TOKEN_SECRET: tokenSecret })
+
   // --- The packages' README examples, as shipped, type-checked (strict) ------------------------------
   step('type-checking (strict) the code examples of every package README in the tarballs')
   const readmeFiles = []
@@ -164,6 +169,50 @@ async function useInstalled(started) {
     if (gzipped > budget) over.push(`${name} is ${gzipped} bytes gzipped, over its budget of ${budget}`)
   }
   if (over.length > 0) throw new Error(over.join('\n'))
+}
+
+/**
+ * The Python SDK as `pip install jobwire` gives it: its wheel, built from sdks/python (pip fetches
+ * hatchling from the package index into an isolated build environment), installed into a fresh
+ * virtual environment with its dependencies from the index, and used there. Without python3 and
+ * its venv module, or without the index, this step is skipped with a message, except in CI
+ * (`CI` or `JOBWIRE_PYTHON_REQUIRED`), where it fails.
+ */
+function usePythonWheel(env) {
+  const required = Boolean(process.env.JOBWIRE_PYTHON_REQUIRED) || (Boolean(process.env.CI) && process.env.CI !== 'false')
+  const unavailable = (reason) => {
+    if (required) throw new Error(`the Python SDK's wheel: ${reason} (CI must check it)`)
+    console.log(`SKIPPED the Python SDK's wheel: ${reason}`)
+  }
+  const python = process.env.PYTHON ?? 'python3'
+  const found = spawnSync(python, ['-c', 'import sys, venv, ensurepip; sys.exit(0 if sys.version_info >= (3, 10) else 1)'], { stdio: 'ignore' })
+  if (found.status !== 0) return unavailable(`${python} >= 3.10 with venv is not installed`)
+  step("building the Python SDK's wheel and installing it into a fresh virtual environment")
+  const dir = join(root, 'python')
+  const wheels = join(dir, 'wheels')
+  mkdirSync(wheels, { recursive: true })
+  const quiet = ['--quiet', '--disable-pip-version-check']
+  // One retry (in the environment, so that the wheel's isolated build environment has it too):
+  // where the package index cannot be reached but a local mirror or folder of wheels serves
+  // (pip's find-links, extra-index-url), pip otherwise spends five retries per package on the index.
+  const pipEnv = { ...process.env, PIP_RETRIES: process.env.PIP_RETRIES ?? '1' }
+  const built = spawnSync(python, ['-m', 'pip', 'wheel', ...quiet, '--no-deps', '--wheel-dir', wheels, join(repo, 'sdks/python')], { stdio: 'inherit', env: pipEnv })
+  if (built.status !== 0) return unavailable('pip could not build the wheel (offline? it fetches hatchling from the package index)')
+  const wheel = readdirSync(wheels).find((file) => /^jobwire-.+-py3-none-any\.whl$/.test(file))
+  if (wheel === undefined) throw new Error(`pip wheel made no jobwire wheel in ${wheels}: ${readdirSync(wheels).join(', ')}`)
+  run(python, ['-c', wheelCheckSource, join(wheels, wheel)])
+  const venv = join(dir, 'venv')
+  run(python, ['-m', 'venv', venv])
+  const venvPython = join(venv, 'bin/python')
+  const installed = spawnSync(venvPython, ['-m', 'pip', 'install', ...quiet, join(wheels, wheel), 'mypy>=1.10'], { stdio: 'inherit', env: pipEnv })
+  if (installed.status !== 0) return unavailable('pip could not install the wheel and its dependencies (offline?)')
+  writeFileSync(join(dir, 'flow.py'), pythonFlowSource)
+  // From the venv's site-packages, not the repository: run outside it, and say where it came from.
+  const where = run(venvPython, ['-c', 'import jobwire, sys; print(jobwire.__file__)'], { cwd: dir, stdio: ['ignore', 'pipe', 'inherit'] }).stdout.toString().trim()
+  if (!where.startsWith(venv)) throw new Error(`jobwire was imported from ${where}, not from the virtual environment ${venv}`)
+  run(venvPython, ['-m', 'mypy', '--strict', '--no-incremental', 'flow.py'], { cwd: dir })
+  run(venvPython, ['flow.py'], { cwd: dir, env: { ...process.env, ...env } })
+  console.log(`the wheel ${wheel}: installed (jobwire from ${where}), flow.py type-checks (mypy --strict) and ran`)
 }
 
 /** Each tarball holds its built JS, types, README and LICENSE; the server's also its bin and the dashboard. */
@@ -265,6 +314,63 @@ assert.equal(last?.text, 'a.mp3 done. b.wav done. ')
 assert.deepEqual(last?.items.map((item) => item.status), ['completed', 'completed'])
 assert.ok(connection.some((change) => change.startsWith('live')), connection.join(', '))
 console.log(JSON.stringify({ job: job.id, statuses: [...new Set(seen)], result: last?.result, connection }))
+`
+
+/** Checks a wheel's files (argument: its path): the package, its types marker, no tests. */
+const wheelCheckSource = `
+import sys, zipfile
+names = zipfile.ZipFile(sys.argv[1]).namelist()
+want = ["jobwire/__init__.py", "jobwire/py.typed", "jobwire/worker/__init__.py", "jobwire/watch.py", "jobwire/reducer.py"]
+missing = [name for name in want if name not in names]
+stray = [name for name in names if name.startswith("tests/") or "/tests/" in name or "__pycache__" in name]
+if missing or stray:
+    sys.exit(f"the wheel lacks {missing} or holds {stray}")
+print(f"the wheel holds {len(names)} files, jobwire/py.typed among them")
+`
+
+const pythonFlowSource = `"""Python: a backend creates a job and mints a token, a worker runs it, a watcher follows it."""
+import asyncio
+import os
+from typing import Any
+
+from jobwire import AsyncBackend, JobContext, Worker, mint_subscription_token, watch_job
+
+url = os.environ["JOBWIRE_URL"]
+api_key = os.environ["JOBWIRE_API_KEY"]
+secret = os.environ["JOBWIRE_TOKEN_SECRET"]
+
+
+async def main() -> None:
+    worker = Worker(url, api_key, name="consumer-python-worker", concurrency=2)
+
+    @worker.handle("consumer-python")
+    async def transcribe(job: dict[str, Any], ctx: JobContext) -> dict[str, int]:
+        files: list[str] = job["input"]["files"]
+        for index, file in enumerate(files):
+            ctx.progress(stage="transcribing", percent=index * 100 / len(files), message=file)
+            ctx.item(file, label=file, status="completed", percent=100)
+            ctx.chunk(f"{file} done. ")
+            await ctx.checkpoint({"done": index + 1})
+        return {"words": len(files) * 100}
+
+    async with AsyncBackend(url, api_key) as backend:
+        job = await backend.create_job("consumer-python", input={"files": ["a.mp3", "b.wav"]}, owner={"tenant": "acme", "user": "ann"})
+    token = mint_subscription_token(secret, job_ids=[job["id"]]).token
+    await worker.start()
+    statuses: list[str] = []
+    last: dict[str, Any] = {}
+    async for update in watch_job(url, job["id"], token):
+        statuses.append(update.state["status"])
+        last = dict(update.state)
+    await worker.stop(timeout=5)
+    assert last["status"] == "completed", last
+    assert last["result"] == {"words": 200}, last["result"]
+    assert last["text"] == "a.mp3 done. b.wav done. ", last["text"]
+    assert [item["status"] for item in last["items"]] == ["completed", "completed"], last["items"]
+    print({"job": job["id"], "statuses": sorted(set(statuses)), "result": last["result"]})
+
+
+asyncio.run(main())
 `
 
 const appSource = `// A small React app on @jobwire/react: a job's page with its progress, items and text.

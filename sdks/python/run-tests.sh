@@ -30,6 +30,9 @@ if [ "$(cat .venv/.jobwire-installed 2>/dev/null)" != "$stamp" ]; then
   # index. Where name lookups fail, pip retries each package five times before it gives up on the
   # index: minutes, for what the folder installs in seconds.
   wheels="${JOBWIRE_PYTHON_WHEELS:-$HOME/.cache/jobwire/python-wheels}"
+  # One retry, not pip's five, unless PIP_RETRIES says otherwise: where the index cannot be reached
+  # but pip's find-links or extra-index-url serve the packages, five cost minutes.
+  export PIP_RETRIES="${PIP_RETRIES:-1}"
   pip=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
   if [ -d "$wheels" ] && "${pip[@]}" --no-index --find-links "$wheels" -e '.[test]' 2>/dev/null; then
     echo "test:python: installed the test dependencies from the wheels in $wheels"

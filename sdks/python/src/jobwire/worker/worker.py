@@ -9,7 +9,7 @@ import os
 import re
 import signal
 import socket
-from typing import Any, Awaitable, Callable, Literal, TypeGuard, TypeVar, Union
+from typing import Any, Awaitable, Callable, Literal, TypeGuard, TypeVar, Union, overload
 
 from .api import Claim, WorkerApi, WorkerRequestError
 from .error_log import ErrorLog
@@ -142,6 +142,14 @@ class Worker:
         """Jobs held now (claimed and not yet ended, or whose handler has not yet returned), waiting ones included."""
         return len(self._runs)
 
+    @overload
+    def handle(self, job_type: str) -> Callable[[H], H]: ...
+
+    @overload
+    def handle(self, job_type: str, handler: H) -> H: ...
+
+    # Typed by the overloads: under ``mypy --strict`` a decorator typed ``Any`` made the user's
+    # handler untyped (``untyped-decorator``), which the consumer test's program caught.
     def handle(self, job_type: str, handler: Handler | None = None) -> Any:
         """Runs jobs of ``job_type`` with ``handler``; usable as a decorator (``@worker.handle("type")``)."""
         if not re.fullmatch(r"[\w.:-]{1,100}", job_type):

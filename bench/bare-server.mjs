@@ -1,7 +1,9 @@
 // The baseline: a bare node:http SSE fan-out with no framework, no store and no validation.
 // Each event is serialized once (same frame shape as Jobwire), a batch is written to every
 // subscriber as one shared Buffer, and batches published within one tick coalesce into one write.
-// Run as a child of bench/run.mjs (IPC): it answers {type:'ready', url}.
+// It also answers POST /v1/jobs as the floor of the create bench. Run as a child of bench/run.mjs
+// (IPC): it answers {type:'ready', url}.
+import { randomBytes } from 'node:crypto'
 import { createServer } from 'node:http'
 import { setImmediate } from 'node:timers'
 
@@ -40,6 +42,23 @@ const server = createServer((req, res) => {
       }
       const out = JSON.stringify({ events: acks, seq, status: 'running' })
       res.writeHead(200, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(out) })
+      res.end(out)
+    })
+    return
+  }
+  // The create bench's floor (bench/run.mjs, BENCH_ONLY=create): the body read and parsed, a
+  // job-shaped answer of about Jobwire's size, and nothing stored, checked or logged.
+  if (req.method === 'POST' && req.url === '/v1/jobs') {
+    let body = ''
+    req.setEncoding('utf8')
+    req.on('data', (d) => (body += d))
+    req.on('end', () => {
+      const { type, input = null } = JSON.parse(body)
+      const at = new Date().toISOString()
+      const id = `job_${randomBytes(16).toString('base64url').slice(0, 22)}`
+      const job = { id, type, owner: null, input, status: 'queued', progress: { stage: null, percent: null, message: null }, stages: [], items: [], text: '', checkpoint: null, result: null, error: null, attempt: 0, maxAttempts: 3, dispatch: true, worker: null, seq: 1, createdAt: at, updatedAt: at, metadata: {} }
+      const out = JSON.stringify(job)
+      res.writeHead(201, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(out), location: `/v1/jobs/${id}` })
       res.end(out)
     })
     return

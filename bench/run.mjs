@@ -1,8 +1,10 @@
 // Jobwire benchmark: `npm run bench` (after `npm run build`; this script builds nothing).
 //
 //  1. Job-create latency: a steady BENCH_CREATE_RATE creates/s (200) for BENCH_SECONDS (10) against
-//     Jobwire on SQLite (default synchronous=full) and on the memory store, from a separate process
-//     using undici `request` on a keep-alive Pool. Open loop; latency = send → response body read.
+//     Jobwire on SQLite (default synchronous=full) and on the memory store, and against a bare
+//     node:http server answering the same request with a job-shaped body (bench/bare-server.mjs: the
+//     floor this machine allows), from a separate process using undici `request` on a keep-alive
+//     Pool. Open loop; latency = send → response body read.
 //  2. SSE fan-out: one job, BENCH_SUBSCRIBERS (1000) subscribers in BENCH_CLIENT_PROCESSES (2)
 //     client processes reading with undici `request`; a producer POSTs batches of BENCH_BATCH (10)
 //     small progress events for BENCH_SECONDS, as fast as the subscribers are served. The same
@@ -283,7 +285,9 @@ async function createPhase() {
   const client = start('create-client.mjs', [API_KEY])
   let probe = null
   try {
-    for (const kind of ['sqlite', 'memory']) servers.push(await startServer(kind))
+    // bare: node:http answering the same request with a job-shaped body and nothing else — what this
+    // machine's loopback, scheduler and client allow at this rate (the floor under both stores).
+    for (const kind of ['sqlite', 'memory', 'bare']) servers.push(await startServer(kind))
     await nextMessage(client, 'ready')
     // Beside the SQLite server's database, on the same filesystem: was it the disk that stalled?
     const sqliteDir = servers.find((server) => server.kind === 'sqlite')?.dataDir
@@ -712,10 +716,11 @@ const lines = []
 if (results.create.length > 0) {
   lines.push(`### Job-create latency (${CREATE_RATE} creates/s open loop, ${SECONDS} s per store, undici keep-alive Pool in a separate process)`, '')
   lines.push('| Store | Requests | Errors | p50 ms | p99 ms | max ms | Server CPU | Other CPU | p99 < 5 ms |', '|---|---:|---:|---:|---:|---:|---:|---:|---|')
+  const storeNames = { sqlite: 'SQLite (synchronous=full)', memory: 'memory', bare: '*bare node:http (the floor: no store, no checks)*' }
   for (const r of results.create) {
     const verdict = r.meetsTarget ? '✓' : '✗'
     lines.push(
-      `| ${r.store === 'sqlite' ? 'SQLite (synchronous=full)' : 'memory'} | ${int(r.requests)} | ${r.errors} | ${fmt(r.p50)} | ${fmt(r.p99)} | ${fmt(r.max)} | ${fmt(r.serverCpu)} | ${fmt(r.otherCpu)} | ${r.store === 'sqlite' ? verdict : `(${verdict})`} |`,
+      `| ${storeNames[r.store]} | ${int(r.requests)} | ${r.errors} | ${fmt(r.p50)} | ${fmt(r.p99)} | ${fmt(r.max)} | ${fmt(r.serverCpu)} | ${fmt(r.otherCpu)} | ${r.store === 'sqlite' ? verdict : `(${verdict})`} |`,
     )
   }
   if (results.fsync) {

@@ -10,8 +10,9 @@
 //   5. bundles @jobwire/client and @jobwire/react for browsers and fails if either is above its
 //      gzipped budget (sizeBudgets below),
 //   6. builds the Python SDK's wheel, installs it (and nothing else of the repository) into a fresh
-//      virtual environment, type-checks (mypy --strict) and runs a Python program there: a backend
-//      creates a job, a Python worker runs it, a watcher follows it over SSE to completion.
+//      virtual environment, type-checks (mypy --strict) and runs a Python program there: backends
+//      (async and blocking) create jobs, a Python worker runs them (async def and plain def
+//      handlers), watchers follow them over SSE to completion.
 // Usage: npm run test:consumer [-- --keep]   (--keep leaves the folder for a look)
 import { spawn, spawnSync } from 'node:child_process'
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
@@ -333,7 +334,7 @@ import asyncio
 import os
 from typing import Any
 
-from jobwire import AsyncBackend, JobContext, Worker, mint_subscription_token, watch_job
+from jobwire import AsyncBackend, Backend, JobContext, SyncJobContext, Worker, mint_subscription_token, watch_job
 
 url = os.environ["JOBWIRE_URL"]
 api_key = os.environ["JOBWIRE_API_KEY"]
@@ -353,6 +354,16 @@ async def main() -> None:
             await ctx.checkpoint({"done": index + 1})
         return {"words": len(files) * 100}
 
+    # A plain def handler runs in a thread, with the blocking context.
+    @worker.handle("consumer-python-sync")
+    def count(job: dict[str, Any], ctx: SyncJobContext) -> int:
+        ctx.progress(stage="counting", percent=50)
+        ctx.checkpoint({"half": True})
+        return len(job["input"]["words"])
+
+    with Backend(url, api_key) as blocking:
+        counted = blocking.create_job("consumer-python-sync", input={"words": ["a", "b", "c"]})
+
     async with AsyncBackend(url, api_key) as backend:
         job = await backend.create_job("consumer-python", input={"files": ["a.mp3", "b.wav"]}, owner={"tenant": "acme", "user": "ann"})
     token = mint_subscription_token(secret, job_ids=[job["id"]]).token
@@ -362,12 +373,16 @@ async def main() -> None:
     async for update in watch_job(url, job["id"], token):
         statuses.append(update.state["status"])
         last = dict(update.state)
+    synced: dict[str, Any] = {}
+    async for update in watch_job(url, counted["id"], api_key):
+        synced = dict(update.state)
     await worker.stop(timeout=5)
     assert last["status"] == "completed", last
     assert last["result"] == {"words": 200}, last["result"]
     assert last["text"] == "a.mp3 done. b.wav done. ", last["text"]
     assert [item["status"] for item in last["items"]] == ["completed", "completed"], last["items"]
-    print({"job": job["id"], "statuses": sorted(set(statuses)), "result": last["result"]})
+    assert synced["status"] == "completed" and synced["result"] == 3, synced
+    print({"job": job["id"], "statuses": sorted(set(statuses)), "result": last["result"], "sync_result": synced["result"]})
 
 
 asyncio.run(main())

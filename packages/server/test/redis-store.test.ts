@@ -148,5 +148,21 @@ if (redisReachable('Store conformance: redis')) {
         await deleteKeys(admin, prefix)
       }
     })
+
+    // A commit's fields travel as one string split at U+001F: a type holding it, given in code
+    // (the HTTP API admits only letters, digits and _ . : -), would shift every field after it.
+    it('refuses to create a job whose type holds U+001F, and writes nothing', async () => {
+      const prefix = `${base}:separator`
+      const store = await openRedisStore({ prefix })
+      try {
+        const service = new JobService(store, defaultCoreLimits)
+        await expect(service.createJob({ type: 'a\u001fb' })).rejects.toMatchObject({ code: 'invalid_request', details: { field: 'type' } })
+        expect(await admin.keys(`${prefix}:job:*`)).toEqual([])
+        expect(await admin.exists(`${prefix}:jobs`, `${prefix}:queue:a\u001fb`)).toBe(0)
+      } finally {
+        await store.close()
+        await deleteKeys(admin, prefix)
+      }
+    })
   })
 }

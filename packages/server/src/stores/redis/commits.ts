@@ -154,6 +154,11 @@ export class RedisCommits {
 
   async createJob(input: NewJob): Promise<CreateResult> {
     this.#connection.usable()
+    // Every commit sends the id and type among fields split at this byte (#commit). The HTTP API
+    // admits neither with it; a type given to JobService in code is checked here.
+    for (const [field, value] of [['type', input.type], ['id', input.id]] as const) {
+      if (value.includes(fieldSeparator)) throw new JobwireError('invalid_request', { field, reason: `${field}: must not hold the control character U+001F` })
+    }
     const k = this.#keys
     const ownerChannel = input.owner === null ? '' : k.ownerChannel(input.owner.tenant, input.owner.user)
     // Listen first: a queue listener of this type on this node (subscribed, not yet confirmed by

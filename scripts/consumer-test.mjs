@@ -15,7 +15,7 @@
 //      handlers), watchers follow them over SSE to completion.
 // Usage: npm run test:consumer [-- --keep]   (--keep leaves the folder for a look)
 import { spawn, spawnSync } from 'node:child_process'
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, realpathSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -31,6 +31,9 @@ const packages = ['protocol', 'backend', 'client', 'react', 'worker', 'server']
  * budgets leave room for that and catch a jump (a dependency bundled by mistake). Raise one only on purpose.
  */
 export const sizeBudgets = { '@jobwire/client': 18_000, '@jobwire/react': 19_500 }
+
+/** The Node and Python programs each finish in seconds; one that hangs (a watch that never ends) is killed after this. */
+const flowTimeoutMs = 120_000
 
 const started = Date.now()
 const step = (text) => console.log(`\n[consumer ${((Date.now() - started) / 1000).toFixed(0)}s] ${text}`)
@@ -128,7 +131,7 @@ async function useInstalled(started) {
   writeFileSync(join(app, 'tsconfig.node.json'), JSON.stringify({ compilerOptions: { strict: true, noUncheckedIndexedAccess: true, target: 'ES2022', module: 'NodeNext', moduleResolution: 'NodeNext', rootDir: 'src', outDir: 'node-dist', types: ['node'], skipLibCheck: false }, include: ['src/flow.ts'] }, null, 2))
   writeFileSync(join(app, 'src/flow.ts'), flowSource)
   run(join(app, 'node_modules/.bin/tsc'), ['-p', 'tsconfig.node.json'], { cwd: app })
-  run(process.execPath, ['node-dist/flow.js'], { cwd: app, env: { ...process.env, JOBWIRE_URL: server.url, JOBWIRE_API_KEY: apiKey, JOBWIRE_TOKEN_SECRET: tokenSecret } })
+  run(process.execPath, ['node-dist/flow.js'], { cwd: app, env: { ...process.env, JOBWIRE_URL: server.url, JOBWIRE_API_KEY: apiKey, JOBWIRE_TOKEN_SECRET: tokenSecret }, timeout: flowTimeoutMs })
 
   usePythonWheel({ JOBWIRE_URL: server.url, JOBWIRE_API_KEY: apiKey, JOBWIRE_TOKEN_SECRET: tokenSecret })
 
@@ -210,9 +213,9 @@ function usePythonWheel(env) {
   writeFileSync(join(dir, 'flow.py'), pythonFlowSource)
   // From the venv's site-packages, not the repository: run outside it, and say where it came from.
   const where = run(venvPython, ['-c', 'import jobwire, sys; print(jobwire.__file__)'], { cwd: dir, stdio: ['ignore', 'pipe', 'inherit'] }).stdout.toString().trim()
-  if (!where.startsWith(venv)) throw new Error(`jobwire was imported from ${where}, not from the virtual environment ${venv}`)
+  if (!realpathSync(where).startsWith(realpathSync(venv))) throw new Error(`jobwire was imported from ${where}, not from the virtual environment ${venv}`)
   run(venvPython, ['-m', 'mypy', '--strict', '--no-incremental', 'flow.py'], { cwd: dir })
-  run(venvPython, ['flow.py'], { cwd: dir, env: { ...process.env, ...env } })
+  run(venvPython, ['flow.py'], { cwd: dir, env: { ...process.env, ...env }, timeout: flowTimeoutMs })
   console.log(`the wheel ${wheel}: installed (jobwire from ${where}), flow.py type-checks (mypy --strict) and ran`)
 }
 

@@ -18,6 +18,20 @@ function flush() {
   for (const res of subscribers) res.write(chunk)
 }
 
+/** Calls `then` with the request's body, parsed. */
+function readJson(req, then) {
+  let body = ''
+  req.setEncoding('utf8')
+  req.on('data', (d) => (body += d))
+  req.on('end', () => then(JSON.parse(body)))
+}
+
+function sendJson(res, status, value, headers = {}) {
+  const out = JSON.stringify(value)
+  res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(out), ...headers })
+  res.end(out)
+}
+
 const server = createServer((req, res) => {
   if (req.method === 'GET' && req.url.startsWith('/stream')) {
     res.writeHead(200, { 'Content-Type': 'text/event-stream; charset=utf-8', 'Cache-Control': 'no-cache' })
@@ -27,11 +41,7 @@ const server = createServer((req, res) => {
     return
   }
   if (req.method === 'POST' && req.url === '/events') {
-    let body = ''
-    req.setEncoding('utf8')
-    req.on('data', (d) => (body += d))
-    req.on('end', () => {
-      const { events } = JSON.parse(body)
+    readJson(req, ({ events }) => {
       const at = new Date().toISOString()
       const acks = []
       for (const { type, ...data } of events) {
@@ -40,26 +50,18 @@ const server = createServer((req, res) => {
         pending += `id: ${event.seq}\nevent: ${type}\ndata: ${JSON.stringify(event)}\n\n`
         acks.push({ seq: event.seq, type })
       }
-      const out = JSON.stringify({ events: acks, seq, status: 'running' })
-      res.writeHead(200, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(out) })
-      res.end(out)
+      sendJson(res, 200, { events: acks, seq, status: 'running' })
     })
     return
   }
   // The create bench's floor (bench/run.mjs, BENCH_ONLY=create): the body read and parsed, a
   // job-shaped answer of about Jobwire's size, and nothing stored, checked or logged.
   if (req.method === 'POST' && req.url === '/v1/jobs') {
-    let body = ''
-    req.setEncoding('utf8')
-    req.on('data', (d) => (body += d))
-    req.on('end', () => {
-      const { type, input = null } = JSON.parse(body)
+    readJson(req, ({ type, input = null }) => {
       const at = new Date().toISOString()
       const id = `job_${randomBytes(16).toString('base64url').slice(0, 22)}`
       const job = { id, type, owner: null, input, status: 'queued', progress: { stage: null, percent: null, message: null }, stages: [], items: [], text: '', checkpoint: null, result: null, error: null, attempt: 0, maxAttempts: 3, dispatch: true, worker: null, seq: 1, createdAt: at, updatedAt: at, metadata: {} }
-      const out = JSON.stringify(job)
-      res.writeHead(201, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(out), location: `/v1/jobs/${id}` })
-      res.end(out)
+      sendJson(res, 201, job, { location: `/v1/jobs/${id}` })
     })
     return
   }

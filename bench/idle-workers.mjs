@@ -20,7 +20,7 @@ import { Pool } from 'undici'
 import { Redis } from 'ioredis'
 import { ask, next, start, stop } from './lib/children.mjs'
 import { loadBullmq } from './lib/bullmq.mjs'
-import { unlinkPrefix } from './lib/redis-keys.mjs'
+import { redisCpuUs, unlinkPrefix } from './lib/redis-keys.mjs'
 
 const here = dirname(fileURLToPath(import.meta.url))
 const num = (name, fallback) => (process.env[name] ? Number(process.env[name]) : fallback)
@@ -38,13 +38,6 @@ const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
 function percentile(values, p) {
   const sorted = [...values].sort((a, b) => a - b)
   return sorted.length === 0 ? NaN : sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]
-}
-
-/** Redis's own CPU so far, in µs (user + sys, all its threads). */
-async function redisCpu(redis) {
-  const info = await redis.info('cpu')
-  const field = (name) => Number(info.match(new RegExp(`^${name}:([\\d.]+)`, 'm'))?.[1] ?? 0)
-  return (field('used_cpu_user') + field('used_cpu_sys')) * 1e6
 }
 
 /** Store claims answered so far, from Jobwire's /metrics. */
@@ -90,7 +83,7 @@ async function jobwireRow(store, count, redis) {
     await next(fleet, 'ready')
     await sleep(1000)
     const cpuBefore = (await ask(server, { type: 'stats' }, 'stats')).cpu
-    const redisBefore = store === 'redis' ? await redisCpu(redis) : 0
+    const redisBefore = store === 'redis' ? await redisCpuUs(redis) : 0
     const claimsBefore = await storeClaims(pool)
     const creates = await createAtRate(async (at) => {
       const response = await pool.request({
@@ -104,7 +97,7 @@ async function jobwireRow(store, count, redis) {
     })
     await waitHandled(fleet)
     const cpuAfter = (await ask(server, { type: 'stats' }, 'stats')).cpu
-    const redisUs = store === 'redis' ? (await redisCpu(redis)) - redisBefore : NaN
+    const redisUs = store === 'redis' ? (await redisCpuUs(redis)) - redisBefore : NaN
     const claims = (await storeClaims(pool)) - claimsBefore
     const { latencies } = await ask(fleet, { type: 'stop' }, 'stopped')
     return {
@@ -131,10 +124,10 @@ async function bullmqRow(count, redis, Queue) {
   try {
     await next(fleet, 'ready')
     await sleep(1000)
-    const redisBefore = await redisCpu(redis)
+    const redisBefore = await redisCpuUs(redis)
     const creates = await createAtRate((at) => queue.add('j', { at }, { removeOnComplete: true }))
     await waitHandled(fleet)
-    const redisUs = (await redisCpu(redis)) - redisBefore
+    const redisUs = (await redisCpuUs(redis)) - redisBefore
     const { latencies } = await ask(fleet, { type: 'stop' }, 'stopped')
     return { creates, handoffs: latencies, serverUsPerJob: NaN, redisUsPerJob: redisUs / CREATES, claimsPerJob: NaN }
   } finally {

@@ -9,7 +9,7 @@
 import { randomBytes } from 'node:crypto'
 import { loadavg } from 'node:os'
 import { Redis } from 'ioredis'
-import { unlinkPrefix } from './lib/redis-keys.mjs'
+import { redisCpuUs, unlinkPrefix } from './lib/redis-keys.mjs'
 
 const num = (name, fallback) => (process.env[name] ? Number(process.env[name]) : fallback)
 const JOBS = num('BENCH_COMMIT_JOBS', 300)
@@ -22,10 +22,6 @@ const prefix = `jwbench:${randomBytes(4).toString('hex')}`
 const store = new RedisStore({ url: REDIS_URL, prefix })
 if (!(await store.waitUntilReady(5000))) throw new Error(`no Redis at ${REDIS_URL}`)
 const admin = new Redis(REDIS_URL)
-const redisCpu = async () => {
-  const info = await admin.info('cpu')
-  return Number(/used_cpu_sys:([\d.]+)/.exec(info)?.[1]) + Number(/used_cpu_user:([\d.]+)/.exec(info)?.[1])
-}
 const service = new JobService(store, defaultCoreLimits)
 const ids = []
 for (let i = 0; i < JOBS; i++) ids.push((await service.createJob({ type: 'commit-bench', dispatch: false })).job.id)
@@ -40,11 +36,11 @@ const round = (r) =>
   )
 for (let r = 0; r < 10; r++) await round(r)
 const load = loadavg()[0]
-const redis0 = await redisCpu()
+const redis0 = await redisCpuUs(admin)
 const node0 = process.cpuUsage()
 for (let r = 0; r < ROUNDS; r++) await round(r)
 const node = process.cpuUsage(node0)
-const redis = (await redisCpu()) - redis0
+const redis = (await redisCpuUs(admin)) - redis0
 const commits = ROUNDS * JOBS
 await store.close()
 admin.disconnect()
@@ -53,4 +49,4 @@ await unlinkPrefix(REDIS_URL, prefix)
 console.log(`\n### Redis store: CPU per commit (${JOBS} jobs × ${ROUNDS} rounds of a token delta and a progress tick)\n`)
 console.log('| load avg | node µs per commit | Redis µs per commit |')
 console.log('|---:|---:|---:|')
-console.log(`| ${load.toFixed(2)} | ${((node.user + node.system) / commits).toFixed(1)} | ${((redis * 1e6) / commits).toFixed(1)} |`)
+console.log(`| ${load.toFixed(2)} | ${((node.user + node.system) / commits).toFixed(1)} | ${(redis / commits).toFixed(1)} |`)

@@ -9,6 +9,8 @@
 //     0 and 256) it also claims that many jobs ahead of a free slot. The Python SDK's worker runs
 //     the same rows on BENCH_WORKER_PYTHON_STORES (sqlite,redis), in sdks/python/.venv's Python
 //     (or PYTHON); BENCH_WORKER_PYTHON=0 leaves it out, and without it the rows are skipped, said.
+//     Rows on Redis (Jobwire's Redis store, BullMQ) also show Redis's own CPU per job (INFO cpu
+//     over the timed phase): the ceiling one shared Redis sets for a fleet of workers and nodes.
 //  2. worker → subscriber: a worker reports at an offered rate for BENCH_WORKER_SECONDS; one
 //     subscriber measures items/s and send→receive latency. Jobwire: ctx.chunk() (lossless,
 //     ordered, durable, replayable; the outbox batches many chunks into few events) read over SSE.
@@ -26,6 +28,7 @@
 // `--max-semi-space-size=64`), space-separated.
 import { fork, spawn, spawnSync } from 'node:child_process'
 import { loadBullmq } from './lib/bullmq.mjs'
+import { redisCpuUs } from './lib/redis-keys.mjs'
 import { existsSync, mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs'
 import { availableParallelism, loadavg, tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
@@ -218,12 +221,15 @@ async function dropKeys(pattern) {
   await redis.quit()
 }
 
-async function jobwireThroughput(url, serverCpu, profiling, concurrency, prefetch, python = false) {
+async function jobwireThroughput(url, serverCpu, profiling, concurrency, prefetch, python = false, store = '') {
   for (let i = 0; i < JOBS; i += 100) {
     await Promise.all(Array.from({ length: Math.min(100, JOBS - i) }, () => api(url, 'POST', '/v1/jobs', { type: 'bench-trivial' })))
   }
   const stopProfile = await profiling(`w${concurrency}`)
   const cpuBefore = await serverCpu()
+  // Redis's own CPU per job: the ceiling one Redis shared by a fleet sets (one core: 10⁶ ÷ µs per job jobs/s).
+  const admin = store === 'redis' ? new Redis(REDIS_URL, { maxRetriesPerRequest: 1 }) : null
+  const redisBefore = admin === null ? null : await redisCpuUs(admin)
   // The worker says when it has handled `JOBS` jobs and holds none: every completion was answered.
   // Timed from its 'loaded' (its modules loaded, before it connects) to 'all-done', both stamped
   // in the worker: starting a runtime and loading modules is not throughput.
@@ -236,12 +242,14 @@ async function jobwireThroughput(url, serverCpu, profiling, concurrency, prefetc
   const done = await worker.next('all-done')
   const seconds = (done.at - loaded.at) / 1000
   const serverUs = (await serverCpu()) - cpuBefore
+  const redisUs = admin === null || redisBefore === null ? null : (await redisCpuUs(admin)) - redisBefore
+  admin?.disconnect()
   await stopProfile()
   await worker.stop()
   const left = await api(url, 'GET', '/v1/jobs?type=bench-trivial&status=completed&limit=1')
   if (left.jobs.length === 0) throw new Error('bench: no job completed')
   const workerUs = cpuSince(loaded.cpu, done.cpu)
-  return { jobsPerSec: JOBS / seconds, seconds, cpuUsPerJob: (serverUs + workerUs) / JOBS, serverUsPerJob: serverUs / JOBS, workerUsPerJob: workerUs / JOBS }
+  return { jobsPerSec: JOBS / seconds, seconds, cpuUsPerJob: (serverUs + workerUs) / JOBS, serverUsPerJob: serverUs / JOBS, workerUsPerJob: workerUs / JOBS, redisUsPerJob: redisUs === null ? null : redisUs / JOBS }
 }
 
 async function bullmqThroughput(prefix, concurrency) {
@@ -251,16 +259,18 @@ async function bullmqThroughput(prefix, concurrency) {
     await queue.addBulk(Array.from({ length: Math.min(500, JOBS - i) }, (_, k) => ({ name: 't', data: { i: i + k }, opts: { removeOnComplete: true } })))
   }
   // Timed as Jobwire's worker is: from 'loaded' to 'all-done', both stamped in the worker.
+  const redisBefore = await redisCpuUs(connection)
   const worker = child('workers/bullmq-worker.mjs', [REDIS_URL, prefix, 'trivial', String(concurrency), '0', String(JOBS), '0'])
   const loaded = await worker.next('loaded')
   const done = await worker.next('all-done')
   const seconds = (done.at - loaded.at) / 1000
+  const redisUs = (await redisCpuUs(connection)) - redisBefore
   await worker.stop()
   await queue.obliterate({ force: true })
   await queue.close()
   await connection.quit()
-  // Redis's own CPU is not counted, for either system: the Redis is shared.
-  return { jobsPerSec: JOBS / seconds, seconds, cpuUsPerJob: cpuSince(loaded.cpu, done.cpu) / JOBS }
+  // Redis's own CPU is a column of its own, for both systems (redisCpuUs).
+  return { jobsPerSec: JOBS / seconds, seconds, cpuUsPerJob: cpuSince(loaded.cpu, done.cpu) / JOBS, redisUsPerJob: redisUs / JOBS }
 }
 
 async function jobwireStream(url, rate) {
@@ -355,14 +365,14 @@ export async function runWorkersBench() {
     for (const prefetch of PREFETCH) {
       for (const store of STORES) {
         const system = prefetch === 0 ? STORE_NAMES[store] : `${STORE_NAMES[store].slice(0, -1)}, prefetch ${prefetch})`
-        row(results.throughput, { system, store, concurrency, prefetch, ...(await withJobwire(store, (url, cpu, profiling) => jobwireThroughput(url, cpu, profiling, concurrency, prefetch))) })
+        row(results.throughput, { system, store, concurrency, prefetch, ...(await withJobwire(store, (url, cpu, profiling) => jobwireThroughput(url, cpu, profiling, concurrency, prefetch, false, store))) })
       }
     }
     // The same jobs handled by the Python SDK's worker (its own process, like the Node worker's).
     for (const prefetch of pythonSkipped === null ? PREFETCH : []) {
       for (const store of PYTHON_STORES) {
         const system = `${STORE_NAMES[store].slice(0, -1)}, Python worker${prefetch === 0 ? '' : `, prefetch ${prefetch}`})`
-        row(results.throughput, { system, store, concurrency, prefetch, ...(await withJobwire(store, (url, cpu, profiling) => jobwireThroughput(url, cpu, profiling, concurrency, prefetch, true))) })
+        row(results.throughput, { system, store, concurrency, prefetch, ...(await withJobwire(store, (url, cpu, profiling) => jobwireThroughput(url, cpu, profiling, concurrency, prefetch, true, store))) })
       }
     }
     if (BULLMQ) row(results.throughput, { system: 'BullMQ', concurrency, ...(await bullmqThroughput(`${prefix}-t${concurrency}b`, concurrency)) })
@@ -387,15 +397,15 @@ export function workersTable(results) {
       '',
       '### Workers: claim → complete, trivial jobs',
       '',
-      '| system | workers | jobs/s | vs BullMQ (better of its two runs) | CPU µs per job (worker + server processes, while it works; Redis not counted) |',
-      '|---|---:|---:|---:|---:|',
+      '| system | workers | jobs/s | vs BullMQ (better of its two runs) | CPU µs per job (worker + server processes, while it works) | Redis CPU µs per job |',
+      '|---|---:|---:|---:|---:|---:|',
     )
     for (const concurrency of CONCURRENCY) {
       const rows = results.throughput.filter((r) => r.concurrency === concurrency)
       const best = Math.max(...rows.filter((r) => r.system === 'BullMQ').map((r) => r.jobsPerSec))
       // Without BullMQ's rows (BENCH_WORKER_BULLMQ=0) there is no ratio to give.
       const ratio = (r) => (r.system === 'BullMQ' || !Number.isFinite(best) ? '' : `${f(r.jobsPerSec / best, 2)}×`)
-      for (const r of rows) lines.push(`| ${r.system} | ${concurrency} | ${f(r.jobsPerSec)} | ${ratio(r)} | ${f(r.cpuUsPerJob)} |`)
+      for (const r of rows) lines.push(`| ${r.system} | ${concurrency} | ${f(r.jobsPerSec)} | ${ratio(r)} | ${f(r.cpuUsPerJob)} | ${r.redisUsPerJob == null ? '' : f(r.redisUsPerJob)} |`)
     }
   }
   if (results.stream.length > 0) {

@@ -11,3 +11,13 @@ export async function unlinkPrefix(redisUrl, prefix) {
   } while (cursor !== '0')
   redis.disconnect()
 }
+
+/**
+ * Redis's own CPU time so far, in µs (user + system, all its threads, from INFO cpu): over a phase,
+ * what the Redis shared by a fleet spent on it, which no client process's CPU shows.
+ */
+export async function redisCpuUs(redis) {
+  const info = await redis.info('cpu')
+  const field = (name) => Number(new RegExp(`^${name}:([\\d.]+)`, 'm').exec(info)?.[1] ?? 0)
+  return (field('used_cpu_user') + field('used_cpu_sys')) * 1e6
+}

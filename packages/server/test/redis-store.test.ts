@@ -149,6 +149,35 @@ if (redisReachable('Store conformance: redis')) {
       }
     })
 
+    // A claim's commits leave without keeping their arguments (RedisConnection.send): after a
+    // NOSCRIPT the store loads the script and commits the claim again, computed anew.
+    it('a claim after Redis lost its scripts (SCRIPT FLUSH) takes each job once and its completion lands', async () => {
+      const prefix = `${base}:noscript-claim`
+      const store = await openRedisStore({ prefix })
+      try {
+        const service = new JobService(store, defaultCoreLimits)
+        const created = []
+        for (let i = 0; i < 3; i++) created.push((await service.createJob({ type: 'noscript-claim', dispatch: true })).job.id)
+        await admin.script('FLUSH')
+        const now = Date.now()
+        const claimed = await store.claim(['noscript-claim'], now, 2, (job) => ({
+          events: [{ type: 'started', data: { attempt: job.attempt + 1, worker: 'w' } }],
+          lease: { token: `t-${job.id}`, worker: 'w', expiresAt: now + 60_000, lastBatch: 0 },
+        }))
+        expect(claimed.map((result) => result.job.id)).toEqual(created.slice(0, 2))
+        await admin.script('FLUSH')
+        const first = created[0] as string
+        await service.appendEvents(first, [{ type: 'completed', data: { result: { ok: true } } }], { lease: `t-${first}` })
+        const log = await store.readLog(first, 0, 10)
+        expect(log?.events.map((event) => event.type)).toEqual(['created', 'started', 'completed'])
+        expect((await store.getRecord(first))?.job).toMatchObject({ status: 'completed', attempt: 1, result: { ok: true } })
+        expect((await store.getRecord(created[2] as string))?.job.status).toBe('queued')
+      } finally {
+        await store.close()
+        await deleteKeys(admin, prefix)
+      }
+    })
+
     // A commit's fields travel as one string split at U+001F: a type holding it, given in code
     // (the HTTP API admits only letters, digits and _ . : -), would shift every field after it.
     it('refuses to create a job whose type holds U+001F, and writes nothing', async () => {

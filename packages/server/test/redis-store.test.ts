@@ -149,8 +149,8 @@ if (redisReachable('Store conformance: redis')) {
       }
     })
 
-    // A claim's commits leave without keeping their arguments (RedisConnection.send): after a
-    // NOSCRIPT the store loads the script and commits the claim again, computed anew.
+    // A claim runs two scripts (the pick, then its commits) where a write runs one: after a
+    // NOSCRIPT each is sent again with its text (connection.ts: run), and no job is taken twice.
     it('a claim after Redis lost its scripts (SCRIPT FLUSH) takes each job once and its completion lands', async () => {
       const prefix = `${base}:noscript-claim`
       const store = await openRedisStore({ prefix })

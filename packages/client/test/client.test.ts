@@ -178,13 +178,17 @@ describe('watchJob over WebSocket', () => {
     client = createJobwireClient({ url: s.url, getToken: () => s.key, WebSocket: recordingWebSocket().WebSocket })
     const job = await createJob(s)
     const seen: string[] = []
+    // Awaited after the loop: the terminal event can reach the watcher before the write's own answer
+    // reaches the test, and a write still in flight when the server closes rejects unhandled.
+    let writes: Promise<unknown> = Promise.resolve()
     const loop = (async () => {
       for await (const state of (client as JobwireClient).watchJob(job.id)) {
         seen.push(`${state.status}:${state.text}`)
-        if (state.seq === 1) void append(s, job.id, [{ type: 'chunk', text: 'x' }]).then(() => append(s, job.id, [{ type: 'completed' }]))
+        if (state.seq === 1) writes = append(s, job.id, [{ type: 'chunk', text: 'x' }]).then(() => append(s, job.id, [{ type: 'completed' }]))
       }
     })()
     await loop
+    await writes
     expect(seen[0]).toBe('queued:')
     expect(seen.at(-1)).toBe('completed:x')
   })

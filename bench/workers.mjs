@@ -242,7 +242,7 @@ async function jobwireThroughput(url, serverCpu, profiling, concurrency, prefetc
   const done = await worker.next('all-done')
   const seconds = (done.at - loaded.at) / 1000
   const serverUs = (await serverCpu()) - cpuBefore
-  const redisUs = admin === null || redisBefore === null ? null : (await redisCpuUs(admin)) - redisBefore
+  const redisUs = admin === null ? null : (await redisCpuUs(admin)) - redisBefore
   admin?.disconnect()
   await stopProfile()
   await worker.stop()

@@ -57,7 +57,7 @@ async function writeLongTexts(store: CachingStore): Promise<void> {
       expect(store.stateCache.bytes).toBeLessThanOrEqual(2 * (budget + heaviest))
     }
   }
-  // The cache let most jobs go: it is bounded by bytes, not by its 10,000 entries.
+  // The cache let most jobs go: it is bounded by bytes, not by its count of entries.
   expect(store.stateCache.jobs).toBeLessThan(jobs)
   for (const id of ids) {
     const job = await service.getJob(id)
@@ -131,6 +131,29 @@ describe('The parsed states a durable node keeps are bounded by bytes (--state-c
   for (const [[what, scenario], n] of scenarios.map((one, n) => [one, n] as const)) {
     it(`SQLite: ${what}`, () => onStore(() => new SqliteStore({ path: join(dir, `scenario-${n}.db`), cacheBytes: budget }), scenario))
   }
+
+  // A queue drains oldest first: when a node kept the states of its last 10,000 jobs (and at most
+  // twice as many), a backlog of 20,000 had every one read back from its row and parsed as it was claimed.
+  it('SQLite: a backlog of 20,000 small queued jobs stays parsed while it is claimed', () =>
+    onStore(
+      () => new SqliteStore({ path: join(dir, 'backlog.db') }),
+      async (store) => {
+        const service = new JobService(store, defaultCoreLimits)
+        const dispatcher = new Dispatcher(service)
+        const backlog = 20_000
+        for (let i = 0; i < backlog; i += 500) await Promise.all(Array.from({ length: 500 }, () => service.createJob({ type: 'backlog' })))
+        expect(store.stateCache.jobs).toBe(backlog)
+        const claimed = new Set<string>()
+        for (;;) {
+          const claims = await dispatcher.claimMany({ types: ['backlog'], worker: 'w', leaseMs: 60_000, waitMs: 0, max: 256 })
+          if (claims.length === 0) break
+          for (const claim of claims) claimed.add(claim.job.id)
+        }
+        dispatcher.close()
+        expect(claimed.size).toBe(backlog)
+        expect(store.stateCache.jobs).toBe(backlog)
+      },
+    ))
 })
 
 if (redisReachable('The parsed states a Redis node keeps are bounded by bytes')) {

@@ -168,5 +168,26 @@ if (redisReachable('The parsed states a Redis node keeps are bounded by bytes'))
     for (const [[what, scenario], n] of scenarios.map((one, n) => [one, n] as const)) {
       it(`Redis: ${what}`, () => onStore(() => openRedisStore({ prefix: `${prefix}:${n}`, cacheBytes: budget }), scenario))
     }
+
+    // When a node kept the records of only its last 10,000 jobs (and at most twice as many), a
+    // producer writing to 20,000 live jobs in turn had every write read its job first.
+    it('Redis: a node writing to 20,000 small live jobs in turn keeps the record of every one', () =>
+      onStore(
+        () => openRedisStore({ prefix: `${prefix}:live` }),
+        async (store) => {
+          const service = new JobService(store, defaultCoreLimits)
+          const live = 20_000
+          const ids: string[] = []
+          for (let i = 0; i < live; i += 500) {
+            ids.push(...(await Promise.all(Array.from({ length: 500 }, async () => (await service.createJob({ type: 'live', dispatch: false })).job.id))))
+          }
+          for (let i = 0; i < live; i += 500) {
+            await Promise.all(ids.slice(i, i + 500).map((id) => service.appendEvents(id, [{ type: 'progress', data: { percent: 50 } }])))
+          }
+          expect(store.stateCache.jobs).toBe(live)
+          const job = await service.getJob(ids[0] ?? '')
+          expect(job).toMatchObject({ status: 'running', progress: { percent: 50 } })
+        },
+      ))
   })
 }

@@ -48,8 +48,8 @@ export function storedStateJson(job: JobState, inputApart: boolean, itemsApart =
 
 /**
  * The default byte budget of a durable store's cache of parsed states (`--state-cache-bytes`): it
- * keeps at least the states last written that weigh this much (or its last 50,000 jobs on SQLite,
- * 10,000 on Redis, if those weigh less) and at most about twice as much (core/recent-map.ts).
+ * keeps at least the states last written that weigh this much (or its last 50,000 jobs, if those
+ * weigh less) and at most about twice as much (core/recent-map.ts).
  */
 export const defaultStateCacheBytes = 256 * 1024 ** 2
 

@@ -71,8 +71,12 @@ const spareClaims = 3
 const maxSpares = 100
 /** Sets of job types with spare jobs kept at once. */
 const maxSpareSets = 64
-/** How many jobs' last committed records a node keeps at least (#committed). */
-const committedKept = 10_000
+/**
+ * How many jobs' last committed records a node keeps at least (#committed): as many as the jobs'
+ * facts (core/jobs.ts). Past it, a write reads its job first: in process a progress event to each of
+ * 20,000 live jobs in turn cost 112–149 µs when a node kept 10,000, 77–86 now.
+ */
+const committedKept = 50_000
 /** How long those spare jobs are used (ms): a job that became ready meanwhile waits at most this long for a pick. */
 const spareMs = 50
 

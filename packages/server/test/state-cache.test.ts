@@ -131,6 +131,14 @@ describe('The parsed states a durable node keeps are bounded by bytes (--state-c
   for (const [[what, scenario], n] of scenarios.map((one, n) => [one, n] as const)) {
     it(`SQLite: ${what}`, () => onStore(() => new SqliteStore({ path: join(dir, `scenario-${n}.db`), cacheBytes: budget }), scenario))
   }
+})
+
+describe('A durable node keeps the states of its last 50,000 small jobs', () => {
+  let dir = ''
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'jobwire-state-count-'))
+  })
+  afterAll(() => rm(dir, { recursive: true, force: true }))
 
   // A queue drains oldest first: when a node kept the states of its last 10,000 jobs (and at most
   // twice as many), a backlog of 20,000 had every one read back from its row and parsed as it was claimed.
@@ -168,6 +176,15 @@ if (redisReachable('The parsed states a Redis node keeps are bounded by bytes'))
     for (const [[what, scenario], n] of scenarios.map((one, n) => [one, n] as const)) {
       it(`Redis: ${what}`, () => onStore(() => openRedisStore({ prefix: `${prefix}:${n}`, cacheBytes: budget }), scenario))
     }
+  })
+
+  describe('A Redis node keeps the records of its last 50,000 small jobs', () => {
+    const prefix = testPrefix('state-count')
+    const admin = adminClient()
+    afterAll(async () => {
+      await deleteKeys(admin, prefix)
+      await admin.quit()
+    })
 
     // When a node kept the records of only its last 10,000 jobs (and at most twice as many), a
     // producer writing to 20,000 live jobs in turn had every write read its job first.

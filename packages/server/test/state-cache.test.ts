@@ -121,51 +121,47 @@ async function onStore(open: () => Promise<CachingStore> | CachingStore, scenari
   }
 }
 
-describe('The parsed states a durable node keeps are bounded by bytes (--state-cache-bytes)', () => {
+describe('The parsed states a SQLite node keeps', () => {
   let dir = ''
   beforeAll(async () => {
     dir = await mkdtemp(join(tmpdir(), 'jobwire-state-cache-'))
   })
   afterAll(() => rm(dir, { recursive: true, force: true }))
 
-  for (const [[what, scenario], n] of scenarios.map((one, n) => [one, n] as const)) {
-    it(`SQLite: ${what}`, () => onStore(() => new SqliteStore({ path: join(dir, `scenario-${n}.db`), cacheBytes: budget }), scenario))
-  }
-})
-
-describe('A durable node keeps the states of its last 50,000 small jobs', () => {
-  let dir = ''
-  beforeAll(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'jobwire-state-count-'))
+  describe('are bounded by bytes (--state-cache-bytes)', () => {
+    for (const [[what, scenario], n] of scenarios.map((one, n) => [one, n] as const)) {
+      it(`SQLite: ${what}`, () => onStore(() => new SqliteStore({ path: join(dir, `scenario-${n}.db`), cacheBytes: budget }), scenario))
+    }
   })
-  afterAll(() => rm(dir, { recursive: true, force: true }))
 
-  // A queue drains oldest first: when a node kept the states of its last 10,000 jobs (and at most
-  // twice as many), a backlog of 20,000 had every one read back from its row and parsed as it was claimed.
-  it('SQLite: a backlog of 20,000 small queued jobs stays parsed while it is claimed', () =>
-    onStore(
-      () => new SqliteStore({ path: join(dir, 'backlog.db') }),
-      async (store) => {
-        const service = new JobService(store, defaultCoreLimits)
-        const dispatcher = new Dispatcher(service)
-        const backlog = 20_000
-        for (let i = 0; i < backlog; i += 500) await Promise.all(Array.from({ length: 500 }, () => service.createJob({ type: 'backlog' })))
-        expect(store.stateCache.jobs).toBe(backlog)
-        const claimed = new Set<string>()
-        for (;;) {
-          const claims = await dispatcher.claimMany({ types: ['backlog'], worker: 'w', leaseMs: 60_000, waitMs: 0, max: 256 })
-          if (claims.length === 0) break
-          for (const claim of claims) claimed.add(claim.job.id)
-        }
-        dispatcher.close()
-        expect(claimed.size).toBe(backlog)
-        expect(store.stateCache.jobs).toBe(backlog)
-      },
-    ))
+  describe('are those of its last 50,000 small jobs', () => {
+    // A queue drains oldest first: when a node kept the states of its last 10,000 jobs (and at most
+    // twice as many), a backlog of 20,000 had every one read back from its row and parsed as it was claimed.
+    it('SQLite: a backlog of 20,000 small queued jobs stays parsed while it is claimed', () =>
+      onStore(
+        () => new SqliteStore({ path: join(dir, 'backlog.db') }),
+        async (store) => {
+          const service = new JobService(store, defaultCoreLimits)
+          const dispatcher = new Dispatcher(service)
+          const backlog = 20_000
+          for (let i = 0; i < backlog; i += 500) await Promise.all(Array.from({ length: 500 }, () => service.createJob({ type: 'backlog' })))
+          expect(store.stateCache.jobs).toBe(backlog)
+          const claimed = new Set<string>()
+          for (;;) {
+            const claims = await dispatcher.claimMany({ types: ['backlog'], worker: 'w', leaseMs: 60_000, waitMs: 0, max: 256 })
+            if (claims.length === 0) break
+            for (const claim of claims) claimed.add(claim.job.id)
+          }
+          dispatcher.close()
+          expect(claimed.size).toBe(backlog)
+          expect(store.stateCache.jobs).toBe(backlog)
+        },
+      ))
+  })
 })
 
-if (redisReachable('The parsed states a Redis node keeps are bounded by bytes')) {
-  describe('The parsed states a Redis node keeps are bounded by bytes (--state-cache-bytes)', () => {
+if (redisReachable('The parsed states a Redis node keeps')) {
+  describe('The parsed states a Redis node keeps', () => {
     const prefix = testPrefix('state-cache')
     const admin = adminClient()
     afterAll(async () => {
@@ -173,38 +169,33 @@ if (redisReachable('The parsed states a Redis node keeps are bounded by bytes'))
       await admin.quit()
     })
 
-    for (const [[what, scenario], n] of scenarios.map((one, n) => [one, n] as const)) {
-      it(`Redis: ${what}`, () => onStore(() => openRedisStore({ prefix: `${prefix}:${n}`, cacheBytes: budget }), scenario))
-    }
-  })
-
-  describe('A Redis node keeps the records of its last 50,000 small jobs', () => {
-    const prefix = testPrefix('state-count')
-    const admin = adminClient()
-    afterAll(async () => {
-      await deleteKeys(admin, prefix)
-      await admin.quit()
+    describe('are bounded by bytes (--state-cache-bytes)', () => {
+      for (const [[what, scenario], n] of scenarios.map((one, n) => [one, n] as const)) {
+        it(`Redis: ${what}`, () => onStore(() => openRedisStore({ prefix: `${prefix}:${n}`, cacheBytes: budget }), scenario))
+      }
     })
 
-    // When a node kept the records of only its last 10,000 jobs (and at most twice as many), a
-    // producer writing to 20,000 live jobs in turn had every write read its job first.
-    it('Redis: a node writing to 20,000 small live jobs in turn keeps the record of every one', () =>
-      onStore(
-        () => openRedisStore({ prefix: `${prefix}:live` }),
-        async (store) => {
-          const service = new JobService(store, defaultCoreLimits)
-          const live = 20_000
-          const ids: string[] = []
-          for (let i = 0; i < live; i += 500) {
-            ids.push(...(await Promise.all(Array.from({ length: 500 }, async () => (await service.createJob({ type: 'live', dispatch: false })).job.id))))
-          }
-          for (let i = 0; i < live; i += 500) {
-            await Promise.all(ids.slice(i, i + 500).map((id) => service.appendEvents(id, [{ type: 'progress', data: { percent: 50 } }])))
-          }
-          expect(store.stateCache.jobs).toBe(live)
-          const job = await service.getJob(ids[0] ?? '')
-          expect(job).toMatchObject({ status: 'running', progress: { percent: 50 } })
-        },
-      ))
+    describe('are those of its last 50,000 small jobs', () => {
+      // When a node kept the records of only its last 10,000 jobs (and at most twice as many), a
+      // producer writing to 20,000 live jobs in turn had every write read its job first.
+      it('Redis: a node writing to 20,000 small live jobs in turn keeps the record of every one', () =>
+        onStore(
+          () => openRedisStore({ prefix: `${prefix}:live` }),
+          async (store) => {
+            const service = new JobService(store, defaultCoreLimits)
+            const live = 20_000
+            const ids: string[] = []
+            for (let i = 0; i < live; i += 500) {
+              ids.push(...(await Promise.all(Array.from({ length: 500 }, async () => (await service.createJob({ type: 'live', dispatch: false })).job.id))))
+            }
+            for (let i = 0; i < live; i += 500) {
+              await Promise.all(ids.slice(i, i + 500).map((id) => service.appendEvents(id, [{ type: 'progress', data: { percent: 50 } }])))
+            }
+            expect(store.stateCache.jobs).toBe(live)
+            const job = await service.getJob(ids[0] ?? '')
+            expect(job).toMatchObject({ status: 'running', progress: { percent: 50 } })
+          },
+        ))
+    })
   })
 }

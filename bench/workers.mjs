@@ -24,11 +24,14 @@
 // the worker's start to its last job) and the worker's (node --cpu-prof, its whole life);
 // summarize with bench/profile-summary.mjs; with BENCH_PROFILE_HEAP=1 the server's is a sampling
 // heap profile instead (.heapprofile: what the phase allocates, freed objects included).
+// BENCH_WORKER_CALLS=1 prints, per job of each throughput row, the store calls the server made (by
+// operation, from its /metrics) and, on Redis, the commands Redis ran (INFO commandstats; a script's
+// own commands are counted too): where the calls per job go.
 // BENCH_SERVER_NODE_ARGS: Node options for the Jobwire server only (e.g.
 // `--max-semi-space-size=64`), space-separated.
 import { fork, spawn, spawnSync } from 'node:child_process'
 import { loadBullmq } from './lib/bullmq.mjs'
-import { redisCpuUs } from './lib/redis-keys.mjs'
+import { redisCommandCalls, redisCpuUs } from './lib/redis-keys.mjs'
 import { existsSync, mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs'
 import { availableParallelism, loadavg, tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
@@ -230,6 +233,7 @@ async function jobwireThroughput(url, serverCpu, profiling, concurrency, prefetc
   // Redis's own CPU per job: the ceiling one Redis shared by a fleet sets (one core: 10⁶ ÷ µs per job jobs/s).
   const admin = store === 'redis' ? new Redis(REDIS_URL, { maxRetriesPerRequest: 1 }) : null
   const redisBefore = admin === null ? null : await redisCpuUs(admin)
+  const callsBefore = CALLS ? await callCounts(url, admin) : null
   // The worker says when it has handled `JOBS` jobs and holds none: every completion was answered.
   // Timed from its 'loaded' (its modules loaded, before it connects) to 'all-done', both stamped
   // in the worker: starting a runtime and loading modules is not throughput.
@@ -243,6 +247,7 @@ async function jobwireThroughput(url, serverCpu, profiling, concurrency, prefetc
   const seconds = (done.at - loaded.at) / 1000
   const serverUs = (await serverCpu()) - cpuBefore
   const redisUs = admin === null ? null : (await redisCpuUs(admin)) - redisBefore
+  if (callsBefore !== null) printCallsPerJob(store, concurrency, callsBefore, await callCounts(url, admin))
   admin?.disconnect()
   await stopProfile()
   await worker.stop()
@@ -250,6 +255,26 @@ async function jobwireThroughput(url, serverCpu, profiling, concurrency, prefetc
   if (left.jobs.length === 0) throw new Error('bench: no job completed')
   const workerUs = cpuSince(loaded.cpu, done.cpu)
   return { jobsPerSec: JOBS / seconds, seconds, cpuUsPerJob: (serverUs + workerUs) / JOBS, serverUsPerJob: serverUs / JOBS, workerUsPerJob: workerUs / JOBS, redisUsPerJob: redisUs === null ? null : redisUs / JOBS }
+}
+
+const CALLS = process.env.BENCH_WORKER_CALLS === '1'
+
+/** The server's store calls by operation (its /metrics), and on Redis the commands Redis ran. */
+async function callCounts(url, admin) {
+  const response = await request(`${url}/metrics`, { headers: { authorization: `Bearer ${API_KEY}` } })
+  const text = await response.body.text()
+  const counts = {}
+  for (const [, operation, count] of text.matchAll(/^jobwire_store_operation_seconds_count\{operation="([^"]+)"\} (\d+)/gm)) counts[`store ${operation}`] = Number(count)
+  if (admin !== null) for (const [name, count] of Object.entries(await redisCommandCalls(admin))) counts[`redis ${name}`] = count
+  return counts
+}
+
+function printCallsPerJob(store, concurrency, before, after) {
+  const rows = Object.entries(after)
+    .map(([name, count]) => [name, (count - (before[name] ?? 0)) / JOBS])
+    .filter(([, perJob]) => perJob >= 0.001)
+    .sort((a, b) => b[1] - a[1])
+  console.error(`bench workers: calls per job, ${store}, ${concurrency} workers: ${rows.map(([name, perJob]) => `${name} ${perJob.toFixed(3)}`).join(', ')}`)
 }
 
 async function bullmqThroughput(prefix, concurrency) {

@@ -21,3 +21,13 @@ export async function redisCpuUs(redis) {
   const field = (name) => Number(new RegExp(`^${name}:([\\d.]+)`, 'm').exec(info)?.[1] ?? 0)
   return (field('used_cpu_user') + field('used_cpu_sys')) * 1e6
 }
+
+/** Redis's per-command call counts so far (INFO commandstats) and the bytes it read and wrote: `{ evalsha: 43091, …, 'input bytes': … }`. */
+export async function redisCommandCalls(redis) {
+  const info = await redis.info('commandstats')
+  const calls = {}
+  for (const [, name, count] of info.matchAll(/^cmdstat_([^:]+):calls=(\d+)/gm)) calls[name] = Number(count)
+  const stats = await redis.info('stats')
+  for (const [, name, count] of stats.matchAll(/^total_net_(input|output)_bytes:(\d+)/gm)) calls[`${name} bytes`] = Number(count)
+  return calls
+}

@@ -88,6 +88,89 @@ if (redisReachable('Store conformance: redis')) {
         await deleteKeys(admin, prefix)
       }
     })
+    // A claim removes a job from its type's delayed set only when it waited out a retry backoff
+    // (lua/lib/commit.lua's 'queued before' 2); a pick looks up backoffs only when the set holds any.
+    it('the delayed set holds a job only while it waits out a retry backoff, and a claim after the backoff leaves it empty', async () => {
+      const prefix = `${base}:delayed`
+      const store = await openRedisStore({ prefix })
+      try {
+        const clock = { now: Date.parse('2026-12-05T12:00:00Z') }
+        const service = new JobService(store, defaultCoreLimits, () => new Date(clock.now))
+        const dispatcher = new Dispatcher(service, () => clock.now)
+        const claim = () => dispatcher.claim({ types: ['backoff'], worker: 'w', leaseMs: 60_000, waitMs: 0 })
+        const score = async (set: string, id: string) => {
+          const value = await admin.zscore(`${prefix}:${set}:backoff`, id)
+          return value === null ? null : Number(value)
+        }
+        const { job: plain } = await service.createJob({ type: 'backoff' })
+        const first = await claim()
+        expect(first?.job.id).toBe(plain.id)
+        expect(await score('delayed', plain.id)).toBeNull()
+        const failure = { type: 'failed', data: { code: 'flaky', message: 'again', retryable: true } } as const
+        const requeued = await service.appendEvents(plain.id, [failure], { lease: first?.lease.token ?? '', batch: 1 })
+        expect(requeued.job.status).toBe('queued')
+        const retryAt = clock.now + defaultCoreLimits.retryBackoffMs
+        expect(await score('delayed', plain.id)).toBe(retryAt)
+        expect(await score('queue', plain.id)).not.toBeNull()
+
+        // A second job, never delayed: the first still waits, so the pick passes it over for this one.
+        const { job: other } = await service.createJob({ type: 'backoff' })
+        expect((await claim())?.job.id).toBe(other.id)
+        expect(await score('delayed', other.id)).toBeNull()
+        expect(await claim()).toBeNull()
+
+        clock.now = retryAt
+        const again = await claim()
+        expect(again?.job).toMatchObject({ id: plain.id, attempt: 2 })
+        expect(await score('delayed', plain.id)).toBeNull()
+        expect(await score('queue', plain.id)).toBeNull()
+        expect(await admin.zcard(`${prefix}:delayed:backoff`)).toBe(0)
+      } finally {
+        await store.close()
+        await deleteKeys(admin, prefix)
+      }
+    })
+
+    // lua/lib/load.lua reads a job's text and kept-apart input only when the hash's `tlen` and
+    // `inp` say they may exist; a record an older version wrote has neither field.
+    it('a node reads streamed text and a large input back from Redis, also from a record written without tlen and inp (an older version)', async () => {
+      const prefix = `${base}:side-keys`
+      const writer = await openRedisStore({ prefix })
+      const stores = [writer]
+      try {
+        const service = new JobService(writer, defaultCoreLimits)
+        const dispatcher = new Dispatcher(service)
+        const input = { document: 'x'.repeat(2048) }
+        const { job: large } = await service.createJob({ type: 'side', input })
+        const { job: small } = await service.createJob({ type: 'side', input: { n: 1 } })
+        const [one, two] = [await dispatcher.claim({ types: ['side'], worker: 'w', leaseMs: 60_000, waitMs: 0 }), await dispatcher.claim({ types: ['side'], worker: 'w', leaseMs: 60_000, waitMs: 0 })]
+        await service.appendEvents(large.id, [{ type: 'chunk', data: { text: 'hello ' } }, { type: 'chunk', data: { text: 'world' } }], { lease: one?.lease.token ?? '', batch: 1 })
+        expect(await admin.hmget(`${prefix}:job:{${large.id}}`, 'tlen', 'inp')).toEqual(['11', '1'])
+        expect(await admin.hmget(`${prefix}:job:{${small.id}}`, 'tlen', 'inp')).toEqual(['0', '0'])
+        expect(two?.job).toMatchObject({ id: small.id, input: { n: 1 }, text: '' })
+
+        // A node that never saw the jobs (nothing cached) reads them whole.
+        const fresh = async () => {
+          const store = await openRedisStore({ prefix })
+          stores.push(store)
+          return store
+        }
+        const reader = await fresh()
+        expect(await reader.getJob(large.id)).toMatchObject({ input, text: 'hello world' })
+        expect(await reader.getJob(small.id)).toMatchObject({ input: { n: 1 }, text: '' })
+
+        for (const id of [large.id, small.id]) await admin.hdel(`${prefix}:job:{${id}}`, 'tlen', 'inp')
+        const older = await fresh()
+        expect(await older.getJob(large.id)).toMatchObject({ input, text: 'hello world' })
+        expect(await older.getJob(small.id)).toMatchObject({ input: { n: 1 }, text: '' })
+        // And its next write, from that state, keeps both.
+        await new JobService(older, defaultCoreLimits).appendEvents(large.id, [{ type: 'chunk', data: { text: '!' } }], { lease: one?.lease.token ?? '', batch: 2 })
+        expect(await (await fresh()).getJob(large.id)).toMatchObject({ input, text: 'hello world!' })
+      } finally {
+        for (const store of stores) await store.close()
+        await deleteKeys(admin, prefix)
+      }
+    })
   })
 
   describe('Redis store: reads of one job made at once share one', () => {

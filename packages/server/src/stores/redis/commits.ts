@@ -575,7 +575,8 @@ export class RedisCommits {
       leaseExpiry === leaseExpiryOf(before.lease) ? (leaseExpiry === '' ? '' : unchanged) : leaseExpiry,
       avail,
       isQueuedForDispatch(job) ? '1' : '0',
-      isQueuedForDispatch(before.job) ? '1' : '0',
+      // Queued before, and whether in a retry backoff (then in the delayed set too: lua/lib/commit.lua).
+      isQueuedForDispatch(before.job) ? (before.avail > 0 ? '2' : '1') : '0',
       before.ord,
       // A job that is not finished never expires (core.expiryOf), before or after: nothing to change.
       expiresAt === null ? (isTerminal(before.job.status) ? '' : unchanged) : expiresAt,

@@ -5,7 +5,7 @@ import type { JobStatus } from '@jobwire/protocol'
  * deployments (or test runs) share one Redis. A job's own keys carry its id as a hash tag
  * (`{job_…}`), so they share a slot on Redis Cluster; the indexes are global keys.
  *
- *   P:job:{ID}            hash   state (JSON), seq, ver, status, type, ord, avail, lease, exp, inc, owned, tenant, user, idem, timers (JSON), tlen (the text's length)
+ *   P:job:{ID}            hash   state (JSON), seq, ver, status, type, ord, avail, lease, exp, inc, owned, tenant, user, idem, timers (JSON), tlen (the text's length), inp (1: the input is kept apart)
  *   P:job:{ID}:log        stream one entry per event, entry id = `<seq>-0`, field `e` = event JSON; trimmed to the cap
  *   P:job:{ID}:values     hash   large values (results, checkpoints) by ref, as JSON; deleted with the job
  *   P:job:{ID}:text       string the job's streamed text (appended to), apart from its state

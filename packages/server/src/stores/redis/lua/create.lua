@@ -18,7 +18,8 @@ end
 if redis.call('EXISTS', KEYS[1]) == 1 then return redis.error_reply('ERR jobwire: job id ' .. ARGV[1] .. ' exists') end
 local ord = redis.call('INCR', KEYS[4])
 redis.call('HSET', KEYS[1], 'state', ARGV[2], 'seq', 1, 'ver', 1, 'inc', generation(KEYS[11], ARGV[4]), 'ord', ord, 'status', 'queued',
-  'type', ARGV[8], 'avail', 0, 'owned', ARGV[16], 'tenant', ARGV[9], 'user', ARGV[10], 'idem', ARGV[7], 'tlen', 0)
+  'type', ARGV[8], 'avail', 0, 'owned', ARGV[16], 'tenant', ARGV[9], 'user', ARGV[10], 'idem', ARGV[7], 'tlen', 0,
+  'inp', ARGV[19] == '' and '0' or '1')
 redis.call('XADD', KEYS[2], '1-0', 'e', ARGV[3])
 redis.call('ZADD', KEYS[5], ord, ARGV[1])
 redis.call('ZADD', KEYS[6], ord, ARGV[1])

@@ -6,9 +6,11 @@
 --! include lib/load.lua
 local now = tonumber(ARGV[1])
 local max = tonumber(ARGV[6])
-local slices, at, from = {}, {}, {}
--- The next available entry of queue i (KEYS[i]), or nil when it has none.
+local slices, at, from, delays = {}, {}, {}, {}
+-- The next available entry of queue i (KEYS[i]), or nil when it has none. Its backoff (KEYS[i + 1])
+-- is looked up only when some job of the type waits one: most picks find none waiting.
 local function nextOf(i)
+  if delays[i] == nil then delays[i] = redis.call('ZCARD', KEYS[i + 1]) > 0 end
   while true do
     local slice = slices[i]
     if slice == nil or at[i] > #slice then
@@ -19,7 +21,7 @@ local function nextOf(i)
     end
     local j = at[i]
     at[i] = j + 2
-    local avail = redis.call('ZSCORE', KEYS[i + 1], slice[j])
+    local avail = delays[i] and redis.call('ZSCORE', KEYS[i + 1], slice[j])
     if not avail or tonumber(avail) <= now then return {slice[j], tonumber(slice[j + 1])} end
   end
 end

@@ -20,7 +20,8 @@
 -- KEYS 1 leases, 2 expiry, 3 generation, 4 deadlines (shared by every job of a call).
 -- Fields (A): 1 id, 2 type, 3 status before, 4 status after, 5 ver, 6 the job's generation as
 --   loaded, 7 state JSON, 8 seq, 9 lease JSON ('' none, '=' unchanged), 10 lease expiry ('' when it
---   cannot lapse, '=' unchanged), 11 availableAt, 12 queued after (1/0), 13 queued before,
+--   cannot lapse, '=' unchanged), 11 availableAt, 12 queued after (1/0), 13 queued before (0 no,
+--   1 yes, 2 yes and in a retry backoff: only then has it an entry in the delayed set to remove),
 --   14 ordinal, 15 expiresAt ('' never, '=' unchanged), 16 keep log entries from this seq, 17 the
 --   new version, 18 timers JSON ('' none, '=' unchanged), 19 earliest deadline ('' none), 20 text
 --   change ('' none, 'a' append `text`, 's' set to `text`: a rewind, or text moved out of a state
@@ -103,16 +104,16 @@ local function commitJob(A, text, p, queues, generation)
   if A[12] == '1' then
     redis.call('ZADD', p .. ':queue:' .. type, A[14], id)
     if tonumber(A[11]) > 0 then redis.call('ZADD', p .. ':delayed:' .. type, A[11], id) else redis.call('ZREM', p .. ':delayed:' .. type, id) end
-  elseif A[13] == '1' then
+  elseif A[13] ~= '0' then
     redis.call('ZREM', p .. ':queue:' .. type, id)
-    redis.call('ZREM', p .. ':delayed:' .. type, id)
+    if A[13] == '2' then redis.call('ZREM', p .. ':delayed:' .. type, id) end
   end
   if A[15] == '' then redis.call('ZREM', KEYS[2], id) elseif A[15] ~= '=' then redis.call('ZADD', KEYS[2], A[15], id) end
   if A[18] ~= '=' then
     if A[19] == '' then redis.call('ZREM', KEYS[4], id) else redis.call('ZADD', KEYS[4], A[19], id) end
   end
   if n > 0 then redis.call('PUBLISH', p .. ':ch:job:' .. id, '[' .. table.concat(bodies, ',') .. ']') end
-  if A[12] ~= A[13] then
+  if (A[12] == '1') ~= (A[13] ~= '0') then
     local channel = p .. ':ch:queue:' .. type
     if not queues[channel] then
       queues[channel] = true

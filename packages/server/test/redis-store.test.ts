@@ -1,4 +1,5 @@
-import { afterAll, describe, expect, it } from 'vitest'
+import { afterAll, describe, expect, it, vi } from 'vitest'
+import type { JobEvent } from '@jobwire/protocol'
 import { defaultCoreLimits, defaultRetention, Dispatcher, JobService } from '@jobwire/server'
 import { describeStoreConformance } from './store-conformance.js'
 import { adminClient, deleteKeys, openRedisStore, redisReachable, testPrefix } from './redis-fixtures/redis.js'
@@ -204,6 +205,48 @@ if (redisReachable('Store conformance: redis')) {
         expect(final?.text).toBe(Array.from({ length: 30 }, (_, round) => `${round} `).join(''))
       } finally {
         await store.close()
+        await deleteKeys(admin, prefix)
+      }
+    })
+  })
+
+  describe("Redis store: a commit's events", () => {
+    // A commit's events travel inside one string of fields and are cut out of it for the log and
+    // joined again for the channel (lua/lib/commit.lua): text of several bytes per character, and
+    // the separators of a JSON array inside strings, must come out whole in both.
+    it('several events with multi-byte text reach the log and another node exactly as written', async () => {
+      const prefix = `${base}:event-bytes`
+      const writer = await openRedisStore({ prefix })
+      const watcher = await openRedisStore({ prefix })
+      try {
+        const service = new JobService(writer, defaultCoreLimits)
+        const { job } = await service.createJob({ type: 'bytes' })
+        const heard: JobEvent[] = []
+        const unsubscribe = watcher.subscribe(job.id, (events) => heard.push(...events))
+        // The watcher's subscription must be confirmed before the write (listen first, then look).
+        await watcher.getRecord(job.id)
+        const texts = ['é, ü], and [', '😀 — 漢字 "quoted" \\ \u2028 tail', ',', 'plain']
+        await service.appendEvents(job.id, [
+          ...texts.map((text) => ({ type: 'chunk' as const, data: { text } })),
+          { type: 'progress', data: { percent: 50, message: 'ünïcode, ]"' } },
+        ])
+        const expected = [...texts.map((text) => ({ type: 'chunk', data: { text } })), { type: 'progress', data: { percent: 50, message: 'ünïcode, ]"' } }]
+        const fresh = await openRedisStore({ prefix })
+        try {
+          // A write without a lease starts the job: `started` goes in the same commit, first.
+          const log = await fresh.readLog(job.id, 1, 10)
+          expect(log?.events.map(({ type }) => type)).toEqual(['started', 'chunk', 'chunk', 'chunk', 'chunk', 'progress'])
+          expect(log?.events.slice(1).map(({ type, data }) => ({ type, data }))).toEqual(expected)
+          expect((await fresh.getJob(job.id))?.text).toBe(texts.join(''))
+        } finally {
+          await fresh.close()
+        }
+        await vi.waitFor(() => expect(heard).toHaveLength(6))
+        expect(heard.slice(1).map(({ type, data }) => ({ type, data }))).toEqual(expected)
+        unsubscribe()
+      } finally {
+        await watcher.close()
+        await writer.close()
         await deleteKeys(admin, prefix)
       }
     })

@@ -1,6 +1,7 @@
 import { afterAll, describe, expect, it, vi } from 'vitest'
+import { randomBytes } from 'node:crypto'
 import type { JobEvent } from '@jobwire/protocol'
-import { defaultCoreLimits, defaultRetention, Dispatcher, JobService } from '@jobwire/server'
+import { defaultCoreLimits, defaultRetention, Dispatcher, JobService, type NewJob } from '@jobwire/server'
 import { describeStoreConformance } from './store-conformance.js'
 import { adminClient, deleteKeys, openRedisStore, redisReachable, testPrefix } from './redis-fixtures/redis.js'
 
@@ -203,6 +204,62 @@ if (redisReachable('Store conformance: redis')) {
         // created, the `started` of the first write (the backend takes the job over), 30 chunks.
         expect(final?.seq).toBe(32)
         expect(final?.text).toBe(Array.from({ length: 30 }, (_, round) => `${round} `).join(''))
+      } finally {
+        await store.close()
+        await deleteKeys(admin, prefix)
+      }
+    })
+  })
+
+  describe('Redis store: creates issued together', () => {
+    // The creates a node issues in one pass of its event loop go in one call of lua/create.lua,
+    // each created or answered on its own, in order.
+    it('each is created or answered on its own: a repeated idempotency key gets the first job, an id taken fails alone, and every index holds what it should', async () => {
+      const prefix = `${base}:create-batch`
+      const store = await openRedisStore({ prefix })
+      try {
+        const at = new Date().toISOString()
+        const id = () => `job_${randomBytes(16).toString('base64url')}`
+        const job = (overrides: Partial<NewJob>): NewJob => ({ id: id(), type: 'batched', input: null, owner: null, idempotencyKey: null, dispatch: true, maxAttempts: 3, at, ...overrides })
+        const taken = await store.createJob(job({}))
+        const large = { document: 'y'.repeat(4096) }
+        const owner = { tenant: 'acme', user: 'ada' }
+        const [first, repeat, clash, owned, selfRun] = await Promise.allSettled([
+          store.createJob(job({ idempotencyKey: 'order-7' })),
+          store.createJob(job({ idempotencyKey: 'order-7', input: { other: true } })),
+          store.createJob(job({ id: taken.job.id })),
+          store.createJob(job({ input: large, owner, deadlines: { timeoutMs: 60_000, queueTimeoutMs: 30_000 } })),
+          store.createJob(job({ type: 'self-run', dispatch: false })),
+        ])
+        if (first.status !== 'fulfilled' || repeat.status !== 'fulfilled' || owned.status !== 'fulfilled' || selfRun.status !== 'fulfilled') throw new Error('a create failed')
+        expect(first.value.created).toBe(true)
+        expect(repeat.value).toEqual({ created: false, job: first.value.job })
+        expect(clash.status).toBe('rejected')
+        expect(owned.value.created).toBe(true)
+        expect(selfRun.value.created).toBe(true)
+
+        const ids = [taken.job.id, first.value.job.id, owned.value.job.id, selfRun.value.job.id]
+        expect(await admin.zcard(`${prefix}:jobs`)).toBe(4)
+        for (const one of ids) expect(await admin.zscore(`${prefix}:idx:status:queued`, one)).not.toBeNull()
+        expect(await admin.zrange(`${prefix}:queue:batched`, '0', '-1')).toEqual([taken.job.id, first.value.job.id, owned.value.job.id])
+        expect(await admin.exists(`${prefix}:queue:self-run`)).toBe(0)
+        expect(await admin.zrange(`${prefix}:idx:tenant:acme`, '0', '-1')).toEqual([owned.value.job.id])
+        expect(await admin.zrange(`${prefix}:deadlines`, '0', '-1')).toEqual([owned.value.job.id])
+        expect(await admin.get(`${prefix}:idem:order-7`)).toBe(first.value.job.id)
+        // Ordinals in the order the creates were issued.
+        const ords = await Promise.all(ids.map((one) => admin.hget(`${prefix}:job:{${one}}`, 'ord')))
+        expect(ords.map(Number)).toEqual([1, 2, 3, 4])
+
+        // A node that never saw them reads them whole.
+        const reader = await openRedisStore({ prefix })
+        try {
+          expect(await reader.getJob(owned.value.job.id)).toEqual(owned.value.job)
+          expect(await reader.getJob(owned.value.job.id)).toMatchObject({ input: large, owner })
+          expect(await reader.getJob(taken.job.id)).toEqual(taken.job)
+          expect((await reader.readLog(first.value.job.id, 0, 10))?.events.map((event) => event.type)).toEqual(['created'])
+        } finally {
+          await reader.close()
+        }
       } finally {
         await store.close()
         await deleteKeys(admin, prefix)

@@ -62,6 +62,13 @@ interface PendingCommit {
   reject: (error: unknown) => void
 }
 
+/** A create waiting to leave with the others of its pass of the event loop (lua/create.lua's arguments for it). */
+interface PendingCreate {
+  args: string[]
+  resolve: (reply: (string | number | null)[]) => void
+  reject: (error: unknown) => void
+}
+
 /** How many claims' worth of jobs beyond its own a claim's pick reads, for the next claims from this node. */
 const spareClaims = 3
 /**
@@ -135,6 +142,8 @@ export class RedisCommits {
    * busy time in the users' shape, where those writes (`writeUtf8String`) were its largest cost.
    */
   #batch: PendingCommit[] = []
+  /** Creates issued in this pass of the event loop, sent together after it (#sendCreates), as commits are. */
+  #creates: PendingCreate[] = []
 
   constructor(options: RedisCommitsOptions) {
     this.#connection = options.connection
@@ -174,45 +183,41 @@ export class RedisCommits {
     const owner = job.owner
     const timers = timerArgs(initialTimers(input.deadlines, input.dispatch, Date.parse(input.at)))
     const inputJson = inputKeptApart(job.input)
-    const reply = (await this.#connection.run(
-      'create',
-      [
-        k.job(input.id),
-        k.log(input.id),
-        k.idempotency(key ?? ''),
-        k.ordinal,
-        k.jobs,
-        k.status('queued'),
-        k.type(job.type),
-        k.tenant(owner?.tenant ?? ''),
-        k.user(owner?.user ?? ''),
-        k.queue(job.type),
-        k.generation,
-        k.deadlines,
-        k.input(input.id),
-      ],
-      [
-        input.id,
-        storedStateJson(job, inputJson !== null),
-        JSON.stringify(event),
-        this.#epochs.candidate(),
-        epochSeqGap,
-        key === null ? '0' : '1',
-        key ?? '',
-        job.type,
-        owner?.tenant ?? '',
-        owner?.user ?? '',
-        job.dispatch ? '1' : '0',
-        k.jobKeyStart,
-        k.jobChannel(input.id),
-        k.queueChannel(job.type),
-        ownerChannel,
-        owner === null ? '0' : '1',
-        ...timers,
-        inputJson ?? '',
-      ],
-    )) as [number, ...(string | null)[]]
+    const reply = await new Promise<(string | number | null)[]>((resolve, reject) => {
+      if (this.#creates.length === 0) setImmediate(() => this.#sendCreates())
+      this.#creates.push({
+        // lua/create.lua's arguments for one job, in its order.
+        args: [
+          k.job(input.id),
+          k.log(input.id),
+          key === null ? '' : k.idempotency(key),
+          k.type(job.type),
+          k.tenant(owner?.tenant ?? ''),
+          k.user(owner?.user ?? ''),
+          k.queue(job.type),
+          k.input(input.id),
+          input.id,
+          storedStateJson(job, inputJson !== null),
+          JSON.stringify(event),
+          key ?? '',
+          job.type,
+          owner?.tenant ?? '',
+          owner?.user ?? '',
+          job.dispatch ? '1' : '0',
+          k.jobChannel(input.id),
+          k.queueChannel(job.type),
+          ownerChannel,
+          owner === null ? '0' : '1',
+          timers[0],
+          String(timers[1]),
+          inputJson ?? '',
+        ],
+        resolve,
+        reject,
+      })
+    })
     if (reply[0] === 1) return { job, created: true }
+    if (reply[0] === 2) throw new JobwireError('internal', { requestId: 'redis-create', reason: `a job with id ${input.id} exists` })
     const existing = parseRecord(reply.slice(1) as (string | null)[])
     if (existing === null) throw new JobwireError('internal', { requestId: 'redis-create' })
     return { job: existing.job, created: false }
@@ -622,13 +627,27 @@ export class RedisCommits {
     })
   }
 
+  /** Sends the creates issued in this turn, at most `commitsPerCall` per script call. */
+  #sendCreates(): void {
+    const creates = this.#creates
+    this.#creates = []
+    const k = this.#keys
+    for (const part of inParts(creates)) {
+      const args: string[] = [this.#epochs.candidate(), String(epochSeqGap), k.jobKeyStart, String(part.length)]
+      for (const one of part) for (const arg of one.args) args.push(arg)
+      this.#connection.run('create', [k.ordinal, k.jobs, k.status('queued'), k.generation, k.deadlines], args).then(
+        (reply) => part.forEach((one, i) => one.resolve((reply as (string | number | null)[][])[i] as (string | number | null)[])),
+        (error: unknown) => rejectAll(part, error),
+      )
+    }
+  }
+
   /** Sends the commits issued in this turn, at most `commitsPerCall` per script call. */
   #sendBatch(): void {
     const batch = this.#batch
     this.#batch = []
     const k = this.#keys
-    for (let from = 0; from < batch.length; from += commitsPerCall) {
-      const part = batch.slice(from, from + commitsPerCall)
+    for (const part of inParts(batch)) {
       const args: (string | number)[] = [k.prefix, part.length]
       for (const one of part) args.push(one.fields, one.text)
       this.#connection.run('commit', [k.leases, k.expiry, k.generation, k.deadlines], args).then(
@@ -640,9 +659,7 @@ export class RedisCommits {
             one.resolve(true)
           })
         },
-        (error: unknown) => {
-          for (const one of part) one.reject(error)
-        },
+        (error: unknown) => rejectAll(part, error),
       )
     }
   }
@@ -662,6 +679,17 @@ export class RedisCommits {
       | null
     return reply === null ? null : parseRecord(reply)
   }
+}
+
+/** `items` in parts of at most `commitsPerCall`: one script call each. */
+function inParts<T>(items: readonly T[]): T[][] {
+  const parts: T[][] = []
+  for (let from = 0; from < items.length; from += commitsPerCall) parts.push(items.slice(from, from + commitsPerCall))
+  return parts
+}
+
+function rejectAll(part: readonly { reject: (error: unknown) => void }[], error: unknown): void {
+  for (const one of part) one.reject(error)
 }
 
 /** The replies of an explicit pipeline, in order; throws the first error among them. */

@@ -1,7 +1,7 @@
 -- Creates jobs, or answers the live job an idempotency key already names: the creates a node
 -- issued in one pass of its event loop, in one call (commits.ts: #sendCreates), each done or
 -- answered on its own, in order (a later create with the key of an earlier one gets that job).
--- One call per create cost Redis about a ninth of a create's instructions in the call itself and a
+-- One call per create cost Redis about a sixth of a create's instructions in the call itself and a
 -- read of the generation (bench/redis-instructions.mjs), and the node a write to its socket.
 -- KEYS: 1 ordinal, 2 all jobs, 3 status index (queued), 4 generation, 5 deadlines.
 -- ARGV: 1 candidate generation, 2 epoch gap, 3 job key start, 4 the number of jobs n, then per job

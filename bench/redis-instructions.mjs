@@ -51,6 +51,8 @@ if (KEEP !== undefined) mkdirSync(KEEP, { recursive: true })
 const redisProcess = spawn('valgrind', ['--tool=callgrind', `--callgrind-out-file=${join(dir, 'cg.%p')}`, process.env.BENCH_INSTR_REDIS ?? 'redis-server', '--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], {
   stdio: 'ignore',
 })
+// Not left running should the bench fail before its end.
+process.on('exit', () => redisProcess.kill())
 const url = `redis://127.0.0.1:${port}`
 // valgrind takes a few seconds to start Redis: refused connections until then are retried.
 const admin = new Redis(url, { retryStrategy: (times) => (times > 150 ? null : 200), maxRetriesPerRequest: null })
@@ -61,7 +63,7 @@ await admin.ping()
 function dumpCount(name) {
   execFileSync('callgrind_control', [`--dump=${name}`, String(redisProcess.pid)], { stdio: 'ignore' })
   const parts = readdirSync(dir)
-    .filter((file) => /^cg\.\d+\.\d+$/.test(file))
+    .filter((file) => file.startsWith(`cg.${redisProcess.pid}.`))
     .sort((a, b) => Number(a.split('.')[2]) - Number(b.split('.')[2]))
   const text = readFileSync(join(dir, parts.at(-1)), 'utf8')
   return Number(/^totals: (\d+)/m.exec(text)?.[1] ?? /^summary: (\d+)/m.exec(text)?.[1])

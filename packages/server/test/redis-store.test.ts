@@ -1,7 +1,7 @@
 import { afterAll, describe, expect, it, vi } from 'vitest'
 import { randomBytes } from 'node:crypto'
 import type { JobEvent } from '@jobwire/protocol'
-import { defaultCoreLimits, defaultRetention, Dispatcher, JobService, type NewJob } from '@jobwire/server'
+import { defaultCoreLimits, defaultRetention, Dispatcher, JobService, type NewJob, type RedisStore } from '@jobwire/server'
 import { describeStoreConformance } from './store-conformance.js'
 import { adminClient, deleteKeys, openRedisStore, redisReachable, testPrefix } from './redis-fixtures/redis.js'
 
@@ -11,6 +11,25 @@ if (redisReachable('Store conformance: redis')) {
   const admin = adminClient()
   let stores = 0
   afterAll(() => admin.quit())
+  /**
+   * Runs `test` on a key prefix of its own: `open` starts a node on it (each one a node that has
+   * seen nothing); afterwards every node opened is closed and the prefix's keys are deleted.
+   */
+  async function onPrefix(name: string, test: (nodes: { prefix: string; open: () => Promise<RedisStore> }) => Promise<void>): Promise<void> {
+    const prefix = `${base}:${name}`
+    const opened: RedisStore[] = []
+    const open = async (): Promise<RedisStore> => {
+      const store = await openRedisStore({ prefix })
+      opened.push(store)
+      return store
+    }
+    try {
+      await test({ prefix, open })
+    } finally {
+      for (const store of opened) await store.close()
+      await deleteKeys(admin, prefix)
+    }
+  }
   describeStoreConformance(
     'redis',
     ({ retention }) => openRedisStore({ prefix: `${base}:${++stores}`, ...(retention === undefined ? {} : { retention }) }),
@@ -23,9 +42,8 @@ if (redisReachable('Store conformance: redis')) {
     // A commit leaves a lease, an expiry or timers that did not change alone (lua/lib/commit.lua's
     // '='): the leases, expiry and deadlines sets must still say what the job's hash says.
     it('leases, expiry and deadlines entries through claim, progress, heartbeat, failure and resume', async () => {
-      const prefix = `${base}:indexes`
-      const store = await openRedisStore({ prefix })
-      try {
+      await onPrefix('indexes', async ({ prefix, open }) => {
+        const store = await open()
         const clock = { now: Date.parse('2026-12-05T12:00:00Z') }
         const service = new JobService(store, defaultCoreLimits, () => new Date(clock.now))
         const dispatcher = new Dispatcher(service, () => clock.now)
@@ -85,17 +103,13 @@ if (redisReachable('Store conformance: redis')) {
         expect(await score('expiry')).toBeNull()
         expect((await hash())[1]).toBeNull()
         expect(await admin.zscore(`${prefix}:queue:indexed`, job.id)).not.toBeNull()
-      } finally {
-        await store.close()
-        await deleteKeys(admin, prefix)
-      }
+      })
     })
     // A claim removes a job from its type's delayed set only when it waited out a retry backoff
     // (lua/lib/commit.lua's 'queued before' 2); a pick looks up backoffs only when the set holds any.
     it('the delayed set holds a job only while it waits out a retry backoff, and a claim after the backoff leaves it empty', async () => {
-      const prefix = `${base}:delayed`
-      const store = await openRedisStore({ prefix })
-      try {
+      await onPrefix('delayed', async ({ prefix, open }) => {
+        const store = await open()
         const clock = { now: Date.parse('2026-12-05T12:00:00Z') }
         const service = new JobService(store, defaultCoreLimits, () => new Date(clock.now))
         const dispatcher = new Dispatcher(service, () => clock.now)
@@ -127,19 +141,14 @@ if (redisReachable('Store conformance: redis')) {
         expect(await score('delayed', plain.id)).toBeNull()
         expect(await score('queue', plain.id)).toBeNull()
         expect(await admin.zcard(`${prefix}:delayed:backoff`)).toBe(0)
-      } finally {
-        await store.close()
-        await deleteKeys(admin, prefix)
-      }
+      })
     })
 
     // lua/lib/load.lua reads a job's text and kept-apart input only when the hash's `tlen` and
     // `inp` say they may exist; a record an older version wrote has neither field.
     it('a node reads streamed text and a large input back from Redis, also from a record written without tlen and inp (an older version)', async () => {
-      const prefix = `${base}:side-keys`
-      const writer = await openRedisStore({ prefix })
-      const stores = [writer]
-      try {
+      await onPrefix('side-keys', async ({ prefix, open }) => {
+        const writer = await open()
         const service = new JobService(writer, defaultCoreLimits)
         const dispatcher = new Dispatcher(service)
         const input = { document: 'x'.repeat(2048) }
@@ -152,34 +161,25 @@ if (redisReachable('Store conformance: redis')) {
         expect(two?.job).toMatchObject({ id: small.id, input: { n: 1 }, text: '' })
 
         // A node that never saw the jobs (nothing cached) reads them whole.
-        const fresh = async () => {
-          const store = await openRedisStore({ prefix })
-          stores.push(store)
-          return store
-        }
-        const reader = await fresh()
+        const reader = await open()
         expect(await reader.getJob(large.id)).toMatchObject({ input, text: 'hello world' })
         expect(await reader.getJob(small.id)).toMatchObject({ input: { n: 1 }, text: '' })
 
         for (const id of [large.id, small.id]) await admin.hdel(`${prefix}:job:{${id}}`, 'tlen', 'inp')
-        const older = await fresh()
+        const older = await open()
         expect(await older.getJob(large.id)).toMatchObject({ input, text: 'hello world' })
         expect(await older.getJob(small.id)).toMatchObject({ input: { n: 1 }, text: '' })
         // And its next write, from that state, keeps both.
         await new JobService(older, defaultCoreLimits).appendEvents(large.id, [{ type: 'chunk', data: { text: '!' } }], { lease: one?.lease.token ?? '', batch: 2 })
-        expect(await (await fresh()).getJob(large.id)).toMatchObject({ input, text: 'hello world!' })
-      } finally {
-        for (const store of stores) await store.close()
-        await deleteKeys(admin, prefix)
-      }
+        expect(await (await open()).getJob(large.id)).toMatchObject({ input, text: 'hello world!' })
+      })
     })
   })
 
   describe('Redis store: reads of one job made at once share one', () => {
     it('concurrent reads share a state read after each began: never one older than a write acknowledged before the call', async () => {
-      const prefix = `${base}:shared-reads`
-      const store = await openRedisStore({ prefix })
-      try {
+      await onPrefix('shared-reads', async ({ open }) => {
+        const store = await open()
         const service = new JobService(store, defaultCoreLimits)
         const { job } = await service.createJob({ type: 'shared-reads', dispatch: false })
         // Many at once: the first reads alone, the others share the read that follows it.
@@ -204,10 +204,7 @@ if (redisReachable('Store conformance: redis')) {
         // created, the `started` of the first write (the backend takes the job over), 30 chunks.
         expect(final?.seq).toBe(32)
         expect(final?.text).toBe(Array.from({ length: 30 }, (_, round) => `${round} `).join(''))
-      } finally {
-        await store.close()
-        await deleteKeys(admin, prefix)
-      }
+      })
     })
   })
 
@@ -215,9 +212,8 @@ if (redisReachable('Store conformance: redis')) {
     // The creates a node issues in one pass of its event loop go in one call of lua/create.lua,
     // each created or answered on its own, in order.
     it('each is created or answered on its own: a repeated idempotency key gets the first job, an id taken fails alone, and every index holds what it should', async () => {
-      const prefix = `${base}:create-batch`
-      const store = await openRedisStore({ prefix })
-      try {
+      await onPrefix('create-batch', async ({ prefix, open }) => {
+        const store = await open()
         const at = new Date().toISOString()
         const id = () => `job_${randomBytes(16).toString('base64url')}`
         const job = (overrides: Partial<NewJob>): NewJob => ({ id: id(), type: 'batched', input: null, owner: null, idempotencyKey: null, dispatch: true, maxAttempts: 3, at, ...overrides })
@@ -251,19 +247,12 @@ if (redisReachable('Store conformance: redis')) {
         expect(ords.map(Number)).toEqual([1, 2, 3, 4])
 
         // A node that never saw them reads them whole.
-        const reader = await openRedisStore({ prefix })
-        try {
-          expect(await reader.getJob(owned.value.job.id)).toEqual(owned.value.job)
-          expect(await reader.getJob(owned.value.job.id)).toMatchObject({ input: large, owner })
-          expect(await reader.getJob(taken.job.id)).toEqual(taken.job)
-          expect((await reader.readLog(first.value.job.id, 0, 10))?.events.map((event) => event.type)).toEqual(['created'])
-        } finally {
-          await reader.close()
-        }
-      } finally {
-        await store.close()
-        await deleteKeys(admin, prefix)
-      }
+        const reader = await open()
+        expect(await reader.getJob(owned.value.job.id)).toEqual(owned.value.job)
+        expect(await reader.getJob(owned.value.job.id)).toMatchObject({ input: large, owner })
+        expect(await reader.getJob(taken.job.id)).toEqual(taken.job)
+        expect((await reader.readLog(first.value.job.id, 0, 10))?.events.map((event) => event.type)).toEqual(['created'])
+      })
     })
   })
 
@@ -272,10 +261,9 @@ if (redisReachable('Store conformance: redis')) {
     // joined again for the channel (lua/lib/commit.lua): text of several bytes per character, and
     // the separators of a JSON array inside strings, must come out whole in both.
     it('several events with multi-byte text reach the log and another node exactly as written', async () => {
-      const prefix = `${base}:event-bytes`
-      const writer = await openRedisStore({ prefix })
-      const watcher = await openRedisStore({ prefix })
-      try {
+      await onPrefix('event-bytes', async ({ open }) => {
+        const writer = await open()
+        const watcher = await open()
         const service = new JobService(writer, defaultCoreLimits)
         const { job } = await service.createJob({ type: 'bytes' })
         const heard: JobEvent[] = []
@@ -288,24 +276,16 @@ if (redisReachable('Store conformance: redis')) {
           { type: 'progress', data: { percent: 50, message: 'ünïcode, ]"' } },
         ])
         const expected = [...texts.map((text) => ({ type: 'chunk', data: { text } })), { type: 'progress', data: { percent: 50, message: 'ünïcode, ]"' } }]
-        const fresh = await openRedisStore({ prefix })
-        try {
-          // A write without a lease starts the job: `started` goes in the same commit, first.
-          const log = await fresh.readLog(job.id, 1, 10)
-          expect(log?.events.map(({ type }) => type)).toEqual(['started', 'chunk', 'chunk', 'chunk', 'chunk', 'progress'])
-          expect(log?.events.slice(1).map(({ type, data }) => ({ type, data }))).toEqual(expected)
-          expect((await fresh.getJob(job.id))?.text).toBe(texts.join(''))
-        } finally {
-          await fresh.close()
-        }
+        const fresh = await open()
+        // A write without a lease starts the job: `started` goes in the same commit, first.
+        const log = await fresh.readLog(job.id, 1, 10)
+        expect(log?.events.map(({ type }) => type)).toEqual(['started', 'chunk', 'chunk', 'chunk', 'chunk', 'progress'])
+        expect(log?.events.slice(1).map(({ type, data }) => ({ type, data }))).toEqual(expected)
+        expect((await fresh.getJob(job.id))?.text).toBe(texts.join(''))
         await vi.waitFor(() => expect(heard).toHaveLength(6))
         expect(heard.slice(1).map(({ type, data }) => ({ type, data }))).toEqual(expected)
         unsubscribe()
-      } finally {
-        await watcher.close()
-        await writer.close()
-        await deleteKeys(admin, prefix)
-      }
+      })
     })
   })
 
@@ -314,9 +294,8 @@ if (redisReachable('Store conformance: redis')) {
     // (SCRIPT FLUSH, a restart without persistence, a failover) answers NOSCRIPT, and the write is
     // sent again with the script's text instead of failing.
     it('a write after Redis lost its scripts (SCRIPT FLUSH) loads them again and lands, once', async () => {
-      const prefix = `${base}:noscript`
-      const store = await openRedisStore({ prefix })
-      try {
+      await onPrefix('noscript', async ({ open }) => {
+        const store = await open()
         const service = new JobService(store, defaultCoreLimits)
         const { job } = await service.createJob({ type: 'noscript' })
         await service.appendEvents(job.id, [{ type: 'progress', data: { percent: 10 } }])
@@ -326,18 +305,14 @@ if (redisReachable('Store conformance: redis')) {
         const log = await store.readLog(job.id, 0, 10)
         expect(log?.events.map((event) => (event.type === 'progress' ? event.data.percent : event.type))).toEqual(['created', 'started', 10, 20, 30])
         expect((await store.getRecord(job.id))?.job.progress?.percent).toBe(30)
-      } finally {
-        await store.close()
-        await deleteKeys(admin, prefix)
-      }
+      })
     })
 
     // A claim runs two scripts (the pick, then its commits) where a write runs one: after a
     // NOSCRIPT each is sent again with its text (connection.ts: run), and no job is taken twice.
     it('a claim after Redis lost its scripts (SCRIPT FLUSH) takes each job once and its completion lands', async () => {
-      const prefix = `${base}:noscript-claim`
-      const store = await openRedisStore({ prefix })
-      try {
+      await onPrefix('noscript-claim', async ({ open }) => {
+        const store = await open()
         const service = new JobService(store, defaultCoreLimits)
         const created = []
         for (let i = 0; i < 3; i++) created.push((await service.createJob({ type: 'noscript-claim', dispatch: true })).job.id)
@@ -355,26 +330,19 @@ if (redisReachable('Store conformance: redis')) {
         expect(log?.events.map((event) => event.type)).toEqual(['created', 'started', 'completed'])
         expect((await store.getRecord(first))?.job).toMatchObject({ status: 'completed', attempt: 1, result: { ok: true } })
         expect((await store.getRecord(created[2] as string))?.job.status).toBe('queued')
-      } finally {
-        await store.close()
-        await deleteKeys(admin, prefix)
-      }
+      })
     })
 
     // A commit's fields travel as one string split at U+001F: a type holding it, given in code
     // (the HTTP API admits only letters, digits and _ . : -), would shift every field after it.
     it('refuses to create a job whose type holds U+001F, and writes nothing', async () => {
-      const prefix = `${base}:separator`
-      const store = await openRedisStore({ prefix })
-      try {
+      await onPrefix('separator', async ({ prefix, open }) => {
+        const store = await open()
         const service = new JobService(store, defaultCoreLimits)
         await expect(service.createJob({ type: 'a\u001fb' })).rejects.toMatchObject({ code: 'invalid_request', details: { field: 'type' } })
         expect(await admin.keys(`${prefix}:job:*`)).toEqual([])
         expect(await admin.exists(`${prefix}:jobs`, `${prefix}:queue:a\u001fb`)).toBe(0)
-      } finally {
-        await store.close()
-        await deleteKeys(admin, prefix)
-      }
+      })
     })
   })
 }

@@ -58,6 +58,7 @@ const PARTS = (process.env.BENCH_WORKER_PARTS ?? 'throughput,stream').split(',')
 const CONCURRENCY = (process.env.BENCH_WORKER_CONCURRENCY ?? '4,16').split(',').map(Number)
 const PREFETCH = (process.env.BENCH_WORKER_PREFETCH ?? '0,256').split(',').map(Number)
 const BULLMQ = process.env.BENCH_WORKER_BULLMQ !== '0'
+const CALLS = process.env.BENCH_WORKER_CALLS === '1'
 // The Python SDK's worker on the same jobs (BENCH_WORKER_PYTHON=0 leaves it out), on these stores.
 const PYTHON_ROWS = process.env.BENCH_WORKER_PYTHON !== '0'
 const PYTHON_STORES = (process.env.BENCH_WORKER_PYTHON_STORES ?? 'sqlite,redis').split(',').filter(Boolean)
@@ -256,8 +257,6 @@ async function jobwireThroughput(url, serverCpu, profiling, concurrency, prefetc
   const workerUs = cpuSince(loaded.cpu, done.cpu)
   return { jobsPerSec: JOBS / seconds, seconds, cpuUsPerJob: (serverUs + workerUs) / JOBS, serverUsPerJob: serverUs / JOBS, workerUsPerJob: workerUs / JOBS, redisUsPerJob: redisUs === null ? null : redisUs / JOBS }
 }
-
-const CALLS = process.env.BENCH_WORKER_CALLS === '1'
 
 /** The server's store calls by operation (its /metrics), and on Redis the commands Redis ran. */
 async function callCounts(url, admin) {

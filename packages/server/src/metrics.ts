@@ -21,29 +21,32 @@ const seconds = (from: string, to: string): number => Math.max(0, (isoMillis(to)
 /**
  * The time of an ISO 8601 timestamp as `Date.toISOString` writes them (`2026-12-07T18:59:56.014Z`,
  * what every event's `at` is), read digit by digit; any other form goes to `Date.parse`. Four per
- * claimed job (queue wait, run time), where `Date.parse` was 3 % of a memory node's CPU.
+ * claimed job (queue wait, run time): ~100 ns each here against ~300–400 for `Date.parse`.
  */
 export function isoMillis(text: string): number {
-  if (text.length !== 24 || text[4] !== '-' || text[7] !== '-' || text[10] !== 'T' || text[13] !== ':' || text[16] !== ':' || text[19] !== '.' || text[23] !== 'Z') return Date.parse(text)
-  const month = digits(text, 5, 2)
-  const day = digits(text, 8, 2)
-  const hour = digits(text, 11, 2)
-  const minute = digits(text, 14, 2)
-  const second = digits(text, 17, 2)
-  // Out of range (Date.UTC would roll a 13th month over into the next year): left to Date.parse.
-  if (!(month >= 1 && month <= 12 && day >= 1 && day <= 31 && hour <= 23 && minute <= 59 && second <= 59)) return Date.parse(text)
-  return Date.UTC(digits(text, 0, 4), month - 1, day, hour, minute, second, digits(text, 20, 3))
+  if (text.length !== 24 || text.charCodeAt(10) !== 84 /* T */ || text.charCodeAt(23) !== 90 /* Z */) return Date.parse(text)
+  const month = twoDigits(text, 5)
+  const day = twoDigits(text, 8)
+  const hour = twoDigits(text, 11)
+  const minute = twoDigits(text, 14)
+  const second = twoDigits(text, 17)
+  const millis = twoDigits(text, 20) * 10 + digit(text, 22)
+  const year = twoDigits(text, 0) * 100 + twoDigits(text, 2)
+  // Anything out of place or out of range (Date.UTC would roll a 13th month over into the next year) is left to Date.parse.
+  const separators = text.charCodeAt(4) === 45 && text.charCodeAt(7) === 45 && text.charCodeAt(13) === 58 && text.charCodeAt(16) === 58 && text.charCodeAt(19) === 46
+  if (!(separators && year >= 0 && month >= 1 && month <= 12 && day >= 1 && day <= 31 && hour >= 0 && hour <= 23 && minute >= 0 && minute <= 59 && second >= 0 && second <= 59 && millis >= 0)) return Date.parse(text)
+  return Date.UTC(year, month - 1, day, hour, minute, second, millis)
 }
 
-/** The decimal number of `count` digits at `from` in `text`; NaN if one is not a digit. */
-function digits(text: string, from: number, count: number): number {
-  let value = 0
-  for (let i = from; i < from + count; i++) {
-    const digit = text.charCodeAt(i) - 48
-    if (digit < 0 || digit > 9) return NaN
-    value = value * 10 + digit
-  }
-  return value
+/** The digit at `at` in `text`, or -1000 (a whole number, as every digit is, so the arithmetic stays on small integers) for any other character. */
+function digit(text: string, at: number): number {
+  const value = text.charCodeAt(at) - 48
+  return value >= 0 && value <= 9 ? value : -1000
+}
+
+/** The two-digit number at `at` in `text`, negative if either is not a digit. */
+function twoDigits(text: string, at: number): number {
+  return digit(text, at) * 10 + digit(text, at + 1)
 }
 
 /**

@@ -77,10 +77,14 @@ describe('metric series', () => {
 
 describe('isoMillis', () => {
   it('reads what Date.toISOString writes as Date.parse does', () => {
-    for (const at of [0, 1, 999, 86_400_000 - 1, Date.UTC(2026, 1, 28, 23, 59, 59, 999), Date.UTC(2024, 1, 29, 12), Date.UTC(9999, 11, 31, 23, 59, 59, 999), 1_796_669_902_584]) {
+    for (const at of [0, 1, 999, 86_400_000 - 1, Date.UTC(2026, 1, 28, 23, 59, 59, 999), Date.UTC(2024, 1, 29, 12), Date.UTC(9999, 11, 31, 23, 59, 59, 999), Date.UTC(2000, 1, 29), Date.UTC(2100, 2, 1), Date.UTC(1900, 1, 28, 1), Date.UTC(1600, 0, 1), Date.UTC(1, 0, 1), 1_796_669_902_584]) {
       const text = new Date(at).toISOString()
       expect(isoMillis(text), text).toBe(at)
     }
+    // Every day of four centuries (leap years, and the century years that are not), at noon.
+    const wrong: string[] = []
+    for (let at = Date.UTC(1900, 0, 1, 12); at < Date.UTC(2301, 0, 1); at += 86_400_000) if (isoMillis(new Date(at).toISOString()) !== at) wrong.push(new Date(at).toISOString())
+    expect(wrong).toEqual([])
   })
 
   it('leaves any other form to Date.parse', () => {

@@ -1,7 +1,7 @@
 import type { FastifyRequest } from 'fastify'
 import { JobwireError, type AppendResponse, type BulkWriteResult } from '@jobwire/protocol'
 import { authorizedFacts } from '../core/access.js'
-import type { JobService } from '../core/jobs.js'
+import type { JobService, WriteContext } from '../core/jobs.js'
 import type { Principal } from '../core/scopes.js'
 import type { BulkWrite, ProducerWrite } from './schemas.js'
 
@@ -12,7 +12,7 @@ import type { BulkWrite, ProducerWrite } from './schemas.js'
 export async function writeJob(service: JobService, principal: Principal, jobId: string, write: ProducerWrite): Promise<{ jobId: string } & AppendResponse> {
   // Workers write the jobs they hold (the lease is checked in the append); backends write the rest.
   const job = await authorizedFacts(service, principal, write.lease !== undefined ? 'write-leased' : 'write', jobId)
-  const { job: after, events, duplicate } = await service.appendEvents(job.id, write.events, { ...write, storeLargeValues: true })
+  const { job: after, events, duplicate } = await service.appendEvents(job.id, write.events, writeContext(write))
   const answer: { jobId: string } & AppendResponse = { jobId: job.id, events: events.map((e) => ({ seq: e.seq, type: e.type })), seq: after.seq, status: after.status }
   return duplicate ? { ...answer, duplicate: true } : answer
 }
@@ -26,13 +26,22 @@ export async function writeJob(service: JobService, principal: Principal, jobId:
 export function writeEach(request: FastifyRequest, service: JobService, principal: Principal, writes: readonly BulkWrite[]): Promise<BulkWriteResult[]> {
   const chains = new Map<string, Promise<unknown>>()
   return Promise.all(
-    writes.map(({ jobId, ...one }) => {
+    writes.map((write) => {
+      const jobId = write.jobId
       const previous = chains.get(jobId) ?? Promise.resolve()
-      const answer = previous.then(() => writeJob(service, principal, jobId, one)).catch((error: unknown) => refused(request, jobId, error))
+      const answer = previous.then(() => writeJob(service, principal, jobId, write)).catch((error: unknown) => refused(request, jobId, error))
       chains.set(jobId, answer)
       return answer
     }),
   )
+}
+
+/**
+ * What a write over HTTP appends with. Built field by field: `{ ...write, storeLargeValues: true }`
+ * (a spread, then a property the source lacks) took V8's slow path, ~1.5 µs a write here.
+ */
+function writeContext(write: ProducerWrite): WriteContext {
+  return { lease: write.lease, batch: write.batch, storeLargeValues: true }
 }
 
 /** A refused write's answer: its registry error; an unknown throw becomes `internal`, logged with the request id. */

@@ -30,6 +30,12 @@ export class MemoryStore extends InProcessStore implements core.Store {
   readonly #queue = new QueueOrder()
   /** Earliest deadline of each job that has one. */
   readonly #deadlines = new Map<string, number>()
+  /**
+   * The jobs whose lease is live (held, not ended): what the lease sweep looks through. It went
+   * through every job kept, finished ones included (a busy node keeps them for their retention),
+   * every second.
+   */
+  readonly #leased = new Map<string, Entry>()
   readonly #retention: core.Retention
   #ordinal = 0
   #closed = false
@@ -142,8 +148,8 @@ export class MemoryStore extends InProcessStore implements core.Store {
   async expiredLeases(now: number, limit: number): Promise<string[]> {
     this.#open()
     const ids: string[] = []
-    for (const [id, entry] of this.#jobs) {
-      if (entry.lease !== null && entry.lease.ended !== true && entry.lease.expiresAt < now) ids.push(id)
+    for (const [id, entry] of this.#leased) {
+      if ((entry.lease as core.Lease).expiresAt < now) ids.push(id)
       if (ids.length >= limit) break
     }
     return ids
@@ -197,6 +203,7 @@ export class MemoryStore extends InProcessStore implements core.Store {
     for (const [id, entry] of this.#jobs) {
       if (entry.expiresAt === null || entry.expiresAt > now) continue
       this.#jobs.delete(id)
+      this.#leased.delete(id)
       this.#deadlines.delete(id)
       this.#values.delete(id)
       if (entry.idempotencyKey !== null) this.#byKey.delete(entry.idempotencyKey)
@@ -219,6 +226,8 @@ export class MemoryStore extends InProcessStore implements core.Store {
     const wasQueued = isQueuedForDispatch(entry.job)
     entry.job = job
     entry.lease = lease
+    if (lease !== null && lease.ended !== true) this.#leased.set(job.id, entry)
+    else this.#leased.delete(job.id)
     if (applied.timersChanged) {
       entry.timers = applied.timers
       this.#indexDeadline(entry)

@@ -1,6 +1,7 @@
 import type { FastifyInstance } from 'fastify'
 import type { z } from 'zod'
 import { JobwireError, type JobState, type Owner } from '@jobwire/protocol'
+import type { CreateJobInput } from '../../core/jobs.js'
 import { authorizeCreate, authorizedJob, canRead, listScope, ownJob, requireKeyRole } from '../../core/access.js'
 import { clientAddress } from '../../core/scopes.js'
 import { abortOnClose, principalOf, summarize, type RouteContext } from '../context.js'
@@ -30,7 +31,7 @@ export function registerJobRoutes(v1: FastifyInstance, context: RouteContext): v
   /** A backend's job: for any owner of its tenant, dispatched or self-run, counted against its owner's create limit. */
   async function createJob(body: CreateJobBody) {
     await limits.countCreation(body.owner ?? null, body.type)
-    return service.createJob({ ...body, deadlines: deadlineSettings(body) })
+    return service.createJob(createInput(body, body.owner, body.dispatch, body.idempotencyKey))
   }
 
   /**
@@ -42,7 +43,15 @@ export function registerJobRoutes(v1: FastifyInstance, context: RouteContext): v
   async function createOwnJob(owner: Owner, body: CreateJobBody) {
     await limits.countCreation(owner, body.type)
     const idempotencyKey = body.idempotencyKey === undefined ? undefined : `person:${owner.tenant}:${owner.user}:${body.idempotencyKey}`
-    return service.createJob({ ...body, owner, dispatch: true, deadlines: deadlineSettings(body), ...(idempotencyKey === undefined ? {} : { idempotencyKey }) })
+    return service.createJob(createInput(body, owner, true, idempotencyKey))
+  }
+
+  /**
+   * What JobService creates from a request, field by field: a spread of the parsed body followed by
+   * fields it lacks (`deadlines`) took V8's slow path, microseconds per create.
+   */
+  function createInput(body: CreateJobBody, owner: Owner | undefined, dispatch: boolean | undefined, idempotencyKey: string | undefined): CreateJobInput {
+    return { type: body.type, input: body.input, owner, idempotencyKey, dispatch, maxAttempts: body.maxAttempts, deadlines: deadlineSettings(body), stages: body.stages }
   }
 
   v1.get('/jobs', async (request) => {

@@ -31,7 +31,7 @@
 // `--max-semi-space-size=64`), space-separated.
 import { fork, spawn, spawnSync } from 'node:child_process'
 import { loadBullmq } from './lib/bullmq.mjs'
-import { redisCommandCalls, redisCpuUs } from './lib/redis-keys.mjs'
+import { redisCommandCalls, redisCpuUs, unlinkPrefix } from './lib/redis-keys.mjs'
 import { existsSync, mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs'
 import { availableParallelism, loadavg, tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
@@ -210,20 +210,10 @@ async function withJobwire(store, run) {
   } finally {
     await jobwire.stop()
     rmSync(dataDir, { recursive: true, force: true })
-    if (store === 'redis') await dropKeys(`${prefix}*`)
+    if (store === 'redis') await unlinkPrefix(REDIS_URL, prefix)
   }
 }
 
-async function dropKeys(pattern) {
-  const redis = new Redis(REDIS_URL)
-  let cursor = '0'
-  do {
-    const [next, keys] = await redis.scan(cursor, 'MATCH', pattern, 'COUNT', 1000)
-    cursor = next
-    if (keys.length > 0) await redis.unlink(...keys)
-  } while (cursor !== '0')
-  await redis.quit()
-}
 
 async function jobwireThroughput(url, serverCpu, profiling, concurrency, prefetch, python = false, store = '') {
   for (let i = 0; i < JOBS; i += 100) {

@@ -1,0 +1,225 @@
+// A Jobwire node's instructions per job, per store: `node bench/node-instructions.mjs` (after `npm
+// run build`; valgrind on the PATH, else skipped with a message; the Redis row needs Redis at
+// REDIS_URL). Part of `npm run bench`.
+//
+// A node's CPU time per job (bench/workers.mjs) swings by 10–20 % between runs on a shared 2-core
+// machine, even between alternated runs of one build: a change worth 3 % is invisible there. This
+// counts instructions instead, as bench/redis-instructions.mjs does for Redis: the node
+// (bench/jobwire-server.mjs, the whole server: HTTP, auth, validation, core, store, metrics) runs
+// under valgrind's callgrind with V8's `--predictable` (no background threads, a fixed collection
+// schedule), and this process sends it a fixed sequence of requests, phase by phase, each counted
+// alone after a warm-up of the same requests:
+//   create  BENCH_NINSTR_JOBS (2,000) jobs, `POST /v1/jobs`, one at a time;
+//   claim   those jobs claimed 256 at a time, each completed: what @jobwire/worker with prefetch
+//           sends (each claim carries the completions of the jobs of the claim before, as `done`);
+//   write   BENCH_NINSTR_LIVE (100) running jobs × 10 rounds, each job its own `POST
+//           /v1/jobs/:id/events` with a token delta and a progress tick (the users' shape), one
+//           request at a time (see createJobs).
+// Before the phases the node is counted idle for BENCH_NINSTR_IDLE_MS (10 s): its background work
+// per second (timers, idle-time collections), which keeps its pace in wall time while valgrind
+// slows the phases ~100 times, so a phase run slower counts more of it. Repeated runs of one build
+// agreed within ~2 % four times in six here; two came out 10–15 % higher (alone on the machine
+// too), so compare builds over several runs each.
+// Each store per BENCH_NINSTR_STORES (memory,sqlite,redis; SQLite with its default fsync, Redis at
+// REDIS_URL under a key prefix of its own, removed after). BENCH_SERVER_DIST points at another
+// build's packages/server/dist/server.js for A/B runs. BENCH_NINSTR_KEEP=dir keeps callgrind's files
+// (`callgrind_annotate` reads them; JIT-compiled JavaScript shows as unnamed addresses, so this
+// counts, and CPU profiles say where).
+import { execFileSync, spawn, spawnSync } from 'node:child_process'
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { dirname, join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { Agent, request } from 'undici'
+import { Redis } from 'ioredis'
+import { unlinkPrefix } from './lib/redis-keys.mjs'
+
+const here = dirname(fileURLToPath(import.meta.url))
+const num = (name, fallback) => (process.env[name] ? Number(process.env[name]) : fallback)
+const JOBS = num('BENCH_NINSTR_JOBS', 2000)
+const LIVE = num('BENCH_NINSTR_LIVE', 100)
+const ROUNDS = 10
+const CLAIM = 256
+/** Leases outlast the phases (valgrind runs the node ~100 times slower): no lease lapses, no job is taken back. */
+const LEASE_MS = 600_000
+/** How long the node's background work is counted, idle, before the phases. */
+const IDLE_MS = num('BENCH_NINSTR_IDLE_MS', 10_000)
+const STORES = (process.env.BENCH_NINSTR_STORES ?? 'memory,sqlite,redis').split(',').filter(Boolean)
+const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379'
+const API_KEY = 'bench-admin-key-0123456789'
+const KEEP = process.env.BENCH_NINSTR_KEEP
+
+for (const tool of ['valgrind', 'callgrind_control']) {
+  if (spawnSync('sh', ['-c', `command -v ${tool}`]).status !== 0) {
+    console.log(`bench node-instructions: SKIPPED: ${tool} is not on the PATH (Debian: apt-get install valgrind)`)
+    process.exit(0)
+  }
+}
+
+// One connection, kept alive: the same socket, phase after phase.
+const agent = new Agent({ connections: 1, pipelining: 1 })
+
+/** A JSON request to the node; throws on an error status. */
+async function call(url, method, path, body) {
+  const response = await request(`${url}${path}`, {
+    method,
+    dispatcher: agent,
+    headers: { authorization: `Bearer ${API_KEY}`, 'content-type': 'application/json' },
+    body: body === undefined ? undefined : JSON.stringify(body),
+    // valgrind runs the node ~100 times slower.
+    headersTimeout: 600_000,
+    bodyTimeout: 600_000,
+  })
+  const text = await response.body.text()
+  if (response.statusCode >= 400) throw new Error(`bench node-instructions: ${method} ${path}: ${response.statusCode} ${text}`)
+  return text === '' ? null : JSON.parse(text)
+}
+
+/** The node for `store` under callgrind; `count(name)` is its instruction count since `zero()`. */
+async function startNode(store, dir, prefix) {
+  const node = spawn(
+    'valgrind',
+    ['--tool=callgrind', `--callgrind-out-file=${join(dir, 'cg.%p')}`, '--smc-check=all-non-file', process.execPath, '--predictable', join(here, 'jobwire-server.mjs'), store, join(dir, `data-${store}`), API_KEY],
+    {
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+      env: { ...process.env, BENCH_REDIS_PREFIX: prefix, ...(process.env.BENCH_SERVER_DIST ? { BENCH_SERVER_DIST: process.env.BENCH_SERVER_DIST } : {}) },
+    },
+  )
+  const exited = new Promise((resolve) => node.on('exit', resolve))
+  const ready = await Promise.race([new Promise((resolve) => node.on('message', (m) => m.type === 'ready' && resolve(m))), exited.then((code) => Promise.reject(new Error(`bench node-instructions: the node exited (${code})`)))])
+  const control = (...args) => execFileSync('callgrind_control', [...args, String(node.pid)], { stdio: 'ignore' })
+  return {
+    url: ready.url,
+    zero: () => control('-z'),
+    count(name) {
+      control(`--dump=${name}`)
+      const parts = readdirSync(dir)
+        .filter((file) => file.startsWith(`cg.${node.pid}.`))
+        .sort((a, b) => Number(a.split('.')[2]) - Number(b.split('.')[2]))
+      const text = readFileSync(join(dir, parts.at(-1)), 'utf8')
+      return Number(/^totals: (\d+)/m.exec(text)?.[1] ?? /^summary: (\d+)/m.exec(text)?.[1])
+    },
+    async stop() {
+      node.send({ type: 'stop' })
+      await exited
+    },
+  }
+}
+
+// Every phase sends one request at a time: with several in flight, how many a node reads per turn
+// of its event loop (and so what it commits and answers together) follows the machine's timing,
+// and the count moved by a tenth from run to run.
+async function createJobs(url, type, count) {
+  for (let i = 0; i < count; i++) await call(url, 'POST', '/v1/jobs', { type })
+}
+
+/** Claims `count` jobs of `type` 256 at a time, completing each: its completion rides in the next claim. */
+async function claimAndComplete(url, type, count) {
+  let done = []
+  for (let claimedSoFar = 0; claimedSoFar < count; ) {
+    const answer = await call(url, 'POST', '/v1/workers/claim', { types: [type], max: Math.min(CLAIM, count - claimedSoFar), wait: 0, worker: 'bench', leaseMs: LEASE_MS, ...(done.length === 0 ? {} : { done }) })
+    if (answer.claims.length === 0) throw new Error('bench node-instructions: the queue ran dry')
+    claimedSoFar += answer.claims.length
+    done = answer.claims.map(({ job, lease }) => ({ jobId: job.id, lease: lease.token, batch: 1, events: [{ type: 'completed', result: { ok: true } }] }))
+  }
+  await call(url, 'POST', '/v1/events', { writes: done })
+}
+
+async function writeRounds(url, claims, from, rounds) {
+  for (let round = from; round < from + rounds; round++) {
+    for (const { job, lease } of claims) {
+      await call(url, 'POST', `/v1/jobs/${job.id}/events`, {
+        lease: lease.token,
+        batch: round + 1,
+        events: [
+          { type: 'chunk', text: ` token ${round}` },
+          { type: 'progress', percent: round, message: 'working' },
+        ],
+      })
+    }
+  }
+}
+
+/** A phase's instructions per unit, and its wall time under valgrind. */
+async function measure(node, name, units, work) {
+  node.zero()
+  const started = performance.now()
+  await work()
+  const seconds = (performance.now() - started) / 1000
+  return { perUnit: node.count(name) / units, seconds }
+}
+
+/** The node's instructions per second while it has nothing to do: its background work. */
+async function idleRate(node, name) {
+  node.zero()
+  const started = performance.now()
+  await new Promise((resolve) => setTimeout(resolve, IDLE_MS))
+  return node.count(name) / ((performance.now() - started) / 1000)
+}
+
+async function runStore(store, dir) {
+  const prefix = `jwbench-ninstr-${process.pid}`
+  const node = await startNode(store, dir, prefix)
+  try {
+    const url = node.url
+    // Warm-up: the same requests as each phase, twice, so that V8 has compiled the paths they take.
+    for (let i = 0; i < 2; i++) {
+      await createJobs(url, 'bench-warm', JOBS)
+      await claimAndComplete(url, 'bench-warm', JOBS)
+    }
+    const idle = await idleRate(node, `${store}-idle`)
+    const create = await measure(node, `${store}-create`, JOBS, () => createJobs(url, 'bench-instr', JOBS))
+    const claim = await measure(node, `${store}-claim`, JOBS, () => claimAndComplete(url, 'bench-instr', JOBS))
+    await createJobs(url, 'bench-live', LIVE)
+    const live = (await call(url, 'POST', '/v1/workers/claim', { types: ['bench-live'], max: LIVE, wait: 0, worker: 'bench', leaseMs: LEASE_MS })).claims
+    if (live.length !== LIVE) throw new Error(`bench node-instructions: ${live.length} live jobs claimed, ${LIVE} wanted`)
+    await writeRounds(url, live, 0, ROUNDS)
+    const write = await measure(node, `${store}-write`, LIVE * ROUNDS, () => writeRounds(url, live, ROUNDS, ROUNDS))
+    return { store, idle, create, claim, write }
+  } finally {
+    await node.stop()
+    if (store === 'redis') await unlinkPrefix(REDIS_URL, prefix)
+  }
+}
+
+
+async function redisMissing() {
+  const redis = new Redis(REDIS_URL, { lazyConnect: true, maxRetriesPerRequest: 1, retryStrategy: () => null })
+  redis.on('error', () => undefined)
+  try {
+    await redis.connect()
+    await redis.quit()
+    return null
+  } catch {
+    return `no Redis at ${REDIS_URL}`
+  }
+}
+
+const dir = KEEP ?? mkdtempSync(join(tmpdir(), 'jobwire-bench-ninstr-'))
+if (KEEP !== undefined) mkdirSync(KEEP, { recursive: true })
+const rows = []
+try {
+  for (const store of STORES) {
+    const missing = store === 'redis' ? await redisMissing() : null
+    if (missing !== null) {
+      console.log(`bench node-instructions: the Redis row is SKIPPED: ${missing}`)
+      continue
+    }
+    const row = await runStore(store, dir)
+    console.error(`bench node-instructions: ${JSON.stringify(row)}`)
+    rows.push(row)
+  }
+} finally {
+  await agent.close()
+  if (KEEP === undefined) rmSync(dir, { recursive: true, force: true })
+}
+
+const k = (n) => `${(n / 1000).toFixed(1)}k`
+const cell = ({ perUnit, seconds }) => `${k(perUnit)} (${seconds.toFixed(0)} s)`
+console.log(`\n### A Jobwire node's instructions per job (callgrind; ${process.env.BENCH_SERVER_DIST ?? 'this build'})\n`)
+console.log(`| store | idle (per s) | create (per job) | claim ${CLAIM} at a time + complete (per job) | write: delta + tick, own request (per write) |`)
+console.log('|---|---:|---:|---:|---:|')
+for (const { store, idle, create, claim, write } of rows) console.log(`| ${store} | ${k(idle)} | ${cell(create)} | ${cell(claim)} | ${cell(write)} |`)
+console.log(
+  "\nInstructions of the node's process (all of it: HTTP, auth, validation, core, store, metrics, collector), counted by valgrind --tool=callgrind with V8's --predictable, per job or write of each phase (its seconds under valgrind in brackets), after a warm-up of the same requests. Idle: the node's background work per second (timers, idle-time collections), counted over BENCH_NINSTR_IDLE_MS before the phases; it runs on during them, so a slower run counts more of it.",
+)

@@ -17,9 +17,9 @@
 //           request at a time (see createJobs).
 // Before the phases the node is counted idle for BENCH_NINSTR_IDLE_MS (10 s): its background work
 // per second (timers, idle-time collections), which keeps its pace in wall time while valgrind
-// slows the phases ~100 times, so a phase run slower counts more of it. Repeated runs of one build
-// agreed within ~2 % four times in six here; two came out 10–15 % higher (alone on the machine
-// too), so compare builds over several runs each.
+// slows the phases ~100 times, so a phase run slower counts more of it. Of seven runs of two builds
+// here, five agreed with their build's others within ~3 %; two of one build came out 10–15 % higher
+// (alone on the machine too), so compare builds over several runs each.
 // Each store per BENCH_NINSTR_STORES (memory,sqlite,redis; SQLite with its default fsync, Redis at
 // REDIS_URL under a key prefix of its own, removed after). BENCH_SERVER_DIST points at another
 // build's packages/server/dist/server.js for A/B runs. BENCH_NINSTR_KEEP=dir keeps callgrind's files

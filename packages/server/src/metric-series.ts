@@ -84,6 +84,7 @@ abstract class SeriesMetric<S extends CounterSeries | HistogramSeries> {
 
   /** The series of these label values (one per label name, in order), bound on first use. */
   labels(...values: string[]): S {
+    if (values.length !== this.labelNames.length) throw new Error(`${this.name}: ${this.labelNames.length} label values expected, got ${values.length}`)
     let level = this.#series
     const last = values.length - 1
     for (let i = 0; i < last; i++) {
@@ -94,7 +95,6 @@ abstract class SeriesMetric<S extends CounterSeries | HistogramSeries> {
     }
     let series = level.get(values[last] as string) as S | undefined
     if (series === undefined) {
-      if (values.length !== this.labelNames.length) throw new Error(`${this.name}: ${this.labelNames.length} label values expected, got ${values.length}`)
       series = this.create(Object.fromEntries(this.labelNames.map((name, i) => [name, values[i] as string])))
       level.set(values[last] as string, series)
       this.#all.push(series)

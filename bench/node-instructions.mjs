@@ -25,14 +25,15 @@
 // build's packages/server/dist/server.js for A/B runs. BENCH_NINSTR_KEEP=dir keeps callgrind's files
 // (`callgrind_annotate` reads them; JIT-compiled JavaScript shows as unnamed addresses, so this
 // counts, and CPU profiles say where).
-import { execFileSync, spawn, spawnSync } from 'node:child_process'
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs'
+import { spawn } from 'node:child_process'
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { Agent, request } from 'undici'
 import { Redis } from 'ioredis'
 import { unlinkPrefix } from './lib/redis-keys.mjs'
+import { dumpCount, missingTool, zeroCount } from './lib/callgrind.mjs'
 
 const here = dirname(fileURLToPath(import.meta.url))
 const num = (name, fallback) => (process.env[name] ? Number(process.env[name]) : fallback)
@@ -49,11 +50,10 @@ const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379'
 const API_KEY = 'bench-admin-key-0123456789'
 const KEEP = process.env.BENCH_NINSTR_KEEP
 
-for (const tool of ['valgrind', 'callgrind_control']) {
-  if (spawnSync('sh', ['-c', `command -v ${tool}`]).status !== 0) {
-    console.log(`bench node-instructions: SKIPPED: ${tool} is not on the PATH (Debian: apt-get install valgrind)`)
-    process.exit(0)
-  }
+const missing = missingTool()
+if (missing !== null) {
+  console.log(`bench node-instructions: SKIPPED: ${missing} is not on the PATH (Debian: apt-get install valgrind)`)
+  process.exit(0)
 }
 
 // One connection, kept alive: the same socket, phase after phase.
@@ -82,23 +82,15 @@ async function startNode(store, dir, prefix) {
     ['--tool=callgrind', `--callgrind-out-file=${join(dir, 'cg.%p')}`, '--smc-check=all-non-file', process.execPath, '--predictable', join(here, 'jobwire-server.mjs'), store, join(dir, `data-${store}`), API_KEY],
     {
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-      env: { ...process.env, BENCH_REDIS_PREFIX: prefix, ...(process.env.BENCH_SERVER_DIST ? { BENCH_SERVER_DIST: process.env.BENCH_SERVER_DIST } : {}) },
+      env: { ...process.env, BENCH_REDIS_PREFIX: prefix },
     },
   )
   const exited = new Promise((resolve) => node.on('exit', resolve))
   const ready = await Promise.race([new Promise((resolve) => node.on('message', (m) => m.type === 'ready' && resolve(m))), exited.then((code) => Promise.reject(new Error(`bench node-instructions: the node exited (${code})`)))])
-  const control = (...args) => execFileSync('callgrind_control', [...args, String(node.pid)], { stdio: 'ignore' })
   return {
     url: ready.url,
-    zero: () => control('-z'),
-    count(name) {
-      control(`--dump=${name}`)
-      const parts = readdirSync(dir)
-        .filter((file) => file.startsWith(`cg.${node.pid}.`))
-        .sort((a, b) => Number(a.split('.')[2]) - Number(b.split('.')[2]))
-      const text = readFileSync(join(dir, parts.at(-1)), 'utf8')
-      return Number(/^totals: (\d+)/m.exec(text)?.[1] ?? /^summary: (\d+)/m.exec(text)?.[1])
-    },
+    zero: () => zeroCount(node.pid),
+    count: (name) => dumpCount(node.pid, dir, name),
     async stop() {
       node.send({ type: 'stop' })
       await exited
@@ -181,7 +173,6 @@ async function runStore(store, dir) {
     if (store === 'redis') await unlinkPrefix(REDIS_URL, prefix)
   }
 }
-
 
 async function redisMissing() {
   const redis = new Redis(REDIS_URL, { lazyConnect: true, maxRetriesPerRequest: 1, retryStrategy: () => null })

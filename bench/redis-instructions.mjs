@@ -17,13 +17,14 @@
 // of each is enough. BENCH_INSTR_REDIS runs another redis-server binary (one built with symbols, to
 // read where the instructions go), and BENCH_INSTR_KEEP=dir keeps callgrind's files there (one per
 // phase: `callgrind_annotate --inclusive=yes FILE`).
-import { execFileSync, spawn, spawnSync } from 'node:child_process'
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs'
+import { spawn } from 'node:child_process'
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs'
 import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Redis } from 'ioredis'
 import { redisCommandCalls } from './lib/redis-keys.mjs'
+import { dumpCount, missingTool, zeroCount } from './lib/callgrind.mjs'
 
 const num = (name, fallback) => (process.env[name] ? Number(process.env[name]) : fallback)
 const JOBS = num('BENCH_INSTR_JOBS', 2000)
@@ -31,11 +32,10 @@ const LIVE = num('BENCH_INSTR_LIVE', 100)
 const ROUNDS = 10
 const dist = process.env.BENCH_SERVER_DIST ?? '../packages/server/dist/server.js'
 
-for (const tool of ['valgrind', 'redis-server', 'callgrind_control']) {
-  if (spawnSync('sh', ['-c', `command -v ${tool}`]).status !== 0) {
-    console.log(`bench redis-instructions: SKIPPED: ${tool} is not on the PATH (Debian: apt-get install valgrind redis-server)`)
-    process.exit(0)
-  }
+const missing = missingTool(['valgrind', 'redis-server', 'callgrind_control'])
+if (missing !== null) {
+  console.log(`bench redis-instructions: SKIPPED: ${missing} is not on the PATH (Debian: apt-get install valgrind redis-server)`)
+  process.exit(0)
 }
 const { RedisStore, JobService, Dispatcher, defaultCoreLimits } = await import(new URL('index.js', new URL(dist, import.meta.url)).href)
 
@@ -59,22 +59,12 @@ const admin = new Redis(url, { retryStrategy: (times) => (times > 150 ? null : 2
 admin.on('error', () => undefined)
 await admin.ping()
 
-/** Callgrind's count since the last zeroing, dumped as a part of its own: the newest file's `totals`. */
-function dumpCount(name) {
-  execFileSync('callgrind_control', [`--dump=${name}`, String(redisProcess.pid)], { stdio: 'ignore' })
-  const parts = readdirSync(dir)
-    .filter((file) => file.startsWith(`cg.${redisProcess.pid}.`))
-    .sort((a, b) => Number(a.split('.')[2]) - Number(b.split('.')[2]))
-  const text = readFileSync(join(dir, parts.at(-1)), 'utf8')
-  return Number(/^totals: (\d+)/m.exec(text)?.[1] ?? /^summary: (\d+)/m.exec(text)?.[1])
-}
-
 /** Runs `work` with Redis's counters zeroed first; its instructions and commands per `units`. */
 async function measure(name, units, work) {
   const before = await redisCommandCalls(admin)
-  execFileSync('callgrind_control', ['-z', String(redisProcess.pid)], { stdio: 'ignore' })
+  zeroCount(redisProcess.pid)
   await work()
-  const instructions = dumpCount(name)
+  const instructions = dumpCount(redisProcess.pid, dir, name)
   const after = await redisCommandCalls(admin)
   const commands = Object.entries(after)
     .filter(([command]) => !command.endsWith(' bytes') && command !== 'info' && command !== 'evalsha' && command !== 'eval')

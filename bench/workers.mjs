@@ -214,7 +214,6 @@ async function withJobwire(store, run) {
   }
 }
 
-
 async function jobwireThroughput(url, serverCpu, profiling, concurrency, prefetch, python = false, store = '') {
   for (let i = 0; i < JOBS; i += 100) {
     await Promise.all(Array.from({ length: Math.min(100, JOBS - i) }, () => api(url, 'POST', '/v1/jobs', { type: 'bench-trivial' })))

@@ -26,7 +26,7 @@ export function applyPlan(job: JobState, lease: Lease | null, plan: AppendPlan, 
   const events = drafts.map((draft, i) => ({ jobId: job.id, seq: job.seq + 1 + i, type: draft.type, at, data: draft.data }) as JobEvent)
   // applyEvents returns `job` itself when there are no events, never null after it.
   const next = applyEvents(job, events) as JobState
-  const nextTimers = events.length === 0 && touch === undefined ? timers : advanceTimers(job, next, events, timers, Date.parse(at), touch)
+  const nextTimers = events.length === 0 && touch === undefined ? timers : advanceTimers(job, next, events, timers, at, touch)
   return {
     job: next,
     events,
@@ -61,12 +61,14 @@ function advanceTimers(
   after: JobState,
   events: readonly JobEvent[],
   timers: JobTimers,
-  at: number,
+  atIso: string,
   touch: { kinds: readonly DeadlineKind[]; at: number } | undefined,
 ): JobTimers {
   const { settings } = timers
+  // Most jobs have no deadlines: nothing to parse or copy for them.
   if (Object.keys(settings).length === 0) return timers
   if (isTerminal(after.status)) return Object.keys(timers.due).length === 0 ? timers : { settings, due: {} }
+  const at = Date.parse(atIso)
   const due = { ...timers.due }
   const reopened = isTerminal(before.status)
   if (settings.queueTimeoutMs !== undefined) {

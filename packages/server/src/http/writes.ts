@@ -9,12 +9,24 @@ import type { BulkWrite, ProducerWrite } from './schemas.js'
  * A producer's write to one job: authorized from the job's facts (no read of the job first),
  * appended atomically, answered with what it appended. Throws a registry error when refused.
  */
-export async function writeJob(service: JobService, principal: Principal, jobId: string, write: ProducerWrite): Promise<{ jobId: string } & AppendResponse> {
+export async function writeJob(service: JobService, principal: Principal, jobId: string, write: ProducerWrite): Promise<AppendResponse> {
+  return append(service, principal, jobId, write, false)
+}
+
+/**
+ * The write, answered with its job's id (a bulk result, `withJobId`) or without. Built field by
+ * field: a rest or spread copy of the answer is V8's slow path (docs/architecture.md, "Cross-cutting").
+ */
+async function append(service: JobService, principal: Principal, jobId: string, write: ProducerWrite, withJobId: boolean): Promise<AppendResponse & { jobId?: string }> {
   // Workers write the jobs they hold (the lease is checked in the append); backends write the rest.
   const job = await authorizedFacts(service, principal, write.lease !== undefined ? 'write-leased' : 'write', jobId)
   const { job: after, events, duplicate } = await service.appendEvents(job.id, write.events, writeContext(write))
-  const answer: { jobId: string } & AppendResponse = { jobId: job.id, events: events.map((e) => ({ seq: e.seq, type: e.type })), seq: after.seq, status: after.status }
-  return duplicate ? { ...answer, duplicate: true } : answer
+  const appended = events.map((e) => ({ seq: e.seq, type: e.type }))
+  const answer: AppendResponse & { jobId?: string } = withJobId
+    ? { jobId: job.id, events: appended, seq: after.seq, status: after.status }
+    : { events: appended, seq: after.seq, status: after.status }
+  if (duplicate) answer.duplicate = true
+  return answer
 }
 
 /**
@@ -29,7 +41,9 @@ export function writeEach(request: FastifyRequest, service: JobService, principa
     writes.map((write) => {
       const jobId = write.jobId
       const previous = chains.get(jobId) ?? Promise.resolve()
-      const answer = previous.then(() => writeJob(service, principal, jobId, write)).catch((error: unknown) => refused(request, jobId, error))
+      const answer = previous
+        .then(() => append(service, principal, jobId, write, true) as Promise<BulkWriteResult>)
+        .catch((error: unknown) => refused(request, jobId, error))
       chains.set(jobId, answer)
       return answer
     }),

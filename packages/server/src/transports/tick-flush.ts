@@ -3,11 +3,12 @@ import { atEndOfTurn } from '../core/turn.js'
 
 /**
  * Something derived once per published batch — the same array for every subscriber of the job
- * (see `StreamSink.events`) — such as its encoding. Subscribers of one job get it one after
- * another, so the last batch is checked first; the others are remembered until they are dropped.
+ * (see `StreamSink.events`) — such as its encoding. The fan-out hands a batch to the job's
+ * subscribers one after another, so the last batch is all it keeps: a batch met again later (none
+ * is, in practice) is derived again. (It kept every batch in a WeakMap too: a set per batch and an
+ * entry for the collector, on every write with one watcher, for nothing.)
  */
 export class PerBatch<T> {
-  readonly #values = new WeakMap<readonly JobEvent[], T>()
   #lastBatch: readonly JobEvent[] | null = null
   #lastValue: T | null = null
 
@@ -15,11 +16,7 @@ export class PerBatch<T> {
 
   get(batch: readonly JobEvent[]): T {
     if (batch === this.#lastBatch) return this.#lastValue as T
-    let value = this.#values.get(batch)
-    if (value === undefined) {
-      value = this.derive(batch)
-      this.#values.set(batch, value)
-    }
+    const value = this.derive(batch)
     this.#lastBatch = batch
     this.#lastValue = value
     return value

@@ -15,10 +15,9 @@ export function registerEventRoutes(v1: FastifyInstance, context: RouteContext):
 
   // The one route that carries a large result or checkpoint: its body may hold one whole.
   const bodyLimit = Math.max(settings.maxBodyBytes, settings.maxValueBytes + 64 * 1024)
-  v1.post<{ Params: { id: string } }>('/jobs/:id/events', { bodyLimit }, async (request): Promise<AppendResponse> => {
-    const { jobId: _, ...answer } = await writeJob(service, principalOf(request), request.params.id, parseProducerEvents(request.body, settings))
-    return answer
-  })
+  v1.post<{ Params: { id: string } }>('/jobs/:id/events', { bodyLimit }, (request): Promise<AppendResponse> =>
+    writeJob(service, principalOf(request), request.params.id, parseProducerEvents(request.body, settings)),
+  )
 
   v1.post('/events', async (request): Promise<BulkWriteResponse> => ({
     results: await writeEach(request, service, principalOf(request), parseBulkWrites(request.body, settings)),

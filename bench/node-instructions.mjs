@@ -12,9 +12,18 @@
 //   create  BENCH_NINSTR_JOBS (2,000) jobs, `POST /v1/jobs`, one at a time;
 //   claim   those jobs claimed 256 at a time, each completed: what @jobwire/worker with prefetch
 //           sends (each claim carries the completions of the jobs of the claim before, as `done`);
-//   write   BENCH_NINSTR_LIVE (100) running jobs × 10 rounds, each job its own `POST
+//   write   BENCH_NINSTR_LIVE (100) running jobs × 10 rounds (after 20 uncounted), each job its own `POST
 //           /v1/jobs/:id/events` with a token delta and a progress tick (the users' shape), one
-//           request at a time (see createJobs).
+//           request at a time (see createJobs);
+//   watched the same writes to other jobs, each with one SSE watcher from its first write on,
+//           each write counted until its watcher has it (a write and its delivery: the users'
+//           shape); 20 rounds uncounted, 10 counted.
+// Just before create and claim are counted, as many jobs go through the same requests, uncounted: what
+// V8 re-optimizes after the phase before lands there, not in the count (see measure()).
+// A last row (BENCH_NINSTR_RELAY=0: none) counts bench/shape's bare relay fed the same watched
+// writes: node:http, no auth, no validation, no store, each event encoded once. It is the limit the
+// users'-shape bench measures capacity against, so the ratio of a node's count to it is that
+// bench's capacity ratio in fixed terms (where both are bound by their CPU).
 // Before the phases the node is counted idle for BENCH_NINSTR_IDLE_MS (10 s): its background work
 // per second (timers, idle-time collections), which keeps its pace in wall time while valgrind
 // slows the phases ~100 times, so a phase run slower counts more of it. Of seven runs of two builds
@@ -26,6 +35,7 @@
 // (`callgrind_annotate` reads them; JIT-compiled JavaScript shows as unnamed addresses, so this
 // counts, and CPU profiles say where).
 import { spawn } from 'node:child_process'
+import { get as httpGet } from 'node:http'
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
@@ -41,6 +51,8 @@ const JOBS = num('BENCH_NINSTR_JOBS', 2000)
 const LIVE = num('BENCH_NINSTR_LIVE', 100)
 const ROUNDS = 10
 const CLAIM = 256
+/** Jobs created (and claimed) just before the create and claim phases are counted: see measure(). */
+const PREWARM = JOBS
 /** Leases outlast the phases (valgrind runs the node ~100 times slower): no lease lapses, no job is taken back. */
 const LEASE_MS = 600_000
 /** How long the node's background work is counted, idle, before the phases. */
@@ -49,6 +61,10 @@ const STORES = (process.env.BENCH_NINSTR_STORES ?? 'memory,sqlite,redis').split(
 const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379'
 const API_KEY = 'bench-admin-key-0123456789'
 const KEEP = process.env.BENCH_NINSTR_KEEP
+/** BENCH_NINSTR_RELAY=0: no bare-relay row. */
+const RELAY = process.env.BENCH_NINSTR_RELAY !== '0'
+/** BENCH_NINSTR_NODE_FLAGS: more flags for the counted processes' node (`--trace-gc`: when the collector ran). */
+const NODE_FLAGS = (process.env.BENCH_NINSTR_NODE_FLAGS ?? '').split(' ').filter(Boolean)
 
 const missing = missingTool()
 if (missing !== null) {
@@ -76,15 +92,21 @@ async function call(url, method, path, body) {
 }
 
 /** The node for `store` under callgrind; `count(name)` is its instruction count since `zero()`. */
-async function startNode(store, dir, prefix) {
-  const node = spawn(
-    'valgrind',
-    ['--tool=callgrind', `--callgrind-out-file=${join(dir, 'cg.%p')}`, '--smc-check=all-non-file', process.execPath, '--predictable', join(here, 'jobwire-server.mjs'), store, join(dir, `data-${store}`), API_KEY],
-    {
-      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-      env: { ...process.env, BENCH_REDIS_PREFIX: prefix },
-    },
-  )
+function startNode(store, dir, prefix) {
+  return startCounted([join(here, 'jobwire-server.mjs'), store, join(dir, `data-${store}`), API_KEY], dir, { BENCH_REDIS_PREFIX: prefix })
+}
+
+/** The bare relay of the users'-shape bench (bench/shape/targets.mjs), without its loop-delay timer. */
+function startRelay(dir) {
+  return startCounted([join(here, 'shape', 'targets.mjs'), 'relay', API_KEY, '', '', dir], dir, { BENCH_LOOP_MONITOR: '0' })
+}
+
+/** A server script (`args`) under callgrind, answering {type:'ready', url} and {type:'stop'} over IPC. */
+async function startCounted(args, dir, env) {
+  const node = spawn('valgrind', ['--tool=callgrind', `--callgrind-out-file=${join(dir, 'cg.%p')}`, '--smc-check=all-non-file', process.execPath, '--predictable', ...NODE_FLAGS, ...args], {
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+    env: { ...process.env, ...env },
+  })
   const exited = new Promise((resolve) => node.on('exit', resolve))
   const ready = await Promise.race([new Promise((resolve) => node.on('message', (m) => m.type === 'ready' && resolve(m))), exited.then((code) => Promise.reject(new Error(`bench node-instructions: the node exited (${code})`)))])
   return {
@@ -117,9 +139,14 @@ async function claimAndComplete(url, type, count) {
   await call(url, 'POST', '/v1/events', { writes: done })
 }
 
-async function writeRounds(url, claims, from, rounds) {
+/**
+ * Rounds of writes, each job its own request in turn. With `watchers` (job id → SSE watcher), each
+ * write waits until its job's watcher has its progress event: one write and its delivery at a time.
+ */
+async function writeRounds(url, claims, from, rounds, watchers) {
   for (let round = from; round < from + rounds; round++) {
     for (const { job, lease } of claims) {
+      const delivered = watchers?.get(job.id).waitFor(`"percent":${round},`)
       await call(url, 'POST', `/v1/jobs/${job.id}/events`, {
         lease: lease.token,
         batch: round + 1,
@@ -128,12 +155,51 @@ async function writeRounds(url, claims, from, rounds) {
           { type: 'progress', percent: round, message: 'working' },
         ],
       })
+      await delivered
     }
   }
 }
 
-/** A phase's instructions per unit, and its wall time under valgrind. */
-async function measure(node, name, units, work) {
+/** One SSE stream per job (`GET /v1/jobs/:id/stream`, node:http, a connection each), each able to wait until a text arrives on it. */
+async function openWatchers(url, claims) {
+  const watchers = new Map()
+  const { hostname, port } = new URL(url)
+  for (const { job } of claims) {
+    const response = await new Promise((resolve, reject) => {
+      const get = httpGet({ hostname, port, path: `/v1/jobs/${job.id}/stream`, agent: false, headers: { authorization: `Bearer ${API_KEY}` } }, resolve)
+      get.on('error', reject)
+    })
+    if (response.statusCode !== 200) throw new Error(`bench node-instructions: stream of ${job.id}: ${response.statusCode}`)
+    let seen = ''
+    let waiting = null
+    response.setEncoding('utf8')
+    response.on('data', (text) => {
+      seen = (seen + text).slice(-4096)
+      if (waiting !== null && seen.includes(waiting.needle)) {
+        seen = ''
+        const { resolve } = waiting
+        waiting = null
+        resolve()
+      }
+    })
+    response.on('error', () => {})
+    watchers.set(job.id, {
+      waitFor: (needle) => new Promise((resolve) => (waiting = { needle, resolve })),
+      close: () => response.destroy(),
+    })
+  }
+  return watchers
+}
+
+/**
+ * A phase's instructions per unit, and its wall time under valgrind. `prewarm`, if any, runs just
+ * before the count starts: V8 re-optimizes what the phase before left deoptimized (the answer of a
+ * claim and of a create take the same functions down other paths), and under `--predictable` it
+ * compiles on the node's one thread, so that work landed in whichever phase came next (20–30
+ * functions compiled during a create phase, millions of instructions each).
+ */
+async function measure(node, name, units, work, prewarm) {
+  await prewarm?.()
   node.zero()
   const started = performance.now()
   await work()
@@ -160,17 +226,57 @@ async function runStore(store, dir) {
       await claimAndComplete(url, 'bench-warm', JOBS)
     }
     const idle = await idleRate(node, `${store}-idle`)
-    const create = await measure(node, `${store}-create`, JOBS, () => createJobs(url, 'bench-instr', JOBS))
-    const claim = await measure(node, `${store}-claim`, JOBS, () => claimAndComplete(url, 'bench-instr', JOBS))
+    const create = await measure(node, `${store}-create`, JOBS, () => createJobs(url, 'bench-instr', JOBS), () => createJobs(url, 'bench-prewarm', PREWARM))
+    const claim = await measure(
+      node,
+      `${store}-claim`,
+      JOBS,
+      () => claimAndComplete(url, 'bench-instr', JOBS),
+      async () => {
+        await createJobs(url, 'bench-prewarm', PREWARM)
+        await claimAndComplete(url, 'bench-prewarm', 2 * PREWARM)
+      },
+    )
     await createJobs(url, 'bench-live', LIVE)
     const live = (await call(url, 'POST', '/v1/workers/claim', { types: ['bench-live'], max: LIVE, wait: 0, worker: 'bench', leaseMs: LEASE_MS })).claims
     if (live.length !== LIVE) throw new Error(`bench node-instructions: ${live.length} live jobs claimed, ${LIVE} wanted`)
-    await writeRounds(url, live, 0, ROUNDS)
-    const write = await measure(node, `${store}-write`, LIVE * ROUNDS, () => writeRounds(url, live, ROUNDS, ROUNDS))
-    return { store, idle, create, claim, write }
+    await writeRounds(url, live, 0, 2 * ROUNDS)
+    const write = await measure(node, `${store}-write`, LIVE * ROUNDS, () => writeRounds(url, live, 2 * ROUNDS, ROUNDS))
+    // Jobs of their own, watched from their first write on (as the relay's rooms are).
+    await createJobs(url, 'bench-watched', LIVE)
+    const watchedJobs = (await call(url, 'POST', '/v1/workers/claim', { types: ['bench-watched'], max: LIVE, wait: 0, worker: 'bench', leaseMs: LEASE_MS })).claims
+    const watched = await watchedWrites(node, store, watchedJobs)
+    return { store, idle, create, claim, write, watched }
   } finally {
     await node.stop()
     if (store === 'redis') await unlinkPrefix(REDIS_URL, prefix)
+  }
+}
+
+/** The watched-write phase: 2×ROUNDS rounds as a warm-up, then ROUNDS counted, each write delivered to its job's one watcher. */
+async function watchedWrites(node, name, claims) {
+  const watchers = await openWatchers(node.url, claims)
+  try {
+    await writeRounds(node.url, claims, 0, 2 * ROUNDS, watchers)
+    return await measure(node, `${name}-watched`, claims.length * ROUNDS, () => writeRounds(node.url, claims, 2 * ROUNDS, ROUNDS, watchers))
+  } finally {
+    for (const watcher of watchers.values()) watcher.close()
+  }
+}
+
+/**
+ * The bare relay fed the same watched writes (it ignores lease and batch): the limit the users'
+ * shape is measured against (bench/shape). Its idle rate is counted after.
+ */
+async function runRelay(dir) {
+  const relay = await startRelay(dir)
+  try {
+    const claims = Array.from({ length: LIVE }, (_, i) => ({ job: { id: `relay-${i}` }, lease: { token: 'none' } }))
+    const watched = await watchedWrites(relay, 'relay', claims)
+    const idle = await idleRate(relay, 'relay-idle')
+    return { store: 'relay', idle, watched }
+  } finally {
+    await relay.stop()
   }
 }
 
@@ -200,17 +306,24 @@ try {
     console.error(`bench node-instructions: ${JSON.stringify(row)}`)
     rows.push(row)
   }
+  if (RELAY) {
+    const row = await runRelay(dir)
+    console.error(`bench node-instructions: ${JSON.stringify(row)}`)
+    rows.push(row)
+  }
 } finally {
   await agent.close()
   if (KEEP === undefined) rmSync(dir, { recursive: true, force: true })
 }
 
 const k = (n) => `${(n / 1000).toFixed(1)}k`
-const cell = ({ perUnit, seconds }) => `${k(perUnit)} (${seconds.toFixed(0)} s)`
+const cell = (phase) => (phase === undefined ? '—' : `${k(phase.perUnit)} (${phase.seconds.toFixed(0)} s)`)
+const relayRow = rows.find((row) => row.store === 'relay')
+const versusRelay = (row) => (relayRow === undefined || row === relayRow ? '' : ` = ${(row.watched.perUnit / relayRow.watched.perUnit).toFixed(2)}× relay`)
 console.log(`\n### A Jobwire node's instructions per job (callgrind; ${process.env.BENCH_SERVER_DIST ?? 'this build'})\n`)
-console.log(`| store | idle (per s) | create (per job) | claim ${CLAIM} at a time + complete (per job) | write: delta + tick, own request (per write) |`)
-console.log('|---|---:|---:|---:|---:|')
-for (const { store, idle, create, claim, write } of rows) console.log(`| ${store} | ${k(idle)} | ${cell(create)} | ${cell(claim)} | ${cell(write)} |`)
+console.log(`| server | idle (per s) | create (per job) | claim ${CLAIM} at a time + complete (per job) | write: delta + tick, own request (per write) | the same write, watched by one SSE stream (per write) |`)
+console.log('|---|---:|---:|---:|---:|---:|')
+for (const row of rows) console.log(`| ${row.store === 'relay' ? 'bare relay' : row.store} | ${k(row.idle)} | ${cell(row.create)} | ${cell(row.claim)} | ${cell(row.write)} | ${cell(row.watched)}${versusRelay(row)} |`)
 console.log(
-  "\nInstructions of the node's process (all of it: HTTP, auth, validation, core, store, metrics, collector), counted by valgrind --tool=callgrind with V8's --predictable, per job or write of each phase (its seconds under valgrind in brackets), after a warm-up of the same requests. Idle: the node's background work per second (timers, idle-time collections), counted over BENCH_NINSTR_IDLE_MS before the phases; it runs on during them, so a slower run counts more of it.",
+  "\nInstructions of the node's process (all of it: HTTP, auth, validation, core, store, metrics, collector), counted by valgrind --tool=callgrind with V8's --predictable, per job or write of each phase (its seconds under valgrind in brackets), after a warm-up of the same requests. Idle: the node's background work per second (timers, idle-time collections), counted over BENCH_NINSTR_IDLE_MS before the phases; it runs on during them, so a slower run counts more of it. Watched: each write waits until its job's one SSE watcher has it, so its delivery is counted with it. The bare relay (bench/shape's: node:http, no auth, no validation, no store) is fed the same watched writes: the users' shape's limit.",
 )

@@ -56,12 +56,13 @@ export async function stop(child) {
  */
 export async function serveStats(close) {
   const { monitorEventLoopDelay } = await import('node:perf_hooks')
-  const loopDelay = monitorEventLoopDelay({ resolution: 5 })
-  loopDelay.enable()
+  // BENCH_LOOP_MONITOR=0: no loop-delay timer (every 5 ms), for a child whose instructions are counted.
+  const loopDelay = process.env.BENCH_LOOP_MONITOR === '0' ? null : monitorEventLoopDelay({ resolution: 5 })
+  loopDelay?.enable()
   process.on('message', (message) => {
     if (message.type === 'stats') {
-      process.send({ type: 'stats', cpu: process.cpuUsage(), loopP99Ms: loopDelay.percentile(99) / 1e6, loopMaxMs: loopDelay.max / 1e6 })
-      loopDelay.reset()
+      process.send({ type: 'stats', cpu: process.cpuUsage(), loopP99Ms: (loopDelay?.percentile(99) ?? 0) / 1e6, loopMaxMs: (loopDelay?.max ?? 0) / 1e6 })
+      loopDelay?.reset()
     }
     if (message.type === 'stop') close().then(() => process.exit(0), () => process.exit(1))
   })

@@ -26,9 +26,9 @@
 // bench's capacity ratio in fixed terms (where both are bound by their CPU).
 // Before the phases the node is counted idle for BENCH_NINSTR_IDLE_MS (10 s): its background work
 // per second (timers, idle-time collections), which keeps its pace in wall time while valgrind
-// slows the phases ~100 times, so a phase run slower counts more of it. Of seven runs of two builds
-// here, five agreed with their build's others within ~3 %; two of one build came out 10–15 % higher
-// (alone on the machine too), so compare builds over several runs each.
+// slows the phases ~100 times, so a phase run slower counts more of it. A node's counts still move
+// by up to a quarter with what ran before a phase (docs/benchmarks.md), where the relay's repeat
+// within 2 %: compare builds within one run, with the same settings (BENCH_SERVER_DIST).
 // Each store per BENCH_NINSTR_STORES (memory,sqlite,redis; SQLite with its default fsync, Redis at
 // REDIS_URL under a key prefix of its own, removed after). BENCH_SERVER_DIST points at another
 // build's packages/server/dist/server.js for A/B runs. BENCH_NINSTR_KEEP=dir keeps callgrind's files
@@ -237,20 +237,24 @@ async function runStore(store, dir) {
         await claimAndComplete(url, 'bench-prewarm', 2 * PREWARM)
       },
     )
-    await createJobs(url, 'bench-live', LIVE)
-    const live = (await call(url, 'POST', '/v1/workers/claim', { types: ['bench-live'], max: LIVE, wait: 0, worker: 'bench', leaseMs: LEASE_MS })).claims
-    if (live.length !== LIVE) throw new Error(`bench node-instructions: ${live.length} live jobs claimed, ${LIVE} wanted`)
+    const live = await runningJobs(url, 'bench-live')
     await writeRounds(url, live, 0, 2 * ROUNDS)
     const write = await measure(node, `${store}-write`, LIVE * ROUNDS, () => writeRounds(url, live, 2 * ROUNDS, ROUNDS))
     // Jobs of their own, watched from their first write on (as the relay's rooms are).
-    await createJobs(url, 'bench-watched', LIVE)
-    const watchedJobs = (await call(url, 'POST', '/v1/workers/claim', { types: ['bench-watched'], max: LIVE, wait: 0, worker: 'bench', leaseMs: LEASE_MS })).claims
-    const watched = await watchedWrites(node, store, watchedJobs)
+    const watched = await watchedWrites(node, store, await runningJobs(url, 'bench-watched'))
     return { store, idle, create, claim, write, watched }
   } finally {
     await node.stop()
     if (store === 'redis') await unlinkPrefix(REDIS_URL, prefix)
   }
+}
+
+/** LIVE new jobs of `type`, claimed in one request: their claims (job and lease). */
+async function runningJobs(url, type) {
+  await createJobs(url, type, LIVE)
+  const { claims } = await call(url, 'POST', '/v1/workers/claim', { types: [type], max: LIVE, wait: 0, worker: 'bench', leaseMs: LEASE_MS })
+  if (claims.length !== LIVE) throw new Error(`bench node-instructions: ${claims.length} ${type} jobs claimed, ${LIVE} wanted`)
+  return claims
 }
 
 /** The watched-write phase: 2×ROUNDS rounds as a warm-up, then ROUNDS counted, each write delivered to its job's one watcher. */

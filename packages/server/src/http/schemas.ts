@@ -60,6 +60,8 @@ const stageSpecs = wire<StageSpec[]>()(
     .max(stagePlanLimits.maxStages),
 )
 
+const itemStatusList = ['pending', 'running', 'completed', 'failed', 'skipped'] as const satisfies readonly ItemStatus[]
+
 const producerEvent = wire<ProducerEvent>()(
   z.discriminatedUnion('type', [
     z.object({ type: z.literal('started'), worker: text(200).optional() }).strict(),
@@ -78,7 +80,7 @@ const producerEvent = wire<ProducerEvent>()(
         type: z.literal('item'),
         id: text(200).min(1),
         label: prose(500).optional(),
-        status: z.enum(['pending', 'running', 'completed', 'failed', 'skipped'] satisfies ItemStatus[]).optional(),
+        status: z.enum(itemStatusList).optional(),
         percent: percent.optional(),
         message: prose(2000).optional(),
         metadata: metadata.optional(),
@@ -250,9 +252,13 @@ export function parseProducerEvents(input: unknown, limits: EventLimits): Produc
  * undefined when the schema must decide (test/event-drafts.test.ts compares the two).
  */
 export function quickWriteMeta(lease: unknown, batch: unknown): WriteMeta | undefined {
+  return isWriteMeta(lease, batch) ? { lease: lease as string | undefined, batch: batch as number | undefined } : undefined
+}
+
+/** Whether `writeMeta` surely accepts this `lease` and `batch` as they are. */
+function isWriteMeta(lease: unknown, batch: unknown): boolean {
   const leaseOk = lease === undefined || (typeof lease === 'string' && lease.length >= 1 && lease.length <= 200)
-  const batchOk = batch === undefined || (Number.isSafeInteger(batch) && (batch as number) >= 1)
-  return leaseOk && batchOk ? { lease: lease as string | undefined, batch: batch as number | undefined } : undefined
+  return leaseOk && (batch === undefined || (Number.isSafeInteger(batch) && (batch as number) >= 1))
 }
 
 /** `lease` and `batch` read by the schema. */
@@ -314,9 +320,8 @@ export function quickBulkWrite(raw: unknown): { jobId: string; events: unknown[]
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) return undefined
   const { jobId, events, lease, batch } = raw as Record<string, unknown>
   if (typeof jobId !== 'string' || jobId.length < 1 || jobId.length > 100 || !Array.isArray(events) || events.length < 1) return undefined
+  if (!isWriteMeta(lease, batch)) return undefined
   let keys = 2
-  const meta = quickWriteMeta(lease, batch)
-  if (meta === undefined) return undefined
   const write: { jobId: string; events: unknown[]; lease?: string; batch?: number } = { jobId, events }
   if (lease !== undefined) {
     write.lease = lease as string
@@ -440,7 +445,7 @@ const isText = (value: unknown, min: number, max: number): value is string =>
 /** Free text the schema's `prose(max)` accepts and leaves as it is (well-formed). */
 const isProse = (value: unknown, max: number): value is string => typeof value === 'string' && value.length <= max && isWellFormed(value)
 const isPercent = (value: unknown): value is number => typeof value === 'number' && value >= 0 && value <= 100
-const itemStatuses: ReadonlySet<unknown> = new Set(['pending', 'running', 'completed', 'failed', 'skipped'] satisfies ItemStatus[])
+const itemStatuses: ReadonlySet<unknown> = new Set(itemStatusList)
 
 /** The draft of an event every field of which this reads with certainty, or undefined (the schema decides). */
 export function quickDraft(raw: Record<string, unknown>, type: string): EventDraft | undefined {

@@ -25,10 +25,11 @@
 // users'-shape bench measures capacity against, so the ratio of a node's count to it is that
 // bench's capacity ratio in fixed terms (where both are bound by their CPU).
 // Before the phases the node is counted idle for BENCH_NINSTR_IDLE_MS (10 s): its background work
-// per second (timers, idle-time collections), which keeps its pace in wall time while valgrind
-// slows the phases ~100 times, so a phase run slower counts more of it. A node's counts still move
-// by up to a quarter with what ran before a phase (docs/benchmarks.md), where the relay's repeat
-// within 2 %: compare builds within one run, with the same settings (BENCH_SERVER_DIST).
+// per second (timers, idle-time collections). That work keeps its pace in wall time while valgrind
+// slows the phases ~100 times, so the node's periodic intervals are stretched by as much (STRETCH
+// below): with them, two runs of one build agreed within 1 % in every phase (docs/benchmarks.md),
+// where they had moved by up to a quarter. Compare builds within one run, with the same settings
+// (BENCH_SERVER_DIST).
 // Each store per BENCH_NINSTR_STORES (memory,sqlite,redis; SQLite with its default fsync, Redis at
 // REDIS_URL under a key prefix of its own, removed after). BENCH_SERVER_DIST points at another
 // build's packages/server/dist/server.js for A/B runs. BENCH_NINSTR_KEEP=dir keeps callgrind's files
@@ -63,6 +64,15 @@ const API_KEY = 'bench-admin-key-0123456789'
 const KEEP = process.env.BENCH_NINSTR_KEEP
 /** BENCH_NINSTR_RELAY=0: no bare-relay row. */
 const RELAY = process.env.BENCH_NINSTR_RELAY !== '0'
+/**
+ * The node's periodic work (the lease and deadline sweeps every second, a heartbeat slice every
+ * 20 ms while streams are open, the expiry sweep) keeps its pace in wall time while valgrind runs the
+ * node ~100 times slower, so per request it counted ~100 times its native share, and more the
+ * slower valgrind ran: the counts followed the machine's load. Its intervals are stretched by as
+ * much (BENCH_NINSTR_STRETCH, 100; 1 leaves them as they are), so a phase counts its requests.
+ */
+const STRETCH = num('BENCH_NINSTR_STRETCH', 100)
+const STRETCHED = { leaseSweepInterval: 1_000 * STRETCH, deadlineSweepInterval: 1_000 * STRETCH, heartbeat: 15_000 * STRETCH, sweepInterval: 30_000 * STRETCH }
 /** BENCH_NINSTR_NODE_FLAGS: more flags for the counted processes' node (`--trace-gc`: when the collector ran). */
 const NODE_FLAGS = (process.env.BENCH_NINSTR_NODE_FLAGS ?? '').split(' ').filter(Boolean)
 
@@ -93,7 +103,8 @@ async function call(url, method, path, body) {
 
 /** The node for `store` under callgrind; `count(name)` is its instruction count since `zero()`. */
 function startNode(store, dir, prefix) {
-  return startCounted([join(here, 'jobwire-server.mjs'), store, join(dir, `data-${store}`), API_KEY], dir, { BENCH_REDIS_PREFIX: prefix })
+  const config = { ...STRETCHED, ...(process.env.BENCH_SERVER_CONFIG ? JSON.parse(process.env.BENCH_SERVER_CONFIG) : {}) }
+  return startCounted([join(here, 'jobwire-server.mjs'), store, join(dir, `data-${store}`), API_KEY], dir, { BENCH_REDIS_PREFIX: prefix, BENCH_SERVER_CONFIG: JSON.stringify(config) })
 }
 
 /** The bare relay of the users'-shape bench (bench/shape/targets.mjs), without its loop-delay timer. */

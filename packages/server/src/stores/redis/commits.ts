@@ -452,7 +452,7 @@ export class RedisCommits {
               lease = applied.lease
               timers = applied.timers
               if (applied.availableAt !== undefined) avail = applied.availableAt
-              events.push(...applied.events)
+              for (const event of applied.events) events.push(event)
             }
             outcomes.push({ ok: true, result: { job: applied.job, events: applied.events, lease: applied.lease } })
           } catch (error) {
@@ -551,7 +551,6 @@ export class RedisCommits {
     if (this.#spares.size > 0 && isQueuedForDispatch(job) && !isQueuedForDispatch(before.job)) this.#spares.clear()
     const expiresAt = expiryOf(job, this.#retention, timers)
     const bodies = events.map((event) => JSON.stringify(event))
-    const message = `[${bodies.join(',')}]`
     const ver = String(1 + Math.floor(Math.random() * 2 ** 52))
     const state = storedStateJson(job, before.inputBytes > 0, true)
     // What the compare-and-set finds stored is `before`'s: what is the same as it is sent as
@@ -603,9 +602,23 @@ export class RedisCommits {
         // just long enough to be copied into the old generation and die there.
         if (!isTerminal(job.status)) {
           const weights = stateWeights(job, state.length, before.inputBytes, before)
-          this.#committed.set(id, { job, textInState: false, itemsInState: false, ...weights, lease, ver, inc: before.inc, ord: before.ord, avail, timers })
+          // Field by field: a spread in an object literal is V8's slow path (docs/architecture.md, "Cross-cutting").
+          this.#committed.set(id, {
+            job,
+            textInState: false,
+            itemsInState: false,
+            inputBytes: weights.inputBytes,
+            itemsBytes: weights.itemsBytes,
+            bytes: weights.bytes,
+            lease,
+            ver,
+            inc: before.inc,
+            ord: before.ord,
+            avail,
+            timers,
+          })
         }
-        if (events.length > 0) this.#notifications.delivered(id, events, message)
+        if (events.length > 0) this.#notifications.delivered(id, events, bodies)
       }
       // Until it is answered, what the job's channel says may be this commit's echo (notifications.ts).
       this.#notifications.committing(id)
@@ -707,12 +720,15 @@ function parseRecord(fields: readonly (string | null | undefined | string[])[]):
   const items = (fields[11] ?? []) as string[]
   if (state === null || state === undefined) return null
   const job = withItems(withText(withInputKeptApart(withSeq(JSON.parse(state) as JobState, seq), input), text), items)
+  const weights = stateWeights(job, state.length, input?.length ?? 0)
   return {
     timers: timers === null || timers === undefined ? noTimers : (JSON.parse(timers) as JobTimers),
     job,
     textInState: job.text !== '' && (text === null || text === undefined),
     itemsInState: job.items.length > 0 && items.length === 0,
-    ...stateWeights(job, state.length, input?.length ?? 0),
+    inputBytes: weights.inputBytes,
+    itemsBytes: weights.itemsBytes,
+    bytes: weights.bytes,
     lease: lease === null || lease === undefined ? null : (JSON.parse(lease) as Lease),
     ver: ver ?? '0',
     inc: inc ?? '',
@@ -775,7 +791,7 @@ function leaseExpiryOf(lease: Lease | null): number | '' {
 
 /** A job's timers as script arguments: their JSON and the earliest deadline ('' for none). */
 function timerArgs(timers: JobTimers): [string, string | number] {
-  if (Object.keys(timers.settings).length === 0) return ['', '']
+  if (timers === noTimers || !hasKeys(timers.settings)) return ['', '']
   return [JSON.stringify(timers), nextDeadline(timers) ?? '']
 }
 
@@ -783,4 +799,10 @@ function timerArgs(timers: JobTimers): [string, string | number] {
 function withSeq(job: JobState, seq: string | null | undefined): JobState {
   const head = Number(seq)
   return seq === null || seq === undefined || head === job.seq ? job : { ...job, seq: head }
+}
+
+/** Whether `object` has an own enumerable key (Object.keys without the array). */
+function hasKeys(object: object): boolean {
+  for (const key in object) if (Object.hasOwn(object, key)) return true
+  return false
 }

@@ -143,7 +143,7 @@ export class RedisNotifications {
   }
 
   /**
-   * This node committed `events` and published them as `message`: its own watchers get them now,
+   * This node committed `events` (`bodies`, their JSON) and published them: its own watchers get them now,
    * without waiting for Redis to echo them back (the echo is then skipped). Another node's commit
    * that overtakes this one on the way is no problem: a watcher that sees a seq skip ahead reads
    * the log for what is missing, and drops what it already has.
@@ -164,8 +164,10 @@ export class RedisNotifications {
     this.#heard.delete(jobId)
   }
 
-  delivered(jobId: string, events: readonly JobEvent[], message: string): void {
+  delivered(jobId: string, events: readonly JobEvent[], bodies: readonly string[]): void {
     if (!this.#watchedJobs.has(jobId)) return
+    // The message lua/commit.lua published (what its echo will say): made only for a watched job.
+    const message = `[${bodies.join(',')}]`
     // The echo came first: already published.
     if (takeFrom(this.#heard, jobId, message)) return
     // Expected back on the channel (a subscription still being confirmed included: an entry that

@@ -147,7 +147,7 @@ export class DeadlineKeeper {
     const work: Promise<boolean>[] = []
     const visit = (jobId: string): void => {
       const known = this.#unwatched.get(jobId)
-      if (known !== undefined && (known.ms === null || now - known.touchedAt < known.ms / 3)) return
+      if (known !== undefined && !pushBackDue(known, now)) return
       work.push(this.#pushBack(store, jobId, known, now))
     }
     for (const jobId of this.#watched.keys()) visit(jobId)
@@ -164,12 +164,17 @@ export class DeadlineKeeper {
       entry = { ms: record?.timers.settings.cancelWhenUnwatchedMs ?? null, touchedAt: -Infinity }
       this.#unwatched.set(jobId, entry)
     }
-    if (entry.ms === null || now - entry.touchedAt < entry.ms / 3) return false
+    if (!pushBackDue(entry, now)) return false
     const result = await store.append(jobId, (job) => (isTerminal(job.status) ? [] : { events: [], touch: { kinds: ['unwatched'], at: now } })).catch(() => null)
     entry.touchedAt = now
     if (result !== null && isTerminal(result.job.status)) entry.ms = null
     return result !== null && !isTerminal(result.job.status)
   }
+}
+
+/** Whether a watched job's unwatched deadline is due to be pushed back: it has one, not pushed back in the last third of it. */
+function pushBackDue(entry: { ms: number | null; touchedAt: number }, now: number): boolean {
+  return entry.ms !== null && now - entry.touchedAt >= entry.ms / 3
 }
 
 function assertNever(value: never): never {

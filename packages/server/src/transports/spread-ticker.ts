@@ -1,3 +1,6 @@
+/** Most buckets (and wakes) per interval: 750 at the 15 s default heartbeat, 1,000 from 20 s on. */
+const maxSlices = 1_000
+
 /**
  * Calls `tick` for every member once per `intervalMs`, spread over the interval: members are dealt
  * round-robin into one bucket per `sliceMs` of the interval, and one timer ticks a bucket per
@@ -12,9 +15,6 @@
  * duration each time, and Node keeps a list per duration that an unreferenced timer's clearing
  * leaves behind until it would have fired.)
  */
-/** Most buckets (and wakes) per interval: 750 at the 15 s default heartbeat, 1,000 from 20 s on. */
-const maxSlices = 1_000
-
 export class SpreadTicker<T> {
   readonly #buckets: Set<T>[]
   readonly #bucketOf = new Map<T, Set<T>>()

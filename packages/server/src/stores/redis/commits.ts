@@ -791,7 +791,7 @@ function leaseExpiryOf(lease: Lease | null): number | '' {
 
 /** A job's timers as script arguments: their JSON and the earliest deadline ('' for none). */
 function timerArgs(timers: JobTimers): [string, string | number] {
-  if (timers === noTimers || !hasKeys(timers.settings)) return ['', '']
+  if (Object.keys(timers.settings).length === 0) return ['', '']
   return [JSON.stringify(timers), nextDeadline(timers) ?? '']
 }
 
@@ -799,10 +799,4 @@ function timerArgs(timers: JobTimers): [string, string | number] {
 function withSeq(job: JobState, seq: string | null | undefined): JobState {
   const head = Number(seq)
   return seq === null || seq === undefined || head === job.seq ? job : { ...job, seq: head }
-}
-
-/** Whether `object` has an own enumerable key (Object.keys without the array). */
-function hasKeys(object: object): boolean {
-  for (const key in object) if (Object.hasOwn(object, key)) return true
-  return false
 }

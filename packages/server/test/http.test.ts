@@ -281,6 +281,19 @@ describe('GET /v1/jobs (list)', () => {
     expect(expectError(await inject('GET', '/v1/jobs?limit=201'), 'invalid_request').details).toMatchObject({ field: 'limit' })
     expectError(await inject('GET', '/v1/jobs?colour=red'), 'invalid_request')
   })
+
+  it('refuses a cursor it did not give, rather than answering the first page again', async () => {
+    const first = await list('limit=2')
+    const cursor = first.nextCursor as string
+    // Garbage, a cursor cut short or padded as base64 is, one encoded twice: a client paging with
+    // any of them would start over at the first page, every time.
+    for (const bad of ['abc', '%25%25', cursor.slice(0, -1), `${cursor}=`, encodeURIComponent(encodeURIComponent(`${cursor}=`))]) {
+      const answer = await inject('GET', `/v1/jobs?type=${type}&limit=2&cursor=${bad}`)
+      expect(expectError(answer, 'invalid_request').details, bad).toMatchObject({ field: 'cursor' })
+    }
+    // The cursor as it came still pages on.
+    expect((await list(`limit=2&cursor=${cursor}`)).jobs.map((j) => j.id)).toEqual(ids.slice(2, 4))
+  })
 })
 
 describe('POST /v1/jobs/:id/events', () => {

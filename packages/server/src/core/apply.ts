@@ -159,8 +159,9 @@ export function encodeCursor(ordinal: number): string {
   return Buffer.from(String(ordinal)).toString('base64url')
 }
 
+/** The ordinal a cursor holds; null for none, or for text that `encodeCursor` did not make (base64 decoding skips what it cannot read). */
 export function decodeCursor(cursor: string | undefined): number | null {
   if (cursor === undefined) return null
   const value = Number(Buffer.from(cursor, 'base64url').toString())
-  return Number.isSafeInteger(value) && value > 0 ? value : null
+  return Number.isSafeInteger(value) && value > 0 && encodeCursor(value) === cursor ? value : null
 }

@@ -173,7 +173,7 @@ export class JobService {
   /**
    * A page of jobs. A cursor that is not one this server gave is refused: read as no cursor, it
    * would answer the first page again, and a client that pages through a cursor it mangles the
-   * same way each time (encoded twice, cut short) would never reach the end.
+   * same way each time (encoded twice, padded) would never reach the end.
    */
   listJobs(query: JobQuery): Promise<JobPage> {
     if (query.cursor !== undefined && decodeCursor(query.cursor) === null) {

@@ -527,6 +527,15 @@ export function describeStoreConformance(name: string, makeStore: MakeStore, cle
         expect([...first.jobs.map((j) => j.id), ...rest.flat()]).toEqual([...ids].reverse())
       })
 
+      it('refuses a cursor it did not give rather than starting over at the first page', async () => {
+        const { store, service } = await open()
+        await sampleJobs(store, service)
+        const cursor = (await store.listJobs({ limit: 2 })).nextCursor as string
+        for (const bad of ['abc', `${cursor}=`, `${cursor}.`]) {
+          await expect(store.listJobs({ limit: 2, cursor: bad }), bad).rejects.toMatchObject({ code: 'invalid_request', details: { field: 'cursor' } })
+        }
+      })
+
       it('an empty store lists nothing and no cursor', async () => {
         const { store } = await open()
         expect(await store.listJobs({ limit: 10 })).toEqual({ jobs: [], nextCursor: null })

@@ -1,4 +1,4 @@
-import { applyEvents, isTerminal, type JobEvent, type JobEventOf, type JobState } from '@jobwire/protocol'
+import { applyEvents, isTerminal, JobwireError, type JobEvent, type JobEventOf, type JobState } from '@jobwire/protocol'
 import type { AppendPlan, DeadlineKind, DeadlineSettings, JobTimers, Lease, NewJob, Retention } from './store.js'
 
 export interface AppliedPlan {
@@ -159,9 +159,15 @@ export function encodeCursor(ordinal: number): string {
   return Buffer.from(String(ordinal)).toString('base64url')
 }
 
-/** The ordinal a cursor holds; null for none, or for text that `encodeCursor` did not make (base64 decoding skips what it cannot read). */
+/**
+ * The ordinal a cursor holds; null for none. Text that `encodeCursor` did not make is refused
+ * (base64 decoding skips what it cannot read): read as no cursor, it would answer the first page
+ * again, and a client that mangles every `nextCursor` the same way (encoded twice, padded) would
+ * page from the first page forever.
+ */
 export function decodeCursor(cursor: string | undefined): number | null {
   if (cursor === undefined) return null
   const value = Number(Buffer.from(cursor, 'base64url').toString())
-  return Number.isSafeInteger(value) && value > 0 && encodeCursor(value) === cursor ? value : null
+  if (Number.isSafeInteger(value) && value > 0 && encodeCursor(value) === cursor) return value
+  throw new JobwireError('invalid_request', { field: 'cursor', reason: 'cursor: not a cursor this server gave (pass nextCursor as it came)' })
 }
